@@ -1,0 +1,10 @@
+#!/usr/bin/env python3
+"""Container ENTRYPOINT: `preflight run -- <CMD>`; the app replaces this process on success."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from preflight.cli import main  # noqa: E402
+
+sys.exit(main(["run", "--", *sys.argv[1:]]))

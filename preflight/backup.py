@@ -1,0 +1,254 @@
+"""Backups, restores and private snapshots, with litestream's discipline.
+
+A backup is written to a temp file, fsynced, verified, and only then renamed into
+place, so a name in the backup folder is always a complete, verified copy. A restore
+never lands next to a stale -wal/-shm/-journal: SQLite would replay them into the
+restored file and silently corrupt it.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import EnvironmentProblem, RestoreFailed
+
+REASONS = ("pre-migrate", "manual", "pre-restore", "always")
+SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder so a rename or unlink in it survives a power cut."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data` atomically: temp file, fsync, rename, fsync folder."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def db_size(db: Path) -> int:
+    """Bytes in the database and its WAL (what a backup has to hold)."""
+    total = 0
+    for path in (db, Path(f"{db}-wal")):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def quick_check_file(path: Path) -> str:
+    """PRAGMA quick_check of a file opened immutable: reads it, creates no -wal/-shm."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        return "; ".join(str(row[0]) for row in conn.execute("PRAGMA quick_check"))
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class BackupFile:
+    path: Path
+    taken_at: str
+    reason: str
+
+
+def _pattern(db: Path) -> re.Pattern[str]:
+    reasons = "|".join(REASONS)
+    return re.compile(rf"^{re.escape(db.stem)}-(\d{{8}}T\d{{6}}\.\d{{3}}Z)-({reasons})\.db$")
+
+
+def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
+    """This database's backups, oldest first (only complete ones: temp files never match)."""
+    if not backup_dir.is_dir():
+        return []
+    pattern = _pattern(db)
+    found = []
+    for path in backup_dir.iterdir():
+        match = pattern.match(path.name)
+        if match:
+            found.append(BackupFile(path, match[1], match[2]))
+    return sorted(found, key=lambda b: b.taken_at)
+
+
+def take(db: Path, backup_dir: Path, reason: str) -> Path:
+    """A verified, consistent copy of `db` (WAL content included) in `backup_dir`, mode 0600."""
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    for stale in backup_dir.glob(f".{db.stem}-*.tmp*"):
+        stale.unlink()  # left by a crash; we hold the lock, so nobody else is writing one
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+    final = backup_dir / f"{db.stem}-{stamp}-{reason}.db"
+    tmp = backup_dir / f".{final.name}.tmp"
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        src = sqlite3.connect(db)
+        dst = sqlite3.connect(tmp)
+        try:
+            # The online backup API copies a consistent snapshot that includes
+            # frames still in the WAL; copying the main file alone would lose them.
+            src.backup(dst)
+            expected = src.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            dst.close()
+            src.close()
+        fsync_file(tmp)
+        result = quick_check_file(tmp)
+        conn = sqlite3.connect(f"file:{tmp}?mode=ro&immutable=1", uri=True)
+        try:
+            copied = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            conn.close()
+        if result != "ok" or copied != expected:
+            raise EnvironmentProblem(f"backup {tmp} failed verification ({result}; "
+                                     f"{copied}/{expected} schema objects)",
+                                     "check the disk holding the backup folder")
+        os.replace(tmp, final)
+        fsync_dir(backup_dir)
+    except OSError as exc:
+        raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc.strerror or exc}",
+                                 _os_hint(exc)) from None
+    except sqlite3.Error as exc:
+        raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc}",
+                                 "check free space and permissions of the backup folder") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def _os_hint(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "free disk space or set PREFLIGHT_BACKUP_DIR to a larger disk"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the folder writable by this user, or set PREFLIGHT_BACKUP_DIR"
+    return "check the backup folder"
+
+
+def prune(backup_dir: Path, db: Path, keep: int) -> list[Path]:
+    """Delete the oldest backups beyond `keep` (0 keeps all), never the newest pre-migrate one."""
+    backups = list_backups(backup_dir, db)
+    if keep <= 0 or len(backups) <= keep:
+        return []
+    premigrate = [b for b in backups if b.reason == "pre-migrate"]
+    protected = premigrate[-1].path if premigrate else None
+    removed = []
+    for b in backups[:-keep]:
+        if b.path != protected:
+            b.path.unlink()
+            removed.append(b.path)
+    if removed:
+        fsync_dir(backup_dir)
+    return removed
+
+
+def restore(backup: Path, db: Path) -> None:
+    """Put `backup` in place of `db`, byte for byte, and confirm it.
+
+    Order matters for crash safety: the live WAL is checkpointed and emptied first, so
+    removing the sidecars loses nothing even if we die before the rename; the sidecars
+    go before the rename, so the restored file never meets a stale WAL.
+    """
+    try:
+        if quick_check_file(backup) != "ok":
+            raise RestoreFailed(f"backup {backup} fails quick_check", "choose an older backup")
+        if db.exists():
+            try:
+                conn = sqlite3.connect(db, isolation_level=None)
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                pass  # a damaged database is about to be replaced; its WAL goes with it
+        mode = db.stat().st_mode & 0o777 if db.exists() else 0o600
+        tmp = db.with_name(f".{db.name}.restore.tmp")
+        with open(backup, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                                     mode), "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        for suffix in SIDECARS:
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        fsync_dir(db.parent)
+        os.replace(tmp, db)
+        fsync_dir(db.parent)
+        if sha256_file(db) != sha256_file(backup) or quick_check_file(db) != "ok":
+            raise RestoreFailed(f"restored {db} does not match backup {backup}",
+                                f"stop the app and copy {backup} over {db} by hand")
+    except (OSError, sqlite3.Error) as exc:
+        raise RestoreFailed(f"restoring {db} from {backup} failed: {exc}",
+                            f"stop the app, delete {db}-wal/-shm/-journal and copy {backup} "
+                            f"over {db} by hand") from None
+
+
+def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
+    """A private copy of `db` (with its WAL or hot journal) in `folder`, writing nothing beside it.
+
+    Opening the live database, even read-only, can create -wal/-shm files; `check` must
+    not. So this copies the files and proves the copy consistent: nothing changed
+    (size, mtime) in any of them while they were copied, else it tries again.
+    """
+    if not db.exists():
+        return None
+    target = folder / db.name
+
+    def state() -> list[tuple[int, int] | None]:
+        out = []
+        for suffix in ("", "-wal", "-journal"):
+            try:
+                st = os.stat(f"{db}{suffix}")
+                out.append((st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:
+                out.append(None)
+        return out
+
+    for attempt in range(tries):
+        before = state()
+        for suffix in ("", "-wal", "-journal"):
+            dest = Path(f"{target}{suffix}")
+            dest.unlink(missing_ok=True)
+            if Path(f"{db}{suffix}").exists():
+                try:
+                    shutil.copyfile(f"{db}{suffix}", dest)
+                except FileNotFoundError:
+                    pass  # a checkpoint removed it mid-copy; the state check below retries
+        if state() == before:
+            return target
+        time.sleep(0.05 * (attempt + 1))
+    raise EnvironmentProblem(f"{db} kept changing while it was copied for a private snapshot",
+                             "try again when the application is idle")

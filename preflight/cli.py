@@ -1,0 +1,171 @@
+"""Command line: parse, configure logging, dispatch, and turn errors into exit codes.
+
+This is the only place that maps exceptions to exit codes and the only place that
+configures logging. `run` ends in os.execvp: the app replaces the guard and keeps its
+pid, so as PID 1 in a container it receives SIGTERM directly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Sequence
+
+from . import errors, operations, pipeline
+from .config import Settings, add_options, resolve
+from .errors import PreflightError
+
+log = logging.getLogger("preflight")
+
+COMMANDS = {
+    "run": "the whole pipeline, then exec the command after --",
+    "migrate": "the whole pipeline without exec (a Job or one-shot service)",
+    "check": "read-only: what run would do, rehearsed on a private copy",
+    "status": "read-only: applied, pending, drift, backups, failure record",
+    "backup": "take a verified backup now",
+    "restore": "restore a backup (newest by default), saving the current state first",
+    "stamp": "record migrations up to VERSION as applied without running them",
+    "clear-failure": "remove the failure record so the same migrations may try again",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    add_options(common)
+    parser = argparse.ArgumentParser(
+        prog="preflight", description="Start-up guard for SQLite-backed apps: lock, inspect, "
+        "verify, back up, migrate, verify, then exec the app.",
+        epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in errors.EXIT_CODES.items()))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in COMMANDS.items():
+        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        if name == "run":
+            p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
+                           help="the command to exec once the database is ready")
+        elif name == "restore":
+            p.add_argument("backup_file", nargs="?", metavar="BACKUP",
+                           help="a backup file or its name in the backup folder (default: newest)")
+        elif name == "stamp":
+            p.add_argument("version", type=int, metavar="VERSION",
+                           help="the migration number the database is at (0 clears the history)")
+            # Deliberately no PREFLIGHT_FORCE: overriding a schema check must be said
+            # on the command line, never left behind in an environment.
+            p.add_argument("--force", action="store_true",
+                           help="stamp even if the schema does not match (no environment variable)")
+    return parser
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return f"preflight: {level}{record.getMessage()}"
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+                 "level": record.levelname.lower(), "message": record.getMessage()}
+        for key in ("step", "ms"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        return json.dumps(entry)
+
+
+def _configure_logging(settings: Settings | None) -> None:
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    json_logs = settings is not None and settings.log_format == "json"
+    handler.setFormatter(_JsonFormatter() if json_logs else _TextFormatter())
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel((settings.log_level if settings else "info").upper())
+
+
+def _status_summary(report: dict) -> None:
+    applied = report.get("applied") or []
+    log.info("status: %d applied%s, %d to adopt, %d pending", len(applied),
+             f" (last {applied[-1]['name']})" if applied else "", len(report.get("adopt") or []),
+             len(report.get("pending") or []))
+    backups = report.get("backups") or []
+    log.info("status: %d backup(s)%s", len(backups), f", newest {backups[-1]}" if backups else "")
+    record = report.get("failure_record")
+    log.info("status: failure record: %s", f"{record['failed_at']}: {record['reason']}"
+             if record else "none")
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int:
+    command = args.command
+    if command == "run":
+        argv = list(args.cmd)
+        if argv[:1] == ["--"]:
+            argv = argv[1:]
+        pipeline.migrate(settings, "run", argv)
+        report["exec"] = argv
+    elif command == "migrate":
+        pipeline.migrate(settings, "migrate")
+    elif command in ("check", "status"):
+        code = pipeline.assess(settings, report, rehearse=command == "check")
+        if command == "status":
+            _status_summary(report)
+        return code
+    elif command == "backup":
+        operations.take_backup(settings, report)
+    elif command == "restore":
+        operations.restore(settings, args.backup_file, report)
+    elif command == "stamp":
+        operations.stamp(settings, args.version, args.force, report)
+    elif command == "clear-failure":
+        operations.clear_failure(settings, report)
+    return errors.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code (`run` execs instead of returning on success)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # argparse reports usage errors itself, with code 2
+        return int(exc.code or 0)
+    settings = None
+    report: dict = {"command": args.command}
+    try:
+        settings = resolve(args, os.environ)
+        _configure_logging(settings)
+        report["database"] = str(settings.db)
+        code = _dispatch(args, settings, report)
+    except PreflightError as exc:
+        if settings is None:
+            _configure_logging(None)
+        for line in exc.details:
+            log.error("%s", line)
+        log.error("%s (exit %d)", exc, exc.code)
+        report.update(error=exc.message, hint=exc.hint, details=list(exc.details))
+        code = exc.code
+    except Exception as exc:  # a bug: say so plainly, with the traceback at debug level
+        log.error("internal error: %s: %s (exit 1)", type(exc).__name__, exc)
+        log.debug("traceback", exc_info=True)
+        report["error"] = f"internal error: {exc}"
+        code = errors.INTERNAL
+    report["exit_code"] = code
+    if settings is not None and settings.json:
+        print(json.dumps(report, indent=2, default=str))
+    for handler in log.handlers:
+        handler.flush()
+    if code == errors.OK and args.command == "run":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execvp(report["exec"][0], report["exec"])
+        except OSError as exc:
+            log.error("exec %s failed: %s (exit %d)", report["exec"][0], exc.strerror,
+                      errors.ENVIRONMENT)
+            return errors.ENVIRONMENT
+    return code
+
+
+def main_exit() -> None:
+    """Console-script entry point (`preflight ...`)."""
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Settings: every option has a flag and a PREFLIGHT_* variable; flag > environment > default.
+
+The OPTIONS table is the single source: `cli` builds its parser from it, `resolve` reads
+it, and a test checks that the README documents every variable in it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+from .errors import UsageError
+
+BACKUP_MODES = ("on-change", "always", "never")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("expected a whole number >= 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also rejects nan
+        raise ValueError("expected a number of seconds >= 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    dest: str
+    flag: str
+    env: str
+    default: object
+    parse: Callable[[str], object]
+    help: str
+    is_switch: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("db", "--db", "PREFLIGHT_DB", "/data/app.db", str, "the SQLite database file"),
+    Option("migrations", "--migrations", "PREFLIGHT_MIGRATIONS", "migrations", str,
+           "folder of NNN_name.sql / NNN_name.py migrations"),
+    Option("backup_dir", "--backup-dir", "PREFLIGHT_BACKUP_DIR", None, str,
+           "where backups go (default: a 'backups' folder beside the database)"),
+    Option("backup", "--backup", "PREFLIGHT_BACKUP", "on-change", _choice(BACKUP_MODES),
+           "on-change: only before a write; always: every run/migrate; never"),
+    Option("keep_backups", "--keep-backups", "PREFLIGHT_KEEP_BACKUPS", 10, _non_negative_int,
+           "backups to keep (0 keeps all); the newest pre-migration backup is never pruned"),
+    Option("lock_timeout", "--lock-timeout", "PREFLIGHT_LOCK_TIMEOUT", 300.0, _non_negative_float,
+           "seconds to wait for another guard's lock"),
+    Option("smoke", "--smoke", "PREFLIGHT_SMOKE", None, str,
+           "shell command run against the migrated database; must exit 0"),
+    Option("strict", "--strict", "PREFLIGHT_STRICT", False, _bool,
+           "extra tables/indexes/views/triggers are errors, not warnings", is_switch=True),
+    Option("log_format", "--log-format", "PREFLIGHT_LOG_FORMAT", "text", _choice(LOG_FORMATS),
+           "log lines on stderr as text or json"),
+    Option("log_level", "--log-level", "PREFLIGHT_LOG_LEVEL", "info", _choice(LOG_LEVELS),
+           "least important log level shown"),
+    Option("json", "--json", "PREFLIGHT_JSON", False, _bool,
+           "check/status: print a JSON report on stdout", is_switch=True),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: Path
+    migrations: Path
+    backup_dir: Path
+    backup: str
+    keep_backups: int
+    lock_timeout: float
+    smoke: str | None
+    strict: bool
+    log_format: str
+    log_level: str
+    json: bool
+
+    @property
+    def lock_path(self) -> Path:
+        return self.db.with_name(self.db.name + ".preflight.lock")
+
+    @property
+    def failure_path(self) -> Path:
+        return self.db.with_name(self.db.name + ".preflight-failure.json")
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Add every common option to `parser`, with None as the 'not given' default."""
+    for opt in OPTIONS:
+        help_text = f"{opt.help} [{opt.env}]"
+        if opt.is_switch:
+            parser.add_argument(opt.flag, dest=opt.dest, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(opt.flag, dest=opt.dest, default=None, metavar=opt.dest.upper(),
+                                help=help_text)
+
+
+def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Settings from parsed flags, then the environment, then the defaults."""
+    values: dict[str, object] = {}
+    for opt in OPTIONS:
+        given = getattr(args, opt.dest, None)
+        if given is not None and not isinstance(given, str):
+            values[opt.dest] = given  # a switch already parsed to bool by argparse
+            continue
+        if given is not None:
+            source, text = opt.flag, given
+        elif environ.get(opt.env) is not None:
+            source, text = opt.env, environ[opt.env]
+        else:
+            values[opt.dest] = opt.default
+            continue
+        try:
+            values[opt.dest] = opt.parse(text)
+        except ValueError as exc:
+            raise UsageError(f"{source}={text!r} is not valid: {exc}",
+                             f"fix {opt.flag} or {opt.env}") from None
+    if not values["db"]:
+        raise UsageError("no database given", "set --db or PREFLIGHT_DB")
+    db = Path(os.path.abspath(str(values["db"])))
+    backup_dir = values["backup_dir"]
+    return Settings(
+        db=db,
+        migrations=Path(os.path.abspath(str(values["migrations"]))),
+        backup_dir=Path(os.path.abspath(str(backup_dir))) if backup_dir else db.parent / "backups",
+        backup=str(values["backup"]),
+        keep_backups=int(values["keep_backups"]),  # type: ignore[arg-type]
+        lock_timeout=float(values["lock_timeout"]),  # type: ignore[arg-type]
+        smoke=str(values["smoke"]) if values["smoke"] else None,
+        strict=bool(values["strict"]),
+        log_format=str(values["log_format"]),
+        log_level=str(values["log_level"]),
+        json=bool(values["json"]),
+    )

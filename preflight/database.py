@@ -1,0 +1,129 @@
+"""Opening and inspecting the live database, and the environment checks around it.
+
+All read-only: nothing here writes the database or its folder.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import history, schema
+from .backup import db_size
+from .errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
+
+HEADER = b"SQLite format 3\x00"
+
+
+def connect(db: Path, timeout: float) -> sqlite3.Connection:
+    """A connection set up for migrating: autocommit (we issue BEGIN/COMMIT), FKs off.
+
+    PRAGMA foreign_keys is a no-op inside a transaction, so it is set here, outside
+    one; integrity is checked with PRAGMA foreign_key_check before each COMMIT.
+    """
+    conn = sqlite3.connect(db, timeout=timeout, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    return conn
+
+
+@dataclass(frozen=True)
+class Inspection:
+    path: Path
+    existed: bool  # a file was there (possibly zero bytes)
+    size: int  # bytes in the main file when inspected
+    fresh: bool  # no file, zero bytes, or no objects and no history
+    applied: tuple[history.Applied, ...] | None  # None: no history table
+    live: schema.Schema
+
+
+def inspect(db: Path) -> Inspection:
+    """Read what is there: fresh or not, `quick_check`, history, live schema."""
+    if not db.exists() or db.stat().st_size == 0:
+        return Inspection(db, db.exists(), 0, True, None, schema.Schema())
+    with open(db, "rb") as f:
+        header = f.read(len(HEADER))
+    if header != HEADER:
+        raise DatabaseUnusable(f"{db} is not an SQLite database (header {header[:16]!r})",
+                               "point PREFLIGHT_DB at the right file or restore a backup")
+    try:
+        conn = sqlite3.connect(db, isolation_level=None)
+        try:
+            result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+            if result != "ok":
+                raise DatabaseUnusable(f"{db} fails PRAGMA quick_check: {result[:200]}",
+                                       "restore a backup with 'preflight restore'")
+            applied = history.read(conn)
+            live = schema.snapshot(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise LockTimeout(f"{db} is locked by another process: {exc}",
+                              "stop the other writer, then start again") from None
+        raise DatabaseUnusable(f"{db} cannot be read: {exc}",
+                               "restore a backup with 'preflight restore'") from None
+    return Inspection(db, True, db.stat().st_size, applied is None and live.is_empty(), applied, live)
+
+
+def assert_not_busy(db: Path, timeout: float) -> None:
+    """Fail early (exit 8, nothing changed) if another process holds the write lock."""
+    if not db.exists():
+        return
+    conn = sqlite3.connect(db, timeout=timeout, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        raise LockTimeout(f"{db} is locked by another writer ({exc}) after {timeout:g} s",
+                          "stop the process writing to it (the old app?), then start again") from None
+    finally:
+        conn.close()
+
+
+def _free_bytes(folder: Path) -> int:
+    while not folder.exists():
+        folder = folder.parent
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def check_environment(db: Path, backup_dir: Path | None, writes: bool,
+                      command: list[str] | None = None) -> None:
+    """Step 1: folders, permissions, free space, the command. Changes nothing."""
+    if db.is_dir():
+        raise UsageError(f"{db} is a folder, not a database file",
+                         "set PREFLIGHT_DB to a file path, e.g. /data/app.db")
+    if not db.parent.is_dir():
+        raise EnvironmentProblem(f"folder {db.parent} for the database does not exist",
+                                 "mount the data volume there or set PREFLIGHT_DB")
+    if db.exists() and not os.access(db, os.R_OK):
+        raise EnvironmentProblem(f"{db} is not readable by uid {os.getuid()}",
+                                 "fix its owner or mode (chown/chmod)")
+    if writes:
+        for path in (db.parent, db):
+            if path.exists() and not os.access(path, os.W_OK):
+                raise EnvironmentProblem(f"{path} is not writable by uid {os.getuid()}",
+                                         "fix the owner or mode of the volume (chown/chmod), "
+                                         "or mount it read-write")
+    if writes and backup_dir is not None:
+        existing = backup_dir
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise EnvironmentProblem(f"backup folder {backup_dir} is not writable by uid "
+                                     f"{os.getuid()}", "fix its owner or mode, or set "
+                                     "PREFLIGHT_BACKUP_DIR")
+        needed = db_size(db) * 11 // 10 + (1 << 20)
+        free = _free_bytes(backup_dir)
+        if db.exists() and free < needed:
+            raise EnvironmentProblem(f"backup folder {backup_dir} has {free >> 20} MiB free, a "
+                                     f"backup needs {needed >> 20} MiB",
+                                     "free space or set PREFLIGHT_BACKUP_DIR to a larger disk")
+    if command is not None:
+        if not command:
+            raise UsageError("run needs a command after --", "e.g. preflight run -- gunicorn app:app")
+        if shutil.which(command[0]) is None:
+            raise EnvironmentProblem(f"command {command[0]!r} not found on PATH",
+                                     "install it in the image or fix the CMD")

@@ -1,0 +1,86 @@
+"""The one exception hierarchy. Each subclass carries its exit code and a hint.
+
+`cli.main` is the only place that turns these into exit codes. The codes are part of
+the public interface (README, "Exit codes"); codes 4-8 and 11 promise that the
+database was not modified.
+"""
+from __future__ import annotations
+
+OK = 0
+INTERNAL = 1
+USAGE = 2
+PENDING = 3
+DRIFT = 4
+HISTORY = 5
+UNUSABLE = 6
+ENVIRONMENT = 7
+LOCK_TIMEOUT = 8
+MIGRATION_FAILED = 9
+RESTORE_FAILED = 10
+REFUSED = 11
+
+EXIT_CODES: dict[int, str] = {
+    OK: "ok",
+    INTERNAL: "internal error",
+    USAGE: "usage or configuration error",
+    PENDING: "check: pending migrations would apply cleanly",
+    DRIFT: "schema drift",
+    HISTORY: "migration files do not match the history",
+    UNUSABLE: "database unusable",
+    ENVIRONMENT: "environment (permissions, read-only, disk space, command not found)",
+    LOCK_TIMEOUT: "lock timeout",
+    MIGRATION_FAILED: "a migration or the verification failed; the database was restored",
+    RESTORE_FAILED: "the restore failed",
+    REFUSED: "refused: the same migration set failed on a previous start",
+}
+
+
+class PreflightError(Exception):
+    """Base of every error the guard reports; `code` is the process exit code."""
+
+    code = INTERNAL
+    details: tuple[str, ...] = ()  # extra lines to log before the one-line error (drift)
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class UsageError(PreflightError):
+    code = USAGE
+
+
+class DriftError(PreflightError):
+    code = DRIFT
+
+
+class HistoryError(PreflightError):
+    code = HISTORY
+
+
+class DatabaseUnusable(PreflightError):
+    code = UNUSABLE
+
+
+class EnvironmentProblem(PreflightError):
+    code = ENVIRONMENT
+
+
+class LockTimeout(PreflightError):
+    code = LOCK_TIMEOUT
+
+
+class MigrationFailed(PreflightError):
+    code = MIGRATION_FAILED
+
+
+class RestoreFailed(PreflightError):
+    code = RESTORE_FAILED
+
+
+class Refused(PreflightError):
+    code = REFUSED

@@ -1,0 +1,203 @@
+"""Migration files: discovery, validation, statement splitting, and running one body.
+
+Everything here is validated before the database is touched: names, duplicate numbers,
+encoding, statements that would break the guard's transaction, Python syntax.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import HistoryError, UsageError
+
+NAME = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9][A-Za-z0-9_.-]*)\.(?P<kind>sql|py)$")
+
+# A token: string/identifier literal, comment, word, number, or a single other character.
+_TOKEN = re.compile(
+    r"""'(?:[^']|'')*'?|"(?:[^"]|"")*"?|`[^`]*`?|\[[^\]]*\]?"""
+    r"""|--[^\n]*|/\*.*?(?:\*/|\Z)|[A-Za-z_][A-Za-z0-9_$]*|\d[\w.]*|\S""",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class Statement:
+    sql: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+    kind: str
+    sha256: str
+    statements: tuple[Statement, ...]  # empty for .py migrations
+
+    @property
+    def executes_nothing(self) -> bool:
+        """True for a .sql migration with no statements (comments only)."""
+        return self.kind == "sql" and not self.statements
+
+
+def tokens(sql: str) -> list[str]:
+    """SQL tokens without comments or white space (enough to compare and classify SQL)."""
+    return [t for t in _TOKEN.findall(sql) if not t.startswith(("--", "/*"))]
+
+
+def split_statements(text: str, name: str = "<sql>") -> tuple[Statement, ...]:
+    """Split a script into statements the way SQLite's parser sees them.
+
+    A ';' ends a statement only where sqlite3.complete_statement agrees, so semicolons
+    inside strings, comments and trigger bodies (BEGIN ... END;) stay put.
+    """
+    found: list[Statement] = []
+    start = 0
+    for i, ch in enumerate(text):
+        if ch == ";" and sqlite3.complete_statement(text[start:i + 1]):
+            _keep(found, text, start, i + 1)
+            start = i + 1
+    tail = text[start:]
+    if tokens(tail):
+        if not sqlite3.complete_statement(tail + ";"):
+            raise HistoryError(f"{name}: line {_line_of(text, start)}: incomplete SQL statement "
+                               f"(unterminated string, comment or trigger)", "finish the statement")
+        _keep(found, text, start, len(text))
+    return tuple(found)
+
+
+def _keep(found: list[Statement], text: str, start: int, end: int) -> None:
+    chunk = text[start:end]
+    if [t for t in tokens(chunk) if t != ";"]:
+        lead = len(chunk) - len(chunk.lstrip())
+        found.append(Statement(chunk.strip(), _line_of(text, start + lead)))
+
+
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+_FORBIDDEN = {
+    "BEGIN": "preflight wraps each migration in its own transaction",
+    "COMMIT": "preflight commits each migration together with its history row",
+    "END": "preflight commits each migration together with its history row",
+    "ROLLBACK": "a failing statement already rolls the whole migration back",
+    "VACUUM": "VACUUM cannot run inside a transaction",
+}
+_FORBIDDEN_PRAGMAS = {
+    "foreign_keys": "PRAGMA foreign_keys is a no-op inside a transaction; preflight runs "
+                    "migrations with it off and checks PRAGMA foreign_key_check before COMMIT",
+    "journal_mode": "the journal mode cannot change inside a transaction",
+}
+
+
+def _check_statement(name: str, stmt: Statement) -> None:
+    words = [t.upper() for t in tokens(stmt.sql)[:3]]
+    head = words[0] if words else ""
+    if head == "ROLLBACK" and "TO" in words[1:]:
+        return  # ROLLBACK TO a savepoint stays inside the migration's transaction
+    reason = _FORBIDDEN.get(head)
+    if head == "PRAGMA" and len(words) > 1:
+        reason = _FORBIDDEN_PRAGMAS.get(words[1].lower())
+    if reason:
+        raise HistoryError(f"{name}: line {stmt.line}: {' '.join(tokens(stmt.sql)[:2])} is not "
+                           f"allowed in a migration ({reason})", "remove that statement")
+
+
+def load(path: Path) -> Migration:
+    """Read and validate one migration file (name already matched NAME)."""
+    match = NAME.match(path.name)
+    assert match, path
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise HistoryError(f"{path.name}: not UTF-8 text (byte {exc.start})",
+                           "save the file as UTF-8") from None
+    kind = match["kind"]
+    statements: tuple[Statement, ...] = ()
+    if kind == "sql":
+        statements = split_statements(text, path.name)
+        for stmt in statements:
+            _check_statement(path.name, stmt)
+    else:
+        try:
+            tree = ast.parse(text, filename=path.name)
+        except SyntaxError as exc:
+            raise HistoryError(f"{path.name}: line {exc.lineno}: Python syntax error: {exc.msg}",
+                               "fix the migration") from None
+        if not any(isinstance(n, ast.FunctionDef) and n.name == "migrate" for n in tree.body):
+            raise HistoryError(f"{path.name}: has no top-level 'def migrate(conn)'",
+                               "define migrate(conn); it runs inside the guard's transaction")
+    return Migration(int(match["version"]), path.name, path, kind,
+                     hashlib.sha256(raw).hexdigest(), statements)
+
+
+def discover(folder: Path) -> tuple[Migration, ...]:
+    """All migrations in `folder`, ordered by number; invalid names and duplicates are errors."""
+    if not folder.is_dir():
+        raise UsageError(f"migrations folder {folder} does not exist or is not a folder",
+                         "set --migrations or PREFLIGHT_MIGRATIONS")
+    found: dict[int, Migration] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in (".sql", ".py") or path.name.startswith((".", "__")):
+            continue  # other files (README, __init__.py, editor files) are not migrations
+        if not path.is_file():
+            raise HistoryError(f"{path.name}: is not a regular file", "remove it from the folder")
+        if not NAME.match(path.name):
+            raise HistoryError(f"{path.name}: not a migration name",
+                               "rename it NNN_description.sql or NNN_description.py")
+        migration = load(path)
+        if migration.version in found:
+            raise HistoryError(f"{found[migration.version].name} and {path.name} share number "
+                               f"{migration.version}", "renumber one of them")
+        found[migration.version] = migration
+    return tuple(found[v] for v in sorted(found))
+
+
+def set_fingerprint(migrations: tuple[Migration, ...]) -> str:
+    """One hash for the whole migration set (names and contents)."""
+    digest = hashlib.sha256()
+    for m in migrations:
+        digest.update(f"{m.name}\0{m.sha256}\n".encode())
+    return digest.hexdigest()
+
+
+def _deny_transaction_control(action: int, arg1: str | None, *_: object) -> int:
+    # Also catches conn.commit()/rollback() from a .py migration: both go through COMMIT.
+    if action == sqlite3.SQLITE_TRANSACTION:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def run_body(conn: sqlite3.Connection, migration: Migration) -> None:
+    """Execute one migration's statements on `conn`, inside the caller's open transaction.
+
+    The caller owns BEGIN/COMMIT; anything in the migration that tries to end the
+    transaction is refused by an authorizer, so it fails instead of committing.
+    """
+    conn.set_authorizer(_deny_transaction_control)
+    try:
+        if migration.kind == "sql":
+            for stmt in migration.statements:
+                try:
+                    conn.execute(stmt.sql)
+                except sqlite3.Error as exc:
+                    raise sqlite3.Error(f"line {stmt.line}: {exc}") from exc
+        else:
+            spec = importlib.util.spec_from_file_location(
+                f"preflight_migration_{migration.version}", migration.path)
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            module.migrate(conn)
+    finally:
+        conn.set_authorizer(None)
+    if not conn.in_transaction:
+        raise sqlite3.Error("the migration ended the guard's transaction")

@@ -1,0 +1,152 @@
+"""Operator commands beside the pipeline: backup, restore, stamp, clear-failure.
+
+Each takes the guard's lock, validates first, and writes in one place.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import backup, history, schema
+from .config import Settings
+from .database import assert_not_busy, check_environment, connect, inspect
+from .errors import DatabaseUnusable, DriftError, EnvironmentProblem, UsageError
+from .migrations import discover
+from .pipeline import locked, step
+
+log = logging.getLogger("preflight")
+
+
+def take_backup(settings: Settings, report: dict) -> None:
+    """`preflight backup`: a verified backup now, then prune."""
+    check_environment(settings.db, settings.backup_dir, writes=True)
+    with locked(settings, "backup"):
+        if not settings.db.exists() or settings.db.stat().st_size == 0:
+            raise DatabaseUnusable(f"{settings.db} does not exist or is empty: nothing to back up",
+                                   "check PREFLIGHT_DB")
+        inspect(settings.db)  # refuses a corrupt database before copying it
+        with step("backup") as info:
+            taken = backup.take(settings.db, settings.backup_dir, "manual")
+            info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
+            info["tail"] = f" -> {taken}"
+        report["backup"] = str(taken)
+        for removed in backup.prune(settings.backup_dir, settings.db, settings.keep_backups):
+            log.info("prune: removed %s", removed)
+
+
+def _choose(settings: Settings, name: str | None) -> Path:
+    backups = backup.list_backups(settings.backup_dir, settings.db)
+    if name is None:
+        if not backups:
+            raise UsageError(f"no backups of {settings.db.name} in {settings.backup_dir}",
+                             "name a backup file: preflight restore PATH")
+        return backups[-1].path
+    for candidate in (Path(name), settings.backup_dir / name):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise UsageError(f"backup {name} not found (looked in . and {settings.backup_dir})",
+                     "list them with 'preflight status'")
+
+
+def restore(settings: Settings, name: str | None, report: dict) -> None:
+    """`preflight restore [BACKUP]`: back up the current state first, then restore."""
+    check_environment(settings.db, settings.backup_dir, writes=True)
+    with locked(settings, "restore"):
+        chosen = _choose(settings, name)
+        if backup.quick_check_file(chosen) != "ok":
+            raise DatabaseUnusable(f"backup {chosen} fails quick_check", "choose another backup")
+        assert_not_busy(settings.db, settings.lock_timeout)
+        if settings.db.exists() and settings.db.stat().st_size > 0:
+            with step("backup") as info:
+                try:
+                    taken = backup.take(settings.db, settings.backup_dir, "pre-restore")
+                except EnvironmentProblem as exc:
+                    # A damaged database cannot be backed up verified; keep its raw files
+                    # aside (outside the rotation) rather than lose them.
+                    taken = _keep_raw(settings)
+                    log.warning("backup: %s; kept the raw files as %s", exc.message, taken)
+                info["what"], info["tail"] = "current state saved", f" -> {taken}"
+            report["pre_restore_backup"] = str(taken)
+        with step("restore") as info:
+            backup.restore(chosen, settings.db)
+            info["what"], info["tail"] = "restored and verified", f" <- {chosen}"
+        report["restored"] = str(chosen)
+        if settings.failure_path.exists():
+            log.info("failure record still present; 'preflight clear-failure' lets the same "
+                     "migration set try again")
+
+
+def _keep_raw(settings: Settings) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+    target = settings.backup_dir / f"{settings.db.stem}-{stamp}-damaged.db"
+    settings.backup_dir.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-journal"):
+        source = Path(f"{settings.db}{suffix}")
+        if source.exists():
+            shutil.copyfile(source, f"{target}{suffix}")
+            backup.fsync_file(Path(f"{target}{suffix}"))
+    backup.fsync_dir(settings.backup_dir)
+    return target
+
+
+def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
+    """`preflight stamp VERSION`: record 1..VERSION as applied without running them.
+
+    Only when the live schema matches what those migrations produce (extras allowed),
+    unless `force`. History above VERSION is removed; the log keeps every stamp.
+    """
+    check_environment(settings.db, settings.backup_dir if settings.backup != "never" else None,
+                      writes=True)
+    migrations = discover(settings.migrations)
+    upto = [m for m in migrations if m.version <= version]
+    if version != 0 and (not upto or upto[-1].version != version):
+        raise UsageError(f"no migration numbered {version} in {settings.migrations}",
+                         "name the number of an existing migration (0 clears the history)")
+    with locked(settings, "stamp"):
+        insp = inspect(settings.db)
+        if not insp.existed or insp.size == 0:
+            raise DatabaseUnusable(f"{settings.db} does not exist or is empty: nothing to stamp",
+                                   "run 'preflight migrate' to build a fresh database")
+        expected = schema.replay(migrations, {len(upto)})[len(upto)]
+        diffs = schema.errors(schema.diff(expected, insp.live), settings.strict)
+        if diffs and not force:
+            error = DriftError(f"{settings.db} does not match the schema after "
+                               f"{upto[-1].name if upto else 'no migration'} "
+                               f"({len(diffs)} difference(s))",
+                               "fix them, or pass --force if you are sure")
+            error.details = tuple(f"drift: {d.message()}" for d in diffs)
+            raise error
+        for d in diffs:
+            log.warning("stamp --force: ignoring drift: %s", d.message())
+        assert_not_busy(settings.db, settings.lock_timeout)
+        if settings.backup != "never":
+            with step("backup") as info:
+                taken = backup.take(settings.db, settings.backup_dir, "pre-migrate")
+                info["what"], info["tail"] = "before stamp", f" -> {taken}"
+        conn = connect(settings.db, settings.lock_timeout)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            history.ensure_tables(conn)
+            removed = history.forget_after(conn, version)
+            for m in upto:
+                history.record(conn, m, "stamped", 0.0)
+            history.log(conn, "stamp", version, upto[-1].name if upto else None,
+                        f"force, {len(diffs)} difference(s) ignored" if diffs else "schema matched")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        log.info("stamp: history now at %s (%d recorded, %d removed)",
+                 upto[-1].name if upto else "nothing", len(upto), removed)
+        report["stamped"] = version
+
+
+def clear_failure(settings: Settings, report: dict) -> None:
+    """`preflight clear-failure`: let the same migration set try again."""
+    with locked(settings, "clear-failure"):
+        record = history.read_failure(settings.failure_path)
+        cleared = history.clear_failure(settings.failure_path)
+        report["cleared"] = record.__dict__ if record else None
+        log.info("failure record: %s", f"cleared ({record.reason})" if cleared and record
+                 else "there was none")

@@ -1,0 +1,338 @@
+"""The start-up pipeline: plan from a read-only inspection, then back up, migrate, verify.
+
+`plan` only reads. `execute` is the one call that writes; any failure inside it puts the
+database back as it was (rollback, or restore from the verified backup) and leaves a
+failure record so the same broken migration set does not crash-loop.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+from . import backup, history, lock, schema
+from .config import Settings
+from .database import Inspection, assert_not_busy, check_environment, connect, inspect
+from .errors import DriftError, MigrationFailed, PreflightError, Refused, RestoreFailed
+from .migrations import Migration, discover, run_body, set_fingerprint
+
+log = logging.getLogger("preflight")
+
+
+@contextmanager
+def step(name: str) -> Iterator[dict[str, str]]:
+    """Log one line for a step when it ends: '<name>: <what> in <n> ms<tail>'."""
+    start = time.perf_counter()
+    info = {"what": "done", "tail": ""}
+    yield info
+    ms = (time.perf_counter() - start) * 1000
+    log.info("%s: %s in %.0f ms%s", name, info["what"], ms, info["tail"],
+             extra={"step": name, "ms": round(ms, 1)})
+
+
+@dataclass(frozen=True)
+class Plan:
+    migrations: tuple[Migration, ...]
+    fingerprint: str
+    applied: tuple[history.Applied, ...]
+    adopt: tuple[Migration, ...]
+    pending: tuple[Migration, ...]
+    expected_head: schema.Schema
+    warnings: tuple[schema.Difference, ...] = field(default=())
+
+    @property
+    def writes(self) -> bool:
+        return bool(self.adopt or self.pending)
+
+
+def _drift(message: str, hint: str, diffs: list[schema.Difference],
+           migrations: tuple[Migration, ...], upto: int) -> DriftError:
+    steps = schema.replay(migrations[:upto], set(range(1, upto + 1)))
+    named = schema.with_origins(diffs, [(migrations[i - 1], steps[i]) for i in sorted(steps)])
+    error = DriftError(message, hint)
+    error.details = tuple(f"drift: {d.message()}" for d in named)
+    return error
+
+
+def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> Plan:
+    """Decide what to do, proving the database's state first. Reads only."""
+    n = len(migrations)
+    fingerprint = set_fingerprint(migrations)
+    if insp.fresh:
+        head = schema.replay(migrations, {n})[n]
+        return Plan(migrations, fingerprint, (), (), migrations, head)
+    if insp.applied is None:
+        return _adopt(insp, migrations, strict)
+    pending = history.pending(insp.applied, migrations)
+    done = n - len(pending)
+    snaps = schema.replay(migrations, {done, n})
+    diffs = schema.diff(snaps[done], insp.live)
+    errors = schema.errors(diffs, strict)
+    if errors:
+        raise _drift(f"schema drift in {insp.path}: {len(errors)} difference(s) from what "
+                     f"{migrations[done - 1].name if done else 'no migration'} should have produced",
+                     "fix the listed objects by hand or restore a backup; nothing was changed",
+                     errors, migrations, done)
+    warnings = tuple(d for d in diffs if d.kind == "extra")
+    return Plan(migrations, fingerprint, insp.applied, (), pending, snaps[n], warnings)
+
+
+def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> Plan:
+    """A database with tables but no history: find the one version its schema is at."""
+    n = len(migrations)
+    fingerprint = set_fingerprint(migrations)
+    snaps = schema.replay(migrations, set(range(n + 1)))
+    diffs = {k: schema.diff(snaps[k], insp.live) for k in range(1, n + 1)}
+    matches = [k for k in range(1, n + 1) if not schema.errors(diffs[k], False)]
+    if n == 0:
+        return Plan(migrations, fingerprint, (), (), (), snaps[0],
+                    tuple(schema.diff(snaps[0], insp.live)))
+    if not matches:
+        closest = min(range(1, n + 1), key=lambda k: (len(schema.errors(diffs[k], False)), -k))
+        raise _drift(f"{insp.path} has tables but no preflight history, and its schema matches no "
+                     f"migration; closest is {migrations[closest - 1].name} with "
+                     f"{len(schema.errors(diffs[closest], False))} difference(s)",
+                     f"fix the listed objects by hand, or if you know it is at that version, "
+                     f"record it with 'preflight stamp {migrations[closest - 1].version} --force'",
+                     schema.errors(diffs[closest], False), migrations, closest)
+    k = matches[-1]
+    if len(matches) > 1:
+        between = migrations[matches[0]:matches[-1]]
+        names = ", ".join(m.name for m in migrations if m.version in
+                          {migrations[i - 1].version for i in matches})
+        if not all(m.executes_nothing for m in between):
+            raise DriftError(f"{insp.path} has no preflight history and its schema matches several "
+                             f"versions equally ({names}); the migrations between them change "
+                             f"data or drop objects that may not exist, so the choice matters",
+                             "say which version it is at with 'preflight stamp VERSION'")
+        log.warning("adopt: schema matches %s equally; the migrations between them execute no "
+                    "statement, so choosing %s makes no difference", names, migrations[k - 1].name)
+    if strict and schema.errors(diffs[k], True):
+        raise _drift(f"{insp.path}: extra objects beside {migrations[k - 1].name} (--strict)",
+                     "drop them or run without --strict", schema.errors(diffs[k], True),
+                     migrations, k)
+    log.info("adopt: no history; schema matches %s, recording 1..%d as adopted",
+             migrations[k - 1].name, migrations[k - 1].version)
+    warnings = tuple(d for d in diffs[k] if d.kind == "extra")
+    return Plan(migrations, fingerprint, (), migrations[:k], migrations[k:], snaps[n], warnings)
+
+
+@contextmanager
+def locked(settings: Settings, command: str) -> Iterator[None]:
+    """Hold the guard's lock, logging how long it took to get."""
+    start = time.perf_counter()
+    with lock.hold(settings.lock_path, settings.lock_timeout, command):
+        ms = (time.perf_counter() - start) * 1000
+        log.info("lock: acquired in %.0f ms", ms, extra={"step": "lock", "ms": round(ms, 1)})
+        yield
+
+
+def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
+    """Exit 11 at once if this same migration set already failed here."""
+    record = history.read_failure(settings.failure_path)
+    if record is None:
+        return
+    if record.fingerprint == fingerprint:
+        where = f"; backup {record.backup}" if record.backup else ""
+        state = "" if record.restored else "; THE RESTORE DID NOT COMPLETE, restore by hand"
+        raise Refused(f"the same migration set failed on {record.failed_at} (exit "
+                      f"{record.exit_code}): {record.reason}{where}{state}",
+                      "ship fixed migrations, or clear the record with 'preflight clear-failure'")
+    log.info("failure record: a previous start failed with another migration set; trying this one")
+
+
+def apply(settings: Settings, db: Path, p: Plan, committed: list[str]) -> None:
+    """Adopt and apply: each migration with its history row in one BEGIN IMMEDIATE ... COMMIT."""
+    conn = connect(db, settings.lock_timeout)
+    try:
+        if p.adopt:
+            conn.execute("BEGIN IMMEDIATE")
+            history.ensure_tables(conn)
+            for m in p.adopt:
+                history.record(conn, m, "adopted", 0.0)
+            conn.execute("COMMIT")
+            committed.append("adopt")
+        for m in p.pending:
+            with step("migrate") as info:
+                start = time.perf_counter()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    history.ensure_tables(conn)
+                    run_body(conn, m)
+                    problems = conn.execute("PRAGMA foreign_key_check").fetchall()
+                    if problems:
+                        table, rowid, parent, _ = problems[0]
+                        raise MigrationFailed(f"{m.name}: leaves {len(problems)} foreign key "
+                                              f"violation(s), e.g. {table} rowid {rowid} -> {parent}",
+                                              "fix the migration")
+                    history.record(conn, m, "applied", (time.perf_counter() - start) * 1000)
+                    conn.execute("COMMIT")
+                except BaseException as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    if isinstance(exc, PreflightError):
+                        raise
+                    raise MigrationFailed(f"{m.name}: {exc}", "fix the migration") from exc
+                committed.append(m.name)
+                info["what"] = m.name
+    finally:
+        conn.close()
+
+
+def verify(settings: Settings, db: Path, p: Plan) -> None:
+    """Step 8: schema equals head, quick_check and foreign_key_check pass, smoke exits 0."""
+    with step("verify") as info:
+        conn = connect(db, settings.lock_timeout)
+        try:
+            diffs = schema.errors(schema.diff(p.expected_head, schema.snapshot(conn)), settings.strict)
+            if diffs:
+                raise MigrationFailed(f"verification: schema differs from head: {diffs[0].message()}"
+                                      f" (+{len(diffs) - 1} more)", "fix the migrations")
+            result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+            if result != "ok":
+                raise MigrationFailed(f"verification: quick_check: {result[:200]}", "")
+            problems = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if problems:
+                raise MigrationFailed(f"verification: {len(problems)} foreign key violation(s), "
+                                      f"e.g. in {problems[0][0]}", "fix the data or the migrations")
+        finally:
+            conn.close()
+        info["what"] = "schema at head, quick_check ok, foreign keys ok"
+        if settings.smoke:
+            env = dict(os.environ, PREFLIGHT_DB=str(db))
+            done = subprocess.run(settings.smoke, shell=True, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if done.returncode != 0:
+                last = (done.stdout.strip().splitlines() or [""])[-1][:200]
+                raise MigrationFailed(f"verification: smoke command exited {done.returncode}: {last}",
+                                      "fix the migrations or PREFLIGHT_SMOKE")
+            info["what"] += ", smoke ok"
+
+
+def _undo(settings: Settings, insp: Inspection, taken: Path | None, committed: list[str]) -> str:
+    """Put the database back as inspected. Returns how; raises RestoreFailed."""
+    db = settings.db
+    if not committed:
+        return "rolled back; the database was not changed"
+    if taken is None and insp.size == 0:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        if insp.existed:
+            db.touch(0o600)
+        backup.fsync_dir(db.parent)
+        return "removed what was created; the database is as it was (fresh)"
+    if taken is None:
+        raise RestoreFailed(f"{len(committed)} step(s) were committed ({', '.join(committed)}) and "
+                            f"there is no backup (PREFLIGHT_BACKUP=never)",
+                            "restore your own backup by hand")
+    with step("restore") as info:
+        backup.restore(taken, db)
+        info["what"], info["tail"] = "restored and verified", f" <- {taken}"
+    return f"the database was restored from {taken} and verified"
+
+
+def execute(settings: Settings, insp: Inspection, p: Plan) -> None:
+    """Back up, migrate, verify; on any failure undo and leave a failure record. Writes."""
+    db = settings.db
+    taken = None
+    wants_backup = settings.backup == "always" or (settings.backup == "on-change" and p.writes)
+    if wants_backup and insp.size > 0:
+        with step("backup") as info:
+            taken = backup.take(db, settings.backup_dir, "pre-migrate" if p.writes else "always")
+            info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
+            info["tail"] = f" -> {taken}"
+    if not p.writes:
+        return
+    committed: list[str] = []
+    try:
+        apply(settings, db, p, committed)
+        verify(settings, db, p)
+    except BaseException as exc:
+        failed = str(exc) if isinstance(exc, PreflightError) else f"{type(exc).__name__}: {exc}"
+        failing = next((m.name for m in p.pending if m.name not in committed), None)
+        # Written before the undo, so a crash during the restore still leaves the record.
+        record = history.FailureRecord(p.fingerprint, history.now(), MigrationFailed.code, failed,
+                                       failing, str(taken) if taken else None, False)
+        history.write_failure(settings.failure_path, record)
+        try:
+            how = _undo(settings, insp, taken, committed)
+        except RestoreFailed as restore_error:
+            history.write_failure(settings.failure_path,
+                                  replace(record, exit_code=RestoreFailed.code))
+            raise RestoreFailed(f"{failed}; and then {restore_error.message}",
+                                restore_error.hint) from exc
+        history.write_failure(settings.failure_path, replace(record, restored=True))
+        raise MigrationFailed(f"{failed}; {how}",
+                              "fix the migration and ship a new image (the next start with "
+                              "these files refuses with exit 11)") from exc
+
+
+def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> None:
+    """Steps 1-9: everything `run` does before exec, and all that `migrate` does."""
+    check_environment(settings.db, settings.backup_dir if settings.backup != "never" else None,
+                      writes=True, command=argv)
+    with step("migrations") as info:
+        migrations = discover(settings.migrations)
+        info["what"] = f"{len(migrations)} file(s) valid"
+    with locked(settings, command):
+        refuse_if_failed(settings, set_fingerprint(migrations))
+        with step("inspect") as info:
+            insp = inspect(settings.db)
+            info["what"] = "fresh database" if insp.fresh else (
+                f"{len(insp.applied or ())} applied, {len(insp.live.tables)} table(s), quick_check ok")
+        with step("plan") as info:
+            p = plan(insp, migrations, settings.strict)
+            info["what"] = (f"{len(p.adopt)} to adopt, " if p.adopt else "") + \
+                f"{len(p.pending)} pending, history and schema verified"
+        for w in p.warnings:
+            log.warning("extra: %s", w.message())
+        if p.writes or settings.backup == "always":
+            assert_not_busy(settings.db, settings.lock_timeout)
+        execute(settings, insp, p)
+        if history.clear_failure(settings.failure_path):
+            log.info("failure record: cleared (this migration set succeeded)")
+        if settings.backup != "never":
+            for removed in backup.prune(settings.backup_dir, settings.db, settings.keep_backups):
+                log.info("prune: removed %s", removed)
+
+
+def assess(settings: Settings, report: dict, rehearse: bool) -> int:
+    """`check` and `status`: everything `migrate` would decide, on a private snapshot.
+
+    Never writes the database or its folder. With `rehearse`, pending migrations run on
+    the snapshot. Returns 0 (at head) or 3 (pending, clean); errors raise.
+    """
+    check_environment(settings.db, None, writes=False)
+    migrations = discover(settings.migrations)
+    report["migrations"] = [m.name for m in migrations]
+    report["backups"] = [str(b.path) for b in backup.list_backups(settings.backup_dir, settings.db)]
+    record = history.read_failure(settings.failure_path)
+    report["failure_record"] = record.__dict__ if record else None
+    refuse_if_failed(settings, set_fingerprint(migrations))
+    with tempfile.TemporaryDirectory(prefix="preflight-check-") as tmp:
+        snap = backup.snapshot(settings.db, Path(tmp)) or Path(tmp) / settings.db.name
+        insp = inspect(snap)
+        report["fresh"] = insp.fresh
+        report["applied"] = [a.__dict__ for a in insp.applied or ()]
+        p = plan(insp, migrations, settings.strict)
+        report["adopt"] = [m.name for m in p.adopt]
+        report["pending"] = [m.name for m in p.pending]
+        report["warnings"] = [w.message() for w in p.warnings]
+        if rehearse and p.writes:
+            with step("rehearse") as info:
+                start = time.perf_counter()
+                try:
+                    apply(settings, snap, p, [])
+                    verify(settings, snap, p)
+                except MigrationFailed as exc:
+                    raise MigrationFailed(f"rehearsal on a private copy: {exc.message}; the "
+                                          f"database was not touched", exc.hint) from exc
+                report["rehearsal_ms"] = round((time.perf_counter() - start) * 1000, 1)
+                info["what"] = f"{len(p.pending)} migration(s) apply cleanly to a private copy"
+    return 3 if p.writes else 0

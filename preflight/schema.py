@@ -1,0 +1,348 @@
+"""Structural schema snapshots, their comparison, and replaying migrations in memory.
+
+Two schemas are compared object by object, not as SQL text: a table built by
+CREATE TABLE and one grown by ALTER TABLE ADD COLUMN are the same table if their
+columns, constraints and keys are the same. Views and triggers, which have no
+structure SQLite exposes, are compared as normalized SQL.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+from .errors import MigrationFailed
+from .migrations import Migration, run_body, tokens
+
+IGNORED_PREFIXES = ("sqlite_", "_litestream_", "_preflight")
+
+
+def ignored(name: str) -> bool:
+    """The guard's own objects, SQLite's internals and Litestream's are never drift."""
+    return name.lower().startswith(IGNORED_PREFIXES)
+
+
+def normalize(sql: str) -> str:
+    """SQL with comments, quoting of identifiers, case and white space normalized."""
+    out: list[str] = []
+    for tok in tokens(sql):
+        if tok[0] in "\"`[":
+            tok = tok[1:-1].replace('""', '"').lower()
+        elif tok[0] != "'":
+            tok = tok.lower()
+        out.append(tok)
+    text = " ".join(out)
+    for a, b in ((" ,", ","), ("( ", "("), (" )", ")"), (" (", "(")):
+        text = text.replace(a, b)
+    return text
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    notnull: bool
+    default: str | None
+    pk: int
+    hidden: int
+    unique: bool
+
+    def describe(self) -> str:
+        parts = [self.type or "(no type)"]
+        if self.pk:
+            parts.append("PRIMARY KEY")
+        if self.unique:
+            parts.append("UNIQUE")
+        if self.notnull:
+            parts.append("NOT NULL")
+        if self.default is not None:
+            parts.append(f"DEFAULT {self.default}")
+        if self.hidden in (2, 3):
+            parts.append("GENERATED " + ("VIRTUAL" if self.hidden == 2 else "STORED"))
+        elif self.hidden == 1:
+            parts.append("HIDDEN")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    options: tuple[tuple[str, str], ...]  # (property, value): constraints, keys, flags
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    table: str
+    unique: bool
+    columns: tuple[str, ...]
+    where: str | None
+
+    def describe(self) -> str:
+        text = f"{'UNIQUE ' if self.unique else ''}INDEX ON {self.table}({', '.join(self.columns)})"
+        return text + (f" WHERE {self.where}" if self.where else "")
+
+
+@dataclass(frozen=True)
+class Schema:
+    tables: dict[str, Table] = field(default_factory=dict)
+    indexes: dict[str, Index] = field(default_factory=dict)
+    views: dict[str, str] = field(default_factory=dict)
+    triggers: dict[str, str] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not (self.tables or self.indexes or self.views or self.triggers)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _paren_groups(toks: list[str], keyword: str) -> list[str]:
+    """Normalized text of every `keyword ( ... )` group, e.g. each CHECK constraint."""
+    groups = []
+    for i, tok in enumerate(toks[:-1]):
+        if tok.upper() == keyword and toks[i + 1] == "(":
+            depth, j = 0, i + 1
+            while j < len(toks):
+                depth += {"(": 1, ")": -1}.get(toks[j], 0)
+                if depth == 0:
+                    break
+                j += 1
+            groups.append(normalize(" ".join(toks[i + 1:j + 1])))
+    return groups
+
+
+def _tail_after_body(toks: list[str]) -> list[str]:
+    """Tokens after the outermost parenthesised body (table options, index WHERE)."""
+    depth, seen = 0, False
+    for i, tok in enumerate(toks):
+        if tok == "(":
+            depth, seen = depth + 1, True
+        elif tok == ")":
+            depth -= 1
+            if seen and depth == 0:
+                return toks[i + 1:]
+    return []
+
+
+def _table(conn: sqlite3.Connection, name: str, sql: str) -> tuple[Table, dict[str, Index]]:
+    toks = tokens(sql)
+    unique_cols: set[str] = set()
+    options: list[tuple[str, str]] = []
+    indexes: dict[str, Index] = {}
+    for _, idx_name, unique, origin, partial in conn.execute(f"PRAGMA index_list({_q(name)})"):
+        cols = []
+        for _, cid, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({_q(idx_name)})"):
+            if key:
+                cols.append(col.lower() if col else "<expr>")
+                if desc:
+                    cols[-1] += " DESC"
+                if coll and coll.upper() != "BINARY":
+                    cols[-1] += f" COLLATE {coll.upper()}"
+        if origin == "u":
+            if len(cols) == 1:
+                unique_cols.add(cols[0])
+            else:
+                options.append(("unique", "UNIQUE(" + ", ".join(cols) + ")"))
+        elif origin == "c" and not ignored(idx_name):
+            idx_sql = conn.execute("SELECT sql FROM sqlite_master WHERE type='index' AND name=?",
+                                   (idx_name,)).fetchone()[0] or ""
+            idx_toks = tokens(idx_sql)
+            if "<expr>" in cols:  # expression index: compare the column list as SQL
+                body = idx_toks[idx_toks.index("("):len(idx_toks) - len(_tail_after_body(idx_toks))]
+                cols = [normalize(" ".join(body))[1:-1]]
+            tail = _tail_after_body(idx_toks)
+            where = normalize(" ".join(tail[1:])) if partial and tail else None
+            indexes[idx_name.lower()] = Index(idx_name, name.lower(), bool(unique), tuple(cols), where)
+    columns = tuple(
+        Column(col, " ".join(ctype.upper().split()), bool(notnull),
+               normalize(dflt) if dflt is not None else None, pk, hidden, col.lower() in unique_cols)
+        for _, col, ctype, notnull, dflt, pk, hidden in conn.execute(f"PRAGMA table_xinfo({_q(name)})")
+    )
+    fks: dict[int, list[tuple]] = {}
+    for fid, _, ref, frm, to, on_update, on_delete, match in conn.execute(
+            f"PRAGMA foreign_key_list({_q(name)})"):
+        fks.setdefault(fid, []).append((frm, ref, to, on_update, on_delete))
+    for parts in fks.values():
+        frm = ", ".join(p[0].lower() for p in parts)
+        to = ", ".join((p[2] or "").lower() for p in parts)
+        options.append(("foreign key", f"FOREIGN KEY({frm}) REFERENCES {parts[0][1].lower()}({to}) "
+                                       f"ON UPDATE {parts[0][3]} ON DELETE {parts[0][4]}"))
+    options += [("check", "CHECK" + c) for c in _paren_groups(toks, "CHECK")]
+    upper = [t.upper() for t in toks]
+    if "AUTOINCREMENT" in upper:
+        options.append(("flag", "AUTOINCREMENT"))
+    tail = [t.upper() for t in _tail_after_body(toks)]
+    if "ROWID" in tail:
+        options.append(("flag", "WITHOUT ROWID"))
+    if "STRICT" in tail:
+        options.append(("flag", "STRICT"))
+    if upper[:3] == ["CREATE", "VIRTUAL", "TABLE"]:
+        options.append(("virtual", normalize(sql)))
+    return Table(name, columns, tuple(sorted(options))), indexes
+
+
+def snapshot(conn: sqlite3.Connection) -> Schema:
+    """A structural description of every user object in `conn`'s main database."""
+    schema = Schema()
+    rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                        "WHERE sql IS NOT NULL ORDER BY type, name").fetchall()
+    for kind, name, tbl_name, sql in rows:
+        if ignored(name) or ignored(tbl_name):
+            continue
+        if kind == "table":
+            table, indexes = _table(conn, name, sql)
+            schema.tables[name.lower()] = table
+            schema.indexes.update(indexes)
+        elif kind == "view":
+            schema.views[name.lower()] = normalize(sql)
+        elif kind == "trigger":
+            schema.triggers[name.lower()] = normalize(sql)
+    return schema
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One object that differs; `extra` ones are warnings unless --strict."""
+
+    object: str
+    kind: str  # missing | different | unexpected | extra
+    expected: str | None = None
+    actual: str | None = None
+    origin: str | None = None
+
+    def message(self) -> str:
+        origin = f" (from {self.origin})" if self.origin else ""
+        if self.kind == "missing":
+            return f"{self.object}: expected {self.expected}{origin}, missing in database"
+        if self.kind == "different":
+            return f"{self.object}: expected {self.expected}{origin}, database has {self.actual}"
+        return f"{self.object}: database has {self.actual}, which no migration made"
+
+
+def _table_diffs(exp: Table, act: Table) -> list[Difference]:
+    out: list[Difference] = []
+    t = exp.name.lower()
+    exp_cols = {c.name.lower(): c for c in exp.columns}
+    act_cols = {c.name.lower(): c for c in act.columns}
+    for key, col in exp_cols.items():
+        if key not in act_cols:
+            out.append(Difference(f"{t}.{col.name}", "missing", f"column {col.describe()}",
+                                  origin=f"column {t}.{key}"))
+        elif act_cols[key].describe() != col.describe():
+            out.append(Difference(f"{t}.{col.name}", "different", f"column {col.describe()}",
+                                  f"column {act_cols[key].describe()}", origin=f"column {t}.{key}"))
+    for key, col in act_cols.items():
+        if key not in exp_cols:
+            out.append(Difference(f"{t}.{col.name}", "unexpected", actual=f"column {col.describe()}"))
+    exp_order = [k for k in exp_cols if k in act_cols]
+    act_order = [k for k in act_cols if k in exp_cols]
+    if exp_order != act_order:
+        out.append(Difference(t, "different", "columns in order " + ", ".join(exp_order),
+                              ", ".join(act_order), origin=f"table {t}"))
+    for prop in sorted(set(exp.options) - set(act.options)):
+        out.append(Difference(t, "missing", f"{prop[1]}", origin=f"table {t}"))
+    for prop in sorted(set(act.options) - set(exp.options)):
+        out.append(Difference(t, "unexpected", actual=f"{prop[1]}"))
+    return out
+
+
+def diff(expected: Schema, actual: Schema) -> list[Difference]:
+    """Every difference between the expected and the live schema, object by object."""
+    out: list[Difference] = []
+    for key, table in expected.tables.items():
+        if key not in actual.tables:
+            out.append(Difference(f"table {table.name}", "missing",
+                                  f"table ({len(table.columns)} columns)", origin=f"table {key}"))
+        else:
+            out += _table_diffs(table, actual.tables[key])
+    for key, table in actual.tables.items():
+        if key not in expected.tables:
+            out.append(Difference(f"table {table.name}", "extra", actual="an extra table"))
+    for kind, exp_map, act_map in (("index", expected.indexes, actual.indexes),
+                                   ("view", expected.views, actual.views),
+                                   ("trigger", expected.triggers, actual.triggers)):
+        for key, exp in exp_map.items():
+            text = exp.describe() if isinstance(exp, Index) else exp
+            if key not in act_map:
+                out.append(Difference(f"{kind} {key}", "missing", text, origin=f"{kind} {key}"))
+            elif act_map[key] != exp:
+                act = act_map[key]
+                out.append(Difference(f"{kind} {key}", "different", text,
+                                      act.describe() if isinstance(act, Index) else act,
+                                      origin=f"{kind} {key}"))
+        for key, act in act_map.items():
+            if key not in exp_map:
+                text = act.describe() if isinstance(act, Index) else act
+                out.append(Difference(f"{kind} {key}", "extra", actual=f"an extra {kind}: {text}"))
+    return out
+
+
+def errors(diffs: list[Difference], strict: bool) -> list[Difference]:
+    """The differences that are drift: everything but extra objects, which --strict adds."""
+    return [d for d in diffs if strict or d.kind != "extra"]
+
+
+def definitions(schema: Schema) -> dict[str, object]:
+    """Every object keyed as Difference.origin names it, for finding where it came from."""
+    defs: dict[str, object] = {}
+    for key, table in schema.tables.items():
+        defs[f"table {key}"] = (tuple(c.name.lower() for c in table.columns), table.options)
+        for col in table.columns:
+            defs[f"column {key}.{col.name.lower()}"] = col.describe()
+    for kind, mapping in (("index", schema.indexes), ("view", schema.views),
+                          ("trigger", schema.triggers)):
+        for key, value in mapping.items():
+            defs[f"{kind} {key}"] = value
+    return defs
+
+
+def with_origins(diffs: list[Difference], steps: list[tuple[Migration, Schema]]) -> list[Difference]:
+    """Name, for each difference, the migration that last changed the expected object."""
+    last: dict[str, str] = {}
+    previous: dict[str, object] = {}
+    for migration, schema in steps:
+        current = definitions(schema)
+        for key, value in current.items():
+            if previous.get(key) != value:
+                last[key] = migration.name
+        previous = current
+    return [Difference(d.object, d.kind, d.expected, d.actual, last.get(d.origin or "", None))
+            for d in diffs]
+
+
+def open_memory() -> sqlite3.Connection:
+    """An empty in-memory database set up the way the guard runs migrations."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    return conn
+
+
+def replay(migrations: tuple[Migration, ...], stops: set[int]) -> dict[int, Schema]:
+    """Run `migrations` on an empty in-memory database; the schema after each count in `stops`.
+
+    Every migration must work on an empty database, since a fresh install runs them all:
+    one that fails here fails before the live database is touched.
+    """
+    conn = open_memory()
+    found: dict[int, Schema] = {}
+    try:
+        if 0 in stops:
+            found[0] = Schema()
+        for count, migration in enumerate(migrations, start=1):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                run_body(conn, migration)
+                conn.execute("COMMIT")
+            except Exception as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise MigrationFailed(
+                    f"{migration.name}: fails on an empty database: {exc}",
+                    "fix the migration; the live database was not touched") from exc
+            if count in stops:
+                found[count] = snapshot(conn)
+    finally:
+        conn.close()
+    return found
