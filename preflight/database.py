@@ -38,17 +38,22 @@ class Inspection:
     live: schema.Schema
 
 
-def inspect(db: Path) -> Inspection:
-    """Read what is there: fresh or not, `quick_check`, history, live schema."""
+def inspect(db: Path, shown: Path | None = None) -> Inspection:
+    """Read what is there: fresh or not, `quick_check`, history, live schema.
+
+    `shown` is the path to name in messages when `db` is a private snapshot of it.
+    """
     if not db.exists() or db.stat().st_size == 0:
-        return Inspection(db, db.exists(), 0, True, None, schema.Schema())
-    with open(db, "rb") as f:
+        return Inspection(shown or db, db.exists(), 0, True, None, schema.Schema())
+    size = db.stat().st_size
+    real, db = db, shown or db
+    with open(real, "rb") as f:
         header = f.read(len(HEADER))
     if header != HEADER:
         raise DatabaseUnusable(f"{db} is not an SQLite database (header {header[:16]!r})",
                                "point PREFLIGHT_DB at the right file or restore a backup")
     try:
-        conn = sqlite3.connect(db, isolation_level=None)
+        conn = sqlite3.connect(real, isolation_level=None)
         try:
             result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
             if result != "ok":
@@ -64,7 +69,7 @@ def inspect(db: Path) -> Inspection:
                               "stop the other writer, then start again") from None
         raise DatabaseUnusable(f"{db} cannot be read: {exc}",
                                "restore a backup with 'preflight restore'") from None
-    return Inspection(db, True, db.stat().st_size, applied is None and live.is_empty(), applied, live)
+    return Inspection(db, True, size, applied is None and live.is_empty(), applied, live)
 
 
 def assert_not_busy(db: Path, timeout: float) -> None:

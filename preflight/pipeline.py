@@ -317,7 +317,7 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
     refuse_if_failed(settings, set_fingerprint(migrations))
     with tempfile.TemporaryDirectory(prefix="preflight-check-") as tmp:
         snap = backup.snapshot(settings.db, Path(tmp)) or Path(tmp) / settings.db.name
-        insp = inspect(snap)
+        insp = inspect(snap, settings.db)
         report["fresh"] = insp.fresh
         report["applied"] = [a.__dict__ for a in insp.applied or ()]
         p = plan(insp, migrations, settings.strict)

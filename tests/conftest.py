@@ -1,0 +1,142 @@
+"""Shared factories: real SQLite files in tmp_path, the real CLI, real subprocesses."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from preflight.cli import main  # noqa: E402
+
+MIGRATIONS = REPO / "migrations"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+STATES = ("v0.3.0", "v0.4.0", "v0.9.5", "rc1-crashed", "rc3-partial")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No PREFLIGHT_* variable from the outside leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("PREFLIGHT_"):
+            monkeypatch.delenv(key)
+
+
+def load_fixture(name: str, db: Path) -> Path:
+    """Build `db` from tests/fixtures/<name>.sql (a StarPunk database at that release)."""
+    conn = sqlite3.connect(db)
+    conn.executescript((FIXTURES / f"{name}.sql").read_text())
+    conn.close()
+    return db
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def make_db(data_dir: Path) -> Callable[[str], Path]:
+    """make_db('v0.9.5') -> data/app.db in that state; make_db('fresh') -> a path with no file."""
+    def make(state: str) -> Path:
+        db = data_dir / "app.db"
+        if state != "fresh":
+            load_fixture(state, db)
+        return db
+    return make
+
+
+@pytest.fixture
+def make_migrations(tmp_path: Path) -> Callable[..., Path]:
+    """make_migrations({'001_a.sql': '...'}, base=True): a migrations folder in tmp_path.
+
+    With base=True it starts from a copy of the application's migrations/.
+    """
+    count = [0]
+
+    def make(files: dict[str, str | bytes], base: bool = False) -> Path:
+        count[0] += 1
+        folder = tmp_path / f"migrations{count[0]}"
+        folder.mkdir()
+        if base:
+            for path in MIGRATIONS.iterdir():
+                (folder / path.name).write_bytes(path.read_bytes())
+        for name, text in files.items():
+            target = folder / name
+            if isinstance(text, bytes):
+                target.write_bytes(text)
+            else:
+                target.write_text(text)
+        return folder
+    return make
+
+
+class Result:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"Result(code={self.code}, err={self.err[-2000:]!r})"
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """cli('migrate', '--db', db) -> Result(code, stdout, stderr), through cli.main."""
+    def run(*args: object) -> Result:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+    return run
+
+
+def run_process(*args: object, env: dict[str, str] | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m preflight ARGS` in a real subprocess."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "preflight", *map(str, args)], cwd=REPO,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def folder_state(folder: Path, strict: bool = False) -> dict[str, str]:
+    """Every file under `folder` with its sha256: proves 'nothing changed'.
+
+    The guard's lock file (empty once released) is left out unless `strict`: commands
+    that take the lock create it; `check` and `status` must not even do that.
+    """
+    state = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and (strict or not path.name.endswith(".preflight.lock")):
+            state[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return state
+
+
+def dump(db: Path) -> list[str]:
+    """The logical content (iterdump) without the guard's own tables."""
+    conn = sqlite3.connect(db)
+    try:
+        return [line for line in conn.iterdump() if "_preflight" not in line]
+    finally:
+        conn.close()
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
