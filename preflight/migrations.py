@@ -106,7 +106,8 @@ def _check_statement(name: str, stmt: Statement) -> None:
     if head == "PRAGMA" and len(words) > 1:
         reason = _FORBIDDEN_PRAGMAS.get(words[1].lower())
     if reason:
-        raise HistoryError(f"{name}: line {stmt.line}: {' '.join(tokens(stmt.sql)[:2])} is not "
+        shown = " ".join(words[:2]) if head == "PRAGMA" else head
+        raise HistoryError(f"{name}: line {stmt.line}: {shown} is not "
                            f"allowed in a migration ({reason})", "remove that statement")
 
 
