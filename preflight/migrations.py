@@ -51,6 +51,14 @@ def tokens(sql: str) -> list[str]:
     return [t for t in _TOKEN.findall(sql) if not t.startswith(("--", "/*"))]
 
 
+def _first_token_at(text: str, start: int, end: int) -> int | None:
+    """Offset of the first token that is not a comment in text[start:end], or None."""
+    for match in _TOKEN.finditer(text, start, end):
+        if not match.group().startswith(("--", "/*")):
+            return match.start()
+    return None
+
+
 def split_statements(text: str, name: str = "<sql>") -> tuple[Statement, ...]:
     """Split a script into statements the way SQLite's parser sees them.
 
@@ -64,9 +72,10 @@ def split_statements(text: str, name: str = "<sql>") -> tuple[Statement, ...]:
             _keep(found, text, start, i + 1)
             start = i + 1
     tail = text[start:]
-    if tokens(tail):
+    first = _first_token_at(text, start, len(text))
+    if first is not None:
         if not sqlite3.complete_statement(tail + ";"):
-            raise HistoryError(f"{name}: line {_line_of(text, start)}: incomplete SQL statement "
+            raise HistoryError(f"{name}: line {_line_of(text, first)}: incomplete SQL statement "
                                f"(unterminated string, comment or trigger)", "finish the statement")
         _keep(found, text, start, len(text))
     return tuple(found)
@@ -75,8 +84,8 @@ def split_statements(text: str, name: str = "<sql>") -> tuple[Statement, ...]:
 def _keep(found: list[Statement], text: str, start: int, end: int) -> None:
     chunk = text[start:end]
     if [t for t in tokens(chunk) if t != ";"]:
-        lead = len(chunk) - len(chunk.lstrip())
-        found.append(Statement(chunk.strip(), _line_of(text, start + lead)))
+        first = _first_token_at(text, start, end)
+        found.append(Statement(chunk.strip(), _line_of(text, first if first is not None else start)))
 
 
 def _line_of(text: str, offset: int) -> int:
@@ -98,13 +107,16 @@ _FORBIDDEN_PRAGMAS = {
 
 
 def _check_statement(name: str, stmt: Statement) -> None:
-    words = [t.upper() for t in tokens(stmt.sql)[:3]]
+    words = [t.upper() for t in tokens(stmt.sql)[:4]]
     head = words[0] if words else ""
     if head == "ROLLBACK" and "TO" in words[1:]:
         return  # ROLLBACK TO a savepoint stays inside the migration's transaction
     reason = _FORBIDDEN.get(head)
     if head == "PRAGMA" and len(words) > 1:
-        reason = _FORBIDDEN_PRAGMAS.get(words[1].lower())
+        # PRAGMA [schema.]name, any identifier quoting: PRAGMA main."foreign_keys" = ON
+        name_tok = words[3] if len(words) > 3 and words[2] == "." else words[1]
+        words = ["PRAGMA", name_tok.strip('"`[]').lower()]
+        reason = _FORBIDDEN_PRAGMAS.get(words[1])
     if reason:
         shown = " ".join(words[:2]) if head == "PRAGMA" else head
         raise HistoryError(f"{name}: line {stmt.line}: {shown} is not "
