@@ -228,7 +228,7 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
     target = folder / db.name
 
     def state() -> list[tuple[int, int] | None]:
-        out = []
+        out: list[tuple[int, int] | None] = []
         for suffix in ("", "-wal", "-journal"):
             try:
                 st = os.stat(f"{db}{suffix}")

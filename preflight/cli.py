@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from . import errors, operations, pipeline
+from . import __version__, errors, operations, pipeline
 from .config import Settings, add_options, resolve
 from .errors import PreflightError
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="preflight", description="Start-up guard for SQLite-backed apps: lock, inspect, "
         "verify, back up, migrate, verify, then exec the app.",
         epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in errors.EXIT_CODES.items()))
+    parser.add_argument("--version", action="version", version=f"preflight {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in COMMANDS.items():
         p = sub.add_parser(name, parents=[common], help=text, description=text)
@@ -155,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for handler in log.handlers:
         handler.flush()
     if code == errors.OK and args.command == "run":
+        log.info("exec: %s", " ".join(report["exec"]), extra={"step": "exec"})
+        for handler in log.handlers:
+            handler.flush()
         sys.stdout.flush()
         sys.stderr.flush()
         try:

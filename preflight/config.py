@@ -150,8 +150,8 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         migrations=Path(os.path.abspath(str(values["migrations"]))),
         backup_dir=Path(os.path.abspath(str(backup_dir))) if backup_dir else db.parent / "backups",
         backup=str(values["backup"]),
-        keep_backups=int(values["keep_backups"]),  # type: ignore[arg-type]
-        lock_timeout=float(values["lock_timeout"]),  # type: ignore[arg-type]
+        keep_backups=int(str(values["keep_backups"])),
+        lock_timeout=float(str(values["lock_timeout"])),
         smoke=str(values["smoke"]) if values["smoke"] else None,
         strict=bool(values["strict"]),
         log_format=str(values["log_format"]),

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
 import re
 import sqlite3
-from dataclasses import dataclass
+import types
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HistoryError, UsageError
@@ -39,6 +39,7 @@ class Migration:
     kind: str
     sha256: str
     statements: tuple[Statement, ...]  # empty for .py migrations
+    source: str = field(default="", repr=False, compare=False)  # exactly what was hashed
 
     @property
     def executes_nothing(self) -> bool:
@@ -149,7 +150,7 @@ def load(path: Path) -> Migration:
             raise HistoryError(f"{path.name}: has no top-level 'def migrate(conn)'",
                                "define migrate(conn); it runs inside the guard's transaction")
     return Migration(int(match["version"]), path.name, path, kind,
-                     hashlib.sha256(raw).hexdigest(), statements)
+                     hashlib.sha256(raw).hexdigest(), statements, text)
 
 
 def discover(folder: Path) -> tuple[Migration, ...]:
@@ -204,11 +205,11 @@ def run_body(conn: sqlite3.Connection, migration: Migration) -> None:
                 except sqlite3.Error as exc:
                     raise sqlite3.Error(f"line {stmt.line}: {exc}") from exc
         else:
-            spec = importlib.util.spec_from_file_location(
-                f"preflight_migration_{migration.version}", migration.path)
-            assert spec and spec.loader
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+            # Compiled from source by hand: importing would write __pycache__ into the
+            # migrations folder (the image's files, possibly read-only).
+            module = types.ModuleType(f"preflight_migration_{migration.version}")
+            module.__file__ = str(migration.path)
+            exec(compile(migration.source, str(migration.path), "exec"), module.__dict__)
             module.migrate(conn)
     finally:
         conn.set_authorizer(None)

@@ -45,9 +45,13 @@ class Column:
     pk: int
     hidden: int
     unique: bool
+    collate: str | None = None  # from the table's SQL: PRAGMA table_xinfo does not say
+    expression: str | None = None  # a generated column's AS (...), also from the SQL
 
     def describe(self) -> str:
         parts = [self.type or "(no type)"]
+        if self.collate:
+            parts.append(f"COLLATE {self.collate}")
         if self.pk:
             parts.append("PRIMARY KEY")
         if self.unique:
@@ -57,7 +61,7 @@ class Column:
         if self.default is not None:
             parts.append(f"DEFAULT {self.default}")
         if self.hidden in (2, 3):
-            parts.append("GENERATED " + ("VIRTUAL" if self.hidden == 2 else "STORED"))
+            parts.append(f"AS {self.expression} " + ("VIRTUAL" if self.hidden == 2 else "STORED"))
         elif self.hidden == 1:
             parts.append("HIDDEN")
         return " ".join(parts)
@@ -72,7 +76,7 @@ class Table:
 
 @dataclass(frozen=True)
 class Index:
-    name: str
+    name: str = field(compare=False)  # SQLite names are case-insensitive; dicts key on lower()
     table: str
     unique: bool
     columns: tuple[str, ...]
@@ -126,8 +130,48 @@ def _tail_after_body(toks: list[str]) -> list[str]:
     return []
 
 
+_TABLE_CONSTRAINTS = {"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"}
+
+
+def _column_clauses(toks: list[str]) -> dict[str, tuple[str | None, str | None]]:
+    """COLLATE and generated AS (...) of each column, read from CREATE TABLE tokens.
+
+    ALTER TABLE ADD COLUMN appends the column's text to the stored SQL, so this sees
+    columns however they were added.
+    """
+    start = toks.index("(") + 1 if "(" in toks else len(toks)
+    segments: list[list[str]] = [[]]
+    depth = 0
+    for tok in toks[start:]:
+        if tok == "(":
+            depth += 1
+        elif tok == ")":
+            if depth == 0:
+                break
+            depth -= 1
+        if tok == "," and depth == 0:
+            segments.append([])
+        else:
+            segments[-1].append(tok)
+    found: dict[str, tuple[str | None, str | None]] = {}
+    for seg in segments:
+        if not seg or seg[0].upper() in _TABLE_CONSTRAINTS:
+            continue
+        collate = expression = None
+        level = 0
+        for i, tok in enumerate(seg):
+            level += {"(": 1, ")": -1}.get(tok, 0)
+            if level == 0 and tok.upper() == "COLLATE" and i + 1 < len(seg):
+                collate = seg[i + 1].strip('"`[]').upper()
+            if level == 0 and tok.upper() == "AS" and i + 1 < len(seg) and seg[i + 1] == "(":
+                expression = _paren_groups(["AS"] + seg[i + 1:], "AS")[0]
+        found[normalize(seg[0])] = (collate, expression)
+    return found
+
+
 def _table(conn: sqlite3.Connection, name: str, sql: str) -> tuple[Table, dict[str, Index]]:
     toks = tokens(sql)
+    clauses = _column_clauses(toks)
     unique_cols: set[str] = set()
     options: list[tuple[str, str]] = []
     indexes: dict[str, Index] = {}
@@ -157,7 +201,8 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> tuple[Table, dict[s
             indexes[idx_name.lower()] = Index(idx_name, name.lower(), bool(unique), tuple(cols), where)
     columns = tuple(
         Column(col, " ".join(ctype.upper().split()), bool(notnull),
-               normalize(dflt) if dflt is not None else None, pk, hidden, col.lower() in unique_cols)
+               normalize(dflt) if dflt is not None else None, pk, hidden, col.lower() in unique_cols,
+               *clauses.get(col.lower(), (None, None)))
         for _, col, ctype, notnull, dflt, pk, hidden in conn.execute(f"PRAGMA table_xinfo({_q(name)})")
     )
     fks: dict[int, list[tuple]] = {}

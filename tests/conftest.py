@@ -68,7 +68,7 @@ def make_migrations(tmp_path: Path) -> Callable[..., Path]:
         folder = tmp_path / f"migrations{count[0]}"
         folder.mkdir()
         if base:
-            for path in MIGRATIONS.iterdir():
+            for path in MIGRATIONS.glob("[0-9]*"):
                 (folder / path.name).write_bytes(path.read_bytes())
         for name, text in files.items():
             target = folder / name
