@@ -218,15 +218,16 @@ def verify(settings: Settings, db: Path, p: Plan) -> None:
 def _undo(settings: Settings, insp: Inspection, taken: Path | None, committed: list[str]) -> str:
     """Put the database back as inspected. Returns how; raises RestoreFailed."""
     db = settings.db
-    if not committed:
-        return "rolled back; the database was not changed"
     if taken is None and insp.size == 0:
+        # Connecting created the file even if nothing was committed: remove it.
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         if insp.existed:
             db.touch(0o600)
         backup.fsync_dir(db.parent)
         return "removed what was created; the database is as it was (fresh)"
+    if not committed:
+        return "rolled back; the database was not changed"
     if taken is None:
         raise RestoreFailed(f"{len(committed)} step(s) were committed ({', '.join(committed)}) and "
                             f"there is no backup (PREFLIGHT_BACKUP=never)",
