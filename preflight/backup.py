@@ -184,6 +184,11 @@ def restore(backup: Path, db: Path) -> None:
     go before the rename, so the restored file never meets a stale WAL.
     """
     try:
+        with open(backup, "rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                # We never write an empty backup; an empty or foreign file is not one.
+                raise RestoreFailed(f"backup {backup} is not an SQLite database (empty or foreign)",
+                                    "choose another backup")
         if quick_check_file(backup) != "ok":
             raise RestoreFailed(f"backup {backup} fails quick_check", "choose an older backup")
         if db.exists():

@@ -325,6 +325,8 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
         report["adopt"] = [m.name for m in p.adopt]
         report["pending"] = [m.name for m in p.pending]
         report["warnings"] = [w.message() for w in p.warnings]
+        for w in p.warnings:
+            log.warning("extra: %s", w.message())
         if rehearse and p.writes:
             with step("rehearse") as info:
                 start = time.perf_counter()

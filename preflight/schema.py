@@ -200,7 +200,7 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> tuple[Table, dict[s
             where = normalize(" ".join(tail[1:])) if partial and tail else None
             indexes[idx_name.lower()] = Index(idx_name, name.lower(), bool(unique), tuple(cols), where)
     columns = tuple(
-        Column(col, " ".join(ctype.upper().split()), bool(notnull),
+        Column(col, normalize(ctype).upper(), bool(notnull),
                normalize(dflt) if dflt is not None else None, pk, hidden, col.lower() in unique_cols,
                *clauses.get(col.lower(), (None, None)))
         for _, col, ctype, notnull, dflt, pk, hidden in conn.execute(f"PRAGMA table_xinfo({_q(name)})")
@@ -255,7 +255,8 @@ class Difference:
     kind: str  # missing | different | unexpected | extra
     expected: str | None = None
     actual: str | None = None
-    origin: str | None = None
+    origin: str | None = None  # the migration that made the expected object (with_origins)
+    key: str | None = field(default=None, compare=False)  # the object, as definitions() names it
 
     def message(self) -> str:
         origin = f" (from {self.origin})" if self.origin else ""
@@ -274,10 +275,10 @@ def _table_diffs(exp: Table, act: Table) -> list[Difference]:
     for key, col in exp_cols.items():
         if key not in act_cols:
             out.append(Difference(f"{t}.{col.name}", "missing", f"column {col.describe()}",
-                                  origin=f"column {t}.{key}"))
+                                  key=f"column {t}.{key}"))
         elif act_cols[key].describe() != col.describe():
             out.append(Difference(f"{t}.{col.name}", "different", f"column {col.describe()}",
-                                  f"column {act_cols[key].describe()}", origin=f"column {t}.{key}"))
+                                  f"column {act_cols[key].describe()}", key=f"column {t}.{key}"))
     for key, col in act_cols.items():
         if key not in exp_cols:
             out.append(Difference(f"{t}.{col.name}", "unexpected", actual=f"column {col.describe()}"))
@@ -285,9 +286,9 @@ def _table_diffs(exp: Table, act: Table) -> list[Difference]:
     act_order = [k for k in act_cols if k in exp_cols]
     if exp_order != act_order:
         out.append(Difference(t, "different", "columns in order " + ", ".join(exp_order),
-                              ", ".join(act_order), origin=f"table {t}"))
+                              ", ".join(act_order), key=f"table {t}"))
     for prop in sorted(set(exp.options) - set(act.options)):
-        out.append(Difference(t, "missing", f"{prop[1]}", origin=f"table {t}"))
+        out.append(Difference(t, "missing", f"{prop[1]}", key=f"table {t}"))
     for prop in sorted(set(act.options) - set(exp.options)):
         out.append(Difference(t, "unexpected", actual=f"{prop[1]}"))
     return out
@@ -299,7 +300,7 @@ def diff(expected: Schema, actual: Schema) -> list[Difference]:
     for key, table in expected.tables.items():
         if key not in actual.tables:
             out.append(Difference(f"table {table.name}", "missing",
-                                  f"table ({len(table.columns)} columns)", origin=f"table {key}"))
+                                  f"table ({len(table.columns)} columns)", key=f"table {key}"))
         else:
             out += _table_diffs(table, actual.tables[key])
     for key, table in actual.tables.items():
@@ -311,12 +312,12 @@ def diff(expected: Schema, actual: Schema) -> list[Difference]:
         for key, exp in exp_map.items():
             text = exp.describe() if isinstance(exp, Index) else exp
             if key not in act_map:
-                out.append(Difference(f"{kind} {key}", "missing", text, origin=f"{kind} {key}"))
+                out.append(Difference(f"{kind} {key}", "missing", text, key=f"{kind} {key}"))
             elif act_map[key] != exp:
                 act = act_map[key]
                 out.append(Difference(f"{kind} {key}", "different", text,
                                       act.describe() if isinstance(act, Index) else act,
-                                      origin=f"{kind} {key}"))
+                                      key=f"{kind} {key}"))
         for key, act in act_map.items():
             if key not in exp_map:
                 text = act.describe() if isinstance(act, Index) else act
@@ -353,7 +354,7 @@ def with_origins(diffs: list[Difference], steps: list[tuple[Migration, Schema]])
             if previous.get(key) != value:
                 last[key] = migration.name
         previous = current
-    return [Difference(d.object, d.kind, d.expected, d.actual, last.get(d.origin or "", None))
+    return [Difference(d.object, d.kind, d.expected, d.actual, last.get(d.key or ""), d.key)
             for d in diffs]
 
 

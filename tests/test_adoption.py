@@ -65,6 +65,13 @@ def test_starpunk_v1_database_without_history_asks_for_stamp(cli, make_db):
     assert not rows(db, "SELECT name FROM sqlite_master WHERE name='schema_migrations'")
 
 
+def test_status_reports_extra_objects_as_warnings(cli, make_db):
+    db = make_db("v0.9.5")
+    result = cli("status", "--db", db, "--migrations", MIGRATIONS)
+    assert result.code == 3
+    assert "warning: extra: table schema_migrations" in result.err
+
+
 def test_strict_makes_extra_objects_errors(cli, make_db):
     db = make_db("v0.9.5")  # StarPunk's schema_migrations is an extra table
     before = dump(db)
