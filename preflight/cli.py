@@ -108,7 +108,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int
     elif command == "migrate":
         pipeline.migrate(settings, "migrate")
     elif command in ("check", "status"):
-        code = pipeline.assess(settings, report, rehearse=command == "check")
+        code = operations.assess(settings, report, rehearse=command == "check")
         if command == "status":
             _status_summary(report)
         return code

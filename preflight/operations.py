@@ -1,22 +1,63 @@
-"""Operator commands beside the pipeline: backup, restore, stamp, clear-failure.
+"""Operator commands beside the pipeline: check, status, backup, restore, stamp, clear-failure.
 
-Each takes the guard's lock, validates first, and writes in one place.
+`check` and `status` only read (a private snapshot). The others take the guard's lock,
+validate first, and write in one place.
 """
 from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import backup, history, schema
+from . import backup, drift, history, schema
 from .config import Settings
 from .database import assert_not_busy, check_environment, connect, inspect
-from .errors import DatabaseUnusable, DriftError, EnvironmentProblem, UsageError
-from .migrations import discover
-from .pipeline import locked, step
+from .errors import DatabaseUnusable, DriftError, EnvironmentProblem, MigrationFailed, UsageError
+from .migrations import discover, set_fingerprint
+from .pipeline import apply, locked, plan, refuse_if_failed, step, verify
 
 log = logging.getLogger("preflight")
+
+
+def assess(settings: Settings, report: dict, rehearse: bool) -> int:
+    """`check` and `status`: everything `migrate` would decide, on a private snapshot.
+
+    Never writes the database or its folder. With `rehearse`, pending migrations run on
+    the snapshot. Returns 0 (at head) or 3 (pending, clean); errors raise.
+    """
+    check_environment(settings.db, None, writes=False)
+    migrations = discover(settings.migrations)
+    report["migrations"] = [m.name for m in migrations]
+    report["backups"] = [str(b.path) for b in backup.list_backups(settings.backup_dir, settings.db)]
+    record = history.read_failure(settings.failure_path)
+    report["failure_record"] = record.__dict__ if record else None
+    refuse_if_failed(settings, set_fingerprint(migrations))
+    with tempfile.TemporaryDirectory(prefix="preflight-check-") as tmp:
+        snap = backup.snapshot(settings.db, Path(tmp)) or Path(tmp) / settings.db.name
+        insp = inspect(snap, settings.db)
+        report["fresh"] = insp.fresh
+        report["applied"] = [a.__dict__ for a in insp.applied or ()]
+        p = plan(insp, migrations, settings.strict)
+        report["adopt"] = [m.name for m in p.adopt]
+        report["pending"] = [m.name for m in p.pending]
+        report["warnings"] = [w.message() for w in p.warnings]
+        for w in p.warnings:
+            log.warning("extra: %s", w.message())
+        if rehearse and p.writes:
+            with step("rehearse") as info:
+                start = time.perf_counter()
+                try:
+                    apply(settings, snap, p, [])
+                    verify(settings, snap, p)
+                except MigrationFailed as exc:
+                    raise MigrationFailed(f"rehearsal on a private copy: {exc.message}; the "
+                                          f"database was not touched", exc.hint) from exc
+                report["rehearsal_ms"] = round((time.perf_counter() - start) * 1000, 1)
+                info["what"] = f"{len(p.pending)} migration(s) apply cleanly to a private copy"
+    return 3 if p.writes else 0
 
 
 def take_backup(settings: Settings, report: dict) -> None:
@@ -110,7 +151,7 @@ def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
             raise DatabaseUnusable(f"{settings.db} does not exist or is empty: nothing to stamp",
                                    "run 'preflight migrate' to build a fresh database")
         expected = schema.replay(migrations, {len(upto)})[len(upto)]
-        diffs = schema.errors(schema.diff(expected, insp.live), settings.strict)
+        diffs = drift.errors(drift.diff(expected, insp.live), settings.strict)
         if diffs and not force:
             error = DriftError(f"{settings.db} does not match the schema after "
                                f"{upto[-1].name if upto else 'no migration'} "

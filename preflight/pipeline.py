@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
-from . import backup, history, lock, schema
+from . import backup, drift, history, lock, schema
 from .config import Settings
 from .database import Inspection, assert_not_busy, check_environment, connect, inspect
 from .errors import DriftError, MigrationFailed, PreflightError, Refused, RestoreFailed
@@ -44,17 +43,17 @@ class Plan:
     adopt: tuple[Migration, ...]
     pending: tuple[Migration, ...]
     expected_head: schema.Schema
-    warnings: tuple[schema.Difference, ...] = field(default=())
+    warnings: tuple[drift.Difference, ...] = field(default=())
 
     @property
     def writes(self) -> bool:
         return bool(self.adopt or self.pending)
 
 
-def _drift(message: str, hint: str, diffs: list[schema.Difference],
+def _drift(message: str, hint: str, diffs: list[drift.Difference],
            migrations: tuple[Migration, ...], upto: int) -> DriftError:
     steps = schema.replay(migrations[:upto], set(range(1, upto + 1)))
-    named = schema.with_origins(diffs, [(migrations[i - 1], steps[i]) for i in sorted(steps)])
+    named = drift.with_origins(diffs, [(migrations[i - 1], steps[i]) for i in sorted(steps)])
     error = DriftError(message, hint)
     error.details = tuple(f"drift: {d.message()}" for d in named)
     return error
@@ -72,8 +71,8 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
     pending = history.pending(insp.applied, migrations)
     done = n - len(pending)
     snaps = schema.replay(migrations, {done, n})
-    diffs = schema.diff(snaps[done], insp.live)
-    errors = schema.errors(diffs, strict)
+    diffs = drift.diff(snaps[done], insp.live)
+    errors = drift.errors(diffs, strict)
     if errors:
         raise _drift(f"schema drift in {insp.path}: {len(errors)} difference(s) from what "
                      f"{migrations[done - 1].name if done else 'no migration'} should have produced",
@@ -88,19 +87,19 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
     n = len(migrations)
     fingerprint = set_fingerprint(migrations)
     snaps = schema.replay(migrations, set(range(n + 1)))
-    diffs = {k: schema.diff(snaps[k], insp.live) for k in range(1, n + 1)}
-    matches = [k for k in range(1, n + 1) if not schema.errors(diffs[k], False)]
+    diffs = {k: drift.diff(snaps[k], insp.live) for k in range(1, n + 1)}
+    matches = [k for k in range(1, n + 1) if not drift.errors(diffs[k], False)]
     if n == 0:
         return Plan(migrations, fingerprint, (), (), (), snaps[0],
-                    tuple(schema.diff(snaps[0], insp.live)))
+                    tuple(drift.diff(snaps[0], insp.live)))
     if not matches:
-        closest = min(range(1, n + 1), key=lambda k: (len(schema.errors(diffs[k], False)), -k))
+        closest = min(range(1, n + 1), key=lambda k: (len(drift.errors(diffs[k], False)), -k))
         raise _drift(f"{insp.path} has tables but no preflight history, and its schema matches no "
                      f"migration; closest is {migrations[closest - 1].name} with "
-                     f"{len(schema.errors(diffs[closest], False))} difference(s)",
+                     f"{len(drift.errors(diffs[closest], False))} difference(s)",
                      f"fix the listed objects by hand, or if you know it is at that version, "
                      f"record it with 'preflight stamp {migrations[closest - 1].version} --force'",
-                     schema.errors(diffs[closest], False), migrations, closest)
+                     drift.errors(diffs[closest], False), migrations, closest)
     k = matches[-1]
     if len(matches) > 1:
         between = migrations[matches[0]:matches[-1]]
@@ -113,9 +112,9 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
                              "say which version it is at with 'preflight stamp VERSION'")
         log.warning("adopt: schema matches %s equally; the migrations between them execute no "
                     "statement, so choosing %s makes no difference", names, migrations[k - 1].name)
-    if strict and schema.errors(diffs[k], True):
+    if strict and drift.errors(diffs[k], True):
         raise _drift(f"{insp.path}: extra objects beside {migrations[k - 1].name} (--strict)",
-                     "drop them or run without --strict", schema.errors(diffs[k], True),
+                     "drop them or run without --strict", drift.errors(diffs[k], True),
                      migrations, k)
     log.info("adopt: no history; schema matches %s, recording 1..%d as adopted",
              migrations[k - 1].name, migrations[k - 1].version)
@@ -190,7 +189,7 @@ def verify(settings: Settings, db: Path, p: Plan) -> None:
     with step("verify") as info:
         conn = connect(db, settings.lock_timeout)
         try:
-            diffs = schema.errors(schema.diff(p.expected_head, schema.snapshot(conn)), settings.strict)
+            diffs = drift.errors(drift.diff(p.expected_head, schema.snapshot(conn)), settings.strict)
             if diffs:
                 raise MigrationFailed(f"verification: schema differs from head: {diffs[0].message()}"
                                       f" (+{len(diffs) - 1} more)", "fix the migrations")
@@ -301,41 +300,3 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
         if settings.backup != "never":
             for removed in backup.prune(settings.backup_dir, settings.db, settings.keep_backups):
                 log.info("prune: removed %s", removed)
-
-
-def assess(settings: Settings, report: dict, rehearse: bool) -> int:
-    """`check` and `status`: everything `migrate` would decide, on a private snapshot.
-
-    Never writes the database or its folder. With `rehearse`, pending migrations run on
-    the snapshot. Returns 0 (at head) or 3 (pending, clean); errors raise.
-    """
-    check_environment(settings.db, None, writes=False)
-    migrations = discover(settings.migrations)
-    report["migrations"] = [m.name for m in migrations]
-    report["backups"] = [str(b.path) for b in backup.list_backups(settings.backup_dir, settings.db)]
-    record = history.read_failure(settings.failure_path)
-    report["failure_record"] = record.__dict__ if record else None
-    refuse_if_failed(settings, set_fingerprint(migrations))
-    with tempfile.TemporaryDirectory(prefix="preflight-check-") as tmp:
-        snap = backup.snapshot(settings.db, Path(tmp)) or Path(tmp) / settings.db.name
-        insp = inspect(snap, settings.db)
-        report["fresh"] = insp.fresh
-        report["applied"] = [a.__dict__ for a in insp.applied or ()]
-        p = plan(insp, migrations, settings.strict)
-        report["adopt"] = [m.name for m in p.adopt]
-        report["pending"] = [m.name for m in p.pending]
-        report["warnings"] = [w.message() for w in p.warnings]
-        for w in p.warnings:
-            log.warning("extra: %s", w.message())
-        if rehearse and p.writes:
-            with step("rehearse") as info:
-                start = time.perf_counter()
-                try:
-                    apply(settings, snap, p, [])
-                    verify(settings, snap, p)
-                except MigrationFailed as exc:
-                    raise MigrationFailed(f"rehearsal on a private copy: {exc.message}; the "
-                                          f"database was not touched", exc.hint) from exc
-                report["rehearsal_ms"] = round((time.perf_counter() - start) * 1000, 1)
-                info["what"] = f"{len(p.pending)} migration(s) apply cleanly to a private copy"
-    return 3 if p.writes else 0

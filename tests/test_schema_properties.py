@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from preflight import schema
+from preflight import drift, schema
 
 SETTINGS = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -184,7 +184,7 @@ def two_ways(draw: st.DrawFn) -> tuple[Spec, list[str], list[str]]:
     return spec, plain(spec), other_way(spec, list(table_order), list(index_order), quoted, lower)
 
 
-def describe(diffs: list[schema.Difference]) -> list[str]:
+def describe(diffs: list[drift.Difference]) -> list[str]:
     return [d.message() for d in diffs]
 
 
@@ -198,9 +198,9 @@ def test_same_schema_built_two_ways_has_no_differences(
     event(f"ALTER TABLE statements: {min(sum('ALTER' in x.upper() for x in two), 3)}+")
     a, b = build(one), build(two)
     try:
-        diffs = schema.diff(snap(a), snap(b))
+        diffs = drift.diff(snap(a), snap(b))
         assert diffs == [], (one, two, describe(diffs))
-        assert schema.diff(snap(b), snap(a)) == []
+        assert drift.diff(snap(b), snap(a)) == []
         assert set(snap(a).tables) == {t.name for t in spec.tables}
         assert set(snap(a).indexes) == {i.name for i in spec.indexes}
     finally:
@@ -275,17 +275,17 @@ def test_one_mutation_is_reported_naming_the_object(kind: str,
             actual_conn.execute(f"DROP INDEX {idx.name}")
             wanted = {(f"index {idx.name}", "missing")}
     try:
-        diffs = schema.diff(snap(expected_conn), snap(actual_conn))
+        diffs = drift.diff(snap(expected_conn), snap(actual_conn))
         found = {(d.object, d.kind) for d in diffs}
         assert diffs, (kind, one)
         assert wanted <= found, (kind, describe(diffs))
         # a column mutation never shows up as a missing or extra table
         assert not any(d.object.startswith("table ") for d in diffs), describe(diffs)
         if kind != "add-index":
-            assert schema.errors(diffs, strict=False), describe(diffs)
+            assert drift.errors(diffs, strict=False), describe(diffs)
         else:
-            assert schema.errors(diffs, strict=False) == []
-            assert schema.errors(diffs, strict=True) == diffs
+            assert drift.errors(diffs, strict=False) == []
+            assert drift.errors(diffs, strict=True) == diffs
     finally:
         expected_conn.close()
         actual_conn.close()
@@ -302,7 +302,7 @@ def test_snapshot_is_deterministic_and_ignores_data(case: tuple[Spec, list[str],
             a.execute(f"INSERT INTO {table.name}(id) SELECT NULL WHERE 0")  # no row; just touches
             a.execute(f"DELETE FROM {table.name}")
         a.execute("ANALYZE")  # sqlite_stat1 appears and must be ignored
-        assert schema.diff(before, snap(a)) == []
+        assert drift.diff(before, snap(a)) == []
         assert snap(a) == before
     finally:
         a.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from preflight import migrations, schema
+from preflight import drift, migrations, schema
 from preflight.errors import MIGRATION_FAILED, MigrationFailed
 
 
@@ -27,11 +27,11 @@ def snap(*statements: str) -> schema.Schema:
         conn.close()
 
 
-def diff(expected: list[str], actual: list[str]) -> list[schema.Difference]:
-    return schema.diff(snap(*expected), snap(*actual))
+def diff(expected: list[str], actual: list[str]) -> list[drift.Difference]:
+    return drift.diff(snap(*expected), snap(*actual))
 
 
-def objects(diffs: list[schema.Difference]) -> set[tuple[str, str]]:
+def objects(diffs: list[drift.Difference]) -> set[tuple[str, str]]:
     return {(d.object, d.kind) for d in diffs}
 
 
@@ -233,7 +233,7 @@ def test_each_difference_names_the_object(expected: list[str], actual: list[str]
     diffs = diff(expected, actual)
     assert found in objects(diffs), [d.message() for d in diffs]
     # every such difference is drift, strict or not
-    assert found in objects(schema.errors(diffs, strict=False))
+    assert found in objects(drift.errors(diffs, strict=False))
     # and the message names the object
     for d in diffs:
         assert d.message().startswith(d.object + ": ")
@@ -247,7 +247,7 @@ def test_missing_column_details() -> None:
     assert (d.object, d.kind) == ("tokens.token_hash", "missing")
     assert d.expected == "column TEXT UNIQUE NOT NULL"
     # without migration steps to attribute it to, the message names no origin
-    (plain,) = schema.with_origins(diffs, [])
+    (plain,) = drift.with_origins(diffs, [])
     assert plain.origin is None
     assert plain.message() == ("tokens.token_hash: expected column TEXT UNIQUE NOT NULL, "
                                "missing in database")
@@ -275,16 +275,16 @@ def test_column_order_difference_lists_both_orders() -> None:
 def test_extra_objects_are_warnings_unless_strict(extra: str, obj: str) -> None:
     diffs = diff([BASE], [BASE, extra])
     assert objects(diffs) == {(obj, "extra")}
-    assert schema.errors(diffs, strict=False) == []
-    assert schema.errors(diffs, strict=True) == diffs
+    assert drift.errors(diffs, strict=False) == []
+    assert drift.errors(diffs, strict=True) == diffs
     assert "which no migration made" in diffs[0].message()
 
 
 def test_errors_keeps_non_extra_differences_in_both_modes() -> None:
     diffs = diff([BASE, "CREATE TABLE gone(x)"], [BASE, "CREATE TABLE more(x)"])
     assert objects(diffs) == {("table gone", "missing"), ("table more", "extra")}
-    assert objects(schema.errors(diffs, strict=False)) == {("table gone", "missing")}
-    assert objects(schema.errors(diffs, strict=True)) == objects(diffs)
+    assert objects(drift.errors(diffs, strict=False)) == {("table gone", "missing")}
+    assert objects(drift.errors(diffs, strict=True)) == objects(diffs)
 
 
 @pytest.mark.parametrize("stmts", [
@@ -311,7 +311,7 @@ def test_internal_objects_are_ignored(stmts: list[str]) -> None:
     actual = schema.snapshot(actual_conn)
     actual_conn.close()
     assert names - {"t", "t_a", "seq"}  # the internal objects really exist
-    assert schema.diff(snap(*expected), actual) == []
+    assert drift.diff(snap(*expected), actual) == []
     for key in list(actual.tables) + list(actual.indexes) + list(actual.views) + list(actual.triggers):
         assert not key.startswith(("sqlite_", "_preflight", "_litestream_"))
 
@@ -319,11 +319,11 @@ def test_internal_objects_are_ignored(stmts: list[str]) -> None:
 # ---------------------------------------------------------------- origins and messages
 
 def test_difference_message_with_origin_constructed() -> None:
-    d = schema.Difference("tokens.token_hash", "missing", "column TEXT UNIQUE NOT NULL",
+    d = drift.Difference("tokens.token_hash", "missing", "column TEXT UNIQUE NOT NULL",
                           origin="002_hash_session_tokens.py")
     assert d.message() == ("tokens.token_hash: expected column TEXT UNIQUE NOT NULL "
                            "(from 002_hash_session_tokens.py), missing in database")
-    d2 = schema.Difference("t.a", "different", "column TEXT", "column INT", origin="001_x.sql")
+    d2 = drift.Difference("t.a", "different", "column TEXT", "column INT", origin="001_x.sql")
     assert d2.message() == "t.a: expected column TEXT (from 001_x.sql), database has column INT"
 
 
@@ -340,8 +340,8 @@ def test_with_origins_names_the_migration_that_made_the_column(tmp_path: Path) -
     assert set(steps) == {1, 2, 3}
     live = snap("CREATE TABLE tokens(id INTEGER PRIMARY KEY, token TEXT)",
                 "CREATE TABLE other(x INT)")
-    diffs = schema.diff(steps[3], live)
-    with_origin = schema.with_origins(diffs, [(m, steps[i]) for i, m in enumerate(found, 1)])
+    diffs = drift.diff(steps[3], live)
+    with_origin = drift.with_origins(diffs, [(m, steps[i]) for i, m in enumerate(found, 1)])
     by_object = {(d.object, d.kind): d for d in with_origin}
     assert by_object[("tokens.token_hash", "missing")].message() == (
         "tokens.token_hash: expected column TEXT UNIQUE NOT NULL (from 002_hash.sql), "
@@ -360,7 +360,7 @@ def test_replay_stops_give_intermediate_schemas(tmp_path: Path) -> None:
     assert steps[0].is_empty()
     assert set(steps[1].tables) == {"a"}
     assert set(steps[2].tables) == {"a", "b"}
-    assert schema.diff(steps[2], steps[3]) == []
+    assert drift.diff(steps[2], steps[3]) == []
 
 
 @pytest.mark.parametrize("name, text", [
