@@ -97,12 +97,20 @@ def _free_bytes(folder: Path) -> int:
 def check_environment(db: Path, backup_dir: Path | None, writes: bool,
                       command: list[str] | None = None) -> None:
     """Step 1: folders, permissions, free space, the command. Changes nothing."""
+    try:
+        os.stat(db.parent)
+        os.listdir(db.parent)
+    except FileNotFoundError:
+        raise EnvironmentProblem(f"folder {db.parent} for the database does not exist",
+                                 "mount the data volume there or set PREFLIGHT_DB") from None
+    except NotADirectoryError:
+        raise UsageError(f"{db.parent} is not a folder", "set PREFLIGHT_DB to a file path") from None
+    except PermissionError:
+        raise EnvironmentProblem(f"folder {db.parent} is not accessible by uid {os.getuid()}",
+                                 "fix the owner or mode of the volume (chown/chmod)") from None
     if db.is_dir():
         raise UsageError(f"{db} is a folder, not a database file",
                          "set PREFLIGHT_DB to a file path, e.g. /data/app.db")
-    if not db.parent.is_dir():
-        raise EnvironmentProblem(f"folder {db.parent} for the database does not exist",
-                                 "mount the data volume there or set PREFLIGHT_DB")
     if db.exists() and not os.access(db, os.R_OK):
         raise EnvironmentProblem(f"{db} is not readable by uid {os.getuid()}",
                                  "fix its owner or mode (chown/chmod)")
