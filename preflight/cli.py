@@ -85,18 +85,6 @@ def _configure_logging(settings: Settings | None) -> None:
     log.setLevel((settings.log_level if settings else "info").upper())
 
 
-def _status_summary(report: dict) -> None:
-    applied = report.get("applied") or []
-    log.info("status: %d applied%s, %d to adopt, %d pending", len(applied),
-             f" (last {applied[-1]['name']})" if applied else "", len(report.get("adopt") or []),
-             len(report.get("pending") or []))
-    backups = report.get("backups") or []
-    log.info("status: %d backup(s)%s", len(backups), f", newest {backups[-1]}" if backups else "")
-    record = report.get("failure_record")
-    log.info("status: failure record: %s", f"{record['failed_at']}: {record['reason']}"
-             if record else "none")
-
-
 def _dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int:
     command = args.command
     if command == "run":
@@ -108,10 +96,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int
     elif command == "migrate":
         pipeline.migrate(settings, "migrate")
     elif command in ("check", "status"):
-        code = operations.assess(settings, report, rehearse=command == "check")
-        if command == "status":
-            _status_summary(report)
-        return code
+        return operations.assess(settings, report, rehearse=command == "check")
     elif command == "backup":
         operations.take_backup(settings, report)
     elif command == "restore":

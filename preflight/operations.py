@@ -15,7 +15,8 @@ from pathlib import Path
 from . import backup, drift, history, schema
 from .config import Settings
 from .database import assert_not_busy, check_environment, connect, inspect
-from .errors import DatabaseUnusable, DriftError, EnvironmentProblem, MigrationFailed, UsageError
+from .errors import (DatabaseUnusable, DriftError, EnvironmentProblem, MigrationFailed, Refused,
+                     UsageError)
 from .migrations import discover, set_fingerprint
 from .pipeline import apply, locked, plan, refuse_if_failed, step, verify
 
@@ -26,7 +27,8 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
     """`check` and `status`: everything `migrate` would decide, on a private snapshot.
 
     Never writes the database or its folder. With `rehearse`, pending migrations run on
-    the snapshot. Returns 0 (at head) or 3 (pending, clean); errors raise.
+    the snapshot. Returns 0 (at head) or 3 (pending, clean); errors raise. A failure
+    record still lets `status` show the state before it refuses with 11.
     """
     check_environment(settings.db, None, writes=False)
     migrations = discover(settings.migrations)
@@ -34,7 +36,11 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
     report["backups"] = [str(b.path) for b in backup.list_backups(settings.backup_dir, settings.db)]
     record = history.read_failure(settings.failure_path)
     report["failure_record"] = record.__dict__ if record else None
-    refuse_if_failed(settings, set_fingerprint(migrations))
+    refusal: Refused | None = None
+    try:
+        refuse_if_failed(settings, set_fingerprint(migrations))
+    except Refused as exc:
+        refusal = exc
     with tempfile.TemporaryDirectory(prefix="preflight-check-") as tmp:
         snap = backup.snapshot(settings.db, Path(tmp)) or Path(tmp) / settings.db.name
         insp = inspect(snap, settings.db)
@@ -46,6 +52,10 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
         report["warnings"] = [w.message() for w in p.warnings]
         for w in p.warnings:
             log.warning("extra: %s", w.message())
+        if not rehearse:
+            _summarize(report)
+        if refusal is not None:
+            raise refusal
         if rehearse and p.writes:
             with step("rehearse") as info:
                 start = time.perf_counter()
@@ -58,6 +68,18 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
                 report["rehearsal_ms"] = round((time.perf_counter() - start) * 1000, 1)
                 info["what"] = f"{len(p.pending)} migration(s) apply cleanly to a private copy"
     return 3 if p.writes else 0
+
+
+def _summarize(report: dict) -> None:
+    applied = report.get("applied") or []
+    log.info("status: %d applied%s, %d to adopt, %d pending", len(applied),
+             f" (last {applied[-1]['name']})" if applied else "", len(report.get("adopt") or []),
+             len(report.get("pending") or []))
+    backups = report.get("backups") or []
+    log.info("status: %d backup(s)%s", len(backups), f", newest {backups[-1]}" if backups else "")
+    record = report.get("failure_record")
+    log.info("status: failure record: %s", f"{record['failed_at']}: {record['reason']}"
+             if record else "none")
 
 
 def take_backup(settings: Settings, report: dict) -> None:

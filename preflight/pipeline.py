@@ -254,7 +254,7 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> None:
         apply(settings, db, p, committed)
         verify(settings, db, p)
     except BaseException as exc:
-        failed = str(exc) if isinstance(exc, PreflightError) else f"{type(exc).__name__}: {exc}"
+        failed = exc.message if isinstance(exc, PreflightError) else f"{type(exc).__name__}: {exc}"
         failing = next((m.name for m in p.pending if m.name not in committed), None)
         # Written before the undo, so a crash during the restore still leaves the record.
         record = history.FailureRecord(p.fingerprint, history.now(), MigrationFailed.code, failed,

@@ -55,6 +55,12 @@ def test_failing_migration_restores_then_refuses_same_set_then_retries_fixed_set
     assert again.code == 11 and "UNIQUE constraint" in again.err and "clear-failure" in again.err
     assert folder_state(db.parent) == state
     assert cli("check", "--db", db, "--migrations", bad).code == 11
+    status = cli("status", "--db", db, "--migrations", bad, "--json")
+    assert status.code == 11 and "status: 5 applied" in status.err
+    report = json.loads(status.out)
+    assert report["pending"] == ["006_add_audit.sql", "007_broken.sql"]
+    assert report["failure_record"]["migration"] == "007_broken.sql"
+    assert "fix the migration" not in report["failure_record"]["reason"]
 
     # A fixed image (another migration set) tries again and clears the record.
     fixed = make_migrations({"006_add_audit.sql": "CREATE TABLE audit (id INTEGER PRIMARY KEY);",
