@@ -69,7 +69,8 @@ def diff(expected: Schema, actual: Schema) -> list[Difference]:
             out += _table_diffs(table, actual.tables[key])
     for key, table in actual.tables.items():
         if key not in expected.tables:
-            out.append(Difference(f"table {table.name}", "extra", actual="an extra table"))
+            out.append(Difference(f"table {table.name}", "extra",
+                                  actual=f"table ({len(table.columns)} columns)"))
     for kind, exp_map, act_map in (("index", expected.indexes, actual.indexes),
                                    ("view", expected.views, actual.views),
                                    ("trigger", expected.triggers, actual.triggers)):
@@ -85,7 +86,7 @@ def diff(expected: Schema, actual: Schema) -> list[Difference]:
         for key, act in act_map.items():
             if key not in exp_map:
                 text = act.describe() if isinstance(act, Index) else act
-                out.append(Difference(f"{kind} {key}", "extra", actual=f"an extra {kind}: {text}"))
+                out.append(Difference(f"{kind} {key}", "extra", actual=text))
     return out
 
 

@@ -50,8 +50,6 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
         report["adopt"] = [m.name for m in p.adopt]
         report["pending"] = [m.name for m in p.pending]
         report["warnings"] = [w.message() for w in p.warnings]
-        for w in p.warnings:
-            log.warning("extra: %s", w.message())
         if not rehearse:
             _summarize(report)
         if refusal is not None:

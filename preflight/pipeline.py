@@ -73,6 +73,7 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
     snaps = schema.replay(migrations, {done, n})
     diffs = drift.diff(snaps[done], insp.live)
     errors = drift.errors(diffs, strict)
+    _warn_extras(diffs, strict)
     if errors:
         raise _drift(f"schema drift in {insp.path}: {len(errors)} difference(s) from what "
                      f"{migrations[done - 1].name if done else 'no migration'} should have produced",
@@ -80,6 +81,14 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
                      errors, migrations, done)
     warnings = tuple(d for d in diffs if d.kind == "extra")
     return Plan(migrations, fingerprint, insp.applied, (), pending, snaps[n], warnings)
+
+
+def _warn_extras(diffs: list[drift.Difference], strict: bool) -> None:
+    """Extra objects are warnings (logged even when drift then refuses); --strict makes them drift."""
+    if not strict:
+        for d in diffs:
+            if d.kind == "extra":
+                log.warning("extra: %s", d.message())
 
 
 def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> Plan:
@@ -90,8 +99,9 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
     diffs = {k: drift.diff(snaps[k], insp.live) for k in range(1, n + 1)}
     matches = [k for k in range(1, n + 1) if not drift.errors(diffs[k], False)]
     if n == 0:
-        return Plan(migrations, fingerprint, (), (), (), snaps[0],
-                    tuple(drift.diff(snaps[0], insp.live)))
+        extras = drift.diff(snaps[0], insp.live)
+        _warn_extras(extras, strict)
+        return Plan(migrations, fingerprint, (), (), (), snaps[0], tuple(extras))
     if not matches:
         closest = min(range(1, n + 1), key=lambda k: (len(drift.errors(diffs[k], False)), -k))
         raise _drift(f"{insp.path} has tables but no preflight history, and its schema matches no "
@@ -112,6 +122,7 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
                              "say which version it is at with 'preflight stamp VERSION'")
         log.warning("adopt: schema matches %s equally; the migrations between them execute no "
                     "statement, so choosing %s makes no difference", names, migrations[k - 1].name)
+    _warn_extras(diffs[k], strict)
     if strict and drift.errors(diffs[k], True):
         raise _drift(f"{insp.path}: extra objects beside {migrations[k - 1].name} (--strict)",
                      "drop them or run without --strict", drift.errors(diffs[k], True),
@@ -290,8 +301,6 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
             p = plan(insp, migrations, settings.strict)
             info["what"] = (f"{len(p.adopt)} to adopt, " if p.adopt else "") + \
                 f"{len(p.pending)} pending, history and schema verified"
-        for w in p.warnings:
-            log.warning("extra: %s", w.message())
         if p.writes or settings.backup == "always":
             assert_not_busy(settings.db, settings.lock_timeout)
         execute(settings, insp, p)
