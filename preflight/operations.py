@@ -191,8 +191,10 @@ def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
             conn.execute("BEGIN IMMEDIATE")
             history.ensure_tables(conn)
             removed = history.forget_after(conn, version)
+            known = {(a.version, a.name, a.sha256) for a in insp.applied or ()}
             for m in upto:
-                history.record(conn, m, "stamped", 0.0)
+                if (m.version, m.name, m.sha256) not in known:  # keep real applied-at rows
+                    history.record(conn, m, "stamped", 0.0)
             history.log(conn, "stamp", version, upto[-1].name if upto else None,
                         f"force, {len(diffs)} difference(s) ignored" if diffs else "schema matched")
             conn.execute("COMMIT")

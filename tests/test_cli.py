@@ -392,7 +392,17 @@ def test_stamp_records_a_matching_schema_and_refuses_a_mismatch(cli, make_db):
     assert history(db) == [(1, "stamped"), (2, "stamped")]
     assert cli("stamp", "9", "--db", db, "--migrations", MIGRATIONS).code == 2
     assert cli("migrate", "--db", db, "--migrations", MIGRATIONS).code == 0
-    assert [v for v, _ in history(db)] == [1, 2, 3, 4, 5]
+    assert history(db) == [(1, "stamped"), (2, "stamped"), (3, "applied"), (4, "applied"),
+                           (5, "applied")]
+    # Re-stamping at head keeps the rows that were really applied.
+    assert cli("stamp", "5", "--db", db, "--migrations", MIGRATIONS).code == 0
+    assert [how for _, how in history(db)][2:] == ["applied"] * 3
+    # Stamping back to 2 needs --force (the schema is at head) and forgets 3..5; the log
+    # keeps every stamp.
+    assert cli("stamp", "2", "--db", db, "--migrations", MIGRATIONS).code == 4
+    assert cli("stamp", "2", "--force", "--db", db, "--migrations", MIGRATIONS).code == 0
+    assert [v for v, _ in history(db)] == [1, 2]
+    assert rows(db, "SELECT count(*) FROM _preflight_log WHERE event='stamp'") == [(3,)]
 
 
 # --- configuration -----------------------------------------------------------------------
