@@ -52,8 +52,14 @@ def inspect(db: Path, shown: Path | None = None) -> Inspection:
     if header != HEADER:
         raise DatabaseUnusable(f"{db} is not an SQLite database (header {header[:16]!r})",
                                "point PREFLIGHT_DB at the right file or restore a backup")
+    # Read-only, so closing cannot checkpoint the WAL into the main file: a refusal leaves
+    # the database byte-identical. A hot rollback journal needs a writable connection,
+    # because SQLite must roll it back before anything can be read.
+    journal = Path(f"{real}-journal")
+    hot = journal.exists() and journal.stat().st_size > 0
     try:
-        conn = sqlite3.connect(real, isolation_level=None)
+        conn = sqlite3.connect(real if hot else f"file:{real}?mode=ro", uri=not hot,
+                               isolation_level=None)
         try:
             result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
             if result != "ok":

@@ -171,6 +171,30 @@ def test_drifted_database_is_refused_naming_the_column_and_its_migration(cli, ma
     assert folder_state(db.parent) == state
 
 
+def test_refusal_leaves_a_crashed_wal_database_byte_identical(cli, make_db, tmp_path):
+    """The app died with writes still in the -wal; the guard refuses (drift) and must not
+    even checkpoint them into the main file."""
+    db = drifted(cli, make_db)
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("INSERT INTO notes (slug, file_path, published) VALUES ('late', 'late.md', 1)")
+    for suffix in ("", "-wal"):  # a copy taken while the writer is alive: a crash image
+        (crashed / f"app.db{suffix}").write_bytes(Path(f"{db}{suffix}").read_bytes())
+    writer.close()
+    db = crashed / "app.db"
+    assert Path(f"{db}-wal").stat().st_size > 0
+    before = {k: v for k, v in folder_state(crashed).items() if not k.endswith("-shm")}
+    for command in ("migrate", "status", "check"):
+        result = cli(command, "--db", db, "--migrations", MIGRATIONS)
+        assert result.code == 4, (command, result)
+        after = {k: v for k, v in folder_state(crashed).items() if not k.endswith("-shm")}
+        assert after == before, command
+    assert rows(db, "SELECT count(*) FROM notes WHERE slug='late'") == [(1,)]
+
+
 def test_wal_database_with_uncheckpointed_writes_keeps_them(cli, make_db):
     db = make_db("v0.9.5")
     writer = sqlite3.connect(db, isolation_level=None)
