@@ -117,7 +117,9 @@ def take(db: Path, backup_dir: Path, reason: str) -> Path:
     tmp = backup_dir / f".{final.name}.tmp"
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        src = sqlite3.connect(db)
+        # Read-only source: closing it cannot checkpoint, so a failed backup (exit 7)
+        # leaves the database byte-identical. (inspect already recovered a hot journal.)
+        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         dst = sqlite3.connect(tmp)
         try:
             # The online backup API copies a consistent snapshot that includes
