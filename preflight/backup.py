@@ -14,6 +14,7 @@ import re
 import shutil
 import sqlite3
 import time
+import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +55,12 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     fsync_dir(path.parent)
 
 
+def uri(path: Path, **params: str) -> str:
+    """An SQLite URI for `path` ('?' and '#' in a path would otherwise end it early)."""
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"file:{urllib.parse.quote(str(path))}?{query}"
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -75,7 +82,7 @@ def db_size(db: Path) -> int:
 
 def quick_check_file(path: Path) -> str:
     """PRAGMA quick_check of a file opened immutable: reads it, creates no -wal/-shm."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
     try:
         return "; ".join(str(row[0]) for row in conn.execute("PRAGMA quick_check"))
     finally:
@@ -119,7 +126,7 @@ def take(db: Path, backup_dir: Path, reason: str) -> Path:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         # Read-only source: closing it cannot checkpoint, so a failed backup (exit 7)
         # leaves the database byte-identical. (inspect already recovered a hot journal.)
-        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        src = sqlite3.connect(uri(db, mode="ro"), uri=True)
         dst = sqlite3.connect(tmp)
         try:
             # The online backup API copies a consistent snapshot that includes
@@ -131,7 +138,7 @@ def take(db: Path, backup_dir: Path, reason: str) -> Path:
             src.close()
         fsync_file(tmp)
         result = quick_check_file(tmp)
-        conn = sqlite3.connect(f"file:{tmp}?mode=ro&immutable=1", uri=True)
+        conn = sqlite3.connect(uri(tmp, mode="ro", immutable="1"), uri=True)
         try:
             copied = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         finally:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import history, schema
-from .backup import db_size
+from .backup import db_size, uri
 from .errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
 
 HEADER = b"SQLite format 3\x00"
@@ -58,7 +58,7 @@ def inspect(db: Path, shown: Path | None = None) -> Inspection:
     journal = Path(f"{real}-journal")
     hot = journal.exists() and journal.stat().st_size > 0
     try:
-        conn = sqlite3.connect(real if hot else f"file:{real}?mode=ro", uri=not hot,
+        conn = sqlite3.connect(real if hot else uri(real, mode="ro"), uri=not hot,
                                isolation_level=None)
         try:
             result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))

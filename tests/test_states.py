@@ -224,3 +224,13 @@ def test_not_a_database_is_refused_untouched(cli, make_db, content):
         assert result.code == 6, (command, result)
         assert str(db) in result.err
     assert folder_state(db.parent) == state
+
+
+def test_database_path_with_uri_characters(cli, data_dir):
+    folder = data_dir / "odd ?name#1"
+    folder.mkdir()
+    db = load_fixture("v0.9.5", folder / "app?.db")
+    result = cli("migrate", "--db", db, "--migrations", MIGRATIONS)
+    assert result.code == 0, result
+    assert [v for v, _ in applied_versions(db)] == [1, 2, 3, 4, 5]
+    assert cli("check", "--db", db, "--migrations", MIGRATIONS).code == 0
