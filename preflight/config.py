@@ -143,7 +143,9 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
                              f"fix {opt.flag} or {opt.env}") from None
     if not values["db"]:
         raise UsageError("no database given", "set --db or PREFLIGHT_DB")
-    db = Path(os.path.abspath(str(values["db"])))
+    # Resolve symlinks: the lock, the backups and an atomic restore (os.replace) must act
+    # on the real file; replacing a symlink would leave its target untouched.
+    db = Path(os.path.realpath(str(values["db"])))
     backup_dir = values["backup_dir"]
     return Settings(
         db=db,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,8 @@ def check_environment(db: Path, backup_dir: Path | None, writes: bool,
     if db.is_dir():
         raise UsageError(f"{db} is a folder, not a database file",
                          "set PREFLIGHT_DB to a file path, e.g. /data/app.db")
+    if db.exists() and not stat.S_ISREG(db.stat().st_mode):
+        raise UsageError(f"{db} is not a regular file", "set PREFLIGHT_DB to a database file")
     if db.exists() and not os.access(db, os.R_OK):
         raise EnvironmentProblem(f"{db} is not readable by uid {os.getuid()}",
                                  "fix its owner or mode (chown/chmod)")

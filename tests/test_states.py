@@ -1,6 +1,7 @@
 """Every state a real StarPunk install can be in, upgraded (or refused) with data kept."""
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -234,3 +235,23 @@ def test_database_path_with_uri_characters(cli, data_dir):
     assert result.code == 0, result
     assert [v for v, _ in applied_versions(db)] == [1, 2, 3, 4, 5]
     assert cli("check", "--db", db, "--migrations", MIGRATIONS).code == 0
+
+
+def test_symlinked_database_is_migrated_and_restored_through_the_link(cli, data_dir,
+                                                                      make_migrations):
+    real = load_fixture("v0.9.5", data_dir / "real.db")
+    link = data_dir / "app.db"
+    link.symlink_to(real)
+    assert cli("migrate", "--db", link, "--migrations", MIGRATIONS).code == 0
+    before = dump(real)
+    bad = make_migrations({"006_bad.sql": "CREATE UNIQUE INDEX u ON notes(published);"}, base=True)
+    assert cli("migrate", "--db", link, "--migrations", bad).code == 9
+    assert link.is_symlink() and link.resolve() == real
+    assert dump(real) == before
+
+
+def test_fifo_where_the_database_should_be_is_refused_without_blocking(cli, data_dir):
+    fifo = data_dir / "app.db"
+    os.mkfifo(fifo)
+    result = cli("migrate", "--db", fifo, "--migrations", MIGRATIONS)
+    assert result.code == 2 and "not a regular file" in result.err
