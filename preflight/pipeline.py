@@ -51,8 +51,12 @@ class Plan:
 
 
 def _drift(message: str, hint: str, diffs: list[drift.Difference],
-           migrations: tuple[Migration, ...], upto: int) -> DriftError:
-    steps = schema.replay(migrations[:upto], set(range(1, upto + 1)))
+           migrations: tuple[Migration, ...], upto: int,
+           steps: dict[int, schema.Schema] | None = None) -> DriftError:
+    """A DriftError listing each difference with the migration that made the expected object."""
+    if steps is None:
+        steps = schema.replay(migrations[:upto], set(range(1, upto + 1)))
+    steps = {i: steps[i] for i in range(1, upto + 1)}
     named = drift.with_origins(diffs, [(migrations[i - 1], steps[i]) for i in sorted(steps)])
     error = DriftError(message, hint)
     error.details = tuple(f"drift: {d.message()}" for d in named)
@@ -109,12 +113,11 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
                      f"{len(drift.errors(diffs[closest], False))} difference(s)",
                      f"fix the listed objects by hand, or if you know it is at that version, "
                      f"record it with 'preflight stamp {migrations[closest - 1].version} --force'",
-                     drift.errors(diffs[closest], False), migrations, closest)
+                     drift.errors(diffs[closest], False), migrations, closest, snaps)
     k = matches[-1]
     if len(matches) > 1:
         between = migrations[matches[0]:matches[-1]]
-        names = ", ".join(m.name for m in migrations if m.version in
-                          {migrations[i - 1].version for i in matches})
+        names = ", ".join(migrations[i - 1].name for i in matches)
         if not all(m.executes_nothing for m in between):
             raise DriftError(f"{insp.path} has no preflight history and its schema matches several "
                              f"versions equally ({names}); the migrations between them change "
@@ -126,7 +129,7 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
     if strict and drift.errors(diffs[k], True):
         raise _drift(f"{insp.path}: extra objects beside {migrations[k - 1].name} (--strict)",
                      "drop them or run without --strict", drift.errors(diffs[k], True),
-                     migrations, k)
+                     migrations, k, snaps)
     log.info("adopt: no history; schema matches %s, recording 1..%d as adopted",
              migrations[k - 1].name, migrations[k - 1].version)
     warnings = tuple(d for d in diffs[k] if d.kind == "extra")
@@ -148,11 +151,17 @@ def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
     record = history.read_failure(settings.failure_path)
     if record is None:
         return
+    where = f"; backup {record.backup}" if record.backup else ""
+    if not record.restored:
+        # The database may be neither the old state nor the new one: no migration set,
+        # fixed or not, may run on it until an operator has put it back.
+        raise Refused(f"a failed start on {record.failed_at} did not complete its restore: "
+                      f"{record.reason}{where}",
+                      f"stop the app, run 'preflight restore {record.backup or 'BACKUP'}', then "
+                      f"'preflight clear-failure'")
     if record.fingerprint == fingerprint:
-        where = f"; backup {record.backup}" if record.backup else ""
-        state = "" if record.restored else "; THE RESTORE DID NOT COMPLETE, restore by hand"
         raise Refused(f"the same migration set failed on {record.failed_at} (exit "
-                      f"{record.exit_code}): {record.reason}{where}{state}",
+                      f"{record.exit_code}): {record.reason}{where}",
                       "ship fixed migrations, or clear the record with 'preflight clear-failure'")
     log.info("failure record: a previous start failed with another migration set; trying this one")
 

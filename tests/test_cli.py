@@ -475,3 +475,22 @@ def test_readme_documents_every_exit_code_variable_and_command():
         assert option.env in readme and option.flag in readme
     for command in __import__("preflight.cli", fromlist=["COMMANDS"]).COMMANDS:
         assert f"preflight {command}" in readme
+
+
+def test_an_unfinished_restore_refuses_every_migration_set_until_cleared(cli, head_db,
+                                                                        make_migrations):
+    bad = make_migrations({"006_broken.sql": FAILING}, base=True)
+    assert cli("migrate", "--db", head_db, "--migrations", bad).code == 9
+    record_path = head_db.parent / "app.db.preflight-failure.json"
+    record = json.loads(record_path.read_text())
+    record["restored"] = False  # as left by a guard killed in the middle of its restore
+    record_path.write_text(json.dumps(record))
+    fixed = make_migrations({"006_fixed.sql": "CREATE TABLE fine (x);"}, base=True)
+    state = folder_state(head_db.parent)
+    result = cli("migrate", "--db", head_db, "--migrations", fixed)
+    assert result.code == 11 and "did not complete its restore" in result.err
+    assert f"preflight restore {record['backup']}" in result.err
+    assert folder_state(head_db.parent) == state
+    assert cli("restore", record["backup"], "--db", head_db).code == 0
+    assert cli("clear-failure", "--db", head_db).code == 0
+    assert cli("migrate", "--db", head_db, "--migrations", fixed).code == 0
