@@ -300,6 +300,8 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
     with step("migrations") as info:
         migrations = discover(settings.migrations)
         info["what"] = f"{len(migrations)} file(s) valid"
+    if not migrations:
+        log.warning("migrations: none in %s; is PREFLIGHT_MIGRATIONS right?", settings.migrations)
     with locked(settings, command):
         refuse_if_failed(settings, set_fingerprint(migrations))
         with step("inspect") as info:

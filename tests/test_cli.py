@@ -494,3 +494,12 @@ def test_an_unfinished_restore_refuses_every_migration_set_until_cleared(cli, he
     assert cli("restore", record["backup"], "--db", head_db).code == 0
     assert cli("clear-failure", "--db", head_db).code == 0
     assert cli("migrate", "--db", head_db, "--migrations", fixed).code == 0
+
+
+def test_empty_migrations_folder_warns_and_an_applied_history_is_refused(cli, head_db, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    state = folder_state(head_db.parent)
+    result = cli("migrate", "--db", head_db, "--migrations", empty)
+    assert result.code == 5 and "none in" in result.err and "database is newer" in result.err
+    assert folder_state(head_db.parent) == state
