@@ -176,17 +176,18 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> tuple[Table, dict[s
     options: list[tuple[str, str]] = []
     indexes: dict[str, Index] = {}
     for _, idx_name, unique, origin, partial in conn.execute(f"PRAGMA index_list({_q(name)})"):
-        cols = []
+        cols, names = [], []
         for _, cid, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({_q(idx_name)})"):
             if key:
-                cols.append(col.lower() if col else "<expr>")
+                names.append(col.lower() if col else "<expr>")
+                cols.append(names[-1])
                 if desc:
                     cols[-1] += " DESC"
                 if coll and coll.upper() != "BINARY":
                     cols[-1] += f" COLLATE {coll.upper()}"
         if origin == "u":
-            if len(cols) == 1:
-                unique_cols.add(cols[0])
+            if len(names) == 1:
+                unique_cols.add(names[0])
             else:
                 options.append(("unique", "UNIQUE(" + ", ".join(cols) + ")"))
         elif origin == "c" and not ignored(idx_name):

@@ -384,3 +384,11 @@ def test_normalize_ignores_comments_whitespace_and_identifier_quoting() -> None:
     b = schema.normalize("create view v as select a, b from t")
     assert a == b
     assert schema.normalize("SELECT 'A'") != schema.normalize("SELECT 'a'")
+
+
+def test_unique_column_with_a_collation_is_still_unique() -> None:
+    table = snap("CREATE TABLE t(a INT, b TEXT UNIQUE COLLATE NOCASE)").tables["t"]
+    assert table.columns[1].describe() == "TEXT COLLATE NOCASE UNIQUE"
+    (d,) = diff(["CREATE TABLE t(a INT, b TEXT UNIQUE COLLATE NOCASE)"],
+                ["CREATE TABLE t(a INT, b TEXT COLLATE NOCASE)"])
+    assert (d.object, d.kind) == ("t.b", "different")
