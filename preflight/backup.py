@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -20,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import EnvironmentProblem, RestoreFailed
+
+log = logging.getLogger("preflight")
 
 REASONS = ("pre-migrate", "manual", "pre-restore", "always")
 SIDECARS = ("-wal", "-shm", "-journal")
@@ -192,6 +195,7 @@ def restore(backup: Path, db: Path) -> None:
     removing the sidecars loses nothing even if we die before the rename; the sidecars
     go before the rename, so the restored file never meets a stale WAL.
     """
+    tmp = db.with_name(f".{db.name}.restore.tmp")
     try:
         with open(backup, "rb") as f:
             if f.read(16) != b"SQLite format 3\x00":
@@ -207,10 +211,10 @@ def restore(backup: Path, db: Path) -> None:
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 finally:
                     conn.close()
-            except sqlite3.Error:
-                pass  # a damaged database is about to be replaced; its WAL goes with it
+            except sqlite3.Error as exc:
+                # A damaged database is about to be replaced; its WAL goes with it.
+                log.debug("restore: checkpoint of %s failed (%s); replacing it anyway", db, exc)
         mode = db.stat().st_mode & 0o777 if db.exists() else 0o600
-        tmp = db.with_name(f".{db.name}.restore.tmp")
         with open(backup, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                                                      mode), "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
@@ -228,6 +232,8 @@ def restore(backup: Path, db: Path) -> None:
         raise RestoreFailed(f"restoring {db} from {backup} failed: {exc}",
                             f"stop the app, delete {db}-wal/-shm/-journal and copy {backup} "
                             f"over {db} by hand") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; a failed copy must not fill the disk
 
 
 def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
