@@ -38,6 +38,7 @@ def fsync_dir(folder: Path) -> None:
 
 
 def fsync_file(path: Path) -> None:
+    """fsync one file's data and metadata."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -65,6 +66,7 @@ def uri(path: Path, **params: str) -> str:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -94,6 +96,8 @@ def quick_check_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class BackupFile:
+    """A complete backup in the backup folder, with its timestamp and why it was taken."""
+
     path: Path
     taken_at: str
     reason: str

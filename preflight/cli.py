@@ -32,6 +32,7 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser: every command, each with every common option."""
     common = argparse.ArgumentParser(add_help=False)
     add_options(common)
     parser = argparse.ArgumentParser(

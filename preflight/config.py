@@ -52,6 +52,8 @@ def _non_negative_float(text: str) -> float:
 
 @dataclass(frozen=True)
 class Option:
+    """One setting: its flag, its PREFLIGHT_* variable, default and parser."""
+
     dest: str
     flag: str
     env: str
@@ -88,6 +90,8 @@ OPTIONS: tuple[Option, ...] = (
 
 @dataclass(frozen=True)
 class Settings:
+    """Resolved settings for one invocation (passed explicitly, never global)."""
+
     db: Path
     migrations: Path
     backup_dir: Path
@@ -102,10 +106,12 @@ class Settings:
 
     @property
     def lock_path(self) -> Path:
+        """The flock lock file beside the database (never the database itself)."""
         return self.db.with_name(self.db.name + ".preflight.lock")
 
     @property
     def failure_path(self) -> Path:
+        """The failure record beside the database; it survives a restore."""
         return self.db.with_name(self.db.name + ".preflight-failure.json")
 
 

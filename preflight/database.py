@@ -31,6 +31,8 @@ def connect(db: Path, timeout: float) -> sqlite3.Connection:
 
 @dataclass(frozen=True)
 class Inspection:
+    """What the live database is, as read before anything is written."""
+
     path: Path
     existed: bool  # a file was there (possibly zero bytes)
     size: int  # bytes in the main file when inspected

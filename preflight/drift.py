@@ -23,6 +23,7 @@ class Difference:
     key: str | None = field(default=None, compare=False)  # the object, as definitions() names it
 
     def message(self) -> str:
+        """One line, naming the object first: '<object>: expected ..., ...'."""
         origin = f" (from {self.origin})" if self.origin else ""
         if self.kind == "missing":
             return f"{self.object}: expected {self.expected}{origin}, missing in database"

@@ -55,6 +55,8 @@ def now() -> str:
 
 @dataclass(frozen=True)
 class Applied:
+    """One row of _preflight_history."""
+
     version: int
     name: str
     sha256: str

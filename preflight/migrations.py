@@ -27,12 +27,16 @@ _TOKEN = re.compile(
 
 @dataclass(frozen=True)
 class Statement:
+    """One SQL statement of a .sql migration and the line it starts on."""
+
     sql: str
     line: int
 
 
 @dataclass(frozen=True)
 class Migration:
+    """One validated migration file; `sha256` is of its exact bytes."""
+
     version: int
     name: str
     path: Path

@@ -37,6 +37,8 @@ def step(name: str) -> Iterator[dict[str, str]]:
 
 @dataclass(frozen=True)
 class Plan:
+    """What a run will do, decided from a read-only inspection."""
+
     migrations: tuple[Migration, ...]
     fingerprint: str
     applied: tuple[history.Applied, ...]
@@ -47,6 +49,7 @@ class Plan:
 
     @property
     def writes(self) -> bool:
+        """True when the plan changes the database (adoption or pending migrations)."""
         return bool(self.adopt or self.pending)
 
 

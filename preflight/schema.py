@@ -38,6 +38,8 @@ def normalize(sql: str) -> str:
 
 @dataclass(frozen=True)
 class Column:
+    """A column as PRAGMA table_xinfo and the table's SQL describe it."""
+
     name: str
     type: str
     notnull: bool
@@ -49,6 +51,7 @@ class Column:
     expression: str | None = None  # a generated column's AS (...), also from the SQL
 
     def describe(self) -> str:
+        """The column as drift reports it, e.g. 'TEXT UNIQUE NOT NULL'."""
         parts = [self.type or "(no type)"]
         if self.collate:
             parts.append(f"COLLATE {self.collate}")
@@ -69,6 +72,8 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
+    """A table: its columns in order, and its constraints and flags as (kind, text)."""
+
     name: str
     columns: tuple[Column, ...]
     options: tuple[tuple[str, str], ...]  # (property, value): constraints, keys, flags
@@ -76,6 +81,8 @@ class Table:
 
 @dataclass(frozen=True)
 class Index:
+    """An explicit index: table, columns (with order and collation), uniqueness, WHERE."""
+
     name: str = field(compare=False)  # SQLite names are case-insensitive; dicts key on lower()
     table: str
     unique: bool
@@ -83,18 +90,22 @@ class Index:
     where: str | None
 
     def describe(self) -> str:
+        """The index as drift reports it, e.g. 'INDEX ON tokens(token_hash)'."""
         text = f"{'UNIQUE ' if self.unique else ''}INDEX ON {self.table}({', '.join(self.columns)})"
         return text + (f" WHERE {self.where}" if self.where else "")
 
 
 @dataclass(frozen=True)
 class Schema:
+    """Every user object of a database, keyed by lower-case name."""
+
     tables: dict[str, Table] = field(default_factory=dict)
     indexes: dict[str, Index] = field(default_factory=dict)
     views: dict[str, str] = field(default_factory=dict)
     triggers: dict[str, str] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
+        """True when there is no user object at all."""
         return not (self.tables or self.indexes or self.views or self.triggers)
 
 
