@@ -58,13 +58,14 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
             with step("rehearse") as info:
                 start = time.perf_counter()
                 try:
-                    apply(settings, snap, p, [])
-                    verify(settings, snap, p)
+                    apply(settings, snap, p, [], label="rehearse")
+                    verify(settings, snap, p, label="rehearse")
                 except MigrationFailed as exc:
                     raise MigrationFailed(f"rehearsal on a private copy: {exc.message}; the "
                                           f"database was not touched", exc.hint) from exc
                 report["rehearsal_ms"] = round((time.perf_counter() - start) * 1000, 1)
-                info["what"] = f"{len(p.pending)} migration(s) apply cleanly to a private copy"
+                info["what"] = (f"{len(p.pending)} migration(s) apply cleanly to a private copy; "
+                                "the database was not touched")
     return 3 if p.writes else 0
 
 

@@ -169,8 +169,12 @@ def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
     log.info("failure record: a previous start failed with another migration set; trying this one")
 
 
-def apply(settings: Settings, db: Path, p: Plan, committed: list[str]) -> None:
-    """Adopt and apply: each migration with its history row in one BEGIN IMMEDIATE ... COMMIT."""
+def apply(settings: Settings, db: Path, p: Plan, committed: list[str],
+          label: str = "migrate") -> None:
+    """Adopt and apply: each migration with its history row in one BEGIN IMMEDIATE ... COMMIT.
+
+    `label` names the log lines ('rehearse' when `check` runs this on its private copy).
+    """
     conn = connect(db, settings.lock_timeout)
     try:
         if p.adopt:
@@ -181,7 +185,7 @@ def apply(settings: Settings, db: Path, p: Plan, committed: list[str]) -> None:
             conn.execute("COMMIT")
             committed.append("adopt")
         for m in p.pending:
-            with step("migrate") as info:
+            with step(label) as info:
                 start = time.perf_counter()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -207,9 +211,9 @@ def apply(settings: Settings, db: Path, p: Plan, committed: list[str]) -> None:
         conn.close()
 
 
-def verify(settings: Settings, db: Path, p: Plan) -> None:
+def verify(settings: Settings, db: Path, p: Plan, label: str = "verify") -> None:
     """Step 8: schema equals head, quick_check and foreign_key_check pass, smoke exits 0."""
-    with step("verify") as info:
+    with step(label) as info:
         conn = connect(db, settings.lock_timeout)
         try:
             diffs = drift.errors(drift.diff(p.expected_head, schema.snapshot(conn)), settings.strict)

@@ -214,7 +214,8 @@ def test_check_rehearses_on_a_private_copy_and_writes_nothing(cli, make_db):
         "003_add_code_verifier_to_auth_state.sql"]
     assert report["pending"] == ["004_secure_tokens_and_authorization_codes.py",
                                  "005_retire_starpunk_schema_migrations.sql"]
-    assert report["rehearsal_ms"] > 0 and "rehearse:" in result.err
+    assert report["rehearsal_ms"] > 0 and "rehearse: 004_secure" in result.err
+    assert "migrate:" not in result.err
     assert folder_state(db.parent, strict=True) == state
     assert {p.name: p.stat().st_mtime_ns for p in db.parent.iterdir()} == mtimes
 
