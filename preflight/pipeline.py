@@ -39,9 +39,7 @@ def step(name: str) -> Iterator[dict[str, str]]:
 class Plan:
     """What a run will do, decided from a read-only inspection."""
 
-    migrations: tuple[Migration, ...]
-    fingerprint: str
-    applied: tuple[history.Applied, ...]
+    fingerprint: str  # of the whole migration set, for the failure record
     adopt: tuple[Migration, ...]
     pending: tuple[Migration, ...]
     expected_head: schema.Schema
@@ -72,7 +70,7 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
     fingerprint = set_fingerprint(migrations)
     if insp.fresh:
         head = schema.replay(migrations, {n})[n]
-        return Plan(migrations, fingerprint, (), (), migrations, head)
+        return Plan(fingerprint, (), migrations, head)
     if insp.applied is None:
         return _adopt(insp, migrations, strict)
     pending = history.pending(insp.applied, migrations)
@@ -87,7 +85,7 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
                      "fix the listed objects by hand or restore a backup; nothing was changed",
                      errors, migrations, done)
     warnings = tuple(d for d in diffs if d.kind == "extra")
-    return Plan(migrations, fingerprint, insp.applied, (), pending, snaps[n], warnings)
+    return Plan(fingerprint, (), pending, snaps[n], warnings)
 
 
 def _warn_extras(diffs: list[drift.Difference], strict: bool) -> None:
@@ -108,7 +106,7 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
     if n == 0:
         extras = drift.diff(snaps[0], insp.live)
         _warn_extras(extras, strict)
-        return Plan(migrations, fingerprint, (), (), (), snaps[0], tuple(extras))
+        return Plan(fingerprint, (), (), snaps[0], tuple(extras))
     if not matches:
         closest = min(range(1, n + 1), key=lambda k: (len(drift.errors(diffs[k], False)), -k))
         raise _drift(f"{insp.path} has tables but no preflight history, and its schema matches no "
@@ -136,7 +134,7 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
     log.info("adopt: no history; schema matches %s, recording 1..%d as adopted",
              migrations[k - 1].name, migrations[k - 1].version)
     warnings = tuple(d for d in diffs[k] if d.kind == "extra")
-    return Plan(migrations, fingerprint, (), migrations[:k], migrations[k:], snaps[n], warnings)
+    return Plan(fingerprint, migrations[:k], migrations[k:], snaps[n], warnings)
 
 
 @contextmanager
