@@ -192,6 +192,16 @@ def prune(backup_dir: Path, db: Path, keep: int) -> list[Path]:
     return removed
 
 
+def backup_problem(path: Path) -> str | None:
+    """Why `path` cannot be restored (not SQLite, empty, fails quick_check), or None."""
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            # We never write an empty backup; an empty or foreign file is not one.
+            return f"backup {path} is not an SQLite database (empty or foreign)"
+    result = quick_check_file(path)
+    return None if result == "ok" else f"backup {path} fails quick_check: {result[:200]}"
+
+
 def restore(backup: Path, db: Path) -> None:
     """Put `backup` in place of `db`, byte for byte, and confirm it.
 
@@ -201,13 +211,9 @@ def restore(backup: Path, db: Path) -> None:
     """
     tmp = db.with_name(f".{db.name}.restore.tmp")
     try:
-        with open(backup, "rb") as f:
-            if f.read(16) != b"SQLite format 3\x00":
-                # We never write an empty backup; an empty or foreign file is not one.
-                raise RestoreFailed(f"backup {backup} is not an SQLite database (empty or foreign)",
-                                    "choose another backup")
-        if quick_check_file(backup) != "ok":
-            raise RestoreFailed(f"backup {backup} fails quick_check", "choose an older backup")
+        problem = backup_problem(backup)
+        if problem:
+            raise RestoreFailed(problem, "choose another backup")
         if db.exists():
             try:
                 conn = sqlite3.connect(db, isolation_level=None)

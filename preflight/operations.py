@@ -117,8 +117,9 @@ def restore(settings: Settings, name: str | None, report: dict) -> None:
     check_environment(settings.db, settings.backup_dir, writes=True)
     with locked(settings, "restore"):
         chosen = _choose(settings, name)
-        if backup.quick_check_file(chosen) != "ok":
-            raise DatabaseUnusable(f"backup {chosen} fails quick_check", "choose another backup")
+        problem = backup.backup_problem(chosen)
+        if problem:  # refused before anything changes (exit 6), not half-way (exit 10)
+            raise DatabaseUnusable(problem, "choose another backup")
         assert_not_busy(settings.db, settings.lock_timeout)
         if settings.db.exists() and settings.db.stat().st_size > 0:
             with step("backup") as info:

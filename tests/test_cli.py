@@ -504,3 +504,12 @@ def test_empty_migrations_folder_warns_and_an_applied_history_is_refused(cli, he
     result = cli("migrate", "--db", head_db, "--migrations", empty)
     assert result.code == 5 and "none in" in result.err and "database is newer" in result.err
     assert folder_state(head_db.parent) == state
+
+
+def test_restore_of_an_empty_file_is_refused_before_anything_changes(cli, head_db):
+    empty = head_db.parent / "empty.db"
+    empty.touch()
+    state = folder_state(head_db.parent)
+    result = cli("restore", empty, "--db", head_db)
+    assert result.code == 6 and "not an SQLite database" in result.err
+    assert folder_state(head_db.parent) == state  # no pre-restore backup either
