@@ -114,6 +114,11 @@ class Settings:
         """The failure record beside the database; it survives a restore."""
         return self.db.with_name(self.db.name + ".preflight-failure.json")
 
+    @property
+    def cache_path(self) -> Path:
+        """The verified-state cache beside the database (see `cache`)."""
+        return self.db.with_name(self.db.name + ".preflight-cache.json")
+
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """Add every common option to `parser`, with None as the 'not given' default."""

@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import history, schema
+from . import cache, history, schema
 from .backup import db_size, uri
 from .errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
 
@@ -38,13 +38,16 @@ class Inspection:
     size: int  # bytes in the main file when inspected
     fresh: bool  # no file, zero bytes, or no objects and no history
     applied: tuple[history.Applied, ...] | None  # None: no history table
-    live: schema.Schema
+    live: schema.Schema | None  # None: not read, its text is the one the caller trusted
+    schema_hash: str = ""  # cache.schema_hash of the live schema ("" when fresh)
 
 
-def inspect(db: Path, shown: Path | None = None) -> Inspection:
+def inspect(db: Path, shown: Path | None = None, trust: str | None = None) -> Inspection:
     """Read what is there: fresh or not, `quick_check`, history, live schema.
 
-    `shown` is the path to name in messages when `db` is a private snapshot of it.
+    `shown` is the path to name in messages when `db` is a private snapshot of it. When
+    the schema text hashes to `trust` (a schema verified before, see `cache`), the
+    structural snapshot is not taken and `live` is None.
     """
     if not db.exists() or db.stat().st_size == 0:
         return Inspection(shown or db, db.exists(), 0, True, None, schema.Schema())
@@ -69,7 +72,8 @@ def inspect(db: Path, shown: Path | None = None) -> Inspection:
                 raise DatabaseUnusable(f"{db} fails PRAGMA quick_check: {result[:200]}",
                                        "restore a backup with 'preflight restore'")
             applied = history.read(conn)
-            live = schema.snapshot(conn)
+            text_hash = cache.schema_hash(conn)
+            live = None if trust is not None and text_hash == trust else schema.snapshot(conn)
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
@@ -78,7 +82,8 @@ def inspect(db: Path, shown: Path | None = None) -> Inspection:
                               "stop the other writer, then start again") from None
         raise DatabaseUnusable(f"{db} cannot be read: {exc}",
                                "restore a backup with 'preflight restore'") from None
-    return Inspection(db, True, size, applied is None and live.is_empty(), applied, live)
+    fresh = applied is None and live is not None and live.is_empty()
+    return Inspection(db, True, size, fresh, applied, live, text_hash)
 
 
 def assert_not_busy(db: Path, timeout: float) -> None:

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HistoryError, UsageError
+from .progress import Meter
+
+PROGRESS_EVERY = 200_000  # SQLite VM instructions between progress ticks (cheap: ~ms apart)
 
 NAME = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9][A-Za-z0-9_.-]*)\.(?P<kind>sql|py)$")
 
@@ -194,16 +197,29 @@ def _deny_transaction_control(action: int, arg1: str | None, *_: object) -> int:
     return sqlite3.SQLITE_OK
 
 
-def run_body(conn: sqlite3.Connection, migration: Migration) -> None:
+def run_body(conn: sqlite3.Connection, migration: Migration, label: str = "migrate",
+             meter: Meter | None = None) -> None:
     """Execute one migration's statements on `conn`, inside the caller's open transaction.
 
     The caller owns BEGIN/COMMIT; anything in the migration that tries to end the
-    transaction is refused by an authorizer, so it fails instead of committing.
+    transaction is refused by an authorizer, so it fails instead of committing. A
+    migration that runs for more than a couple of seconds reports progress (`meter`).
     """
+    meter = meter or Meter(f"{label}: {migration.name}")
+    doing = ["running migrate(conn)" if migration.kind == "py" else "starting"]
+
+    def tick() -> int:
+        meter.update(doing=doing[0])
+        return 0  # 0: carry on (non-zero would interrupt the statement)
+
     conn.set_authorizer(_deny_transaction_control)
+    # Called by SQLite every N virtual-machine instructions, also inside one long
+    # statement (an UPDATE of a big table), so a slow migration is visibly alive.
+    conn.set_progress_handler(tick, PROGRESS_EVERY)
     try:
         if migration.kind == "sql":
-            for stmt in migration.statements:
+            for n, stmt in enumerate(migration.statements, start=1):
+                doing[0] = f"statement {n}/{len(migration.statements)} (line {stmt.line})"
                 try:
                     conn.execute(stmt.sql)
                 except sqlite3.Error as exc:
@@ -216,6 +232,7 @@ def run_body(conn: sqlite3.Connection, migration: Migration) -> None:
             exec(compile(migration.source, str(migration.path), "exec"), module.__dict__)
             module.migrate(conn)
     finally:
+        conn.set_progress_handler(None, 0)
         conn.set_authorizer(None)
     if not conn.in_transaction:
         raise sqlite3.Error("the migration ended the guard's transaction")

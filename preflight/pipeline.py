@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
-from . import backup, drift, history, lock, schema
+from . import backup, cache, drift, history, lock, schema
 from .config import Settings
 from .database import Inspection, assert_not_busy, check_environment, connect, inspect
 from .errors import DriftError, MigrationFailed, PreflightError, Refused, RestoreFailed
@@ -42,7 +42,7 @@ class Plan:
     fingerprint: str  # of the whole migration set, for the failure record
     adopt: tuple[Migration, ...]
     pending: tuple[Migration, ...]
-    expected_head: schema.Schema
+    expected_head: schema.Schema | None  # None: nothing to apply, the cache vouched for it
     warnings: tuple[drift.Difference, ...] = field(default=())
 
     @property
@@ -68,6 +68,10 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
     """Decide what to do, proving the database's state first. Reads only."""
     n = len(migrations)
     fingerprint = set_fingerprint(migrations)
+    if insp.live is None:
+        # inspect was told this schema text was verified at the head of this exact
+        # migration set (cache.at_head checked the history): nothing to replay or diff.
+        return Plan(fingerprint, (), (), None)
     if insp.fresh:
         head = schema.replay(migrations, {n})[n]
         return Plan(fingerprint, (), migrations, head)
@@ -209,11 +213,16 @@ def apply(settings: Settings, db: Path, p: Plan, committed: list[str],
         conn.close()
 
 
-def verify(settings: Settings, db: Path, p: Plan, label: str = "verify") -> None:
-    """Step 8: schema equals head, quick_check and foreign_key_check pass, smoke exits 0."""
+def verify(settings: Settings, db: Path, p: Plan, label: str = "verify") -> str:
+    """Step 8: schema equals head, quick_check and foreign_key_check pass, smoke exits 0.
+
+    Returns the hash of the schema text it verified (for the cache).
+    """
+    assert p.expected_head is not None, "a plan that writes has an expected head"
     with step(label) as info:
         conn = connect(db, settings.lock_timeout)
         try:
+            verified = cache.schema_hash(conn)
             diffs = drift.errors(drift.diff(p.expected_head, schema.snapshot(conn)), settings.strict)
             if diffs:
                 raise MigrationFailed(f"verification: schema differs from head: {diffs[0].message()}"
@@ -237,6 +246,7 @@ def verify(settings: Settings, db: Path, p: Plan, label: str = "verify") -> None
                 raise MigrationFailed(f"verification: smoke command exited {done.returncode}: {last}",
                                       "fix the migrations or PREFLIGHT_SMOKE")
             info["what"] += ", smoke ok"
+    return verified
 
 
 def _undo(settings: Settings, insp: Inspection, taken: Path | None, committed: list[str]) -> str:
@@ -262,8 +272,11 @@ def _undo(settings: Settings, insp: Inspection, taken: Path | None, committed: l
     return f"the database was restored from {taken} and verified"
 
 
-def execute(settings: Settings, insp: Inspection, p: Plan) -> None:
-    """Back up, migrate, verify; on any failure undo and leave a failure record. Writes."""
+def execute(settings: Settings, insp: Inspection, p: Plan) -> str | None:
+    """Back up, migrate, verify; on any failure undo and leave a failure record. Writes.
+
+    Returns the hash of the schema verified after migrating (None when nothing was applied).
+    """
     db = settings.db
     taken = None
     wants_backup = settings.backup == "always" or (settings.backup == "on-change" and p.writes)
@@ -273,11 +286,11 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> None:
             info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
             info["tail"] = f" -> {taken}"
     if not p.writes:
-        return
+        return None
     committed: list[str] = []
     try:
         apply(settings, db, p, committed)
-        verify(settings, db, p)
+        return verify(settings, db, p)
     except BaseException as exc:
         failed = exc.message if isinstance(exc, PreflightError) else f"{type(exc).__name__}: {exc}"
         failing = next((m.name for m in p.pending if m.name not in committed), None)
@@ -308,18 +321,31 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
     if not migrations:
         log.warning("migrations: none in %s; is PREFLIGHT_MIGRATIONS right?", settings.migrations)
     with locked(settings, command):
-        refuse_if_failed(settings, set_fingerprint(migrations))
+        fingerprint = set_fingerprint(migrations)
+        refuse_if_failed(settings, fingerprint)
         with step("inspect") as info:
-            insp = inspect(settings.db)
+            key = cache.key(fingerprint, settings.strict)
+            trusted = cache.read(settings.cache_path, key)
+            insp = inspect(settings.db, trust=trusted.schema_hash if trusted else None)
+            if insp.live is None and not cache.at_head(insp.applied, migrations):
+                insp = inspect(settings.db)  # same schema text, other history: check it all
             info["what"] = "fresh database" if insp.fresh else (
-                f"{len(insp.applied or ())} applied, {len(insp.live.tables)} table(s), quick_check ok")
+                f"{len(insp.applied or ())} applied, " + (
+                    "schema as verified before (cache)" if insp.live is None
+                    else f"{len(insp.live.tables)} table(s)") + ", quick_check ok")
         with step("plan") as info:
             p = plan(insp, migrations, settings.strict)
             info["what"] = (f"{len(p.adopt)} to adopt, " if p.adopt else "") + \
                 f"{len(p.pending)} pending, history and schema verified"
+        if trusted and insp.live is None:
+            for warning in trusted.warnings:
+                log.warning("extra: %s", warning)
         if p.writes or settings.backup == "always":
             assert_not_busy(settings.db, settings.lock_timeout)
-        execute(settings, insp, p)
+        verified = execute(settings, insp, p) or insp.schema_hash
+        if verified and insp.live is not None:  # a hit needs no rewrite: a no-op start writes nothing
+            cache.write(settings.cache_path,
+                        cache.Verified(key, verified, tuple(w.message() for w in p.warnings)))
         if history.clear_failure(settings.failure_path):
             log.info("failure record: cleared (this migration set succeeded)")
         if settings.backup != "never":

@@ -280,7 +280,7 @@ def replay(migrations: tuple[Migration, ...], stops: set[int]) -> dict[int, Sche
         for count, migration in enumerate(migrations, start=1):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                run_body(conn, migration)
+                run_body(conn, migration, "replay")
                 conn.execute("COMMIT")
             except Exception as exc:
                 if conn.in_transaction:

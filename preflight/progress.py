@@ -1,0 +1,54 @@
+"""Progress of long work (a backup copy, a migration) on stderr, at most once a second.
+
+Nothing is reported for work that ends within `after` seconds, so a normal start logs
+no progress at all; after that one line per `every` seconds, never a flood.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+log = logging.getLogger("preflight")
+
+MIB = 1 << 20
+
+
+@dataclass
+class Meter:
+    """Counts work done and logs '<label>: 45% 512.0/1024.0 MiB at 410 MiB/s' now and then.
+
+    `total` is in bytes; without it (a migration statement has no known size) the line
+    says how long it has run and what it is doing. The clock is a parameter so tests
+    can drive it.
+    """
+
+    label: str
+    total: int | None = None
+    after: float = 2.0  # seconds of silence before the first line
+    every: float = 1.0  # seconds between lines
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(default=-1.0)
+    last: float = field(default=-1.0)
+    lines: int = 0
+
+    def __post_init__(self) -> None:
+        if self.started < 0:
+            self.started = self.clock()
+
+    def update(self, done: int = 0, doing: str = "") -> None:
+        """Report `done` bytes (or what is being done) if it is time for a line."""
+        now = self.clock()
+        elapsed = now - self.started
+        if elapsed < self.after or (self.last >= 0 and now - self.last < self.every):
+            return
+        self.last = now
+        self.lines += 1
+        if self.total:
+            rate = done / elapsed / MIB if elapsed > 0 else 0.0
+            log.info("%s: %d%% %.1f/%.1f MiB at %.0f MiB/s%s", self.label,
+                     min(100, done * 100 // self.total), done / MIB, self.total / MIB, rate,
+                     f" ({doing})" if doing else "")
+        else:
+            log.info("%s: %s, running for %.0f s", self.label, doing or "working", elapsed)
