@@ -42,12 +42,14 @@ class Inspection:
     schema_hash: str = ""  # cache.schema_hash of the live schema ("" when fresh)
 
 
-def inspect(db: Path, shown: Path | None = None, trust: str | None = None) -> Inspection:
+def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
+            quick_check: bool = True) -> Inspection:
     """Read what is there: fresh or not, `quick_check`, history, live schema.
 
     `shown` is the path to name in messages when `db` is a private snapshot of it. When
     the schema text hashes to `trust` (a schema verified before, see `cache`), the
-    structural snapshot is not taken and `live` is None.
+    structural snapshot is not taken and `live` is None. `quick_check=False` is for a
+    caller that runs it itself (a backup checks the state it copies).
     """
     if not db.exists() or db.stat().st_size == 0:
         return Inspection(shown or db, db.exists(), 0, True, None, schema.Schema())
@@ -67,7 +69,8 @@ def inspect(db: Path, shown: Path | None = None, trust: str | None = None) -> In
         conn = sqlite3.connect(real if hot else uri(real, mode="ro"), uri=not hot,
                                isolation_level=None)
         try:
-            result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+            result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check")) \
+                if quick_check else "ok"
             if result != "ok":
                 raise DatabaseUnusable(f"{db} fails PRAGMA quick_check: {result[:200]}",
                                        "restore a backup with 'preflight restore'")

@@ -88,7 +88,9 @@ def take_backup(settings: Settings, report: dict) -> None:
         if not settings.db.exists() or settings.db.stat().st_size == 0:
             raise DatabaseUnusable(f"{settings.db} does not exist or is empty: nothing to back up",
                                    "check PREFLIGHT_DB")
-        inspect(settings.db)  # refuses a corrupt database before copying it
+        # Refuses what is not a readable SQLite database; backup.take runs quick_check on
+        # it beside the copy (exit 6 if corrupt), so it is not read twice here.
+        inspect(settings.db, quick_check=False)
         with step("backup") as info:
             taken = backup.take(settings.db, settings.backup_dir, "manual")
             info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
@@ -125,7 +127,7 @@ def restore(settings: Settings, name: str | None, report: dict) -> None:
             with step("backup") as info:
                 try:
                     taken = backup.take(settings.db, settings.backup_dir, "pre-restore")
-                except EnvironmentProblem as exc:
+                except (EnvironmentProblem, DatabaseUnusable) as exc:
                     # A damaged database cannot be backed up verified; keep its raw files
                     # aside (outside the rotation) rather than lose them.
                     taken = _keep_raw(settings)
