@@ -131,18 +131,12 @@ def test_failing_migration_on_fresh_database_leaves_no_file(cli, make_db, make_m
 
 def test_first_migration_failing_on_a_fresh_database_leaves_no_file(cli, make_db, make_migrations):
     db = make_db("fresh")
-    # Passes the empty-schema rehearsal (no data there), fails on the live file only
-    # because the file exists: a .py migration that refuses to run twice in one process.
-    folder = make_migrations({"001_once.py": "import os\n"
-                              "def migrate(conn):\n"
+    # A fresh database is built directly (no in-memory rehearsal first): the migration
+    # fails on the live file after creating a table, and the file must go.
+    folder = make_migrations({"001_once.py": "def migrate(conn):\n"
                               "    conn.execute('CREATE TABLE a (x)')\n"
-                              "    if os.environ.get('ONCE_RAN'):\n"
-                              "        raise RuntimeError('second run')\n"
-                              "    os.environ['ONCE_RAN'] = '1'\n"})
-    try:
-        result = cli("migrate", "--db", db, "--migrations", folder)
-    finally:
-        os.environ.pop("ONCE_RAN", None)
+                              "    raise RuntimeError('second run')\n"})
+    result = cli("migrate", "--db", db, "--migrations", folder)
     assert result.code == 9 and "second run" in result.err
     assert not db.exists() and sorted(p.name for p in db.parent.iterdir()) == [
         "app.db.preflight-failure.json", "app.db.preflight.lock"]
