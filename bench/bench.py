@@ -158,37 +158,47 @@ class Result:
         return statistics.median(self.times)
 
 
-def run_once(tool: Tool, folder: Path) -> tuple[float, int]:
+TIME = "/usr/bin/time"  # GNU time: %M is the peak RSS of the command it runs
+
+
+def run_once(tool: Tool, folder: Path, memory: bool = False) -> tuple[float, int]:
+    """Run the tool's commands in `folder`: wall time, and with `memory` the peak RSS in KiB.
+
+    Peak RSS comes from a separate run under GNU time: a child forked from this (big)
+    Python process would report our own pages as its high-water mark.
+    """
     env = dict(os.environ, **tool.env)
     start = time.perf_counter()
     peak = 0
     for cmd in tool.steps(folder):
-        proc = subprocess.Popen(cmd, cwd=folder, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        assert proc.stderr is not None
-        err = proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{tool.name}: {' '.join(cmd)} exited {proc.returncode}: "
-                               f"{err.decode(errors='replace')[-800:]}")
-        peak = max(peak, usage.ru_maxrss)  # KiB, of the process and the children it waited for
+        report = folder / ".rss"
+        full = [TIME, "-f", "%M", "-o", str(report), *cmd] if memory else cmd
+        done = subprocess.run(full, cwd=folder, env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if done.returncode != 0:
+            raise RuntimeError(f"{tool.name}: {' '.join(cmd)} exited {done.returncode}: "
+                               f"{done.stderr.decode(errors='replace')[-800:]}")
+        if memory:
+            peak = max(peak, int(report.read_text().split()[-1]))
+            report.unlink()
     return time.perf_counter() - start, peak
 
 
 def measure(tool: Tool, scratch: Path, runs: int) -> Result:
     times, rss = [], []
-    for i in range(runs + 1):  # one warm-up run, not counted
+    for i in range(runs + 2):  # one warm-up run, not counted; the last one measures memory
         folder = scratch / f"{tool.name.split()[0]}-{i}"
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         tool.prepare(folder)
         os.sync()  # every run starts with nothing dirty to write back
-        elapsed, peak = run_once(tool, folder)
-        if i:
-            times.append(elapsed)
+        memory = i == runs + 1
+        elapsed, peak = run_once(tool, folder, memory and os.path.exists(TIME))
+        if memory:
             rss.append(peak)
+        elif i:
+            times.append(elapsed)
         shutil.rmtree(folder)
     return Result(tool.name, tool.note, times, rss)
 
@@ -205,7 +215,7 @@ def table(title: str, results: list[Result], out: list[str]) -> None:
     for r in results:
         ratio = "" if guard is None or r is guard else f"{guard.median / r.median:.2f}×"
         out.append(f"| {r.name} | {fmt_time(r.median)} | {fmt_time(min(r.times))}–"
-                   f"{fmt_time(max(r.times))} | {max(r.rss) / 1024:.0f} MiB | {ratio} |")
+                   f"{fmt_time(max(r.times))} | {max(r.rss) / 1024:.1f} MiB | {ratio} |")
     print("\n".join(out[-(len(results) + 3):]), flush=True)
 
 

@@ -1,0 +1,280 @@
+"""The fast paths keep every safety property: the verified-state cache, the locked backup
+copy, the fresh build without a rehearsal, and progress reporting (correctness, not timing)."""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import stat
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import MIGRATIONS, folder_state, rows, run_process
+from preflight import backup, cache, migrations, progress
+from preflight.errors import DatabaseUnusable, EnvironmentProblem
+
+CACHE = "app.db.preflight-cache.json"
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """Messages the 'preflight' logger emits (whatever the CLI did to its handlers)."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("preflight")
+    handler, level = Keep(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@pytest.fixture
+def head(cli, make_db) -> Path:
+    db = make_db("fresh")
+    assert cli("migrate", "--db", db, "--migrations", MIGRATIONS).code == 0
+    return db
+
+
+# ---------------------------------------------------------------- verified-state cache
+
+def test_a_verified_start_writes_the_cache_and_the_next_no_op_start_uses_it(cli, head):
+    data = json.loads((head.parent / CACHE).read_text())
+    assert set(data) == {"key", "schema_hash", "warnings"}
+    assert stat.S_IMODE((head.parent / CACHE).stat().st_mode) == 0o600
+    state = folder_state(head.parent)
+    again = run_process("run", "--db", head, "--migrations", MIGRATIONS, "--", "true")
+    assert again.returncode == 0, again.stderr
+    assert "schema as verified before (cache), quick_check ok" in again.stderr
+    assert "exec: true" in again.stderr
+    assert folder_state(head.parent) == state  # a no-op start writes nothing, cache included
+
+
+def test_the_cache_never_hides_drift(cli, head):
+    conn = sqlite3.connect(head)
+    conn.execute("ALTER TABLE notes ADD COLUMN surprise TEXT")
+    conn.close()
+    result = cli("migrate", "--db", head, "--migrations", MIGRATIONS)
+    assert result.code == 4 and "notes.surprise" in result.err
+    assert "(cache)" not in result.err
+
+
+def test_the_cache_never_skips_the_history_check(cli, head):
+    conn = sqlite3.connect(head)
+    conn.execute("UPDATE _preflight_history SET sha256 = 'f00d' WHERE version = 3")
+    conn.commit()
+    conn.close()
+    result = cli("migrate", "--db", head, "--migrations", MIGRATIONS)
+    assert result.code == 5 and "edited after it was applied" in result.err
+
+
+def test_a_cache_for_another_set_or_mode_is_ignored_and_replaced(cli, head, make_migrations):
+    strict = cli("migrate", "--db", head, "--migrations", MIGRATIONS, "--strict")
+    assert strict.code == 0 and "(cache)" not in strict.err
+    folder = make_migrations({"006_more.sql": "CREATE TABLE more (id INTEGER PRIMARY KEY);"},
+                             base=True)
+    grown = cli("migrate", "--db", head, "--migrations", folder)
+    assert grown.code == 0 and "(cache)" not in grown.err and "006_more.sql" in grown.err
+    again = cli("migrate", "--db", head, "--migrations", folder)
+    assert again.code == 0 and "(cache)" in again.err
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b'{"key": 1}', b"[]"])
+def test_an_unreadable_cache_is_ignored_and_rewritten(cli, head, content):
+    (head.parent / CACHE).write_bytes(content)
+    result = cli("migrate", "--db", head, "--migrations", MIGRATIONS)
+    assert result.code == 0 and "(cache)" not in result.err
+    assert json.loads((head.parent / CACHE).read_text())["schema_hash"]
+
+
+def test_a_cache_vouches_only_for_the_exact_schema_text_it_hashed(cli, head):
+    data = json.loads((head.parent / CACHE).read_text())
+    conn = sqlite3.connect(head)
+    conn.execute("DROP INDEX idx_notes_slug")
+    data["schema_hash"] = cache.schema_hash(conn)  # a cache made for this other schema...
+    conn.execute("CREATE INDEX idx_notes_slug ON notes(slug)")
+    conn.execute("ALTER TABLE notes ADD COLUMN surprise TEXT")
+    conn.commit()
+    conn.close()
+    (head.parent / CACHE).write_text(json.dumps(data))
+    result = cli("migrate", "--db", head, "--migrations", MIGRATIONS)
+    assert result.code == 4 and "notes.surprise" in result.err  # ...cannot cover this one
+
+
+def test_extra_objects_are_still_warned_about_on_a_cache_hit(cli, head):
+    conn = sqlite3.connect(head)
+    conn.execute("CREATE TABLE notes_archive (id INTEGER PRIMARY KEY)")
+    conn.close()
+    first = cli("migrate", "--db", head, "--migrations", MIGRATIONS)
+    assert first.code == 0 and "extra: table notes_archive" in first.err
+    second = cli("migrate", "--db", head, "--migrations", MIGRATIONS)
+    assert second.code == 0 and "(cache)" in second.err
+    assert "extra: table notes_archive" in second.err
+
+
+def test_schema_hash_ignores_rootpage_but_not_sql(tmp_path):
+    db = tmp_path / "a.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE a (x)")
+    conn.execute("CREATE TABLE b (y)")
+    conn.execute("INSERT INTO a VALUES (1)")
+    before = cache.schema_hash(conn)
+    conn.execute("DROP TABLE a")
+    conn.execute("CREATE TABLE a (x)")  # same text, another root page
+    assert cache.schema_hash(conn) == before
+    conn.execute("CREATE INDEX b_y ON b(y)")
+    assert cache.schema_hash(conn) != before
+    conn.close()
+
+
+# ---------------------------------------------------------------- fresh build
+
+def test_fresh_build_needs_no_rehearsal_and_is_verified(cli, make_db):
+    db = make_db("fresh")
+    result = cli("migrate", "--db", db, "--migrations", MIGRATIONS)
+    assert result.code == 0
+    assert "schema built from empty, quick_check ok, foreign keys ok" in result.err
+    assert rows(db, "SELECT count(*) FROM _preflight_history") == [(5,)]
+
+
+# ---------------------------------------------------------------- locked backup copy
+
+def wal_db(db: Path, committed: int, in_wal: int) -> None:
+    """`db` in WAL mode with `in_wal` rows only in its -wal, and no connection open."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    conn.execute("CREATE INDEX items_v ON items(v)")
+    conn.executemany("INSERT INTO items (v) VALUES (?)", [(f"c{i}",) for i in range(committed)])
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.executemany("INSERT INTO items (v) VALUES (?)", [(f"w{i}",) for i in range(in_wal)])
+    files = {s: Path(f"{db}{s}").read_bytes() for s in ("", "-wal")}
+    conn.close()  # checkpoints; put the files back as a killed writer would leave them
+    for s, data in files.items():
+        Path(f"{db}{s}").write_bytes(data)
+
+
+def test_locked_copy_includes_the_wal_and_leaves_the_live_files_byte_identical(tmp_path, logged):
+    db = tmp_path / "app.db"
+    wal_db(db, 500, 300)
+    before = {s: Path(f"{db}{s}").read_bytes() for s in ("", "-wal")}
+    backups = tmp_path / "backups"
+    path = backup.take(db, backups, "manual")
+    assert {s: Path(f"{db}{s}").read_bytes() for s in ("", "-wal")} == before
+    assert rows(path, "SELECT count(*) FROM items") == [(800,)]
+    assert backup.quick_check_file(path) == "ok"
+    assert path.read_bytes()[18:20] == b"\x02\x02"  # still WAL mode: a restore keeps the mode
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in backups.iterdir()) == [path.name]  # no -wal/-shm/tmp left
+    assert not any("backup API" in line for line in logged)
+
+
+def test_locked_copy_of_a_rollback_journal_database(tmp_path):
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.executemany("INSERT INTO items (v) VALUES (?)", [(str(i),) for i in range(1000)])
+    conn.commit()
+    conn.close()
+    path = backup.take(db, tmp_path / "backups", "manual")
+    assert path.read_bytes() == db.read_bytes()
+
+
+def test_a_busy_database_is_backed_up_with_the_backup_api(tmp_path, logged):
+    db = tmp_path / "app.db"
+    wal_db(db, 100, 50)
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO items (v) VALUES ('uncommitted')")
+    try:
+        path = backup.take(db, tmp_path / "backups", "manual")
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert any("busy" in line and "backup API" in line for line in logged)
+    assert rows(path, "SELECT count(*) FROM items") == [(150,)]  # committed rows only
+
+
+def test_fast_and_online_backups_hold_the_same_rows(tmp_path):
+    db = tmp_path / "app.db"
+    wal_db(db, 200, 100)
+    fast = backup.take(db, tmp_path / "fast", "manual")
+    slow = backup.take(db, tmp_path / "slow", "manual", fast=False)
+    query = "SELECT * FROM items ORDER BY id"
+    assert rows(fast, query) == rows(slow, query)
+
+
+def test_a_corrupt_source_is_refused_and_leaves_no_backup(tmp_path):
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("CREATE INDEX items_v ON items(v)")
+    conn.executemany("INSERT INTO items (v) VALUES (?)", [(f"value-{i:06d}",) for i in range(20000)])
+    conn.commit()
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name='items_v'").fetchone()[0]
+    conn.close()
+    with open(db, "r+b") as f:  # the index's root page: keep its header, scramble its cells
+        f.seek((root - 1) * 4096 + 100)
+        f.write(b"\x17" * 3000)
+    backups = tmp_path / "backups"
+    with pytest.raises((DatabaseUnusable, EnvironmentProblem)):
+        backup.take(db, backups, "manual")
+    assert list(backups.iterdir()) == []
+
+
+def test_copy_file_copies_and_reports_progress(tmp_path, logged):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(bytes(range(256)) * 40000)
+    dst.write_bytes(b"old content that must go")
+    meter = progress.Meter("backup", src.stat().st_size, after=0, every=0)
+    assert backup.copy_file(src, dst, meter, verify=True) == src.stat().st_size
+    assert dst.read_bytes() == src.read_bytes()
+    assert meter.lines >= 1 and any(line.startswith("backup: 100% ") for line in logged)
+
+
+# ---------------------------------------------------------------- progress
+
+def test_meter_is_silent_at_first_then_at_most_once_per_interval(logged):
+    now = [0.0]
+    meter = progress.Meter("backup", 1024 << 20, after=2.0, every=1.0, clock=lambda: now[0])
+    for t, done in ((0.5, 100), (1.9, 200), (2.0, 512), (2.5, 600), (2.99, 700), (3.0, 1024)):
+        now[0] = t
+        meter.update(done << 20)
+    assert logged == ["backup: 50% 512.0/1024.0 MiB at 256 MiB/s",
+                      "backup: 100% 1024.0/1024.0 MiB at 341 MiB/s"]
+
+
+def test_meter_without_a_total_says_what_it_is_doing(logged):
+    now = [0.0]
+    meter = progress.Meter("migrate: 006_big.sql", after=0, every=1, clock=lambda: now[0])
+    now[0] = 3.0
+    meter.update(doing="statement 2/3 (line 4)")
+    assert logged == ["migrate: 006_big.sql: statement 2/3 (line 4), running for 3 s"]
+
+
+def test_a_long_migration_statement_reports_progress(tmp_path, logged):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "001_slow.sql").write_text(
+        "CREATE TABLE n (x);\n"
+        "INSERT INTO n WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c "
+        "WHERE i < 300000) SELECT i FROM c;\n")
+    (m,) = migrations.discover(folder)
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("BEGIN")
+    meter = progress.Meter("migrate: 001_slow.sql", after=0, every=0)
+    migrations.run_body(conn, m, meter=meter)
+    conn.execute("COMMIT")
+    assert meter.lines >= 2
+    assert any("statement 2/2 (line 2)" in line for line in logged)
+    assert conn.execute("SELECT count(*) FROM n").fetchone() == (300000,)
