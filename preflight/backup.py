@@ -13,10 +13,8 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import sqlite3
 import time
-import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,7 +63,10 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
 def uri(path: Path, **params: str) -> str:
     """An SQLite URI for `path` ('?' and '#' in a path would otherwise end it early)."""
     query = "&".join(f"{k}={v}" for k, v in params.items())
-    return f"file:{urllib.parse.quote(str(path))}?{query}"
+    # Only these three end or escape the path part of an SQLite URI (urllib.parse.quote
+    # would do, at the cost of importing it on every start).
+    quoted = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    return f"file:{quoted}?{query}"
 
 
 def sha256_file(path: Path) -> str:
@@ -439,6 +440,8 @@ def restore(backup: Path, db: Path) -> None:
                 # A damaged database is about to be replaced; its WAL goes with it.
                 log.debug("restore: checkpoint of %s failed (%s); replacing it anyway", db, exc)
         mode = db.stat().st_mode & 0o777 if db.exists() else 0o600
+        import shutil  # only a restore copies this way
+
         with open(backup, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                                                      mode), "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
@@ -469,6 +472,8 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
     """
     if not db.exists():
         return None
+    import shutil  # only check/status copy this way
+
     target = folder / db.name
 
     def state() -> list[tuple[int, int] | None]:

@@ -13,20 +13,17 @@ the history check, the lock or the busy check, and the database itself is never 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .backup import write_atomic
 from .history import Applied
 from .migrations import Migration
+from .quickstart import key, schema_hash  # noqa: F401  (one definition, shared)
 
 log = logging.getLogger("preflight")
-
-FORMAT = 1  # bump when the file's meaning changes
 
 
 @dataclass(frozen=True)
@@ -36,27 +33,6 @@ class Verified:
     key: str
     schema_hash: str
     warnings: tuple[str, ...] = ()  # extra objects, logged again on every start
-
-
-def key(fingerprint: str, strict: bool) -> str:
-    """What a verification depends on besides the schema: migrations, mode, code, SQLite."""
-    digest = hashlib.sha256(f"{FORMAT}\0{fingerprint}\0{strict}\0{sqlite3.sqlite_version}\0".encode())
-    # The guard's own code decides what "no drift" means: a new guard re-verifies.
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def schema_hash(conn: sqlite3.Connection) -> str:
-    """sha256 of every row of sqlite_master (type, name, table, SQL) except rootpage.
-
-    rootpage is left out: VACUUM moves tables without changing the schema.
-    """
-    digest = hashlib.sha256()
-    for row in conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
-                            "ORDER BY type, name, tbl_name"):
-        digest.update("\0".join("\1" if v is None else str(v) for v in row).encode() + b"\n")
-    return digest.hexdigest()
 
 
 def read(path: Path, expected_key: str) -> Verified | None:

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from . import __version__, errors, operations, pipeline
+from . import __version__, errors, pipeline
 from .config import Settings, add_options, resolve
 from .errors import PreflightError
 
@@ -94,11 +94,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int
             argv = argv[1:]
         pipeline.migrate(settings, "run", argv)
         report["exec"] = argv
-    elif command == "migrate":
+        return errors.OK
+    if command == "migrate":
         pipeline.migrate(settings, "migrate")
-    elif command in ("check", "status"):
+        return errors.OK
+    # Imported here: a start (`run`) never needs the operator commands' modules.
+    from . import operations
+
+    if command in ("check", "status"):
         return operations.assess(settings, report, rehearse=command == "check")
-    elif command == "backup":
+    if command == "backup":
         operations.take_backup(settings, report)
     elif command == "restore":
         operations.restore(settings, args.backup_file, report)

@@ -5,7 +5,6 @@ All read-only: nothing here writes the database or its folder.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import sqlite3
 from dataclasses import dataclass
@@ -156,6 +155,8 @@ def check_environment(db: Path, backup_dir: Path | None, writes: bool,
     if command is not None:
         if not command:
             raise UsageError("run needs a command after --", "e.g. preflight run -- gunicorn app:app")
+        import shutil  # only `run` has a command to look up
+
         if shutil.which(command[0]) is None:
             raise EnvironmentProblem(f"command {command[0]!r} not found on PATH",
                                      "install it in the image or fix the CMD")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -132,7 +131,7 @@ def log(conn: sqlite3.Connection, event: str, version: int | None = None, name: 
     """Append one row to the run log (caller's transaction)."""
     conn.execute(f"INSERT INTO {LOG} (at, event, version, name, detail, host, pid) "
                  f"VALUES (?, ?, ?, ?, ?, ?, ?)",
-                 (now(), event, version, name, detail, socket.gethostname(), os.getpid()))
+                 (now(), event, version, name, detail, os.uname().nodename, os.getpid()))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,7 +52,9 @@ def hold(path: Path, timeout: float, command: str) -> Iterator[None]:
                                       "PREFLIGHT_LOCK_TIMEOUT") from None
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(delay * 2, 0.25)
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": now(), "command": command}
+        # os.uname().nodename is what socket.gethostname() returns, without importing socket
+        info = {"pid": os.getpid(), "host": os.uname().nodename, "since": now(),
+                "command": command}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         try:

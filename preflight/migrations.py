@@ -5,7 +5,6 @@ encoding, statements that would break the guard's transaction, Python syntax.
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import re
 import sqlite3
@@ -148,6 +147,8 @@ def load(path: Path) -> Migration:
         for stmt in statements:
             _check_statement(path.name, stmt)
     else:
+        import ast  # only .py migrations need parsing
+
         try:
             tree = ast.parse(text, filename=path.name)
         except SyntaxError as exc:

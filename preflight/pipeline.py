@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -241,6 +240,8 @@ def verify(settings: Settings, db: Path, p: Plan, label: str = "verify") -> str:
         info["what"] = ("schema built from empty" if p.expected_head is None else
                         "schema at head") + ", quick_check ok, foreign keys ok"
         if settings.smoke:
+            import subprocess  # only a smoke command needs it
+
             env = dict(os.environ, PREFLIGHT_DB=str(db))
             done = subprocess.run(settings.smoke, shell=True, env=env, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

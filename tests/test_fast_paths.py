@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import stat
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from conftest import MIGRATIONS, folder_state, rows, run_process
-from preflight import backup, cache, migrations, progress
+from preflight import backup, cache, config, lock, migrations, progress, quickstart
 from preflight.errors import DatabaseUnusable, EnvironmentProblem
 
 CACHE = "app.db.preflight-cache.json"
@@ -278,3 +279,117 @@ def test_a_long_migration_statement_reports_progress(tmp_path, logged):
     assert meter.lines >= 2
     assert any("statement 2/2 (line 2)" in line for line in logged)
     assert conn.execute("SELECT count(*) FROM n").fetchone() == (300000,)
+
+
+# ---------------------------------------------------------------- quick start
+
+class Exec(Exception):
+    """os.execvp, caught: the quick start proved a no-op start."""
+
+
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch, cli, head):
+    """start(args, env) -> True if the quick start would exec, False if it hands over."""
+    def fake_exec(file: str, args: list[str]) -> None:
+        raise Exec(args)
+
+    monkeypatch.setattr(os, "execvp", fake_exec)
+
+    def attempt(*args: object, env: dict[str, str] | None = None) -> bool:
+        try:
+            quickstart.start(["run", "--db", str(head), "--migrations", str(MIGRATIONS),
+                              *map(str, args), "--", "true"], env or {})
+        except Exec:
+            return True
+        return False
+    assert cli("migrate", "--db", head, "--migrations", MIGRATIONS).code == 0  # cache current
+    return attempt
+
+
+def test_quick_start_knows_every_option_the_cli_knows():
+    flags = {**quickstart.FLAGS, **quickstart.SWITCHES}
+    assert {(o.flag, o.dest, o.env) for o in config.OPTIONS} == \
+        {(flag, dest, env) for flag, (dest, env) in flags.items()}
+    assert {o.dest: o.default for o in config.OPTIONS if not o.is_switch} == {
+        k: None if v == "" else (int(v) if k == "keep_backups" else
+                                 float(v) if k == "lock_timeout" else v)
+        for k, v in quickstart.DEFAULTS.items() if k not in ("strict", "json")}
+
+
+def test_quick_start_and_cache_share_one_file_format_and_fingerprint(tmp_path):
+    path = tmp_path / "c.json"
+    cache.write(path, cache.Verified("k" * 64, "h" * 64, ()))
+    assert path.read_bytes() == quickstart.cache_text("k" * 64, "h" * 64)
+    found = migrations.discover(MIGRATIONS)
+    assert quickstart.set_fingerprint([(n, s) for _, n, s in quickstart.files(str(MIGRATIONS))]) \
+        == migrations.set_fingerprint(found)
+
+
+def test_quick_start_execs_a_proven_no_op_start_and_writes_nothing(quick, head, capsys):
+    state = folder_state(head.parent, strict=True)
+    assert quick()
+    assert folder_state(head.parent, strict=True) == state  # the lock file is empty again
+    err = capsys.readouterr().err
+    assert "as verified before" in err and "exec: true" in err
+
+
+@pytest.mark.parametrize("args, env", [
+    (("--log-format", "json"), {}),
+    (("--json",), {}),
+    (("--backup", "always"), {}),
+    (("--keep-backups", "lots"), {}),
+    (("--lock-timeout", "nan"), {}),
+    (("--strict",), {}),  # another cache key
+    (("--db=elsewhere",), {}),
+    ((), {"PREFLIGHT_STRICT": "maybe"}),
+    ((), {"PREFLIGHT_BACKUP": "always"}),
+], ids=["json-logs", "json-report", "backup-always", "bad-number", "nan", "strict", "equals-form",
+        "bad-bool", "env-backup-always"])
+def test_quick_start_hands_over_options_it_does_not_prove(quick, args, env):
+    assert not quick(*args, env=env)
+
+
+def test_quick_start_hands_over_when_anything_changed(quick, head, make_migrations, tmp_path):
+    assert quick()
+    (head.parent / "app.db.preflight-failure.json").write_text("{}")
+    assert not quick()
+    (head.parent / "app.db.preflight-failure.json").unlink()
+    conn = sqlite3.connect(head)
+    conn.execute("CREATE INDEX extra_idx ON notes(content_hash)")
+    conn.close()
+    assert not quick()  # schema text differs from what the cache vouches for
+    conn = sqlite3.connect(head)
+    conn.execute("DROP INDEX extra_idx")
+    conn.close()
+    assert quick()
+    with lock.hold(head.with_name("app.db.preflight.lock"), 1, "test"):
+        assert not quick()  # another guard holds the lock: the full pipeline waits
+    backups = head.parent / "backups"
+    backups.mkdir(exist_ok=True)
+    for i in range(11):
+        (backups / f"app-20260101T0000{i:02d}.000Z-manual.db").write_bytes(b"x")
+    assert not quick()  # more than --keep-backups: the full pipeline prunes
+    assert quick("--keep-backups", "0")
+
+
+def test_quick_start_hands_over_a_corrupt_database(quick, head):
+    assert quick()
+    with open(head, "r+b") as f:
+        f.seek(4096 + 8)
+        f.write(b"\xff" * 64)  # a btree page of the first table
+    assert not quick()
+
+
+def test_quick_start_hands_over_a_changed_migration_set(quick, head, make_migrations):
+    folder = make_migrations({"006_x.sql": "CREATE TABLE x (id INTEGER PRIMARY KEY);"}, base=True)
+    try:
+        quickstart.start(["run", "--db", str(head), "--migrations", str(folder), "--", "true"], {})
+    except Exec:
+        pytest.fail("a pending migration must go through the full pipeline")
+
+
+def test_quick_start_ignores_other_commands_and_missing_commands(quick, head):
+    quickstart.start(["migrate", "--db", str(head)], {})
+    quickstart.start(["run", "--db", str(head), "--migrations", str(MIGRATIONS), "--",
+                      "no-such-command-anywhere"], {})
+    quickstart.start(["run", "--db", str(head), "--migrations", str(MIGRATIONS)], {})

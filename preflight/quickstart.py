@@ -1,0 +1,293 @@
+"""The quick start: a no-op `run` proven with a handful of imports, then exec.
+
+A container whose database is already at head should start in about the interpreter's
+own start-up time. The full pipeline imports argparse, logging, dataclasses and pathlib
+(~40 ms on a small VM) before doing any work; this module imports only os, sys, time,
+fcntl and the C modules under hashlib and sqlite3. It proceeds only when every check of a no-op start passes
+exactly as on the last verified start, and otherwise hands over to the full pipeline
+(`cli.main`), which decides and explains. It never reports an error itself.
+
+What it proves, in the full pipeline's order: the options are valid (it knows the same
+flags and PREFLIGHT_* variables as `config`, a test keeps them equal); the environment
+(folders, permissions, free space for a backup, the command on PATH); the migration
+files' names and sha256 and the guard's own code give the cache key of the last
+verified start; the lock; no failure record; the SQLite header, no hot journal,
+`PRAGMA quick_check`; the history lists exactly these files; the schema text hashes to
+what the cache vouches for (see `cache`); no backup needs pruning. Anything else, or
+any exception: hand over.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+
+# The C modules that hashlib and sqlite3 wrap, when present: the wrappers import OpenSSL,
+# datetime and collections (~5 ms, a quarter of a quick start). Same functions, same results.
+try:
+    from _sha256 import sha256  # Python <= 3.11
+except ImportError:
+    try:
+        from _sha2 import sha256  # Python >= 3.12
+    except ImportError:
+        from hashlib import sha256
+try:
+    import _sqlite3 as sqlite3
+except ImportError:
+    import sqlite3  # type: ignore[no-redef]
+
+FORMAT = 1  # of the cache key; bump when what a verification means changes
+HEADER = b"SQLite format 3\x00"
+
+# flag -> (setting, variable); switches have no value. Must match config.OPTIONS (tested).
+FLAGS = {"--db": ("db", "PREFLIGHT_DB"), "--migrations": ("migrations", "PREFLIGHT_MIGRATIONS"),
+         "--backup-dir": ("backup_dir", "PREFLIGHT_BACKUP_DIR"),
+         "--backup": ("backup", "PREFLIGHT_BACKUP"),
+         "--keep-backups": ("keep_backups", "PREFLIGHT_KEEP_BACKUPS"),
+         "--lock-timeout": ("lock_timeout", "PREFLIGHT_LOCK_TIMEOUT"),
+         "--smoke": ("smoke", "PREFLIGHT_SMOKE"),
+         "--log-format": ("log_format", "PREFLIGHT_LOG_FORMAT"),
+         "--log-level": ("log_level", "PREFLIGHT_LOG_LEVEL")}
+SWITCHES = {"--strict": ("strict", "PREFLIGHT_STRICT"), "--json": ("json", "PREFLIGHT_JSON")}
+DEFAULTS = {"db": "/data/app.db", "migrations": "migrations", "backup_dir": "", "backup": "on-change",
+            "keep_backups": "10", "lock_timeout": "300", "smoke": "", "log_format": "text",
+            "log_level": "info", "strict": "0", "json": "0"}
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+class HandOver(Exception):
+    """Not provably a no-op start: the full pipeline takes over."""
+
+
+def _options(args: list[str], environ: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """`run [options] -- CMD...` as settings (flag > environment > default) and the command."""
+    given: dict[str, str] = {}
+    i = 0
+    while i < len(args) and args[i] != "--":
+        arg = args[i]
+        if arg in FLAGS and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            given[FLAGS[arg][0]] = args[i + 1]
+            i += 2
+        elif arg in SWITCHES or arg.replace("--no-", "--") in SWITCHES:
+            given[SWITCHES[arg.replace("--no-", "--")][0]] = "0" if arg.startswith("--no-") else "1"
+            i += 1
+        else:
+            raise HandOver(arg)  # --db=x, abbreviations, anything argparse would judge
+    if i >= len(args) or i + 1 == len(args):
+        raise HandOver("no command after --")
+    values = {}
+    for setting, variable in list(FLAGS.values()) + list(SWITCHES.values()):
+        values[setting] = given.get(setting, environ.get(variable, DEFAULTS[setting]))
+    values["strict"] = _flag(values["strict"])
+    if _flag(values["json"]) == "1" or values["backup"] not in ("on-change", "never") \
+            or values["log_format"] != "text" \
+            or values["log_level"] not in ("debug", "info", "warning", "error") \
+            or not values["keep_backups"].isascii() or not values["keep_backups"].isdigit() \
+            or not values["db"]:
+        raise HandOver("options")  # json output, backup=always, or a value to be judged
+    try:
+        timeout = float(values["lock_timeout"])
+    except ValueError:
+        raise HandOver("lock timeout") from None
+    if not timeout >= 0:
+        raise HandOver("lock timeout")
+    return values, args[i + 1:]
+
+
+def _flag(text: str) -> str:
+    value = text.strip().lower()
+    if value in TRUE:
+        return "1"
+    if value in FALSE:
+        return "0"
+    raise HandOver("boolean")
+
+
+def _which(command: str) -> bool:
+    """shutil.which(command) is not None, without importing shutil."""
+    def runnable(path: str) -> bool:
+        return os.path.exists(path) and os.access(path, os.F_OK | os.X_OK) \
+            and not os.path.isdir(path)
+    if os.path.dirname(command):
+        return runnable(command)
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        if runnable(os.path.join(folder or os.curdir, command)):
+            return True
+    return False
+
+
+def _environment(db: str, backup_dir: str | None, command: list[str]) -> None:
+    """database.check_environment(writes=True) passes (else the full pipeline says why)."""
+    folder = os.path.dirname(db)
+    os.listdir(folder)
+    if not os.path.isfile(db) or not os.access(db, os.R_OK | os.W_OK) \
+            or not os.access(folder, os.W_OK):
+        raise HandOver("database")
+    if backup_dir is not None:
+        existing = backup_dir
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+            raise HandOver("backup folder")
+        size = os.stat(db).st_size + (os.stat(f"{db}-wal").st_size
+                                      if os.path.exists(f"{db}-wal") else 0)
+        st = os.statvfs(existing)
+        if st.f_bavail * st.f_frsize < size * 11 // 10 + (1 << 20):
+            raise HandOver("free space")
+    if not _which(command[0]):
+        raise HandOver("command")
+
+
+def files(folder: str) -> list[tuple[int, str, str]]:
+    """(version, name, sha256) of every migration file, by version; HandOver if any is odd."""
+    found: dict[int, tuple[int, str, str]] = {}
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith((".sql", ".py")) or name.startswith((".", "__")):
+            continue
+        number = name.split("_", 1)[0]
+        path = os.path.join(folder, name)
+        if not (number.isascii() and number.isdigit()) or not os.path.isfile(path) \
+                or int(number) in found:
+            raise HandOver(name)
+        with open(path, "rb") as f:
+            found[int(number)] = (int(number), name, sha256(f.read()).hexdigest())
+    return [found[v] for v in sorted(found)]
+
+
+def set_fingerprint(named: list[tuple[str, str]]) -> str:
+    """One hash for a migration set: (name, sha256) in order (migrations.set_fingerprint)."""
+    digest = sha256()
+    for name, sha in named:
+        digest.update(f"{name}\0{sha}\n".encode())
+    return digest.hexdigest()
+
+
+def key(fingerprint: str, strict: bool) -> str:
+    """The cache key: what a verification depends on besides the schema (see `cache`)."""
+    digest = sha256(f"{FORMAT}\0{fingerprint}\0{strict}\0{sqlite3.sqlite_version}\0".encode())
+    # The guard's own code decides what "no drift" means: a new guard re-verifies.
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(n for n in os.listdir(here) if n.endswith(".py")):
+        with open(os.path.join(here, name), "rb") as f:
+            digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()
+
+
+def schema_hash(conn: sqlite3.Connection) -> str:
+    """sha256 of every row of sqlite_master (type, name, table, SQL) except rootpage.
+
+    rootpage is left out: VACUUM moves tables without changing the schema.
+    """
+    digest = sha256()
+    for row in conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                            "ORDER BY type, name, tbl_name"):
+        digest.update("\0".join("\1" if v is None else str(v) for v in row).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def cache_text(cache_key: str, schema: str) -> bytes:
+    """The cache file `cache.write` writes for a schema with no extra objects (tested)."""
+    return f'{{\n "key": "{cache_key}",\n "schema_hash": "{schema}",\n "warnings": []\n}}\n'.encode()
+
+
+def _now() -> str:
+    """history.now() without importing datetime."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def _inspect(db: str, expected: list[tuple[int, str, str]]) -> str:
+    """Header, no hot journal, quick_check, history == files; returns the schema hash."""
+    with open(db, "rb") as f:
+        if f.read(len(HEADER)) != HEADER:
+            raise HandOver("header")
+    if os.path.exists(f"{db}-journal") and os.stat(f"{db}-journal").st_size > 0:
+        raise HandOver("hot journal")  # needs a writable connection to roll back
+    quoted = db.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    # Read-only: closing it cannot checkpoint the WAL, so the database stays byte-identical.
+    conn = sqlite3.connect(f"file:{quoted}?mode=ro", uri=True, isolation_level=None)
+    try:
+        if [r[0] for r in conn.execute("PRAGMA quick_check")] != ["ok"]:
+            raise HandOver("quick_check")
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
+                            "AND name='_preflight_history'").fetchone():
+            raise HandOver("no history")
+        applied = [tuple(r) for r in conn.execute(
+            "SELECT version, name, sha256 FROM _preflight_history ORDER BY version")]
+        if applied != expected:
+            raise HandOver("history")
+        return schema_hash(conn)
+    finally:
+        conn.close()
+
+
+def _say(lines: list[str], quiet: bool) -> None:
+    if not quiet:
+        sys.stderr.write("".join(f"preflight: {line}\n" for line in lines))
+        sys.stderr.flush()
+
+
+def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
+    """Exec the app if `argv` is a provable no-op `run`; return to hand over otherwise."""
+    if argv[:1] != ["run"]:
+        return
+    fd = -1
+    try:
+        values, command = _options(argv[1:], dict(os.environ if environ is None else environ))
+        db = os.path.realpath(values["db"])
+        backup_dir = os.path.abspath(values["backup_dir"]) if values["backup_dir"] else \
+            os.path.join(os.path.dirname(db), "backups")
+        t0 = time.perf_counter()
+        _environment(db, backup_dir if values["backup"] != "never" else None, command)
+        found = files(os.path.abspath(values["migrations"]))
+        cache_key = key(set_fingerprint([(n, s) for _, n, s in found]), values["strict"] == "1")
+        t1 = time.perf_counter()
+        fd = os.open(f"{db}.preflight.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # busy: BlockingIOError, hand over
+        host = os.uname().nodename.replace("\\", "").replace('"', "")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f'{{"pid": {os.getpid()}, "host": "{host}", "since": "{_now()}", '
+                      f'"command": "run"}}'.encode(), 0)
+        t2 = time.perf_counter()
+        if os.path.exists(f"{db}.preflight-failure.json"):
+            raise HandOver("failure record")
+        live = _inspect(db, found)
+        with open(f"{db}.preflight-cache.json", "rb") as f:
+            if f.read() != cache_text(cache_key, live):
+                raise HandOver("cache")
+        if values["backup"] != "never" and int(values["keep_backups"]) > 0 \
+                and os.path.isdir(backup_dir):
+            stem = os.path.splitext(os.path.basename(db))[0]
+            mine = [n for n in os.listdir(backup_dir) if n.startswith(f"{stem}-")
+                    and n.endswith(".db")]
+            if len(mine) > int(values["keep_backups"]):
+                raise HandOver("prune")
+        t3 = time.perf_counter()
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        fd = -1
+    except Exception:  # anything unexpected, too: the full pipeline decides and explains
+        if fd >= 0:
+            os.ftruncate(fd, 0)
+            os.close(fd)  # closing releases the flock
+        return
+    _say([f"migrations: {len(found)} file(s) as verified before in {(t1 - t0) * 1000:.0f} ms",
+          f"lock: acquired in {(t2 - t1) * 1000:.0f} ms",
+          f"inspect: {len(found)} applied, schema as verified before (cache), quick_check ok "
+          f"in {(t3 - t2) * 1000:.0f} ms",
+          "plan: 0 pending, history and schema verified in 0 ms",
+          f"exec: {' '.join(command)}"], values["log_level"] in ("warning", "error"))
+    try:
+        os.execvp(command[0], command)
+    except OSError:
+        return  # the full pipeline reports it (exit 7)
+
+
+def main() -> None:
+    """Console-script entry point (`preflight ...`): the quick start, else the full CLI."""
+    start(sys.argv[1:])
+    from .cli import main_exit
+
+    main_exit()
