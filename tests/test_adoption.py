@@ -94,8 +94,9 @@ def test_backup_never_and_a_failure_after_commit_is_exit_10(cli, make_db, make_m
 
 
 def test_readme_run_command_works_as_written(tmp_path):
+    """The README's command without a container (the container one: test_container.py)."""
     readme = (REPO / "README.md").read_text()
-    block = re.search(r"## Run it\n\n```sh\n(.*?)```", readme, re.S)[1]
+    block = re.search(r"Without a container:\n\n```sh\n(.*?)```", readme, re.S)[1]
     (tmp_path / "migrations").symlink_to(MIGRATIONS)
     for line in block.strip().splitlines():
         argv = shlex.split(line)

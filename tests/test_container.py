@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import threading
 import time
@@ -280,8 +282,11 @@ def test_readme_run_command_serves_health(docker_engine: tuple, app_image: str) 
     project = f"pftest{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, COMPOSE_PROJECT_NAME=project, PORT="18765",
                APP_IMAGE=f"preflight-app:{project}", BASE_IMAGE=docker_engine[1])
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"## Run it\n\n.*?```sh\n(.*?)```", readme, re.S)[1].strip()
+    assert command == "scripts/up"
     try:
-        done = subprocess.run([str(REPO / "scripts" / "up")], cwd=REPO, env=env,
+        done = subprocess.run(shlex.split(command), cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
         assert json.loads(done.stdout.strip().splitlines()[-1])["version"] == 5
