@@ -89,6 +89,12 @@ def test_fresh_volume_becomes_healthy_at_head_with_the_images_own_healthcheck(dk
     assert status == 200 and b"0 published" in page
     assert "plan: 5 pending" in logs(c) and "exec: gunicorn" in logs(c)
     assert [r[0] for r in volume.query("SELECT version FROM _preflight_history")] == [1, 2, 3, 4, 5]
+    # An operator's check on the live volume, beside the running app: at head, nothing changed.
+    before = volume.state()
+    code, out, err = dk.oneshot(volume, "check", "--json")
+    assert code == 0 and json.loads(out)["pending"] == [], err
+    assert volume.state() == before
+    assert http_get(c, "/health")[0] == 200
 
 
 # 2. an existing v0.9.5 install ------------------------------------------------------------
