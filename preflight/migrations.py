@@ -12,6 +12,7 @@ import sqlite3
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .errors import HistoryError, UsageError
 
@@ -194,11 +195,14 @@ def _deny_transaction_control(action: int, arg1: str | None, *_: object) -> int:
     return sqlite3.SQLITE_OK
 
 
-def run_body(conn: sqlite3.Connection, migration: Migration) -> None:
+def run_body(conn: sqlite3.Connection, migration: Migration,
+             after_statement: Callable[[], None] | None = None) -> None:
     """Execute one migration's statements on `conn`, inside the caller's open transaction.
 
     The caller owns BEGIN/COMMIT; anything in the migration that tries to end the
     transaction is refused by an authorizer, so it fails instead of committing.
+    `after_statement` runs after each SQL statement (and after a .py migration's
+    `migrate`): the pipeline's crash-test fault point.
     """
     conn.set_authorizer(_deny_transaction_control)
     try:
@@ -208,13 +212,21 @@ def run_body(conn: sqlite3.Connection, migration: Migration) -> None:
                     conn.execute(stmt.sql)
                 except sqlite3.Error as exc:
                     raise sqlite3.Error(f"line {stmt.line}: {exc}") from exc
+                if after_statement:
+                    after_statement()
         else:
             # Compiled from source by hand: importing would write __pycache__ into the
             # migrations folder (the image's files, possibly read-only).
             module = types.ModuleType(f"preflight_migration_{migration.version}")
             module.__file__ = str(migration.path)
-            exec(compile(migration.source, str(migration.path), "exec"), module.__dict__)
-            module.migrate(conn)
+            try:
+                exec(compile(migration.source, str(migration.path), "exec"), module.__dict__)
+                module.migrate(conn)
+            except SystemExit as exc:
+                # sys.exit() in a migration must fail it, not end the guard mid-transaction.
+                raise RuntimeError(f"called sys.exit({exc.code!r})") from None
+            if after_statement:
+                after_statement()
     finally:
         conn.set_authorizer(None)
     if not conn.in_transaction:

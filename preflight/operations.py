@@ -58,7 +58,7 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
             with step("rehearse") as info:
                 start = time.perf_counter()
                 try:
-                    apply(settings, snap, p, [], label="rehearse")
+                    apply(settings, snap, p, {}, label="rehearse")
                     verify(settings, snap, p, label="rehearse")
                 except MigrationFailed as exc:
                     raise MigrationFailed(f"rehearsal on a private copy: {exc.message}; the "

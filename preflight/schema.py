@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from .errors import MigrationFailed
+from .errors import MigrationFailed, PreflightError
 from .migrations import Migration, run_body, tokens
 
 IGNORED_PREFIXES = ("sqlite_", "_litestream_", "_preflight")
@@ -282,6 +282,8 @@ def replay(migrations: tuple[Migration, ...], stops: set[int]) -> dict[int, Sche
             try:
                 run_body(conn, migration)
                 conn.execute("COMMIT")
+            except PreflightError:
+                raise  # e.g. Interrupted: not this migration's fault
             except Exception as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
