@@ -139,6 +139,9 @@ def load(path: Path) -> Migration:
     except UnicodeDecodeError as exc:
         raise HistoryError(f"{path.name}: not UTF-8 text (byte {exc.start})",
                            "save the file as UTF-8") from None
+    if "\x00" in text:
+        raise HistoryError(f"{path.name}: line {_line_of(text, text.index(chr(0)))}: contains a NUL "
+                           f"byte (not text)", "save the file as plain UTF-8 text")
     kind = match["kind"]
     statements: tuple[Statement, ...] = ()
     if kind == "sql":
@@ -165,7 +168,8 @@ def discover(folder: Path) -> tuple[Migration, ...]:
                          "set --migrations or PREFLIGHT_MIGRATIONS")
     found: dict[int, Migration] = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix not in (".sql", ".py") or path.name.startswith((".", "__")):
+        # .SQL/.PY too: a migration skipped for its spelling would be silently missing.
+        if path.suffix.lower() not in (".sql", ".py") or path.name.startswith((".", "__")):
             continue  # other files (README, __init__.py, editor files) are not migrations
         if not path.is_file():
             raise HistoryError(f"{path.name}: is not a regular file", "remove it from the folder")
@@ -228,6 +232,14 @@ def run_body(conn: sqlite3.Connection, migration: Migration,
             if after_statement:
                 after_statement()
     finally:
-        conn.set_authorizer(None)
-    if not conn.in_transaction:
+        try:
+            conn.set_authorizer(None)
+        except sqlite3.ProgrammingError:
+            pass  # closed by the migration: reported just below
+    try:
+        ended = not conn.in_transaction
+    except sqlite3.ProgrammingError:
+        raise sqlite3.Error("the migration closed the guard's connection (which rolled back "
+                            "its transaction)") from None
+    if ended:
         raise sqlite3.Error("the migration ended the guard's transaction")

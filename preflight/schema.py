@@ -285,8 +285,10 @@ def replay(migrations: tuple[Migration, ...], stops: set[int]) -> dict[int, Sche
             except PreflightError:
                 raise  # e.g. Interrupted: not this migration's fault
             except Exception as exc:
-                if conn.in_transaction:
+                try:
                     conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # no transaction left, or the connection was closed
                 raise MigrationFailed(
                     f"{migration.name}: fails on an empty database: {exc}",
                     "fix the migration; the live database was not touched") from exc
