@@ -7,7 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -140,3 +140,31 @@ def rows(db: Path, sql: str) -> list[tuple]:
 
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[..., Path]]:
+    """tmpfs(folder, size='1m', options='') mounts a small real filesystem there (root only).
+
+    Real ENOSPC and EROFS, with no mocks; every mount is undone when the test ends.
+    """
+    mounted: list[Path] = []
+
+    def mount(folder: Path, size: str = "1m", options: str = "") -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        opts = f"size={size}" + (f",{options}" if options else "")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(folder)], check=True)
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def remount_read_only(folder: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="mounting a tmpfs needs root (CI runs as root)")
