@@ -164,7 +164,8 @@ def take(db: Path, backup_dir: Path, reason: str) -> Path:
                                  _os_hint(exc)) from None
     except sqlite3.Error as exc:
         raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc}",
-                                 "check free space and permissions of the backup folder") from None
+                                 f"free space on {backup_dir} (or set PREFLIGHT_BACKUP_DIR to a "
+                                 f"larger disk) and check its permissions") from None
     finally:
         tmp.unlink(missing_ok=True)
     return final
@@ -172,7 +173,7 @@ def take(db: Path, backup_dir: Path, reason: str) -> Path:
 
 def _os_hint(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
-        return "free disk space or set PREFLIGHT_BACKUP_DIR to a larger disk"
+        return "free space there or set PREFLIGHT_BACKUP_DIR to a larger disk"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "make the folder writable by this user, or set PREFLIGHT_BACKUP_DIR"
     return "check the backup folder"

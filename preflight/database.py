@@ -136,7 +136,8 @@ def assert_not_busy(db: Path, timeout: float) -> None:
         conn.close()
 
 
-def _free_bytes(folder: Path) -> int:
+def free_bytes(folder: Path) -> int:
+    """Bytes this user may still write on the file system holding `folder` (or its nearest parent)."""
     while not folder.exists():
         folder = folder.parent
     st = os.statvfs(folder)
@@ -190,11 +191,12 @@ def check_environment(db: Path, backup_dir: Path | None, writes: bool,
                                      f"{os.getuid()}", "fix its owner or mode, or set "
                                      "PREFLIGHT_BACKUP_DIR")
         needed = db_size(db) * 11 // 10 + (1 << 20)
-        free = _free_bytes(backup_dir)
+        free = free_bytes(backup_dir)
         if db.exists() and free < needed:
-            raise EnvironmentProblem(f"backup folder {backup_dir} has {free >> 20} MiB free, a "
-                                     f"backup needs {needed >> 20} MiB",
-                                     "free space or set PREFLIGHT_BACKUP_DIR to a larger disk")
+            raise EnvironmentProblem(f"backup folder {backup_dir} has {free >> 10} KiB free, a "
+                                     f"backup needs {needed >> 10} KiB",
+                                     f"free space on {backup_dir} or set PREFLIGHT_BACKUP_DIR to a "
+                                     f"larger disk")
     if command is not None:
         if not command:
             raise UsageError("run needs a command after --", "e.g. preflight run -- gunicorn app:app")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import backup, drift, history, schema
 from .config import Settings
-from .database import assert_not_busy, check_environment, connect, inspect
+from .database import assert_not_busy, check_environment, connect, free_bytes, inspect
 from .errors import (DatabaseUnusable, DriftError, EnvironmentProblem, MigrationFailed, Refused,
                      UsageError)
 from .migrations import discover, set_fingerprint
@@ -121,6 +121,11 @@ def restore(settings: Settings, name: str | None, report: dict) -> None:
         if problem:  # refused before anything changes (exit 6), not half-way (exit 10)
             raise DatabaseUnusable(problem, "choose another backup")
         assert_not_busy(settings.db, settings.lock_timeout)
+        needed, free = chosen.stat().st_size + (1 << 20), free_bytes(settings.db.parent)
+        if free < needed:  # the copy goes beside the database before anything is replaced
+            raise EnvironmentProblem(f"{settings.db.parent} has {free >> 10} KiB free, restoring "
+                                     f"{chosen.name} needs {needed >> 10} KiB",
+                                     f"free space on {settings.db.parent}, then restore again")
         if settings.db.exists() and settings.db.stat().st_size > 0:
             with step("backup") as info:
                 try:
