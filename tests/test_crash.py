@@ -337,3 +337,32 @@ def test_fault_points_cost_nothing_when_unset_and_count_down_when_armed(monkeypa
                            "from preflight import faults; faults.point('statement')", str(REPO)],
                           env={"PREFLIGHT_FAULT": "statement"}).returncode
     assert code == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("state", ["v0.3.0", "v0.4.0", "rc1-crashed", "v0.9.5-wal"])
+@pytest.mark.parametrize("fault, expect", [("statement", "old"), ("before-commit", "old"),
+                                           ("after-commit", "new")])
+def test_every_released_state_is_old_or_new_after_a_kill(cli, make_db, tmp_path, state, fault,
+                                                         expect):
+    """Adoption rows and every pending migration commit together, from any release, in
+    rollback-journal and in WAL mode (where recovery replays or drops the -wal)."""
+    db = make_db(state.removesuffix("-wal"))
+    if state.endswith("-wal"):
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()
+    old = dump(db)
+    clean = load_fixture(state.removesuffix("-wal"), tmp_path / "clean.db")
+    assert cli("migrate", "--db", clean, "--migrations", MIGRATIONS,
+               "--backup-dir", tmp_path / "clean-backups").code == 0
+    new = dump(clean)
+    code, err = finish(guard("migrate", "--db", db, "--migrations", MIGRATIONS,
+                             env={"PREFLIGHT_FAULT": fault}))
+    assert code == -signal.SIGKILL, err
+    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+    assert dump(db) == (old if expect == "old" else new)
+    history = rows(db, "SELECT count(*) FROM sqlite_master WHERE name='_preflight_history'")
+    assert history == [(0 if expect == "old" else 1,)]
+    assert_backups_whole(db)
+    assert cli("migrate", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0").code == 0
+    assert dump(db) == new
