@@ -76,7 +76,8 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict,
     One transaction for all of it: a kill or failure anywhere before COMMIT leaves the
     database exactly as it was, after it the new state; never a version in between.
     `progress["running"]` gets each migration's name as it starts (a failing one is the
-    last), and `progress["committed"]` turns True once COMMIT returned.
+    last, also kept as `progress["failing"]`), and `progress["committed"]` turns True once
+    COMMIT returned (or once something inside ended the transaction: undo from the backup).
     `label` names the log lines ('rehearse' when `check` runs this on its private copy).
     """
     progress.setdefault("running", [])
@@ -114,12 +115,19 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict,
                     progress["committed"] = True
                 info["what"] = (f"committed {len(p.adopt)} adopted and {len(p.pending)} "
                                 f"applied in one transaction")
-        except BaseException:
-            if _in_transaction(conn):
+        except BaseException as exc:
+            if progress["running"] and not progress["committed"]:
+                progress["failing"] = progress["running"][-1]
+            state = _transaction(conn)
+            if state == "open":
                 conn.execute("ROLLBACK")
+            elif state == "ended" and not isinstance(exc, DiskFull):
+                # Ended from inside (a .py migration that removed the authorizer and
+                # committed): what was kept is unknown, so undo from the backup.
+                progress["committed"] = True
             raise
     finally:
-        _close(conn)
+        conn.close()
     if live:
         faults.point("after-commit")
 
@@ -144,18 +152,12 @@ def _migration_error(m: Migration | None, db: Path, exc: BaseException) -> Migra
     return MigrationFailed(f"{where}{exc}", "fix the migration")
 
 
-def _in_transaction(conn: sqlite3.Connection) -> bool:
+def _transaction(conn: sqlite3.Connection) -> str:
+    """'open', 'ended' (committed or rolled back by someone else), or 'closed' (rolled back)."""
     try:
-        return conn.in_transaction
-    except sqlite3.ProgrammingError:  # a .py migration closed the connection: rolled back
-        return False
-
-
-def _close(conn: sqlite3.Connection) -> None:
-    try:
-        conn.close()
-    except sqlite3.ProgrammingError:
-        pass
+        return "open" if conn.in_transaction else "ended"
+    except sqlite3.ProgrammingError:  # a .py migration closed the connection
+        return "closed"
 
 
 def verify(settings: Settings, db: Path, p: Plan, label: str = "verify") -> None:
@@ -240,7 +242,7 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> None:
     except BaseException as exc:
         committed = progress["committed"]
         failed = exc.message if isinstance(exc, PreflightError) else f"{type(exc).__name__}: {exc}"
-        failing = None if committed or not progress["running"] else progress["running"][-1]
+        failing = progress.get("failing")
         # An interruption or a full disk says nothing against this migration set: once
         # undone, the next start may try the same files again.
         verdict = not isinstance(exc, (Interrupted, DiskFull))

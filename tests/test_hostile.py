@@ -441,3 +441,24 @@ def test_two_images_with_different_migration_sets_race_old_image_refuses(make_db
     done = run_process("migrate", "--db", db, "--migrations", MIGRATIONS)
     assert done.returncode == 5 and folder_state(db.parent) == state
     assert dump(db)  # still readable
+
+
+def test_a_migration_that_gets_around_the_authorizer_and_commits_is_undone_from_the_backup(
+        cli, make_db, make_migrations):
+    """Only on real data (so the empty-database rehearsal passes), it removes the guard's
+    authorizer and commits half the run. The guard cannot know what was kept: it restores
+    the verified backup."""
+    db = make_db("v0.9.5")
+    before = dump(db)
+    sneaky = ("def migrate(conn):\n"
+              "    conn.execute('CREATE TABLE sneaky (x)')\n"
+              "    if conn.execute('SELECT count(*) FROM notes').fetchone()[0]:\n"
+              "        conn.set_authorizer(None)\n"
+              "        conn.commit()\n")
+    folder = make_migrations({"006_sneaky.py": sneaky}, base=True)
+    result = cli("migrate", "--db", db, "--migrations", folder)
+    assert result.code == 9, result
+    assert "006_sneaky.py: the migration ended the guard's transaction" in result.err
+    assert "restored from" in result.err
+    assert dump(db) == before and rows(db, "PRAGMA integrity_check") == [("ok",)]
+    assert not rows(db, "SELECT name FROM sqlite_master WHERE name IN ('sneaky', '_preflight_history')")
