@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import backup, drift, history, schema
+from . import backup, drift, history, schema, signals
 from .config import Settings
 from .database import assert_not_busy, check_environment, connect, free_bytes, inspect
 from .errors import (DatabaseUnusable, DriftError, EnvironmentProblem, MigrationFailed, Refused,
@@ -137,7 +137,7 @@ def restore(settings: Settings, name: str | None, report: dict) -> None:
                     log.warning("backup: %s; kept the raw files as %s", exc.message, taken)
                 info["what"], info["tail"] = "current state saved", f" -> {taken}"
             report["pre_restore_backup"] = str(taken)
-        with step("restore") as info:
+        with step("restore") as info, signals.deferred():  # not stopped half-way
             backup.restore(chosen, settings.db)
             info["what"], info["tail"] = "restored and verified", f" <- {chosen}"
         report["restored"] = str(chosen)

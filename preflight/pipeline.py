@@ -206,7 +206,7 @@ def _undo(settings: Settings, insp: Inspection, taken: Path | None, committed: b
     if taken is None:
         raise RestoreFailed("the migrations were committed and there is no backup "
                             "(PREFLIGHT_BACKUP=never)", "restore your own backup by hand")
-    with step("restore") as info:
+    with step("restore") as info, signals.deferred():  # a restore is not stopped half-way
         backup.restore(taken, db)
         info["what"], info["tail"] = "restored and verified", f" <- {taken}"
     return f"the database was restored from {taken} and verified"
@@ -260,8 +260,10 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> None:
             _save_record(settings, replace(record, restored=True))
         elif committed:
             _save_record(settings, None)
-        if isinstance(exc, (Interrupted, DiskFull)):
-            raise type(exc)(f"{failed}; {how}", exc.hint) from exc
+        if isinstance(exc, Interrupted):
+            raise Interrupted(f"{failed}; {how}", "start again") from exc
+        if isinstance(exc, DiskFull):
+            raise DiskFull(f"{failed}; {how}", exc.hint) from exc
         raise MigrationFailed(f"{failed}; {how}",
                               "fix the migration and ship a new image (the next start with "
                               "these files refuses with exit 11)") from exc
