@@ -99,10 +99,10 @@ def _line_of(text: str, offset: int) -> int:
 
 
 _FORBIDDEN = {
-    "BEGIN": "preflight wraps each migration in its own transaction",
-    "COMMIT": "preflight commits each migration together with its history row",
-    "END": "preflight commits each migration together with its history row",
-    "ROLLBACK": "a failing statement already rolls the whole migration back",
+    "BEGIN": "preflight runs all pending migrations in one transaction of its own",
+    "COMMIT": "preflight commits all pending migrations together with their history rows",
+    "END": "preflight commits all pending migrations together with their history rows",
+    "ROLLBACK": "a failing statement already rolls the whole run back",
     "VACUUM": "VACUUM cannot run inside a transaction",
 }
 _FORBIDDEN_PRAGMAS = {
