@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -168,3 +169,18 @@ def remount_read_only(folder: Path) -> None:
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="mounting a tmpfs needs root (CI runs as root)")
+
+
+def wait_until_blocked_on_lock(pid: int, lock: Path, timeout: float = 10) -> None:
+    """The guard opened the lock file (and so passed its environment checks)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(lock)
+                   for fd in os.listdir(f"/proc/{pid}/fd")):
+                time.sleep(0.05)
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
+    raise AssertionError("the guard never reached the lock")

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MIGRATIONS, REPO, dump, load_fixture, rows, sha256_hex
+from conftest import (MIGRATIONS, REPO, dump, load_fixture, rows, sha256_hex,
+                      wait_until_blocked_on_lock)
 from preflight import backup, faults
 
 # Three statements after the application's migrations: more places for `statement@N`.
@@ -306,7 +307,7 @@ def test_sigterm_while_waiting_for_the_lock_exits_12_at_once(victim):
         assert holder.stdout.readline().strip() == "held"
         before = dump(victim)
         proc = guard("migrate", "--db", victim, "--migrations", MIGRATIONS)
-        time.sleep(0.5)
+        wait_until_blocked_on_lock(proc.pid, Path(f"{victim}.preflight.lock"))
         proc.send_signal(signal.SIGTERM)
         code, err = finish(proc, timeout=10)
         assert code == 12 and "interrupted by SIGTERM" in err, err

@@ -12,12 +12,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import MIGRATIONS, REPO, dump, folder_state, load_fixture, needs_root, rows
+from conftest import (MIGRATIONS, REPO, dump, folder_state, load_fixture, needs_root, rows,
+                      wait_until_blocked_on_lock)
 
 pytestmark = needs_root
 
@@ -69,21 +69,6 @@ def test_backup_folder_out_of_inodes_fails_the_backup_cleanly(cli, make_db, tmpf
     assert "free space there" in error_line(result.err)
     assert folder_state(db.parent) == state and dump(db) == before
     assert list(backups.iterdir()) == []
-
-
-def wait_until_blocked_on_lock(pid: int, lock: Path, timeout: float = 10) -> None:
-    """The guard opened the lock file (and so passed its environment checks)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(lock)
-                   for fd in os.listdir(f"/proc/{pid}/fd")):
-                time.sleep(0.05)
-                return
-        except FileNotFoundError:
-            pass
-        time.sleep(0.01)
-    raise AssertionError("the guard never reached the lock")
 
 
 def test_backup_folder_filling_up_during_the_backup_leaves_no_partial_backup(make_db, tmpfs,
