@@ -367,3 +367,26 @@ def test_every_released_state_is_old_or_new_after_a_kill(cli, make_db, tmp_path,
     assert_backups_whole(db)
     assert cli("migrate", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0").code == 0
     assert dump(db) == new
+
+
+@pytest.mark.parametrize("fault", ["statement@3", "before-commit", "after-commit"])
+def test_a_fresh_install_killed_while_building_is_empty_or_complete(cli, make_db, fault):
+    db = make_db("fresh")
+    code, err = finish(guard("migrate", "--db", db, "--migrations", MIGRATIONS,
+                             env={"PREFLIGHT_FAULT": fault}))
+    assert code == -signal.SIGKILL, err
+    left = sorted(p.name for p in db.parent.iterdir())
+    # Inspected on a copy: opening the original would roll its hot journal back before
+    # the guard sees it.
+    side = db.parent.parent / "inspect"
+    side.mkdir()
+    for name in left:
+        if name.startswith("app.db") and (db.parent / name).is_file():
+            shutil.copy(db.parent / name, side / name)
+    tables = rows(side / "app.db", "SELECT name FROM sqlite_master WHERE type='table' "
+                                   "AND name NOT LIKE 'sqlite_%'") if db.exists() else []
+    # Built whole or not at all (a file SQLite left behind holds nothing yet).
+    assert tables == [] or fault == "after-commit", left
+    assert cli("migrate", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0").code == 0
+    assert rows(db, "SELECT count(*) FROM _preflight_history") == [(5,)]
+    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
