@@ -168,6 +168,11 @@ def check_environment(db: Path, backup_dir: Path | None, writes: bool,
         if side.exists() and not stat.S_ISREG(side.stat().st_mode):
             raise UsageError(f"{side} is not a regular file, so SQLite cannot use {db}",
                              f"remove {side}")
+        if side.exists() and not os.access(side, os.R_OK | (os.W_OK if writes else 0)):
+            # e.g. left by the app once run as root: SQLite would fail half-way with
+            # 'unable to open database file'
+            raise EnvironmentProblem(f"{side} is not readable{' and writable' if writes else ''} "
+                                     f"by uid {os.getuid()}", "fix its owner or mode (chown/chmod)")
     if db.exists() and not os.access(db, os.R_OK):
         raise EnvironmentProblem(f"{db} is not readable by uid {os.getuid()}",
                                  "fix its owner or mode (chown/chmod)")

@@ -39,7 +39,8 @@ def hold(path: Path, timeout: float, command: str) -> Iterator[None]:
     except OSError as exc:
         raise EnvironmentProblem(f"cannot open lock file {path}: {exc.strerror}",
                                  f"remove {path} (it must be a plain file)"
-                                 if os.path.isdir(path) or os.path.islink(path) else
+                                 if os.path.isdir(path) else
+                                 "fix its owner or mode (chown/chmod)" if os.path.exists(path) else
                                  "make the database folder writable by this user") from None
     try:
         deadline = time.monotonic() + timeout
