@@ -390,3 +390,15 @@ def test_a_fresh_install_killed_while_building_is_empty_or_complete(cli, make_db
     assert cli("migrate", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0").code == 0
     assert rows(db, "SELECT count(*) FROM _preflight_history") == [(5,)]
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+@pytest.mark.parametrize("fault", ["backup-temp-written", "backup-before-rename"])
+def test_a_killed_manual_backup_is_never_listed_and_the_next_one_cleans_up(cli, victim, fault):
+    code, err = finish(guard("backup", "--db", victim, env={"PREFLIGHT_FAULT": fault}))
+    assert code == -signal.SIGKILL, err
+    backups = victim.parent / "backups"
+    assert assert_backups_whole(victim) == [] and any(backups.iterdir())  # only a hidden temp
+    assert cli("restore", "--db", victim).code == 2  # "no backups": the temp is not one
+    assert cli("backup", "--db", victim, "--lock-timeout", "0").code == 0
+    (taken,) = backups.iterdir()
+    assert assert_backups_whole(victim) == [taken]
