@@ -20,12 +20,15 @@ from typing import Iterator
 from . import backup, drift, faults, history, lock, schema, signals
 from .config import Settings
 from .database import Inspection, assert_not_busy, check_environment, connect, inspect
-from .errors import (DiskFull, Interrupted, MigrationFailed, PreflightError, Refused,
-                     RestoreFailed)
+from .errors import (DiskFull, Interrupted, LockTimeout, MigrationFailed, PreflightError,
+                     Refused, RestoreFailed)
 from .migrations import Migration, discover, run_body, set_fingerprint
 from .planner import Plan, plan
 
 log = logging.getLogger("preflight")
+
+# Failures that say nothing against the migrations: rolled back, no failure record.
+TRANSIENT = (Interrupted, DiskFull, LockTimeout)
 
 
 @contextmanager
@@ -100,7 +103,7 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict,
                     except PreflightError:
                         raise
                     except Exception as exc:
-                        raise _migration_error(m, db, exc) from exc
+                        raise _migration_error(m, db, exc, settings.lock_timeout) from exc
                     _check_foreign_keys(conn, m)
                     history.record(conn, m, "applied", (time.perf_counter() - start) * 1000)
                     info["what"] = m.name
@@ -111,7 +114,7 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict,
                     try:
                         conn.execute("COMMIT")
                     except sqlite3.Error as exc:
-                        raise _migration_error(None, db, exc) from exc
+                        raise _migration_error(None, db, exc, settings.lock_timeout) from exc
                     progress["committed"] = True
                 info["what"] = (f"committed {len(p.adopt)} adopted and {len(p.pending)} "
                                 f"applied in one transaction")
@@ -121,7 +124,7 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict,
             state = _transaction(conn)
             if state == "open":
                 conn.execute("ROLLBACK")
-            elif state == "ended" and not isinstance(exc, DiskFull):
+            elif state == "ended" and not isinstance(exc, TRANSIENT):
                 # Ended from inside (a .py migration that removed the authorizer and
                 # committed): what was kept is unknown, so undo from the backup.
                 progress["committed"] = True
@@ -141,9 +144,16 @@ def _check_foreign_keys(conn: sqlite3.Connection, m: Migration) -> None:
                               f"e.g. {table} rowid {rowid} -> {parent}", "fix the migration")
 
 
-def _migration_error(m: Migration | None, db: Path, exc: BaseException) -> MigrationFailed:
-    """A failed statement as exit 9; running out of space says where to free it."""
+def _migration_error(m: Migration | None, db: Path, exc: BaseException,
+                     timeout: float) -> PreflightError:
+    """A failed statement as exit 9; no space (9) and another process's lock (8) say so."""
     where = f"{m.name}: " if m else "COMMIT: "
+    if "database is locked" in str(exc) and (m is None or m.kind == "sql"):
+        # Our own connection waited for readers (the old app in a read transaction) to
+        # let COMMIT write; a .py migration's own connection is the migration's fault.
+        return LockTimeout(f"{where}another process kept a lock on {db} for {timeout:g} s "
+                           f"({exc})", "stop the old app (or whatever reads the database), "
+                           "then start again")
     full = (isinstance(exc, sqlite3.Error) and "database or disk is full" in str(exc)) or \
         (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
     if full:
@@ -243,9 +253,9 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> None:
         committed = progress["committed"]
         failed = exc.message if isinstance(exc, PreflightError) else f"{type(exc).__name__}: {exc}"
         failing = progress.get("failing")
-        # An interruption or a full disk says nothing against this migration set: once
-        # undone, the next start may try the same files again.
-        verdict = not isinstance(exc, (Interrupted, DiskFull))
+        # An interruption, a full disk or another process's lock says nothing against this
+        # migration set: once undone, the next start may try the same files again.
+        verdict = not isinstance(exc, TRANSIENT)
         record = history.FailureRecord(p.fingerprint, history.now(), MigrationFailed.code, failed,
                                        failing, str(taken) if taken else None, False)
         if committed or verdict:
@@ -262,8 +272,8 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> None:
             _save_record(settings, None)
         if isinstance(exc, Interrupted):
             raise Interrupted(f"{failed}; {how}", "start again") from exc
-        if isinstance(exc, DiskFull):
-            raise DiskFull(f"{failed}; {how}", exc.hint) from exc
+        if isinstance(exc, TRANSIENT):
+            raise type(exc)(f"{failed}; {how}", exc.hint) from exc
         raise MigrationFailed(f"{failed}; {how}",
                               "fix the migration and ship a new image (the next start with "
                               "these files refuses with exit 11)") from exc

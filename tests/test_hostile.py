@@ -97,7 +97,6 @@ def missing_parent(w: World):
 
 def dangling_symlink(w: World):
     w.db.symlink_to(w.tmp / "volume" / "app.db")  # the volume was not mounted
-    w.db.parent.joinpath("volume-placeholder").write_text("")
 
 
 def dangling_symlink_same_folder(w: World):
@@ -462,3 +461,28 @@ def test_a_migration_that_gets_around_the_authorizer_and_commits_is_undone_from_
     assert "restored from" in result.err
     assert dump(db) == before and rows(db, "PRAGMA integrity_check") == [("ok",)]
     assert not rows(db, "SELECT name FROM sqlite_master WHERE name IN ('sneaky', '_preflight_history')")
+
+
+def test_a_reader_that_keeps_commit_waiting_is_exit_8_without_a_failure_record(cli, make_db):
+    """The old app still serves requests inside a read transaction: in rollback-journal mode
+    COMMIT cannot write until it ends. That is not the migrations' fault: rolled back, exit
+    8, no failure record, and once the reader is gone the same start succeeds."""
+    db = make_db("v0.9.5")
+    before = dump(db)
+    files = {k: v for k, v in folder_state(db.parent).items() if k.startswith("app.db")}
+    reader = sqlite3.connect(db, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM notes").fetchall()
+    try:
+        result = cli("migrate", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0.3")
+    finally:
+        reader.execute("ROLLBACK")
+        reader.close()
+    assert result.code == 8, result
+    line = [x for x in result.err.splitlines() if "error:" in x][-1]
+    assert "COMMIT: another process kept a lock on" in line and "stop the old app" in line
+    assert "rolled back; the database was not changed" in line
+    assert dump(db) == before
+    assert {k: v for k, v in folder_state(db.parent).items() if k.startswith("app.db")} == files
+    assert not (db.parent / "app.db.preflight-failure.json").exists()
+    assert cli("migrate", "--db", db, "--migrations", MIGRATIONS).code == 0
