@@ -33,7 +33,7 @@ EXIT_CODES: dict[int, str] = {
     MIGRATION_FAILED: "a migration or the verification failed; the database was restored",
     RESTORE_FAILED: "the restore failed",
     REFUSED: "refused: the same migration set failed on a previous start",
-    INTERRUPTED: "interrupted by SIGTERM or SIGINT; the database was left as it was",
+    INTERRUPTED: "interrupted by SIGTERM or SIGINT; nothing was left half-done",
 }
 
 

@@ -111,6 +111,8 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict,
                 if live:
                     faults.point("before-commit")
                 with signals.deferred():  # a SIGTERM must not split COMMIT from knowing it
+                    if signals.received():
+                        raise signals.swallowed()
                     try:
                         conn.execute("COMMIT")
                     except sqlite3.Error as exc:
@@ -249,7 +251,10 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> None:
     try:
         apply(settings, db, p, progress)
         verify(settings, db, p)
-    except BaseException as exc:
+    except BaseException as error:
+        exc = error
+        if signals.received() and not isinstance(exc, Interrupted):
+            exc = signals.swallowed()  # e.g. raised inside SQLite calling a Python function
         committed = progress["committed"]
         failed = exc.message if isinstance(exc, PreflightError) else f"{type(exc).__name__}: {exc}"
         failing = progress.get("failing")
@@ -265,18 +270,18 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> None:
         except RestoreFailed as restore_error:
             _save_record(settings, replace(record, exit_code=RestoreFailed.code))
             raise RestoreFailed(f"{failed}; and then {restore_error.message}",
-                                restore_error.hint) from exc
+                                restore_error.hint) from error
         if verdict:
             _save_record(settings, replace(record, restored=True))
         elif committed:
             _save_record(settings, None)
         if isinstance(exc, Interrupted):
-            raise Interrupted(f"{failed}; {how}", "start again") from exc
+            raise Interrupted(f"{failed}; {how}", "start again") from error
         if isinstance(exc, TRANSIENT):
-            raise type(exc)(f"{failed}; {how}", exc.hint) from exc
+            raise type(exc)(f"{failed}; {how}", exc.hint) from error
         raise MigrationFailed(f"{failed}; {how}",
                               "fix the migration and ship a new image (the next start with "
-                              "these files refuses with exit 11)") from exc
+                              "these files refuses with exit 11)") from error
 
 
 def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
+from . import signals
 from .errors import MigrationFailed, PreflightError
 from .migrations import Migration, run_body, tokens
 
@@ -289,6 +290,8 @@ def replay(migrations: tuple[Migration, ...], stops: set[int]) -> dict[int, Sche
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass  # no transaction left, or the connection was closed
+                if signals.received():  # its Interrupted was lost inside SQLite
+                    raise signals.swallowed() from exc
                 raise MigrationFailed(
                     f"{migration.name}: fails on an empty database: {exc}",
                     "fix the migration; the live database was not touched") from exc

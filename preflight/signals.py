@@ -23,7 +23,20 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     raise Interrupted(f"interrupted by {signal.Signals(signum).name} before the app started",
-                      "the database was left as it was; start again")
+                      "nothing was left half-done; start again")
+
+
+def received() -> bool:
+    """True once a signal reached `_interrupt`, even if its exception was then swallowed
+    (SQLite turns one raised in a Python function into 'user-defined function raised
+    exception'; a migration may catch it). The dispositions it left are the record."""
+    return all(signal.getsignal(sig) == signal.SIG_IGN for sig in SIGNALS)
+
+
+def swallowed() -> Interrupted:
+    """The Interrupted to raise when `received` says a signal's exception got lost."""
+    return Interrupted("interrupted by SIGTERM or SIGINT before the app started (inside a "
+                       "migration)", "nothing was left half-done; start again")
 
 
 def install() -> dict[int, Handler]:
