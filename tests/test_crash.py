@@ -433,3 +433,11 @@ def test_a_killed_manual_backup_is_never_listed_and_the_next_one_cleans_up(cli, 
     assert cli("backup", "--db", victim, "--lock-timeout", "0").code == 0
     (taken,) = backups.iterdir()
     assert assert_backups_whole(victim) == [taken]
+
+
+def test_every_fault_point_is_placed_in_the_code_and_documented():
+    code = "".join(p.read_text() for p in (REPO / "preflight").glob("*.py") if p.name != "faults.py")
+    readme = (REPO / "README.md").read_text()
+    for name in faults.POINTS:
+        assert f'faults.point("{name}")' in code, name
+        assert f"`{name}`" in readme, name
