@@ -175,3 +175,18 @@ def test_restore_after_a_failed_smoke_test_with_the_disk_full_is_exit_10_databas
     record = data / "app.db.preflight-failure.json"
     if record.exists():  # written only if there was room for it
         assert json.loads(record.read_text())["restored"] is False
+
+
+def test_a_no_op_start_on_a_full_data_disk_still_starts(cli, tmpfs, tmp_path):
+    """Nothing to migrate: a full disk (the app's own logs, say) must not stop the app from
+    starting; the lock works without its note of who holds it."""
+    data = tmpfs(tmp_path / "data", "2m")
+    db = load_fixture("v0.9.5", data / "app.db")
+    backups = tmp_path / "backups"
+    assert cli("migrate", "--db", db, "--migrations", MIGRATIONS, "--backup-dir", backups).code == 0
+    (data / "app.db.preflight.lock").unlink()
+    fill(data)
+    before = dump(db)
+    result = cli("migrate", "--db", db, "--migrations", MIGRATIONS, "--backup-dir", backups)
+    assert result.code == 0, result
+    assert dump(db) == before
