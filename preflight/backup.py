@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import faults
 from .errors import EnvironmentProblem, RestoreFailed
 
 log = logging.getLogger("preflight")
@@ -143,6 +144,7 @@ def take(db: Path, backup_dir: Path, reason: str) -> Path:
         finally:
             dst.close()
             src.close()
+        faults.point("backup-temp-written")
         fsync_file(tmp)
         result = quick_check_file(tmp)
         conn = sqlite3.connect(uri(tmp, mode="ro", immutable="1"), uri=True)
@@ -154,6 +156,7 @@ def take(db: Path, backup_dir: Path, reason: str) -> Path:
             raise EnvironmentProblem(f"backup {tmp} failed verification ({result}; "
                                      f"{copied}/{expected} schema objects)",
                                      "check the disk holding the backup folder")
+        faults.point("backup-before-rename")
         os.replace(tmp, final)
         fsync_dir(backup_dir)
     except OSError as exc:
@@ -161,7 +164,8 @@ def take(db: Path, backup_dir: Path, reason: str) -> Path:
                                  _os_hint(exc)) from None
     except sqlite3.Error as exc:
         raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc}",
-                                 "check free space and permissions of the backup folder") from None
+                                 f"free space on {backup_dir} (or set PREFLIGHT_BACKUP_DIR to a "
+                                 f"larger disk) and check its permissions") from None
     finally:
         tmp.unlink(missing_ok=True)
     return final
@@ -169,7 +173,7 @@ def take(db: Path, backup_dir: Path, reason: str) -> Path:
 
 def _os_hint(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
-        return "free disk space or set PREFLIGHT_BACKUP_DIR to a larger disk"
+        return "free space there or set PREFLIGHT_BACKUP_DIR to a larger disk"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "make the folder writable by this user, or set PREFLIGHT_BACKUP_DIR"
     return "check the backup folder"
@@ -205,15 +209,25 @@ def backup_problem(path: Path) -> str | None:
 def restore(backup: Path, db: Path) -> None:
     """Put `backup` in place of `db`, byte for byte, and confirm it.
 
-    Order matters for crash safety: the live WAL is checkpointed and emptied first, so
-    removing the sidecars loses nothing even if we die before the rename; the sidecars
-    go before the rename, so the restored file never meets a stale WAL.
+    Order matters for crash safety: the backup is copied beside the database first, so
+    running out of space changes nothing; the live WAL is checkpointed and emptied next,
+    so removing the sidecars loses nothing even if we die before the rename; the
+    sidecars go before the rename, so the restored file never meets a stale WAL.
     """
     tmp = db.with_name(f".{db.name}.restore.tmp")
     try:
         problem = backup_problem(backup)
         if problem:
             raise RestoreFailed(problem, "choose another backup")
+        mode = db.stat().st_mode & 0o777 if db.exists() else 0o600
+        with open(backup, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                                     mode), "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        faults.point("restore-temp-written")
+        # Copied before touching the live files: no room for the copy fails with the
+        # database exactly as it was.
         if db.exists():
             try:
                 conn = sqlite3.connect(db, isolation_level=None)
@@ -224,21 +238,20 @@ def restore(backup: Path, db: Path) -> None:
             except sqlite3.Error as exc:
                 # A damaged database is about to be replaced; its WAL goes with it.
                 log.debug("restore: checkpoint of %s failed (%s); replacing it anyway", db, exc)
-        mode = db.stat().st_mode & 0o777 if db.exists() else 0o600
-        with open(backup, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                                                     mode), "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
         for suffix in SIDECARS:
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         fsync_dir(db.parent)
+        faults.point("restore-before-rename")
         os.replace(tmp, db)
         fsync_dir(db.parent)
         if sha256_file(db) != sha256_file(backup) or quick_check_file(db) != "ok":
             raise RestoreFailed(f"restored {db} does not match backup {backup}",
                                 f"stop the app and copy {backup} over {db} by hand")
     except (OSError, sqlite3.Error) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise RestoreFailed(f"no space on {db.parent} to restore {db} from {backup}",
+                                f"free space on {db.parent}, then 'preflight restore "
+                                f"{backup}'") from None
         raise RestoreFailed(f"restoring {db} from {backup} failed: {exc}",
                             f"stop the app, delete {db}-wal/-shm/-journal and copy {backup} "
                             f"over {db} by hand") from None

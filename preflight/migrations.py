@@ -12,6 +12,7 @@ import sqlite3
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .errors import HistoryError, UsageError
 
@@ -98,10 +99,10 @@ def _line_of(text: str, offset: int) -> int:
 
 
 _FORBIDDEN = {
-    "BEGIN": "preflight wraps each migration in its own transaction",
-    "COMMIT": "preflight commits each migration together with its history row",
-    "END": "preflight commits each migration together with its history row",
-    "ROLLBACK": "a failing statement already rolls the whole migration back",
+    "BEGIN": "preflight runs all pending migrations in one transaction of its own",
+    "COMMIT": "preflight commits all pending migrations together with their history rows",
+    "END": "preflight commits all pending migrations together with their history rows",
+    "ROLLBACK": "a failing statement already rolls the whole run back",
     "VACUUM": "VACUUM cannot run inside a transaction",
 }
 _FORBIDDEN_PRAGMAS = {
@@ -138,6 +139,9 @@ def load(path: Path) -> Migration:
     except UnicodeDecodeError as exc:
         raise HistoryError(f"{path.name}: not UTF-8 text (byte {exc.start})",
                            "save the file as UTF-8") from None
+    if "\x00" in text:
+        raise HistoryError(f"{path.name}: line {_line_of(text, text.index(chr(0)))}: contains a NUL "
+                           f"byte (not text)", "save the file as plain UTF-8 text")
     kind = match["kind"]
     statements: tuple[Statement, ...] = ()
     if kind == "sql":
@@ -164,7 +168,8 @@ def discover(folder: Path) -> tuple[Migration, ...]:
                          "set --migrations or PREFLIGHT_MIGRATIONS")
     found: dict[int, Migration] = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix not in (".sql", ".py") or path.name.startswith((".", "__")):
+        # .SQL/.PY too: a migration skipped for its spelling would be silently missing.
+        if path.suffix.lower() not in (".sql", ".py") or path.name.startswith((".", "__")):
             continue  # other files (README, __init__.py, editor files) are not migrations
         if not path.is_file():
             raise HistoryError(f"{path.name}: is not a regular file", "remove it from the folder")
@@ -194,11 +199,14 @@ def _deny_transaction_control(action: int, arg1: str | None, *_: object) -> int:
     return sqlite3.SQLITE_OK
 
 
-def run_body(conn: sqlite3.Connection, migration: Migration) -> None:
+def run_body(conn: sqlite3.Connection, migration: Migration,
+             after_statement: Callable[[], None] | None = None) -> None:
     """Execute one migration's statements on `conn`, inside the caller's open transaction.
 
     The caller owns BEGIN/COMMIT; anything in the migration that tries to end the
     transaction is refused by an authorizer, so it fails instead of committing.
+    `after_statement` runs after each SQL statement (and after a .py migration's
+    `migrate`): the pipeline's crash-test fault point.
     """
     conn.set_authorizer(_deny_transaction_control)
     try:
@@ -208,14 +216,30 @@ def run_body(conn: sqlite3.Connection, migration: Migration) -> None:
                     conn.execute(stmt.sql)
                 except sqlite3.Error as exc:
                     raise sqlite3.Error(f"line {stmt.line}: {exc}") from exc
+                if after_statement:
+                    after_statement()
         else:
             # Compiled from source by hand: importing would write __pycache__ into the
             # migrations folder (the image's files, possibly read-only).
             module = types.ModuleType(f"preflight_migration_{migration.version}")
             module.__file__ = str(migration.path)
-            exec(compile(migration.source, str(migration.path), "exec"), module.__dict__)
-            module.migrate(conn)
+            try:
+                exec(compile(migration.source, str(migration.path), "exec"), module.__dict__)
+                module.migrate(conn)
+            except SystemExit as exc:
+                # sys.exit() in a migration must fail it, not end the guard mid-transaction.
+                raise RuntimeError(f"called sys.exit({exc.code!r})") from None
+            if after_statement:
+                after_statement()
     finally:
-        conn.set_authorizer(None)
-    if not conn.in_transaction:
+        try:
+            conn.set_authorizer(None)
+        except sqlite3.ProgrammingError:
+            pass  # closed by the migration: reported just below
+    try:
+        ended = not conn.in_transaction
+    except sqlite3.ProgrammingError:
+        raise sqlite3.Error("the migration closed the guard's connection (which rolled back "
+                            "its transaction)") from None
+    if ended:
         raise sqlite3.Error("the migration ended the guard's transaction")
