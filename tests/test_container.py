@@ -32,6 +32,14 @@ FAILING = {"006_one_note_per_slug_prefix.sql": (
     "UPDATE notes SET prefix = 'note';\n"
     "CREATE UNIQUE INDEX idx_notes_prefix ON notes(prefix);\n")}
 
+# A migration that takes long enough for `docker stop` to arrive while it runs.
+SLOW = {"006_add_note_mood_slowly.py": (
+    "import sys, time\n\n\n"
+    "def migrate(conn):\n"
+    "    conn.execute('ALTER TABLE notes ADD COLUMN mood TEXT')\n"
+    "    print('006: working', file=sys.stderr, flush=True)\n"
+    "    time.sleep(60)\n")}
+
 
 @pytest.fixture(scope="session")
 def docker_engine() -> tuple:
@@ -47,6 +55,11 @@ def app_image(docker_engine: tuple) -> str:
 @pytest.fixture(scope="session")
 def failing_image(docker_engine: tuple, app_image: str) -> str:
     return build_derived(docker_engine[0], app_image, "preflight-app:test-failing", FAILING)
+
+
+@pytest.fixture(scope="session")
+def slow_image(docker_engine: tuple, app_image: str) -> str:
+    return build_derived(docker_engine[0], app_image, "preflight-app:test-slow", SLOW)
 
 
 @pytest.fixture
@@ -219,6 +232,28 @@ def test_docker_stop_reaches_gunicorn_as_pid_1_and_exits_0(dk: Docker) -> None:
     c.reload()
     assert c.attrs["State"]["ExitCode"] == 0
     assert "Handling signal: term" in logs(c) and "Shutting down: Master" in logs(c)
+
+
+def test_docker_stop_during_a_migration_rolls_back_and_exits_12(
+        dk: Docker, seed, slow_image: str) -> None:
+    volume = dk.volume(seed=seed("v0.9.5"))
+    before = volume.dump()
+    c = dk.start(volume, image=slow_image)
+    deadline = time.monotonic() + 60
+    while "006: working" not in logs(c):
+        assert time.monotonic() < deadline, logs(c)
+        time.sleep(0.1)
+    c.stop(timeout=20)  # SIGTERM to the guard, PID 1, in the middle of the transaction
+    c.reload()
+    assert c.attrs["State"]["ExitCode"] == 12, logs(c)
+    assert "Booting worker" not in logs(c)
+    assert volume.dump() == before
+    assert volume.query("PRAGMA integrity_check") == [("ok",)]
+    assert not (volume.path / "app.db.preflight-failure.json").exists()
+    # Interrupted is not failed: the next start (without the slow migration) just migrates.
+    again = dk.start(volume)
+    wait_healthy(again)
+    assert volume.query("SELECT max(version) FROM _preflight_history") == [(5,)]
 
 
 # 7. two replicas on one volume ------------------------------------------------------------
