@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import faults
 from .errors import EnvironmentProblem, RestoreFailed
 
 log = logging.getLogger("preflight")
@@ -142,6 +143,7 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
 
             expected = locked_copy(db, tmp)
         if expected is not None:
+            faults.point("backup-temp-written")
             # Verified already: the source passed quick_check in the state we copied,
             # and the copy was compared with it byte for byte (see filecopy).
             fsync_file(tmp)
@@ -151,19 +153,27 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
                 leftover.unlink(missing_ok=True)
             os.truncate(tmp, 0)
             expected = _copy_online(db, tmp)
+            faults.point("backup-temp-written")
             result, copied = _verify_while_syncing(tmp)
         if result != "ok" or copied != expected:
             raise EnvironmentProblem(f"backup {tmp} failed verification ({result}; "
                                      f"{copied}/{expected} schema objects)",
                                      "check the disk holding the backup folder")
+        faults.point("backup-before-rename")
         os.replace(tmp, final)
         fsync_dir(backup_dir)
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc.strerror} "
+                                     f"(the disk is full)",
+                                     f"free space on {backup_dir} (or set PREFLIGHT_BACKUP_DIR "
+                                     f"to a larger disk)") from None
         raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc.strerror or exc}",
                                  _os_hint(exc)) from None
     except sqlite3.Error as exc:
         raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc}",
-                                 "check free space and permissions of the backup folder") from None
+                                 f"free space on {backup_dir} (or set PREFLIGHT_BACKUP_DIR to a "
+                                 f"larger disk) and check its permissions") from None
     finally:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             leftover.unlink(missing_ok=True)
@@ -224,7 +234,7 @@ def _verify_while_syncing(tmp: Path) -> tuple[str, int]:
 
 def _os_hint(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
-        return "free disk space or set PREFLIGHT_BACKUP_DIR to a larger disk"
+        return "free space there or set PREFLIGHT_BACKUP_DIR to a larger disk"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "make the folder writable by this user, or set PREFLIGHT_BACKUP_DIR"
     return "check the backup folder"
@@ -260,15 +270,27 @@ def backup_problem(path: Path) -> str | None:
 def restore(backup: Path, db: Path) -> None:
     """Put `backup` in place of `db`, byte for byte, and confirm it.
 
-    Order matters for crash safety: the live WAL is checkpointed and emptied first, so
-    removing the sidecars loses nothing even if we die before the rename; the sidecars
-    go before the rename, so the restored file never meets a stale WAL.
+    Order matters for crash safety: the backup is copied beside the database first, so
+    running out of space changes nothing; the live WAL is checkpointed and emptied next,
+    so removing the sidecars loses nothing even if we die before the rename; the
+    sidecars go before the rename, so the restored file never meets a stale WAL.
     """
     tmp = db.with_name(f".{db.name}.restore.tmp")
     try:
         problem = backup_problem(backup)
         if problem:
             raise RestoreFailed(problem, "choose another backup")
+        mode = db.stat().st_mode & 0o777 if db.exists() else 0o600
+        import shutil  # only a restore copies this way
+
+        with open(backup, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                                     mode), "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        faults.point("restore-temp-written")
+        # Copied before touching the live files: no room for the copy fails with the
+        # database exactly as it was.
         if db.exists():
             try:
                 conn = sqlite3.connect(db, isolation_level=None)
@@ -279,23 +301,20 @@ def restore(backup: Path, db: Path) -> None:
             except sqlite3.Error as exc:
                 # A damaged database is about to be replaced; its WAL goes with it.
                 log.debug("restore: checkpoint of %s failed (%s); replacing it anyway", db, exc)
-        mode = db.stat().st_mode & 0o777 if db.exists() else 0o600
-        import shutil  # only a restore copies this way
-
-        with open(backup, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                                                     mode), "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
         for suffix in SIDECARS:
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         fsync_dir(db.parent)
+        faults.point("restore-before-rename")
         os.replace(tmp, db)
         fsync_dir(db.parent)
         if sha256_file(db) != sha256_file(backup) or quick_check_file(db) != "ok":
             raise RestoreFailed(f"restored {db} does not match backup {backup}",
                                 f"stop the app and copy {backup} over {db} by hand")
     except (OSError, sqlite3.Error) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise RestoreFailed(f"no space on {db.parent} to restore {db} from {backup}",
+                                f"free space on {db.parent}, then 'preflight restore "
+                                f"{backup}'") from None
         raise RestoreFailed(f"restoring {db} from {backup} failed: {exc}",
                             f"stop the app, delete {db}-wal/-shm/-journal and copy {backup} "
                             f"over {db} by hand") from None

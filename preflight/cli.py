@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from . import __version__, errors, pipeline
+from . import __version__, errors, faults, pipeline, signals
 from .config import Settings, add_options, resolve
 from .errors import PreflightError
 
@@ -121,6 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # argparse reports usage errors itself, with code 2
         return int(exc.code or 0)
+    previous = signals.install()
+    try:
+        return _main(args)
+    except errors.Interrupted as exc:  # arrived after the work, while reporting
+        log.error("%s (exit %d)", exc, exc.code)
+        return exc.code
+    finally:
+        signals.restore(previous)
+
+
+def _main(args: argparse.Namespace) -> int:
     settings = None
     report: dict = {"command": args.command}
     try:
@@ -152,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             handler.flush()
         sys.stdout.flush()
         sys.stderr.flush()
+        signals.defaults()  # the app gets SIGTERM with its usual meaning
+        faults.point("before-exec")
         try:
             os.execvp(report["exec"][0], report["exec"])
         except OSError as exc:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .errors import UsageError
+from .errors import EnvironmentProblem, UsageError
 
 BACKUP_MODES = ("on-change", "always", "never")
 LOG_FORMATS = ("text", "json")
@@ -156,7 +156,13 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         raise UsageError("no database given", "set --db or PREFLIGHT_DB")
     # Resolve symlinks: the lock, the backups and an atomic restore (os.replace) must act
     # on the real file; replacing a symlink would leave its target untouched.
-    db = Path(os.path.realpath(str(values["db"])))
+    given = str(values["db"])
+    if os.path.islink(given) and not os.path.exists(given):
+        # A dangling link is a volume that is not mounted, not a fresh install: building a
+        # new database at its target would start the app on an empty one.
+        raise EnvironmentProblem(f"{given} is a symlink to {os.readlink(given)}, which does not "
+                                 f"exist", "mount the volume that holds it, or fix the link")
+    db = Path(os.path.realpath(given))
     backup_dir = values["backup_dir"]
     return Settings(
         db=db,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cache, history, schema
-from .backup import db_size, uri
+from .backup import SIDECARS, db_size, snapshot, uri
 from .errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
 
 HEADER = b"SQLite format 3\x00"
@@ -62,8 +62,17 @@ def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
     # Read-only, so closing cannot checkpoint the WAL into the main file: a refusal leaves
     # the database byte-identical. A hot rollback journal needs a writable connection,
     # because SQLite must roll it back before anything can be read.
-    journal = Path(f"{real}-journal")
+    journal, wal = Path(f"{real}-journal"), Path(f"{real}-wal")
+    if header_mode(real) == 1 and wal.exists() and wal.stat().st_size > 0:
+        # SQLite replays a -wal even into a database in rollback mode: one left beside a
+        # restored or copied file would overwrite it with another database's pages.
+        raise DatabaseUnusable(f"{db}-wal is a stale WAL: {db} is not in WAL mode, so it is left "
+                               f"over from another database or an older copy, and SQLite "
+                               f"would replay it into this one",
+                               f"move {db}-wal and {db}-shm away (keep them), then start again")
     hot = journal.exists() and journal.stat().st_size > 0
+    if hot:
+        _rehearse_rollback(real, db)
     try:
         conn = sqlite3.connect(real if hot else uri(real, mode="ro"), uri=not hot,
                                isolation_level=None)
@@ -88,6 +97,37 @@ def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
     return Inspection(db, True, size, fresh, applied, live, text_hash)
 
 
+def header_mode(db: Path) -> int:
+    """The journal mode the header promises: 1 rollback journal, 2 WAL (bytes 18-19)."""
+    with open(db, "rb") as f:
+        head = f.read(20)
+    return head[18] if len(head) == 20 else 0
+
+
+def _rehearse_rollback(real: Path, db: Path) -> None:
+    """Roll a hot journal back on a private copy first: one from another database
+    would corrupt this one, and a rollback cannot be undone."""
+    import tempfile  # rare path: kept out of every start's imports
+    with tempfile.TemporaryDirectory(prefix="preflight-journal-") as tmp:
+        try:
+            copy = snapshot(real, Path(tmp))
+        except (OSError, EnvironmentProblem):
+            return  # no room to rehearse: SQLite rolls it back as any opener would
+        try:
+            conn = sqlite3.connect(copy, isolation_level=None)
+            try:
+                result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            result = str(exc)
+    if result != "ok":
+        raise DatabaseUnusable(f"{db}-journal is a hot journal that would roll {db} back into a "
+                               f"corrupt database ({result[:100]}): it is probably from another "
+                               f"database", f"move {db}-journal away (keep it) and start again, "
+                               f"or restore a backup")
+
+
 def assert_not_busy(db: Path, timeout: float) -> None:
     """Fail early (exit 8, nothing changed) if another process holds the write lock."""
     if not db.exists():
@@ -103,7 +143,8 @@ def assert_not_busy(db: Path, timeout: float) -> None:
         conn.close()
 
 
-def _free_bytes(folder: Path) -> int:
+def free_bytes(folder: Path) -> int:
+    """Bytes this user may still write on the file system holding `folder` (or its nearest parent)."""
     while not folder.exists():
         folder = folder.parent
     st = os.statvfs(folder)
@@ -129,6 +170,16 @@ def check_environment(db: Path, backup_dir: Path | None, writes: bool,
                          "set PREFLIGHT_DB to a file path, e.g. /data/app.db")
     if db.exists() and not stat.S_ISREG(db.stat().st_mode):
         raise UsageError(f"{db} is not a regular file", "set PREFLIGHT_DB to a database file")
+    for suffix in SIDECARS:
+        side = Path(f"{db}{suffix}")
+        if side.exists() and not stat.S_ISREG(side.stat().st_mode):
+            raise UsageError(f"{side} is not a regular file, so SQLite cannot use {db}",
+                             f"remove {side}")
+        if side.exists() and not os.access(side, os.R_OK | (os.W_OK if writes else 0)):
+            # e.g. left by the app once run as root: SQLite would fail half-way with
+            # 'unable to open database file'
+            raise EnvironmentProblem(f"{side} is not readable{' and writable' if writes else ''} "
+                                     f"by uid {os.getuid()}", "fix its owner or mode (chown/chmod)")
     if db.exists() and not os.access(db, os.R_OK):
         raise EnvironmentProblem(f"{db} is not readable by uid {os.getuid()}",
                                  "fix its owner or mode (chown/chmod)")
@@ -142,16 +193,22 @@ def check_environment(db: Path, backup_dir: Path | None, writes: bool,
         existing = backup_dir
         while not existing.exists():
             existing = existing.parent
-        if not existing.is_dir() or not os.access(existing, os.W_OK):
+        if not existing.is_dir():
+            raise EnvironmentProblem(f"backup folder {backup_dir} is not a folder" if existing ==
+                                     backup_dir else f"backup folder {backup_dir}: {existing} "
+                                     f"is not a folder",
+                                     "remove it or set PREFLIGHT_BACKUP_DIR")
+        if not os.access(existing, os.W_OK):
             raise EnvironmentProblem(f"backup folder {backup_dir} is not writable by uid "
                                      f"{os.getuid()}", "fix its owner or mode, or set "
                                      "PREFLIGHT_BACKUP_DIR")
         needed = db_size(db) * 11 // 10 + (1 << 20)
-        free = _free_bytes(backup_dir)
+        free = free_bytes(backup_dir)
         if db.exists() and free < needed:
-            raise EnvironmentProblem(f"backup folder {backup_dir} has {free >> 20} MiB free, a "
-                                     f"backup needs {needed >> 20} MiB",
-                                     "free space or set PREFLIGHT_BACKUP_DIR to a larger disk")
+            raise EnvironmentProblem(f"backup folder {backup_dir} has {free >> 10} KiB free, a "
+                                     f"backup needs {needed >> 10} KiB",
+                                     f"free space on {backup_dir} or set PREFLIGHT_BACKUP_DIR to a "
+                                     f"larger disk")
     if command is not None:
         if not command:
             raise UsageError("run needs a command after --", "e.g. preflight run -- gunicorn app:app")

@@ -18,6 +18,7 @@ LOCK_TIMEOUT = 8
 MIGRATION_FAILED = 9
 RESTORE_FAILED = 10
 REFUSED = 11
+INTERRUPTED = 12
 
 EXIT_CODES: dict[int, str] = {
     OK: "ok",
@@ -32,6 +33,7 @@ EXIT_CODES: dict[int, str] = {
     MIGRATION_FAILED: "a migration or the verification failed; the database was restored",
     RESTORE_FAILED: "the restore failed",
     REFUSED: "refused: the same migration set failed on a previous start",
+    INTERRUPTED: "interrupted by SIGTERM or SIGINT; nothing was left half-done",
 }
 
 
@@ -92,6 +94,10 @@ class MigrationFailed(PreflightError):
     code = MIGRATION_FAILED
 
 
+class DiskFull(MigrationFailed):
+    """Exit 9: no space left while migrating; rolled back, and no failure record (retry)."""
+
+
 class RestoreFailed(PreflightError):
     """Exit 10: putting the database back failed; the message names the backup."""
 
@@ -102,3 +108,9 @@ class Refused(PreflightError):
     """Exit 11: this migration set already failed here (failure record)."""
 
     code = REFUSED
+
+
+class Interrupted(PreflightError):
+    """Exit 12: SIGTERM or SIGINT before the app started; rolled back, lock released."""
+
+    code = INTERRUPTED

@@ -37,6 +37,9 @@ def hold(path: Path, timeout: float, command: str) -> Iterator[None]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise EnvironmentProblem(f"cannot open lock file {path}: {exc.strerror}",
+                                 f"remove {path} (it must be a plain file)"
+                                 if os.path.isdir(path) else
+                                 "fix its owner or mode (chown/chmod)" if os.path.exists(path) else
                                  "make the database folder writable by this user") from None
     try:
         deadline = time.monotonic() + timeout
@@ -55,12 +58,18 @@ def hold(path: Path, timeout: float, command: str) -> Iterator[None]:
         # os.uname().nodename is what socket.gethostname() returns, without importing socket
         info = {"pid": os.getpid(), "host": os.uname().nodename, "since": now(),
                 "command": command}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock holds without its note of who holds it
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

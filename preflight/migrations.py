@@ -11,6 +11,7 @@ import sqlite3
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .errors import HistoryError, UsageError
 from .progress import Meter
@@ -100,10 +101,10 @@ def _line_of(text: str, offset: int) -> int:
 
 
 _FORBIDDEN = {
-    "BEGIN": "preflight wraps each migration in its own transaction",
-    "COMMIT": "preflight commits each migration together with its history row",
-    "END": "preflight commits each migration together with its history row",
-    "ROLLBACK": "a failing statement already rolls the whole migration back",
+    "BEGIN": "preflight runs all pending migrations in one transaction of its own",
+    "COMMIT": "preflight commits all pending migrations together with their history rows",
+    "END": "preflight commits all pending migrations together with their history rows",
+    "ROLLBACK": "a failing statement already rolls the whole run back",
     "VACUUM": "VACUUM cannot run inside a transaction",
 }
 _FORBIDDEN_PRAGMAS = {
@@ -140,6 +141,9 @@ def load(path: Path) -> Migration:
     except UnicodeDecodeError as exc:
         raise HistoryError(f"{path.name}: not UTF-8 text (byte {exc.start})",
                            "save the file as UTF-8") from None
+    if "\x00" in text:
+        raise HistoryError(f"{path.name}: line {_line_of(text, text.index(chr(0)))}: contains a NUL "
+                           f"byte (not text)", "save the file as plain UTF-8 text")
     kind = match["kind"]
     statements: tuple[Statement, ...] = ()
     if kind == "sql":
@@ -168,7 +172,8 @@ def discover(folder: Path) -> tuple[Migration, ...]:
                          "set --migrations or PREFLIGHT_MIGRATIONS")
     found: dict[int, Migration] = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix not in (".sql", ".py") or path.name.startswith((".", "__")):
+        # .SQL/.PY too: a migration skipped for its spelling would be silently missing.
+        if path.suffix.lower() not in (".sql", ".py") or path.name.startswith((".", "__")):
             continue  # other files (README, __init__.py, editor files) are not migrations
         if not path.is_file():
             raise HistoryError(f"{path.name}: is not a regular file", "remove it from the folder")
@@ -199,12 +204,15 @@ def _deny_transaction_control(action: int, arg1: str | None, *_: object) -> int:
 
 
 def run_body(conn: sqlite3.Connection, migration: Migration, label: str = "migrate",
-             meter: Meter | None = None) -> None:
+             meter: Meter | None = None,
+             after_statement: Callable[[], None] | None = None) -> None:
     """Execute one migration's statements on `conn`, inside the caller's open transaction.
 
     The caller owns BEGIN/COMMIT; anything in the migration that tries to end the
     transaction is refused by an authorizer, so it fails instead of committing. A
     migration that runs for more than a couple of seconds reports progress (`meter`).
+    `after_statement` runs after each SQL statement (and after a .py migration's
+    `migrate`): the pipeline's crash-test fault point.
     """
     meter = meter or Meter(f"{label}: {migration.name}")
     doing = ["running migrate(conn)" if migration.kind == "py" else "starting"]
@@ -225,15 +233,31 @@ def run_body(conn: sqlite3.Connection, migration: Migration, label: str = "migra
                     conn.execute(stmt.sql)
                 except sqlite3.Error as exc:
                     raise sqlite3.Error(f"line {stmt.line}: {exc}") from exc
+                if after_statement:
+                    after_statement()
         else:
             # Compiled from source by hand: importing would write __pycache__ into the
             # migrations folder (the image's files, possibly read-only).
             module = types.ModuleType(f"preflight_migration_{migration.version}")
             module.__file__ = str(migration.path)
-            exec(compile(migration.source, str(migration.path), "exec"), module.__dict__)
-            module.migrate(conn)
+            try:
+                exec(compile(migration.source, str(migration.path), "exec"), module.__dict__)
+                module.migrate(conn)
+            except SystemExit as exc:
+                # sys.exit() in a migration must fail it, not end the guard mid-transaction.
+                raise RuntimeError(f"called sys.exit({exc.code!r})") from None
+            if after_statement:
+                after_statement()
     finally:
-        conn.set_progress_handler(None, 0)
-        conn.set_authorizer(None)
-    if not conn.in_transaction:
+        try:
+            conn.set_progress_handler(None, 0)
+            conn.set_authorizer(None)
+        except sqlite3.ProgrammingError:
+            pass  # closed by the migration: reported just below
+    try:
+        ended = not conn.in_transaction
+    except sqlite3.ProgrammingError:
+        raise sqlite3.Error("the migration closed the guard's connection (which rolled back "
+                            "its transaction)") from None
+    if ended:
         raise sqlite3.Error("the migration ended the guard's transaction")

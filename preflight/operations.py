@@ -12,9 +12,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import backup, drift, history, schema
+from . import backup, drift, history, schema, signals
 from .config import Settings
-from .database import assert_not_busy, check_environment, connect, inspect
+from .database import assert_not_busy, check_environment, connect, free_bytes, inspect
 from .errors import (DatabaseUnusable, DriftError, EnvironmentProblem, MigrationFailed, Refused,
                      UsageError)
 from .migrations import discover, set_fingerprint
@@ -58,7 +58,7 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
             with step("rehearse") as info:
                 start = time.perf_counter()
                 try:
-                    apply(settings, snap, p, [], label="rehearse")
+                    apply(settings, snap, p, {}, label="rehearse")
                     verify(settings, snap, p, label="rehearse")
                 except MigrationFailed as exc:
                     raise MigrationFailed(f"rehearsal on a private copy: {exc.message}; the "
@@ -123,6 +123,11 @@ def restore(settings: Settings, name: str | None, report: dict) -> None:
         if problem:  # refused before anything changes (exit 6), not half-way (exit 10)
             raise DatabaseUnusable(problem, "choose another backup")
         assert_not_busy(settings.db, settings.lock_timeout)
+        needed, free = chosen.stat().st_size + (1 << 20), free_bytes(settings.db.parent)
+        if free < needed:  # the copy goes beside the database before anything is replaced
+            raise EnvironmentProblem(f"{settings.db.parent} has {free >> 10} KiB free, restoring "
+                                     f"{chosen.name} needs {needed >> 10} KiB",
+                                     f"free space on {settings.db.parent}, then restore again")
         if settings.db.exists() and settings.db.stat().st_size > 0:
             with step("backup") as info:
                 try:
@@ -134,7 +139,7 @@ def restore(settings: Settings, name: str | None, report: dict) -> None:
                     log.warning("backup: %s; kept the raw files as %s", exc.message, taken)
                 info["what"], info["tail"] = "current state saved", f" -> {taken}"
             report["pre_restore_backup"] = str(taken)
-        with step("restore") as info:
+        with step("restore") as info, signals.deferred():  # not stopped half-way
             backup.restore(chosen, settings.db)
             info["what"], info["tail"] = "restored and verified", f" <- {chosen}"
         report["restored"] = str(chosen)

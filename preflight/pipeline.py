@@ -6,21 +6,28 @@ failure record so the same broken migration set does not crash-loop.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-from . import backup, cache, drift, history, lock, schema
+from . import backup, cache, drift, faults, history, lock, schema, signals
 from .config import Settings
 from .database import Inspection, assert_not_busy, check_environment, connect, inspect
-from .errors import DriftError, MigrationFailed, PreflightError, Refused, RestoreFailed
+from .errors import (DiskFull, Interrupted, LockTimeout, MigrationFailed, PreflightError,
+                     Refused, RestoreFailed)
 from .migrations import Migration, discover, run_body, set_fingerprint
+from .planner import Plan, plan
 
 log = logging.getLogger("preflight")
+
+# Failures that say nothing against the migrations: rolled back, no failure record.
+TRANSIENT = (Interrupted, DiskFull, LockTimeout)
 
 
 @contextmanager
@@ -32,113 +39,6 @@ def step(name: str) -> Iterator[dict[str, str]]:
     ms = (time.perf_counter() - start) * 1000
     log.info("%s: %s in %.0f ms%s", name, info["what"], ms, info["tail"],
              extra={"step": name, "ms": round(ms, 1)})
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a run will do, decided from a read-only inspection."""
-
-    fingerprint: str  # of the whole migration set, for the failure record
-    adopt: tuple[Migration, ...]
-    pending: tuple[Migration, ...]
-    expected_head: schema.Schema | None  # None: fresh (built from empty), or a cache hit
-    warnings: tuple[drift.Difference, ...] = field(default=())
-
-    @property
-    def writes(self) -> bool:
-        """True when the plan changes the database (adoption or pending migrations)."""
-        return bool(self.adopt or self.pending)
-
-
-def _drift(message: str, hint: str, diffs: list[drift.Difference],
-           migrations: tuple[Migration, ...], upto: int,
-           steps: dict[int, schema.Schema] | None = None) -> DriftError:
-    """A DriftError listing each difference with the migration that made the expected object."""
-    if steps is None:
-        steps = schema.replay(migrations[:upto], set(range(1, upto + 1)))
-    steps = {i: steps[i] for i in range(1, upto + 1)}
-    named = drift.with_origins(diffs, [(migrations[i - 1], steps[i]) for i in sorted(steps)])
-    error = DriftError(message, hint)
-    error.details = tuple(f"drift: {d.message()}" for d in named)
-    return error
-
-
-def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> Plan:
-    """Decide what to do, proving the database's state first. Reads only."""
-    n = len(migrations)
-    fingerprint = set_fingerprint(migrations)
-    if insp.live is None:
-        # inspect was told this schema text was verified at the head of this exact
-        # migration set (cache.at_head checked the history): nothing to replay or diff.
-        return Plan(fingerprint, (), (), None)
-    if insp.fresh:
-        # No replay: there is nothing to protect in a fresh database, so building it is
-        # the proof that every migration works from empty, and a failure deletes it.
-        return Plan(fingerprint, (), migrations, None)
-    if insp.applied is None:
-        return _adopt(insp, migrations, strict)
-    pending = history.pending(insp.applied, migrations)
-    done = n - len(pending)
-    snaps = schema.replay(migrations, {done, n})
-    diffs = drift.diff(snaps[done], insp.live)
-    errors = drift.errors(diffs, strict)
-    _warn_extras(diffs, strict)
-    if errors:
-        raise _drift(f"schema drift in {insp.path}: {len(errors)} difference(s) from what "
-                     f"{migrations[done - 1].name if done else 'no migration'} should have produced",
-                     "fix the listed objects by hand or restore a backup; nothing was changed",
-                     errors, migrations, done)
-    warnings = tuple(d for d in diffs if d.kind == "extra")
-    return Plan(fingerprint, (), pending, snaps[n], warnings)
-
-
-def _warn_extras(diffs: list[drift.Difference], strict: bool) -> None:
-    """Extra objects are warnings (logged even when drift then refuses); --strict makes them drift."""
-    if not strict:
-        for d in diffs:
-            if d.kind == "extra":
-                log.warning("extra: %s", d.message())
-
-
-def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> Plan:
-    """A database with tables but no history: find the one version its schema is at."""
-    n = len(migrations)
-    fingerprint = set_fingerprint(migrations)
-    snaps = schema.replay(migrations, set(range(n + 1)))
-    diffs = {k: drift.diff(snaps[k], insp.live) for k in range(1, n + 1)}
-    matches = [k for k in range(1, n + 1) if not drift.errors(diffs[k], False)]
-    if n == 0:
-        extras = drift.diff(snaps[0], insp.live)
-        _warn_extras(extras, strict)
-        return Plan(fingerprint, (), (), snaps[0], tuple(extras))
-    if not matches:
-        closest = min(range(1, n + 1), key=lambda k: (len(drift.errors(diffs[k], False)), -k))
-        raise _drift(f"{insp.path} has tables but no preflight history, and its schema matches no "
-                     f"migration; closest is {migrations[closest - 1].name} with "
-                     f"{len(drift.errors(diffs[closest], False))} difference(s)",
-                     f"fix the listed objects by hand, or if you know it is at that version, "
-                     f"record it with 'preflight stamp {migrations[closest - 1].version} --force'",
-                     drift.errors(diffs[closest], False), migrations, closest, snaps)
-    k = matches[-1]
-    if len(matches) > 1:
-        between = migrations[matches[0]:matches[-1]]
-        names = ", ".join(migrations[i - 1].name for i in matches)
-        if not all(m.executes_nothing for m in between):
-            raise DriftError(f"{insp.path} has no preflight history and its schema matches several "
-                             f"versions equally ({names}); the migrations between them change "
-                             f"data or drop objects that may not exist, so the choice matters",
-                             "say which version it is at with 'preflight stamp VERSION'")
-        log.warning("adopt: schema matches %s equally; the migrations between them execute no "
-                    "statement, so choosing %s makes no difference", names, migrations[k - 1].name)
-    _warn_extras(diffs[k], strict)
-    if strict and drift.errors(diffs[k], True):
-        raise _drift(f"{insp.path}: extra objects beside {migrations[k - 1].name} (--strict)",
-                     "drop them or run without --strict", drift.errors(diffs[k], True),
-                     migrations, k, snaps)
-    log.info("adopt: no history; schema matches %s, recording 1..%d as adopted",
-             migrations[k - 1].name, migrations[k - 1].version)
-    warnings = tuple(d for d in diffs[k] if d.kind == "extra")
-    return Plan(fingerprint, migrations[:k], migrations[k:], snaps[n], warnings)
 
 
 @contextmanager
@@ -171,46 +71,104 @@ def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
     log.info("failure record: a previous start failed with another migration set; trying this one")
 
 
-def apply(settings: Settings, db: Path, p: Plan, committed: list[str],
+def apply(settings: Settings, db: Path, p: Plan, progress: dict,
           label: str = "migrate") -> None:
-    """Adopt and apply: each migration with its history row in one BEGIN IMMEDIATE ... COMMIT.
+    """Adopt and apply everything pending in ONE BEGIN IMMEDIATE ... COMMIT.
 
+    One transaction for all of it: a kill or failure anywhere before COMMIT leaves the
+    database exactly as it was, after it the new state; never a version in between.
+    `progress["running"]` gets each migration's name as it starts (a failing one is the
+    last, also kept as `progress["failing"]`), and `progress["committed"]` turns True once
+    COMMIT returned (or once something inside ended the transaction: undo from the backup).
     `label` names the log lines ('rehearse' when `check` runs this on its private copy).
     """
+    progress.setdefault("running", [])
+    progress.setdefault("committed", False)
+    live = label == "migrate"  # fault points only on the live database, never the rehearsal
+    after_statement = (lambda: faults.point("statement")) if live else None
     conn = connect(db, settings.lock_timeout)
     try:
-        if p.adopt:
-            conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             history.ensure_tables(conn)
             for m in p.adopt:
                 history.record(conn, m, "adopted", 0.0)
-            conn.execute("COMMIT")
-            committed.append("adopt")
-        for m in p.pending:
-            with step(label) as info:
-                start = time.perf_counter()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    history.ensure_tables(conn)
-                    run_body(conn, m)
-                    problems = conn.execute("PRAGMA foreign_key_check").fetchall()
-                    if problems:
-                        table, rowid, parent, _ = problems[0]
-                        raise MigrationFailed(f"{m.name}: leaves {len(problems)} foreign key "
-                                              f"violation(s), e.g. {table} rowid {rowid} -> {parent}",
-                                              "fix the migration")
-                    history.record(conn, m, "applied", (time.perf_counter() - start) * 1000)
-                    conn.execute("COMMIT")
-                except BaseException as exc:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    if isinstance(exc, PreflightError):
+            for m in p.pending:
+                progress["running"].append(m.name)
+                with step(label) as info:
+                    start = time.perf_counter()
+                    try:
+                        run_body(conn, m, label, after_statement=after_statement)
+                    except PreflightError:
                         raise
-                    raise MigrationFailed(f"{m.name}: {exc}", "fix the migration") from exc
-                committed.append(m.name)
-                info["what"] = m.name
+                    except Exception as exc:
+                        raise _migration_error(m, db, exc, settings.lock_timeout) from exc
+                    _check_foreign_keys(conn, m)
+                    history.record(conn, m, "applied", (time.perf_counter() - start) * 1000)
+                    info["what"] = m.name
+            with step(label) as info:
+                if live:
+                    faults.point("before-commit")
+                with signals.deferred():  # a SIGTERM must not split COMMIT from knowing it
+                    if signals.received():
+                        raise signals.swallowed()
+                    try:
+                        conn.execute("COMMIT")
+                    except sqlite3.Error as exc:
+                        raise _migration_error(None, db, exc, settings.lock_timeout) from exc
+                    progress["committed"] = True
+                info["what"] = (f"committed {len(p.adopt)} adopted and {len(p.pending)} "
+                                f"applied in one transaction")
+        except BaseException as exc:
+            if progress["running"] and not progress["committed"]:
+                progress["failing"] = progress["running"][-1]
+            state = _transaction(conn)
+            if state == "open":
+                conn.execute("ROLLBACK")
+            elif state == "ended" and not isinstance(exc, TRANSIENT):
+                # Ended from inside (a .py migration that removed the authorizer and
+                # committed): what was kept is unknown, so undo from the backup.
+                progress["committed"] = True
+            raise
     finally:
         conn.close()
+    if live:
+        faults.point("after-commit")
+
+
+def _check_foreign_keys(conn: sqlite3.Connection, m: Migration) -> None:
+    """Each migration must leave foreign keys clean (so the one COMMIT finds them clean)."""
+    problems = conn.execute("PRAGMA foreign_key_check").fetchall()
+    if problems:
+        table, rowid, parent, _ = problems[0]
+        raise MigrationFailed(f"{m.name}: leaves {len(problems)} foreign key violation(s), "
+                              f"e.g. {table} rowid {rowid} -> {parent}", "fix the migration")
+
+
+def _migration_error(m: Migration | None, db: Path, exc: BaseException,
+                     timeout: float) -> PreflightError:
+    """A failed statement as exit 9; no space (9) and another process's lock (8) say so."""
+    where = f"{m.name}: " if m else "COMMIT: "
+    if "database is locked" in str(exc) and (m is None or m.kind == "sql"):
+        # Our own connection waited for readers (the old app in a read transaction) to
+        # let COMMIT write; a .py migration's own connection is the migration's fault.
+        return LockTimeout(f"{where}another process kept a lock on {db} for {timeout:g} s "
+                           f"({exc})", "stop the old app (or whatever reads the database), "
+                           "then start again")
+    full = (isinstance(exc, sqlite3.Error) and "database or disk is full" in str(exc)) or \
+        (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+    if full:
+        return DiskFull(f"{where}no space left on {db.parent} ({exc})",
+                        f"free space on {db.parent} (or grow the volume), then start again")
+    return MigrationFailed(f"{where}{exc}", "fix the migration")
+
+
+def _transaction(conn: sqlite3.Connection) -> str:
+    """'open', 'ended' (committed or rolled back by someone else), or 'closed' (rolled back)."""
+    try:
+        return "open" if conn.in_transaction else "ended"
+    except sqlite3.ProgrammingError:  # a .py migration closed the connection
+        return "closed"
 
 
 def verify(settings: Settings, db: Path, p: Plan, label: str = "verify") -> str:
@@ -253,7 +211,7 @@ def verify(settings: Settings, db: Path, p: Plan, label: str = "verify") -> str:
     return verified
 
 
-def _undo(settings: Settings, insp: Inspection, taken: Path | None, committed: list[str]) -> str:
+def _undo(settings: Settings, insp: Inspection, taken: Path | None, committed: bool) -> str:
     """Put the database back as inspected. Returns how; raises RestoreFailed."""
     db = settings.db
     if taken is None and insp.size == 0:
@@ -267,13 +225,23 @@ def _undo(settings: Settings, insp: Inspection, taken: Path | None, committed: l
     if not committed:
         return "rolled back; the database was not changed"
     if taken is None:
-        raise RestoreFailed(f"{len(committed)} step(s) were committed ({', '.join(committed)}) and "
-                            f"there is no backup (PREFLIGHT_BACKUP=never)",
-                            "restore your own backup by hand")
-    with step("restore") as info:
+        raise RestoreFailed("the migrations were committed and there is no backup "
+                            "(PREFLIGHT_BACKUP=never)", "restore your own backup by hand")
+    with step("restore") as info, signals.deferred():  # a restore is not stopped half-way
         backup.restore(taken, db)
         info["what"], info["tail"] = "restored and verified", f" <- {taken}"
     return f"the database was restored from {taken} and verified"
+
+
+def _save_record(settings: Settings, record: history.FailureRecord | None) -> None:
+    """Write (or with None remove) the failure record; a full disk must not hide the real error."""
+    try:
+        if record is None:
+            history.clear_failure(settings.failure_path)
+        else:
+            history.write_failure(settings.failure_path, record)
+    except OSError as exc:
+        log.warning("failure record: cannot write %s: %s", settings.failure_path, exc.strerror)
 
 
 def execute(settings: Settings, insp: Inspection, p: Plan) -> str | None:
@@ -291,28 +259,41 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> str | None:
             info["tail"] = f" -> {taken}"
     if not p.writes:
         return None
-    committed: list[str] = []
+    progress: dict = {"running": [], "committed": False}
     try:
-        apply(settings, db, p, committed)
+        apply(settings, db, p, progress)
         return verify(settings, db, p)
-    except BaseException as exc:
+    except BaseException as error:
+        exc = error
+        if signals.received() and not isinstance(exc, Interrupted):
+            exc = signals.swallowed()  # e.g. raised inside SQLite calling a Python function
+        committed = progress["committed"]
         failed = exc.message if isinstance(exc, PreflightError) else f"{type(exc).__name__}: {exc}"
-        failing = next((m.name for m in p.pending if m.name not in committed), None)
-        # Written before the undo, so a crash during the restore still leaves the record.
+        failing = progress.get("failing")
+        # An interruption, a full disk or another process's lock says nothing against this
+        # migration set: once undone, the next start may try the same files again.
+        verdict = not isinstance(exc, TRANSIENT)
         record = history.FailureRecord(p.fingerprint, history.now(), MigrationFailed.code, failed,
                                        failing, str(taken) if taken else None, False)
-        history.write_failure(settings.failure_path, record)
+        if committed or verdict:
+            _save_record(settings, record)  # before the restore: a crash during it leaves it
         try:
             how = _undo(settings, insp, taken, committed)
         except RestoreFailed as restore_error:
-            history.write_failure(settings.failure_path,
-                                  replace(record, exit_code=RestoreFailed.code))
+            _save_record(settings, replace(record, exit_code=RestoreFailed.code))
             raise RestoreFailed(f"{failed}; and then {restore_error.message}",
-                                restore_error.hint) from exc
-        history.write_failure(settings.failure_path, replace(record, restored=True))
+                                restore_error.hint) from error
+        if verdict:
+            _save_record(settings, replace(record, restored=True))
+        elif committed:
+            _save_record(settings, None)
+        if isinstance(exc, Interrupted):
+            raise Interrupted(f"{failed}; {how}", "start again") from error
+        if isinstance(exc, TRANSIENT):
+            raise type(exc)(f"{failed}; {how}", exc.hint) from error
         raise MigrationFailed(f"{failed}; {how}",
                               "fix the migration and ship a new image (the next start with "
-                              "these files refuses with exit 11)") from exc
+                              "these files refuses with exit 11)") from error
 
 
 def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> None:

@@ -206,8 +206,18 @@ def _now() -> str:
 def _inspect(db: str, expected: list[tuple[int, str, str]]) -> str:
     """Header, no hot journal, quick_check, history == files; returns the schema hash."""
     with open(db, "rb") as f:
-        if f.read(len(HEADER)) != HEADER:
-            raise HandOver("header")
+        head = f.read(20)
+    if head[:len(HEADER)] != HEADER:
+        raise HandOver("header")
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = f"{db}{suffix}"
+        if os.path.lexists(side) and (not os.path.isfile(side)
+                                      or not os.access(side, os.R_OK | os.W_OK)):
+            raise HandOver(suffix)  # the full pipeline names it (exit 2 or 7)
+    if os.path.exists(f"{db}-wal") and head[18:20] != b"\x02\x02":
+        # A -wal beside a database whose header is not in WAL mode is stale, and SQLite
+        # would still replay it into the app's first write: the full pipeline refuses it.
+        raise HandOver("stale wal")
     if os.path.exists(f"{db}-journal") and os.stat(f"{db}-journal").st_size > 0:
         raise HandOver("hot journal")  # needs a writable connection to roll back
     quoted = db.replace("%", "%25").replace("?", "%3f").replace("#", "%23")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from .errors import MigrationFailed
+from . import signals
+from .errors import MigrationFailed, PreflightError
 from .migrations import Migration, run_body, tokens
 
 IGNORED_PREFIXES = ("sqlite_", "_litestream_", "_preflight")
@@ -282,9 +283,15 @@ def replay(migrations: tuple[Migration, ...], stops: set[int]) -> dict[int, Sche
             try:
                 run_body(conn, migration, "replay")
                 conn.execute("COMMIT")
+            except PreflightError:
+                raise  # e.g. Interrupted: not this migration's fault
             except Exception as exc:
-                if conn.in_transaction:
+                try:
                     conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # no transaction left, or the connection was closed
+                if signals.received():  # its Interrupted was lost inside SQLite
+                    raise signals.swallowed() from exc
                 raise MigrationFailed(
                     f"{migration.name}: fails on an empty database: {exc}",
                     "fix the migration; the live database was not touched") from exc

@@ -6,8 +6,9 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -140,3 +141,46 @@ def rows(db: Path, sql: str) -> list[tuple]:
 
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[..., Path]]:
+    """tmpfs(folder, size='1m', options='') mounts a small real filesystem there (root only).
+
+    Real ENOSPC and EROFS, with no mocks; every mount is undone when the test ends.
+    """
+    mounted: list[Path] = []
+
+    def mount(folder: Path, size: str = "1m", options: str = "") -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        opts = f"size={size}" + (f",{options}" if options else "")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(folder)], check=True)
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def remount_read_only(folder: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="mounting a tmpfs needs root (CI runs as root)")
+
+
+def wait_until_blocked_on_lock(pid: int, lock: Path, timeout: float = 10) -> None:
+    """The guard opened the lock file (and so passed its environment checks)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(lock)
+                   for fd in os.listdir(f"/proc/{pid}/fd")):
+                time.sleep(0.05)
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
+    raise AssertionError("the guard never reached the lock")

@@ -80,22 +80,33 @@ def test_strict_makes_extra_objects_errors(cli, make_db):
     assert dump(db) == before
 
 
-def test_backup_never_and_a_failure_after_commit_is_exit_10(cli, make_db, make_migrations):
+def test_backup_never_rolls_back_before_commit_and_is_exit_10_after_it(cli, make_db,
+                                                                         make_migrations):
     db = make_db("v0.9.5")
+    before = dump(db)
     folder = make_migrations({"006_unique.sql": "CREATE UNIQUE INDEX u ON notes(published);"},
                              base=True)
     result = cli("migrate", "--db", db, "--migrations", folder, "--backup", "never")
+    # Adoption and 004-006 are one transaction: 006 failing rolls all of it back.
+    assert result.code == 9, result
+    assert "rolled back; the database was not changed" in result.err
+    assert dump(db) == before
+    assert not rows(db, "SELECT name FROM sqlite_master WHERE name='_preflight_history'")
+    assert cli("clear-failure", "--db", db).code == 0
+    # A failure after COMMIT (the smoke test) needs a backup to undo: without one, exit 10.
+    result = cli("migrate", "--db", db, "--migrations", MIGRATIONS, "--backup", "never",
+                 "--smoke", "false")
     assert result.code == 10, result
     assert "no backup (PREFLIGHT_BACKUP=never)" in result.err
-    # Each migration is atomic: the database is at 005, consistent, not half-changed.
     assert rows(db, "SELECT max(version) FROM _preflight_history") == [(5,)]
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
     assert not (db.parent / "backups").exists()
 
 
 def test_readme_run_command_works_as_written(tmp_path):
+    """The README's command without a container (the container one: test_container.py)."""
     readme = (REPO / "README.md").read_text()
-    block = re.search(r"## Run it\n\n```sh\n(.*?)```", readme, re.S)[1]
+    block = re.search(r"Without a container:\n\n```sh\n(.*?)```", readme, re.S)[1]
     (tmp_path / "migrations").symlink_to(MIGRATIONS)
     for line in block.strip().splitlines():
         argv = shlex.split(line)

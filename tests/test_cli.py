@@ -42,8 +42,9 @@ def test_failing_migration_restores_then_refuses_same_set_then_retries_fixed_set
     result = cli("migrate", "--db", db, "--migrations", bad)
     assert result.code == 9, result
     assert "007_broken.sql" in result.err and "UNIQUE constraint failed" in result.err
-    assert "restored from" in result.err
-    assert dump(db) == before  # 006 had committed: only the restore brings this back
+    # 006 and 007 are one transaction: 007 failing rolls 006 back too.
+    assert "rolled back; the database was not changed" in result.err
+    assert dump(db) == before
     assert history(db)[-1] == (5, "applied")
     record = json.loads((db.parent / "app.db.preflight-failure.json").read_text())
     assert record["migration"] == "007_broken.sql" and record["restored"] is True
@@ -468,6 +469,9 @@ def test_readme_documents_every_exit_code_variable_and_command():
         assert re.search(rf"^\| {code} \|", readme, re.M), f"exit code {code}"
     for option in config.OPTIONS:
         assert option.env in readme and option.flag in readme
+    code = "".join(path.read_text() for path in (REPO / "preflight").glob("*.py"))
+    for variable in set(re.findall(r"PREFLIGHT_[A-Z][A-Z_]*", code)) - {"PREFLIGHT_FORCE"}:
+        assert f"`{variable}" in readme, variable  # e.g. PREFLIGHT_FAULT, the testing aid
     for command in __import__("preflight.cli", fromlist=["COMMANDS"]).COMMANDS:
         assert f"preflight {command}" in readme
 

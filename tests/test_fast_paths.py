@@ -380,6 +380,38 @@ def test_quick_start_hands_over_a_corrupt_database(quick, head):
     assert not quick()
 
 
+def test_quick_start_hands_over_odd_sidecars(quick, head, tmp_path):
+    assert quick()
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE intruder (x)")
+    Path(f"{head}-wal").write_bytes(Path(f"{other}-wal").read_bytes())
+    conn.close()
+    assert not quick()  # a stale WAL beside a rollback-mode database
+    Path(f"{head}-wal").unlink()
+    assert quick()
+    Path(f"{head}-shm").mkdir()
+    assert not quick()  # a sidecar that is not a file
+
+
+def test_a_run_with_a_stale_wal_is_refused_even_with_a_current_cache(cli, head, tmp_path):
+    assert cli("migrate", "--db", head, "--migrations", MIGRATIONS).code == 0  # cache current
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE intruder (x)")
+    Path(f"{head}-wal").write_bytes(Path(f"{other}-wal").read_bytes())
+    conn.close()
+    state = folder_state(head.parent)
+    done = run_process("run", "--db", head, "--migrations", MIGRATIONS, "--", "true")
+    assert done.returncode == 6, done.stderr
+    assert "stale WAL" in done.stderr
+    assert folder_state(head.parent) == state
+
+
 def test_quick_start_hands_over_a_changed_migration_set(quick, head, make_migrations):
     folder = make_migrations({"006_x.sql": "CREATE TABLE x (id INTEGER PRIMARY KEY);"}, base=True)
     try:

@@ -109,3 +109,29 @@ def test_owner_can_migrate_and_backups_are_private(world):
     assert done.returncode == 0, done.stderr
     (taken,) = (data / "backups").iterdir()
     assert taken.stat().st_uid == NOBODY and taken.stat().st_mode & 0o777 == 0o600
+
+
+def own(data: Path, db: Path) -> None:
+    os.chown(data, NOBODY, NOBODY)
+    os.chown(db, NOBODY, NOBODY)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("app.db-wal", "app.db-wal is not readable and writable by uid 65534"),
+    ("app.db-journal", "app.db-journal is not readable and writable by uid 65534"),
+    ("app.db.preflight.lock", "cannot open lock file"),
+], ids=["wal-owned-by-root", "journal-owned-by-root", "lock-owned-by-root"])
+def test_a_file_beside_the_database_owned_by_another_user_exits_7(world, name, message):
+    """E.g. an app once run as root left its -wal behind: the guard, as the app's user,
+    must say so instead of 'database disk image is malformed'."""
+    data = world / "data"
+    db = load_fixture("v0.9.5", data / "app.db")
+    own(data, db)
+    (data / name).write_bytes(b"")
+    (data / name).chmod(0o600)  # root's
+    state = folder_state(data, strict=True)
+    done = as_nobody(world, "migrate", "--db", str(db))
+    assert done.returncode == 7, done.stderr
+    line = [x for x in done.stderr.splitlines() if "error:" in x][-1]
+    assert message in line and "chown" in line, line
+    assert folder_state(data, strict=True) == state

@@ -1,0 +1,1 @@
+"""A small WSGI app standing in for StarPunk: it reads the database preflight guards."""

@@ -1,0 +1,34 @@
+"""Named fault points: a testing aid that makes the guard SIGKILL itself at a chosen moment.
+
+`PREFLIGHT_FAULT=before-commit` kills the process the first time that point is reached;
+`statement@3` the third time; a comma list arms several. The crash tests use this to
+prove that a kill at any step leaves the old database or the new one, never a mix.
+Unset (always, in production), a point costs one dictionary lookup.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+VARIABLE = "PREFLIGHT_FAULT"
+POINTS = ("backup-temp-written", "backup-before-rename", "statement", "before-commit",
+          "after-commit", "restore-temp-written", "restore-before-rename", "before-exec")
+
+
+def point(name: str) -> None:
+    """SIGKILL this process if PREFLIGHT_FAULT arms `name` and its count is reached."""
+    armed = os.environ.get(VARIABLE)
+    if not armed:
+        return
+    entries = [e.strip() for e in armed.split(",")]
+    for i, entry in enumerate(entries):
+        target, _, count = entry.partition("@")
+        if target != name:
+            continue
+        remaining = int(count) if count.isdigit() else 1
+        if remaining <= 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        # The countdown lives in the variable itself: no module state to reset.
+        entries[i] = f"{name}@{remaining - 1}"
+        os.environ[VARIABLE] = ",".join(entries)
+        return
