@@ -34,7 +34,7 @@ COPY app /app/app
 # `preflight` on PATH for `docker run --entrypoint preflight IMAGE <command>`, and bytecode
 # compiled now: the root filesystem may be read-only at run time.
 RUN printf '/app\n' > "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/preflight-app.pth" \
- && printf '#!/opt/venv/bin/python\nimport sys\nfrom preflight.cli import main\nsys.exit(main())\n' \
+ && printf '#!/opt/venv/bin/python -S\nimport sys\nsys.path.insert(0, "/app")\nfrom preflight.quickstart import main\nmain()\n' \
         > /opt/venv/bin/preflight \
  && chmod 0755 /opt/venv/bin/preflight \
  && /opt/venv/bin/python -m compileall -q /app/entrypoint.py /app/preflight /app/app
@@ -47,6 +47,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python3", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2).status != 200)"]
 
-ENTRYPOINT ["/opt/venv/bin/python", "/app/entrypoint.py"]
+# -S: the guard needs only the standard library (entrypoint.py puts /app on the path), so
+# it skips site-packages at start-up; gunicorn, exec'd afterwards, is a new interpreter.
+ENTRYPOINT ["/opt/venv/bin/python", "-S", "/app/entrypoint.py"]
 CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "4", "--worker-tmp-dir", "/dev/shm", \
      "--access-logfile", "-", "app.wsgi:application"]
