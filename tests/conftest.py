@@ -184,3 +184,32 @@ def wait_until_blocked_on_lock(pid: int, lock: Path, timeout: float = 10) -> Non
             pass
         time.sleep(0.01)
     raise AssertionError("the guard never reached the lock")
+
+
+def plant_foreign_wal(db: Path, scratch: Path, payload: bool = False) -> None:
+    """Put another database's live -wal beside `db`, as a hand-copied restore leaves one."""
+    import shutil
+
+    other = scratch / "other.db"
+    conn = sqlite3.connect(other, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("CREATE TABLE intruder (x)")
+        if payload:
+            conn.execute("INSERT INTO intruder VALUES (randomblob(3000))")
+        shutil.copy(f"{other}-wal", f"{db}-wal")
+    finally:
+        conn.close()
+
+
+def hold_lock(lock_path: Path) -> subprocess.Popen[str]:
+    """Another guard holding the lock: a real process, returned once it holds it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
+         "from pathlib import Path; from preflight import lock;"
+         "cm = lock.hold(Path(sys.argv[2]), 5, 'test-holder'); cm.__enter__();"
+         "print('held', flush=True); time.sleep(60)", str(REPO), str(lock_path)],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder

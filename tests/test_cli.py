@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MIGRATIONS, REPO, dump, folder_state, rows, run_process
+from conftest import MIGRATIONS, REPO, dump, folder_state, hold_lock, rows, run_process
 from preflight import config, errors
 
 # Works on an empty schema (so the pre-write rehearsal passes), fails on real rows.
@@ -295,14 +295,8 @@ def test_four_concurrent_guards_all_succeed_and_each_migration_runs_once(make_db
 
 def test_lock_timeout_names_the_holder_and_changes_nothing(make_db):
     db = make_db("v0.9.5")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
-         "from pathlib import Path; from preflight import lock;"
-         "cm = lock.hold(Path(sys.argv[2]), 5, 'test-holder'); cm.__enter__();"
-         "print('held', flush=True); time.sleep(60)", str(REPO), f"{db}.preflight.lock"],
-        stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(Path(f"{db}.preflight.lock"))
     try:
-        assert holder.stdout.readline().strip() == "held"
         state = folder_state(db.parent)
         done = run_process("migrate", "--db", db, "--migrations", MIGRATIONS,
                            env={"PREFLIGHT_LOCK_TIMEOUT": "0.3"})

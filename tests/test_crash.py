@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (MIGRATIONS, REPO, dump, load_fixture, rows, sha256_hex,
+from conftest import (MIGRATIONS, REPO, dump, hold_lock, load_fixture, rows, sha256_hex,
                       wait_until_blocked_on_lock)
 from preflight import backup, faults
 
@@ -328,14 +328,8 @@ def test_sigterm_after_commit_restores_the_backup_and_exits_12(cli, victim, make
 
 
 def test_sigterm_while_waiting_for_the_lock_exits_12_at_once(victim):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
-         "from pathlib import Path; from preflight import lock;"
-         "cm = lock.hold(Path(sys.argv[2]), 5, 'test-holder'); cm.__enter__();"
-         "print('held', flush=True); time.sleep(60)", str(REPO), f"{victim}.preflight.lock"],
-        stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(Path(f"{victim}.preflight.lock"))
     try:
-        assert holder.stdout.readline().strip() == "held"
         before = dump(victim)
         proc = guard("migrate", "--db", victim, "--migrations", MIGRATIONS)
         wait_until_blocked_on_lock(proc.pid, Path(f"{victim}.preflight.lock"))

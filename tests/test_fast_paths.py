@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import MIGRATIONS, folder_state, rows, run_process
+from conftest import MIGRATIONS, folder_state, plant_foreign_wal, rows, run_process
 from preflight import backup, cache, config, filecopy, lock, migrations, progress, quickstart
 from preflight.errors import DatabaseUnusable, EnvironmentProblem
 
@@ -382,13 +382,7 @@ def test_quick_start_hands_over_a_corrupt_database(quick, head):
 
 def test_quick_start_hands_over_odd_sidecars(quick, head, tmp_path):
     assert quick()
-    other = tmp_path / "other.db"
-    conn = sqlite3.connect(other, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA wal_autocheckpoint=0")
-    conn.execute("CREATE TABLE intruder (x)")
-    Path(f"{head}-wal").write_bytes(Path(f"{other}-wal").read_bytes())
-    conn.close()
+    plant_foreign_wal(head, tmp_path)
     assert not quick()  # a stale WAL beside a rollback-mode database
     Path(f"{head}-wal").unlink()
     assert quick()
@@ -398,13 +392,7 @@ def test_quick_start_hands_over_odd_sidecars(quick, head, tmp_path):
 
 def test_a_run_with_a_stale_wal_is_refused_even_with_a_current_cache(cli, head, tmp_path):
     assert cli("migrate", "--db", head, "--migrations", MIGRATIONS).code == 0  # cache current
-    other = tmp_path / "other.db"
-    conn = sqlite3.connect(other, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA wal_autocheckpoint=0")
-    conn.execute("CREATE TABLE intruder (x)")
-    Path(f"{head}-wal").write_bytes(Path(f"{other}-wal").read_bytes())
-    conn.close()
+    plant_foreign_wal(head, tmp_path)
     state = folder_state(head.parent)
     done = run_process("run", "--db", head, "--migrations", MIGRATIONS, "--", "true")
     assert done.returncode == 6, done.stderr

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -18,8 +17,8 @@ from typing import Callable
 
 import pytest
 
-from conftest import (MIGRATIONS, ROOT, dump, folder_state, load_fixture, remount_read_only, rows,
-                      run_process)
+from conftest import (MIGRATIONS, ROOT, dump, folder_state, load_fixture, plant_foreign_wal,
+                      remount_read_only, rows, run_process)
 
 
 @dataclass
@@ -111,15 +110,7 @@ def read_only_folder(w: World):
 
 def stale_wal_beside_rollback_database(w: World):
     """A backup copied over app.db by hand, with the live -wal of another state left beside it."""
-    w.v095()
-    other = w.tmp / "other.db"
-    conn = sqlite3.connect(other, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA wal_autocheckpoint=0")
-    conn.execute("CREATE TABLE intruder (x)")
-    conn.execute("INSERT INTO intruder VALUES (randomblob(3000))")
-    shutil.copy(f"{other}-wal", sidecar(w.db, "-wal"))
-    conn.close()
+    plant_foreign_wal(w.v095(), w.tmp, payload=True)
 
 
 def foreign_wal_beside_wal_database(w: World):
@@ -127,19 +118,12 @@ def foreign_wal_beside_wal_database(w: World):
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.close()
-    other = w.tmp / "other.db"
-    conn = sqlite3.connect(other, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA wal_autocheckpoint=0")
-    conn.execute("CREATE TABLE intruder (x)")
-    shutil.copy(f"{other}-wal", sidecar(db, "-wal"))
-    conn.close()
+    plant_foreign_wal(db, w.tmp)
 
 
-def hot_journal_from_another_database(w: World):
-    """Another database's process died mid-write; its -journal ended up beside ours."""
-    db = w.v095()
-    other = load_fixture("v0.3.0", w.tmp / "other.db")
+def die_mid_write(db: Path, copy_journal_to: Path | None = None) -> None:
+    """A real process that dies mid-transaction on `db`, leaving its hot -journal
+    (copied beside `copy_journal_to` too, when given)."""
     code = ("import os, shutil, sqlite3, sys\n"
             "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
             "c.execute('PRAGMA cache_size=1')\n"
@@ -148,9 +132,18 @@ def hot_journal_from_another_database(w: World):
             "c.execute(\"INSERT INTO notes (slug, file_path, published) SELECT hex(randomblob(600)), "
             "hex(randomblob(8)), 1 FROM (WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i+1 "
             "FROM r WHERE i < 200) SELECT i FROM r)\")\n"
-            "shutil.copy(sys.argv[1] + '-journal', sys.argv[2] + '-journal')\n"
+            "if len(sys.argv) > 2:\n"
+            "    shutil.copy(sys.argv[1] + '-journal', sys.argv[2] + '-journal')\n"
             "os._exit(0)\n")
-    subprocess.run([sys.executable, "-c", code, str(other), str(db)], check=True)
+    extra = [str(copy_journal_to)] if copy_journal_to else []
+    subprocess.run([sys.executable, "-c", code, str(db), *extra], check=True)
+
+
+def hot_journal_from_another_database(w: World):
+    """Another database's process died mid-write; its -journal ended up beside ours."""
+    db = w.v095()
+    other = load_fixture("v0.3.0", w.tmp / "other.db")
+    die_mid_write(other, copy_journal_to=db)
     assert sidecar(db, "-journal").stat().st_size > 0
 
 
@@ -368,16 +361,7 @@ def test_at_least_forty_hostile_inputs_are_covered():
 def legit_hot_journal(w: World):
     """Our own app died mid-write: SQLite must roll that back, and the guard lets it."""
     db = w.v095()
-    code = ("import os, sqlite3, sys\n"
-            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-            "c.execute('PRAGMA cache_size=1')\n"
-            "c.execute('BEGIN')\n"
-            "c.execute('DELETE FROM notes')\n"
-            "c.execute(\"INSERT INTO notes (slug, file_path, published) SELECT hex(randomblob(600)), "
-            "hex(randomblob(8)), 1 FROM (WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i+1 "
-            "FROM r WHERE i < 200) SELECT i FROM r)\")\n"
-            "os._exit(0)\n")
-    subprocess.run([sys.executable, "-c", code, str(db)], check=True)
+    die_mid_write(db)
     assert sidecar(db, "-journal").stat().st_size > 0
 
 
