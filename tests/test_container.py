@@ -337,6 +337,14 @@ def test_readme_run_command_serves_health(docker_engine: tuple, app_image: str) 
                               capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
         assert json.loads(done.stdout.strip().splitlines()[-1])["version"] == 5
+        # compose.yaml's one-shot migrate service, beside the running app: nothing to do.
+        compose = (["docker", "compose"] if subprocess.run(
+            ["docker", "compose", "version"], capture_output=True).returncode == 0
+            else ["docker-compose"])
+        migrate = subprocess.run([*compose, "run", "--rm", "migrate"], cwd=REPO, env=env,
+                                 capture_output=True, text=True, timeout=300)
+        assert migrate.returncode == 0, migrate.stderr[-3000:]
+        assert "0 pending" in migrate.stderr
     finally:
         subprocess.run([str(REPO / "scripts" / "up"), "down", "-v", "--rmi", "all"], cwd=REPO,
                        env=env, capture_output=True, timeout=300)
