@@ -149,7 +149,7 @@ class _Flusher:
             while not self.done.wait(0.1):
                 os.fdatasync(fd)
         except OSError:
-            pass
+            pass  # only an early flush: the caller's final fsync reports a real failure
         finally:
             os.close(fd)
 

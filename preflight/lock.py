@@ -69,7 +69,7 @@ def hold(path: Path, timeout: float, command: str) -> Iterator[None]:
             try:
                 os.ftruncate(fd, 0)
             except OSError:
-                pass
+                pass  # a full disk: the holder note stays; the flock below is what counts
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
