@@ -313,7 +313,9 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
             trusted = cache.read(settings.cache_path, key)
             insp = inspect(settings.db, trust=trusted.schema_hash if trusted else None)
             if insp.live is None and not cache.at_head(insp.applied, migrations):
-                insp = inspect(settings.db)  # same schema text, other history: check it all
+                # Same schema text, other history: take the snapshot and check it all
+                # (quick_check just passed under this lock; not again on a big file).
+                insp = inspect(settings.db, quick_check=False)
             info["what"] = "fresh database" if insp.fresh else (
                 f"{len(insp.applied or ())} applied, " + (
                     "schema as verified before (cache)" if insp.live is None
