@@ -20,42 +20,12 @@ from pathlib import Path
 
 from . import faults
 from .errors import EnvironmentProblem, RestoreFailed
+from .files import fsync_dir, fsync_file, write_atomic  # noqa: F401  (re-exported)
 
 log = logging.getLogger("preflight")
 
 REASONS = ("pre-migrate", "manual", "pre-restore", "always")
 SIDECARS = ("-wal", "-shm", "-journal")
-
-
-def fsync_dir(folder: Path) -> None:
-    """fsync a folder so a rename or unlink in it survives a power cut."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    """fsync one file's data and metadata."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data` atomically: temp file, fsync, rename, fsync folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def uri(path: Path, **params: str) -> str:

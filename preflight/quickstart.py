@@ -249,6 +249,7 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
     if argv[:1] != ["run"]:
         return
     fd = -1
+    held = False
     try:
         values, command = _options(argv[1:], dict(os.environ if environ is None else environ))
         db = os.path.realpath(values["db"])
@@ -259,8 +260,18 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         found = files(os.path.abspath(values["migrations"]))
         cache_key = key(set_fingerprint([(n, s) for _, n, s in found]), values["strict"] == "1")
         t1 = time.perf_counter()
-        fd = os.open(f"{db}.preflight.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # As lock.open_lock: never through a symlink, never a FIFO, device or hard link
+        # (the full pipeline refuses those with exit 7).
+        fd = os.open(f"{db}.preflight.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        st = os.fstat(fd)
+        if st.st_mode & 0o170000 != 0o100000 or st.st_nlink != 1:
+            raise HandOver("lock file")
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # busy: BlockingIOError, hand over
+        held = True  # only now may the note be written: a waiting guard keeps its hands off
+        named = os.lstat(f"{db}.preflight.lock")
+        if (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
+            raise HandOver("lock file replaced")  # see lock.acquire
         host = os.uname().nodename.replace("\\", "").replace('"', "")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f'{{"pid": {os.getpid()}, "host": "{host}", "since": "{_now()}", '
@@ -286,7 +297,11 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         fd = -1
     except Exception:  # anything unexpected, too: the full pipeline decides and explains
         if fd >= 0:
-            os.ftruncate(fd, 0)
+            if held:
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError:
+                    pass  # a full disk: the note stays; closing below releases the flock
             os.close(fd)  # closing releases the flock
         return
     _say([f"migrations: {len(found)} file(s) as verified before in {(t1 - t0) * 1000:.0f} ms",
