@@ -108,3 +108,100 @@ def test_a_lock_file_deleted_or_replaced_while_held_never_gives_two_holders(tmp_
         stop(first)
         if third is not None:
             stop(third)
+
+
+# ------------------------------------------------------------ planted symlinks (issue 10.7)
+
+@pytest.mark.parametrize("command", ["migrate", "run-quick-start"])
+def test_a_symlink_at_the_lock_file_is_refused_and_followed_nowhere(cli, data_dir, command):
+    db = at_head(cli, data_dir / "app.db")
+    lock_path = Path(f"{db}.preflight.lock")
+    lock_path.unlink()
+    lock_path.symlink_to(db)  # a neighbour points the lock at the database
+    before = folder_state(data_dir, strict=True)
+    args = ["run", "--db", db, "--migrations", MIGRATIONS, "--", "true"] \
+        if command.startswith("run") else ["migrate", "--db", db, "--migrations", MIGRATIONS]
+    done = run_process(*args)
+    assert done.returncode == 7, done.stderr
+    assert f"lock file {lock_path} is a symbolic link" in done.stderr
+    assert folder_state(data_dir, strict=True) == before
+    assert lock_path.is_symlink()
+
+
+def test_a_dangling_symlink_at_the_lock_file_creates_nothing(cli, data_dir, tmp_path):
+    db = at_head(cli, data_dir / "app.db")
+    lock_path = Path(f"{db}.preflight.lock")
+    lock_path.unlink()
+    outside = tmp_path / "outside" / "planted"
+    outside.parent.mkdir()
+    lock_path.symlink_to(outside)
+    done = run_process("migrate", "--db", db, "--migrations", MIGRATIONS)
+    assert done.returncode == 7, done.stderr
+    assert not outside.exists()
+
+
+@pytest.mark.parametrize("kind", ["hard link to the database", "fifo"])
+def test_a_lock_file_that_is_not_a_plain_file_of_ours_is_refused(cli, data_dir, kind):
+    db = at_head(cli, data_dir / "app.db")
+    lock_path = Path(f"{db}.preflight.lock")
+    lock_path.unlink()
+    if kind == "fifo":
+        os.mkfifo(lock_path)
+    else:
+        os.link(db, lock_path)
+    before = sha(db)
+    for args in (["migrate"], ["run", "--lock-timeout", "0", "--", "true"]):
+        done = run_process(*args[:1], "--db", db, "--migrations", MIGRATIONS, *args[1:],
+                           timeout=30)
+        assert done.returncode == 7, done.stderr
+        assert f"lock file {lock_path} " in done.stderr and "refusing" in done.stderr
+        assert sha(db) == before
+
+
+@pytest.mark.parametrize("name", [".app.db.preflight-cache.json.tmp", "app.db.preflight-cache.json"])
+@pytest.mark.parametrize("target", ["database", "outside"])
+def test_a_symlink_at_the_cache_or_its_temp_name_is_replaced_not_followed(cli, data_dir, tmp_path,
+                                                                          name, target):
+    db = at_head(cli, data_dir / "app.db")
+    cache = Path(f"{db}.preflight-cache.json")
+    cache.unlink()  # the next start verifies in full and writes it again
+    outside = tmp_path / "outside.txt"
+    outside.write_text("someone else's file\n")
+    pointed = db if target == "database" else outside
+    (data_dir / name).unlink(missing_ok=True)
+    (data_dir / name).symlink_to(pointed)
+    db_before, outside_before = sha(db), sha(outside)
+    done = run_process("run", "--db", db, "--migrations", MIGRATIONS, "--", "true")
+    assert done.returncode == 0, done.stderr
+    assert sha(db) == db_before and sha(outside) == outside_before
+    assert not cache.is_symlink() and cache.read_bytes().startswith(b"{")
+    assert not (data_dir / ".app.db.preflight-cache.json.tmp").exists()
+
+
+def test_a_symlink_at_the_failure_records_temp_name_is_not_followed(cli, data_dir, tmp_path,
+                                                                   make_migrations):
+    db = at_head(cli, data_dir / "app.db")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("someone else's file\n")
+    Path(data_dir / ".app.db.preflight-failure.json.tmp").symlink_to(outside)
+    more = make_migrations({"006_more.sql": "CREATE TABLE t (x);\n"}, base=True)
+    done = run_process("migrate", "--db", db, "--migrations", more, "--smoke", "false")
+    assert done.returncode == 9, done.stderr
+    assert outside.read_text() == "someone else's file\n"
+    record = Path(f"{db}.preflight-failure.json")
+    assert not record.is_symlink() and b"smoke command exited 1" in record.read_bytes()
+
+
+def test_create_exclusive_refuses_anything_already_there(tmp_path):
+    from preflight.files import create_exclusive, create_fresh
+    target = tmp_path / "target"
+    target.write_text("keep")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(FileExistsError):
+        create_exclusive(link, 0o600)
+    fd = create_fresh(link, 0o600)  # removes the link, never its target
+    os.write(fd, b"new")
+    os.close(fd)
+    assert target.read_text() == "keep" and link.read_bytes() == b"new"
+    assert not link.is_symlink() and (link.stat().st_mode & 0o777) == 0o600
