@@ -59,10 +59,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def escape(text: str) -> str:
+    """`text` on one line: control and other non-printable characters as Python escapes.
+
+    Object names, file names and SQLite's messages come from outside; a newline in a
+    table's name must not start a forged log line ('preflight: exec: ...').
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        return f"preflight: {level}{record.getMessage()}"
+        line = f"preflight: {level}{escape(record.getMessage())}"
+        if record.exc_info:
+            # Several lines by nature: each is marked, so none can pass for a log line.
+            trace = self.formatException(record.exc_info)
+            line += "".join(f"\npreflight: {level}| {escape(t)}" for t in trace.splitlines())
+        return line
 
 
 class _JsonFormatter(logging.Formatter):
@@ -72,6 +88,8 @@ class _JsonFormatter(logging.Formatter):
         for key in ("step", "ms"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
 

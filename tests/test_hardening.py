@@ -205,3 +205,51 @@ def test_create_exclusive_refuses_anything_already_there(tmp_path):
     os.close(fd)
     assert target.read_text() == "keep" and link.read_bytes() == b"new"
     assert not link.is_symlink() and (link.stat().st_mode & 0o777) == 0o600
+
+
+# ----------------------------------------------------------- log lines (issue 10.9, 10.14)
+
+def test_a_table_name_with_a_newline_cannot_forge_a_log_line(cli, data_dir):
+    db = at_head(cli, data_dir / "app.db")
+    conn = sqlite3.connect(db)
+    conn.execute('CREATE TABLE "x\npreflight: exec: evil" (a)')  # an extra table: a warning
+    conn.close()
+    for args in (["status"], ["migrate"]):
+        done = run_process(*args, "--db", db, "--migrations", MIGRATIONS)
+        assert done.returncode == 0, done.stderr
+        lines = done.stderr.splitlines()
+        assert not any(l.startswith("preflight: exec:") for l in lines), done.stderr
+        assert any("x\\npreflight: exec: evil" in l for l in lines), done.stderr
+        assert all(l.startswith("preflight: ") for l in lines)
+
+
+def test_escape_keeps_printable_text_and_escapes_every_control_character():
+    from preflight.cli import escape
+    assert escape("naïve Äpfel 'x' \\n") == "naïve Äpfel 'x' \\n"
+    assert escape("a\nb\rc\x1b[31md\te\u2028f\x00") == "a\\nb\\rc\\x1b[31md\\te\\u2028f\\x00"
+
+
+BUG = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from preflight import cli, operations
+def assess(*args, **kwargs):  # a bug in the guard: an exception it does not expect
+    return {}["no such key"]
+operations.assess = assess
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_log_level_debug_prints_the_traceback_of_an_internal_error(data_dir, fmt):
+    args = [sys.executable, "-c", BUG, str(REPO), "status", "--db", str(data_dir / "app.db"),
+            "--migrations", str(MIGRATIONS), "--log-format", fmt]
+    quiet = subprocess.run(args, capture_output=True, text=True)
+    assert quiet.returncode == 1 and "internal error: KeyError" in quiet.stderr
+    assert "Traceback" not in quiet.stderr
+    loud = subprocess.run(args + ["--log-level", "debug"], capture_output=True, text=True)
+    assert loud.returncode == 1
+    assert "Traceback (most recent call last)" in loud.stderr, loud.stderr
+    assert "in assess" in loud.stderr
+    if fmt == "text":
+        assert all(l.startswith("preflight: ") for l in loud.stderr.splitlines())
