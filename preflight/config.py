@@ -77,6 +77,8 @@ OPTIONS: tuple[Option, ...] = (
            "seconds to wait for another guard's lock"),
     Option("smoke", "--smoke", "PREFLIGHT_SMOKE", None, str,
            "shell command run against the migrated database; must exit 0"),
+    Option("smoke_timeout", "--smoke-timeout", "PREFLIGHT_SMOKE_TIMEOUT", 300.0,
+           _non_negative_float, "seconds the smoke command may take (0: no limit)"),
     Option("strict", "--strict", "PREFLIGHT_STRICT", False, _bool,
            "extra tables/indexes/views/triggers are errors, not warnings", is_switch=True),
     Option("log_format", "--log-format", "PREFLIGHT_LOG_FORMAT", "text", _choice(LOG_FORMATS),
@@ -103,6 +105,7 @@ class Settings:
     log_format: str
     log_level: str
     json: bool
+    smoke_timeout: float = 300.0
 
     @property
     def lock_path(self) -> Path:
@@ -176,4 +179,5 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         log_format=str(values["log_format"]),
         log_level=str(values["log_level"]),
         json=bool(values["json"]),
+        smoke_timeout=float(str(values["smoke_timeout"])),
     )

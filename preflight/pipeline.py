@@ -198,17 +198,53 @@ def verify(settings: Settings, db: Path, p: Plan, label: str = "verify") -> str:
         info["what"] = ("schema built from empty" if p.expected_head is None else
                         "schema at head") + ", quick_check ok, foreign keys ok"
         if settings.smoke:
-            import subprocess  # only a smoke command needs it
-
-            env = dict(os.environ, PREFLIGHT_DB=str(db))
-            done = subprocess.run(settings.smoke, shell=True, env=env, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            if done.returncode != 0:
-                last = (done.stdout.strip().splitlines() or [""])[-1][:200]
-                raise MigrationFailed(f"verification: smoke command exited {done.returncode}: {last}",
+            code, last = smoke(settings.smoke, db, settings.smoke_timeout)
+            if code is None:
+                raise MigrationFailed(f"verification: smoke command did not finish within "
+                                      f"{settings.smoke_timeout:g} s (PREFLIGHT_SMOKE_TIMEOUT), killed: {last}",
+                                      "fix the smoke command, or raise PREFLIGHT_SMOKE_TIMEOUT")
+            if code != 0:
+                raise MigrationFailed(f"verification: smoke command exited {code}: {last}",
                                       "fix the migrations or PREFLIGHT_SMOKE")
             info["what"] += ", smoke ok"
     return verified
+
+
+def smoke(command: str, db: Path, timeout: float) -> tuple[int | None, str]:
+    """Run the smoke command; (exit code or None on timeout, its last output line).
+
+    Its output goes to an anonymous in-memory file, not a pipe: a background child it
+    leaves behind (`sleep 60 & echo ok`) would keep a pipe open and a wait for EOF would
+    hang with the lock held. It runs in its own process group, which is killed when the
+    command ends or times out, so nothing it started outlives the verification.
+    """
+    import signal
+    import subprocess  # only a smoke command needs them
+
+    if hasattr(os, "memfd_create"):  # Linux: no temp folder needed (it may be read-only)
+        out = os.memfd_create("preflight-smoke", os.MFD_CLOEXEC)
+    else:
+        import tempfile
+        out = os.dup(tempfile.TemporaryFile().fileno())
+    try:
+        env = dict(os.environ, PREFLIGHT_DB=str(db))
+        proc = subprocess.Popen(command, shell=True, env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=out, start_new_session=True)
+        try:
+            code: int | None = proc.wait(timeout=timeout or None)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # leftovers, or the whole command
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        size = os.fstat(out).st_size
+        tail = os.pread(out, 4096, max(0, size - 4096)).decode("utf-8", "replace")
+    finally:
+        os.close(out)
+    return code, (tail.strip().splitlines() or [""])[-1][:200]
 
 
 def _undo(settings: Settings, insp: Inspection, taken: Path | None, committed: bool) -> str:

@@ -47,11 +47,13 @@ FLAGS = {"--db": ("db", "PREFLIGHT_DB"), "--migrations": ("migrations", "PREFLIG
          "--keep-backups": ("keep_backups", "PREFLIGHT_KEEP_BACKUPS"),
          "--lock-timeout": ("lock_timeout", "PREFLIGHT_LOCK_TIMEOUT"),
          "--smoke": ("smoke", "PREFLIGHT_SMOKE"),
+         "--smoke-timeout": ("smoke_timeout", "PREFLIGHT_SMOKE_TIMEOUT"),
          "--log-format": ("log_format", "PREFLIGHT_LOG_FORMAT"),
          "--log-level": ("log_level", "PREFLIGHT_LOG_LEVEL")}
 SWITCHES = {"--strict": ("strict", "PREFLIGHT_STRICT"), "--json": ("json", "PREFLIGHT_JSON")}
 DEFAULTS = {"db": "/data/app.db", "migrations": "migrations", "backup_dir": "", "backup": "on-change",
-            "keep_backups": "10", "lock_timeout": "300", "smoke": "", "log_format": "text",
+            "keep_backups": "10", "lock_timeout": "300", "smoke": "", "smoke_timeout": "300",
+            "log_format": "text",
             "log_level": "info", "strict": "0", "json": "0"}
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
@@ -86,12 +88,13 @@ def _options(args: list[str], environ: dict[str, str]) -> tuple[dict[str, str], 
             or not values["keep_backups"].isascii() or not values["keep_backups"].isdigit() \
             or not values["db"]:
         raise HandOver("options")  # json output, backup=always, or a value to be judged
-    try:
-        timeout = float(values["lock_timeout"])
-    except ValueError:
-        raise HandOver("lock timeout") from None
-    if not timeout >= 0:
-        raise HandOver("lock timeout")
+    for name in ("lock_timeout", "smoke_timeout"):
+        try:
+            timeout = float(values[name])
+        except ValueError:
+            raise HandOver(name) from None
+        if not timeout >= 0:
+            raise HandOver(name)
     return values, args[i + 1:]
 
 

@@ -253,3 +253,40 @@ def test_log_level_debug_prints_the_traceback_of_an_internal_error(data_dir, fmt
     assert "in assess" in loud.stderr
     if fmt == "text":
         assert all(l.startswith("preflight: ") for l in loud.stderr.splitlines())
+
+
+# ------------------------------------------------------------- smoke commands (issue 10.11)
+
+def test_a_smoke_command_that_leaves_a_background_child_does_not_hang_the_guard(
+        cli, data_dir, make_migrations, tmp_path):
+    db = at_head(cli, data_dir / "app.db")
+    more = make_migrations({"006_more.sql": "CREATE TABLE t (x);\n"}, base=True)
+    pidfile = tmp_path / "child.pid"
+    # The child keeps the output open for 60 s; the guard must not wait for it.
+    done = run_process("migrate", "--db", db, "--migrations", more,
+                       "--smoke", f"sleep 60 & echo $! > {pidfile}; echo ok", timeout=40)
+    assert done.returncode == 0, done.stderr
+    assert "smoke ok" in done.stderr
+    child = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):  # killed with its process group, not left behind
+        for _ in range(100):
+            os.kill(child, 0)
+            time.sleep(0.05)
+    with lock.hold(Path(f"{db}.preflight.lock"), 0, "after"):  # released
+        pass
+
+
+def test_a_smoke_command_that_runs_too_long_is_killed_exit_9_and_undone(
+        cli, data_dir, make_migrations, tmp_path):
+    db = at_head(cli, data_dir / "app.db")
+    before = sha(db)
+    more = make_migrations({"006_more.sql": "CREATE TABLE t (x);\n"}, base=True)
+    done = run_process("migrate", "--db", db, "--migrations", more, "--smoke",
+                       "echo starting; sleep 60", "--smoke-timeout", "1", timeout=40)
+    assert done.returncode == 9, done.stderr
+    assert "smoke command did not finish within 1 s (PREFLIGHT_SMOKE_TIMEOUT), killed: " \
+        "starting" in done.stderr
+    assert sha(db) == before  # restored from the verified backup
+    bad = run_process("migrate", "--db", db, "--migrations", more,
+                      env={"PREFLIGHT_SMOKE_TIMEOUT": "soon"})
+    assert bad.returncode == 2 and "PREFLIGHT_SMOKE_TIMEOUT='soon' is not valid" in bad.stderr
