@@ -312,7 +312,7 @@ def test_quick_start_knows_every_option_the_cli_knows():
         {(flag, dest, env) for flag, (dest, env) in flags.items()}
     assert {o.dest: o.default for o in config.OPTIONS if not o.is_switch} == {
         k: None if v == "" else (int(v) if k == "keep_backups" else
-                                 float(v) if k == "lock_timeout" else v)
+                                 float(v) if k in ("lock_timeout", "smoke_timeout") else v)
         for k, v in quickstart.DEFAULTS.items() if k not in ("strict", "json")}
 
 
