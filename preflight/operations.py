@@ -12,13 +12,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import backup, drift, history, schema, signals
+from . import backup, cache, drift, history, schema, signals
 from .config import Settings
-from .database import assert_not_busy, check_environment, connect, free_bytes, inspect
+from .database import (Inspection, assert_not_busy, check_environment, connect, free_bytes,
+                       inspect)
 from .errors import (DatabaseUnusable, DriftError, EnvironmentProblem, MigrationFailed, Refused,
                      UsageError)
-from .migrations import discover, set_fingerprint
+from .migrations import Migration, discover, set_fingerprint
 from .pipeline import apply, locked, plan, refuse_if_failed, step, verify
+from .planner import Plan
 
 log = logging.getLogger("preflight")
 
@@ -43,13 +45,23 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
         refusal = exc
     with tempfile.TemporaryDirectory(prefix="preflight-check-") as tmp:
         snap = backup.snapshot(settings.db, Path(tmp)) or Path(tmp) / settings.db.name
-        insp = inspect(snap, settings.db)
+        key = cache.key(set_fingerprint(migrations), settings.strict)
+        trusted = cache.read(settings.cache_path, key)
+        insp = inspect(snap, settings.db, trust=trusted.schema_hash if trusted else None)
+        if insp.live is None and not cache.at_head(insp.applied, migrations):
+            insp = inspect(snap, settings.db, quick_check=False)  # same text, other history
         report["fresh"] = insp.fresh
         report["applied"] = [a.__dict__ for a in insp.applied or ()]
-        p = plan(insp, migrations, settings.strict)
-        report["adopt"] = [m.name for m in p.adopt]
+        p = plan(insp, migrations, settings.strict) if rehearse else \
+            _status_plan(insp, migrations, settings.strict, report)
+        if insp.live is None and trusted:
+            for warning in trusted.warnings:
+                log.warning("extra: %s", warning)
+        report.setdefault("drift", "none")
+        report.setdefault("adopt", [m.name for m in p.adopt])
         report["pending"] = [m.name for m in p.pending]
-        report["warnings"] = [w.message() for w in p.warnings]
+        report["warnings"] = list(trusted.warnings) if insp.live is None and trusted else \
+            [w.message() for w in p.warnings]
         if not rehearse:
             _summarize(report)
         if refusal is not None:
@@ -66,13 +78,41 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
                 report["rehearsal_ms"] = round((time.perf_counter() - start) * 1000, 1)
                 info["what"] = (f"{len(p.pending)} migration(s) apply cleanly to a private copy; "
                                 "the database was not touched")
-    return 3 if p.writes else 0
+    return 3 if p.writes or report["adopt"] is None else 0
+
+
+def _status_plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool,
+                 report: dict) -> Plan:
+    """`plan` for `status`, which never runs a .py migration's code.
+
+    The drift check replays the applied migrations (all of them, to adopt a database
+    without history); a .py one is code, and a read-only command does not run it: then
+    drift is reported as not checked (`check` rehearses it). Pending migrations are not
+    replayed at all: status needs their names, not the head they build.
+    """
+    fingerprint = set_fingerprint(migrations)
+    if insp.live is None or insp.fresh:
+        return plan(insp, migrations, strict)  # a cache hit or a fresh database: no replay
+    pending = history.pending(insp.applied, migrations) if insp.applied is not None else ()
+    needed = migrations if insp.applied is None else migrations[:len(migrations) - len(pending)]
+    code = next((m for m in needed if m.kind == "py"), None)
+    if code is not None:
+        report["drift"] = (f"not checked: {code.name} is Python code; run `preflight check` "
+                           f"to rehearse it")
+        log.info("status: drift: %s", report["drift"])
+        if insp.applied is None:
+            report["adopt"] = None  # the version to adopt is what the replay would find
+        return Plan(fingerprint, (), pending, None)
+    checked = plan(insp, needed, strict)
+    return Plan(fingerprint, checked.adopt, checked.pending or pending, None, checked.warnings)
 
 
 def _summarize(report: dict) -> None:
     applied = report.get("applied") or []
-    log.info("status: %d applied%s, %d to adopt, %d pending", len(applied),
-             f" (last {applied[-1]['name']})" if applied else "", len(report.get("adopt") or []),
+    adopt = report.get("adopt")
+    log.info("status: %d applied%s, %s to adopt, %d pending", len(applied),
+             f" (last {applied[-1]['name']})" if applied else "",
+             "unknown (drift not checked)" if adopt is None else len(adopt),
              len(report.get("pending") or []))
     backups = report.get("backups") or []
     log.info("status: %d backup(s)%s", len(backups), f", newest {backups[-1]}" if backups else "")

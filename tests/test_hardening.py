@@ -290,3 +290,90 @@ def test_a_smoke_command_that_runs_too_long_is_killed_exit_9_and_undone(
     bad = run_process("migrate", "--db", db, "--migrations", more,
                       env={"PREFLIGHT_SMOKE_TIMEOUT": "soon"})
     assert bad.returncode == 2 and "PREFLIGHT_SMOKE_TIMEOUT='soon' is not valid" in bad.stderr
+
+
+# ----------------------------------------------- when .py migrations run (issue 10.10)
+
+PY_MIGRATION = """import os
+
+
+def migrate(conn):
+    with open(os.environ["MARKER"], "a") as f:
+        f.write("ran\\n")
+    conn.execute("CREATE TABLE py_made (x)")
+"""
+
+
+def test_status_never_runs_python_migrations_and_says_what_it_did_not_check(
+        data_dir, make_migrations, tmp_path):
+    import json
+    folder = make_migrations({"001_a.sql": "CREATE TABLE a (x);\n", "002_b.py": PY_MIGRATION,
+                              "003_c.sql": "CREATE TABLE c (x);\n"})
+    db = data_dir / "app.db"
+    marker = tmp_path / "marker"
+
+    def run(*args: object) -> subprocess.CompletedProcess[str]:
+        return run_process(*args, "--db", db, "--migrations", folder,
+                           env={"MARKER": str(marker)})
+
+    assert run("migrate").returncode == 0 and marker.exists()  # a real migration runs it
+    cache = Path(f"{db}.preflight-cache.json")
+    cache.unlink()
+    marker.unlink()
+    state = folder_state(data_dir, strict=True)
+    done = run("status", "--json")
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()  # 002_b.py's code did not run
+    report = json.loads(done.stdout)
+    assert report["drift"] == ("not checked: 002_b.py is Python code; run `preflight check` "
+                               "to rehearse it")
+    assert [a["name"] for a in report["applied"]] == ["001_a.sql", "002_b.py", "003_c.sql"]
+    assert report["pending"] == [] and report["failure_record"] is None
+    assert folder_state(data_dir, strict=True) == state
+
+    # An untracked database: adoption would replay 002_b.py, so status does not adopt.
+    conn = sqlite3.connect(data_dir / "untracked.db")
+    conn.executescript("CREATE TABLE a (x); CREATE TABLE py_made (x);")
+    conn.close()
+    other = run_process("status", "--db", data_dir / "untracked.db", "--migrations", folder,
+                        "--json", env={"MARKER": str(marker)})
+    assert other.returncode == 3 and not marker.exists(), other.stderr
+    assert json.loads(other.stdout)["adopt"] is None
+    assert "unknown (drift not checked) to adopt" in other.stderr
+
+    # check rehearses on a private copy, and so runs it (documented).
+    assert run("check").returncode == 0 and marker.exists()
+    marker.unlink()
+    # A no-op start without a cache must prove there is no drift: the replay runs it.
+    assert run("migrate").returncode == 0 and marker.exists() and cache.exists()
+    marker.unlink()
+    # With the cache vouching for the schema, status checks drift without any replay.
+    done = run("status", "--json")
+    assert done.returncode == 0 and not marker.exists()
+    assert json.loads(done.stdout)["drift"] == "none"
+
+
+def test_status_with_only_sql_migrations_still_checks_drift(cli, data_dir, make_migrations):
+    folder = make_migrations({"001_a.sql": "CREATE TABLE a (x, y);\n",
+                              "002_b.sql": "CREATE TABLE b (x);\n",
+                              "003_c.py": "def migrate(conn):\n    conn.execute('CREATE TABLE c (x)')\n"})
+    db = data_dir / "app.db"
+    assert cli("migrate", "--db", db, "--migrations", folder).code == 0
+    Path(f"{db}.preflight-cache.json").unlink()
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE b")  # drift in what the .sql migrations made
+    conn.close()
+    # 003_c.py is applied: the replay would need it
+    done = cli("status", "--db", db, "--migrations", folder)
+    assert done.code == 0 and "drift: not checked: 003_c.py" in done.err
+    # With 003 pending instead, only .sql is replayed: drift is found.
+    folder2 = make_migrations({"001_a.sql": "CREATE TABLE a (x, y);\n",
+                               "002_b.sql": "CREATE TABLE b (x);\n"})
+    db2 = data_dir / "two.db"
+    assert cli("migrate", "--db", db2, "--migrations", folder2).code == 0
+    conn = sqlite3.connect(db2)
+    conn.execute("DROP TABLE b")
+    conn.close()
+    (folder2 / "003_c.py").write_text("def migrate(conn):\n    raise SystemExit('ran')\n")
+    done = cli("status", "--db", db2, "--migrations", folder2)
+    assert done.code == 4 and "table b" in done.err, done
