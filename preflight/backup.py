@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import faults
 from .errors import EnvironmentProblem, RestoreFailed
-from .files import fsync_dir, fsync_file, write_atomic  # noqa: F401  (re-exported)
+from .files import fsync_dir, fsync_file, remove_quietly, write_atomic  # noqa: F401  (re-exported)
 
 log = logging.getLogger("preflight")
 
@@ -146,7 +146,7 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
                                  f"larger disk) and check its permissions") from None
     finally:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-            leftover.unlink(missing_ok=True)
+            remove_quietly(leftover, "backup")  # after a success, an I/O error here is no failure
     return final
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from . import cache, history, schema
 from .backup import SIDECARS, db_size, snapshot, uri
 from .errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
+from .files import private_folder
 
 HEADER = b"SQLite format 3\x00"
 
@@ -63,14 +64,14 @@ def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
     # the database byte-identical. A hot rollback journal needs a writable connection,
     # because SQLite must roll it back before anything can be read.
     journal, wal = Path(f"{real}-journal"), Path(f"{real}-wal")
-    if header_mode(real) == 1 and wal.exists() and wal.stat().st_size > 0:
+    if header_mode(real) == 1 and _size(wal) > 0:
         # SQLite replays a -wal even into a database in rollback mode: one left beside a
         # restored or copied file would overwrite it with another database's pages.
         raise DatabaseUnusable(f"{db}-wal is a stale WAL: {db} is not in WAL mode, so it is left "
                                f"over from another database or an older copy, and SQLite "
                                f"would replay it into this one",
                                f"move {db}-wal and {db}-shm away (keep them), then start again")
-    hot = journal.exists() and journal.stat().st_size > 0
+    hot = _size(journal) > 0
     if hot:
         _rehearse_rollback(real, db)
     try:
@@ -97,6 +98,15 @@ def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
     return Inspection(db, True, size, fresh, applied, live, text_hash)
 
 
+def _size(path: Path) -> int:
+    """Bytes in `path`, 0 if it is not there: an app writing in rollback mode creates and
+    deletes its -journal many times a second, so it may vanish between two looks."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def header_mode(db: Path) -> int:
     """The journal mode the header promises: 1 rollback journal, 2 WAL (bytes 18-19)."""
     with open(db, "rb") as f:
@@ -107,10 +117,11 @@ def header_mode(db: Path) -> int:
 def _rehearse_rollback(real: Path, db: Path) -> None:
     """Roll a hot journal back on a private copy first: one from another database
     would corrupt this one, and a rollback cannot be undone."""
-    import tempfile  # rare path: kept out of every start's imports
-    with tempfile.TemporaryDirectory(prefix="preflight-journal-") as tmp:
+    # The fallback is the folder of the file being inspected: under `migrate` the
+    # database's own folder (written anyway), under check/status the private copy's.
+    with private_folder("preflight-journal-", fallback=real.parent) as tmp:
         try:
-            copy = snapshot(real, Path(tmp))
+            copy = snapshot(real, tmp)
         except (OSError, EnvironmentProblem):
             return  # no room to rehearse: SQLite rolls it back as any opener would
         try:
@@ -172,10 +183,14 @@ def check_environment(db: Path, backup_dir: Path | None, writes: bool,
         raise UsageError(f"{db} is not a regular file", "set PREFLIGHT_DB to a database file")
     for suffix in SIDECARS:
         side = Path(f"{db}{suffix}")
-        if side.exists() and not stat.S_ISREG(side.stat().st_mode):
+        try:
+            mode = side.stat().st_mode
+        except FileNotFoundError:
+            continue  # not there (or a -journal the app just deleted: as good as absent)
+        if not stat.S_ISREG(mode):
             raise UsageError(f"{side} is not a regular file, so SQLite cannot use {db}",
                              f"remove {side}")
-        if side.exists() and not os.access(side, os.R_OK | (os.W_OK if writes else 0)):
+        if not os.access(side, os.R_OK | (os.W_OK if writes else 0)) and side.exists():
             # e.g. left by the app once run as root: SQLite would fail half-way with
             # 'unable to open database file'
             raise EnvironmentProblem(f"{side} is not readable{' and writable' if writes else ''} "

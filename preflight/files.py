@@ -8,8 +8,13 @@ unlinking a symlink removes the link, never its target.
 """
 from __future__ import annotations
 
+import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+from .errors import EnvironmentProblem
 
 # Opening flags for a file the guard creates and nobody else may have prepared.
 CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -84,3 +89,51 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             pass  # the original error is the one to report
         raise
     fsync_dir(path.parent)
+
+
+def remove_quietly(path: Path, what: str) -> None:
+    """Remove a temp file or folder once the work succeeded; a failure is logged, not raised.
+
+    The result is already safe (a backup renamed into place, a report made): an I/O error
+    while cleaning up must not turn it into a failure.
+    """
+    if not os.path.lexists(path):
+        return  # the usual case: renamed into place, or never created
+    try:
+        if path.is_dir() and not path.is_symlink():
+            import shutil  # only folders need it
+
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        logging.getLogger("preflight").warning("%s: could not remove %s: %s (remove it by hand)",
+                                               what, path, exc.strerror or exc)
+
+
+@contextmanager
+def private_folder(prefix: str, fallback: Path | None = None) -> Iterator[Path]:
+    """A new folder only this user can enter (0700), removed afterwards.
+
+    Tried in order: the system's temp folder (TMPDIR, /tmp, ...), /dev/shm (a tmpfs that
+    containers have even with a read-only root), then `fallback`, a folder the caller
+    writes anyway. None usable: exit 7 naming TMPDIR.
+    """
+    import tempfile  # only a snapshot or a rehearsal needs it
+
+    tried: list[str] = []
+    made = None
+    for where in [None, "/dev/shm"] + ([str(fallback)] if fallback else []):
+        try:
+            made = Path(tempfile.mkdtemp(prefix=prefix, dir=where))
+            break
+        except OSError as exc:  # FileNotFoundError: no usable one among TMPDIR, /tmp, ...
+            name = where or f"TMPDIR={os.environ.get('TMPDIR', '(unset)')}"
+            tried.append(f"{name}: {exc.strerror or exc}")
+    if made is None:
+        raise EnvironmentProblem(f"no usable temporary folder for a private copy ({'; '.join(tried)})",
+                                 "set TMPDIR to a writable folder (e.g. mount a tmpfs at /tmp)")
+    try:
+        yield made
+    finally:
+        remove_quietly(made, "cleanup")

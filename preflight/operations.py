@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ from .database import (Inspection, assert_not_busy, check_environment, connect, 
                        inspect)
 from .errors import (DatabaseUnusable, DriftError, EnvironmentProblem, MigrationFailed, Refused,
                      UsageError)
+from .files import private_folder
 from .migrations import Migration, discover, set_fingerprint
 from .pipeline import apply, locked, plan, refuse_if_failed, step, verify
 from .planner import Plan
@@ -43,8 +43,15 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
         refuse_if_failed(settings, set_fingerprint(migrations))
     except Refused as exc:
         refusal = exc
-    with tempfile.TemporaryDirectory(prefix="preflight-check-") as tmp:
-        snap = backup.snapshot(settings.db, Path(tmp)) or Path(tmp) / settings.db.name
+    # Never beside the database: no fallback folder (exit 7 naming TMPDIR if none is usable).
+    with private_folder("preflight-check-") as tmp:
+        try:
+            snap = backup.snapshot(settings.db, tmp) or tmp / settings.db.name
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot copy {settings.db} to a private folder {tmp}: "
+                                     f"{exc.strerror or exc}",
+                                     "set TMPDIR to a writable folder with room for a copy of "
+                                     "the database") from None
         key = cache.key(set_fingerprint(migrations), settings.strict)
         trusted = cache.read(settings.cache_path, key)
         insp = inspect(snap, settings.db, trust=trusted.schema_hash if trusted else None)

@@ -377,3 +377,104 @@ def test_status_with_only_sql_migrations_still_checks_drift(cli, data_dir, make_
     (folder2 / "003_c.py").write_text("def migrate(conn):\n    raise SystemExit('ran')\n")
     done = cli("status", "--db", db2, "--migrations", folder2)
     assert done.code == 4 and "table b" in done.err, done
+
+
+# ------------------------------------------------- no usable temp folder (issue 10.13)
+
+def no_temp_folder(data: Path, *args: object, shm: bool) -> subprocess.CompletedProcess[str]:
+    """`python -m preflight ARGS` where TMPDIR, /tmp, /var/tmp and the working folder are
+    read-only (a read-only root without a tmpfs), and /dev/shm too unless `shm`. Only
+    `data` stays writable. A private mount namespace: nothing changes for anyone else."""
+    ro = "mount --bind {0} {0} && mount -o remount,bind,ro {0}"
+    script = " && ".join([ro.format("/tmp"), ro.format("/var/tmp")] +
+                         ([] if shm else [ro.format("/dev/shm")]) +
+                         [f"mount --bind {data} {data}", f"mount -o remount,bind,rw {data}",
+                          'cd /tmp && exec "$@"'])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env.update(PYTHONPATH=str(REPO), TMPDIR="/tmp", PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
+                           sys.executable, "-m", "preflight", *map(str, args)],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+needs_namespaces = pytest.mark.skipif(
+    os.geteuid() != 0 or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode,
+    reason="needs root and mount namespaces")
+
+
+@needs_namespaces
+def test_status_and_check_without_a_usable_temp_folder(cli, data_dir, make_migrations):
+    db = at_head(cli, data_dir / "app.db")
+    more = make_migrations({"006_more.sql": "CREATE TABLE t (x);\n"}, base=True)
+    state = folder_state(data_dir, strict=True)
+    for command, code in (("status", 3), ("check", 3)):
+        # /dev/shm, which containers have even with a read-only root: they work.
+        done = no_temp_folder(data_dir, command, "--db", db, "--migrations", more, shm=True)
+        assert done.returncode == code, (command, done.stderr)
+        # Nothing writable anywhere but beside the database, which they must not write.
+        done = no_temp_folder(data_dir, command, "--db", db, "--migrations", more, shm=False)
+        assert done.returncode == 7, (command, done.stderr)
+        assert "no usable temporary folder for a private copy (TMPDIR=/tmp: " in done.stderr
+        assert "set TMPDIR to a writable folder" in done.stderr
+        assert folder_state(data_dir, strict=True) == state
+
+
+@needs_namespaces
+def test_migrate_with_a_hot_journal_and_no_temp_folder_rolls_it_back_and_succeeds(cli, data_dir):
+    from test_hostile import die_mid_write
+    db = load_fixture("v0.9.5", data_dir / "app.db")
+    die_mid_write(db)
+    assert Path(f"{db}-journal").stat().st_size > 0
+    done = no_temp_folder(data_dir, "migrate", "--db", db, "--migrations", MIGRATIONS, shm=False)
+    assert done.returncode == 0, done.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM notes").fetchone() == (12,)  # rolled back
+    conn.close()
+    assert not list(data_dir.glob("preflight-journal-*"))  # its rehearsal folder is gone
+
+
+needs_strace = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v strace"],
+                                                 capture_output=True).returncode != 0,
+                                  reason="needs strace (system-call fault injection)")
+
+
+@needs_strace
+def test_an_io_error_removing_temp_files_after_a_verified_backup_is_not_a_failure(cli, data_dir):
+    db = at_head(cli, data_dir / "app.db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env["PYTHONPATH"] = str(REPO)
+    # Every unlink fails with EIO, for real, in the kernel's answer to the system call.
+    done = subprocess.run(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=unlink,unlinkat",
+                           "-e", "inject=unlink,unlinkat:error=EIO", sys.executable, "-m",
+                           "preflight", "backup", "--db", str(db), "--migrations", str(MIGRATIONS)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    taken = [p for p in (data_dir / "backups").glob("app-*-manual.db")]
+    assert len(taken) == 1
+    conn = sqlite3.connect(f"file:{taken[0]}?mode=ro", uri=True)
+    assert conn.execute("PRAGMA quick_check").fetchone() == ("ok",)
+    conn.close()
+
+
+def test_a_journal_that_comes_and_goes_is_no_error(cli, data_dir):
+    """An app writing in rollback mode creates and deletes its -journal all the time."""
+    db = at_head(cli, data_dir / "app.db")
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
+        "c.execute('CREATE TABLE IF NOT EXISTS churn (x)')\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    c.execute('INSERT INTO churn VALUES (1)')\n"), str(db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        from preflight.database import check_environment
+        for _ in range(3000):  # the -journal exists for part of each commit
+            check_environment(db, None, writes=True)
+            check_environment(db, data_dir / "backups", writes=False)
+        for _ in range(20):
+            done = cli("status", "--db", db, "--migrations", MIGRATIONS)
+            assert done.code == 0, done
+    finally:
+        stop(writer)
