@@ -214,7 +214,7 @@ def test_a_table_name_with_a_newline_cannot_forge_a_log_line(cli, data_dir):
     conn = sqlite3.connect(db)
     conn.execute('CREATE TABLE "x\npreflight: exec: evil" (a)')  # an extra table: a warning
     conn.close()
-    for args in (["status"], ["migrate"]):
+    for args in (["check"], ["migrate"]):
         done = run_process(*args, "--db", db, "--migrations", MIGRATIONS)
         assert done.returncode == 0, done.stderr
         lines = done.stderr.splitlines()
