@@ -45,6 +45,10 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
         snap = backup.snapshot(settings.db, Path(tmp)) or Path(tmp) / settings.db.name
         insp = inspect(snap, settings.db)
         report["fresh"] = insp.fresh
+        report["database_exists"] = settings.db.exists()
+        report["note"] = _absent(settings, insp.fresh, len(migrations))
+        if report["note"]:
+            log.info("%s: %s", report["command"], report["note"])
         report["applied"] = [a.__dict__ for a in insp.applied or ()]
         p = plan(insp, migrations, settings.strict)
         report["adopt"] = [m.name for m in p.adopt]
@@ -66,7 +70,23 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
                 report["rehearsal_ms"] = round((time.perf_counter() - start) * 1000, 1)
                 info["what"] = (f"{len(p.pending)} migration(s) apply cleanly to a private copy; "
                                 "the database was not touched")
+        elif rehearse and not report["note"]:
+            applied = report["applied"]
+            log.info("check: at head (%s): a start would change nothing",
+                     f"{len(applied)} applied, last {applied[-1]['name']}" if applied
+                     else "no migrations")
     return 3 if p.writes else 0
+
+
+def _absent(settings: Settings, fresh: bool, migrations: int) -> str | None:
+    """A plain sentence when there is no database to assess: a wrong path or volume reads
+    like data loss ('0 applied, 5 pending') otherwise."""
+    if not fresh:
+        return None
+    what = "no database" if not settings.db.exists() else "an empty database file"
+    return (f"{what} at {settings.db}: a start would create a fresh one ({migrations} "
+            f"migration(s)); if you expected data here, check PREFLIGHT_DB and the volume "
+            f"mounted at {settings.db.parent}")
 
 
 def _summarize(report: dict) -> None:
