@@ -13,34 +13,16 @@ from pathlib import Path
 
 import pytest
 
+import distkit
 from conftest import MIGRATIONS, REPO
 from preflight import __version__
 
 DIST = "preflight-sqlite"  # `preflight` on PyPI is an unrelated 2015 project
 
 
-def _source_files() -> list[str]:
-    """The files a clone has: tracked ones and new ones not ignored (so uncommitted work counts)."""
-    done = subprocess.run(["git", "-C", str(REPO), "ls-files", "--cached", "--others",
-                           "--exclude-standard", "-z"], capture_output=True, check=True)
-    return [name for name in done.stdout.decode().split("\0")
-            if name and (REPO / name).is_file()]
-
-
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """`python -m build` on a copy of the source: the sdist, and the wheel built from it."""
-    source = tmp_path_factory.mktemp("source")
-    for name in _source_files():
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, source / name)
-    out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(source)],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    sdists, wheels = list(out.glob("*.tar.gz")), list(out.glob("*.whl"))
-    assert len(sdists) == 1 and len(wheels) == 1, sorted(out.iterdir())
-    return {"sdist": sdists[0], "wheel": wheels[0]}
+    return distkit.build(tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist"))
 
 
 def test_the_sdist_holds_the_license_the_changelog_and_the_package(dist: dict[str, Path]) -> None:
