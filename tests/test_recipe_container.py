@@ -6,9 +6,15 @@ the data intact, a fixed image.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import shutil
+import socket
+import subprocess
+import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -44,10 +50,6 @@ def readme_recipe() -> str:
     return blocks[0]
 
 
-def test_the_example_dockerfile_is_the_readme_recipe() -> None:
-    assert (EXAMPLE / "Dockerfile").read_text() == readme_recipe()
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Docker, dict[str, str]]]:
     """The notes app at four releases, each built from the recipe on the base image."""
@@ -67,6 +69,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Docker, d
         client.images.build(path=str(context), buildargs={"BASE_IMAGE": base}, tag=tags[release],
                             rm=True, forcerm=True)
     kit = Docker(client, tags["v1"])
+    tags["base"], tags["wheel"] = base, str(wheel)
     yield kit, tags
     kit.cleanup()
 
@@ -154,3 +157,99 @@ def test_the_recipe_guards_another_app_through_its_lifecycle(
     wait_healthy(c)
     assert health_version(c) == 2
     assert [n["title"] for n in notes(c)] == ["hello", "groceries", "hello"]
+
+
+def _readme_sh(title: str) -> list[str]:
+    from test_readme_recipes import section, sh_lines
+
+    return sh_lines(section(title))
+
+
+def _wait_http(url: str, timeout: float = 90) -> bytes:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_readme_plain_docker_recipe(images: tuple[Docker, dict[str, str]],
+                                    tmp_path: Path) -> None:
+    """The README's build / run / status lines, with this test's own names and port."""
+    dk, tags = images
+    unique = uuid.uuid4().hex[:8]
+    context = tmp_path / "notes-app"
+    shutil.copytree(EXAMPLE, context, ignore=shutil.ignore_patterns("__pycache__", "wheels"))
+    (context / "wheels").mkdir()
+    shutil.copy(tags["wheel"], context / "wheels")
+    port = _free_port()
+    names = {"examples/notes-app": str(context), "notes-app": f"preflight-notes-app:readme-{unique}",
+             "notes": f"preflight-test-notes-{unique}",
+             "notes-data:/data": f"preflight-test-{unique}:/data",
+             "127.0.0.1:8000:8000": f"127.0.0.1:{port}:8000"}
+    lines = [line for line in _readme_sh("Use it in your app") if line.startswith("docker ")]
+    assert [line.split()[1] for line in lines] == ["build", "run", "run"]
+    try:
+        results = []
+        for line in lines:
+            argv = [names.get(token, token) for token in shlex.split(line)]
+            if argv[1] == "build":  # the base image this machine has (no registry here)
+                argv[2:2] = ["--build-arg", f"BASE_IMAGE={tags['base']}"]
+            results.append(subprocess.run(argv, capture_output=True, text=True, timeout=600))
+            assert results[-1].returncode in (0, 3), results[-1].stderr[-3000:]
+            if argv[1] == "run" and "-d" in argv:
+                body = _wait_http(f"http://127.0.0.1:{port}/health")
+                assert json.loads(body) == {"status": "ok", "version": 1}
+        assert results[-1].returncode == 0
+        assert "status: 1 applied (last 001_notes.sql)" in results[-1].stderr
+    finally:
+        subprocess.run(["docker", "rm", "-f", names["notes"]], capture_output=True)
+        subprocess.run(["docker", "volume", "rm", "-f", f"preflight-test-{unique}"],
+                       capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", names["notes-app"]], capture_output=True)
+
+
+def test_readme_compose_operator_recipes() -> None:
+    """README's "Operate it" lines, as written, on a compose project started by scripts/up."""
+    _, base = engine()
+    project = f"pftest{uuid.uuid4().hex[:8]}"
+    port = _free_port()
+    env = dict(os.environ, COMPOSE_PROJECT_NAME=project, PORT=str(port),
+               APP_IMAGE=f"preflight-app:{project}", BASE_IMAGE=base)
+    lines = _readme_sh("Operate it")
+    try:
+        done = subprocess.run([str(REPO / "scripts" / "up")], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        compose = (["docker", "compose"] if subprocess.run(
+            ["docker", "compose", "version"], capture_output=True).returncode == 0
+            else ["docker-compose"])
+        seen = {}
+        for line in lines:
+            argv = shlex.split(line)
+            assert argv[:2] == ["docker", "compose"], line
+            done = subprocess.run(compose + argv[2:], cwd=REPO, env=env, capture_output=True,
+                                  text=True, timeout=300)
+            assert done.returncode == 0, (line, done.stderr[-3000:])
+            seen[" ".join(argv[2:])] = done
+        run = "run --rm --entrypoint preflight app"
+        assert "check: at head (5 applied" in seen[f"{run} check"].stderr
+        report = json.loads(seen[f"{run} status --json"].stdout)
+        assert report["database"] == "/data/app.db" and report["note"] is None
+        assert len(report["applied"]) == 5
+        assert "restored and verified" in seen[f"{run} restore"].stderr
+        body = _wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
+        assert json.loads(body)["version"] == 5
+    finally:
+        subprocess.run([str(REPO / "scripts" / "up"), "down", "-v", "--rmi", "all"], cwd=REPO,
+                       env=env, capture_output=True, timeout=300)
