@@ -16,7 +16,7 @@ from pathlib import Path
 from . import backup, drift, history, schema
 from .config import Settings
 from .database import assert_not_busy, check_environment, connect, inspect
-from .errors import DriftError, EnvironmentProblem, UsageError
+from .errors import DriftError, EnvironmentProblem, MigrationFailed, UsageError
 from .migrations import NAME, Migration, discover, load, tokens
 from .pipeline import locked, step
 
@@ -70,6 +70,12 @@ def _views_in_order(views: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return done
 
 
+def _terminated(sql: str) -> str:
+    """The statement with its ';' (on a line of its own if the text ends in a comment)."""
+    sql = sql.strip()
+    return f"{sql};" if sqlite3.complete_statement(f"{sql};") else f"{sql}\n;"
+
+
 def render(conn: sqlite3.Connection, source: Path, version: int) -> str:
     """The first migration's text: every user object of `conn`, in an order that replays."""
     rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
@@ -88,7 +94,7 @@ def render(conn: sqlite3.Connection, source: Path, version: int) -> str:
     for title, group in (("Tables", tables), ("Indexes", indexes), ("Views", views),
                          ("Triggers", triggers)):
         if group:
-            parts.append(f"-- {title}\n\n" + "".join(f"{sql.strip()};\n\n" for sql in group))
+            parts.append(f"-- {title}\n\n" + "".join(f"{_terminated(sql)}\n\n" for sql in group))
     return "".join(parts).rstrip("\n") + "\n"
 
 
@@ -103,9 +109,8 @@ def _prove(text: str, name: str, live: schema.Schema, db: Path) -> Migration:
                 f"{migration.version}'")
         try:
             replayed = schema.replay((migration,), {1})[1]
-        except Exception as exc:  # MigrationFailed, or an Interrupted
-            message = getattr(exc, "message", str(exc))
-            raise DriftError(f"{db}: its schema cannot be rebuilt from SQL alone: {message}",
+        except MigrationFailed as exc:
+            raise DriftError(f"{db}: its schema cannot be rebuilt from SQL alone: {exc.message}",
                              hint) from None
     diffs = drift.diff(replayed, live)
     if diffs:
