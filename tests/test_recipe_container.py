@@ -248,6 +248,12 @@ def test_readme_compose_operator_recipes() -> None:
         assert report["database"] == "/data/app.db" and report["note"] is None
         assert len(report["applied"]) == 5
         assert "restored and verified" in seen[f"{run} restore"].stderr
+        # The section ends with the rollback runbook's stop and restore: start it again.
+        assert lines[-2:] == ["docker compose stop app",
+                              "docker compose run --rm --entrypoint preflight app restore"]
+        done = subprocess.run(compose + ["up", "-d", "app"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
         body = _wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
         assert json.loads(body)["version"] == 5
     finally:
