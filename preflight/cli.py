@@ -28,6 +28,7 @@ COMMANDS = {
     "restore": "restore a backup (newest by default), saving the current state first",
     "stamp": "record migrations up to VERSION as applied without running them",
     "clear-failure": "remove the failure record so the same migrations may try again",
+    "init": "adopt a database made without preflight: write migration 001 from its schema",
 }
 
 
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
             # on the command line, never left behind in an environment.
             p.add_argument("--force", action="store_true",
                            help="stamp even if the schema does not match (no environment variable)")
+        elif name == "init":
+            p.add_argument("--number", type=int, default=None, metavar="N",
+                           help="write the migration as N (below every file already there)")
     return parser
 
 
@@ -129,6 +133,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int
         operations.stamp(settings, args.version, args.force, report)
     elif command == "clear-failure":
         operations.clear_failure(settings, report)
+    elif command == "init":
+        from . import adopt
+
+        adopt.init(settings, args.number, report)
     return errors.OK
 
 

@@ -58,6 +58,10 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
         if insp.live is None and not cache.at_head(insp.applied, migrations):
             insp = inspect(snap, settings.db, quick_check=False)  # same text, other history
         report["fresh"] = insp.fresh
+        report["database_exists"] = settings.db.exists()
+        report["note"] = _absent(settings, insp.fresh, len(migrations))
+        if report["note"]:
+            log.info("%s: %s", report["command"], report["note"])
         report["applied"] = [a.__dict__ for a in insp.applied or ()]
         p = plan(insp, migrations, settings.strict) if rehearse else \
             _status_plan(insp, migrations, settings.strict, report)
@@ -85,6 +89,11 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
                 report["rehearsal_ms"] = round((time.perf_counter() - start) * 1000, 1)
                 info["what"] = (f"{len(p.pending)} migration(s) apply cleanly to a private copy; "
                                 "the database was not touched")
+        elif rehearse and not report["note"]:
+            applied = report["applied"]
+            log.info("check: at head (%s): a start would change nothing",
+                     f"{len(applied)} applied, last {applied[-1]['name']}" if applied
+                     else "no migrations")
     return 3 if p.writes or report["adopt"] is None else 0
 
 
@@ -112,6 +121,17 @@ def _status_plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bo
         return Plan(fingerprint, (), pending, None)
     checked = plan(insp, needed, strict)
     return Plan(fingerprint, checked.adopt, checked.pending or pending, None, checked.warnings)
+
+
+def _absent(settings: Settings, fresh: bool, migrations: int) -> str | None:
+    """A plain sentence when there is no database to assess: a wrong path or volume reads
+    like data loss ('0 applied, 5 pending') otherwise."""
+    if not fresh:
+        return None
+    what = "no database" if not settings.db.exists() else "an empty database file"
+    return (f"{what} at {settings.db}: a start would create a fresh one ({migrations} "
+            f"migration(s)); if you expected data here, check PREFLIGHT_DB and the volume "
+            f"mounted at {settings.db.parent}")
 
 
 def _summarize(report: dict) -> None:

@@ -1,0 +1,1 @@
+"""A tiny notes app: the example of guarding an arbitrary Python app with preflight."""
