@@ -85,6 +85,8 @@ OPTIONS: tuple[Option, ...] = (
            "least important log level shown"),
     Option("json", "--json", "PREFLIGHT_JSON", False, _bool,
            "check/status: print a JSON report on stdout", is_switch=True),
+    Option("functions", "--functions", "PREFLIGHT_FUNCTIONS", None, str,
+           "a .py file or module defining register(conn): the app's SQL functions for migrations"),
 )
 
 
@@ -103,6 +105,7 @@ class Settings:
     log_format: str
     log_level: str
     json: bool
+    functions: str | None = None  # --functions spec (see `functions`)
 
     @property
     def lock_path(self) -> Path:
@@ -176,4 +179,5 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         log_format=str(values["log_format"]),
         log_level=str(values["log_level"]),
         json=bool(values["json"]),
+        functions=str(values["functions"]) if values["functions"] else None,
     )

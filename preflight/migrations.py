@@ -114,7 +114,7 @@ def load(path: Path, name: str | None = None, functions: AppFunctions | None = N
     name = name or path.name
     what, version, detail = names.classify(name, name != path.name)
     if what not in (names.SQL, names.PY, names.FOLDER):
-        raise HistoryError(f"{name}: not a migration name", detail)
+        raise HistoryError(f"{name}: {detail.split('; ', 1)[0]}", detail.split("; ", 1)[-1])
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -159,7 +159,8 @@ def discover(folder: Path, functions: str | None = None) -> tuple[Migration, ...
         if what == names.IGNORED:
             continue
         if what == names.REFUSED:
-            raise HistoryError(f"{path.name}: not a migration name", detail)
+            what, fix = detail.split("; ", 1)
+            raise HistoryError(f"{path.name}: {what}", fix)
         if what == names.FOLDER:
             inner, problem = names.folder_file(sorted(p.name for p in path.iterdir()), path.name)
             if problem:

@@ -18,7 +18,8 @@ from __future__ import annotations
 SQL, PY, FOLDER, IGNORED, REFUSED = "sql", "py", "folder", "ignored", "refused"
 FOLDER_FILES = ("migration.sql", "up.sql")  # what runs in a folder-per-migration layout
 _LABEL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-_FIX = "rename it VERSION_name.sql, VERSION_name.py or VERSION_name.up.sql, or move it out of the folder"
+_FIX = ("not a migration name; rename it VERSION_name.sql, VERSION_name.py or "
+        "VERSION_name.up.sql, or move it out of the folder")
 
 
 def version_of(stem: str) -> int | None:
@@ -37,17 +38,20 @@ def classify(name: str, is_dir: bool) -> tuple[str, int, str]:
     """(what, version, detail) of one folder entry; `what` is one of the constants above.
 
     SQL/PY/FOLDER: a migration (detail: its recorded name). IGNORED: detail says why.
-    REFUSED: it looks like a migration but is not one (detail: the one-line fix); a
+    REFUSED: it looks like a migration but is not one (detail: "what; the fix"); a
     migration skipped for its spelling would be silently missing.
     """
     if name.startswith((".", "__")):
         return IGNORED, 0, "hidden or Python-internal"
+    if is_dir and name.lower().endswith((".sql", ".py")):
+        return REFUSED, 0, "is not a regular file; remove it from the folder"
     if is_dir:
         version = version_of(name)
         if version is not None:
             return FOLDER, version, name
         if name[:1].isdigit():
-            return REFUSED, 0, "a folder named like a migration: name it VERSION_name"
+            return REFUSED, 0, ("not a migration name (a folder starting with a digit); name it "
+                               "VERSION_name, or move it out of the folder")
         return IGNORED, 0, "a folder that is not VERSION_name (e.g. drizzle's meta/)"
     lower = name.lower()
     if lower.endswith(".down.sql"):
@@ -59,7 +63,7 @@ def classify(name: str, is_dir: bool) -> tuple[str, int, str]:
                 return REFUSED, 0, _FIX
             return kind, version, name
         if lower.endswith(suffix):
-            return REFUSED, 0, f"rename it with a lower-case {suffix} suffix"
+            return REFUSED, 0, f"not a migration name; rename it with a lower-case {suffix} suffix"
     if name[:1].isdigit():
         return REFUSED, 0, _FIX
     return IGNORED, 0, "not a .sql or .py file and not named like a migration"

@@ -157,7 +157,8 @@ def classify(name: str, found: tuple[Statement, ...]) -> tuple[Statement, ...]:
     with a COMMIT/END that is the last (PRAGMAs may stand outside: the 12-step rebuild's
     foreign_keys), and `COMMIT; BEGIN` pairs between them (drizzle). Both are skipped.
     """
-    kinds = [_kind(head(s.sql, 6)) for s in found]
+    heads = [head(s.sql, 6) for s in found]
+    kinds = [_kind(words) for words in heads]
     out = list(found)
 
     def refuse(i: int, what: str, why: str) -> HistoryError:
@@ -175,7 +176,7 @@ def classify(name: str, found: tuple[Statement, ...]) -> tuple[Statement, ...]:
             raise refuse(i, kind, _REFUSED[kind])
         if kind.startswith("SKIP:"):
             skip(i, _SKIPPED_PRAGMAS[kind[5:]])
-    sig = [i for i, s in enumerate(found) if head(s.sql, 1) != ["PRAGMA"]]
+    sig = [i for i, words in enumerate(heads) if words[:1] != ["PRAGMA"]]
     bracket = bool(sig) and kinds[sig[0]] == "BEGIN"
     if bracket:
         if len(sig) < 2 or kinds[sig[-1]] != "COMMIT":
