@@ -159,8 +159,8 @@ def discover(folder: Path, functions: str | None = None) -> tuple[Migration, ...
         if what == names.IGNORED:
             continue
         if what == names.REFUSED:
-            what, fix = detail.split("; ", 1)
-            raise HistoryError(f"{path.name}: {what}", fix)
+            problem, fix = detail.split("; ", 1)
+            raise HistoryError(f"{path.name}: {problem}", fix)
         if what == names.FOLDER:
             inner, problem = names.folder_file(sorted(p.name for p in path.iterdir()), path.name)
             if problem:

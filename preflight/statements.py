@@ -62,7 +62,8 @@ def head(sql: str, count: int) -> list[str]:
     for match in _significant(sql):
         if len(found) == count:
             break
-        found.append(match.group().upper() if len(match.group()) < 64 else "?")
+        # a long literal is not a keyword: don't copy it
+        found.append(match.group().upper() if match.end() - match.start() < 64 else "?")
     return found
 
 
