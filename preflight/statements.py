@@ -114,9 +114,9 @@ _FK_OFF = ("preflight runs migrations with foreign keys off and checks PRAGMA "
            "foreign_key_check before COMMIT")
 _REFUSED = {
     "VACUUM": "VACUUM cannot run inside a transaction; run it by hand after the upgrade",
-    "ATTACH": "ATTACH cannot run inside a transaction, and the other database would not be "
-              "backed up or restored",
-    "DETACH": "DETACH cannot run inside a transaction",
+    "ATTACH": "the other database would be written outside the guard's backup and restore, "
+              "and stay attached to the guard's connection",
+    "DETACH": "it pairs with ATTACH, which is refused",
     "ROLLBACK": "it would undo earlier statements; a failing statement already rolls the "
                 "whole run back (ROLLBACK TO a savepoint is fine)",
 }
