@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import MIGRATIONS, dump, folder_state, rows, run_process
 from preflight import migrations, statements
@@ -256,3 +258,40 @@ def test_big_inputs_split_correctly() -> None:
     assert found[20_001].line == 20_002 and found[20_001].sql.endswith("');")
     assert found[20_002].line == 20_003 + 50_000 and found[20_002].sql == "SELECT 1;"
     assert len(found[20_001].sql) == len(literal) + len("INSERT INTO t VALUES (0, '');")
+
+
+FRAGMENTS = ["CREATE TABLE a(x)", "SELECT 1", ";", ";", "'", "''", '"', "`", "[", "]", "--", "/*",
+             "*/", "\n", " ", "x", "BEGIN", "END", "CREATE TRIGGER t AFTER INSERT ON a ",
+             "CASE WHEN 1 THEN 2 END", "é"]
+
+
+def naive_split(text: str) -> list[tuple[str, int]] | None:
+    """The definition: a statement ends at each ';' where sqlite3.complete_statement agrees
+    (quadratic, the old splitter); None where the tail is incomplete."""
+    found, start = [], 0
+    for i, ch in enumerate(text):
+        if ch == ";" and sqlite3.complete_statement(text[start:i + 1]):
+            found.append((start, i + 1))
+            start = i + 1
+    out = []
+    for begin, end in found + ([(start, len(text))] if text[start:].strip() else []):
+        chunk = text[begin:end]
+        first = next((m.start() for m in statements._significant(text, begin, end)
+                      if text[m.start()] != ";"), None)
+        if first is None:
+            continue
+        if end == len(text) and begin == start and not sqlite3.complete_statement(chunk + ";"):
+            return None
+        out.append((chunk.strip(), text.count("\n", 0, first) + 1))
+    return out
+
+
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=25).map("".join))
+@settings(max_examples=400, deadline=None, database=None)
+def test_linear_split_equals_sqlites_own_judgement_at_every_semicolon(text: str) -> None:
+    expected = naive_split(text)
+    try:
+        got = [(s.sql, s.line) for s in migrations.split_statements(text, "t.sql")]
+    except HistoryError:
+        got = None
+    assert got == expected
