@@ -87,6 +87,8 @@ OPTIONS: tuple[Option, ...] = (
            "least important log level shown"),
     Option("json", "--json", "PREFLIGHT_JSON", False, _bool,
            "check/status: print a JSON report on stdout", is_switch=True),
+    Option("functions", "--functions", "PREFLIGHT_FUNCTIONS", None, str,
+           "a .py file or module defining register(conn): the app's SQL functions for migrations"),
 )
 
 
@@ -106,6 +108,7 @@ class Settings:
     log_level: str
     json: bool
     smoke_timeout: float = 300.0
+    functions: str | None = None  # --functions spec (see `functions`)
 
     @property
     def lock_path(self) -> Path:
@@ -180,4 +183,5 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         log_level=str(values["log_level"]),
         json=bool(values["json"]),
         smoke_timeout=float(str(values["smoke_timeout"])),
+        functions=str(values["functions"]) if values["functions"] else None,
     )

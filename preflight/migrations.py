@@ -1,44 +1,42 @@
 """Migration files: discovery, validation, statement splitting, and running one body.
 
-Everything here is validated before the database is touched: names, duplicate numbers,
-encoding, statements that would break the guard's transaction, Python syntax.
+Everything here is validated before the database is touched: names (`names`), duplicate
+numbers, encoding, dbmate/goose up sections, what each statement does (`statements`),
+Python syntax, the application's SQL functions (`functions`).
 """
 from __future__ import annotations
 
 import hashlib
-import re
 import sqlite3
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import names
 from .errors import HistoryError, UsageError
+from .functions import AppFunctions, FINGERPRINT_NAME
+from .functions import load as load_functions
 from .progress import Meter
+from .statements import RUN, Statement, classify, line_counter, split_statements, tokens
+
+__all__ = ["Migration", "Statement", "discover", "load", "run_body", "set_fingerprint",
+           "split_statements", "tokens"]
 
 PROGRESS_EVERY = 200_000  # SQLite VM instructions between progress ticks (cheap: ~ms apart)
-
-NAME = re.compile(r"^(?P<version>\d+)_(?P<label>[A-Za-z0-9][A-Za-z0-9_.-]*)\.(?P<kind>sql|py)$")
-
-# A token: string/identifier literal, comment, word, number, or a single other character.
-_TOKEN = re.compile(
-    r"""'(?:[^']|'')*'?|"(?:[^"]|"")*"?|`[^`]*`?|\[[^\]]*\]?"""
-    r"""|--[^\n]*|/\*.*?(?:\*/|\Z)|[A-Za-z_][A-Za-z0-9_$]*|\d[\w.]*|\S""",
-    re.DOTALL,
-)
-
-
-@dataclass(frozen=True)
-class Statement:
-    """One SQL statement of a .sql migration and the line it starts on."""
-
-    sql: str
-    line: int
+# Connection state a migration may set (legacy_alter_table for a rebuild); restored after
+# each migration so that it cannot leak into the next file or the verification.
+CONNECTION_PRAGMAS = ("legacy_alter_table", "recursive_triggers", "ignore_check_constraints",
+                      "reverse_unordered_selects", "writable_schema", "query_only")
 
 
 @dataclass(frozen=True)
 class Migration:
-    """One validated migration file; `sha256` is of its exact bytes."""
+    """One validated migration; `sha256` is of the exact bytes of the file that defines it.
+
+    `name` is the file name (the folder name in a folder-per-migration layout); `path`
+    is the file that runs. `functions` is the application's register(conn), if any.
+    """
 
     version: int
     name: str
@@ -47,152 +45,149 @@ class Migration:
     sha256: str
     statements: tuple[Statement, ...]  # empty for .py migrations
     source: str = field(default="", repr=False, compare=False)  # exactly what was hashed
+    functions: AppFunctions | None = field(default=None, repr=False, compare=False)
 
     @property
     def executes_nothing(self) -> bool:
-        """True for a .sql migration with no statements (comments only)."""
-        return self.kind == "sql" and not self.statements
+        """True for a .sql migration that runs no statement (comments, skipped brackets)."""
+        return self.kind == "sql" and not any(s.action == RUN for s in self.statements)
 
 
-def tokens(sql: str) -> list[str]:
-    """SQL tokens without comments or white space (enough to compare and classify SQL)."""
-    return [t for t in _TOKEN.findall(sql) if not t.startswith(("--", "/*"))]
+def _marker(line: str) -> str:
+    """'up'/'down' for a dbmate or goose section marker line, 'envsub' for goose's, else ''."""
+    words = line.lower().split()
+    if words[:1] == ["--"] and len(words) > 1:
+        words = ["--" + words[1]] + words[2:]
+    if words[:1] == ["--migrate:up"]:
+        return "up"
+    if words[:1] == ["--migrate:down"]:
+        return "down"
+    if words[:1] == ["--+goose"] and words[1:2] in (["up"], ["down"], ["envsub"]):
+        return words[1]
+    return ""
 
 
-def _first_token_at(text: str, start: int, end: int) -> int | None:
-    """Offset of the first token that is not a comment in text[start:end], or None."""
-    for match in _TOKEN.finditer(text, start, end):
-        if not match.group().startswith(("--", "/*")):
-            return match.start()
-    return None
+def up_section(text: str, name: str) -> tuple[int, int]:
+    """(start, end) of what runs: the whole text, or the up section of a dbmate/goose file.
 
-
-def split_statements(text: str, name: str = "<sql>") -> tuple[Statement, ...]:
-    """Split a script into statements the way SQLite's parser sees them.
-
-    A ';' ends a statement only where sqlite3.complete_statement agrees, so semicolons
-    inside strings, comments and trigger bodies (BEGIN ... END;) stay put.
+    dbmate: `-- migrate:up` ... `-- migrate:down`; goose: `-- +goose Up` ... `-- +goose
+    Down`. The down section never runs. A marker counts only as a whole line.
     """
-    found: list[Statement] = []
-    start = 0
-    for i, ch in enumerate(text):
-        if ch == ";" and sqlite3.complete_statement(text[start:i + 1]):
-            _keep(found, text, start, i + 1)
-            start = i + 1
-    tail = text[start:]
-    first = _first_token_at(text, start, len(text))
-    if first is not None:
-        if not sqlite3.complete_statement(tail + ";"):
-            raise HistoryError(f"{name}: line {_line_of(text, first)}: incomplete SQL statement "
-                               f"(unterminated string, comment or trigger)", "finish the statement")
-        _keep(found, text, start, len(text))
-    return tuple(found)
+    if "migrate:" not in text and "+goose" not in text:
+        return 0, len(text)
+    line = line_counter(text)
+    up = down = -1
+    pos = 0
+    while pos < len(text):
+        nl = text.find("\n", pos)
+        nl = len(text) if nl < 0 else nl
+        if text.startswith("--", pos):
+            mark = _marker(text[pos:nl])
+            if mark == "envsub":
+                raise HistoryError(f"{name}: line {line(pos)}: -- +goose ENVSUB is not supported "
+                                   f"(the guard runs the bytes it hashed)", "write the values")
+            if mark and (up >= 0 if mark == "up" else down >= 0):
+                raise HistoryError(f"{name}: line {line(pos)}: a second {mark} section marker",
+                                   "keep one up and at most one down section")
+            if mark == "up":
+                if down >= 0:
+                    raise HistoryError(f"{name}: line {line(pos)}: the up section follows the "
+                                       f"down section", "put the up section first")
+                if split_statements(text, name, 0, pos):
+                    raise HistoryError(f"{name}: SQL before the up section marker on line "
+                                       f"{line(pos)} (its runner would not run it)",
+                                       "move it into the up section")
+                up = nl
+            elif mark == "down":
+                down = pos
+        pos = nl + 1
+    if up < 0 and down >= 0:
+        raise HistoryError(f"{name}: line {line(down)}: a down section without an up section",
+                           "mark the up section (-- migrate:up or -- +goose Up)")
+    if up < 0:
+        return 0, len(text)
+    return up, down if down >= 0 else len(text)
 
 
-def _keep(found: list[Statement], text: str, start: int, end: int) -> None:
-    chunk = text[start:end]
-    if [t for t in tokens(chunk) if t != ";"]:
-        first = _first_token_at(text, start, end)
-        found.append(Statement(chunk.strip(), _line_of(text, first if first is not None else start)))
-
-
-def _line_of(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
-
-
-_FORBIDDEN = {
-    "BEGIN": "preflight runs all pending migrations in one transaction of its own",
-    "COMMIT": "preflight commits all pending migrations together with their history rows",
-    "END": "preflight commits all pending migrations together with their history rows",
-    "ROLLBACK": "a failing statement already rolls the whole run back",
-    "VACUUM": "VACUUM cannot run inside a transaction",
-}
-_FORBIDDEN_PRAGMAS = {
-    "foreign_keys": "PRAGMA foreign_keys is a no-op inside a transaction; preflight runs "
-                    "migrations with it off and checks PRAGMA foreign_key_check before COMMIT",
-    "journal_mode": "the journal mode cannot change inside a transaction",
-}
-
-
-def _check_statement(name: str, stmt: Statement) -> None:
-    words = [t.upper() for t in tokens(stmt.sql)[:4]]
-    head = words[0] if words else ""
-    if head == "ROLLBACK" and "TO" in words[1:]:
-        return  # ROLLBACK TO a savepoint stays inside the migration's transaction
-    reason = _FORBIDDEN.get(head)
-    if head == "PRAGMA" and len(words) > 1:
-        # PRAGMA [schema.]name, any identifier quoting: PRAGMA main."foreign_keys" = ON
-        name_tok = words[3] if len(words) > 3 and words[2] == "." else words[1]
-        words = ["PRAGMA", name_tok.strip('"`[]').lower()]
-        reason = _FORBIDDEN_PRAGMAS.get(words[1])
-    if reason:
-        shown = " ".join(words[:2]) if head == "PRAGMA" else head
-        raise HistoryError(f"{name}: line {stmt.line}: {shown} is not "
-                           f"allowed in a migration ({reason})", "remove that statement")
-
-
-def load(path: Path) -> Migration:
-    """Read and validate one migration file (name already matched NAME)."""
-    match = NAME.match(path.name)
-    assert match, path
+def load(path: Path, name: str | None = None, functions: AppFunctions | None = None) -> Migration:
+    """Read and validate one migration file; `name` defaults to the file name."""
+    name = name or path.name
+    what, version, detail = names.classify(name, name != path.name)
+    if what not in (names.SQL, names.PY, names.FOLDER):
+        raise HistoryError(f"{name}: {detail.split('; ', 1)[0]}", detail.split("; ", 1)[-1])
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise HistoryError(f"{path.name}: not UTF-8 text (byte {exc.start})",
+        raise HistoryError(f"{name}: not UTF-8 text (byte {exc.start})",
                            "save the file as UTF-8") from None
     if "\x00" in text:
-        raise HistoryError(f"{path.name}: line {_line_of(text, text.index(chr(0)))}: contains a NUL "
-                           f"byte (not text)", "save the file as plain UTF-8 text")
-    kind = match["kind"]
+        raise HistoryError(f"{name}: line {text.count(chr(10), 0, text.index(chr(0))) + 1}: "
+                           f"contains a NUL byte (not text)", "save the file as plain UTF-8 text")
+    kind = "py" if what == names.PY else "sql"
     statements: tuple[Statement, ...] = ()
     if kind == "sql":
-        statements = split_statements(text, path.name)
-        for stmt in statements:
-            _check_statement(path.name, stmt)
+        start, end = up_section(text, name)
+        statements = classify(name, split_statements(text, name, start, end))
     else:
         import ast  # only .py migrations need parsing
 
         try:
-            tree = ast.parse(text, filename=path.name)
+            tree = ast.parse(text, filename=name)
         except SyntaxError as exc:
-            raise HistoryError(f"{path.name}: line {exc.lineno}: Python syntax error: {exc.msg}",
+            raise HistoryError(f"{name}: line {exc.lineno}: Python syntax error: {exc.msg}",
                                "fix the migration") from None
         if not any(isinstance(n, ast.FunctionDef) and n.name == "migrate" for n in tree.body):
-            raise HistoryError(f"{path.name}: has no top-level 'def migrate(conn)'",
+            raise HistoryError(f"{name}: has no top-level 'def migrate(conn)'",
                                "define migrate(conn); it runs inside the guard's transaction")
-    return Migration(int(match["version"]), path.name, path, kind,
-                     hashlib.sha256(raw).hexdigest(), statements, text)
+    return Migration(version, name, path, kind, hashlib.sha256(raw).hexdigest(), statements,
+                     text, functions)
 
 
-def discover(folder: Path) -> tuple[Migration, ...]:
-    """All migrations in `folder`, ordered by number; invalid names and duplicates are errors."""
+def discover(folder: Path, functions: str | None = None) -> tuple[Migration, ...]:
+    """All migrations in `folder`, ordered by version; odd names and duplicates are errors.
+
+    `functions` is the --functions spec: loaded once here and carried by every Migration.
+    """
     if not folder.is_dir():
         raise UsageError(f"migrations folder {folder} does not exist or is not a folder",
                          "set --migrations or PREFLIGHT_MIGRATIONS")
     found: dict[int, Migration] = {}
+    entries = []
     for path in sorted(folder.iterdir()):
-        # .SQL/.PY too: a migration skipped for its spelling would be silently missing.
-        if path.suffix.lower() not in (".sql", ".py") or path.name.startswith((".", "__")):
-            continue  # other files (README, __init__.py, editor files) are not migrations
+        what, version, detail = names.classify(path.name, path.is_dir())
+        if what == names.IGNORED:
+            continue
+        if what == names.REFUSED:
+            problem, fix = detail.split("; ", 1)
+            raise HistoryError(f"{path.name}: {problem}", fix)
+        if what == names.FOLDER:
+            inner, problem = names.folder_file(sorted(p.name for p in path.iterdir()), path.name)
+            if problem:
+                raise HistoryError(problem, "a migration folder holds up.sql (and down.sql) or "
+                                   "migration.sql")
+            entries.append((path / inner, path.name))
+        else:
+            entries.append((path, path.name))
+    loaded = load_functions(functions) if functions and entries else None
+    for path, name in entries:
         if not path.is_file():
-            raise HistoryError(f"{path.name}: is not a regular file", "remove it from the folder")
-        if not NAME.match(path.name):
-            raise HistoryError(f"{path.name}: not a migration name",
-                               "rename it NNN_description.sql or NNN_description.py")
-        migration = load(path)
+            raise HistoryError(f"{name}: is not a regular file", "remove it from the folder")
+        migration = load(path, name, loaded)
         if migration.version in found:
-            raise HistoryError(f"{found[migration.version].name} and {path.name} share number "
+            raise HistoryError(f"{found[migration.version].name} and {name} share number "
                                f"{migration.version}", "renumber one of them")
         found[migration.version] = migration
     return tuple(found[v] for v in sorted(found))
 
 
 def set_fingerprint(migrations: tuple[Migration, ...]) -> str:
-    """One hash for the whole migration set (names and contents)."""
+    """One hash for the whole migration set (names and contents, and the functions module)."""
     digest = hashlib.sha256()
     for m in migrations:
         digest.update(f"{m.name}\0{m.sha256}\n".encode())
+    if migrations and migrations[0].functions:
+        digest.update(f"{FINGERPRINT_NAME}\0{migrations[0].functions.sha256}\n".encode())
     return digest.hexdigest()
 
 
@@ -221,13 +216,21 @@ def run_body(conn: sqlite3.Connection, migration: Migration, label: str = "migra
         meter.update(doing=doing[0])
         return 0  # 0: carry on (non-zero would interrupt the statement)
 
+    saved = [(p, conn.execute(f"PRAGMA {p}").fetchone()[0]) for p in CONNECTION_PRAGMAS]
     conn.set_authorizer(_deny_transaction_control)
+    if migration.functions:
+        try:
+            migration.functions.register(conn)
+        except Exception as exc:
+            raise RuntimeError(f"the --functions module's register(conn) failed: {exc}") from exc
     # Called by SQLite every N virtual-machine instructions, also inside one long
     # statement (an UPDATE of a big table), so a slow migration is visibly alive.
     conn.set_progress_handler(tick, PROGRESS_EVERY)
     try:
         if migration.kind == "sql":
             for n, stmt in enumerate(migration.statements, start=1):
+                if stmt.action != RUN:
+                    continue  # classified by `statements`: transaction brackets, no-op pragmas
                 doing[0] = f"statement {n}/{len(migration.statements)} (line {stmt.line})"
                 try:
                     conn.execute(stmt.sql)
@@ -252,6 +255,8 @@ def run_body(conn: sqlite3.Connection, migration: Migration, label: str = "migra
         try:
             conn.set_progress_handler(None, 0)
             conn.set_authorizer(None)
+            for pragma, value in saved:
+                conn.execute(f"PRAGMA {pragma} = {int(value)}")
         except sqlite3.ProgrammingError:
             pass  # closed by the migration: reported just below
     try:

@@ -33,7 +33,7 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
     record still lets `status` show the state before it refuses with 11.
     """
     check_environment(settings.db, None, writes=False)
-    migrations = discover(settings.migrations)
+    migrations = discover(settings.migrations, settings.functions)
     report["migrations"] = [m.name for m in migrations]
     report["backups"] = [str(b.path) for b in backup.list_backups(settings.backup_dir, settings.db)]
     record = history.read_failure(settings.failure_path)
@@ -236,7 +236,7 @@ def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
     """
     check_environment(settings.db, settings.backup_dir if settings.backup != "never" else None,
                       writes=True)
-    migrations = discover(settings.migrations)
+    migrations = discover(settings.migrations, settings.functions)
     upto = [m for m in migrations if m.version <= version]
     if version != 0 and (not upto or upto[-1].version != version):
         raise UsageError(f"no migration numbered {version} in {settings.migrations}",

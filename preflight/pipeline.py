@@ -337,7 +337,7 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
     check_environment(settings.db, settings.backup_dir if settings.backup != "never" else None,
                       writes=True, command=argv)
     with step("migrations") as info:
-        migrations = discover(settings.migrations)
+        migrations = discover(settings.migrations, settings.functions)
         info["what"] = f"{len(migrations)} file(s) valid"
     if not migrations:
         log.warning("migrations: none in %s; is PREFLIGHT_MIGRATIONS right?", settings.migrations)

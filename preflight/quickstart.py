@@ -23,6 +23,8 @@ import os
 import sys
 import time
 
+from . import names  # imports nothing
+
 # The C modules that hashlib and sqlite3 wrap, when present: the wrappers import OpenSSL,
 # datetime and collections (~5 ms, a quarter of a quick start). Same functions, same results.
 try:
@@ -49,12 +51,13 @@ FLAGS = {"--db": ("db", "PREFLIGHT_DB"), "--migrations": ("migrations", "PREFLIG
          "--smoke": ("smoke", "PREFLIGHT_SMOKE"),
          "--smoke-timeout": ("smoke_timeout", "PREFLIGHT_SMOKE_TIMEOUT"),
          "--log-format": ("log_format", "PREFLIGHT_LOG_FORMAT"),
-         "--log-level": ("log_level", "PREFLIGHT_LOG_LEVEL")}
+         "--log-level": ("log_level", "PREFLIGHT_LOG_LEVEL"),
+         "--functions": ("functions", "PREFLIGHT_FUNCTIONS")}
 SWITCHES = {"--strict": ("strict", "PREFLIGHT_STRICT"), "--json": ("json", "PREFLIGHT_JSON")}
 DEFAULTS = {"db": "/data/app.db", "migrations": "migrations", "backup_dir": "", "backup": "on-change",
             "keep_backups": "10", "lock_timeout": "300", "smoke": "", "smoke_timeout": "300",
-            "log_format": "text",
-            "log_level": "info", "strict": "0", "json": "0"}
+            "log_format": "text", "log_level": "info", "strict": "0", "json": "0",
+            "functions": ""}
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -142,25 +145,42 @@ def _environment(db: str, backup_dir: str | None, command: list[str]) -> None:
         raise HandOver("command")
 
 
+def _sha256_of(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        digest = sha256()
+        while block := os.read(fd, 1 << 20):
+            digest.update(block)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
 def files(folder: str) -> list[tuple[int, str, str]]:
-    """(version, name, sha256) of every migration file, by version; HandOver if any is odd."""
+    """(version, name, sha256) of every migration, by version; HandOver if any is odd.
+
+    The same rule as `migrations.discover` (`names.classify`): anything it would refuse,
+    or anything that is not plainly a migration, goes to the full pipeline to decide.
+    """
     found: dict[int, tuple[int, str, str]] = {}
     with os.scandir(folder) as entries:  # d_type: no stat per file
-        listed = sorted((e.name, e.is_file()) for e in entries)
-    for name, regular in listed:
-        if not name.endswith((".sql", ".py")) or name.startswith((".", "__")):
+        listed = sorted((e.name, e.is_dir(), e.is_file()) for e in entries)
+    for name, is_dir, regular in listed:
+        what, version, _ = names.classify(name, is_dir)
+        if what == names.IGNORED:
             continue
-        number = name.split("_", 1)[0]
-        if not (number.isascii() and number.isdigit()) or not regular or int(number) in found:
+        if what not in (names.SQL, names.PY, names.FOLDER) or version in found:
             raise HandOver(name)
-        fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-        try:
-            digest = sha256()
-            while block := os.read(fd, 1 << 20):
-                digest.update(block)
-        finally:
-            os.close(fd)
-        found[int(number)] = (int(number), name, digest.hexdigest())
+        path = os.path.join(folder, name)
+        if what == names.FOLDER:
+            inner, problem = names.folder_file(sorted(os.listdir(path)), name)
+            if problem:
+                raise HandOver(name)
+            path = os.path.join(path, inner)
+            regular = os.path.isfile(path)
+        if not regular:
+            raise HandOver(name)
+        found[version] = (version, name, _sha256_of(path))
     return [found[v] for v in sorted(found)]
 
 
@@ -261,7 +281,13 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         t0 = time.perf_counter()
         _environment(db, backup_dir if values["backup"] != "never" else None, command)
         found = files(os.path.abspath(values["migrations"]))
-        cache_key = key(set_fingerprint([(n, s) for _, n, s in found]), values["strict"] == "1")
+        named = [(n, s) for _, n, s in found]
+        spec = values["functions"]
+        if spec and found:  # migrations.set_fingerprint adds the functions module's sha256
+            if "/" not in spec and not spec.endswith(".py"):
+                raise HandOver("functions module")  # a module name: import machinery decides
+            named.append(("<functions>", _sha256_of(os.path.abspath(spec))))
+        cache_key = key(set_fingerprint(named), values["strict"] == "1")
         t1 = time.perf_counter()
         # As lock.open_lock: never through a symlink, never a FIFO, device or hard link
         # (the full pipeline refuses those with exit 7).

@@ -166,8 +166,8 @@ def test_migration_that_fails_on_empty_schema_is_refused_before_any_write(cli, h
     (lambda f: (f / "bad-name.sql").write_text("SELECT 1;"), "bad-name.sql: not a migration name"),
     (lambda f: (f / "5_dup.sql").write_text("SELECT 1;"), "share number 5"),
     (lambda f: (f / "006_latin1.sql").write_bytes(b"-- caf\xe9\nSELECT 1;"), "not UTF-8"),
-    (lambda f: (f / "006_txn.sql").write_text("BEGIN;\nCREATE TABLE t (x);\nCOMMIT;\n"),
-     "006_txn.sql: line 1: BEGIN is not allowed"),
+    (lambda f: (f / "006_txn.sql").write_text("CREATE TABLE s (x);\nBEGIN;\nCREATE TABLE t (x);\nCOMMIT;\n"),
+     "006_txn.sql: line 2: BEGIN is not allowed"),
 ], ids=["edited", "missing", "renamed", "bad-name", "duplicate", "non-utf8", "own-transaction"])
 def test_migration_files_that_do_not_match_history_are_refused(cli, head_db, make_migrations,
                                                                change, message):
