@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import re
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import faults
-from .errors import EnvironmentProblem, RestoreFailed
+from .errors import EnvironmentProblem, LockTimeout, RestoreFailed
 
 log = logging.getLogger("preflight")
 
@@ -96,13 +98,119 @@ def quick_check_file(path: Path) -> str:
         conn.close()
 
 
+def create_private(path: Path) -> int:
+    """A new file only we can read (0600), never through a symlink planted at `path`.
+
+    A stale file or link of that name is unlinked first: unlinking a symlink never
+    touches its target, and O_EXCL|O_NOFOLLOW then refuses anything that reappears.
+    """
+    path.unlink(missing_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   0o600)
+
+
+def copy_private(source: Path, target: Path, sync: bool = True) -> None:
+    """Copy `source` to a new private file `target` (see create_private); fsync it if `sync`."""
+    with open(source, "rb") as src:
+        fd = create_private(target)
+        try:
+            # sendfile: the kernel copies, as shutil.copyfile would (and it cannot do O_EXCL)
+            while os.sendfile(fd, src.fileno(), None, 1 << 26) > 0:
+                pass
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write `path` (0600) by a private temp file and a rename; the caller fsyncs the folder."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(create_private(tmp), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- the database's identity
+
+def identity_path(db: Path) -> Path:
+    """A random id beside the database: its backups carry it, so no other database's match.
+
+    Beside it, not in it: tagging the database would write it on a read-only command or
+    change its schema; a restore never touches this file, so the id survives restores.
+    """
+    return db.with_name(db.name + ".preflight-id")
+
+
+def _valid_id(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+def read_identity(db: Path) -> str | None:
+    """The id written beside `db`, or None (never backed up since backups carried one)."""
+    try:
+        fd = os.open(identity_path(db), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 64).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    return text if _valid_id(text) else None
+
+
+def identity(db: Path, backup_dir: Path) -> str | None:
+    """The id `db` has, or would adopt: its lost id file, recovered from records of this path."""
+    found = read_identity(db)
+    if found:
+        return found
+    real = os.path.realpath(db)
+    ids = {r.get("database_id") for r in _records(backup_dir, db).values()
+           if r.get("database") == real}
+    return ids.pop() if len(ids) == 1 else None
+
+
+def ensure_identity(db: Path, backup_dir: Path, given: str | None = None) -> str:
+    """The id of `db`, written beside it first if missing. Only with the guard's lock held."""
+    found = read_identity(db)
+    if found:
+        return found
+    new = given if given and _valid_id(given) else identity(db, backup_dir) or secrets.token_hex(16)
+    _write_new(identity_path(db), f"{new}\n".encode())
+    fsync_dir(db.parent)
+    return new
+
+
+# ---------------------------------------------------------------- listing
+
 @dataclass(frozen=True)
 class BackupFile:
-    """A complete backup in the backup folder, with its timestamp and why it was taken."""
+    """A complete backup: when, why, its size, the migration it holds and whose it is.
+
+    `version` is the last applied migration's number (0: none; None: unreadable).
+    `record` is False for backups taken before backups carried a side record: those
+    are listed for the database whose file name matches, and never pruned.
+    """
 
     path: Path
     taken_at: str
     reason: str
+    size: int = 0
+    version: int | None = None
+    migration: str | None = None
+    database_id: str | None = None
+    record: bool = False
+
+    def summary(self) -> dict:
+        """The JSON form `status` prints."""
+        return {"path": str(self.path), "taken_at": self.taken_at, "reason": self.reason,
+                "bytes": self.size, "version": self.version, "migration": self.migration,
+                "database_id": self.database_id}
 
 
 def _pattern(db: Path) -> re.Pattern[str]:
@@ -110,17 +218,97 @@ def _pattern(db: Path) -> re.Pattern[str]:
     return re.compile(rf"^{re.escape(db.stem)}-(\d{{8}}T\d{{6}}\.\d{{3}}Z)-({reasons})\.db$")
 
 
-def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
-    """This database's backups, oldest first (only complete ones: temp files never match)."""
+def record_path(backup: Path) -> Path:
+    """The side record of a backup: `<backup>.json`, written before the backup is renamed in."""
+    return backup.with_name(backup.name + ".json")
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with open(fd, "rb") as f:
+            data = json.loads(f.read(1 << 16) or b"null")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and _valid_id(str(data.get("database_id"))) else None
+
+
+def _records(backup_dir: Path, db: Path) -> dict[str, dict]:
+    """Backup name -> its side record, for names of this database's pattern."""
+    if not backup_dir.is_dir():
+        return {}
+    pattern = _pattern(db)
+    found = {}
+    for path in backup_dir.iterdir():
+        if path.name.endswith(".db.json") and pattern.match(path.name[:-5]):
+            record = _read_record(path)
+            if record is not None:
+                found[path.name[:-5]] = record
+    return found
+
+
+def held_version(path: Path) -> tuple[int | None, str | None]:
+    """(number, name) of the last migration recorded in an SQLite file; (0, None) if none."""
+    try:
+        conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
+        try:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
+                                "AND name='_preflight_history'").fetchone():
+                return 0, None
+            row = conn.execute("SELECT version, name FROM _preflight_history "
+                               "ORDER BY version DESC LIMIT 1").fetchone()
+            return (int(row[0]), str(row[1])) if row else (0, None)
+        finally:
+            conn.close()
+    except (sqlite3.Error, ValueError, TypeError):
+        return None, None
+
+
+def list_backups(backup_dir: Path, db: Path, include_foreign: bool = False) -> list[BackupFile]:
+    """This database's backups, oldest first (only complete ones: temp files never match).
+
+    A backup is this database's when its record carries this database's id (or, while
+    the id file is missing, this path), or when it has no record and the file name
+    matches (made before records existed). `include_foreign` adds every name match.
+    """
     if not backup_dir.is_dir():
         return []
     pattern = _pattern(db)
+    records = _records(backup_dir, db)
+    mine = identity(db, backup_dir)
     found = []
     for path in backup_dir.iterdir():
         match = pattern.match(path.name)
-        if match:
-            found.append(BackupFile(path, match[1], match[2]))
+        if not match:
+            continue
+        record = records.get(path.name)
+        if record is not None and record.get("database_id") != mine and not include_foreign:
+            continue
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue  # pruned by another guard while listing
+        if record is not None and isinstance(record.get("version"), int):
+            version, name = record["version"], record.get("migration")
+        else:
+            version, name = held_version(path)
+        found.append(BackupFile(path, match[1], match[2], size, version, name,
+                                record.get("database_id") if record else None, record is not None))
     return sorted(found, key=lambda b: b.taken_at)
+
+
+def record_of(backup: Path) -> dict | None:
+    """A backup's side record (database, database_id, version...), or None."""
+    return _read_record(record_path(backup))
+
+
+def owner(backup: Path) -> str | None:
+    """The database a backup's record says it came from, or None (no record)."""
+    record = record_of(backup)
+    return str(record.get("database")) if record else None
 
 
 def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
@@ -132,11 +320,16 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
     backup_dir.mkdir(parents=True, exist_ok=True)
     for stale in backup_dir.glob(f".{db.stem}-*.tmp*"):
         stale.unlink()  # left by a crash; we hold the lock, so nobody else is writing one
+    for name in _records(backup_dir, db):
+        if not (backup_dir / name).exists():  # a crash between the record and the rename
+            record_path(backup_dir / name).unlink(missing_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
     final = backup_dir / f"{db.stem}-{stamp}-{reason}.db"
     tmp = backup_dir / f".{final.name}.tmp"
+    record = record_path(final)
     try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        database_id = ensure_identity(db, backup_dir)
+        os.close(create_private(tmp))
         expected = None
         if fast:
             from .filecopy import locked_copy  # not needed by a start that writes nothing
@@ -159,6 +352,12 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
             raise EnvironmentProblem(f"backup {tmp} failed verification ({result}; "
                                      f"{copied}/{expected} schema objects)",
                                      "check the disk holding the backup folder")
+        version, migration = held_version(tmp)
+        # The record goes first: a name in the folder without one would be taken for
+        # a backup from before records, listed for any database of this file name.
+        _write_new(record, json.dumps({
+            "database": os.path.realpath(db), "database_id": database_id, "taken_at": stamp,
+            "reason": reason, "version": version, "migration": migration}, indent=1).encode())
         faults.point("backup-before-rename")
         os.replace(tmp, final)
         fsync_dir(backup_dir)
@@ -171,12 +370,21 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
         raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc.strerror or exc}",
                                  _os_hint(exc)) from None
     except sqlite3.Error as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            from .holders import find  # only this message needs it
+
+            who = "; ".join(h.describe() for h in find(db)[:3]) or "another process"
+            raise LockTimeout(f"backup of {db} failed: the database is locked by {who} ({exc})",
+                              "wait for that process's transaction to end (or stop it), then "
+                              "back up again") from None
         raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc}",
                                  f"free space on {backup_dir} (or set PREFLIGHT_BACKUP_DIR to a "
                                  f"larger disk) and check its permissions") from None
     finally:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             leftover.unlink(missing_ok=True)
+        if not final.exists():
+            record.unlink(missing_ok=True)
     return final
 
 
@@ -241,9 +449,15 @@ def _os_hint(exc: OSError) -> str:
 
 
 def prune(backup_dir: Path, db: Path, keep: int) -> list[Path]:
-    """Delete the oldest backups beyond `keep` (0 keeps all), never the newest pre-migrate one."""
-    backups = list_backups(backup_dir, db)
-    if keep <= 0 or len(backups) <= keep:
+    """Delete this database's oldest backups beyond `keep` (0 keeps all).
+
+    Only backups whose record carries this database's id: never another database's,
+    never one from before records (whose it is cannot be told), never the newest
+    pre-migrate one.
+    """
+    mine = read_identity(db)
+    backups = [b for b in list_backups(backup_dir, db) if b.record and b.database_id == mine]
+    if keep <= 0 or len(backups) <= keep or mine is None:
         return []
     premigrate = [b for b in backups if b.reason == "pre-migrate"]
     protected = premigrate[-1].path if premigrate else None
@@ -251,6 +465,7 @@ def prune(backup_dir: Path, db: Path, keep: int) -> list[Path]:
     for b in backups[:-keep]:
         if b.path != protected:
             b.path.unlink()
+            record_path(b.path).unlink(missing_ok=True)
             removed.append(b.path)
     if removed:
         fsync_dir(backup_dir)
@@ -283,9 +498,11 @@ def restore(backup: Path, db: Path) -> None:
         mode = db.stat().st_mode & 0o777 if db.exists() else 0o600
         import shutil  # only a restore copies this way
 
-        with open(backup, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                                                     mode), "wb") as dst:
+        # Private and new: a link planted at the temp name is removed, never followed,
+        # so the rename below can only ever put a regular file in place of the database.
+        with open(backup, "rb") as src, open(create_private(tmp), "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
+            os.fchmod(dst.fileno(), mode)  # the database keeps its own mode
             dst.flush()
             os.fsync(dst.fileno())
         faults.point("restore-temp-written")
@@ -331,8 +548,6 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
     """
     if not db.exists():
         return None
-    import shutil  # only check/status copy this way
-
     target = folder / db.name
 
     def state() -> list[tuple[int, int] | None]:
@@ -352,7 +567,7 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
             dest.unlink(missing_ok=True)
             if Path(f"{db}{suffix}").exists():
                 try:
-                    shutil.copyfile(f"{db}{suffix}", dest)
+                    copy_private(Path(f"{db}{suffix}"), dest, sync=False)
                 except FileNotFoundError:
                     pass  # a checkpoint removed it mid-copy; the state check below retries
         if state() == before:

@@ -248,7 +248,7 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
     """Exec the app if `argv` is a provable no-op `run`; return to hand over otherwise."""
     if argv[:1] != ["run"]:
         return
-    fd = -1
+    fd = running = -1
     try:
         values, command = _options(argv[1:], dict(os.environ if environ is None else environ))
         db = os.path.realpath(values["db"])
@@ -261,6 +261,11 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         t1 = time.perf_counter()
         fd = os.open(f"{db}.preflight.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # busy: BlockingIOError, hand over
+        # Shared while the app runs (the descriptor survives exec): restore refuses then.
+        running = os.open(f"{db}.preflight.running", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW
+                          | os.O_NONBLOCK, 0o644)
+        fcntl.flock(running, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        os.set_inheritable(running, True)
         host = os.uname().nodename.replace("\\", "").replace('"', "")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f'{{"pid": {os.getpid()}, "host": "{host}", "since": "{_now()}", '
@@ -285,6 +290,8 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         os.close(fd)
         fd = -1
     except Exception:  # anything unexpected, too: the full pipeline decides and explains
+        if running >= 0:
+            os.close(running)
         if fd >= 0:
             os.ftruncate(fd, 0)
             os.close(fd)  # closing releases the flock
@@ -298,6 +305,7 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
     try:
         os.execvp(command[0], command)
     except OSError:
+        os.close(running)
         return  # the full pipeline reports it (exit 7)
 
 

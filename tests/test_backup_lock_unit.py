@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -116,7 +117,8 @@ def test_take_includes_rows_still_in_the_wal(wal_writer: tuple[Path, sqlite3.Con
     assert rows(path) == expected
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert backup.quick_check_file(path) == "ok"
-    assert sorted(p.name for p in backups.iterdir()) == [path.name]  # no temp file left
+    # no temp file left; the side record beside it
+    assert sorted(p.name for p in backups.iterdir()) == [path.name, f"{path.name}.json"]
     (listed,) = backup.list_backups(backups, db)
     assert listed.path == path and listed.reason == "pre-migrate"
     # the live WAL is still there: taking a backup did not checkpoint the writer's frames away
@@ -132,7 +134,7 @@ def test_take_removes_temp_files_left_by_a_crash(tmp_path: Path) -> None:
     crashed.write_bytes(b"half a backup")
     path = backup.take(db, backups, "manual")
     assert not crashed.exists()
-    assert sorted(p.name for p in backups.iterdir()) == [path.name]
+    assert sorted(p.name for p in backups.iterdir()) == [path.name, f"{path.name}.json"]
     assert rows(path) == [(1, "a")]
 
 
@@ -184,6 +186,10 @@ def test_prune(tmp_path: Path, reasons: list[str], keep: int, survivors: list[in
     db = tmp_path / "app.db"
     folder = tmp_path / "backups"
     paths = [fake_backup(folder, stamp, reason) for stamp, reason in zip(STAMPS, reasons)]
+    mine = backup.ensure_identity(db, folder)
+    for path in paths:  # records of this database, as backup.take writes them
+        backup.record_path(path).write_text(json.dumps(
+            {"database": str(db.resolve()), "database_id": mine, "version": 0}))
     foreign = folder / "someone-else.db"
     foreign.write_text("keep me")
     tmp = folder / f".{backup_name('20240109T000000.000Z', 'manual')}.tmp"
