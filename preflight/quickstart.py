@@ -280,8 +280,11 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         if values["backup"] != "never" and int(values["keep_backups"]) > 0 \
                 and os.path.isdir(backup_dir):
             stem = os.path.splitext(os.path.basename(db))[0]
-            mine = [n for n in os.listdir(backup_dir) if n.startswith(f"{stem}-")
-                    and n.endswith(".db")]
+            names = set(os.listdir(backup_dir))
+            # Only backups with a side record are ever pruned (backup.prune): older ones
+            # would otherwise keep every start from being quick.
+            mine = [n for n in names if n.startswith(f"{stem}-") and n.endswith(".db")
+                    and f"{n}.json" in names]
             if len(mine) > int(values["keep_backups"]):
                 raise HandOver("prune")
         t3 = time.perf_counter()

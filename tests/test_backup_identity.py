@@ -164,3 +164,27 @@ def test_restore_by_a_version_no_backup_holds_is_a_usage_error_and_changes_nothi
     assert "backups hold: 1, 2" in result.err
     assert cli("restore", "x.db", "--version", "1", "--db", db).code == 2
     assert folder_state(db.parent) == state
+
+
+def test_old_backups_beyond_keep_do_not_stop_the_quick_start(cli, tmp_path, make_migrations,
+                                                            monkeypatch):
+    import os
+
+    from preflight import quickstart
+
+    db = tmp_path / "data" / "app.db"
+    db.parent.mkdir()
+    folder = make_migrations(V1)
+    assert cli("migrate", "--db", db, "--migrations", folder).code == 0
+    (db.parent / "backups").mkdir()
+    for day in range(1, 4):  # more than --keep-backups 2, none prunable
+        shutil.copyfile(db, db.parent / "backups" / f"app-2020010{day}T000000.000Z-manual.db")
+    execs = []
+    monkeypatch.setattr(os, "execvp", lambda file, args: execs.append(args))
+    args = ["run", "--db", str(db), "--migrations", str(folder), "--keep-backups", "2", "--", "true"]
+    quickstart.start(args, {})
+    assert execs == [["true"]]
+    for _ in range(3):  # records of this database beyond keep: pruned by the full pipeline
+        assert cli("backup", "--db", db, "--keep-backups", "0").code == 0
+    quickstart.start(args, {})
+    assert execs == [["true"]]  # handed over

@@ -371,6 +371,9 @@ def test_quick_start_hands_over_when_anything_changed(quick, head, make_migratio
     backups.mkdir(exist_ok=True)
     for i in range(11):
         (backups / f"app-20260101T0000{i:02d}.000Z-manual.db").write_bytes(b"x")
+    assert quick()  # without side records: never pruned, so no reason to hand over
+    for i in range(11):
+        (backups / f"app-20260101T0000{i:02d}.000Z-manual.db.json").write_bytes(b"{}")
     assert not quick()  # more than --keep-backups: the full pipeline prunes
     assert quick("--keep-backups", "0")
 
