@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import backup, drift, history, holders, schema, signals
+from . import backup, catalog, drift, history, holders, schema, signals
 from .config import Settings
 from .database import assert_not_busy, check_environment, connect, free_bytes, inspect
 from .errors import (DatabaseUnusable, DriftError, EnvironmentProblem, MigrationFailed, Refused,
@@ -32,8 +32,8 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
     check_environment(settings.db, None, writes=False)
     migrations = discover(settings.migrations)
     report["migrations"] = [m.name for m in migrations]
-    report["database_id"] = backup.identity(settings.db, settings.backup_dir)
-    report["backups"] = [b.summary() for b in backup.list_backups(settings.backup_dir, settings.db)]
+    report["database_id"] = catalog.identity(settings.db, settings.backup_dir)
+    report["backups"] = [b.summary() for b in catalog.list_backups(settings.backup_dir, settings.db)]
     record = history.read_failure(settings.failure_path)
     report["failure_record"] = record.__dict__ if record else None
     refusal: Refused | None = None
@@ -101,12 +101,12 @@ def take_backup(settings: Settings, report: dict) -> None:
             info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
             info["tail"] = f" -> {taken}"
         report["backup"] = str(taken)
-        for removed in backup.prune(settings.backup_dir, settings.db, settings.keep_backups):
+        for removed in catalog.prune(settings.backup_dir, settings.db, settings.keep_backups):
             log.info("prune: removed %s", removed)
 
 
 def _choose(settings: Settings, name: str | None, version: int | None) -> Path:
-    backups = backup.list_backups(settings.backup_dir, settings.db)
+    backups = catalog.list_backups(settings.backup_dir, settings.db)
     if version is not None:
         at = [b for b in backups if b.version == version]
         if not at:
@@ -124,7 +124,7 @@ def _choose(settings: Settings, name: str | None, version: int | None) -> Path:
     for candidate in (Path(name), settings.backup_dir / name):
         if candidate.is_file():
             chosen = candidate.resolve()
-            source = backup.owner(chosen)
+            source = catalog.owner(chosen)
             if source is not None and source != str(settings.db.resolve()):
                 log.warning("restore: %s is a backup of %s, not of %s (named explicitly, so "
                             "restoring it)", chosen.name, source, settings.db)
@@ -171,11 +171,11 @@ def restore(settings: Settings, name: str | None, report: dict, version: int | N
             backup.restore(chosen, settings.db)
             info["what"], info["tail"] = "restored and verified", f" <- {chosen}"
         report["restored"] = str(chosen)
-        if backup.read_identity(settings.db) is None:
+        if catalog.read_identity(settings.db) is None:
             # Nothing was here to back up (a new volume): it continues the backup's lineage.
-            record = backup.record_of(chosen)
+            record = catalog.record_of(chosen)
             if record is not None and record.get("database") == str(settings.db.resolve()):
-                backup.ensure_identity(settings.db, settings.backup_dir, record["database_id"])
+                catalog.ensure_identity(settings.db, settings.backup_dir, record["database_id"])
         if settings.failure_path.exists():
             log.info("failure record still present; 'preflight clear-failure' lets the same "
                      "migration set try again")

@@ -281,7 +281,7 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
                 and os.path.isdir(backup_dir):
             stem = os.path.splitext(os.path.basename(db))[0]
             names = set(os.listdir(backup_dir))
-            # Only backups with a side record are ever pruned (backup.prune): older ones
+            # Only backups with a side record are ever pruned (catalog.prune): older ones
             # would otherwise keep every start from being quick.
             mine = [n for n in names if n.startswith(f"{stem}-") and n.endswith(".db")
                     and f"{n}.json" in names]

@@ -11,7 +11,7 @@ from typing import Callable
 import pytest
 
 from conftest import dump, folder_state, rows
-from preflight import backup
+from preflight import catalog
 
 V1 = {"001_notes.sql": "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"}
 V2 = {**V1, "002_tags.sql": "CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT);"}
@@ -53,11 +53,11 @@ def test_restore_takes_this_databases_backup_never_the_others(cli, twins):
 def test_pruning_one_database_never_deletes_the_others_backups(cli, twins):
     a, b, shared, _ = twins
     assert cli("backup", "--db", a, "--backup-dir", shared).code == 0
-    (kept,) = [x.path for x in backup.list_backups(shared, a)]
+    (kept,) = [x.path for x in catalog.list_backups(shared, a)]
     for _ in range(3):
         assert cli("backup", "--db", b, "--backup-dir", shared, "--keep-backups", "1").code == 0
-    assert kept.exists() and [x.path for x in backup.list_backups(shared, a)] == [kept]
-    assert len(backup.list_backups(shared, b)) == 1  # b's own were pruned to one
+    assert kept.exists() and [x.path for x in catalog.list_backups(shared, a)] == [kept]
+    assert len(catalog.list_backups(shared, b)) == 1  # b's own were pruned to one
 
 
 def test_status_lists_only_this_databases_backups_with_time_size_and_version(cli, twins):
@@ -67,7 +67,7 @@ def test_status_lists_only_this_databases_backups_with_time_size_and_version(cli
     result = cli("status", "--db", a, "--backup-dir", shared, "--migrations", twins[3], "--json")
     report = json.loads(result.out)
     (listed,) = report["backups"]
-    assert listed["database_id"] == report["database_id"] == backup.read_identity(a)
+    assert listed["database_id"] == report["database_id"] == catalog.read_identity(a)
     assert listed["version"] == 1 and listed["migration"] == "001_notes.sql"
     assert listed["bytes"] == Path(listed["path"]).stat().st_size > 0
     assert listed["reason"] == "manual" and listed["taken_at"].endswith("Z")
@@ -84,7 +84,7 @@ def test_old_backups_without_a_record_are_restorable_and_never_pruned(cli, twins
     wanted = dump(a)
     write(a, "later")
     for db in (a, b):
-        assert old in [x.path for x in backup.list_backups(shared, db)]
+        assert old in [x.path for x in catalog.list_backups(shared, db)]
     for _ in range(3):
         assert cli("backup", "--db", b, "--backup-dir", shared, "--keep-backups", "1").code == 0
         assert cli("backup", "--db", a, "--backup-dir", shared, "--keep-backups", "1").code == 0
@@ -96,31 +96,31 @@ def test_old_backups_without_a_record_are_restorable_and_never_pruned(cli, twins
 def test_a_lost_id_file_is_recovered_from_the_records_of_this_path(cli, twins):
     a, _, shared, _ = twins
     assert cli("backup", "--db", a, "--backup-dir", shared).code == 0
-    mine = backup.read_identity(a)
-    backup.identity_path(a).unlink()
-    assert backup.identity(a, shared) == mine
+    mine = catalog.read_identity(a)
+    catalog.identity_path(a).unlink()
+    assert catalog.identity(a, shared) == mine
     assert cli("backup", "--db", a, "--backup-dir", shared).code == 0
-    assert backup.read_identity(a) == mine and len(backup.list_backups(shared, a)) == 2
+    assert catalog.read_identity(a) == mine and len(catalog.list_backups(shared, a)) == 2
 
 
 def test_a_restore_onto_an_empty_volume_continues_the_backups_lineage(cli, twins):
     a, _, shared, _ = twins
     assert cli("backup", "--db", a, "--backup-dir", shared).code == 0
-    mine, wanted = backup.read_identity(a), dump(a)
+    mine, wanted = catalog.read_identity(a), dump(a)
     for path in a.parent.iterdir():
         path.unlink()  # the volume was lost; the backups were elsewhere
     assert cli("restore", "--db", a, "--backup-dir", shared).code == 0
-    assert dump(a) == wanted and backup.read_identity(a) == mine
+    assert dump(a) == wanted and catalog.read_identity(a) == mine
 
 
 def test_a_backup_named_explicitly_may_come_from_another_database(cli, twins):
     a, b, shared, _ = twins
     assert cli("backup", "--db", b, "--backup-dir", shared).code == 0
-    (theirs,) = backup.list_backups(shared, b)
+    (theirs,) = catalog.list_backups(shared, b)
     result = cli("restore", theirs.path, "--db", a, "--backup-dir", shared)
     assert result.code == 0 and f"is a backup of {b}" in result.err
     assert ("from b",) in rows(a, "SELECT body FROM notes")
-    assert backup.read_identity(a) != backup.read_identity(b)  # a keeps its own lineage
+    assert catalog.read_identity(a) != catalog.read_identity(b)  # a keeps its own lineage
 
 
 def test_status_writes_no_id_file(cli, twins):
@@ -146,7 +146,7 @@ def versions(cli, tmp_path: Path, make_migrations) -> Callable[..., object]:
 
 def test_restore_by_version_takes_the_newest_backup_at_that_version(cli, versions):
     db = versions
-    assert [(b.version, b.reason) for b in backup.list_backups(db.parent / "backups", db)] == \
+    assert [(b.version, b.reason) for b in catalog.list_backups(db.parent / "backups", db)] == \
         [(1, "pre-migrate"), (2, "manual")]
     assert cli("restore", "--version", "1", "--db", db).code == 0
     assert rows(db, "SELECT max(version) FROM _preflight_history") == [(1,)]
