@@ -149,12 +149,12 @@ def held_version(path: Path) -> tuple[int | None, str | None]:
         return None, None
 
 
-def list_backups(backup_dir: Path, db: Path, include_foreign: bool = False) -> list[BackupFile]:
+def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
     """This database's backups, oldest first (only complete ones: temp files never match).
 
     A backup is this database's when its record carries this database's id (or, while
     the id file is missing, this path), or when it has no record and the file name
-    matches (made before records existed). `include_foreign` adds every name match.
+    matches (made before records existed).
     """
     if not backup_dir.is_dir():
         return []
@@ -167,7 +167,7 @@ def list_backups(backup_dir: Path, db: Path, include_foreign: bool = False) -> l
         if not match:
             continue
         record = recorded.get(path.name)
-        if record is not None and record.get("database_id") != mine and not include_foreign:
+        if record is not None and record.get("database_id") != mine:
             continue
         try:
             size = path.stat().st_size
