@@ -186,9 +186,9 @@ def find(db: Path) -> list[Holder]:
         if pid is not None and pid != os.getpid():
             signs.setdefault(pid, []).append(how)
 
-    add(_lock_holder(Path(f"{db}-shm"), WAL_LOCKS, 9), "holds a WAL shared-memory lock (-shm)")
-    add(_lock_holder(db, PENDING_BYTE, LOCK_RANGE), "holds a lock on the database file")
-    real = os.path.realpath(db)
+    real = os.path.realpath(db)  # SQLite locks the real file; ours are opened O_NOFOLLOW
+    add(_lock_holder(Path(f"{real}-shm"), WAL_LOCKS, 9), "holds a WAL shared-memory lock (-shm)")
+    add(_lock_holder(Path(real), PENDING_BYTE, LOCK_RANGE), "holds a lock on the database file")
     for pid, name in _openers({real + s for s in ("", "-wal", "-shm", "-journal")}).items():
         add(pid, f"has {name} open")
     return [Holder(pid, _command(pid) if pid > 0 else "", ", ".join(how))

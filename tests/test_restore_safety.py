@@ -202,3 +202,15 @@ def test_a_backup_blocked_by_another_process_lock_is_exit_8_not_disk_space(head_
     assert "space" not in str(caught.value)
     assert not [p for p in (tmp_path / "backups").iterdir() if p.suffix == ".db"]
     stop(proc)
+
+
+def test_restore_through_a_database_symlink_still_sees_the_holder(cli, head_db, opener,
+                                                                  tmp_path):
+    backed_up(cli, head_db)
+    link = tmp_path / "link.db"
+    link.symlink_to(head_db)
+    proc = opener(head_db, "wal", "idle")
+    done = run_process("restore", "--db", link, "--backup-dir", head_db.parent / "backups",
+                       "--lock-timeout", "0")
+    assert done.returncode == 8 and f"pid {proc.pid}" in done.stderr, done.stderr
+    stop(proc)
