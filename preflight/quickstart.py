@@ -264,6 +264,8 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         # Shared while the app runs (the descriptor survives exec): restore refuses then.
         running = os.open(f"{db}.preflight.running", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW
                           | os.O_NONBLOCK, 0o644)
+        if os.fstat(running).st_mode & 0o170000 != 0o100000:
+            raise HandOver("running file")  # not a regular file: the full pipeline refuses it
         fcntl.flock(running, fcntl.LOCK_SH | fcntl.LOCK_NB)
         os.set_inheritable(running, True)
         host = os.uname().nodename.replace("\\", "").replace('"', "")
