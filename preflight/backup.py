@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
-import re
 import sqlite3
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import faults
-from .errors import EnvironmentProblem, RestoreFailed
+from .errors import EnvironmentProblem, LockTimeout, RestoreFailed
 from .files import fsync_dir, fsync_file, remove_quietly, write_atomic  # noqa: F401  (re-exported)
 
 log = logging.getLogger("preflight")
 
-REASONS = ("pre-migrate", "manual", "pre-restore", "always")
 SIDECARS = ("-wal", "-shm", "-journal")
 
 
@@ -66,31 +64,42 @@ def quick_check_file(path: Path) -> str:
         conn.close()
 
 
-@dataclass(frozen=True)
-class BackupFile:
-    """A complete backup in the backup folder, with its timestamp and why it was taken."""
+def create_private(path: Path) -> int:
+    """A new file only we can read (0600), never through a symlink planted at `path`.
 
-    path: Path
-    taken_at: str
-    reason: str
-
-
-def _pattern(db: Path) -> re.Pattern[str]:
-    reasons = "|".join(REASONS)
-    return re.compile(rf"^{re.escape(db.stem)}-(\d{{8}}T\d{{6}}\.\d{{3}}Z)-({reasons})\.db$")
+    A stale file or link of that name is unlinked first: unlinking a symlink never
+    touches its target, and O_EXCL|O_NOFOLLOW then refuses anything that reappears.
+    """
+    path.unlink(missing_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   0o600)
 
 
-def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
-    """This database's backups, oldest first (only complete ones: temp files never match)."""
-    if not backup_dir.is_dir():
-        return []
-    pattern = _pattern(db)
-    found = []
-    for path in backup_dir.iterdir():
-        match = pattern.match(path.name)
-        if match:
-            found.append(BackupFile(path, match[1], match[2]))
-    return sorted(found, key=lambda b: b.taken_at)
+def copy_private(source: Path, target: Path, sync: bool = True) -> None:
+    """Copy `source` to a new private file `target` (see create_private); fsync it if `sync`."""
+    with open(source, "rb") as src:
+        fd = create_private(target)
+        try:
+            # sendfile: the kernel copies, as shutil.copyfile would (and it cannot do O_EXCL)
+            while os.sendfile(fd, src.fileno(), None, 1 << 26) > 0:
+                pass
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Write `path` (0600) by a private temp file and a rename; the caller fsyncs the folder."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(create_private(tmp), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
@@ -102,11 +111,18 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
     backup_dir.mkdir(parents=True, exist_ok=True)
     for stale in backup_dir.glob(f".{db.stem}-*.tmp*"):
         stale.unlink()  # left by a crash; we hold the lock, so nobody else is writing one
+    from . import catalog  # import cycle: the catalog reads files the way this module does
+
+    for name in catalog.records(backup_dir, db):
+        if not (backup_dir / name).exists():  # a crash between the record and the rename
+            catalog.record_path(backup_dir / name).unlink(missing_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
     final = backup_dir / f"{db.stem}-{stamp}-{reason}.db"
     tmp = backup_dir / f".{final.name}.tmp"
+    record = catalog.record_path(final)
     try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        database_id = catalog.ensure_identity(db, backup_dir)
+        os.close(create_private(tmp))
         expected = None
         if fast:
             from .filecopy import locked_copy  # not needed by a start that writes nothing
@@ -129,6 +145,12 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
             raise EnvironmentProblem(f"backup {tmp} failed verification ({result}; "
                                      f"{copied}/{expected} schema objects)",
                                      "check the disk holding the backup folder")
+        version, migration = catalog.held_version(tmp)
+        # The record goes first: a name in the folder without one would be taken for
+        # a backup from before records, listed for any database of this file name.
+        write_new(record, json.dumps({
+            "database": os.path.realpath(db), "database_id": database_id, "taken_at": stamp,
+            "reason": reason, "version": version, "migration": migration}, indent=1).encode())
         faults.point("backup-before-rename")
         os.replace(tmp, final)
         fsync_dir(backup_dir)
@@ -141,12 +163,21 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
         raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc.strerror or exc}",
                                  _os_hint(exc)) from None
     except sqlite3.Error as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            from .holders import find  # only this message needs it
+
+            who = "; ".join(h.describe() for h in find(db)[:3]) or "another process"
+            raise LockTimeout(f"backup of {db} failed: the database is locked by {who} ({exc})",
+                              "wait for that process's transaction to end (or stop it), then "
+                              "back up again") from None
         raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc}",
                                  f"free space on {backup_dir} (or set PREFLIGHT_BACKUP_DIR to a "
                                  f"larger disk) and check its permissions") from None
     finally:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             remove_quietly(leftover, "backup")  # after a success, an I/O error here is no failure
+        if not final.exists():
+            remove_quietly(record, "backup")
     return final
 
 
@@ -210,23 +241,6 @@ def _os_hint(exc: OSError) -> str:
     return "check the backup folder"
 
 
-def prune(backup_dir: Path, db: Path, keep: int) -> list[Path]:
-    """Delete the oldest backups beyond `keep` (0 keeps all), never the newest pre-migrate one."""
-    backups = list_backups(backup_dir, db)
-    if keep <= 0 or len(backups) <= keep:
-        return []
-    premigrate = [b for b in backups if b.reason == "pre-migrate"]
-    protected = premigrate[-1].path if premigrate else None
-    removed = []
-    for b in backups[:-keep]:
-        if b.path != protected:
-            b.path.unlink()
-            removed.append(b.path)
-    if removed:
-        fsync_dir(backup_dir)
-    return removed
-
-
 def backup_problem(path: Path) -> str | None:
     """Why `path` cannot be restored (not SQLite, empty, fails quick_check), or None."""
     with open(path, "rb") as f:
@@ -253,9 +267,11 @@ def restore(backup: Path, db: Path) -> None:
         mode = db.stat().st_mode & 0o777 if db.exists() else 0o600
         import shutil  # only a restore copies this way
 
-        with open(backup, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                                                     mode), "wb") as dst:
+        # Private and new: a link planted at the temp name is removed, never followed,
+        # so the rename below can only ever put a regular file in place of the database.
+        with open(backup, "rb") as src, open(create_private(tmp), "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
+            os.fchmod(dst.fileno(), mode)  # the database keeps its own mode
             dst.flush()
             os.fsync(dst.fileno())
         faults.point("restore-temp-written")
@@ -301,8 +317,6 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
     """
     if not db.exists():
         return None
-    import shutil  # only check/status copy this way
-
     target = folder / db.name
 
     def state() -> list[tuple[int, int] | None]:
@@ -322,7 +336,7 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
             dest.unlink(missing_ok=True)
             if Path(f"{db}{suffix}").exists():
                 try:
-                    shutil.copyfile(f"{db}{suffix}", dest)
+                    copy_private(Path(f"{db}{suffix}"), dest, sync=False)
                 except FileNotFoundError:
                     pass  # a checkpoint removed it mid-copy; the state check below retries
         if state() == before:

@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "restore":
             p.add_argument("backup_file", nargs="?", metavar="BACKUP",
                            help="a backup file or its name in the backup folder (default: newest)")
+            p.add_argument("--version", dest="at_version", type=int, metavar="N",
+                           help="the newest backup holding migration N (see 'preflight status')")
+            # No PREFLIGHT_FORCE either: pulling the file from under a running app must
+            # be said on the command line.
+            p.add_argument("--force", action="store_true",
+                           help="restore even while another process has the database open "
+                                "(its later writes are lost; no environment variable)")
         elif name == "stamp":
             p.add_argument("version", type=int, metavar="VERSION",
                            help="the migration number the database is at (0 clears the history)")
@@ -128,7 +135,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int
     if command == "backup":
         operations.take_backup(settings, report)
     elif command == "restore":
-        operations.restore(settings, args.backup_file, report)
+        operations.restore(settings, args.backup_file, report, args.at_version, args.force)
     elif command == "stamp":
         operations.stamp(settings, args.version, args.force, report)
     elif command == "clear-failure":

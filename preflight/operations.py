@@ -6,12 +6,11 @@ validate first, and write in one place.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import backup, cache, drift, history, schema, signals
+from . import backup, cache, catalog, drift, history, holders, schema, signals
 from .config import Settings
 from .database import (Inspection, assert_not_busy, check_environment, connect, free_bytes,
                        inspect)
@@ -35,7 +34,8 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
     check_environment(settings.db, None, writes=False)
     migrations = discover(settings.migrations, settings.functions)
     report["migrations"] = [m.name for m in migrations]
-    report["backups"] = [str(b.path) for b in backup.list_backups(settings.backup_dir, settings.db)]
+    report["database_id"] = catalog.identity(settings.db, settings.backup_dir)
+    report["backups"] = [b.summary() for b in catalog.list_backups(settings.backup_dir, settings.db)]
     record = history.read_failure(settings.failure_path)
     report["failure_record"] = record.__dict__ if record else None
     refusal: Refused | None = None
@@ -142,7 +142,12 @@ def _summarize(report: dict) -> None:
              "unknown (drift not checked)" if adopt is None else len(adopt),
              len(report.get("pending") or []))
     backups = report.get("backups") or []
-    log.info("status: %d backup(s)%s", len(backups), f", newest {backups[-1]}" if backups else "")
+    log.info("status: %d backup(s)", len(backups))
+    for b in backups:
+        at = "no migration" if b["version"] == 0 else "unreadable" if b["version"] is None \
+            else f"version {b['version']} ({b['migration']})"
+        log.info("status: backup %s %s, %s, %.1f MiB, %s", b["taken_at"], b["reason"], at,
+                 b["bytes"] / (1 << 20), b["path"])
     record = report.get("failure_record")
     log.info("status: failure record: %s", f"{record['failed_at']}: {record['reason']}"
              if record else "none")
@@ -163,12 +168,21 @@ def take_backup(settings: Settings, report: dict) -> None:
             info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
             info["tail"] = f" -> {taken}"
         report["backup"] = str(taken)
-        for removed in backup.prune(settings.backup_dir, settings.db, settings.keep_backups):
+        for removed in catalog.prune(settings.backup_dir, settings.db, settings.keep_backups):
             log.info("prune: removed %s", removed)
 
 
-def _choose(settings: Settings, name: str | None) -> Path:
-    backups = backup.list_backups(settings.backup_dir, settings.db)
+def _choose(settings: Settings, name: str | None, version: int | None) -> Path:
+    backups = catalog.list_backups(settings.backup_dir, settings.db)
+    if version is not None:
+        at = [b for b in backups if b.version == version]
+        if not at:
+            held = sorted({b.version for b in backups if b.version is not None})
+            raise UsageError(f"no backup of {settings.db.name} at version {version} in "
+                             f"{settings.backup_dir} (backups hold: "
+                             f"{', '.join(map(str, held)) or 'none'})",
+                             "list them with 'preflight status'")
+        return at[-1].path
     if name is None:
         if not backups:
             raise UsageError(f"no backups of {settings.db.name} in {settings.backup_dir}",
@@ -176,19 +190,33 @@ def _choose(settings: Settings, name: str | None) -> Path:
         return backups[-1].path
     for candidate in (Path(name), settings.backup_dir / name):
         if candidate.is_file():
-            return candidate.resolve()
+            chosen = candidate.resolve()
+            source = catalog.owner(chosen)
+            if source is not None and source != str(settings.db.resolve()):
+                log.warning("restore: %s is a backup of %s, not of %s (named explicitly, so "
+                            "restoring it)", chosen.name, source, settings.db)
+            return chosen
     raise UsageError(f"backup {name} not found (looked in . and {settings.backup_dir})",
                      "list them with 'preflight status'")
 
 
-def restore(settings: Settings, name: str | None, report: dict) -> None:
-    """`preflight restore [BACKUP]`: back up the current state first, then restore."""
+def restore(settings: Settings, name: str | None, report: dict, version: int | None = None,
+            force: bool = False) -> None:
+    """`preflight restore [BACKUP | --version N]`: back up the current state first, then restore.
+
+    Refused (exit 8) while another process has the database open or a guarded app runs,
+    unless `force`: the rename would leave them writing into the replaced file.
+    """
+    if name is not None and version is not None:
+        raise UsageError("name a backup or a version, not both", "preflight restore --version N")
     check_environment(settings.db, settings.backup_dir, writes=True)
-    with locked(settings, "restore"):
-        chosen = _choose(settings, name)
+    with locked(settings, "restore"), holders.exclusive_running(settings.db) as no_app:
+        chosen = _choose(settings, name, version)
         problem = backup.backup_problem(chosen)
         if problem:  # refused before anything changes (exit 6), not half-way (exit 10)
             raise DatabaseUnusable(problem, "choose another backup")
+        # Before any SQLite connection of ours: checking closes a descriptor on the file.
+        holders.refuse_if_open(settings.db, no_app, force)
         assert_not_busy(settings.db, settings.lock_timeout)
         needed, free = chosen.stat().st_size + (1 << 20), free_bytes(settings.db.parent)
         if free < needed:  # the copy goes beside the database before anything is replaced
@@ -210,20 +238,25 @@ def restore(settings: Settings, name: str | None, report: dict) -> None:
             backup.restore(chosen, settings.db)
             info["what"], info["tail"] = "restored and verified", f" <- {chosen}"
         report["restored"] = str(chosen)
+        if catalog.read_identity(settings.db) is None:
+            # Nothing was here to back up (a new volume): it continues the backup's lineage.
+            record = catalog.record_of(chosen)
+            if record is not None and record.get("database") == str(settings.db.resolve()):
+                catalog.ensure_identity(settings.db, settings.backup_dir, record["database_id"])
         if settings.failure_path.exists():
             log.info("failure record still present; 'preflight clear-failure' lets the same "
                      "migration set try again")
 
 
 def _keep_raw(settings: Settings) -> Path:
+    """The damaged database's raw files aside, as private (0600) new files."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
     target = settings.backup_dir / f"{settings.db.stem}-{stamp}-damaged.db"
     settings.backup_dir.mkdir(parents=True, exist_ok=True)
     for suffix in ("", "-wal", "-journal"):
         source = Path(f"{settings.db}{suffix}")
         if source.exists():
-            shutil.copyfile(source, f"{target}{suffix}")
-            backup.fsync_file(Path(f"{target}{suffix}"))
+            backup.copy_private(source, Path(f"{target}{suffix}"))
     backup.fsync_dir(settings.backup_dir)
     return target
 

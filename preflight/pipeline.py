@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-from . import backup, cache, drift, faults, history, lock, schema, signals
+from . import backup, cache, catalog, drift, faults, history, holders, lock, schema, signals
 from .config import Settings
 from .database import Inspection, assert_not_busy, check_environment, connect, inspect
 from .errors import (DiskFull, Interrupted, LockTimeout, MigrationFailed, PreflightError,
@@ -342,6 +342,10 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
     if not migrations:
         log.warning("migrations: none in %s; is PREFLIGHT_MIGRATIONS right?", settings.migrations)
     with locked(settings, command):
+        if argv is not None:
+            # Held from inside the lock until the exec'd app exits (it inherits the
+            # descriptor): a restore sees a guarded app, and never slips in before exec.
+            holders.share_running(settings.db)
         fingerprint = set_fingerprint(migrations)
         refuse_if_failed(settings, fingerprint)
         with step("inspect") as info:
@@ -372,5 +376,5 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
         if history.clear_failure(settings.failure_path):
             log.info("failure record: cleared (this migration set succeeded)")
         if settings.backup != "never":
-            for removed in backup.prune(settings.backup_dir, settings.db, settings.keep_backups):
+            for removed in catalog.prune(settings.backup_dir, settings.db, settings.keep_backups):
                 log.info("prune: removed %s", removed)

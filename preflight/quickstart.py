@@ -271,7 +271,7 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
     """Exec the app if `argv` is a provable no-op `run`; return to hand over otherwise."""
     if argv[:1] != ["run"]:
         return
-    fd = -1
+    fd = running = -1
     held = False
     try:
         values, command = _options(argv[1:], dict(os.environ if environ is None else environ))
@@ -301,6 +301,13 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         named = os.lstat(f"{db}.preflight.lock")
         if (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
             raise HandOver("lock file replaced")  # see lock.acquire
+        # Shared while the app runs (the descriptor survives exec): restore refuses then.
+        running = os.open(f"{db}.preflight.running", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW
+                          | os.O_NONBLOCK, 0o644)
+        if os.fstat(running).st_mode & 0o170000 != 0o100000:
+            raise HandOver("running file")  # not a regular file: the full pipeline refuses it
+        fcntl.flock(running, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        os.set_inheritable(running, True)
         host = os.uname().nodename.replace("\\", "").replace('"', "")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f'{{"pid": {os.getpid()}, "host": "{host}", "since": "{_now()}", '
@@ -315,8 +322,11 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         if values["backup"] != "never" and int(values["keep_backups"]) > 0 \
                 and os.path.isdir(backup_dir):
             stem = os.path.splitext(os.path.basename(db))[0]
-            mine = [n for n in os.listdir(backup_dir) if n.startswith(f"{stem}-")
-                    and n.endswith(".db")]
+            names = set(os.listdir(backup_dir))
+            # Only backups with a side record are ever pruned (catalog.prune): older ones
+            # would otherwise keep every start from being quick.
+            mine = [n for n in names if n.startswith(f"{stem}-") and n.endswith(".db")
+                    and f"{n}.json" in names]
             if len(mine) > int(values["keep_backups"]):
                 raise HandOver("prune")
         t3 = time.perf_counter()
@@ -325,6 +335,8 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         os.close(fd)
         fd = -1
     except Exception:  # anything unexpected, too: the full pipeline decides and explains
+        if running >= 0:
+            os.close(running)
         if fd >= 0:
             if held:
                 try:
@@ -342,6 +354,7 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
     try:
         os.execvp(command[0], command)
     except OSError:
+        os.close(running)
         return  # the full pipeline reports it (exit 7)
 
 

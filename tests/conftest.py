@@ -112,12 +112,16 @@ def run_process(*args: object, env: dict[str, str] | None = None,
 def folder_state(folder: Path, strict: bool = False) -> dict[str, str]:
     """Every file under `folder` with its sha256: proves 'nothing changed'.
 
-    The guard's lock file (empty once released) is left out unless `strict`: commands
-    that take the lock create it; `check` and `status` must not even do that.
+    The guard's own marker files are left out unless `strict`: the lock (empty once
+    released), the one a running app and a restore flock, and the database's backup id
+    (written once, by the first backup): commands that take the lock create them;
+    `check` and `status` must not even do that.
     """
     state = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and (strict or not path.name.endswith(".preflight.lock")):
+        if path.is_file() and (strict or not path.name.endswith((".preflight.lock",
+                                                                 ".preflight.running",
+                                                                 ".preflight-id"))):
             state[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return state
 

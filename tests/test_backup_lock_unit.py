@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -14,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from preflight import backup, config, lock
+from preflight import backup, catalog, config, lock
 from preflight.errors import LOCK_TIMEOUT, RESTORE_FAILED, LockTimeout, RestoreFailed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,8 +117,9 @@ def test_take_includes_rows_still_in_the_wal(wal_writer: tuple[Path, sqlite3.Con
     assert rows(path) == expected
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert backup.quick_check_file(path) == "ok"
-    assert sorted(p.name for p in backups.iterdir()) == [path.name]  # no temp file left
-    (listed,) = backup.list_backups(backups, db)
+    # no temp file left; the side record beside it
+    assert sorted(p.name for p in backups.iterdir()) == [path.name, f"{path.name}.json"]
+    (listed,) = catalog.list_backups(backups, db)
     assert listed.path == path and listed.reason == "pre-migrate"
     # the live WAL is still there: taking a backup did not checkpoint the writer's frames away
     assert Path(f"{db}-wal").stat().st_size > 0
@@ -132,7 +134,7 @@ def test_take_removes_temp_files_left_by_a_crash(tmp_path: Path) -> None:
     crashed.write_bytes(b"half a backup")
     path = backup.take(db, backups, "manual")
     assert not crashed.exists()
-    assert sorted(p.name for p in backups.iterdir()) == [path.name]
+    assert sorted(p.name for p in backups.iterdir()) == [path.name, f"{path.name}.json"]
     assert rows(path) == [(1, "a")]
 
 
@@ -154,14 +156,14 @@ def test_list_backups_ignores_temp_files_and_foreign_names(tmp_path: Path) -> No
         "README.txt",
     ]:
         (folder / name).write_text("x")
-    found = backup.list_backups(folder, db)
+    found = catalog.list_backups(folder, db)
     assert [b.path for b in found] == [older, newer]
     assert [b.reason for b in found] == ["pre-migrate", "manual"]
     assert found[0].taken_at == "20240101T000000.000Z"
 
 
 def test_list_backups_of_missing_folder_is_empty(tmp_path: Path) -> None:
-    assert backup.list_backups(tmp_path / "nope", tmp_path / "app.db") == []
+    assert catalog.list_backups(tmp_path / "nope", tmp_path / "app.db") == []
 
 
 # ---------------------------------------------------------------- prune
@@ -184,13 +186,17 @@ def test_prune(tmp_path: Path, reasons: list[str], keep: int, survivors: list[in
     db = tmp_path / "app.db"
     folder = tmp_path / "backups"
     paths = [fake_backup(folder, stamp, reason) for stamp, reason in zip(STAMPS, reasons)]
+    mine = catalog.ensure_identity(db, folder)
+    for path in paths:  # records of this database, as backup.take writes them
+        catalog.record_path(path).write_text(json.dumps(
+            {"database": str(db.resolve()), "database_id": mine, "version": 0}))
     foreign = folder / "someone-else.db"
     foreign.write_text("keep me")
     tmp = folder / f".{backup_name('20240109T000000.000Z', 'manual')}.tmp"
     tmp.write_text("in flight")
-    removed = backup.prune(folder, db, keep)
+    removed = catalog.prune(folder, db, keep)
     assert sorted(removed) == sorted(p for i, p in enumerate(paths) if i not in survivors)
-    assert [b.path for b in backup.list_backups(folder, db)] == [paths[i] for i in survivors]
+    assert [b.path for b in catalog.list_backups(folder, db)] == [paths[i] for i in survivors]
     assert all(not p.exists() for p in removed)
     assert foreign.exists() and tmp.exists()
 

@@ -290,7 +290,7 @@ def test_four_concurrent_guards_all_succeed_and_each_migration_runs_once(make_db
     assert sum("migrate: 004_" in err for _, err in results) == 1
     assert rows(db, "SELECT version, count(*) FROM _preflight_log WHERE event='applied' "
                     "GROUP BY version") == [(4, 1), (5, 1)]
-    assert len(list((db.parent / "backups").iterdir())) == 1
+    assert len(list((db.parent / "backups").glob("*.db"))) == 1
 
 
 def test_lock_timeout_names_the_holder_and_changes_nothing(make_db):
@@ -337,7 +337,7 @@ def test_backup_modes_and_pruning(cli, head_db):
     assert len(list(backups.glob("*-always.db"))) == 1
     for _ in range(4):
         assert cli("backup", "--db", head_db, "--keep-backups", "3").code == 0
-    names = sorted(p.name for p in backups.iterdir())
+    names = sorted(p.name for p in backups.glob("*.db"))  # each with its .db.json record
     assert len(names) == 3 and all(n.endswith("-manual.db") for n in names)
     assert all((backups / n).stat().st_mode & 0o777 == 0o600 for n in names)
 
@@ -350,7 +350,7 @@ def test_prune_never_removes_the_newest_pre_migrate_backup(cli, head_db, make_mi
     for _ in range(3):
         assert cli("backup", "--db", head_db, "--keep-backups", "1").code == 0
     assert premigrate[0].exists()
-    assert len(list((head_db.parent / "backups").iterdir())) == 2
+    assert len(list((head_db.parent / "backups").glob("*.db"))) == 2
 
 
 def test_restore_brings_back_a_backup_and_saves_the_current_state_first(cli, head_db):

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import (MIGRATIONS, REPO, dump, hold_lock, load_fixture, rows, sha256_hex,
                       wait_until_blocked_on_lock)
-from preflight import backup, faults
+from preflight import backup, catalog, faults
 
 # Three statements after the application's migrations: more places for `statement@N`.
 EXTRA = {"006_note_audit.sql": "CREATE TABLE note_audit (id INTEGER PRIMARY KEY, note_id INTEGER,"
@@ -88,10 +88,12 @@ def outcome(db: Path, states: dict[str, list[str]], original: Path) -> str:
 def assert_backups_whole(db: Path) -> list[Path]:
     """Every name in the backup folder that restore or prune would use is a complete backup."""
     folder = db.parent / "backups"
-    listed = [b.path for b in backup.list_backups(folder, db)]
+    listed = [b.path for b in catalog.list_backups(folder, db)]
     for path in folder.iterdir() if folder.exists() else ():
         if path.name.startswith("."):
             assert path not in listed  # a crash's temp file is never taken for a backup
+            continue
+        if path.name.endswith(".db.json"):  # a side record, written before its backup
             continue
         assert path in listed, path
         assert backup.backup_problem(path) is None, path
@@ -425,7 +427,8 @@ def test_a_killed_manual_backup_is_never_listed_and_the_next_one_cleans_up(cli, 
     assert assert_backups_whole(victim) == [] and any(backups.iterdir())  # only a hidden temp
     assert cli("restore", "--db", victim).code == 2  # "no backups": the temp is not one
     assert cli("backup", "--db", victim, "--lock-timeout", "0").code == 0
-    (taken,) = backups.iterdir()
+    (taken,) = backups.glob("*.db")
+    assert sorted(backups.iterdir()) == [taken, catalog.record_path(taken)]  # orphans cleaned
     assert assert_backups_whole(victim) == [taken]
 
 

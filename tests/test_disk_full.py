@@ -167,7 +167,7 @@ def test_restore_after_a_failed_smoke_test_with_the_disk_full_is_exit_10_databas
     line = error_line(result.err)
     assert f"no space on {data} to restore" in line and f"free space on {data}" in line, line
     assert rows(db, "PRAGMA integrity_check") == [("ok",)] and dump(db) == new
-    (premigrate,) = backups.iterdir()
+    (premigrate,) = backups.glob("*.db")
     assert f"preflight restore {premigrate}" in line
     (data / "filler").unlink()
     assert cli("restore", premigrate, "--db", db, "--backup-dir", backups).code == 0

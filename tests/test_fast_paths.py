@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import MIGRATIONS, folder_state, plant_foreign_wal, rows, run_process
+from conftest import MIGRATIONS, folder_state, plant_foreign_wal, rows, run_process, sha256_hex
 from preflight import backup, cache, config, filecopy, lock, migrations, progress, quickstart
 from preflight.errors import DatabaseUnusable, EnvironmentProblem
 
@@ -176,7 +176,7 @@ def test_locked_copy_includes_the_wal_and_leaves_the_live_files_byte_identical(t
     assert backup.quick_check_file(path) == "ok"
     assert path.read_bytes()[18:20] == b"\x02\x02"  # still WAL mode: a restore keeps the mode
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert sorted(p.name for p in backups.iterdir()) == [path.name]  # no -wal/-shm/tmp left
+    assert sorted(p.name for p in backups.iterdir()) == [path.name, f"{path.name}.json"]
     assert not any("backup API" in line for line in logged)
 
 
@@ -328,7 +328,10 @@ def test_quick_start_and_cache_share_one_file_format_and_fingerprint(tmp_path):
 def test_quick_start_execs_a_proven_no_op_start_and_writes_nothing(quick, head, capsys):
     state = folder_state(head.parent, strict=True)
     assert quick()
-    assert folder_state(head.parent, strict=True) == state  # the lock file is empty again
+    # The lock file is empty again; the file the running app holds a shared flock on
+    # (see holders) exists, empty.
+    state["app.db.preflight.running"] = sha256_hex("")
+    assert folder_state(head.parent, strict=True) == state
     err = capsys.readouterr().err
     assert "as verified before" in err and "exec: true" in err
 
@@ -368,6 +371,9 @@ def test_quick_start_hands_over_when_anything_changed(quick, head, make_migratio
     backups.mkdir(exist_ok=True)
     for i in range(11):
         (backups / f"app-20260101T0000{i:02d}.000Z-manual.db").write_bytes(b"x")
+    assert quick()  # without side records: never pruned, so no reason to hand over
+    for i in range(11):
+        (backups / f"app-20260101T0000{i:02d}.000Z-manual.db.json").write_bytes(b"{}")
     assert not quick()  # more than --keep-backups: the full pipeline prunes
     assert quick("--keep-backups", "0")
 

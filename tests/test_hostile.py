@@ -402,7 +402,7 @@ def test_eight_concurrent_guards_all_succeed_and_each_migration_runs_once(make_d
     assert sum("migrate: 004_" in err for _, err in results) == 1
     assert rows(db, "SELECT version, count(*) FROM _preflight_log WHERE event='applied' "
                     "GROUP BY version") == [(4, 1), (5, 1)]
-    assert len(list((db.parent / "backups").iterdir())) == 1
+    assert len(list((db.parent / "backups").glob("*.db"))) == 1
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
 
 

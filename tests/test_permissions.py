@@ -107,8 +107,9 @@ def test_owner_can_migrate_and_backups_are_private(world):
     os.chown(db, NOBODY, NOBODY)
     done = as_nobody(world, "migrate", "--db", str(db))
     assert done.returncode == 0, done.stderr
-    (taken,) = (data / "backups").iterdir()
-    assert taken.stat().st_uid == NOBODY and taken.stat().st_mode & 0o777 == 0o600
+    (taken, record) = sorted((data / "backups").iterdir())
+    for made in (taken, record, data / "app.db.preflight-id"):
+        assert made.stat().st_uid == NOBODY and made.stat().st_mode & 0o777 == 0o600
 
 
 def own(data: Path, db: Path) -> None:
