@@ -13,11 +13,11 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from . import backup, drift, history, schema
+from . import backup, drift, history, names, schema
 from .config import Settings
 from .database import assert_not_busy, check_environment, connect, inspect
 from .errors import DriftError, EnvironmentProblem, MigrationFailed, UsageError
-from .migrations import NAME, Migration, discover, load, tokens
+from .migrations import Migration, discover, load, tokens
 from .pipeline import locked, step
 
 log = logging.getLogger("preflight")
@@ -155,7 +155,7 @@ def init(settings: Settings, version: int | None, report: dict) -> None:
         raise UsageError(f"{folder} already has {', '.join(clash)}, numbered {version} or below",
                          f"give --number below {min(m.version for m in existing)}, or move them")
     name = f"{version:03d}_{LABEL}.sql"
-    assert NAME.match(name)
+    assert names.classify(name, False)[0] == names.SQL
     with locked(settings, "init"):
         insp = inspect(settings.db)
         if insp.fresh:

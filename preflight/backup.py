@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import faults
 from .errors import EnvironmentProblem, LockTimeout, RestoreFailed
-from .files import fsync_dir, fsync_file, remove_quietly, write_atomic  # noqa: F401  (re-exported)
+from .files import create_fresh, fsync_dir, fsync_file, remove_quietly, write_atomic  # noqa: F401  (re-exported)
 
 log = logging.getLogger("preflight")
 
@@ -64,21 +64,10 @@ def quick_check_file(path: Path) -> str:
         conn.close()
 
 
-def create_private(path: Path) -> int:
-    """A new file only we can read (0600), never through a symlink planted at `path`.
-
-    A stale file or link of that name is unlinked first: unlinking a symlink never
-    touches its target, and O_EXCL|O_NOFOLLOW then refuses anything that reappears.
-    """
-    path.unlink(missing_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                   0o600)
-
-
 def copy_private(source: Path, target: Path, sync: bool = True) -> None:
-    """Copy `source` to a new private file `target` (see create_private); fsync it if `sync`."""
+    """Copy `source` to a new private file `target` (see files.create_fresh); fsync it if `sync`."""
     with open(source, "rb") as src:
-        fd = create_private(target)
+        fd = create_fresh(target)
         try:
             # sendfile: the kernel copies, as shutil.copyfile would (and it cannot do O_EXCL)
             while os.sendfile(fd, src.fileno(), None, 1 << 26) > 0:
@@ -90,16 +79,8 @@ def copy_private(source: Path, target: Path, sync: bool = True) -> None:
 
 
 def write_new(path: Path, data: bytes) -> None:
-    """Write `path` (0600) by a private temp file and a rename; the caller fsyncs the folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(create_private(tmp), "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write `path` (0600) by a private temp file and a rename (see files.write_atomic)."""
+    write_atomic(path, data)
 
 
 def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
@@ -122,7 +103,7 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
     record = catalog.record_path(final)
     try:
         database_id = catalog.ensure_identity(db, backup_dir)
-        os.close(create_private(tmp))
+        os.close(create_fresh(tmp))
         expected = None
         if fast:
             from .filecopy import locked_copy  # not needed by a start that writes nothing
@@ -269,7 +250,7 @@ def restore(backup: Path, db: Path) -> None:
 
         # Private and new: a link planted at the temp name is removed, never followed,
         # so the rename below can only ever put a regular file in place of the database.
-        with open(backup, "rb") as src, open(create_private(tmp), "wb") as dst:
+        with open(backup, "rb") as src, open(create_fresh(tmp), "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
             os.fchmod(dst.fileno(), mode)  # the database keeps its own mode
             dst.flush()
@@ -342,5 +323,22 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
         if state() == before:
             return target
         time.sleep(0.05 * (attempt + 1))
-    raise EnvironmentProblem(f"{db} kept changing while it was copied for a private snapshot",
-                             "try again when the application is idle")
+    # A busy app commits faster than the files can be copied. It has the database open,
+    # so its -wal/-shm (WAL) already exist and a read-only reader creates nothing (rollback
+    # mode never does): SQLite's own read lock gives one consistent state instead.
+    for suffix in ("", "-wal", "-journal"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    os.close(create_fresh(target))
+    try:
+        src = sqlite3.connect(uri(db, mode="ro"), uri=True, timeout=30)
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)  # one step: the whole copy under one read transaction
+        finally:
+            dst.close()
+            src.close()
+    except sqlite3.Error as exc:
+        raise EnvironmentProblem(f"{db} kept changing while it was copied for a private "
+                                 f"snapshot ({exc})", "try again when the application is idle") \
+            from None
+    return target

@@ -57,7 +57,8 @@ def create_fresh(path: Path, mode: int = 0o600) -> int:
     (a symlink's target is untouched), then the name is created exclusively.
     """
     try:
-        os.unlink(path)
+        if os.path.lexists(path):  # no unlink when nothing is there (the usual case)
+            os.unlink(path)
     except FileNotFoundError:
         pass
     except IsADirectoryError:
