@@ -27,7 +27,7 @@ from . import drift, schema, signals
 from .backup import uri
 from .database import Inspection
 from .errors import DriftError, MigrationFailed, PreflightError
-from .migrations import Migration, run_body
+from .migrations import Migration, run_body, tokens
 
 log = logging.getLogger("preflight")
 
@@ -49,13 +49,6 @@ class Ranking:
     @property
     def closest(self) -> int:
         return self.tier[-1]
-
-
-def _names(conn: sqlite3.Connection) -> set[Name]:
-    rows = conn.execute("SELECT type, name, tbl_name FROM sqlite_master WHERE sql IS NOT NULL")
-    return {(t, n.lower()) for t, n, tbl in rows
-            if t in ("table", "index", "view", "trigger")
-            and not schema.ignored(n) and not schema.ignored(tbl)}
 
 
 def names_of(s: schema.Schema) -> set[Name]:
@@ -83,23 +76,54 @@ def _run(conn: sqlite3.Connection, m: Migration, label: str) -> None:
                               "fix the migration; the live database was not touched") from exc
 
 
+_APPEND_ONLY = {"CREATE", "INSERT", "UPDATE", "DELETE", "REPLACE", "SELECT", "WITH"}
+
+
+def _appends_only(m: Migration) -> bool:
+    """True when the migration can only add rows to sqlite_master (no DROP, ALTER, PRAGMA,
+    no Python): new objects then get rowids above every existing one."""
+    return m.kind == "sql" and all((tokens(s.sql)[:1] or [""])[0].upper() in _APPEND_ONLY
+                                   for s in m.statements)
+
+
 def _bounds(live: set[Name], migrations: tuple[Migration, ...]
             ) -> tuple[list[int], list[int], dict[Name, int]]:
-    """Per version 0..n: names missing from live, names extra in live; and last_seen."""
+    """Per version 0..n: names missing from live, names extra in live; and last_seen.
+
+    Linear in what the migrations change. A migration that only creates objects adds
+    rows to sqlite_master with rowids above the last one seen, read with one seek. After
+    any other migration that changed the schema, SQLite itself compares sqlite_master with
+    a copy of it (a temp table, outside the schema being replayed) and only the rows
+    created or dropped come back to Python.
+    """
     conn = schema.open_memory()
     missing, extra, last_seen = [0], [len(live)], {}
     current: set[Name] = set()
+    copy = "temp._preflight_names"
+    rows = "SELECT rowid, type, name, tbl_name FROM main.sqlite_master WHERE sql IS NOT NULL"
     try:
-        stamp = conn.execute("PRAGMA schema_version").fetchone()[0]
+        conn.execute(f"CREATE TABLE {copy} (rowid INTEGER PRIMARY KEY, type TEXT, name TEXT, "
+                     f"tbl_name TEXT)")
+        stamp = conn.execute("PRAGMA main.schema_version").fetchone()[0]
+        top = 0
         for count, m in enumerate(migrations, start=1):
             _run(conn, m, "replay")
-            now = conn.execute("PRAGMA schema_version").fetchone()[0]
+            now = conn.execute("PRAGMA main.schema_version").fetchone()[0]
             if now != stamp:  # data-only migrations leave the schema (and the counts) as is
                 stamp = now
-                new = _names(conn)
-                for gone in current - new:
+                if _appends_only(m):
+                    added = conn.execute(f"{rows} AND rowid > ?", (top,)).fetchall()
+                    removed = []
+                else:
+                    added = conn.execute(f"{rows} EXCEPT SELECT * FROM {copy}").fetchall()
+                    removed = conn.execute(f"SELECT * FROM {copy} EXCEPT {rows}").fetchall()
+                conn.executemany(f"DELETE FROM {copy} WHERE rowid = ?", [r[:1] for r in removed])
+                conn.executemany(f"INSERT OR REPLACE INTO {copy} VALUES (?, ?, ?, ?)", added)
+                top = max([top] + [r[0] for r in added])
+                for gone in _keys(removed):
+                    current.discard(gone)
                     last_seen[gone] = count - 1
-                current = new
+                current.update(_keys(added))
                 missing.append(len(current - live))
                 extra.append(len(live - current))
             else:
@@ -110,6 +134,11 @@ def _bounds(live: set[Name], migrations: tuple[Migration, ...]
     for name in current:
         last_seen[name] = len(migrations)
     return missing, extra, last_seen
+
+
+def _keys(rows: list[tuple[int, str, str, str]]) -> set[Name]:
+    return {(t, n.lower()) for _, t, n, tbl in rows if t in ("table", "index", "view", "trigger")
+            and not schema.ignored(n) and not schema.ignored(tbl)}
 
 
 def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
