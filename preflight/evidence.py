@@ -150,18 +150,21 @@ def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
     order = sorted(bound, key=lambda k: (bound[k], -k))
     diffs: dict[int, list[drift.Difference]] = {}
     snaps: dict[int, schema.Schema] = {}
-    best, i = None, 0
-    while i < len(order) and (best is None or bound[order[i]] <= best):
-        level = bound[order[i]]
-        batch = [k for k in order[i:] if bound[k] == level]
-        i += len(batch)
+    # Two replays at most: the versions with the lowest bound first; then, with `best`
+    # known, every version whose bound could still tie or beat it (best only decreases).
+    first = [k for k in order if bound[k] == bound[order[0]]]
+    best = 0
+    for batch in (first, None):
+        if batch is None:
+            batch = [k for k in order if k not in diffs and bound[k] <= best]
+            if not batch:
+                break
         stops = set(batch) | ({n} if not snaps else set())
         got = schema.replay(migrations[:max(stops)], stops)
         snaps.update(got)
         for k in batch:
             diffs[k] = drift.diff(got[k], live)
-            best = len(diffs[k]) if best is None else min(best, len(diffs[k]))
-    assert best is not None
+        best = min(len(d) for d in diffs.values())
     tier = tuple(sorted(k for k in diffs if len(diffs[k]) == best))
     matches = tuple(k for k in tier if not drift.errors(diffs[k], False))
     log.debug("adopt: diffed %d of %d versions; fewest differences %d at %s",
