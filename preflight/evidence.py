@@ -245,8 +245,8 @@ def choose(insp: Inspection, migrations: tuple[Migration, ...], found: Ranking) 
                     "statement, so choosing %s makes no difference", names,
                     migrations[candidates[-1] - 1].name)
         return candidates[-1]
-    with_rehearsal = "rehearsing the pending migrations of %s on a private copy"
-    log.info("adopt: " + with_rehearsal, names)
+    log.info("adopt: closest %s; rehearsing the pending migrations of each on a private copy",
+             names)
     ends, failures = _rehearse(insp.file or insp.path, migrations, candidates)
     for k, why in failures.items():
         log.info("adopt: not at %s: its pending migrations fail on this database (%s)",
