@@ -14,9 +14,12 @@ per foreign key.
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
+
+log = logging.getLogger("preflight")
 
 Key = tuple  # (table, parent, columns, values) in lower case; values None when rowid-less
 
@@ -51,11 +54,30 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _check(conn: sqlite3.Connection) -> list[tuple]:
+    """PRAGMA foreign_key_check; table by table when one table's keys cannot be checked at all
+    ('foreign key mismatch': the parent columns are not unique), skipping that table."""
+    try:
+        return conn.execute("PRAGMA main.foreign_key_check").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "mismatch" not in str(exc):
+            raise
+    found = []
+    for (table,) in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table'").fetchall():
+        try:
+            found += conn.execute(f"PRAGMA main.foreign_key_check({_q(table)})").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "mismatch" not in str(exc):
+                raise
+            log.warning("foreign keys: cannot check %s: %s", table, exc)
+    return found
+
+
 def violations(conn: sqlite3.Connection) -> list[Violation]:
     """Every violation in `conn`'s main database (one full PRAGMA foreign_key_check)."""
     found = []
     columns: dict[tuple[str, int], tuple[str, ...]] = {}
-    for table, rowid, parent, fkid in conn.execute("PRAGMA foreign_key_check").fetchall():
+    for table, rowid, parent, fkid in _check(conn):
         if (table, fkid) not in columns:
             cols: dict[int, list[str]] = {}
             for fid, _, _, frm, *_ in conn.execute(f"PRAGMA foreign_key_list({_q(table)})"):

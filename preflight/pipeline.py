@@ -119,7 +119,7 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict,
                                    f"planned ({len(p.based_on or ())} -> {len(now or ())} "
                                    f"recorded); nothing was run", "start again")
             before = foreignkeys.violations(conn)
-            if before:
+            if before and live:  # check/status list them themselves
                 log.warning("foreign keys: %s already present before this run (not made by it; "
                             "--strict refuses them)", foreignkeys.summary(before))
             baseline = foreignkeys.baseline(before)

@@ -138,3 +138,16 @@ def test_without_rowid_tables_are_compared_by_count(cli, make_db, make_migration
     assert result.code == 9, result
     assert "a WITHOUT ROWID row -> p" in result.err
     assert dump(db) == before
+
+
+def test_a_foreign_key_sqlite_cannot_check_is_skipped_with_a_warning(cli, make_db, make_migrations):
+    """REFERENCES a column that is not unique: PRAGMA foreign_key_check raises 'mismatch'."""
+    db = make_db("fresh")
+    app_writes(db, "CREATE TABLE p (id INTEGER PRIMARY KEY, name TEXT);"
+                   "CREATE TABLE c (x TEXT REFERENCES p(name)); INSERT INTO c VALUES ('a');")
+    folder = make_migrations({"001_p.sql": "CREATE TABLE p (id INTEGER PRIMARY KEY, name TEXT);\n"
+                                           "CREATE TABLE c (x TEXT REFERENCES p(name));",
+                              "002_q.sql": "CREATE TABLE q (id INTEGER PRIMARY KEY);"})
+    result = cli("migrate", "--db", db, "--migrations", folder)
+    assert result.code == 0, result
+    assert "cannot check c: foreign key mismatch" in result.err
