@@ -57,7 +57,7 @@ def names_of(s: schema.Schema) -> set[Name]:
             | {("view", k) for k in s.views} | {("trigger", k) for k in s.triggers})
 
 
-def _run(conn: sqlite3.Connection, m: Migration, label: str) -> None:
+def run_one(conn: sqlite3.Connection, m: Migration, label: str) -> None:
     """One migration in its own transaction (as schema.replay runs it)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -77,6 +77,35 @@ def _run(conn: sqlite3.Connection, m: Migration, label: str) -> None:
 
 
 _APPEND_ONLY = {"CREATE", "INSERT", "UPDATE", "DELETE", "REPLACE", "SELECT", "WITH"}
+
+
+def changes_of(migrations: tuple[Migration, ...], names: set[str]) -> set[int]:
+    """The versions (1..n) at which any object named in `names` (lower case; a table's
+    name also stands for its columns) was created, changed or dropped.
+
+    One replay; after each migration that changed the schema, only those objects' rows of
+    sqlite_master are read (definitions derive from that text): linear in n.
+    """
+    conn = schema.open_memory()
+    found: set[int] = set()
+    marks = ", ".join("?" * len(names))
+    query = (f"SELECT lower(name), tbl_name, sql FROM main.sqlite_master "
+             f"WHERE lower(name) IN ({marks}) ORDER BY 1")
+    try:
+        stamp = conn.execute("PRAGMA main.schema_version").fetchone()[0]
+        before = conn.execute(query, tuple(names)).fetchall()
+        for count, m in enumerate(migrations, start=1):
+            run_one(conn, m, "replay")
+            now = conn.execute("PRAGMA main.schema_version").fetchone()[0]
+            if now != stamp:
+                stamp = now
+                after = conn.execute(query, tuple(names)).fetchall()
+                if after != before:
+                    found.add(count)
+                before = after
+    finally:
+        conn.close()
+    return found
 
 
 def _appends_only(m: Migration) -> bool:
@@ -107,7 +136,7 @@ def _bounds(live: set[Name], migrations: tuple[Migration, ...]
         stamp = conn.execute("PRAGMA main.schema_version").fetchone()[0]
         top = 0
         for count, m in enumerate(migrations, start=1):
-            _run(conn, m, "replay")
+            run_one(conn, m, "replay")
             now = conn.execute("PRAGMA main.schema_version").fetchone()[0]
             if now != stamp:  # data-only migrations leave the schema (and the counts) as is
                 stamp = now

@@ -45,14 +45,31 @@ def history_key(applied: tuple[history.Applied, ...] | None) -> tuple[tuple[int,
 def _drift(message: str, hint: str, diffs: list[drift.Difference],
            migrations: tuple[Migration, ...], upto: int,
            steps: dict[int, schema.Schema] | None = None) -> DriftError:
-    """A DriftError listing each difference with the migration that made the expected object."""
+    """A DriftError listing each difference with the migration that made the expected object.
+
+    Not a snapshot after every migration (quadratic): only after those that changed one of
+    the differing objects, which is all `with_origins` needs to name them.
+    """
     if steps is None:
-        steps = schema.replay(migrations[:upto], set(range(1, upto + 1)))
-    steps = {i: steps[i] for i in range(1, upto + 1)}
+        stops = evidence.changes_of(migrations[:upto], _objects(diffs)) | {upto}
+        steps = schema.replay(migrations[:upto], stops - {0})
+    steps = {i: steps[i] for i in range(1, upto + 1) if i in steps}
     named = drift.with_origins(diffs, [(migrations[i - 1], steps[i]) for i in sorted(steps)])
     error = DriftError(message, hint)
     error.details = tuple(f"drift: {d.message()}" for d in named)
     return error
+
+
+def _objects(diffs: list[drift.Difference]) -> set[str]:
+    """The names of the objects the differences are about (a column's: its table's)."""
+    names = set()
+    for d in diffs:
+        kind, _, rest = (d.key or "").partition(" ")
+        if kind == "column":
+            names.add(rest.rsplit(".", 1)[0])
+        elif rest:
+            names.add(rest)
+    return names
 
 
 def accepted_part(diffs: list[drift.Difference], accepted: tuple[drift.Difference, ...]
