@@ -289,7 +289,7 @@ def choose(insp: Inspection, migrations: tuple[Migration, ...], found: Ranking) 
                            stamp_hint(migrations, k))
         error.details = tuple(f"drift: {d.message()}" for d in found.diffs[k])
         raise error
-    if len(left) == 1 or len(set(ends[k] for k in left)) == 1:
+    if len(left) == 1 or len({ends[k] for k in left}) == 1:
         if len(left) > 1:
             log.warning("adopt: schema matches %s equally; upgrading from each gives the same "
                         "database (rehearsed), so choosing %s makes no difference",

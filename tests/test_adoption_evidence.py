@@ -8,9 +8,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import dump as dump_all
+from conftest import folder_state, rows
 
-from conftest import dump as dump_all, folder_state, rows
-from preflight import evidence, migrations as mig, schema
+from preflight import evidence, schema
+from preflight import migrations as mig
 
 
 def plain(db: Path, files: dict[str, str], upto: int, data: str = "") -> Path:

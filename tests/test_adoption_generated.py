@@ -11,8 +11,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from conftest import dump as dump_all, folder_state
+from conftest import dump as dump_all
+from conftest import folder_state
 
 
 def dump(db: Path) -> list[str]:
