@@ -18,7 +18,8 @@ from .database import assert_not_busy, check_environment, connect, free_bytes, i
 from .errors import (DatabaseUnusable, DriftError, EnvironmentProblem, MigrationFailed, Refused,
                      UsageError)
 from .migrations import discover, set_fingerprint
-from .pipeline import apply, locked, plan, refuse_if_failed, step, verify
+from .pipeline import HistoryMoved, apply, locked, plan, refuse_if_failed, step, verify
+from .planner import history_key
 
 log = logging.getLogger("preflight")
 
@@ -224,6 +225,11 @@ def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
         conn = connect(settings.db, settings.lock_timeout)
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if history_key(history.read(conn)) != history_key(insp.applied):
+                conn.execute("ROLLBACK")
+                raise HistoryMoved(f"a guard changed the history of {settings.db} while this "
+                                   f"stamp checked it; nothing was recorded",
+                                   "run 'preflight status', then stamp again if still needed")
             history.ensure_tables(conn)
             removed = history.forget_after(conn, version)
             known = {(a.version, a.name, a.sha256) for a in insp.applied or ()}
