@@ -132,10 +132,11 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
     found = evidence.rank(insp.live, migrations)
     if not found.matches:
         k = found.closest
-        errs = drift.errors(found.diffs[k], False)
+        errs = drift.errors(found.diffs[k], strict)
+        _warn_extras(found.diffs[k], strict)
         raise _drift(f"{insp.path} has tables but no preflight history, and its schema matches no "
                      f"migration; closest is {migrations[k - 1].name} with "
-                     f"{len(found.diffs[k])} difference(s)", evidence.stamp_hint(migrations, k),
+                     f"{len(errs)} difference(s)", evidence.stamp_hint(migrations, k),
                      errs, migrations, k)
     k = evidence.choose(insp, migrations, found)
     diffs = found.diffs[k]
