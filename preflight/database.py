@@ -40,6 +40,8 @@ class Inspection:
     applied: tuple[history.Applied, ...] | None  # None: no history table
     live: schema.Schema | None  # None: not read, its text is the one the caller trusted
     schema_hash: str = ""  # cache.schema_hash of the live schema ("" when fresh)
+    accepted: tuple = ()  # drift.Difference rows accepted by `stamp --force`
+    file: Path | None = None  # the file read (a private snapshot when `path` is shown instead)
 
 
 def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
@@ -84,6 +86,7 @@ def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
                 raise DatabaseUnusable(f"{db} fails PRAGMA quick_check: {result[:200]}",
                                        "restore a backup with 'preflight restore'")
             applied = history.read(conn)
+            accepted = history.read_accepted(conn)
             text_hash = cache.schema_hash(conn)
             live = None if trust is not None and text_hash == trust else schema.snapshot(conn)
         finally:
@@ -95,7 +98,7 @@ def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
         raise DatabaseUnusable(f"{db} cannot be read: {exc}",
                                "restore a backup with 'preflight restore'") from None
     fresh = applied is None and live is not None and live.is_empty()
-    return Inspection(db, True, size, fresh, applied, live, text_hash)
+    return Inspection(db, True, size, fresh, applied, live, text_hash, accepted, real)
 
 
 def _size(path: Path) -> int:

@@ -15,11 +15,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .backup import fsync_dir, write_atomic
+from .drift import Difference
 from .errors import HistoryError
 from .migrations import Migration
 
 HISTORY = "_preflight_history"
 LOG = "_preflight_log"
+ACCEPTED = "_preflight_accepted"
 
 _DDL = (
     f"""CREATE TABLE IF NOT EXISTS {HISTORY} (
@@ -132,6 +134,56 @@ def log(conn: sqlite3.Connection, event: str, version: int | None = None, name: 
     conn.execute(f"INSERT INTO {LOG} (at, event, version, name, detail, host, pid) "
                  f"VALUES (?, ?, ?, ?, ?, ?, ?)",
                  (now(), event, version, name, detail, os.uname().nodename, os.getpid()))
+
+
+def difference_key(d: Difference) -> tuple[str, str, str | None, str | None]:
+    """What identifies an accepted difference: the object, the kind, and both sides."""
+    return (d.object, d.kind, d.expected, d.actual)
+
+
+def read_accepted(conn: sqlite3.Connection) -> tuple[Difference, ...]:
+    """The differences an operator accepted with `stamp --force` (none: no table)."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                        (ACCEPTED,)).fetchone():
+        return ()
+    rows = conn.execute(f"SELECT object, kind, expected, actual FROM {ACCEPTED} ORDER BY id")
+    return tuple(Difference(*row) for row in rows)
+
+
+def accept(conn: sqlite3.Connection, version: int, diffs: list[Difference]) -> None:
+    """Record exactly `diffs` as accepted at `version`, replacing any earlier acceptance.
+
+    Created only when a stamp is forced, so databases that never need it never have it
+    (caller's transaction).
+    """
+    conn.execute(f"""CREATE TABLE IF NOT EXISTS {ACCEPTED} (
+        id INTEGER PRIMARY KEY,
+        object TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        expected TEXT,
+        actual TEXT,
+        version INTEGER NOT NULL,
+        accepted_at TEXT NOT NULL
+    )""")
+    conn.execute(f"DELETE FROM {ACCEPTED}")
+    at = now()
+    conn.executemany(f"INSERT INTO {ACCEPTED} (object, kind, expected, actual, version, "
+                     f"accepted_at) VALUES (?, ?, ?, ?, ?, ?)",
+                     [(*difference_key(d), version, at) for d in diffs])
+
+
+def keep_accepted(conn: sqlite3.Connection, keep: list[Difference]) -> int:
+    """Forget accepted differences not in `keep` (gone after a migration); returns the count."""
+    if not read_accepted(conn):
+        return 0
+    wanted = {difference_key(d) for d in keep}
+    removed = 0
+    for row_id, *fields in conn.execute(
+            f"SELECT id, object, kind, expected, actual FROM {ACCEPTED}").fetchall():
+        if tuple(fields) not in wanted:
+            conn.execute(f"DELETE FROM {ACCEPTED} WHERE id = ?", (row_id,))
+            removed += 1
+    return removed
 
 
 @dataclass(frozen=True)

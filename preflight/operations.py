@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import backup, cache, catalog, drift, history, holders, schema, signals
+from . import backup, cache, catalog, drift, evidence, foreignkeys, history, holders, schema, signals
 from .config import Settings
 from .database import (Inspection, assert_not_busy, check_environment, connect, free_bytes,
                        inspect)
@@ -18,8 +18,8 @@ from .errors import (DatabaseUnusable, DriftError, EnvironmentProblem, Migration
                      UsageError)
 from .files import private_folder
 from .migrations import Migration, discover, set_fingerprint
-from .pipeline import apply, locked, plan, refuse_if_failed, step, verify
-from .planner import Plan
+from .pipeline import HistoryMoved, apply, locked, plan, refuse_if_failed, step, verify
+from .planner import Plan, history_key
 
 log = logging.getLogger("preflight")
 
@@ -73,16 +73,28 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
         report["pending"] = [m.name for m in p.pending]
         report["warnings"] = list(trusted.warnings) if insp.live is None and trusted else \
             [w.message() for w in p.warnings]
+        report["accepted_differences"] = [d.message() for d in insp.accepted]
+        for d in insp.accepted:
+            log.info("status: accepted by stamp --force: %s", d.message())
+        found = _foreign_keys(snap)
+        report["foreign_key_violation_count"] = len(found)
+        report["foreign_key_violations"] = [v.as_dict() for v in found[:100]]
+        if found:
+            log.warning("foreign keys: %s, already in the database (a migrating start warns; "
+                        "--strict refuses)", foreignkeys.summary(found))
         if not rehearse:
             _summarize(report)
         if refusal is not None:
             raise refusal
+        if found and settings.strict:
+            raise DriftError(f"{settings.db} has {foreignkeys.summary(found)} (--strict)",
+                             "delete or fix the orphan rows, or run without --strict")
         if rehearse and p.writes:
             with step("rehearse") as info:
                 start = time.perf_counter()
                 try:
-                    apply(settings, snap, p, {}, label="rehearse")
-                    verify(settings, snap, p, label="rehearse")
+                    baseline = apply(settings, snap, p, {}, label="rehearse")
+                    verify(settings, snap, p, label="rehearse", fk_baseline=baseline)
                 except MigrationFailed as exc:
                     raise MigrationFailed(f"rehearsal on a private copy: {exc.message}; the "
                                           f"database was not touched", exc.hint) from exc
@@ -132,6 +144,17 @@ def _absent(settings: Settings, fresh: bool, migrations: int) -> str | None:
     return (f"{what} at {settings.db}: a start would create a fresh one ({migrations} "
             f"migration(s)); if you expected data here, check PREFLIGHT_DB and the volume "
             f"mounted at {settings.db.parent}")
+
+
+def _foreign_keys(snap: Path) -> list[foreignkeys.Violation]:
+    """The violations in the private copy (none when there is no database yet)."""
+    if not snap.exists() or snap.stat().st_size == 0:
+        return []
+    conn = connect(snap, 5.0)
+    try:
+        return foreignkeys.violations(conn)
+    finally:
+        conn.close()
 
 
 def _summarize(report: dict) -> None:
@@ -281,6 +304,8 @@ def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
                                    "run 'preflight migrate' to build a fresh database")
         expected = schema.replay(migrations, {len(upto)})[len(upto)]
         diffs = drift.errors(drift.diff(expected, insp.live), settings.strict)
+        if not force:
+            _refuse_below_evidence(settings, insp, migrations, version)
         if diffs and not force:
             error = DriftError(f"{settings.db} does not match the schema after "
                                f"{upto[-1].name if upto else 'no migration'} "
@@ -289,7 +314,8 @@ def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
             error.details = tuple(f"drift: {d.message()}" for d in diffs)
             raise error
         for d in diffs:
-            log.warning("stamp --force: ignoring drift: %s", d.message())
+            log.warning("stamp --force: accepting (recorded; later starts accept exactly this): "
+                        "%s", d.message())
         assert_not_busy(settings.db, settings.lock_timeout)
         if settings.backup != "never":
             with step("backup") as info:
@@ -298,20 +324,51 @@ def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
         conn = connect(settings.db, settings.lock_timeout)
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if history_key(history.read(conn)) != history_key(insp.applied):
+                conn.execute("ROLLBACK")
+                raise HistoryMoved(f"a guard changed the history of {settings.db} while this "
+                                   f"stamp checked it; nothing was recorded",
+                                   "run 'preflight status', then stamp again if still needed")
             history.ensure_tables(conn)
             removed = history.forget_after(conn, version)
             known = {(a.version, a.name, a.sha256) for a in insp.applied or ()}
             for m in upto:
                 if (m.version, m.name, m.sha256) not in known:  # keep real applied-at rows
                     history.record(conn, m, "stamped", 0.0)
+            if diffs or insp.accepted:
+                history.accept(conn, version, diffs)  # exactly what differs now; none: forgotten
             history.log(conn, "stamp", version, upto[-1].name if upto else None,
-                        f"force, {len(diffs)} difference(s) ignored" if diffs else "schema matched")
+                        f"force, {len(diffs)} difference(s) accepted" if diffs else "schema matched")
             conn.execute("COMMIT")
         finally:
             conn.close()
         log.info("stamp: history now at %s (%d recorded, %d removed)",
                  upto[-1].name if upto else "nothing", len(upto), removed)
         report["stamped"] = version
+        report["accepted_differences"] = [d.message() for d in diffs]
+
+
+def _refuse_below_evidence(settings: Settings, insp, migrations, version: int) -> None:
+    """Stamping below what the history and the schema show would make the next start run
+    recorded migrations again: refused without --force, naming the version they show."""
+    last = max((a.version for a in insp.applied or ()), default=0)
+    if insp.live is None or insp.live.is_empty() or not migrations:
+        return
+    found = evidence.rank(insp.live, migrations)
+    shown = [migrations[k - 1] for k in found.matches]
+    above = [m for m in shown if m.version > version]
+    if last > version and any(m.version == last for m in shown):
+        evidence_text = f"its history records {last} applied and its schema matches it"
+    elif above and all(m.version != version for m in shown):
+        evidence_text = (f"its schema matches {', '.join(m.name for m in shown)} with fewer "
+                         f"differences")
+    else:
+        return
+    target = shown[-1].version if not last or last not in [m.version for m in shown] else last
+    raise DriftError(f"{settings.db}: {evidence_text}; stamping {version} would make the next "
+                     f"start run migrations after {version} again on a database that has them",
+                     f"stamp {target} ('preflight stamp {target}'), or pass --force if you are "
+                     f"sure it is at {version}")
 
 
 def clear_failure(settings: Settings, report: dict) -> None:

@@ -11,23 +11,41 @@ import logging
 import os
 import sqlite3
 import time
+from collections import Counter
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from . import backup, cache, catalog, drift, faults, history, holders, lock, schema, signals
+from . import (backup, cache, catalog, drift, faults, foreignkeys, history, holders, lock,
+               schema, signals)
+from .backup import uri
 from .config import Settings
 from .database import Inspection, assert_not_busy, check_environment, connect, inspect
-from .errors import (DiskFull, Interrupted, LockTimeout, MigrationFailed, PreflightError,
-                     Refused, RestoreFailed)
+from .errors import (DiskFull, DriftError, EnvironmentProblem, Interrupted, LockTimeout,
+                     MigrationFailed, PreflightError, Refused, RestoreFailed)
 from .migrations import Migration, discover, run_body, set_fingerprint
-from .planner import Plan, plan
+from .planner import Plan, accepted_part, history_key, plan
 
 log = logging.getLogger("preflight")
 
 # Failures that say nothing against the migrations: rolled back, no failure record.
-TRANSIENT = (Interrupted, DiskFull, LockTimeout)
+# EnvironmentProblem: an I/O error from the disk (at COMMIT, typically) is not theirs.
+TRANSIENT = (Interrupted, DiskFull, LockTimeout, EnvironmentProblem)
+RETRIES = 3  # re-plans after another guard changed the history under this one
+
+
+class HistoryMoved(LockTimeout):
+    """Another guard changed the history between this one's plan and its write transaction
+    (its lock file was deleted or replaced): nothing was run; plan again."""
+
+
+@dataclass(frozen=True)
+class VerifiedState:
+    """What verify proved after migrating: the schema text it hashed and the extras it saw."""
+
+    schema_hash: str
+    extras: tuple[str, ...] = ()
 
 
 @contextmanager
@@ -72,7 +90,7 @@ def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
 
 
 def apply(settings: Settings, db: Path, p: Plan, progress: dict,
-          label: str = "migrate") -> None:
+          label: str = "migrate") -> Counter:
     """Adopt and apply everything pending in ONE BEGIN IMMEDIATE ... COMMIT.
 
     One transaction for all of it: a kill or failure anywhere before COMMIT leaves the
@@ -81,6 +99,11 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict,
     last, also kept as `progress["failing"]`), and `progress["committed"]` turns True once
     COMMIT returned (or once something inside ended the transaction: undo from the backup).
     `label` names the log lines ('rehearse' when `check` runs this on its private copy).
+
+    Inside the transaction, before anything runs: the history is read again (a migration
+    already recorded never runs twice, whatever happened to the lock file: HistoryMoved),
+    and the foreign-key violations already there are counted (the baseline). Just before
+    COMMIT, the run fails only for violations it introduced and left. Returns the baseline.
     """
     progress.setdefault("running", [])
     progress.setdefault("committed", False)
@@ -90,6 +113,17 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict,
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
+            now = history_key(history.read(conn))
+            if now != p.based_on:
+                conn.execute("ROLLBACK")
+                raise HistoryMoved(f"another guard changed the history of {db} after this one "
+                                   f"planned ({len(p.based_on or ())} -> {len(now or ())} "
+                                   f"recorded); nothing was run", "start again")
+            before = foreignkeys.violations(conn)
+            if before and live:  # check/status list them themselves
+                log.warning("foreign keys: %s already present before this run (not made by it; "
+                            "--strict refuses them)", foreignkeys.summary(before))
+            baseline = foreignkeys.baseline(before)
             history.ensure_tables(conn)
             for m in p.adopt:
                 history.record(conn, m, "adopted", 0.0)
@@ -103,9 +137,11 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict,
                         raise
                     except Exception as exc:
                         raise _migration_error(m, db, exc, settings.lock_timeout) from exc
-                    _check_foreign_keys(conn, m)
                     history.record(conn, m, "applied", (time.perf_counter() - start) * 1000)
                     info["what"] = m.name
+            _check_foreign_keys(conn, baseline)
+            if p.accepted and p.expected_head is not None:
+                _clear_accepted(conn, p)
             with step(label) as info:
                 if live:
                     faults.point("before-commit")
@@ -134,15 +170,27 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict,
         conn.close()
     if live:
         faults.point("after-commit")
+    return baseline
 
 
-def _check_foreign_keys(conn: sqlite3.Connection, m: Migration) -> None:
-    """Each migration must leave foreign keys clean (so the one COMMIT finds them clean)."""
-    problems = conn.execute("PRAGMA foreign_key_check").fetchall()
-    if problems:
-        table, rowid, parent, _ = problems[0]
-        raise MigrationFailed(f"{m.name}: leaves {len(problems)} foreign key violation(s), "
-                              f"e.g. {table} rowid {rowid} -> {parent}", "fix the migration")
+def _check_foreign_keys(conn: sqlite3.Connection, baseline: Counter) -> None:
+    """Once, before COMMIT: violations the run introduced and left fail it (older ones do not,
+    nor one a migration made and a later one removed: all of them commit together)."""
+    new = foreignkeys.introduced(baseline, foreignkeys.violations(conn))
+    if new:
+        raise MigrationFailed(f"the migrations leave {foreignkeys.summary(new)}",
+                              "fix the migration (or the data it copies)")
+
+
+def _clear_accepted(conn: sqlite3.Connection, p: Plan) -> None:
+    """Differences accepted by a forced stamp that the migrations made go away are forgotten."""
+    assert p.expected_head is not None
+    still = drift.diff(p.expected_head, schema.snapshot(conn))
+    _, kept = accepted_part(still, p.accepted)
+    if history.keep_accepted(conn, kept):
+        for d in p.accepted:
+            if d not in kept:
+                log.info("accepted difference gone after migrating, forgotten: %s", d.message())
 
 
 def _migration_error(m: Migration | None, db: Path, exc: BaseException,
@@ -160,7 +208,23 @@ def _migration_error(m: Migration | None, db: Path, exc: BaseException,
     if full:
         return DiskFull(f"{where}no space left on {db.parent} ({exc})",
                         f"free space on {db.parent} (or grow the volume), then start again")
+    if _io_error(exc) and (m is None or m.kind == "sql"):
+        # The disk or the file system failed to write: not the migrations' fault, so no
+        # failure record (a fault-free next start must try again, not exit 11).
+        return EnvironmentProblem(f"{where}I/O error writing {db} ({exc})",
+                                  f"check the disk and the volume holding {db.parent} (dmesg), "
+                                  f"then start again")
     return MigrationFailed(f"{where}{exc}", "fix the migration")
+
+
+def _io_error(exc: BaseException) -> bool:
+    """An SQLITE_IOERR (any extended code), also when wrapped with a statement's line."""
+    for e in (exc, exc.__cause__):
+        code = getattr(e, "sqlite_errorcode", None)
+        if isinstance(e, sqlite3.Error) and (code is not None and code & 0xFF == 10
+                                             or "disk I/O error" in str(e)):
+            return True
+    return False
 
 
 def _transaction(conn: sqlite3.Connection) -> str:
@@ -171,28 +235,34 @@ def _transaction(conn: sqlite3.Connection) -> str:
         return "closed"
 
 
-def verify(settings: Settings, db: Path, p: Plan, label: str = "verify") -> str:
-    """Step 8: schema equals head, quick_check and foreign_key_check pass, smoke exits 0.
+def verify(settings: Settings, db: Path, p: Plan, label: str = "verify",
+           fk_baseline: Counter | None = None) -> VerifiedState:
+    """Step 8: schema equals head, quick_check passes, no foreign-key violation beyond the
+    baseline (those before the run, as apply read them), smoke exits 0.
 
-    Returns the hash of the schema text it verified (for the cache). A fresh build has no
-    expected head to compare with: it is, by construction, what the migrations make.
+    Returns what it proved (for the cache): the hash of the schema text, and the extra
+    objects it saw, after migrating. A fresh build has no expected head to compare with:
+    it is, by construction, what the migrations make.
     """
     with step(label) as info:
         conn = connect(db, settings.lock_timeout)
         try:
             verified = cache.schema_hash(conn)
-            diffs = [] if p.expected_head is None else \
-                drift.errors(drift.diff(p.expected_head, schema.snapshot(conn)), settings.strict)
+            found = [] if p.expected_head is None else \
+                drift.diff(p.expected_head, schema.snapshot(conn))
+            diffs, _ = accepted_part(drift.errors(found, settings.strict), p.accepted)
+            extras = tuple(d.message() for d in found if d.kind == "extra" and not settings.strict)
             if diffs:
                 raise MigrationFailed(f"verification: schema differs from head: {diffs[0].message()}"
                                       f" (+{len(diffs) - 1} more)", "fix the migrations")
             result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
             if result != "ok":
                 raise MigrationFailed(f"verification: quick_check: {result[:200]}", "")
-            problems = conn.execute("PRAGMA foreign_key_check").fetchall()
-            if problems:
-                raise MigrationFailed(f"verification: {len(problems)} foreign key violation(s), "
-                                      f"e.g. in {problems[0][0]}", "fix the data or the migrations")
+            new = foreignkeys.introduced(fk_baseline or Counter(), foreignkeys.violations(conn))
+            if new:
+                raise MigrationFailed(f"verification: the migrations left "
+                                      f"{foreignkeys.summary(new)}",
+                                      "fix the data or the migrations")
         finally:
             conn.close()
         info["what"] = ("schema built from empty" if p.expected_head is None else
@@ -207,7 +277,7 @@ def verify(settings: Settings, db: Path, p: Plan, label: str = "verify") -> str:
                 raise MigrationFailed(f"verification: smoke command exited {code}: {last}",
                                       "fix the migrations or PREFLIGHT_SMOKE")
             info["what"] += ", smoke ok"
-    return verified
+    return VerifiedState(verified, extras)
 
 
 def smoke(command: str, db: Path, timeout: float) -> tuple[int | None, str]:
@@ -280,10 +350,10 @@ def _save_record(settings: Settings, record: history.FailureRecord | None) -> No
         log.warning("failure record: cannot write %s: %s", settings.failure_path, exc.strerror)
 
 
-def execute(settings: Settings, insp: Inspection, p: Plan) -> str | None:
+def execute(settings: Settings, insp: Inspection, p: Plan) -> VerifiedState | None:
     """Back up, migrate, verify; on any failure undo and leave a failure record. Writes.
 
-    Returns the hash of the schema verified after migrating (None when nothing was applied).
+    Returns what was verified after migrating (None when nothing was applied).
     """
     db = settings.db
     taken = None
@@ -297,8 +367,10 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> str | None:
         return None
     progress: dict = {"running": [], "committed": False}
     try:
-        apply(settings, db, p, progress)
-        return verify(settings, db, p)
+        baseline = apply(settings, db, p, progress)
+        return verify(settings, db, p, fk_baseline=baseline)
+    except HistoryMoved:
+        raise  # rolled back before anything ran: nothing to undo (and a fresh file is theirs)
     except BaseException as error:
         exc = error
         if signals.received() and not isinstance(exc, Interrupted):
@@ -348,33 +420,63 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
             holders.share_running(settings.db)
         fingerprint = set_fingerprint(migrations)
         refuse_if_failed(settings, fingerprint)
-        with step("inspect") as info:
-            key = cache.key(fingerprint, settings.strict)
-            trusted = cache.read(settings.cache_path, key)
-            insp = inspect(settings.db, trust=trusted.schema_hash if trusted else None)
-            if insp.live is None and not cache.at_head(insp.applied, migrations):
-                # Same schema text, other history: take the snapshot and check it all
-                # (quick_check just passed under this lock; not again on a big file).
-                insp = inspect(settings.db, quick_check=False)
-            info["what"] = "fresh database" if insp.fresh else (
-                f"{len(insp.applied or ())} applied, " + (
-                    "schema as verified before (cache)" if insp.live is None
-                    else f"{len(insp.live.tables)} table(s)") + ", quick_check ok")
-        with step("plan") as info:
-            p = plan(insp, migrations, settings.strict)
-            info["what"] = (f"{len(p.adopt)} to adopt, " if p.adopt else "") + \
-                f"{len(p.pending)} pending, history and schema verified"
-        if trusted and insp.live is None:
-            for warning in trusted.warnings:
-                log.warning("extra: %s", warning)
-        if p.writes or settings.backup == "always":
-            assert_not_busy(settings.db, settings.lock_timeout)
-        verified = execute(settings, insp, p) or insp.schema_hash
-        if verified and insp.live is not None:  # a hit needs no rewrite: a no-op start writes nothing
-            cache.write(settings.cache_path,
-                        cache.Verified(key, verified, tuple(w.message() for w in p.warnings)))
+        for attempt in range(1, RETRIES + 1):
+            try:
+                _migrate_locked(settings, migrations, fingerprint)
+                break
+            except HistoryMoved as exc:
+                if attempt == RETRIES:
+                    raise
+                log.warning("plan: %s; planning again", exc.message)
         if history.clear_failure(settings.failure_path):
             log.info("failure record: cleared (this migration set succeeded)")
         if settings.backup != "never":
             for removed in catalog.prune(settings.backup_dir, settings.db, settings.keep_backups):
                 log.info("prune: removed %s", removed)
+
+
+def _strict_foreign_keys(db: Path) -> None:
+    """--strict: foreign-key violations already in the database are errors (nothing changed)."""
+    conn = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
+    try:
+        found = foreignkeys.violations(conn)
+    finally:
+        conn.close()
+    if found:
+        error = DriftError(f"{db} has {foreignkeys.summary(found)} (--strict)",
+                           "delete or fix the orphan rows, or run without --strict")
+        error.details = tuple(f"foreign key: {v.message()}" for v in found[:20])
+        raise error
+
+
+def _migrate_locked(settings: Settings, migrations: tuple[Migration, ...],
+                    fingerprint: str) -> None:
+    """Inspect, plan, execute and write the cache, under the lock."""
+    with step("inspect") as info:
+        key = cache.key(fingerprint, settings.strict)
+        trusted = cache.read(settings.cache_path, key)
+        insp = inspect(settings.db, trust=trusted.schema_hash if trusted else None)
+        if insp.live is None and not cache.at_head(insp.applied, migrations):
+            # Same schema text, other history: take the snapshot and check it all
+            # (quick_check just passed under this lock; not again on a big file).
+            insp = inspect(settings.db, quick_check=False)
+        info["what"] = "fresh database" if insp.fresh else (
+            f"{len(insp.applied or ())} applied, " + (
+                "schema as verified before (cache)" if insp.live is None
+                else f"{len(insp.live.tables)} table(s)") + ", quick_check ok")
+    with step("plan") as info:
+        p = plan(insp, migrations, settings.strict)
+        info["what"] = (f"{len(p.adopt)} to adopt, " if p.adopt else "") + \
+            f"{len(p.pending)} pending, history and schema verified"
+    if trusted and insp.live is None:
+        for warning in trusted.warnings:
+            log.warning("extra: %s", warning)
+    if p.writes and settings.strict and not insp.fresh:
+        _strict_foreign_keys(settings.db)
+    if p.writes or settings.backup == "always":
+        assert_not_busy(settings.db, settings.lock_timeout)
+    done = execute(settings, insp, p)
+    if done is None:  # nothing applied: what the plan proved is still true
+        done = VerifiedState(insp.schema_hash, tuple(w.message() for w in p.warnings))
+    if done.schema_hash and insp.live is not None:  # a hit needs no rewrite: a no-op writes nothing
+        cache.write(settings.cache_path, cache.Verified(key, done.schema_hash, done.extras))

@@ -1,14 +1,15 @@
 """Planning: from a read-only inspection, prove the database's state and decide what to write.
 
-Nothing here writes. A database with history must match what its applied migrations
-produce; one without history is adopted at the one version its schema matches.
+Nothing here writes the database. A database with history must match what its applied
+migrations produce (less the differences an operator accepted with `stamp --force`);
+one without history is adopted at the version the evidence points to (`evidence`).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 
-from . import drift, history, schema
+from . import drift, evidence, history, schema
 from .database import Inspection
 from .errors import DriftError
 from .migrations import Migration, set_fingerprint
@@ -25,6 +26,10 @@ class Plan:
     pending: tuple[Migration, ...]
     expected_head: schema.Schema | None  # None: fresh (built from empty), or a cache hit
     warnings: tuple[drift.Difference, ...] = field(default=())
+    # The history the plan was made from: apply re-reads it inside its write transaction
+    # and refuses to run anything if another guard changed it meanwhile.
+    based_on: tuple[tuple[int, str], ...] | None = None
+    accepted: tuple[drift.Difference, ...] = field(default=())  # by stamp --force
 
     @property
     def writes(self) -> bool:
@@ -32,46 +37,79 @@ class Plan:
         return bool(self.adopt or self.pending)
 
 
+def history_key(applied: tuple[history.Applied, ...] | None) -> tuple[tuple[int, str], ...] | None:
+    """What identifies a history for apply's re-read: (version, sha256) of each row."""
+    return None if applied is None else tuple((a.version, a.sha256) for a in applied)
+
+
 def _drift(message: str, hint: str, diffs: list[drift.Difference],
            migrations: tuple[Migration, ...], upto: int,
            steps: dict[int, schema.Schema] | None = None) -> DriftError:
-    """A DriftError listing each difference with the migration that made the expected object."""
+    """A DriftError listing each difference with the migration that made the expected object.
+
+    Not a snapshot after every migration (quadratic): only after those that changed one of
+    the differing objects, which is all `with_origins` needs to name them.
+    """
     if steps is None:
-        steps = schema.replay(migrations[:upto], set(range(1, upto + 1)))
-    steps = {i: steps[i] for i in range(1, upto + 1)}
+        stops = evidence.changes_of(migrations[:upto], _objects(diffs)) | {upto}
+        steps = schema.replay(migrations[:upto], stops - {0})
+    steps = {i: steps[i] for i in range(1, upto + 1) if i in steps}
     named = drift.with_origins(diffs, [(migrations[i - 1], steps[i]) for i in sorted(steps)])
     error = DriftError(message, hint)
     error.details = tuple(f"drift: {d.message()}" for d in named)
     return error
 
 
+def _objects(diffs: list[drift.Difference]) -> set[str]:
+    """The names of the objects the differences are about (a column's: its table's)."""
+    names = set()
+    for d in diffs:
+        kind, _, rest = (d.key or "").partition(" ")
+        if kind == "column":
+            names.add(rest.rsplit(".", 1)[0])
+        elif rest:
+            names.add(rest)
+    return names
+
+
+def accepted_part(diffs: list[drift.Difference], accepted: tuple[drift.Difference, ...]
+                  ) -> tuple[list[drift.Difference], list[drift.Difference]]:
+    """Split `diffs` into (not accepted, accepted by a forced stamp)."""
+    known = {history.difference_key(d) for d in accepted}
+    rest = [d for d in diffs if history.difference_key(d) not in known]
+    return rest, [d for d in diffs if history.difference_key(d) in known]
+
+
 def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> Plan:
     """Decide what to do, proving the database's state first. Reads only."""
     n = len(migrations)
     fingerprint = set_fingerprint(migrations)
+    based_on = history_key(insp.applied)
     if insp.live is None:
         # inspect was told this schema text was verified at the head of this exact
         # migration set (cache.at_head checked the history): nothing to replay or diff.
-        return Plan(fingerprint, (), (), None)
+        return Plan(fingerprint, (), (), None, based_on=based_on, accepted=insp.accepted)
     if insp.fresh:
         # No replay: there is nothing to protect in a fresh database, so building it is
         # the proof that every migration works from empty, and a failure deletes it.
-        return Plan(fingerprint, (), migrations, None)
+        return Plan(fingerprint, (), migrations, None, based_on=based_on)
     if insp.applied is None:
         return _adopt(insp, migrations, strict)
     pending = history.pending(insp.applied, migrations)
     done = n - len(pending)
     snaps = schema.replay(migrations, {done, n})
     diffs = drift.diff(snaps[done], insp.live)
-    errors = drift.errors(diffs, strict)
+    errors, accepted = accepted_part(drift.errors(diffs, strict), insp.accepted)
     _warn_extras(diffs, strict)
+    for d in accepted:
+        log.info("accepted (stamp --force): %s", d.message())
     if errors:
         raise _drift(f"schema drift in {insp.path}: {len(errors)} difference(s) from what "
                      f"{migrations[done - 1].name if done else 'no migration'} should have produced",
                      "fix the listed objects by hand or restore a backup; nothing was changed",
                      errors, migrations, done)
-    warnings = tuple(d for d in diffs if d.kind == "extra")
-    return Plan(fingerprint, (), pending, snaps[n], warnings)
+    warnings = tuple(d for d in diffs if d.kind == "extra" and d not in accepted)
+    return Plan(fingerprint, (), pending, snaps[n], warnings, based_on, insp.accepted)
 
 
 def _warn_extras(diffs: list[drift.Difference], strict: bool) -> None:
@@ -86,38 +124,28 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
     """A database with tables but no history: find the one version its schema is at."""
     n = len(migrations)
     fingerprint = set_fingerprint(migrations)
-    snaps = schema.replay(migrations, set(range(n + 1)))
-    diffs = {k: drift.diff(snaps[k], insp.live) for k in range(1, n + 1)}
-    matches = [k for k in range(1, n + 1) if not drift.errors(diffs[k], False)]
+    assert insp.live is not None
     if n == 0:
-        extras = drift.diff(snaps[0], insp.live)
+        extras = drift.diff(schema.Schema(), insp.live)
         _warn_extras(extras, strict)
-        return Plan(fingerprint, (), (), snaps[0], tuple(extras))
-    if not matches:
-        closest = min(range(1, n + 1), key=lambda k: (len(drift.errors(diffs[k], False)), -k))
+        return Plan(fingerprint, (), (), schema.Schema(), tuple(extras))
+    found = evidence.rank(insp.live, migrations)
+    if not found.matches:
+        k = found.closest
+        errs = drift.errors(found.diffs[k], strict)
+        _warn_extras(found.diffs[k], strict)
         raise _drift(f"{insp.path} has tables but no preflight history, and its schema matches no "
-                     f"migration; closest is {migrations[closest - 1].name} with "
-                     f"{len(drift.errors(diffs[closest], False))} difference(s)",
-                     f"fix the listed objects by hand, or if you know it is at that version, "
-                     f"record it with 'preflight stamp {migrations[closest - 1].version} --force'",
-                     drift.errors(diffs[closest], False), migrations, closest, snaps)
-    k = matches[-1]
-    if len(matches) > 1:
-        between = migrations[matches[0]:matches[-1]]
-        names = ", ".join(migrations[i - 1].name for i in matches)
-        if not all(m.executes_nothing for m in between):
-            raise DriftError(f"{insp.path} has no preflight history and its schema matches several "
-                             f"versions equally ({names}); the migrations between them change "
-                             f"data or drop objects that may not exist, so the choice matters",
-                             "say which version it is at with 'preflight stamp VERSION'")
-        log.warning("adopt: schema matches %s equally; the migrations between them execute no "
-                    "statement, so choosing %s makes no difference", names, migrations[k - 1].name)
-    _warn_extras(diffs[k], strict)
-    if strict and drift.errors(diffs[k], True):
+                     f"migration; closest is {migrations[k - 1].name} with "
+                     f"{len(errs)} difference(s)", evidence.stamp_hint(migrations, k),
+                     errs, migrations, k)
+    k = evidence.choose(insp, migrations, found)
+    diffs = found.diffs[k]
+    _warn_extras(diffs, strict)
+    if strict and drift.errors(diffs, True):
         raise _drift(f"{insp.path}: extra objects beside {migrations[k - 1].name} (--strict)",
-                     "drop them or run without --strict", drift.errors(diffs[k], True),
-                     migrations, k, snaps)
+                     "drop them or run without --strict", drift.errors(diffs, True),
+                     migrations, k)
     log.info("adopt: no history; schema matches %s, recording 1..%d as adopted",
              migrations[k - 1].name, migrations[k - 1].version)
-    warnings = tuple(d for d in diffs[k] if d.kind == "extra")
-    return Plan(fingerprint, migrations[:k], migrations[k:], snaps[n], warnings)
+    warnings = tuple(d for d in diffs if d.kind == "extra")
+    return Plan(fingerprint, migrations[:k], migrations[k:], found.head, warnings, None)
