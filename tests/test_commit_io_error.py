@@ -24,6 +24,9 @@ def test_disk_io_error_at_commit_is_exit_7_without_a_failure_record(
                "--backup-dir", backups).code == 0
     before = dump(db)
     folder = make_migrations({**v1, "002_seed.sql": "INSERT INTO a VALUES (1);"})
+    # The database's id file (which ties backups to it) is written by its first backup,
+    # beside the database: take one before the folder becomes append-only.
+    assert cli("backup", "--db", db, "--migrations", folder, "--backup-dir", backups).code == 0
     # An append-only folder: SQLite can create the rollback journal but not delete it,
     # which is how a rollback-journal COMMIT ends: a real SQLITE_IOERR at COMMIT.
     if not chattr("+a", db.parent):

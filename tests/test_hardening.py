@@ -17,7 +17,6 @@ import pytest
 from conftest import (MIGRATIONS, REPO, folder_state, hold_lock, load_fixture, run_process,
                       wait_until_blocked_on_lock)
 from preflight import lock
-from preflight.errors import EnvironmentProblem, LockTimeout
 
 
 def sha(path: Path) -> str:
