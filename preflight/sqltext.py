@@ -1,0 +1,189 @@
+"""SQL text in the canonical spelling drift compares: what SQLite means, not how it is written.
+
+Identifiers fold ASCII letters only (SQLite's rule: "Äpfel" and "äpfel" are two tables);
+keywords fold the same way; string literals keep their case; a double-quoted token is an
+identifier only where SQLite would read it as one, else the string literal it is; numbers
+compare by value and type (1.0 = 1.00, 0x10 = 16, but 1 != 1.0); comments, white space
+and parentheses that wrap a whole parenthesised expression again do not count.
+"""
+from __future__ import annotations
+
+import re
+import string
+from typing import Iterable
+
+ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+_TOKEN = re.compile(
+    r"""'(?:[^']|'')*'?|[xX]'[^']*'?|"(?:[^"]|"")*"?|`(?:[^`]|``)*`?|\[[^\]]*\]?"""
+    r"""|--[^\n]*|/\*.*?(?:\*/|\Z)"""
+    r"""|0[xX][0-9A-Fa-f_]+|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?"""
+    r"""|[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*"""
+    r"""|\|\||<<|>>|<=|>=|==|!=|<>|->>|->|\S""",
+    re.DOTALL,
+)
+_OPERATORS = {"<>": "!=", "==": "="}
+# After these a double-quoted token names an object or a new name, never a string.
+_NAMING = {"as", "from", "join", "into", "update", "table", "view", "index", "trigger",
+           "references", "of", "on", "exists", "collate"}
+_SUBQUERY = {"select", "values", "with"}
+
+
+def fold(name: str) -> str:
+    """An identifier as SQLite compares it: ASCII letters folded, every other one kept."""
+    return name.translate(ASCII_LOWER)
+
+
+def upper(word: str) -> str:
+    """A keyword or type name in upper case, ASCII letters only."""
+    return word.translate(ASCII_UPPER)
+
+
+def tokens(sql: str) -> list[str]:
+    """SQL tokens without comments or white space."""
+    return [t for t in (m.group() for m in _TOKEN.finditer(sql)) if not t.startswith(("--", "/*"))]
+
+
+def unquote(tok: str) -> str:
+    """The name a (possibly quoted) identifier token spells, unfolded."""
+    if tok[:1] == '"' and tok.endswith('"') and len(tok) > 1:
+        return tok[1:-1].replace('""', '"')
+    if tok[:1] == "`" and tok.endswith("`") and len(tok) > 1:
+        return tok[1:-1].replace("``", "`")
+    if tok[:1] == "[" and tok.endswith("]"):
+        return tok[1:-1]
+    if tok[:1] == "'" and tok.endswith("'") and len(tok) > 1:
+        return tok[1:-1].replace("''", "'")
+    return tok
+
+
+def name(tok: str) -> str:
+    """An identifier token as a comparable name: unquoted, ASCII-folded."""
+    return fold(unquote(tok))
+
+
+def is_word(tok: str) -> bool:
+    """True for a bare word or a quoted identifier (anything that can name something)."""
+    return bool(tok) and (tok[0] in '"`[' or tok[0].isalpha() or tok[0] == "_" or tok[0] >= "\x80")
+
+
+def number(tok: str) -> str:
+    """A numeric literal by value and type: '1.00' -> '1.0', '0x10' -> '16', '1' stays '1'."""
+    text = tok.replace("_", "")
+    try:
+        if text[:2] in ("0x", "0X"):
+            value = int(text, 16)
+            return str(value - (1 << 64) if value >= 1 << 63 else value)
+        if not any(c in text for c in ".eE"):
+            value = int(text)
+            return str(value) if value < 1 << 63 else repr(float(value))
+        return repr(float(text))
+    except ValueError:
+        return tok
+
+
+def _string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _redundant_parens(toks: list[str]) -> set[int]:
+    """Positions of parentheses that wrap exactly what an enclosing pair wraps: ((x > 0)).
+
+    A pair holding a top-level comma is a row value and one holding SELECT a subquery;
+    `x IN ((1, 2))` and `x IN ((SELECT ...))` differ from their unwrapped forms, so both stay.
+    """
+    match: dict[int, int] = {}
+    stack: list[int] = []
+    commas: set[int] = set()
+    for i, tok in enumerate(toks):
+        if tok == "(":
+            stack.append(i)
+        elif tok == ")" and stack:
+            match[stack.pop()] = i
+        elif tok == "," and stack:
+            commas.add(stack[-1])
+    drop: set[int] = set()
+    for i, j in match.items():
+        inner = i + 1
+        if (toks[inner:inner + 1] == ["("] and match.get(inner) == j - 1 and inner not in commas
+                and fold(toks[inner + 1] if inner + 1 < len(toks) else "") not in _SUBQUERY):
+            drop.update((inner, j - 1))
+    return drop
+
+
+def identifier_positions(toks: list[str]) -> set[int]:
+    """Indexes of name tokens that stand where only an identifier can: after AS, FROM, ON,
+    a dot..., before a dot or an opening parenthesis."""
+    found = set()
+    for i, tok in enumerate(toks):
+        if not is_word(tok):
+            continue
+        before = fold(toks[i - 1]) if i else ""
+        after = toks[i + 1] if i + 1 < len(toks) else ""
+        if before in _NAMING or before == "." or after in (".", "("):
+            found.add(i)
+    return found
+
+
+def local_names(toks: list[str], positions: set[int]) -> set[str]:
+    """Names a statement introduces or uses where only a name can stand (aliases, qualifiers)."""
+    return {name(toks[i]) for i in positions} | {name(t) for t in toks if t[:1] in "`["}
+
+
+def canonical(toks: Iterable[str], known: set[str] | frozenset[str] = frozenset(),
+              idents: set[int] | None = None) -> str:
+    """The canonical text of `toks`: a double-quoted token is an identifier when its name is
+    in `known` (or its index in `idents`), else a string literal."""
+    toks = list(toks)
+    if idents is None:
+        idents = identifier_positions(toks)
+    drop = _redundant_parens(toks)
+    out: list[str] = []
+    for i, tok in enumerate(toks):
+        if i in drop:
+            continue
+        first = tok[0]
+        if first == "'":
+            out.append(tok)
+        elif first == '"':
+            text = unquote(tok)
+            out.append(fold(text) if i in idents or fold(text) in known else _string(text))
+        elif first in "`[":
+            out.append(fold(unquote(tok)))
+        elif first in "xX" and tok[1:2] == "'":
+            out.append("x" + tok[1:].lower())
+        elif first.isdigit() or (first == "." and len(tok) > 1):
+            out.append(number(tok))
+        else:
+            out.append(_OPERATORS.get(tok, fold(tok)))
+    return _join(out)
+
+
+def _join(out: list[str]) -> str:
+    parts: list[str] = []
+    for tok in out:
+        if parts and not (tok in (",", ")", ".", "(") or parts[-1] in ("(", ".")):
+            parts.append(" ")
+        parts.append(tok)
+    return "".join(parts)
+
+
+def default(text: str) -> str:
+    """A column DEFAULT as PRAGMA table_info gives it, as the value it stands for.
+
+    No column is in scope in a DEFAULT, so "draft" and a bare draft are the string 'draft';
+    TRUE and FALSE are 1 and 0; numbers compare by value and type.
+    """
+    toks = tokens(text)
+    if len(toks) == 1 and is_word(toks[0]) and toks[0][0] not in "`[":
+        word = fold(toks[0]) if toks[0][0] != '"' else None
+        if word in ("true", "false"):
+            return "1" if word == "true" else "0"
+        if word in ("null", "current_time", "current_date", "current_timestamp"):
+            return word
+        return _string(unquote(toks[0]))
+    if len(toks) == 2 and toks[0] in "+-" and (toks[1][:1].isdigit() or toks[1][:1] == "."):
+        value = number(toks[1])
+        return value if toks[0] == "+" else ("-" + value).replace("--", "")
+    return canonical(toks, frozenset(), set())
