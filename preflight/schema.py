@@ -237,7 +237,7 @@ def _statement(sql: str, memo: dict, tables: dict[str, Table]) -> str:
     if prepared is None:
         toks = tokens(sql)
         idents = identifier_positions(toks)
-        local = local_names(toks, idents)
+        local = local_names(toks)
         idents |= {i for i, t in enumerate(toks) if t[:1] == '"' and name(t) in local}
         open_ = [i for i, t in enumerate(toks) if t[:1] == '"' and i not in idents]
         named = frozenset(name(t) for t in toks if t[:1] in '"`[' or t[:1].isalpha() or t[:1] == "_")

@@ -126,9 +126,11 @@ def identifier_positions(toks: list[str]) -> set[int]:
     return found
 
 
-def local_names(toks: list[str], positions: set[int]) -> set[str]:
-    """Names a statement introduces or uses where only a name can stand (aliases, qualifiers)."""
-    return {name(toks[i]) for i in positions} | {name(t) for t in toks if t[:1] in "`["}
+def local_names(toks: list[str]) -> set[str]:
+    """Names a statement defines for its own columns (AS aliases) or spells only as
+    identifiers (`[x]`, `` `x` ``): a double-quoted token with such a name is that name."""
+    return {name(t) for i, t in enumerate(toks)
+            if t[:1] in "`[" or (i and is_word(t) and fold(toks[i - 1]) == "as")}
 
 
 def canonical(toks: Iterable[str], known: set[str] | frozenset[str] = frozenset(),
