@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from . import ddl, signals
 from .errors import MigrationFailed, PreflightError
 from .migrations import Migration, run_body
-from .sqltext import canonical, default, fold, identifier_positions, local_names, name, tokens, upper
+from .sqltext import (canonical, default, fold, identifier_positions, local_names, name, tokens,
+                      trigger_head, upper)
 
 IGNORED_PREFIXES = ("sqlite_", "_litestream_", "_preflight")
 
@@ -235,7 +236,7 @@ def _statement(sql: str, memo: dict, tables: dict[str, Table]) -> str:
     (SQLite's scope), else the string literal SQLite reads it as."""
     prepared = memo.get(("parsed", sql))
     if prepared is None:
-        toks = tokens(sql)
+        toks = trigger_head(tokens(sql))
         idents = identifier_positions(toks)
         local = local_names(toks)
         idents |= {i for i, t in enumerate(toks) if t[:1] == '"' and name(t) in local}

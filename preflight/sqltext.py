@@ -26,8 +26,15 @@ _TOKEN = re.compile(
 _OPERATORS = {"<>": "!=", "==": "="}
 # After these a double-quoted token names an object or a new name, never a string.
 _NAMING = {"as", "from", "join", "into", "update", "table", "view", "index", "trigger",
-           "references", "of", "on", "exists", "collate"}
+           "references", "of", "on", "exists", "collate", "set"}
 _SUBQUERY = {"select", "values", "with"}
+# Words after which an expression starts (so a name there is not an alias).
+_KEYWORDS = {"select", "where", "and", "or", "not", "when", "then", "else", "case", "in", "is",
+             "like", "glob", "match", "regexp", "between", "escape", "by", "on", "set", "having",
+             "distinct", "all", "values", "returning", "exists", "default", "check", "as",
+             "from", "join", "using", "limit", "offset", "cast", "collate", "union", "except",
+             "intersect", "filter", "over", "partition", "begin", "group", "order", "do",
+             "isnull", "notnull", "asc", "desc", "to", "within"}
 
 
 def fold(name: str) -> str:
@@ -87,6 +94,26 @@ def _string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def trigger_head(toks: list[str]) -> list[str]:
+    """A CREATE TRIGGER's tokens with its defaults written out: no timing means BEFORE,
+    and FOR EACH ROW is the only kind SQLite has, so it is left out."""
+    words = [fold(t) for t in toks]
+    if words[:2] != ["create", "trigger"] or "begin" not in words:
+        return toks
+    body = words.index("begin")
+    head, rest = list(toks[:body]), toks[body:]
+    low = words[:body]
+    for i in range(len(low) - 2):
+        if low[i:i + 3] == ["for", "each", "row"]:
+            del head[i:i + 3]
+            break
+    low = [fold(t) for t in head]
+    event = next((i for i, w in enumerate(low) if w in ("delete", "insert", "update") and i > 2), None)
+    if event is not None and low[event - 1] not in ("before", "after", "of"):
+        head.insert(event, "BEFORE")
+    return head + rest
+
+
 def _redundant_parens(toks: list[str]) -> set[int]:
     """Positions of parentheses that wrap exactly what an enclosing pair wraps: ((x > 0)).
 
@@ -112,25 +139,49 @@ def _redundant_parens(toks: list[str]) -> set[int]:
     return drop
 
 
-def identifier_positions(toks: list[str]) -> set[int]:
-    """Indexes of name tokens that stand where only an identifier can: after AS, FROM, ON,
-    a dot..., before a dot or an opening parenthesis."""
+def aliases(toks: list[str]) -> set[int]:
+    """Indexes of names a statement gives its own columns: after AS, right after an
+    expression (`count(*) "n"`), or in a column list that AS follows (`VIEW v("a") AS`)."""
     found = set()
+    opened: list[int] = []
     for i, tok in enumerate(toks):
-        if not is_word(tok):
-            continue
-        before = fold(toks[i - 1]) if i else ""
-        after = toks[i + 1] if i + 1 < len(toks) else ""
-        if before in _NAMING or before == "." or after in (".", "("):
+        if tok == "(":
+            opened.append(i)
+        elif tok == ")" and opened:
+            start = opened.pop()
+            if i + 1 < len(toks) and fold(toks[i + 1]) == "as" and all(
+                    is_word(t) if k % 2 == 0 else t == "," for k, t in enumerate(toks[start + 1:i])):
+                found.update(range(start + 1, i, 2))
+        elif is_word(tok) and i and toks[i + 1:i + 2] not in ([")"], ["("], ["."]) and (
+                fold(toks[i - 1]) == "as" or (tok[0] == '"' and _ends_expression(toks[i - 1]))):
             found.add(i)
     return found
 
 
+def identifier_positions(toks: list[str]) -> set[int]:
+    """Indexes of name tokens that stand where only an identifier can: aliases, after FROM,
+    ON, a dot..., before a dot or an opening parenthesis."""
+    found = aliases(toks)
+    for i, tok in enumerate(toks):
+        if is_word(tok):
+            before = fold(toks[i - 1]) if i else ""
+            after = toks[i + 1] if i + 1 < len(toks) else ""
+            if before in _NAMING or before == "." or after in (".", "("):
+                found.add(i)
+    return found
+
+
+def _ends_expression(tok: str) -> bool:
+    """True when `tok` can end an expression, so a name right after it is an alias."""
+    if tok == ")" or tok[0] in "'`[\"" or tok[0].isdigit():
+        return True
+    return is_word(tok) and fold(tok) not in _KEYWORDS
+
+
 def local_names(toks: list[str]) -> set[str]:
-    """Names a statement defines for its own columns (AS aliases) or spells only as
-    identifiers (`[x]`, `` `x` ``): a double-quoted token with such a name is that name."""
-    return {name(t) for i, t in enumerate(toks)
-            if t[:1] in "`[" or (i and is_word(t) and fold(toks[i - 1]) == "as")}
+    """Names a statement gives its own columns (aliases) or spells only as identifiers
+    (`[x]`, `` `x` ``): a double-quoted token with such a name is that name."""
+    return {name(toks[i]) for i in aliases(toks)} | {name(t) for t in toks if t[:1] in "`["}
 
 
 def canonical(toks: Iterable[str], known: set[str] | frozenset[str] = frozenset(),

@@ -104,6 +104,21 @@ SAME = [
                  "CREATE VIEW v AS SELECT name FROM t WHERE status != 'x';\n"
                  "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET status = 'new' "
                  "WHERE name = new.name; END;", id="dq-in-index-view-trigger"),
+    pytest.param("CREATE TABLE t(a INT, b INT);\n"
+                 """CREATE VIEW v("Total", "Top") AS SELECT count(*) "N", max(a) AS "M" FROM t """
+                 """ORDER BY "N";\n"""
+                 """CREATE VIEW w AS WITH c("X") AS (SELECT a FROM t) SELECT "X" FROM c;""",
+                 "CREATE TABLE t(a INT, b INT);\n"
+                 "CREATE VIEW v(total, top) AS SELECT count(*) n, max(a) AS m FROM t ORDER BY n;\n"
+                 "CREATE VIEW w AS WITH c(x) AS (SELECT a FROM t) SELECT x FROM c;",
+                 id="view-column-lists-and-aliases"),
+    pytest.param("CREATE TABLE t(a INT);\n"
+                 "CREATE TRIGGER tr INSERT ON t FOR EACH ROW BEGIN SELECT 1; END;\n"
+                 "CREATE TRIGGER tu UPDATE OF a ON t BEGIN SELECT 1; END;",
+                 "CREATE TABLE t(a INT);\n"
+                 "CREATE TRIGGER tr BEFORE INSERT ON t BEGIN SELECT 1; END;\n"
+                 "CREATE TRIGGER tu BEFORE UPDATE OF a ON t FOR EACH ROW BEGIN SELECT 1; END;",
+                 id="trigger-defaults"),
     pytest.param("CREATE TABLE t(a INT, g INT AS ((a * 2)) STORED);",
                  "CREATE TABLE t(a INT, g INT GENERATED ALWAYS AS (a*2) STORED);",
                  id="generated-parens"),
@@ -183,6 +198,9 @@ DIFFERENT = [
                  id="non-ascii-column-case"),
     pytest.param(P + "CREATE TABLE c(pid INT REFERENCES p);",
                  P + "CREATE TABLE c(pid INT REFERENCES p(k));", "c", id="references-pk-vs-other-key"),
+    pytest.param("CREATE TABLE t(a INT);\nCREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END;",
+                 "CREATE TABLE t(a INT);\nCREATE TRIGGER tr INSERT ON t BEGIN SELECT 1; END;",
+                 "trigger tr", id="trigger-after-vs-default-before"),
     pytest.param("CREATE TABLE t(x INT CHECK (x IN ((1, 2))));",
                  "CREATE TABLE t(x INT CHECK (x IN (1, 2)));", "t", id="row-value-parens-kept"),
 ]
