@@ -170,6 +170,8 @@ class _Reader:
                 if j < len(seg) and seg[j] == "(":
                     end = _group(seg, j)
                     kind = "PRIMARY KEY" if word == "primary" else "UNIQUE"
+                    # PRIMARY KEY(id AUTOINCREMENT) is the table-level spelling
+                    self.autoincrement |= any(fold(t) == "autoincrement" for t in seg[j:end])
                     j = self.conflict(seg, end, kind, _names(seg[j:end]))
             elif word == "check" and j + 1 < len(seg) and seg[j + 1] == "(":
                 j = self.check(seg, j + 1)

@@ -112,6 +112,9 @@ SAME = [
                  "CREATE VIEW v(total, top) AS SELECT count(*) n, max(a) AS m FROM t ORDER BY n;\n"
                  "CREATE VIEW w AS WITH c(x) AS (SELECT a FROM t) SELECT x FROM c;",
                  id="view-column-lists-and-aliases"),
+    pytest.param("CREATE TABLE t(id INTEGER PRIMARY KEY AUTOINCREMENT, v INT);",
+                 "CREATE TABLE t(id INTEGER, v INT, PRIMARY KEY(id AUTOINCREMENT));",
+                 id="autoincrement-table-level"),
     pytest.param("CREATE TABLE t(a INT);\n"
                  "CREATE TRIGGER tr INSERT ON t FOR EACH ROW BEGIN SELECT 1; END;\n"
                  "CREATE TRIGGER tu UPDATE OF a ON t BEGIN SELECT 1; END;",
