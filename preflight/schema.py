@@ -128,16 +128,17 @@ def _tail_after_body(toks: list[str]) -> list[str]:
 UNRESOLVED = "<its primary key>"
 
 
-def _key_columns(conn: sqlite3.Connection, index: str, collate: dict[str, str]) -> list[str]:
-    """Columns of an automatic index, with DESC and a collation other than the column's."""
+def _key_columns(conn: sqlite3.Connection, index: str,
+                 collate: dict[str, str]) -> list[tuple[str, str]]:
+    """(column, ' DESC' and/or a collation other than the column's) of an automatic index."""
     cols = []
     for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({_q(index)})"):
         if key:
             col = fold(col or "<expr>")
-            text = col + (" DESC" if desc else "")
+            extra = " DESC" if desc else ""
             if upper(coll or "BINARY") != collate.get(col, "BINARY"):
-                text += f" COLLATE {upper(coll)}"
-            cols.append(text)
+                extra += f" COLLATE {upper(coll)}"
+            cols.append((col, extra))
     return cols
 
 
@@ -150,17 +151,17 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
         if origin not in ("u", "pk"):
             continue
         cols = _key_columns(conn, idx_name, clauses.collate)
-        kind = "UNIQUE" if origin == "u" else "PRIMARY KEY"
-        if origin == "u" and len(cols) == 1 and " " not in cols[0]:
-            unique_cols.add(cols[0])
+        text = ", ".join(col + extra for col, extra in cols)
+        if origin == "u" and len(cols) == 1 and not cols[0][1]:
+            unique_cols.add(cols[0][0])
         elif origin == "u":
-            names = tuple(c.split(" ")[0] for c in cols)
-            on = conflicts.pop((kind, names), None) if len(names) > 1 else None
-            options.append(("unique", f"UNIQUE({', '.join(cols)})" + (f" ON CONFLICT {on}" if on else "")))
+            names = tuple(col for col, _ in cols)
+            on = conflicts.pop(("UNIQUE", names), None) if len(names) > 1 else None
+            options.append(("unique", f"UNIQUE({text})" + (f" ON CONFLICT {on}" if on else "")))
         else:
             # A rowid table has this index only when its key is not the rowid itself:
             # INTEGER PRIMARY KEY DESC, or any other type, is a separate b-tree.
-            options.append(("key", f"PRIMARY KEY index ({', '.join(cols)})"))
+            options.append(("key", f"PRIMARY KEY index ({text})"))
     for (kind, cols), on in conflicts.items():
         if len(cols) > 1:
             options.append(("conflict", f"{kind}({', '.join(cols)}) ON CONFLICT {on}"))
@@ -288,6 +289,7 @@ class _Stop:
     rows: frozenset[Row]
     schema: Schema
     open_rows: frozenset[Row]  # views and triggers whose text depends on table columns
+    with_refs: frozenset[str]  # tables with a foreign key that names no parent columns
 
 
 def _build(conn: sqlite3.Connection, rows: list[Row], memo: dict,
@@ -298,34 +300,40 @@ def _build(conn: sqlite3.Connection, rows: list[Row], memo: dict,
     base = before.schema if before else Schema()
     schema = Schema(dict(base.tables), dict(base.indexes), dict(base.views), dict(base.triggers))
     if before is not None and before.rows == new:
-        return _Stop(new, schema, before.open_rows)
+        return _Stop(new, schema, before.open_rows, before.with_refs)
     kinds = {"table": schema.tables, "index": schema.indexes, "view": schema.views,
              "trigger": schema.triggers}
     gone = before.rows - new if before else frozenset()
     added = sorted(new - before.rows) if before else rows
     open_rows = set(before.open_rows - gone) if before else set()
+    with_refs = set(before.with_refs) if before else set()
     changed: set[str] = set()
     for row in gone:
         kind, obj, _, _ = memo[row]
         if kind in kinds:
             kinds[kind].pop(obj, None)
-        changed.update((obj,) if kind == "table" else ())
+        if kind == "table":
+            changed.add(obj)
+            with_refs.discard(obj)
     for row in added:
         kind, obj, _, table = _read(conn, row, memo)
         if kind == "table":
             schema.tables[obj] = table
             changed.add(obj)
-    for obj, table in list(schema.tables.items()):
-        if table.refs:
-            key = ("resolved", obj, table.sql, tuple(getattr(schema.tables.get(p), "sql", None)
-                                                     for p in table.refs))
-            if key not in memo:
-                memo[key] = _resolve(memo[("plain", table.name, table.sql)], schema.tables)
-            schema.tables[obj] = memo[key]
-    for obj, index in list(schema.indexes.items()):
-        if index.table in changed:  # its columns' collations come from the table's SQL
-            schema.indexes[obj] = _index_of(conn, index.name, index.sql.split("\0")[0],
-                                            schema.tables.get(index.table), memo)
+            if table.refs:
+                with_refs.add(obj)
+    for obj in with_refs if changed else ():
+        table = schema.tables[obj]
+        key = ("resolved", obj, table.sql, tuple(getattr(schema.tables.get(p), "sql", None)
+                                                 for p in table.refs))
+        if key not in memo:
+            memo[key] = _resolve(memo[("plain", table.name, table.sql)], schema.tables)
+        schema.tables[obj] = memo[key]
+    if changed & base.tables.keys():  # an existing table changed: so may its indexes
+        for obj, index in list(schema.indexes.items()):
+            if index.table in changed:  # its columns' collations come from the table's SQL
+                schema.indexes[obj] = _index_of(conn, index.name, index.sql.split("\0")[0],
+                                                schema.tables.get(index.table), memo)
     for row in added:
         kind, obj, tbl, _ = memo[row]
         if kind == "index":
@@ -334,11 +342,11 @@ def _build(conn: sqlite3.Connection, rows: list[Row], memo: dict,
             kinds[kind][obj] = _statement(row[3], memo, schema.tables)
             if memo[("parsed", row[3])][2]:
                 open_rows.add(row)
-    if changed:
-        for row in open_rows:
+    for row in open_rows if changed else ():
+        if memo[("parsed", row[3])][3] & changed:  # it names a changed table
             kind, obj, _, _ = memo[row]
             kinds[kind][obj] = _statement(row[3], memo, schema.tables)
-    return _Stop(new, schema, frozenset(open_rows))
+    return _Stop(new, schema, frozenset(open_rows), frozenset(with_refs))
 
 
 def _index_of(conn: sqlite3.Connection, name: str, sql: str, table: Table | None,
