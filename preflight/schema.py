@@ -14,7 +14,7 @@ from . import ddl, signals
 from .errors import MigrationFailed, PreflightError
 from .migrations import Migration, run_body
 from .sqltext import (canonical, default, fold, identifier_positions, local_names, name, tokens,
-                      trigger_head, upper)
+                      trigger_head, unquote, upper)
 
 IGNORED_PREFIXES = ("sqlite_", "_litestream_", "_preflight")
 
@@ -192,8 +192,14 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
                      ("WITHOUT ROWID", clauses.without_rowid), ("STRICT", clauses.strict)):
         if on:
             options.append(("flag", flag))
-    if fold(" ".join(tokens(sql)[:3])) == "create virtual table":
-        options.append(("virtual", normalize(sql)))
+    toks = tokens(sql)
+    if fold(" ".join(toks[:3])) == "create virtual table":
+        # Module arguments are text the module reads itself; FTS5 and its kin accept a
+        # bare word or any quoting for one value, so every quoted token is compared unquoted.
+        quoted = {i for i, t in enumerate(toks) if t[:1] in "'\"`["}
+        options.append(("virtual", canonical(['"' + unquote(t).replace('"', '""') + '"'
+                                              if i in quoted else t for i, t in enumerate(toks)],
+                                             frozenset(), quoted)))
     return Table(name, columns, tuple(sorted(set(options))), tuple(refs), sql)
 
 

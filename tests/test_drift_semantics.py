@@ -112,6 +112,16 @@ SAME = [
                  "CREATE VIEW v(total, top) AS SELECT count(*) n, max(a) AS m FROM t ORDER BY n;\n"
                  "CREATE VIEW w AS WITH c(x) AS (SELECT a FROM t) SELECT x FROM c;",
                  id="view-column-lists-and-aliases"),
+    pytest.param('CREATE TABLE "a b"("c d" TEXT UNIQUE, "e""f" INT, [g h] INT REFERENCES "a b");\n'
+                 'CREATE INDEX "i j" ON "a b"("e""f") WHERE "c d" IS NOT NULL;',
+                 'CREATE TABLE [A B]([C D] TEXT, `e"f` INT, "G H" INT REFERENCES [a b], UNIQUE ("c d"));\n'
+                 'CREATE INDEX [I J] ON [a b](`e"f`) WHERE [c d] IS NOT NULL;',
+                 id="names-with-spaces-and-quotes"),
+    pytest.param("CREATE TABLE notes(id INTEGER PRIMARY KEY, title TEXT, body TEXT);\n"
+                 "CREATE VIRTUAL TABLE f USING fts5(title, body, content='notes', content_rowid='id');",
+                 "CREATE TABLE notes(id INTEGER PRIMARY KEY, title TEXT, body TEXT);\n"
+                 'CREATE VIRTUAL TABLE "F" USING FTS5("title", [body], content="notes", content_rowid=id);',
+                 id="fts5-module-argument-quoting"),
     pytest.param("CREATE TABLE t(id INTEGER PRIMARY KEY AUTOINCREMENT, v INT);",
                  "CREATE TABLE t(id INTEGER, v INT, PRIMARY KEY(id AUTOINCREMENT));",
                  id="autoincrement-table-level"),
@@ -204,6 +214,9 @@ DIFFERENT = [
     pytest.param("CREATE TABLE t(a INT);\nCREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END;",
                  "CREATE TABLE t(a INT);\nCREATE TRIGGER tr INSERT ON t BEGIN SELECT 1; END;",
                  "trigger tr", id="trigger-after-vs-default-before"),
+    pytest.param("CREATE VIRTUAL TABLE f USING fts5(title, body, tokenize='porter ascii');",
+                 "CREATE VIRTUAL TABLE f USING fts5(title, body, tokenize='unicode61');", "f",
+                 id="fts5-tokenizer"),
     pytest.param("CREATE TABLE t(x INT CHECK (x IN ((1, 2))));",
                  "CREATE TABLE t(x INT CHECK (x IN (1, 2)));", "t", id="row-value-parens-kept"),
 ]
