@@ -117,8 +117,9 @@ def _definition(schema: Schema, key: Key) -> object:
         if table is None or key[0] == "table":
             return table and (tuple(fold(c.name) for c in table.columns), table.options)
         return next((c.describe() for c in table.columns if fold(c.name) == key[2]), None)
-    mapping = {"index": schema.indexes, "view": schema.views, "trigger": schema.triggers}[key[0]]
-    return mapping.get(key[1])
+    if key[0] == "index":
+        return schema.indexes.get(key[1])
+    return (schema.views if key[0] == "view" else schema.triggers).get(key[1])
 
 
 def with_origins(diffs: list[Difference], steps: list[tuple[Migration, Schema]]) -> list[Difference]:
@@ -138,10 +139,9 @@ def with_origins(diffs: list[Difference], steps: list[tuple[Migration, Schema]])
             seen = previous.get(key)
             if seen is not None and seen[0] is holder and holder is not None:
                 continue
-            value = _definition(schema, key)
-            if seen is None or seen[1] != value:
-                if value is not None:
-                    last[key] = migration.name
+            value = _definition(schema, key) if key[0] in ("table", "column") else holder
+            if (seen is None or seen[1] != value) and value is not None:
+                last[key] = migration.name
             previous[key] = (holder, value)
     return [Difference(d.object, d.kind, d.expected, d.actual, last.get(d.key) if d.key else None,
                        d.key) for d in diffs]

@@ -13,8 +13,18 @@ from dataclasses import dataclass, field
 from . import ddl, signals
 from .errors import MigrationFailed, PreflightError
 from .migrations import Migration, run_body
-from .sqltext import (canonical, default, fold, identifier_positions, local_names, name, tokens,
-                      trigger_head, unquote, upper)
+from .sqltext import (
+    canonical,
+    default,
+    fold,
+    identifier_positions,
+    local_names,
+    name,
+    tokens,
+    trigger_head,
+    unquote,
+    upper,
+)
 
 IGNORED_PREFIXES = ("sqlite_", "_litestream_", "_preflight")
 
@@ -162,14 +172,14 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
             # A rowid table has this index only when its key is not the rowid itself:
             # INTEGER PRIMARY KEY DESC, or any other type, is a separate b-tree.
             options.append(("key", f"PRIMARY KEY index ({text})"))
-    for (kind, cols), on in conflicts.items():
-        if len(cols) > 1:
-            options.append(("conflict", f"{kind}({', '.join(cols)}) ON CONFLICT {on}"))
+    for (kind, names), on in conflicts.items():
+        if len(names) > 1:
+            options.append(("conflict", f"{kind}({', '.join(names)}) ON CONFLICT {on}"))
     columns = tuple(
         Column(col, upper(normalize(ctype)), bool(notnull),
                default(dflt) if dflt is not None else None, pk, hidden, fold(col) in unique_cols,
                clauses.collate.get(fold(col)), clauses.generated.get(fold(col)),
-               tuple(sorted((kind, on) for (kind, cols), on in conflicts.items() if cols == (fold(col),))))
+               tuple(sorted((kind, on) for (kind, names), on in conflicts.items() if names == (fold(col),))))
         for _, col, ctype, notnull, dflt, pk, hidden in conn.execute(f"PRAGMA table_xinfo({_q(name)})")
     )
     fks: dict[int, list[tuple]] = {}
@@ -184,13 +194,13 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
         if not to:
             refs.append(parent)
         deferred = " DEFERRABLE INITIALLY DEFERRED" if (frm, parent, to) in clauses.deferred else ""
-        options.append(("foreign key", f"FOREIGN KEY({', '.join(frm)}) REFERENCES {parent}"
-                                       f"({', '.join(to) or UNRESOLVED}) ON UPDATE {parts[0][3]} "
-                                       f"ON DELETE {parts[0][4]}{deferred}"))
+        text = (f"FOREIGN KEY({', '.join(frm)}) REFERENCES {parent}({', '.join(to) or UNRESOLVED}) "
+                f"ON UPDATE {parts[0][3]} ON DELETE {parts[0][4]}{deferred}")
+        options.append(("foreign key", text))
     options += [("check", c) for c in clauses.checks]
-    for flag, on in (("AUTOINCREMENT", clauses.autoincrement),
-                     ("WITHOUT ROWID", clauses.without_rowid), ("STRICT", clauses.strict)):
-        if on:
+    for flag, present in (("AUTOINCREMENT", clauses.autoincrement),
+                          ("WITHOUT ROWID", clauses.without_rowid), ("STRICT", clauses.strict)):
+        if present:
             options.append(("flag", flag))
     toks = tokens(sql)
     if fold(" ".join(toks[:3])) == "create virtual table":
@@ -244,21 +254,21 @@ def _statement(sql: str, memo: dict, tables: dict[str, Table]) -> str:
     prepared = memo.get(("parsed", sql))
     if prepared is None:
         toks = trigger_head(tokens(sql))
-        idents = identifier_positions(toks)
+        found = identifier_positions(toks)
         local = local_names(toks)
-        idents |= {i for i, t in enumerate(toks) if t[:1] == '"' and name(t) in local}
-        open_ = [i for i, t in enumerate(toks) if t[:1] == '"' and i not in idents]
+        found |= {i for i, t in enumerate(toks) if t[:1] == '"' and name(t) in local}
+        open_ = [i for i, t in enumerate(toks) if t[:1] == '"' and i not in found]
         named = frozenset(name(t) for t in toks if t[:1] in '"`[' or t[:1].isalpha() or t[:1] == "_")
-        prepared = memo[("parsed", sql)] = (toks, frozenset(idents), open_, named)
+        prepared = memo[("parsed", sql)] = (toks, frozenset(found), open_, named)
     toks, idents, open_, named = prepared
     resolved: tuple[bool, ...] = ()
     if open_:
         in_scope = tuple(tables[t] for t in sorted(named) if t in tables)
-        key = ("scope", sql, tuple(t.sql for t in in_scope))
-        if key not in memo:
+        scope_key = ("scope", sql, tuple(t.sql for t in in_scope))
+        if scope_key not in memo:
             scope = {fold(c.name) for t in in_scope for c in t.columns}
-            memo[key] = tuple(name(toks[i]) in scope for i in open_)
-        resolved = memo[key]
+            memo[scope_key] = tuple(name(toks[i]) in scope for i in open_)
+        resolved = memo[scope_key]
     key = ("text", sql, resolved)
     if key not in memo:
         memo[key] = canonical(toks, frozenset(), idents | {i for i, r in zip(open_, resolved) if r})
@@ -307,7 +317,7 @@ def _build(conn: sqlite3.Connection, rows: list[Row], memo: dict,
     schema = Schema(dict(base.tables), dict(base.indexes), dict(base.views), dict(base.triggers))
     if before is not None and before.rows == new:
         return _Stop(new, schema, before.open_rows, before.with_refs)
-    kinds = {"table": schema.tables, "index": schema.indexes, "view": schema.views,
+    kinds: dict[str, dict] = {"table": schema.tables, "index": schema.indexes, "view": schema.views,
              "trigger": schema.triggers}
     gone = before.rows - new if before else frozenset()
     added = sorted(new - before.rows) if before else rows

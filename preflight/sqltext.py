@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Iterable
+from collections.abc import Iterable
 
 ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
@@ -142,7 +142,7 @@ def _redundant_parens(toks: list[str]) -> set[int]:
 def aliases(toks: list[str]) -> set[int]:
     """Indexes of names a statement gives its own columns: after AS, right after an
     expression (`count(*) "n"`), or in a column list that AS follows (`VIEW v("a") AS`)."""
-    found = set()
+    found: set[int] = set()
     opened: list[int] = []
     for i, tok in enumerate(toks):
         if tok == "(":
@@ -185,7 +185,7 @@ def local_names(toks: list[str]) -> set[str]:
 
 
 def canonical(toks: Iterable[str], known: set[str] | frozenset[str] = frozenset(),
-              idents: set[int] | None = None) -> str:
+              idents: set[int] | frozenset[int] | None = None) -> str:
     """The canonical text of `toks`: a double-quoted token is an identifier when its name is
     in `known` (or its index in `idents`), else a string literal."""
     toks = list(toks)

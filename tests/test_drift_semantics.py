@@ -284,17 +284,17 @@ def test_dq_token_is_an_identifier_once_the_column_exists(tmp_path: Path) -> Non
 
 
 HISTORY = [
-    "CREATE TABLE p(id INTEGER PRIMARY KEY, code TEXT);\n"
+    ("CREATE TABLE p(id INTEGER PRIMARY KEY, code TEXT);\n"
     "CREATE TABLE c(pid INT REFERENCES p, note TEXT);\n"
     "CREATE INDEX c_note ON c(note);\n"
-    """CREATE VIEW v AS SELECT * FROM c WHERE note = "draft";""",
+    """CREATE VIEW v AS SELECT * FROM c WHERE note = "draft";"""),
     "ALTER TABLE c ADD COLUMN draft TEXT;",
     # p's key changes: c's REFERENCES p now means p(code)
     "CREATE TABLE p2(id INT, code TEXT PRIMARY KEY);\nDROP TABLE p;\nALTER TABLE p2 RENAME TO p;",
     # c rebuilt with a collation: the unchanged index's meaning follows the table
-    "CREATE TABLE c2(pid INT REFERENCES p, note TEXT COLLATE NOCASE, draft TEXT);\n"
+    ("CREATE TABLE c2(pid INT REFERENCES p, note TEXT COLLATE NOCASE, draft TEXT);\n"
     "DROP VIEW v;\nDROP TABLE c;\nALTER TABLE c2 RENAME TO c;\nCREATE INDEX c_note ON c(note);\n"
-    """CREATE VIEW v AS SELECT * FROM c WHERE note = "draft";""",
+    """CREATE VIEW v AS SELECT * FROM c WHERE note = "draft";"""),
     "-- nothing\n",
     "DROP INDEX c_note;\nCREATE TRIGGER tr AFTER INSERT ON c BEGIN SELECT 1; END;",
 ]
@@ -314,8 +314,8 @@ def test_replay_with_every_stop_equals_a_fresh_snapshot_at_each_stop(tmp_path: P
         assert drift.diff(steps[k], live) == [], (k, messages(drift.diff(steps[k], live)))
         assert steps[k] == live, k
     fk = [o for o in steps[3].tables["c"].options if o[0] == "foreign key"]
-    assert fk == [("foreign key", "FOREIGN KEY(pid) REFERENCES p(code) ON UPDATE NO ACTION "
-                                  "ON DELETE NO ACTION")]
+    assert fk == [("foreign key", ("FOREIGN KEY(pid) REFERENCES p(code) ON UPDATE NO ACTION "
+                                  "ON DELETE NO ACTION"))]
     assert steps[1].indexes["c_note"].columns == ("note",)
     assert steps[4].indexes["c_note"].columns == ("note COLLATE NOCASE",)
     assert "'draft'" in steps[1].views["v"] and "'draft'" not in steps[2].views["v"]
