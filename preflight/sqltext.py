@@ -26,7 +26,10 @@ _TOKEN = re.compile(
 _OPERATORS = {"<>": "!=", "==": "="}
 # After these a double-quoted token names an object or a new name, never a string.
 _NAMING = {"as", "from", "join", "into", "update", "table", "view", "index", "trigger",
-           "references", "of", "on", "exists", "collate", "set"}
+           "references", "of", "exists", "collate", "set"}
+# Words that start a clause; in a FROM or JOIN clause every name is a table or an alias.
+_CLAUSES = {"select", "from", "join", "on", "using", "where", "group", "having", "order",
+            "limit", "window", "values", "set", "returning", "union", "except", "intersect"}
 _SUBQUERY = {"select", "values", "with"}
 # Words after which an expression starts (so a name there is not an alias).
 _KEYWORDS = {"select", "where", "and", "or", "not", "when", "then", "else", "case", "in", "is",
@@ -162,11 +165,24 @@ def identifier_positions(toks: list[str]) -> set[int]:
     """Indexes of name tokens that stand where only an identifier can: aliases, after FROM,
     ON, a dot..., before a dot or an opening parenthesis."""
     found = aliases(toks)
+    clause = [""]  # the clause being read, per parenthesis depth
     for i, tok in enumerate(toks):
-        if is_word(tok):
+        if tok == "(":
+            clause.append("")
+        elif tok == ")" and len(clause) > 1:
+            clause.pop()
+        elif tok == ";":
+            clause[-1] = ""
+        elif is_word(tok):
+            word = fold(tok) if tok[0] not in '"`[' else ""
             before = fold(toks[i - 1]) if i else ""
             after = toks[i + 1] if i + 1 < len(toks) else ""
-            if before in _NAMING or before == "." or after in (".", "("):
+            if word in _CLAUSES:
+                clause[-1] = word
+            elif (before in _NAMING or before == "." or after in (".", "(")
+                  or clause[-1] in ("from", "join")
+                  # ON a table (trigger, index), not ON an expression (join)
+                  or (before == "on" and fold(after) in ("begin", "for", "when", ""))):
                 found.add(i)
     return found
 

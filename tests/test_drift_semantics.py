@@ -132,6 +132,15 @@ SAME = [
                  "CREATE TRIGGER tr BEFORE INSERT ON t BEGIN SELECT 1; END;\n"
                  "CREATE TRIGGER tu BEFORE UPDATE OF a ON t FOR EACH ROW BEGIN SELECT 1; END;",
                  id="trigger-defaults"),
+    pytest.param("CREATE TABLE a(id INT, x TEXT);\nCREATE TABLE b(id INT, y TEXT);\n"
+                 'CREATE VIEW "v" AS SELECT "a"."x", "y" FROM "a", "b" AS "bb" '
+                 'JOIN a "a2" ON "a2"."id" = "bb"."id" WHERE "x" = "lit";\n'
+                 'CREATE TRIGGER "tr" AFTER DELETE ON "a" BEGIN DELETE FROM "b" WHERE "id" = OLD."id"; END;',
+                 "CREATE TABLE a(id INT, x TEXT);\nCREATE TABLE b(id INT, y TEXT);\n"
+                 "CREATE VIEW v AS SELECT a.x, y FROM a, b AS bb "
+                 "JOIN a a2 ON a2.id = bb.id WHERE x = 'lit';\n"
+                 "CREATE TRIGGER tr AFTER DELETE ON a BEGIN DELETE FROM b WHERE id = old.id; END;",
+                 id="orm-style-quoting-in-views-and-triggers"),
     pytest.param("CREATE TABLE t(a INT, g INT AS ((a * 2)) STORED);",
                  "CREATE TABLE t(a INT, g INT GENERATED ALWAYS AS (a*2) STORED);",
                  id="generated-parens"),
@@ -217,6 +226,11 @@ DIFFERENT = [
     pytest.param("CREATE VIRTUAL TABLE f USING fts5(title, body, tokenize='porter ascii');",
                  "CREATE VIRTUAL TABLE f USING fts5(title, body, tokenize='unicode61');", "f",
                  id="fts5-tokenizer"),
+    pytest.param("CREATE TABLE a(id INT);\nCREATE TABLE b(id INT);\n"
+                 """CREATE VIEW v AS SELECT * FROM a JOIN b ON "k" = 'k';""",
+                 "CREATE TABLE a(id INT);\nCREATE TABLE b(id INT);\n"
+                 """CREATE VIEW v AS SELECT * FROM a JOIN b ON "K" = 'k';""", "view v",
+                 id="join-on-dq-string-case"),
     pytest.param("CREATE TABLE t(x INT CHECK (x IN ((1, 2))));",
                  "CREATE TABLE t(x INT CHECK (x IN (1, 2)));", "t", id="row-value-parens-kept"),
 ]
