@@ -54,6 +54,7 @@ class Column:
     collate: str | None = None  # from the table's SQL: PRAGMA table_xinfo does not say
     expression: str | None = None  # a generated column's AS (...), also from the SQL
     conflicts: tuple[tuple[str, str], ...] = ()  # (PRIMARY KEY|UNIQUE|NOT NULL, ON CONFLICT ...)
+    rowid: bool = False  # INTEGER PRIMARY KEY of a rowid table: the rowid itself, never NULL
 
     def describe(self) -> str:
         """The column as drift reports it, e.g. 'TEXT UNIQUE NOT NULL'."""
@@ -62,9 +63,11 @@ class Column:
             parts.append(f"COLLATE {self.collate}")
         on = dict(self.conflicts)
         for flag, word in ((self.pk, "PRIMARY KEY"), (self.unique, "UNIQUE"),
-                           (self.notnull, "NOT NULL")):
+                           (self.notnull and not self.rowid, "NOT NULL")):
             if flag or word in on:
                 parts.append(word + (f" ON CONFLICT {on[word]}" if word in on else ""))
+                if word == "PRIMARY KEY" and self.rowid:
+                    parts.append("(the rowid)")
         if self.default is not None:
             parts.append(f"DEFAULT {self.default}")
         if self.hidden in (2, 3):
@@ -172,6 +175,17 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
             # A rowid table has this index only when its key is not the rowid itself:
             # INTEGER PRIMARY KEY DESC, or any other type, is a separate b-tree.
             options.append(("key", f"PRIMARY KEY index ({text})"))
+    rows = conn.execute(f"PRAGMA table_xinfo({_q(name)})").fetchall()
+    keys = [r for r in rows if r[5]]
+    if (not clauses.without_rowid and not any(kind == "key" for kind, _ in options)
+            and len(keys) == 1 and upper(keys[0][2]) == "INTEGER"):
+        # The rowid itself: it can never hold NULL (a NULL inserted becomes a new rowid,
+        # an UPDATE to NULL fails), so NOT NULL and its ON CONFLICT change nothing.
+        rowid = fold(keys[0][1])
+        conflicts.pop(("NOT NULL", (rowid,)), None)
+        rows = [r[:3] + (1,) + r[4:] if fold(r[1]) == rowid else r for r in rows]
+    else:
+        rowid = None
     for (kind, names), on in conflicts.items():
         if len(names) > 1:
             options.append(("conflict", f"{kind}({', '.join(names)}) ON CONFLICT {on}"))
@@ -179,8 +193,9 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
         Column(col, upper(normalize(ctype)), bool(notnull),
                default(dflt) if dflt is not None else None, pk, hidden, fold(col) in unique_cols,
                clauses.collate.get(fold(col)), clauses.generated.get(fold(col)),
-               tuple(sorted((kind, on) for (kind, names), on in conflicts.items() if names == (fold(col),))))
-        for _, col, ctype, notnull, dflt, pk, hidden in conn.execute(f"PRAGMA table_xinfo({_q(name)})")
+               tuple(sorted((kind, on) for (kind, names), on in conflicts.items() if names == (fold(col),))),
+               fold(col) == rowid)
+        for _, col, ctype, notnull, dflt, pk, hidden in rows
     )
     fks: dict[int, list[tuple]] = {}
     for fid, _, ref, frm, to, on_update, on_delete, _ in conn.execute(

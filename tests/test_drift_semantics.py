@@ -92,6 +92,11 @@ SAME = [
     pytest.param("CREATE TABLE t(id INTEGER PRIMARY KEY, v INT);",
                  "CREATE TABLE t(id INTEGER, v INT, PRIMARY KEY(id DESC));",
                  id="table-level-pk-desc-is-still-rowid"),
+    pytest.param("CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL ON CONFLICT IGNORE, v INT);\n"
+                 "CREATE TABLE w(k TEXT NOT NULL PRIMARY KEY, v INT) WITHOUT ROWID;",
+                 "CREATE TABLE t(id INTEGER PRIMARY KEY, v INT);\n"
+                 "CREATE TABLE w(k TEXT PRIMARY KEY, v INT) WITHOUT ROWID;",
+                 id="not-null-on-a-key-that-cannot-be-null"),
     pytest.param("CREATE TABLE t(id INTEGER PRIMARY KEY ASC, s TEXT COLLATE BINARY);",
                  "CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT);", id="pk-asc-and-binary-defaults"),
     pytest.param("CREATE TABLE t(name TEXT, status TEXT);\n"
@@ -183,6 +188,9 @@ DIFFERENT = [
                  "CREATE TABLE t(x TEXT UNIQUE);", "t", id="unique-desc"),
     pytest.param("CREATE TABLE t(x TEXT COLLATE NOCASE UNIQUE);",
                  "CREATE TABLE t(x TEXT UNIQUE);", "t.x", id="unique-with-column-collation"),
+    pytest.param("CREATE TABLE t(id INT PRIMARY KEY NOT NULL, v INT);",
+                 "CREATE TABLE t(id INT PRIMARY KEY, v INT);", "t.id",
+                 id="not-null-on-a-key-that-is-not-the-rowid"),
     pytest.param("CREATE TABLE t(id INTEGER PRIMARY KEY DESC, v INT);",
                  "CREATE TABLE t(id INTEGER PRIMARY KEY, v INT);", "t", id="integer-pk-desc-not-rowid"),
     pytest.param("""CREATE TABLE t(status TEXT CHECK(status IN ("draft", "published")));""",
@@ -261,8 +269,9 @@ def test_messages_name_the_clause(tmp_path: Path) -> None:
 def test_rowid_alias_message(tmp_path: Path) -> None:
     exp = expected_from(tmp_path, "CREATE TABLE t(id INTEGER PRIMARY KEY, v INT);")
     live = live_from(tmp_path, "CREATE TABLE t(id INTEGER PRIMARY KEY DESC, v INT);")
-    (d,) = drift.diff(exp, live)
-    assert d.message() == "t: database has PRIMARY KEY index (id DESC), which no migration made"
+    assert sorted(messages(drift.diff(exp, live))) == [
+        "t.id: expected column INTEGER PRIMARY KEY (the rowid), database has column INTEGER PRIMARY KEY",
+        "t: database has PRIMARY KEY index (id DESC), which no migration made"]
 
 
 def test_non_ascii_names_differing_in_case_are_two_objects(tmp_path: Path) -> None:
