@@ -62,126 +62,129 @@ def _names(group: list[str]) -> tuple[str, ...]:
     return tuple(name(part[0]) for part in _split(group[1:-1]))
 
 
-class _Reader:
-    def __init__(self, known: set[str]) -> None:
-        self.known = known
-        self.collate: dict[str, str] = {}
-        self.generated: dict[str, str] = {}
-        self.conflicts: dict[tuple[str, tuple[str, ...]], str] = {}
-        self.checks: list[str] = []
-        self.deferred: set[Key] = set()
-        self.autoincrement = False
+Fact = tuple  # ("collate", col, name) | ("generated", col, expr) | ("conflict", kind, cols,
+#               resolution) | ("check", text) | ("deferred", key) | ("autoincrement",)
 
-    def conflict(self, seg: list[str], j: int, kind: str, cols: tuple[str, ...]) -> int:
-        if j + 2 < len(seg) and fold(seg[j]) == "on" and fold(seg[j + 1]) == "conflict":
-            resolution = upper(seg[j + 2])
-            if resolution != "ABORT" and kind != "NULL":
-                self.conflicts[(kind, cols)] = resolution
-            return j + 3
-        return j
 
-    def references(self, seg: list[str], j: int, frm: tuple[str, ...]) -> int:
-        parent, j = name(seg[j]), j + 1
-        to: tuple[str, ...] = ()
-        if j < len(seg) and seg[j] == "(":
-            end = _group(seg, j)
-            to, j = _names(seg[j:end]), end
-        deferred = False
-        while j < len(seg):
-            word = fold(seg[j])
-            nxt = fold(seg[j + 1]) if j + 1 < len(seg) else ""
-            if word == "on" and nxt in ("delete", "update"):
-                j += 2
-                j += 2 if j < len(seg) and fold(seg[j]) in ("set", "no") else 1
-            elif word == "match":
-                j += 2
-            elif word == "not" and nxt == "deferrable":
-                deferred, j = False, j + 2
-                j += 2 if j < len(seg) and fold(seg[j]) == "initially" else 0
-            elif word == "deferrable":
-                # only DEFERRABLE INITIALLY DEFERRED defers; NOT DEFERRABLE ... never does
-                deferred, j = False, j + 1
-                if nxt == "initially" and j + 1 < len(seg):
-                    deferred, j = fold(seg[j + 1]) == "deferred", j + 2
-            else:
-                break
-        if deferred:
-            self.deferred.add((frm, parent, to))
-        return j
+def _conflict(seg: list[str], j: int, kind: str, cols: tuple[str, ...]) -> tuple[int, list[Fact]]:
+    """An optional ON CONFLICT at seg[j]; ABORT is the default, NULL's is meaningless."""
+    if j + 2 < len(seg) and fold(seg[j]) == "on" and fold(seg[j + 1]) == "conflict":
+        resolution = upper(seg[j + 2])
+        keep = resolution != "ABORT" and kind != "NULL"
+        return j + 3, [("conflict", kind, cols, resolution)] if keep else []
+    return j, []
 
-    def check(self, seg: list[str], j: int) -> int:
+
+def _references(seg: list[str], j: int, frm: tuple[str, ...]) -> tuple[int, list[Fact]]:
+    """A foreign-key clause from its parent table name at seg[j]."""
+    parent, j = name(seg[j]), j + 1
+    to: tuple[str, ...] = ()
+    if j < len(seg) and seg[j] == "(":
         end = _group(seg, j)
-        self.checks.append("CHECK" + canonical(seg[j:end], self.known))
-        return end
+        to, j = _names(seg[j:end]), end
+    deferred = False
+    while j < len(seg):
+        word = fold(seg[j])
+        nxt = fold(seg[j + 1]) if j + 1 < len(seg) else ""
+        if word == "on" and nxt in ("delete", "update"):
+            j += 2
+            j += 2 if j < len(seg) and fold(seg[j]) in ("set", "no") else 1
+        elif word == "match":
+            j += 2
+        elif word == "not" and nxt == "deferrable":
+            deferred, j = False, j + 2
+            j += 2 if j < len(seg) and fold(seg[j]) == "initially" else 0
+        elif word == "deferrable":
+            # only DEFERRABLE INITIALLY DEFERRED defers; NOT DEFERRABLE ... never does
+            deferred, j = False, j + 1
+            if nxt == "initially" and j + 1 < len(seg):
+                deferred, j = fold(seg[j + 1]) == "deferred", j + 2
+        else:
+            break
+    return j, [("deferred", (frm, parent, to))] if deferred else []
 
-    def column(self, seg: list[str]) -> None:
-        col = name(seg[0])
-        j = 1
-        while j < len(seg) and not (is_word(seg[j]) and seg[j][0] not in '"`['
-                                    and fold(seg[j]) in _COLUMN_CONSTRAINTS):
-            j = _group(seg, j) if seg[j] == "(" else j + 1
-        while j < len(seg):
-            word = fold(seg[j])
-            if word == "constraint":
-                j += 2
-            elif word == "primary":
-                j += 2
-                j += 1 if j < len(seg) and fold(seg[j]) in ("asc", "desc") else 0
-                j = self.conflict(seg, j, "PRIMARY KEY", (col,))
-                if j < len(seg) and fold(seg[j]) == "autoincrement":
-                    self.autoincrement, j = True, j + 1
-            elif word == "not" and j + 1 < len(seg) and fold(seg[j + 1]) == "null":
-                j = self.conflict(seg, j + 2, "NOT NULL", (col,))
-            elif word == "null":
-                j = self.conflict(seg, j + 1, "NULL", (col,))
-            elif word == "unique":
-                j = self.conflict(seg, j + 1, "UNIQUE", (col,))
-            elif word == "check" and j + 1 < len(seg) and seg[j + 1] == "(":
-                j = self.check(seg, j + 1)
-            elif word == "default" and j + 1 < len(seg):
+
+def _check(seg: list[str], j: int, known: set[str]) -> tuple[int, list[Fact]]:
+    end = _group(seg, j)
+    return end, [("check", "CHECK" + canonical(seg[j:end], known))]
+
+
+def _column(seg: list[str], known: set[str]) -> list[Fact]:
+    """The facts of one column definition: name, type, then its constraints."""
+    col = name(seg[0])
+    facts: list[Fact] = []
+    j = 1
+    while j < len(seg) and not (is_word(seg[j]) and seg[j][0] not in '"`['
+                                and fold(seg[j]) in _COLUMN_CONSTRAINTS):
+        j = _group(seg, j) if seg[j] == "(" else j + 1
+    while j < len(seg):
+        word = fold(seg[j])
+        more: list[Fact] = []
+        if word == "constraint":
+            j += 2
+        elif word == "primary":
+            j += 2
+            j += 1 if j < len(seg) and fold(seg[j]) in ("asc", "desc") else 0
+            j, more = _conflict(seg, j, "PRIMARY KEY", (col,))
+            if j < len(seg) and fold(seg[j]) == "autoincrement":
+                j, more = j + 1, more + [("autoincrement",)]
+        elif word == "not" and j + 1 < len(seg) and fold(seg[j + 1]) == "null":
+            j, more = _conflict(seg, j + 2, "NOT NULL", (col,))
+        elif word == "null":
+            j, more = _conflict(seg, j + 1, "NULL", (col,))
+        elif word == "unique":
+            j, more = _conflict(seg, j + 1, "UNIQUE", (col,))
+        elif word == "check" and j + 1 < len(seg) and seg[j + 1] == "(":
+            j, more = _check(seg, j + 1, known)
+        elif word == "default" and j + 1 < len(seg):
+            j += 1
+            j = _group(seg, j) if seg[j] == "(" else j + (2 if seg[j] in ("+", "-") else 1)
+        elif word == "collate" and j + 1 < len(seg):
+            j, more = j + 2, [("collate", col, upper(name(seg[j + 1])))]
+        elif word == "references" and j + 1 < len(seg):
+            j, more = _references(seg, j + 1, (col,))
+        elif word in ("generated", "as"):
+            while j < len(seg) and seg[j] != "(":
                 j += 1
-                j = _group(seg, j) if seg[j] == "(" else j + (2 if seg[j] in ("+", "-") else 1)
-            elif word == "collate" and j + 1 < len(seg):
-                coll = upper(name(seg[j + 1]))
-                if coll == "BINARY":
-                    self.collate.pop(col, None)
-                else:
-                    self.collate[col] = coll
-                j += 2
-            elif word == "references" and j + 1 < len(seg):
-                j = self.references(seg, j + 1, (col,))
-            elif word in ("generated", "as"):
-                while j < len(seg) and seg[j] != "(":
-                    j += 1
+            end = _group(seg, j)
+            j, more = end, [("generated", col, canonical(seg[j:end], known))]
+        else:
+            j += 1
+        facts += more
+    return facts
+
+
+def _constraint(seg: list[str], known: set[str]) -> list[Fact]:
+    """The facts of one table constraint."""
+    facts: list[Fact] = []
+    j = 0
+    while j < len(seg):
+        word = fold(seg[j])
+        more: list[Fact] = []
+        if word == "constraint":
+            j += 2
+        elif word in ("primary", "unique"):
+            j += 2 if word == "primary" else 1
+            if j < len(seg) and seg[j] == "(":
                 end = _group(seg, j)
-                self.generated[col] = canonical(seg[j:end], self.known)
-                j = end
-            else:
-                j += 1
-
-    def constraint(self, seg: list[str]) -> None:
-        j = 0
-        while j < len(seg):
-            word = fold(seg[j])
-            if word == "constraint":
-                j += 2
-            elif word in ("primary", "unique"):
-                j += 2 if word == "primary" else 1
-                if j < len(seg) and seg[j] == "(":
-                    end = _group(seg, j)
-                    kind = "PRIMARY KEY" if word == "primary" else "UNIQUE"
-                    # PRIMARY KEY(id AUTOINCREMENT) is the table-level spelling
-                    self.autoincrement |= any(fold(t) == "autoincrement" for t in seg[j:end])
-                    j = self.conflict(seg, end, kind, _names(seg[j:end]))
-            elif word == "check" and j + 1 < len(seg) and seg[j + 1] == "(":
-                j = self.check(seg, j + 1)
-            elif word == "foreign" and j + 2 < len(seg) and seg[j + 2] == "(":
-                end = _group(seg, j + 2)
-                frm = _names(seg[j + 2:end])
-                j = end + 1 if end < len(seg) and fold(seg[end]) == "references" else end
-                j = self.references(seg, j, frm) if j < len(seg) else j
-            else:
-                j += 1
+                kind = "PRIMARY KEY" if word == "primary" else "UNIQUE"
+                # PRIMARY KEY(id AUTOINCREMENT) is the table-level spelling
+                if any(fold(t) == "autoincrement" for t in seg[j:end]):
+                    more.append(("autoincrement",))
+                j, conflict = _conflict(seg, end, kind, _names(seg[j:end]))
+                more += conflict
+        elif word == "check" and j + 1 < len(seg) and seg[j + 1] == "(":
+            j, more = _check(seg, j + 1, known)
+        elif word == "foreign" and j + 2 < len(seg) and seg[j + 2] == "(":
+            end = _group(seg, j + 2)
+            frm = _names(seg[j + 2:end])
+            j = end + 1 if end < len(seg) and fold(seg[end]) == "references" else end
+            if j < len(seg):
+                j, more = _references(seg, j, frm)
+        else:
+            j += 1
+        facts += more
+    return facts
 
 
 def read(sql: str) -> Clauses:
@@ -197,10 +200,17 @@ def read(sql: str) -> Clauses:
         return part[0][0] not in '"`[' and fold(part[0]) in _TABLE_CONSTRAINTS
 
     columns = tuple(name(p[0]) for p in parts if not is_constraint(p))
-    reader = _Reader(set(columns))
-    for part in parts:
-        (reader.constraint if is_constraint(part) else reader.column)(part)
+    known = set(columns)
+    facts = [f for part in parts
+             for f in (_constraint if is_constraint(part) else _column)(part, known)]
+    collate = {f[1]: f[2] for f in facts if f[0] == "collate"}  # the last one wins, as in SQLite
     tail = {fold(t) for t in toks[end:]}
-    return Clauses(columns, reader.collate, reader.generated, reader.conflicts,
-                   tuple(sorted(set(reader.checks))), frozenset(reader.deferred),
-                   reader.autoincrement, "rowid" in tail and "without" in tail, "strict" in tail)
+    return Clauses(
+        columns,
+        {col: coll for col, coll in collate.items() if coll != "BINARY"},
+        {f[1]: f[2] for f in facts if f[0] == "generated"},
+        {(f[1], f[2]): f[3] for f in facts if f[0] == "conflict"},
+        tuple(sorted({f[1] for f in facts if f[0] == "check"})),
+        frozenset(f[1] for f in facts if f[0] == "deferred"),
+        any(f[0] == "autoincrement" for f in facts),
+        "rowid" in tail and "without" in tail, "strict" in tail)
