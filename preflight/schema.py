@@ -10,31 +10,34 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from . import signals
+from . import ddl, signals
 from .errors import MigrationFailed, PreflightError
-from .migrations import Migration, run_body, tokens
+from .migrations import Migration, run_body
+from .sqltext import (
+    canonical,
+    default,
+    fold,
+    identifier_positions,
+    local_names,
+    name,
+    tokens,
+    trigger_head,
+    unquote,
+    upper,
+)
 
 IGNORED_PREFIXES = ("sqlite_", "_litestream_", "_preflight")
 
 
 def ignored(name: str) -> bool:
     """The guard's own objects, SQLite's internals and Litestream's are never drift."""
-    return name.lower().startswith(IGNORED_PREFIXES)
+    return fold(name).startswith(IGNORED_PREFIXES)
 
 
 def normalize(sql: str) -> str:
-    """SQL with comments, quoting of identifiers, case and white space normalized."""
-    out: list[str] = []
-    for tok in tokens(sql):
-        if tok[0] in "\"`[":
-            tok = tok[1:-1].replace('""', '"').lower()
-        elif tok[0] != "'":
-            tok = tok.lower()
-        out.append(tok)
-    text = " ".join(out)
-    for a, b in ((" ,", ","), ("( ", "("), (" )", ")"), (" (", "(")):
-        text = text.replace(a, b)
-    return text
+    """SQL in canonical spelling: comments, white space, identifier quoting and the case of
+    keywords and ASCII letters of names do not count; string literals keep their case."""
+    return canonical(tokens(sql))
 
 
 @dataclass(frozen=True)
@@ -50,18 +53,21 @@ class Column:
     unique: bool
     collate: str | None = None  # from the table's SQL: PRAGMA table_xinfo does not say
     expression: str | None = None  # a generated column's AS (...), also from the SQL
+    conflicts: tuple[tuple[str, str], ...] = ()  # (PRIMARY KEY|UNIQUE|NOT NULL, ON CONFLICT ...)
+    rowid: bool = False  # INTEGER PRIMARY KEY of a rowid table: the rowid itself, never NULL
 
     def describe(self) -> str:
         """The column as drift reports it, e.g. 'TEXT UNIQUE NOT NULL'."""
         parts = [self.type or "(no type)"]
         if self.collate:
             parts.append(f"COLLATE {self.collate}")
-        if self.pk:
-            parts.append("PRIMARY KEY")
-        if self.unique:
-            parts.append("UNIQUE")
-        if self.notnull:
-            parts.append("NOT NULL")
+        on = dict(self.conflicts)
+        for flag, word in ((self.pk, "PRIMARY KEY"), (self.unique, "UNIQUE"),
+                           (self.notnull and not self.rowid, "NOT NULL")):
+            if flag or word in on:
+                parts.append(word + (f" ON CONFLICT {on[word]}" if word in on else ""))
+                if word == "PRIMARY KEY" and self.rowid:
+                    parts.append("(the rowid)")
         if self.default is not None:
             parts.append(f"DEFAULT {self.default}")
         if self.hidden in (2, 3):
@@ -78,17 +84,22 @@ class Table:
     name: str
     columns: tuple[Column, ...]
     options: tuple[tuple[str, str], ...]  # (property, value): constraints, keys, flags
+    # parents of foreign keys that name no parent columns (snapshot resolves them to the
+    # parent's primary key, which lives in another table's SQL)
+    refs: tuple[str, ...] = field(default=(), compare=False)
+    sql: str = field(default="", compare=False, repr=False)  # same text: same table (a shortcut)
 
 
 @dataclass(frozen=True)
 class Index:
     """An explicit index: table, columns (with order and collation), uniqueness, WHERE."""
 
-    name: str = field(compare=False)  # SQLite names are case-insensitive; dicts key on lower()
+    name: str = field(compare=False)  # SQLite names are case-insensitive; dicts key on fold()
     table: str
     unique: bool
     columns: tuple[str, ...]
     where: str | None
+    sql: str = field(default="", compare=False, repr=False)  # its and its table's SQL (a shortcut)
 
     def describe(self) -> str:
         """The index as drift reports it, e.g. 'INDEX ON tokens(token_hash)'."""
@@ -98,7 +109,7 @@ class Index:
 
 @dataclass(frozen=True)
 class Schema:
-    """Every user object of a database, keyed by lower-case name."""
+    """Every user object of a database, keyed by ASCII-folded name (SQLite's own rule)."""
 
     tables: dict[str, Table] = field(default_factory=dict)
     indexes: dict[str, Index] = field(default_factory=dict)
@@ -114,21 +125,6 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _paren_groups(toks: list[str], keyword: str) -> list[str]:
-    """Normalized text of every `keyword ( ... )` group, e.g. each CHECK constraint."""
-    groups = []
-    for i, tok in enumerate(toks[:-1]):
-        if tok.upper() == keyword and toks[i + 1] == "(":
-            depth, j = 0, i + 1
-            while j < len(toks):
-                depth += {"(": 1, ")": -1}.get(toks[j], 0)
-                if depth == 0:
-                    break
-                j += 1
-            groups.append(normalize(" ".join(toks[i + 1:j + 1])))
-    return groups
-
-
 def _tail_after_body(toks: list[str]) -> list[str]:
     """Tokens after the outermost parenthesised body (table options, index WHERE)."""
     depth, seen = 0, False
@@ -142,122 +138,264 @@ def _tail_after_body(toks: list[str]) -> list[str]:
     return []
 
 
-_TABLE_CONSTRAINTS = {"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"}
+UNRESOLVED = "<its primary key>"
 
 
-def _column_clauses(toks: list[str]) -> dict[str, tuple[str | None, str | None]]:
-    """COLLATE and generated AS (...) of each column, read from CREATE TABLE tokens.
+def _key_columns(conn: sqlite3.Connection, index: str,
+                 collate: dict[str, str]) -> list[tuple[str, str]]:
+    """(column, ' DESC' and/or a collation other than the column's) of an automatic index."""
+    cols = []
+    for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({_q(index)})"):
+        if key:
+            col = fold(col or "<expr>")
+            extra = " DESC" if desc else ""
+            if upper(coll or "BINARY") != collate.get(col, "BINARY"):
+                extra += f" COLLATE {upper(coll)}"
+            cols.append((col, extra))
+    return cols
 
-    ALTER TABLE ADD COLUMN appends the column's text to the stored SQL, so this sees
-    columns however they were added.
-    """
-    start = toks.index("(") + 1 if "(" in toks else len(toks)
-    segments: list[list[str]] = [[]]
-    depth = 0
-    for tok in toks[start:]:
-        if tok == "(":
-            depth += 1
-        elif tok == ")":
-            if depth == 0:
-                break
-            depth -= 1
-        if tok == "," and depth == 0:
-            segments.append([])
-        else:
-            segments[-1].append(tok)
-    found: dict[str, tuple[str | None, str | None]] = {}
-    for seg in segments:
-        if not seg or seg[0].upper() in _TABLE_CONSTRAINTS:
+
+def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
+    clauses = ddl.read(sql)
+    conflicts = dict(clauses.conflicts)
+    unique_cols: set[str] = set()
+    options: list[tuple[str, str]] = []
+    for _, idx_name, _, origin, _ in conn.execute(f"PRAGMA index_list({_q(name)})"):
+        if origin not in ("u", "pk"):
             continue
-        collate = expression = None
-        level = 0
-        for i, tok in enumerate(seg):
-            level += {"(": 1, ")": -1}.get(tok, 0)
-            if level == 0 and tok.upper() == "COLLATE" and i + 1 < len(seg):
-                collate = seg[i + 1].strip('"`[]').upper()
-            if level == 0 and tok.upper() == "AS" and i + 1 < len(seg) and seg[i + 1] == "(":
-                expression = _paren_groups(["AS"] + seg[i + 1:], "AS")[0]
-        found[normalize(seg[0])] = (collate, expression)
+        cols = _key_columns(conn, idx_name, clauses.collate)
+        text = ", ".join(col + extra for col, extra in cols)
+        if origin == "u" and len(cols) == 1 and not cols[0][1]:
+            unique_cols.add(cols[0][0])
+        elif origin == "u":
+            names = tuple(col for col, _ in cols)
+            on = conflicts.pop(("UNIQUE", names), None) if len(names) > 1 else None
+            options.append(("unique", f"UNIQUE({text})" + (f" ON CONFLICT {on}" if on else "")))
+        else:
+            # A rowid table has this index only when its key is not the rowid itself:
+            # INTEGER PRIMARY KEY DESC, or any other type, is a separate b-tree.
+            options.append(("key", f"PRIMARY KEY index ({text})"))
+    rows = conn.execute(f"PRAGMA table_xinfo({_q(name)})").fetchall()
+    keys = [r for r in rows if r[5]]
+    if (not clauses.without_rowid and not any(kind == "key" for kind, _ in options)
+            and len(keys) == 1 and upper(keys[0][2]) == "INTEGER"):
+        # The rowid itself: it can never hold NULL (a NULL inserted becomes a new rowid,
+        # an UPDATE to NULL fails), so NOT NULL and its ON CONFLICT change nothing.
+        rowid = fold(keys[0][1])
+        conflicts.pop(("NOT NULL", (rowid,)), None)
+        rows = [r[:3] + (1,) + r[4:] if fold(r[1]) == rowid else r for r in rows]
+    else:
+        rowid = None
+    for (kind, names), on in conflicts.items():
+        if len(names) > 1:
+            options.append(("conflict", f"{kind}({', '.join(names)}) ON CONFLICT {on}"))
+    columns = tuple(
+        Column(col, upper(normalize(ctype)), bool(notnull),
+               default(dflt) if dflt is not None else None, pk, hidden, fold(col) in unique_cols,
+               clauses.collate.get(fold(col)), clauses.generated.get(fold(col)),
+               tuple(sorted((kind, on) for (kind, names), on in conflicts.items() if names == (fold(col),))),
+               fold(col) == rowid)
+        for _, col, ctype, notnull, dflt, pk, hidden in rows
+    )
+    fks: dict[int, list[tuple]] = {}
+    for fid, _, ref, frm, to, on_update, on_delete, _ in conn.execute(
+            f"PRAGMA foreign_key_list({_q(name)})"):
+        fks.setdefault(fid, []).append((frm, ref, to, on_update, on_delete))
+    refs = []
+    for parts in fks.values():
+        frm = tuple(fold(p[0]) for p in parts)
+        parent = fold(parts[0][1])
+        to = tuple(fold(p[2]) for p in parts) if all(p[2] for p in parts) else ()
+        if not to:
+            refs.append(parent)
+        deferred = " DEFERRABLE INITIALLY DEFERRED" if (frm, parent, to) in clauses.deferred else ""
+        text = (f"FOREIGN KEY({', '.join(frm)}) REFERENCES {parent}({', '.join(to) or UNRESOLVED}) "
+                f"ON UPDATE {parts[0][3]} ON DELETE {parts[0][4]}{deferred}")
+        options.append(("foreign key", text))
+    options += [("check", c) for c in clauses.checks]
+    for flag, present in (("AUTOINCREMENT", clauses.autoincrement),
+                          ("WITHOUT ROWID", clauses.without_rowid), ("STRICT", clauses.strict)):
+        if present:
+            options.append(("flag", flag))
+    toks = tokens(sql)
+    if fold(" ".join(toks[:3])) == "create virtual table":
+        # Module arguments are text the module reads itself; FTS5 and its kin accept a
+        # bare word or any quoting for one value, so every quoted token is compared unquoted.
+        quoted = {i for i, t in enumerate(toks) if t[:1] in "'\"`["}
+        options.append(("virtual", canonical(['"' + unquote(t).replace('"', '""') + '"'
+                                              if i in quoted else t for i, t in enumerate(toks)],
+                                             frozenset(), quoted)))
+    return Table(name, columns, tuple(sorted(set(options))), tuple(refs), sql)
+
+
+def _resolve(table: Table, tables: dict[str, Table]) -> Table:
+    """`REFERENCES p` means p's primary key: write it out, as `REFERENCES p(id)` does."""
+    options = []
+    for kind, text in table.options:
+        for parent in table.refs:
+            pk = tables.get(parent)
+            cols = sorted((c for c in pk.columns if c.pk), key=lambda c: c.pk) if pk else []
+            if cols:
+                text = text.replace(f"REFERENCES {parent}({UNRESOLVED})",
+                                    f"REFERENCES {parent}({', '.join(fold(c.name) for c in cols)})")
+        options.append((kind, text))
+    return Table(table.name, table.columns, tuple(sorted(options)), table.refs, table.sql)
+
+
+def _index(conn: sqlite3.Connection, name: str, table: str, sql: str, table_sql: str,
+           known: set[str]) -> Index:
+    cols = []
+    for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({_q(name)})"):
+        if key:
+            cols.append(fold(col) if col else "<expr>")
+            if desc:
+                cols[-1] += " DESC"
+            if coll and upper(coll) != "BINARY":
+                cols[-1] += f" COLLATE {upper(coll)}"
+    toks = tokens(sql)
+    tail = _tail_after_body(toks)
+    if "<expr>" in cols:  # expression index: compare the column list as SQL
+        body = toks[toks.index("("):len(toks) - len(tail)]
+        cols = [canonical(body, known)[1:-1]]
+    where = canonical(tail[1:], known) if tail and fold(tail[0]) == "where" else None
+    unique = fold(" ".join(toks[:2])) == "create unique"
+    return Index(name, fold(table), unique, tuple(cols), where, f"{sql}\0{table_sql}")
+
+
+def _statement(sql: str, memo: dict, tables: dict[str, Table]) -> str:
+    """A view or trigger in canonical text. A double-quoted token that does not stand where
+    only a name can is an identifier if it names a column of a table the statement names
+    (SQLite's scope), else the string literal SQLite reads it as."""
+    prepared = memo.get(("parsed", sql))
+    if prepared is None:
+        toks = trigger_head(tokens(sql))
+        found = identifier_positions(toks)
+        local = local_names(toks)
+        found |= {i for i, t in enumerate(toks) if t[:1] == '"' and name(t) in local}
+        open_ = [i for i, t in enumerate(toks) if t[:1] == '"' and i not in found]
+        named = frozenset(name(t) for t in toks if t[:1] in '"`[' or t[:1].isalpha() or t[:1] == "_")
+        prepared = memo[("parsed", sql)] = (toks, frozenset(found), open_, named)
+    toks, idents, open_, named = prepared
+    resolved: tuple[bool, ...] = ()
+    if open_:
+        in_scope = tuple(tables[t] for t in sorted(named) if t in tables)
+        scope_key = ("scope", sql, tuple(t.sql for t in in_scope))
+        if scope_key not in memo:
+            scope = {fold(c.name) for t in in_scope for c in t.columns}
+            memo[scope_key] = tuple(name(toks[i]) in scope for i in open_)
+        resolved = memo[scope_key]
+    key = ("text", sql, resolved)
+    if key not in memo:
+        memo[key] = canonical(toks, frozenset(), idents | {i for i, r in zip(open_, resolved) if r})
+    return memo[key]
+
+
+def _read(conn: sqlite3.Connection, row: tuple[str, str, str, str], memo: dict) -> tuple:
+    """(kind, folded name, folded table, what the SQL says) for one sqlite_master row, once."""
+    found = memo.get(row)
+    if found is None:
+        kind, obj, tbl_name, sql = row
+        value: object = None
+        if ignored(obj) or ignored(tbl_name):
+            kind = "ignored"
+        elif kind == "table":
+            value = _table(conn, obj, sql)
+            memo[("plain", obj, sql)] = value  # before its foreign keys are resolved
+        found = memo[row] = (kind, fold(obj), fold(tbl_name), value)
     return found
 
 
-def _table(conn: sqlite3.Connection, name: str, sql: str) -> tuple[Table, dict[str, Index]]:
-    toks = tokens(sql)
-    clauses = _column_clauses(toks)
-    unique_cols: set[str] = set()
-    options: list[tuple[str, str]] = []
-    indexes: dict[str, Index] = {}
-    for _, idx_name, unique, origin, partial in conn.execute(f"PRAGMA index_list({_q(name)})"):
-        cols, names = [], []
-        for _, cid, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({_q(idx_name)})"):
-            if key:
-                names.append(col.lower() if col else "<expr>")
-                cols.append(names[-1])
-                if desc:
-                    cols[-1] += " DESC"
-                if coll and coll.upper() != "BINARY":
-                    cols[-1] += f" COLLATE {coll.upper()}"
-        if origin == "u":
-            if len(names) == 1:
-                unique_cols.add(names[0])
-            else:
-                options.append(("unique", "UNIQUE(" + ", ".join(cols) + ")"))
-        elif origin == "c" and not ignored(idx_name):
-            idx_sql = conn.execute("SELECT sql FROM sqlite_master WHERE type='index' AND name=?",
-                                   (idx_name,)).fetchone()[0] or ""
-            idx_toks = tokens(idx_sql)
-            if "<expr>" in cols:  # expression index: compare the column list as SQL
-                body = idx_toks[idx_toks.index("("):len(idx_toks) - len(_tail_after_body(idx_toks))]
-                cols = [normalize(" ".join(body))[1:-1]]
-            tail = _tail_after_body(idx_toks)
-            where = normalize(" ".join(tail[1:])) if partial and tail else None
-            indexes[idx_name.lower()] = Index(idx_name, name.lower(), bool(unique), tuple(cols), where)
-    columns = tuple(
-        Column(col, normalize(ctype).upper(), bool(notnull),
-               normalize(dflt) if dflt is not None else None, pk, hidden, col.lower() in unique_cols,
-               *clauses.get(col.lower(), (None, None)))
-        for _, col, ctype, notnull, dflt, pk, hidden in conn.execute(f"PRAGMA table_xinfo({_q(name)})")
-    )
-    fks: dict[int, list[tuple]] = {}
-    for fid, _, ref, frm, to, on_update, on_delete, match in conn.execute(
-            f"PRAGMA foreign_key_list({_q(name)})"):
-        fks.setdefault(fid, []).append((frm, ref, to, on_update, on_delete))
-    for parts in fks.values():
-        frm = ", ".join(p[0].lower() for p in parts)
-        to = ", ".join((p[2] or "").lower() for p in parts)
-        options.append(("foreign key", f"FOREIGN KEY({frm}) REFERENCES {parts[0][1].lower()}({to}) "
-                                       f"ON UPDATE {parts[0][3]} ON DELETE {parts[0][4]}"))
-    options += [("check", "CHECK" + c) for c in _paren_groups(toks, "CHECK")]
-    upper = [t.upper() for t in toks]
-    if "AUTOINCREMENT" in upper:
-        options.append(("flag", "AUTOINCREMENT"))
-    tail = [t.upper() for t in _tail_after_body(toks)]
-    if "ROWID" in tail:
-        options.append(("flag", "WITHOUT ROWID"))
-    if "STRICT" in tail:
-        options.append(("flag", "STRICT"))
-    if upper[:3] == ["CREATE", "VIRTUAL", "TABLE"]:
-        options.append(("virtual", normalize(sql)))
-    return Table(name, columns, tuple(sorted(options))), indexes
+Row = tuple[str, str, str, str]  # sqlite_master: type, name, tbl_name, sql
 
 
-def snapshot(conn: sqlite3.Connection) -> Schema:
-    """A structural description of every user object in `conn`'s main database."""
-    schema = Schema()
-    rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
+def _rows(conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
                         "WHERE sql IS NOT NULL ORDER BY type, name").fetchall()
-    for kind, name, tbl_name, sql in rows:
-        if ignored(name) or ignored(tbl_name):
-            continue
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """What a replay stop read, for building the next stop from the differences only."""
+
+    rows: frozenset[Row]
+    schema: Schema
+    open_rows: frozenset[Row]  # views and triggers whose text depends on table columns
+    with_refs: frozenset[str]  # tables with a foreign key that names no parent columns
+
+
+def _build(conn: sqlite3.Connection, rows: list[Row], memo: dict,
+           before: _Stop | None = None) -> _Stop:
+    """The schema of `rows`; with `before` (the previous stop of a replay), only the rows
+    that changed since are read, and only what depends on a changed table is redone."""
+    new = frozenset(rows)
+    base = before.schema if before else Schema()
+    schema = Schema(dict(base.tables), dict(base.indexes), dict(base.views), dict(base.triggers))
+    if before is not None and before.rows == new:
+        return _Stop(new, schema, before.open_rows, before.with_refs)
+    kinds: dict[str, dict] = {"table": schema.tables, "index": schema.indexes, "view": schema.views,
+             "trigger": schema.triggers}
+    gone = before.rows - new if before else frozenset()
+    added = sorted(new - before.rows) if before else rows
+    open_rows = set(before.open_rows - gone) if before else set()
+    with_refs = set(before.with_refs) if before else set()
+    changed: set[str] = set()
+    for row in gone:
+        kind, obj, _, _ = memo[row]
+        if kind in kinds:
+            kinds[kind].pop(obj, None)
         if kind == "table":
-            table, indexes = _table(conn, name, sql)
-            schema.tables[name.lower()] = table
-            schema.indexes.update(indexes)
-        elif kind == "view":
-            schema.views[name.lower()] = normalize(sql)
-        elif kind == "trigger":
-            schema.triggers[name.lower()] = normalize(sql)
-    return schema
+            changed.add(obj)
+            with_refs.discard(obj)
+    for row in added:
+        kind, obj, _, table = _read(conn, row, memo)
+        if kind == "table":
+            schema.tables[obj] = table
+            changed.add(obj)
+            if table.refs:
+                with_refs.add(obj)
+    for obj in with_refs if changed else ():
+        table = schema.tables[obj]
+        key = ("resolved", obj, table.sql, tuple(getattr(schema.tables.get(p), "sql", None)
+                                                 for p in table.refs))
+        if key not in memo:
+            memo[key] = _resolve(memo[("plain", table.name, table.sql)], schema.tables)
+        schema.tables[obj] = memo[key]
+    if changed & base.tables.keys():  # an existing table changed: so may its indexes
+        for obj, index in list(schema.indexes.items()):
+            if index.table in changed:  # its columns' collations come from the table's SQL
+                schema.indexes[obj] = _index_of(conn, index.name, index.sql.split("\0")[0],
+                                                schema.tables.get(index.table), memo)
+    for row in added:
+        kind, obj, tbl, _ = memo[row]
+        if kind == "index":
+            schema.indexes[obj] = _index_of(conn, row[1], row[3], schema.tables.get(tbl), memo)
+        elif kind in ("view", "trigger"):
+            kinds[kind][obj] = _statement(row[3], memo, schema.tables)
+            if memo[("parsed", row[3])][2]:
+                open_rows.add(row)
+    for row in open_rows if changed else ():
+        if memo[("parsed", row[3])][3] & changed:  # it names a changed table
+            kind, obj, _, _ = memo[row]
+            kinds[kind][obj] = _statement(row[3], memo, schema.tables)
+    return _Stop(new, schema, frozenset(open_rows), frozenset(with_refs))
+
+
+def _index_of(conn: sqlite3.Connection, name: str, sql: str, table: Table | None,
+              memo: dict) -> Index:
+    key = ("index", name, sql, table.sql if table else "")
+    if key not in memo:
+        cols = {fold(c.name) for c in table.columns} if table else set()
+        memo[key] = _index(conn, name, table.name if table else "", sql, key[3], cols)
+    return memo[key]
+
+
+def snapshot(conn: sqlite3.Connection, memo: dict | None = None) -> Schema:
+    """A structural description of every user object in `conn`'s main database.
+
+    `memo` (replay passes one) maps an object's SQL text to what was read from it: every
+    PRAGMA read here is derived from that text, so an unchanged object costs a lookup.
+    """
+    return _build(conn, _rows(conn), {} if memo is None else memo).schema
 
 
 def open_memory() -> sqlite3.Connection:
@@ -275,6 +413,8 @@ def replay(migrations: tuple[Migration, ...], stops: set[int]) -> dict[int, Sche
     """
     conn = open_memory()
     found: dict[int, Schema] = {}
+    memo: dict = {}  # SQL text -> what was read from it, shared by every stop
+    before: _Stop | None = None
     try:
         if 0 in stops:
             found[0] = Schema()
@@ -296,7 +436,8 @@ def replay(migrations: tuple[Migration, ...], stops: set[int]) -> dict[int, Sche
                     f"{migration.name}: fails on an empty database: {exc}",
                     "fix the migration; the live database was not touched") from exc
             if count in stops:
-                found[count] = snapshot(conn)
+                before = _build(conn, _rows(conn), memo, before)
+                found[count] = before.schema
     finally:
         conn.close()
     return found

@@ -1,0 +1,258 @@
+"""SQL text in the canonical spelling drift compares: what SQLite means, not how it is written.
+
+Identifiers fold ASCII letters only (SQLite's rule: "Äpfel" and "äpfel" are two tables);
+keywords fold the same way; string literals keep their case; a double-quoted token is an
+identifier only where SQLite would read it as one, else the string literal it is; numbers
+compare by value and type (1.0 = 1.00, 0x10 = 16, but 1 != 1.0); comments, white space
+and parentheses that wrap a whole parenthesised expression again do not count.
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable
+
+ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+_TOKEN = re.compile(
+    r"""'(?:[^']|'')*'?|[xX]'[^']*'?|"(?:[^"]|"")*"?|`(?:[^`]|``)*`?|\[[^\]]*\]?"""
+    r"""|--[^\n]*|/\*.*?(?:\*/|\Z)"""
+    r"""|0[xX][0-9A-Fa-f_]+|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?"""
+    r"""|[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*"""
+    r"""|\|\||<<|>>|<=|>=|==|!=|<>|->>|->|\S""",
+    re.DOTALL,
+)
+_OPERATORS = {"<>": "!=", "==": "="}
+# After these a double-quoted token names an object or a new name, never a string.
+_NAMING = {"as", "from", "join", "into", "update", "table", "view", "index", "trigger",
+           "references", "of", "exists", "collate", "set"}
+# Words that start a clause; in a FROM or JOIN clause every name is a table or an alias.
+_CLAUSES = {"select", "from", "join", "on", "using", "where", "group", "having", "order",
+            "limit", "window", "values", "set", "returning", "union", "except", "intersect"}
+_SUBQUERY = {"select", "values", "with"}
+# Words after which an expression starts (so a name there is not an alias).
+_KEYWORDS = {"select", "where", "and", "or", "not", "when", "then", "else", "case", "in", "is",
+             "like", "glob", "match", "regexp", "between", "escape", "by", "on", "set", "having",
+             "distinct", "all", "values", "returning", "exists", "default", "check", "as",
+             "from", "join", "using", "limit", "offset", "cast", "collate", "union", "except",
+             "intersect", "filter", "over", "partition", "begin", "group", "order", "do",
+             "isnull", "notnull", "asc", "desc", "to", "within"}
+
+
+def fold(name: str) -> str:
+    """An identifier as SQLite compares it: ASCII letters folded, every other one kept."""
+    return name.translate(ASCII_LOWER)
+
+
+def upper(word: str) -> str:
+    """A keyword or type name in upper case, ASCII letters only."""
+    return word.translate(ASCII_UPPER)
+
+
+def tokens(sql: str) -> list[str]:
+    """SQL tokens without comments or white space."""
+    return [t for t in (m.group() for m in _TOKEN.finditer(sql)) if not t.startswith(("--", "/*"))]
+
+
+def unquote(tok: str) -> str:
+    """The name a (possibly quoted) identifier token spells, unfolded."""
+    if tok[:1] == '"' and tok.endswith('"') and len(tok) > 1:
+        return tok[1:-1].replace('""', '"')
+    if tok[:1] == "`" and tok.endswith("`") and len(tok) > 1:
+        return tok[1:-1].replace("``", "`")
+    if tok[:1] == "[" and tok.endswith("]"):
+        return tok[1:-1]
+    if tok[:1] == "'" and tok.endswith("'") and len(tok) > 1:
+        return tok[1:-1].replace("''", "'")
+    return tok
+
+
+def name(tok: str) -> str:
+    """An identifier token as a comparable name: unquoted, ASCII-folded."""
+    return fold(unquote(tok))
+
+
+def is_word(tok: str) -> bool:
+    """True for a bare word or a quoted identifier (anything that can name something)."""
+    return bool(tok) and (tok[0] in '"`[' or tok[0].isalpha() or tok[0] == "_" or tok[0] >= "\x80")
+
+
+def number(tok: str) -> str:
+    """A numeric literal by value and type: '1.00' -> '1.0', '0x10' -> '16', '1' stays '1'."""
+    text = tok.replace("_", "")
+    try:
+        if text[:2] in ("0x", "0X"):
+            value = int(text, 16)
+            return str(value - (1 << 64) if value >= 1 << 63 else value)
+        if not any(c in text for c in ".eE"):
+            value = int(text)
+            return str(value) if value < 1 << 63 else repr(float(value))
+        return repr(float(text))
+    except ValueError:
+        return tok
+
+
+def _string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def trigger_head(toks: list[str]) -> list[str]:
+    """A CREATE TRIGGER's tokens with its defaults written out: no timing means BEFORE,
+    and FOR EACH ROW is the only kind SQLite has, so it is left out."""
+    words = [fold(t) for t in toks]
+    if words[:2] != ["create", "trigger"] or "begin" not in words:
+        return toks
+    body = words.index("begin")
+    head, rest = list(toks[:body]), toks[body:]
+    low = words[:body]
+    for i in range(len(low) - 2):
+        if low[i:i + 3] == ["for", "each", "row"]:
+            del head[i:i + 3]
+            break
+    low = [fold(t) for t in head]
+    event = next((i for i, w in enumerate(low) if w in ("delete", "insert", "update") and i > 2), None)
+    if event is not None and low[event - 1] not in ("before", "after", "of"):
+        head.insert(event, "BEFORE")
+    return head + rest
+
+
+def _redundant_parens(toks: list[str]) -> set[int]:
+    """Positions of parentheses that wrap exactly what an enclosing pair wraps: ((x > 0)).
+
+    A pair holding a top-level comma is a row value and one holding SELECT a subquery;
+    `x IN ((1, 2))` and `x IN ((SELECT ...))` differ from their unwrapped forms, so both stay.
+    """
+    match: dict[int, int] = {}
+    stack: list[int] = []
+    commas: set[int] = set()
+    for i, tok in enumerate(toks):
+        if tok == "(":
+            stack.append(i)
+        elif tok == ")" and stack:
+            match[stack.pop()] = i
+        elif tok == "," and stack:
+            commas.add(stack[-1])
+    drop: set[int] = set()
+    for i, j in match.items():
+        inner = i + 1
+        if (toks[inner:inner + 1] == ["("] and match.get(inner) == j - 1 and inner not in commas
+                and fold(toks[inner + 1] if inner + 1 < len(toks) else "") not in _SUBQUERY):
+            drop.update((inner, j - 1))
+    return drop
+
+
+def aliases(toks: list[str]) -> set[int]:
+    """Indexes of names a statement gives its own columns: after AS, right after an
+    expression (`count(*) "n"`), or in a column list that AS follows (`VIEW v("a") AS`)."""
+    found: set[int] = set()
+    opened: list[int] = []
+    for i, tok in enumerate(toks):
+        if tok == "(":
+            opened.append(i)
+        elif tok == ")" and opened:
+            start = opened.pop()
+            if i + 1 < len(toks) and fold(toks[i + 1]) == "as" and all(
+                    is_word(t) if k % 2 == 0 else t == "," for k, t in enumerate(toks[start + 1:i])):
+                found.update(range(start + 1, i, 2))
+        elif is_word(tok) and i and toks[i + 1:i + 2] not in ([")"], ["("], ["."]) and (
+                fold(toks[i - 1]) == "as" or (tok[0] == '"' and _ends_expression(toks[i - 1]))):
+            found.add(i)
+    return found
+
+
+def identifier_positions(toks: list[str]) -> set[int]:
+    """Indexes of name tokens that stand where only an identifier can: aliases, after FROM,
+    ON, a dot..., before a dot or an opening parenthesis."""
+    found = aliases(toks)
+    clause = [""]  # the clause being read, per parenthesis depth
+    for i, tok in enumerate(toks):
+        if tok == "(":
+            clause.append("")
+        elif tok == ")" and len(clause) > 1:
+            clause.pop()
+        elif tok == ";":
+            clause[-1] = ""
+        elif is_word(tok):
+            word = fold(tok) if tok[0] not in '"`[' else ""
+            before = fold(toks[i - 1]) if i else ""
+            after = toks[i + 1] if i + 1 < len(toks) else ""
+            if word in _CLAUSES:
+                clause[-1] = word
+            elif (before in _NAMING or before == "." or after in (".", "(")
+                  or clause[-1] in ("from", "join")
+                  # ON a table (trigger, index), not ON an expression (join)
+                  or (before == "on" and fold(after) in ("begin", "for", "when", ""))):
+                found.add(i)
+    return found
+
+
+def _ends_expression(tok: str) -> bool:
+    """True when `tok` can end an expression, so a name right after it is an alias."""
+    if tok == ")" or tok[0] in "'`[\"" or tok[0].isdigit():
+        return True
+    return is_word(tok) and fold(tok) not in _KEYWORDS
+
+
+def local_names(toks: list[str]) -> set[str]:
+    """Names a statement gives its own columns (aliases) or spells only as identifiers
+    (`[x]`, `` `x` ``): a double-quoted token with such a name is that name."""
+    return {name(toks[i]) for i in aliases(toks)} | {name(t) for t in toks if t[:1] in "`["}
+
+
+def canonical(toks: Iterable[str], known: set[str] | frozenset[str] = frozenset(),
+              idents: set[int] | frozenset[int] | None = None) -> str:
+    """The canonical text of `toks`: a double-quoted token is an identifier when its name is
+    in `known` (or its index in `idents`), else a string literal."""
+    toks = list(toks)
+    if idents is None:
+        idents = identifier_positions(toks)
+    drop = _redundant_parens(toks)
+    out: list[str] = []
+    for i, tok in enumerate(toks):
+        if i in drop:
+            continue
+        first = tok[0]
+        if first == "'":
+            out.append(tok)
+        elif first == '"':
+            text = unquote(tok)
+            out.append(fold(text) if i in idents or fold(text) in known else _string(text))
+        elif first in "`[":
+            out.append(fold(unquote(tok)))
+        elif first in "xX" and tok[1:2] == "'":
+            out.append("x" + tok[1:].lower())
+        elif first.isdigit() or (first == "." and len(tok) > 1):
+            out.append(number(tok))
+        else:
+            out.append(_OPERATORS.get(tok, fold(tok)))
+    return _join(out)
+
+
+def _join(out: list[str]) -> str:
+    parts: list[str] = []
+    for tok in out:
+        if parts and not (tok in (",", ")", ".", "(") or parts[-1] in ("(", ".")):
+            parts.append(" ")
+        parts.append(tok)
+    return "".join(parts)
+
+
+def default(text: str) -> str:
+    """A column DEFAULT as PRAGMA table_info gives it, as the value it stands for.
+
+    No column is in scope in a DEFAULT, so "draft" and a bare draft are the string 'draft';
+    TRUE and FALSE are 1 and 0; numbers compare by value and type.
+    """
+    toks = tokens(text)
+    if len(toks) == 1 and is_word(toks[0]) and toks[0][0] not in "`[":
+        word = fold(toks[0]) if toks[0][0] != '"' else None
+        if word in ("true", "false"):
+            return "1" if word == "true" else "0"
+        if word in ("null", "current_time", "current_date", "current_timestamp"):
+            return word
+        return _string(unquote(toks[0]))
+    if len(toks) == 2 and toks[0] in "+-" and (toks[1][:1].isdigit() or toks[1][:1] == "."):
+        value = number(toks[1])
+        return value if toks[0] == "+" else ("-" + value).replace("--", "")
+    return canonical(toks, frozenset(), set())
