@@ -180,8 +180,9 @@ class History:
 
 
 class _Gen:
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, transaction_control: bool = True) -> None:
         self.rng = random.Random(seed)
+        self.tc = transaction_control
         self.tables: list[Table] = []
         self.indexes: list[Index] = []
         self.views: list[View] = []
@@ -580,7 +581,7 @@ class _Gen:
         new_name = self.fresh(f"new_{t.name}")
         self.used_names.discard(new_name)
         begin, end = bracket.split("|")
-        sql = ["PRAGMA foreign_keys=OFF;", begin]
+        sql = ["PRAGMA foreign_keys=OFF;", begin] if self.tc else []
         sql += [f"DROP VIEW {v.name};" for v in views]
         sql += [f"DROP TRIGGER {tr.name};" for tr in foreign_triggers]
         sql.append(t.ddl(new_name))
@@ -591,7 +592,8 @@ class _Gen:
         sql += [i.ddl() for i in self.indexes if i.table is t]
         sql += [tr.ddl() for tr in own_triggers + foreign_triggers]
         sql += [v.ddl() for v in views]
-        sql += ["PRAGMA foreign_key_check;", end, "PRAGMA foreign_keys=ON;"]
+        sql += ["PRAGMA foreign_key_check;"]
+        sql += [end, "PRAGMA foreign_keys=ON;"] if self.tc else []
         self.ops.add("rebuild")
         return "\n".join(sql)
 
@@ -617,9 +619,14 @@ BRACKETS = ("BEGIN;|COMMIT;", "BEGIN TRANSACTION;|COMMIT;", "BEGIN;|END;",
             "BEGIN TRANSACTION;|END TRANSACTION;", "BEGIN IMMEDIATE;|COMMIT;")
 
 
-def generate(seed: int, low: int = 5, high: int = 30) -> History:
-    """A history of `low`..`high` migrations, the same for the same seed."""
-    g = _Gen(seed)
+def generate(seed: int, low: int = 5, high: int = 30,
+             transaction_control: bool = True) -> History:
+    """A history of `low`..`high` migrations, the same for the same seed.
+
+    transaction_control=False writes the same history without BEGIN/COMMIT brackets and
+    foreign_keys pragmas (to look past a guard that refuses them).
+    """
+    g = _Gen(seed, transaction_control)
     n = g.rng.randint(low, high)
     files: list[tuple[str, str]] = []
     fills = [""]
@@ -654,8 +661,9 @@ def _migration(g: _Gen) -> tuple[str, str | None]:
     body = "\n\n".join(parts)
     if rng.random() < 0.25:
         begin, end = rng.choice(BRACKETS).split("|")
-        body = f"{begin}\n\n{body}\n\n{end}"
-        g.ops.add("bracketed")
+        if g.tc:
+            body = f"{begin}\n\n{body}\n\n{end}"
+            g.ops.add("bracketed")
     if rng.random() < 0.3:
         body = f"-- {labels[0].replace('_', ' ')}\n{body}"
     return labels[0], body
@@ -710,6 +718,35 @@ def schema_of(db: Path) -> list[tuple]:
     return sorted((t, n, tb, _norm(s)) for t, n, tb, s in found
                   if not n.startswith("_preflight") and not tb.startswith("_preflight")
                   and n != "sqlite_sequence")
+
+
+def loose_schema(db: Path) -> list[tuple]:
+    """schema_of without white space, quotes or case: equal iff the structure is equal."""
+    return sorted((t, n.lower(), tb.lower(), None if s is None else re.sub(r'[\s"`]', "", s).lower())
+                  for t, n, tb, s in schema_of(db))
+
+
+def real_candidates(history: History, k: int, live: Path, fresh: list[Path],
+                    scratch: Path) -> list[int]:
+    """The versions an untracked database at k may be adopted at, by the issue's rule.
+
+    A version whose schema is exactly the live one (no difference beats any difference),
+    and whose pending migrations apply to this database (rehearsed on a copy with plain
+    sqlite3). k itself always qualifies; more than one is a real tie.
+    """
+    shape = loose_schema(live)
+    out = []
+    for j in range(1, len(history.files) + 1):
+        if loose_schema(fresh[j]) != shape:
+            continue
+        if j != k:
+            try:
+                upgrade_plain(history, j, copy_db(live, scratch / f"rehearse{j}.db"))
+            except sqlite3.Error:
+                continue
+        out.append(j)
+    assert k in out or k == 0, (k, out)
+    return out
 
 
 FTS_SHADOWS = ("_data", "_idx", "_docsize", "_config", "_content")

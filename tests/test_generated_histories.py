@@ -14,6 +14,7 @@ A failure message carries the whole history (files and the app's rows) to replay
 """
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -30,24 +31,44 @@ CASES = [(seed, k) for seed in SEEDS for k in range(len(HISTORIES[seed].files) +
 CACHE_FILE = "app.db.preflight-cache.json"  # documented: rewritten by a verified start
 
 
+def _build(h: histories.History, folder: Path, prefix: str, with_rows: bool) -> list[Path]:
+    dbs = [folder / f"{prefix}000.db"]
+    sqlite3.connect(dbs[0]).close()
+    for k in range(1, len(h.files) + 1):
+        db = histories.copy_db(dbs[-1], folder / f"{prefix}{k:03d}.db")
+        histories.apply_plain(db, h.files[k - 1][1])
+        if with_rows:
+            histories.apply_plain(db, h.fills[k])
+        dbs.append(db)
+    return dbs
+
+
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory: pytest.TempPathFactory):
-    """versions(seed) -> [db at 0, db at 1, ...]: built once, incrementally, never modified."""
+    """versions(seed) -> [the app's db at 0, at 1, ...]: built once, incrementally, read-only."""
     built: dict[int, list[Path]] = {}
 
     def get(seed: int) -> list[Path]:
         if seed not in built:
-            h = HISTORIES[seed]
-            folder = tmp_path_factory.mktemp(f"history{seed}")
-            dbs = [folder / "v000.db"]
-            sqlite3.connect(dbs[0]).close()
-            for k in range(1, len(h.files) + 1):
-                db = histories.copy_db(dbs[-1], folder / f"v{k:03d}.db")
-                histories.apply_plain(db, h.files[k - 1][1])
-                histories.apply_plain(db, h.fills[k])
-                dbs.append(db)
-            built[seed] = dbs
+            built[seed] = _build(HISTORIES[seed], tmp_path_factory.mktemp(f"app{seed}"), "v",
+                                 True)
         return built[seed]
+    return get
+
+
+@pytest.fixture(scope="module")
+def candidates(tmp_path_factory: pytest.TempPathFactory, versions):
+    """candidates(seed, k) -> the versions the app's db at k may be adopted at (k included)."""
+    fresh: dict[int, list[Path]] = {}
+
+    def get(seed: int, k: int) -> list[int]:
+        h = HISTORIES[seed]
+        if seed not in fresh:
+            fresh[seed] = _build(h, tmp_path_factory.mktemp(f"fresh{seed}"), "f", False)
+        if k == 0:
+            return [0]
+        return histories.real_candidates(h, k, versions(seed)[k], fresh[seed],
+                                         tmp_path_factory.mktemp("rehearse"))
     return get
 
 
@@ -118,28 +139,56 @@ def test_fresh_build_equals_plain_sqlite(seed, cli, data_dir, make_migrations, t
     _restart_changes_nothing(cli, db, folder, _context(seed))
 
 
+def _assert_real_tie(result, h: histories.History, real: list[int], context: str) -> None:
+    """A real tie: exit 4, every real candidate and its stamp command named, no other."""
+    assert result.code == 4, f"ambiguous between {real}: {result}{context}"
+    for j in real:
+        assert h.files[j - 1][0] in result.err and f"stamp {j}" in result.err, (
+            f"the refusal does not offer {h.files[j - 1][0]} ('stamp {j}'): {result}{context}")
+    others = set(re.findall(r"stamp (\d+)", result.err)) - {str(j) for j in real}
+    assert not others, f"the refusal offers versions that are no candidate {others}: {result}"
+
+
 @pytest.mark.parametrize("seed,k", CASES, ids=[f"seed{s}-v{k}" for s, k in CASES])
 def test_adoption_then_upgrade_equals_plain_sqlite(seed, k, cli, data_dir, make_migrations,
-                                                   tmp_path, versions):
+                                                   tmp_path, versions, candidates):
+    """Adopted at k (the one version the evidence allows), upgraded like plain sqlite3.
+
+    When the evidence allows several versions (a real tie: same schema, and each one's
+    pending migrations apply), the guard refuses naming them; after `stamp k` it upgrades.
+    """
     h = HISTORIES[seed]
     folder = _folder(make_migrations, seed)
     untracked = versions(seed)[k]
     expected = histories.upgrade_plain(h, k, histories.copy_db(untracked, tmp_path / "plain.db"))
     db = histories.copy_db(untracked, data_dir / "app.db")
+    real = candidates(seed, k)
+    before = folder_state(data_dir)
     result = cli("migrate", "--db", db, "--migrations", folder)
+    if len(real) > 1:
+        _assert_real_tie(result, h, real, _context(seed, k))
+        assert folder_state(data_dir) == before, f"a refusal changed files{_context(seed, k)}"
+        stamped = cli("stamp", k, "--db", db, "--migrations", folder)
+        assert stamped.code == 0, f"stamp {k}: {stamped}{_context(seed, k)}"
+        result = cli("migrate", "--db", db, "--migrations", folder)
     assert result.code == 0, f"adoption at {k} then upgrade: {result}{_context(seed, k)}"
     _assert_same(db, expected, _context(seed, k))
     _restart_changes_nothing(cli, db, folder, _context(seed, k))
 
 
 @pytest.mark.parametrize("seed,k", CASES, ids=[f"seed{s}-v{k}" for s, k in CASES])
-def test_check_writes_nothing(seed, k, cli, data_dir, make_migrations, versions):
+def test_check_writes_nothing(seed, k, cli, data_dir, make_migrations, versions, candidates):
+    """`check` on the app's db at k: nothing written; 0 or 3, or 4 naming a real tie."""
     folder = _folder(make_migrations, seed)
     db = histories.copy_db(versions(seed)[k], data_dir / "app.db")
     before = folder_state(data_dir, strict=True)
     result = cli("check", "--db", db, "--migrations", folder)
     assert folder_state(data_dir, strict=True) == before, f"check wrote{_context(seed, k)}"
-    assert result.code in (0, 3), f"check at {k}: {result}{_context(seed, k)}"
+    real = candidates(seed, k)
+    if len(real) > 1:
+        _assert_real_tie(result, HISTORIES[seed], real, _context(seed, k))
+    else:
+        assert result.code in (0, 3), f"check at {k}: {result}{_context(seed, k)}"
 
 
 def _drift_at_head(cli, data_dir: Path, folder: Path, damage: str, names: str,
