@@ -6,8 +6,11 @@ keys off, the app's rows (some orphaned) inserted between migrations. For every 
 
 - a fresh build equals plain sqlite3 applying every file (schema and rows);
 - adopting the untracked database at K and upgrading it succeeds and equals plain sqlite3
-  applying K+1..N to a copy (schema and every row), and a restart then changes nothing;
-- `check` writes nothing and exits 0 or 3;
+  applying K+1..N to a copy (schema and every row), and a restart then changes nothing.
+  The one exception is the issue's real tie (histories.real_candidates: several versions
+  with exactly this schema whose pending migrations all apply): then exit 4 naming each
+  real candidate with its `stamp` command and no other, and after `stamp K` the same;
+- `check` writes nothing and exits 0 or 3 (4 only for a real tie);
 - at head, a column or an index the history created, dropped by hand, is drift naming it.
 
 A failure message carries the whole history (files and the app's rows) to replay by hand.
