@@ -100,12 +100,29 @@ def baseline(found: list[Violation]) -> Counter:
 
 
 def introduced(before: Counter, after: list[Violation]) -> list[Violation]:
-    """The violations in `after` beyond those counted in `before`."""
+    """The violations in `after` beyond those counted in `before`.
+
+    First by the whole key; what is left, by the dangling values alone: a migration that
+    renames a child or parent table or column (ALTER TABLE ... RENAME, the 12-step
+    rebuild) moves an old orphan under new names without introducing anything, while a
+    migration that orphans rows (deleting parents, copying in bad references) leaves
+    values that did not dangle before.
+    """
     left = Counter(before)
-    new = []
+    unmatched = []
     for v in after:
         if left[v.key()] > 0:
             left[v.key()] -= 1
+        else:
+            unmatched.append(v)
+    loose: Counter = Counter()
+    for key, count in left.items():
+        if count > 0 and key[3] is not None:
+            loose[key[3]] += count
+    new = []
+    for v in unmatched:
+        if v.values is not None and loose[v.values] > 0:
+            loose[v.values] -= 1
         else:
             new.append(v)
     return new

@@ -64,11 +64,8 @@ def _objects(diffs: list[drift.Difference]) -> set[str]:
     """The names of the objects the differences are about (a column's: its table's)."""
     names = set()
     for d in diffs:
-        kind, _, rest = (d.key or "").partition(" ")
-        if kind == "column":
-            names.add(rest.rsplit(".", 1)[0])
-        elif rest:
-            names.add(rest)
+        if d.key:  # ("column", table, column), ("table", name), ("index", name), ...
+            names.add(d.key[1])
     return names
 
 

@@ -732,21 +732,26 @@ def real_candidates(history: History, k: int, live: Path, fresh: list[Path],
 
     A version whose schema is exactly the live one (no difference beats any difference),
     and whose pending migrations apply to this database (rehearsed on a copy with plain
-    sqlite3). k itself always qualifies; more than one is a real tie.
+    sqlite3). k itself always qualifies. More than one is a real tie only if upgrading
+    from them ends in different databases (schema or rows): when every candidate ends in
+    the same one, the choice makes no difference and refusing would be a false outage.
     """
     shape = loose_schema(live)
     out = []
+    ends = set()
     for j in range(1, len(history.files) + 1):
         if loose_schema(fresh[j]) != shape:
             continue
-        if j != k:
-            try:
-                upgrade_plain(history, j, copy_db(live, scratch / f"rehearse{j}.db"))
-            except sqlite3.Error:
-                continue
+        try:
+            end = upgrade_plain(history, j, copy_db(live, scratch / f"rehearse{j}.db"))
+        except sqlite3.Error:
+            if j == k:
+                raise
+            continue
+        ends.add(repr((schema_of(end), content_of(end))))
         out.append(j)
     assert k in out or k == 0, (k, out)
-    return out
+    return out if len(ends) > 1 else [k]
 
 
 FTS_SHADOWS = ("_data", "_idx", "_docsize", "_config", "_content")
