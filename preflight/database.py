@@ -107,7 +107,12 @@ def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
 
 def full_check(conn: sqlite3.Connection, db: Path) -> None:
     """PRAGMA quick_check reads every page: DatabaseUnusable (exit 6) unless it says ok."""
-    result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+    try:
+        result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+    except sqlite3.DatabaseError as exc:  # a page too broken to report on: SQLite gives up
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise
+        result = str(exc)
     if result != "ok":
         raise DatabaseUnusable(f"{db} fails PRAGMA quick_check: {result[:200]}",
                                "restore a backup with 'preflight restore'")
