@@ -271,11 +271,17 @@ def probe(db: str) -> tuple[str, str]:
         return "ok", ""
     why = (f"is truncated: its header counts {count} pages of {page} bytes "
            f"({count * page} bytes), the file has {size}")
-    wal = f"{db}-wal"
-    if (head[18:20] == b"\x02\x02" and os.path.exists(wal) and os.stat(wal).st_size > 32) \
-            or (os.path.exists(f"{db}-journal") and os.stat(f"{db}-journal").st_size > 0):
+    if (head[18:20] == b"\x02\x02" and _bytes(f"{db}-wal") > 32) or _bytes(f"{db}-journal") > 0:
         return "unsure", why
     return "short", why
+
+
+def _bytes(path: str) -> int:
+    """Size of `path`, 0 if absent (an app in rollback mode deletes its -journal at will)."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _now() -> str:

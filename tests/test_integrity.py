@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import MIGRATIONS, folder_state, run_process
+
 from preflight import backup, cache, quickstart
 from preflight.quickstart import check_due, integrity_policy, probe
 
@@ -78,7 +78,8 @@ def checked_at(db: Path) -> int:
 # ---------------------------------------------------------------- the policy
 
 @pytest.mark.parametrize("text, policy", [
-    ("every-start", "every-start"), ("before-writes", "before-writes"), (" Every-Start ", "every-start"),
+    ("every-start", "every-start"), ("before-writes", "before-writes"),
+    (" Every-Start ", "every-start"),
     ("24h", 86400), ("7d", 7 * 86400), ("30m", 1800), ("3600s", 3600), ("3600", 3600)])
 def test_integrity_values_parse(text, policy):
     assert integrity_policy(text) == policy
