@@ -432,7 +432,7 @@ def main() -> int:
                                                  yoyo_apply if yoyo.exists() else None,
                                                  guard_env, out).items():
                     by_size.setdefault(name, {})[mib] = result
-            size_table(by_size, noop_sizes, out)
+            size_table(by_size, noop_sizes, runs * 2, out)
         # 4. verified backup of a big WAL database
         if "4" not in args.only:
             raise Skip
@@ -513,11 +513,12 @@ def noop_by_size(root: Path, dirs: dict[str, Path], mib: int, runs: int,
     return results
 
 
-def size_table(by_size: dict[str, dict[int, Result]], sizes: list[int], out: list[str]) -> None:
+def size_table(by_size: dict[str, dict[int, Result]], sizes: list[int], runs: int,
+               out: list[str]) -> None:
     """Scenario 5 side by side: median per size, and the guard's ratio to each peer."""
     def label(mib: int) -> str:
         return f"{mib} MiB" if mib < 1024 else f"{mib / 1024:g} GiB"
-    out.append("\n**5. No-op start by database size (medians)**\n")
+    out.append(f"\n**5. No-op start by database size (medians of {runs} runs)**\n")
     out.append("| Tool | " + " | ".join(label(m) for m in sizes) + " |")
     out.append("|---|" + "---:|" * len(sizes))
     for name, row in by_size.items():
