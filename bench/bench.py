@@ -137,6 +137,35 @@ def big_wal_db(db: Path, mib: int) -> None:
         Path(f"{db}{s}").write_bytes(data)
 
 
+def transplant(filled: Path, guard_head: Path, tool_head: Path, dest: Path) -> None:
+    """`dest`: the filled database with another tool's bookkeeping instead of the guard's.
+
+    Filling gigabytes takes minutes; the app's tables are the same SQL for every tool, so
+    the data is filled once and each tool's own tables (and their rows, as it wrote them
+    when it built `tool_head`) replace the guard's.
+    """
+    def tables(db: Path) -> dict[str, str]:
+        conn = sqlite3.connect(db)
+        try:
+            return dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' "
+                                     "AND name NOT LIKE 'sqlite_%'"))
+        finally:
+            conn.close()
+    mine, theirs = tables(guard_head), tables(tool_head)
+    shutil.copyfile(filled, dest)
+    conn = sqlite3.connect(dest, isolation_level=None)
+    conn.execute("ATTACH ? AS tool", (str(tool_head),))
+    conn.execute("BEGIN")
+    for name in set(mine) - set(theirs):
+        conn.execute(f'DROP TABLE "{name}"')
+    for name in set(theirs) - set(mine):
+        conn.execute(theirs[name])
+        conn.execute(f'INSERT INTO main."{name}" SELECT * FROM tool."{name}"')
+    conn.execute("COMMIT")
+    conn.execute("DETACH tool")
+    conn.close()
+
+
 # --------------------------------------------------------------------- measuring
 
 @dataclass
@@ -207,6 +236,19 @@ def measure(tool: Tool, scratch: Path, runs: int) -> Result:
     return Result(tool.name, tool.note, times, rss)
 
 
+def measure_in(tool: Tool, folder: Path, runs: int) -> Result:
+    """Like `measure`, but every run in the same folder: for a start that writes nothing,
+    on a database too big to copy for each run."""
+    times = []
+    for i in range(runs + 1):  # one warm-up run, not counted
+        os.sync()
+        elapsed, _ = run_once(tool, folder)
+        if i:
+            times.append(elapsed)
+    _, peak = run_once(tool, folder, os.path.exists(TIME))
+    return Result(tool.name, tool.note, times, [peak])
+
+
 def fmt_time(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
@@ -242,11 +284,16 @@ def main() -> int:
                         help="database size for the backup scenario (default 1024)")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.md")
-    parser.add_argument("--only", default="1234", help="scenarios to run, e.g. 24 (default 1234)")
+    parser.add_argument("--only", default="12345", help="scenarios to run, e.g. 24 (default 12345)")
+    parser.add_argument("--noop-mib", default=os.environ.get("BENCH_NOOP_MIB"),
+                        help="database sizes for the no-op start by size, comma-separated MiB "
+                             "(default 10,1024,4096; needs about 3x the largest free on disk)")
     args = parser.parse_args()
     runs = args.runs or (3 if args.quick else 5)
     mid = args.mid_mib or (10 if args.quick else 100)
     big = args.big_mib or (50 if args.quick else 1024)
+    noop_sizes = [int(x) for x in (args.noop_mib or ("10,50" if args.quick else "10,1024,4096"))
+                  .split(",")]
 
     dbmate = next(iter(sorted(args.peers.glob("node_modules/@dbmate/*/bin/dbmate"))), None)
     yoyo = args.peers / "venv" / "bin" / "yoyo"
@@ -375,6 +422,17 @@ def main() -> int:
     except Skip:
         pass
     try:
+        # 5. no-op start by database size: cheap checks on every start, the full check by
+        # policy (default: when the last one is older than 24h)
+        if "5" in args.only:
+            by_size: dict[str, dict[int, Result]] = {}
+            for mib in noop_sizes:
+                for name, result in noop_by_size(root, sets["starpunk"], mib, runs * 2,
+                                                 guard, dbmate_up if dbmate else None,
+                                                 yoyo_apply if yoyo.exists() else None,
+                                                 guard_env, out).items():
+                    by_size.setdefault(name, {})[mib] = result
+            size_table(by_size, noop_sizes, runs * 2, out)
         # 4. verified backup of a big WAL database
         if "4" not in args.only:
             raise Skip
@@ -404,6 +462,74 @@ def main() -> int:
     args.out.write_text("\n".join(out) + "\n")
     print(f"\nbench: table written to {args.out}", flush=True)
     return 0
+
+
+def noop_by_size(root: Path, dirs: dict[str, Path], mib: int, runs: int,
+                 guard: Callable[..., list[str]], dbmate_up: Callable[[Path], list[str]] | None,
+                 yoyo_apply: Callable[[Path], list[str]] | None, guard_env: dict[str, str],
+                 out: list[str]) -> dict[str, Result]:
+    """Scenario 5 at one size: each tool's no-op start on its own database of `mib` MiB."""
+    py = sys.executable
+    here = root / f"size-{mib}"
+    heads = {}
+    build = {"preflight": guard("migrate", dirs["guard"])}
+    if dbmate_up:
+        build["dbmate"] = dbmate_up(dirs["dbmate"])
+    if yoyo_apply:
+        build["yoyo"] = yoyo_apply(dirs["yoyo"])
+    for tool, cmd in build.items():
+        heads[tool] = here / f"head-{tool}"
+        heads[tool].mkdir(parents=True)
+        subprocess.run(cmd, cwd=heads[tool], env=dict(os.environ, **guard_env), check=True,
+                       capture_output=True)
+    folders = {"preflight": heads["preflight"]}
+    fill(heads["preflight"] / "app.db", mib)  # the guard's cache (checked_at: now) stays valid
+    for tool in build:
+        if tool != "preflight":
+            folders[tool] = here / tool
+            folders[tool].mkdir()
+            transplant(heads["preflight"] / "app.db", heads["preflight"] / "app.db",
+                       heads[tool] / "app.db", folders[tool] / "app.db")
+    size = (folders["preflight"] / "app.db").stat().st_size / MIB
+    env = dict(guard_env, PREFLIGHT_DB="app.db", PREFLIGHT_MIGRATIONS=str(dirs["guard"]))
+    entry = [py, "-S", str(REPO / "entrypoint.py"), "true"]
+    tools = [Tool("preflight (python3 -S entrypoint.py true)", "default --integrity 24h",
+                  lambda run: [entry], env=env),
+             Tool("preflight, PREFLIGHT_INTEGRITY=every-start", "quick_check on every start",
+                  lambda run: [entry], env=dict(env, PREFLIGHT_INTEGRITY="every-start"))]
+    if dbmate_up:
+        tools.append(Tool("dbmate", "", lambda run: [dbmate_up(dirs["dbmate"])]))
+    if yoyo_apply:
+        tools.append(Tool("yoyo", "", lambda run: [yoyo_apply(dirs["yoyo"])]))
+    tools.append(Tool("python3 -S -c pass (floor)", "", lambda run: [[py, "-S", "-c", "pass"]]))
+    results = {}
+    try:
+        for tool in tools:
+            folder = folders.get(tool.name.split()[0].rstrip(","), folders["preflight"])
+            results[tool.name] = measure_in(tool, folder, runs)
+    finally:
+        shutil.rmtree(here, ignore_errors=True)
+    table(f"5. No-op start, {size:.0f} MiB database", list(results.values()), out)
+    return results
+
+
+def size_table(by_size: dict[str, dict[int, Result]], sizes: list[int], runs: int,
+               out: list[str]) -> None:
+    """Scenario 5 side by side: median per size, and the guard's ratio to each peer."""
+    def label(mib: int) -> str:
+        return f"{mib} MiB" if mib < 1024 else f"{mib / 1024:g} GiB"
+    out.append(f"\n**5. No-op start by database size (medians of {runs} runs)**\n")
+    out.append("| Tool | " + " | ".join(label(m) for m in sizes) + " |")
+    out.append("|---|" + "---:|" * len(sizes))
+    for name, row in by_size.items():
+        out.append(f"| {name} | " + " | ".join(fmt_time(row[m].median) if m in row else ""
+                                                for m in sizes) + " |")
+    guard = next(iter(by_size.values()))
+    for peer in ("dbmate", "yoyo"):
+        if peer in by_size:
+            out.append(f"| preflight ÷ {peer} | " + " | ".join(
+                f"{guard[m].median / by_size[peer][m].median:.2f}×" for m in sizes) + " |")
+    print("\n".join(out[-(len(by_size) + 5):]), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, cast
 
 from .errors import EnvironmentProblem, UsageError
+from .quickstart import integrity_policy
 
 BACKUP_MODES = ("on-change", "always", "never")
 LOG_FORMATS = ("text", "json")
@@ -81,6 +82,9 @@ OPTIONS: tuple[Option, ...] = (
            _non_negative_float, "seconds the smoke command may take (0: no limit)"),
     Option("strict", "--strict", "PREFLIGHT_STRICT", False, _bool,
            "extra tables/indexes/views/triggers are errors, not warnings", is_switch=True),
+    Option("integrity", "--integrity", "PREFLIGHT_INTEGRITY", 86400, integrity_policy,
+           "full PRAGMA quick_check on a start with nothing to write: every-start, "
+           "before-writes, or an interval (24h, 7d, 30m, 3600s) since the last one"),
     Option("log_format", "--log-format", "PREFLIGHT_LOG_FORMAT", "text", _choice(LOG_FORMATS),
            "log lines on stderr as text or json"),
     Option("log_level", "--log-level", "PREFLIGHT_LOG_LEVEL", "info", _choice(LOG_LEVELS),
@@ -109,6 +113,7 @@ class Settings:
     json: bool
     smoke_timeout: float = 300.0
     functions: str | None = None  # --functions spec (see `functions`)
+    integrity: str | int = 86400  # see quickstart.integrity_policy
 
     @property
     def lock_path(self) -> Path:
@@ -184,4 +189,5 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         json=bool(values["json"]),
         smoke_timeout=float(str(values["smoke_timeout"])),
         functions=str(values["functions"]) if values["functions"] else None,
+        integrity=cast("str | int", values["integrity"]),
     )

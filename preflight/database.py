@@ -14,6 +14,7 @@ from . import cache, history, schema
 from .backup import SIDECARS, db_size, snapshot, uri
 from .errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
 from .files import private_folder
+from .quickstart import probe
 
 HEADER = b"SQLite format 3\x00"
 
@@ -42,25 +43,28 @@ class Inspection:
     schema_hash: str = ""  # cache.schema_hash of the live schema ("" when fresh)
     accepted: tuple = ()  # drift.Difference rows accepted by `stamp --force`
     file: Path | None = None  # the file read (a private snapshot when `path` is shown instead)
+    checked: bool = False  # a full PRAGMA quick_check ran and passed
 
 
 def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
             quick_check: bool = True) -> Inspection:
-    """Read what is there: fresh or not, `quick_check`, history, live schema.
+    """Read what is there: fresh or not, the cheap checks, `quick_check`, history, live schema.
 
     `shown` is the path to name in messages when `db` is a private snapshot of it. When
     the schema text hashes to `trust` (a schema verified before, see `cache`), the
-    structural snapshot is not taken and `live` is None. `quick_check=False` is for a
-    caller that runs it itself (a backup checks the state it copies).
+    structural snapshot is not taken and `live` is None. The cheap checks (the header,
+    the file as long as its header says, no stale sidecar) always run; `quick_check=False`
+    leaves out the full check unless they cannot vouch (a hot journal, a short file with
+    a WAL that may hold the rest): for a caller that runs it itself (a backup checks the
+    state it copies) or whose integrity policy does not want it now.
     """
     if not db.exists() or db.stat().st_size == 0:
         return Inspection(shown or db, db.exists(), 0, True, None, schema.Schema())
     size = db.stat().st_size
     real, db = db, shown or db
-    with open(real, "rb") as f:
-        header = f.read(len(HEADER))
-    if header != HEADER:
-        raise DatabaseUnusable(f"{db} is not an SQLite database (header {header[:16]!r})",
+    verdict, why = probe(str(real))
+    if verdict == "bad":
+        raise DatabaseUnusable(f"{db} {why}",
                                "point PREFLIGHT_DB at the right file or restore a backup")
     # Read-only, so closing cannot checkpoint the WAL into the main file: a refusal leaves
     # the database byte-identical. A hot rollback journal needs a writable connection,
@@ -74,17 +78,20 @@ def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
                                f"would replay it into this one",
                                f"move {db}-wal and {db}-shm away (keep them), then start again")
     hot = _size(journal) > 0
+    if verdict == "short":
+        raise DatabaseUnusable(f"{db} {why}: part of it is lost",
+                               "restore a backup with 'preflight restore'" + (
+                                   f", or put back the {db}-wal that went with it"
+                                   if header_mode(real) == 2 else ""))
     if hot:
         _rehearse_rollback(real, db)
+    checked = quick_check or hot or verdict != "ok"
     try:
         conn = sqlite3.connect(real if hot else uri(real, mode="ro"), uri=not hot,
                                isolation_level=None)
         try:
-            result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check")) \
-                if quick_check else "ok"
-            if result != "ok":
-                raise DatabaseUnusable(f"{db} fails PRAGMA quick_check: {result[:200]}",
-                                       "restore a backup with 'preflight restore'")
+            if checked:
+                full_check(conn, db)
             applied = history.read(conn)
             accepted = history.read_accepted(conn)
             text_hash = cache.schema_hash(conn)
@@ -98,7 +105,37 @@ def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
         raise DatabaseUnusable(f"{db} cannot be read: {exc}",
                                "restore a backup with 'preflight restore'") from None
     fresh = applied is None and live is not None and live.is_empty()
-    return Inspection(db, True, size, fresh, applied, live, text_hash, accepted, real)
+    return Inspection(db, True, size, fresh, applied, live, text_hash, accepted, real, checked)
+
+
+def full_check(conn: sqlite3.Connection, db: Path) -> None:
+    """PRAGMA quick_check reads every page: DatabaseUnusable (exit 6) unless it says ok."""
+    try:
+        result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+    except sqlite3.DatabaseError as exc:  # a page too broken to report on: SQLite gives up
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise
+        result = str(exc)
+    if result != "ok":
+        raise DatabaseUnusable(f"{db} fails PRAGMA quick_check: {result[:200]}",
+                               "restore a backup with 'preflight restore'")
+
+
+def check_before_writing(db: Path) -> None:
+    """The full check of the live database, read-only, for a write the inspection did not
+    check for (see --integrity): nothing is written to a database that fails it."""
+    try:
+        conn = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
+        try:
+            full_check(conn, db)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise LockTimeout(f"{db} is locked by another process: {exc}",
+                              "stop the other writer, then start again") from None
+        raise DatabaseUnusable(f"{db} cannot be read: {exc}",
+                               "restore a backup with 'preflight restore'") from None
 
 
 def _size(path: Path) -> int:

@@ -21,11 +21,13 @@ from . import (backup, cache, catalog, drift, faults, foreignkeys, history, hold
                schema, signals)
 from .backup import uri
 from .config import Settings
-from .database import Inspection, assert_not_busy, check_environment, connect, inspect
+from .database import (Inspection, assert_not_busy, check_before_writing, check_environment,
+                       connect, inspect)
 from .errors import (DiskFull, DriftError, EnvironmentProblem, Interrupted, LockTimeout,
                      MigrationFailed, PreflightError, Refused, RestoreFailed)
 from .migrations import Migration, discover, run_body, set_fingerprint
 from .planner import Plan, accepted_part, history_key, plan
+from .quickstart import check_due
 
 log = logging.getLogger("preflight")
 
@@ -455,15 +457,20 @@ def _migrate_locked(settings: Settings, migrations: tuple[Migration, ...],
     with step("inspect") as info:
         key = cache.key(fingerprint, settings.strict)
         trusted = cache.read(settings.cache_path, key)
-        insp = inspect(settings.db, trust=trusted.schema_hash if trusted else None)
+        now = int(time.time())
+        insp = inspect(settings.db, trust=trusted.schema_hash if trusted else None,
+                       quick_check=check_due(settings.integrity,
+                                             trusted.checked_at if trusted else 0, now))
+        checked = insp.checked
         if insp.live is None and not cache.at_head(insp.applied, migrations):
             # Same schema text, other history: take the snapshot and check it all
-            # (quick_check just passed under this lock; not again on a big file).
+            # (quick_check, if due, just ran under this lock; not again on a big file).
             insp = inspect(settings.db, quick_check=False)
         info["what"] = "fresh database" if insp.fresh else (
             f"{len(insp.applied or ())} applied, " + (
                 "schema as verified before (cache)" if insp.live is None
-                else f"{len(insp.live.tables)} table(s)") + ", quick_check ok")
+                else f"{len(insp.live.tables)} table(s)") +
+            (", quick_check ok" if checked else ", header and size ok"))
     with step("plan") as info:
         p = plan(insp, migrations, settings.strict)
         info["what"] = (f"{len(p.adopt)} to adopt, " if p.adopt else "") + \
@@ -473,10 +480,21 @@ def _migrate_locked(settings: Settings, migrations: tuple[Migration, ...],
             log.warning("extra: %s", warning)
     if p.writes and settings.strict and not insp.fresh:
         _strict_foreign_keys(settings.db)
+    if (p.writes or settings.backup == "always") and insp.size > 0 and not checked:
+        with step("integrity") as info:  # nothing is written to a database not checked
+            check_before_writing(settings.db)
+            info["what"] = "quick_check ok before writing"
+        checked = True
     if p.writes or settings.backup == "always":
         assert_not_busy(settings.db, settings.lock_timeout)
     done = execute(settings, insp, p)
-    if done is None:  # nothing applied: what the plan proved is still true
-        done = VerifiedState(insp.schema_hash, tuple(w.message() for w in p.warnings))
-    if done.schema_hash and insp.live is not None:  # a hit needs no rewrite: a no-op writes nothing
-        cache.write(settings.cache_path, cache.Verified(key, done.schema_hash, done.extras))
+    if done is None:  # nothing applied: what the plan proved (or the cache vouched) still holds
+        done = VerifiedState(insp.schema_hash, tuple(w.message() for w in p.warnings)
+                             if insp.live is not None else trusted.warnings if trusted else ())
+    # Written when the schema was verified anew, or to record a full check an interval
+    # policy asked for; otherwise a hit needs no rewrite: a no-op start writes nothing.
+    recorded = trusted.checked_at if trusted else 0
+    if done.schema_hash and (insp.live is not None or
+                             (checked and isinstance(settings.integrity, int))):
+        cache.write(settings.cache_path, cache.Verified(
+            key, done.schema_hash, done.extras, now if checked or p.writes else recorded))

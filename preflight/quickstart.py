@@ -11,10 +11,12 @@ What it proves, in the full pipeline's order: the options are valid (it knows th
 flags and PREFLIGHT_* variables as `config`, a test keeps them equal); the environment
 (folders, permissions, free space for a backup, the command on PATH); the migration
 files' names and sha256 and the guard's own code give the cache key of the last
-verified start; the lock; no failure record; the SQLite header, no hot journal,
-`PRAGMA quick_check`; the history lists exactly these files; the schema text hashes to
-what the cache vouches for (see `cache`); no backup needs pruning. Anything else, or
-any exception: hand over.
+verified start; the lock; no failure record; the SQLite header, no hot journal, the
+file as long as its header says (`probe`), `PRAGMA quick_check` when the integrity
+policy wants one this start (`check_due`); the history lists exactly these files; the
+schema text hashes to what the cache vouches for (see `cache`); no backup needs pruning.
+Anything else, or any exception: hand over. A full check that falls due under an
+interval policy is handed over too: the full pipeline runs it and records its time.
 """
 from __future__ import annotations
 
@@ -50,15 +52,18 @@ FLAGS = {"--db": ("db", "PREFLIGHT_DB"), "--migrations": ("migrations", "PREFLIG
          "--lock-timeout": ("lock_timeout", "PREFLIGHT_LOCK_TIMEOUT"),
          "--smoke": ("smoke", "PREFLIGHT_SMOKE"),
          "--smoke-timeout": ("smoke_timeout", "PREFLIGHT_SMOKE_TIMEOUT"),
+         "--integrity": ("integrity", "PREFLIGHT_INTEGRITY"),
          "--log-format": ("log_format", "PREFLIGHT_LOG_FORMAT"),
          "--log-level": ("log_level", "PREFLIGHT_LOG_LEVEL"),
          "--functions": ("functions", "PREFLIGHT_FUNCTIONS")}
 SWITCHES = {"--strict": ("strict", "PREFLIGHT_STRICT"), "--json": ("json", "PREFLIGHT_JSON")}
 DEFAULTS = {"db": "/data/app.db", "migrations": "migrations", "backup_dir": "", "backup": "on-change",
             "keep_backups": "10", "lock_timeout": "300", "smoke": "", "smoke_timeout": "300",
-            "log_format": "text", "log_level": "info", "strict": "0", "json": "0",
-            "functions": ""}
+            "integrity": "24h", "log_format": "text", "log_level": "info", "strict": "0",
+            "json": "0", "functions": ""}
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+EVERY_START, BEFORE_WRITES = "every-start", "before-writes"
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class HandOver(Exception):
@@ -91,6 +96,10 @@ def _options(args: list[str], environ: dict[str, str]) -> tuple[dict[str, str], 
             or not values["keep_backups"].isascii() or not values["keep_backups"].isdigit() \
             or not values["db"]:
         raise HandOver("options")  # json output, backup=always, or a value to be judged
+    try:
+        integrity_policy(values["integrity"])
+    except ValueError:
+        raise HandOver("integrity") from None
     for name in ("lock_timeout", "smoke_timeout"):
         try:
             timeout = float(values[name])
@@ -99,6 +108,30 @@ def _options(args: list[str], environ: dict[str, str]) -> tuple[dict[str, str], 
         if not timeout >= 0:
             raise HandOver(name)
     return values, args[i + 1:]
+
+
+def integrity_policy(text: str) -> str | int:
+    """--integrity: 'every-start', 'before-writes' or an interval in seconds (24h, 7d, 30m,
+    3600s, 3600); ValueError otherwise. config parses the option with this very function."""
+    value = text.strip().lower()
+    if value in (EVERY_START, BEFORE_WRITES):
+        return value
+    number, unit = (value[:-1], value[-1]) if value[-1:] in UNITS else (value, "s")
+    if not (number.isascii() and number.isdigit()) or int(number) == 0:
+        raise ValueError("expected every-start, before-writes or an interval > 0 such as "
+                         "24h, 7d, 30m or 3600s")
+    return int(number) * UNITS[unit]
+
+
+def check_due(policy: str | int, checked_at: int, now: float) -> bool:
+    """Whether a start with nothing to write runs the full `PRAGMA quick_check`.
+
+    `checked_at`: when the last full check passed (Unix seconds; 0: none recorded). A
+    time in the future (a clock set back) counts as none: better one check too many.
+    """
+    if isinstance(policy, str):
+        return policy == EVERY_START
+    return not 0 < checked_at <= now < checked_at + policy
 
 
 def _flag(text: str) -> str:
@@ -215,9 +248,60 @@ def schema_hash(conn: sqlite3.Connection) -> str:
     return digest.hexdigest()
 
 
-def cache_text(cache_key: str, schema: str) -> bytes:
+def cache_text(cache_key: str, schema: str, checked_at: int) -> bytes:
     """The cache file `cache.write` writes for a schema with no extra objects (tested)."""
-    return f'{{\n "key": "{cache_key}",\n "schema_hash": "{schema}",\n "warnings": []\n}}\n'.encode()
+    return (f'{{\n "key": "{cache_key}",\n "schema_hash": "{schema}",\n "warnings": [],\n'
+            f' "checked_at": {checked_at}\n}}\n').encode()
+
+
+def cache_checked_at(text: bytes) -> int:
+    """The `checked_at` of a cache file in `cache_text`'s format; HandOver if it has none."""
+    digits = text.rpartition(b'\n "checked_at": ')[2]
+    digits = digits[:-3] if digits.endswith(b"\n}\n") else b""
+    if not digits.isdigit():  # bytes.isdigit: ASCII digits only
+        raise HandOver("cache")
+    return int(digits)
+
+
+def probe(db: str) -> tuple[str, str]:
+    """The cheap integrity facts of the main file, O(1) in its size: (verdict, why).
+
+    'bad': not an SQLite database; 'short': shorter than its header says, with nothing
+    that could hold the rest (SQLite itself calls that 'database disk image is
+    malformed'); 'unsure': shorter, but a hot journal or a WAL with frames may hold the
+    rest (a crash during a commit or a checkpoint writes page 1 first), so only a full
+    check can tell; 'ok': the header is SQLite's and the file holds every page it counts.
+    A longer file is fine: SQLite ignores the tail (an app's SQLITE_FCNTL_CHUNK_SIZE
+    preallocates one).
+    """
+    with open(db, "rb") as f:
+        head = f.read(100)
+        size = os.fstat(f.fileno()).st_size
+    if head[:len(HEADER)] != HEADER:
+        return "bad", f"is not an SQLite database (header {head[:16]!r})"
+    if len(head) < 100:
+        return "bad", f"is truncated: {size} bytes, shorter than SQLite's 100-byte header"
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    if page < 512 or page & (page - 1):
+        return "bad", f"is not a usable SQLite database (page size {page} in its header)"
+    count = int.from_bytes(head[28:32], "big")
+    if count == 0 or head[24:28] != head[92:96] or size >= count * page:
+        # A zero or stale count (written by SQLite < 3.7.0): SQLite sizes it by the file.
+        return "ok", ""
+    why = (f"is truncated: its header counts {count} pages of {page} bytes "
+           f"({count * page} bytes), the file has {size}")
+    if (head[18:20] == b"\x02\x02" and _bytes(f"{db}-wal") > 32) or _bytes(f"{db}-journal") > 0:
+        return "unsure", why
+    return "short", why
+
+
+def _bytes(path: str) -> int:
+    """Size of `path`, 0 if absent (an app in rollback mode deletes its -journal at will)."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _now() -> str:
@@ -226,8 +310,9 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
-def _inspect(db: str, expected: list[tuple[int, str, str]]) -> str:
-    """Header, no hot journal, quick_check, history == files; returns the schema hash."""
+def _inspect(db: str, expected: list[tuple[int, str, str]], full: bool) -> tuple[str, bool]:
+    """Header, no hot journal, the size, quick_check if `full` (or if the size cannot vouch),
+    history == files; returns the schema hash and whether quick_check ran."""
     with open(db, "rb") as f:
         head = f.read(20)
     if head[:len(HEADER)] != HEADER:
@@ -243,11 +328,15 @@ def _inspect(db: str, expected: list[tuple[int, str, str]]) -> str:
         raise HandOver("stale wal")
     if os.path.exists(f"{db}-journal") and os.stat(f"{db}-journal").st_size > 0:
         raise HandOver("hot journal")  # needs a writable connection to roll back
+    verdict, _ = probe(db)
+    if verdict in ("bad", "short"):
+        raise HandOver("probe")  # the full pipeline names it (exit 6)
+    full = full or verdict == "unsure"
     quoted = db.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
     # Read-only: closing it cannot checkpoint the WAL, so the database stays byte-identical.
     conn = sqlite3.connect(f"file:{quoted}?mode=ro", uri=True, isolation_level=None)
     try:
-        if [r[0] for r in conn.execute("PRAGMA quick_check")] != ["ok"]:
+        if full and [r[0] for r in conn.execute("PRAGMA quick_check")] != ["ok"]:
             raise HandOver("quick_check")
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
                             "AND name='_preflight_history'").fetchone():
@@ -256,9 +345,18 @@ def _inspect(db: str, expected: list[tuple[int, str, str]]) -> str:
             "SELECT version, name, sha256 FROM _preflight_history ORDER BY version")]
         if applied != expected:
             raise HandOver("history")
-        return schema_hash(conn)
+        return schema_hash(conn), full
     finally:
         conn.close()
+
+
+def _since(checked_at: int, policy: str | int) -> str:
+    """'header and size ok, last quick_check 3h ago' (see --integrity)."""
+    age = max(0, int(time.time()) - checked_at)
+    ago = f"{age // 86400}d" if age >= 86400 else f"{age // 3600}h" if age >= 3600 else \
+        f"{age // 60}m" if age >= 60 else f"{age}s"
+    return "header and size ok, " + ("quick_check only before writes" if policy == BEFORE_WRITES
+                                     else f"last quick_check {ago} ago")
 
 
 def _say(lines: list[str], quiet: bool) -> None:
@@ -315,10 +413,15 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         t2 = time.perf_counter()
         if os.path.exists(f"{db}.preflight-failure.json"):
             raise HandOver("failure record")
-        live = _inspect(db, found)
         with open(f"{db}.preflight-cache.json", "rb") as f:
-            if f.read() != cache_text(cache_key, live):
-                raise HandOver("cache")
+            cached = f.read()
+        checked_at = cache_checked_at(cached)
+        policy = integrity_policy(values["integrity"])
+        if policy != EVERY_START and check_due(policy, checked_at, time.time()):
+            raise HandOver("integrity check due")  # the full pipeline runs and records it
+        live, checked = _inspect(db, found, policy == EVERY_START)
+        if cached != cache_text(cache_key, live, checked_at):
+            raise HandOver("cache")
         if values["backup"] != "never" and int(values["keep_backups"]) > 0 \
                 and os.path.isdir(backup_dir):
             stem = os.path.splitext(os.path.basename(db))[0]
@@ -347,7 +450,8 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         return
     _say([f"migrations: {len(found)} file(s) as verified before in {(t1 - t0) * 1000:.0f} ms",
           f"lock: acquired in {(t2 - t1) * 1000:.0f} ms",
-          f"inspect: {len(found)} applied, schema as verified before (cache), quick_check ok "
+          f"inspect: {len(found)} applied, schema as verified before (cache), "
+          f"{'quick_check ok' if checked else _since(checked_at, policy)} "
           f"in {(t3 - t2) * 1000:.0f} ms",
           "plan: 0 pending, history and schema verified in 0 ms",
           f"exec: {' '.join(command)}"], values["log_level"] in ("warning", "error"))

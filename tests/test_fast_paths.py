@@ -50,12 +50,13 @@ def head(cli, make_db) -> Path:
 
 def test_a_verified_start_writes_the_cache_and_the_next_no_op_start_uses_it(cli, head):
     data = json.loads((head.parent / CACHE).read_text())
-    assert set(data) == {"key", "schema_hash", "warnings"}
+    assert set(data) == {"key", "schema_hash", "warnings", "checked_at"}
+    assert data["checked_at"] > 0  # the migration's verification ran quick_check
     assert stat.S_IMODE((head.parent / CACHE).stat().st_mode) == 0o600
     state = folder_state(head.parent)
     again = run_process("run", "--db", head, "--migrations", MIGRATIONS, "--", "true")
     assert again.returncode == 0, again.stderr
-    assert "schema as verified before (cache), quick_check ok" in again.stderr
+    assert "schema as verified before (cache), header and size ok" in again.stderr
     assert "exec: true" in again.stderr
     assert folder_state(head.parent) == state  # a no-op start writes nothing, cache included
 
@@ -312,14 +313,19 @@ def test_quick_start_knows_every_option_the_cli_knows():
         {(flag, dest, env) for flag, (dest, env) in flags.items()}
     assert {o.dest: o.default for o in config.OPTIONS if not o.is_switch} == {
         k: None if v == "" else (int(v) if k == "keep_backups" else
-                                 float(v) if k in ("lock_timeout", "smoke_timeout") else v)
+                                 float(v) if k in ("lock_timeout", "smoke_timeout") else
+                                 quickstart.integrity_policy(v) if k == "integrity" else v)
         for k, v in quickstart.DEFAULTS.items() if k not in ("strict", "json")}
 
 
 def test_quick_start_and_cache_share_one_file_format_and_fingerprint(tmp_path):
     path = tmp_path / "c.json"
-    cache.write(path, cache.Verified("k" * 64, "h" * 64, ()))
-    assert path.read_bytes() == quickstart.cache_text("k" * 64, "h" * 64)
+    for checked_at in (0, 1, 1767225600):
+        cache.write(path, cache.Verified("k" * 64, "h" * 64, (), checked_at))
+        text = path.read_bytes()
+        assert text == quickstart.cache_text("k" * 64, "h" * 64, checked_at)
+        assert quickstart.cache_checked_at(text) == checked_at
+        assert cache.read(path, "k" * 64) == cache.Verified("k" * 64, "h" * 64, (), checked_at)
     found = migrations.discover(MIGRATIONS)
     assert quickstart.set_fingerprint([(n, s) for _, n, s in quickstart.files(str(MIGRATIONS))]) \
         == migrations.set_fingerprint(found)
@@ -379,11 +385,11 @@ def test_quick_start_hands_over_when_anything_changed(quick, head, make_migratio
 
 
 def test_quick_start_hands_over_a_corrupt_database(quick, head):
-    assert quick()
+    assert quick("--integrity", "every-start")
     with open(head, "r+b") as f:
         f.seek(4096 + 8)
         f.write(b"\xff" * 64)  # a btree page of the first table
-    assert not quick()
+    assert not quick("--integrity", "every-start")
 
 
 def test_quick_start_hands_over_odd_sidecars(quick, head, tmp_path):

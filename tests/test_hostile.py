@@ -250,8 +250,8 @@ PY_ROLLBACK = ("def migrate(conn):\n    conn.execute('CREATE TABLE x (a)')\n"
 CASES = [
     # id, setup, exit code, message fragment
     ("not-a-database", not_a_database, 6, "is not an SQLite database"),
-    ("truncated", truncated, 6, "malformed"),
-    ("truncated-to-header", truncated_to_the_header, 6, "malformed"),
+    ("truncated", truncated, 6, "is truncated: its header counts"),
+    ("truncated-to-header", truncated_to_the_header, 6, "is truncated: its header counts"),
     ("corrupt-page", corrupt_page, 6, "malformed"),
     ("header-then-garbage", header_then_garbage, 6, "app.db"),
     ("database-is-a-folder", database_is_a_folder, 2, "is a folder, not a database file"),
