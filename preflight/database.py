@@ -202,6 +202,15 @@ def free_bytes(folder: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def _accessible(path: Path, mode: int, tries: int = 3) -> bool:
+    """os.access, robust to an app deleting and re-creating the file (its -journal) between
+    our looks: a real permission problem persists, a vanished file is as good as absent."""
+    for _ in range(tries):
+        if os.access(path, mode) or not os.path.lexists(path):
+            return True
+    return False
+
+
 def check_environment(db: Path, backup_dir: Path | None, writes: bool,
                       command: list[str] | None = None) -> None:
     """Step 1: folders, permissions, free space, the command. Changes nothing."""
@@ -230,7 +239,7 @@ def check_environment(db: Path, backup_dir: Path | None, writes: bool,
         if not stat.S_ISREG(mode):
             raise UsageError(f"{side} is not a regular file, so SQLite cannot use {db}",
                              f"remove {side}")
-        if not os.access(side, os.R_OK | (os.W_OK if writes else 0)) and side.exists():
+        if not _accessible(side, os.R_OK | (os.W_OK if writes else 0)):
             # e.g. left by the app once run as root: SQLite would fail half-way with
             # 'unable to open database file'
             raise EnvironmentProblem(f"{side} is not readable{' and writable' if writes else ''} "
