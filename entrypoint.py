@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Container ENTRYPOINT: `preflight run -- <CMD>`; the app replaces this process on success."""
+
 import os
 import sys
 

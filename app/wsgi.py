@@ -3,13 +3,14 @@
 It never migrates anything: by the time gunicorn imports it, preflight has already
 verified the database at `PREFLIGHT_DB`. Each request opens the database read-only.
 """
+
 from __future__ import annotations
 
 import html
 import json
 import os
 import sqlite3
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
 StartResponse = Callable[..., object]
@@ -29,8 +30,9 @@ def schema_version(path: str) -> dict[str, object]:
     """The newest history row: {'version': 5, 'migration': '005_...'}; raises if unreachable."""
     conn = _connect(path)
     try:
-        row = conn.execute("SELECT version, name FROM _preflight_history "
-                           "ORDER BY version DESC LIMIT 1").fetchone()
+        row = conn.execute(
+            "SELECT version, name FROM _preflight_history ORDER BY version DESC LIMIT 1"
+        ).fetchone()
     finally:
         conn.close()
     return {"version": row[0] if row else 0, "migration": row[1] if row else None}
@@ -40,16 +42,20 @@ def published_notes(path: str, limit: int = 50) -> list[tuple[str, str]]:
     """(slug, created_at) of the newest published, undeleted notes."""
     conn = _connect(path)
     try:
-        return conn.execute("SELECT slug, created_at FROM notes WHERE published = 1 "
-                            "AND deleted_at IS NULL ORDER BY created_at DESC, id DESC LIMIT ?",
-                            (limit,)).fetchall()
+        return conn.execute(
+            "SELECT slug, created_at FROM notes WHERE published = 1 "
+            "AND deleted_at IS NULL ORDER BY created_at DESC, id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
     finally:
         conn.close()
 
 
 def _respond(start: StartResponse, status: str, body: bytes, kind: str) -> list[bytes]:
-    start(status, [("Content-Type", kind), ("Content-Length", str(len(body))),
-                   ("Cache-Control", "no-store")])
+    start(
+        status,
+        [("Content-Type", kind), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")],
+    )
     return [body]
 
 
@@ -70,12 +76,21 @@ def index(start: StartResponse) -> list[bytes]:
     try:
         notes = published_notes(database_path())
     except sqlite3.Error as exc:
-        return _respond(start, "503 Service Unavailable",
-                        f"database unavailable: {exc}\n".encode(), "text/plain; charset=utf-8")
-    items = "".join(f"<li><a href=\"/notes/{quote(slug)}\">{html.escape(slug)}</a> "
-                    f"<time>{html.escape(str(created))}</time></li>" for slug, created in notes)
-    page = (f"<!doctype html><title>Notes</title><h1>Notes</h1>"
-            f"<p>{len(notes)} published</p><ul>{items}</ul>")
+        return _respond(
+            start,
+            "503 Service Unavailable",
+            f"database unavailable: {exc}\n".encode(),
+            "text/plain; charset=utf-8",
+        )
+    items = "".join(
+        f'<li><a href="/notes/{quote(slug)}">{html.escape(slug)}</a> '
+        f"<time>{html.escape(str(created))}</time></li>"
+        for slug, created in notes
+    )
+    page = (
+        f"<!doctype html><title>Notes</title><h1>Notes</h1>"
+        f"<p>{len(notes)} published</p><ul>{items}</ul>"
+    )
     return _respond(start, "200 OK", page.encode(), "text/html; charset=utf-8")
 
 

@@ -2,6 +2,7 @@
 
 Usage: python bench/adoption.py [N] [K]   (defaults 1000, 500); prints the seconds `migrate` took.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -23,16 +24,33 @@ def main() -> None:
         db = Path(tmp) / "app.db"
         conn = sqlite3.connect(db)
         for i in range(1, n + 1):
-            sql = (f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, v TEXT);\n"
-                   f"CREATE INDEX t{i}_v ON t{i}(v);\n")
+            sql = (
+                f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, v TEXT);\n"
+                f"CREATE INDEX t{i}_v ON t{i}(v);\n"
+            )
             (folder / f"{i:04d}_t{i}.sql").write_text(sql)
             if i <= k:
                 conn.executescript(sql)
         conn.close()
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "preflight", "migrate", "--db", str(db),
-                               "--migrations", str(folder), "--backup", "never"], cwd=REPO,
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "preflight",
+                "migrate",
+                "--db",
+                str(db),
+                "--migrations",
+                str(folder),
+                "--backup",
+                "never",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         took = time.perf_counter() - start
         print(f"{n} migrations, untracked at {k}: exit {done.returncode} in {took:.1f} s")
         if done.returncode:

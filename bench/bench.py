@@ -6,6 +6,7 @@ N times per scenario, on its own fresh copy of the same workload in one temporar
 folder; the table shows medians of wall time and the peak RSS of the process tree
 (wait4). Nothing here is a test: CI never times anything.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -34,6 +35,7 @@ class Skip(Exception):
 
 
 # --------------------------------------------------------------------- workloads
+
 
 def starpunk_sql() -> list[tuple[str, str]]:
     """The application's migrations as plain SQL (what each .py one executes), same for all tools.
@@ -52,8 +54,11 @@ def starpunk_sql() -> list[tuple[str, str]]:
         run_body(conn, m)
         conn.execute("COMMIT")
         conn.close()
-        stmts = [s.strip().rstrip(";") for s in seen
-                 if s.strip().upper().split()[0] not in ("PRAGMA", "BEGIN", "COMMIT", "SELECT")]
+        stmts = [
+            s.strip().rstrip(";")
+            for s in seen
+            if s.strip().upper().split()[0] not in ("PRAGMA", "BEGIN", "COMMIT", "SELECT")
+        ]
         sql = ";\n".join(s.replace("preflight_sha256_hex(", "lower(") for s in stmts) + ";\n"
         out.append((m.name.rsplit(".", 1)[0], sql))
     return out
@@ -65,19 +70,26 @@ def generated_sql(count: int = 200, tables: int = 100) -> list[tuple[str, str]]:
     for i in range(1, count + 1):
         t = (i - 1) % tables + 1
         if i <= tables:
-            sql = (f"CREATE TABLE t{t} (id INTEGER PRIMARY KEY, a TEXT NOT NULL, b INTEGER, "
-                   f"c TEXT, created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);\n"
-                   f"CREATE INDEX t{t}_a ON t{t}(a);\n")
+            sql = (
+                f"CREATE TABLE t{t} (id INTEGER PRIMARY KEY, a TEXT NOT NULL, b INTEGER, "
+                f"c TEXT, created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);\n"
+                f"CREATE INDEX t{t}_a ON t{t}(a);\n"
+            )
         else:
-            sql = (f"ALTER TABLE t{t} ADD COLUMN d{i} INTEGER NOT NULL DEFAULT 0;\n"
-                   f"CREATE INDEX t{t}_b_d{i} ON t{t}(b, d{i});\n")
+            sql = (
+                f"ALTER TABLE t{t} ADD COLUMN d{i} INTEGER NOT NULL DEFAULT 0;\n"
+                f"CREATE INDEX t{t}_b_d{i} ON t{t}(b, d{i});\n"
+            )
         out.append((f"gen_{i:03d}", sql))
     return out
 
 
-PENDING = ("add_word_count", "ALTER TABLE notes ADD COLUMN word_count INTEGER NOT NULL DEFAULT 0;\n"
-           "UPDATE notes SET word_count = length(content_hash) / 5;\n"
-           "CREATE INDEX idx_notes_word_count ON notes(word_count);\n")
+PENDING = (
+    "add_word_count",
+    "ALTER TABLE notes ADD COLUMN word_count INTEGER NOT NULL DEFAULT 0;\n"
+    "UPDATE notes SET word_count = length(content_hash) / 5;\n"
+    "CREATE INDEX idx_notes_word_count ON notes(word_count);\n",
+)
 
 
 def write_sets(root: Path, name: str, migrations: list[tuple[str, str]]) -> dict[str, Path]:
@@ -88,7 +100,8 @@ def write_sets(root: Path, name: str, migrations: list[tuple[str, str]]) -> dict
     for i, (label, sql) in enumerate(migrations, start=1):
         (dirs["guard"] / f"{i:03d}_{label}.sql").write_text(sql)
         (dirs["dbmate"] / f"2020010100{i:04d}_{label}.sql").write_text(
-            f"-- migrate:up\n{sql}\n-- migrate:down\n")
+            f"-- migrate:up\n{sql}\n-- migrate:down\n"
+        )
         (dirs["yoyo"] / f"{i:04d}_{label}.sql").write_text(sql)
     return dirs
 
@@ -99,10 +112,10 @@ def fill(db: Path, mib: int) -> None:
     conn.execute("BEGIN")
     n = 0
     while True:
-        conn.executemany("INSERT INTO notes (slug, file_path, published, content_hash) "
-                         "VALUES (?, ?, 1, ?)",
-                         ((f"note-{n + i}", f"notes/{n + i}.md", os.urandom(450).hex())
-                          for i in range(5000)))
+        conn.executemany(
+            "INSERT INTO notes (slug, file_path, published, content_hash) VALUES (?, ?, 1, ?)",
+            ((f"note-{n + i}", f"notes/{n + i}.md", os.urandom(450).hex()) for i in range(5000)),
+        )
         n += 5000
         if conn.execute("PRAGMA page_count").fetchone()[0] * 4096 >= mib * MIB:
             break
@@ -120,16 +133,19 @@ def big_wal_db(db: Path, mib: int) -> None:
     n = 0
     conn.execute("BEGIN")
     while True:
-        conn.executemany("INSERT INTO items (k, v) VALUES (?, ?)",
-                         ((f"key-{n + i:010d}", blob) for i in range(10000)))
+        conn.executemany(
+            "INSERT INTO items (k, v) VALUES (?, ?)",
+            ((f"key-{n + i:010d}", blob) for i in range(10000)),
+        )
         n += 10000
         if conn.execute("PRAGMA page_count").fetchone()[0] * 4096 >= mib * MIB:
             break
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.execute("PRAGMA wal_autocheckpoint=0")
-    conn.executemany("INSERT INTO items (k, v) VALUES (?, ?)",
-                     ((f"wal-{i:010d}", blob) for i in range(5000)))  # ~5 MiB left in the WAL
+    conn.executemany(
+        "INSERT INTO items (k, v) VALUES (?, ?)", ((f"wal-{i:010d}", blob) for i in range(5000))
+    )  # ~5 MiB left in the WAL
     # Keep the -wal: copy the files aside before close() checkpoints them.
     keep = {s: Path(f"{db}{s}").read_bytes() for s in ("", "-wal")}
     conn.close()
@@ -144,13 +160,19 @@ def transplant(filled: Path, guard_head: Path, tool_head: Path, dest: Path) -> N
     the data is filled once and each tool's own tables (and their rows, as it wrote them
     when it built `tool_head`) replace the guard's.
     """
+
     def tables(db: Path) -> dict[str, str]:
         conn = sqlite3.connect(db)
         try:
-            return dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' "
-                                     "AND name NOT LIKE 'sqlite_%'"))
+            return dict(
+                conn.execute(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%'"
+                )
+            )
         finally:
             conn.close()
+
     mine, theirs = tables(guard_head), tables(tool_head)
     shutil.copyfile(filled, dest)
     conn = sqlite3.connect(dest, isolation_level=None)
@@ -167,6 +189,7 @@ def transplant(filled: Path, guard_head: Path, tool_head: Path, dest: Path) -> N
 
 
 # --------------------------------------------------------------------- measuring
+
 
 @dataclass
 class Tool:
@@ -206,11 +229,19 @@ def run_once(tool: Tool, folder: Path, memory: bool = False) -> tuple[float, int
     for cmd in tool.steps(folder):
         report = folder / ".rss"
         full = [TIME, "-f", "%M", "-o", str(report), *cmd] if memory else cmd
-        done = subprocess.run(full, cwd=folder, env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        done = subprocess.run(
+            full,
+            cwd=folder,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"{tool.name}: {' '.join(cmd)} exited {done.returncode}: "
-                               f"{done.stderr.decode(errors='replace')[-800:]}")
+            raise RuntimeError(
+                f"{tool.name}: {' '.join(cmd)} exited {done.returncode}: "
+                f"{done.stderr.decode(errors='replace')[-800:]}"
+            )
         if memory:
             peak = max(peak, int(report.read_text().split()[-1]))
             report.unlink()
@@ -266,34 +297,51 @@ def table(title: str, results: list[Result], out: list[str]) -> None:
             ratio = ", ".join(f"{r.median / p.median:.2f}× {p.name}" for p in peers)
         else:
             ratio = f"{guard.median / r.median:.2f}×"
-        out.append(f"| {r.name} | {fmt_time(r.median)} | {fmt_time(min(r.times))}–"
-                   f"{fmt_time(max(r.times))} | {max(r.rss) / 1024:.1f} MiB | {ratio} |")
-    print("\n".join(out[-(len(results) + 3):]), flush=True)
+        out.append(
+            f"| {r.name} | {fmt_time(r.median)} | {fmt_time(min(r.times))}–"
+            f"{fmt_time(max(r.times))} | {max(r.rss) / 1024:.1f} MiB | {ratio} |"
+        )
+    print("\n".join(out[-(len(results) + 3) :]), flush=True)
 
 
 # --------------------------------------------------------------------- scenarios
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--peers", type=Path, default=Path(__file__).parent / ".peers")
     parser.add_argument("--quick", action="store_true", help="small sizes, 3 runs (smoke test)")
     parser.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", 0)) or None)
-    parser.add_argument("--mid-mib", type=int, default=int(os.environ.get("BENCH_MID_MIB", 0)) or None,
-                        help="database size for the pending-migration scenario (default 100)")
-    parser.add_argument("--big-mib", type=int, default=int(os.environ.get("BENCH_BIG_MIB", 0)) or None,
-                        help="database size for the backup scenario (default 1024)")
-    parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument(
+        "--mid-mib",
+        type=int,
+        default=int(os.environ.get("BENCH_MID_MIB", 0)) or None,
+        help="database size for the pending-migration scenario (default 100)",
+    )
+    parser.add_argument(
+        "--big-mib",
+        type=int,
+        default=int(os.environ.get("BENCH_BIG_MIB", 0)) or None,
+        help="database size for the backup scenario (default 1024)",
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="scratch folder (default: a temp dir)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.md")
     parser.add_argument("--only", default="12345", help="scenarios to run, e.g. 24 (default 12345)")
-    parser.add_argument("--noop-mib", default=os.environ.get("BENCH_NOOP_MIB"),
-                        help="database sizes for the no-op start by size, comma-separated MiB "
-                             "(default 10,1024,4096; needs about 3x the largest free on disk)")
+    parser.add_argument(
+        "--noop-mib",
+        default=os.environ.get("BENCH_NOOP_MIB"),
+        help="database sizes for the no-op start by size, comma-separated MiB "
+        "(default 10,1024,4096; needs about 3x the largest free on disk)",
+    )
     args = parser.parse_args()
     runs = args.runs or (3 if args.quick else 5)
     mid = args.mid_mib or (10 if args.quick else 100)
     big = args.big_mib or (50 if args.quick else 1024)
-    noop_sizes = [int(x) for x in (args.noop_mib or ("10,50" if args.quick else "10,1024,4096"))
-                  .split(",")]
+    noop_sizes = [
+        int(x) for x in (args.noop_mib or ("10,50" if args.quick else "10,1024,4096")).split(",")
+    ]
 
     dbmate = next(iter(sorted(args.peers.glob("node_modules/@dbmate/*/bin/dbmate"))), None)
     yoyo = args.peers / "venv" / "bin" / "yoyo"
@@ -306,26 +354,56 @@ def main() -> int:
     # As installed (pip compiles the package): no run pays for compiling the guard's code.
     subprocess.run([py, "-m", "compileall", "-q", str(REPO / "preflight")], check=True)
     root = Path(tempfile.mkdtemp(prefix="preflight-bench-", dir=args.dir))
-    out = [f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite "
-           f"{sqlite3.sqlite_version}, {runs} runs per row (medians), one warm-up run each, "
-           f"page cache warm, `sync` before each run."]
+    out = [
+        f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite "
+        f"{sqlite3.sqlite_version}, {runs} runs per row (medians), one warm-up run each, "
+        f"page cache warm, `sync` before each run."
+    ]
     print(out[0], flush=True)
     try:
-        sets = {"starpunk": write_sets(root, "starpunk", starpunk_sql()),
-                "generated": write_sets(root, "generated", generated_sql())}
+        sets = {
+            "starpunk": write_sets(root, "starpunk", starpunk_sql()),
+            "generated": write_sets(root, "generated", generated_sql()),
+        }
 
         def guard(cmd: str, d: Path, *extra: str, flags: tuple[str, ...] = ()) -> list[str]:
-            return [py, *flags, "-m", "preflight", cmd, "--db", "app.db", "--migrations", str(d),
-                    *extra]
+            return [
+                py,
+                *flags,
+                "-m",
+                "preflight",
+                cmd,
+                "--db",
+                "app.db",
+                "--migrations",
+                str(d),
+                *extra,
+            ]
 
         def dbmate_up(d: Path) -> list[str]:
             # StarPunk's 005 drops a table named schema_migrations, dbmate's default.
-            return [str(dbmate), "--url", "sqlite:app.db", "--migrations-dir", str(d),
-                    "--migrations-table", "dbmate_migrations", "--no-dump-schema", "up"]
+            return [
+                str(dbmate),
+                "--url",
+                "sqlite:app.db",
+                "--migrations-dir",
+                str(d),
+                "--migrations-table",
+                "dbmate_migrations",
+                "--no-dump-schema",
+                "up",
+            ]
 
         def yoyo_apply(d: Path) -> list[str]:
-            return [str(yoyo), "apply", "--batch", "--no-config-file", "--database",
-                    "sqlite:///app.db", str(d)]
+            return [
+                str(yoyo),
+                "apply",
+                "--batch",
+                "--no-config-file",
+                "--database",
+                "sqlite:///app.db",
+                str(d),
+            ]
 
         def peers(make: Callable[[str, Path], Tool], setname: str) -> list[Tool]:
             tools = [make("preflight", sets[setname]["guard"])]
@@ -336,47 +414,93 @@ def main() -> int:
             return tools
 
         # 1. fresh database through the whole history
-        for setname, label in () if "1" not in args.only else (("starpunk", "StarPunk, 5 migrations"),
-                               ("generated", "generated, 200 migrations over 100 tables")):
+        for setname, label in (
+            ()
+            if "1" not in args.only
+            else (
+                ("starpunk", "StarPunk, 5 migrations"),
+                ("generated", "generated, 200 migrations over 100 tables"),
+            )
+        ):
+
             def fresh(tool: str, d: Path) -> Tool:
-                cmd = {"preflight": lambda run: [guard("migrate", d)],
-                       "dbmate": lambda run: [dbmate_up(d)],
-                       "yoyo": lambda run: [yoyo_apply(d)]}[tool]
+                cmd = {
+                    "preflight": lambda run: [guard("migrate", d)],
+                    "dbmate": lambda run: [dbmate_up(d)],
+                    "yoyo": lambda run: [yoyo_apply(d)],
+                }[tool]
                 return Tool(tool, "", cmd, env=guard_env if tool == "preflight" else {})
-            table(f"1. Fresh database ({label})",
-                  [measure(t, root / "scratch", runs) for t in peers(fresh, setname)], out)
+
+            table(
+                f"1. Fresh database ({label})",
+                [measure(t, root / "scratch", runs) for t in peers(fresh, setname)],
+                out,
+            )
 
         # 2. no-op start, database at head (built by each tool itself, untimed)
-        for setname, label in () if "2" not in args.only else (("starpunk", "StarPunk"), ("generated", "200 migrations")):
+        for setname, label in (
+            ()
+            if "2" not in args.only
+            else (("starpunk", "StarPunk"), ("generated", "200 migrations"))
+        ):
+
             def noop(tool: str, d: Path) -> Tool:
-                build = {"preflight": [guard("migrate", d)], "dbmate": [dbmate_up(d)],
-                         "yoyo": [yoyo_apply(d)]}[tool]
+                build = {
+                    "preflight": [guard("migrate", d)],
+                    "dbmate": [dbmate_up(d)],
+                    "yoyo": [yoyo_apply(d)],
+                }[tool]
 
                 def prepare(run: Path, build: list[str] = build) -> None:
                     for cmd in build:
-                        subprocess.run(cmd, cwd=run, env=dict(os.environ, **guard_env),
-                                       check=True, capture_output=True)
+                        subprocess.run(
+                            cmd,
+                            cwd=run,
+                            env=dict(os.environ, **guard_env),
+                            check=True,
+                            capture_output=True,
+                        )
                     if tool == "preflight":  # the first start after a build writes the cache
-                        subprocess.run(guard("run", d, "--", "true"), cwd=run, check=True,
-                                       env=dict(os.environ, **guard_env), capture_output=True)
-                cmd = {"preflight": lambda run: [guard("run", d, "--", "true")],
-                       "dbmate": lambda run: [dbmate_up(d)],
-                       "yoyo": lambda run: [yoyo_apply(d)]}[tool]
+                        subprocess.run(
+                            guard("run", d, "--", "true"),
+                            cwd=run,
+                            check=True,
+                            env=dict(os.environ, **guard_env),
+                            capture_output=True,
+                        )
+
+                cmd = {
+                    "preflight": lambda run: [guard("run", d, "--", "true")],
+                    "dbmate": lambda run: [dbmate_up(d)],
+                    "yoyo": lambda run: [yoyo_apply(d)],
+                }[tool]
                 return Tool(tool, "", cmd, prepare, env=guard_env if tool == "preflight" else {})
+
             tools = peers(noop, setname)
             d = sets[setname]["guard"]
             tools[0].name = "preflight (python3 -m preflight run -- true)"
             # The container ENTRYPOINT: entrypoint.py is `preflight run -- CMD`; -S skips
             # site-packages, which a standard-library-only guard does not need.
-            tools.insert(0, Tool("preflight (python3 -S entrypoint.py true)", "", lambda run: [
-                [py, "-S", str(REPO / "entrypoint.py"), "true"]], tools[0].prepare,
-                dict(guard_env, PREFLIGHT_DB="app.db", PREFLIGHT_MIGRATIONS=str(d))))
+            tools.insert(
+                0,
+                Tool(
+                    "preflight (python3 -S entrypoint.py true)",
+                    "",
+                    lambda run: [[py, "-S", str(REPO / "entrypoint.py"), "true"]],
+                    tools[0].prepare,
+                    dict(guard_env, PREFLIGHT_DB="app.db", PREFLIGHT_MIGRATIONS=str(d)),
+                ),
+            )
             tools[0].prepare = tools[1].prepare
             tools.append(Tool("python3 -c pass (floor)", "", lambda run: [[py, "-c", "pass"]]))
-            tools.append(Tool("python3 -S -c pass (floor)", "",
-                              lambda run: [[py, "-S", "-c", "pass"]]))
-            table(f"2. No-op start, database at head ({label})",
-                  [measure(t, root / "scratch", runs * 3) for t in tools], out)
+            tools.append(
+                Tool("python3 -S -c pass (floor)", "", lambda run: [[py, "-S", "-c", "pass"]])
+            )
+            table(
+                f"2. No-op start, database at head ({label})",
+                [measure(t, root / "scratch", runs * 3) for t in tools],
+                out,
+            )
 
         # 3. one pending migration on a mid-size database
         bases = {}
@@ -387,11 +511,14 @@ def main() -> int:
                 continue
             base = root / f"base-{tool}"
             base.mkdir()
-            cmd = {"preflight": guard("migrate", sets["starpunk"]["guard"]),
-                   "dbmate": dbmate_up(sets["starpunk"]["dbmate"]),
-                   "yoyo": yoyo_apply(sets["starpunk"]["yoyo"])}[tool]
-            subprocess.run(cmd, cwd=base, env=dict(os.environ, **guard_env), check=True,
-                           capture_output=True)
+            cmd = {
+                "preflight": guard("migrate", sets["starpunk"]["guard"]),
+                "dbmate": dbmate_up(sets["starpunk"]["dbmate"]),
+                "yoyo": yoyo_apply(sets["starpunk"]["yoyo"]),
+            }[tool]
+            subprocess.run(
+                cmd, cwd=base, env=dict(os.environ, **guard_env), check=True, capture_output=True
+            )
             fill(base / "app.db", mid)
             shutil.rmtree(base / "backups", ignore_errors=True)
             bases[tool] = base
@@ -401,23 +528,33 @@ def main() -> int:
         n = len(list(plus["guard"].iterdir())) + 1
         (plus["guard"] / f"{n:03d}_{PENDING[0]}.sql").write_text(PENDING[1])
         (plus["dbmate"] / f"2020010100{n:04d}_{PENDING[0]}.sql").write_text(
-            f"-- migrate:up\n{PENDING[1]}\n-- migrate:down\n")
+            f"-- migrate:up\n{PENDING[1]}\n-- migrate:down\n"
+        )
         (plus["yoyo"] / f"{n:04d}_{PENDING[0]}.sql").write_text(PENDING[1])
 
         def pending(tool: str, _: Path) -> Tool:
             def prepare(run: Path) -> None:
                 shutil.copyfile(bases[tool] / "app.db", run / "app.db")
                 if tool == "preflight":
-                    shutil.copyfile(bases[tool] / "app.db.preflight-cache.json",
-                                    run / "app.db.preflight-cache.json")
-            cmd = {"preflight": lambda run: [guard("migrate", plus["guard"])],
-                   "dbmate": lambda run: [dbmate_up(plus["dbmate"])],
-                   "yoyo": lambda run: [yoyo_apply(plus["yoyo"])]}[tool]
+                    shutil.copyfile(
+                        bases[tool] / "app.db.preflight-cache.json",
+                        run / "app.db.preflight-cache.json",
+                    )
+
+            cmd = {
+                "preflight": lambda run: [guard("migrate", plus["guard"])],
+                "dbmate": lambda run: [dbmate_up(plus["dbmate"])],
+                "yoyo": lambda run: [yoyo_apply(plus["yoyo"])],
+            }[tool]
             return Tool(tool, "", cmd, prepare, env=guard_env if tool == "preflight" else {})
+
         size = (bases["preflight"] / "app.db").stat().st_size / MIB
-        table(f"3. One pending migration (ADD COLUMN, UPDATE every row, CREATE INDEX) on a "
-              f"{size:.0f} MiB database",
-              [measure(t, root / "scratch", runs) for t in peers(pending, "starpunk")], out)
+        table(
+            f"3. One pending migration (ADD COLUMN, UPDATE every row, CREATE INDEX) on a "
+            f"{size:.0f} MiB database",
+            [measure(t, root / "scratch", runs) for t in peers(pending, "starpunk")],
+            out,
+        )
 
     except Skip:
         pass
@@ -427,10 +564,17 @@ def main() -> int:
         if "5" in args.only:
             by_size: dict[str, dict[int, Result]] = {}
             for mib in noop_sizes:
-                for name, result in noop_by_size(root, sets["starpunk"], mib, runs * 2,
-                                                 guard, dbmate_up if dbmate else None,
-                                                 yoyo_apply if yoyo.exists() else None,
-                                                 guard_env, out).items():
+                for name, result in noop_by_size(
+                    root,
+                    sets["starpunk"],
+                    mib,
+                    runs * 2,
+                    guard,
+                    dbmate_up if dbmate else None,
+                    yoyo_apply if yoyo.exists() else None,
+                    guard_env,
+                    out,
+                ).items():
                     by_size.setdefault(name, {})[mib] = result
             size_table(by_size, noop_sizes, runs * 2, out)
         # 4. verified backup of a big WAL database
@@ -441,20 +585,53 @@ def main() -> int:
         big_wal_db(source / "app.db", big)
         size = sum(f.stat().st_size for f in source.iterdir()) / MIB
         src, wal = source / "app.db", source / "app.db-wal"
-        tools = [Tool("preflight backup", "", lambda run: [
-                     [py, "-m", "preflight", "backup", "--db", str(src), "--backup-dir",
-                      str(run), "--keep-backups", "0"]], env=guard_env),
-                 Tool("cp + sync", "", lambda run: [["cp", str(src), str(wal), str(run)],
-                                                     ["sync"]])]
+        tools = [
+            Tool(
+                "preflight backup",
+                "",
+                lambda run: [
+                    [
+                        py,
+                        "-m",
+                        "preflight",
+                        "backup",
+                        "--db",
+                        str(src),
+                        "--backup-dir",
+                        str(run),
+                        "--keep-backups",
+                        "0",
+                    ]
+                ],
+                env=guard_env,
+            ),
+            Tool("cp + sync", "", lambda run: [["cp", str(src), str(wal), str(run)], ["sync"]]),
+        ]
         if sqlite_cli:
-            tools.append(Tool("sqlite3 .backup + sync", "", lambda run: [
-                [sqlite_cli, str(src), f".backup '{run / 'copy.db'}'"], ["sync"]]))
-            tools.append(Tool("sqlite3 VACUUM INTO + sync", "", lambda run: [
-                [sqlite_cli, str(src), f"VACUUM INTO '{run / 'copy.db'}'"], ["sync"]]))
+            tools.append(
+                Tool(
+                    "sqlite3 .backup + sync",
+                    "",
+                    lambda run: [[sqlite_cli, str(src), f".backup '{run / 'copy.db'}'"], ["sync"]],
+                )
+            )
+            tools.append(
+                Tool(
+                    "sqlite3 VACUUM INTO + sync",
+                    "",
+                    lambda run: [
+                        [sqlite_cli, str(src), f"VACUUM INTO '{run / 'copy.db'}'"],
+                        ["sync"],
+                    ],
+                )
+            )
         else:
             print("bench: note: no sqlite3 CLI; its rows are skipped", flush=True)
-        table(f"4. Verified backup of a {size:.0f} MiB WAL database (5 MiB of it in the -wal)",
-              [measure(t, root / "scratch", runs) for t in tools], out)
+        table(
+            f"4. Verified backup of a {size:.0f} MiB WAL database (5 MiB of it in the -wal)",
+            [measure(t, root / "scratch", runs) for t in tools],
+            out,
+        )
     except Skip:
         pass
     finally:
@@ -464,10 +641,17 @@ def main() -> int:
     return 0
 
 
-def noop_by_size(root: Path, dirs: dict[str, Path], mib: int, runs: int,
-                 guard: Callable[..., list[str]], dbmate_up: Callable[[Path], list[str]] | None,
-                 yoyo_apply: Callable[[Path], list[str]] | None, guard_env: dict[str, str],
-                 out: list[str]) -> dict[str, Result]:
+def noop_by_size(
+    root: Path,
+    dirs: dict[str, Path],
+    mib: int,
+    runs: int,
+    guard: Callable[..., list[str]],
+    dbmate_up: Callable[[Path], list[str]] | None,
+    yoyo_apply: Callable[[Path], list[str]] | None,
+    guard_env: dict[str, str],
+    out: list[str],
+) -> dict[str, Result]:
     """Scenario 5 at one size: each tool's no-op start on its own database of `mib` MiB."""
     py = sys.executable
     here = root / f"size-{mib}"
@@ -480,23 +664,38 @@ def noop_by_size(root: Path, dirs: dict[str, Path], mib: int, runs: int,
     for tool, cmd in build.items():
         heads[tool] = here / f"head-{tool}"
         heads[tool].mkdir(parents=True)
-        subprocess.run(cmd, cwd=heads[tool], env=dict(os.environ, **guard_env), check=True,
-                       capture_output=True)
+        subprocess.run(
+            cmd, cwd=heads[tool], env=dict(os.environ, **guard_env), check=True, capture_output=True
+        )
     folders = {"preflight": heads["preflight"]}
     fill(heads["preflight"] / "app.db", mib)  # the guard's cache (checked_at: now) stays valid
     for tool in build:
         if tool != "preflight":
             folders[tool] = here / tool
             folders[tool].mkdir()
-            transplant(heads["preflight"] / "app.db", heads["preflight"] / "app.db",
-                       heads[tool] / "app.db", folders[tool] / "app.db")
+            transplant(
+                heads["preflight"] / "app.db",
+                heads["preflight"] / "app.db",
+                heads[tool] / "app.db",
+                folders[tool] / "app.db",
+            )
     size = (folders["preflight"] / "app.db").stat().st_size / MIB
     env = dict(guard_env, PREFLIGHT_DB="app.db", PREFLIGHT_MIGRATIONS=str(dirs["guard"]))
     entry = [py, "-S", str(REPO / "entrypoint.py"), "true"]
-    tools = [Tool("preflight (python3 -S entrypoint.py true)", "default --integrity 24h",
-                  lambda run: [entry], env=env),
-             Tool("preflight, PREFLIGHT_INTEGRITY=every-start", "quick_check on every start",
-                  lambda run: [entry], env=dict(env, PREFLIGHT_INTEGRITY="every-start"))]
+    tools = [
+        Tool(
+            "preflight (python3 -S entrypoint.py true)",
+            "default --integrity 24h",
+            lambda run: [entry],
+            env=env,
+        ),
+        Tool(
+            "preflight, PREFLIGHT_INTEGRITY=every-start",
+            "quick_check on every start",
+            lambda run: [entry],
+            env=dict(env, PREFLIGHT_INTEGRITY="every-start"),
+        ),
+    ]
     if dbmate_up:
         tools.append(Tool("dbmate", "", lambda run: [dbmate_up(dirs["dbmate"])]))
     if yoyo_apply:
@@ -513,23 +712,32 @@ def noop_by_size(root: Path, dirs: dict[str, Path], mib: int, runs: int,
     return results
 
 
-def size_table(by_size: dict[str, dict[int, Result]], sizes: list[int], runs: int,
-               out: list[str]) -> None:
+def size_table(
+    by_size: dict[str, dict[int, Result]], sizes: list[int], runs: int, out: list[str]
+) -> None:
     """Scenario 5 side by side: median per size, and the guard's ratio to each peer."""
+
     def label(mib: int) -> str:
         return f"{mib} MiB" if mib < 1024 else f"{mib / 1024:g} GiB"
+
     out.append(f"\n**5. No-op start by database size (medians of {runs} runs)**\n")
     out.append("| Tool | " + " | ".join(label(m) for m in sizes) + " |")
     out.append("|---|" + "---:|" * len(sizes))
     for name, row in by_size.items():
-        out.append(f"| {name} | " + " | ".join(fmt_time(row[m].median) if m in row else ""
-                                                for m in sizes) + " |")
+        out.append(
+            f"| {name} | "
+            + " | ".join(fmt_time(row[m].median) if m in row else "" for m in sizes)
+            + " |"
+        )
     guard = next(iter(by_size.values()))
     for peer in ("dbmate", "yoyo"):
         if peer in by_size:
-            out.append(f"| preflight ÷ {peer} | " + " | ".join(
-                f"{guard[m].median / by_size[peer][m].median:.2f}×" for m in sizes) + " |")
-    print("\n".join(out[-(len(by_size) + 5):]), flush=True)
+            out.append(
+                f"| preflight ÷ {peer} | "
+                + " | ".join(f"{guard[m].median / by_size[peer][m].median:.2f}×" for m in sizes)
+                + " |"
+            )
+    print("\n".join(out[-(len(by_size) + 5) :]), flush=True)
 
 
 if __name__ == "__main__":

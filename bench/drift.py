@@ -7,6 +7,7 @@ diff each stop against the live schema, and name the origin of each difference.
 
 Not a test: CI never times anything. Results go into docs/drift.md by hand.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -32,23 +33,31 @@ def generate(n: int) -> list[str]:
             out.append(f'CREATE VIEW v{i} AS SELECT id, "name" FROM t{last} WHERE name != "x";')
         elif tables and i % 7 == 0:
             k = tables[0]  # views and triggers use the newest table: a rebuild would break them
-            out.append(f"CREATE TABLE t{k}_new(id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '',"
-                       f" note TEXT COLLATE NOCASE, CHECK (length(name) < 100));\n"
-                       f"INSERT INTO t{k}_new(id, name) SELECT id, name FROM t{k};\n"
-                       f"DROP TABLE t{k};\nALTER TABLE t{k}_new RENAME TO t{k};\n"
-                       f"CREATE INDEX t{k}_name ON t{k}(name);")
+            out.append(
+                f"CREATE TABLE t{k}_new(id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '',"
+                f" note TEXT COLLATE NOCASE, CHECK (length(name) < 100));\n"
+                f"INSERT INTO t{k}_new(id, name) SELECT id, name FROM t{k};\n"
+                f"DROP TABLE t{k};\nALTER TABLE t{k}_new RENAME TO t{k};\n"
+                f"CREATE INDEX t{k}_name ON t{k}(name);"
+            )
         elif tables and i % 3 == 0:
             k = tables[len(tables) // 3]
-            out.append(f"ALTER TABLE t{k} ADD COLUMN c{i} INTEGER NOT NULL DEFAULT 0;\n"
-                       f"CREATE INDEX i{i} ON t{k}(c{i}) WHERE c{i} > 0;")
+            out.append(
+                f"ALTER TABLE t{k} ADD COLUMN c{i} INTEGER NOT NULL DEFAULT 0;\n"
+                f"CREATE INDEX i{i} ON t{k}(c{i}) WHERE c{i} > 0;"
+            )
         elif len(tables) > 1 and i % 11 == 0:
-            out.append(f"CREATE TRIGGER tr{i} AFTER INSERT ON t{last} BEGIN "
-                       f"UPDATE t{last} SET name = 'new' WHERE id = NEW.id; END;")
+            out.append(
+                f"CREATE TRIGGER tr{i} AFTER INSERT ON t{last} BEGIN "
+                f"UPDATE t{last} SET name = 'new' WHERE id = NEW.id; END;"
+            )
         else:
             ref = f", parent INTEGER REFERENCES t{last}(id) ON DELETE CASCADE" if last else ""
-            out.append(f"CREATE TABLE t{i}(id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                       f"email TEXT UNIQUE, status TEXT CHECK (status IN ('a', 'b')){ref});\n"
-                       f"CREATE INDEX t{i}_name ON t{i}(name);")
+            out.append(
+                f"CREATE TABLE t{i}(id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                f"email TEXT UNIQUE, status TEXT CHECK (status IN ('a', 'b')){ref});\n"
+                f"CREATE INDEX t{i}_name ON t{i}(name);"
+            )
             tables.append(i)
     return out
 
@@ -65,7 +74,9 @@ def run(n: int) -> dict[str, float]:
         live_conn.executescript("\n".join(texts))
         live_conn.execute("DROP INDEX t1_name")
         live_conn.execute("ALTER TABLE t2 ADD COLUMN surprise TEXT")
-        (last,) = live_conn.execute("SELECT max(name) FROM sqlite_master WHERE name GLOB 'i[0-9]*'").fetchone()
+        (last,) = live_conn.execute(
+            "SELECT max(name) FROM sqlite_master WHERE name GLOB 'i[0-9]*'"
+        ).fetchone()
         live_conn.execute(f"DROP INDEX {last}")
         live = schema.snapshot(live_conn)
         live_conn.close()
@@ -77,8 +88,9 @@ def run(n: int) -> dict[str, float]:
         diffs = {k: drift.diff(steps[k], live) for k in range(n + 1)}
         times["diff"] = time.process_time() - start
         start = time.process_time()
-        named = drift.with_origins(drift.errors(diffs[n], False),
-                                   [(found[k - 1], steps[k]) for k in range(1, n + 1)])
+        named = drift.with_origins(
+            drift.errors(diffs[n], False), [(found[k - 1], steps[k]) for k in range(1, n + 1)]
+        )
         times["with_origins"] = time.process_time() - start
         assert named and all(d.origin for d in named if d.kind == "missing"), named
         return times
@@ -90,8 +102,11 @@ def main(argv: list[str]) -> None:
     print("|---:|---:|---:|---:|---:|")
     for n in sizes:
         t = run(n)
-        print(f"| {n} | {t['replay']:.2f} s | {t['diff']:.2f} s | {t['with_origins']:.2f} s "
-              f"| {sum(t.values()):.2f} s |", flush=True)
+        print(
+            f"| {n} | {t['replay']:.2f} s | {t['diff']:.2f} s | {t['with_origins']:.2f} s "
+            f"| {sum(t.values()):.2f} s |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -9,11 +9,11 @@ tracemalloc's peak (of a second, untimed load) is the Python allocations during 
     python3 bench/parse.py                 # both files at the issue's sizes
     python3 bench/parse.py --scale 0.1     # a tenth of each (the old parser's memory)
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,14 +26,18 @@ def write_inserts(path: Path, lines: int) -> None:
     with path.open("w", encoding="utf-8") as f:
         f.write("CREATE TABLE notes (id INTEGER PRIMARY KEY, slug TEXT, body TEXT);\n")
         for i in range(lines):
-            f.write(f"INSERT INTO notes (slug, body) VALUES ('note-{i}', 'body; of it''s note {i}');\n")
+            f.write(
+                f"INSERT INTO notes (slug, body) VALUES ('note-{i}', 'body; of it''s note {i}');\n"
+            )
 
 
 def write_literal(path: Path, size: int) -> None:
     chunk = "lorem ipsum; dolor sit amet, it''s -- not a comment /* nor this */\n"
     body = chunk * (size // len(chunk) + 1)
-    path.write_text("CREATE TABLE blobs (body TEXT);\n"
-                    f"INSERT INTO blobs VALUES ('{body[:size]}');\n", encoding="utf-8")
+    path.write_text(
+        f"CREATE TABLE blobs (body TEXT);\nINSERT INTO blobs VALUES ('{body[:size]}');\n",
+        encoding="utf-8",
+    )
 
 
 def measure(path: str) -> dict[str, float]:
@@ -54,9 +58,12 @@ def measure(path: str) -> dict[str, float]:
     m = migrations.load(Path(path))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return {"seconds": round(seconds, 3), "statements": len(m.statements),
-            "tracemalloc_peak_mib": round(peak / 2**20, 1),
-            "max_rss_mib": round(rss, 1)}
+    return {
+        "seconds": round(seconds, 3),
+        "statements": len(m.statements),
+        "tracemalloc_peak_mib": round(peak / 2**20, 1),
+        "max_rss_mib": round(rss, 1),
+    }
 
 
 def main() -> None:
@@ -68,23 +75,38 @@ def main() -> None:
         print(json.dumps(measure(args.child)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        files = {"20,000 INSERT lines": (Path(tmp) / "001_inserts.sql", write_inserts,
-                                         int(20_000 * args.scale)),
-                 "6.4 MB string literal": (Path(tmp) / "002_literal.sql", write_literal,
-                                           int(6_400_000 * args.scale))}
-        print(f"| file (scale {args.scale}) | size | statements | seconds | tracemalloc peak | max RSS |")
+        files = {
+            "20,000 INSERT lines": (
+                Path(tmp) / "001_inserts.sql",
+                write_inserts,
+                int(20_000 * args.scale),
+            ),
+            "6.4 MB string literal": (
+                Path(tmp) / "002_literal.sql",
+                write_literal,
+                int(6_400_000 * args.scale),
+            ),
+        }
+        print(
+            f"| file (scale {args.scale}) | size | statements | seconds | tracemalloc peak | max RSS |"
+        )
         print("|---|---|---|---|---|---|")
         for label, (path, write, size) in files.items():
             write(path, size)
-            done = subprocess.run([sys.executable, __file__, "--child", str(path)],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", str(path)], capture_output=True, text=True
+            )
             if done.returncode != 0:
-                print(f"| {label} | {path.stat().st_size / 1e6:.1f} MB | failed: "
-                      f"{done.stderr.strip().splitlines()[-1:]} |||")
+                print(
+                    f"| {label} | {path.stat().st_size / 1e6:.1f} MB | failed: "
+                    f"{done.stderr.strip().splitlines()[-1:]} |||"
+                )
                 continue
             r = json.loads(done.stdout)
-            print(f"| {label} | {path.stat().st_size / 1e6:.1f} MB | {r['statements']} | "
-                  f"{r['seconds']} | {r['tracemalloc_peak_mib']} MiB | {r['max_rss_mib']} MiB |")
+            print(
+                f"| {label} | {path.stat().st_size / 1e6:.1f} MB | {r['statements']} | "
+                f"{r['seconds']} | {r['tracemalloc_peak_mib']} MiB | {r['max_rss_mib']} MiB |"
+            )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """`python -m preflight ...`: the quick start (a proven no-op `run` execs at once), else the CLI."""
+
 import sys
 
 from .quickstart import start

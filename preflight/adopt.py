@@ -5,6 +5,7 @@ SQLite's internal objects, no virtual table's shadow tables, nothing of the guar
 Litestream's), proven by replaying it in memory to a schema equal to the live one, and
 only then written and recorded as adopted, after a verified backup.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,14 +34,22 @@ def _shadow_tables(rows: list[tuple[str, str, str, str]]) -> set[str]:
     """
     shadows: set[str] = set()
     for kind, name, _, sql in rows:
-        if kind != "table" or [t.upper() for t in tokens(sql)[:3]] != ["CREATE", "VIRTUAL", "TABLE"]:
+        if kind != "table" or [t.upper() for t in tokens(sql)[:3]] != [
+            "CREATE",
+            "VIRTUAL",
+            "TABLE",
+        ]:
             continue
         scratch = sqlite3.connect(":memory:")
         try:
             scratch.execute(sql)
-            shadows.update(n.lower() for (n,) in scratch.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND lower(name) != ?",
-                (name.lower(),)))
+            shadows.update(
+                n.lower()
+                for (n,) in scratch.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND lower(name) != ?",
+                    (name.lower(),),
+                )
+            )
         except sqlite3.Error:
             pass  # a module this SQLite lacks: the replay below fails and says so
         finally:
@@ -78,21 +87,31 @@ def _terminated(sql: str) -> str:
 
 def render(conn: sqlite3.Connection, source: Path, version: int) -> str:
     """The first migration's text: every user object of `conn`, in an order that replays."""
-    rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
-                        "WHERE sql IS NOT NULL ORDER BY rowid").fetchall()
+    rows = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid"
+    ).fetchall()
     shadows = _shadow_tables(rows)
-    kept = [r for r in rows if not (schema.ignored(r[1]) or schema.ignored(r[2])
-                                    or r[1].lower() in shadows)]
+    kept = [
+        r
+        for r in rows
+        if not (schema.ignored(r[1]) or schema.ignored(r[2]) or r[1].lower() in shadows)
+    ]
     tables = [r[3] for r in kept if r[0] == "table"]
     indexes = [r[3] for r in kept if r[0] == "index"]
     views = [sql for _, sql in _views_in_order([(r[1], r[3]) for r in kept if r[0] == "view"])]
     triggers = [r[3] for r in kept if r[0] == "trigger"]
-    head = (f"-- {version:03d}_{LABEL}.sql: written by `preflight init` from {source}'s schema.\n"
-            f"-- The schema when preflight adopted the database. Never edit it once applied:\n"
-            f"-- put each change in a new migration ({version + 1:03d}_..., {version + 2:03d}_...).\n\n")
+    head = (
+        f"-- {version:03d}_{LABEL}.sql: written by `preflight init` from {source}'s schema.\n"
+        f"-- The schema when preflight adopted the database. Never edit it once applied:\n"
+        f"-- put each change in a new migration ({version + 1:03d}_..., {version + 2:03d}_...).\n\n"
+    )
     parts = [head]
-    for title, group in (("Tables", tables), ("Indexes", indexes), ("Views", views),
-                         ("Triggers", triggers)):
+    for title, group in (
+        ("Tables", tables),
+        ("Indexes", indexes),
+        ("Views", views),
+        ("Triggers", triggers),
+    ):
         if group:
             parts.append(f"-- {title}\n\n" + "".join(f"{_terminated(sql)}\n\n" for sql in group))
     return "".join(parts).rstrip("\n") + "\n"
@@ -104,18 +123,24 @@ def _prove(text: str, name: str, live: schema.Schema, db: Path) -> Migration:
         scratch = Path(tmp) / name
         scratch.write_text(text, encoding="utf-8")
         migration = load(scratch)
-        hint = (f"the database was not changed and nothing was written; write {name} by hand so "
-                f"that it rebuilds this schema, then record it with 'preflight stamp "
-                f"{migration.version}'")
+        hint = (
+            f"the database was not changed and nothing was written; write {name} by hand so "
+            f"that it rebuilds this schema, then record it with 'preflight stamp "
+            f"{migration.version}'"
+        )
         try:
             replayed = schema.replay((migration,), {1})[1]
         except MigrationFailed as exc:
-            raise DriftError(f"{db}: its schema cannot be rebuilt from SQL alone: {exc.message}",
-                             hint) from None
+            raise DriftError(
+                f"{db}: its schema cannot be rebuilt from SQL alone: {exc.message}", hint
+            ) from None
     diffs = drift.diff(replayed, live)
     if diffs:
-        error = DriftError(f"{db}: replaying the written schema gives {len(diffs)} "
-                           f"difference(s) from the live one", hint)
+        error = DriftError(
+            f"{db}: replaying the written schema gives {len(diffs)} "
+            f"difference(s) from the live one",
+            hint,
+        )
         error.details = tuple(f"drift: {d.message()}" for d in diffs)
         raise error
     return migration
@@ -134,37 +159,48 @@ def _write_new(path: Path, text: str) -> None:
 
 def init(settings: Settings, version: int | None, report: dict) -> None:
     """`preflight init [--number N]`: write migration N (default 1) and adopt the database at it."""
-    check_environment(settings.db, settings.backup_dir if settings.backup != "never" else None,
-                      writes=True)
+    check_environment(
+        settings.db, settings.backup_dir if settings.backup != "never" else None, writes=True
+    )
     folder = settings.migrations
     if not folder.exists() and folder.parent.is_dir():
         folder.mkdir()
     existing = discover(folder)
     if not os.access(folder, os.W_OK):
-        raise EnvironmentProblem(f"migrations folder {folder} is not writable by uid {os.getuid()}",
-                                 "run init where the app's source is (not in the image)")
+        raise EnvironmentProblem(
+            f"migrations folder {folder} is not writable by uid {os.getuid()}",
+            "run init where the app's source is (not in the image)",
+        )
     if version is None and existing:
-        raise UsageError(f"{folder} already has migrations ({', '.join(m.name for m in existing)})",
-                         "init writes the first migration; give --number N to write it as N, "
-                         "below every existing one")
+        raise UsageError(
+            f"{folder} already has migrations ({', '.join(m.name for m in existing)})",
+            "init writes the first migration; give --number N to write it as N, "
+            "below every existing one",
+        )
     version = 1 if version is None else version
     if version < 1:
         raise UsageError(f"--number {version}: migration numbers start at 1", "use --number 1")
     clash = [m.name for m in existing if m.version <= version]
     if clash:
-        raise UsageError(f"{folder} already has {', '.join(clash)}, numbered {version} or below",
-                         f"give --number below {min(m.version for m in existing)}, or move them")
+        raise UsageError(
+            f"{folder} already has {', '.join(clash)}, numbered {version} or below",
+            f"give --number below {min(m.version for m in existing)}, or move them",
+        )
     name = f"{version:03d}_{LABEL}.sql"
     assert names.classify(name, False)[0] == names.SQL
     with locked(settings, "init"):
         insp = inspect(settings.db)
         if insp.fresh:
-            raise UsageError(f"no database at {settings.db}, or it has no tables: nothing to adopt",
-                             "write your first migration by hand; 'preflight run' builds it")
+            raise UsageError(
+                f"no database at {settings.db}, or it has no tables: nothing to adopt",
+                "write your first migration by hand; 'preflight run' builds it",
+            )
         if insp.applied is not None:
             last = insp.applied[-1].name if insp.applied else "nothing applied"
-            raise UsageError(f"{settings.db} is already managed by preflight ({last})",
-                             "add a new migration instead")
+            raise UsageError(
+                f"{settings.db} is already managed by preflight ({last})",
+                "add a new migration instead",
+            )
         assert insp.live is not None
         with step("init") as info:
             conn = sqlite3.connect(backup.uri(settings.db, mode="ro"), uri=True)
@@ -173,8 +209,10 @@ def init(settings: Settings, version: int | None, report: dict) -> None:
             finally:
                 conn.close()
             migration = _prove(text, name, insp.live, settings.db)
-            info["what"] = (f"{len(migration.statements)} statement(s) written from the live "
-                            f"schema replay to it exactly")
+            info["what"] = (
+                f"{len(migration.statements)} statement(s) written from the live "
+                f"schema replay to it exactly"
+            )
         assert_not_busy(settings.db, settings.lock_timeout)
         if settings.backup != "never":
             with step("backup") as info:
@@ -204,8 +242,13 @@ def _adopt(settings: Settings, migration: Migration) -> None:
         try:
             history.ensure_tables(conn)
             history.record(conn, migration, "adopted", 0.0)
-            history.log(conn, "init", migration.version, migration.name,
-                        "first migration written from the live schema")
+            history.log(
+                conn,
+                "init",
+                migration.version,
+                migration.name,
+                "first migration written from the live schema",
+            )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

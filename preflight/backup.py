@@ -5,6 +5,7 @@ place, so a name in the backup folder is always a complete, verified copy. A res
 never lands next to a stale -wal/-shm/-journal: SQLite would replay them into the
 restored file and silently corrupt it.
 """
+
 from __future__ import annotations
 
 import errno
@@ -123,37 +124,53 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
             faults.point("backup-temp-written")
             result, copied = _verify_while_syncing(tmp)
         if result != "ok" or copied != expected:
-            raise EnvironmentProblem(f"backup {tmp} failed verification ({result}; "
-                                     f"{copied}/{expected} schema objects)",
-                                     "check the disk holding the backup folder")
+            raise EnvironmentProblem(
+                f"backup {tmp} failed verification ({result}; {copied}/{expected} schema objects)",
+                "check the disk holding the backup folder",
+            )
         version, migration = catalog.held_version(tmp)
         # The record goes first: a name in the folder without one would be taken for
         # a backup from before records, listed for any database of this file name.
-        write_new(record, json.dumps({
-            "database": os.path.realpath(db), "database_id": database_id, "taken_at": stamp,
-            "reason": reason, "version": version, "migration": migration}, indent=1).encode())
+        write_new(
+            record,
+            json.dumps(
+                {
+                    "database": os.path.realpath(db),
+                    "database_id": database_id,
+                    "taken_at": stamp,
+                    "reason": reason,
+                    "version": version,
+                    "migration": migration,
+                },
+                indent=1,
+            ).encode(),
+        )
         faults.point("backup-before-rename")
         os.replace(tmp, final)
         fsync_dir(backup_dir)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc.strerror} "
-                                     f"(the disk is full)",
-                                     f"free space on {backup_dir} (or set PREFLIGHT_BACKUP_DIR "
-                                     f"to a larger disk)") from None
-        raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc.strerror or exc}",
-                                 _os_hint(exc)) from None
+            raise EnvironmentProblem(
+                f"backup to {backup_dir} failed: {exc.strerror} (the disk is full)",
+                f"free space on {backup_dir} (or set PREFLIGHT_BACKUP_DIR to a larger disk)",
+            ) from None
+        raise EnvironmentProblem(
+            f"backup to {backup_dir} failed: {exc.strerror or exc}", _os_hint(exc)
+        ) from None
     except sqlite3.Error as exc:
         if "locked" in str(exc) or "busy" in str(exc):
             from .holders import find  # only this message needs it
 
             who = "; ".join(h.describe() for h in find(db)[:3]) or "another process"
-            raise LockTimeout(f"backup of {db} failed: the database is locked by {who} ({exc})",
-                              "wait for that process's transaction to end (or stop it), then "
-                              "back up again") from None
-        raise EnvironmentProblem(f"backup to {backup_dir} failed: {exc}",
-                                 f"free space on {backup_dir} (or set PREFLIGHT_BACKUP_DIR to a "
-                                 f"larger disk) and check its permissions") from None
+            raise LockTimeout(
+                f"backup of {db} failed: the database is locked by {who} ({exc})",
+                "wait for that process's transaction to end (or stop it), then back up again",
+            ) from None
+        raise EnvironmentProblem(
+            f"backup to {backup_dir} failed: {exc}",
+            f"free space on {backup_dir} (or set PREFLIGHT_BACKUP_DIR to a "
+            f"larger disk) and check its permissions",
+        ) from None
     finally:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             remove_quietly(leftover, "backup")  # after a success, an I/O error here is no failure
@@ -275,16 +292,20 @@ def restore(backup: Path, db: Path) -> None:
         os.replace(tmp, db)
         fsync_dir(db.parent)
         if sha256_file(db) != sha256_file(backup) or quick_check_file(db) != "ok":
-            raise RestoreFailed(f"restored {db} does not match backup {backup}",
-                                f"stop the app and copy {backup} over {db} by hand")
+            raise RestoreFailed(
+                f"restored {db} does not match backup {backup}",
+                f"stop the app and copy {backup} over {db} by hand",
+            )
     except (OSError, sqlite3.Error) as exc:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise RestoreFailed(f"no space on {db.parent} to restore {db} from {backup}",
-                                f"free space on {db.parent}, then 'preflight restore "
-                                f"{backup}'") from None
-        raise RestoreFailed(f"restoring {db} from {backup} failed: {exc}",
-                            f"stop the app, delete {db}-wal/-shm/-journal and copy {backup} "
-                            f"over {db} by hand") from None
+            raise RestoreFailed(
+                f"no space on {db.parent} to restore {db} from {backup}",
+                f"free space on {db.parent}, then 'preflight restore {backup}'",
+            ) from None
+        raise RestoreFailed(
+            f"restoring {db} from {backup} failed: {exc}",
+            f"stop the app, delete {db}-wal/-shm/-journal and copy {backup} over {db} by hand",
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)  # gone after the rename; a failed copy must not fill the disk
 
@@ -338,7 +359,8 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
             dst.close()
             src.close()
     except sqlite3.Error as exc:
-        raise EnvironmentProblem(f"{db} kept changing while it was copied for a private "
-                                 f"snapshot ({exc})", "try again when the application is idle") \
-            from None
+        raise EnvironmentProblem(
+            f"{db} kept changing while it was copied for a private snapshot ({exc})",
+            "try again when the application is idle",
+        ) from None
     return target

@@ -14,6 +14,7 @@ is never written. `checked_at` is when the last full `PRAGMA quick_check` passed
 seconds, 0 for none): under an interval policy (--integrity) a start with nothing to
 write runs the full check only when that is older than the interval.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,12 @@ def read(path: Path, expected_key: str) -> Verified | None:
     try:
         data = json.loads(path.read_bytes())
         checked_at = data.get("checked_at", 0)
-        found = Verified(str(data["key"]), str(data["schema_hash"]),
-                         tuple(str(w) for w in data.get("warnings", ())),
-                         checked_at if type(checked_at) is int and checked_at > 0 else 0)
+        found = Verified(
+            str(data["key"]),
+            str(data["schema_hash"]),
+            tuple(str(w) for w in data.get("warnings", ())),
+            checked_at if type(checked_at) is int and checked_at > 0 else 0,
+        )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -65,6 +69,6 @@ def write(path: Path, verified: Verified) -> None:
 
 def at_head(applied: tuple[Applied, ...] | None, migrations: tuple[Migration, ...]) -> bool:
     """True when the history lists exactly these files, in order, with their hashes."""
-    return applied is not None and \
-        [(a.version, a.name, a.sha256) for a in applied] == \
-        [(m.version, m.name, m.sha256) for m in migrations]
+    return applied is not None and [(a.version, a.name, a.sha256) for a in applied] == [
+        (m.version, m.name, m.sha256) for m in migrations
+    ]

@@ -5,6 +5,7 @@ it is renamed into place: the database's real path and id, the migration it hold
 Two databases of one file name can then share a backup folder: listing, pruning and
 restore only ever consider the backups whose record carries this database's id.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,9 @@ def identity(db: Path, backup_dir: Path) -> str | None:
     if found:
         return found
     real = os.path.realpath(db)
-    ids = {r.get("database_id") for r in records(backup_dir, db).values()
-           if r.get("database") == real}
+    ids = {
+        r.get("database_id") for r in records(backup_dir, db).values() if r.get("database") == real
+    }
     return ids.pop() if len(ids) == 1 else None
 
 
@@ -69,6 +71,7 @@ def ensure_identity(db: Path, backup_dir: Path, given: str | None = None) -> str
 
 
 # ---------------------------------------------------------------- listing
+
 
 @dataclass(frozen=True)
 class BackupFile:
@@ -90,9 +93,15 @@ class BackupFile:
 
     def summary(self) -> dict:
         """The JSON form `status` prints."""
-        return {"path": str(self.path), "taken_at": self.taken_at, "reason": self.reason,
-                "bytes": self.size, "version": self.version, "migration": self.migration,
-                "database_id": self.database_id}
+        return {
+            "path": str(self.path),
+            "taken_at": self.taken_at,
+            "reason": self.reason,
+            "bytes": self.size,
+            "version": self.version,
+            "migration": self.migration,
+            "database_id": self.database_id,
+        }
 
 
 def _pattern(db: Path) -> re.Pattern[str]:
@@ -137,11 +146,13 @@ def held_version(path: Path) -> tuple[int | None, str | None]:
     try:
         conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
         try:
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
-                                "AND name='_preflight_history'").fetchone():
+            if not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_preflight_history'"
+            ).fetchone():
                 return 0, None
-            row = conn.execute("SELECT version, name FROM _preflight_history "
-                               "ORDER BY version DESC LIMIT 1").fetchone()
+            row = conn.execute(
+                "SELECT version, name FROM _preflight_history ORDER BY version DESC LIMIT 1"
+            ).fetchone()
             return (int(row[0]), str(row[1])) if row else (0, None)
         finally:
             conn.close()
@@ -177,8 +188,18 @@ def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
             version, name = record["version"], record.get("migration")
         else:
             version, name = held_version(path)
-        found.append(BackupFile(path, match[1], match[2], size, version, name,
-                                record.get("database_id") if record else None, record is not None))
+        found.append(
+            BackupFile(
+                path,
+                match[1],
+                match[2],
+                size,
+                version,
+                name,
+                record.get("database_id") if record else None,
+                record is not None,
+            )
+        )
     return sorted(found, key=lambda b: b.taken_at)
 
 

@@ -4,6 +4,7 @@ This is the only place that maps exceptions to exit codes and the only place tha
 configures logging. `run` ends in os.execvp: the app replaces the guard and keeps its
 pid, so as PID 1 in a container it receives SIGTERM directly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__, errors, faults, pipeline, signals
 from .config import Settings, add_options, resolve
@@ -37,36 +38,66 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_options(common)
     parser = argparse.ArgumentParser(
-        prog="preflight", description="Start-up guard for SQLite-backed apps: lock, inspect, "
+        prog="preflight",
+        description="Start-up guard for SQLite-backed apps: lock, inspect, "
         "verify, back up, migrate, verify, then exec the app.",
-        epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in errors.EXIT_CODES.items()))
+        epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in errors.EXIT_CODES.items()),
+    )
     parser.add_argument("--version", action="version", version=f"preflight {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in COMMANDS.items():
         p = sub.add_parser(name, parents=[common], help=text, description=text)
         if name == "run":
-            p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
-                           help="the command to exec once the database is ready")
+            p.add_argument(
+                "cmd",
+                nargs=argparse.REMAINDER,
+                metavar="-- CMD ARGS",
+                help="the command to exec once the database is ready",
+            )
         elif name == "restore":
-            p.add_argument("backup_file", nargs="?", metavar="BACKUP",
-                           help="a backup file or its name in the backup folder (default: newest)")
-            p.add_argument("--version", dest="at_version", type=int, metavar="N",
-                           help="the newest backup holding migration N (see 'preflight status')")
+            p.add_argument(
+                "backup_file",
+                nargs="?",
+                metavar="BACKUP",
+                help="a backup file or its name in the backup folder (default: newest)",
+            )
+            p.add_argument(
+                "--version",
+                dest="at_version",
+                type=int,
+                metavar="N",
+                help="the newest backup holding migration N (see 'preflight status')",
+            )
             # No PREFLIGHT_FORCE either: pulling the file from under a running app must
             # be said on the command line.
-            p.add_argument("--force", action="store_true",
-                           help="restore even while another process has the database open "
-                                "(its later writes are lost; no environment variable)")
+            p.add_argument(
+                "--force",
+                action="store_true",
+                help="restore even while another process has the database open "
+                "(its later writes are lost; no environment variable)",
+            )
         elif name == "stamp":
-            p.add_argument("version", type=int, metavar="VERSION",
-                           help="the migration number the database is at (0 clears the history)")
+            p.add_argument(
+                "version",
+                type=int,
+                metavar="VERSION",
+                help="the migration number the database is at (0 clears the history)",
+            )
             # Deliberately no PREFLIGHT_FORCE: overriding a schema check must be said
             # on the command line, never left behind in an environment.
-            p.add_argument("--force", action="store_true",
-                           help="stamp even if the schema does not match (no environment variable)")
+            p.add_argument(
+                "--force",
+                action="store_true",
+                help="stamp even if the schema does not match (no environment variable)",
+            )
         elif name == "init":
-            p.add_argument("--number", type=int, default=None, metavar="N",
-                           help="write the migration as N (below every file already there)")
+            p.add_argument(
+                "--number",
+                type=int,
+                default=None,
+                metavar="N",
+                help="write the migration as N (below every file already there)",
+            )
     return parser
 
 
@@ -94,8 +125,11 @@ class _TextFormatter(logging.Formatter):
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
-                 "level": record.levelname.lower(), "message": record.getMessage()}
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
         for key in ("step", "ms"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
@@ -201,8 +235,9 @@ def _main(args: argparse.Namespace) -> int:
         try:
             os.execvp(report["exec"][0], report["exec"])
         except OSError as exc:
-            log.error("exec %s failed: %s (exit %d)", report["exec"][0], exc.strerror,
-                      errors.ENVIRONMENT)
+            log.error(
+                "exec %s failed: %s (exit %d)", report["exec"][0], exc.strerror, errors.ENVIRONMENT
+            )
             return errors.ENVIRONMENT
     return code
 

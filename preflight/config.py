@@ -3,13 +3,15 @@
 The OPTIONS table is the single source: `cli` builds its parser from it, `resolve` reads
 it, and a test checks that the README documents every variable in it.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, cast
+from typing import cast
 
 from .errors import EnvironmentProblem, UsageError
 from .quickstart import integrity_policy
@@ -66,33 +68,113 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("db", "--db", "PREFLIGHT_DB", "/data/app.db", str, "the SQLite database file"),
-    Option("migrations", "--migrations", "PREFLIGHT_MIGRATIONS", "migrations", str,
-           "folder of NNN_name.sql / NNN_name.py migrations"),
-    Option("backup_dir", "--backup-dir", "PREFLIGHT_BACKUP_DIR", None, str,
-           "where backups go (default: a 'backups' folder beside the database)"),
-    Option("backup", "--backup", "PREFLIGHT_BACKUP", "on-change", _choice(BACKUP_MODES),
-           "on-change: only before a write; always: every run/migrate; never"),
-    Option("keep_backups", "--keep-backups", "PREFLIGHT_KEEP_BACKUPS", 10, _non_negative_int,
-           "backups to keep (0 keeps all); the newest pre-migration backup is never pruned"),
-    Option("lock_timeout", "--lock-timeout", "PREFLIGHT_LOCK_TIMEOUT", 300.0, _non_negative_float,
-           "seconds to wait for another guard's lock"),
-    Option("smoke", "--smoke", "PREFLIGHT_SMOKE", None, str,
-           "shell command run against the migrated database; must exit 0"),
-    Option("smoke_timeout", "--smoke-timeout", "PREFLIGHT_SMOKE_TIMEOUT", 300.0,
-           _non_negative_float, "seconds the smoke command may take (0: no limit)"),
-    Option("strict", "--strict", "PREFLIGHT_STRICT", False, _bool,
-           "extra tables/indexes/views/triggers are errors, not warnings", is_switch=True),
-    Option("integrity", "--integrity", "PREFLIGHT_INTEGRITY", 86400, integrity_policy,
-           "full PRAGMA quick_check on a start with nothing to write: every-start, "
-           "before-writes, or an interval (24h, 7d, 30m, 3600s) since the last one"),
-    Option("log_format", "--log-format", "PREFLIGHT_LOG_FORMAT", "text", _choice(LOG_FORMATS),
-           "log lines on stderr as text or json"),
-    Option("log_level", "--log-level", "PREFLIGHT_LOG_LEVEL", "info", _choice(LOG_LEVELS),
-           "least important log level shown"),
-    Option("json", "--json", "PREFLIGHT_JSON", False, _bool,
-           "check/status: print a JSON report on stdout", is_switch=True),
-    Option("functions", "--functions", "PREFLIGHT_FUNCTIONS", None, str,
-           "a .py file or module defining register(conn): the app's SQL functions for migrations"),
+    Option(
+        "migrations",
+        "--migrations",
+        "PREFLIGHT_MIGRATIONS",
+        "migrations",
+        str,
+        "folder of NNN_name.sql / NNN_name.py migrations",
+    ),
+    Option(
+        "backup_dir",
+        "--backup-dir",
+        "PREFLIGHT_BACKUP_DIR",
+        None,
+        str,
+        "where backups go (default: a 'backups' folder beside the database)",
+    ),
+    Option(
+        "backup",
+        "--backup",
+        "PREFLIGHT_BACKUP",
+        "on-change",
+        _choice(BACKUP_MODES),
+        "on-change: only before a write; always: every run/migrate; never",
+    ),
+    Option(
+        "keep_backups",
+        "--keep-backups",
+        "PREFLIGHT_KEEP_BACKUPS",
+        10,
+        _non_negative_int,
+        "backups to keep (0 keeps all); the newest pre-migration backup is never pruned",
+    ),
+    Option(
+        "lock_timeout",
+        "--lock-timeout",
+        "PREFLIGHT_LOCK_TIMEOUT",
+        300.0,
+        _non_negative_float,
+        "seconds to wait for another guard's lock",
+    ),
+    Option(
+        "smoke",
+        "--smoke",
+        "PREFLIGHT_SMOKE",
+        None,
+        str,
+        "shell command run against the migrated database; must exit 0",
+    ),
+    Option(
+        "smoke_timeout",
+        "--smoke-timeout",
+        "PREFLIGHT_SMOKE_TIMEOUT",
+        300.0,
+        _non_negative_float,
+        "seconds the smoke command may take (0: no limit)",
+    ),
+    Option(
+        "strict",
+        "--strict",
+        "PREFLIGHT_STRICT",
+        False,
+        _bool,
+        "extra tables/indexes/views/triggers are errors, not warnings",
+        is_switch=True,
+    ),
+    Option(
+        "integrity",
+        "--integrity",
+        "PREFLIGHT_INTEGRITY",
+        86400,
+        integrity_policy,
+        "full PRAGMA quick_check on a start with nothing to write: every-start, "
+        "before-writes, or an interval (24h, 7d, 30m, 3600s) since the last one",
+    ),
+    Option(
+        "log_format",
+        "--log-format",
+        "PREFLIGHT_LOG_FORMAT",
+        "text",
+        _choice(LOG_FORMATS),
+        "log lines on stderr as text or json",
+    ),
+    Option(
+        "log_level",
+        "--log-level",
+        "PREFLIGHT_LOG_LEVEL",
+        "info",
+        _choice(LOG_LEVELS),
+        "least important log level shown",
+    ),
+    Option(
+        "json",
+        "--json",
+        "PREFLIGHT_JSON",
+        False,
+        _bool,
+        "check/status: print a JSON report on stdout",
+        is_switch=True,
+    ),
+    Option(
+        "functions",
+        "--functions",
+        "PREFLIGHT_FUNCTIONS",
+        None,
+        str,
+        "a .py file or module defining register(conn): the app's SQL functions for migrations",
+    ),
 )
 
 
@@ -136,11 +218,17 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     for opt in OPTIONS:
         help_text = f"{opt.help} [{opt.env}]"
         if opt.is_switch:
-            parser.add_argument(opt.flag, dest=opt.dest, action=argparse.BooleanOptionalAction,
-                                default=None, help=help_text)
+            parser.add_argument(
+                opt.flag,
+                dest=opt.dest,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
         else:
-            parser.add_argument(opt.flag, dest=opt.dest, default=None, metavar=opt.dest.upper(),
-                                help=help_text)
+            parser.add_argument(
+                opt.flag, dest=opt.dest, default=None, metavar=opt.dest.upper(), help=help_text
+            )
 
 
 def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
@@ -161,8 +249,9 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         try:
             values[opt.dest] = opt.parse(text)
         except ValueError as exc:
-            raise UsageError(f"{source}={text!r} is not valid: {exc}",
-                             f"fix {opt.flag} or {opt.env}") from None
+            raise UsageError(
+                f"{source}={text!r} is not valid: {exc}", f"fix {opt.flag} or {opt.env}"
+            ) from None
     if not values["db"]:
         raise UsageError("no database given", "set --db or PREFLIGHT_DB")
     # Resolve symlinks: the lock, the backups and an atomic restore (os.replace) must act
@@ -171,8 +260,10 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     if os.path.islink(given) and not os.path.exists(given):
         # A dangling link is a volume that is not mounted, not a fresh install: building a
         # new database at its target would start the app on an empty one.
-        raise EnvironmentProblem(f"{given} is a symlink to {os.readlink(given)}, which does not "
-                                 f"exist", "mount the volume that holds it, or fix the link")
+        raise EnvironmentProblem(
+            f"{given} is a symlink to {os.readlink(given)}, which does not exist",
+            "mount the volume that holds it, or fix the link",
+        )
     db = Path(os.path.realpath(given))
     backup_dir = values["backup_dir"]
     return Settings(

@@ -2,11 +2,12 @@
 
 All read-only: nothing here writes the database or its folder.
 """
+
 from __future__ import annotations
 
 import os
-import stat
 import sqlite3
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +47,9 @@ class Inspection:
     checked: bool = False  # a full PRAGMA quick_check ran and passed
 
 
-def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
-            quick_check: bool = True) -> Inspection:
+def inspect(
+    db: Path, shown: Path | None = None, trust: str | None = None, quick_check: bool = True
+) -> Inspection:
     """Read what is there: fresh or not, the cheap checks, `quick_check`, history, live schema.
 
     `shown` is the path to name in messages when `db` is a private snapshot of it. When
@@ -64,8 +66,9 @@ def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
     real, db = db, shown or db
     verdict, why = probe(str(real))
     if verdict == "bad":
-        raise DatabaseUnusable(f"{db} {why}",
-                               "point PREFLIGHT_DB at the right file or restore a backup")
+        raise DatabaseUnusable(
+            f"{db} {why}", "point PREFLIGHT_DB at the right file or restore a backup"
+        )
     # Read-only, so closing cannot checkpoint the WAL into the main file: a refusal leaves
     # the database byte-identical. A hot rollback journal needs a writable connection,
     # because SQLite must roll it back before anything can be read.
@@ -73,22 +76,26 @@ def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
     if header_mode(real) == 1 and _size(wal) > 0:
         # SQLite replays a -wal even into a database in rollback mode: one left beside a
         # restored or copied file would overwrite it with another database's pages.
-        raise DatabaseUnusable(f"{db}-wal is a stale WAL: {db} is not in WAL mode, so it is left "
-                               f"over from another database or an older copy, and SQLite "
-                               f"would replay it into this one",
-                               f"move {db}-wal and {db}-shm away (keep them), then start again")
+        raise DatabaseUnusable(
+            f"{db}-wal is a stale WAL: {db} is not in WAL mode, so it is left "
+            f"over from another database or an older copy, and SQLite "
+            f"would replay it into this one",
+            f"move {db}-wal and {db}-shm away (keep them), then start again",
+        )
     hot = _size(journal) > 0
     if verdict == "short":
-        raise DatabaseUnusable(f"{db} {why}: part of it is lost",
-                               "restore a backup with 'preflight restore'" + (
-                                   f", or put back the {db}-wal that went with it"
-                                   if header_mode(real) == 2 else ""))
+        raise DatabaseUnusable(
+            f"{db} {why}: part of it is lost",
+            "restore a backup with 'preflight restore'"
+            + (f", or put back the {db}-wal that went with it" if header_mode(real) == 2 else ""),
+        )
     if hot:
         _rehearse_rollback(real, db)
     checked = quick_check or hot or verdict != "ok"
     try:
-        conn = sqlite3.connect(real if hot else uri(real, mode="ro"), uri=not hot,
-                               isolation_level=None)
+        conn = sqlite3.connect(
+            real if hot else uri(real, mode="ro"), uri=not hot, isolation_level=None
+        )
         try:
             if checked:
                 full_check(conn, db)
@@ -100,10 +107,13 @@ def inspect(db: Path, shown: Path | None = None, trust: str | None = None,
             conn.close()
     except sqlite3.DatabaseError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
-            raise LockTimeout(f"{db} is locked by another process: {exc}",
-                              "stop the other writer, then start again") from None
-        raise DatabaseUnusable(f"{db} cannot be read: {exc}",
-                               "restore a backup with 'preflight restore'") from None
+            raise LockTimeout(
+                f"{db} is locked by another process: {exc}",
+                "stop the other writer, then start again",
+            ) from None
+        raise DatabaseUnusable(
+            f"{db} cannot be read: {exc}", "restore a backup with 'preflight restore'"
+        ) from None
     fresh = applied is None and live is not None and live.is_empty()
     return Inspection(db, True, size, fresh, applied, live, text_hash, accepted, real, checked)
 
@@ -117,8 +127,10 @@ def full_check(conn: sqlite3.Connection, db: Path) -> None:
             raise
         result = str(exc)
     if result != "ok":
-        raise DatabaseUnusable(f"{db} fails PRAGMA quick_check: {result[:200]}",
-                               "restore a backup with 'preflight restore'")
+        raise DatabaseUnusable(
+            f"{db} fails PRAGMA quick_check: {result[:200]}",
+            "restore a backup with 'preflight restore'",
+        )
 
 
 def check_before_writing(db: Path) -> None:
@@ -132,10 +144,13 @@ def check_before_writing(db: Path) -> None:
             conn.close()
     except sqlite3.DatabaseError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
-            raise LockTimeout(f"{db} is locked by another process: {exc}",
-                              "stop the other writer, then start again") from None
-        raise DatabaseUnusable(f"{db} cannot be read: {exc}",
-                               "restore a backup with 'preflight restore'") from None
+            raise LockTimeout(
+                f"{db} is locked by another process: {exc}",
+                "stop the other writer, then start again",
+            ) from None
+        raise DatabaseUnusable(
+            f"{db} cannot be read: {exc}", "restore a backup with 'preflight restore'"
+        ) from None
 
 
 def _size(path: Path) -> int:
@@ -173,10 +188,12 @@ def _rehearse_rollback(real: Path, db: Path) -> None:
         except sqlite3.DatabaseError as exc:
             result = str(exc)
     if result != "ok":
-        raise DatabaseUnusable(f"{db}-journal is a hot journal that would roll {db} back into a "
-                               f"corrupt database ({result[:100]}): it is probably from another "
-                               f"database", f"move {db}-journal away (keep it) and start again, "
-                               f"or restore a backup")
+        raise DatabaseUnusable(
+            f"{db}-journal is a hot journal that would roll {db} back into a "
+            f"corrupt database ({result[:100]}): it is probably from another "
+            f"database",
+            f"move {db}-journal away (keep it) and start again, or restore a backup",
+        )
 
 
 def assert_not_busy(db: Path, timeout: float) -> None:
@@ -188,8 +205,10 @@ def assert_not_busy(db: Path, timeout: float) -> None:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
     except sqlite3.OperationalError as exc:
-        raise LockTimeout(f"{db} is locked by another writer ({exc}) after {timeout:g} s",
-                          "stop the process writing to it (the old app?), then start again") from None
+        raise LockTimeout(
+            f"{db} is locked by another writer ({exc}) after {timeout:g} s",
+            "stop the process writing to it (the old app?), then start again",
+        ) from None
     finally:
         conn.close()
 
@@ -211,23 +230,32 @@ def _accessible(path: Path, mode: int, tries: int = 3) -> bool:
     return False
 
 
-def check_environment(db: Path, backup_dir: Path | None, writes: bool,
-                      command: list[str] | None = None) -> None:
+def check_environment(
+    db: Path, backup_dir: Path | None, writes: bool, command: list[str] | None = None
+) -> None:
     """Step 1: folders, permissions, free space, the command. Changes nothing."""
     try:
         os.stat(db.parent)
         os.listdir(db.parent)
     except FileNotFoundError:
-        raise EnvironmentProblem(f"folder {db.parent} for the database does not exist",
-                                 "mount the data volume there or set PREFLIGHT_DB") from None
+        raise EnvironmentProblem(
+            f"folder {db.parent} for the database does not exist",
+            "mount the data volume there or set PREFLIGHT_DB",
+        ) from None
     except NotADirectoryError:
-        raise UsageError(f"{db.parent} is not a folder", "set PREFLIGHT_DB to a file path") from None
+        raise UsageError(
+            f"{db.parent} is not a folder", "set PREFLIGHT_DB to a file path"
+        ) from None
     except PermissionError:
-        raise EnvironmentProblem(f"folder {db.parent} is not accessible by uid {os.getuid()}",
-                                 "fix the owner or mode of the volume (chown/chmod)") from None
+        raise EnvironmentProblem(
+            f"folder {db.parent} is not accessible by uid {os.getuid()}",
+            "fix the owner or mode of the volume (chown/chmod)",
+        ) from None
     if db.is_dir():
-        raise UsageError(f"{db} is a folder, not a database file",
-                         "set PREFLIGHT_DB to a file path, e.g. /data/app.db")
+        raise UsageError(
+            f"{db} is a folder, not a database file",
+            "set PREFLIGHT_DB to a file path, e.g. /data/app.db",
+        )
     if db.exists() and not stat.S_ISREG(db.stat().st_mode):
         raise UsageError(f"{db} is not a regular file", "set PREFLIGHT_DB to a database file")
     for suffix in SIDECARS:
@@ -237,47 +265,60 @@ def check_environment(db: Path, backup_dir: Path | None, writes: bool,
         except FileNotFoundError:
             continue  # not there (or a -journal the app just deleted: as good as absent)
         if not stat.S_ISREG(mode):
-            raise UsageError(f"{side} is not a regular file, so SQLite cannot use {db}",
-                             f"remove {side}")
+            raise UsageError(
+                f"{side} is not a regular file, so SQLite cannot use {db}", f"remove {side}"
+            )
         if not _accessible(side, os.R_OK | (os.W_OK if writes else 0)):
             # e.g. left by the app once run as root: SQLite would fail half-way with
             # 'unable to open database file'
-            raise EnvironmentProblem(f"{side} is not readable{' and writable' if writes else ''} "
-                                     f"by uid {os.getuid()}", "fix its owner or mode (chown/chmod)")
+            raise EnvironmentProblem(
+                f"{side} is not readable{' and writable' if writes else ''} by uid {os.getuid()}",
+                "fix its owner or mode (chown/chmod)",
+            )
     if db.exists() and not os.access(db, os.R_OK):
-        raise EnvironmentProblem(f"{db} is not readable by uid {os.getuid()}",
-                                 "fix its owner or mode (chown/chmod)")
+        raise EnvironmentProblem(
+            f"{db} is not readable by uid {os.getuid()}", "fix its owner or mode (chown/chmod)"
+        )
     if writes:
         for path in (db.parent, db):
             if path.exists() and not os.access(path, os.W_OK):
-                raise EnvironmentProblem(f"{path} is not writable by uid {os.getuid()}",
-                                         "fix the owner or mode of the volume (chown/chmod), "
-                                         "or mount it read-write")
+                raise EnvironmentProblem(
+                    f"{path} is not writable by uid {os.getuid()}",
+                    "fix the owner or mode of the volume (chown/chmod), or mount it read-write",
+                )
     if writes and backup_dir is not None:
         existing = backup_dir
         while not existing.exists():
             existing = existing.parent
         if not existing.is_dir():
-            raise EnvironmentProblem(f"backup folder {backup_dir} is not a folder" if existing ==
-                                     backup_dir else f"backup folder {backup_dir}: {existing} "
-                                     f"is not a folder",
-                                     "remove it or set PREFLIGHT_BACKUP_DIR")
+            raise EnvironmentProblem(
+                f"backup folder {backup_dir} is not a folder"
+                if existing == backup_dir
+                else f"backup folder {backup_dir}: {existing} is not a folder",
+                "remove it or set PREFLIGHT_BACKUP_DIR",
+            )
         if not os.access(existing, os.W_OK):
-            raise EnvironmentProblem(f"backup folder {backup_dir} is not writable by uid "
-                                     f"{os.getuid()}", "fix its owner or mode, or set "
-                                     "PREFLIGHT_BACKUP_DIR")
+            raise EnvironmentProblem(
+                f"backup folder {backup_dir} is not writable by uid {os.getuid()}",
+                "fix its owner or mode, or set PREFLIGHT_BACKUP_DIR",
+            )
         needed = db_size(db) * 11 // 10 + (1 << 20)
         free = free_bytes(backup_dir)
         if db.exists() and free < needed:
-            raise EnvironmentProblem(f"backup folder {backup_dir} has {free >> 10} KiB free, a "
-                                     f"backup needs {needed >> 10} KiB",
-                                     f"free space on {backup_dir} or set PREFLIGHT_BACKUP_DIR to a "
-                                     f"larger disk")
+            raise EnvironmentProblem(
+                f"backup folder {backup_dir} has {free >> 10} KiB free, a "
+                f"backup needs {needed >> 10} KiB",
+                f"free space on {backup_dir} or set PREFLIGHT_BACKUP_DIR to a larger disk",
+            )
     if command is not None:
         if not command:
-            raise UsageError("run needs a command after --", "e.g. preflight run -- gunicorn app:app")
+            raise UsageError(
+                "run needs a command after --", "e.g. preflight run -- gunicorn app:app"
+            )
         import shutil  # only `run` has a command to look up
 
         if shutil.which(command[0]) is None:
-            raise EnvironmentProblem(f"command {command[0]!r} not found on PATH",
-                                     "install it in the image or fix the CMD")
+            raise EnvironmentProblem(
+                f"command {command[0]!r} not found on PATH",
+                "install it in the image or fix the CMD",
+            )

@@ -7,6 +7,7 @@ STRICT. These are read here from the table's SQL, which ALTER TABLE keeps curren
 COLUMN appends the column's text, RENAME rewrites names). Constraint names, MATCH
 clauses (SQLite ignores them) and ON CONFLICT ABORT (the default) are left out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,9 +15,18 @@ from dataclasses import dataclass, field
 from .sqltext import canonical, fold, is_word, name, tokens, upper
 
 _TABLE_CONSTRAINTS = {"constraint", "primary", "unique", "check", "foreign"}
-_COLUMN_CONSTRAINTS = _TABLE_CONSTRAINTS | {"not", "null", "default", "collate", "references",
-                                            "generated", "as"}
-Key = tuple[tuple[str, ...], str, tuple[str, ...]]  # foreign key: (from columns, parent, to columns)
+_COLUMN_CONSTRAINTS = _TABLE_CONSTRAINTS | {
+    "not",
+    "null",
+    "default",
+    "collate",
+    "references",
+    "generated",
+    "as",
+}
+Key = tuple[
+    tuple[str, ...], str, tuple[str, ...]
+]  # foreign key: (from columns, parent, to columns)
 
 
 @dataclass(frozen=True)
@@ -114,8 +124,9 @@ def _column(seg: list[str], known: set[str]) -> list[Fact]:
     col = name(seg[0])
     facts: list[Fact] = []
     j = 1
-    while j < len(seg) and not (is_word(seg[j]) and seg[j][0] not in '"`['
-                                and fold(seg[j]) in _COLUMN_CONSTRAINTS):
+    while j < len(seg) and not (
+        is_word(seg[j]) and seg[j][0] not in '"`[' and fold(seg[j]) in _COLUMN_CONSTRAINTS
+    ):
         j = _group(seg, j) if seg[j] == "(" else j + 1
     while j < len(seg):
         word = fold(seg[j])
@@ -177,7 +188,7 @@ def _constraint(seg: list[str], known: set[str]) -> list[Fact]:
             j, more = _check(seg, j + 1, known)
         elif word == "foreign" and j + 2 < len(seg) and seg[j + 2] == "(":
             end = _group(seg, j + 2)
-            frm = _names(seg[j + 2:end])
+            frm = _names(seg[j + 2 : end])
             j = end + 1 if end < len(seg) and fold(seg[end]) == "references" else end
             if j < len(seg):
                 j, more = _references(seg, j, frm)
@@ -194,15 +205,16 @@ def read(sql: str) -> Clauses:
         return Clauses()
     start = toks.index("(")
     end = _group(toks, start)
-    parts = _split(toks[start + 1:end - 1])
+    parts = _split(toks[start + 1 : end - 1])
 
     def is_constraint(part: list[str]) -> bool:
         return part[0][0] not in '"`[' and fold(part[0]) in _TABLE_CONSTRAINTS
 
     columns = tuple(name(p[0]) for p in parts if not is_constraint(p))
     known = set(columns)
-    facts = [f for part in parts
-             for f in (_constraint if is_constraint(part) else _column)(part, known)]
+    facts = [
+        f for part in parts for f in (_constraint if is_constraint(part) else _column)(part, known)
+    ]
     collate = {f[1]: f[2] for f in facts if f[0] == "collate"}  # the last one wins, as in SQLite
     tail = {fold(t) for t in toks[end:]}
     return Clauses(
@@ -213,4 +225,6 @@ def read(sql: str) -> Clauses:
         tuple(sorted({f[1] for f in facts if f[0] == "check"})),
         frozenset(f[1] for f in facts if f[0] == "deferred"),
         any(f[0] == "autoincrement" for f in facts),
-        "rowid" in tail and "without" in tail, "strict" in tail)
+        "rowid" in tail and "without" in tail,
+        "strict" in tail,
+    )

@@ -3,6 +3,7 @@
 Each difference names one object (a table, `table.column`, an index, view or trigger)
 and, once attributed with `with_origins`, the migration that made what was expected.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -42,19 +43,38 @@ def _table_diffs(exp: Table, act: Table) -> list[Difference]:
     act_cols = {fold(c.name): c for c in act.columns}
     for key, col in exp_cols.items():
         if key not in act_cols:
-            out.append(Difference(f"{t}.{col.name}", "missing", f"column {col.describe()}",
-                                  key=("column", t, key)))
+            out.append(
+                Difference(
+                    f"{t}.{col.name}", "missing", f"column {col.describe()}", key=("column", t, key)
+                )
+            )
         elif act_cols[key] != col and act_cols[key].describe() != col.describe():
-            out.append(Difference(f"{t}.{col.name}", "different", f"column {col.describe()}",
-                                  f"column {act_cols[key].describe()}", key=("column", t, key)))
+            out.append(
+                Difference(
+                    f"{t}.{col.name}",
+                    "different",
+                    f"column {col.describe()}",
+                    f"column {act_cols[key].describe()}",
+                    key=("column", t, key),
+                )
+            )
     for key, col in act_cols.items():
         if key not in exp_cols:
-            out.append(Difference(f"{t}.{col.name}", "unexpected", actual=f"column {col.describe()}"))
+            out.append(
+                Difference(f"{t}.{col.name}", "unexpected", actual=f"column {col.describe()}")
+            )
     exp_order = [k for k in exp_cols if k in act_cols]
     act_order = [k for k in act_cols if k in exp_cols]
     if exp_order != act_order:
-        out.append(Difference(t, "different", "columns in order " + ", ".join(exp_order),
-                              ", ".join(act_order), key=("table", t)))
+        out.append(
+            Difference(
+                t,
+                "different",
+                "columns in order " + ", ".join(exp_order),
+                ", ".join(act_order),
+                key=("table", t),
+            )
+        )
     for prop in sorted(set(exp.options) - set(act.options)):
         out.append(Difference(t, "missing", f"{prop[1]}", key=("table", t)))
     for prop in sorted(set(act.options) - set(exp.options)):
@@ -81,24 +101,38 @@ def diff(expected: Schema, actual: Schema) -> list[Difference]:
     out: list[Difference] = []
     for key, table in expected.tables.items():
         if key not in actual.tables:
-            out.append(Difference(f"table {table.name}", "missing",
-                                  f"table ({len(table.columns)} columns)", key=("table", key)))
+            out.append(
+                Difference(
+                    f"table {table.name}",
+                    "missing",
+                    f"table ({len(table.columns)} columns)",
+                    key=("table", key),
+                )
+            )
         elif not _same(table, actual.tables[key]):
             out += _table_diffs(table, actual.tables[key])
     for key, table in actual.tables.items():
         if key not in expected.tables:
-            out.append(Difference(f"table {table.name}", "extra",
-                                  actual=f"table ({len(table.columns)} columns)"))
-    for kind, exp_map, act_map in (("index", expected.indexes, actual.indexes),
-                                   ("view", expected.views, actual.views),
-                                   ("trigger", expected.triggers, actual.triggers)):
+            out.append(
+                Difference(
+                    f"table {table.name}", "extra", actual=f"table ({len(table.columns)} columns)"
+                )
+            )
+    for kind, exp_map, act_map in (
+        ("index", expected.indexes, actual.indexes),
+        ("view", expected.views, actual.views),
+        ("trigger", expected.triggers, actual.triggers),
+    ):
         for key, exp in exp_map.items():
             act = act_map.get(key)
             if act is None:
                 out.append(Difference(f"{kind} {key}", "missing", _text(exp), key=(kind, key)))
             elif not _same(exp, act):
-                out.append(Difference(f"{kind} {key}", "different", _text(exp), _text(act),
-                                      key=(kind, key)))
+                out.append(
+                    Difference(
+                        f"{kind} {key}", "different", _text(exp), _text(act), key=(kind, key)
+                    )
+                )
         for key, act in act_map.items():
             if key not in exp_map:
                 out.append(Difference(f"{kind} {key}", "extra", actual=_text(act)))
@@ -122,7 +156,9 @@ def _definition(schema: Schema, key: Key) -> object:
     return (schema.views if key[0] == "view" else schema.triggers).get(key[1])
 
 
-def with_origins(diffs: list[Difference], steps: list[tuple[Migration, Schema]]) -> list[Difference]:
+def with_origins(
+    diffs: list[Difference], steps: list[tuple[Migration, Schema]]
+) -> list[Difference]:
     """Name, for each difference, the migration that last changed the expected object.
 
     O(steps x differences): each step costs a dictionary lookup per difference, and a
@@ -134,8 +170,11 @@ def with_origins(diffs: list[Difference], steps: list[tuple[Migration, Schema]])
     previous: dict[Key, tuple[object, object]] = {}
     for migration, schema in steps:
         for key in keys:
-            holder = (schema.tables.get(key[1]) if key[0] in ("table", "column")
-                      else _definition(schema, key))
+            holder = (
+                schema.tables.get(key[1])
+                if key[0] in ("table", "column")
+                else _definition(schema, key)
+            )
             seen = previous.get(key)
             if seen is not None and seen[0] is holder and holder is not None:
                 continue
@@ -143,5 +182,9 @@ def with_origins(diffs: list[Difference], steps: list[tuple[Migration, Schema]])
             if (seen is None or seen[1] != value) and value is not None:
                 last[key] = migration.name
             previous[key] = (holder, value)
-    return [Difference(d.object, d.kind, d.expected, d.actual, last.get(d.key) if d.key else None,
-                       d.key) for d in diffs]
+    return [
+        Difference(
+            d.object, d.kind, d.expected, d.actual, last.get(d.key) if d.key else None, d.key
+        )
+        for d in diffs
+    ]

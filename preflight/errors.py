@@ -4,6 +4,7 @@
 the public interface (README, "Exit codes"); codes 4-8 and 11 promise that the
 database was not modified.
 """
+
 from __future__ import annotations
 
 OK = 0

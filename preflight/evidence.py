@@ -14,6 +14,7 @@ migrations fail there is no candidate. Survivors whose rehearsals end in the sam
 database (schema and rows) make the choice immaterial (the highest is taken); otherwise
 the database is ambiguous and the operator is given the exact `stamp` command for each.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,12 @@ class Ranking:
 
 def names_of(s: schema.Schema) -> set[Name]:
     """The objects of a snapshot, keyed like `_names`."""
-    return ({("table", k) for k in s.tables} | {("index", k) for k in s.indexes}
-            | {("view", k) for k in s.views} | {("trigger", k) for k in s.triggers})
+    return (
+        {("table", k) for k in s.tables}
+        | {("index", k) for k in s.indexes}
+        | {("view", k) for k in s.views}
+        | {("trigger", k) for k in s.triggers}
+    )
 
 
 def run_one(conn: sqlite3.Connection, m: Migration, label: str) -> None:
@@ -72,8 +77,10 @@ def run_one(conn: sqlite3.Connection, m: Migration, label: str) -> None:
             pass  # no transaction left, or the connection was closed
         if signals.received():
             raise signals.swallowed() from exc
-        raise MigrationFailed(f"{m.name}: fails on an empty database: {exc}",
-                              "fix the migration; the live database was not touched") from exc
+        raise MigrationFailed(
+            f"{m.name}: fails on an empty database: {exc}",
+            "fix the migration; the live database was not touched",
+        ) from exc
 
 
 _APPEND_ONLY = {"CREATE", "INSERT", "UPDATE", "DELETE", "REPLACE", "SELECT", "WITH"}
@@ -89,8 +96,10 @@ def changes_of(migrations: tuple[Migration, ...], names: set[str]) -> set[int]:
     conn = schema.open_memory()
     found: set[int] = set()
     marks = ", ".join("?" * len(names))
-    query = (f"SELECT lower(name), tbl_name, sql FROM main.sqlite_master "
-             f"WHERE lower(name) IN ({marks}) ORDER BY 1")
+    query = (
+        f"SELECT lower(name), tbl_name, sql FROM main.sqlite_master "
+        f"WHERE lower(name) IN ({marks}) ORDER BY 1"
+    )
     try:
         stamp = conn.execute("PRAGMA main.schema_version").fetchone()[0]
         before = conn.execute(query, tuple(names)).fetchall()
@@ -111,12 +120,14 @@ def changes_of(migrations: tuple[Migration, ...], names: set[str]) -> set[int]:
 def _appends_only(m: Migration) -> bool:
     """True when the migration can only add rows to sqlite_master (no DROP, ALTER, PRAGMA,
     no Python): new objects then get rowids above every existing one."""
-    return m.kind == "sql" and all((tokens(s.sql)[:1] or [""])[0].upper() in _APPEND_ONLY
-                                   for s in m.statements)
+    return m.kind == "sql" and all(
+        (tokens(s.sql)[:1] or [""])[0].upper() in _APPEND_ONLY for s in m.statements
+    )
 
 
-def _bounds(live: set[Name], migrations: tuple[Migration, ...]
-            ) -> tuple[list[int], list[int], dict[Name, int]]:
+def _bounds(
+    live: set[Name], migrations: tuple[Migration, ...]
+) -> tuple[list[int], list[int], dict[Name, int]]:
     """Per version 0..n: names missing from live, names extra in live; and last_seen.
 
     Linear in what the migrations change. A migration that only creates objects adds
@@ -131,8 +142,9 @@ def _bounds(live: set[Name], migrations: tuple[Migration, ...]
     copy = "temp._preflight_names"
     rows = "SELECT rowid, type, name, tbl_name FROM main.sqlite_master WHERE sql IS NOT NULL"
     try:
-        conn.execute(f"CREATE TABLE {copy} (rowid INTEGER PRIMARY KEY, type TEXT, name TEXT, "
-                     f"tbl_name TEXT)")
+        conn.execute(
+            f"CREATE TABLE {copy} (rowid INTEGER PRIMARY KEY, type TEXT, name TEXT, tbl_name TEXT)"
+        )
         stamp = conn.execute("PRAGMA main.schema_version").fetchone()[0]
         top = 0
         for count, m in enumerate(migrations, start=1):
@@ -166,8 +178,13 @@ def _bounds(live: set[Name], migrations: tuple[Migration, ...]
 
 
 def _keys(rows: list[tuple[int, str, str, str]]) -> set[Name]:
-    return {(t, n.lower()) for _, t, n, tbl in rows if t in ("table", "index", "view", "trigger")
-            and not schema.ignored(n) and not schema.ignored(tbl)}
+    return {
+        (t, n.lower())
+        for _, t, n, tbl in rows
+        if t in ("table", "index", "view", "trigger")
+        and not schema.ignored(n)
+        and not schema.ignored(tbl)
+    }
 
 
 def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
@@ -189,15 +206,20 @@ def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
             if not batch:
                 break
         stops = set(batch) | ({n} if not snaps else set())
-        got = schema.replay(migrations[:max(stops)], stops)
+        got = schema.replay(migrations[: max(stops)], stops)
         snaps.update(got)
         for k in batch:
             diffs[k] = drift.diff(got[k], live)
         best = min(len(d) for d in diffs.values())
     tier = tuple(sorted(k for k in diffs if len(diffs[k]) == best))
     matches = tuple(k for k in tier if not drift.errors(diffs[k], False))
-    log.debug("adopt: diffed %d of %d versions; fewest differences %d at %s",
-              len(diffs), n, best, ", ".join(migrations[k - 1].name for k in tier))
+    log.debug(
+        "adopt: diffed %d of %d versions; fewest differences %d at %s",
+        len(diffs),
+        n,
+        best,
+        ", ".join(migrations[k - 1].name for k in tier),
+    )
     return Ranking(best, tier, matches, diffs, snaps, snaps[n], last_seen)
 
 
@@ -225,8 +247,9 @@ def _end_state(conn: sqlite3.Connection) -> str:
     return digest.hexdigest()
 
 
-def _rehearse(db: Path, migrations: tuple[Migration, ...], candidates: tuple[int, ...]
-              ) -> tuple[dict[int, str], dict[int, str]]:
+def _rehearse(
+    db: Path, migrations: tuple[Migration, ...], candidates: tuple[int, ...]
+) -> tuple[dict[int, str], dict[int, str]]:
     """Each candidate's pending migrations on a private copy: (end states, failures)."""
     ends: dict[int, str] = {}
     failures: dict[int, str] = {}
@@ -267,49 +290,71 @@ def choose(insp: Inspection, migrations: tuple[Migration, ...], found: Ranking) 
     if len(candidates) == 1 and not _collides(found, insp.live, candidates[0]):
         return candidates[0]
     names = ", ".join(migrations[k - 1].name for k in candidates)
-    between = migrations[candidates[0]:candidates[-1]]
-    if len(candidates) > 1 and all(m.executes_nothing for m in between) and \
-            not _collides(found, insp.live, candidates[0]):
-        log.warning("adopt: schema matches %s equally; the migrations between them execute no "
-                    "statement, so choosing %s makes no difference", names,
-                    migrations[candidates[-1] - 1].name)
+    between = migrations[candidates[0] : candidates[-1]]
+    if (
+        len(candidates) > 1
+        and all(m.executes_nothing for m in between)
+        and not _collides(found, insp.live, candidates[0])
+    ):
+        log.warning(
+            "adopt: schema matches %s equally; the migrations between them execute no "
+            "statement, so choosing %s makes no difference",
+            names,
+            migrations[candidates[-1] - 1].name,
+        )
         return candidates[-1]
-    log.info("adopt: closest %s; rehearsing the pending migrations of each on a private copy",
-             names)
+    log.info(
+        "adopt: closest %s; rehearsing the pending migrations of each on a private copy", names
+    )
     ends, failures = _rehearse(insp.file or insp.path, migrations, candidates)
     for k, why in failures.items():
-        log.info("adopt: not at %s: its pending migrations fail on this database (%s)",
-                 migrations[k - 1].name, why)
+        log.info(
+            "adopt: not at %s: its pending migrations fail on this database (%s)",
+            migrations[k - 1].name,
+            why,
+        )
     left = tuple(k for k in candidates if k in ends)
     if not left:
         k = candidates[-1]
-        error = DriftError(f"{insp.path} has no preflight history; its schema is closest to "
-                           f"{names}, but the pending migrations of each fail on it: "
-                           + "; ".join(failures[k] for k in candidates),
-                           stamp_hint(migrations, k))
+        error = DriftError(
+            f"{insp.path} has no preflight history; its schema is closest to "
+            f"{names}, but the pending migrations of each fail on it: "
+            + "; ".join(failures[k] for k in candidates),
+            stamp_hint(migrations, k),
+        )
         error.details = tuple(f"drift: {d.message()}" for d in found.diffs[k])
         raise error
     if len(left) == 1 or len({ends[k] for k in left}) == 1:
         if len(left) > 1:
-            log.warning("adopt: schema matches %s equally; upgrading from each gives the same "
-                        "database (rehearsed), so choosing %s makes no difference",
-                        ", ".join(migrations[k - 1].name for k in left),
-                        migrations[left[-1] - 1].name)
+            log.warning(
+                "adopt: schema matches %s equally; upgrading from each gives the same "
+                "database (rehearsed), so choosing %s makes no difference",
+                ", ".join(migrations[k - 1].name for k in left),
+                migrations[left[-1] - 1].name,
+            )
         return left[-1]
     real = ", ".join(migrations[k - 1].name for k in left)
-    error = DriftError(f"{insp.path} has no preflight history and its schema matches several "
-                       f"versions equally ({real}); upgrading from each gives a different "
-                       f"database, so the choice matters",
-                       "say which version it is at: " + "; or ".join(
-                           f"'preflight stamp {migrations[k - 1].version}' if at "
-                           f"{migrations[k - 1].name}" for k in left))
-    error.details = tuple(f"candidate: {migrations[k - 1].name}: preflight stamp "
-                          f"{migrations[k - 1].version}" for k in left)
+    error = DriftError(
+        f"{insp.path} has no preflight history and its schema matches several "
+        f"versions equally ({real}); upgrading from each gives a different "
+        f"database, so the choice matters",
+        "say which version it is at: "
+        + "; or ".join(
+            f"'preflight stamp {migrations[k - 1].version}' if at {migrations[k - 1].name}"
+            for k in left
+        ),
+    )
+    error.details = tuple(
+        f"candidate: {migrations[k - 1].name}: preflight stamp {migrations[k - 1].version}"
+        for k in left
+    )
     raise error
 
 
 def stamp_hint(migrations: tuple[Migration, ...], k: int) -> str:
     m = migrations[k - 1]
-    return (f"fix the listed objects by hand; or, if you know it is at {m.name}, accept exactly "
-            f"these differences with 'preflight stamp {m.version} --force' (recorded: later "
-            f"starts accept these and only these)")
+    return (
+        f"fix the listed objects by hand; or, if you know it is at {m.name}, accept exactly "
+        f"these differences with 'preflight stamp {m.version} --force' (recorded: later "
+        f"starts accept these and only these)"
+    )

@@ -5,14 +5,23 @@
 prove that a kill at any step leaves the old database or the new one, never a mix.
 Unset (always, in production), a point costs one dictionary lookup.
 """
+
 from __future__ import annotations
 
 import os
 import signal
 
 VARIABLE = "PREFLIGHT_FAULT"
-POINTS = ("backup-temp-written", "backup-before-rename", "statement", "before-commit",
-          "after-commit", "restore-temp-written", "restore-before-rename", "before-exec")
+POINTS = (
+    "backup-temp-written",
+    "backup-before-rename",
+    "statement",
+    "before-commit",
+    "after-commit",
+    "restore-temp-written",
+    "restore-before-rename",
+    "before-exec",
+)
 
 
 def point(name: str) -> None:

@@ -6,6 +6,7 @@ else copy_file_range), one thread runs quick_check on the source in the very sta
 copied, another flushes the copy to disk, and every copied block is compared with the
 source. `backup.take` falls back to the online backup API when this returns None.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -51,8 +52,12 @@ def locked_copy(db: Path, tmp: Path) -> int | None:
             try:
                 writer.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                log.info("backup: %s is busy (%s); copying page by page with SQLite's backup "
-                         "API instead", db.name, exc)
+                log.info(
+                    "backup: %s is busy (%s); copying page by page with SQLite's backup "
+                    "API instead",
+                    db.name,
+                    exc,
+                )
                 return None
             wal = Path(f"{db}-wal")
             total = db.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
@@ -73,18 +78,25 @@ def locked_copy(db: Path, tmp: Path) -> int | None:
             writer.close()
     finally:
         reader.close()
-    if isinstance(checker.error, sqlite3.DatabaseError) and \
-            not isinstance(checker.error, sqlite3.OperationalError):
-        raise DatabaseUnusable(f"{db} cannot be read: {checker.error}",
-                               "restore a backup with 'preflight restore'")
+    if isinstance(checker.error, sqlite3.DatabaseError) and not isinstance(
+        checker.error, sqlite3.OperationalError
+    ):
+        raise DatabaseUnusable(
+            f"{db} cannot be read: {checker.error}", "restore a backup with 'preflight restore'"
+        )
     if checker.error is not None:
         raise checker.error
     if checker.result != "ok":
-        raise DatabaseUnusable(f"{db} fails PRAGMA quick_check: {checker.result[:200]}",
-                               "restore a backup with 'preflight restore'")
+        raise DatabaseUnusable(
+            f"{db} fails PRAGMA quick_check: {checker.result[:200]}",
+            "restore a backup with 'preflight restore'",
+        )
     if done < 0:
-        log.info("backup: %s changed while it was copied; copying page by page with SQLite's "
-                 "backup API instead", db.name)
+        log.info(
+            "backup: %s changed while it was copied; copying page by page with SQLite's "
+            "backup API instead",
+            db.name,
+        )
         return None
     if Path(f"{tmp}-wal").exists():
         # Opening the copy replays its WAL; TRUNCATE and the close leave one file
@@ -95,8 +107,9 @@ def locked_copy(db: Path, tmp: Path) -> int | None:
         finally:
             conn.close()
         if busy or Path(f"{tmp}-wal").exists():
-            raise EnvironmentProblem(f"backup {tmp}: could not fold the copied WAL into it",
-                                     "check the backup folder")
+            raise EnvironmentProblem(
+                f"backup {tmp}: could not fold the copied WAL into it", "check the backup folder"
+            )
     return expected
 
 
@@ -176,8 +189,9 @@ def _same(fin: int, fout: int, start: int, length: int) -> bool:
     return True
 
 
-def copy_file(src: Path, dst: Path, meter: Meter | None = None, offset: int = 0,
-              verify: bool = False) -> int:
+def copy_file(
+    src: Path, dst: Path, meter: Meter | None = None, offset: int = 0, verify: bool = False
+) -> int:
     """Copy `src` over the existing `dst` in the kernel; returns bytes copied plus `offset`.
 
     A reflink clone (FICLONE) where the filesystem has one (instant, copy-on-write),
@@ -202,8 +216,9 @@ def copy_file(src: Path, dst: Path, meter: Meter | None = None, offset: int = 0,
             n = 0
             if kernel:
                 try:
-                    n = os.copy_file_range(fin.fileno(), fout.fileno(), min(step, size - copied),
-                                           copied, copied)
+                    n = os.copy_file_range(
+                        fin.fileno(), fout.fileno(), min(step, size - copied), copied, copied
+                    )
                 except OSError:
                     kernel = False
             if not kernel:

@@ -6,13 +6,14 @@ guard creates is opened with O_EXCL (which never follows a symlink at the final 
 and O_NOFOLLOW; a name that must be reused (a fixed temp name) is unlinked first:
 unlinking a symlink removes the link, never its target.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .errors import EnvironmentProblem
 
@@ -78,7 +79,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -108,8 +109,9 @@ def remove_quietly(path: Path, what: str) -> None:
         else:
             path.unlink(missing_ok=True)
     except OSError as exc:
-        logging.getLogger("preflight").warning("%s: could not remove %s: %s (remove it by hand)",
-                                               what, path, exc.strerror or exc)
+        logging.getLogger("preflight").warning(
+            "%s: could not remove %s: %s (remove it by hand)", what, path, exc.strerror or exc
+        )
 
 
 @contextmanager
@@ -132,8 +134,10 @@ def private_folder(prefix: str, fallback: Path | None = None) -> Iterator[Path]:
             name = where or f"TMPDIR={os.environ.get('TMPDIR', '(unset)')}"
             tried.append(f"{name}: {exc.strerror or exc}")
     if made is None:
-        raise EnvironmentProblem(f"no usable temporary folder for a private copy ({'; '.join(tried)})",
-                                 "set TMPDIR to a writable folder (e.g. mount a tmpfs at /tmp)")
+        raise EnvironmentProblem(
+            f"no usable temporary folder for a private copy ({'; '.join(tried)})",
+            "set TMPDIR to a writable folder (e.g. mount a tmpfs at /tmp)",
+        )
     try:
         yield made
     finally:

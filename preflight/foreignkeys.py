@@ -12,6 +12,7 @@ orphans as old, and two rows holding the same dangling value count twice. A WITH
 ROWID table has no rowid to read the values by: its violations are compared by count
 per foreign key.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,9 +46,13 @@ class Violation:
         return (self.table.lower(), self.parent.lower(), self.columns, self.values)
 
     def as_dict(self) -> dict:
-        return {"table": self.table, "rowid": self.rowid, "parent": self.parent,
-                "columns": list(self.columns),
-                "values": list(self.values) if self.values is not None else None}
+        return {
+            "table": self.table,
+            "rowid": self.rowid,
+            "parent": self.parent,
+            "columns": list(self.columns),
+            "values": list(self.values) if self.values is not None else None,
+        }
 
 
 def _q(name: str) -> str:
@@ -63,7 +68,9 @@ def _check(conn: sqlite3.Connection) -> list[tuple]:
         if "mismatch" not in str(exc):
             raise
     found = []
-    for (table,) in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table'").fetchall():
+    for (table,) in conn.execute(
+        "SELECT name FROM main.sqlite_master WHERE type='table'"
+    ).fetchall():
         try:
             found += conn.execute(f"PRAGMA main.foreign_key_check({_q(table)})").fetchall()
         except sqlite3.OperationalError as exc:
@@ -87,8 +94,10 @@ def violations(conn: sqlite3.Connection) -> list[Violation]:
         cols_of = columns.get((table, fkid), ())
         values = None
         if rowid is not None and cols_of:
-            row = conn.execute(f"SELECT {', '.join(_q(c) for c in cols_of)} FROM {_q(table)} "
-                               f"WHERE rowid = ?", (rowid,)).fetchone()
+            row = conn.execute(
+                f"SELECT {', '.join(_q(c) for c in cols_of)} FROM {_q(table)} WHERE rowid = ?",
+                (rowid,),
+            ).fetchone()
             values = tuple(row) if row is not None else None
         found.append(Violation(table, rowid, parent, cols_of, values))
     return found

@@ -7,6 +7,7 @@ create_aggregate, create_collation). Loaded only when set, once per invocation, 
 connection that runs or replays migrations. Its file's sha256 joins the migration set's
 fingerprint, so a changed module re-verifies like a changed migration.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,8 @@ import os
 import sqlite3
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .errors import UsageError
 
@@ -38,8 +39,10 @@ def is_path(spec: str) -> bool:
 
 
 def _fail(spec: str, what: str) -> UsageError:
-    return UsageError(f"--functions/PREFLIGHT_FUNCTIONS {spec!r}: {what}",
-                      "name a .py file or an importable module that defines register(conn)")
+    return UsageError(
+        f"--functions/PREFLIGHT_FUNCTIONS {spec!r}: {what}",
+        "name a .py file or an importable module that defines register(conn)",
+    )
 
 
 def load(spec: str) -> AppFunctions:

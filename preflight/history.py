@@ -5,6 +5,7 @@ inside the transaction that makes the change they describe. The failure record i
 small JSON file beside the database: it must survive the restore that puts the
 database back exactly as it was.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,16 +69,21 @@ class Applied:
 
 def read(conn: sqlite3.Connection) -> tuple[Applied, ...] | None:
     """The applied migrations in order, or None when the database has no history table."""
-    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
-                          (HISTORY,)).fetchone()
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (HISTORY,)
+    ).fetchone()
     if not exists:
         return None
-    rows = conn.execute(f"SELECT version, name, sha256, applied_at, duration_ms, how "
-                        f"FROM {HISTORY} ORDER BY version").fetchall()
+    rows = conn.execute(
+        f"SELECT version, name, sha256, applied_at, duration_ms, how "
+        f"FROM {HISTORY} ORDER BY version"
+    ).fetchall()
     return tuple(Applied(*row) for row in rows)
 
 
-def pending(applied: tuple[Applied, ...], migrations: tuple[Migration, ...]) -> tuple[Migration, ...]:
+def pending(
+    applied: tuple[Applied, ...], migrations: tuple[Migration, ...]
+) -> tuple[Migration, ...]:
     """Verify the files against the history; return the migrations still to apply.
 
     Refused (exit 5), naming the files: an applied migration whose file changed or is
@@ -87,25 +93,33 @@ def pending(applied: tuple[Applied, ...], migrations: tuple[Migration, ...]) -> 
     files = {m.version: m for m in migrations}
     gone = [a.name for a in applied if a.version not in files]
     if gone:
-        raise HistoryError(f"database is newer than these migration files: {', '.join(gone)} "
-                           f"applied but missing from the migrations folder",
-                           "run the image that applied them, or restore an older backup")
+        raise HistoryError(
+            f"database is newer than these migration files: {', '.join(gone)} "
+            f"applied but missing from the migrations folder",
+            "run the image that applied them, or restore an older backup",
+        )
     for a in applied:
         m = files[a.version]
         if m.name != a.name:
-            raise HistoryError(f"{m.name}: migration {a.version} was applied as {a.name}",
-                               "rename the file back; a new change needs a new number")
+            raise HistoryError(
+                f"{m.name}: migration {a.version} was applied as {a.name}",
+                "rename the file back; a new change needs a new number",
+            )
         if m.sha256 != a.sha256:
-            raise HistoryError(f"{m.name}: edited after it was applied (sha256 {a.sha256[:12]} in "
-                               f"history, {m.sha256[:12]} on disk)",
-                               "restore the original file and put the change in a new migration")
+            raise HistoryError(
+                f"{m.name}: edited after it was applied (sha256 {a.sha256[:12]} in "
+                f"history, {m.sha256[:12]} on disk)",
+                "restore the original file and put the change in a new migration",
+            )
     last = applied[-1].version if applied else 0
     done = {a.version for a in applied}
     late = [m.name for m in migrations if m.version < last and m.version not in done]
     if late:
-        raise HistoryError(f"{', '.join(late)}: sorts before the last applied migration "
-                           f"{applied[-1].name} but was never applied",
-                           "renumber it after the last applied migration")
+        raise HistoryError(
+            f"{', '.join(late)}: sorts before the last applied migration "
+            f"{applied[-1].name} but was never applied",
+            "renumber it after the last applied migration",
+        )
     return tuple(m for m in migrations if m.version > last)
 
 
@@ -118,8 +132,10 @@ def ensure_tables(conn: sqlite3.Connection) -> None:
 def record(conn: sqlite3.Connection, migration: Migration, how: str, duration_ms: float) -> None:
     """Record one migration as applied/adopted/stamped, and log it (caller's transaction)."""
     at = now()
-    conn.execute(f"INSERT OR REPLACE INTO {HISTORY} VALUES (?, ?, ?, ?, ?, ?)",
-                 (migration.version, migration.name, migration.sha256, at, duration_ms, how))
+    conn.execute(
+        f"INSERT OR REPLACE INTO {HISTORY} VALUES (?, ?, ?, ?, ?, ?)",
+        (migration.version, migration.name, migration.sha256, at, duration_ms, how),
+    )
     log(conn, how, migration.version, migration.name, f"{duration_ms:.1f} ms")
 
 
@@ -128,12 +144,19 @@ def forget_after(conn: sqlite3.Connection, version: int) -> int:
     return conn.execute(f"DELETE FROM {HISTORY} WHERE version > ?", (version,)).rowcount
 
 
-def log(conn: sqlite3.Connection, event: str, version: int | None = None, name: str | None = None,
-        detail: str | None = None) -> None:
+def log(
+    conn: sqlite3.Connection,
+    event: str,
+    version: int | None = None,
+    name: str | None = None,
+    detail: str | None = None,
+) -> None:
     """Append one row to the run log (caller's transaction)."""
-    conn.execute(f"INSERT INTO {LOG} (at, event, version, name, detail, host, pid) "
-                 f"VALUES (?, ?, ?, ?, ?, ?, ?)",
-                 (now(), event, version, name, detail, os.uname().nodename, os.getpid()))
+    conn.execute(
+        f"INSERT INTO {LOG} (at, event, version, name, detail, host, pid) "
+        f"VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (now(), event, version, name, detail, os.uname().nodename, os.getpid()),
+    )
 
 
 def difference_key(d: Difference) -> tuple[str, str, str | None, str | None]:
@@ -143,8 +166,9 @@ def difference_key(d: Difference) -> tuple[str, str, str | None, str | None]:
 
 def read_accepted(conn: sqlite3.Connection) -> tuple[Difference, ...]:
     """The differences an operator accepted with `stamp --force` (none: no table)."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
-                        (ACCEPTED,)).fetchone():
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (ACCEPTED,)
+    ).fetchone():
         return ()
     rows = conn.execute(f"SELECT object, kind, expected, actual FROM {ACCEPTED} ORDER BY id")
     return tuple(Difference(*row) for row in rows)
@@ -167,9 +191,11 @@ def accept(conn: sqlite3.Connection, version: int, diffs: list[Difference]) -> N
     )""")
     conn.execute(f"DELETE FROM {ACCEPTED}")
     at = now()
-    conn.executemany(f"INSERT INTO {ACCEPTED} (object, kind, expected, actual, version, "
-                     f"accepted_at) VALUES (?, ?, ?, ?, ?, ?)",
-                     [(*difference_key(d), version, at) for d in diffs])
+    conn.executemany(
+        f"INSERT INTO {ACCEPTED} (object, kind, expected, actual, version, "
+        f"accepted_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [(*difference_key(d), version, at) for d in diffs],
+    )
 
 
 def keep_accepted(conn: sqlite3.Connection, keep: list[Difference]) -> int:
@@ -179,7 +205,8 @@ def keep_accepted(conn: sqlite3.Connection, keep: list[Difference]) -> int:
     wanted = {difference_key(d) for d in keep}
     removed = 0
     for row_id, *fields in conn.execute(
-            f"SELECT id, object, kind, expected, actual FROM {ACCEPTED}").fetchall():
+        f"SELECT id, object, kind, expected, actual FROM {ACCEPTED}"
+    ).fetchall():
         if tuple(fields) not in wanted:
             conn.execute(f"DELETE FROM {ACCEPTED} WHERE id = ?", (row_id,))
             removed += 1
@@ -207,8 +234,10 @@ def read_failure(path: Path) -> FailureRecord | None:
     except FileNotFoundError:
         return None
     except (ValueError, TypeError) as exc:
-        raise HistoryError(f"{path}: unreadable failure record ({exc})",
-                           "inspect it, then run 'preflight clear-failure'") from None
+        raise HistoryError(
+            f"{path}: unreadable failure record ({exc})",
+            "inspect it, then run 'preflight clear-failure'",
+        ) from None
 
 
 def write_failure(path: Path, record: FailureRecord) -> None:

@@ -17,6 +17,7 @@ seen without opening the database with SQLite:
 Opening and closing a descriptor on the database drops this process's own POSIX locks
 on it: call `find` only while this process has no SQLite connection to it.
 """
+
 from __future__ import annotations
 
 import errno
@@ -25,10 +26,10 @@ import logging
 import os
 import stat
 import struct
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from .errors import EnvironmentProblem, LockTimeout
 
@@ -49,8 +50,9 @@ class Holder:
     how: str
 
     def describe(self) -> str:
-        who = f"pid {self.pid}" if self.pid > 0 else "a process in another container or pid " \
-                                                    "namespace"
+        who = (
+            f"pid {self.pid}" if self.pid > 0 else "a process in another container or pid namespace"
+        )
         return f"{who}{f' ({self.command})' if self.command else ''}: {self.how}"
 
 
@@ -79,14 +81,16 @@ def share_running(db: Path) -> int | None:
     try:
         fd = _open_plain(path, create=True)
     except OSError as exc:
-        raise EnvironmentProblem(f"cannot open {path}: {exc.strerror}",
-                                 f"remove {path} (it must be a plain file)") from None
+        raise EnvironmentProblem(
+            f"cannot open {path}: {exc.strerror}", f"remove {path} (it must be a plain file)"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise LockTimeout(f"{path} is held exclusively: a restore is running",
-                          "start again once it has finished") from None
+        raise LockTimeout(
+            f"{path} is held exclusively: a restore is running", "start again once it has finished"
+        ) from None
     os.set_inheritable(fd, True)
     return fd
 
@@ -98,8 +102,9 @@ def exclusive_running(db: Path) -> Iterator[bool]:
     try:
         fd = _open_plain(path, create=True)
     except OSError as exc:
-        raise EnvironmentProblem(f"cannot open {path}: {exc.strerror}",
-                                 f"remove {path} (it must be a plain file)") from None
+        raise EnvironmentProblem(
+            f"cannot open {path}: {exc.strerror}", f"remove {path} (it must be a plain file)"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -191,8 +196,10 @@ def find(db: Path) -> list[Holder]:
     add(_lock_holder(Path(real), PENDING_BYTE, LOCK_RANGE), "holds a lock on the database file")
     for pid, name in _openers({real + s for s in ("", "-wal", "-shm", "-journal")}).items():
         add(pid, f"has {name} open")
-    return [Holder(pid, _command(pid) if pid > 0 else "", ", ".join(how))
-            for pid, how in sorted(signs.items())]
+    return [
+        Holder(pid, _command(pid) if pid > 0 else "", ", ".join(how))
+        for pid, how in sorted(signs.items())
+    ]
 
 
 def wait_note(db: Path) -> str:
@@ -205,18 +212,25 @@ def refuse_if_open(db: Path, app_running: bool, force: bool) -> list[Holder]:
     """Exit 8 naming who has `db` open (or a guarded app running), unless `force`."""
     found = find(db)
     if not app_running:
-        found += [Holder(pid, _command(pid) if pid > 0 else "",
-                         f"a guarded app is running (holds {running_path(db).name})")
-                  for pid in running_holders(db) or [0]]
+        found += [
+            Holder(
+                pid,
+                _command(pid) if pid > 0 else "",
+                f"a guarded app is running (holds {running_path(db).name})",
+            )
+            for pid in running_holders(db) or [0]
+        ]
     if not found:
         return []
     lines = "; ".join(h.describe() for h in found[:5]) + (
-        f"; and {len(found) - 5} more" if len(found) > 5 else "")
+        f"; and {len(found) - 5} more" if len(found) > 5 else ""
+    )
     if force:
         for h in found:
             log.warning("restore --force: %s has it open: %s", db.name, h.describe())
         return found
-    raise LockTimeout(f"restore refused: {db} is in use by {lines}",
-                      "stop the app first (its later writes would go to the replaced file and "
-                      "be lost), then restore again; --force restores anyway")
-
+    raise LockTimeout(
+        f"restore refused: {db} is in use by {lines}",
+        "stop the app first (its later writes would go to the replaced file and "
+        "be lost), then restore again; --force restores anyway",
+    )

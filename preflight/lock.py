@@ -10,6 +10,7 @@ file was deleted or replaced while another guard held it, the lock just taken is
 file nobody else will look at, so the guard checks that the name still leads to the
 inode it locked, and starts again if not.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -18,9 +19,9 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .errors import EnvironmentProblem, LockTimeout
 from .history import now
@@ -40,8 +41,10 @@ def describe(note: bytes) -> str:
         return "unknown holder"
     if not isinstance(info, dict) or not info:
         return "unknown holder"
-    return f"pid {info.get('pid')} on host {info.get('host')} since {info.get('since')} " \
-           f"({info.get('command')})"
+    return (
+        f"pid {info.get('pid')} on host {info.get('host')} since {info.get('since')} "
+        f"({info.get('command')})"
+    )
 
 
 def holder(path: Path) -> str:
@@ -64,20 +67,26 @@ def open_lock(path: Path) -> int:
         fd = os.open(path, OPEN, 0o644)
     except OSError as exc:
         if os.path.islink(path):
-            raise EnvironmentProblem(f"lock file {path} is a symbolic link; refusing to follow it",
-                                     f"remove {path} (the guard creates it as a plain file)") \
-                from None
-        raise EnvironmentProblem(f"cannot open lock file {path}: {exc.strerror}",
-                                 f"remove {path} (it must be a plain file)"
-                                 if os.path.isdir(path) else
-                                 "fix its owner or mode (chown/chmod)" if os.path.exists(path) else
-                                 "make the database folder writable by this user") from None
+            raise EnvironmentProblem(
+                f"lock file {path} is a symbolic link; refusing to follow it",
+                f"remove {path} (the guard creates it as a plain file)",
+            ) from None
+        raise EnvironmentProblem(
+            f"cannot open lock file {path}: {exc.strerror}",
+            f"remove {path} (it must be a plain file)"
+            if os.path.isdir(path)
+            else "fix its owner or mode (chown/chmod)"
+            if os.path.exists(path)
+            else "make the database folder writable by this user",
+        ) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)
         what = "has other hard links" if stat.S_ISREG(st.st_mode) else "is not a regular file"
-        raise EnvironmentProblem(f"lock file {path} {what}; refusing to use it",
-                                 f"remove {path} (the guard creates it as a plain file)")
+        raise EnvironmentProblem(
+            f"lock file {path} {what}; refusing to use it",
+            f"remove {path} (the guard creates it as a plain file)",
+        )
     return fd
 
 
@@ -104,9 +113,10 @@ def acquire(path: Path, timeout: float) -> int:
             except BlockingIOError:
                 who = describe(os.pread(fd, 4096, 0))
                 if time.monotonic() >= deadline:
-                    raise LockTimeout(f"{path} is held by {who}; waited {timeout:g} s",
-                                      "wait for that guard to finish, or raise "
-                                      "PREFLIGHT_LOCK_TIMEOUT") from None
+                    raise LockTimeout(
+                        f"{path} is held by {who}; waited {timeout:g} s",
+                        "wait for that guard to finish, or raise PREFLIGHT_LOCK_TIMEOUT",
+                    ) from None
                 if not waiting:
                     waiting = True
                     log.info("lock: waiting for the lock held by %s (up to %g s)", who, timeout)
@@ -132,8 +142,7 @@ def hold(path: Path, timeout: float, command: str) -> Iterator[None]:
     fd = acquire(path, timeout)
     try:
         # os.uname().nodename is what socket.gethostname() returns, without importing socket
-        info = {"pid": os.getpid(), "host": os.uname().nodename, "since": now(),
-                "command": command}
+        info = {"pid": os.getpid(), "host": os.uname().nodename, "since": now(), "command": command}
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)
@@ -143,9 +152,11 @@ def hold(path: Path, timeout: float, command: str) -> Iterator[None]:
             yield
         finally:
             if not _same_file(fd, path):
-                log.warning("lock: %s was removed or replaced while this guard held it; another "
-                            "guard may have run at the same time (leave the lock file alone)",
-                            path)
+                log.warning(
+                    "lock: %s was removed or replaced while this guard held it; another "
+                    "guard may have run at the same time (leave the lock file alone)",
+                    path,
+                )
             try:
                 os.ftruncate(fd, 0)
             except OSError:

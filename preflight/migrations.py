@@ -4,30 +4,45 @@ Everything here is validated before the database is touched: names (`names`), du
 numbers, encoding, dbmate/goose up sections, what each statement does (`statements`),
 Python syntax, the application's SQL functions (`functions`).
 """
+
 from __future__ import annotations
 
 import hashlib
 import sqlite3
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import names
 from .errors import HistoryError, UsageError
-from .functions import AppFunctions, FINGERPRINT_NAME
+from .functions import FINGERPRINT_NAME, AppFunctions
 from .functions import load as load_functions
 from .progress import Meter
 from .statements import RUN, Statement, classify, line_counter, split_statements, tokens
 
-__all__ = ["Migration", "Statement", "discover", "load", "run_body", "set_fingerprint",
-           "split_statements", "tokens"]
+__all__ = [
+    "Migration",
+    "Statement",
+    "discover",
+    "load",
+    "run_body",
+    "set_fingerprint",
+    "split_statements",
+    "tokens",
+]
 
 PROGRESS_EVERY = 200_000  # SQLite VM instructions between progress ticks (cheap: ~ms apart)
 # Connection state a migration may set (legacy_alter_table for a rebuild); restored after
 # each migration so that it cannot leak into the next file or the verification.
-CONNECTION_PRAGMAS = ("legacy_alter_table", "recursive_triggers", "ignore_check_constraints",
-                      "reverse_unordered_selects", "writable_schema", "query_only")
+CONNECTION_PRAGMAS = (
+    "legacy_alter_table",
+    "recursive_triggers",
+    "ignore_check_constraints",
+    "reverse_unordered_selects",
+    "writable_schema",
+    "query_only",
+)
 
 
 @dataclass(frozen=True)
@@ -84,26 +99,37 @@ def up_section(text: str, name: str) -> tuple[int, int]:
         if text.startswith("--", pos):
             mark = _marker(text[pos:nl])
             if mark == "envsub":
-                raise HistoryError(f"{name}: line {line(pos)}: -- +goose ENVSUB is not supported "
-                                   f"(the guard runs the bytes it hashed)", "write the values")
+                raise HistoryError(
+                    f"{name}: line {line(pos)}: -- +goose ENVSUB is not supported "
+                    f"(the guard runs the bytes it hashed)",
+                    "write the values",
+                )
             if mark and (up >= 0 if mark == "up" else down >= 0):
-                raise HistoryError(f"{name}: line {line(pos)}: a second {mark} section marker",
-                                   "keep one up and at most one down section")
+                raise HistoryError(
+                    f"{name}: line {line(pos)}: a second {mark} section marker",
+                    "keep one up and at most one down section",
+                )
             if mark == "up":
                 if down >= 0:
-                    raise HistoryError(f"{name}: line {line(pos)}: the up section follows the "
-                                       f"down section", "put the up section first")
+                    raise HistoryError(
+                        f"{name}: line {line(pos)}: the up section follows the down section",
+                        "put the up section first",
+                    )
                 if split_statements(text, name, 0, pos):
-                    raise HistoryError(f"{name}: SQL before the up section marker on line "
-                                       f"{line(pos)} (its runner would not run it)",
-                                       "move it into the up section")
+                    raise HistoryError(
+                        f"{name}: SQL before the up section marker on line "
+                        f"{line(pos)} (its runner would not run it)",
+                        "move it into the up section",
+                    )
                 up = nl
             elif mark == "down":
                 down = pos
         pos = nl + 1
     if up < 0 and down >= 0:
-        raise HistoryError(f"{name}: line {line(down)}: a down section without an up section",
-                           "mark the up section (-- migrate:up or -- +goose Up)")
+        raise HistoryError(
+            f"{name}: line {line(down)}: a down section without an up section",
+            "mark the up section (-- migrate:up or -- +goose Up)",
+        )
     if up < 0:
         return 0, len(text)
     return up, down if down >= 0 else len(text)
@@ -119,11 +145,15 @@ def load(path: Path, name: str | None = None, functions: AppFunctions | None = N
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise HistoryError(f"{name}: not UTF-8 text (byte {exc.start})",
-                           "save the file as UTF-8") from None
+        raise HistoryError(
+            f"{name}: not UTF-8 text (byte {exc.start})", "save the file as UTF-8"
+        ) from None
     if "\x00" in text:
-        raise HistoryError(f"{name}: line {text.count(chr(10), 0, text.index(chr(0))) + 1}: "
-                           f"contains a NUL byte (not text)", "save the file as plain UTF-8 text")
+        raise HistoryError(
+            f"{name}: line {text.count(chr(10), 0, text.index(chr(0))) + 1}: "
+            f"contains a NUL byte (not text)",
+            "save the file as plain UTF-8 text",
+        )
     kind = "py" if what == names.PY else "sql"
     statements: tuple[Statement, ...] = ()
     if kind == "sql":
@@ -135,13 +165,17 @@ def load(path: Path, name: str | None = None, functions: AppFunctions | None = N
         try:
             tree = ast.parse(text, filename=name)
         except SyntaxError as exc:
-            raise HistoryError(f"{name}: line {exc.lineno}: Python syntax error: {exc.msg}",
-                               "fix the migration") from None
+            raise HistoryError(
+                f"{name}: line {exc.lineno}: Python syntax error: {exc.msg}", "fix the migration"
+            ) from None
         if not any(isinstance(n, ast.FunctionDef) and n.name == "migrate" for n in tree.body):
-            raise HistoryError(f"{name}: has no top-level 'def migrate(conn)'",
-                               "define migrate(conn); it runs inside the guard's transaction")
-    return Migration(version, name, path, kind, hashlib.sha256(raw).hexdigest(), statements,
-                     text, functions)
+            raise HistoryError(
+                f"{name}: has no top-level 'def migrate(conn)'",
+                "define migrate(conn); it runs inside the guard's transaction",
+            )
+    return Migration(
+        version, name, path, kind, hashlib.sha256(raw).hexdigest(), statements, text, functions
+    )
 
 
 def discover(folder: Path, functions: str | None = None) -> tuple[Migration, ...]:
@@ -150,8 +184,10 @@ def discover(folder: Path, functions: str | None = None) -> tuple[Migration, ...
     `functions` is the --functions spec: loaded once here and carried by every Migration.
     """
     if not folder.is_dir():
-        raise UsageError(f"migrations folder {folder} does not exist or is not a folder",
-                         "set --migrations or PREFLIGHT_MIGRATIONS")
+        raise UsageError(
+            f"migrations folder {folder} does not exist or is not a folder",
+            "set --migrations or PREFLIGHT_MIGRATIONS",
+        )
     found: dict[int, Migration] = {}
     entries = []
     for path in sorted(folder.iterdir()):
@@ -164,8 +200,9 @@ def discover(folder: Path, functions: str | None = None) -> tuple[Migration, ...
         if what == names.FOLDER:
             inner, problem = names.folder_file(sorted(p.name for p in path.iterdir()), path.name)
             if problem:
-                raise HistoryError(problem, "a migration folder holds up.sql (and down.sql) or "
-                                   "migration.sql")
+                raise HistoryError(
+                    problem, "a migration folder holds up.sql (and down.sql) or migration.sql"
+                )
             entries.append((path / inner, path.name))
         else:
             entries.append((path, path.name))
@@ -175,8 +212,10 @@ def discover(folder: Path, functions: str | None = None) -> tuple[Migration, ...
             raise HistoryError(f"{name}: is not a regular file", "remove it from the folder")
         migration = load(path, name, loaded)
         if migration.version in found:
-            raise HistoryError(f"{found[migration.version].name} and {name} share number "
-                               f"{migration.version}", "renumber one of them")
+            raise HistoryError(
+                f"{found[migration.version].name} and {name} share number {migration.version}",
+                "renumber one of them",
+            )
         found[migration.version] = migration
     return tuple(found[v] for v in sorted(found))
 
@@ -198,9 +237,13 @@ def _deny_transaction_control(action: int, arg1: str | None, *_: object) -> int:
     return sqlite3.SQLITE_OK
 
 
-def run_body(conn: sqlite3.Connection, migration: Migration, label: str = "migrate",
-             meter: Meter | None = None,
-             after_statement: Callable[[], None] | None = None) -> None:
+def run_body(
+    conn: sqlite3.Connection,
+    migration: Migration,
+    label: str = "migrate",
+    meter: Meter | None = None,
+    after_statement: Callable[[], None] | None = None,
+) -> None:
     """Execute one migration's statements on `conn`, inside the caller's open transaction.
 
     The caller owns BEGIN/COMMIT; anything in the migration that tries to end the
@@ -262,7 +305,8 @@ def run_body(conn: sqlite3.Connection, migration: Migration, label: str = "migra
     try:
         ended = not conn.in_transaction
     except sqlite3.ProgrammingError:
-        raise sqlite3.Error("the migration closed the guard's connection (which rolled back "
-                            "its transaction)") from None
+        raise sqlite3.Error(
+            "the migration closed the guard's connection (which rolled back its transaction)"
+        ) from None
     if ended:
         raise sqlite3.Error("the migration ended the guard's transaction")

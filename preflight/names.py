@@ -13,21 +13,28 @@ VERSION is digits, optionally with `-` separators that are dropped
 (`2017-11-23-064236` is 20171123064236). The recorded name is the file name, or the
 folder name for a folder.
 """
+
 from __future__ import annotations
 
 SQL, PY, FOLDER, IGNORED, REFUSED = "sql", "py", "folder", "ignored", "refused"
 FOLDER_FILES = ("migration.sql", "up.sql")  # what runs in a folder-per-migration layout
 _LABEL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-_FIX = ("not a migration name; rename it VERSION_name.sql, VERSION_name.py or "
-        "VERSION_name.up.sql, or move it out of the folder")
+_FIX = (
+    "not a migration name; rename it VERSION_name.sql, VERSION_name.py or "
+    "VERSION_name.up.sql, or move it out of the folder"
+)
 
 
 def version_of(stem: str) -> int | None:
     """The version of `VERSION_label`, or None when `stem` is not spelled that way."""
     head, sep, label = stem.partition("_")
     digits = head.replace("-", "")
-    if not sep or not head[:1].isdigit() or not head[-1:].isdigit() \
-            or not (digits.isascii() and digits.isdigit()):
+    if (
+        not sep
+        or not head[:1].isdigit()
+        or not head[-1:].isdigit()
+        or not (digits.isascii() and digits.isdigit())
+    ):
         return None
     if not label[:1].isalnum() or not label[:1].isascii() or not set(label) <= _LABEL:
         return None
@@ -50,15 +57,21 @@ def classify(name: str, is_dir: bool) -> tuple[str, int, str]:
         if version is not None:
             return FOLDER, version, name
         if name[:1].isdigit():
-            return REFUSED, 0, ("not a migration name (a folder starting with a digit); name it "
-                               "VERSION_name, or move it out of the folder")
+            return (
+                REFUSED,
+                0,
+                (
+                    "not a migration name (a folder starting with a digit); name it "
+                    "VERSION_name, or move it out of the folder"
+                ),
+            )
         return IGNORED, 0, "a folder that is not VERSION_name (e.g. drizzle's meta/)"
     lower = name.lower()
     if lower.endswith(".down.sql"):
         return IGNORED, 0, "a down migration (never run)"
     for suffix, kind in ((".sql", SQL), (".py", PY)):
         if name.endswith(suffix):
-            version = version_of(name[:-len(suffix)])
+            version = version_of(name[: -len(suffix)])
             if version is None:
                 return REFUSED, 0, _FIX
             return kind, version, name
@@ -72,11 +85,19 @@ def classify(name: str, is_dir: bool) -> tuple[str, int, str]:
 def folder_file(names: list[str], folder: str) -> tuple[str, str]:
     """(file to run, "") for the names inside a migration folder, or ("", the refusal)."""
     runs = [n for n in names if n in FOLDER_FILES]
-    odd = [n for n in names if n.lower().endswith((".sql", ".py")) and n not in runs
-           and n != "down.sql" and not n.startswith(".")]
+    odd = [
+        n
+        for n in names
+        if n.lower().endswith((".sql", ".py"))
+        and n not in runs
+        and n != "down.sql"
+        and not n.startswith(".")
+    ]
     if odd:
         return "", f"{folder}/{odd[0]}: not a migration file (only up.sql or migration.sql runs)"
     if len(runs) != 1:
-        return "", (f"{folder}: holds {' and '.join(runs) if runs else 'neither up.sql nor '}"
-                    f"{'' if runs else 'migration.sql'}; a migration folder holds exactly one")
+        return "", (
+            f"{folder}: holds {' and '.join(runs) if runs else 'neither up.sql nor '}"
+            f"{'' if runs else 'migration.sql'}; a migration folder holds exactly one"
+        )
     return runs[0], ""

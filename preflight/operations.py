@@ -3,6 +3,7 @@
 `check` and `status` only read (a private snapshot). The others take the guard's lock,
 validate first, and write in one place.
 """
+
 from __future__ import annotations
 
 import logging
@@ -10,12 +11,28 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import backup, cache, catalog, drift, evidence, foreignkeys, history, holders, schema, signals
+from . import (
+    backup,
+    cache,
+    catalog,
+    drift,
+    evidence,
+    foreignkeys,
+    history,
+    holders,
+    schema,
+    signals,
+)
 from .config import Settings
-from .database import (Inspection, assert_not_busy, check_environment, connect, free_bytes,
-                       inspect)
-from .errors import (DatabaseUnusable, DriftError, EnvironmentProblem, MigrationFailed, Refused,
-                     UsageError)
+from .database import Inspection, assert_not_busy, check_environment, connect, free_bytes, inspect
+from .errors import (
+    DatabaseUnusable,
+    DriftError,
+    EnvironmentProblem,
+    MigrationFailed,
+    Refused,
+    UsageError,
+)
 from .files import private_folder
 from .migrations import Migration, discover, set_fingerprint
 from .pipeline import HistoryMoved, apply, locked, plan, refuse_if_failed, step, verify
@@ -35,7 +52,9 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
     migrations = discover(settings.migrations, settings.functions)
     report["migrations"] = [m.name for m in migrations]
     report["database_id"] = catalog.identity(settings.db, settings.backup_dir)
-    report["backups"] = [b.summary() for b in catalog.list_backups(settings.backup_dir, settings.db)]
+    report["backups"] = [
+        b.summary() for b in catalog.list_backups(settings.backup_dir, settings.db)
+    ]
     record = history.read_failure(settings.failure_path)
     report["failure_record"] = record.__dict__ if record else None
     refusal: Refused | None = None
@@ -48,10 +67,10 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
         try:
             snap = backup.snapshot(settings.db, tmp) or tmp / settings.db.name
         except OSError as exc:
-            raise EnvironmentProblem(f"cannot copy {settings.db} to a private folder {tmp}: "
-                                     f"{exc.strerror or exc}",
-                                     "set TMPDIR to a writable folder with room for a copy of "
-                                     "the database") from None
+            raise EnvironmentProblem(
+                f"cannot copy {settings.db} to a private folder {tmp}: {exc.strerror or exc}",
+                "set TMPDIR to a writable folder with room for a copy of the database",
+            ) from None
         key = cache.key(set_fingerprint(migrations), settings.strict)
         trusted = cache.read(settings.cache_path, key)
         insp = inspect(snap, settings.db, trust=trusted.schema_hash if trusted else None)
@@ -63,16 +82,22 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
         if report["note"]:
             log.info("%s: %s", report["command"], report["note"])
         report["applied"] = [a.__dict__ for a in insp.applied or ()]
-        p = plan(insp, migrations, settings.strict) if rehearse else \
-            _status_plan(insp, migrations, settings.strict, report)
+        p = (
+            plan(insp, migrations, settings.strict)
+            if rehearse
+            else _status_plan(insp, migrations, settings.strict, report)
+        )
         if insp.live is None and trusted:
             for warning in trusted.warnings:
                 log.warning("extra: %s", warning)
         report.setdefault("drift", "none")
         report.setdefault("adopt", [m.name for m in p.adopt])
         report["pending"] = [m.name for m in p.pending]
-        report["warnings"] = list(trusted.warnings) if insp.live is None and trusted else \
-            [w.message() for w in p.warnings]
+        report["warnings"] = (
+            list(trusted.warnings)
+            if insp.live is None and trusted
+            else [w.message() for w in p.warnings]
+        )
         report["accepted_differences"] = [d.message() for d in insp.accepted]
         for d in insp.accepted:
             log.info("status: accepted by stamp --force: %s", d.message())
@@ -80,15 +105,20 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
         report["foreign_key_violation_count"] = len(found)
         report["foreign_key_violations"] = [v.as_dict() for v in found[:100]]
         if found:
-            log.warning("foreign keys: %s, already in the database (a migrating start warns; "
-                        "--strict refuses)", foreignkeys.summary(found))
+            log.warning(
+                "foreign keys: %s, already in the database (a migrating start warns; "
+                "--strict refuses)",
+                foreignkeys.summary(found),
+            )
         if not rehearse:
             _summarize(report)
         if refusal is not None:
             raise refusal
         if found and settings.strict:
-            raise DriftError(f"{settings.db} has {foreignkeys.summary(found)} (--strict)",
-                             "delete or fix the orphan rows, or run without --strict")
+            raise DriftError(
+                f"{settings.db} has {foreignkeys.summary(found)} (--strict)",
+                "delete or fix the orphan rows, or run without --strict",
+            )
         if rehearse and p.writes:
             with step("rehearse") as info:
                 start = time.perf_counter()
@@ -96,21 +126,29 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
                     baseline = apply(settings, snap, p, {}, label="rehearse")
                     verify(settings, snap, p, label="rehearse", fk_baseline=baseline)
                 except MigrationFailed as exc:
-                    raise MigrationFailed(f"rehearsal on a private copy: {exc.message}; the "
-                                          f"database was not touched", exc.hint) from exc
+                    raise MigrationFailed(
+                        f"rehearsal on a private copy: {exc.message}; the database was not touched",
+                        exc.hint,
+                    ) from exc
                 report["rehearsal_ms"] = round((time.perf_counter() - start) * 1000, 1)
-                info["what"] = (f"{len(p.pending)} migration(s) apply cleanly to a private copy; "
-                                "the database was not touched")
+                info["what"] = (
+                    f"{len(p.pending)} migration(s) apply cleanly to a private copy; "
+                    "the database was not touched"
+                )
         elif rehearse and not report["note"]:
             applied = report["applied"]
-            log.info("check: at head (%s): a start would change nothing",
-                     f"{len(applied)} applied, last {applied[-1]['name']}" if applied
-                     else "no migrations")
+            log.info(
+                "check: at head (%s): a start would change nothing",
+                f"{len(applied)} applied, last {applied[-1]['name']}"
+                if applied
+                else "no migrations",
+            )
     return 3 if p.writes or report["adopt"] is None else 0
 
 
-def _status_plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool,
-                 report: dict) -> Plan:
+def _status_plan(
+    insp: Inspection, migrations: tuple[Migration, ...], strict: bool, report: dict
+) -> Plan:
     """`plan` for `status`, which never runs a .py migration's code.
 
     The drift check replays the applied migrations (all of them, to adopt a database
@@ -122,11 +160,12 @@ def _status_plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bo
     if insp.live is None or insp.fresh:
         return plan(insp, migrations, strict)  # a cache hit or a fresh database: no replay
     pending = history.pending(insp.applied, migrations) if insp.applied is not None else ()
-    needed = migrations if insp.applied is None else migrations[:len(migrations) - len(pending)]
+    needed = migrations if insp.applied is None else migrations[: len(migrations) - len(pending)]
     code = next((m for m in needed if m.kind == "py"), None)
     if code is not None:
-        report["drift"] = (f"not checked: {code.name} is Python code; run `preflight check` "
-                           f"to rehearse it")
+        report["drift"] = (
+            f"not checked: {code.name} is Python code; run `preflight check` to rehearse it"
+        )
         log.info("status: drift: %s", report["drift"])
         if insp.applied is None:
             report["adopt"] = None  # the version to adopt is what the replay would find
@@ -141,9 +180,11 @@ def _absent(settings: Settings, fresh: bool, migrations: int) -> str | None:
     if not fresh:
         return None
     what = "no database" if not settings.db.exists() else "an empty database file"
-    return (f"{what} at {settings.db}: a start would create a fresh one ({migrations} "
-            f"migration(s)); if you expected data here, check PREFLIGHT_DB and the volume "
-            f"mounted at {settings.db.parent}")
+    return (
+        f"{what} at {settings.db}: a start would create a fresh one ({migrations} "
+        f"migration(s)); if you expected data here, check PREFLIGHT_DB and the volume "
+        f"mounted at {settings.db.parent}"
+    )
 
 
 def _foreign_keys(snap: Path) -> list[foreignkeys.Violation]:
@@ -160,20 +201,36 @@ def _foreign_keys(snap: Path) -> list[foreignkeys.Violation]:
 def _summarize(report: dict) -> None:
     applied = report.get("applied") or []
     adopt = report.get("adopt")
-    log.info("status: %d applied%s, %s to adopt, %d pending", len(applied),
-             f" (last {applied[-1]['name']})" if applied else "",
-             "unknown (drift not checked)" if adopt is None else len(adopt),
-             len(report.get("pending") or []))
+    log.info(
+        "status: %d applied%s, %s to adopt, %d pending",
+        len(applied),
+        f" (last {applied[-1]['name']})" if applied else "",
+        "unknown (drift not checked)" if adopt is None else len(adopt),
+        len(report.get("pending") or []),
+    )
     backups = report.get("backups") or []
     log.info("status: %d backup(s)", len(backups))
     for b in backups:
-        at = "no migration" if b["version"] == 0 else "unreadable" if b["version"] is None \
+        at = (
+            "no migration"
+            if b["version"] == 0
+            else "unreadable"
+            if b["version"] is None
             else f"version {b['version']} ({b['migration']})"
-        log.info("status: backup %s %s, %s, %.1f MiB, %s", b["taken_at"], b["reason"], at,
-                 b["bytes"] / (1 << 20), b["path"])
+        )
+        log.info(
+            "status: backup %s %s, %s, %.1f MiB, %s",
+            b["taken_at"],
+            b["reason"],
+            at,
+            b["bytes"] / (1 << 20),
+            b["path"],
+        )
     record = report.get("failure_record")
-    log.info("status: failure record: %s", f"{record['failed_at']}: {record['reason']}"
-             if record else "none")
+    log.info(
+        "status: failure record: %s",
+        f"{record['failed_at']}: {record['reason']}" if record else "none",
+    )
 
 
 def take_backup(settings: Settings, report: dict) -> None:
@@ -181,8 +238,10 @@ def take_backup(settings: Settings, report: dict) -> None:
     check_environment(settings.db, settings.backup_dir, writes=True)
     with locked(settings, "backup"):
         if not settings.db.exists() or settings.db.stat().st_size == 0:
-            raise DatabaseUnusable(f"{settings.db} does not exist or is empty: nothing to back up",
-                                   "check PREFLIGHT_DB")
+            raise DatabaseUnusable(
+                f"{settings.db} does not exist or is empty: nothing to back up",
+                "check PREFLIGHT_DB",
+            )
         # Refuses what is not a readable SQLite database; backup.take runs quick_check on
         # it beside the copy (exit 6 if corrupt), so it is not read twice here.
         inspect(settings.db, quick_check=False)
@@ -201,30 +260,45 @@ def _choose(settings: Settings, name: str | None, version: int | None) -> Path:
         at = [b for b in backups if b.version == version]
         if not at:
             held = sorted({b.version for b in backups if b.version is not None})
-            raise UsageError(f"no backup of {settings.db.name} at version {version} in "
-                             f"{settings.backup_dir} (backups hold: "
-                             f"{', '.join(map(str, held)) or 'none'})",
-                             "list them with 'preflight status'")
+            raise UsageError(
+                f"no backup of {settings.db.name} at version {version} in "
+                f"{settings.backup_dir} (backups hold: "
+                f"{', '.join(map(str, held)) or 'none'})",
+                "list them with 'preflight status'",
+            )
         return at[-1].path
     if name is None:
         if not backups:
-            raise UsageError(f"no backups of {settings.db.name} in {settings.backup_dir}",
-                             "name a backup file: preflight restore PATH")
+            raise UsageError(
+                f"no backups of {settings.db.name} in {settings.backup_dir}",
+                "name a backup file: preflight restore PATH",
+            )
         return backups[-1].path
     for candidate in (Path(name), settings.backup_dir / name):
         if candidate.is_file():
             chosen = candidate.resolve()
             source = catalog.owner(chosen)
             if source is not None and source != str(settings.db.resolve()):
-                log.warning("restore: %s is a backup of %s, not of %s (named explicitly, so "
-                            "restoring it)", chosen.name, source, settings.db)
+                log.warning(
+                    "restore: %s is a backup of %s, not of %s (named explicitly, so restoring it)",
+                    chosen.name,
+                    source,
+                    settings.db,
+                )
             return chosen
-    raise UsageError(f"backup {name} not found (looked in . and {settings.backup_dir})",
-                     "list them with 'preflight status'")
+    raise UsageError(
+        f"backup {name} not found (looked in . and {settings.backup_dir})",
+        "list them with 'preflight status'",
+    )
 
 
-def restore(settings: Settings, name: str | None, report: dict, version: int | None = None,
-            force: bool = False) -> None:
+def restore(
+    settings: Settings,
+    name: str | None,
+    report: dict,
+    version: int | None = None,
+    force: bool = False,
+) -> None:
     """`preflight restore [BACKUP | --version N]`: back up the current state first, then restore.
 
     Refused (exit 8) while another process has the database open or a guarded app runs,
@@ -243,9 +317,11 @@ def restore(settings: Settings, name: str | None, report: dict, version: int | N
         assert_not_busy(settings.db, settings.lock_timeout)
         needed, free = chosen.stat().st_size + (1 << 20), free_bytes(settings.db.parent)
         if free < needed:  # the copy goes beside the database before anything is replaced
-            raise EnvironmentProblem(f"{settings.db.parent} has {free >> 10} KiB free, restoring "
-                                     f"{chosen.name} needs {needed >> 10} KiB",
-                                     f"free space on {settings.db.parent}, then restore again")
+            raise EnvironmentProblem(
+                f"{settings.db.parent} has {free >> 10} KiB free, restoring "
+                f"{chosen.name} needs {needed >> 10} KiB",
+                f"free space on {settings.db.parent}, then restore again",
+            )
         if settings.db.exists() and settings.db.stat().st_size > 0:
             with step("backup") as info:
                 try:
@@ -267,8 +343,10 @@ def restore(settings: Settings, name: str | None, report: dict, version: int | N
             if record is not None and record.get("database") == str(settings.db.resolve()):
                 catalog.ensure_identity(settings.db, settings.backup_dir, record["database_id"])
         if settings.failure_path.exists():
-            log.info("failure record still present; 'preflight clear-failure' lets the same "
-                     "migration set try again")
+            log.info(
+                "failure record still present; 'preflight clear-failure' lets the same "
+                "migration set try again"
+            )
 
 
 def _keep_raw(settings: Settings) -> Path:
@@ -290,32 +368,41 @@ def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
     Only when the live schema matches what those migrations produce (extras allowed),
     unless `force`. History above VERSION is removed; the log keeps every stamp.
     """
-    check_environment(settings.db, settings.backup_dir if settings.backup != "never" else None,
-                      writes=True)
+    check_environment(
+        settings.db, settings.backup_dir if settings.backup != "never" else None, writes=True
+    )
     migrations = discover(settings.migrations, settings.functions)
     upto = [m for m in migrations if m.version <= version]
     if version != 0 and (not upto or upto[-1].version != version):
-        raise UsageError(f"no migration numbered {version} in {settings.migrations}",
-                         "name the number of an existing migration (0 clears the history)")
+        raise UsageError(
+            f"no migration numbered {version} in {settings.migrations}",
+            "name the number of an existing migration (0 clears the history)",
+        )
     with locked(settings, "stamp"):
         insp = inspect(settings.db)
         if not insp.existed or insp.size == 0:
-            raise DatabaseUnusable(f"{settings.db} does not exist or is empty: nothing to stamp",
-                                   "run 'preflight migrate' to build a fresh database")
+            raise DatabaseUnusable(
+                f"{settings.db} does not exist or is empty: nothing to stamp",
+                "run 'preflight migrate' to build a fresh database",
+            )
         expected = schema.replay(migrations, {len(upto)})[len(upto)]
         diffs = drift.errors(drift.diff(expected, insp.live), settings.strict)
         if not force:
             _refuse_below_evidence(settings, insp, migrations, version)
         if diffs and not force:
-            error = DriftError(f"{settings.db} does not match the schema after "
-                               f"{upto[-1].name if upto else 'no migration'} "
-                               f"({len(diffs)} difference(s))",
-                               "fix them, or pass --force if you are sure")
+            error = DriftError(
+                f"{settings.db} does not match the schema after "
+                f"{upto[-1].name if upto else 'no migration'} "
+                f"({len(diffs)} difference(s))",
+                "fix them, or pass --force if you are sure",
+            )
             error.details = tuple(f"drift: {d.message()}" for d in diffs)
             raise error
         for d in diffs:
-            log.warning("stamp --force: accepting (recorded; later starts accept exactly this): "
-                        "%s", d.message())
+            log.warning(
+                "stamp --force: accepting (recorded; later starts accept exactly this): %s",
+                d.message(),
+            )
         assert_not_busy(settings.db, settings.lock_timeout)
         if settings.backup != "never":
             with step("backup") as info:
@@ -326,9 +413,11 @@ def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
             conn.execute("BEGIN IMMEDIATE")
             if history_key(history.read(conn)) != history_key(insp.applied):
                 conn.execute("ROLLBACK")
-                raise HistoryMoved(f"a guard changed the history of {settings.db} while this "
-                                   f"stamp checked it; nothing was recorded",
-                                   "run 'preflight status', then stamp again if still needed")
+                raise HistoryMoved(
+                    f"a guard changed the history of {settings.db} while this "
+                    f"stamp checked it; nothing was recorded",
+                    "run 'preflight status', then stamp again if still needed",
+                )
             history.ensure_tables(conn)
             removed = history.forget_after(conn, version)
             known = {(a.version, a.name, a.sha256) for a in insp.applied or ()}
@@ -337,13 +426,22 @@ def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
                     history.record(conn, m, "stamped", 0.0)
             if diffs or insp.accepted:
                 history.accept(conn, version, diffs)  # exactly what differs now; none: forgotten
-            history.log(conn, "stamp", version, upto[-1].name if upto else None,
-                        f"force, {len(diffs)} difference(s) accepted" if diffs else "schema matched")
+            history.log(
+                conn,
+                "stamp",
+                version,
+                upto[-1].name if upto else None,
+                f"force, {len(diffs)} difference(s) accepted" if diffs else "schema matched",
+            )
             conn.execute("COMMIT")
         finally:
             conn.close()
-        log.info("stamp: history now at %s (%d recorded, %d removed)",
-                 upto[-1].name if upto else "nothing", len(upto), removed)
+        log.info(
+            "stamp: history now at %s (%d recorded, %d removed)",
+            upto[-1].name if upto else "nothing",
+            len(upto),
+            removed,
+        )
         report["stamped"] = version
         report["accepted_differences"] = [d.message() for d in diffs]
 
@@ -360,15 +458,18 @@ def _refuse_below_evidence(settings: Settings, insp, migrations, version: int) -
     if last > version and any(m.version == last for m in shown):
         evidence_text = f"its history records {last} applied and its schema matches it"
     elif above and all(m.version != version for m in shown):
-        evidence_text = (f"its schema matches {', '.join(m.name for m in shown)} with fewer "
-                         f"differences")
+        evidence_text = (
+            f"its schema matches {', '.join(m.name for m in shown)} with fewer differences"
+        )
     else:
         return
     target = shown[-1].version if not last or last not in [m.version for m in shown] else last
-    raise DriftError(f"{settings.db}: {evidence_text}; stamping {version} would make the next "
-                     f"start run migrations after {version} again on a database that has them",
-                     f"stamp {target} ('preflight stamp {target}'), or pass --force if you are "
-                     f"sure it is at {version}")
+    raise DriftError(
+        f"{settings.db}: {evidence_text}; stamping {version} would make the next "
+        f"start run migrations after {version} again on a database that has them",
+        f"stamp {target} ('preflight stamp {target}'), or pass --force if you are "
+        f"sure it is at {version}",
+    )
 
 
 def clear_failure(settings: Settings, report: dict) -> None:
@@ -377,5 +478,7 @@ def clear_failure(settings: Settings, report: dict) -> None:
         record = history.read_failure(settings.failure_path)
         cleared = history.clear_failure(settings.failure_path)
         report["cleared"] = record.__dict__ if record else None
-        log.info("failure record: %s", f"cleared ({record.reason})" if cleared and record
-                 else "there was none")
+        log.info(
+            "failure record: %s",
+            f"cleared ({record.reason})" if cleared and record else "there was none",
+        )

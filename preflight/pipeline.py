@@ -4,6 +4,7 @@
 database back as it was (rollback, or restore from the verified backup) and leaves a
 failure record so the same broken migration set does not crash-loop.
 """
+
 from __future__ import annotations
 
 import errno
@@ -12,19 +13,45 @@ import os
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
-from . import (backup, cache, catalog, drift, faults, foreignkeys, history, holders, lock,
-               schema, signals)
+from . import (
+    backup,
+    cache,
+    catalog,
+    drift,
+    faults,
+    foreignkeys,
+    history,
+    holders,
+    lock,
+    schema,
+    signals,
+)
 from .backup import uri
 from .config import Settings
-from .database import (Inspection, assert_not_busy, check_before_writing, check_environment,
-                       connect, inspect)
-from .errors import (DiskFull, DriftError, EnvironmentProblem, Interrupted, LockTimeout,
-                     MigrationFailed, PreflightError, Refused, RestoreFailed)
+from .database import (
+    Inspection,
+    assert_not_busy,
+    check_before_writing,
+    check_environment,
+    connect,
+    inspect,
+)
+from .errors import (
+    DiskFull,
+    DriftError,
+    EnvironmentProblem,
+    Interrupted,
+    LockTimeout,
+    MigrationFailed,
+    PreflightError,
+    Refused,
+    RestoreFailed,
+)
 from .migrations import Migration, discover, run_body, set_fingerprint
 from .planner import Plan, accepted_part, history_key, plan
 from .quickstart import check_due
@@ -57,8 +84,14 @@ def step(name: str) -> Iterator[dict[str, str]]:
     info = {"what": "done", "tail": ""}
     yield info
     ms = (time.perf_counter() - start) * 1000
-    log.info("%s: %s in %.0f ms%s", name, info["what"], ms, info["tail"],
-             extra={"step": name, "ms": round(ms, 1)})
+    log.info(
+        "%s: %s in %.0f ms%s",
+        name,
+        info["what"],
+        ms,
+        info["tail"],
+        extra={"step": name, "ms": round(ms, 1)},
+    )
 
 
 @contextmanager
@@ -80,19 +113,22 @@ def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
     if not record.restored:
         # The database may be neither the old state nor the new one: no migration set,
         # fixed or not, may run on it until an operator has put it back.
-        raise Refused(f"a failed start on {record.failed_at} did not complete its restore: "
-                      f"{record.reason}{where}",
-                      f"stop the app, run 'preflight restore {record.backup or 'BACKUP'}', then "
-                      f"'preflight clear-failure'")
+        raise Refused(
+            f"a failed start on {record.failed_at} did not complete its restore: "
+            f"{record.reason}{where}",
+            f"stop the app, run 'preflight restore {record.backup or 'BACKUP'}', then "
+            f"'preflight clear-failure'",
+        )
     if record.fingerprint == fingerprint:
-        raise Refused(f"the same migration set failed on {record.failed_at} (exit "
-                      f"{record.exit_code}): {record.reason}{where}",
-                      "ship fixed migrations, or clear the record with 'preflight clear-failure'")
+        raise Refused(
+            f"the same migration set failed on {record.failed_at} (exit "
+            f"{record.exit_code}): {record.reason}{where}",
+            "ship fixed migrations, or clear the record with 'preflight clear-failure'",
+        )
     log.info("failure record: a previous start failed with another migration set; trying this one")
 
 
-def apply(settings: Settings, db: Path, p: Plan, progress: dict,
-          label: str = "migrate") -> Counter:
+def apply(settings: Settings, db: Path, p: Plan, progress: dict, label: str = "migrate") -> Counter:
     """Adopt and apply everything pending in ONE BEGIN IMMEDIATE ... COMMIT.
 
     One transaction for all of it: a kill or failure anywhere before COMMIT leaves the
@@ -118,13 +154,19 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict,
             now = history_key(history.read(conn))
             if now != p.based_on:
                 conn.execute("ROLLBACK")
-                raise HistoryMoved(f"another guard changed the history of {db} after this one "
-                                   f"planned ({len(p.based_on or ())} -> {len(now or ())} "
-                                   f"recorded); nothing was run", "start again")
+                raise HistoryMoved(
+                    f"another guard changed the history of {db} after this one "
+                    f"planned ({len(p.based_on or ())} -> {len(now or ())} "
+                    f"recorded); nothing was run",
+                    "start again",
+                )
             before = foreignkeys.violations(conn)
             if before and live:  # check/status list them themselves
-                log.warning("foreign keys: %s already present before this run (not made by it; "
-                            "--strict refuses them)", foreignkeys.summary(before))
+                log.warning(
+                    "foreign keys: %s already present before this run (not made by it; "
+                    "--strict refuses them)",
+                    foreignkeys.summary(before),
+                )
             baseline = foreignkeys.baseline(before)
             history.ensure_tables(conn)
             for m in p.adopt:
@@ -155,8 +197,10 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict,
                     except sqlite3.Error as exc:
                         raise _migration_error(None, db, exc, settings.lock_timeout) from exc
                     progress["committed"] = True
-                info["what"] = (f"committed {len(p.adopt)} adopted and {len(p.pending)} "
-                                f"applied in one transaction")
+                info["what"] = (
+                    f"committed {len(p.adopt)} adopted and {len(p.pending)} "
+                    f"applied in one transaction"
+                )
         except BaseException as exc:
             if progress["running"] and not progress["committed"]:
                 progress["failing"] = progress["running"][-1]
@@ -180,8 +224,10 @@ def _check_foreign_keys(conn: sqlite3.Connection, baseline: Counter) -> None:
     nor one a migration made and a later one removed: all of them commit together)."""
     new = foreignkeys.introduced(baseline, foreignkeys.violations(conn))
     if new:
-        raise MigrationFailed(f"the migrations leave {foreignkeys.summary(new)}",
-                              "fix the migration (or the data it copies)")
+        raise MigrationFailed(
+            f"the migrations leave {foreignkeys.summary(new)}",
+            "fix the migration (or the data it copies)",
+        )
 
 
 def _clear_accepted(conn: sqlite3.Connection, p: Plan) -> None:
@@ -195,27 +241,33 @@ def _clear_accepted(conn: sqlite3.Connection, p: Plan) -> None:
                 log.info("accepted difference gone after migrating, forgotten: %s", d.message())
 
 
-def _migration_error(m: Migration | None, db: Path, exc: BaseException,
-                     timeout: float) -> PreflightError:
+def _migration_error(
+    m: Migration | None, db: Path, exc: BaseException, timeout: float
+) -> PreflightError:
     """A failed statement as exit 9; no space (9) and another process's lock (8) say so."""
     where = f"{m.name}: " if m else "COMMIT: "
     if "database is locked" in str(exc) and (m is None or m.kind == "sql"):
         # Our own connection waited for readers (the old app in a read transaction) to
         # let COMMIT write; a .py migration's own connection is the migration's fault.
-        return LockTimeout(f"{where}another process kept a lock on {db} for {timeout:g} s "
-                           f"({exc})", "stop the old app (or whatever reads the database), "
-                           "then start again")
-    full = (isinstance(exc, sqlite3.Error) and "database or disk is full" in str(exc)) or \
-        (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+        return LockTimeout(
+            f"{where}another process kept a lock on {db} for {timeout:g} s ({exc})",
+            "stop the old app (or whatever reads the database), then start again",
+        )
+    full = (isinstance(exc, sqlite3.Error) and "database or disk is full" in str(exc)) or (
+        isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    )
     if full:
-        return DiskFull(f"{where}no space left on {db.parent} ({exc})",
-                        f"free space on {db.parent} (or grow the volume), then start again")
+        return DiskFull(
+            f"{where}no space left on {db.parent} ({exc})",
+            f"free space on {db.parent} (or grow the volume), then start again",
+        )
     if _io_error(exc) and (m is None or m.kind == "sql"):
         # The disk or the file system failed to write: not the migrations' fault, so no
         # failure record (a fault-free next start must try again, not exit 11).
-        return EnvironmentProblem(f"{where}I/O error writing {db} ({exc})",
-                                  f"check the disk and the volume holding {db.parent} (dmesg), "
-                                  f"then start again")
+        return EnvironmentProblem(
+            f"{where}I/O error writing {db} ({exc})",
+            f"check the disk and the volume holding {db.parent} (dmesg), then start again",
+        )
     return MigrationFailed(f"{where}{exc}", "fix the migration")
 
 
@@ -223,8 +275,9 @@ def _io_error(exc: BaseException) -> bool:
     """An SQLITE_IOERR (any extended code), also when wrapped with a statement's line."""
     for e in (exc, exc.__cause__):
         code = getattr(e, "sqlite_errorcode", None)
-        if isinstance(e, sqlite3.Error) and (code is not None and code & 0xFF == 10
-                                             or "disk I/O error" in str(e)):
+        if isinstance(e, sqlite3.Error) and (
+            code is not None and code & 0xFF == 10 or "disk I/O error" in str(e)
+        ):
             return True
     return False
 
@@ -237,8 +290,9 @@ def _transaction(conn: sqlite3.Connection) -> str:
         return "closed"
 
 
-def verify(settings: Settings, db: Path, p: Plan, label: str = "verify",
-           fk_baseline: Counter | None = None) -> VerifiedState:
+def verify(
+    settings: Settings, db: Path, p: Plan, label: str = "verify", fk_baseline: Counter | None = None
+) -> VerifiedState:
     """Step 8: schema equals head, quick_check passes, no foreign-key violation beyond the
     baseline (those before the run, as apply read them), smoke exits 0.
 
@@ -250,34 +304,46 @@ def verify(settings: Settings, db: Path, p: Plan, label: str = "verify",
         conn = connect(db, settings.lock_timeout)
         try:
             verified = cache.schema_hash(conn)
-            found = [] if p.expected_head is None else \
-                drift.diff(p.expected_head, schema.snapshot(conn))
+            found = (
+                []
+                if p.expected_head is None
+                else drift.diff(p.expected_head, schema.snapshot(conn))
+            )
             diffs, _ = accepted_part(drift.errors(found, settings.strict), p.accepted)
             extras = tuple(d.message() for d in found if d.kind == "extra" and not settings.strict)
             if diffs:
-                raise MigrationFailed(f"verification: schema differs from head: {diffs[0].message()}"
-                                      f" (+{len(diffs) - 1} more)", "fix the migrations")
+                raise MigrationFailed(
+                    f"verification: schema differs from head: {diffs[0].message()}"
+                    f" (+{len(diffs) - 1} more)",
+                    "fix the migrations",
+                )
             result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
             if result != "ok":
                 raise MigrationFailed(f"verification: quick_check: {result[:200]}", "")
             new = foreignkeys.introduced(fk_baseline or Counter(), foreignkeys.violations(conn))
             if new:
-                raise MigrationFailed(f"verification: the migrations left "
-                                      f"{foreignkeys.summary(new)}",
-                                      "fix the data or the migrations")
+                raise MigrationFailed(
+                    f"verification: the migrations left {foreignkeys.summary(new)}",
+                    "fix the data or the migrations",
+                )
         finally:
             conn.close()
-        info["what"] = ("schema built from empty" if p.expected_head is None else
-                        "schema at head") + ", quick_check ok, foreign keys ok"
+        info["what"] = (
+            "schema built from empty" if p.expected_head is None else "schema at head"
+        ) + ", quick_check ok, foreign keys ok"
         if settings.smoke:
             code, last = smoke(settings.smoke, db, settings.smoke_timeout)
             if code is None:
-                raise MigrationFailed(f"verification: smoke command did not finish within "
-                                      f"{settings.smoke_timeout:g} s (PREFLIGHT_SMOKE_TIMEOUT), killed: {last}",
-                                      "fix the smoke command, or raise PREFLIGHT_SMOKE_TIMEOUT")
+                raise MigrationFailed(
+                    f"verification: smoke command did not finish within "
+                    f"{settings.smoke_timeout:g} s (PREFLIGHT_SMOKE_TIMEOUT), killed: {last}",
+                    "fix the smoke command, or raise PREFLIGHT_SMOKE_TIMEOUT",
+                )
             if code != 0:
-                raise MigrationFailed(f"verification: smoke command exited {code}: {last}",
-                                      "fix the migrations or PREFLIGHT_SMOKE")
+                raise MigrationFailed(
+                    f"verification: smoke command exited {code}: {last}",
+                    "fix the migrations or PREFLIGHT_SMOKE",
+                )
             info["what"] += ", smoke ok"
     return VerifiedState(verified, extras)
 
@@ -297,11 +363,19 @@ def smoke(command: str, db: Path, timeout: float) -> tuple[int | None, str]:
         out = os.memfd_create("preflight-smoke", os.MFD_CLOEXEC)
     else:
         import tempfile
+
         out = os.dup(tempfile.TemporaryFile().fileno())
     try:
         env = dict(os.environ, PREFLIGHT_DB=str(db))
-        proc = subprocess.Popen(command, shell=True, env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=out, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            shell=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
         try:
             code: int | None = proc.wait(timeout=timeout or None)
         except subprocess.TimeoutExpired:
@@ -333,8 +407,10 @@ def _undo(settings: Settings, insp: Inspection, taken: Path | None, committed: b
     if not committed:
         return "rolled back; the database was not changed"
     if taken is None:
-        raise RestoreFailed("the migrations were committed and there is no backup "
-                            "(PREFLIGHT_BACKUP=never)", "restore your own backup by hand")
+        raise RestoreFailed(
+            "the migrations were committed and there is no backup (PREFLIGHT_BACKUP=never)",
+            "restore your own backup by hand",
+        )
     with step("restore") as info, signals.deferred():  # a restore is not stopped half-way
         backup.restore(taken, db)
         info["what"], info["tail"] = "restored and verified", f" <- {taken}"
@@ -383,16 +459,24 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> VerifiedState | No
         # An interruption, a full disk or another process's lock says nothing against this
         # migration set: once undone, the next start may try the same files again.
         verdict = not isinstance(exc, TRANSIENT)
-        record = history.FailureRecord(p.fingerprint, history.now(), MigrationFailed.code, failed,
-                                       failing, str(taken) if taken else None, False)
+        record = history.FailureRecord(
+            p.fingerprint,
+            history.now(),
+            MigrationFailed.code,
+            failed,
+            failing,
+            str(taken) if taken else None,
+            False,
+        )
         if committed or verdict:
             _save_record(settings, record)  # before the restore: a crash during it leaves it
         try:
             how = _undo(settings, insp, taken, committed)
         except RestoreFailed as restore_error:
             _save_record(settings, replace(record, exit_code=RestoreFailed.code))
-            raise RestoreFailed(f"{failed}; and then {restore_error.message}",
-                                restore_error.hint) from error
+            raise RestoreFailed(
+                f"{failed}; and then {restore_error.message}", restore_error.hint
+            ) from error
         if verdict:
             _save_record(settings, replace(record, restored=True))
         elif committed:
@@ -401,15 +485,21 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> VerifiedState | No
             raise Interrupted(f"{failed}; {how}", "start again") from error
         if isinstance(exc, TRANSIENT):
             raise type(exc)(f"{failed}; {how}", exc.hint) from error
-        raise MigrationFailed(f"{failed}; {how}",
-                              "fix the migration and ship a new image (the next start with "
-                              "these files refuses with exit 11)") from error
+        raise MigrationFailed(
+            f"{failed}; {how}",
+            "fix the migration and ship a new image (the next start with "
+            "these files refuses with exit 11)",
+        ) from error
 
 
 def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> None:
     """Steps 1-9: everything `run` does before exec, and all that `migrate` does."""
-    check_environment(settings.db, settings.backup_dir if settings.backup != "never" else None,
-                      writes=True, command=argv)
+    check_environment(
+        settings.db,
+        settings.backup_dir if settings.backup != "never" else None,
+        writes=True,
+        command=argv,
+    )
     with step("migrations") as info:
         migrations = discover(settings.migrations, settings.functions)
         info["what"] = f"{len(migrations)} file(s) valid"
@@ -445,36 +535,50 @@ def _strict_foreign_keys(db: Path) -> None:
     finally:
         conn.close()
     if found:
-        error = DriftError(f"{db} has {foreignkeys.summary(found)} (--strict)",
-                           "delete or fix the orphan rows, or run without --strict")
+        error = DriftError(
+            f"{db} has {foreignkeys.summary(found)} (--strict)",
+            "delete or fix the orphan rows, or run without --strict",
+        )
         error.details = tuple(f"foreign key: {v.message()}" for v in found[:20])
         raise error
 
 
-def _migrate_locked(settings: Settings, migrations: tuple[Migration, ...],
-                    fingerprint: str) -> None:
+def _migrate_locked(
+    settings: Settings, migrations: tuple[Migration, ...], fingerprint: str
+) -> None:
     """Inspect, plan, execute and write the cache, under the lock."""
     with step("inspect") as info:
         key = cache.key(fingerprint, settings.strict)
         trusted = cache.read(settings.cache_path, key)
         now = int(time.time())
-        insp = inspect(settings.db, trust=trusted.schema_hash if trusted else None,
-                       quick_check=check_due(settings.integrity,
-                                             trusted.checked_at if trusted else 0, now))
+        insp = inspect(
+            settings.db,
+            trust=trusted.schema_hash if trusted else None,
+            quick_check=check_due(settings.integrity, trusted.checked_at if trusted else 0, now),
+        )
         checked = insp.checked
         if insp.live is None and not cache.at_head(insp.applied, migrations):
             # Same schema text, other history: take the snapshot and check it all
             # (quick_check, if due, just ran under this lock; not again on a big file).
             insp = inspect(settings.db, quick_check=False)
-        info["what"] = "fresh database" if insp.fresh else (
-            f"{len(insp.applied or ())} applied, " + (
-                "schema as verified before (cache)" if insp.live is None
-                else f"{len(insp.live.tables)} table(s)") +
-            (", quick_check ok" if checked else ", header and size ok"))
+        info["what"] = (
+            "fresh database"
+            if insp.fresh
+            else (
+                f"{len(insp.applied or ())} applied, "
+                + (
+                    "schema as verified before (cache)"
+                    if insp.live is None
+                    else f"{len(insp.live.tables)} table(s)"
+                )
+                + (", quick_check ok" if checked else ", header and size ok")
+            )
+        )
     with step("plan") as info:
         p = plan(insp, migrations, settings.strict)
-        info["what"] = (f"{len(p.adopt)} to adopt, " if p.adopt else "") + \
-            f"{len(p.pending)} pending, history and schema verified"
+        info["what"] = (
+            f"{len(p.adopt)} to adopt, " if p.adopt else ""
+        ) + f"{len(p.pending)} pending, history and schema verified"
     if trusted and insp.live is None:
         for warning in trusted.warnings:
             log.warning("extra: %s", warning)
@@ -489,12 +593,23 @@ def _migrate_locked(settings: Settings, migrations: tuple[Migration, ...],
         assert_not_busy(settings.db, settings.lock_timeout)
     done = execute(settings, insp, p)
     if done is None:  # nothing applied: what the plan proved (or the cache vouched) still holds
-        done = VerifiedState(insp.schema_hash, tuple(w.message() for w in p.warnings)
-                             if insp.live is not None else trusted.warnings if trusted else ())
+        done = VerifiedState(
+            insp.schema_hash,
+            tuple(w.message() for w in p.warnings)
+            if insp.live is not None
+            else trusted.warnings
+            if trusted
+            else (),
+        )
     # Written when the schema was verified anew, or to record a full check an interval
     # policy asked for; otherwise a hit needs no rewrite: a no-op start writes nothing.
     recorded = trusted.checked_at if trusted else 0
-    if done.schema_hash and (insp.live is not None or
-                             (checked and isinstance(settings.integrity, int))):
-        cache.write(settings.cache_path, cache.Verified(
-            key, done.schema_hash, done.extras, now if checked or p.writes else recorded))
+    if done.schema_hash and (
+        insp.live is not None or (checked and isinstance(settings.integrity, int))
+    ):
+        cache.write(
+            settings.cache_path,
+            cache.Verified(
+                key, done.schema_hash, done.extras, now if checked or p.writes else recorded
+            ),
+        )

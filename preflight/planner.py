@@ -4,6 +4,7 @@ Nothing here writes the database. A database with history must match what its ap
 migrations produce (less the differences an operator accepted with `stamp --force`);
 one without history is adopted at the version the evidence points to (`evidence`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,9 +43,14 @@ def history_key(applied: tuple[history.Applied, ...] | None) -> tuple[tuple[int,
     return None if applied is None else tuple((a.version, a.sha256) for a in applied)
 
 
-def _drift(message: str, hint: str, diffs: list[drift.Difference],
-           migrations: tuple[Migration, ...], upto: int,
-           steps: dict[int, schema.Schema] | None = None) -> DriftError:
+def _drift(
+    message: str,
+    hint: str,
+    diffs: list[drift.Difference],
+    migrations: tuple[Migration, ...],
+    upto: int,
+    steps: dict[int, schema.Schema] | None = None,
+) -> DriftError:
     """A DriftError listing each difference with the migration that made the expected object.
 
     Not a snapshot after every migration (quadratic): only after those that changed one of
@@ -69,8 +75,9 @@ def _objects(diffs: list[drift.Difference]) -> set[str]:
     return names
 
 
-def accepted_part(diffs: list[drift.Difference], accepted: tuple[drift.Difference, ...]
-                  ) -> tuple[list[drift.Difference], list[drift.Difference]]:
+def accepted_part(
+    diffs: list[drift.Difference], accepted: tuple[drift.Difference, ...]
+) -> tuple[list[drift.Difference], list[drift.Difference]]:
     """Split `diffs` into (not accepted, accepted by a forced stamp)."""
     known = {history.difference_key(d) for d in accepted}
     rest = [d for d in diffs if history.difference_key(d) not in known]
@@ -101,10 +108,14 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
     for d in accepted:
         log.info("accepted (stamp --force): %s", d.message())
     if errors:
-        raise _drift(f"schema drift in {insp.path}: {len(errors)} difference(s) from what "
-                     f"{migrations[done - 1].name if done else 'no migration'} should have produced",
-                     "fix the listed objects by hand or restore a backup; nothing was changed",
-                     errors, migrations, done)
+        raise _drift(
+            f"schema drift in {insp.path}: {len(errors)} difference(s) from what "
+            f"{migrations[done - 1].name if done else 'no migration'} should have produced",
+            "fix the listed objects by hand or restore a backup; nothing was changed",
+            errors,
+            migrations,
+            done,
+        )
     warnings = tuple(d for d in diffs if d.kind == "extra" and d not in accepted)
     return Plan(fingerprint, (), pending, snaps[n], warnings, based_on, insp.accepted)
 
@@ -131,18 +142,30 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
         k = found.closest
         errs = drift.errors(found.diffs[k], strict)
         _warn_extras(found.diffs[k], strict)
-        raise _drift(f"{insp.path} has tables but no preflight history, and its schema matches no "
-                     f"migration; closest is {migrations[k - 1].name} with "
-                     f"{len(errs)} difference(s)", evidence.stamp_hint(migrations, k),
-                     errs, migrations, k)
+        raise _drift(
+            f"{insp.path} has tables but no preflight history, and its schema matches no "
+            f"migration; closest is {migrations[k - 1].name} with "
+            f"{len(errs)} difference(s)",
+            evidence.stamp_hint(migrations, k),
+            errs,
+            migrations,
+            k,
+        )
     k = evidence.choose(insp, migrations, found)
     diffs = found.diffs[k]
     _warn_extras(diffs, strict)
     if strict and drift.errors(diffs, True):
-        raise _drift(f"{insp.path}: extra objects beside {migrations[k - 1].name} (--strict)",
-                     "drop them or run without --strict", drift.errors(diffs, True),
-                     migrations, k)
-    log.info("adopt: no history; schema matches %s, recording 1..%d as adopted",
-             migrations[k - 1].name, migrations[k - 1].version)
+        raise _drift(
+            f"{insp.path}: extra objects beside {migrations[k - 1].name} (--strict)",
+            "drop them or run without --strict",
+            drift.errors(diffs, True),
+            migrations,
+            k,
+        )
+    log.info(
+        "adopt: no history; schema matches %s, recording 1..%d as adopted",
+        migrations[k - 1].name,
+        migrations[k - 1].version,
+    )
     warnings = tuple(d for d in diffs if d.kind == "extra")
     return Plan(fingerprint, migrations[:k], migrations[k:], found.head, warnings, None)

@@ -3,12 +3,13 @@
 Nothing is reported for work that ends within `after` seconds, so a normal start logs
 no progress at all; after that one line per `every` seconds, never a flood.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 log = logging.getLogger("preflight")
 
@@ -47,8 +48,14 @@ class Meter:
         self.lines += 1
         if self.total:
             rate = done / elapsed / MIB if elapsed > 0 else 0.0
-            log.info("%s: %d%% %.1f/%.1f MiB at %.0f MiB/s%s", self.label,
-                     min(100, done * 100 // self.total), done / MIB, self.total / MIB, rate,
-                     f" ({doing})" if doing else "")
+            log.info(
+                "%s: %d%% %.1f/%.1f MiB at %.0f MiB/s%s",
+                self.label,
+                min(100, done * 100 // self.total),
+                done / MIB,
+                self.total / MIB,
+                rate,
+                f" ({doing})" if doing else "",
+            )
         else:
             log.info("%s: %s, running for %.0f s", self.label, doing or "working", elapsed)

@@ -18,6 +18,7 @@ schema text hashes to what the cache vouches for (see `cache`); no backup needs 
 Anything else, or any exception: hand over. A full check that falls due under an
 interval policy is handed over too: the full pipeline runs it and records its time.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -45,22 +46,37 @@ FORMAT = 1  # of the cache key; bump when what a verification means changes
 HEADER = b"SQLite format 3\x00"
 
 # flag -> (setting, variable); switches have no value. Must match config.OPTIONS (tested).
-FLAGS = {"--db": ("db", "PREFLIGHT_DB"), "--migrations": ("migrations", "PREFLIGHT_MIGRATIONS"),
-         "--backup-dir": ("backup_dir", "PREFLIGHT_BACKUP_DIR"),
-         "--backup": ("backup", "PREFLIGHT_BACKUP"),
-         "--keep-backups": ("keep_backups", "PREFLIGHT_KEEP_BACKUPS"),
-         "--lock-timeout": ("lock_timeout", "PREFLIGHT_LOCK_TIMEOUT"),
-         "--smoke": ("smoke", "PREFLIGHT_SMOKE"),
-         "--smoke-timeout": ("smoke_timeout", "PREFLIGHT_SMOKE_TIMEOUT"),
-         "--integrity": ("integrity", "PREFLIGHT_INTEGRITY"),
-         "--log-format": ("log_format", "PREFLIGHT_LOG_FORMAT"),
-         "--log-level": ("log_level", "PREFLIGHT_LOG_LEVEL"),
-         "--functions": ("functions", "PREFLIGHT_FUNCTIONS")}
+FLAGS = {
+    "--db": ("db", "PREFLIGHT_DB"),
+    "--migrations": ("migrations", "PREFLIGHT_MIGRATIONS"),
+    "--backup-dir": ("backup_dir", "PREFLIGHT_BACKUP_DIR"),
+    "--backup": ("backup", "PREFLIGHT_BACKUP"),
+    "--keep-backups": ("keep_backups", "PREFLIGHT_KEEP_BACKUPS"),
+    "--lock-timeout": ("lock_timeout", "PREFLIGHT_LOCK_TIMEOUT"),
+    "--smoke": ("smoke", "PREFLIGHT_SMOKE"),
+    "--smoke-timeout": ("smoke_timeout", "PREFLIGHT_SMOKE_TIMEOUT"),
+    "--integrity": ("integrity", "PREFLIGHT_INTEGRITY"),
+    "--log-format": ("log_format", "PREFLIGHT_LOG_FORMAT"),
+    "--log-level": ("log_level", "PREFLIGHT_LOG_LEVEL"),
+    "--functions": ("functions", "PREFLIGHT_FUNCTIONS"),
+}
 SWITCHES = {"--strict": ("strict", "PREFLIGHT_STRICT"), "--json": ("json", "PREFLIGHT_JSON")}
-DEFAULTS = {"db": "/data/app.db", "migrations": "migrations", "backup_dir": "", "backup": "on-change",
-            "keep_backups": "10", "lock_timeout": "300", "smoke": "", "smoke_timeout": "300",
-            "integrity": "24h", "log_format": "text", "log_level": "info", "strict": "0",
-            "json": "0", "functions": ""}
+DEFAULTS = {
+    "db": "/data/app.db",
+    "migrations": "migrations",
+    "backup_dir": "",
+    "backup": "on-change",
+    "keep_backups": "10",
+    "lock_timeout": "300",
+    "smoke": "",
+    "smoke_timeout": "300",
+    "integrity": "24h",
+    "log_format": "text",
+    "log_level": "info",
+    "strict": "0",
+    "json": "0",
+    "functions": "",
+}
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 EVERY_START, BEFORE_WRITES = "every-start", "before-writes"
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -90,11 +106,15 @@ def _options(args: list[str], environ: dict[str, str]) -> tuple[dict[str, str], 
     for setting, variable in list(FLAGS.values()) + list(SWITCHES.values()):
         values[setting] = given.get(setting, environ.get(variable, DEFAULTS[setting]))
     values["strict"] = _flag(values["strict"])
-    if _flag(values["json"]) == "1" or values["backup"] not in ("on-change", "never") \
-            or values["log_format"] != "text" \
-            or values["log_level"] not in ("debug", "info", "warning", "error") \
-            or not values["keep_backups"].isascii() or not values["keep_backups"].isdigit() \
-            or not values["db"]:
+    if (
+        _flag(values["json"]) == "1"
+        or values["backup"] not in ("on-change", "never")
+        or values["log_format"] != "text"
+        or values["log_level"] not in ("debug", "info", "warning", "error")
+        or not values["keep_backups"].isascii()
+        or not values["keep_backups"].isdigit()
+        or not values["db"]
+    ):
         raise HandOver("options")  # json output, backup=always, or a value to be judged
     try:
         integrity_policy(values["integrity"])
@@ -107,7 +127,7 @@ def _options(args: list[str], environ: dict[str, str]) -> tuple[dict[str, str], 
             raise HandOver(name) from None
         if not timeout >= 0:
             raise HandOver(name)
-    return values, args[i + 1:]
+    return values, args[i + 1 :]
 
 
 def integrity_policy(text: str) -> str | int:
@@ -118,8 +138,9 @@ def integrity_policy(text: str) -> str | int:
         return value
     number, unit = (value[:-1], value[-1]) if value[-1:] in UNITS else (value, "s")
     if not (number.isascii() and number.isdigit()) or int(number) == 0:
-        raise ValueError("expected every-start, before-writes or an interval > 0 such as "
-                         "24h, 7d, 30m or 3600s")
+        raise ValueError(
+            "expected every-start, before-writes or an interval > 0 such as 24h, 7d, 30m or 3600s"
+        )
     return int(number) * UNITS[unit]
 
 
@@ -145,9 +166,12 @@ def _flag(text: str) -> str:
 
 def _which(command: str) -> bool:
     """shutil.which(command) is not None, without importing shutil."""
+
     def runnable(path: str) -> bool:
-        return os.path.exists(path) and os.access(path, os.F_OK | os.X_OK) \
-            and not os.path.isdir(path)
+        return (
+            os.path.exists(path) and os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path)
+        )
+
     if os.path.dirname(command):
         return runnable(command)
     for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
@@ -160,8 +184,11 @@ def _environment(db: str, backup_dir: str | None, command: list[str]) -> None:
     """database.check_environment(writes=True) passes (else the full pipeline says why)."""
     folder = os.path.dirname(db)
     os.listdir(folder)
-    if not os.path.isfile(db) or not os.access(db, os.R_OK | os.W_OK) \
-            or not os.access(folder, os.W_OK):
+    if (
+        not os.path.isfile(db)
+        or not os.access(db, os.R_OK | os.W_OK)
+        or not os.access(folder, os.W_OK)
+    ):
         raise HandOver("database")
     if backup_dir is not None:
         existing = backup_dir
@@ -169,8 +196,9 @@ def _environment(db: str, backup_dir: str | None, command: list[str]) -> None:
             existing = os.path.dirname(existing)
         if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
             raise HandOver("backup folder")
-        size = os.stat(db).st_size + (os.stat(f"{db}-wal").st_size
-                                      if os.path.exists(f"{db}-wal") else 0)
+        size = os.stat(db).st_size + (
+            os.stat(f"{db}-wal").st_size if os.path.exists(f"{db}-wal") else 0
+        )
         st = os.statvfs(existing)
         if st.f_bavail * st.f_frsize < size * 11 // 10 + (1 << 20):
             raise HandOver("free space")
@@ -242,16 +270,19 @@ def schema_hash(conn: sqlite3.Connection) -> str:
     rootpage is left out: VACUUM moves tables without changing the schema.
     """
     digest = sha256()
-    for row in conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
-                            "ORDER BY type, name, tbl_name"):
+    for row in conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name, tbl_name"
+    ):
         digest.update("\0".join("\1" if v is None else str(v) for v in row).encode() + b"\n")
     return digest.hexdigest()
 
 
 def cache_text(cache_key: str, schema: str, checked_at: int) -> bytes:
     """The cache file `cache.write` writes for a schema with no extra objects (tested)."""
-    return (f'{{\n "key": "{cache_key}",\n "schema_hash": "{schema}",\n "warnings": [],\n'
-            f' "checked_at": {checked_at}\n}}\n').encode()
+    return (
+        f'{{\n "key": "{cache_key}",\n "schema_hash": "{schema}",\n "warnings": [],\n'
+        f' "checked_at": {checked_at}\n}}\n'
+    ).encode()
 
 
 def cache_checked_at(text: bytes) -> int:
@@ -277,7 +308,7 @@ def probe(db: str) -> tuple[str, str]:
     with open(db, "rb") as f:
         head = f.read(100)
         size = os.fstat(f.fileno()).st_size
-    if head[:len(HEADER)] != HEADER:
+    if head[: len(HEADER)] != HEADER:
         return "bad", f"is not an SQLite database (header {head[:16]!r})"
     if len(head) < 100:
         return "bad", f"is truncated: {size} bytes, shorter than SQLite's 100-byte header"
@@ -289,8 +320,10 @@ def probe(db: str) -> tuple[str, str]:
     if count == 0 or head[24:28] != head[92:96] or size >= count * page:
         # A zero or stale count (written by SQLite < 3.7.0): SQLite sizes it by the file.
         return "ok", ""
-    why = (f"is truncated: its header counts {count} pages of {page} bytes "
-           f"({count * page} bytes), the file has {size}")
+    why = (
+        f"is truncated: its header counts {count} pages of {page} bytes "
+        f"({count * page} bytes), the file has {size}"
+    )
     if (head[18:20] == b"\x02\x02" and _bytes(f"{db}-wal") > 32) or _bytes(f"{db}-journal") > 0:
         return "unsure", why
     return "short", why
@@ -315,12 +348,13 @@ def _inspect(db: str, expected: list[tuple[int, str, str]], full: bool) -> tuple
     history == files; returns the schema hash and whether quick_check ran."""
     with open(db, "rb") as f:
         head = f.read(20)
-    if head[:len(HEADER)] != HEADER:
+    if head[: len(HEADER)] != HEADER:
         raise HandOver("header")
     for suffix in ("-wal", "-shm", "-journal"):
         side = f"{db}{suffix}"
-        if os.path.lexists(side) and (not os.path.isfile(side)
-                                      or not os.access(side, os.R_OK | os.W_OK)):
+        if os.path.lexists(side) and (
+            not os.path.isfile(side) or not os.access(side, os.R_OK | os.W_OK)
+        ):
             raise HandOver(suffix)  # the full pipeline names it (exit 2 or 7)
     if os.path.exists(f"{db}-wal") and head[18:20] != b"\x02\x02":
         # A -wal beside a database whose header is not in WAL mode is stale, and SQLite
@@ -338,11 +372,16 @@ def _inspect(db: str, expected: list[tuple[int, str, str]], full: bool) -> tuple
     try:
         if full and [r[0] for r in conn.execute("PRAGMA quick_check")] != ["ok"]:
             raise HandOver("quick_check")
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
-                            "AND name='_preflight_history'").fetchone():
+        if not conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_preflight_history'"
+        ).fetchone():
             raise HandOver("no history")
-        applied = [tuple(r) for r in conn.execute(
-            "SELECT version, name, sha256 FROM _preflight_history ORDER BY version")]
+        applied = [
+            tuple(r)
+            for r in conn.execute(
+                "SELECT version, name, sha256 FROM _preflight_history ORDER BY version"
+            )
+        ]
         if applied != expected:
             raise HandOver("history")
         return schema_hash(conn), full
@@ -353,10 +392,20 @@ def _inspect(db: str, expected: list[tuple[int, str, str]], full: bool) -> tuple
 def _since(checked_at: int, policy: str | int) -> str:
     """'header and size ok, last quick_check 3h ago' (see --integrity)."""
     age = max(0, int(time.time()) - checked_at)
-    ago = f"{age // 86400}d" if age >= 86400 else f"{age // 3600}h" if age >= 3600 else \
-        f"{age // 60}m" if age >= 60 else f"{age}s"
-    return "header and size ok, " + ("quick_check only before writes" if policy == BEFORE_WRITES
-                                     else f"last quick_check {ago} ago")
+    ago = (
+        f"{age // 86400}d"
+        if age >= 86400
+        else f"{age // 3600}h"
+        if age >= 3600
+        else f"{age // 60}m"
+        if age >= 60
+        else f"{age}s"
+    )
+    return "header and size ok, " + (
+        "quick_check only before writes"
+        if policy == BEFORE_WRITES
+        else f"last quick_check {ago} ago"
+    )
 
 
 def _say(lines: list[str], quiet: bool) -> None:
@@ -374,8 +423,11 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
     try:
         values, command = _options(argv[1:], dict(os.environ if environ is None else environ))
         db = os.path.realpath(values["db"])
-        backup_dir = os.path.abspath(values["backup_dir"]) if values["backup_dir"] else \
-            os.path.join(os.path.dirname(db), "backups")
+        backup_dir = (
+            os.path.abspath(values["backup_dir"])
+            if values["backup_dir"]
+            else os.path.join(os.path.dirname(db), "backups")
+        )
         t0 = time.perf_counter()
         _environment(db, backup_dir if values["backup"] != "never" else None, command)
         found = files(os.path.abspath(values["migrations"]))
@@ -389,8 +441,11 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         t1 = time.perf_counter()
         # As lock.open_lock: never through a symlink, never a FIFO, device or hard link
         # (the full pipeline refuses those with exit 7).
-        fd = os.open(f"{db}.preflight.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
-                     | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        fd = os.open(
+            f"{db}.preflight.lock",
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            0o644,
+        )
         st = os.fstat(fd)
         if st.st_mode & 0o170000 != 0o100000 or st.st_nlink != 1:
             raise HandOver("lock file")
@@ -400,16 +455,23 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         if (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
             raise HandOver("lock file replaced")  # see lock.acquire
         # Shared while the app runs (the descriptor survives exec): restore refuses then.
-        running = os.open(f"{db}.preflight.running", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW
-                          | os.O_NONBLOCK, 0o644)
+        running = os.open(
+            f"{db}.preflight.running",
+            os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
+            0o644,
+        )
         if os.fstat(running).st_mode & 0o170000 != 0o100000:
             raise HandOver("running file")  # not a regular file: the full pipeline refuses it
         fcntl.flock(running, fcntl.LOCK_SH | fcntl.LOCK_NB)
         os.set_inheritable(running, True)
         host = os.uname().nodename.replace("\\", "").replace('"', "")
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f'{{"pid": {os.getpid()}, "host": "{host}", "since": "{_now()}", '
-                      f'"command": "run"}}'.encode(), 0)
+        os.pwrite(
+            fd,
+            f'{{"pid": {os.getpid()}, "host": "{host}", "since": "{_now()}", '
+            f'"command": "run"}}'.encode(),
+            0,
+        )
         t2 = time.perf_counter()
         if os.path.exists(f"{db}.preflight-failure.json"):
             raise HandOver("failure record")
@@ -422,14 +484,20 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         live, checked = _inspect(db, found, policy == EVERY_START)
         if cached != cache_text(cache_key, live, checked_at):
             raise HandOver("cache")
-        if values["backup"] != "never" and int(values["keep_backups"]) > 0 \
-                and os.path.isdir(backup_dir):
+        if (
+            values["backup"] != "never"
+            and int(values["keep_backups"]) > 0
+            and os.path.isdir(backup_dir)
+        ):
             stem = os.path.splitext(os.path.basename(db))[0]
             names = set(os.listdir(backup_dir))
             # Only backups with a side record are ever pruned (catalog.prune): older ones
             # would otherwise keep every start from being quick.
-            mine = [n for n in names if n.startswith(f"{stem}-") and n.endswith(".db")
-                    and f"{n}.json" in names]
+            mine = [
+                n
+                for n in names
+                if n.startswith(f"{stem}-") and n.endswith(".db") and f"{n}.json" in names
+            ]
             if len(mine) > int(values["keep_backups"]):
                 raise HandOver("prune")
         t3 = time.perf_counter()
@@ -448,13 +516,18 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
                     pass  # a full disk: the note stays; closing below releases the flock
             os.close(fd)  # closing releases the flock
         return
-    _say([f"migrations: {len(found)} file(s) as verified before in {(t1 - t0) * 1000:.0f} ms",
-          f"lock: acquired in {(t2 - t1) * 1000:.0f} ms",
-          f"inspect: {len(found)} applied, schema as verified before (cache), "
-          f"{'quick_check ok' if checked else _since(checked_at, policy)} "
-          f"in {(t3 - t2) * 1000:.0f} ms",
-          "plan: 0 pending, history and schema verified in 0 ms",
-          f"exec: {' '.join(command)}"], values["log_level"] in ("warning", "error"))
+    _say(
+        [
+            f"migrations: {len(found)} file(s) as verified before in {(t1 - t0) * 1000:.0f} ms",
+            f"lock: acquired in {(t2 - t1) * 1000:.0f} ms",
+            f"inspect: {len(found)} applied, schema as verified before (cache), "
+            f"{'quick_check ok' if checked else _since(checked_at, policy)} "
+            f"in {(t3 - t2) * 1000:.0f} ms",
+            "plan: 0 pending, history and schema verified in 0 ms",
+            f"exec: {' '.join(command)}",
+        ],
+        values["log_level"] in ("warning", "error"),
+    )
     try:
         os.execvp(command[0], command)
     except OSError:

@@ -5,6 +5,7 @@ grown by ALTER TABLE ADD COLUMN snapshot the same if their columns, constraints 
 keys are the same (`drift` compares them). Views and triggers, which have no structure
 SQLite exposes, are kept as normalized SQL.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -62,8 +63,11 @@ class Column:
         if self.collate:
             parts.append(f"COLLATE {self.collate}")
         on = dict(self.conflicts)
-        for flag, word in ((self.pk, "PRIMARY KEY"), (self.unique, "UNIQUE"),
-                           (self.notnull and not self.rowid, "NOT NULL")):
+        for flag, word in (
+            (self.pk, "PRIMARY KEY"),
+            (self.unique, "UNIQUE"),
+            (self.notnull and not self.rowid, "NOT NULL"),
+        ):
             if flag or word in on:
                 parts.append(word + (f" ON CONFLICT {on[word]}" if word in on else ""))
                 if word == "PRIMARY KEY" and self.rowid:
@@ -134,15 +138,16 @@ def _tail_after_body(toks: list[str]) -> list[str]:
         elif tok == ")":
             depth -= 1
             if seen and depth == 0:
-                return toks[i + 1:]
+                return toks[i + 1 :]
     return []
 
 
 UNRESOLVED = "<its primary key>"
 
 
-def _key_columns(conn: sqlite3.Connection, index: str,
-                 collate: dict[str, str]) -> list[tuple[str, str]]:
+def _key_columns(
+    conn: sqlite3.Connection, index: str, collate: dict[str, str]
+) -> list[tuple[str, str]]:
     """(column, ' DESC' and/or a collation other than the column's) of an automatic index."""
     cols = []
     for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({_q(index)})"):
@@ -177,8 +182,12 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
             options.append(("key", f"PRIMARY KEY index ({text})"))
     rows = conn.execute(f"PRAGMA table_xinfo({_q(name)})").fetchall()
     keys = [r for r in rows if r[5]]
-    if (not clauses.without_rowid and not any(kind == "key" for kind, _ in options)
-            and len(keys) == 1 and upper(keys[0][2]) == "INTEGER"):
+    if (
+        not clauses.without_rowid
+        and not any(kind == "key" for kind, _ in options)
+        and len(keys) == 1
+        and upper(keys[0][2]) == "INTEGER"
+    ):
         # The rowid itself: it can never hold NULL (a NULL inserted becomes a new rowid,
         # an UPDATE to NULL fails), so NOT NULL and its ON CONFLICT change nothing.
         rowid = fold(keys[0][1])
@@ -190,16 +199,29 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
         if len(names) > 1:
             options.append(("conflict", f"{kind}({', '.join(names)}) ON CONFLICT {on}"))
     columns = tuple(
-        Column(col, upper(normalize(ctype)), bool(notnull),
-               default(dflt) if dflt is not None else None, pk, hidden, fold(col) in unique_cols,
-               clauses.collate.get(fold(col)), clauses.generated.get(fold(col)),
-               tuple(sorted((kind, on) for (kind, names), on in conflicts.items() if names == (fold(col),))),
-               fold(col) == rowid)
+        Column(
+            col,
+            upper(normalize(ctype)),
+            bool(notnull),
+            default(dflt) if dflt is not None else None,
+            pk,
+            hidden,
+            fold(col) in unique_cols,
+            clauses.collate.get(fold(col)),
+            clauses.generated.get(fold(col)),
+            tuple(
+                sorted(
+                    (kind, on) for (kind, names), on in conflicts.items() if names == (fold(col),)
+                )
+            ),
+            fold(col) == rowid,
+        )
         for _, col, ctype, notnull, dflt, pk, hidden in rows
     )
     fks: dict[int, list[tuple]] = {}
     for fid, _, ref, frm, to, on_update, on_delete, _ in conn.execute(
-            f"PRAGMA foreign_key_list({_q(name)})"):
+        f"PRAGMA foreign_key_list({_q(name)})"
+    ):
         fks.setdefault(fid, []).append((frm, ref, to, on_update, on_delete))
     refs = []
     for parts in fks.values():
@@ -209,12 +231,17 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
         if not to:
             refs.append(parent)
         deferred = " DEFERRABLE INITIALLY DEFERRED" if (frm, parent, to) in clauses.deferred else ""
-        text = (f"FOREIGN KEY({', '.join(frm)}) REFERENCES {parent}({', '.join(to) or UNRESOLVED}) "
-                f"ON UPDATE {parts[0][3]} ON DELETE {parts[0][4]}{deferred}")
+        text = (
+            f"FOREIGN KEY({', '.join(frm)}) REFERENCES {parent}({', '.join(to) or UNRESOLVED}) "
+            f"ON UPDATE {parts[0][3]} ON DELETE {parts[0][4]}{deferred}"
+        )
         options.append(("foreign key", text))
     options += [("check", c) for c in clauses.checks]
-    for flag, present in (("AUTOINCREMENT", clauses.autoincrement),
-                          ("WITHOUT ROWID", clauses.without_rowid), ("STRICT", clauses.strict)):
+    for flag, present in (
+        ("AUTOINCREMENT", clauses.autoincrement),
+        ("WITHOUT ROWID", clauses.without_rowid),
+        ("STRICT", clauses.strict),
+    ):
         if present:
             options.append(("flag", flag))
     toks = tokens(sql)
@@ -222,9 +249,19 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
         # Module arguments are text the module reads itself; FTS5 and its kin accept a
         # bare word or any quoting for one value, so every quoted token is compared unquoted.
         quoted = {i for i, t in enumerate(toks) if t[:1] in "'\"`["}
-        options.append(("virtual", canonical(['"' + unquote(t).replace('"', '""') + '"'
-                                              if i in quoted else t for i, t in enumerate(toks)],
-                                             frozenset(), quoted)))
+        options.append(
+            (
+                "virtual",
+                canonical(
+                    [
+                        '"' + unquote(t).replace('"', '""') + '"' if i in quoted else t
+                        for i, t in enumerate(toks)
+                    ],
+                    frozenset(),
+                    quoted,
+                ),
+            )
+        )
     return Table(name, columns, tuple(sorted(set(options))), tuple(refs), sql)
 
 
@@ -236,14 +273,17 @@ def _resolve(table: Table, tables: dict[str, Table]) -> Table:
             pk = tables.get(parent)
             cols = sorted((c for c in pk.columns if c.pk), key=lambda c: c.pk) if pk else []
             if cols:
-                text = text.replace(f"REFERENCES {parent}({UNRESOLVED})",
-                                    f"REFERENCES {parent}({', '.join(fold(c.name) for c in cols)})")
+                text = text.replace(
+                    f"REFERENCES {parent}({UNRESOLVED})",
+                    f"REFERENCES {parent}({', '.join(fold(c.name) for c in cols)})",
+                )
         options.append((kind, text))
     return Table(table.name, table.columns, tuple(sorted(options)), table.refs, table.sql)
 
 
-def _index(conn: sqlite3.Connection, name: str, table: str, sql: str, table_sql: str,
-           known: set[str]) -> Index:
+def _index(
+    conn: sqlite3.Connection, name: str, table: str, sql: str, table_sql: str, known: set[str]
+) -> Index:
     cols = []
     for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({_q(name)})"):
         if key:
@@ -255,7 +295,7 @@ def _index(conn: sqlite3.Connection, name: str, table: str, sql: str, table_sql:
     toks = tokens(sql)
     tail = _tail_after_body(toks)
     if "<expr>" in cols:  # expression index: compare the column list as SQL
-        body = toks[toks.index("("):len(toks) - len(tail)]
+        body = toks[toks.index("(") : len(toks) - len(tail)]
         cols = [canonical(body, known)[1:-1]]
     where = canonical(tail[1:], known) if tail and fold(tail[0]) == "where" else None
     unique = fold(" ".join(toks[:2])) == "create unique"
@@ -273,7 +313,9 @@ def _statement(sql: str, memo: dict, tables: dict[str, Table]) -> str:
         local = local_names(toks)
         found |= {i for i, t in enumerate(toks) if t[:1] == '"' and name(t) in local}
         open_ = [i for i, t in enumerate(toks) if t[:1] == '"' and i not in found]
-        named = frozenset(name(t) for t in toks if t[:1] in '"`[' or t[:1].isalpha() or t[:1] == "_")
+        named = frozenset(
+            name(t) for t in toks if t[:1] in '"`[' or t[:1].isalpha() or t[:1] == "_"
+        )
         prepared = memo[("parsed", sql)] = (toks, frozenset(found), open_, named)
     toks, idents, open_, named = prepared
     resolved: tuple[bool, ...] = ()
@@ -309,8 +351,10 @@ Row = tuple[str, str, str, str]  # sqlite_master: type, name, tbl_name, sql
 
 
 def _rows(conn: sqlite3.Connection) -> list[Row]:
-    return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
-                        "WHERE sql IS NOT NULL ORDER BY type, name").fetchall()
+    return conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master "
+        "WHERE sql IS NOT NULL ORDER BY type, name"
+    ).fetchall()
 
 
 @dataclass(frozen=True)
@@ -323,8 +367,9 @@ class _Stop:
     with_refs: frozenset[str]  # tables with a foreign key that names no parent columns
 
 
-def _build(conn: sqlite3.Connection, rows: list[Row], memo: dict,
-           before: _Stop | None = None) -> _Stop:
+def _build(
+    conn: sqlite3.Connection, rows: list[Row], memo: dict, before: _Stop | None = None
+) -> _Stop:
     """The schema of `rows`; with `before` (the previous stop of a replay), only the rows
     that changed since are read, and only what depends on a changed table is redone."""
     new = frozenset(rows)
@@ -332,8 +377,12 @@ def _build(conn: sqlite3.Connection, rows: list[Row], memo: dict,
     schema = Schema(dict(base.tables), dict(base.indexes), dict(base.views), dict(base.triggers))
     if before is not None and before.rows == new:
         return _Stop(new, schema, before.open_rows, before.with_refs)
-    kinds: dict[str, dict] = {"table": schema.tables, "index": schema.indexes, "view": schema.views,
-             "trigger": schema.triggers}
+    kinds: dict[str, dict] = {
+        "table": schema.tables,
+        "index": schema.indexes,
+        "view": schema.views,
+        "trigger": schema.triggers,
+    }
     gone = before.rows - new if before else frozenset()
     added = sorted(new - before.rows) if before else rows
     open_rows = set(before.open_rows - gone) if before else set()
@@ -355,16 +404,21 @@ def _build(conn: sqlite3.Connection, rows: list[Row], memo: dict,
                 with_refs.add(obj)
     for obj in with_refs if changed else ():
         table = schema.tables[obj]
-        key = ("resolved", obj, table.sql, tuple(getattr(schema.tables.get(p), "sql", None)
-                                                 for p in table.refs))
+        key = (
+            "resolved",
+            obj,
+            table.sql,
+            tuple(getattr(schema.tables.get(p), "sql", None) for p in table.refs),
+        )
         if key not in memo:
             memo[key] = _resolve(memo[("plain", table.name, table.sql)], schema.tables)
         schema.tables[obj] = memo[key]
     if changed & base.tables.keys():  # an existing table changed: so may its indexes
         for obj, index in list(schema.indexes.items()):
             if index.table in changed:  # its columns' collations come from the table's SQL
-                schema.indexes[obj] = _index_of(conn, index.name, index.sql.split("\0")[0],
-                                                schema.tables.get(index.table), memo)
+                schema.indexes[obj] = _index_of(
+                    conn, index.name, index.sql.split("\0")[0], schema.tables.get(index.table), memo
+                )
     for row in added:
         kind, obj, tbl, _ = memo[row]
         if kind == "index":
@@ -380,8 +434,9 @@ def _build(conn: sqlite3.Connection, rows: list[Row], memo: dict,
     return _Stop(new, schema, frozenset(open_rows), frozenset(with_refs))
 
 
-def _index_of(conn: sqlite3.Connection, name: str, sql: str, table: Table | None,
-              memo: dict) -> Index:
+def _index_of(
+    conn: sqlite3.Connection, name: str, sql: str, table: Table | None, memo: dict
+) -> Index:
     key = ("index", name, sql, table.sql if table else "")
     if key not in memo:
         cols = {fold(c.name) for c in table.columns} if table else set()
@@ -434,7 +489,8 @@ def replay(migrations: tuple[Migration, ...], stops: set[int]) -> dict[int, Sche
                     raise signals.swallowed() from exc
                 raise MigrationFailed(
                     f"{migration.name}: fails on an empty database: {exc}",
-                    "fix the migration; the live database was not touched") from exc
+                    "fix the migration; the live database was not touched",
+                ) from exc
             if count in stops:
                 before = _build(conn, _rows(conn), memo, before)
                 found[count] = before.schema

@@ -5,12 +5,13 @@ stop` during a migration would wait and then SIGKILL. While the guard runs, both
 `Interrupted`: the open transaction rolls back, the lock is released, exit 12. Right
 before exec the defaults come back, so the app receives its signals as usual.
 """
+
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Callable, Iterator
 
 from .errors import Interrupted
 
@@ -22,8 +23,10 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     # Once is enough: a second signal must not break the rollback or restore it started.
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-    raise Interrupted(f"interrupted by {signal.Signals(signum).name} before the app started",
-                      "nothing was left half-done; start again")
+    raise Interrupted(
+        f"interrupted by {signal.Signals(signum).name} before the app started",
+        "nothing was left half-done; start again",
+    )
 
 
 def received() -> bool:
@@ -35,8 +38,10 @@ def received() -> bool:
 
 def swallowed() -> Interrupted:
     """The Interrupted to raise when `received` says a signal's exception got lost."""
-    return Interrupted("interrupted by SIGTERM or SIGINT before the app started (inside a "
-                       "migration)", "nothing was left half-done; start again")
+    return Interrupted(
+        "interrupted by SIGTERM or SIGINT before the app started (inside a migration)",
+        "nothing was left half-done; start again",
+    )
 
 
 def install() -> dict[int, Handler]:

@@ -6,6 +6,7 @@ identifier only where SQLite would read it as one, else the string literal it is
 compare by value and type (1.0 = 1.00, 0x10 = 16, but 1 != 1.0); comments, white space
 and parentheses that wrap a whole parenthesised expression again do not count.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,19 +26,98 @@ _TOKEN = re.compile(
 )
 _OPERATORS = {"<>": "!=", "==": "="}
 # After these a double-quoted token names an object or a new name, never a string.
-_NAMING = {"as", "from", "join", "into", "update", "table", "view", "index", "trigger",
-           "references", "of", "exists", "collate", "set"}
+_NAMING = {
+    "as",
+    "from",
+    "join",
+    "into",
+    "update",
+    "table",
+    "view",
+    "index",
+    "trigger",
+    "references",
+    "of",
+    "exists",
+    "collate",
+    "set",
+}
 # Words that start a clause; in a FROM or JOIN clause every name is a table or an alias.
-_CLAUSES = {"select", "from", "join", "on", "using", "where", "group", "having", "order",
-            "limit", "window", "values", "set", "returning", "union", "except", "intersect"}
+_CLAUSES = {
+    "select",
+    "from",
+    "join",
+    "on",
+    "using",
+    "where",
+    "group",
+    "having",
+    "order",
+    "limit",
+    "window",
+    "values",
+    "set",
+    "returning",
+    "union",
+    "except",
+    "intersect",
+}
 _SUBQUERY = {"select", "values", "with"}
 # Words after which an expression starts (so a name there is not an alias).
-_KEYWORDS = {"select", "where", "and", "or", "not", "when", "then", "else", "case", "in", "is",
-             "like", "glob", "match", "regexp", "between", "escape", "by", "on", "set", "having",
-             "distinct", "all", "values", "returning", "exists", "default", "check", "as",
-             "from", "join", "using", "limit", "offset", "cast", "collate", "union", "except",
-             "intersect", "filter", "over", "partition", "begin", "group", "order", "do",
-             "isnull", "notnull", "asc", "desc", "to", "within"}
+_KEYWORDS = {
+    "select",
+    "where",
+    "and",
+    "or",
+    "not",
+    "when",
+    "then",
+    "else",
+    "case",
+    "in",
+    "is",
+    "like",
+    "glob",
+    "match",
+    "regexp",
+    "between",
+    "escape",
+    "by",
+    "on",
+    "set",
+    "having",
+    "distinct",
+    "all",
+    "values",
+    "returning",
+    "exists",
+    "default",
+    "check",
+    "as",
+    "from",
+    "join",
+    "using",
+    "limit",
+    "offset",
+    "cast",
+    "collate",
+    "union",
+    "except",
+    "intersect",
+    "filter",
+    "over",
+    "partition",
+    "begin",
+    "group",
+    "order",
+    "do",
+    "isnull",
+    "notnull",
+    "asc",
+    "desc",
+    "to",
+    "within",
+}
 
 
 def fold(name: str) -> str:
@@ -107,11 +187,13 @@ def trigger_head(toks: list[str]) -> list[str]:
     head, rest = list(toks[:body]), toks[body:]
     low = words[:body]
     for i in range(len(low) - 2):
-        if low[i:i + 3] == ["for", "each", "row"]:
-            del head[i:i + 3]
+        if low[i : i + 3] == ["for", "each", "row"]:
+            del head[i : i + 3]
             break
     low = [fold(t) for t in head]
-    event = next((i for i, w in enumerate(low) if w in ("delete", "insert", "update") and i > 2), None)
+    event = next(
+        (i for i, w in enumerate(low) if w in ("delete", "insert", "update") and i > 2), None
+    )
     if event is not None and low[event - 1] not in ("before", "after", "of"):
         head.insert(event, "BEFORE")
     return head + rest
@@ -136,8 +218,12 @@ def _redundant_parens(toks: list[str]) -> set[int]:
     drop: set[int] = set()
     for i, j in match.items():
         inner = i + 1
-        if (toks[inner:inner + 1] == ["("] and match.get(inner) == j - 1 and inner not in commas
-                and fold(toks[inner + 1] if inner + 1 < len(toks) else "") not in _SUBQUERY):
+        if (
+            toks[inner : inner + 1] == ["("]
+            and match.get(inner) == j - 1
+            and inner not in commas
+            and fold(toks[inner + 1] if inner + 1 < len(toks) else "") not in _SUBQUERY
+        ):
             drop.update((inner, j - 1))
     return drop
 
@@ -152,11 +238,21 @@ def aliases(toks: list[str]) -> set[int]:
             opened.append(i)
         elif tok == ")" and opened:
             start = opened.pop()
-            if i + 1 < len(toks) and fold(toks[i + 1]) == "as" and all(
-                    is_word(t) if k % 2 == 0 else t == "," for k, t in enumerate(toks[start + 1:i])):
+            if (
+                i + 1 < len(toks)
+                and fold(toks[i + 1]) == "as"
+                and all(
+                    is_word(t) if k % 2 == 0 else t == ","
+                    for k, t in enumerate(toks[start + 1 : i])
+                )
+            ):
                 found.update(range(start + 1, i, 2))
-        elif is_word(tok) and i and toks[i + 1:i + 2] not in ([")"], ["("], ["."]) and (
-                fold(toks[i - 1]) == "as" or (tok[0] == '"' and _ends_expression(toks[i - 1]))):
+        elif (
+            is_word(tok)
+            and i
+            and toks[i + 1 : i + 2] not in ([")"], ["("], ["."])
+            and (fold(toks[i - 1]) == "as" or (tok[0] == '"' and _ends_expression(toks[i - 1])))
+        ):
             found.add(i)
     return found
 
@@ -179,10 +275,14 @@ def identifier_positions(toks: list[str]) -> set[int]:
             after = toks[i + 1] if i + 1 < len(toks) else ""
             if word in _CLAUSES:
                 clause[-1] = word
-            elif (before in _NAMING or before == "." or after in (".", "(")
-                  or clause[-1] in ("from", "join")
-                  # ON a table (trigger, index), not ON an expression (join)
-                  or (before == "on" and fold(after) in ("begin", "for", "when", ""))):
+            elif (
+                before in _NAMING
+                or before == "."
+                or after in (".", "(")
+                or clause[-1] in ("from", "join")
+                # ON a table (trigger, index), not ON an expression (join)
+                or (before == "on" and fold(after) in ("begin", "for", "when", ""))
+            ):
                 found.add(i)
     return found
 
@@ -200,8 +300,11 @@ def local_names(toks: list[str]) -> set[str]:
     return {name(toks[i]) for i in aliases(toks)} | {name(t) for t in toks if t[:1] in "`["}
 
 
-def canonical(toks: Iterable[str], known: set[str] | frozenset[str] = frozenset(),
-              idents: set[int] | frozenset[int] | None = None) -> str:
+def canonical(
+    toks: Iterable[str],
+    known: set[str] | frozenset[str] = frozenset(),
+    idents: set[int] | frozenset[int] | None = None,
+) -> str:
     """The canonical text of `toks`: a double-quoted token is an identifier when its name is
     in `known` (or its index in `idents`), else a string literal."""
     toks = list(toks)

@@ -11,12 +11,13 @@ Linear in the file's size: one regex pass (literals unrolled, so a long string c
 per-character regex state), line numbers counted incrementally, and
 `sqlite3.complete_statement` called only at a ';' outside strings and comments.
 """
+
 from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
 
 from .errors import HistoryError
 
@@ -79,8 +80,9 @@ def line_counter(text: str) -> Callable[[int], int]:
     return line
 
 
-def split_statements(text: str, name: str = "<sql>", start: int = 0,
-                     end: int | None = None) -> tuple[Statement, ...]:
+def split_statements(
+    text: str, name: str = "<sql>", start: int = 0, end: int | None = None
+) -> tuple[Statement, ...]:
     """Split text[start:end] into statements the way SQLite's parser sees them.
 
     A ';' ends a statement only where sqlite3.complete_statement agrees, so semicolons
@@ -98,27 +100,32 @@ def split_statements(text: str, name: str = "<sql>", start: int = 0,
             continue
         if first < 0:
             begin = match.end()  # an empty statement: ';' alone
-        elif sqlite3.complete_statement(text[begin:match.end()]):
-            found.append(Statement(text[begin:match.end()].strip(), line(first)))
+        elif sqlite3.complete_statement(text[begin : match.end()]):
+            found.append(Statement(text[begin : match.end()].strip(), line(first)))
             begin, first = match.end(), -1
     if first >= 0:
         tail = text[begin:end]
         if not sqlite3.complete_statement(tail + ";"):
-            raise HistoryError(f"{name}: line {line(first)}: incomplete SQL statement "
-                               f"(unterminated string, comment or trigger)", "finish the statement")
+            raise HistoryError(
+                f"{name}: line {line(first)}: incomplete SQL statement "
+                f"(unterminated string, comment or trigger)",
+                "finish the statement",
+            )
         found.append(Statement(tail.strip(), line(first)))
     return tuple(found)
 
 
-_FK_OFF = ("preflight runs migrations with foreign keys off and checks PRAGMA "
-           "foreign_key_check before COMMIT")
+_FK_OFF = (
+    "preflight runs migrations with foreign keys off and checks PRAGMA "
+    "foreign_key_check before COMMIT"
+)
 _REFUSED = {
     "VACUUM": "VACUUM cannot run inside a transaction; run it by hand after the upgrade",
     "ATTACH": "the other database would be written outside the guard's backup and restore, "
-              "and stay attached to the guard's connection",
+    "and stay attached to the guard's connection",
     "DETACH": "it pairs with ATTACH, which is refused",
     "ROLLBACK": "it would undo earlier statements; a failing statement already rolls the "
-                "whole run back (ROLLBACK TO a savepoint is fine)",
+    "whole run back (ROLLBACK TO a savepoint is fine)",
 }
 _SKIPPED_PRAGMAS = {
     "FOREIGN_KEYS": f"PRAGMA foreign_keys is a no-op inside a transaction; {_FK_OFF}",
@@ -163,16 +170,22 @@ def classify(name: str, found: tuple[Statement, ...]) -> tuple[Statement, ...]:
     out = list(found)
 
     def refuse(i: int, what: str, why: str) -> HistoryError:
-        return HistoryError(f"{name}: line {found[i].line}: {what} is not allowed in a "
-                            f"migration ({why})", "remove that statement")
+        return HistoryError(
+            f"{name}: line {found[i].line}: {what} is not allowed in a migration ({why})",
+            "remove that statement",
+        )
 
     def skip(i: int, note: str) -> None:
         out[i] = replace(found[i], action=SKIP, note=note)
 
     for i, kind in enumerate(kinds):
         if kind == "JOURNAL_MODE":
-            raise refuse(i, "PRAGMA journal_mode", "the journal mode cannot change inside a "
-                         "transaction; the application sets it when it connects")
+            raise refuse(
+                i,
+                "PRAGMA journal_mode",
+                "the journal mode cannot change inside a "
+                "transaction; the application sets it when it connects",
+            )
         if kind in _REFUSED:
             raise refuse(i, kind, _REFUSED[kind])
         if kind.startswith("SKIP:"):
@@ -182,8 +195,12 @@ def classify(name: str, found: tuple[Statement, ...]) -> tuple[Statement, ...]:
     if bracket:
         if len(sig) < 2 or kinds[sig[-1]] != "COMMIT":
             last = f"line {found[sig[-1]].line} is" if len(sig) > 1 else "there is none"
-            raise refuse(sig[0], "BEGIN", "a BEGIN is accepted only as the file's first "
-                         f"statement with COMMIT or END as its last, and {last}")
+            raise refuse(
+                sig[0],
+                "BEGIN",
+                "a BEGIN is accepted only as the file's first "
+                f"statement with COMMIT or END as its last, and {last}",
+            )
         skip(sig[0], "brackets the file; the guard's own transaction holds the whole run")
         skip(sig[-1], "brackets the file; the guard commits once, after every migration")
         sig = sig[1:-1]
@@ -191,23 +208,38 @@ def classify(name: str, found: tuple[Statement, ...]) -> tuple[Statement, ...]:
     for i in sig:
         if pending >= 0:
             if kinds[i] != "BEGIN":
-                raise refuse(pending, "COMMIT", "it would commit part of the migration; only a "
-                             "COMMIT immediately followed by BEGIN, or one that ends a file that "
-                             "began with BEGIN, is accepted")
+                raise refuse(
+                    pending,
+                    "COMMIT",
+                    "it would commit part of the migration; only a "
+                    "COMMIT immediately followed by BEGIN, or one that ends a file that "
+                    "began with BEGIN, is accepted",
+                )
             between = range(pending + 1, i)
             if any(not kinds[j].startswith("SKIP:") for j in between):
-                raise refuse(pending, "COMMIT", f"statements between it and the BEGIN on line "
-                             f"{found[i].line} would run outside any transaction")
+                raise refuse(
+                    pending,
+                    "COMMIT",
+                    f"statements between it and the BEGIN on line "
+                    f"{found[i].line} would run outside any transaction",
+                )
             skip(pending, "a COMMIT; BEGIN boundary: a no-op inside the guard's one transaction")
             skip(i, "a COMMIT; BEGIN boundary: a no-op inside the guard's one transaction")
             pending = -1
         elif kinds[i] == "COMMIT":
             pending = i
         elif kinds[i] == "BEGIN":
-            raise refuse(i, "BEGIN", "a BEGIN after other statements would open a transaction "
-                         "inside a transaction; accepted only as the file's first statement or "
-                         "right after a COMMIT")
+            raise refuse(
+                i,
+                "BEGIN",
+                "a BEGIN after other statements would open a transaction "
+                "inside a transaction; accepted only as the file's first statement or "
+                "right after a COMMIT",
+            )
     if pending >= 0:
-        raise refuse(pending, "COMMIT", "it ends a transaction the file did not begin, "
-                     "committing part of the run")
+        raise refuse(
+            pending,
+            "COMMIT",
+            "it ends a transaction the file did not begin, committing part of the run",
+        )
     return tuple(out)

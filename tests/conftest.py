@@ -1,4 +1,5 @@
 """Shared factories: real SQLite files in tmp_path, the real CLI, real subprocesses."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +8,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -48,11 +49,13 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_db(data_dir: Path) -> Callable[[str], Path]:
     """make_db('v0.9.5') -> data/app.db in that state; make_db('fresh') -> a path with no file."""
+
     def make(state: str) -> Path:
         db = data_dir / "app.db"
         if state != "fresh":
             load_fixture(state, db)
         return db
+
     return make
 
 
@@ -78,6 +81,7 @@ def make_migrations(tmp_path: Path) -> Callable[..., Path]:
             else:
                 target.write_text(text)
         return folder
+
     return make
 
 
@@ -92,21 +96,30 @@ class Result:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
     """cli('migrate', '--db', db) -> Result(code, stdout, stderr), through cli.main."""
+
     def run(*args: object) -> Result:
         code = main([str(a) for a in args])
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
+
     return run
 
 
-def run_process(*args: object, env: dict[str, str] | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_process(
+    *args: object, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """`python -m preflight ARGS` in a real subprocess."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "preflight", *map(str, args)], cwd=REPO,
-                          env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "preflight", *map(str, args)],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def folder_state(folder: Path, strict: bool = False) -> dict[str, str]:
@@ -119,9 +132,10 @@ def folder_state(folder: Path, strict: bool = False) -> dict[str, str]:
     """
     state = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and (strict or not path.name.endswith((".preflight.lock",
-                                                                 ".preflight.running",
-                                                                 ".preflight-id"))):
+        if path.is_file() and (
+            strict
+            or not path.name.endswith((".preflight.lock", ".preflight.running", ".preflight-id"))
+        ):
             state[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return state
 
@@ -180,8 +194,10 @@ def wait_until_blocked_on_lock(pid: int, lock: Path, timeout: float = 10) -> Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(lock)
-                   for fd in os.listdir(f"/proc/{pid}/fd")):
+            if any(
+                os.readlink(f"/proc/{pid}/fd/{fd}") == str(lock)
+                for fd in os.listdir(f"/proc/{pid}/fd")
+            ):
                 time.sleep(0.05)
                 return
         except FileNotFoundError:
@@ -210,10 +226,18 @@ def plant_foreign_wal(db: Path, scratch: Path, payload: bool = False) -> None:
 def hold_lock(lock_path: Path) -> subprocess.Popen[str]:
     """Another guard holding the lock: a real process, returned once it holds it."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
-         "from pathlib import Path; from preflight import lock;"
-         "cm = lock.hold(Path(sys.argv[2]), 5, 'test-holder'); cm.__enter__();"
-         "print('held', flush=True); time.sleep(60)", str(REPO), str(lock_path)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; sys.path.insert(0, sys.argv[1]);"
+            "from pathlib import Path; from preflight import lock;"
+            "cm = lock.hold(Path(sys.argv[2]), 5, 'test-holder'); cm.__enter__();"
+            "print('held', flush=True); time.sleep(60)",
+            str(REPO),
+            str(lock_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     return holder

@@ -1,4 +1,5 @@
 """Build the distribution from the source as a clone has it: an sdist, and a wheel built from it."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,10 +12,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 def source_files() -> list[str]:
     """Tracked files and new ones not ignored (so uncommitted work is built too)."""
-    done = subprocess.run(["git", "-C", str(REPO), "ls-files", "--cached", "--others",
-                           "--exclude-standard", "-z"], capture_output=True, check=True)
-    return [name for name in done.stdout.decode().split("\0")
-            if name and (REPO / name).is_file()]
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        capture_output=True,
+        check=True,
+    )
+    return [name for name in done.stdout.decode().split("\0") if name and (REPO / name).is_file()]
 
 
 def build(source: Path, out: Path) -> dict[str, Path]:
@@ -22,8 +25,12 @@ def build(source: Path, out: Path) -> dict[str, Path]:
     for name in source_files():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, source / name)
-    done = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(source)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if done.returncode != 0:
         raise AssertionError(done.stdout[-3000:] + done.stderr[-3000:])
     sdists, wheels = list(out.glob("*.tar.gz")), list(out.glob("*.whl"))

@@ -5,6 +5,7 @@ engine and builds a base image if the machine has none), the app image is built 
 test session, and every test gets named volumes of its own. Volumes are read and seeded
 through their mountpoint on this host, so the tests need a local engine and root, as CI has.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,18 +27,26 @@ from docker.models.containers import Container
 REPO = Path(__file__).resolve().parent.parent
 APP_UID = 10001  # the Dockerfile's APP_UID
 LABEL = "preflight-test"
-HEALTH_PY = ("import sys, urllib.request; sys.exit(urllib.request.urlopen("
-             "'http://127.0.0.1:8000/health', timeout=2).status != 200)")
+HEALTH_PY = (
+    "import sys, urllib.request; sys.exit(urllib.request.urlopen("
+    "'http://127.0.0.1:8000/health', timeout=2).status != 200)"
+)
 # The image's own HEALTHCHECK polls every 10 s; the tests poll every second instead.
-FAST_HEALTH = {"test": ["CMD", "python3", "-c", HEALTH_PY], "interval": 1_000_000_000,
-               "timeout": 3_000_000_000, "retries": 3, "start_period": 60_000_000_000}
+FAST_HEALTH = {
+    "test": ["CMD", "python3", "-c", HEALTH_PY],
+    "interval": 1_000_000_000,
+    "timeout": 3_000_000_000,
+    "retries": 3,
+    "start_period": 60_000_000_000,
+}
 SECOND = 1.0
 
 
 def engine() -> tuple[docker.DockerClient, str]:
     """A client for a running engine and the base image name (from scripts/docker-ready)."""
-    done = subprocess.run([str(REPO / "scripts" / "docker-ready")], capture_output=True,
-                          text=True, timeout=1800)
+    done = subprocess.run(
+        [str(REPO / "scripts" / "docker-ready")], capture_output=True, text=True, timeout=1800
+    )
     if done.returncode != 0:
         raise RuntimeError(f"scripts/docker-ready failed:\n{done.stderr[-3000:]}")
     return docker.from_env(timeout=300), done.stdout.strip().splitlines()[-1]
@@ -45,13 +54,13 @@ def engine() -> tuple[docker.DockerClient, str]:
 
 def build(client: docker.DockerClient, base: str, tag: str) -> str:
     """Build the repository's Dockerfile on `base`; layers are cached between runs."""
-    client.images.build(path=str(REPO), buildargs={"BASE_IMAGE": base}, tag=tag, rm=True,
-                        forcerm=True)
+    client.images.build(
+        path=str(REPO), buildargs={"BASE_IMAGE": base}, tag=tag, rm=True, forcerm=True
+    )
     return tag
 
 
-def build_derived(client: docker.DockerClient, parent: str, tag: str,
-                  files: dict[str, str]) -> str:
+def build_derived(client: docker.DockerClient, parent: str, tag: str, files: dict[str, str]) -> str:
     """An image FROM `parent` with extra files copied into /app/migrations/."""
     lines = [f"FROM {parent}"] + [f"COPY {name} /app/migrations/{name}" for name in files]
     context = io.BytesIO()
@@ -82,8 +91,7 @@ class Volume:
         state = {}
         for item in sorted(self.path.rglob("*")):
             rel = str(item.relative_to(self.path))
-            state[rel] = (hashlib.sha256(item.read_bytes()).hexdigest() if item.is_file()
-                          else "dir")
+            state[rel] = hashlib.sha256(item.read_bytes()).hexdigest() if item.is_file() else "dir"
         return state
 
     def query(self, sql: str) -> list[tuple]:
@@ -114,8 +122,9 @@ class Docker:
 
     def volume(self, seed: Path | None = None, owner: int = APP_UID) -> Volume:
         """A new named volume; with `seed`, /data/app.db is a copy of that database file."""
-        vol = self.client.volumes.create(name=f"{LABEL}-{uuid.uuid4().hex[:12]}",
-                                         labels={LABEL: "1"})
+        vol = self.client.volumes.create(
+            name=f"{LABEL}-{uuid.uuid4().hex[:12]}", labels={LABEL: "1"}
+        )
         self.volumes.append(vol)
         path = Path(vol.attrs["Mountpoint"])
         if seed is not None:
@@ -128,24 +137,39 @@ class Docker:
             os.chmod(path / "app.db", 0o640)
         return Volume(vol.name, path)
 
-    def start(self, volume: Volume, image: str | None = None, command: list[str] | None = None,
-              health: dict | None = FAST_HEALTH, **options: object) -> Container:
+    def start(
+        self,
+        volume: Volume,
+        image: str | None = None,
+        command: list[str] | None = None,
+        health: dict | None = FAST_HEALTH,
+        **options: object,
+    ) -> Container:
         """Run the image detached on `volume` (at /data)."""
         if health is not None:
             options["healthcheck"] = health
-        c = self.client.containers.run(image or self.image, command, detach=True,
-                                       volumes={volume.name: {"bind": "/data", "mode": "rw"}},
-                                       labels={LABEL: "1"}, **options)
+        c = self.client.containers.run(
+            image or self.image,
+            command,
+            detach=True,
+            volumes={volume.name: {"bind": "/data", "mode": "rw"}},
+            labels={LABEL: "1"},
+            **options,
+        )
         self.containers.append(c)
         return c
 
-    def oneshot(self, volume: Volume, *args: str, image: str | None = None,
-                timeout: float = 120) -> tuple[int, str, str]:
+    def oneshot(
+        self, volume: Volume, *args: str, image: str | None = None, timeout: float = 120
+    ) -> tuple[int, str, str]:
         """`docker run --entrypoint preflight IMAGE ARGS`: (exit code, stdout, stderr)."""
         c = self.start(volume, image, list(args), health=None, entrypoint=["preflight"])
         code = c.wait(timeout=timeout)["StatusCode"]
-        return (code, c.logs(stdout=True, stderr=False).decode(),
-                c.logs(stdout=False, stderr=True).decode())
+        return (
+            code,
+            c.logs(stdout=True, stderr=False).decode(),
+            c.logs(stdout=False, stderr=True).decode(),
+        )
 
     def cleanup(self) -> None:
         for c in self.containers:
@@ -170,8 +194,10 @@ def wait_healthy(c: Container, timeout: float = 90) -> None:
         if status == "healthy":
             return
         if c.status == "exited" or status == "unhealthy":
-            raise AssertionError(f"container {c.status}/{status}, exit "
-                                 f"{c.attrs['State']['ExitCode']}:\n{logs(c)[-3000:]}")
+            raise AssertionError(
+                f"container {c.status}/{status}, exit "
+                f"{c.attrs['State']['ExitCode']}:\n{logs(c)[-3000:]}"
+            )
         time.sleep(0.25 * SECOND)
     raise AssertionError(f"not healthy after {timeout} s:\n{logs(c)[-3000:]}")
 

@@ -13,6 +13,7 @@ and no migration introduces a foreign-key violation of its own: the only orphans
 application's. Everything is plain SQL text, so a failing history can be printed and
 replayed by hand.
 """
+
 from __future__ import annotations
 
 import random
@@ -22,13 +23,59 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TABLE_NAMES = ("users", "posts", "comments", "tags", "sessions", "tokens", "projects", "tasks",
-               "events", "media", "feeds", "entries", "accounts", "invoices", "orders",
-               "products", "teams", "members", "notes", "pages", "links", "devices")
-TEXT_COLS = ("title", "body", "name", "slug", "email", "status", "summary", "kind", "label",
-             "url", "author", "locale", "region", "color")
-INT_COLS = ("hits", "rank", "score", "position", "views", "rev", "flags", "size", "quota",
-            "attempts", "likes")
+TABLE_NAMES = (
+    "users",
+    "posts",
+    "comments",
+    "tags",
+    "sessions",
+    "tokens",
+    "projects",
+    "tasks",
+    "events",
+    "media",
+    "feeds",
+    "entries",
+    "accounts",
+    "invoices",
+    "orders",
+    "products",
+    "teams",
+    "members",
+    "notes",
+    "pages",
+    "links",
+    "devices",
+)
+TEXT_COLS = (
+    "title",
+    "body",
+    "name",
+    "slug",
+    "email",
+    "status",
+    "summary",
+    "kind",
+    "label",
+    "url",
+    "author",
+    "locale",
+    "region",
+    "color",
+)
+INT_COLS = (
+    "hits",
+    "rank",
+    "score",
+    "position",
+    "views",
+    "rev",
+    "flags",
+    "size",
+    "quota",
+    "attempts",
+    "likes",
+)
 REAL_COLS = ("weight", "price", "ratio", "latitude", "longitude")
 WORDS = ("alpha", "bravo", "delta", "echo", "golf", "hotel", "kilo", "lima", "oscar", "tango")
 DANGLING = 900000  # ids from here on never exist in any table: orphans
@@ -42,7 +89,7 @@ class Col:
     default: str | None = None  # an SQL literal
     unique: bool = False
     check: bool = False
-    ref: "Table | None" = None
+    ref: Table | None = None
     distinct: bool = False  # every value written so far is distinct (a UNIQUE index may be built)
 
     def ddl(self, fk_inline: bool = True) -> str:
@@ -54,8 +101,11 @@ class Col:
         if self.default is not None:
             parts.append(f"DEFAULT {self.default}")
         if self.check:
-            parts.append(f"CHECK (length({self.name}) > 0)" if self.type == "TEXT"
-                         else f"CHECK ({self.name} >= 0)")
+            parts.append(
+                f"CHECK (length({self.name}) > 0)"
+                if self.type == "TEXT"
+                else f"CHECK ({self.name} >= 0)"
+            )
         if self.ref is not None and fk_inline:
             parts.append(f"REFERENCES {self.ref.name}(id) ON DELETE CASCADE")
         return " ".join(parts)
@@ -68,7 +118,7 @@ class Table:
     autoinc: bool = False
     fk_inline: bool = True
     fts: bool = False  # an FTS5 virtual table (cols are its columns)
-    content: "Table | None" = None  # FTS5 external content table
+    content: Table | None = None  # FTS5 external content table
 
     def ddl(self, name: str | None = None) -> str:
         if self.fts:
@@ -78,8 +128,11 @@ class Table:
         lines = ["id INTEGER PRIMARY KEY" + (" AUTOINCREMENT" if self.autoinc else "")]
         lines += [c.ddl(self.fk_inline) for c in self.cols]
         if not self.fk_inline:
-            lines += [f"FOREIGN KEY ({c.name}) REFERENCES {c.ref.name}(id)"
-                      for c in self.cols if c.ref is not None]
+            lines += [
+                f"FOREIGN KEY ({c.name}) REFERENCES {c.ref.name}(id)"
+                for c in self.cols
+                if c.ref is not None
+            ]
         body = ",\n    ".join(lines)
         return f"CREATE TABLE {name or self.name} (\n    {body}\n);"
 
@@ -98,8 +151,10 @@ class Index:
     def ddl(self) -> str:
         where = f" WHERE {self.cols[0].name} IS NOT NULL" if self.partial else ""
         cols = ", ".join(c.name for c in self.cols)
-        return (f"CREATE {'UNIQUE ' if self.unique else ''}INDEX {self.name} "
-                f"ON {self.table.name} ({cols}){where};")
+        return (
+            f"CREATE {'UNIQUE ' if self.unique else ''}INDEX {self.name} "
+            f"ON {self.table.name} ({cols}){where};"
+        )
 
 
 @dataclass(eq=False)
@@ -118,9 +173,11 @@ class View:
         cols = ", ".join(f"c.{c.name}" for c in self.cols)
         if self.parent is None:
             return f"CREATE VIEW {self.name} AS\n    SELECT c.id, {cols} FROM {self.table.name} c;"
-        return (f"CREATE VIEW {self.name} AS\n    SELECT c.id, {cols}, p.{self.pcol.name} AS "
-                f"parent_{self.pcol.name}\n    FROM {self.table.name} c "
-                f"LEFT JOIN {self.parent.name} p ON p.id = c.{self.fk.name};")
+        return (
+            f"CREATE VIEW {self.name} AS\n    SELECT c.id, {cols}, p.{self.pcol.name} AS "
+            f"parent_{self.pcol.name}\n    FROM {self.table.name} c "
+            f"LEFT JOIN {self.parent.name} p ON p.id = c.{self.fk.name};"
+        )
 
 
 @dataclass(eq=False)
@@ -144,12 +201,16 @@ class Trigger:
         t, n = self.table.name, self.name
         if self.kind == "audit":
             a = self.target.name
-            return (f"CREATE TRIGGER {n} AFTER INSERT ON {t}\nBEGIN\n    INSERT INTO {a} "
-                    f"(table_name, row_id, action) VALUES ('{t}', NEW.id, 'insert');\nEND;")
+            return (
+                f"CREATE TRIGGER {n} AFTER INSERT ON {t}\nBEGIN\n    INSERT INTO {a} "
+                f"(table_name, row_id, action) VALUES ('{t}', NEW.id, 'insert');\nEND;"
+            )
         if self.kind == "touch":
             w, c = self.cols
-            return (f"CREATE TRIGGER {n} AFTER UPDATE OF {w.name} ON {t}\nBEGIN\n    UPDATE {t} "
-                    f"SET {c.name} = COALESCE({c.name}, 0) + 1 WHERE id = NEW.id;\nEND;")
+            return (
+                f"CREATE TRIGGER {n} AFTER UPDATE OF {w.name} ON {t}\nBEGIN\n    UPDATE {t} "
+                f"SET {c.name} = COALESCE({c.name}, 0) + 1 WHERE id = NEW.id;\nEND;"
+            )
         f = self.target.name
         names = ", ".join(c.name for c in self.cols)
         new = ", ".join(f"new.{c.name}" for c in self.cols)
@@ -158,8 +219,9 @@ class Trigger:
         insert = f"INSERT INTO {f}(rowid, {names}) VALUES (new.id, {new});"
         body = {"fts_ai": [insert], "fts_ad": [delete], "fts_au": [delete, insert]}[self.kind]
         when = {"fts_ai": "INSERT", "fts_ad": "DELETE", "fts_au": "UPDATE"}[self.kind]
-        return (f"CREATE TRIGGER {n} AFTER {when} ON {t} BEGIN\n    "
-                + "\n    ".join(body) + "\nEND;")
+        return (
+            f"CREATE TRIGGER {n} AFTER {when} ON {t} BEGIN\n    " + "\n    ".join(body) + "\nEND;"
+        )
 
 
 @dataclass(frozen=True)
@@ -215,8 +277,9 @@ class _Gen:
             return True
         if any((t, c) in tr.used() for tr in self.triggers):
             return True
-        return any(f.content is t and any(fc.name == c.name for fc in f.cols)
-                   for f in self.tables if f.fts)
+        return any(
+            f.content is t and any(fc.name == c.name for fc in f.cols) for f in self.tables if f.fts
+        )
 
     def col_unique(self, t: Table, c: Col) -> bool:
         return c.unique or any(i.unique and i.table is t and c in i.cols for i in self.indexes)
@@ -226,12 +289,16 @@ class _Gen:
 
     def referenced(self, t: Table) -> bool:
         """Anything other than t's own indexes and triggers names t."""
-        return (any(c.ref is t for u in self.tables if u is not t for c in u.cols)
-                or any(t in v.tables() for v in self.views)
-                or any(tr.target is t or (tr.table is t and tr.target is not None
-                                          and tr.kind.startswith("fts"))
-                       for tr in self.triggers)
-                or bool(self.fts_of(t)))
+        return (
+            any(c.ref is t for u in self.tables if u is not t for c in u.cols)
+            or any(t in v.tables() for v in self.views)
+            or any(
+                tr.target is t
+                or (tr.table is t and tr.target is not None and tr.kind.startswith("fts"))
+                for tr in self.triggers
+            )
+            or bool(self.fts_of(t))
+        )
 
     # ---- operations: each returns SQL text and updates the model ----------------------
     def new_col(self, t_cols: list[Col], in_create: bool) -> Col:
@@ -253,22 +320,27 @@ class _Gen:
             if rng.random() < 0.5:
                 col.default = {"TEXT": "'none'", "INTEGER": "0", "REAL": "0.0"}[kind]
                 col.notnull = rng.random() < 0.5
-            col.check = kind != "REAL" and rng.random() < 0.15 and (
-                col.default is None or kind == "INTEGER")
+            col.check = (
+                kind != "REAL"
+                and rng.random() < 0.15
+                and (col.default is None or kind == "INTEGER")
+            )
         return col
 
     def op_create_table(self, force_fk: bool = False) -> str:
         rng = self.rng
-        name = self.fresh(rng.choice([n for n in TABLE_NAMES if n not in self.used_names]
-                                     or ["things"]))
+        name = self.fresh(
+            rng.choice([n for n in TABLE_NAMES if n not in self.used_names] or ["things"])
+        )
         cols: list[Col] = []
         parents = self.plain_tables()
         for _ in range(rng.randint(1, 4)):
             cols.append(self.new_col(cols, True))
         if parents and (force_fk or rng.random() < 0.7):
             parent = rng.choice(parents)
-            fk = Col(f"{parent.name.rstrip('s')}_id", "INTEGER", ref=parent,
-                     notnull=rng.random() < 0.3)
+            fk = Col(
+                f"{parent.name.rstrip('s')}_id", "INTEGER", ref=parent, notnull=rng.random() < 0.3
+            )
             if fk.name not in {c.name for c in cols}:
                 cols.insert(rng.randint(0, len(cols)), fk)
         t = Table(name, cols, autoinc=rng.random() < 0.3, fk_inline=rng.random() < 0.6)
@@ -284,17 +356,27 @@ class _Gen:
                     continue
                 if c.notnull or c.distinct:
                     names.append(c.name)
-                    values.append(f"'seed' || p.id" if c.type == "TEXT"
-                                  else "p.id + 100000" if c.type == "INTEGER" else "0.5")
-            sql.append(f"INSERT INTO {name} ({', '.join(names)})\n    SELECT {', '.join(values)} "
-                       f"FROM {fk.ref.name} p;")
+                    values.append(
+                        "'seed' || p.id"
+                        if c.type == "TEXT"
+                        else "p.id + 100000"
+                        if c.type == "INTEGER"
+                        else "0.5"
+                    )
+            sql.append(
+                f"INSERT INTO {name} ({', '.join(names)})\n    SELECT {', '.join(values)} "
+                f"FROM {fk.ref.name} p;"
+            )
             self.ops.add("insert_select")
         elif fk is None and rng.random() < 0.25:
             rows = []
             for _ in range(rng.randint(1, 3)):
                 rows.append("(" + ", ".join(self.literal(c, orphan_ok=False) for c in cols) + ")")
-            sql.append(f"INSERT INTO {name} ({', '.join(c.name for c in cols)}) VALUES\n    "
-                       + ",\n    ".join(rows) + ";")
+            sql.append(
+                f"INSERT INTO {name} ({', '.join(c.name for c in cols)}) VALUES\n    "
+                + ",\n    ".join(rows)
+                + ";"
+            )
             self.ops.add("seed_values")
         return "\n".join(sql)
 
@@ -306,8 +388,10 @@ class _Gen:
                 return str(DANGLING + self.next_value())
             if not c.notnull and rng.random() < 0.15:
                 return "NULL"
-            return (f"COALESCE((SELECT id FROM {c.ref.name} ORDER BY id LIMIT 1 OFFSET "
-                    f"{rng.randint(0, 2)}), (SELECT min(id) FROM {c.ref.name}))")
+            return (
+                f"COALESCE((SELECT id FROM {c.ref.name} ORDER BY id LIMIT 1 OFFSET "
+                f"{rng.randint(0, 2)}), (SELECT min(id) FROM {c.ref.name}))"
+            )
         if not c.notnull and not c.distinct and rng.random() < 0.2:
             return "NULL"
         n = self.next_value()
@@ -335,8 +419,13 @@ class _Gen:
         return f"ALTER TABLE {t.name} ADD COLUMN {c.ddl(False)}{fk};"
 
     def droppable(self) -> list[tuple[Table, Col]]:
-        return [(t, c) for t in self.plain_tables() if len(t.cols) > 1 for c in t.cols
-                if not (c.unique or c.check or c.ref is not None or self.col_used(t, c))]
+        return [
+            (t, c)
+            for t in self.plain_tables()
+            if len(t.cols) > 1
+            for c in t.cols
+            if not (c.unique or c.check or c.ref is not None or self.col_used(t, c))
+        ]
 
     def op_drop_column(self) -> str | None:
         cands = self.droppable()
@@ -348,8 +437,12 @@ class _Gen:
         return f"ALTER TABLE {t.name} DROP COLUMN {c.name};"
 
     def op_rename_column(self) -> str | None:
-        cands = [(t, c) for t in self.plain_tables() for c in t.cols
-                 if not any(fc.name == c.name for f in self.fts_of(t) for fc in f.cols)]
+        cands = [
+            (t, c)
+            for t in self.plain_tables()
+            for c in t.cols
+            if not any(fc.name == c.name for f in self.fts_of(t) for fc in f.cols)
+        ]
         if not cands:
             return None
         t, c = self.rng.choice(cands)
@@ -361,9 +454,13 @@ class _Gen:
         return f"ALTER TABLE {t.name} RENAME COLUMN {old} TO {new};"
 
     def op_rename_table(self) -> str | None:
-        cands = [t for t in self.tables if not self.fts_of(t)
-                 and not (t.fts and t.content is not None)
-                 and not any(tr.target is t and tr.kind.startswith("fts") for tr in self.triggers)]
+        cands = [
+            t
+            for t in self.tables
+            if not self.fts_of(t)
+            and not (t.fts and t.content is not None)
+            and not any(tr.target is t and tr.kind.startswith("fts") for tr in self.triggers)
+        ]
         if not cands:
             return None
         t = self.rng.choice(cands)
@@ -373,8 +470,11 @@ class _Gen:
         return f"ALTER TABLE {old} RENAME TO {t.name};"
 
     def op_drop_table(self) -> str | None:
-        cands = [t for t in self.tables if not self.referenced(t)
-                 and not (t.fts and t.content is not None)]
+        cands = [
+            t
+            for t in self.tables
+            if not self.referenced(t) and not (t.fts and t.content is not None)
+        ]
         if len(cands) < 1 or len(self.tables) < 3:
             return None
         t = self.rng.choice(cands)
@@ -443,21 +543,36 @@ class _Gen:
         t = rng.choice(tables)
         sql = []
         if rng.random() < 0.5:
-            audit = next((a for a in tables if a.name.startswith("audit_log")
-                          and {c.name for c in a.cols} >= {"table_name", "row_id", "action"}),
-                         None)
+            audit = next(
+                (
+                    a
+                    for a in tables
+                    if a.name.startswith("audit_log")
+                    and {c.name for c in a.cols} >= {"table_name", "row_id", "action"}
+                ),
+                None,
+            )
             if audit is t:
                 return None
             if audit is None:
-                audit = Table(self.fresh("audit_log"), [Col("table_name", "TEXT", notnull=True),
-                                                        Col("row_id", "INTEGER"),
-                                                        Col("action", "TEXT")], autoinc=True)
+                audit = Table(
+                    self.fresh("audit_log"),
+                    [
+                        Col("table_name", "TEXT", notnull=True),
+                        Col("row_id", "INTEGER"),
+                        Col("action", "TEXT"),
+                    ],
+                    autoinc=True,
+                )
                 self.tables.append(audit)
                 sql.append(audit.ddl())
             tr = Trigger(self.fresh(f"{t.name}_audit"), t, "audit", audit)
         else:
-            counters = [c for c in t.cols if c.type == "INTEGER" and c.ref is None
-                        and not self.col_unique(t, c)]
+            counters = [
+                c
+                for c in t.cols
+                if c.type == "INTEGER" and c.ref is None and not self.col_unique(t, c)
+            ]
             watched = [c for c in t.cols if c not in counters]
             if not counters or not watched:
                 return None
@@ -488,18 +603,24 @@ class _Gen:
             sql = [f.ddl()]
             if src:
                 t, c = rng.choice(src)
-                sql.append(f"INSERT INTO {f.name} (rowid, body)\n    SELECT id, {c.name} FROM "
-                           f"{t.name} WHERE {c.name} IS NOT NULL;")
+                sql.append(
+                    f"INSERT INTO {f.name} (rowid, body)\n    SELECT id, {c.name} FROM "
+                    f"{t.name} WHERE {c.name} IS NOT NULL;"
+                )
             return "\n".join(sql)
-        cands = [t for t in self.plain_tables() if not self.fts_of(t)
-                 and any(c.type == "TEXT" for c in t.cols)]
+        cands = [
+            t
+            for t in self.plain_tables()
+            if not self.fts_of(t) and any(c.type == "TEXT" for c in t.cols)
+        ]
         if not cands:
             return None
         t = rng.choice(cands)
         texts = [c for c in t.cols if c.type == "TEXT"]
         cols = rng.sample(texts, min(len(texts), rng.randint(1, 2)))
-        f = Table(self.fresh(f"{t.name}_fts"), [Col(c.name, "TEXT") for c in cols], fts=True,
-                  content=t)
+        f = Table(
+            self.fresh(f"{t.name}_fts"), [Col(c.name, "TEXT") for c in cols], fts=True, content=t
+        )
         self.tables.append(f)
         sql = [f.ddl()]
         for kind in ("fts_ai", "fts_ad", "fts_au"):
@@ -512,31 +633,40 @@ class _Gen:
 
     def op_backfill(self) -> str | None:
         rng = self.rng
-        cands = [(t, c) for t in self.plain_tables() for c in t.cols
-                 if c.ref is None and not self.col_unique(t, c)
-                 and not any(fc.name == c.name for f in self.fts_of(t) for fc in f.cols)]
+        cands = [
+            (t, c)
+            for t in self.plain_tables()
+            for c in t.cols
+            if c.ref is None
+            and not self.col_unique(t, c)
+            and not any(fc.name == c.name for f in self.fts_of(t) for fc in f.cols)
+        ]
         if not cands:
             return None
         t, c = rng.choice(cands)
         c.distinct = False
         self.ops.add("backfill")
         same = [o for o in t.cols if o is not c and o.type == c.type and o.ref is None]
-        fks = [o for o in t.cols if o.ref is not None
-               and any(p.type == c.type for p in o.ref.cols)]
+        fks = [o for o in t.cols if o.ref is not None and any(p.type == c.type for p in o.ref.cols)]
         choice = rng.random()
         if fks and choice < 0.3:
             fk = rng.choice(fks)
             pc = rng.choice([p for p in fk.ref.cols if p.type == c.type])
             self.ops.add("backfill_from_parent")
-            return (f"UPDATE {t.name} SET {c.name} = COALESCE((\n    SELECT p.{pc.name} FROM "
-                    f"{fk.ref.name} p WHERE p.id = {t.name}.{fk.name}\n), {c.name});")
+            return (
+                f"UPDATE {t.name} SET {c.name} = COALESCE((\n    SELECT p.{pc.name} FROM "
+                f"{fk.ref.name} p WHERE p.id = {t.name}.{fk.name}\n), {c.name});"
+            )
         if same and choice < 0.5:
             o = rng.choice(same)
             return f"UPDATE {t.name} SET {c.name} = {o.name} WHERE {c.name} IS NULL;"
         if c.type == "TEXT":
-            return rng.choice((f"UPDATE {t.name} SET {c.name} = lower({c.name}) "
-                               f"WHERE {c.name} IS NOT NULL;",
-                               f"UPDATE {t.name} SET {c.name} = trim({c.name}) || '!';"))
+            return rng.choice(
+                (
+                    f"UPDATE {t.name} SET {c.name} = lower({c.name}) WHERE {c.name} IS NOT NULL;",
+                    f"UPDATE {t.name} SET {c.name} = trim({c.name}) || '!';",
+                )
+            )
         if c.type == "INTEGER":
             return f"UPDATE {t.name} SET {c.name} = COALESCE({c.name}, 0) + 1;"
         return f"UPDATE {t.name} SET {c.name} = round({c.name}, 1) WHERE {c.name} IS NOT NULL;"
@@ -554,10 +684,12 @@ class _Gen:
         dropped = [c for c in t.cols if not self.col_used(t, c)]
         if change == "drop" and dropped and len(t.cols) > 1:
             new_cols.remove(rng.choice(dropped))
-        elif change == "notnull" and any(not c.notnull and c.ref is None
-                                         and not self.col_unique(t, c) for c in t.cols):
-            c = rng.choice([c for c in t.cols if not c.notnull and c.ref is None
-                            and not self.col_unique(t, c)])
+        elif change == "notnull" and any(
+            not c.notnull and c.ref is None and not self.col_unique(t, c) for c in t.cols
+        ):
+            c = rng.choice(
+                [c for c in t.cols if not c.notnull and c.ref is None and not self.col_unique(t, c)]
+            )
             lit = c.default or {"TEXT": "''", "INTEGER": "0", "REAL": "0.0"}[c.type]
             if c.check and c.type == "TEXT":
                 lit = "'none'"
@@ -585,8 +717,10 @@ class _Gen:
         sql += [f"DROP VIEW {v.name};" for v in views]
         sql += [f"DROP TRIGGER {tr.name};" for tr in foreign_triggers]
         sql.append(t.ddl(new_name))
-        sql.append(f"INSERT INTO {new_name} (id, {', '.join(c.name for c in kept)})\n    SELECT id, "
-                   f"{', '.join(select[id(c)] for c in kept)} FROM {t.name};")
+        sql.append(
+            f"INSERT INTO {new_name} (id, {', '.join(c.name for c in kept)})\n    SELECT id, "
+            f"{', '.join(select[id(c)] for c in kept)} FROM {t.name};"
+        )
         sql.append(f"DROP TABLE {t.name};")
         sql.append(f"ALTER TABLE {new_name} RENAME TO {t.name};")
         sql += [i.ddl() for i in self.indexes if i.table is t]
@@ -611,16 +745,33 @@ class _Gen:
         return "\n".join(out)
 
 
-OPERATIONS = ("add_column", "drop_column", "rename_column", "rename_table", "drop_table",
-              "create_index", "drop_index", "create_view", "drop_view", "create_trigger",
-              "drop_trigger", "fts", "backfill", "create_table")
+OPERATIONS = (
+    "add_column",
+    "drop_column",
+    "rename_column",
+    "rename_table",
+    "drop_table",
+    "create_index",
+    "drop_index",
+    "create_view",
+    "drop_view",
+    "create_trigger",
+    "drop_trigger",
+    "fts",
+    "backfill",
+    "create_table",
+)
 WEIGHTS = (10, 5, 3, 3, 2, 8, 3, 4, 2, 4, 2, 3, 6, 7)
-BRACKETS = ("BEGIN;|COMMIT;", "BEGIN TRANSACTION;|COMMIT;", "BEGIN;|END;",
-            "BEGIN TRANSACTION;|END TRANSACTION;", "BEGIN IMMEDIATE;|COMMIT;")
+BRACKETS = (
+    "BEGIN;|COMMIT;",
+    "BEGIN TRANSACTION;|COMMIT;",
+    "BEGIN;|END;",
+    "BEGIN TRANSACTION;|END TRANSACTION;",
+    "BEGIN IMMEDIATE;|COMMIT;",
+)
 
 
-def generate(seed: int, low: int = 5, high: int = 30,
-             transaction_control: bool = True) -> History:
+def generate(seed: int, low: int = 5, high: int = 30, transaction_control: bool = True) -> History:
     """A history of `low`..`high` migrations, the same for the same seed.
 
     transaction_control=False writes the same history without BEGIN/COMMIT brackets and
@@ -640,9 +791,14 @@ def generate(seed: int, low: int = 5, high: int = 30,
             continue
         files.append((f"{len(files) + 1:03d}_{label}.sql", body + "\n"))
         fills.append(g.fill())
-    return History(seed, tuple(files), tuple(fills), frozenset(g.ops),
-                   tuple((t.name, c.name) for t, c in g.droppable()),
-                   tuple((i.name, i.table.name) for i in g.indexes))
+    return History(
+        seed,
+        tuple(files),
+        tuple(fills),
+        frozenset(g.ops),
+        tuple((t.name, c.name) for t, c in g.droppable()),
+        tuple((i.name, i.table.name) for i in g.indexes),
+    )
 
 
 def _migration(g: _Gen) -> tuple[str, str | None]:
@@ -715,19 +871,26 @@ def schema_of(db: Path) -> list[tuple]:
     finally:
         conn.close()
     # sqlite_sequence appears with the first AUTOINCREMENT table, the guard's own included.
-    return sorted((t, n, tb, _norm(s)) for t, n, tb, s in found
-                  if not n.startswith("_preflight") and not tb.startswith("_preflight")
-                  and n != "sqlite_sequence")
+    return sorted(
+        (t, n, tb, _norm(s))
+        for t, n, tb, s in found
+        if not n.startswith("_preflight")
+        and not tb.startswith("_preflight")
+        and n != "sqlite_sequence"
+    )
 
 
 def loose_schema(db: Path) -> list[tuple]:
     """schema_of without white space, quotes or case: equal iff the structure is equal."""
-    return sorted((t, n.lower(), tb.lower(), None if s is None else re.sub(r'[\s"`]', "", s).lower())
-                  for t, n, tb, s in schema_of(db))
+    return sorted(
+        (t, n.lower(), tb.lower(), None if s is None else re.sub(r'[\s"`]', "", s).lower())
+        for t, n, tb, s in schema_of(db)
+    )
 
 
-def real_candidates(history: History, k: int, live: Path, fresh: list[Path],
-                    scratch: Path) -> list[int]:
+def real_candidates(
+    history: History, k: int, live: Path, fresh: list[Path], scratch: Path
+) -> list[int]:
     """The versions an untracked database at k may be adopted at, by the issue's rule.
 
     A version whose schema is exactly the live one (no difference beats any difference),
@@ -765,22 +928,26 @@ def content_of(db: Path) -> dict[str, list]:
     """
     conn = sqlite3.connect(db)
     try:
-        tables = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' "
-                              "AND name NOT LIKE '\\_preflight%' ESCAPE '\\'").fetchall()
+        tables = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' "
+            "AND name NOT LIKE '\\_preflight%' ESCAPE '\\'"
+        ).fetchall()
         fts = {n for n, s in tables if s and re.search(r"USING\s+fts5", s, re.I)}
         out: dict[str, list] = {"sqlite_sequence": []}
         for name, _ in tables:
             if any(name == f + s for f in fts for s in FTS_SHADOWS):
                 continue
-            found = conn.execute(f'SELECT rowid, * FROM "{name}"' if name in fts
-                                 else f'SELECT * FROM "{name}"').fetchall()
+            found = conn.execute(
+                f'SELECT rowid, * FROM "{name}"' if name in fts else f'SELECT * FROM "{name}"'
+            ).fetchall()
             if name == "sqlite_sequence":
                 found = [r for r in found if not str(r[0]).startswith("_preflight")]
             out[name] = sorted(found, key=repr)
             if name in fts:
                 for word in WORDS:
-                    hits = conn.execute(f'SELECT rowid FROM "{name}" WHERE "{name}" MATCH ? '
-                                        "ORDER BY rowid", (word,)).fetchall()
+                    hits = conn.execute(
+                        f'SELECT rowid FROM "{name}" WHERE "{name}" MATCH ? ORDER BY rowid', (word,)
+                    ).fetchall()
                     out[f"{name} MATCH {word}"] = hits
         return out
     finally:

@@ -1,4 +1,5 @@
 """Databases without preflight history: adopted at exactly one version, or refused."""
+
 from __future__ import annotations
 
 import os
@@ -20,22 +21,32 @@ def build(db: Path, sql: str) -> Path:
 
 
 def test_versions_indistinguishable_but_nothing_executes_between_picks_the_highest(
-        cli, make_db, make_migrations):
-    folder = make_migrations({"001_a.sql": "CREATE TABLE a (x);",
-                              "002_note.sql": "-- documentation only: nothing to run\n",
-                              "003_b.sql": "CREATE TABLE b (y);"})
+    cli, make_db, make_migrations
+):
+    folder = make_migrations(
+        {
+            "001_a.sql": "CREATE TABLE a (x);",
+            "002_note.sql": "-- documentation only: nothing to run\n",
+            "003_b.sql": "CREATE TABLE b (y);",
+        }
+    )
     db = build(make_db("fresh"), "CREATE TABLE a (x); INSERT INTO a VALUES (1);")
     result = cli("migrate", "--db", db, "--migrations", folder)
     assert result.code == 0, result
     assert "execute no statement" in result.err and "choosing 002_note.sql" in result.err
     assert rows(db, "SELECT version, how FROM _preflight_history") == [
-        (1, "adopted"), (2, "adopted"), (3, "applied")]
+        (1, "adopted"),
+        (2, "adopted"),
+        (3, "applied"),
+    ]
 
 
 def test_versions_indistinguishable_with_a_data_migration_between_is_refused(
-        cli, make_db, make_migrations):
-    folder = make_migrations({"001_a.sql": "CREATE TABLE a (x);",
-                              "002_double.sql": "UPDATE a SET x = x * 2;"})
+    cli, make_db, make_migrations
+):
+    folder = make_migrations(
+        {"001_a.sql": "CREATE TABLE a (x);", "002_double.sql": "UPDATE a SET x = x * 2;"}
+    )
     db = build(make_db("fresh"), "CREATE TABLE a (x); INSERT INTO a VALUES (21);")
     state = folder_state(db.parent)
     result = cli("migrate", "--db", db, "--migrations", folder)
@@ -52,10 +63,13 @@ def test_starpunk_v1_database_without_history_asks_for_stamp(cli, make_db):
     """Schema after 004 with StarPunk's tracker: 004 and 005 look alike, 005 drops a table."""
     db = make_db("fresh")
     assert cli("migrate", "--db", db, "--migrations", MIGRATIONS).code == 0
-    build(db, "DROP TABLE _preflight_history; DROP TABLE _preflight_log;"
-              "CREATE TABLE schema_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-              "migration_name TEXT UNIQUE NOT NULL, applied_at TIMESTAMP NOT NULL "
-              "DEFAULT CURRENT_TIMESTAMP);")
+    build(
+        db,
+        "DROP TABLE _preflight_history; DROP TABLE _preflight_log;"
+        "CREATE TABLE schema_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "migration_name TEXT UNIQUE NOT NULL, applied_at TIMESTAMP NOT NULL "
+        "DEFAULT CURRENT_TIMESTAMP);",
+    )
     before = dump(db)
     result = cli("migrate", "--db", db, "--migrations", MIGRATIONS)
     assert result.code == 4 and "004_secure" in result.err and "005_retire" in result.err
@@ -83,12 +97,14 @@ def test_strict_makes_extra_objects_errors(cli, make_db):
     assert dump(db) == before
 
 
-def test_backup_never_rolls_back_before_commit_and_is_exit_10_after_it(cli, make_db,
-                                                                         make_migrations):
+def test_backup_never_rolls_back_before_commit_and_is_exit_10_after_it(
+    cli, make_db, make_migrations
+):
     db = make_db("v0.9.5")
     before = dump(db)
-    folder = make_migrations({"006_unique.sql": "CREATE UNIQUE INDEX u ON notes(published);"},
-                             base=True)
+    folder = make_migrations(
+        {"006_unique.sql": "CREATE UNIQUE INDEX u ON notes(published);"}, base=True
+    )
     result = cli("migrate", "--db", db, "--migrations", folder, "--backup", "never")
     # Adoption and 004-006 are one transaction: 006 failing rolls all of it back.
     assert result.code == 9, result
@@ -97,8 +113,9 @@ def test_backup_never_rolls_back_before_commit_and_is_exit_10_after_it(cli, make
     assert not rows(db, "SELECT name FROM sqlite_master WHERE name='_preflight_history'")
     assert cli("clear-failure", "--db", db).code == 0
     # A failure after COMMIT (the smoke test) needs a backup to undo: without one, exit 10.
-    result = cli("migrate", "--db", db, "--migrations", MIGRATIONS, "--backup", "never",
-                 "--smoke", "false")
+    result = cli(
+        "migrate", "--db", db, "--migrations", MIGRATIONS, "--backup", "never", "--smoke", "false"
+    )
     assert result.code == 10, result
     assert "no backup (PREFLIGHT_BACKUP=never)" in result.err
     assert rows(db, "SELECT max(version) FROM _preflight_history") == [(5,)]
@@ -115,8 +132,14 @@ def test_readme_run_command_works_as_written(tmp_path):
         argv = shlex.split(line)
         if argv[0] == "python3":
             argv[0] = sys.executable
-        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                              env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)})
+        done = subprocess.run(
+            argv,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)},
+        )
         assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "app started"
     assert "exec: " in done.stderr

@@ -3,6 +3,7 @@ rename, add columns, indexes, views, triggers, FTS5, backfills, seeds). For ever
 an untracked database built by plain sqlite3 (foreign keys off, a row in every table, some
 orphaned) is adopted and upgraded to exactly what plain sqlite3 makes of it; or refused as
 ambiguous, listing K among the candidates, untouched, and then `stamp K` leads there."""
+
 from __future__ import annotations
 
 import random
@@ -28,8 +29,21 @@ def history(seed: int, length: int = 12) -> dict[str, str]:
     serial = 0
     for v in range(2, length + 1):
         serial += 1
-        ops = ["create", "create", "column", "index", "backfill", "seed", "view", "trigger",
-               "fts", "rebuild", "rename", "drop_index", "drop"]
+        ops = [
+            "create",
+            "create",
+            "column",
+            "index",
+            "backfill",
+            "seed",
+            "view",
+            "trigger",
+            "fts",
+            "rebuild",
+            "rename",
+            "drop_index",
+            "drop",
+        ]
         op = rnd.choice(ops)
         others = [t for t in tables if t != "core"]
         if op == "drop_index" and not indexes:
@@ -37,8 +51,10 @@ def history(seed: int, length: int = 12) -> dict[str, str]:
         if op == "create" or (op in ("rename", "drop", "rebuild") and not others):
             op, name = "create", f"t{serial}"
             parent = rnd.choice(list(tables))
-            sql = (f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, {parent}_id INTEGER "
-                   f"REFERENCES {parent}(id), note TEXT);")
+            sql = (
+                f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, {parent}_id INTEGER "
+                f"REFERENCES {parent}(id), note TEXT);"
+            )
             tables[name] = ["id", f"{parent}_id", "note"]
         elif op == "column":
             t = rnd.choice(list(tables))
@@ -59,8 +75,10 @@ def history(seed: int, length: int = 12) -> dict[str, str]:
         elif op == "view":
             sql = f"CREATE VIEW v{serial} AS SELECT id, name FROM core WHERE id > {serial};"
         elif op == "trigger":
-            sql = (f"CREATE TRIGGER tr{serial} AFTER INSERT ON core BEGIN "
-                   f"UPDATE core SET name = upper(new.name) WHERE id = new.id; END;")
+            sql = (
+                f"CREATE TRIGGER tr{serial} AFTER INSERT ON core BEGIN "
+                f"UPDATE core SET name = upper(new.name) WHERE id = new.id; END;"
+            )
         elif op == "fts":
             sql = f"CREATE VIRTUAL TABLE fts{serial} USING fts5(body);"
         elif op == "rebuild":
@@ -68,10 +86,13 @@ def history(seed: int, length: int = 12) -> dict[str, str]:
             cols = ", ".join(tables[t])
             # The documented 12-step rebuild (inside the guard's own transaction).
             indexes[:] = [i for i in indexes if not _on(files, i, t)]
-            sql = (f"CREATE TABLE {t}_new (id INTEGER PRIMARY KEY, "
-                   + ", ".join(f"{c} TEXT" for c in tables[t][1:]) + ");\n"
-                   f"INSERT INTO {t}_new ({cols}) SELECT {cols} FROM {t};\n"
-                   f"DROP TABLE {t};\nALTER TABLE {t}_new RENAME TO {t};")
+            sql = (
+                f"CREATE TABLE {t}_new (id INTEGER PRIMARY KEY, "
+                + ", ".join(f"{c} TEXT" for c in tables[t][1:])
+                + ");\n"
+                f"INSERT INTO {t}_new ({cols}) SELECT {cols} FROM {t};\n"
+                f"DROP TABLE {t};\nALTER TABLE {t}_new RENAME TO {t};"
+            )
         elif op == "rename":
             t = rnd.choice(others)
             new = f"{t}r{serial}"
@@ -95,13 +116,19 @@ def build(db: Path, files: dict[str, str], upto: int) -> Path:
     conn = sqlite3.connect(db)
     for name in sorted(files)[:upto]:
         conn.executescript(files[name])
-    tables = [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND sql NOT LIKE 'CREATE VIRTUAL%' "
-        "AND name NOT LIKE 'fts%' AND name NOT LIKE 'sqlite%'")]
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND sql NOT LIKE 'CREATE VIRTUAL%' "
+            "AND name NOT LIKE 'fts%' AND name NOT LIKE 'sqlite%'"
+        )
+    ]
     for t in tables:
         cols = [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')][1:]
-        conn.execute(f'INSERT INTO "{t}" ({", ".join(["id"] + cols)}) VALUES '
-                     f'({", ".join(["1000"] + ["777"] * len(cols))})')  # 777: orphans
+        conn.execute(
+            f'INSERT INTO "{t}" ({", ".join(["id"] + cols)}) VALUES '
+            f"({', '.join(['1000'] + ['777'] * len(cols))})"
+        )  # 777: orphans
     conn.commit()
     conn.close()
     return db
@@ -117,7 +144,8 @@ def finish(db: Path, files: dict[str, str], upto: int) -> list[str]:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_every_version_of_a_generated_history_is_adopted_as_plain_sqlite3_would_upgrade_it(
-        cli, tmp_path, make_migrations, seed):
+    cli, tmp_path, make_migrations, seed
+):
     files = history(seed)
     folder = make_migrations(files)
     for k in range(1, len(files) + 1):

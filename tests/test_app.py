@@ -1,17 +1,19 @@
 """The guarded WSGI app on real databases, called through its WSGI entry point."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
-
-from app.wsgi import application
 from conftest import MIGRATIONS, load_fixture, run_process
 
+from app.wsgi import application
 
-def get(path: str, db: Path, monkeypatch: pytest.MonkeyPatch,
-        method: str = "GET") -> tuple[str, dict[str, str], bytes]:
+
+def get(
+    path: str, db: Path, monkeypatch: pytest.MonkeyPatch, method: str = "GET"
+) -> tuple[str, dict[str, str], bytes]:
     monkeypatch.setenv("PREFLIGHT_DB", str(db))
     seen: dict[str, object] = {}
 
@@ -33,13 +35,18 @@ def head(tmp_path: Path) -> Path:
 def test_health_reports_the_schema_version(head: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     status, headers, body = get("/health", head, monkeypatch)
     assert status == "200 OK" and headers["Content-Type"] == "application/json"
-    assert json.loads(body) == {"status": "ok", "database": str(head), "version": 5,
-                                "migration": "005_retire_starpunk_schema_migrations.sql"}
+    assert json.loads(body) == {
+        "status": "ok",
+        "database": str(head),
+        "version": 5,
+        "migration": "005_retire_starpunk_schema_migrations.sql",
+    }
 
 
 @pytest.mark.parametrize("setup", ["missing", "not-a-database", "no-history"])
-def test_health_is_503_when_the_database_is_unreachable(tmp_path: Path, setup: str,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_health_is_503_when_the_database_is_unreachable(
+    tmp_path: Path, setup: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = tmp_path / "app.db"
     if setup == "not-a-database":
         db.write_text("hello")
@@ -53,11 +60,18 @@ def test_health_is_503_when_the_database_is_unreachable(tmp_path: Path, setup: s
 
 def test_index_lists_published_undeleted_notes(head: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sqlite3
+
     conn = sqlite3.connect(head)
-    wanted = [r[0] for r in conn.execute("SELECT slug FROM notes WHERE published = 1 AND "
-                                         "deleted_at IS NULL")]
-    hidden = [r[0] for r in conn.execute("SELECT slug FROM notes WHERE published = 0 OR "
-                                         "deleted_at IS NOT NULL")]
+    wanted = [
+        r[0]
+        for r in conn.execute("SELECT slug FROM notes WHERE published = 1 AND deleted_at IS NULL")
+    ]
+    hidden = [
+        r[0]
+        for r in conn.execute(
+            "SELECT slug FROM notes WHERE published = 0 OR deleted_at IS NOT NULL"
+        )
+    ]
     conn.close()
     assert wanted and hidden
     status, _, page = get("/", head, monkeypatch)

@@ -1,6 +1,7 @@
 """The application's own SQL functions (issue 9 class 4): `--functions` / PREFLIGHT_FUNCTIONS
 names a module with register(conn), used on every connection that runs or replays
 migrations; a bad module is exit 2 naming it, with nothing changed."""
+
 from __future__ import annotations
 
 import os
@@ -9,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import folder_state, rows
+
 from preflight import migrations, quickstart
 
-FUNCTIONS = '''\
+FUNCTIONS = """\
 import base64
 import re
 
@@ -29,19 +30,22 @@ def b64(text):
 def register(conn):
     conn.create_function("slugify", 1, slugify, deterministic=True)
     conn.create_function("b64", 1, b64, deterministic=True)
-'''
+"""
 HISTORY = {
     "001_post.sql": "CREATE TABLE post (id INTEGER PRIMARY KEY, title TEXT);\n"
-                    "INSERT INTO post VALUES (1, 'Hello World!'), (2, 'Ca va?');\n",
+    "INSERT INTO post VALUES (1, 'Hello World!'), (2, 'Ca va?');\n",
     "002_slug.sql": "ALTER TABLE post ADD COLUMN slug TEXT;\n"
-                    "UPDATE post SET slug = slugify(title);\n"
-                    "CREATE TRIGGER post_slug AFTER INSERT ON post BEGIN\n"
-                    "  UPDATE post SET slug = slugify(new.title) WHERE id = new.id;\nEND;\n"
-                    "INSERT INTO post (id, title) VALUES (3, 'From The Migration');\n",
+    "UPDATE post SET slug = slugify(title);\n"
+    "CREATE TRIGGER post_slug AFTER INSERT ON post BEGIN\n"
+    "  UPDATE post SET slug = slugify(new.title) WHERE id = new.id;\nEND;\n"
+    "INSERT INTO post (id, title) VALUES (3, 'From The Migration');\n",
     "003_token.sql": "ALTER TABLE post ADD COLUMN token TEXT;\nUPDATE post SET token = b64(slug);\n",
 }
-EXPECTED = [(1, "hello-world", "aGVsbG8td29ybGQ="), (2, "ca-va", "Y2EtdmE="),
-            (3, "from-the-migration", "ZnJvbS10aGUtbWlncmF0aW9u")]
+EXPECTED = [
+    (1, "hello-world", "aGVsbG8td29ybGQ="),
+    (2, "ca-va", "Y2EtdmE="),
+    (3, "from-the-migration", "ZnJvbS10aGUtbWlncmF0aW9u"),
+]
 
 
 @pytest.fixture
@@ -92,7 +96,8 @@ def test_adoption_and_rehearsal_call_the_apps_functions(cli, app, data_dir, monk
 
 
 def test_without_the_functions_a_migration_that_calls_them_fails_and_changes_nothing(
-        cli, app, data_dir):
+    cli, app, data_dir
+):
     folder, functions = app
     db = data_dir / "app.db"
     plain_sqlite3_at(db, 1)
@@ -108,27 +113,46 @@ def test_a_module_name_importable_from_the_working_directory(cli, app, data_dir,
     folder, functions = app
     monkeypatch.chdir(functions.parent)
     monkeypatch.delitem(sys.modules, "appsql", raising=False)
-    result = cli("migrate", "--db", data_dir / "app.db", "--migrations", folder,
-                 "--functions", "appsql")
+    result = cli(
+        "migrate", "--db", data_dir / "app.db", "--migrations", folder, "--functions", "appsql"
+    )
     sys.modules.pop("appsql", None)
     assert result.code == 0, result
     assert rows(data_dir / "app.db", "SELECT id, slug, token FROM post ORDER BY id") == EXPECTED
 
 
-@pytest.mark.parametrize("source, spec, message", [
-    (None, "missing.py", "cannot be read"),
-    ("def other(conn):\n    pass\n", "f.py", "defines no register(conn) function"),
-    ("import no_such_module_anywhere\n", "f.py",
-     "failed to load: ModuleNotFoundError: No module named 'no_such_module_anywhere'"),
-    ("def register(conn):\n    raise ValueError('boom')\n", "f.py",
-     "register(conn) failed: ValueError: boom"),
-    ("import sys\nsys.exit(3)\n", "f.py", "called sys.exit(3) while loading"),
-    ("def register(conn:\n", "f.py", "failed to load: SyntaxError"),
-    (None, "no_such_module_anywhere", "failed to load: ModuleNotFoundError"),
-], ids=["missing-file", "no-register", "import-fails", "register-raises", "sys-exit", "syntax",
-        "unknown-module"])
-def test_a_bad_functions_module_is_exit_2_naming_it(cli, app, data_dir, tmp_path, source, spec,
-                                                    message):
+@pytest.mark.parametrize(
+    "source, spec, message",
+    [
+        (None, "missing.py", "cannot be read"),
+        ("def other(conn):\n    pass\n", "f.py", "defines no register(conn) function"),
+        (
+            "import no_such_module_anywhere\n",
+            "f.py",
+            "failed to load: ModuleNotFoundError: No module named 'no_such_module_anywhere'",
+        ),
+        (
+            "def register(conn):\n    raise ValueError('boom')\n",
+            "f.py",
+            "register(conn) failed: ValueError: boom",
+        ),
+        ("import sys\nsys.exit(3)\n", "f.py", "called sys.exit(3) while loading"),
+        ("def register(conn:\n", "f.py", "failed to load: SyntaxError"),
+        (None, "no_such_module_anywhere", "failed to load: ModuleNotFoundError"),
+    ],
+    ids=[
+        "missing-file",
+        "no-register",
+        "import-fails",
+        "register-raises",
+        "sys-exit",
+        "syntax",
+        "unknown-module",
+    ],
+)
+def test_a_bad_functions_module_is_exit_2_naming_it(
+    cli, app, data_dir, tmp_path, source, spec, message
+):
     folder, _ = app
     db = data_dir / "app.db"
     plain_sqlite3_at(db, 1)
@@ -143,16 +167,18 @@ def test_a_bad_functions_module_is_exit_2_naming_it(cli, app, data_dir, tmp_path
     assert folder_state(data_dir) == state
 
 
-def test_the_set_fingerprint_and_the_quick_start_follow_the_functions_file(cli, app, data_dir,
-                                                                         monkeypatch):
+def test_the_set_fingerprint_and_the_quick_start_follow_the_functions_file(
+    cli, app, data_dir, monkeypatch
+):
     folder, functions = app
     db = data_dir / "app.db"
     assert cli("migrate", "--db", db, "--migrations", folder, "--functions", functions).code == 0
     before = migrations.set_fingerprint(migrations.discover(folder, str(functions)))
     assert before != migrations.set_fingerprint(migrations.discover(folder))
     named = [(n, s) for _, n, s in quickstart.files(str(folder))]
-    with_functions = named + [("<functions>", migrations.discover(folder, str(functions))[0]
-                               .functions.sha256)]
+    with_functions = named + [
+        ("<functions>", migrations.discover(folder, str(functions))[0].functions.sha256)
+    ]
     assert quickstart.set_fingerprint(with_functions) == before
 
     execs: list[list[str]] = []
@@ -160,8 +186,20 @@ def test_the_set_fingerprint_and_the_quick_start_follow_the_functions_file(cli, 
 
     def quick(spec: str) -> bool:
         count = len(execs)
-        quickstart.start(["run", "--db", str(db), "--migrations", str(folder), "--functions", spec,
-                          "--", "true"], {})
+        quickstart.start(
+            [
+                "run",
+                "--db",
+                str(db),
+                "--migrations",
+                str(folder),
+                "--functions",
+                spec,
+                "--",
+                "true",
+            ],
+            {},
+        )
         return len(execs) > count
 
     assert quick(str(functions))  # as verified before: the fast path

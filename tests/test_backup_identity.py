@@ -1,16 +1,17 @@
 """Backups belong to the database they came from, and say which migration they hold
 (issue 10 item 2, issue 11): two databases of one file name sharing a backup folder."""
+
 from __future__ import annotations
 
 import json
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from conftest import dump, folder_state, rows
+
 from preflight import catalog
 
 V1 = {"001_notes.sql": "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"}
@@ -146,8 +147,10 @@ def versions(cli, tmp_path: Path, make_migrations) -> Callable[..., object]:
 
 def test_restore_by_version_takes_the_newest_backup_at_that_version(cli, versions):
     db = versions
-    assert [(b.version, b.reason) for b in catalog.list_backups(db.parent / "backups", db)] == \
-        [(1, "pre-migrate"), (2, "manual")]
+    assert [(b.version, b.reason) for b in catalog.list_backups(db.parent / "backups", db)] == [
+        (1, "pre-migrate"),
+        (2, "manual"),
+    ]
     assert cli("restore", "--version", "1", "--db", db).code == 0
     assert rows(db, "SELECT max(version) FROM _preflight_history") == [(1,)]
     assert rows(db, "SELECT body FROM notes") == [("at one",)]
@@ -166,8 +169,9 @@ def test_restore_by_a_version_no_backup_holds_is_a_usage_error_and_changes_nothi
     assert folder_state(db.parent) == state
 
 
-def test_old_backups_beyond_keep_do_not_stop_the_quick_start(cli, tmp_path, make_migrations,
-                                                            monkeypatch):
+def test_old_backups_beyond_keep_do_not_stop_the_quick_start(
+    cli, tmp_path, make_migrations, monkeypatch
+):
     import os
 
     from preflight import quickstart
@@ -181,7 +185,17 @@ def test_old_backups_beyond_keep_do_not_stop_the_quick_start(cli, tmp_path, make
         shutil.copyfile(db, db.parent / "backups" / f"app-2020010{day}T000000.000Z-manual.db")
     execs = []
     monkeypatch.setattr(os, "execvp", lambda file, args: execs.append(args))
-    args = ["run", "--db", str(db), "--migrations", str(folder), "--keep-backups", "2", "--", "true"]
+    args = [
+        "run",
+        "--db",
+        str(db),
+        "--migrations",
+        str(folder),
+        "--keep-backups",
+        "2",
+        "--",
+        "true",
+    ]
     quickstart.start(args, {})
     assert execs == [["true"]]
     for _ in range(3):  # records of this database beyond keep: pruned by the full pipeline

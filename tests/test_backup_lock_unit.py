@@ -1,4 +1,5 @@
 """Unit tests for preflight.backup and preflight.lock on real files and real processes."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,8 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -22,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -106,8 +108,10 @@ def stale_wal_of(db: Path, values: list[str]) -> tuple[bytes, bytes]:
 
 # ---------------------------------------------------------------- take
 
-def test_take_includes_rows_still_in_the_wal(wal_writer: tuple[Path, sqlite3.Connection],
-                                             tmp_path: Path) -> None:
+
+def test_take_includes_rows_still_in_the_wal(
+    wal_writer: tuple[Path, sqlite3.Connection], tmp_path: Path
+) -> None:
     db, writer = wal_writer
     expected = writer.execute("SELECT * FROM items ORDER BY id").fetchall()
     assert len(expected) == 202
@@ -140,6 +144,7 @@ def test_take_removes_temp_files_left_by_a_crash(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- list_backups
 
+
 def test_list_backups_ignores_temp_files_and_foreign_names(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
     folder = tmp_path / "backups"
@@ -171,25 +176,29 @@ def test_list_backups_of_missing_folder_is_empty(tmp_path: Path) -> None:
 STAMPS = [f"2024010{d}T000000.000Z" for d in range(1, 7)]
 
 
-@pytest.mark.parametrize("reasons, keep, survivors", [
-    # the newest pre-migrate backup survives even when it is older than the `keep` newest
-    (["pre-migrate", "manual", "manual", "manual", "manual", "manual"], 2, [0, 4, 5]),
-    # only the newest pre-migrate is protected
-    (["pre-migrate", "pre-migrate", "manual", "manual", "manual", "manual"], 2, [1, 4, 5]),
-    # the newest pre-migrate is already among the kept ones
-    (["pre-migrate", "manual", "manual", "manual", "manual", "pre-migrate"], 3, [3, 4, 5]),
-    (["manual", "manual", "manual", "always", "pre-restore", "manual"], 1, [5]),
-    (["manual", "manual", "manual", "manual", "manual", "manual"], 6, [0, 1, 2, 3, 4, 5]),
-    (["manual", "manual", "manual", "manual", "manual", "manual"], 0, [0, 1, 2, 3, 4, 5]),
-])
+@pytest.mark.parametrize(
+    "reasons, keep, survivors",
+    [
+        # the newest pre-migrate backup survives even when it is older than the `keep` newest
+        (["pre-migrate", "manual", "manual", "manual", "manual", "manual"], 2, [0, 4, 5]),
+        # only the newest pre-migrate is protected
+        (["pre-migrate", "pre-migrate", "manual", "manual", "manual", "manual"], 2, [1, 4, 5]),
+        # the newest pre-migrate is already among the kept ones
+        (["pre-migrate", "manual", "manual", "manual", "manual", "pre-migrate"], 3, [3, 4, 5]),
+        (["manual", "manual", "manual", "always", "pre-restore", "manual"], 1, [5]),
+        (["manual", "manual", "manual", "manual", "manual", "manual"], 6, [0, 1, 2, 3, 4, 5]),
+        (["manual", "manual", "manual", "manual", "manual", "manual"], 0, [0, 1, 2, 3, 4, 5]),
+    ],
+)
 def test_prune(tmp_path: Path, reasons: list[str], keep: int, survivors: list[int]) -> None:
     db = tmp_path / "app.db"
     folder = tmp_path / "backups"
     paths = [fake_backup(folder, stamp, reason) for stamp, reason in zip(STAMPS, reasons)]
     mine = catalog.ensure_identity(db, folder)
     for path in paths:  # records of this database, as backup.take writes them
-        catalog.record_path(path).write_text(json.dumps(
-            {"database": str(db.resolve()), "database_id": mine, "version": 0}))
+        catalog.record_path(path).write_text(
+            json.dumps({"database": str(db.resolve()), "database_id": mine, "version": 0})
+        )
     foreign = folder / "someone-else.db"
     foreign.write_text("keep me")
     tmp = folder / f".{backup_name('20240109T000000.000Z', 'manual')}.tmp"
@@ -202,6 +211,7 @@ def test_prune(tmp_path: Path, reasons: list[str], keep: int, survivors: list[in
 
 
 # ---------------------------------------------------------------- restore
+
 
 def test_restore_removes_stale_sidecars_and_is_byte_identical(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
@@ -277,12 +287,16 @@ def test_restore_keeps_the_database_file_mode(tmp_path: Path) -> None:
     assert sha256(db) == sha256(good)
 
 
-@pytest.mark.parametrize("content", [
-    b"garbage, not sqlite" * 100,
-    b"SQLite format 3\x00" + b"\xff" * 4080,  # a header, then nonsense
-])
-def test_restore_from_a_bad_backup_fails_and_leaves_the_database(tmp_path: Path,
-                                                                 content: bytes) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"garbage, not sqlite" * 100,
+        b"SQLite format 3\x00" + b"\xff" * 4080,  # a header, then nonsense
+    ],
+)
+def test_restore_from_a_bad_backup_fails_and_leaves_the_database(
+    tmp_path: Path, content: bytes
+) -> None:
     db = tmp_path / "app.db"
     make_db(db, ["a"], wal=False)
     before = sha256(db)
@@ -311,8 +325,10 @@ def test_restore_refuses_a_backup_that_is_not_a_database(tmp_path: Path, content
 
 # ---------------------------------------------------------------- snapshot
 
+
 def test_snapshot_copies_db_and_wal_and_writes_nothing_beside_it(
-        wal_writer: tuple[Path, sqlite3.Connection], tmp_path: Path) -> None:
+    wal_writer: tuple[Path, sqlite3.Connection], tmp_path: Path
+) -> None:
     db, writer = wal_writer
     expected = writer.execute("SELECT * FROM items ORDER BY id").fetchall()
     before = sorted(p.name for p in db.parent.iterdir())
@@ -362,8 +378,13 @@ with lock.hold(Path(sys.argv[1]), 5, "holder-command"):
 @pytest.fixture
 def holder_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, Path]]:
     path = tmp_path / "app.db.preflight.lock"
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -379,7 +400,8 @@ def holder_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, Path]]:
 
 
 def test_lock_held_by_another_process_times_out_naming_it(
-        holder_process: tuple[subprocess.Popen, Path]) -> None:
+    holder_process: tuple[subprocess.Popen, Path],
+) -> None:
     proc, path = holder_process
     with pytest.raises(LockTimeout) as info:
         with lock.hold(path, 0.2, "second"):
@@ -391,7 +413,8 @@ def test_lock_held_by_another_process_times_out_naming_it(
 
 
 def test_lock_is_free_at_once_after_the_holder_is_killed(
-        holder_process: tuple[subprocess.Popen, Path]) -> None:
+    holder_process: tuple[subprocess.Popen, Path],
+) -> None:
     proc, path = holder_process
     with pytest.raises(LockTimeout):
         with lock.hold(path, 0, "second"):

@@ -1,5 +1,6 @@
 """An I/O error at COMMIT is the disk's fault, not the migrations': exit 7, no failure record,
 and the next fault-free start migrates (issue 10, item 14)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,18 +11,25 @@ from conftest import ROOT, dump, rows
 
 
 def chattr(flag: str, folder: Path) -> bool:
-    return subprocess.run(["chattr", flag, str(folder)], check=False,
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(["chattr", flag, str(folder)], check=False, capture_output=True).returncode
+        == 0
+    )
 
 
 @pytest.mark.skipif(not ROOT, reason="chattr +a needs root (CI runs as root)")
 def test_disk_io_error_at_commit_is_exit_7_without_a_failure_record(
-        cli, make_db, make_migrations, tmp_path):
+    cli, make_db, make_migrations, tmp_path
+):
     db = make_db("fresh")
     backups = tmp_path / "backups"
     v1 = {"001_a.sql": "CREATE TABLE a (x);"}
-    assert cli("migrate", "--db", db, "--migrations", make_migrations(v1),
-               "--backup-dir", backups).code == 0
+    assert (
+        cli(
+            "migrate", "--db", db, "--migrations", make_migrations(v1), "--backup-dir", backups
+        ).code
+        == 0
+    )
     before = dump(db)
     folder = make_migrations({**v1, "002_seed.sql": "INSERT INTO a VALUES (1);"})
     # The database's id file (which ties backups to it) is written by its first backup,

@@ -4,6 +4,7 @@ Each test has volumes of its own. The app image is built once per session (from 
 image scripts/docker-ready provides); CI runs these for real, and a failure to get an
 engine is a test error, never a skip. Deselect locally with `-m "not docker"`.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,31 +15,48 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
-
 from conftest import MIGRATIONS, REPO, dump, load_fixture, run_process
-from dockerkit import (APP_UID, FAST_HEALTH, LABEL, Docker, Volume, build, build_derived, engine,
-                       http_get, logs, wait_exit, wait_healthy)
+from dockerkit import (
+    APP_UID,
+    FAST_HEALTH,
+    LABEL,
+    Docker,
+    Volume,
+    build,
+    build_derived,
+    engine,
+    http_get,
+    logs,
+    wait_exit,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.docker
 
 # Passes the guard's rehearsal on an empty schema, fails on real rows: only the live run
 # can find that out, so the guard must undo and leave a failure record.
-FAILING = {"006_one_note_per_slug_prefix.sql": (
-    "ALTER TABLE notes ADD COLUMN prefix TEXT;\n"
-    "UPDATE notes SET prefix = 'note';\n"
-    "CREATE UNIQUE INDEX idx_notes_prefix ON notes(prefix);\n")}
+FAILING = {
+    "006_one_note_per_slug_prefix.sql": (
+        "ALTER TABLE notes ADD COLUMN prefix TEXT;\n"
+        "UPDATE notes SET prefix = 'note';\n"
+        "CREATE UNIQUE INDEX idx_notes_prefix ON notes(prefix);\n"
+    )
+}
 
 # A migration that takes long enough for `docker stop` to arrive while it runs.
-SLOW = {"006_add_note_mood_slowly.py": (
-    "import sys, time\n\n\n"
-    "def migrate(conn):\n"
-    "    conn.execute('ALTER TABLE notes ADD COLUMN mood TEXT')\n"
-    "    print('006: working', file=sys.stderr, flush=True)\n"
-    "    time.sleep(60)\n")}
+SLOW = {
+    "006_add_note_mood_slowly.py": (
+        "import sys, time\n\n\n"
+        "def migrate(conn):\n"
+        "    conn.execute('ALTER TABLE notes ADD COLUMN mood TEXT')\n"
+        "    print('006: working', file=sys.stderr, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+}
 
 
 @pytest.fixture(scope="session")
@@ -72,23 +90,29 @@ def dk(docker_engine: tuple, app_image: str) -> Iterator[Docker]:
 @pytest.fixture
 def seed(tmp_path: Path) -> Callable[[str], Path]:
     """seed('v0.9.5') / seed('head') -> a database file on this host, to copy into a volume."""
+
     def make(state: str) -> Path:
         db = tmp_path / f"{state}-{uuid.uuid4().hex[:6]}.db"
         if state == "head":
-            done = run_process("migrate", "--db", db, "--migrations", MIGRATIONS, "--backup", "never")
+            done = run_process(
+                "migrate", "--db", db, "--migrations", MIGRATIONS, "--backup", "never"
+            )
             assert done.returncode == 0, done.stderr
         else:
             load_fixture(state, db)
         return db
+
     return make
 
 
 def counts(volume: Volume) -> tuple[int, int, int]:
-    return tuple(volume.query(f"SELECT count(*) FROM {t}")[0][0]
-                 for t in ("notes", "sessions", "tokens"))
+    return tuple(
+        volume.query(f"SELECT count(*) FROM {t}")[0][0] for t in ("notes", "sessions", "tokens")
+    )
 
 
 # 1. fresh volume ---------------------------------------------------------------------------
+
 
 def test_fresh_volume_becomes_healthy_at_head_with_the_images_own_healthcheck(dk: Docker) -> None:
     volume = dk.volume()
@@ -96,8 +120,12 @@ def test_fresh_volume_becomes_healthy_at_head_with_the_images_own_healthcheck(dk
     wait_healthy(c, timeout=60)
     status, body = http_get(c, "/health")
     assert status == 200
-    assert json.loads(body) == {"status": "ok", "database": "/data/app.db", "version": 5,
-                                "migration": "005_retire_starpunk_schema_migrations.sql"}
+    assert json.loads(body) == {
+        "status": "ok",
+        "database": "/data/app.db",
+        "version": 5,
+        "migration": "005_retire_starpunk_schema_migrations.sql",
+    }
     status, page = http_get(c, "/")
     assert status == 200 and b"0 published" in page
     assert "plan: 5 pending" in logs(c) and "exec: gunicorn" in logs(c)
@@ -118,11 +146,14 @@ def test_fresh_volume_becomes_healthy_at_head_with_the_images_own_healthcheck(dk
 
 # 2. an existing v0.9.5 install ------------------------------------------------------------
 
+
 def test_v095_volume_is_upgraded_with_every_row_kept_and_a_backup(dk: Docker, seed) -> None:
     source = seed("v0.9.5")
     volume = dk.volume(seed=source)
     before = counts(volume)
-    published = volume.query("SELECT count(*) FROM notes WHERE published = 1 AND deleted_at IS NULL")
+    published = volume.query(
+        "SELECT count(*) FROM notes WHERE published = 1 AND deleted_at IS NULL"
+    )
     c = dk.start(volume)
     wait_healthy(c)
     assert json.loads(http_get(c, "/health")[1])["version"] == 5
@@ -139,8 +170,10 @@ def test_v095_volume_is_upgraded_with_every_row_kept_and_a_backup(dk: Docker, se
 
 # 3. drift ---------------------------------------------------------------------------------
 
+
 def test_drifted_volume_exits_4_without_gunicorn_and_the_database_is_byte_identical(
-        dk: Docker, seed) -> None:
+    dk: Docker, seed
+) -> None:
     volume = dk.volume(seed=seed("rc3-partial"))
     before = volume.db.read_bytes()
     c = dk.start(volume)
@@ -155,8 +188,10 @@ def test_drifted_volume_exits_4_without_gunicorn_and_the_database_is_byte_identi
 
 # 4. a failing migration -------------------------------------------------------------------
 
+
 def test_failing_migration_exits_9_restores_and_the_next_start_exits_11(
-        dk: Docker, seed, failing_image: str) -> None:
+    dk: Docker, seed, failing_image: str
+) -> None:
     volume = dk.volume(seed=seed("v0.9.5"))
     before = volume.dump()
     c = dk.start(volume, image=failing_image)
@@ -184,14 +219,19 @@ def test_failing_migration_exits_9_restores_and_the_next_start_exits_11(
 
 # 5. operators' one-shots on each kind of volume --------------------------------------------
 
-@pytest.mark.parametrize("state, code, pending", [
-    ("fresh", 3, 5),
-    ("v0.9.5", 3, 2),
-    ("head", 0, 0),
-    ("rc3-partial", 4, None),
-])
+
+@pytest.mark.parametrize(
+    "state, code, pending",
+    [
+        ("fresh", 3, 5),
+        ("v0.9.5", 3, 2),
+        ("head", 0, 0),
+        ("rc3-partial", 4, None),
+    ],
+)
 def test_check_and_status_json_give_the_right_code_and_change_nothing(
-        dk: Docker, seed, state: str, code: int, pending: int | None) -> None:
+    dk: Docker, seed, state: str, code: int, pending: int | None
+) -> None:
     volume = dk.volume(seed=None if state == "fresh" else seed(state))
     before = volume.state()
     got, out, err = dk.oneshot(volume, "check")
@@ -224,6 +264,7 @@ def test_every_subcommand_works_through_entrypoint_preflight(dk: Docker, seed) -
 
 # 6. docker stop --------------------------------------------------------------------------
 
+
 def test_docker_stop_reaches_gunicorn_as_pid_1_and_exits_0(dk: Docker) -> None:
     c = dk.start(dk.volume())
     wait_healthy(c)
@@ -241,7 +282,8 @@ def test_docker_stop_reaches_gunicorn_as_pid_1_and_exits_0(dk: Docker) -> None:
 
 
 def test_docker_stop_during_a_migration_rolls_back_and_exits_12(
-        dk: Docker, seed, slow_image: str) -> None:
+    dk: Docker, seed, slow_image: str
+) -> None:
     volume = dk.volume(seed=seed("v0.9.5"))
     before = volume.dump()
     c = dk.start(volume, image=slow_image)
@@ -264,12 +306,20 @@ def test_docker_stop_during_a_migration_rolls_back_and_exits_12(
 
 # 7. two replicas on one volume ------------------------------------------------------------
 
+
 def test_two_containers_started_together_migrate_once_and_both_become_healthy(
-        dk: Docker, seed) -> None:
+    dk: Docker, seed
+) -> None:
     volume = dk.volume(seed=seed("v0.9.5"))
-    first, second = (dk.client.containers.create(
-        dk.image, volumes={volume.name: {"bind": "/data", "mode": "rw"}},
-        healthcheck=FAST_HEALTH, labels={LABEL: "1"}) for _ in range(2))
+    first, second = (
+        dk.client.containers.create(
+            dk.image,
+            volumes={volume.name: {"bind": "/data", "mode": "rw"}},
+            healthcheck=FAST_HEALTH,
+            labels={LABEL: "1"},
+        )
+        for _ in range(2)
+    )
     dk.containers += [first, second]
     threads = [threading.Thread(target=c.start) for c in (first, second)]
     for t in threads:
@@ -278,8 +328,9 @@ def test_two_containers_started_together_migrate_once_and_both_become_healthy(
         t.join()
     wait_healthy(first)
     wait_healthy(second)
-    applied = volume.query("SELECT version, count(*) FROM _preflight_log "
-                           "WHERE event = 'applied' GROUP BY version")
+    applied = volume.query(
+        "SELECT version, count(*) FROM _preflight_log WHERE event = 'applied' GROUP BY version"
+    )
     assert applied == [(4, 1), (5, 1)]
     plans = [logs(c) for c in (first, second)]
     assert sorted("2 pending" in text for text in plans) == [False, True]
@@ -288,6 +339,7 @@ def test_two_containers_started_together_migrate_once_and_both_become_healthy(
 
 
 # 8. non-root ------------------------------------------------------------------------------
+
 
 def test_runs_as_the_non_root_app_user(dk: Docker) -> None:
     c = dk.start(dk.volume())
@@ -314,6 +366,7 @@ def test_a_volume_the_user_cannot_write_exits_7_and_changes_nothing(dk: Docker, 
 
 # 9. read-only root filesystem ------------------------------------------------------------
 
+
 def test_read_only_root_filesystem_with_tmpfs_tmp(dk: Docker, seed) -> None:
     volume = dk.volume(seed=seed("v0.9.5"))
     c = dk.start(volume, read_only=True, tmpfs={"/tmp": "rw,size=16m"})
@@ -325,26 +378,46 @@ def test_read_only_root_filesystem_with_tmpfs_tmp(dk: Docker, seed) -> None:
 
 # the README's run command ---------------------------------------------------------------
 
+
 def test_readme_run_command_serves_health(docker_engine: tuple, app_image: str) -> None:
     project = f"pftest{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, COMPOSE_PROJECT_NAME=project, PORT="18765",
-               APP_IMAGE=f"preflight-app:{project}", BASE_IMAGE=docker_engine[1])
+    env = dict(
+        os.environ,
+        COMPOSE_PROJECT_NAME=project,
+        PORT="18765",
+        APP_IMAGE=f"preflight-app:{project}",
+        BASE_IMAGE=docker_engine[1],
+    )
     readme = (REPO / "README.md").read_text()
     command = re.search(r"## Run it\n\n.*?```sh\n(.*?)```", readme, re.S)[1].strip()
     assert command == "scripts/up"
     try:
-        done = subprocess.run(shlex.split(command), cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=900)
+        done = subprocess.run(
+            shlex.split(command), cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert json.loads(done.stdout.strip().splitlines()[-1])["version"] == 5
         # compose.yaml's one-shot migrate service, beside the running app: nothing to do.
-        compose = (["docker", "compose"] if subprocess.run(
-            ["docker", "compose", "version"], capture_output=True).returncode == 0
-            else ["docker-compose"])
-        migrate = subprocess.run([*compose, "run", "--rm", "migrate"], cwd=REPO, env=env,
-                                 capture_output=True, text=True, timeout=300)
+        compose = (
+            ["docker", "compose"]
+            if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+            else ["docker-compose"]
+        )
+        migrate = subprocess.run(
+            [*compose, "run", "--rm", "migrate"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert migrate.returncode == 0, migrate.stderr[-3000:]
         assert "0 pending" in migrate.stderr
     finally:
-        subprocess.run([str(REPO / "scripts" / "up"), "down", "-v", "--rmi", "all"], cwd=REPO,
-                       env=env, capture_output=True, timeout=300)
+        subprocess.run(
+            [str(REPO / "scripts" / "up"), "down", "-v", "--rmi", "all"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=300,
+        )

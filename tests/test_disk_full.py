@@ -4,6 +4,7 @@ Running out of space during the backup, the migration or the restore ends in a d
 exit code with one line naming the folder and saying to free space there, and the
 database whole. Mounting needs root (CI runs as root).
 """
+
 from __future__ import annotations
 
 import errno
@@ -15,15 +16,24 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import (MIGRATIONS, REPO, dump, folder_state, load_fixture, needs_root, rows,
-                      wait_until_blocked_on_lock)
+from conftest import (
+    MIGRATIONS,
+    REPO,
+    dump,
+    folder_state,
+    load_fixture,
+    needs_root,
+    rows,
+    wait_until_blocked_on_lock,
+)
 
 pytestmark = needs_root
 
-BIG = ("CREATE TABLE attachments (id INTEGER PRIMARY KEY, body BLOB);\n"
-       "INSERT INTO attachments (body) SELECT randomblob(4000) FROM (WITH RECURSIVE r(i) AS "
-       "(SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1500) SELECT i FROM r);\n")
+BIG = (
+    "CREATE TABLE attachments (id INTEGER PRIMARY KEY, body BLOB);\n"
+    "INSERT INTO attachments (body) SELECT randomblob(4000) FROM (WITH RECURSIVE r(i) AS "
+    "(SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1500) SELECT i FROM r);\n"
+)
 
 
 def fill(folder: Path, leave: int = 0) -> Path:
@@ -45,8 +55,9 @@ def error_line(err: str) -> str:
     return line
 
 
-def test_backup_folder_without_room_is_refused_before_anything_changes(cli, make_db, tmpfs,
-                                                                       tmp_path):
+def test_backup_folder_without_room_is_refused_before_anything_changes(
+    cli, make_db, tmpfs, tmp_path
+):
     db = make_db("v0.9.5")
     backups = tmpfs(tmp_path / "backups", "1m")
     state = folder_state(tmp_path)
@@ -71,8 +82,9 @@ def test_backup_folder_out_of_inodes_fails_the_backup_cleanly(cli, make_db, tmpf
     assert list(backups.iterdir()) == []
 
 
-def test_backup_folder_filling_up_during_the_backup_leaves_no_partial_backup(make_db, tmpfs,
-                                                                             tmp_path):
+def test_backup_folder_filling_up_during_the_backup_leaves_no_partial_backup(
+    make_db, tmpfs, tmp_path
+):
     """The disk fills while the guard waits for another guard's lock: the check passed, the
     backup itself hits ENOSPC half-way."""
     db = make_db("v0.9.5")
@@ -82,9 +94,23 @@ def test_backup_folder_filling_up_during_the_backup_leaves_no_partial_backup(mak
     fcntl.flock(fd, fcntl.LOCK_EX)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
     env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.Popen([sys.executable, "-m", "preflight", "migrate", "--db", str(db),
-                             "--migrations", str(MIGRATIONS), "--backup-dir", str(backups)],
-                            env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "preflight",
+            "migrate",
+            "--db",
+            str(db),
+            "--migrations",
+            str(MIGRATIONS),
+            "--backup-dir",
+            str(backups),
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_until_blocked_on_lock(proc.pid, lock)
         before = dump(db)
@@ -102,9 +128,9 @@ def test_backup_folder_filling_up_during_the_backup_leaves_no_partial_backup(mak
 
 
 @pytest.mark.parametrize("journal", ["delete", "wal"])
-def test_database_folder_filling_up_during_the_migration_rolls_back_exit_9(cli, tmpfs, tmp_path,
-                                                                          make_migrations,
-                                                                          journal):
+def test_database_folder_filling_up_during_the_migration_rolls_back_exit_9(
+    cli, tmpfs, tmp_path, make_migrations, journal
+):
     data = tmpfs(tmp_path / "data", "1m")
     db = load_fixture("v0.9.5", data / "app.db")
     if journal == "wal":
@@ -113,23 +139,35 @@ def test_database_folder_filling_up_during_the_migration_rolls_back_exit_9(cli, 
         conn.close()
     folder = make_migrations({"006_attachments.sql": BIG}, base=True)
     before = dump(db)
-    files = {k: v for k, v in folder_state(data).items() if k.startswith("app.db")
-             and not k.endswith("-shm")}
-    result = cli("migrate", "--db", db, "--migrations", folder, "--backup-dir", tmp_path / "backups")
+    files = {
+        k: v
+        for k, v in folder_state(data).items()
+        if k.startswith("app.db") and not k.endswith("-shm")
+    }
+    result = cli(
+        "migrate", "--db", db, "--migrations", folder, "--backup-dir", tmp_path / "backups"
+    )
     assert result.code == 9, result
     line = error_line(result.err)
     assert f"no space left on {data}" in line and f"free space on {data}" in line, line
     assert "rolled back; the database was not changed" in line
     assert dump(db) == before and rows(db, "PRAGMA integrity_check") == [("ok",)]
-    after = {k: v for k, v in folder_state(data).items() if k.startswith("app.db")
-             and not k.endswith("-shm")}
+    after = {
+        k: v
+        for k, v in folder_state(data).items()
+        if k.startswith("app.db") and not k.endswith("-shm")
+    }
     assert after == files
     # A full disk says nothing against the migrations: no failure record, so once there
     # is room the same image simply starts.
     assert not (data / "app.db.preflight-failure.json").exists()
     subprocess.run(["mount", "-o", "remount,size=16m", str(data)], check=True)
-    assert cli("migrate", "--db", db, "--migrations", folder,
-               "--backup-dir", tmp_path / "backups").code == 0
+    assert (
+        cli(
+            "migrate", "--db", db, "--migrations", folder, "--backup-dir", tmp_path / "backups"
+        ).code
+        == 0
+    )
     assert rows(db, "SELECT count(*) FROM attachments") == [(1500,)]
 
 
@@ -148,21 +186,35 @@ def test_restore_command_without_room_is_refused_before_anything_changes(cli, tm
 
 
 def test_restore_after_a_failed_smoke_test_with_the_disk_full_is_exit_10_database_whole(
-        cli, tmpfs, tmp_path, make_db):
+    cli, tmpfs, tmp_path, make_db
+):
     """The smoke test fills the disk and fails: no room to put the backup back. The
     database stays whole (the committed new state), and the message says what to do."""
     data = tmpfs(tmp_path / "data", "2m")
     db = load_fixture("v0.9.5", data / "app.db")
     clean = load_fixture("v0.9.5", tmp_path / "clean.db")
-    assert cli("migrate", "--db", clean, "--migrations", MIGRATIONS,
-               "--backup-dir", tmp_path / "clean-backups").code == 0
+    assert (
+        cli(
+            "migrate",
+            "--db",
+            clean,
+            "--migrations",
+            MIGRATIONS,
+            "--backup-dir",
+            tmp_path / "clean-backups",
+        ).code
+        == 0
+    )
     old, new = dump(db), dump(clean)
-    smoke = f"{sys.executable} -c \"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); " \
-            f"from test_disk_full import fill; from pathlib import Path; " \
-            f"fill(Path({str(data)!r})); sys.exit(1)\""
+    smoke = (
+        f'{sys.executable} -c "import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); '
+        f"from test_disk_full import fill; from pathlib import Path; "
+        f'fill(Path({str(data)!r})); sys.exit(1)"'
+    )
     backups = tmp_path / "backups"
-    result = cli("migrate", "--db", db, "--migrations", MIGRATIONS, "--backup-dir", backups,
-                 "--smoke", smoke)
+    result = cli(
+        "migrate", "--db", db, "--migrations", MIGRATIONS, "--backup-dir", backups, "--smoke", smoke
+    )
     assert result.code == 10, result
     line = error_line(result.err)
     assert f"no space on {data} to restore" in line and f"free space on {data}" in line, line

@@ -11,6 +11,7 @@ nothing). The statements are cut into random migration files and replayed by
 - for two random sequences, drift reports no difference exactly when their models are
   equal, and otherwise reports exactly the objects whose model differs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,12 @@ from hypothesis import strategies as st
 from preflight import drift, schema
 from preflight.migrations import Migration, split_statements
 
-SETTINGS = settings(max_examples=80, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 TABLES = ["notes", "tokens", "users", "posts", "tags"]
 COLUMNS = ["slug", "body", "me", "score", "state", "created_at"]
@@ -42,8 +47,12 @@ class Col:
     default: str | None
 
     def sql(self) -> str:
-        parts = [self.name, self.type, "NOT NULL" if self.notnull else "",
-                 f"DEFAULT {self.default}" if self.default is not None else ""]
+        parts = [
+            self.name,
+            self.type,
+            "NOT NULL" if self.notnull else "",
+            f"DEFAULT {self.default}" if self.default is not None else "",
+        ]
         return " ".join(p for p in parts if p)
 
 
@@ -97,8 +106,15 @@ def operation(draw: st.DrawFn, m: Model) -> tuple[Model, list[str]]:
     free_tables = [t for t in TABLES if t not in tables]
     kinds = ["create-table"] if free_tables else []
     if tables:
-        kinds += ["add-column", "rename-column", "drop-column", "create-index", "rename-table",
-                  "drop-table", "rebuild"]
+        kinds += [
+            "add-column",
+            "rename-column",
+            "drop-column",
+            "create-index",
+            "rename-table",
+            "drop-table",
+            "rebuild",
+        ]
     if indexes:
         kinds.append("drop-index")
     kind = draw(st.sampled_from(kinds))
@@ -119,13 +135,16 @@ def operation(draw: st.DrawFn, m: Model) -> tuple[Model, list[str]]:
     if kind == "rename-column" and cols and set(COLUMNS) - used:
         old = draw(st.sampled_from([c.name for c in cols]))
         new = draw(st.sampled_from(sorted(set(COLUMNS) - used)))
-        tables[name] = tuple(Col(new, c.type, c.notnull, c.default) if c.name == old else c
-                             for c in cols)
+        tables[name] = tuple(
+            Col(new, c.type, c.notnull, c.default) if c.name == old else c for c in cols
+        )
         for ix, (t, cs, u) in list(indexes.items()):
             if t == name:
                 indexes[ix] = (t, tuple(new if c == old else c for c in cs), u)
-        return (with_indexes(with_tables(m, tables), indexes),
-                [f"ALTER TABLE {name} RENAME COLUMN {old} TO {new}"])
+        return (
+            with_indexes(with_tables(m, tables), indexes),
+            [f"ALTER TABLE {name} RENAME COLUMN {old} TO {new}"],
+        )
     droppable = [c.name for c in cols if c.name not in indexed]
     if kind == "drop-column" and len(cols) > 1 and droppable:
         gone = draw(st.sampled_from(droppable))
@@ -134,8 +153,16 @@ def operation(draw: st.DrawFn, m: Model) -> tuple[Model, list[str]]:
     free_indexes = [i for i in INDEXES if i not in indexes]
     if kind == "create-index" and free_indexes:
         ix = draw(st.sampled_from(free_indexes))
-        on = tuple(draw(st.lists(st.sampled_from(["id", *(c.name for c in cols)]), min_size=1,
-                                 max_size=2, unique=True)))
+        on = tuple(
+            draw(
+                st.lists(
+                    st.sampled_from(["id", *(c.name for c in cols)]),
+                    min_size=1,
+                    max_size=2,
+                    unique=True,
+                )
+            )
+        )
         unique = draw(st.booleans())
         indexes[ix] = (name, on, unique)
         return with_indexes(m, indexes), [create_index_sql(ix, name, on, unique)]
@@ -143,8 +170,10 @@ def operation(draw: st.DrawFn, m: Model) -> tuple[Model, list[str]]:
         new = draw(st.sampled_from(free_tables))
         tables = {new if t == name else t: c for t, c in tables.items()}
         indexes = {ix: (new if t == name else t, cs, u) for ix, (t, cs, u) in indexes.items()}
-        return (with_indexes(with_tables(m, tables), indexes),
-                [f"ALTER TABLE {name} RENAME TO {new}"])
+        return (
+            with_indexes(with_tables(m, tables), indexes),
+            [f"ALTER TABLE {name} RENAME TO {new}"],
+        )
     if kind == "drop-table":
         del tables[name]
         indexes = {ix: v for ix, v in indexes.items() if v[0] != name}
@@ -155,15 +184,20 @@ def operation(draw: st.DrawFn, m: Model) -> tuple[Model, list[str]]:
         return with_indexes(m, indexes), [f"DROP INDEX {ix}"]
     # rebuild (also the fallback when the drawn change was not possible): same model
     names = ", ".join(["id", *(c.name for c in cols)])
-    stmts = [create_table_sql(f"{name}_new", cols),
-             f"INSERT INTO {name}_new ({names}) SELECT {names} FROM {name}",
-             f"DROP TABLE {name}", f"ALTER TABLE {name}_new RENAME TO {name}"]
+    stmts = [
+        create_table_sql(f"{name}_new", cols),
+        f"INSERT INTO {name}_new ({names}) SELECT {names} FROM {name}",
+        f"DROP TABLE {name}",
+        f"ALTER TABLE {name}_new RENAME TO {name}",
+    ]
     stmts += [create_index_sql(ix, t, cs, u) for ix, (t, cs, u) in indexes.items() if t == name]
     return m, stmts
 
 
 @st.composite
-def history(draw: st.DrawFn, start: Model = Model(), max_ops: int = 8) -> tuple[Model, list[list[str]]]:
+def history(
+    draw: st.DrawFn, start: Model = Model(), max_ops: int = 8
+) -> tuple[Model, list[list[str]]]:
     """A random sequence of operations, cut into migrations: (final model, statements per file)."""
     m, files = start, []
     for _ in range(draw(st.integers(1, max_ops))):
@@ -179,8 +213,17 @@ def as_migrations(files: list[list[str]]) -> tuple[Migration, ...]:
     for n, stmts in enumerate(files, start=1):
         text = "".join(s + ";\n" for s in stmts)
         name = f"{n:03d}_step.sql"
-        out.append(Migration(n, name, Path(name), "sql", hashlib.sha256(text.encode()).hexdigest(),
-                             split_statements(text, name), text))
+        out.append(
+            Migration(
+                n,
+                name,
+                Path(name),
+                "sql",
+                hashlib.sha256(text.encode()).hexdigest(),
+                split_statements(text, name),
+                text,
+            )
+        )
     return tuple(out)
 
 
@@ -242,5 +285,8 @@ def test_drift_is_empty_exactly_when_the_models_are_equal_and_names_what_differs
     equal = model_a.normal() == model_b.normal()
     event("same schema" if equal else f"{min(len(diffs), 3)}+ differences")
     assert (diffs == []) == equal, ([d.message() for d in diffs], files_a, files_b)
-    assert {d.object for d in diffs} == expected_objects(model_a, model_b), \
-        ([d.message() for d in diffs], files_a, files_b)
+    assert {d.object for d in diffs} == expected_objects(model_a, model_b), (
+        [d.message() for d in diffs],
+        files_a,
+        files_b,
+    )

@@ -1,5 +1,6 @@
 """The fast paths keep every safety property: the verified-state cache, the locked backup
 copy, the fresh build without a rehearsal, and progress reporting (correctness, not timing)."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,12 @@ import logging
 import os
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from conftest import MIGRATIONS, folder_state, plant_foreign_wal, rows, run_process, sha256_hex
+
 from preflight import backup, cache, config, filecopy, lock, migrations, progress, quickstart
 from preflight.errors import DatabaseUnusable, EnvironmentProblem
 
@@ -48,6 +49,7 @@ def head(cli, make_db) -> Path:
 
 # ---------------------------------------------------------------- verified-state cache
 
+
 def test_a_verified_start_writes_the_cache_and_the_next_no_op_start_uses_it(cli, head):
     data = json.loads((head.parent / CACHE).read_text())
     assert set(data) == {"key", "schema_hash", "warnings", "checked_at"}
@@ -82,8 +84,9 @@ def test_the_cache_never_skips_the_history_check(cli, head):
 def test_a_cache_for_another_set_or_mode_is_ignored_and_replaced(cli, head, make_migrations):
     strict = cli("migrate", "--db", head, "--migrations", MIGRATIONS, "--strict")
     assert strict.code == 0 and "(cache)" not in strict.err
-    folder = make_migrations({"006_more.sql": "CREATE TABLE more (id INTEGER PRIMARY KEY);"},
-                             base=True)
+    folder = make_migrations(
+        {"006_more.sql": "CREATE TABLE more (id INTEGER PRIMARY KEY);"}, base=True
+    )
     grown = cli("migrate", "--db", head, "--migrations", folder)
     assert grown.code == 0 and "(cache)" not in grown.err and "006_more.sql" in grown.err
     again = cli("migrate", "--db", head, "--migrations", folder)
@@ -140,6 +143,7 @@ def test_schema_hash_ignores_rootpage_but_not_sql(tmp_path):
 
 # ---------------------------------------------------------------- fresh build
 
+
 def test_fresh_build_needs_no_rehearsal_and_is_verified(cli, make_db):
     db = make_db("fresh")
     result = cli("migrate", "--db", db, "--migrations", MIGRATIONS)
@@ -149,6 +153,7 @@ def test_fresh_build_needs_no_rehearsal_and_is_verified(cli, make_db):
 
 
 # ---------------------------------------------------------------- locked backup copy
+
 
 def wal_db(db: Path, committed: int, in_wal: int) -> None:
     """`db` in WAL mode with `in_wal` rows only in its -wal, and no connection open."""
@@ -221,7 +226,9 @@ def test_a_corrupt_source_is_refused_and_leaves_no_backup(tmp_path):
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)")
     conn.execute("CREATE INDEX items_v ON items(v)")
-    conn.executemany("INSERT INTO items (v) VALUES (?)", [(f"value-{i:06d}",) for i in range(20000)])
+    conn.executemany(
+        "INSERT INTO items (v) VALUES (?)", [(f"value-{i:06d}",) for i in range(20000)]
+    )
     conn.commit()
     root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name='items_v'").fetchone()[0]
     conn.close()
@@ -246,14 +253,17 @@ def test_copy_file_copies_and_reports_progress(tmp_path, logged):
 
 # ---------------------------------------------------------------- progress
 
+
 def test_meter_is_silent_at_first_then_at_most_once_per_interval(logged):
     now = [0.0]
     meter = progress.Meter("backup", 1024 << 20, after=2.0, every=1.0, clock=lambda: now[0])
     for t, done in ((0.5, 100), (1.9, 200), (2.0, 512), (2.5, 600), (2.99, 700), (3.0, 1024)):
         now[0] = t
         meter.update(done << 20)
-    assert logged == ["backup: 50% 512.0/1024.0 MiB at 256 MiB/s",
-                      "backup: 100% 1024.0/1024.0 MiB at 341 MiB/s"]
+    assert logged == [
+        "backup: 50% 512.0/1024.0 MiB at 256 MiB/s",
+        "backup: 100% 1024.0/1024.0 MiB at 341 MiB/s",
+    ]
 
 
 def test_meter_without_a_total_says_what_it_is_doing(logged):
@@ -270,7 +280,8 @@ def test_a_long_migration_statement_reports_progress(tmp_path, logged):
     (folder / "001_slow.sql").write_text(
         "CREATE TABLE n (x);\n"
         "INSERT INTO n WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c "
-        "WHERE i < 300000) SELECT i FROM c;\n")
+        "WHERE i < 300000) SELECT i FROM c;\n"
+    )
     (m,) = migrations.discover(folder)
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.execute("BEGIN")
@@ -284,6 +295,7 @@ def test_a_long_migration_statement_reports_progress(tmp_path, logged):
 
 # ---------------------------------------------------------------- quick start
 
+
 class Exec(Exception):
     """os.execvp, caught: the quick start proved a no-op start."""
 
@@ -291,6 +303,7 @@ class Exec(Exception):
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch, cli, head):
     """start(args, env) -> True if the quick start would exec, False if it hands over."""
+
     def fake_exec(file: str, args: list[str]) -> None:
         raise Exec(args)
 
@@ -298,24 +311,47 @@ def quick(monkeypatch: pytest.MonkeyPatch, cli, head):
 
     def attempt(*args: object, env: dict[str, str] | None = None) -> bool:
         try:
-            quickstart.start(["run", "--db", str(head), "--migrations", str(MIGRATIONS),
-                              *map(str, args), "--", "true"], env or {})
+            quickstart.start(
+                [
+                    "run",
+                    "--db",
+                    str(head),
+                    "--migrations",
+                    str(MIGRATIONS),
+                    *map(str, args),
+                    "--",
+                    "true",
+                ],
+                env or {},
+            )
         except Exec:
             return True
         return False
+
     assert cli("migrate", "--db", head, "--migrations", MIGRATIONS).code == 0  # cache current
     return attempt
 
 
 def test_quick_start_knows_every_option_the_cli_knows():
     flags = {**quickstart.FLAGS, **quickstart.SWITCHES}
-    assert {(o.flag, o.dest, o.env) for o in config.OPTIONS} == \
-        {(flag, dest, env) for flag, (dest, env) in flags.items()}
+    assert {(o.flag, o.dest, o.env) for o in config.OPTIONS} == {
+        (flag, dest, env) for flag, (dest, env) in flags.items()
+    }
     assert {o.dest: o.default for o in config.OPTIONS if not o.is_switch} == {
-        k: None if v == "" else (int(v) if k == "keep_backups" else
-                                 float(v) if k in ("lock_timeout", "smoke_timeout") else
-                                 quickstart.integrity_policy(v) if k == "integrity" else v)
-        for k, v in quickstart.DEFAULTS.items() if k not in ("strict", "json")}
+        k: None
+        if v == ""
+        else (
+            int(v)
+            if k == "keep_backups"
+            else float(v)
+            if k in ("lock_timeout", "smoke_timeout")
+            else quickstart.integrity_policy(v)
+            if k == "integrity"
+            else v
+        )
+        for k, v in quickstart.DEFAULTS.items()
+        if k not in ("strict", "json")
+    }
 
 
 def test_quick_start_and_cache_share_one_file_format_and_fingerprint(tmp_path):
@@ -327,8 +363,9 @@ def test_quick_start_and_cache_share_one_file_format_and_fingerprint(tmp_path):
         assert quickstart.cache_checked_at(text) == checked_at
         assert cache.read(path, "k" * 64) == cache.Verified("k" * 64, "h" * 64, (), checked_at)
     found = migrations.discover(MIGRATIONS)
-    assert quickstart.set_fingerprint([(n, s) for _, n, s in quickstart.files(str(MIGRATIONS))]) \
-        == migrations.set_fingerprint(found)
+    assert quickstart.set_fingerprint(
+        [(n, s) for _, n, s in quickstart.files(str(MIGRATIONS))]
+    ) == migrations.set_fingerprint(found)
 
 
 def test_quick_start_execs_a_proven_no_op_start_and_writes_nothing(quick, head, capsys):
@@ -342,18 +379,31 @@ def test_quick_start_execs_a_proven_no_op_start_and_writes_nothing(quick, head, 
     assert "as verified before" in err and "exec: true" in err
 
 
-@pytest.mark.parametrize("args, env", [
-    (("--log-format", "json"), {}),
-    (("--json",), {}),
-    (("--backup", "always"), {}),
-    (("--keep-backups", "lots"), {}),
-    (("--lock-timeout", "nan"), {}),
-    (("--strict",), {}),  # another cache key
-    (("--db=elsewhere",), {}),
-    ((), {"PREFLIGHT_STRICT": "maybe"}),
-    ((), {"PREFLIGHT_BACKUP": "always"}),
-], ids=["json-logs", "json-report", "backup-always", "bad-number", "nan", "strict", "equals-form",
-        "bad-bool", "env-backup-always"])
+@pytest.mark.parametrize(
+    "args, env",
+    [
+        (("--log-format", "json"), {}),
+        (("--json",), {}),
+        (("--backup", "always"), {}),
+        (("--keep-backups", "lots"), {}),
+        (("--lock-timeout", "nan"), {}),
+        (("--strict",), {}),  # another cache key
+        (("--db=elsewhere",), {}),
+        ((), {"PREFLIGHT_STRICT": "maybe"}),
+        ((), {"PREFLIGHT_BACKUP": "always"}),
+    ],
+    ids=[
+        "json-logs",
+        "json-report",
+        "backup-always",
+        "bad-number",
+        "nan",
+        "strict",
+        "equals-form",
+        "bad-bool",
+        "env-backup-always",
+    ],
+)
 def test_quick_start_hands_over_options_it_does_not_prove(quick, args, env):
     assert not quick(*args, env=env)
 
@@ -422,6 +472,16 @@ def test_quick_start_hands_over_a_changed_migration_set(quick, head, make_migrat
 
 def test_quick_start_ignores_other_commands_and_missing_commands(quick, head):
     quickstart.start(["migrate", "--db", str(head)], {})
-    quickstart.start(["run", "--db", str(head), "--migrations", str(MIGRATIONS), "--",
-                      "no-such-command-anywhere"], {})
+    quickstart.start(
+        [
+            "run",
+            "--db",
+            str(head),
+            "--migrations",
+            str(MIGRATIONS),
+            "--",
+            "no-such-command-anywhere",
+        ],
+        {},
+    )
     quickstart.start(["run", "--db", str(head), "--migrations", str(MIGRATIONS)], {})

@@ -15,6 +15,7 @@ keys off, the app's rows (some orphaned) inserted between migrations. For every 
 
 A failure message carries the whole history (files and the app's rows) to replay by hand.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,7 +24,6 @@ from pathlib import Path
 
 import histories
 import pytest
-
 from conftest import folder_state
 
 # 12 histories of 5-30 migrations: every operation of the generator appears (a test below
@@ -53,9 +53,9 @@ def versions(tmp_path_factory: pytest.TempPathFactory):
 
     def get(seed: int) -> list[Path]:
         if seed not in built:
-            built[seed] = _build(HISTORIES[seed], tmp_path_factory.mktemp(f"app{seed}"), "v",
-                                 True)
+            built[seed] = _build(HISTORIES[seed], tmp_path_factory.mktemp(f"app{seed}"), "v", True)
         return built[seed]
+
     return get
 
 
@@ -70,8 +70,10 @@ def candidates(tmp_path_factory: pytest.TempPathFactory, versions):
             fresh[seed] = _build(h, tmp_path_factory.mktemp(f"fresh{seed}"), "f", False)
         if k == 0:
             return [0]
-        return histories.real_candidates(h, k, versions(seed)[k], fresh[seed],
-                                         tmp_path_factory.mktemp("rehearse"))
+        return histories.real_candidates(
+            h, k, versions(seed)[k], fresh[seed], tmp_path_factory.mktemp("rehearse")
+        )
+
     return get
 
 
@@ -90,12 +92,15 @@ def _assert_same(db: Path, expected: Path, context: str) -> None:
     assert got_schema == want_schema, (
         f"schema differs from plain sqlite3:\n only guard: "
         f"{[x for x in got_schema if x not in want_schema]}\n only sqlite3: "
-        f"{[x for x in want_schema if x not in got_schema]}{context}")
+        f"{[x for x in want_schema if x not in got_schema]}{context}"
+    )
     got, want = histories.content_of(db), histories.content_of(expected)
     differing = sorted(t for t in set(got) | set(want) if got.get(t) != want.get(t))
-    assert not differing, (f"rows differ from plain sqlite3 in {differing}: guard "
-                           f"{[got.get(t) for t in differing]}, sqlite3 "
-                           f"{[want.get(t) for t in differing]}{context}")
+    assert not differing, (
+        f"rows differ from plain sqlite3 in {differing}: guard "
+        f"{[got.get(t) for t in differing]}, sqlite3 "
+        f"{[want.get(t) for t in differing]}{context}"
+    )
 
 
 def _restart_changes_nothing(cli, db: Path, folder: Path, context: str) -> None:
@@ -110,23 +115,54 @@ def _restart_changes_nothing(cli, db: Path, folder: Path, context: str) -> None:
 def test_generator_covers_every_operation_and_leaves_orphans(versions):
     """The generator is the suite's premise: prove its histories are what it claims."""
     used = set().union(*(h.ops for h in HISTORIES.values()))
-    assert used >= {"create_table", "add_column", "drop_column", "rename_column",
-                    "rename_table", "drop_table", "create_index", "create_unique_index",
-                    "partial_index", "drop_index", "create_view", "drop_view",
-                    "create_trigger", "drop_trigger", "fts_external", "fts_standalone",
-                    "backfill", "backfill_from_parent", "insert_select", "seed_values",
-                    "rebuild", "bracketed"}, used
+    assert used >= {
+        "create_table",
+        "add_column",
+        "drop_column",
+        "rename_column",
+        "rename_table",
+        "drop_table",
+        "create_index",
+        "create_unique_index",
+        "partial_index",
+        "drop_index",
+        "create_view",
+        "drop_view",
+        "create_trigger",
+        "drop_trigger",
+        "fts_external",
+        "fts_standalone",
+        "backfill",
+        "backfill_from_parent",
+        "insert_select",
+        "seed_values",
+        "rebuild",
+        "bracketed",
+    }, used
     for seed, h in HISTORIES.items():
         assert 5 <= len(h.files) <= 30
-        assert [name[:4] for name, _ in h.files] == [f"{i:03d}_" for i in
-                                                     range(1, len(h.files) + 1)]
-    with_orphans = [seed for seed in SEEDS
-                    if any(histories.orphans(db) for db in versions(seed)[1:])]
+        assert [name[:4] for name, _ in h.files] == [
+            f"{i:03d}_" for i in range(1, len(h.files) + 1)
+        ]
+    with_orphans = [
+        seed for seed in SEEDS if any(histories.orphans(db) for db in versions(seed)[1:])
+    ]
     assert len(with_orphans) == len(SEEDS)
     texts = "\n".join(text for h in HISTORIES.values() for _, text in h.files)
-    for form in ("PRAGMA foreign_keys=OFF;", "BEGIN TRANSACTION;", "END;", "COMMIT;",
-                 "PRAGMA foreign_key_check;", "AUTOINCREMENT", "CHECK (", "DEFAULT ",
-                 "UNIQUE", "USING fts5", "RENAME TO", "DROP COLUMN"):
+    for form in (
+        "PRAGMA foreign_keys=OFF;",
+        "BEGIN TRANSACTION;",
+        "END;",
+        "COMMIT;",
+        "PRAGMA foreign_key_check;",
+        "AUTOINCREMENT",
+        "CHECK (",
+        "DEFAULT ",
+        "UNIQUE",
+        "USING fts5",
+        "RENAME TO",
+        "DROP COLUMN",
+    ):
         assert form in texts, form
 
 
@@ -147,14 +183,16 @@ def _assert_real_tie(result, h: histories.History, real: list[int], context: str
     assert result.code == 4, f"ambiguous between {real}: {result}{context}"
     for j in real:
         assert h.files[j - 1][0] in result.err and f"stamp {j}" in result.err, (
-            f"the refusal does not offer {h.files[j - 1][0]} ('stamp {j}'): {result}{context}")
+            f"the refusal does not offer {h.files[j - 1][0]} ('stamp {j}'): {result}{context}"
+        )
     others = set(re.findall(r"stamp (\d+)", result.err)) - {str(j) for j in real}
     assert not others, f"the refusal offers versions that are no candidate {others}: {result}"
 
 
 @pytest.mark.parametrize("seed,k", CASES, ids=[f"seed{s}-v{k}" for s, k in CASES])
-def test_adoption_then_upgrade_equals_plain_sqlite(seed, k, cli, data_dir, make_migrations,
-                                                   tmp_path, versions, candidates):
+def test_adoption_then_upgrade_equals_plain_sqlite(
+    seed, k, cli, data_dir, make_migrations, tmp_path, versions, candidates
+):
     """Adopted at k (the one version the evidence allows), upgraded like plain sqlite3.
 
     When the evidence allows several versions (a real tie: same schema, and each one's
@@ -194,8 +232,9 @@ def test_check_writes_nothing(seed, k, cli, data_dir, make_migrations, versions,
         assert result.code in (0, 3), f"check at {k}: {result}{_context(seed, k)}"
 
 
-def _drift_at_head(cli, data_dir: Path, folder: Path, damage: str, names: str,
-                   context: str) -> None:
+def _drift_at_head(
+    cli, data_dir: Path, folder: Path, damage: str, names: str, context: str
+) -> None:
     db = data_dir / "app.db"
     result = cli("migrate", "--db", db, "--migrations", folder)
     assert result.code == 0, f"fresh build: {result}{context}"
@@ -205,9 +244,11 @@ def _drift_at_head(cli, data_dir: Path, folder: Path, damage: str, names: str,
         result = cli(command, "--db", db, "--migrations", folder)
         assert result.code == 4, f"{command} after {damage!r}: {result}{context}"
         assert names.lower() in result.err.lower(), (
-            f"{command}: the message does not name {names}: {result}{context}")
+            f"{command}: the message does not name {names}: {result}{context}"
+        )
         assert folder_state(data_dir, strict=command == "check") == before, (
-            f"{command} changed files on drift{context}")
+            f"{command} changed files on drift{context}"
+        )
 
 
 DROP_COLUMN = [seed for seed in SEEDS if HISTORIES[seed].drop_columns]
@@ -218,17 +259,23 @@ DROP_INDEX = [seed for seed in SEEDS if HISTORIES[seed].indexes]
 def test_dropped_column_at_head_is_drift_naming_it(seed, cli, data_dir, make_migrations):
     h = HISTORIES[seed]
     table, column = h.drop_columns[seed % len(h.drop_columns)]
-    _drift_at_head(cli, data_dir, _folder(make_migrations, seed),
-                   f"ALTER TABLE {table} DROP COLUMN {column};", f"{table}.{column}",
-                   _context(seed))
+    _drift_at_head(
+        cli,
+        data_dir,
+        _folder(make_migrations, seed),
+        f"ALTER TABLE {table} DROP COLUMN {column};",
+        f"{table}.{column}",
+        _context(seed),
+    )
 
 
 @pytest.mark.parametrize("seed", DROP_INDEX, ids=lambda s: f"seed{s}")
 def test_dropped_index_at_head_is_drift_naming_it(seed, cli, data_dir, make_migrations):
     h = HISTORIES[seed]
     index, _ = h.indexes[seed % len(h.indexes)]
-    _drift_at_head(cli, data_dir, _folder(make_migrations, seed), f"DROP INDEX {index};",
-                   index, _context(seed))
+    _drift_at_head(
+        cli, data_dir, _folder(make_migrations, seed), f"DROP INDEX {index};", index, _context(seed)
+    )
 
 
 def test_enough_histories_exercise_drift():

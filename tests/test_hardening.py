@@ -2,6 +2,7 @@
 temp folders. Each test builds the situation for real: a second process, a planted
 symlink, a background child, an unusable TMPDIR.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,9 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import (
+    MIGRATIONS,
+    REPO,
+    folder_state,
+    hold_lock,
+    load_fixture,
+    run_process,
+    wait_until_blocked_on_lock,
+)
 
-from conftest import (MIGRATIONS, REPO, folder_state, hold_lock, load_fixture, run_process,
-                      wait_until_blocked_on_lock)
 from preflight import lock
 
 
@@ -40,6 +48,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 # ----------------------------------------------------------------------- the lock (issue 9.7)
 
+
 def test_a_waiting_quick_start_leaves_the_holders_note_and_names_the_holder(cli, data_dir):
     db = at_head(cli, data_dir / "app.db")
     lock_path = Path(f"{db}.preflight.lock")
@@ -48,8 +57,9 @@ def test_a_waiting_quick_start_leaves_the_holders_note_and_names_the_holder(cli,
         note = lock_path.read_bytes()
         assert b'"test-holder"' in note
         # python -m preflight: the quick start first, then the full pipeline.
-        done = run_process("run", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout",
-                           "0.5", "--", "true")
+        done = run_process(
+            "run", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0.5", "--", "true"
+        )
         assert done.returncode == 8, done.stderr
         assert lock_path.read_bytes() == note  # the waiting guards never wrote to it
         assert f"held by pid {holder.pid} on host {os.uname().nodename} since " in done.stderr
@@ -87,8 +97,9 @@ except LockTimeout as exc:
 def test_a_lock_file_deleted_or_replaced_while_held_never_gives_two_holders(tmp_path, how):
     path = tmp_path / "app.db.preflight.lock"
     first = hold_lock(path)
-    waiter = subprocess.Popen([sys.executable, "-c", WAITER, str(REPO), str(path)],
-                              stdout=subprocess.PIPE, text=True)
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", WAITER, str(REPO), str(path)], stdout=subprocess.PIPE, text=True
+    )
     third = None
     try:
         wait_until_blocked_on_lock(waiter.pid, path)  # the waiter has the old file open
@@ -111,6 +122,7 @@ def test_a_lock_file_deleted_or_replaced_while_held_never_gives_two_holders(tmp_
 
 # ------------------------------------------------------------ planted symlinks (issue 10.7)
 
+
 @pytest.mark.parametrize("command", ["migrate", "run-quick-start"])
 def test_a_symlink_at_the_lock_file_is_refused_and_followed_nowhere(cli, data_dir, command):
     db = at_head(cli, data_dir / "app.db")
@@ -118,8 +130,11 @@ def test_a_symlink_at_the_lock_file_is_refused_and_followed_nowhere(cli, data_di
     lock_path.unlink()
     lock_path.symlink_to(db)  # a neighbour points the lock at the database
     before = folder_state(data_dir, strict=True)
-    args = ["run", "--db", db, "--migrations", MIGRATIONS, "--", "true"] \
-        if command.startswith("run") else ["migrate", "--db", db, "--migrations", MIGRATIONS]
+    args = (
+        ["run", "--db", db, "--migrations", MIGRATIONS, "--", "true"]
+        if command.startswith("run")
+        else ["migrate", "--db", db, "--migrations", MIGRATIONS]
+    )
     done = run_process(*args)
     assert done.returncode == 7, done.stderr
     assert f"lock file {lock_path} is a symbolic link" in done.stderr
@@ -150,17 +165,19 @@ def test_a_lock_file_that_is_not_a_plain_file_of_ours_is_refused(cli, data_dir, 
         os.link(db, lock_path)
     before = sha(db)
     for args in (["migrate"], ["run", "--lock-timeout", "0", "--", "true"]):
-        done = run_process(*args[:1], "--db", db, "--migrations", MIGRATIONS, *args[1:],
-                           timeout=30)
+        done = run_process(*args[:1], "--db", db, "--migrations", MIGRATIONS, *args[1:], timeout=30)
         assert done.returncode == 7, done.stderr
         assert f"lock file {lock_path} " in done.stderr and "refusing" in done.stderr
         assert sha(db) == before
 
 
-@pytest.mark.parametrize("name", [".app.db.preflight-cache.json.tmp", "app.db.preflight-cache.json"])
+@pytest.mark.parametrize(
+    "name", [".app.db.preflight-cache.json.tmp", "app.db.preflight-cache.json"]
+)
 @pytest.mark.parametrize("target", ["database", "outside"])
-def test_a_symlink_at_the_cache_or_its_temp_name_is_replaced_not_followed(cli, data_dir, tmp_path,
-                                                                          name, target):
+def test_a_symlink_at_the_cache_or_its_temp_name_is_replaced_not_followed(
+    cli, data_dir, tmp_path, name, target
+):
     db = at_head(cli, data_dir / "app.db")
     cache = Path(f"{db}.preflight-cache.json")
     cache.unlink()  # the next start verifies in full and writes it again
@@ -177,8 +194,9 @@ def test_a_symlink_at_the_cache_or_its_temp_name_is_replaced_not_followed(cli, d
     assert not (data_dir / ".app.db.preflight-cache.json.tmp").exists()
 
 
-def test_a_symlink_at_the_failure_records_temp_name_is_not_followed(cli, data_dir, tmp_path,
-                                                                   make_migrations):
+def test_a_symlink_at_the_failure_records_temp_name_is_not_followed(
+    cli, data_dir, tmp_path, make_migrations
+):
     db = at_head(cli, data_dir / "app.db")
     outside = tmp_path / "outside.txt"
     outside.write_text("someone else's file\n")
@@ -193,6 +211,7 @@ def test_a_symlink_at_the_failure_records_temp_name_is_not_followed(cli, data_di
 
 def test_create_exclusive_refuses_anything_already_there(tmp_path):
     from preflight.files import create_exclusive, create_fresh
+
     target = tmp_path / "target"
     target.write_text("keep")
     link = tmp_path / "link"
@@ -207,6 +226,7 @@ def test_create_exclusive_refuses_anything_already_there(tmp_path):
 
 
 # ----------------------------------------------------------- log lines (issue 10.9, 10.14)
+
 
 def test_a_table_name_with_a_newline_cannot_forge_a_log_line(cli, data_dir):
     db = at_head(cli, data_dir / "app.db")
@@ -224,6 +244,7 @@ def test_a_table_name_with_a_newline_cannot_forge_a_log_line(cli, data_dir):
 
 def test_escape_keeps_printable_text_and_escapes_every_control_character():
     from preflight.cli import escape
+
     assert escape("naïve Äpfel 'x' \\n") == "naïve Äpfel 'x' \\n"
     assert escape("a\nb\rc\x1b[31md\te\u2028f\x00") == "a\\nb\\rc\\x1b[31md\\te\\u2028f\\x00"
 
@@ -241,8 +262,19 @@ sys.exit(cli.main(sys.argv[2:]))
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_log_level_debug_prints_the_traceback_of_an_internal_error(data_dir, fmt):
-    args = [sys.executable, "-c", BUG, str(REPO), "status", "--db", str(data_dir / "app.db"),
-            "--migrations", str(MIGRATIONS), "--log-format", fmt]
+    args = [
+        sys.executable,
+        "-c",
+        BUG,
+        str(REPO),
+        "status",
+        "--db",
+        str(data_dir / "app.db"),
+        "--migrations",
+        str(MIGRATIONS),
+        "--log-format",
+        fmt,
+    ]
     quiet = subprocess.run(args, capture_output=True, text=True)
     assert quiet.returncode == 1 and "internal error: KeyError" in quiet.stderr
     assert "Traceback" not in quiet.stderr
@@ -256,14 +288,24 @@ def test_log_level_debug_prints_the_traceback_of_an_internal_error(data_dir, fmt
 
 # ------------------------------------------------------------- smoke commands (issue 10.11)
 
+
 def test_a_smoke_command_that_leaves_a_background_child_does_not_hang_the_guard(
-        cli, data_dir, make_migrations, tmp_path):
+    cli, data_dir, make_migrations, tmp_path
+):
     db = at_head(cli, data_dir / "app.db")
     more = make_migrations({"006_more.sql": "CREATE TABLE t (x);\n"}, base=True)
     pidfile = tmp_path / "child.pid"
     # The child keeps the output open for 60 s; the guard must not wait for it.
-    done = run_process("migrate", "--db", db, "--migrations", more,
-                       "--smoke", f"sleep 60 & echo $! > {pidfile}; echo ok", timeout=40)
+    done = run_process(
+        "migrate",
+        "--db",
+        db,
+        "--migrations",
+        more,
+        "--smoke",
+        f"sleep 60 & echo $! > {pidfile}; echo ok",
+        timeout=40,
+    )
     assert done.returncode == 0, done.stderr
     assert "smoke ok" in done.stderr
     child = int(pidfile.read_text())
@@ -276,18 +318,32 @@ def test_a_smoke_command_that_leaves_a_background_child_does_not_hang_the_guard(
 
 
 def test_a_smoke_command_that_runs_too_long_is_killed_exit_9_and_undone(
-        cli, data_dir, make_migrations, tmp_path):
+    cli, data_dir, make_migrations, tmp_path
+):
     db = at_head(cli, data_dir / "app.db")
     before = sha(db)
     more = make_migrations({"006_more.sql": "CREATE TABLE t (x);\n"}, base=True)
-    done = run_process("migrate", "--db", db, "--migrations", more, "--smoke",
-                       "echo starting; sleep 60", "--smoke-timeout", "1", timeout=40)
+    done = run_process(
+        "migrate",
+        "--db",
+        db,
+        "--migrations",
+        more,
+        "--smoke",
+        "echo starting; sleep 60",
+        "--smoke-timeout",
+        "1",
+        timeout=40,
+    )
     assert done.returncode == 9, done.stderr
-    assert "smoke command did not finish within 1 s (PREFLIGHT_SMOKE_TIMEOUT), killed: " \
+    assert (
+        "smoke command did not finish within 1 s (PREFLIGHT_SMOKE_TIMEOUT), killed: "
         "starting" in done.stderr
+    )
     assert sha(db) == before  # restored from the verified backup
-    bad = run_process("migrate", "--db", db, "--migrations", more,
-                      env={"PREFLIGHT_SMOKE_TIMEOUT": "soon"})
+    bad = run_process(
+        "migrate", "--db", db, "--migrations", more, env={"PREFLIGHT_SMOKE_TIMEOUT": "soon"}
+    )
     assert bad.returncode == 2 and "PREFLIGHT_SMOKE_TIMEOUT='soon' is not valid" in bad.stderr
 
 
@@ -304,16 +360,22 @@ def migrate(conn):
 
 
 def test_status_never_runs_python_migrations_and_says_what_it_did_not_check(
-        data_dir, make_migrations, tmp_path):
+    data_dir, make_migrations, tmp_path
+):
     import json
-    folder = make_migrations({"001_a.sql": "CREATE TABLE a (x);\n", "002_b.py": PY_MIGRATION,
-                              "003_c.sql": "CREATE TABLE c (x);\n"})
+
+    folder = make_migrations(
+        {
+            "001_a.sql": "CREATE TABLE a (x);\n",
+            "002_b.py": PY_MIGRATION,
+            "003_c.sql": "CREATE TABLE c (x);\n",
+        }
+    )
     db = data_dir / "app.db"
     marker = tmp_path / "marker"
 
     def run(*args: object) -> subprocess.CompletedProcess[str]:
-        return run_process(*args, "--db", db, "--migrations", folder,
-                           env={"MARKER": str(marker)})
+        return run_process(*args, "--db", db, "--migrations", folder, env={"MARKER": str(marker)})
 
     assert run("migrate").returncode == 0 and marker.exists()  # a real migration runs it
     cache = Path(f"{db}.preflight-cache.json")
@@ -324,8 +386,9 @@ def test_status_never_runs_python_migrations_and_says_what_it_did_not_check(
     assert done.returncode == 0, done.stderr
     assert not marker.exists()  # 002_b.py's code did not run
     report = json.loads(done.stdout)
-    assert report["drift"] == ("not checked: 002_b.py is Python code; run `preflight check` "
-                               "to rehearse it")
+    assert report["drift"] == (
+        "not checked: 002_b.py is Python code; run `preflight check` to rehearse it"
+    )
     assert [a["name"] for a in report["applied"]] == ["001_a.sql", "002_b.py", "003_c.sql"]
     assert report["pending"] == [] and report["failure_record"] is None
     assert folder_state(data_dir, strict=True) == state
@@ -334,8 +397,15 @@ def test_status_never_runs_python_migrations_and_says_what_it_did_not_check(
     conn = sqlite3.connect(data_dir / "untracked.db")
     conn.executescript("CREATE TABLE a (x); CREATE TABLE py_made (x);")
     conn.close()
-    other = run_process("status", "--db", data_dir / "untracked.db", "--migrations", folder,
-                        "--json", env={"MARKER": str(marker)})
+    other = run_process(
+        "status",
+        "--db",
+        data_dir / "untracked.db",
+        "--migrations",
+        folder,
+        "--json",
+        env={"MARKER": str(marker)},
+    )
     assert other.returncode == 3 and not marker.exists(), other.stderr
     assert json.loads(other.stdout)["adopt"] is None
     assert "unknown (drift not checked) to adopt" in other.stderr
@@ -353,9 +423,13 @@ def test_status_never_runs_python_migrations_and_says_what_it_did_not_check(
 
 
 def test_status_with_only_sql_migrations_still_checks_drift(cli, data_dir, make_migrations):
-    folder = make_migrations({"001_a.sql": "CREATE TABLE a (x, y);\n",
-                              "002_b.sql": "CREATE TABLE b (x);\n",
-                              "003_c.py": "def migrate(conn):\n    conn.execute('CREATE TABLE c (x)')\n"})
+    folder = make_migrations(
+        {
+            "001_a.sql": "CREATE TABLE a (x, y);\n",
+            "002_b.sql": "CREATE TABLE b (x);\n",
+            "003_c.py": "def migrate(conn):\n    conn.execute('CREATE TABLE c (x)')\n",
+        }
+    )
     db = data_dir / "app.db"
     assert cli("migrate", "--db", db, "--migrations", folder).code == 0
     Path(f"{db}.preflight-cache.json").unlink()
@@ -366,8 +440,9 @@ def test_status_with_only_sql_migrations_still_checks_drift(cli, data_dir, make_
     done = cli("status", "--db", db, "--migrations", folder)
     assert done.code == 0 and "drift: not checked: 003_c.py" in done.err
     # With 003 pending instead, only .sql is replayed: drift is found.
-    folder2 = make_migrations({"001_a.sql": "CREATE TABLE a (x, y);\n",
-                               "002_b.sql": "CREATE TABLE b (x);\n"})
+    folder2 = make_migrations(
+        {"001_a.sql": "CREATE TABLE a (x, y);\n", "002_b.sql": "CREATE TABLE b (x);\n"}
+    )
     db2 = data_dir / "two.db"
     assert cli("migrate", "--db", db2, "--migrations", folder2).code == 0
     conn = sqlite3.connect(db2)
@@ -380,25 +455,49 @@ def test_status_with_only_sql_migrations_still_checks_drift(cli, data_dir, make_
 
 # ------------------------------------------------- no usable temp folder (issue 10.13)
 
+
 def no_temp_folder(data: Path, *args: object, shm: bool) -> subprocess.CompletedProcess[str]:
     """`python -m preflight ARGS` where TMPDIR, /tmp, /var/tmp and the working folder are
     read-only (a read-only root without a tmpfs), and /dev/shm too unless `shm`. Only
     `data` stays writable. A private mount namespace: nothing changes for anyone else."""
     ro = "mount --bind {0} {0} && mount -o remount,bind,ro {0}"
-    script = " && ".join([ro.format("/tmp"), ro.format("/var/tmp")] +
-                         ([] if shm else [ro.format("/dev/shm")]) +
-                         [f"mount --bind {data} {data}", f"mount -o remount,bind,rw {data}",
-                          'cd /tmp && exec "$@"'])
+    script = " && ".join(
+        [ro.format("/tmp"), ro.format("/var/tmp")]
+        + ([] if shm else [ro.format("/dev/shm")])
+        + [
+            f"mount --bind {data} {data}",
+            f"mount -o remount,bind,rw {data}",
+            'cd /tmp && exec "$@"',
+        ]
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
     env.update(PYTHONPATH=str(REPO), TMPDIR="/tmp", PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
-                           sys.executable, "-m", "preflight", *map(str, args)],
-                          env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            sys.executable,
+            "-m",
+            "preflight",
+            *map(str, args),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 needs_namespaces = pytest.mark.skipif(
     os.geteuid() != 0 or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode,
-    reason="needs root and mount namespaces")
+    reason="needs root and mount namespaces",
+)
 
 
 @needs_namespaces
@@ -421,6 +520,7 @@ def test_status_and_check_without_a_usable_temp_folder(cli, data_dir, make_migra
 @needs_namespaces
 def test_migrate_with_a_hot_journal_and_no_temp_folder_rolls_it_back_and_succeeds(cli, data_dir):
     from test_hostile import die_mid_write
+
     db = load_fixture("v0.9.5", data_dir / "app.db")
     die_mid_write(db)
     assert Path(f"{db}-journal").stat().st_size > 0
@@ -432,9 +532,10 @@ def test_migrate_with_a_hot_journal_and_no_temp_folder_rolls_it_back_and_succeed
     assert not list(data_dir.glob("preflight-journal-*"))  # its rehearsal folder is gone
 
 
-needs_strace = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v strace"],
-                                                 capture_output=True).returncode != 0,
-                                  reason="needs strace (system-call fault injection)")
+needs_strace = pytest.mark.skipif(
+    subprocess.run(["sh", "-c", "command -v strace"], capture_output=True).returncode != 0,
+    reason="needs strace (system-call fault injection)",
+)
 
 
 @needs_strace
@@ -443,10 +544,31 @@ def test_an_io_error_removing_temp_files_after_a_verified_backup_is_not_a_failur
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
     env["PYTHONPATH"] = str(REPO)
     # Every unlink fails with EIO, for real, in the kernel's answer to the system call.
-    done = subprocess.run(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=unlink,unlinkat",
-                           "-e", "inject=unlink,unlinkat:error=EIO", sys.executable, "-m",
-                           "preflight", "backup", "--db", str(db), "--migrations", str(MIGRATIONS)],
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=unlink,unlinkat",
+            "-e",
+            "inject=unlink,unlinkat:error=EIO",
+            sys.executable,
+            "-m",
+            "preflight",
+            "backup",
+            "--db",
+            str(db),
+            "--migrations",
+            str(MIGRATIONS),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     taken = [p for p in (data_dir / "backups").glob("app-*-manual.db")]
     assert len(taken) == 1
@@ -458,17 +580,27 @@ def test_an_io_error_removing_temp_files_after_a_verified_backup_is_not_a_failur
 def test_a_journal_that_comes_and_goes_is_no_error(cli, data_dir):
     """An app writing in rollback mode creates and deletes its -journal all the time."""
     db = at_head(cli, data_dir / "app.db")
-    writer = subprocess.Popen([sys.executable, "-c", (
-        "import sqlite3, sys\n"
-        "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
-        "c.execute('CREATE TABLE IF NOT EXISTS churn (x)')\n"
-        "print('ready', flush=True)\n"
-        "while True:\n"
-        "    c.execute('INSERT INTO churn VALUES (1)')\n"), str(db)],
-        stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3, sys\n"
+                "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
+                "c.execute('CREATE TABLE IF NOT EXISTS churn (x)')\n"
+                "print('ready', flush=True)\n"
+                "while True:\n"
+                "    c.execute('INSERT INTO churn VALUES (1)')\n"
+            ),
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
         from preflight.database import check_environment
+
         for _ in range(3000):  # the -journal exists for part of each commit
             check_environment(db, None, writes=True)
             check_environment(db, data_dir / "backups", writes=False)

@@ -1,5 +1,6 @@
 """A migration already recorded never runs twice, whatever happened to the lock file: the
 history is read again inside the write transaction (issue 10, item 3)."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from conftest import REPO, rows
 
-WAIT_PY = '''
+WAIT_PY = """
 import os, time
 from pathlib import Path
 
@@ -22,15 +23,30 @@ def migrate(conn):
     deadline = time.monotonic() + 60
     while not (folder / "go").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-'''
+"""
 
 
 def guard(db: Path, folder: Path, signals: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
     env.update(PYTHONPATH=str(REPO), TEST_SIGNALS=str(signals))
-    return subprocess.Popen([sys.executable, "-m", "preflight", "migrate", "--db", str(db),
-                             "--migrations", str(folder), "--lock-timeout", "60"],
-                            cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "preflight",
+            "migrate",
+            "--db",
+            str(db),
+            "--migrations",
+            str(folder),
+            "--lock-timeout",
+            "60",
+        ],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
@@ -41,12 +57,14 @@ def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
 
 
 def test_a_second_guard_after_the_lock_file_was_deleted_does_not_run_a_data_migration_again(
-        cli, make_db, make_migrations, tmp_path):
+    cli, make_db, make_migrations, tmp_path
+):
     db = make_db("fresh")
     base = {"001_t.sql": "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, note TEXT);"}
     assert cli("migrate", "--db", db, "--migrations", make_migrations(base)).code == 0
-    folder = make_migrations({**base, "002_seed.sql": "INSERT INTO t (note) VALUES ('once');",
-                              "003_slow.py": WAIT_PY})
+    folder = make_migrations(
+        {**base, "002_seed.sql": "INSERT INTO t (note) VALUES ('once');", "003_slow.py": WAIT_PY}
+    )
     signals = tmp_path / "signals"
     signals.mkdir()
     first = guard(db, folder, signals)
@@ -67,4 +85,7 @@ def test_a_second_guard_after_the_lock_file_was_deleted_does_not_run_a_data_migr
     assert "another guard changed the history" in second_err and "planning again" in second_err
     assert rows(db, "SELECT note FROM t") == [("once",)]
     assert rows(db, "SELECT version, how FROM _preflight_history") == [
-        (1, "applied"), (2, "applied"), (3, "applied")]
+        (1, "applied"),
+        (2, "applied"),
+        (3, "applied"),
+    ]

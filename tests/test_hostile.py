@@ -4,6 +4,7 @@ culprit, and a data folder that is byte-for-byte what it was.
 
 docs/reliability.md lists these with the tests elsewhere that cover related cases.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -11,14 +12,22 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
-from conftest import (MIGRATIONS, ROOT, dump, folder_state, load_fixture, plant_foreign_wal,
-                      remount_read_only, rows, run_process)
+from conftest import (
+    MIGRATIONS,
+    ROOT,
+    dump,
+    folder_state,
+    load_fixture,
+    plant_foreign_wal,
+    remount_read_only,
+    rows,
+    run_process,
+)
 
 
 @dataclass
@@ -40,6 +49,7 @@ class World:
 
     def at_head(self) -> Path:
         from preflight.cli import main
+
         db = self.v095()
         assert main(["migrate", "--db", str(db), "--migrations", str(MIGRATIONS)]) == 0
         return db
@@ -59,13 +69,14 @@ def sidecar(db: Path, suffix: str) -> Path:
 
 # ----------------------------------------------------------------- the database file
 
+
 def not_a_database(w: World):
     w.db.write_text("id,name\n1,alice\n" * 200)
 
 
 def truncated(w: World):
     data = w.v095().read_bytes()
-    w.db.write_bytes(data[:len(data) // 2])
+    w.db.write_bytes(data[: len(data) // 2])
 
 
 def truncated_to_the_header(w: World):
@@ -74,7 +85,7 @@ def truncated_to_the_header(w: World):
 
 def corrupt_page(w: World):
     data = bytearray(w.v095().read_bytes())
-    data[5 * 4096:5 * 4096 + 300] = b"\x13" * 300  # a b-tree page overwritten mid-file
+    data[5 * 4096 : 5 * 4096 + 300] = b"\x13" * 300  # a b-tree page overwritten mid-file
     w.db.write_bytes(bytes(data))
 
 
@@ -124,17 +135,19 @@ def foreign_wal_beside_wal_database(w: World):
 def die_mid_write(db: Path, copy_journal_to: Path | None = None) -> None:
     """A real process that dies mid-transaction on `db`, leaving its hot -journal
     (copied beside `copy_journal_to` too, when given)."""
-    code = ("import os, shutil, sqlite3, sys\n"
-            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-            "c.execute('PRAGMA cache_size=1')\n"
-            "c.execute('BEGIN')\n"
-            "c.execute('DELETE FROM notes')\n"
-            "c.execute(\"INSERT INTO notes (slug, file_path, published) SELECT hex(randomblob(600)), "
-            "hex(randomblob(8)), 1 FROM (WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i+1 "
-            "FROM r WHERE i < 200) SELECT i FROM r)\")\n"
-            "if len(sys.argv) > 2:\n"
-            "    shutil.copy(sys.argv[1] + '-journal', sys.argv[2] + '-journal')\n"
-            "os._exit(0)\n")
+    code = (
+        "import os, shutil, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('PRAGMA cache_size=1')\n"
+        "c.execute('BEGIN')\n"
+        "c.execute('DELETE FROM notes')\n"
+        'c.execute("INSERT INTO notes (slug, file_path, published) SELECT hex(randomblob(600)), '
+        "hex(randomblob(8)), 1 FROM (WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i+1 "
+        'FROM r WHERE i < 200) SELECT i FROM r)")\n'
+        "if len(sys.argv) > 2:\n"
+        "    shutil.copy(sys.argv[1] + '-journal', sys.argv[2] + '-journal')\n"
+        "os._exit(0)\n"
+    )
     extra = [str(copy_journal_to)] if copy_journal_to else []
     subprocess.run([sys.executable, "-c", code, str(db), *extra], check=True)
 
@@ -181,6 +194,7 @@ def drifted(w: World):
 
 # ----------------------------------------------------------------- files beside it
 
+
 def lock_file_is_a_folder(w: World):
     w.v095()
     (w.data / "app.db.preflight.lock").mkdir()
@@ -205,6 +219,7 @@ def corrupt_failure_record(w: World):
 
 # ----------------------------------------------------------------- the migrations folder
 
+
 def missing_migrations_folder(w: World):
     w.v095()
     return w.db, w.tmp / "no-such-folder"
@@ -226,6 +241,7 @@ def migration(files: dict[str, str | bytes | None], at_head: bool = False):
     def setup(w: World):
         db = w.at_head() if at_head else w.v095()
         return db, w.migrations(files)
+
     return setup
 
 
@@ -235,6 +251,7 @@ def changed_applied(change: Callable[[Path], None]):
         folder = w.migrations({})
         change(folder)
         return db, folder
+
     return setup
 
 
@@ -243,8 +260,9 @@ PY_COMMITS = "def migrate(conn):\n    conn.execute('CREATE TABLE x (a)')\n    co
 PY_EXECUTESCRIPT = "def migrate(conn):\n    conn.executescript('CREATE TABLE x (a);')\n"
 PY_EXITS = "import sys\ndef migrate(conn):\n    sys.exit(3)\n"
 PY_CLOSES = "def migrate(conn):\n    conn.execute('CREATE TABLE x (a)')\n    conn.close()\n"
-PY_ROLLBACK = ("def migrate(conn):\n    conn.execute('CREATE TABLE x (a)')\n"
-                         "    conn.execute('ROLLBACK')\n")
+PY_ROLLBACK = (
+    "def migrate(conn):\n    conn.execute('CREATE TABLE x (a)')\n    conn.execute('ROLLBACK')\n"
+)
 
 
 CASES = [
@@ -258,11 +276,21 @@ CASES = [
     ("database-is-a-fifo", database_is_a_fifo, 2, "is not a regular file"),
     ("missing-parent-folder", missing_parent, 7, "not-mounted for the database does not exist"),
     ("dangling-symlink", dangling_symlink, 7, "which does not exist; mount the volume"),
-    ("dangling-symlink-same-folder", dangling_symlink_same_folder, 7, "real.db, which does not exist"),
+    (
+        "dangling-symlink-same-folder",
+        dangling_symlink_same_folder,
+        7,
+        "real.db, which does not exist",
+    ),
     ("read-only-folder", read_only_folder, 7, "is not writable"),
     ("stale-wal-rollback-db", stale_wal_beside_rollback_database, 6, "app.db-wal is a stale WAL"),
     ("foreign-wal-wal-db", foreign_wal_beside_wal_database, 4, "matches no migration"),
-    ("hot-journal-other-db", hot_journal_from_another_database, 6, "app.db-journal is a hot journal"),
+    (
+        "hot-journal-other-db",
+        hot_journal_from_another_database,
+        6,
+        "app.db-journal is a hot journal",
+    ),
     ("wal-is-a-folder", wal_is_a_folder, 2, "app.db-wal is not a regular file"),
     ("journal-is-a-folder", journal_is_a_folder, 2, "app.db-journal is not a regular file"),
     ("busy-writer", busy_writer, 8, "locked by another writer"),
@@ -274,63 +302,136 @@ CASES = [
     ("corrupt-failure-record", corrupt_failure_record, 5, "unreadable failure record"),
     ("missing-migrations-folder", missing_migrations_folder, 2, "no-such-folder does not exist"),
     ("migrations-folder-is-a-file", migrations_folder_is_a_file, 2, "is not a folder"),
-    ("empty-migrations-folder", empty_migrations_folder_for_a_migrated_database, 5,
-     "database is newer than these migration files"),
-    ("bad-file-name", migration({"6-audit.sql": "SELECT 1;"}), 5, "6-audit.sql: not a migration name"),
-    ("upper-case-suffix", migration({"006_audit.SQL": "SELECT 1;"}), 5, "006_audit.SQL: not a migration"),
+    (
+        "empty-migrations-folder",
+        empty_migrations_folder_for_a_migrated_database,
+        5,
+        "database is newer than these migration files",
+    ),
+    (
+        "bad-file-name",
+        migration({"6-audit.sql": "SELECT 1;"}),
+        5,
+        "6-audit.sql: not a migration name",
+    ),
+    (
+        "upper-case-suffix",
+        migration({"006_audit.SQL": "SELECT 1;"}),
+        5,
+        "006_audit.SQL: not a migration",
+    ),
     ("duplicate-number", migration({"005_again.sql": "SELECT 1;"}), 5, "share number 5"),
     ("migration-is-a-folder", migration({"006_dir.sql": None}), 5, "006_dir.sql: is not a regular"),
-    ("sql-syntax-error", migration({"006_typo.sql": "CREATE TABLEE audit (x);"}), 9,
-     "syntax error; fix the migration; the live database was not touched"),
-    ("unterminated-string", migration({"006_open.sql": "INSERT INTO notes (slug) VALUES ('x);"}), 5,
-     "incomplete SQL statement"),
-    ("own-begin-commit", migration({"006_txn.sql": "CREATE TABLE s (x);\nBEGIN;\nCREATE TABLE t (x);\nCOMMIT;\n"}), 5,
-     "006_txn.sql: line 2: BEGIN is not allowed"),
+    (
+        "sql-syntax-error",
+        migration({"006_typo.sql": "CREATE TABLEE audit (x);"}),
+        9,
+        "syntax error; fix the migration; the live database was not touched",
+    ),
+    (
+        "unterminated-string",
+        migration({"006_open.sql": "INSERT INTO notes (slug) VALUES ('x);"}),
+        5,
+        "incomplete SQL statement",
+    ),
+    (
+        "own-begin-commit",
+        migration({"006_txn.sql": "CREATE TABLE s (x);\nBEGIN;\nCREATE TABLE t (x);\nCOMMIT;\n"}),
+        5,
+        "006_txn.sql: line 2: BEGIN is not allowed",
+    ),
     ("vacuum", migration({"006_vacuum.sql": "VACUUM;"}), 5, "VACUUM is not allowed"),
-    ("pragma-journal-mode", migration({"006_wal.sql": "PRAGMA journal_mode = WAL;"}), 5,
-     "PRAGMA journal_mode is not allowed"),
+    (
+        "pragma-journal-mode",
+        migration({"006_wal.sql": "PRAGMA journal_mode = WAL;"}),
+        5,
+        "PRAGMA journal_mode is not allowed",
+    ),
     ("py-raises", migration({"006_raises.py": PY_RAISES}), 9, "boom: refusing"),
     ("py-commits", migration({"006_commits.py": PY_COMMITS}), 9, "not authorized"),
     ("py-executescript", migration({"006_script.py": PY_EXECUTESCRIPT}), 9, "not authorized"),
     ("py-sys-exit", migration({"006_exit.py": PY_EXITS}), 9, "called sys.exit(3)"),
-    ("py-closes-connection", migration({"006_close.py": PY_CLOSES}), 9, "closed the guard's connection"),
+    (
+        "py-closes-connection",
+        migration({"006_close.py": PY_CLOSES}),
+        9,
+        "closed the guard's connection",
+    ),
     ("py-rollback", migration({"006_rb.py": PY_ROLLBACK}), 9, "not authorized"),
-    ("py-syntax-error", migration({"006_bad.py": "def migrate(conn)\n    pass\n"}), 5,
-     "006_bad.py: line 1: Python syntax error"),
+    (
+        "py-syntax-error",
+        migration({"006_bad.py": "def migrate(conn)\n    pass\n"}),
+        5,
+        "006_bad.py: line 1: Python syntax error",
+    ),
     ("py-no-migrate", migration({"006_empty.py": ""}), 5, "has no top-level 'def migrate(conn)'"),
-    ("not-utf8", migration({"006_latin1.sql": b"-- caf\xe9\nSELECT 1;"}), 5, "006_latin1.sql: not UTF-8 text (byte 6)"),
-    ("nul-byte", migration({"006_nul.sql": b"CREATE TABLE a (x);\x00\n"}), 5, "contains a NUL byte"),
-    ("data-dependent-failure", migration({"006_u.sql": "CREATE UNIQUE INDEX u ON notes(published);"}),
-     9, "UNIQUE constraint failed"),
-    ("edited-applied", changed_applied(
-        lambda f: (f / "003_add_code_verifier_to_auth_state.sql").write_text("-- edited\n")),
-     5, "003_add_code_verifier_to_auth_state.sql: edited after it was applied"),
-    ("database-newer-than-image", changed_applied(
-        lambda f: (f / "005_retire_starpunk_schema_migrations.sql").unlink()),
-     5, "database is newer than these migration files"),
-    ("renamed-applied", changed_applied(
-        lambda f: (f / "003_add_code_verifier_to_auth_state.sql").rename(f / "003_renamed.sql")),
-     5, "migration 3 was applied as"),
-    ("inserted-before-last-applied", changed_applied(
-        lambda f: (f / "004_aa_late.sql").write_text("SELECT 1;")), 5, "share number 4"),
+    (
+        "not-utf8",
+        migration({"006_latin1.sql": b"-- caf\xe9\nSELECT 1;"}),
+        5,
+        "006_latin1.sql: not UTF-8 text (byte 6)",
+    ),
+    (
+        "nul-byte",
+        migration({"006_nul.sql": b"CREATE TABLE a (x);\x00\n"}),
+        5,
+        "contains a NUL byte",
+    ),
+    (
+        "data-dependent-failure",
+        migration({"006_u.sql": "CREATE UNIQUE INDEX u ON notes(published);"}),
+        9,
+        "UNIQUE constraint failed",
+    ),
+    (
+        "edited-applied",
+        changed_applied(
+            lambda f: (f / "003_add_code_verifier_to_auth_state.sql").write_text("-- edited\n")
+        ),
+        5,
+        "003_add_code_verifier_to_auth_state.sql: edited after it was applied",
+    ),
+    (
+        "database-newer-than-image",
+        changed_applied(lambda f: (f / "005_retire_starpunk_schema_migrations.sql").unlink()),
+        5,
+        "database is newer than these migration files",
+    ),
+    (
+        "renamed-applied",
+        changed_applied(
+            lambda f: (f / "003_add_code_verifier_to_auth_state.sql").rename(f / "003_renamed.sql")
+        ),
+        5,
+        "migration 3 was applied as",
+    ),
+    (
+        "inserted-before-last-applied",
+        changed_applied(lambda f: (f / "004_aa_late.sql").write_text("SELECT 1;")),
+        5,
+        "share number 4",
+    ),
 ]
 
 
 def db_files(folder: Path) -> dict[str, str]:
     """The database and its sidecars (the -shm index holds no data and is left out)."""
-    return {k: v for k, v in folder_state(folder).items()
-            if k.startswith("app.db") and not k.endswith(("-shm", ".json"))}
+    return {
+        k: v
+        for k, v in folder_state(folder).items()
+        if k.startswith("app.db") and not k.endswith(("-shm", ".json"))
+    }
 
 
 @pytest.mark.parametrize("setup, code, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_hostile_input_is_refused_with_its_code_and_nothing_changes(cli, tmp_path, data_dir,
-                                                                   make_migrations, tmpfs, setup,
-                                                                   code, message):
+def test_hostile_input_is_refused_with_its_code_and_nothing_changes(
+    cli, tmp_path, data_dir, make_migrations, tmpfs, setup, code, message
+):
     if setup is read_only_folder and not ROOT:
         pytest.skip("a read-only mount needs root (CI runs as root)")
     w = World(tmp_path, data_dir, make_migrations, tmpfs)
     given = setup(w)
-    db, migrations = (given if isinstance(given, tuple) else (given or w.db, MIGRATIONS))
+    db, migrations = given if isinstance(given, tuple) else (given or w.db, MIGRATIONS)
     before = {k: v for k, v in folder_state(tmp_path).items() if not k.endswith("-shm")}
     try:
         result = cli("migrate", "--db", db, "--migrations", migrations, "--lock-timeout", "0.2")
@@ -345,9 +446,12 @@ def test_hostile_input_is_refused_with_its_code_and_nothing_changes(cli, tmp_pat
     if code == 9:
         # Rolled back: the database files are byte-identical; the backup and the failure
         # record (or nothing at all, when refused at the rehearsal) are the only new files.
-        assert db_files(db.parent) == {k.split("/", 1)[1]: v for k, v in before.items()
-                                       if k.startswith("data/app.db")}
-        assert set(after) - set(before) <= {k for k in after if "backups/" in k or k.endswith(".json")}
+        assert db_files(db.parent) == {
+            k.split("/", 1)[1]: v for k, v in before.items() if k.startswith("data/app.db")
+        }
+        assert set(after) - set(before) <= {
+            k for k in after if "backups/" in k or k.endswith(".json")
+        }
     else:
         assert after == before
 
@@ -358,6 +462,7 @@ def test_at_least_forty_hostile_inputs_are_covered():
 
 # ----------------------------------------------------------------- accepted, not refused
 
+
 def legit_hot_journal(w: World):
     """Our own app died mid-write: SQLite must roll that back, and the guard lets it."""
     db = w.v095()
@@ -365,16 +470,21 @@ def legit_hot_journal(w: World):
     assert sidecar(db, "-journal").stat().st_size > 0
 
 
-@pytest.mark.parametrize("setup, files, notes", [
-    (lambda w: w.db.touch(), {}, 0),  # zero bytes: fresh
-    (legit_hot_journal, {}, 12),  # rolled back: the 12 notes are back
-    (lambda w: w.v095(), {"009_gap.sql": "CREATE TABLE gap (x);"}, 12),  # numbers may skip
-    (lambda w: w.v095(), {"006_empty.sql": ""}, 12),  # executes nothing, recorded
-    (lambda w: w.v095(), {"006_bom.sql": "\ufeffCREATE TABLE bom (x);"}, 12),
-    (lambda w: w.v095(), {"README.md": "notes", "__init__.py": "", ".006_x.sql.swp": "x"}, 12),
-], ids=["zero-byte", "own-hot-journal", "version-gap", "empty-sql", "utf8-bom", "other-files"])
-def test_inputs_that_look_odd_but_are_fine(cli, tmp_path, data_dir, make_migrations, tmpfs,
-                                           setup, files, notes):
+@pytest.mark.parametrize(
+    "setup, files, notes",
+    [
+        (lambda w: w.db.touch(), {}, 0),  # zero bytes: fresh
+        (legit_hot_journal, {}, 12),  # rolled back: the 12 notes are back
+        (lambda w: w.v095(), {"009_gap.sql": "CREATE TABLE gap (x);"}, 12),  # numbers may skip
+        (lambda w: w.v095(), {"006_empty.sql": ""}, 12),  # executes nothing, recorded
+        (lambda w: w.v095(), {"006_bom.sql": "\ufeffCREATE TABLE bom (x);"}, 12),
+        (lambda w: w.v095(), {"README.md": "notes", "__init__.py": "", ".006_x.sql.swp": "x"}, 12),
+    ],
+    ids=["zero-byte", "own-hot-journal", "version-gap", "empty-sql", "utf8-bom", "other-files"],
+)
+def test_inputs_that_look_odd_but_are_fine(
+    cli, tmp_path, data_dir, make_migrations, tmpfs, setup, files, notes
+):
     w = World(tmp_path, data_dir, make_migrations, tmpfs)
     setup(w)
     result = cli("migrate", "--db", w.db, "--migrations", w.migrations(files))
@@ -386,12 +496,27 @@ def test_inputs_that_look_odd_but_are_fine(cli, tmp_path, data_dir, make_migrati
 
 # ----------------------------------------------------------------- many guards at once
 
+
 def start(db: Path, migrations: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
-    return subprocess.Popen([sys.executable, "-m", "preflight", "migrate", "--db", str(db),
-                             "--migrations", str(migrations)], cwd=env["PYTHONPATH"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "preflight",
+            "migrate",
+            "--db",
+            str(db),
+            "--migrations",
+            str(migrations),
+        ],
+        cwd=env["PYTHONPATH"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_eight_concurrent_guards_all_succeed_and_each_migration_runs_once(make_db):
@@ -400,8 +525,9 @@ def test_eight_concurrent_guards_all_succeed_and_each_migration_runs_once(make_d
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     assert [code for code, _ in results] == [0] * 8, results
     assert sum("migrate: 004_" in err for _, err in results) == 1
-    assert rows(db, "SELECT version, count(*) FROM _preflight_log WHERE event='applied' "
-                    "GROUP BY version") == [(4, 1), (5, 1)]
+    assert rows(
+        db, "SELECT version, count(*) FROM _preflight_log WHERE event='applied' GROUP BY version"
+    ) == [(4, 1), (5, 1)]
     assert len(list((db.parent / "backups").glob("*.db"))) == 1
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
 
@@ -410,14 +536,16 @@ def test_two_images_with_different_migration_sets_race_old_image_refuses(make_db
     """A rolling deploy: the new image (006) and the old one start together. Whoever goes
     first, the database ends at 006, and the old image is refused once it is there."""
     db = make_db("v0.9.5")
-    newer = make_migrations({"006_audit.sql": "CREATE TABLE audit (id INTEGER PRIMARY KEY);"},
-                            base=True)
+    newer = make_migrations(
+        {"006_audit.sql": "CREATE TABLE audit (id INTEGER PRIMARY KEY);"}, base=True
+    )
     procs = [start(db, newer), start(db, MIGRATIONS), start(db, newer), start(db, MIGRATIONS)]
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     assert results[0][0] == 0 and results[2][0] == 0, results
     for code, err in (results[1], results[3]):
-        assert code == 0 or (code == 5 and "database is newer than these migration files: "
-                             "006_audit.sql" in err), err
+        assert code == 0 or (
+            code == 5 and "database is newer than these migration files: 006_audit.sql" in err
+        ), err
     assert rows(db, "SELECT max(version) FROM _preflight_history") == [(6,)]
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
     state = folder_state(db.parent)
@@ -427,24 +555,29 @@ def test_two_images_with_different_migration_sets_race_old_image_refuses(make_db
 
 
 def test_a_migration_that_gets_around_the_authorizer_and_commits_is_undone_from_the_backup(
-        cli, make_db, make_migrations):
+    cli, make_db, make_migrations
+):
     """Only on real data (so the empty-database rehearsal passes), it removes the guard's
     authorizer and commits half the run. The guard cannot know what was kept: it restores
     the verified backup."""
     db = make_db("v0.9.5")
     before = dump(db)
-    sneaky = ("def migrate(conn):\n"
-              "    conn.execute('CREATE TABLE sneaky (x)')\n"
-              "    if conn.execute('SELECT count(*) FROM notes').fetchone()[0]:\n"
-              "        conn.set_authorizer(None)\n"
-              "        conn.commit()\n")
+    sneaky = (
+        "def migrate(conn):\n"
+        "    conn.execute('CREATE TABLE sneaky (x)')\n"
+        "    if conn.execute('SELECT count(*) FROM notes').fetchone()[0]:\n"
+        "        conn.set_authorizer(None)\n"
+        "        conn.commit()\n"
+    )
     folder = make_migrations({"006_sneaky.py": sneaky}, base=True)
     result = cli("migrate", "--db", db, "--migrations", folder)
     assert result.code == 9, result
     assert "006_sneaky.py: the migration ended the guard's transaction" in result.err
     assert "restored from" in result.err
     assert dump(db) == before and rows(db, "PRAGMA integrity_check") == [("ok",)]
-    assert not rows(db, "SELECT name FROM sqlite_master WHERE name IN ('sneaky', '_preflight_history')")
+    assert not rows(
+        db, "SELECT name FROM sqlite_master WHERE name IN ('sneaky', '_preflight_history')"
+    )
 
 
 def test_a_reader_that_keeps_commit_waiting_is_exit_8_without_a_failure_record(cli, make_db):

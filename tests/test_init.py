@@ -3,16 +3,17 @@
 Both directions: a schema SQL can rebuild is written, proven and adopted (and the guard
 then starts on it with nothing to do); one it cannot is refused with nothing written.
 """
+
 from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from conftest import Result, dump, folder_state, rows
+
 from preflight import adopt, drift, schema
 from preflight.errors import DriftError
 from preflight.migrations import load, tokens
@@ -60,7 +61,8 @@ def sha(path: Path) -> str:
 
 
 def test_init_writes_001_from_the_schema_proves_it_and_adopts_at_001(
-        cli: Callable[..., Result], legacy: Path, tmp_path: Path) -> None:
+    cli: Callable[..., Result], legacy: Path, tmp_path: Path
+) -> None:
     folder = tmp_path / "migrations"  # created by init: its parent exists
     before = dump(legacy)
     result = cli("init", "--db", legacy, "--migrations", folder)
@@ -70,21 +72,37 @@ def test_init_writes_001_from_the_schema_proves_it_and_adopts_at_001(
     text = written.read_text()
     # SQLite's own objects, the FTS shadow tables and Litestream's table are not written;
     # a user table whose name merely starts like a shadow table is.
-    for absent in ("sqlite_sequence", "sqlite_stat", "notes_fts_data", "notes_fts_idx",
-                   "notes_fts_content", "notes_fts_docsize", "notes_fts_config", "_litestream",
-                   "_preflight"):
+    for absent in (
+        "sqlite_sequence",
+        "sqlite_stat",
+        "notes_fts_data",
+        "notes_fts_idx",
+        "notes_fts_content",
+        "notes_fts_docsize",
+        "notes_fts_config",
+        "_litestream",
+        "_preflight",
+    ):
         assert absent not in text, absent
     assert "CREATE VIRTUAL TABLE notes_fts USING fts5" in text
     assert "CREATE TABLE notes_fts_archive" in text
     # Replayable order: tables, then indexes, then views (a view after the view it reads),
     # then triggers.
-    at = {key: text.index(key) for key in ("CREATE TABLE notes (", "CREATE INDEX idx_notes_live",
-                                           "CREATE VIEW live_notes", "CREATE VIEW recent_live",
-                                           "CREATE TRIGGER notes_ai")}
+    at = {
+        key: text.index(key)
+        for key in (
+            "CREATE TABLE notes (",
+            "CREATE INDEX idx_notes_live",
+            "CREATE VIEW live_notes",
+            "CREATE VIEW recent_live",
+            "CREATE TRIGGER notes_ai",
+        )
+    }
     assert list(at.values()) == sorted(at.values())
     # Adopted in the database, in one history row naming this exact file.
     assert rows(legacy, "SELECT version, name, sha256, how FROM _preflight_history") == [
-        (1, written.name, sha(written), "adopted")]
+        (1, written.name, sha(written), "adopted")
+    ]
     assert [r[0] for r in rows(legacy, "SELECT event FROM _preflight_log")] == ["adopted", "init"]
     assert dump(legacy) == before  # every row kept
     # A verified backup of the state before init.
@@ -103,20 +121,25 @@ def test_init_writes_001_from_the_schema_proves_it_and_adopts_at_001(
     conn = sqlite3.connect(fresh)
     conn.execute("INSERT INTO notes (slug) VALUES ('x')")
     assert conn.execute("SELECT slug FROM recent_live").fetchall() == [("x",)]
-    assert conn.execute("SELECT rowid FROM notes_fts WHERE notes_fts MATCH 'x'").fetchall() == [(1,)]
+    assert conn.execute("SELECT rowid FROM notes_fts WHERE notes_fts MATCH 'x'").fetchall() == [
+        (1,)
+    ]
     conn.close()
 
 
 def test_init_refuses_a_schema_sql_cannot_rebuild_and_writes_nothing(
-        cli: Callable[..., Result], data_dir: Path, tmp_path: Path) -> None:
+    cli: Callable[..., Result], data_dir: Path, tmp_path: Path
+) -> None:
     # An index on a function only the app defines: the schema text is fine, but an empty
     # database (a fresh install) cannot be built from it.
     db = data_dir / "app.db"
     conn = sqlite3.connect(db)
     conn.create_function("slugify", 1, lambda s: s.lower(), deterministic=True)
-    conn.executescript("CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT);"
-                       "CREATE INDEX idx_posts_slug ON posts(slugify(title));"
-                       "INSERT INTO posts (title) VALUES ('Hello');")
+    conn.executescript(
+        "CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT);"
+        "CREATE INDEX idx_posts_slug ON posts(slugify(title));"
+        "INSERT INTO posts (title) VALUES ('Hello');"
+    )
     conn.close()
     folder = tmp_path / "migrations"
     folder.mkdir()
@@ -140,22 +163,31 @@ def test_a_written_schema_that_differs_from_the_live_one_is_refused(data_dir: Pa
     with pytest.raises(DriftError) as info:
         adopt._prove("CREATE TABLE t (x INTEGER);\n", "001_initial_schema.sql", live, db)
     assert "1 difference(s)" in info.value.message
-    assert info.value.details == ("drift: t.y: database has column TEXT NOT NULL, which no "
-                                  "migration made",)
+    assert info.value.details == (
+        "drift: t.y: database has column TEXT NOT NULL, which no migration made",
+    )
     # The same text plus the missing column is accepted: the check is exact, not strict.
-    proven = adopt._prove("CREATE TABLE t (x INTEGER, y TEXT NOT NULL);\n",
-                          "001_initial_schema.sql", live, db)
+    proven = adopt._prove(
+        "CREATE TABLE t (x INTEGER, y TEXT NOT NULL);\n", "001_initial_schema.sql", live, db
+    )
     assert proven.version == 1 and len(proven.statements) == 1
 
 
 def test_init_refuses_a_folder_with_migrations_unless_given_a_number_below_them(
-        cli: Callable[..., Result], legacy: Path, make_migrations: Callable[..., Path]) -> None:
-    folder = make_migrations({"002_note_titles.sql": "ALTER TABLE notes ADD COLUMN title TEXT;\n",
-                              "README.md": "not a migration\n"})
+    cli: Callable[..., Result], legacy: Path, make_migrations: Callable[..., Path]
+) -> None:
+    folder = make_migrations(
+        {
+            "002_note_titles.sql": "ALTER TABLE notes ADD COLUMN title TEXT;\n",
+            "README.md": "not a migration\n",
+        }
+    )
     before, files = dump(legacy), folder_state(folder)
-    for args, needle in (((), "already has migrations (002_note_titles.sql)"),
-                         (("--number", "2"), "already has 002_note_titles.sql, numbered 2 or below"),
-                         (("--number", "0"), "migration numbers start at 1")):
+    for args, needle in (
+        ((), "already has migrations (002_note_titles.sql)"),
+        (("--number", "2"), "already has 002_note_titles.sql, numbered 2 or below"),
+        (("--number", "0"), "migration numbers start at 1"),
+    ):
         result = cli("init", "--db", legacy, "--migrations", folder, *args)
         assert result.code == 2 and needle in result.err, result
         assert folder_state(folder) == files and dump(legacy) == before
@@ -167,12 +199,15 @@ def test_init_refuses_a_folder_with_migrations_unless_given_a_number_below_them(
     result = cli("migrate", "--db", legacy, "--migrations", folder)
     assert result.code == 0 and "1 pending" in result.err, result
     assert [r[:2] for r in rows(legacy, "SELECT version, how FROM _preflight_history")] == [
-        (1, "adopted"), (2, "applied")]
+        (1, "adopted"),
+        (2, "applied"),
+    ]
 
 
 @pytest.mark.parametrize("state", ["missing", "empty", "managed"])
-def test_init_refuses_what_it_cannot_adopt(cli: Callable[..., Result], data_dir: Path,
-                                           tmp_path: Path, state: str) -> None:
+def test_init_refuses_what_it_cannot_adopt(
+    cli: Callable[..., Result], data_dir: Path, tmp_path: Path, state: str
+) -> None:
     db = data_dir / "app.db"
     if state == "empty":
         db.touch()
@@ -185,7 +220,9 @@ def test_init_refuses_what_it_cannot_adopt(cli: Callable[..., Result], data_dir:
     before = folder_state(data_dir)
     result = cli("init", "--db", db, "--migrations", folder)
     assert result.code == 2, result
-    needle = "already managed by preflight (001_a.sql)" if state == "managed" else "nothing to adopt"
+    needle = (
+        "already managed by preflight (001_a.sql)" if state == "managed" else "nothing to adopt"
+    )
     assert needle in result.err
     assert folder_state(folder) == {} and folder_state(data_dir) == before
 

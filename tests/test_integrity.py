@@ -5,6 +5,7 @@ history) on every start; a full PRAGMA quick_check before anything is written; o
 with nothing to write, the full check by policy. Both directions for each rule: what is
 corrupt is caught when the policy says so, what is healthy is never refused.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,10 @@ def head(cli, make_db) -> Path:
 
 def add_notes(db: Path, count: int, size: int = 20, prefix: str = "n") -> None:
     conn = sqlite3.connect(db)
-    conn.executemany("INSERT INTO notes (slug, file_path, content_hash) VALUES (?, ?, ?)",
-                     [(f"{prefix}{i}", f"notes/{prefix}{i}.md", "x" * size)
-                      for i in range(count)])
+    conn.executemany(
+        "INSERT INTO notes (slug, file_path, content_hash) VALUES (?, ?, ?)",
+        [(f"{prefix}{i}", f"notes/{prefix}{i}.md", "x" * size) for i in range(count)],
+    )
     conn.commit()
     conn.close()
 
@@ -44,8 +46,8 @@ def add_notes(db: Path, count: int, size: int = 20, prefix: str = "n") -> None:
 def tear_notes_page(db: Path) -> None:
     """Overwrite the cell pointers of the notes table's leaf page (data, not the schema)."""
     conn = sqlite3.connect(db)
-    root, = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'notes'").fetchone()
-    page_size, = conn.execute("PRAGMA page_size").fetchone()
+    (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'notes'").fetchone()
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
     conn.close()
     with open(db, "r+b") as f:
         f.seek((root - 1) * page_size)
@@ -62,8 +64,15 @@ def record_check(db: Path, seconds_ago: int) -> None:
     """Set the time of the last full check recorded in the cache."""
     path = db.parent / CACHE
     data = json.loads(path.read_text())
-    cache.write(path, cache.Verified(data["key"], data["schema_hash"], tuple(data["warnings"]),
-                                     int(time.time()) - seconds_ago))
+    cache.write(
+        path,
+        cache.Verified(
+            data["key"],
+            data["schema_hash"],
+            tuple(data["warnings"]),
+            int(time.time()) - seconds_ago,
+        ),
+    )
 
 
 def start(db: Path, *args: str, env: dict[str, str] | None = None, command: str = "run"):
@@ -77,10 +86,20 @@ def checked_at(db: Path) -> int:
 
 # ---------------------------------------------------------------- the policy
 
-@pytest.mark.parametrize("text, policy", [
-    ("every-start", "every-start"), ("before-writes", "before-writes"),
-    (" Every-Start ", "every-start"),
-    ("24h", 86400), ("7d", 7 * 86400), ("30m", 1800), ("3600s", 3600), ("3600", 3600)])
+
+@pytest.mark.parametrize(
+    "text, policy",
+    [
+        ("every-start", "every-start"),
+        ("before-writes", "before-writes"),
+        (" Every-Start ", "every-start"),
+        ("24h", 86400),
+        ("7d", 7 * 86400),
+        ("30m", 1800),
+        ("3600s", 3600),
+        ("3600", 3600),
+    ],
+)
 def test_integrity_values_parse(text, policy):
     assert integrity_policy(text) == policy
 
@@ -105,6 +124,7 @@ def test_check_due():
 
 
 # ---------------------------------------------------------------- a torn data page
+
 
 @pytest.mark.parametrize("command", ["run", "migrate"])
 def test_every_start_catches_a_torn_data_page_on_every_start(head, command):
@@ -157,20 +177,31 @@ def test_before_writes_still_checks_before_a_migration(head, make_migrations, ba
     tear_notes_page(head)
     folder = make_migrations({"006_x.sql": "CREATE TABLE x (id INTEGER PRIMARY KEY);"}, base=True)
     state = folder_state(head.parent)
-    result = run_process("run", "--db", head, "--migrations", folder, "--", "true",
-                         env={"PREFLIGHT_INTEGRITY": "before-writes",
-                              "PREFLIGHT_BACKUP": backup_mode})
+    result = run_process(
+        "run",
+        "--db",
+        head,
+        "--migrations",
+        folder,
+        "--",
+        "true",
+        env={"PREFLIGHT_INTEGRITY": "before-writes", "PREFLIGHT_BACKUP": backup_mode},
+    )
     assert result.returncode == 6, result.stderr
     assert "fails PRAGMA quick_check" in result.stderr
     assert folder_state(head.parent) == state
 
 
-@pytest.mark.parametrize("args, env, caught", [
-    ((), {}, False),  # default 24h, recorded 2h ago
-    ((), {"PREFLIGHT_INTEGRITY": "1h"}, True),  # the variable beats the default
-    (("--integrity", "7d"), {"PREFLIGHT_INTEGRITY": "1h"}, False),  # the flag beats it
-    (("--integrity", "every-start"), {"PREFLIGHT_INTEGRITY": "before-writes"}, True),
-], ids=["default", "variable", "flag-over-variable", "flag-every-start"])
+@pytest.mark.parametrize(
+    "args, env, caught",
+    [
+        ((), {}, False),  # default 24h, recorded 2h ago
+        ((), {"PREFLIGHT_INTEGRITY": "1h"}, True),  # the variable beats the default
+        (("--integrity", "7d"), {"PREFLIGHT_INTEGRITY": "1h"}, False),  # the flag beats it
+        (("--integrity", "every-start"), {"PREFLIGHT_INTEGRITY": "before-writes"}, True),
+    ],
+    ids=["default", "variable", "flag-over-variable", "flag-every-start"],
+)
 @pytest.mark.parametrize("command", ["run", "migrate"])
 def test_flag_beats_variable_beats_default(head, args, env, caught, command):
     tear_notes_page(head)
@@ -180,6 +211,7 @@ def test_flag_beats_variable_beats_default(head, args, env, caught, command):
 
 
 # ---------------------------------------------------------------- recording the full check
+
 
 def test_a_due_check_that_passes_is_recorded_and_not_repeated(head):
     record_check(head, 25 * HOUR)
@@ -219,6 +251,7 @@ def test_recording_keeps_the_warnings_of_extra_objects(cli, head):
 
 # ---------------------------------------------------------------- the size check
 
+
 def test_a_truncated_file_is_refused_by_the_cheap_check_on_every_start(head):
     add_notes(head, 200, size=200, prefix="t")  # several pages of data
     size = head.stat().st_size
@@ -246,10 +279,13 @@ def test_a_file_longer_than_its_header_says_is_healthy(head):
         assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("content, why", [
-    (b"SQLite format 3\x00" + bytes(20), "100-byte header"),
-    (b"not a database at all" * 10, "not an SQLite database"),
-])
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (b"SQLite format 3\x00" + bytes(20), "100-byte header"),
+        (b"not a database at all" * 10, "not an SQLite database"),
+    ],
+)
 def test_the_probe_refuses_what_is_not_a_database(tmp_path, content, why):
     db = tmp_path / "x.db"
     db.write_bytes(content)
@@ -265,8 +301,10 @@ def wal_mid_checkpoint(db: Path, scratch: Path) -> Path:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA wal_autocheckpoint=0")
     conn.execute("BEGIN")
-    conn.executemany("INSERT INTO notes (slug, file_path, content_hash) VALUES (?, ?, ?)",
-                     [(f"w{i}", f"notes/w{i}.md", "y" * 300) for i in range(300)])
+    conn.executemany(
+        "INSERT INTO notes (slug, file_path, content_hash) VALUES (?, ?, ?)",
+        [(f"w{i}", f"notes/w{i}.md", "y" * 300) for i in range(300)],
+    )
     conn.execute("COMMIT")
     crash = scratch / "crash"
     crash.mkdir()
@@ -278,8 +316,8 @@ def wal_mid_checkpoint(db: Path, scratch: Path) -> Path:
     page_size = int.from_bytes(wal[8:12], "big")
     page_one = None
     for offset in range(32, len(wal) - 24 - page_size + 1, 24 + page_size):
-        if int.from_bytes(wal[offset:offset + 4], "big") == 1:
-            page_one = wal[offset + 24:offset + 24 + page_size]
+        if int.from_bytes(wal[offset : offset + 4], "big") == 1:
+            page_one = wal[offset + 24 : offset + 24 + page_size]
     assert page_one is not None
     with open(copy, "r+b") as f:
         f.write(page_one)

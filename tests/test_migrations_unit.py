@@ -1,4 +1,5 @@
 """Unit tests for preflight.migrations: splitting, discovery/validation, run_body, fingerprints."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -9,8 +10,8 @@ import pytest
 from preflight import migrations
 from preflight.errors import HISTORY, USAGE, HistoryError, UsageError
 
-
 # ---------------------------------------------------------------- helpers
+
 
 def write(folder: Path, name: str, text: str | bytes) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
@@ -39,21 +40,27 @@ def table_names(conn: sqlite3.Connection) -> set[str]:
 
 # ---------------------------------------------------------------- split_statements
 
+
 def test_split_plain_statements() -> None:
     assert sqls("CREATE TABLE a(x);\nCREATE TABLE b(y);\n") == [
-        "CREATE TABLE a(x);", "CREATE TABLE b(y);"]
+        "CREATE TABLE a(x);",
+        "CREATE TABLE b(y);",
+    ]
 
 
-@pytest.mark.parametrize("text, expected_count", [
-    ("INSERT INTO a VALUES ('x;y');", 1),
-    ("INSERT INTO a VALUES ('it''s; fine');", 1),
-    ('CREATE TABLE "we;ird" (x);', 1),
-    ("CREATE TABLE [br;acket] (x);", 1),
-    ("CREATE TABLE `back;tick` (x);", 1),
-    ("CREATE TABLE a(x); -- comment; with; semicolons\nCREATE TABLE b(y);", 2),
-    ("CREATE TABLE a(x /* not; a; split */);", 1),
-    ("/* leading; comment */ CREATE TABLE a(x);", 1),
-])
+@pytest.mark.parametrize(
+    "text, expected_count",
+    [
+        ("INSERT INTO a VALUES ('x;y');", 1),
+        ("INSERT INTO a VALUES ('it''s; fine');", 1),
+        ('CREATE TABLE "we;ird" (x);', 1),
+        ("CREATE TABLE [br;acket] (x);", 1),
+        ("CREATE TABLE `back;tick` (x);", 1),
+        ("CREATE TABLE a(x); -- comment; with; semicolons\nCREATE TABLE b(y);", 2),
+        ("CREATE TABLE a(x /* not; a; split */);", 1),
+        ("/* leading; comment */ CREATE TABLE a(x);", 1),
+    ],
+)
 def test_semicolons_in_strings_and_comments_do_not_split(text: str, expected_count: int) -> None:
     found = sqls(text)
     assert len(found) == expected_count
@@ -85,15 +92,18 @@ def test_final_statement_without_semicolon_is_kept() -> None:
     assert found[1].line == 2
 
 
-@pytest.mark.parametrize("text", [
-    "",
-    "   \n\n",
-    "-- just a comment\n",
-    "-- one\n-- two;\n/* block; comment */\n",
-    "/* only\n a block\n comment */",
-    ";\n;;\n",
-    "-- trailing ; \n ; ",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   \n\n",
+        "-- just a comment\n",
+        "-- one\n-- two;\n/* block; comment */\n",
+        "/* only\n a block\n comment */",
+        ";\n;;\n",
+        "-- trailing ; \n ; ",
+    ],
+)
 def test_comment_only_text_yields_no_statements(text: str) -> None:
     assert migrations.split_statements(text, "t.sql") == ()
 
@@ -121,12 +131,15 @@ def test_forbidden_statement_after_comment_reports_its_own_line(tmp_path: Path) 
     assert "line 3" in info.value.message
 
 
-@pytest.mark.parametrize("text, line", [
-    ("INSERT INTO a VALUES ('oops);\n", 1),
-    ("CREATE TABLE a(x);\nINSERT INTO a VALUES ('oops);\n", 2),
-    ("CREATE TABLE a(x);\n\n\nINSERT INTO a VALUES ('never closed\n);\n", 4),
-    ("CREATE TABLE a(x);\nCREATE TRIGGER t AFTER INSERT ON a BEGIN\n  SELECT 1;\n", 2),
-])
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("INSERT INTO a VALUES ('oops);\n", 1),
+        ("CREATE TABLE a(x);\nINSERT INTO a VALUES ('oops);\n", 2),
+        ("CREATE TABLE a(x);\n\n\nINSERT INTO a VALUES ('never closed\n);\n", 4),
+        ("CREATE TABLE a(x);\nCREATE TRIGGER t AFTER INSERT ON a BEGIN\n  SELECT 1;\n", 2),
+    ],
+)
 def test_incomplete_statement_raises_history_error_with_file_and_line(text: str, line: int) -> None:
     with pytest.raises(HistoryError) as info:
         migrations.split_statements(text, "007_broken.sql")
@@ -136,6 +149,7 @@ def test_incomplete_statement_raises_history_error_with_file_and_line(text: str,
 
 
 # ---------------------------------------------------------------- discover
+
 
 def test_discover_orders_by_integer(tmp_path: Path) -> None:
     folder = tmp_path / "m"
@@ -222,14 +236,17 @@ def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
     assert [s.sql for s in m.statements] == ["CREATE TABLE a(x);"]
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("def migrate(conn):\n    conn.execute('x'\n", "syntax error"),
-    ("import os\n\ndef migrate(conn)\n    pass\n", "line 3"),
-    ("def upgrade(conn):\n    pass\n", "def migrate"),
-    ("migrate = lambda conn: None\n", "def migrate"),
-    ("class X:\n    def migrate(conn):\n        pass\n", "def migrate"),
-    ("", "def migrate"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("def migrate(conn):\n    conn.execute('x'\n", "syntax error"),
+        ("import os\n\ndef migrate(conn)\n    pass\n", "line 3"),
+        ("def upgrade(conn):\n    pass\n", "def migrate"),
+        ("migrate = lambda conn: None\n", "def migrate"),
+        ("class X:\n    def migrate(conn):\n        pass\n", "def migrate"),
+        ("", "def migrate"),
+    ],
+)
 def test_bad_python_migrations(tmp_path: Path, text: str, needle: str) -> None:
     folder = tmp_path / "m"
     write(folder, "004_code.py", text)
@@ -239,19 +256,22 @@ def test_bad_python_migrations(tmp_path: Path, text: str, needle: str) -> None:
     assert needle.lower() in info.value.message.lower()
 
 
-@pytest.mark.parametrize("stmt", [
-    "BEGIN;",
-    "begin transaction;",
-    "BEGIN IMMEDIATE;",
-    "COMMIT;",
-    "commit transaction;",
-    "END;",
-    "END TRANSACTION;",
-    "ROLLBACK;",
-    "ROLLBACK TRANSACTION;",
-    "VACUUM;",
-    "PRAGMA journal_mode=WAL;",
-])
+@pytest.mark.parametrize(
+    "stmt",
+    [
+        "BEGIN;",
+        "begin transaction;",
+        "BEGIN IMMEDIATE;",
+        "COMMIT;",
+        "commit transaction;",
+        "END;",
+        "END TRANSACTION;",
+        "ROLLBACK;",
+        "ROLLBACK TRANSACTION;",
+        "VACUUM;",
+        "PRAGMA journal_mode=WAL;",
+    ],
+)
 def test_transaction_breaking_statements_are_refused(tmp_path: Path, stmt: str) -> None:
     folder = tmp_path / "m"
     write(folder, "003_bad.sql", f"CREATE TABLE a(x);\n\n{stmt}\nCREATE TABLE b(y);\n")
@@ -263,13 +283,16 @@ def test_transaction_breaking_statements_are_refused(tmp_path: Path, stmt: str) 
     assert "not allowed" in info.value.message
 
 
-@pytest.mark.parametrize("stmt", [
-    "PRAGMA foreign_keys=ON;",
-    "pragma FOREIGN_KEYS = off;",
-    "PRAGMA foreign_keys = 1;",
-    "PRAGMA main.foreign_keys=ON;",
-    'PRAGMA "foreign_keys" = ON;',
-])
+@pytest.mark.parametrize(
+    "stmt",
+    [
+        "PRAGMA foreign_keys=ON;",
+        "pragma FOREIGN_KEYS = off;",
+        "PRAGMA foreign_keys = 1;",
+        "PRAGMA main.foreign_keys=ON;",
+        'PRAGMA "foreign_keys" = ON;',
+    ],
+)
 def test_foreign_keys_pragma_is_skipped_in_every_spelling(tmp_path: Path, stmt: str) -> None:
     # SQLite accepts these spellings and, inside the guard's transaction, silently ignores
     # them exactly like the plain form: every spelling is skipped the same way.
@@ -286,11 +309,14 @@ def test_foreign_keys_pragma_is_skipped_in_every_spelling(tmp_path: Path, stmt: 
 
 def test_savepoints_are_allowed(tmp_path: Path) -> None:
     folder = tmp_path / "m"
-    write(folder, "001_sp.sql",
-          "SAVEPOINT sp;\nCREATE TABLE a(x);\nROLLBACK TO sp;\nROLLBACK TRANSACTION TO SAVEPOINT sp;\n"
-          "RELEASE sp;\nCREATE TABLE b(y);\n"
-          "CREATE TRIGGER t AFTER INSERT ON b BEGIN INSERT INTO b VALUES (1); END;\n"
-          "PRAGMA user_version = 3;\n")
+    write(
+        folder,
+        "001_sp.sql",
+        "SAVEPOINT sp;\nCREATE TABLE a(x);\nROLLBACK TO sp;\nROLLBACK TRANSACTION TO SAVEPOINT sp;\n"
+        "RELEASE sp;\nCREATE TABLE b(y);\n"
+        "CREATE TRIGGER t AFTER INSERT ON b BEGIN INSERT INTO b VALUES (1); END;\n"
+        "PRAGMA user_version = 3;\n",
+    )
     (m,) = migrations.discover(folder)
     assert len(m.statements) == 8
     conn = open_tx()
@@ -316,18 +342,25 @@ def test_file_instead_of_folder_is_usage_error(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- run_body
 
-@pytest.mark.parametrize("body", [
-    "    conn.commit()",
-    "    conn.execute('COMMIT')",
-    "    conn.execute('END')",
-    "    conn.rollback()",
-    "    conn.executescript('CREATE TABLE other(z);')",
-])
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "    conn.commit()",
+        "    conn.execute('COMMIT')",
+        "    conn.execute('END')",
+        "    conn.rollback()",
+        "    conn.executescript('CREATE TABLE other(z);')",
+    ],
+)
 def test_python_migration_cannot_end_the_transaction(tmp_path: Path, body: str) -> None:
     folder = tmp_path / "m"
-    write(folder, "001_sneaky.py",
-          "def migrate(conn):\n    conn.execute('CREATE TABLE made(x)')\n"
-          "    conn.execute('INSERT INTO made VALUES (1)')\n" + body + "\n")
+    write(
+        folder,
+        "001_sneaky.py",
+        "def migrate(conn):\n    conn.execute('CREATE TABLE made(x)')\n"
+        "    conn.execute('INSERT INTO made VALUES (1)')\n" + body + "\n",
+    )
     (m,) = migrations.discover(folder)
     conn = open_tx()
     with pytest.raises(sqlite3.Error):
@@ -341,9 +374,12 @@ def test_python_migration_cannot_end_the_transaction(tmp_path: Path, body: str) 
 
 def test_python_migration_runs_inside_callers_transaction(tmp_path: Path) -> None:
     folder = tmp_path / "m"
-    write(folder, "001_ok.py",
-          "def migrate(conn):\n    conn.execute('CREATE TABLE made(x)')\n"
-          "    conn.executemany('INSERT INTO made VALUES (?)', [(1,), (2,)])\n")
+    write(
+        folder,
+        "001_ok.py",
+        "def migrate(conn):\n    conn.execute('CREATE TABLE made(x)')\n"
+        "    conn.executemany('INSERT INTO made VALUES (?)', [(1,), (2,)])\n",
+    )
     (m,) = migrations.discover(folder)
     conn = open_tx()
     migrations.run_body(conn, m)
@@ -372,11 +408,14 @@ def test_sql_failure_names_the_line_and_keeps_transaction(tmp_path: Path) -> Non
     assert table_names(conn) == set()
 
 
-@pytest.mark.parametrize("text, nothing", [
-    ("-- nothing to do here\n/* really */\n", True),
-    ("", True),
-    ("CREATE TABLE a(x);", False),
-])
+@pytest.mark.parametrize(
+    "text, nothing",
+    [
+        ("-- nothing to do here\n/* really */\n", True),
+        ("", True),
+        ("CREATE TABLE a(x);", False),
+    ],
+)
 def test_executes_nothing(tmp_path: Path, text: str, nothing: bool) -> None:
     folder = tmp_path / "m"
     write(folder, "001_x.sql", text)
@@ -392,6 +431,7 @@ def test_python_migration_never_executes_nothing(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- fingerprints
+
 
 def make_set(folder: Path) -> None:
     write(folder, "001_a.sql", "CREATE TABLE a(x);\n")
@@ -434,6 +474,7 @@ def test_fingerprint_changes_on_rename_and_on_new_file(tmp_path: Path) -> None:
 
 def test_sha256_is_of_the_raw_bytes(tmp_path: Path) -> None:
     import hashlib
+
     folder = tmp_path / "m"
     path = write(folder, "001_a.sql", "CREATE TABLE a(x);\n")
     (m,) = migrations.discover(folder)

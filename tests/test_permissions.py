@@ -3,6 +3,7 @@
 Root passes every permission check, so these tests need root to create the situation
 and drop to uid 65534 for the guard (CI runs as root).
 """
+
 from __future__ import annotations
 
 import json
@@ -10,18 +11,19 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from conftest import MIGRATIONS, REPO, folder_state, load_fixture
 
 NOBODY = 65534
 PYTHON = "/usr/bin/python3"  # the user's interpreter may live under /root, which nobody can't read
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(PYTHON),
-                                reason="needs root to set up, and a system python3")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists(PYTHON),
+    reason="needs root to set up, and a system python3",
+)
 
 
 @pytest.fixture
@@ -29,10 +31,12 @@ def world() -> Iterator[Path]:
     """A folder outside root's 0700 pytest tmp, with the guard and migrations copied in."""
     top = Path(tempfile.mkdtemp(prefix="preflight-perm-", dir="/tmp"))
     top.chmod(0o755)
-    shutil.copytree(REPO / "preflight", top / "app" / "preflight",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(MIGRATIONS, top / "app" / "migrations",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "preflight", top / "app" / "preflight", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(
+        MIGRATIONS, top / "app" / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+    )
     for path in [top / "app", *(top / "app").rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     (top / "data").mkdir(mode=0o755)
@@ -44,10 +48,16 @@ def as_nobody(world: Path, *args: str) -> subprocess.CompletedProcess[str]:
     def drop() -> None:
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-    return subprocess.run([PYTHON, "-m", "preflight", *args, "--migrations",
-                           str(world / "app" / "migrations")], cwd=world / "app",
-                          env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"}, preexec_fn=drop,
-                          capture_output=True, text=True, timeout=60)
+
+    return subprocess.run(
+        [PYTHON, "-m", "preflight", *args, "--migrations", str(world / "app" / "migrations")],
+        cwd=world / "app",
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+        preexec_fn=drop,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_read_only_data_folder_exits_7_naming_it_and_changes_nothing(world):
@@ -90,7 +100,9 @@ def test_backup_folder_not_writable_exits_7_before_anything_changes(world):
     (data / "backups").mkdir(mode=0o755)  # owned by root
     state = folder_state(data, strict=True)
     done = as_nobody(world, "migrate", "--db", str(db))
-    assert done.returncode == 7 and f"backup folder {data / 'backups'} is not writable" in done.stderr
+    assert (
+        done.returncode == 7 and f"backup folder {data / 'backups'} is not writable" in done.stderr
+    )
     assert folder_state(data, strict=True) == state
 
 
@@ -117,11 +129,15 @@ def own(data: Path, db: Path) -> None:
     os.chown(db, NOBODY, NOBODY)
 
 
-@pytest.mark.parametrize("name, message", [
-    ("app.db-wal", "app.db-wal is not readable and writable by uid 65534"),
-    ("app.db-journal", "app.db-journal is not readable and writable by uid 65534"),
-    ("app.db.preflight.lock", "cannot open lock file"),
-], ids=["wal-owned-by-root", "journal-owned-by-root", "lock-owned-by-root"])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("app.db-wal", "app.db-wal is not readable and writable by uid 65534"),
+        ("app.db-journal", "app.db-journal is not readable and writable by uid 65534"),
+        ("app.db.preflight.lock", "cannot open lock file"),
+    ],
+    ids=["wal-owned-by-root", "journal-owned-by-root", "lock-owned-by-root"],
+)
 def test_a_file_beside_the_database_owned_by_another_user_exits_7(world, name, message):
     """E.g. an app once run as root left its -wal behind: the guard, as the app's user,
     must say so instead of 'database disk image is malformed'."""

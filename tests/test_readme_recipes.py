@@ -1,5 +1,6 @@
 """Every command the README shows is exercised by a test: the ones without a container run
 here, as written; each container one names the test that runs it."""
+
 from __future__ import annotations
 
 import ast
@@ -13,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, rows
 
 README = REPO / "README.md"
@@ -24,20 +24,13 @@ RECIPES = {
     "mkdir -p data": "test_adoption.py::test_readme_run_command_works_as_written",
     "python3 -m preflight run --db data/app.db --migrations migrations -- python3 -c "
     "\"print('app started')\"": "test_adoption.py::test_readme_run_command_works_as_written",
-    "pip wheel --no-deps --wheel-dir wheels/ path/to/preflight":
-        "test_readme_recipes.py::test_the_wheel_recipe_builds_the_guards_wheel",
-    "docker build -t notes-app examples/notes-app":
-        "test_recipe_container.py::test_readme_plain_docker_recipe",
-    "docker run -d --name notes -p 127.0.0.1:8000:8000 -v notes-data:/data notes-app":
-        "test_recipe_container.py::test_readme_plain_docker_recipe",
-    "docker run --rm -v notes-data:/data --entrypoint preflight notes-app status":
-        "test_recipe_container.py::test_readme_plain_docker_recipe",
-    "preflight init --db copy.db --migrations migrations":
-        "test_readme_recipes.py::test_the_adoption_guide_on_a_copy",
-    "preflight check --db copy.db --migrations migrations":
-        "test_readme_recipes.py::test_the_adoption_guide_on_a_copy",
-    "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest":
-        ".ci/run",  # CI itself runs it (checked below)
+    "pip wheel --no-deps --wheel-dir wheels/ path/to/preflight": "test_readme_recipes.py::test_the_wheel_recipe_builds_the_guards_wheel",
+    "docker build -t notes-app examples/notes-app": "test_recipe_container.py::test_readme_plain_docker_recipe",
+    "docker run -d --name notes -p 127.0.0.1:8000:8000 -v notes-data:/data notes-app": "test_recipe_container.py::test_readme_plain_docker_recipe",
+    "docker run --rm -v notes-data:/data --entrypoint preflight notes-app status": "test_recipe_container.py::test_readme_plain_docker_recipe",
+    "preflight init --db copy.db --migrations migrations": "test_readme_recipes.py::test_the_adoption_guide_on_a_copy",
+    "preflight check --db copy.db --migrations migrations": "test_readme_recipes.py::test_the_adoption_guide_on_a_copy",
+    "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest": ".ci/run",  # CI itself runs it (checked below)
 }
 OPERATE = "test_recipe_container.py::test_readme_compose_operator_recipes"
 for _verb in ("check", "status --json", "backup", "restore", "clear-failure"):
@@ -62,7 +55,7 @@ def section(title: str) -> str:
     text = README.read_text()
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 4)
-    return text[start:end if end != -1 else len(text)]
+    return text[start : end if end != -1 else len(text)]
 
 
 def test_every_readme_command_has_a_test_that_exists() -> None:
@@ -78,8 +71,9 @@ def test_every_readme_command_has_a_test_that_exists() -> None:
             continue
         file, name = RECIPES[line].split("::")
         tree = ast.parse((REPO / "tests" / file).read_text())
-        assert name in {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}, \
-            RECIPES[line]
+        assert name in {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}, RECIPES[
+            line
+        ]
 
 
 def test_no_recipe_mounts_the_compose_volume_by_a_name_compose_does_not_give_it() -> None:
@@ -98,28 +92,38 @@ def _preflight(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     assert argv[0] == "preflight"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "preflight", *argv[1:]], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "preflight", *argv[1:]],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_adoption_guide_on_a_copy(tmp_path: Path) -> None:
     # Production, made by an app's init_db() with plain sqlite3, and its copy.
     prod = tmp_path / "app.db"
     conn = sqlite3.connect(prod)
-    conn.executescript("CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT UNIQUE);"
-                       "CREATE INDEX idx_users_email ON users(lower(email));"
-                       "INSERT INTO users (email) VALUES ('a@example.org');")
+    conn.executescript(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT UNIQUE);"
+        "CREATE INDEX idx_users_email ON users(lower(email));"
+        "INSERT INTO users (email) VALUES ('a@example.org');"
+    )
     conn.execute("VACUUM INTO ?", (str(tmp_path / "copy.db"),))
     conn.close()
-    block = re.search(r"1\. \*\*Try it on a copy.*?```sh\n(.*?)```", section("Adopt an existing database"),
-                      re.S)[1]
+    block = re.search(
+        r"1\. \*\*Try it on a copy.*?```sh\n(.*?)```", section("Adopt an existing database"), re.S
+    )[1]
     results = [_preflight(shlex.split(line), tmp_path) for line in sh_lines(f"```sh\n{block}```")]
     assert [r.returncode for r in results] == [0, 0], results[-1].stderr
     assert "at head (1 applied, last 001_initial_schema.sql)" in results[-1].stderr
     assert (tmp_path / "migrations" / "001_initial_schema.sql").exists()
     # Production, started by the guard with that folder, is adopted at 001 with nothing to do.
-    done = _preflight(["preflight", "migrate", "--db", str(prod), "--migrations", "migrations"],
-                      tmp_path)
+    done = _preflight(
+        ["preflight", "migrate", "--db", str(prod), "--migrations", "migrations"], tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert rows(prod, "SELECT version, how FROM _preflight_history") == [(1, "adopted")]
 

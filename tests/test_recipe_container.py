@@ -3,6 +3,7 @@ from exactly the README's Dockerfile recipe with the guard installed from its wh
 real named volume through its lifecycle: fresh, upgraded, a broken migration refused with
 the data intact, a fixed image.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,11 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 import distkit
+import pytest
 from conftest import REPO
 from dockerkit import Docker, Volume, engine, http_get, logs, wait_exit, wait_healthy
 
@@ -28,23 +28,33 @@ pytestmark = pytest.mark.docker
 
 EXAMPLE = REPO / "examples" / "notes-app"
 
-UPGRADE = {"002_note_slugs.sql": (
-    "ALTER TABLE notes ADD COLUMN slug TEXT;\n"
-    "UPDATE notes SET slug = lower(replace(title, ' ', '-')) || '-' || id;\n"
-    "CREATE UNIQUE INDEX idx_notes_slug ON notes(slug);\n")}
+UPGRADE = {
+    "002_note_slugs.sql": (
+        "ALTER TABLE notes ADD COLUMN slug TEXT;\n"
+        "UPDATE notes SET slug = lower(replace(title, ' ', '-')) || '-' || id;\n"
+        "CREATE UNIQUE INDEX idx_notes_slug ON notes(slug);\n"
+    )
+}
 # Fine on an empty database (the rehearsal), fails on the real rows: two notes share a title.
-BROKEN = {**UPGRADE, "003_unique_titles.sql": "CREATE UNIQUE INDEX idx_notes_title ON notes(title);\n"}
-FIXED = {**UPGRADE, "003_unique_titles.sql": (
-    "UPDATE notes SET title = title || ' (' || id || ')'\n"
-    "    WHERE id NOT IN (SELECT min(id) FROM notes GROUP BY title);\n"
-    "CREATE UNIQUE INDEX idx_notes_title ON notes(title);\n")}
+BROKEN = {
+    **UPGRADE,
+    "003_unique_titles.sql": "CREATE UNIQUE INDEX idx_notes_title ON notes(title);\n",
+}
+FIXED = {
+    **UPGRADE,
+    "003_unique_titles.sql": (
+        "UPDATE notes SET title = title || ' (' || id || ')'\n"
+        "    WHERE id NOT IN (SELECT min(id) FROM notes GROUP BY title);\n"
+        "CREATE UNIQUE INDEX idx_notes_title ON notes(title);\n"
+    ),
+}
 
 
 def readme_recipe() -> str:
     """The Dockerfile block of README's "Use it in your app" section."""
     text = (REPO / "README.md").read_text()
-    section = text[text.index("\n## Use it in your app"):]
-    section = section[:section.index("\n## ", 1)]
+    section = text[text.index("\n## Use it in your app") :]
+    section = section[: section.index("\n## ", 1)]
     blocks = re.findall(r"```dockerfile\n(.*?)```", section, re.DOTALL)
     assert len(blocks) == 1, "one Dockerfile recipe in 'Use it in your app'"
     return blocks[0]
@@ -54,20 +64,31 @@ def readme_recipe() -> str:
 def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Docker, dict[str, str]]]:
     """The notes app at four releases, each built from the recipe on the base image."""
     client, base = engine()
-    wheel = distkit.build(tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist"))["wheel"]
+    wheel = distkit.build(tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist"))[
+        "wheel"
+    ]
     tags = {}
     for release, extra in (("v1", {}), ("v2", UPGRADE), ("broken", BROKEN), ("fixed", FIXED)):
         context = tmp_path_factory.mktemp(f"notes-{release}")
-        shutil.copytree(EXAMPLE, context, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "wheels"))
+        shutil.copytree(
+            EXAMPLE,
+            context,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", "wheels"),
+        )
         (context / "Dockerfile").write_text(readme_recipe())
         (context / "wheels").mkdir()
         shutil.copy(wheel, context / "wheels")
         for name, sql in extra.items():
             (context / "migrations" / name).write_text(sql)
         tags[release] = f"preflight-notes-app:test-{release}"
-        client.images.build(path=str(context), buildargs={"BASE_IMAGE": base}, tag=tags[release],
-                            rm=True, forcerm=True)
+        client.images.build(
+            path=str(context),
+            buildargs={"BASE_IMAGE": base},
+            tag=tags[release],
+            rm=True,
+            forcerm=True,
+        )
     kit = Docker(client, tags["v1"])
     tags["base"], tags["wheel"] = base, str(wheel)
     yield kit, tags
@@ -95,7 +116,8 @@ def health_version(c) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_the_recipe_guards_another_app_through_its_lifecycle(
-        images: tuple[Docker, dict[str, str]]) -> None:
+    images: tuple[Docker, dict[str, str]],
+) -> None:
     dk, tags = images
     volume: Volume = dk.volume()
     # 1. Fresh volume: the guard builds the database, then execs the app (PID 1).
@@ -113,7 +135,10 @@ def test_the_recipe_guards_another_app_through_its_lifecycle(
     wait_healthy(c)
     assert health_version(c) == 2
     assert [(n["title"], n["slug"]) for n in notes(c)] == [
-        ("hello", "hello-1"), ("groceries", "groceries-2"), ("hello", "hello-3")]
+        ("hello", "hello-1"),
+        ("groceries", "groceries-2"),
+        ("hello", "hello-3"),
+    ]
     backups = sorted((volume.path / "backups").glob("app-*-pre-migrate.db"))
     assert len(backups) == 1
     c.stop(timeout=10)
@@ -183,8 +208,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_readme_plain_docker_recipe(images: tuple[Docker, dict[str, str]],
-                                    tmp_path: Path) -> None:
+def test_readme_plain_docker_recipe(images: tuple[Docker, dict[str, str]], tmp_path: Path) -> None:
     """The README's build / run / status lines, with this test's own names and port."""
     dk, tags = images
     unique = uuid.uuid4().hex[:8]
@@ -193,10 +217,13 @@ def test_readme_plain_docker_recipe(images: tuple[Docker, dict[str, str]],
     (context / "wheels").mkdir()
     shutil.copy(tags["wheel"], context / "wheels")
     port = _free_port()
-    names = {"examples/notes-app": str(context), "notes-app": f"preflight-notes-app:readme-{unique}",
-             "notes": f"preflight-test-notes-{unique}",
-             "notes-data:/data": f"preflight-test-{unique}:/data",
-             "127.0.0.1:8000:8000": f"127.0.0.1:{port}:8000"}
+    names = {
+        "examples/notes-app": str(context),
+        "notes-app": f"preflight-notes-app:readme-{unique}",
+        "notes": f"preflight-test-notes-{unique}",
+        "notes-data:/data": f"preflight-test-{unique}:/data",
+        "127.0.0.1:8000:8000": f"127.0.0.1:{port}:8000",
+    }
     lines = [line for line in _readme_sh("Use it in your app") if line.startswith("docker ")]
     assert [line.split()[1] for line in lines] == ["build", "run", "run"]
     try:
@@ -214,8 +241,9 @@ def test_readme_plain_docker_recipe(images: tuple[Docker, dict[str, str]],
         assert "status: 1 applied (last 001_notes.sql)" in results[-1].stderr
     finally:
         subprocess.run(["docker", "rm", "-f", names["notes"]], capture_output=True)
-        subprocess.run(["docker", "volume", "rm", "-f", f"preflight-test-{unique}"],
-                       capture_output=True)
+        subprocess.run(
+            ["docker", "volume", "rm", "-f", f"preflight-test-{unique}"], capture_output=True
+        )
         subprocess.run(["docker", "rmi", "-f", names["notes-app"]], capture_output=True)
 
 
@@ -224,22 +252,36 @@ def test_readme_compose_operator_recipes() -> None:
     _, base = engine()
     project = f"pftest{uuid.uuid4().hex[:8]}"
     port = _free_port()
-    env = dict(os.environ, COMPOSE_PROJECT_NAME=project, PORT=str(port),
-               APP_IMAGE=f"preflight-app:{project}", BASE_IMAGE=base)
+    env = dict(
+        os.environ,
+        COMPOSE_PROJECT_NAME=project,
+        PORT=str(port),
+        APP_IMAGE=f"preflight-app:{project}",
+        BASE_IMAGE=base,
+    )
     lines = _readme_sh("Operate it")
     try:
-        done = subprocess.run([str(REPO / "scripts" / "up")], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=900)
+        done = subprocess.run(
+            [str(REPO / "scripts" / "up")],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
-        compose = (["docker", "compose"] if subprocess.run(
-            ["docker", "compose", "version"], capture_output=True).returncode == 0
-            else ["docker-compose"])
+        compose = (
+            ["docker", "compose"]
+            if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+            else ["docker-compose"]
+        )
         seen = {}
         for line in lines:
             argv = shlex.split(line)
             assert argv[:2] == ["docker", "compose"], line
-            done = subprocess.run(compose + argv[2:], cwd=REPO, env=env, capture_output=True,
-                                  text=True, timeout=300)
+            done = subprocess.run(
+                compose + argv[2:], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+            )
             assert done.returncode == 0, (line, done.stderr[-3000:])
             seen[" ".join(argv[2:])] = done
         run = "run --rm --entrypoint preflight app"
@@ -249,13 +291,26 @@ def test_readme_compose_operator_recipes() -> None:
         assert len(report["applied"]) == 5
         assert "restored and verified" in seen[f"{run} restore"].stderr
         # The section ends with the rollback runbook's stop and restore: start it again.
-        assert lines[-2:] == ["docker compose stop app",
-                              "docker compose run --rm --entrypoint preflight app restore"]
-        done = subprocess.run(compose + ["up", "-d", "app"], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
+        assert lines[-2:] == [
+            "docker compose stop app",
+            "docker compose run --rm --entrypoint preflight app restore",
+        ]
+        done = subprocess.run(
+            compose + ["up", "-d", "app"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         body = _wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
         assert json.loads(body)["version"] == 5
     finally:
-        subprocess.run([str(REPO / "scripts" / "up"), "down", "-v", "--rmi", "all"], cwd=REPO,
-                       env=env, capture_output=True, timeout=300)
+        subprocess.run(
+            [str(REPO / "scripts" / "up"), "down", "-v", "--rmi", "all"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=300,
+        )

@@ -1,5 +1,6 @@
 """Restore never pulls the database from under a process that has it open (issue 10, items 1,
 5, 7, 8, 14): real second processes, real symlinks, real modes."""
+
 from __future__ import annotations
 
 import os
@@ -7,12 +8,12 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
-
 from conftest import MIGRATIONS, REPO, dump, folder_state, rows, run_process
+
 from preflight import backup, holders
 from preflight.errors import LockTimeout
 
@@ -46,8 +47,12 @@ def opener() -> Iterator[Callable[[Path, str, str], subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
 
     def start(db: Path, mode: str, state: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([sys.executable, "-c", OPENER, str(db), mode, state],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", OPENER, str(db), mode, state],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         started.append(proc)
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         return proc
@@ -75,10 +80,12 @@ def backed_up(cli, db: Path) -> list[str]:
     return before
 
 
-@pytest.mark.parametrize("mode, state", [("wal", "idle"), ("wal", "writing"),
-                                         ("delete", "writing"), ("delete", "idle")])
-def test_restore_refuses_while_another_process_has_the_database_open(cli, head_db, opener,
-                                                                     mode, state):
+@pytest.mark.parametrize(
+    "mode, state", [("wal", "idle"), ("wal", "writing"), ("delete", "writing"), ("delete", "idle")]
+)
+def test_restore_refuses_while_another_process_has_the_database_open(
+    cli, head_db, opener, mode, state
+):
     backed_up(cli, head_db)
     proc = opener(head_db, mode, state)
     state_before = folder_state(head_db.parent)
@@ -110,7 +117,8 @@ def test_restore_with_nobody_attached_restores(cli, head_db, opener):
 
 @pytest.mark.parametrize("path", ["full", "quick"])
 def test_restore_refuses_while_a_guarded_app_runs_even_when_it_never_opens_the_db(
-        cli, head_db, path):
+    cli, head_db, path
+):
     before = backed_up(cli, head_db)
     # An app that never touches the database: only the guard's running file tells.
     app = [sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()"]
@@ -118,10 +126,27 @@ def test_restore_refuses_while_a_guarded_app_runs_even_when_it_never_opens_the_d
     if path == "quick":
         assert cli("migrate", "--db", head_db, "--migrations", MIGRATIONS).code == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
-    proc = subprocess.Popen([sys.executable, "-m", "preflight", "run", "--db", str(head_db),
-                             "--migrations", str(MIGRATIONS), *options, "--", *app],
-                            cwd=REPO, env=dict(env, PYTHONPATH=str(REPO)), text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "preflight",
+            "run",
+            "--db",
+            str(head_db),
+            "--migrations",
+            str(MIGRATIONS),
+            *options,
+            "--",
+            *app,
+        ],
+        cwd=REPO,
+        env=dict(env, PYTHONPATH=str(REPO)),
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "up\n"
         assert holders.find(head_db) == []  # no SQLite sign at all
@@ -137,14 +162,16 @@ def test_restore_refuses_while_a_guarded_app_runs_even_when_it_never_opens_the_d
     assert dump(head_db) == before
 
 
-def test_the_pipelines_own_restore_after_a_failed_smoke_test_still_works(cli, head_db,
-                                                                         make_migrations):
+def test_the_pipelines_own_restore_after_a_failed_smoke_test_still_works(
+    cli, head_db, make_migrations
+):
     before = dump(head_db)
     folder = make_migrations({"006_a.sql": "CREATE TABLE a (x);"}, base=True)
     result = cli("migrate", "--db", head_db, "--migrations", folder, "--smoke", "exit 1")
     assert result.code == 9 and "restored" in result.err, result
-    assert dump(head_db) == before and rows(head_db, "SELECT count(*) FROM sqlite_master "
-                                                     "WHERE name = 'a'") == [(0,)]
+    assert dump(head_db) == before and rows(
+        head_db, "SELECT count(*) FROM sqlite_master WHERE name = 'a'"
+    ) == [(0,)]
 
 
 def test_a_symlink_planted_at_the_restore_temp_name_is_never_followed(cli, head_db, tmp_path):
@@ -192,8 +219,9 @@ def test_a_private_snapshot_is_0600_and_never_follows_a_link(head_db, tmp_path):
     assert stat.S_IMODE(snap.stat().st_mode) == 0o600
 
 
-def test_a_backup_blocked_by_another_process_lock_is_exit_8_not_disk_space(head_db, opener,
-                                                                           tmp_path):
+def test_a_backup_blocked_by_another_process_lock_is_exit_8_not_disk_space(
+    head_db, opener, tmp_path
+):
     proc = opener(head_db, "delete", "exclusive")
     with pytest.raises(LockTimeout) as caught:
         backup.take(head_db, tmp_path / "backups", "manual")
@@ -204,13 +232,13 @@ def test_a_backup_blocked_by_another_process_lock_is_exit_8_not_disk_space(head_
     stop(proc)
 
 
-def test_restore_through_a_database_symlink_still_sees_the_holder(cli, head_db, opener,
-                                                                  tmp_path):
+def test_restore_through_a_database_symlink_still_sees_the_holder(cli, head_db, opener, tmp_path):
     backed_up(cli, head_db)
     link = tmp_path / "link.db"
     link.symlink_to(head_db)
     proc = opener(head_db, "wal", "idle")
-    done = run_process("restore", "--db", link, "--backup-dir", head_db.parent / "backups",
-                       "--lock-timeout", "0")
+    done = run_process(
+        "restore", "--db", link, "--backup-dir", head_db.parent / "backups", "--lock-timeout", "0"
+    )
     assert done.returncode == 8 and f"pid {proc.pid}" in done.stderr, done.stderr
     stop(proc)

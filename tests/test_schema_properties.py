@@ -5,6 +5,7 @@ ways: statement order shuffled, trailing columns added by ALTER TABLE ADD COLUMN
 of in CREATE TABLE, identifiers quoted and keywords in lower case. The two snapshots must
 not differ. Then one random mutation on one side must show up, naming the mutated object.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -16,17 +17,40 @@ from hypothesis import strategies as st
 
 from preflight import drift, schema
 
-SETTINGS = settings(max_examples=60, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
-NAMES = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
-         "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo"]
+NAMES = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+]
 TYPES = ["INTEGER", "TEXT", "REAL", "BLOB", "NUMERIC", "VARCHAR(20)", "DECIMAL(10, 2)", ""]
 DEFAULTS = [None, "0", "-1", "1.5", "'x'", "''", "'it''s'"]
 COLLATIONS = [None, None, "NOCASE", "RTRIM"]
 
 
 # ---------------------------------------------------------------- the model
+
 
 @dataclass(frozen=True)
 class Col:
@@ -72,8 +96,16 @@ def columns(draw: st.DrawFn) -> tuple[Col, ...]:
     for name in names:
         default = draw(st.sampled_from(DEFAULTS))
         unique = draw(st.integers(0, 4)) == 0  # now and then a UNIQUE column
-        out.append(Col(name, draw(st.sampled_from(TYPES)), draw(st.booleans()), default, unique,
-                       draw(st.sampled_from(COLLATIONS))))
+        out.append(
+            Col(
+                name,
+                draw(st.sampled_from(TYPES)),
+                draw(st.booleans()),
+                default,
+                unique,
+                draw(st.sampled_from(COLLATIONS)),
+            )
+        )
     return tuple(out)
 
 
@@ -99,6 +131,7 @@ def specs(draw: st.DrawFn) -> Spec:
 
 
 # ---------------------------------------------------------------- building SQL
+
 
 def ident(name: str, style: str) -> str:
     """An identifier spelled per `style`: plain, quoted, upper (case) or quoted-upper."""
@@ -134,21 +167,33 @@ def create_table(t: Tbl, upto: int, quoted: str, lower: bool) -> str:
 
 
 def create_index(i: Idx, quoted: str, lower: bool) -> str:
-    on = ", ".join(ident(c, quoted) + (kw(" DESC", lower) if d else "")
-                   for c, d in zip(i.columns, i.desc))
+    on = ", ".join(
+        ident(c, quoted) + (kw(" DESC", lower) if d else "") for c, d in zip(i.columns, i.desc)
+    )
     unique = kw("UNIQUE ", lower) if i.unique else ""
-    return (kw("CREATE ", lower) + unique + kw("INDEX ", lower) + ident(i.name, quoted)
-            + kw(" ON ", lower) + ident(i.table, quoted) + "(" + on + ")")
+    return (
+        kw("CREATE ", lower)
+        + unique
+        + kw("INDEX ", lower)
+        + ident(i.name, quoted)
+        + kw(" ON ", lower)
+        + ident(i.table, quoted)
+        + "("
+        + on
+        + ")"
+    )
 
 
 def plain(spec: Spec) -> list[str]:
     """Every table whole in CREATE TABLE, then every index, in spec order."""
-    return ([create_table(t, len(t.columns), "plain", False) for t in spec.tables]
-            + [create_index(i, "plain", False) for i in spec.indexes])
+    return [create_table(t, len(t.columns), "plain", False) for t in spec.tables] + [
+        create_index(i, "plain", False) for i in spec.indexes
+    ]
 
 
-def other_way(spec: Spec, table_order: list[int], index_order: list[int], quoted: str,
-              lower: bool) -> list[str]:
+def other_way(
+    spec: Spec, table_order: list[int], index_order: list[int], quoted: str, lower: bool
+) -> list[str]:
     """The same schema: shuffled, trailing columns by ALTER TABLE, different spelling."""
     stmts = []
     for n in table_order:
@@ -156,9 +201,13 @@ def other_way(spec: Spec, table_order: list[int], index_order: list[int], quoted
         stmts.append(create_table(t, t.alter_from, quoted, lower))
     for n in table_order:
         t = spec.tables[n]
-        for c in t.columns[t.alter_from:]:
-            stmts.append(kw("ALTER TABLE ", lower) + ident(t.name, quoted)
-                         + kw(" ADD COLUMN ", lower) + col_sql(c, quoted, lower))
+        for c in t.columns[t.alter_from :]:
+            stmts.append(
+                kw("ALTER TABLE ", lower)
+                + ident(t.name, quoted)
+                + kw(" ADD COLUMN ", lower)
+                + col_sql(c, quoted, lower)
+            )
     stmts += [create_index(spec.indexes[n], quoted, lower) for n in index_order]
     return stmts
 
@@ -190,10 +239,12 @@ def describe(diffs: list[drift.Difference]) -> list[str]:
 
 # ---------------------------------------------------------------- properties
 
+
 @SETTINGS
 @given(two_ways())
 def test_same_schema_built_two_ways_has_no_differences(
-        case: tuple[Spec, list[str], list[str]]) -> None:
+    case: tuple[Spec, list[str], list[str]],
+) -> None:
     spec, one, two = case
     event(f"ALTER TABLE statements: {min(sum('ALTER' in x.upper() for x in two), 3)}+")
     a, b = build(one), build(two)
@@ -224,13 +275,14 @@ def mutations(spec: Spec) -> list[tuple]:
     return out
 
 
-@pytest.mark.parametrize("kind", ["type", "drop-not-null", "collate", "rename", "add-index",
-                                  "drop-index"])
+@pytest.mark.parametrize(
+    "kind", ["type", "drop-not-null", "collate", "rename", "add-index", "drop-index"]
+)
 @SETTINGS
 @given(case=two_ways(), data=st.data())
-def test_one_mutation_is_reported_naming_the_object(kind: str,
-                                                    case: tuple[Spec, list[str], list[str]],
-                                                    data: st.DataObject) -> None:
+def test_one_mutation_is_reported_naming_the_object(
+    kind: str, case: tuple[Spec, list[str], list[str]], data: st.DataObject
+) -> None:
     spec, one, two = case
     targets = [m for m in mutations(spec) if m[0] == kind]
     assume(targets)  # e.g. no NOT NULL column to drop it from
@@ -241,34 +293,45 @@ def test_one_mutation_is_reported_naming_the_object(kind: str,
     if kind in ("type", "drop-not-null", "collate"):
         col = table.columns[n]
         if kind == "type":
-            new_type = data.draw(st.sampled_from([x for x in TYPES if x != col.type]),
-                                 label="new type")
+            new_type = data.draw(
+                st.sampled_from([x for x in TYPES if x != col.type]), label="new type"
+            )
             changed = replace(col, type=new_type)
         elif kind == "collate":
-            new = data.draw(st.sampled_from([x for x in COLLATIONS if x != col.collate]),
-                            label="new collation")
+            new = data.draw(
+                st.sampled_from([x for x in COLLATIONS if x != col.collate]), label="new collation"
+            )
             changed = replace(col, collate=new)
         else:
             changed = replace(col, notnull=False)
-        new_cols = table.columns[:n] + (changed,) + table.columns[n + 1:]
+        new_cols = table.columns[:n] + (changed,) + table.columns[n + 1 :]
         tables = list(spec.tables)
-        tables[t] = replace(table, columns=new_cols,
-                            alter_from=min(table.alter_from, len(new_cols)))
+        tables[t] = replace(
+            table, columns=new_cols, alter_from=min(table.alter_from, len(new_cols))
+        )
         mutated = replace(spec, tables=tuple(tables))
-        actual_conn = build(other_way(mutated, list(range(len(tables))),
-                                      list(range(len(spec.indexes))), "quoted", True))
+        actual_conn = build(
+            other_way(
+                mutated, list(range(len(tables))), list(range(len(spec.indexes))), "quoted", True
+            )
+        )
         obj = f"{table.name}.{col.name}"
         wanted = {(obj, "different")}
     else:
         actual_conn = build(two)
         if kind == "rename":
             col = table.columns[n]
-            actual_conn.execute(f'ALTER TABLE {table.name} RENAME COLUMN {col.name} '
-                                f'TO {col.name}_renamed')
-            wanted = {(f"{table.name}.{col.name}", "missing"),
-                      (f"{table.name}.{col.name}_renamed", "unexpected")}
+            actual_conn.execute(
+                f"ALTER TABLE {table.name} RENAME COLUMN {col.name} TO {col.name}_renamed"
+            )
+            wanted = {
+                (f"{table.name}.{col.name}", "missing"),
+                (f"{table.name}.{col.name}_renamed", "unexpected"),
+            }
         elif kind == "add-index":
-            actual_conn.execute(f"CREATE INDEX extra_ix ON {table.name}(id, {table.columns[0].name})")
+            actual_conn.execute(
+                f"CREATE INDEX extra_ix ON {table.name}(id, {table.columns[0].name})"
+            )
             wanted = {("index extra_ix", "extra")}
         else:
             idx = spec.indexes[n]
@@ -293,7 +356,9 @@ def test_one_mutation_is_reported_naming_the_object(kind: str,
 
 @SETTINGS
 @given(two_ways())
-def test_snapshot_is_deterministic_and_ignores_data(case: tuple[Spec, list[str], list[str]]) -> None:
+def test_snapshot_is_deterministic_and_ignores_data(
+    case: tuple[Spec, list[str], list[str]],
+) -> None:
     spec, one, _ = case
     a = build(one)
     try:

@@ -1,4 +1,5 @@
 """Every state a real StarPunk install can be in, upgraded (or refused) with data kept."""
+
 from __future__ import annotations
 
 import os
@@ -6,17 +7,21 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from conftest import (MIGRATIONS, dump, folder_state, load_fixture, rows, run_process,
-                      sha256_hex)
+from conftest import MIGRATIONS, dump, folder_state, load_fixture, rows, run_process, sha256_hex
 
 HEAD = 5
 HEAD_TABLES = {"notes", "sessions", "tokens", "auth_state", "authorization_codes"}
 
 
 def user_tables(db: Path) -> set[str]:
-    return {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type='table' "
-                                   "AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_preflight%'")}
+    return {
+        r[0]
+        for r in rows(
+            db,
+            "SELECT name FROM sqlite_master WHERE type='table' "
+            "AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_preflight%'",
+        )
+    }
 
 
 def applied_versions(db: Path) -> list[tuple[int, str]]:
@@ -28,17 +33,23 @@ def old_content(db: Path) -> dict[str, list]:
     conn = sqlite3.connect(db)
     session_cols = [r[1] for r in conn.execute("PRAGMA table_info(sessions)")]
     out = {
-        "notes": conn.execute("SELECT id, slug, file_path, published, created_at, updated_at, "
-                              "deleted_at, content_hash FROM notes ORDER BY id").fetchall(),
+        "notes": conn.execute(
+            "SELECT id, slug, file_path, published, created_at, updated_at, "
+            "deleted_at, content_hash FROM notes ORDER BY id"
+        ).fetchall(),
         "sessions": conn.execute(
-            "SELECT id, session_token, me, expires_at FROM sessions ORDER BY id").fetchall()
-        if "session_token" in session_cols else
-        conn.execute("SELECT id, session_token_hash, me, expires_at FROM sessions "
-                     "ORDER BY id").fetchall(),
-        "tokens": conn.execute("SELECT token, me, client_id, scope, created_at, expires_at "
-                               "FROM tokens ORDER BY token").fetchall(),
-        "auth_state": conn.execute("SELECT state, expires_at FROM auth_state "
-                                   "ORDER BY state").fetchall(),
+            "SELECT id, session_token, me, expires_at FROM sessions ORDER BY id"
+        ).fetchall()
+        if "session_token" in session_cols
+        else conn.execute(
+            "SELECT id, session_token_hash, me, expires_at FROM sessions ORDER BY id"
+        ).fetchall(),
+        "tokens": conn.execute(
+            "SELECT token, me, client_id, scope, created_at, expires_at FROM tokens ORDER BY token"
+        ).fetchall(),
+        "auth_state": conn.execute(
+            "SELECT state, expires_at FROM auth_state ORDER BY state"
+        ).fetchall(),
     }
     conn.close()
     return out
@@ -48,12 +59,17 @@ def assert_upgraded(db: Path, before: dict[str, list], hashed_sessions: bool) ->
     assert user_tables(db) == HEAD_TABLES
     assert [v for v, _ in applied_versions(db)] == list(range(1, HEAD + 1))
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
-    notes = rows(db, "SELECT id, slug, file_path, published, created_at, updated_at, deleted_at, "
-                     "content_hash FROM notes ORDER BY id")
+    notes = rows(
+        db,
+        "SELECT id, slug, file_path, published, created_at, updated_at, deleted_at, "
+        "content_hash FROM notes ORDER BY id",
+    )
     assert notes == before["notes"] and len(notes) >= 12
     sessions = rows(db, "SELECT id, session_token_hash, me, expires_at FROM sessions ORDER BY id")
-    expected_sessions = [(i, tok if hashed_sessions else sha256_hex(tok), me, exp)
-                         for i, tok, me, exp in before["sessions"]]
+    expected_sessions = [
+        (i, tok if hashed_sessions else sha256_hex(tok), me, exp)
+        for i, tok, me, exp in before["sessions"]
+    ]
     assert sessions == expected_sessions and sessions
     tokens = rows(db, "SELECT token_hash, me, client_id, scope, created_at, expires_at FROM tokens")
     expected_tokens = []
@@ -62,19 +78,26 @@ def assert_upgraded(db: Path, before: dict[str, list], hashed_sessions: bool) ->
             expires = rows(db, f"SELECT datetime('{created}', '+90 days')")[0][0]
         expected_tokens.append((sha256_hex(token), me, client, scope, created, expires))
     assert sorted(tokens) == sorted(expected_tokens) and len(tokens) == 5
-    assert rows(db, "SELECT state, expires_at FROM auth_state ORDER BY state") == before["auth_state"]
+    assert (
+        rows(db, "SELECT state, expires_at FROM auth_state ORDER BY state") == before["auth_state"]
+    )
 
 
-@pytest.mark.parametrize("state, adopted, hashed", [
-    ("v0.3.0", 1, False), ("v0.4.0", 2, True), ("v0.9.5", 3, True), ("rc1-crashed", 3, True)])
+@pytest.mark.parametrize(
+    "state, adopted, hashed",
+    [("v0.3.0", 1, False), ("v0.4.0", 2, True), ("v0.9.5", 3, True), ("rc1-crashed", 3, True)],
+)
 def test_released_database_upgrades_to_head_with_every_row(cli, make_db, state, adopted, hashed):
     db = make_db(state)
     before = old_content(db)
     result = cli("migrate", "--db", db, "--migrations", MIGRATIONS)
     assert result.code == 0, result
-    assert f"schema matches {sorted(p.name for p in MIGRATIONS.iterdir())[adopted - 1]}" in result.err
-    assert applied_versions(db) == [(v, "adopted") for v in range(1, adopted + 1)] + \
-        [(v, "applied") for v in range(adopted + 1, HEAD + 1)]
+    assert (
+        f"schema matches {sorted(p.name for p in MIGRATIONS.iterdir())[adopted - 1]}" in result.err
+    )
+    assert applied_versions(db) == [(v, "adopted") for v in range(1, adopted + 1)] + [
+        (v, "applied") for v in range(adopted + 1, HEAD + 1)
+    ]
     assert_upgraded(db, before, hashed)
     backups = list((db.parent / "backups").glob("app-*-pre-migrate.db"))
     assert len(backups) == 1 and dump(backups[0]) == dump(load_fixture(state, db.parent / "x.db"))
@@ -164,8 +187,10 @@ def test_drifted_database_is_refused_naming_the_column_and_its_migration(cli, ma
     state = folder_state(db.parent)
     result = cli("migrate", "--db", db, "--migrations", MIGRATIONS)
     assert result.code == 4
-    assert ("drift: tokens.token_hash: expected column TEXT UNIQUE NOT NULL "
-            "(from 004_secure_tokens_and_authorization_codes.py), missing in database") in result.err
+    assert (
+        "drift: tokens.token_hash: expected column TEXT UNIQUE NOT NULL "
+        "(from 004_secure_tokens_and_authorization_codes.py), missing in database"
+    ) in result.err
     assert "index idx_tokens_hash" in result.err
     assert folder_state(db.parent) == state
     assert cli("check", "--db", db, "--migrations", MIGRATIONS).code == 4
@@ -216,9 +241,11 @@ def test_wal_database_with_uncheckpointed_writes_keeps_them(cli, make_db):
     assert rows(backup, "SELECT count(*) FROM notes WHERE slug='late'") == [(1,)]
 
 
-@pytest.mark.parametrize("content", [b"this is not a database at all\n" * 100,
-                                     b"SQLite format 3\x00" + b"\xff" * 4000],
-                         ids=["text", "garbage-after-header"])
+@pytest.mark.parametrize(
+    "content",
+    [b"this is not a database at all\n" * 100, b"SQLite format 3\x00" + b"\xff" * 4000],
+    ids=["text", "garbage-after-header"],
+)
 def test_not_a_database_is_refused_untouched(cli, make_db, content):
     db = make_db("fresh")
     db.write_bytes(content)
@@ -240,8 +267,9 @@ def test_database_path_with_uri_characters(cli, data_dir):
     assert cli("check", "--db", db, "--migrations", MIGRATIONS).code == 0
 
 
-def test_symlinked_database_is_migrated_and_restored_through_the_link(cli, data_dir,
-                                                                      make_migrations):
+def test_symlinked_database_is_migrated_and_restored_through_the_link(
+    cli, data_dir, make_migrations
+):
     real = load_fixture("v0.9.5", data_dir / "real.db")
     link = data_dir / "app.db"
     link.symlink_to(real)

@@ -1,4 +1,5 @@
 """The verified-state cache is written from what verify proved AFTER migrating."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ CACHE = "app.db.preflight-cache.json"
 
 
 def test_after_an_upgrade_that_drops_a_warned_about_table_the_next_start_is_quick_and_quiet(
-        cli, make_db):
+    cli, make_db
+):
     db = make_db("v0.9.5")  # StarPunk's schema_migrations: an extra table, dropped by 005
     first = cli("migrate", "--db", db, "--migrations", MIGRATIONS)
     assert first.code == 0, first
@@ -25,7 +27,8 @@ def test_after_an_upgrade_that_drops_a_warned_about_table_the_next_start_is_quic
 
 
 def test_an_extra_object_still_there_after_migrating_is_still_cached_as_a_warning(
-        cli, make_db, make_migrations):
+    cli, make_db, make_migrations
+):
     db = make_db("v0.9.5")
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE app_notes_archive (id INTEGER PRIMARY KEY)")

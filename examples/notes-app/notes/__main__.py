@@ -1,4 +1,5 @@
 """`python -m notes`: serve the app on port 8000 (the standard library's WSGI server)."""
+
 from wsgiref.simple_server import make_server
 
 from .app import application

@@ -3,12 +3,13 @@
 It never creates or migrates its database: preflight, the image's ENTRYPOINT, has
 verified it (and applied the migrations in /app/migrations) before this process starts.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs, quote
 
 DB = os.environ.get("PREFLIGHT_DB", "/data/app.db")
@@ -16,8 +17,7 @@ DB = os.environ.get("PREFLIGHT_DB", "/data/app.db")
 
 def _connect(write: bool = False) -> sqlite3.Connection:
     # mode=rw / ro: never create an empty database where the real one is missing.
-    return sqlite3.connect(f"file:{quote(DB)}?mode={'rw' if write else 'ro'}", uri=True,
-                           timeout=5)
+    return sqlite3.connect(f"file:{quote(DB)}?mode={'rw' if write else 'ro'}", uri=True, timeout=5)
 
 
 def _json(start: Callable[..., object], status: str, data: object) -> list[bytes]:
