@@ -195,3 +195,40 @@ def test_a_foreign_key_sqlite_cannot_check_is_skipped_with_a_warning(cli, make_d
     result = cli("migrate", "--db", db, "--migrations", folder)
     assert result.code == 0, result
     assert "cannot check c: foreign key mismatch" in result.err
+
+
+def test_renaming_the_parent_or_the_child_column_keeps_old_orphans_old(
+    cli, make_db, make_migrations
+):
+    """ALTER TABLE ... RENAME rewrites the child's REFERENCES (and a renamed column keeps its
+    values): the orphan moves under new names, the run introduced nothing."""
+    db = at_001_with_an_orphan(cli, make_db, make_migrations)
+    folder = make_migrations(
+        {
+            **BASE,
+            "002_rename.sql": "ALTER TABLE users RENAME TO accounts;\n"
+            "ALTER TABLE posts RENAME COLUMN user_id TO account_id;",
+        }
+    )
+    result = cli("migrate", "--db", db, "--migrations", folder)
+    assert result.code == 0, result
+    assert "posts rowid 2 (user_id=42) -> users already present" in result.err  # warned, not blamed
+    assert rows(db, "SELECT max(version) FROM _preflight_history") == [(2,)]
+
+
+def test_orphaning_rows_under_new_names_is_still_introduced(cli, make_db, make_migrations):
+    """The loose match is by the dangling values: deleting a parent that rows pointed at
+    makes values dangle that did not before, renamed or not."""
+    db = at_001_with_an_orphan(cli, make_db, make_migrations)
+    before = dump(db)
+    folder = make_migrations(
+        {
+            **BASE,
+            "002_rename_and_purge.sql": "ALTER TABLE users RENAME TO accounts;\n"
+            "DELETE FROM accounts WHERE id = 1;",
+        }
+    )
+    result = cli("migrate", "--db", db, "--migrations", folder)
+    assert result.code == 9, result
+    assert "1 foreign key violation(s): posts rowid 1 (user_id=1) -> accounts" in result.err
+    assert dump(db) == before
