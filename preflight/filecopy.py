@@ -120,7 +120,9 @@ class _Checker:
         import threading  # only a backup needs it
 
         self.db, self.result, self.error = db, "", None
-        self.thread = threading.Thread(target=self._run, name="preflight-quick-check")
+        # A daemon: a signal that interrupts the caller before join() must not leave the
+        # process waiting for this thread at exit (the guard reports exit 12 and goes).
+        self.thread = threading.Thread(target=self._run, name="preflight-quick-check", daemon=True)
 
     def _run(self) -> None:
         try:
@@ -151,7 +153,8 @@ class _Flusher:
         import threading  # only a backup needs it
 
         self.path, self.done = path, threading.Event()
-        self.thread = threading.Thread(target=self._run, name="preflight-flush")
+        # A daemon, like _Checker: an interruption before stop() must not hang the exit.
+        self.thread = threading.Thread(target=self._run, name="preflight-flush", daemon=True)
 
     def _run(self) -> None:
         try:
