@@ -59,6 +59,9 @@ FLAGS = {
     "--log-format": ("log_format", "PREFLIGHT_LOG_FORMAT"),
     "--log-level": ("log_level", "PREFLIGHT_LOG_LEVEL"),
     "--functions": ("functions", "PREFLIGHT_FUNCTIONS"),
+    "--tool": ("tool", "PREFLIGHT_TOOL"),
+    "--app-dir": ("app_dir", "PREFLIGHT_APP_DIR"),
+    "--tool-cmd": ("tool_cmd", "PREFLIGHT_TOOL_CMD"),
 }
 SWITCHES = {"--strict": ("strict", "PREFLIGHT_STRICT"), "--json": ("json", "PREFLIGHT_JSON")}
 DEFAULTS = {
@@ -76,6 +79,9 @@ DEFAULTS = {
     "strict": "0",
     "json": "0",
     "functions": "",
+    "tool": "files",
+    "app_dir": "",
+    "tool_cmd": "",
 }
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 EVERY_START, BEFORE_WRITES = "every-start", "before-writes"
@@ -114,6 +120,7 @@ def _options(args: list[str], environ: dict[str, str]) -> tuple[dict[str, str], 
         or not values["keep_backups"].isascii()
         or not values["keep_backups"].isdigit()
         or not values["db"]
+        or values["tool"] != "files"  # a tool's no-op start is `toolquick`'s
     ):
         raise HandOver("options")  # json output, backup=always, or a value to be judged
     try:
