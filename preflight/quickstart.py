@@ -120,7 +120,6 @@ def _options(args: list[str], environ: dict[str, str]) -> tuple[dict[str, str], 
         or not values["keep_backups"].isascii()
         or not values["keep_backups"].isdigit()
         or not values["db"]
-        or values["tool"] != "files"  # a tool's no-op start is `toolquick`'s
     ):
         raise HandOver("options")  # json output, backup=always, or a value to be judged
     try:
@@ -429,6 +428,10 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
     held = False
     try:
         values, command = _options(argv[1:], dict(os.environ if environ is None else environ))
+        if values["tool"] != "files":
+            from .toolquick import start as tool_start  # execs, or raises to hand over
+
+            tool_start(values, command)
         db = os.path.realpath(values["db"])
         backup_dir = (
             os.path.abspath(values["backup_dir"])
