@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, dump, folder_state
 
 pytest.importorskip("alembic")
