@@ -74,7 +74,7 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
         insp = inspect(snap, settings.db)
         report["recorded"] = list(rec) if rec is not None else None
         report["fresh"] = insp.fresh
-        exp = toolscratch.expected(settings, tool, fp, settings.db)
+        exp = toolscratch.expected(settings, tool, fp, settings.db, save=False)
         report["head"] = exp.head()
         p = toolrun.decide(settings, tool, insp, rec, exp)
         report["adopt"] = p.adopt

@@ -153,17 +153,21 @@ def wrote_elsewhere(tool: Tool, what: str) -> UsageError:
     )
 
 
-def expected(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expected:
+def expected(
+    settings: Settings, tool: Tool, fingerprint: str, live: Path, save: bool = True
+) -> Expected:
     """The migration set's heads, revisions and schemas: from the cache, else built.
 
     `live`: the database whose file must not change while the tool builds scratch ones.
+    `save=False` (check, status) reads the cache but never writes beside the database.
     Exit 5 for several heads or a tool that cannot list its history.
     """
     path = cache_path(settings)
     exp = _read_cache(path, fingerprint)
     if exp is None:
         exp = _build(settings, tool, fingerprint, live)
-        _write_cache(path, exp)
+        if save:
+            _write_cache(path, exp)
     if len(exp.heads) != 1:
         raise HistoryError(
             f"{tool.name} has {len(exp.heads)} heads ({', '.join(exp.heads) or 'none'}) "

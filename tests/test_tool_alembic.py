@@ -219,12 +219,13 @@ def test_a_half_migrated_database_is_drift(app, data):
 def test_check_rehearses_on_a_private_copy_and_writes_nothing(app, data):
     db = data / "app.db"
     at(app, db, "b2", ["x"])
-    guard(app, db, "status")  # builds the scratch cache once (beside the database)
     before = folder_state(data, strict=True)
     result = guard(app, db, "check")
     assert result.returncode == 3, result.stderr
     assert "rehearse" in result.stderr
-    assert folder_state(data, strict=True) == before
+    status = guard(app, db, "status")
+    assert status.returncode == 3, status.stderr
+    assert folder_state(data, strict=True) == before  # not even the scratch cache
     assert version(db) == ["b2"]
 
 
