@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "stamp":
             p.add_argument(
                 "version",
-                type=int,
+                type=_stamp_version,
                 metavar="VERSION",
-                help="the migration number the database is at (0 clears the history)",
+                help="the migration number the database is at (0 clears the history); "
+                "with --tool, the tool's revision",
             )
             # Deliberately no PREFLIGHT_FORCE: overriding a schema check must be said
             # on the command line, never left behind in an environment.
@@ -99,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
                 help="write the migration as N (below every file already there)",
             )
     return parser
+
+
+def _stamp_version(text: str) -> int | str:
+    """A migration number, or (with --tool) a revision id such as Alembic's."""
+    try:
+        return int(text)
+    except ValueError:
+        if not text or not text.isprintable():
+            raise
+        return text
 
 
 def escape(text: str) -> str:
@@ -151,6 +162,10 @@ def _configure_logging(settings: Settings | None) -> None:
 
 def _dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int:
     command = args.command
+    if settings.tool != "files" and command not in ("backup", "restore", "clear-failure"):
+        from . import toolops  # the app's own migration tool (see `tools`)
+
+        return toolops.dispatch(args, settings, report)
     if command == "run":
         argv = list(args.cmd)
         if argv[:1] == ["--"]:
@@ -171,6 +186,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int
     elif command == "restore":
         operations.restore(settings, args.backup_file, report, args.at_version, args.force)
     elif command == "stamp":
+        if not isinstance(args.version, int):
+            raise errors.UsageError(
+                f"stamp {args.version!r}: expected a migration number", "give its NNN"
+            )
         operations.stamp(settings, args.version, args.force, report)
     elif command == "clear-failure":
         operations.clear_failure(settings, report)

@@ -19,6 +19,7 @@ from .quickstart import integrity_policy
 BACKUP_MODES = ("on-change", "always", "never")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+TOOL_NAMES = ("files", "alembic", "django")  # tools.NAMES (not imported: a start stays light)
 
 
 def _bool(text: str) -> bool:
@@ -175,6 +176,30 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "a .py file or module defining register(conn): the app's SQL functions for migrations",
     ),
+    Option(
+        "tool",
+        "--tool",
+        "PREFLIGHT_TOOL",
+        "files",
+        _choice(TOOL_NAMES),
+        "whose migrations: files (the guard's NNN_name files), alembic or django",
+    ),
+    Option(
+        "app_dir",
+        "--app-dir",
+        "PREFLIGHT_APP_DIR",
+        None,
+        str,
+        "with --tool: the app's folder, where the tool runs (default: the working directory)",
+    ),
+    Option(
+        "tool_cmd",
+        "--tool-cmd",
+        "PREFLIGHT_TOOL_CMD",
+        None,
+        str,
+        "with --tool: the command that migrates to head (default: the tool's own)",
+    ),
 )
 
 
@@ -196,6 +221,9 @@ class Settings:
     smoke_timeout: float = 300.0
     functions: str | None = None  # --functions spec (see `functions`)
     integrity: str | int = 86400  # see quickstart.integrity_policy
+    tool: str = "files"  # see `tools`
+    app_dir: Path = Path(".")  # where the tool runs (absolute once resolved)
+    tool_cmd: str | None = None
 
     @property
     def lock_path(self) -> Path:
@@ -281,4 +309,7 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         smoke_timeout=float(str(values["smoke_timeout"])),
         functions=str(values["functions"]) if values["functions"] else None,
         integrity=cast("str | int", values["integrity"]),
+        tool=str(values["tool"]),
+        app_dir=Path(os.path.abspath(str(values["app_dir"] or "."))),
+        tool_cmd=str(values["tool_cmd"]) if values["tool_cmd"] else None,
     )

@@ -59,6 +59,9 @@ FLAGS = {
     "--log-format": ("log_format", "PREFLIGHT_LOG_FORMAT"),
     "--log-level": ("log_level", "PREFLIGHT_LOG_LEVEL"),
     "--functions": ("functions", "PREFLIGHT_FUNCTIONS"),
+    "--tool": ("tool", "PREFLIGHT_TOOL"),
+    "--app-dir": ("app_dir", "PREFLIGHT_APP_DIR"),
+    "--tool-cmd": ("tool_cmd", "PREFLIGHT_TOOL_CMD"),
 }
 SWITCHES = {"--strict": ("strict", "PREFLIGHT_STRICT"), "--json": ("json", "PREFLIGHT_JSON")}
 DEFAULTS = {
@@ -76,6 +79,9 @@ DEFAULTS = {
     "strict": "0",
     "json": "0",
     "functions": "",
+    "tool": "files",
+    "app_dir": "",
+    "tool_cmd": "",
 }
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 EVERY_START, BEFORE_WRITES = "every-start", "before-writes"
@@ -422,6 +428,10 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
     held = False
     try:
         values, command = _options(argv[1:], dict(os.environ if environ is None else environ))
+        if values["tool"] != "files":
+            from .toolquick import start as tool_start  # execs, or raises to hand over
+
+            tool_start(values, command)
         db = os.path.realpath(values["db"])
         backup_dir = (
             os.path.abspath(values["backup_dir"])

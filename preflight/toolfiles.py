@@ -1,0 +1,77 @@
+"""The light half of a migration tool: what a no-op start needs, with os and sqlite3 only.
+
+A start whose migration files and recorded version match the last verified start must not
+start the tool, import the app, or even import `dataclasses` (see `quickstart`). So each
+tool's light facts live here as plain functions: which files make its migration set
+(hashed into the cache key) and the SQL that reads the version it recorded. `tools`
+builds the full `Tool` description on top of these.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .quickstart import HandOver, _sha256_of, set_fingerprint
+
+SKIPPED_DIRS = ("__pycache__", ".git", ".pytest_cache")
+
+
+def tree(folder: str) -> list[str]:
+    """Every regular file under `folder`, sorted, minus byte code; HandOver if absent."""
+    if not os.path.isdir(folder):
+        raise HandOver(folder)
+    found: list[str] = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
+        for name in names:
+            path = os.path.join(root, name)
+            if not name.endswith((".pyc", ".pyo")) and os.path.isfile(path):
+                found.append(path)
+    return sorted(found)
+
+
+def fingerprint(app_dir: str, paths: list[str]) -> str:
+    """One hash of a tool's migration files: each path relative to the app folder, and its
+    sha256. Linear in the files' size; any edit, rename, addition or removal changes it."""
+    return set_fingerprint([(os.path.relpath(p, app_dir), _sha256_of(p)) for p in paths])
+
+
+def alembic_script_folder(app_dir: str) -> str:
+    """Alembic's `script_location` from alembic.ini in `app_dir` (default: 'migrations').
+
+    A plain scan, not configparser: the first `script_location = ...` line of [alembic],
+    with `%(here)s` as the ini's folder. A `package:path` location (rare) hands over.
+    """
+    ini = os.path.join(app_dir, "alembic.ini")
+    location = "migrations"
+    if os.path.isfile(ini):
+        with open(ini, encoding="utf-8") as f:
+            section = ""
+            for line in f:
+                text = line.strip()
+                if text.startswith("["):
+                    section = text
+                elif section == "[alembic]" and text.split("=", 1)[0].strip() == "script_location":
+                    location = text.split("=", 1)[1].strip()
+                    break
+    location = location.replace("%(here)s", app_dir)
+    if ":" in location and not os.path.isabs(location):
+        raise HandOver("script_location package")
+    return os.path.join(app_dir, location)
+
+
+def alembic_files(app_dir: str) -> list[str]:
+    """alembic.ini and everything in its script folder (env.py, script.py.mako, versions/)."""
+    ini = os.path.join(app_dir, "alembic.ini")
+    return ([ini] if os.path.isfile(ini) else []) + tree(alembic_script_folder(app_dir))
+
+
+# name -> (the files of its migration set, SQL reading its recorded version as text rows,
+# its version table). Everything a quick start needs; `tools.TOOLS` adds the rest.
+LIGHT = {
+    "alembic": (
+        alembic_files,
+        "SELECT version_num FROM alembic_version ORDER BY version_num",
+        "alembic_version",
+    ),
+}

@@ -1,0 +1,166 @@
+"""Migration tools the guard wraps instead of its own files: what a tool is, and running one.
+
+`--tool files` (the default) is the guard's own `NNN_name.sql|.py` migrations. With
+`--tool alembic` (or another tool here) the app keeps its own tool; the guard runs it as a
+subprocess in the app's environment (`--app-dir`, default the working directory) and adds
+the lock, the drift check, the verified backup, the verification and the restore around it.
+Every run of a tool (on the live database or on a private scratch one) gets PREFLIGHT_DB
+(the path) and PREFLIGHT_DATABASE_URL (`sqlite:///` + absolute path) in its environment;
+the app's tool configuration must honour them (README, "Alembic").
+
+How to add a tool:
+1. In `toolfiles.LIGHT`, add `name: (files, recorded_sql, table)`: the function listing the
+   files of its migration set under the app folder (their hash is the cache key: a no-op
+   start compares it without starting the tool) and the SQL reading its recorded version.
+   Keep that module light (os and sqlite3 only): the quick start imports it.
+2. Here, add a `Tool` to TOOLS: the default command, how to list its heads and its
+   revisions in order (parsed from a subprocess's output), the command building a scratch
+   database up to a version, the stamp command (or None), and the names of the leftovers
+   a half-finished run leaves behind.
+3. Add the name to config's `--tool` choices, and tests with the real tool (tests/).
+The generic run (lock, inspect, drift, backup, tool, verify, restore) is `toolrun`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import toolfiles
+from .errors import EnvironmentProblem, HistoryError
+
+NAMES = ("files", "alembic", "django")  # --tool choices; "files" is the guard's own migrations
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One migration tool, as the guard sees it (all parts are plain functions)."""
+
+    name: str
+    table: str  # its version table: never drift, read for the recorded version
+    command: tuple[str, ...]  # the default command that migrates to head (--tool-cmd overrides)
+    files: Callable[[str], list[str]]  # its migration set's files under the app folder
+    recorded_sql: str  # rows of text: the recorded version(s); no table means no history
+    heads_cmd: tuple[str, ...]  # prints its heads
+    parse_heads: Callable[[str], tuple[str, ...]]
+    history_cmd: tuple[str, ...]  # prints its revisions
+    parse_history: Callable[[str], tuple[str, ...]]  # -> revisions from base to head
+    upgrade_cmd: Callable[[str], list[str]]  # builds a database up to one version
+    stamp_cmd: Callable[[str], list[str]] | None  # records a version without running it
+    leftovers: tuple[str, ...] = ()  # name prefixes a half-finished run leaves (always drift)
+    fix_line: str = ""  # the one line that makes the app honour PREFLIGHT_DATABASE_URL
+
+
+def _alembic_heads(out: str) -> tuple[str, ...]:
+    """`alembic heads` prints 'REV (head)' per head (with -v more; we do not pass it)."""
+    return tuple(line.split()[0] for line in out.splitlines() if line.strip())
+
+
+def _alembic_history(out: str) -> tuple[str, ...]:
+    """`alembic history` prints 'DOWN -> REV (head), message' newest first; oldest first here."""
+    revs: list[str] = []
+    for line in out.splitlines():
+        if "->" not in line:
+            continue
+        rev = line.split("->", 1)[1].strip().split()[0].rstrip(",")
+        revs.append(rev)
+    return tuple(reversed(revs))
+
+
+TOOLS: dict[str, Tool] = {
+    "alembic": Tool(
+        name="alembic",
+        table=toolfiles.LIGHT["alembic"][2],
+        command=("alembic", "upgrade", "head"),
+        files=toolfiles.LIGHT["alembic"][0],
+        recorded_sql=toolfiles.LIGHT["alembic"][1],
+        heads_cmd=("alembic", "heads"),
+        parse_heads=_alembic_heads,
+        history_cmd=("alembic", "history"),
+        parse_history=_alembic_history,
+        upgrade_cmd=lambda rev: ["alembic", "upgrade", rev],
+        stamp_cmd=lambda rev: ["alembic", "stamp", rev],
+        leftovers=("_alembic_tmp_",),
+        fix_line='config.set_main_option("sqlalchemy.url", os.environ["PREFLIGHT_DATABASE_URL"])'
+        " in env.py (before it connects)",
+    ),
+}
+
+
+def get(name: str) -> Tool:
+    """The tool called `name`; EnvironmentProblem if this guard does not have it yet."""
+    try:
+        return TOOLS[name]
+    except KeyError:
+        raise EnvironmentProblem(
+            f"--tool {name} is not available in this guard", "use --tool files or alembic"
+        ) from None
+
+
+def command(tool: Tool, tool_cmd: str | None) -> list[str]:
+    """The command migrating the database to head: --tool-cmd (split like a shell) or the default."""
+    return shlex.split(tool_cmd) if tool_cmd else list(tool.command)
+
+
+def environment(db: Path) -> dict[str, str]:
+    """The tool's environment: ours, plus where the database is."""
+    path = os.path.abspath(db)
+    return dict(os.environ, PREFLIGHT_DB=path, PREFLIGHT_DATABASE_URL=f"sqlite:///{path}")
+
+
+def run(
+    app_dir: Path, argv: Sequence[str], db: Path, timeout: float | None = None
+) -> tuple[int, str]:
+    """Run one tool command in `app_dir` against `db`: (exit code, its output's last lines).
+
+    Output goes to a file, not a pipe (a background child it leaves cannot hang us);
+    exit 127 when the command is not found.
+    """
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.run(
+                list(argv),
+                cwd=app_dir,
+                env=environment(db),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                timeout=timeout,
+                check=False,
+            )
+            code = proc.returncode
+        except FileNotFoundError:
+            return 127, f"{argv[0]}: command not found"
+        except subprocess.TimeoutExpired:
+            code = -1
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+    return code, text
+
+
+def output(app_dir: Path, argv: Sequence[str], db: Path) -> str:
+    """A read-only tool command's output (heads, history); HistoryError if it fails."""
+    code, text = run(app_dir, argv, db)
+    if code == 127:
+        raise EnvironmentProblem(
+            f"{argv[0]}: command not found (in {app_dir})",
+            "install the app's tool in the image, or set PREFLIGHT_TOOL_CMD / PATH",
+        )
+    if code != 0:
+        raise HistoryError(
+            f"'{' '.join(argv)}' failed in {app_dir}: {last_line(text)}",
+            "fix the migration scripts (or PREFLIGHT_APP_DIR)",
+        )
+    return text
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a tool's output (its error, usually), on one line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(no output)"

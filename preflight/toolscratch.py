@@ -1,0 +1,224 @@
+"""What a tool's migrations produce, built on a private scratch database and cached.
+
+The expected schema at a version is what the tool itself makes from an empty database:
+the guard runs `upgrade REV` for every revision in order on one scratch file in a private
+temporary folder and keeps each revision's schema as the SQL text of sqlite_master. The
+result is cached beside the database (`app.db.preflight-tool.json`), keyed by the
+migration set's fingerprint, so the tool runs only when the files change. Replaying that
+text in memory gives the structural `schema.Schema` compared exactly as for files.
+
+Every scratch run also proves that the tool writes where it is told: the scratch file
+must end at the revision asked for, and the live database must not change meanwhile
+(else exit 2 naming the line the app lacks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import schema, tools
+from .backup import write_atomic
+from .config import Settings
+from .errors import HistoryError, MigrationFailed, UsageError
+from .files import private_folder
+from .sqltext import fold
+from .tools import Tool
+
+log = logging.getLogger("preflight")
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A migration set as its tool sees it: heads, revisions (base to head), their schemas."""
+
+    fingerprint: str
+    heads: tuple[str, ...]
+    revisions: tuple[str, ...]
+    schemas: dict[str, tuple[str, ...]]  # revision -> sqlite_master SQL, in creation order
+    failed: str | None = None  # "REV: why" when a revision fails on an empty database
+
+    def head(self) -> str:
+        return self.heads[0]
+
+    def schema_at(self, rev: str | None, table: str) -> schema.Schema:
+        """The structural schema at `rev` (None: base, nothing) without the tool's table."""
+        if rev is None:
+            return schema.Schema()
+        conn = schema.open_memory()
+        try:
+            for sql in self.schemas[rev]:
+                conn.execute(sql)
+            return without(schema.snapshot(conn), table)
+        finally:
+            conn.close()
+
+
+def without(s: schema.Schema, table: str) -> schema.Schema:
+    """`s` minus the tool's own version table and its indexes (never drift)."""
+    t = fold(table)
+    return schema.Schema(
+        {k: v for k, v in s.tables.items() if k != t},
+        {k: v for k, v in s.indexes.items() if fold(v.table) != t},
+        dict(s.views),
+        dict(s.triggers),
+    )
+
+
+def cache_path(settings: Settings) -> Path:
+    return settings.db.with_name(settings.db.name + ".preflight-tool.json")
+
+
+def _read_cache(path: Path, fingerprint: str) -> Expected | None:
+    try:
+        data = json.loads(path.read_bytes())
+        if data.get("format") != FORMAT or data.get("fingerprint") != fingerprint:
+            return None
+        return Expected(
+            fingerprint,
+            tuple(data["heads"]),
+            tuple(data["revisions"]),
+            {k: tuple(v) for k, v in data["schemas"].items()},
+            data.get("failed"),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _write_cache(path: Path, exp: Expected) -> None:
+    data = {
+        "format": FORMAT,
+        "fingerprint": exp.fingerprint,
+        "heads": list(exp.heads),
+        "revisions": list(exp.revisions),
+        "schemas": {k: list(v) for k, v in exp.schemas.items()},
+        "failed": exp.failed,
+    }
+    try:
+        write_atomic(path, json.dumps(data, indent=1).encode() + b"\n")
+    except OSError as exc:
+        log.debug("tool cache: not written (%s)", exc)
+
+
+def _dump(db: Path) -> tuple[str, ...]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return tuple(
+            r[0]
+            for r in conn.execute(
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+            )
+        )
+    finally:
+        conn.close()
+
+
+def recorded(db: Path, tool: Tool) -> tuple[str, ...] | None:
+    """The version(s) the tool recorded in `db`; None when it has no version table."""
+    if not db.exists() or db.stat().st_size == 0:
+        return None
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        if not conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (tool.table,)
+        ).fetchone():
+            return None
+        return tuple(str(r[0]) for r in conn.execute(tool.recorded_sql))
+    finally:
+        conn.close()
+
+
+def live_state(db: Path) -> tuple:
+    """What changes when anything writes `db` (or its WAL): size, mtime and inode of each."""
+    out = []
+    for suffix in ("", "-wal", "-journal"):
+        try:
+            st = os.stat(f"{db}{suffix}")
+            out.append((st.st_size, st.st_mtime_ns, st.st_ino))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+def wrote_elsewhere(tool: Tool, what: str) -> UsageError:
+    return UsageError(
+        f"{tool.name} did not write the database it was given ({what})",
+        f"make the app honour PREFLIGHT_DATABASE_URL: add {tool.fix_line}",
+    )
+
+
+def expected(
+    settings: Settings, tool: Tool, fingerprint: str, live: Path, save: bool = True
+) -> Expected:
+    """The migration set's heads, revisions and schemas: from the cache, else built.
+
+    `live`: the database whose file must not change while the tool builds scratch ones.
+    `save=False` (check, status) reads the cache but never writes beside the database.
+    Exit 5 for several heads or a tool that cannot list its history.
+    """
+    path = cache_path(settings)
+    exp = _read_cache(path, fingerprint)
+    if exp is None:
+        exp = _build(settings, tool, fingerprint, live)
+        if save:
+            _write_cache(path, exp)
+    if len(exp.heads) != 1:
+        raise HistoryError(
+            f"{tool.name} has {len(exp.heads)} heads ({', '.join(exp.heads) or 'none'}) "
+            f"in {settings.app_dir}; the guard migrates one line of history",
+            f"merge them ('{tool.name} merge heads') and ship the merge revision",
+        )
+    return exp
+
+
+def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expected:
+    with private_folder("preflight-scratch-") as tmp:
+        scratch = tmp / "scratch.db"
+        heads = tool.parse_heads(tools.output(settings.app_dir, tool.heads_cmd, scratch))
+        revisions = tool.parse_history(tools.output(settings.app_dir, tool.history_cmd, scratch))
+        schemas: dict[str, tuple[str, ...]] = {}
+        failed = None
+        if len(heads) == 1:
+            before = live_state(live)
+            for rev in revisions:
+                code, out = tools.run(settings.app_dir, tool.upgrade_cmd(rev), scratch)
+                if live_state(live) != before:
+                    raise wrote_elsewhere(tool, f"{live} changed while it built a scratch copy")
+                if code != 0:
+                    failed = f"{rev}: {tools.last_line(out)}"
+                    log.info("scratch: revision %s fails on an empty database", failed)
+                    break
+                now = recorded(scratch, tool)
+                if now != (rev,):
+                    raise wrote_elsewhere(
+                        tool, f"after 'upgrade {rev}' the scratch copy records {now or 'nothing'}"
+                    )
+                schemas[rev] = _dump(scratch)
+        log.info(
+            "scratch: %d revision(s) built by %s on an empty database", len(schemas), tool.name
+        )
+    return Expected(fingerprint, heads, revisions, schemas, failed)
+
+
+def require(exp: Expected, rev: str, pending: bool) -> None:
+    """The schema at `rev` must have been built: exit 9 for a pending revision that fails on
+    an empty database (nothing was run on the live one), 5 for an applied one."""
+    if rev in exp.schemas:
+        return
+    if rev not in exp.revisions:
+        raise HistoryError(
+            f"the database records revision {rev}, which is not in the migration files",
+            "ship the revision files it was migrated with, or restore a matching backup",
+        )
+    if pending:
+        raise MigrationFailed(
+            f"revision {exp.failed} (on a private empty database; the live one was not touched)",
+            "fix the revision and ship a new image",
+        )
+    raise HistoryError(f"applied revision {exp.failed} on an empty database", "fix the revision")

@@ -1,0 +1,339 @@
+"""--tool alembic end to end: the example app (examples/alembic-app) with real Alembic and
+SQLAlchemy, run through the guard in real subprocesses."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, dump, folder_state
+
+pytest.importorskip("alembic")
+pytest.importorskip("sqlalchemy")
+
+EXAMPLE = REPO / "examples" / "alembic-app"
+BIN = str(Path(sys.executable).parent)  # where the test environment's `alembic` is
+
+FAILING = '''"""posts.title unique: fails on a database with two posts of the same title
+
+Revision ID: f6
+Revises: e5
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "f6"
+down_revision = "e5"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("posts") as batch:
+        batch.create_unique_constraint("uq_posts_title", ["title"])
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    """A private copy of the example app (the tests add revisions to it)."""
+    target = tmp_path / "app"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("__pycache__", "*.db"))
+    return target
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return folder
+
+
+def guard(app: Path, db: Path, *args: object, path: str | None = None, cwd: Path | None = None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env.update(PYTHONPATH=str(REPO), PATH=path if path is not None else f"{BIN}:{os.defpath}")
+    command, *rest = args
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "preflight",
+            str(command),
+            "--tool",
+            "alembic",
+            "--app-dir",
+            str(app),
+            "--db",
+            str(db),
+            *map(str, rest),
+        ],
+        cwd=cwd or app,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def alembic(app: Path, db: Path, *args: str) -> None:
+    """Alembic by hand (as a developer would), against `db`."""
+    env = dict(os.environ, PREFLIGHT_DATABASE_URL=f"sqlite:///{db}")
+    subprocess.run([f"{BIN}/alembic", *args], cwd=app, env=env, check=True, capture_output=True)
+
+
+def tables(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    finally:
+        conn.close()
+
+
+def version(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
+    finally:
+        conn.close()
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def at(app: Path, db: Path, rev: str, rows: list[str]) -> None:
+    """`db` built by Alembic up to `rev`, with the app's data in it."""
+    alembic(app, db, "upgrade", rev)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO users (id, name) VALUES (1, 'ada')")
+        for i, title in enumerate(rows):
+            conn.execute("INSERT INTO posts (id, user_id, title) VALUES (?, 1, ?)", (i + 1, title))
+    conn.close()
+
+
+def test_fresh_database_is_built_to_head_and_the_next_start_is_cached(app, data):
+    db = data / "app.db"
+    first = guard(app, db, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert version(db) == ["e5"] and "ix_posts_user_id" in sha_index_names(db)
+    again = guard(app, db, "migrate")
+    assert again.returncode == 0 and "cache" in again.stderr
+    assert "alembic upgrade" not in again.stderr
+
+
+def sha_index_names(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")]
+    finally:
+        conn.close()
+
+
+def test_upgrade_with_data_through_a_batch_rebuild_keeps_every_row(app, data):
+    db = data / "app.db"
+    at(app, db, "c3", ["hello", None])
+    result = guard(app, db, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert version(db) == ["e5"]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT id, title FROM posts ORDER BY id").fetchall() == [
+        (1, "hello"),
+        (2, "(untitled)"),
+    ]
+    conn.close()
+    assert list((data / "backups").glob("app-*.db")), "a verified backup before the tool ran"
+
+
+def test_a_failing_revision_leaves_the_database_exactly_as_before(app, data):
+    db = data / "app.db"
+    at(app, db, "e5", ["same", "same"])
+    (app / "migrations" / "versions" / "f6_unique_title.py").write_text(FAILING)
+    before, content = sha(db), dump(db)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 9, result.stderr
+    assert "restored" in result.stderr
+    assert sha(db) == before and dump(db) == content
+    assert not [t for t in tables(db) if t.startswith("_alembic_tmp_")]
+    assert (data / "app.db.preflight-failure.json").exists()
+    again = guard(app, db, "migrate")
+    assert again.returncode == 11 and sha(db) == before
+
+
+def test_a_revision_failing_on_an_empty_database_never_touches_the_live_one(app, data):
+    db = data / "app.db"
+    at(app, db, "e5", ["one"])
+    bad = FAILING.replace(
+        'with op.batch_alter_table("posts") as batch:\n        batch.create_unique_constraint('
+        '"uq_posts_title", ["title"])',
+        'op.execute("INSERT INTO nowhere VALUES (1)")',
+    )
+    (app / "migrations" / "versions" / "f6_bad.py").write_text(bad)
+    before = folder_state(data)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 9, result.stderr
+    assert "live one was not touched" in result.stderr
+    after = folder_state(data)
+    assert after.pop("app.db.preflight-failure.json")
+    assert {k: v for k, v in after.items() if "preflight-tool" not in k} == {
+        k: v for k, v in before.items() if "preflight-tool" not in k
+    }
+
+
+def test_drift_is_refused_and_nothing_changes(app, data):
+    db = data / "app.db"
+    at(app, db, "c3", ["x"])
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE users ADD COLUMN nickname TEXT")  # by hand, outside Alembic
+    conn.close()
+    (app / "migrations" / "versions").joinpath("__init__.py").touch()  # harmless extra file
+    before = folder_state(data)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 4, result.stderr
+    assert "nickname" in result.stderr
+    after = folder_state(data)
+    after.pop("app.db.preflight-tool.json")  # what the tool builds on scratch, cached
+    assert after == before
+
+
+def test_a_half_migrated_database_is_drift(app, data):
+    db = data / "app.db"
+    at(app, db, "e5", ["x"])
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE _alembic_tmp_posts (id INTEGER)")
+    conn.close()
+    result = guard(app, db, "migrate")
+    assert result.returncode == 4 and "_alembic_tmp_posts" in result.stderr
+
+
+def test_check_rehearses_on_a_private_copy_and_writes_nothing(app, data):
+    db = data / "app.db"
+    at(app, db, "b2", ["x"])
+    before = folder_state(data, strict=True)
+    result = guard(app, db, "check")
+    assert result.returncode == 3, result.stderr
+    assert "rehearse" in result.stderr
+    status = guard(app, db, "status")
+    assert status.returncode == 3, status.stderr
+    assert folder_state(data, strict=True) == before  # not even the scratch cache
+    assert version(db) == ["b2"]
+
+
+def test_a_no_op_start_runs_neither_alembic_nor_the_app(app, data, tmp_path):
+    db = data / "app.db"
+    assert guard(app, db, "migrate").returncode == 0
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    marker = tmp_path / "started"
+    result = guard(app, db, "run", "--", "/bin/sh", "-c", f"echo ok > {marker}", path=str(empty))
+    assert result.returncode == 0, result.stderr
+    assert marker.read_text() == "ok\n"
+    assert "as verified before (cache)" in result.stderr
+    # Without the cache the guard needs alembic (and says so): the no-op start did not.
+    (data / "app.db.preflight-cache.json").unlink()
+    (data / "app.db.preflight-tool.json").unlink()
+    blind = guard(app, db, "run", "--", "/bin/true", path=str(empty))
+    assert blind.returncode == 7 and "alembic" in blind.stderr
+
+
+def test_four_concurrent_starts_migrate_once(app, data):
+    db = data / "app.db"
+    at(app, db, "c3", ["x", None])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env.update(PYTHONPATH=str(REPO), PATH=f"{BIN}:{os.defpath}")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "preflight",
+                "migrate",
+                "--tool",
+                "alembic",
+                "--app-dir",
+                str(app),
+                "--db",
+                str(db),
+            ],
+            cwd=app,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [e for _, e in outs]
+    assert sum("migrate: alembic upgrade head" in e for _, e in outs) == 1
+    assert version(db) == ["e5"]
+    assert len(list((data / "backups").glob("app-*.db"))) == 1
+
+
+def test_an_untracked_database_is_adopted_at_the_revision_it_matches(app, data):
+    db = data / "app.db"
+    at(app, db, "c3", ["x"])
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE alembic_version")  # as if made by create_all() at c3
+    conn.close()
+    result = guard(app, db, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert "adopt" in result.stderr and "c3" in result.stderr
+    assert version(db) == ["e5"]
+
+
+def test_an_untracked_database_matching_no_revision_is_refused(app, data):
+    db = data / "app.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE other (id INTEGER PRIMARY KEY)")
+    conn.close()
+    before = sha(db)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 4 and "matches no revision" in result.stderr
+    assert sha(db) == before
+
+
+def test_several_heads_are_refused(app, data):
+    db = data / "app.db"
+    branch = FAILING.replace('"f6"', '"g7"').replace('down_revision = "e5"', 'down_revision = "d4"')
+    (app / "migrations" / "versions" / "g7_branch.py").write_text(branch)
+    (app / "migrations" / "versions" / "f6_other.py").write_text(FAILING)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 5, result.stderr
+    assert "2 heads" in result.stderr and not db.exists()
+
+
+def test_an_env_py_that_ignores_the_database_url_is_refused_with_the_line_to_add(app, data):
+    env_py = app / "migrations" / "env.py"
+    text = env_py.read_text()
+    env_py.write_text(text.replace('if "PREFLIGHT_DATABASE_URL" in os.environ:', "if False:"))
+    db = data / "app.db"
+    result = guard(app, db, "migrate")
+    assert result.returncode == 2, result.stderr
+    assert 'config.set_main_option("sqlalchemy.url", os.environ["PREFLIGHT_DATABASE_URL"])' in (
+        result.stderr
+    )
+    assert not db.exists()
+
+
+def test_stamp_records_a_revision_after_a_backup(app, data):
+    db = data / "app.db"
+    at(app, db, "c3", ["x"])
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE alembic_version")
+    conn.close()
+    assert guard(app, db, "stamp", "b2").returncode == 4  # not b2's schema
+    result = guard(app, db, "stamp", "c3")
+    assert result.returncode == 0, result.stderr
+    assert version(db) == ["c3"]
+    assert list((data / "backups").glob("app-*.db"))
