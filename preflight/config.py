@@ -175,6 +175,23 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "a .py file or module defining register(conn): the app's SQL functions for migrations",
     ),
+    Option(
+        "litestream_config",
+        "--litestream-config",
+        "PREFLIGHT_LITESTREAM_CONFIG",
+        None,
+        str,
+        "Litestream mode: its config file; a missing or empty database is restored from "
+        "the replica before anything is built",
+    ),
+    Option(
+        "litestream",
+        "--litestream",
+        "PREFLIGHT_LITESTREAM",
+        "litestream",
+        str,
+        "the litestream command (Litestream mode)",
+    ),
 )
 
 
@@ -196,6 +213,8 @@ class Settings:
     smoke_timeout: float = 300.0
     functions: str | None = None  # --functions spec (see `functions`)
     integrity: str | int = 86400  # see quickstart.integrity_policy
+    litestream_config: Path | None = None  # Litestream mode (see `litestream`)
+    litestream: str = "litestream"
 
     @property
     def lock_path(self) -> Path:
@@ -281,4 +300,8 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         smoke_timeout=float(str(values["smoke_timeout"])),
         functions=str(values["functions"]) if values["functions"] else None,
         integrity=cast("str | int", values["integrity"]),
+        litestream_config=Path(os.path.abspath(str(values["litestream_config"])))
+        if values["litestream_config"]
+        else None,
+        litestream=str(values["litestream"]) or "litestream",
     )

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from . import names  # imports nothing
+from . import ancestry, names  # import only os
 
 # The C modules that hashlib and sqlite3 wrap, when present: the wrappers import OpenSSL,
 # datetime and collections (~5 ms, a quarter of a quick start). Same functions, same results.
@@ -59,6 +59,8 @@ FLAGS = {
     "--log-format": ("log_format", "PREFLIGHT_LOG_FORMAT"),
     "--log-level": ("log_level", "PREFLIGHT_LOG_LEVEL"),
     "--functions": ("functions", "PREFLIGHT_FUNCTIONS"),
+    "--litestream-config": ("litestream_config", "PREFLIGHT_LITESTREAM_CONFIG"),
+    "--litestream": ("litestream", "PREFLIGHT_LITESTREAM"),
 }
 SWITCHES = {"--strict": ("strict", "PREFLIGHT_STRICT"), "--json": ("json", "PREFLIGHT_JSON")}
 DEFAULTS = {
@@ -76,6 +78,8 @@ DEFAULTS = {
     "strict": "0",
     "json": "0",
     "functions": "",
+    "litestream_config": "",
+    "litestream": "litestream",
 }
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 EVERY_START, BEFORE_WRITES = "every-start", "before-writes"
@@ -430,6 +434,12 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         )
         t0 = time.perf_counter()
         _environment(db, backup_dir if values["backup"] != "never" else None, command)
+        if ancestry.replicating() is not None:
+            raise HandOver("under litestream replicate")  # the full pipeline refuses (exit 2)
+        if values["litestream_config"] and not (
+            os.path.isfile(values["litestream_config"]) and _which(values["litestream"])
+        ):
+            raise HandOver("litestream")  # the full pipeline names what is missing
         found = files(os.path.abspath(values["migrations"]))
         named = [(n, s) for _, n, s in found]
         spec = values["functions"]
