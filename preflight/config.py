@@ -192,6 +192,14 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "the litestream command (Litestream mode)",
     ),
+    Option(
+        "litestream_timeout",
+        "--litestream-timeout",
+        "PREFLIGHT_LITESTREAM_TIMEOUT",
+        600.0,
+        _non_negative_float,
+        "seconds a restore from the replica may take (0: no limit); then exit 13",
+    ),
 )
 
 
@@ -215,6 +223,7 @@ class Settings:
     integrity: str | int = 86400  # see quickstart.integrity_policy
     litestream_config: Path | None = None  # Litestream mode (see `litestream`)
     litestream: str = "litestream"
+    litestream_timeout: float = 600.0
 
     @property
     def lock_path(self) -> Path:
@@ -304,4 +313,5 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         if values["litestream_config"]
         else None,
         litestream=str(values["litestream"]) or "litestream",
+        litestream_timeout=float(str(values["litestream_timeout"])),
     )

@@ -30,6 +30,7 @@ from .quickstart import probe
 
 log = logging.getLogger("preflight")
 
+STATUS_TIMEOUT = 30.0
 ORDER = 'preflight run -- litestream replicate -config PATH -exec "gunicorn ..."'
 
 
@@ -68,8 +69,9 @@ def ready(settings: Settings) -> None:
         )
 
 
-def _run(settings: Settings, *args: str) -> tuple[int, str]:
-    """Run litestream; (exit code, its output). stdin closed, output captured (a few lines)."""
+def _run(settings: Settings, *args: str, timeout: float = 0) -> tuple[int | None, str]:
+    """Run litestream; (exit code or None on timeout, its output). stdin closed, output
+    captured (a few lines). 0.5 retries an unreachable S3 endpoint for minutes: bounded."""
     try:
         done = subprocess.run(
             [settings.litestream, *args],
@@ -78,7 +80,11 @@ def _run(settings: Settings, *args: str) -> tuple[int, str]:
             text=True,
             errors="replace",
             check=False,
+            timeout=timeout or None,
         )
+    except subprocess.TimeoutExpired as exc:  # the child was killed
+        out = exc.stdout or b""
+        return None, out.decode("utf-8", "replace") if isinstance(out, bytes) else out
     except OSError as exc:
         raise EnvironmentProblem(
             f"cannot run {settings.litestream}: {exc.strerror or exc}",
@@ -124,14 +130,17 @@ def restore_if_missing(settings: Settings) -> str:
         out = work / db.name
         code, text = _run(
             settings,
-            "restore",
-            "-config",
-            str(config),
-            "-if-replica-exists",
-            "-o",
-            str(out),
-            str(db),
+            *("restore", "-config", str(config), "-if-replica-exists", "-o", str(out), str(db)),
+            timeout=settings.litestream_timeout,
         )
+        if code is None:
+            raise ReplicaUnavailable(
+                f"litestream restore of {db} did not finish within "
+                f"{settings.litestream_timeout:g} s (PREFLIGHT_LITESTREAM_TIMEOUT), killed: "
+                f"{_last(text)}; a replica may exist, so no fresh database was created",
+                "make the replica reachable (credentials, endpoint, bucket), or raise "
+                "PREFLIGHT_LITESTREAM_TIMEOUT for a large database",
+            )
         if code != 0:
             if "not found in config" in text:
                 raise UsageError(
@@ -205,10 +214,12 @@ def position(settings: Settings) -> dict:
     if config is None:
         return {}
     info: dict = {"config": str(config), "command": settings.litestream}
-    code, text = _run(settings, "version")
+    # A read for an operator: never minutes against an unreachable endpoint.
+    limit = min(settings.litestream_timeout or STATUS_TIMEOUT, STATUS_TIMEOUT)
+    code, text = _run(settings, "version", timeout=limit)
     info["version"] = _last(text) if code == 0 else None
     db = str(settings.db)
-    code, text = _run(settings, "generations", "-config", str(config), db)
+    code, text = _run(settings, "generations", "-config", str(config), db, timeout=limit)
     if code == 0:
         rows = _table(text)
         info["generations"] = len(rows)
@@ -217,7 +228,7 @@ def position(settings: Settings) -> dict:
             info["position"] = {k: newest.get(k) for k in ("name", "generation", "lag", "end")}
         return info
     if "unknown command" in text:
-        code, text = _run(settings, "ltx", "-config", str(config), db)
+        code, text = _run(settings, "ltx", "-config", str(config), db, timeout=limit)
         if code == 0:
             rows = _table(text)
             info["ltx_files"] = len(rows)
@@ -229,7 +240,7 @@ def position(settings: Settings) -> dict:
                     "created": newest.get("created"),
                 }
             return info
-    info["error"] = _last(text)
+    info["error"] = _last(text) if code is not None else f"no answer within {limit:g} s"
     return info
 
 

@@ -61,6 +61,7 @@ FLAGS = {
     "--functions": ("functions", "PREFLIGHT_FUNCTIONS"),
     "--litestream-config": ("litestream_config", "PREFLIGHT_LITESTREAM_CONFIG"),
     "--litestream": ("litestream", "PREFLIGHT_LITESTREAM"),
+    "--litestream-timeout": ("litestream_timeout", "PREFLIGHT_LITESTREAM_TIMEOUT"),
 }
 SWITCHES = {"--strict": ("strict", "PREFLIGHT_STRICT"), "--json": ("json", "PREFLIGHT_JSON")}
 DEFAULTS = {
@@ -80,6 +81,7 @@ DEFAULTS = {
     "functions": "",
     "litestream_config": "",
     "litestream": "litestream",
+    "litestream_timeout": "600",
 }
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 EVERY_START, BEFORE_WRITES = "every-start", "before-writes"
@@ -124,7 +126,7 @@ def _options(args: list[str], environ: dict[str, str]) -> tuple[dict[str, str], 
         integrity_policy(values["integrity"])
     except ValueError:
         raise HandOver("integrity") from None
-    for name in ("lock_timeout", "smoke_timeout"):
+    for name in ("lock_timeout", "smoke_timeout", "litestream_timeout"):
         try:
             timeout = float(values[name])
         except ValueError:
