@@ -220,6 +220,10 @@ def position(settings: Settings) -> dict:
     info["version"] = _last(text) if code == 0 else None
     db = str(settings.db)
     code, text = _run(settings, "generations", "-config", str(config), db, timeout=limit)
+    failed = [line for line in text.splitlines() if "level=ERROR" in line]
+    if code == 0 and failed:  # 0.3 logs an unreachable replica and still exits 0
+        info["error"] = _last(failed[-1])
+        return info
     if code == 0:
         rows = _table(text)
         info["generations"] = len(rows)
