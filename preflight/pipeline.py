@@ -27,6 +27,7 @@ from . import (
     foreignkeys,
     history,
     holders,
+    litestream,
     lock,
     schema,
     signals,
@@ -494,6 +495,7 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> VerifiedState | No
 
 def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> None:
     """Steps 1-9: everything `run` does before exec, and all that `migrate` does."""
+    litestream.refuse_under_replicate()
     check_environment(
         settings.db,
         settings.backup_dir if settings.backup != "never" else None,
@@ -505,7 +507,9 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
         info["what"] = f"{len(migrations)} file(s) valid"
     if not migrations:
         log.warning("migrations: none in %s; is PREFLIGHT_MIGRATIONS right?", settings.migrations)
+    litestream.ready(settings)
     with locked(settings, command):
+        litestream.restore_if_missing(settings)  # before anything could build a fresh one
         if argv is not None:
             # Held from inside the lock until the exec'd app exits (it inherits the
             # descriptor): a restore sees a guarded app, and never slips in before exec.

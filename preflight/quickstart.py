@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from . import names  # imports nothing
+from . import ancestry, names  # import only os
 
 # The C modules that hashlib and sqlite3 wrap, when present: the wrappers import OpenSSL,
 # datetime and collections (~5 ms, a quarter of a quick start). Same functions, same results.
@@ -62,6 +62,9 @@ FLAGS = {
     "--tool": ("tool", "PREFLIGHT_TOOL"),
     "--app-dir": ("app_dir", "PREFLIGHT_APP_DIR"),
     "--tool-cmd": ("tool_cmd", "PREFLIGHT_TOOL_CMD"),
+    "--litestream-config": ("litestream_config", "PREFLIGHT_LITESTREAM_CONFIG"),
+    "--litestream": ("litestream", "PREFLIGHT_LITESTREAM"),
+    "--litestream-timeout": ("litestream_timeout", "PREFLIGHT_LITESTREAM_TIMEOUT"),
 }
 SWITCHES = {"--strict": ("strict", "PREFLIGHT_STRICT"), "--json": ("json", "PREFLIGHT_JSON")}
 DEFAULTS = {
@@ -82,6 +85,9 @@ DEFAULTS = {
     "tool": "files",
     "app_dir": "",
     "tool_cmd": "",
+    "litestream_config": "",
+    "litestream": "litestream",
+    "litestream_timeout": "600",
 }
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 EVERY_START, BEFORE_WRITES = "every-start", "before-writes"
@@ -126,7 +132,7 @@ def _options(args: list[str], environ: dict[str, str]) -> tuple[dict[str, str], 
         integrity_policy(values["integrity"])
     except ValueError:
         raise HandOver("integrity") from None
-    for name in ("lock_timeout", "smoke_timeout"):
+    for name in ("lock_timeout", "smoke_timeout", "litestream_timeout"):
         try:
             timeout = float(values[name])
         except ValueError:
@@ -440,6 +446,12 @@ def start(argv: list[str], environ: dict[str, str] | None = None) -> None:
         )
         t0 = time.perf_counter()
         _environment(db, backup_dir if values["backup"] != "never" else None, command)
+        if ancestry.replicating() is not None:
+            raise HandOver("under litestream replicate")  # the full pipeline refuses (exit 2)
+        if values["litestream_config"] and not (
+            os.path.isfile(values["litestream_config"]) and _which(values["litestream"])
+        ):
+            raise HandOver("litestream")  # the full pipeline names what is missing
         found = files(os.path.abspath(values["migrations"]))
         named = [(n, s) for _, n, s in found]
         spec = values["functions"]

@@ -344,7 +344,7 @@ def test_quick_start_knows_every_option_the_cli_knows():
             int(v)
             if k == "keep_backups"
             else float(v)
-            if k in ("lock_timeout", "smoke_timeout")
+            if k in ("lock_timeout", "smoke_timeout", "litestream_timeout")
             else quickstart.integrity_policy(v)
             if k == "integrity"
             else v
