@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backup import fsync_dir, uri, write_new
+from .facts import BACKUP_REASONS, backup_name, uri
+from .files import fsync_dir
+from .files import write_atomic as write_new
 
-REASONS = ("pre-migrate", "manual", "pre-restore", "always")
+REASONS = BACKUP_REASONS
 
 
 def identity_path(db: Path) -> Path:
@@ -104,11 +105,6 @@ class BackupFile:
         }
 
 
-def _pattern(db: Path) -> re.Pattern[str]:
-    reasons = "|".join(REASONS)
-    return re.compile(rf"^{re.escape(db.stem)}-(\d{{8}}T\d{{6}}\.\d{{3}}Z)-({reasons})\.db$")
-
-
 def record_path(backup: Path) -> Path:
     """The side record of a backup: `<backup>.json`, written before the backup is renamed in."""
     return backup.with_name(backup.name + ".json")
@@ -131,10 +127,9 @@ def records(backup_dir: Path, db: Path) -> dict[str, dict]:
     """Backup name -> its side record, for names of this database's pattern."""
     if not backup_dir.is_dir():
         return {}
-    pattern = _pattern(db)
     found = {}
     for path in backup_dir.iterdir():
-        if path.name.endswith(".db.json") and pattern.match(path.name[:-5]):
+        if path.name.endswith(".db.json") and backup_name(path.name[:-5], db.stem):
             record = _read_record(path)
             if record is not None:
                 found[path.name[:-5]] = record
@@ -169,12 +164,11 @@ def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
     """
     if not backup_dir.is_dir():
         return []
-    pattern = _pattern(db)
     recorded = records(backup_dir, db)
     mine = identity(db, backup_dir)
     found = []
     for path in backup_dir.iterdir():
-        match = pattern.match(path.name)
+        match = backup_name(path.name, db.stem)
         if not match:
             continue
         record = recorded.get(path.name)
@@ -191,8 +185,8 @@ def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
         found.append(
             BackupFile(
                 path,
+                match[0],
                 match[1],
-                match[2],
                 size,
                 version,
                 name,

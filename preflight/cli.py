@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from . import __version__, errors, faults, pipeline, signals
 from .config import Settings, add_options, resolve
 from .errors import PreflightError
+from .facts import Proof
 
 log = logging.getLogger("preflight")
 
@@ -149,13 +150,15 @@ def _configure_logging(settings: Settings | None) -> None:
     log.setLevel((settings.log_level if settings else "info").upper())
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int:
+def _dispatch(
+    args: argparse.Namespace, settings: Settings, report: dict, proof: Proof | None = None
+) -> int:
     command = args.command
     if command == "run":
         argv = list(args.cmd)
         if argv[:1] == ["--"]:
             argv = argv[1:]
-        pipeline.migrate(settings, "run", argv)
+        pipeline.migrate(settings, "run", argv, proof)
         report["exec"] = argv
         return errors.OK
     if command == "migrate":
@@ -181,8 +184,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int
     return errors.OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns its exit code (`run` execs instead of returning on success)."""
+def main(argv: Sequence[str] | None = None, proof: Proof | None = None) -> int:
+    """Run one command; returns its exit code (`run` execs instead of returning on success).
+
+    `proof`: what the quick start proved before handing this `run` over (see `entry`)."""
     parser = build_parser()
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -190,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     previous = signals.install()
     try:
-        return _main(args)
+        return _main(args, proof)
     except errors.Interrupted as exc:  # arrived after the work, while reporting
         log.error("%s (exit %d)", exc, exc.code)
         return exc.code
@@ -198,14 +203,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         signals.restore(previous)
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(args: argparse.Namespace, proof: Proof | None = None) -> int:
     settings = None
     report: dict = {"command": args.command}
     try:
         settings = resolve(args, os.environ)
         _configure_logging(settings)
         report["database"] = str(settings.db)
-        code = _dispatch(args, settings, report)
+        code = _dispatch(args, settings, report, proof)
     except PreflightError as exc:
         if settings is None:
             _configure_logging(None)
@@ -240,8 +245,3 @@ def _main(args: argparse.Namespace) -> int:
             )
             return errors.ENVIRONMENT
     return code
-
-
-def main_exit() -> None:
-    """Console-script entry point (`preflight ...`)."""
-    sys.exit(main())

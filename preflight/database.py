@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cache, history, schema
-from .backup import SIDECARS, db_size, snapshot, uri
+from .backup import SIDECARS, db_size, snapshot
 from .errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
+from .facts import probe, uri
 from .files import private_folder
-from .quickstart import probe
 
 HEADER = b"SQLite format 3\x00"
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import drift, schema, signals
-from .backup import uri
 from .database import Inspection
 from .errors import DriftError, MigrationFailed, PreflightError
+from .facts import uri
 from .migrations import Migration, run_body, tokens
 
 log = logging.getLogger("preflight")

@@ -15,8 +15,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .backup import uri
 from .errors import DatabaseUnusable, EnvironmentProblem
+from .facts import uri
 from .progress import Meter
 
 log = logging.getLogger("preflight")

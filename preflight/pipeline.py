@@ -31,7 +31,6 @@ from . import (
     schema,
     signals,
 )
-from .backup import uri
 from .config import Settings
 from .database import (
     Inspection,
@@ -52,9 +51,9 @@ from .errors import (
     Refused,
     RestoreFailed,
 )
+from .facts import Proof, check_due, uri
 from .migrations import Migration, discover, run_body, set_fingerprint
 from .planner import Plan, accepted_part, history_key, plan
-from .quickstart import check_due
 
 log = logging.getLogger("preflight")
 
@@ -95,10 +94,10 @@ def step(name: str) -> Iterator[dict[str, str]]:
 
 
 @contextmanager
-def locked(settings: Settings, command: str) -> Iterator[None]:
-    """Hold the guard's lock, logging how long it took to get."""
+def locked(settings: Settings, command: str, held: int = -1) -> Iterator[None]:
+    """Hold the guard's lock, logging how long it took to get (`held`: see lock.hold)."""
     start = time.perf_counter()
-    with lock.hold(settings.lock_path, settings.lock_timeout, command):
+    with lock.hold(settings.lock_path, settings.lock_timeout, command, held):
         ms = (time.perf_counter() - start) * 1000
         log.info("lock: acquired in %.0f ms", ms, extra={"step": "lock", "ms": round(ms, 1)})
         yield
@@ -492,8 +491,20 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> VerifiedState | No
         ) from error
 
 
-def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> None:
-    """Steps 1-9: everything `run` does before exec, and all that `migrate` does."""
+def migrate(
+    settings: Settings, command: str, argv: list[str] | None = None, proof: Proof | None = None
+) -> None:
+    """Steps 1-9: everything `run` does before exec, and all that `migrate` does.
+
+    `proof`: what a quick start proved before handing over (its lock, still held, the
+    files' hashes, a passed quick_check): used when it was made for this very database
+    and folder, so nothing is done twice.
+    """
+    if proof is not None and (proof.db, proof.migrations) != (
+        str(settings.db),
+        str(settings.migrations),
+    ):
+        proof = None
     check_environment(
         settings.db,
         settings.backup_dir if settings.backup != "never" else None,
@@ -501,11 +512,14 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
         command=argv,
     )
     with step("migrations") as info:
-        migrations = discover(settings.migrations, settings.functions)
+        migrations = discover(
+            settings.migrations, settings.functions, proof.hashed if proof else None
+        )
         info["what"] = f"{len(migrations)} file(s) valid"
     if not migrations:
         log.warning("migrations: none in %s; is PREFLIGHT_MIGRATIONS right?", settings.migrations)
-    with locked(settings, command):
+    held = proof.take_lock() if proof else -1
+    with locked(settings, command, held):
         if argv is not None:
             # Held from inside the lock until the exec'd app exits (it inherits the
             # descriptor): a restore sees a guarded app, and never slips in before exec.
@@ -514,7 +528,10 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
         refuse_if_failed(settings, fingerprint)
         for attempt in range(1, RETRIES + 1):
             try:
-                _migrate_locked(settings, migrations, fingerprint)
+                # A quick_check the quick start passed under this same lock holds on the
+                # first attempt; after another guard moved the history, it is redone.
+                checked = held >= 0 and proof is not None and proof.checked and attempt == 1
+                _migrate_locked(settings, migrations, fingerprint, checked)
                 break
             except HistoryMoved as exc:
                 if attempt == RETRIES:
@@ -544,9 +561,10 @@ def _strict_foreign_keys(db: Path) -> None:
 
 
 def _migrate_locked(
-    settings: Settings, migrations: tuple[Migration, ...], fingerprint: str
+    settings: Settings, migrations: tuple[Migration, ...], fingerprint: str, proved: bool = False
 ) -> None:
-    """Inspect, plan, execute and write the cache, under the lock."""
+    """Inspect, plan, execute and write the cache, under the lock (`proved`: quick_check
+    passed under it already)."""
     with step("inspect") as info:
         key = cache.key(fingerprint, settings.strict)
         trusted = cache.read(settings.cache_path, key)
@@ -554,9 +572,10 @@ def _migrate_locked(
         insp = inspect(
             settings.db,
             trust=trusted.schema_hash if trusted else None,
-            quick_check=check_due(settings.integrity, trusted.checked_at if trusted else 0, now),
+            quick_check=not proved
+            and check_due(settings.integrity, trusted.checked_at if trusted else 0, now),
         )
-        checked = insp.checked
+        checked = insp.checked or proved
         if insp.live is None and not cache.at_head(insp.applied, migrations):
             # Same schema text, other history: take the snapshot and check it all
             # (quick_check, if due, just ran under this lock; not again on a big file).
