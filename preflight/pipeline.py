@@ -590,7 +590,13 @@ def _migrate_locked(
                     if insp.live is None
                     else f"{len(insp.live.tables)} table(s)"
                 )
-                + (", quick_check ok" if checked else ", header and size ok")
+                + (
+                    ", quick_check ok (by the quick start, under this lock)"
+                    if proved
+                    else ", quick_check ok"
+                    if checked
+                    else ", header and size ok"
+                )
             )
         )
     with step("plan") as info:
