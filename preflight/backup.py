@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import catalog, faults
 from .errors import EnvironmentProblem, LockTimeout, RestoreFailed
-from .facts import uri
+from .facts import quick_check, uri
 from .files import create_fresh, fsync_dir, fsync_file, remove_quietly, write_atomic
 
 __all__ = ["fsync_dir", "uri", "write_atomic"]  # re-exported for callers of old
@@ -54,7 +54,7 @@ def quick_check_file(path: Path) -> str:
     """PRAGMA quick_check of a file opened immutable: reads it, creates no -wal/-shm."""
     conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
     try:
-        return "; ".join(str(row[0]) for row in conn.execute("PRAGMA quick_check"))
+        return quick_check(conn)
     finally:
         conn.close()
 

@@ -18,6 +18,7 @@ from . import __version__, errors, faults, pipeline, signals
 from .config import Settings, add_options, resolve
 from .errors import PreflightError
 from .facts import Proof
+from .results import Ready, Result
 
 log = logging.getLogger("preflight")
 
@@ -150,38 +151,33 @@ def _configure_logging(settings: Settings | None) -> None:
     log.setLevel((settings.log_level if settings else "info").upper())
 
 
-def _dispatch(
-    args: argparse.Namespace, settings: Settings, report: dict, proof: Proof | None = None
-) -> int:
+def _dispatch(args: argparse.Namespace, settings: Settings, proof: Proof | None = None) -> Result:
     command = args.command
     if command == "run":
         argv = list(args.cmd)
         if argv[:1] == ["--"]:
             argv = argv[1:]
         pipeline.migrate(settings, "run", argv, proof)
-        report["exec"] = argv
-        return errors.OK
+        return Ready(argv=tuple(argv))
     if command == "migrate":
         pipeline.migrate(settings, "migrate")
-        return errors.OK
+        return Ready()
     # Imported here: a start (`run`) never needs the operator commands' modules.
     from . import operations
 
     if command in ("check", "status"):
-        return operations.assess(settings, report, rehearse=command == "check")
+        return operations.assess(settings, rehearse=command == "check")
     if command == "backup":
-        operations.take_backup(settings, report)
-    elif command == "restore":
-        operations.restore(settings, args.backup_file, report, args.at_version, args.force)
-    elif command == "stamp":
-        operations.stamp(settings, args.version, args.force, report)
-    elif command == "clear-failure":
-        operations.clear_failure(settings, report)
-    elif command == "init":
-        from . import adopt
+        return operations.take_backup(settings)
+    if command == "restore":
+        return operations.restore(settings, args.backup_file, args.at_version, args.force)
+    if command == "stamp":
+        return operations.stamp(settings, args.version, args.force)
+    if command == "clear-failure":
+        return operations.clear_failure(settings)
+    from . import adopt
 
-        adopt.init(settings, args.number, report)
-    return errors.OK
+    return adopt.init(settings, args.number)
 
 
 def main(argv: Sequence[str] | None = None, proof: Proof | None = None) -> int:
@@ -205,12 +201,18 @@ def main(argv: Sequence[str] | None = None, proof: Proof | None = None) -> int:
 
 def _main(args: argparse.Namespace, proof: Proof | None = None) -> int:
     settings = None
-    report: dict = {"command": args.command}
+    report: dict[str, object] = {"command": args.command}
+    argv: tuple[str, ...] = ()
     try:
         settings = resolve(args, os.environ)
         _configure_logging(settings)
         report["database"] = str(settings.db)
-        code = _dispatch(args, settings, report, proof)
+        result = _dispatch(args, settings, proof)
+        report.update(result.report())
+        if result.error is not None:
+            raise result.error
+        code = result.code
+        argv = result.argv if isinstance(result, Ready) else ()
     except PreflightError as exc:
         if settings is None:
             _configure_logging(None)
@@ -229,8 +231,8 @@ def _main(args: argparse.Namespace, proof: Proof | None = None) -> int:
         print(json.dumps(report, indent=2, default=str))
     for handler in log.handlers:
         handler.flush()
-    if code == errors.OK and args.command == "run":
-        log.info("exec: %s", " ".join(report["exec"]), extra={"step": "exec"})
+    if code == errors.OK and argv:
+        log.info("exec: %s", " ".join(argv), extra={"step": "exec"})
         for handler in log.handlers:
             handler.flush()
         sys.stdout.flush()
@@ -238,10 +240,8 @@ def _main(args: argparse.Namespace, proof: Proof | None = None) -> int:
         signals.defaults()  # the app gets SIGTERM with its usual meaning
         faults.point("before-exec")
         try:
-            os.execvp(report["exec"][0], report["exec"])
+            os.execvp(argv[0], argv)
         except OSError as exc:
-            log.error(
-                "exec %s failed: %s (exit %d)", report["exec"][0], exc.strerror, errors.ENVIRONMENT
-            )
+            log.error("exec %s failed: %s (exit %d)", argv[0], exc.strerror, errors.ENVIRONMENT)
             return errors.ENVIRONMENT
     return code

@@ -16,7 +16,7 @@ import sqlite3
 from pathlib import Path
 
 from .errors import DatabaseUnusable, EnvironmentProblem
-from .facts import uri
+from .facts import quick_check, uri
 from .progress import Meter
 
 log = logging.getLogger("preflight")
@@ -127,7 +127,7 @@ class _Checker:
             # Read-only: closing it cannot checkpoint the live WAL.
             conn = sqlite3.connect(uri(self.db, mode="ro"), uri=True)
             try:
-                self.result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+                self.result = quick_check(conn)
             finally:
                 conn.close()
         except BaseException as exc:  # re-raised by the caller

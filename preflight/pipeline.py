@@ -51,9 +51,10 @@ from .errors import (
     Refused,
     RestoreFailed,
 )
-from .facts import Proof, check_due, uri
+from .facts import Proof, check_due, quick_check, uri
 from .migrations import Migration, discover, run_body, set_fingerprint
 from .planner import Plan, accepted_part, history_key, plan
+from .transaction import immediate
 
 log = logging.getLogger("preflight")
 
@@ -148,69 +149,65 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict, label: str = "m
     after_statement = (lambda: faults.point("statement")) if live else None
     conn = connect(db, settings.lock_timeout)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            now = history_key(history.read(conn))
-            if now != p.based_on:
-                conn.execute("ROLLBACK")
-                raise HistoryMoved(
-                    f"another guard changed the history of {db} after this one "
-                    f"planned ({len(p.based_on or ())} -> {len(now or ())} "
-                    f"recorded); nothing was run",
-                    "start again",
-                )
-            before = foreignkeys.violations(conn)
-            if before and live:  # check/status list them themselves
-                log.warning(
-                    "foreign keys: %s already present before this run (not made by it; "
-                    "--strict refuses them)",
-                    foreignkeys.summary(before),
-                )
-            baseline = foreignkeys.baseline(before)
-            history.ensure_tables(conn)
-            for m in p.adopt:
-                history.record(conn, m, "adopted", 0.0)
-            for m in p.pending:
-                progress["running"].append(m.name)
+        with immediate(conn):
+            try:
+                now = history_key(history.read(conn))
+                if now != p.based_on:
+                    raise HistoryMoved(
+                        f"another guard changed the history of {db} after this one "
+                        f"planned ({len(p.based_on or ())} -> {len(now or ())} "
+                        f"recorded); nothing was run",
+                        "start again",
+                    )
+                before = foreignkeys.violations(conn)
+                if before and live:  # check/status list them themselves
+                    log.warning(
+                        "foreign keys: %s already present before this run (not made by it; "
+                        "--strict refuses them)",
+                        foreignkeys.summary(before),
+                    )
+                baseline = foreignkeys.baseline(before)
+                history.ensure_tables(conn)
+                for m in p.adopt:
+                    history.record(conn, m, "adopted", 0.0)
+                for m in p.pending:
+                    progress["running"].append(m.name)
+                    with step(label) as info:
+                        start = time.perf_counter()
+                        try:
+                            run_body(conn, m, label, after_statement=after_statement)
+                        except PreflightError:
+                            raise
+                        except Exception as exc:
+                            raise _migration_error(m, db, exc, settings.lock_timeout) from exc
+                        history.record(conn, m, "applied", (time.perf_counter() - start) * 1000)
+                        info["what"] = m.name
+                _check_foreign_keys(conn, baseline)
+                if p.accepted and p.expected_head is not None:
+                    _clear_accepted(conn, p)
                 with step(label) as info:
-                    start = time.perf_counter()
-                    try:
-                        run_body(conn, m, label, after_statement=after_statement)
-                    except PreflightError:
-                        raise
-                    except Exception as exc:
-                        raise _migration_error(m, db, exc, settings.lock_timeout) from exc
-                    history.record(conn, m, "applied", (time.perf_counter() - start) * 1000)
-                    info["what"] = m.name
-            _check_foreign_keys(conn, baseline)
-            if p.accepted and p.expected_head is not None:
-                _clear_accepted(conn, p)
-            with step(label) as info:
-                if live:
-                    faults.point("before-commit")
-                with signals.deferred():  # a SIGTERM must not split COMMIT from knowing it
-                    if signals.received():
-                        raise signals.swallowed()
-                    try:
-                        conn.execute("COMMIT")
-                    except sqlite3.Error as exc:
-                        raise _migration_error(None, db, exc, settings.lock_timeout) from exc
+                    if live:
+                        faults.point("before-commit")
+                    with signals.deferred():  # a SIGTERM must not split COMMIT from knowing it
+                        if signals.received():
+                            raise signals.swallowed()
+                        try:
+                            conn.execute("COMMIT")
+                        except sqlite3.Error as exc:
+                            raise _migration_error(None, db, exc, settings.lock_timeout) from exc
+                        progress["committed"] = True
+                    info["what"] = (
+                        f"committed {len(p.adopt)} adopted and {len(p.pending)} "
+                        f"applied in one transaction"
+                    )
+            except BaseException as exc:
+                if progress["running"] and not progress["committed"]:
+                    progress["failing"] = progress["running"][-1]
+                if _transaction(conn) == "ended" and not isinstance(exc, TRANSIENT):
+                    # Ended from inside (a .py migration that removed the authorizer and
+                    # committed): what was kept is unknown, so undo from the backup.
                     progress["committed"] = True
-                info["what"] = (
-                    f"committed {len(p.adopt)} adopted and {len(p.pending)} "
-                    f"applied in one transaction"
-                )
-        except BaseException as exc:
-            if progress["running"] and not progress["committed"]:
-                progress["failing"] = progress["running"][-1]
-            state = _transaction(conn)
-            if state == "open":
-                conn.execute("ROLLBACK")
-            elif state == "ended" and not isinstance(exc, TRANSIENT):
-                # Ended from inside (a .py migration that removed the authorizer and
-                # committed): what was kept is unknown, so undo from the backup.
-                progress["committed"] = True
-            raise
+                raise
     finally:
         conn.close()
     if live:
@@ -316,7 +313,7 @@ def verify(
                     f" (+{len(diffs) - 1} more)",
                     "fix the migrations",
                 )
-            result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+            result = quick_check(conn)
             if result != "ok":
                 raise MigrationFailed(f"verification: quick_check: {result[:200]}", "")
             new = foreignkeys.introduced(fk_baseline or Counter(), foreignkeys.violations(conn))
@@ -576,7 +573,7 @@ def _migrate_locked(
             and check_due(settings.integrity, trusted.checked_at if trusted else 0, now),
         )
         checked = insp.checked or proved
-        if insp.live is None and not cache.at_head(insp.applied, migrations):
+        if insp.trusted and not cache.at_head(insp.applied, migrations):
             # Same schema text, other history: take the snapshot and check it all
             # (quick_check, if due, just ran under this lock; not again on a big file).
             insp = inspect(settings.db, quick_check=False)
@@ -587,8 +584,8 @@ def _migrate_locked(
                 f"{len(insp.applied or ())} applied, "
                 + (
                     "schema as verified before (cache)"
-                    if insp.live is None
-                    else f"{len(insp.live.tables)} table(s)"
+                    if insp.trusted
+                    else f"{len(insp.live_schema.tables)} table(s)"
                 )
                 + (
                     ", quick_check ok (by the quick start, under this lock)"
@@ -604,7 +601,7 @@ def _migrate_locked(
         info["what"] = (
             f"{len(p.adopt)} to adopt, " if p.adopt else ""
         ) + f"{len(p.pending)} pending, history and schema verified"
-    if trusted and insp.live is None:
+    if trusted and insp.trusted:
         for warning in trusted.warnings:
             log.warning("extra: %s", warning)
     if p.writes and settings.strict and not insp.fresh:
@@ -621,7 +618,7 @@ def _migrate_locked(
         done = VerifiedState(
             insp.schema_hash,
             tuple(w.message() for w in p.warnings)
-            if insp.live is not None
+            if not insp.trusted
             else trusted.warnings
             if trusted
             else (),
@@ -629,9 +626,7 @@ def _migrate_locked(
     # Written when the schema was verified anew, or to record a full check an interval
     # policy asked for; otherwise a hit needs no rewrite: a no-op start writes nothing.
     recorded = trusted.checked_at if trusted else 0
-    if done.schema_hash and (
-        insp.live is not None or (checked and isinstance(settings.integrity, int))
-    ):
+    if done.schema_hash and (not insp.trusted or (checked and isinstance(settings.integrity, int))):
         cache.write(
             settings.cache_path,
             cache.Verified(

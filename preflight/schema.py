@@ -26,6 +26,7 @@ from .sqltext import (
     unquote,
     upper,
 )
+from .transaction import immediate
 
 IGNORED_PREFIXES = ("sqlite_", "_litestream_", "_preflight")
 
@@ -474,17 +475,12 @@ def replay(migrations: tuple[Migration, ...], stops: set[int]) -> dict[int, Sche
         if 0 in stops:
             found[0] = Schema()
         for count, migration in enumerate(migrations, start=1):
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                run_body(conn, migration, "replay")
-                conn.execute("COMMIT")
+                with immediate(conn):
+                    run_body(conn, migration, "replay")
             except PreflightError:
                 raise  # e.g. Interrupted: not this migration's fault
             except Exception as exc:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # no transaction left, or the connection was closed
                 if signals.received():  # its Interrupted was lost inside SQLite
                     raise signals.swallowed() from exc
                 raise MigrationFailed(
