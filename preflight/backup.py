@@ -181,7 +181,7 @@ def _copy_online(db: Path, tmp: Path) -> int:
         # The online backup API copies a consistent snapshot that includes
         # frames still in the WAL; copying the main file alone would lose them.
         src.backup(dst)
-        return src.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        return int(src.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
     finally:
         dst.close()
         src.close()
@@ -190,7 +190,7 @@ def _copy_online(db: Path, tmp: Path) -> int:
 def _object_count(path: Path) -> int:
     conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
     try:
-        return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        return int(conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
     finally:
         conn.close()
 

@@ -14,6 +14,7 @@ import secrets
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .facts import BACKUP_REASONS, backup_name, uri
 from .files import fsync_dir
@@ -92,7 +93,7 @@ class BackupFile:
     database_id: str | None = None
     record: bool = False
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """The JSON form `status` prints."""
         return {
             "path": str(self.path),
@@ -110,7 +111,7 @@ def record_path(backup: Path) -> Path:
     return backup.with_name(backup.name + ".json")
 
 
-def _read_record(path: Path) -> dict | None:
+def _read_record(path: Path) -> dict[str, Any] | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -123,7 +124,7 @@ def _read_record(path: Path) -> dict | None:
     return data if isinstance(data, dict) and _valid_id(str(data.get("database_id"))) else None
 
 
-def records(backup_dir: Path, db: Path) -> dict[str, dict]:
+def records(backup_dir: Path, db: Path) -> dict[str, dict[str, Any]]:
     """Backup name -> its side record, for names of this database's pattern."""
     if not backup_dir.is_dir():
         return {}
@@ -197,7 +198,7 @@ def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
     return sorted(found, key=lambda b: b.taken_at)
 
 
-def record_of(backup: Path) -> dict | None:
+def record_of(backup: Path) -> dict[str, Any] | None:
     """A backup's side record (database, database_id, version...), or None."""
     return _read_record(record_path(backup))
 

@@ -11,7 +11,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cache, history, schema
+from . import cache, drift, history, schema
 from .backup import SIDECARS, db_size, snapshot
 from .errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
 from .facts import probe, quick_check, uri
@@ -42,7 +42,7 @@ class Inspection:
     applied: tuple[history.Applied, ...] | None  # None: no history table
     live: schema.Schema | None  # None only when `trusted` (not read)
     schema_hash: str = ""  # cache.schema_hash of the live schema ("" when fresh)
-    accepted: tuple = ()  # drift.Difference rows accepted by `stamp --force`
+    accepted: tuple[drift.Difference, ...] = ()  # drift.Difference rows accepted by `stamp --force`
     file: Path | None = None  # the file read (a private snapshot when `path` is shown instead)
     checked: bool = False  # a full PRAGMA quick_check ran and passed
     trusted: bool = False  # the schema text hashed to what the cache vouches for: not read
@@ -190,6 +190,8 @@ def _rehearse_rollback(real: Path, db: Path) -> None:
             copy = snapshot(real, tmp)
         except (OSError, EnvironmentProblem):
             return  # no room to rehearse: SQLite rolls it back as any opener would
+        if copy is None:
+            return  # gone meanwhile: nothing to roll back
         try:
             conn = sqlite3.connect(copy, isolation_level=None)
             try:

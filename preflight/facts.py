@@ -28,7 +28,7 @@ except ImportError:
 try:
     import _sqlite3 as sqlite3  # type: ignore[import-not-found,unused-ignore]
 except ImportError:
-    import sqlite3
+    import sqlite3  # type: ignore[no-redef,unused-ignore]
 
 FORMAT = 1  # of the cache key; bump when what a verification means changes
 HEADER = b"SQLite format 3\x00"
@@ -335,6 +335,11 @@ def schema_hash(conn: sqlite3.Connection) -> str:
     ):
         digest.update("\0".join("\1" if v is None else str(v) for v in row).encode() + b"\n")
     return str(digest.hexdigest())
+
+
+def connect_ro(path: str) -> sqlite3.Connection:
+    """A read-only connection: closing it cannot checkpoint a WAL, so nothing is written."""
+    return sqlite3.connect(uri(path, mode="ro"), uri=True, isolation_level=None)
 
 
 def quick_check(conn: sqlite3.Connection) -> str:

@@ -46,7 +46,7 @@ def locked_copy(db: Path, tmp: Path) -> int | None:
     reader = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
     try:
         reader.execute("BEGIN")
-        expected = reader.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        expected = int(reader.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
         writer = sqlite3.connect(db, timeout=0, isolation_level=None)
         try:
             try:
@@ -119,7 +119,8 @@ class _Checker:
     def __init__(self, db: Path) -> None:
         import threading  # only a backup needs it
 
-        self.db, self.result, self.error = db, "", None
+        self.db, self.result = db, ""
+        self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="preflight-quick-check")
 
     def _run(self) -> None:

@@ -37,8 +37,8 @@ from .errors import (
 )
 from .files import private_folder
 from .migrations import Migration, discover, set_fingerprint
-from .pipeline import HistoryMoved, apply, locked, plan, refuse_if_failed, step, verify
-from .planner import Plan, history_key
+from .pipeline import HistoryMoved, apply, locked, refuse_if_failed, step, verify
+from .planner import Plan, history_key, plan
 from .results import Assessment, BackupTaken, Cleared, Restored, Stamped, State
 from .transaction import immediate
 
@@ -474,7 +474,9 @@ def stamp(settings: Settings, version: int, force: bool) -> Stamped:
     return Stamped(version, tuple(d.message() for d in diffs))
 
 
-def _refuse_below_evidence(settings: Settings, insp, migrations, version: int) -> None:
+def _refuse_below_evidence(
+    settings: Settings, insp: Inspection, migrations: tuple[Migration, ...], version: int
+) -> None:
     """Stamping below what the history and the schema show would make the next start run
     recorded migrations again: refused without --force, naming the version they show."""
     last = max((a.version for a in insp.applied or ()), default=0)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from . import (
     backup,
@@ -128,7 +129,9 @@ def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
     log.info("failure record: a previous start failed with another migration set; trying this one")
 
 
-def apply(settings: Settings, db: Path, p: Plan, progress: dict, label: str = "migrate") -> Counter:
+def apply(
+    settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str = "migrate"
+) -> Counter[foreignkeys.Key]:
     """Adopt and apply everything pending in ONE BEGIN IMMEDIATE ... COMMIT.
 
     One transaction for all of it: a kill or failure anywhere before COMMIT leaves the
@@ -215,7 +218,7 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict, label: str = "m
     return baseline
 
 
-def _check_foreign_keys(conn: sqlite3.Connection, baseline: Counter) -> None:
+def _check_foreign_keys(conn: sqlite3.Connection, baseline: Counter[foreignkeys.Key]) -> None:
     """Once, before COMMIT: violations the run introduced and left fail it (older ones do not,
     nor one a migration made and a later one removed: all of them commit together)."""
     new = foreignkeys.introduced(baseline, foreignkeys.violations(conn))
@@ -287,7 +290,11 @@ def _transaction(conn: sqlite3.Connection) -> str:
 
 
 def verify(
-    settings: Settings, db: Path, p: Plan, label: str = "verify", fk_baseline: Counter | None = None
+    settings: Settings,
+    db: Path,
+    p: Plan,
+    label: str = "verify",
+    fk_baseline: Counter[foreignkeys.Key] | None = None,
 ) -> VerifiedState:
     """Step 8: schema equals head, quick_check passes, no foreign-key violation beyond the
     baseline (those before the run, as apply read them), smoke exits 0.
@@ -439,7 +446,7 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> VerifiedState | No
             info["tail"] = f" -> {taken}"
     if not p.writes:
         return None
-    progress: dict = {"running": [], "committed": False}
+    progress: dict[str, Any] = {"running": [], "committed": False}
     try:
         baseline = apply(settings, db, p, progress)
         return verify(settings, db, p, fk_baseline=baseline)

@@ -30,7 +30,7 @@ import sys
 import time
 
 from . import facts
-from .facts import EVERY_START, HEADER, sqlite3
+from .facts import EVERY_START, HEADER
 
 HandOver = facts.Unproven  # not provably a no-op start: the full pipeline takes over
 
@@ -101,7 +101,7 @@ def _inspect(db: str, expected: list[tuple[int, str, str]], full: bool, checked:
         raise HandOver("probe")  # the full pipeline names it (exit 6)
     full = full or verdict == "unsure"
     # Read-only: closing it cannot checkpoint the WAL, so the database stays byte-identical.
-    conn = sqlite3.connect(facts.uri(db, mode="ro"), uri=True, isolation_level=None)
+    conn = facts.connect_ro(db)
     try:
         if full and facts.quick_check(conn) != "ok":
             raise HandOver("quick_check")

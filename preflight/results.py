@@ -8,10 +8,11 @@ current state): `cli` reports those facts beside the error, with the error's exi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import PreflightError
 
-Json = dict[str, object]
+Json = dict[str, Any]
 
 
 @dataclass(frozen=True, kw_only=True)
