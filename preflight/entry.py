@@ -6,8 +6,6 @@ imported almost nothing); otherwise the full command line takes over, handed wha
 quick start already proved (see `facts.Proof`).
 """
 
-from __future__ import annotations
-
 import os
 import sys
 

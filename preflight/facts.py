@@ -8,8 +8,6 @@ alone, so this module imports only os, time, `names` and the C modules under has
 sqlite3: no json, re, argparse, logging or dataclasses (tests/test_fast_paths.py checks).
 """
 
-from __future__ import annotations
-
 import os
 import time
 from _collections_abc import Iterable, Mapping  # loaded by os already: costs nothing
@@ -258,12 +256,22 @@ def set_fingerprint(named: Iterable[tuple[str, str]]) -> str:
 def key(fingerprint: str, strict: bool) -> str:
     """The cache key: what a verification depends on besides the schema (see `cache`)."""
     digest = sha256(f"{FORMAT}\0{fingerprint}\0{strict}\0{sqlite3.sqlite_version}\0".encode())
-    # The guard's own code decides what "no drift" means: a new guard re-verifies.
-    here = os.path.dirname(os.path.abspath(__file__))
-    for name in sorted(n for n in os.listdir(here) if n.endswith(".py")):
-        with open(os.path.join(here, name), "rb") as f:
-            digest.update(name.encode() + b"\0" + f.read())
+    digest.update(code_identity().encode())
     return str(digest.hexdigest())
+
+
+def code_identity() -> str:
+    """The guard's own code decides what "no drift" means: a new guard re-verifies.
+
+    Its files' identities (inode, size, mtime, ctime) stand for their bytes: writing a
+    file changes its ctime, which nobody can set back, so a changed guard always
+    re-verifies (and a reinstalled identical one does once). Reading and hashing every
+    source on every start cost a millisecond of a quick start's few.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    with os.scandir(here) as entries:
+        found = sorted(f"{e.name}\0{identity(e.stat())}" for e in entries if e.name.endswith(".py"))
+    return "\n".join(found)
 
 
 def cache_text(cache_key: str, schema: str, checked_at: int) -> bytes:

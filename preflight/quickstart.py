@@ -22,8 +22,6 @@ Anything else, or any exception: hand over. A full check that falls due under an
 interval policy is handed over too: the full pipeline runs it and records its time.
 """
 
-from __future__ import annotations
-
 import fcntl
 import os
 import sys
