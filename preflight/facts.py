@@ -9,8 +9,9 @@ sqlite3: no json, re, argparse, logging or dataclasses (tests/test_fast_paths.py
 """
 
 import os
+import sys
 import time
-from _collections_abc import Iterable, Mapping  # loaded by os already: costs nothing
+from _collections_abc import Callable, Iterable, Mapping  # loaded by os already: costs nothing
 
 from . import names  # imports nothing
 
@@ -23,10 +24,50 @@ except ImportError:
         from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]  # Python >= 3.12
     except ImportError:
         from hashlib import sha256
-try:
-    import _sqlite3 as sqlite3  # type: ignore[import-not-found,unused-ignore]
-except ImportError:
-    import sqlite3  # type: ignore[no-redef,unused-ignore]
+
+
+def _lru_cache(*args: object) -> Callable[[Callable[[str], object]], object]:
+    """`functools.lru_cache` as `_sqlite3` asks for it once per connection (its statement
+    cache): the real one once functools is loaded (the full pipeline), else no cache."""
+
+    def wrap(factory: Callable[[str], object]) -> object:
+        real = sys.modules.get("functools")
+        if real is None or real.__name__ != "functools" or getattr(real, "_stub", False):
+            return factory  # the quick start runs a handful of statements: nothing to cache
+        return real.lru_cache(*args)(factory)
+
+    return wrap
+
+
+def _import_sqlite3() -> object:
+    """Import `_sqlite3` without its import of functools (and, through it, collections,
+    operator, reprlib, keyword, types): 4-5 ms of a 15 ms quick start. The C module takes
+    `functools.lru_cache` once, at import; it gets `_lru_cache` instead, and the real
+    functools is imported by whoever needs it next."""
+    if "functools" in sys.modules or "_sqlite3" in sys.modules:
+        import _sqlite3
+
+        return _sqlite3
+    stub = type(sys)("functools")
+    setattr(stub, "lru_cache", _lru_cache)  # noqa: B010
+    setattr(stub, "_stub", True)  # noqa: B010
+    sys.modules["functools"] = stub
+    try:
+        import _sqlite3
+    finally:
+        if sys.modules.get("functools") is stub:
+            del sys.modules["functools"]
+    return _sqlite3
+
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which mypy reads the same way: typing costs
+if TYPE_CHECKING:
+    import sqlite3
+else:
+    try:
+        sqlite3 = _import_sqlite3()
+    except ImportError:
+        import sqlite3
 
 FORMAT = 1  # of the cache key; bump when what a verification means changes
 HEADER = b"SQLite format 3\x00"

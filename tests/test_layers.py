@@ -93,7 +93,20 @@ def test_every_entry_point_calls_the_one_entry_function():
     assert "from preflight.entry import main\\nmain()" in (root / "Dockerfile").read_text()
 
 
-HEAVY = ("json", "re", "argparse", "logging", "dataclasses", "pathlib", "hashlib", "sqlite3")
+HEAVY = (
+    "json",
+    "re",
+    "argparse",
+    "logging",
+    "dataclasses",
+    "pathlib",
+    "hashlib",
+    "sqlite3",
+    "typing",
+    "functools",  # _sqlite3 would import it (and collections) for its statement cache
+    "collections",
+    "__future__",
+)
 
 
 def _imported(stderr: str) -> set[str]:
@@ -145,3 +158,27 @@ def test_a_start_handed_over_imports_the_full_pipeline(cli, make_db):
     assert done.returncode == 0, done.stderr
     imported = _imported(done.stderr)
     assert {"preflight.cli", "json", "logging", "argparse"} <= imported
+
+
+def test_sqlite_imported_without_functools_still_works_and_functools_is_real_after():
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from preflight import facts\n"
+        "assert 'functools' not in sys.modules and 'collections' not in sys.modules\n"
+        "c = facts.sqlite3.connect(':memory:')\n"
+        "assert [c.execute('SELECT 1').fetchone() for _ in range(3)] == [(1,)] * 3\n"
+        "import functools, sqlite3\n"
+        "assert functools.reduce(lambda a, b: a + b, [1, 2]) == 3\n"
+        "d = sqlite3.connect(':memory:')\n"
+        "d.execute('CREATE TABLE t (x)')\n"
+        "for i in range(300): d.execute('INSERT INTO t VALUES (?)', (i,))\n"
+        "assert d.execute('SELECT count(*) FROM t').fetchone() == (300,)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code, str(PACKAGE.parent)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
