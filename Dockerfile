@@ -46,7 +46,7 @@ COPY app /app/app
 # `preflight` on PATH for `docker run --entrypoint preflight IMAGE <command>`, and bytecode
 # compiled now: the root filesystem may be read-only at run time.
 RUN printf '/app\n' > "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/preflight-app.pth" \
- && printf '#!/opt/venv/bin/python -S\nimport sys\nsys.path.insert(0, "/app")\nfrom preflight.quickstart import main\nmain()\n' \
+ && printf '#!/opt/venv/bin/python -S\nimport sys\nsys.path.insert(0, "/app")\nfrom preflight.entry import main\nmain()\n' \
         > /opt/venv/bin/preflight \
  && chmod 0755 /opt/venv/bin/preflight \
  && /opt/venv/bin/python -m compileall -q /app/entrypoint.py /app/preflight /app/app

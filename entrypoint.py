@@ -6,10 +6,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from preflight.quickstart import start  # noqa: E402
+from preflight.entry import main  # noqa: E402
 
-start(["run", "--", *sys.argv[1:]])  # a proven no-op start execs the app here
-
-from preflight.cli import main  # noqa: E402
-
-sys.exit(main(["run", "--", *sys.argv[1:]]))
+main(["run", "--", *sys.argv[1:]])

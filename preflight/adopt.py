@@ -17,9 +17,11 @@ from pathlib import Path
 from . import backup, drift, history, names, schema
 from .config import Settings
 from .database import assert_not_busy, check_environment, connect, inspect
-from .errors import DriftError, EnvironmentProblem, MigrationFailed, UsageError
+from .errors import DriftError, EnvironmentProblem, MigrationFailed, PreflightError, UsageError
 from .migrations import Migration, discover, load, tokens
 from .pipeline import locked, step
+from .results import Initialized
+from .transaction import immediate
 
 log = logging.getLogger("preflight")
 
@@ -157,7 +159,7 @@ def _write_new(path: Path, text: str) -> None:
     backup.fsync_dir(path.parent)
 
 
-def init(settings: Settings, version: int | None, report: dict) -> None:
+def init(settings: Settings, version: int | None) -> Initialized:
     """`preflight init [--number N]`: write migration N (default 1) and adopt the database at it."""
     check_environment(
         settings.db, settings.backup_dir if settings.backup != "never" else None, writes=True
@@ -201,45 +203,47 @@ def init(settings: Settings, version: int | None, report: dict) -> None:
                 f"{settings.db} is already managed by preflight ({last})",
                 "add a new migration instead",
             )
-        assert insp.live is not None
         with step("init") as info:
             conn = sqlite3.connect(backup.uri(settings.db, mode="ro"), uri=True)
             try:
                 text = render(conn, settings.db, version)
             finally:
                 conn.close()
-            migration = _prove(text, name, insp.live, settings.db)
+            migration = _prove(text, name, insp.live_schema, settings.db)
             info["what"] = (
                 f"{len(migration.statements)} statement(s) written from the live "
                 f"schema replay to it exactly"
             )
         assert_not_busy(settings.db, settings.lock_timeout)
+        saved = None
         if settings.backup != "never":
             with step("backup") as info:
                 taken = backup.take(settings.db, settings.backup_dir, "pre-migrate")
                 info["what"], info["tail"] = "before adopting", f" -> {taken}"
-            report["backup"] = str(taken)
+            saved = str(taken)
         path = folder / name
-        _write_new(path, text)
         try:
-            written = load(path)
-            if written.sha256 != migration.sha256:
-                raise UsageError(f"{path} changed while it was being written", "run init again")
-            _adopt(settings, written)
-        except BaseException:
-            path.unlink(missing_ok=True)  # no history names it: leave no half-adoption
-            backup.fsync_dir(folder)
-            raise
+            _write_new(path, text)
+            try:
+                written = load(path)
+                if written.sha256 != migration.sha256:
+                    raise UsageError(f"{path} changed while it was being written", "run init again")
+                _adopt(settings, written)
+            except BaseException:
+                path.unlink(missing_ok=True)  # no history names it: leave no half-adoption
+                backup.fsync_dir(folder)
+                raise
+        except PreflightError as exc:
+            return Initialized(backup=saved, error=exc)  # the backup is named with it
         log.info("init: wrote %s and recorded %s as adopted at %s", path, settings.db, name)
-        report.update(written=str(path), adopted=name)
+    return Initialized(backup=saved, written=str(path), adopted=name)
 
 
 def _adopt(settings: Settings, migration: Migration) -> None:
     """History row how='adopted' and a log row, in one transaction."""
     conn = connect(settings.db, settings.lock_timeout)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             history.ensure_tables(conn)
             history.record(conn, migration, "adopted", 0.0)
             history.log(
@@ -249,10 +253,5 @@ def _adopt(settings: Settings, migration: Migration) -> None:
                 migration.name,
                 "first migration written from the live schema",
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
     finally:
         conn.close()

@@ -4,8 +4,6 @@ Litestream gives an -exec child no variable of its own (it passes its environmen
 as it is), so the only sign is the process tree. Imports only os: the quick start asks too.
 """
 
-from __future__ import annotations
-
 import os
 
 MAX_DEPTH = 64  # a shell or two between Litestream and the guard; never an endless walk

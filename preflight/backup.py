@@ -18,22 +18,16 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import faults
+from . import catalog, faults
 from .errors import EnvironmentProblem, LockTimeout, RestoreFailed
-from .files import create_fresh, fsync_dir, fsync_file, remove_quietly, write_atomic  # noqa: F401  (re-exported)
+from .facts import quick_check, uri
+from .files import create_fresh, fsync_dir, fsync_file, remove_quietly, write_atomic
+
+__all__ = ["fsync_dir", "uri", "write_atomic"]  # re-exported for callers of old
 
 log = logging.getLogger("preflight")
 
 SIDECARS = ("-wal", "-shm", "-journal")
-
-
-def uri(path: Path, **params: str) -> str:
-    """An SQLite URI for `path` ('?' and '#' in a path would otherwise end it early)."""
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    # Only these three end or escape the path part of an SQLite URI (urllib.parse.quote
-    # would do, at the cost of importing it on every start).
-    quoted = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
-    return f"file:{quoted}?{query}"
 
 
 def sha256_file(path: Path) -> str:
@@ -60,7 +54,7 @@ def quick_check_file(path: Path) -> str:
     """PRAGMA quick_check of a file opened immutable: reads it, creates no -wal/-shm."""
     conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
     try:
-        return "; ".join(str(row[0]) for row in conn.execute("PRAGMA quick_check"))
+        return quick_check(conn)
     finally:
         conn.close()
 
@@ -93,8 +87,6 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
     backup_dir.mkdir(parents=True, exist_ok=True)
     for stale in backup_dir.glob(f".{db.stem}-*.tmp*"):
         stale.unlink()  # left by a crash; we hold the lock, so nobody else is writing one
-    from . import catalog  # import cycle: the catalog reads files the way this module does
-
     for name in catalog.records(backup_dir, db):
         if not (backup_dir / name).exists():  # a crash between the record and the rename
             catalog.record_path(backup_dir / name).unlink(missing_ok=True)
@@ -189,7 +181,7 @@ def _copy_online(db: Path, tmp: Path) -> int:
         # The online backup API copies a consistent snapshot that includes
         # frames still in the WAL; copying the main file alone would lose them.
         src.backup(dst)
-        return src.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        return int(src.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
     finally:
         dst.close()
         src.close()
@@ -198,7 +190,7 @@ def _copy_online(db: Path, tmp: Path) -> int:
 def _object_count(path: Path) -> int:
     conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
     try:
-        return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        return int(conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
     finally:
         conn.close()
 

@@ -22,10 +22,12 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .backup import write_atomic
+from .facts import key, schema_hash
+from .files import write_atomic
 from .history import Applied
 from .migrations import Migration
-from .quickstart import key, schema_hash  # noqa: F401  (one definition, shared)
+
+__all__ = ["Verified", "at_head", "key", "read", "schema_hash", "write"]
 
 log = logging.getLogger("preflight")
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .backup import fsync_dir, uri, write_new
+from .facts import BACKUP_REASONS, backup_name, uri
+from .files import fsync_dir
+from .files import write_atomic as write_new
 
-REASONS = ("pre-migrate", "manual", "pre-restore", "always")
+REASONS = BACKUP_REASONS
 
 
 def identity_path(db: Path) -> Path:
@@ -91,7 +93,7 @@ class BackupFile:
     database_id: str | None = None
     record: bool = False
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """The JSON form `status` prints."""
         return {
             "path": str(self.path),
@@ -104,17 +106,12 @@ class BackupFile:
         }
 
 
-def _pattern(db: Path) -> re.Pattern[str]:
-    reasons = "|".join(REASONS)
-    return re.compile(rf"^{re.escape(db.stem)}-(\d{{8}}T\d{{6}}\.\d{{3}}Z)-({reasons})\.db$")
-
-
 def record_path(backup: Path) -> Path:
     """The side record of a backup: `<backup>.json`, written before the backup is renamed in."""
     return backup.with_name(backup.name + ".json")
 
 
-def _read_record(path: Path) -> dict | None:
+def _read_record(path: Path) -> dict[str, Any] | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -127,14 +124,13 @@ def _read_record(path: Path) -> dict | None:
     return data if isinstance(data, dict) and _valid_id(str(data.get("database_id"))) else None
 
 
-def records(backup_dir: Path, db: Path) -> dict[str, dict]:
+def records(backup_dir: Path, db: Path) -> dict[str, dict[str, Any]]:
     """Backup name -> its side record, for names of this database's pattern."""
     if not backup_dir.is_dir():
         return {}
-    pattern = _pattern(db)
     found = {}
     for path in backup_dir.iterdir():
-        if path.name.endswith(".db.json") and pattern.match(path.name[:-5]):
+        if path.name.endswith(".db.json") and backup_name(path.name[:-5], db.stem):
             record = _read_record(path)
             if record is not None:
                 found[path.name[:-5]] = record
@@ -169,12 +165,11 @@ def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
     """
     if not backup_dir.is_dir():
         return []
-    pattern = _pattern(db)
     recorded = records(backup_dir, db)
     mine = identity(db, backup_dir)
     found = []
     for path in backup_dir.iterdir():
-        match = pattern.match(path.name)
+        match = backup_name(path.name, db.stem)
         if not match:
             continue
         record = recorded.get(path.name)
@@ -191,8 +186,8 @@ def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
         found.append(
             BackupFile(
                 path,
+                match[0],
                 match[1],
-                match[2],
                 size,
                 version,
                 name,
@@ -203,7 +198,7 @@ def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
     return sorted(found, key=lambda b: b.taken_at)
 
 
-def record_of(backup: Path) -> dict | None:
+def record_of(backup: Path) -> dict[str, Any] | None:
     """A backup's side record (database, database_id, version...), or None."""
     return _read_record(record_path(backup))
 

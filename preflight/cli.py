@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from . import __version__, errors, faults, pipeline, signals
 from .config import Settings, add_options, resolve
 from .errors import PreflightError
+from .facts import Proof
+from .results import Ready, Reported, Result
 
 log = logging.getLogger("preflight")
 
@@ -102,16 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stamp_version(text: str) -> int | str:
-    """A migration number, or (with --tool) a revision id such as Alembic's."""
-    try:
-        return int(text)
-    except ValueError:
-        if not text or not text.isprintable():
-            raise
-        return text
-
-
 def escape(text: str) -> str:
     """`text` on one line: control and other non-printable characters as Python escapes.
 
@@ -160,48 +152,70 @@ def _configure_logging(settings: Settings | None) -> None:
     log.setLevel((settings.log_level if settings else "info").upper())
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int:
+def _stamp_version(text: str) -> int | str:
+    """A migration number, or (with --tool) a revision id such as Alembic's."""
+    try:
+        return int(text)
+    except ValueError:
+        if not text or not text.isprintable():
+            raise
+        return text
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings, proof: Proof | None = None) -> Result:
     command = args.command
     if settings.tool != "files" and command not in ("backup", "restore", "clear-failure"):
-        from . import toolops  # the app's own migration tool (see `tools`)
-
-        return toolops.dispatch(args, settings, report)
+        return _tool(args, settings)
     if command == "run":
         argv = list(args.cmd)
         if argv[:1] == ["--"]:
             argv = argv[1:]
-        pipeline.migrate(settings, "run", argv)
-        report["exec"] = argv
-        return errors.OK
+        pipeline.migrate(settings, "run", argv, proof)
+        return Ready(argv=tuple(argv))
     if command == "migrate":
         pipeline.migrate(settings, "migrate")
-        return errors.OK
+        return Ready()
     # Imported here: a start (`run`) never needs the operator commands' modules.
     from . import operations
 
     if command in ("check", "status"):
-        return operations.assess(settings, report, rehearse=command == "check")
+        return operations.assess(settings, rehearse=command == "check")
     if command == "backup":
-        operations.take_backup(settings, report)
-    elif command == "restore":
-        operations.restore(settings, args.backup_file, report, args.at_version, args.force)
-    elif command == "stamp":
+        return operations.take_backup(settings)
+    if command == "restore":
+        return operations.restore(settings, args.backup_file, args.at_version, args.force)
+    if command == "stamp":
         if not isinstance(args.version, int):
             raise errors.UsageError(
                 f"stamp {args.version!r}: expected a migration number", "give its NNN"
             )
-        operations.stamp(settings, args.version, args.force, report)
-    elif command == "clear-failure":
-        operations.clear_failure(settings, report)
-    elif command == "init":
-        from . import adopt
+        return operations.stamp(settings, args.version, args.force)
+    if command == "clear-failure":
+        return operations.clear_failure(settings)
+    from . import adopt
 
-        adopt.init(settings, args.number, report)
-    return errors.OK
+    return adopt.init(settings, args.number)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns its exit code (`run` execs instead of returning on success)."""
+def _tool(args: argparse.Namespace, settings: Settings) -> Result:
+    """The app's own migration tool (see `tools`); its commands still fill a report."""
+    from . import toolops
+
+    report: dict[str, object] = {"command": args.command}
+    try:
+        code = toolops.dispatch(args, settings, report)
+    except PreflightError as exc:
+        return Reported(facts=report, error=exc)
+    argv = report.get("exec")
+    if isinstance(argv, list):
+        return Ready(argv=tuple(str(a) for a in argv))
+    return Reported(code=code, facts=report)
+
+
+def main(argv: Sequence[str] | None = None, proof: Proof | None = None) -> int:
+    """Run one command; returns its exit code (`run` execs instead of returning on success).
+
+    `proof`: what the quick start proved before handing this `run` over (see `entry`)."""
     parser = build_parser()
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -209,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     previous = signals.install()
     try:
-        return _main(args)
+        return _main(args, proof)
     except errors.Interrupted as exc:  # arrived after the work, while reporting
         log.error("%s (exit %d)", exc, exc.code)
         return exc.code
@@ -217,14 +231,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         signals.restore(previous)
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(args: argparse.Namespace, proof: Proof | None = None) -> int:
     settings = None
-    report: dict = {"command": args.command}
+    report: dict[str, object] = {"command": args.command}
+    argv: tuple[str, ...] = ()
     try:
         settings = resolve(args, os.environ)
         _configure_logging(settings)
         report["database"] = str(settings.db)
-        code = _dispatch(args, settings, report)
+        result = _dispatch(args, settings, proof)
+        report.update(result.report())
+        if result.error is not None:
+            raise result.error
+        code = result.code
+        argv = result.argv if isinstance(result, Ready) else ()
     except PreflightError as exc:
         if settings is None:
             _configure_logging(None)
@@ -243,8 +263,8 @@ def _main(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
     for handler in log.handlers:
         handler.flush()
-    if code == errors.OK and args.command == "run":
-        log.info("exec: %s", " ".join(report["exec"]), extra={"step": "exec"})
+    if code == errors.OK and argv:
+        log.info("exec: %s", " ".join(argv), extra={"step": "exec"})
         for handler in log.handlers:
             handler.flush()
         sys.stdout.flush()
@@ -252,15 +272,8 @@ def _main(args: argparse.Namespace) -> int:
         signals.defaults()  # the app gets SIGTERM with its usual meaning
         faults.point("before-exec")
         try:
-            os.execvp(report["exec"][0], report["exec"])
+            os.execvp(argv[0], argv)
         except OSError as exc:
-            log.error(
-                "exec %s failed: %s (exit %d)", report["exec"][0], exc.strerror, errors.ENVIRONMENT
-            )
+            log.error("exec %s failed: %s (exit %d)", argv[0], exc.strerror, errors.ENVIRONMENT)
             return errors.ENVIRONMENT
     return code
-
-
-def main_exit() -> None:
-    """Console-script entry point (`preflight ...`)."""
-    sys.exit(main())

@@ -14,21 +14,13 @@ from pathlib import Path
 from typing import cast
 
 from .errors import EnvironmentProblem, UsageError
-from .quickstart import integrity_policy
+from .facts import OPTIONS as ROWS
+from .facts import boolean, integrity_policy
 
 BACKUP_MODES = ("on-change", "always", "never")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TOOL_NAMES = ("files", "alembic", "django")  # tools.NAMES (not imported: a start stays light)
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -67,164 +59,68 @@ class Option:
     is_switch: bool = False
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("db", "--db", "PREFLIGHT_DB", "/data/app.db", str, "the SQLite database file"),
-    Option(
-        "migrations",
-        "--migrations",
-        "PREFLIGHT_MIGRATIONS",
-        "migrations",
-        str,
-        "folder of NNN_name.sql / NNN_name.py migrations",
-    ),
-    Option(
-        "backup_dir",
-        "--backup-dir",
-        "PREFLIGHT_BACKUP_DIR",
-        None,
-        str,
-        "where backups go (default: a 'backups' folder beside the database)",
-    ),
-    Option(
-        "backup",
-        "--backup",
-        "PREFLIGHT_BACKUP",
-        "on-change",
+# setting -> (parser, help); flag, variable and default come from `facts.OPTIONS`, the rows
+# the quick start reads too. A default is its text parsed by the option's own parser.
+PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
+    "db": (str, "the SQLite database file"),
+    "migrations": (str, "folder of NNN_name.sql / NNN_name.py migrations"),
+    "backup_dir": (str, "where backups go (default: a 'backups' folder beside the database)"),
+    "backup": (
         _choice(BACKUP_MODES),
         "on-change: only before a write; always: every run/migrate; never",
     ),
-    Option(
-        "keep_backups",
-        "--keep-backups",
-        "PREFLIGHT_KEEP_BACKUPS",
-        10,
+    "keep_backups": (
         _non_negative_int,
         "backups to keep (0 keeps all); the newest pre-migration backup is never pruned",
     ),
-    Option(
-        "lock_timeout",
-        "--lock-timeout",
-        "PREFLIGHT_LOCK_TIMEOUT",
-        300.0,
-        _non_negative_float,
-        "seconds to wait for another guard's lock",
-    ),
-    Option(
-        "smoke",
-        "--smoke",
-        "PREFLIGHT_SMOKE",
-        None,
-        str,
-        "shell command run against the migrated database; must exit 0",
-    ),
-    Option(
-        "smoke_timeout",
-        "--smoke-timeout",
-        "PREFLIGHT_SMOKE_TIMEOUT",
-        300.0,
-        _non_negative_float,
-        "seconds the smoke command may take (0: no limit)",
-    ),
-    Option(
-        "strict",
-        "--strict",
-        "PREFLIGHT_STRICT",
-        False,
-        _bool,
-        "extra tables/indexes/views/triggers are errors, not warnings",
-        is_switch=True,
-    ),
-    Option(
-        "integrity",
-        "--integrity",
-        "PREFLIGHT_INTEGRITY",
-        86400,
+    "lock_timeout": (_non_negative_float, "seconds to wait for another guard's lock"),
+    "smoke": (str, "shell command run against the migrated database; must exit 0"),
+    "smoke_timeout": (_non_negative_float, "seconds the smoke command may take (0: no limit)"),
+    "strict": (boolean, "extra tables/indexes/views/triggers are errors, not warnings"),
+    "integrity": (
         integrity_policy,
         "full PRAGMA quick_check on a start with nothing to write: every-start, "
         "before-writes, or an interval (24h, 7d, 30m, 3600s) since the last one",
     ),
-    Option(
-        "log_format",
-        "--log-format",
-        "PREFLIGHT_LOG_FORMAT",
-        "text",
-        _choice(LOG_FORMATS),
-        "log lines on stderr as text or json",
-    ),
-    Option(
-        "log_level",
-        "--log-level",
-        "PREFLIGHT_LOG_LEVEL",
-        "info",
-        _choice(LOG_LEVELS),
-        "least important log level shown",
-    ),
-    Option(
-        "json",
-        "--json",
-        "PREFLIGHT_JSON",
-        False,
-        _bool,
-        "check/status: print a JSON report on stdout",
-        is_switch=True,
-    ),
-    Option(
-        "functions",
-        "--functions",
-        "PREFLIGHT_FUNCTIONS",
-        None,
+    "log_format": (_choice(LOG_FORMATS), "log lines on stderr as text or json"),
+    "log_level": (_choice(LOG_LEVELS), "least important log level shown"),
+    "json": (boolean, "check/status: print a JSON report on stdout"),
+    "functions": (
         str,
         "a .py file or module defining register(conn): the app's SQL functions for migrations",
     ),
-    Option(
-        "tool",
-        "--tool",
-        "PREFLIGHT_TOOL",
-        "files",
+    "tool": (
         _choice(TOOL_NAMES),
         "whose migrations: files (the guard's NNN_name files), alembic or django",
     ),
-    Option(
-        "app_dir",
-        "--app-dir",
-        "PREFLIGHT_APP_DIR",
-        None,
+    "app_dir": (
         str,
         "with --tool: the app's folder, where the tool runs (default: the working directory)",
     ),
-    Option(
-        "tool_cmd",
-        "--tool-cmd",
-        "PREFLIGHT_TOOL_CMD",
-        None,
-        str,
-        "with --tool: the command that migrates to head (default: the tool's own)",
-    ),
-    Option(
-        "litestream_config",
-        "--litestream-config",
-        "PREFLIGHT_LITESTREAM_CONFIG",
-        None,
+    "tool_cmd": (str, "with --tool: the command that migrates to head (default: the tool's own)"),
+    "litestream_config": (
         str,
         "Litestream mode: its config file; a missing or empty database is restored from "
         "the replica before anything is built",
     ),
-    Option(
-        "litestream",
-        "--litestream",
-        "PREFLIGHT_LITESTREAM",
-        "litestream",
-        str,
-        "the litestream command (Litestream mode)",
-    ),
-    Option(
-        "litestream_timeout",
-        "--litestream-timeout",
-        "PREFLIGHT_LITESTREAM_TIMEOUT",
-        600.0,
+    "litestream": (str, "the litestream command (Litestream mode)"),
+    "litestream_timeout": (
         _non_negative_float,
         "seconds a restore from the replica may take (0: no limit); then exit 13",
     ),
+}
+
+OPTIONS: tuple[Option, ...] = tuple(
+    Option(
+        dest,
+        flag,
+        env,
+        PARSERS[dest][0](default) if default else None,
+        PARSERS[dest][0],
+        PARSERS[dest][1],
+        is_switch=switch,
+    )
+    for dest, flag, env, default, switch in ROWS
 )
 
 
@@ -245,7 +141,7 @@ class Settings:
     json: bool
     smoke_timeout: float = 300.0
     functions: str | None = None  # --functions spec (see `functions`)
-    integrity: str | int = 86400  # see quickstart.integrity_policy
+    integrity: str | int = 86400  # see facts.integrity_policy
     tool: str = "files"  # see `tools`
     app_dir: Path = Path(".")  # where the tool runs (absolute once resolved)
     tool_cmd: str | None = None

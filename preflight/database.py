@@ -11,11 +11,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cache, history, schema
-from .backup import SIDECARS, db_size, snapshot, uri
+from . import cache, drift, history, schema
+from .backup import SIDECARS, db_size, snapshot
 from .errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
+from .facts import probe, quick_check, uri
 from .files import private_folder
-from .quickstart import probe
 
 HEADER = b"SQLite format 3\x00"
 
@@ -40,11 +40,19 @@ class Inspection:
     size: int  # bytes in the main file when inspected
     fresh: bool  # no file, zero bytes, or no objects and no history
     applied: tuple[history.Applied, ...] | None  # None: no history table
-    live: schema.Schema | None  # None: not read, its text is the one the caller trusted
+    live: schema.Schema | None  # None only when `trusted` (not read)
     schema_hash: str = ""  # cache.schema_hash of the live schema ("" when fresh)
-    accepted: tuple = ()  # drift.Difference rows accepted by `stamp --force`
+    accepted: tuple[drift.Difference, ...] = ()  # drift.Difference rows accepted by `stamp --force`
     file: Path | None = None  # the file read (a private snapshot when `path` is shown instead)
     checked: bool = False  # a full PRAGMA quick_check ran and passed
+    trusted: bool = False  # the schema text hashed to what the cache vouches for: not read
+
+    @property
+    def live_schema(self) -> schema.Schema:
+        """The live schema as read; an inspection trusted by the cache has none."""
+        if self.live is None:
+            raise ValueError(f"{self.path}: schema trusted by the cache, not read")
+        return self.live
 
 
 def inspect(
@@ -54,7 +62,7 @@ def inspect(
 
     `shown` is the path to name in messages when `db` is a private snapshot of it. When
     the schema text hashes to `trust` (a schema verified before, see `cache`), the
-    structural snapshot is not taken and `live` is None. The cheap checks (the header,
+    structural snapshot is not taken: `trusted` is True and `live` None. The cheap checks (the header,
     the file as long as its header says, no stale sidecar) always run; `quick_check=False`
     leaves out the full check unless they cannot vouch (a hot journal, a short file with
     a WAL that may hold the rest): for a caller that runs it itself (a backup checks the
@@ -102,7 +110,8 @@ def inspect(
             applied = history.read(conn)
             accepted = history.read_accepted(conn)
             text_hash = cache.schema_hash(conn)
-            live = None if trust is not None and text_hash == trust else schema.snapshot(conn)
+            trusted = trust is not None and text_hash == trust
+            live = None if trusted else schema.snapshot(conn)
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
@@ -115,13 +124,15 @@ def inspect(
             f"{db} cannot be read: {exc}", "restore a backup with 'preflight restore'"
         ) from None
     fresh = applied is None and live is not None and live.is_empty()
-    return Inspection(db, True, size, fresh, applied, live, text_hash, accepted, real, checked)
+    return Inspection(
+        db, True, size, fresh, applied, live, text_hash, accepted, real, checked, trusted
+    )
 
 
 def full_check(conn: sqlite3.Connection, db: Path) -> None:
     """PRAGMA quick_check reads every page: DatabaseUnusable (exit 6) unless it says ok."""
     try:
-        result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+        result = quick_check(conn)
     except sqlite3.DatabaseError as exc:  # a page too broken to report on: SQLite gives up
         if "locked" in str(exc) or "busy" in str(exc):
             raise
@@ -179,10 +190,12 @@ def _rehearse_rollback(real: Path, db: Path) -> None:
             copy = snapshot(real, tmp)
         except (OSError, EnvironmentProblem):
             return  # no room to rehearse: SQLite rolls it back as any opener would
+        if copy is None:
+            return  # gone meanwhile: nothing to roll back
         try:
             conn = sqlite3.connect(copy, isolation_level=None)
             try:
-                result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+                result = quick_check(conn)
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:

@@ -11,6 +11,7 @@ clauses (SQLite ignores them) and ON CONFLICT ABORT (the default) are left out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .sqltext import canonical, fold, is_word, name, tokens, upper
 
@@ -72,7 +73,9 @@ def _names(group: list[str]) -> tuple[str, ...]:
     return tuple(name(part[0]) for part in _split(group[1:-1]))
 
 
-Fact = tuple  # ("collate", col, name) | ("generated", col, expr) | ("conflict", kind, cols,
+Fact = tuple[
+    Any, ...
+]  # ("collate", col, name) | ("generated", col, expr) | ("conflict", kind, cols,
 #               resolution) | ("check", text) | ("deferred", key) | ("autoincrement",)
 
 

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import drift, schema, signals
-from .backup import uri
 from .database import Inspection
 from .errors import DriftError, MigrationFailed, PreflightError
+from .facts import uri
 from .migrations import Migration, run_body, tokens
+from .transaction import immediate
 
 log = logging.getLogger("preflight")
 
@@ -64,17 +65,12 @@ def names_of(s: schema.Schema) -> set[Name]:
 
 def run_one(conn: sqlite3.Connection, m: Migration, label: str) -> None:
     """One migration in its own transaction (as schema.replay runs it)."""
-    conn.execute("BEGIN IMMEDIATE")
     try:
-        run_body(conn, m, label)
-        conn.execute("COMMIT")
+        with immediate(conn):
+            run_body(conn, m, label)
     except PreflightError:
         raise
     except Exception as exc:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # no transaction left, or the connection was closed
         if signals.received():
             raise signals.swallowed() from exc
         raise MigrationFailed(
@@ -260,16 +256,15 @@ def _rehearse(
             conn = sqlite3.connect(copy, isolation_level=None)
             try:
                 conn.execute("PRAGMA foreign_keys = OFF")
-                conn.execute("BEGIN IMMEDIATE")
                 try:
-                    for m in migrations[k:]:
-                        try:
-                            run_body(conn, m, "rehearse")
-                        except PreflightError:
-                            raise
-                        except Exception as exc:
-                            raise _Failed(f"{m.name}: {exc}") from exc
-                    conn.execute("COMMIT")
+                    with immediate(conn):
+                        for m in migrations[k:]:
+                            try:
+                                run_body(conn, m, "rehearse")
+                            except PreflightError:
+                                raise
+                            except Exception as exc:
+                                raise _Failed(f"{m.name}: {exc}") from exc
                     ends[k] = _end_state(conn)
                 except _Failed as exc:
                     failures[k] = str(exc)
@@ -286,15 +281,14 @@ class _Failed(Exception):
 def choose(insp: Inspection, migrations: tuple[Migration, ...], found: Ranking) -> int:
     """The version to adopt at, among `found.matches`; raises DriftError when unclear."""
     candidates = found.matches
-    assert insp.live is not None
-    if len(candidates) == 1 and not _collides(found, insp.live, candidates[0]):
+    if len(candidates) == 1 and not _collides(found, insp.live_schema, candidates[0]):
         return candidates[0]
     names = ", ".join(migrations[k - 1].name for k in candidates)
     between = migrations[candidates[0] : candidates[-1]]
     if (
         len(candidates) > 1
         and all(m.executes_nothing for m in between)
-        and not _collides(found, insp.live, candidates[0])
+        and not _collides(found, insp.live_schema, candidates[0])
     ):
         log.warning(
             "adopt: schema matches %s equally; the migrations between them execute no "

@@ -15,8 +15,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .backup import uri
 from .errors import DatabaseUnusable, EnvironmentProblem
+from .facts import quick_check, uri
 from .progress import Meter
 
 log = logging.getLogger("preflight")
@@ -46,7 +46,7 @@ def locked_copy(db: Path, tmp: Path) -> int | None:
     reader = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
     try:
         reader.execute("BEGIN")
-        expected = reader.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        expected = int(reader.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
         writer = sqlite3.connect(db, timeout=0, isolation_level=None)
         try:
             try:
@@ -119,7 +119,8 @@ class _Checker:
     def __init__(self, db: Path) -> None:
         import threading  # only a backup needs it
 
-        self.db, self.result, self.error = db, "", None
+        self.db, self.result = db, ""
+        self.error: BaseException | None = None
         # A daemon: a signal that interrupts the caller before join() must not leave the
         # process waiting for this thread at exit (the guard reports exit 12 and goes).
         self.thread = threading.Thread(target=self._run, name="preflight-quick-check", daemon=True)
@@ -129,7 +130,7 @@ class _Checker:
             # Read-only: closing it cannot checkpoint the live WAL.
             conn = sqlite3.connect(uri(self.db, mode="ro"), uri=True)
             try:
-                self.result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+                self.result = quick_check(conn)
             finally:
                 conn.close()
         except BaseException as exc:  # re-raised by the caller

@@ -19,10 +19,11 @@ import logging
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("preflight")
 
-Key = tuple  # (table, parent, columns, values) in lower case; values None when rowid-less
+Key = tuple[Any, ...]  # (table, parent, columns, values) in lower case; values None when rowid-less
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ class Violation:
     rowid: int | None  # None in a WITHOUT ROWID table
     parent: str
     columns: tuple[str, ...]
-    values: tuple | None  # the referencing values (None when they cannot be read by rowid)
+    values: (
+        tuple[object, ...] | None
+    )  # the referencing values (None when they cannot be read by rowid)
 
     def message(self) -> str:
         """e.g. 'comments rowid 7 (post_id=42) -> posts'."""
@@ -45,7 +48,7 @@ class Violation:
     def key(self) -> Key:
         return (self.table.lower(), self.parent.lower(), self.columns, self.values)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {
             "table": self.table,
             "rowid": self.rowid,
@@ -59,7 +62,7 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _check(conn: sqlite3.Connection) -> list[tuple]:
+def _check(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
     """PRAGMA foreign_key_check; table by table when one table's keys cannot be checked at all
     ('foreign key mismatch': the parent columns are not unique), skipping that table."""
     try:
@@ -103,12 +106,12 @@ def violations(conn: sqlite3.Connection) -> list[Violation]:
     return found
 
 
-def baseline(found: list[Violation]) -> Counter:
+def baseline(found: list[Violation]) -> Counter[Key]:
     """The multiset of violation keys, to compare a later check with."""
     return Counter(v.key() for v in found)
 
 
-def introduced(before: Counter, after: list[Violation]) -> list[Violation]:
+def introduced(before: Counter[Key], after: list[Violation]) -> list[Violation]:
     """The violations in `after` beyond those counted in `before`.
 
     First by the whole key; what is left, by the dangling values alone: a migration that
@@ -124,7 +127,7 @@ def introduced(before: Counter, after: list[Violation]) -> list[Violation]:
             left[v.key()] -= 1
         else:
             unmatched.append(v)
-    loose: Counter = Counter()
+    loose: Counter[object] = Counter()
     for key, count in left.items():
         if count > 0 and key[3] is not None:
             loose[key[3]] += count

@@ -12,12 +12,12 @@ import json
 import os
 import sqlite3
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-from .backup import fsync_dir, write_atomic
 from .drift import Difference
 from .errors import HistoryError
+from .facts import now as now
+from .files import fsync_dir, write_atomic
 from .migrations import Migration
 
 HISTORY = "_preflight_history"
@@ -48,11 +48,6 @@ _DDL = (
     f"""CREATE TRIGGER IF NOT EXISTS {LOG}_append_only_delete BEFORE DELETE ON {LOG}
         BEGIN SELECT RAISE(ABORT, '{LOG} is append-only'); END""",
 )
-
-
-def now() -> str:
-    """UTC time as ISO 8601 with milliseconds, sortable as text."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

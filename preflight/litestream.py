@@ -21,12 +21,13 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from . import ancestry
 from .config import Settings
 from .errors import DatabaseUnusable, EnvironmentProblem, ReplicaUnavailable, UsageError
+from .facts import probe
 from .files import fsync_dir, fsync_file
-from .quickstart import probe
 
 log = logging.getLogger("preflight")
 
@@ -207,13 +208,13 @@ def _table(text: str) -> list[dict[str, str]]:
     return [dict(zip(head, row)) for row in lines[1:] if len(row) == len(head)]
 
 
-def position(settings: Settings) -> dict:
+def position(settings: Settings) -> dict[str, Any]:
     """The replica's newest position for `status`: 0.3's newest generation, or 0.5's
     highest transaction id. Never raises for the replica: an error is reported."""
     config = settings.litestream_config
     if config is None:
         return {}
-    info: dict = {"config": str(config), "command": settings.litestream}
+    info: dict[str, Any] = {"config": str(config), "command": settings.litestream}
     # A read for an operator: never minutes against an unreachable endpoint.
     limit = min(settings.litestream_timeout or STATUS_TIMEOUT, STATUS_TIMEOUT)
     code, text = _run(settings, "version", timeout=limit)
@@ -248,7 +249,7 @@ def position(settings: Settings) -> dict:
     return info
 
 
-def describe(info: dict) -> str:
+def describe(info: dict[str, Any]) -> str:
     """One line for `status`."""
     where = info.get("position")
     if "error" in info:

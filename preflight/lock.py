@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import EnvironmentProblem, LockTimeout
-from .history import now
+from .facts import now
 
 log = logging.getLogger("preflight")
 
@@ -137,9 +137,16 @@ def acquire(path: Path, timeout: float) -> int:
 
 
 @contextmanager
-def hold(path: Path, timeout: float, command: str) -> Iterator[None]:
-    """Hold the exclusive lock for the duration of the block, waiting up to `timeout` s."""
-    fd = acquire(path, timeout)
+def hold(path: Path, timeout: float, command: str, held: int = -1) -> Iterator[None]:
+    """Hold the exclusive lock for the duration of the block, waiting up to `timeout` s.
+
+    `held`: the descriptor of this lock already flock'ed by this process (the quick start
+    hands it on); owned from now on, used while `path` still names it, else acquired anew.
+    """
+    if held >= 0 and not _same_file(held, path):
+        os.close(held)
+        held = -1
+    fd = held if held >= 0 else acquire(path, timeout)
     try:
         # os.uname().nodename is what socket.gethostname() returns, without importing socket
         info = {"pid": os.getpid(), "host": os.uname().nodename, "since": now(), "command": command}

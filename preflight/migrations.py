@@ -7,14 +7,14 @@ Python syntax, the application's SQL functions (`functions`).
 
 from __future__ import annotations
 
-import hashlib
+import os
 import sqlite3
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import names
+from . import facts, names
 from .errors import HistoryError, UsageError
 from .functions import FINGERPRINT_NAME, AppFunctions
 from .functions import load as load_functions
@@ -135,13 +135,37 @@ def up_section(text: str, name: str) -> tuple[int, int]:
     return up, down if down >= 0 else len(text)
 
 
-def load(path: Path, name: str | None = None, functions: AppFunctions | None = None) -> Migration:
+Known = dict[str, tuple[tuple[int, ...], str]]  # path -> (facts.identity, sha256)
+
+
+def _read(path: Path, known: Known | None) -> tuple[bytes, str]:
+    """The file's bytes and their sha256: the one `known` has for it (hashed by the quick
+    start) when the file is provably unchanged since, else hashed here."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        before = facts.identity(os.fstat(fd))
+        chunks = []
+        while block := os.read(fd, 1 << 20):
+            chunks.append(block)
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    ident, sha = (known or {}).get(str(path), ((), ""))
+    return raw, sha if ident and ident == before else facts.sha256_bytes(raw)
+
+
+def load(
+    path: Path,
+    name: str | None = None,
+    functions: AppFunctions | None = None,
+    known: Known | None = None,
+) -> Migration:
     """Read and validate one migration file; `name` defaults to the file name."""
     name = name or path.name
     what, version, detail = names.classify(name, name != path.name)
     if what not in (names.SQL, names.PY, names.FOLDER):
         raise HistoryError(f"{name}: {detail.split('; ', 1)[0]}", detail.split("; ", 1)[-1])
-    raw = path.read_bytes()
+    raw, sha = _read(path, known)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -173,15 +197,16 @@ def load(path: Path, name: str | None = None, functions: AppFunctions | None = N
                 f"{name}: has no top-level 'def migrate(conn)'",
                 "define migrate(conn); it runs inside the guard's transaction",
             )
-    return Migration(
-        version, name, path, kind, hashlib.sha256(raw).hexdigest(), statements, text, functions
-    )
+    return Migration(version, name, path, kind, sha, statements, text, functions)
 
 
-def discover(folder: Path, functions: str | None = None) -> tuple[Migration, ...]:
+def discover(
+    folder: Path, functions: str | None = None, known: Known | None = None
+) -> tuple[Migration, ...]:
     """All migrations in `folder`, ordered by version; odd names and duplicates are errors.
 
     `functions` is the --functions spec: loaded once here and carried by every Migration.
+    `known`: hashes the quick start took (see `_read`).
     """
     if not folder.is_dir():
         raise UsageError(
@@ -210,7 +235,7 @@ def discover(folder: Path, functions: str | None = None) -> tuple[Migration, ...
     for path, name in entries:
         if not path.is_file():
             raise HistoryError(f"{name}: is not a regular file", "remove it from the folder")
-        migration = load(path, name, loaded)
+        migration = load(path, name, loaded, known)
         if migration.version in found:
             raise HistoryError(
                 f"{found[migration.version].name} and {name} share number {migration.version}",
@@ -222,12 +247,10 @@ def discover(folder: Path, functions: str | None = None) -> tuple[Migration, ...
 
 def set_fingerprint(migrations: tuple[Migration, ...]) -> str:
     """One hash for the whole migration set (names and contents, and the functions module)."""
-    digest = hashlib.sha256()
-    for m in migrations:
-        digest.update(f"{m.name}\0{m.sha256}\n".encode())
+    named = [(m.name, m.sha256) for m in migrations]
     if migrations and migrations[0].functions:
-        digest.update(f"{FINGERPRINT_NAME}\0{migrations[0].functions.sha256}\n".encode())
-    return digest.hexdigest()
+        named.append((FINGERPRINT_NAME, migrations[0].functions.sha256))
+    return facts.set_fingerprint(named)
 
 
 def _deny_transaction_control(action: int, arg1: str | None, *_: object) -> int:

@@ -14,8 +14,6 @@ VERSION is digits, optionally with `-` separators that are dropped
 folder name for a folder.
 """
 
-from __future__ import annotations
-
 SQL, PY, FOLDER, IGNORED, REFUSED = "sql", "py", "folder", "ignored", "refused"
 FOLDER_FILES = ("migration.sql", "up.sql")  # what runs in a folder-per-migration layout
 _LABEL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")

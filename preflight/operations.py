@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,38 +31,55 @@ from .errors import (
     DriftError,
     EnvironmentProblem,
     MigrationFailed,
+    PreflightError,
     Refused,
     UsageError,
 )
 from .files import private_folder
 from .migrations import Migration, discover, set_fingerprint
-from .pipeline import HistoryMoved, apply, locked, plan, refuse_if_failed, step, verify
-from .planner import Plan, history_key
+from .pipeline import HistoryMoved, apply, locked, refuse_if_failed, step, verify
+from .planner import Plan, history_key, plan
+from .results import Assessment, BackupTaken, Cleared, Restored, Stamped, State
+from .transaction import immediate
 
 log = logging.getLogger("preflight")
 
 
-def assess(settings: Settings, report: dict, rehearse: bool) -> int:
+def assess(settings: Settings, rehearse: bool) -> Assessment:
     """`check` and `status`: everything `migrate` would decide, on a private snapshot.
 
     Never writes the database or its folder. With `rehearse`, pending migrations run on
-    the snapshot. Returns 0 (at head) or 3 (pending, clean); errors raise. A failure
-    record still lets `status` show the state before it refuses with 11.
+    the snapshot. Code 0 (at head) or 3 (pending, clean); errors raise, or once the facts
+    before the inspection are known, come back as the result's error (reported with them).
+    A failure record still lets `status` show the state before it refuses with 11.
     """
     check_environment(settings.db, None, writes=False)
     migrations = discover(settings.migrations, settings.functions)
-    report["migrations"] = [m.name for m in migrations]
-    report["database_id"] = catalog.identity(settings.db, settings.backup_dir)
-    report["backups"] = [
-        b.summary() for b in catalog.list_backups(settings.backup_dir, settings.db)
-    ]
     record = history.read_failure(settings.failure_path)
-    report["failure_record"] = record.__dict__ if record else None
+    replica = None
     if settings.litestream_config is not None:
         from . import litestream  # the replica's newest position, beside the local history
 
-        report["litestream"] = litestream.position(settings)
-        log.info("%s: litestream: %s", report["command"], litestream.describe(report["litestream"]))
+        replica = litestream.position(settings)
+        command = "check" if rehearse else "status"
+        log.info("%s: litestream: %s", command, litestream.describe(replica))
+    known = Assessment(
+        tuple(m.name for m in migrations),
+        catalog.identity(settings.db, settings.backup_dir),
+        tuple(b.summary() for b in catalog.list_backups(settings.backup_dir, settings.db)),
+        dict(record.__dict__) if record else None,
+        litestream=replica,
+    )
+    try:
+        return _assess(settings, rehearse, migrations, known)
+    except PreflightError as exc:
+        return replace(known, error=exc)
+
+
+def _assess(
+    settings: Settings, rehearse: bool, migrations: tuple[Migration, ...], known: Assessment
+) -> Assessment:
+    command = "check" if rehearse else "status"
     refusal: Refused | None = None
     try:
         refuse_if_failed(settings, set_fingerprint(migrations))
@@ -79,36 +97,41 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
         key = cache.key(set_fingerprint(migrations), settings.strict)
         trusted = cache.read(settings.cache_path, key)
         insp = inspect(snap, settings.db, trust=trusted.schema_hash if trusted else None)
-        if insp.live is None and not cache.at_head(insp.applied, migrations):
+        if insp.trusted and not cache.at_head(insp.applied, migrations):
             insp = inspect(snap, settings.db, quick_check=False)  # same text, other history
-        report["fresh"] = insp.fresh
-        report["database_exists"] = settings.db.exists()
-        report["note"] = _absent(settings, insp.fresh, len(migrations))
-        if report["note"]:
-            log.info("%s: %s", report["command"], report["note"])
-        report["applied"] = [a.__dict__ for a in insp.applied or ()]
-        p = (
-            plan(insp, migrations, settings.strict)
-            if rehearse
-            else _status_plan(insp, migrations, settings.strict, report)
-        )
-        if insp.live is None and trusted:
+        note = _absent(settings, insp.fresh, len(migrations))
+        if note:
+            log.info("%s: %s", command, note)
+        applied = tuple(dict(a.__dict__) for a in insp.applied or ())
+        drift_text, adopt_known = "none", True
+        if rehearse:
+            p = plan(insp, migrations, settings.strict)
+        else:
+            p, unchecked = _status_plan(insp, migrations, settings.strict)
+            if unchecked is not None:
+                drift_text, adopt_known = unchecked, insp.applied is not None
+        if insp.trusted and trusted:
             for warning in trusted.warnings:
                 log.warning("extra: %s", warning)
-        report.setdefault("drift", "none")
-        report.setdefault("adopt", [m.name for m in p.adopt])
-        report["pending"] = [m.name for m in p.pending]
-        report["warnings"] = (
-            list(trusted.warnings)
-            if insp.live is None and trusted
-            else [w.message() for w in p.warnings]
-        )
-        report["accepted_differences"] = [d.message() for d in insp.accepted]
         for d in insp.accepted:
             log.info("status: accepted by stamp --force: %s", d.message())
         found = _foreign_keys(snap)
-        report["foreign_key_violation_count"] = len(found)
-        report["foreign_key_violations"] = [v.as_dict() for v in found[:100]]
+        state = State(
+            fresh=insp.fresh,
+            database_exists=settings.db.exists(),
+            note=note,
+            applied=applied,
+            drift=drift_text,
+            adopt=tuple(m.name for m in p.adopt) if adopt_known else None,
+            pending=tuple(m.name for m in p.pending),
+            warnings=tuple(trusted.warnings)
+            if insp.trusted and trusted
+            else tuple(w.message() for w in p.warnings),
+            accepted_differences=tuple(d.message() for d in insp.accepted),
+            foreign_key_violation_count=len(found),
+            foreign_key_violations=tuple(v.as_dict() for v in found[:100]),
+        )
+        result = replace(known, state=state, code=3 if p.writes or not adopt_known else 0)
         if found:
             log.warning(
                 "foreign keys: %s, already in the database (a migrating start warns; "
@@ -116,13 +139,16 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
                 foreignkeys.summary(found),
             )
         if not rehearse:
-            _summarize(report)
+            _summarize(result)
         if refusal is not None:
-            raise refusal
+            return replace(result, error=refusal)
         if found and settings.strict:
-            raise DriftError(
-                f"{settings.db} has {foreignkeys.summary(found)} (--strict)",
-                "delete or fix the orphan rows, or run without --strict",
+            return replace(
+                result,
+                error=DriftError(
+                    f"{settings.db} has {foreignkeys.summary(found)} (--strict)",
+                    "delete or fix the orphan rows, or run without --strict",
+                ),
             )
         if rehearse and p.writes:
             with step("rehearse") as info:
@@ -131,52 +157,55 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
                     baseline = apply(settings, snap, p, {}, label="rehearse")
                     verify(settings, snap, p, label="rehearse", fk_baseline=baseline)
                 except MigrationFailed as exc:
-                    raise MigrationFailed(
+                    failed = MigrationFailed(
                         f"rehearsal on a private copy: {exc.message}; the database was not touched",
                         exc.hint,
-                    ) from exc
-                report["rehearsal_ms"] = round((time.perf_counter() - start) * 1000, 1)
+                    )
+                    failed.__cause__ = exc
+                    return replace(result, error=failed)
+                result = replace(
+                    result, rehearsal_ms=round((time.perf_counter() - start) * 1000, 1)
+                )
                 info["what"] = (
                     f"{len(p.pending)} migration(s) apply cleanly to a private copy; "
                     "the database was not touched"
                 )
-        elif rehearse and not report["note"]:
-            applied = report["applied"]
+        elif rehearse and not note:
             log.info(
                 "check: at head (%s): a start would change nothing",
                 f"{len(applied)} applied, last {applied[-1]['name']}"
                 if applied
                 else "no migrations",
             )
-    return 3 if p.writes or report["adopt"] is None else 0
+    return result
 
 
 def _status_plan(
-    insp: Inspection, migrations: tuple[Migration, ...], strict: bool, report: dict
-) -> Plan:
+    insp: Inspection, migrations: tuple[Migration, ...], strict: bool
+) -> tuple[Plan, str | None]:
     """`plan` for `status`, which never runs a .py migration's code.
 
     The drift check replays the applied migrations (all of them, to adopt a database
     without history); a .py one is code, and a read-only command does not run it: then
     drift is reported as not checked (`check` rehearses it). Pending migrations are not
-    replayed at all: status needs their names, not the head they build.
+    replayed at all: status needs their names, not the head they build. Returns the plan
+    and, when drift was not checked, why (then a database without history has no known
+    version to adopt).
     """
     fingerprint = set_fingerprint(migrations)
-    if insp.live is None or insp.fresh:
-        return plan(insp, migrations, strict)  # a cache hit or a fresh database: no replay
+    if insp.trusted or insp.fresh:
+        return plan(insp, migrations, strict), None  # a cache hit or a fresh database
     pending = history.pending(insp.applied, migrations) if insp.applied is not None else ()
     needed = migrations if insp.applied is None else migrations[: len(migrations) - len(pending)]
     code = next((m for m in needed if m.kind == "py"), None)
     if code is not None:
-        report["drift"] = (
-            f"not checked: {code.name} is Python code; run `preflight check` to rehearse it"
-        )
-        log.info("status: drift: %s", report["drift"])
-        if insp.applied is None:
-            report["adopt"] = None  # the version to adopt is what the replay would find
-        return Plan(fingerprint, (), pending, None)
+        why = f"not checked: {code.name} is Python code; run `preflight check` to rehearse it"
+        log.info("status: drift: %s", why)
+        return Plan(fingerprint, (), pending, None), why
     checked = plan(insp, needed, strict)
-    return Plan(fingerprint, checked.adopt, checked.pending or pending, None, checked.warnings)
+    return Plan(
+        fingerprint, checked.adopt, checked.pending or pending, None, checked.warnings
+    ), None
 
 
 def _absent(settings: Settings, fresh: bool, migrations: int) -> str | None:
@@ -206,17 +235,18 @@ def _foreign_keys(snap: Path) -> list[foreignkeys.Violation]:
         conn.close()
 
 
-def _summarize(report: dict) -> None:
-    applied = report.get("applied") or []
-    adopt = report.get("adopt")
+def _summarize(result: Assessment) -> None:
+    assert result.state is not None
+    applied = result.state.applied
+    adopt = result.state.adopt
     log.info(
         "status: %d applied%s, %s to adopt, %d pending",
         len(applied),
         f" (last {applied[-1]['name']})" if applied else "",
         "unknown (drift not checked)" if adopt is None else len(adopt),
-        len(report.get("pending") or []),
+        len(result.state.pending),
     )
-    backups = report.get("backups") or []
+    backups = result.backups
     log.info("status: %d backup(s)", len(backups))
     for b in backups:
         at = (
@@ -234,14 +264,14 @@ def _summarize(report: dict) -> None:
             b["bytes"] / (1 << 20),
             b["path"],
         )
-    record = report.get("failure_record")
+    record = result.failure_record
     log.info(
         "status: failure record: %s",
         f"{record['failed_at']}: {record['reason']}" if record else "none",
     )
 
 
-def take_backup(settings: Settings, report: dict) -> None:
+def take_backup(settings: Settings) -> BackupTaken:
     """`preflight backup`: a verified backup now, then prune."""
     check_environment(settings.db, settings.backup_dir, writes=True)
     with locked(settings, "backup"):
@@ -257,9 +287,9 @@ def take_backup(settings: Settings, report: dict) -> None:
             taken = backup.take(settings.db, settings.backup_dir, "manual")
             info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
             info["tail"] = f" -> {taken}"
-        report["backup"] = str(taken)
         for removed in catalog.prune(settings.backup_dir, settings.db, settings.keep_backups):
             log.info("prune: removed %s", removed)
+    return BackupTaken(backup=str(taken))
 
 
 def _choose(settings: Settings, name: str | None, version: int | None) -> Path:
@@ -303,14 +333,14 @@ def _choose(settings: Settings, name: str | None, version: int | None) -> Path:
 def restore(
     settings: Settings,
     name: str | None,
-    report: dict,
     version: int | None = None,
     force: bool = False,
-) -> None:
+) -> Restored:
     """`preflight restore [BACKUP | --version N]`: back up the current state first, then restore.
 
     Refused (exit 8) while another process has the database open or a guarded app runs,
-    unless `force`: the rename would leave them writing into the replaced file.
+    unless `force`: the rename would leave them writing into the replaced file. A failure
+    after the current state was saved comes back as the result's error, naming the save.
     """
     if name is not None and version is not None:
         raise UsageError("name a backup or a version, not both", "preflight restore --version N")
@@ -330,6 +360,7 @@ def restore(
                 f"{chosen.name} needs {needed >> 10} KiB",
                 f"free space on {settings.db.parent}, then restore again",
             )
+        saved = None
         if settings.db.exists() and settings.db.stat().st_size > 0:
             with step("backup") as info:
                 try:
@@ -340,11 +371,13 @@ def restore(
                     taken = _keep_raw(settings)
                     log.warning("backup: %s; kept the raw files as %s", exc.message, taken)
                 info["what"], info["tail"] = "current state saved", f" -> {taken}"
-            report["pre_restore_backup"] = str(taken)
-        with step("restore") as info, signals.deferred():  # not stopped half-way
-            backup.restore(chosen, settings.db)
-            info["what"], info["tail"] = "restored and verified", f" <- {chosen}"
-        report["restored"] = str(chosen)
+            saved = str(taken)
+        try:
+            with step("restore") as info, signals.deferred():  # not stopped half-way
+                backup.restore(chosen, settings.db)
+                info["what"], info["tail"] = "restored and verified", f" <- {chosen}"
+        except PreflightError as exc:
+            return Restored(pre_restore_backup=saved, error=exc)
         if catalog.read_identity(settings.db) is None:
             # Nothing was here to back up (a new volume): it continues the backup's lineage.
             record = catalog.record_of(chosen)
@@ -355,6 +388,7 @@ def restore(
                 "failure record still present; 'preflight clear-failure' lets the same "
                 "migration set try again"
             )
+    return Restored(restored=str(chosen), pre_restore_backup=saved)
 
 
 def _keep_raw(settings: Settings) -> Path:
@@ -370,7 +404,7 @@ def _keep_raw(settings: Settings) -> Path:
     return target
 
 
-def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
+def stamp(settings: Settings, version: int, force: bool) -> Stamped:
     """`preflight stamp VERSION`: record 1..VERSION as applied without running them.
 
     Only when the live schema matches what those migrations produce (extras allowed),
@@ -394,7 +428,7 @@ def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
                 "run 'preflight migrate' to build a fresh database",
             )
         expected = schema.replay(migrations, {len(upto)})[len(upto)]
-        diffs = drift.errors(drift.diff(expected, insp.live), settings.strict)
+        diffs = drift.errors(drift.diff(expected, insp.live_schema), settings.strict)
         if not force:
             _refuse_below_evidence(settings, insp, migrations, version)
         if diffs and not force:
@@ -418,30 +452,28 @@ def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
                 info["what"], info["tail"] = "before stamp", f" -> {taken}"
         conn = connect(settings.db, settings.lock_timeout)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            if history_key(history.read(conn)) != history_key(insp.applied):
-                conn.execute("ROLLBACK")
-                raise HistoryMoved(
-                    f"a guard changed the history of {settings.db} while this "
-                    f"stamp checked it; nothing was recorded",
-                    "run 'preflight status', then stamp again if still needed",
+            with immediate(conn):
+                if history_key(history.read(conn)) != history_key(insp.applied):
+                    raise HistoryMoved(
+                        f"a guard changed the history of {settings.db} while this "
+                        f"stamp checked it; nothing was recorded",
+                        "run 'preflight status', then stamp again if still needed",
+                    )
+                history.ensure_tables(conn)
+                removed = history.forget_after(conn, version)
+                known = {(a.version, a.name, a.sha256) for a in insp.applied or ()}
+                for m in upto:
+                    if (m.version, m.name, m.sha256) not in known:  # keep real applied-at rows
+                        history.record(conn, m, "stamped", 0.0)
+                if diffs or insp.accepted:
+                    history.accept(conn, version, diffs)  # exactly what differs now
+                history.log(
+                    conn,
+                    "stamp",
+                    version,
+                    upto[-1].name if upto else None,
+                    f"force, {len(diffs)} difference(s) accepted" if diffs else "schema matched",
                 )
-            history.ensure_tables(conn)
-            removed = history.forget_after(conn, version)
-            known = {(a.version, a.name, a.sha256) for a in insp.applied or ()}
-            for m in upto:
-                if (m.version, m.name, m.sha256) not in known:  # keep real applied-at rows
-                    history.record(conn, m, "stamped", 0.0)
-            if diffs or insp.accepted:
-                history.accept(conn, version, diffs)  # exactly what differs now; none: forgotten
-            history.log(
-                conn,
-                "stamp",
-                version,
-                upto[-1].name if upto else None,
-                f"force, {len(diffs)} difference(s) accepted" if diffs else "schema matched",
-            )
-            conn.execute("COMMIT")
         finally:
             conn.close()
         log.info(
@@ -450,17 +482,18 @@ def stamp(settings: Settings, version: int, force: bool, report: dict) -> None:
             len(upto),
             removed,
         )
-        report["stamped"] = version
-        report["accepted_differences"] = [d.message() for d in diffs]
+    return Stamped(version, tuple(d.message() for d in diffs))
 
 
-def _refuse_below_evidence(settings: Settings, insp, migrations, version: int) -> None:
+def _refuse_below_evidence(
+    settings: Settings, insp: Inspection, migrations: tuple[Migration, ...], version: int
+) -> None:
     """Stamping below what the history and the schema show would make the next start run
     recorded migrations again: refused without --force, naming the version they show."""
     last = max((a.version for a in insp.applied or ()), default=0)
-    if insp.live is None or insp.live.is_empty() or not migrations:
+    if insp.trusted or insp.live_schema.is_empty() or not migrations:
         return
-    found = evidence.rank(insp.live, migrations)
+    found = evidence.rank(insp.live_schema, migrations)
     shown = [migrations[k - 1] for k in found.matches]
     above = [m for m in shown if m.version > version]
     if last > version and any(m.version == last for m in shown):
@@ -480,13 +513,13 @@ def _refuse_below_evidence(settings: Settings, insp, migrations, version: int) -
     )
 
 
-def clear_failure(settings: Settings, report: dict) -> None:
+def clear_failure(settings: Settings) -> Cleared:
     """`preflight clear-failure`: let the same migration set try again."""
     with locked(settings, "clear-failure"):
         record = history.read_failure(settings.failure_path)
         cleared = history.clear_failure(settings.failure_path)
-        report["cleared"] = record.__dict__ if record else None
         log.info(
             "failure record: %s",
             f"cleared ({record.reason})" if cleared and record else "there was none",
         )
+    return Cleared(dict(record.__dict__) if record else None)

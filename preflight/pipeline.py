@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from . import (
     backup,
@@ -32,7 +33,6 @@ from . import (
     schema,
     signals,
 )
-from .backup import uri
 from .config import Settings
 from .database import (
     Inspection,
@@ -53,9 +53,10 @@ from .errors import (
     Refused,
     RestoreFailed,
 )
+from .facts import Proof, check_due, quick_check, uri
 from .migrations import Migration, discover, run_body, set_fingerprint
 from .planner import Plan, accepted_part, history_key, plan
-from .quickstart import check_due
+from .transaction import immediate
 
 log = logging.getLogger("preflight")
 
@@ -96,10 +97,10 @@ def step(name: str) -> Iterator[dict[str, str]]:
 
 
 @contextmanager
-def locked(settings: Settings, command: str) -> Iterator[None]:
-    """Hold the guard's lock, logging how long it took to get."""
+def locked(settings: Settings, command: str, held: int = -1) -> Iterator[None]:
+    """Hold the guard's lock, logging how long it took to get (`held`: see lock.hold)."""
     start = time.perf_counter()
-    with lock.hold(settings.lock_path, settings.lock_timeout, command):
+    with lock.hold(settings.lock_path, settings.lock_timeout, command, held):
         ms = (time.perf_counter() - start) * 1000
         log.info("lock: acquired in %.0f ms", ms, extra={"step": "lock", "ms": round(ms, 1)})
         yield
@@ -129,7 +130,9 @@ def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
     log.info("failure record: a previous start failed with another migration set; trying this one")
 
 
-def apply(settings: Settings, db: Path, p: Plan, progress: dict, label: str = "migrate") -> Counter:
+def apply(
+    settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str = "migrate"
+) -> Counter[foreignkeys.Key]:
     """Adopt and apply everything pending in ONE BEGIN IMMEDIATE ... COMMIT.
 
     One transaction for all of it: a kill or failure anywhere before COMMIT leaves the
@@ -150,69 +153,65 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict, label: str = "m
     after_statement = (lambda: faults.point("statement")) if live else None
     conn = connect(db, settings.lock_timeout)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            now = history_key(history.read(conn))
-            if now != p.based_on:
-                conn.execute("ROLLBACK")
-                raise HistoryMoved(
-                    f"another guard changed the history of {db} after this one "
-                    f"planned ({len(p.based_on or ())} -> {len(now or ())} "
-                    f"recorded); nothing was run",
-                    "start again",
-                )
-            before = foreignkeys.violations(conn)
-            if before and live:  # check/status list them themselves
-                log.warning(
-                    "foreign keys: %s already present before this run (not made by it; "
-                    "--strict refuses them)",
-                    foreignkeys.summary(before),
-                )
-            baseline = foreignkeys.baseline(before)
-            history.ensure_tables(conn)
-            for m in p.adopt:
-                history.record(conn, m, "adopted", 0.0)
-            for m in p.pending:
-                progress["running"].append(m.name)
+        with immediate(conn):
+            try:
+                now = history_key(history.read(conn))
+                if now != p.based_on:
+                    raise HistoryMoved(
+                        f"another guard changed the history of {db} after this one "
+                        f"planned ({len(p.based_on or ())} -> {len(now or ())} "
+                        f"recorded); nothing was run",
+                        "start again",
+                    )
+                before = foreignkeys.violations(conn)
+                if before and live:  # check/status list them themselves
+                    log.warning(
+                        "foreign keys: %s already present before this run (not made by it; "
+                        "--strict refuses them)",
+                        foreignkeys.summary(before),
+                    )
+                baseline = foreignkeys.baseline(before)
+                history.ensure_tables(conn)
+                for m in p.adopt:
+                    history.record(conn, m, "adopted", 0.0)
+                for m in p.pending:
+                    progress["running"].append(m.name)
+                    with step(label) as info:
+                        start = time.perf_counter()
+                        try:
+                            run_body(conn, m, label, after_statement=after_statement)
+                        except PreflightError:
+                            raise
+                        except Exception as exc:
+                            raise _migration_error(m, db, exc, settings.lock_timeout) from exc
+                        history.record(conn, m, "applied", (time.perf_counter() - start) * 1000)
+                        info["what"] = m.name
+                _check_foreign_keys(conn, baseline)
+                if p.accepted and p.expected_head is not None:
+                    _clear_accepted(conn, p)
                 with step(label) as info:
-                    start = time.perf_counter()
-                    try:
-                        run_body(conn, m, label, after_statement=after_statement)
-                    except PreflightError:
-                        raise
-                    except Exception as exc:
-                        raise _migration_error(m, db, exc, settings.lock_timeout) from exc
-                    history.record(conn, m, "applied", (time.perf_counter() - start) * 1000)
-                    info["what"] = m.name
-            _check_foreign_keys(conn, baseline)
-            if p.accepted and p.expected_head is not None:
-                _clear_accepted(conn, p)
-            with step(label) as info:
-                if live:
-                    faults.point("before-commit")
-                with signals.deferred():  # a SIGTERM must not split COMMIT from knowing it
-                    if signals.received():
-                        raise signals.swallowed()
-                    try:
-                        conn.execute("COMMIT")
-                    except sqlite3.Error as exc:
-                        raise _migration_error(None, db, exc, settings.lock_timeout) from exc
+                    if live:
+                        faults.point("before-commit")
+                    with signals.deferred():  # a SIGTERM must not split COMMIT from knowing it
+                        if signals.received():
+                            raise signals.swallowed()
+                        try:
+                            conn.execute("COMMIT")
+                        except sqlite3.Error as exc:
+                            raise _migration_error(None, db, exc, settings.lock_timeout) from exc
+                        progress["committed"] = True
+                    info["what"] = (
+                        f"committed {len(p.adopt)} adopted and {len(p.pending)} "
+                        f"applied in one transaction"
+                    )
+            except BaseException as exc:
+                if progress["running"] and not progress["committed"]:
+                    progress["failing"] = progress["running"][-1]
+                if _transaction(conn) == "ended" and not isinstance(exc, TRANSIENT):
+                    # Ended from inside (a .py migration that removed the authorizer and
+                    # committed): what was kept is unknown, so undo from the backup.
                     progress["committed"] = True
-                info["what"] = (
-                    f"committed {len(p.adopt)} adopted and {len(p.pending)} "
-                    f"applied in one transaction"
-                )
-        except BaseException as exc:
-            if progress["running"] and not progress["committed"]:
-                progress["failing"] = progress["running"][-1]
-            state = _transaction(conn)
-            if state == "open":
-                conn.execute("ROLLBACK")
-            elif state == "ended" and not isinstance(exc, TRANSIENT):
-                # Ended from inside (a .py migration that removed the authorizer and
-                # committed): what was kept is unknown, so undo from the backup.
-                progress["committed"] = True
-            raise
+                raise
     finally:
         conn.close()
     if live:
@@ -220,7 +219,7 @@ def apply(settings: Settings, db: Path, p: Plan, progress: dict, label: str = "m
     return baseline
 
 
-def _check_foreign_keys(conn: sqlite3.Connection, baseline: Counter) -> None:
+def _check_foreign_keys(conn: sqlite3.Connection, baseline: Counter[foreignkeys.Key]) -> None:
     """Once, before COMMIT: violations the run introduced and left fail it (older ones do not,
     nor one a migration made and a later one removed: all of them commit together)."""
     new = foreignkeys.introduced(baseline, foreignkeys.violations(conn))
@@ -292,7 +291,11 @@ def _transaction(conn: sqlite3.Connection) -> str:
 
 
 def verify(
-    settings: Settings, db: Path, p: Plan, label: str = "verify", fk_baseline: Counter | None = None
+    settings: Settings,
+    db: Path,
+    p: Plan,
+    label: str = "verify",
+    fk_baseline: Counter[foreignkeys.Key] | None = None,
 ) -> VerifiedState:
     """Step 8: schema equals head, quick_check passes, no foreign-key violation beyond the
     baseline (those before the run, as apply read them), smoke exits 0.
@@ -318,7 +321,7 @@ def verify(
                     f" (+{len(diffs) - 1} more)",
                     "fix the migrations",
                 )
-            result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+            result = quick_check(conn)
             if result != "ok":
                 raise MigrationFailed(f"verification: quick_check: {result[:200]}", "")
             new = foreignkeys.introduced(fk_baseline or Counter(), foreignkeys.violations(conn))
@@ -444,7 +447,7 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> VerifiedState | No
             info["tail"] = f" -> {taken}"
     if not p.writes:
         return None
-    progress: dict = {"running": [], "committed": False}
+    progress: dict[str, Any] = {"running": [], "committed": False}
     try:
         baseline = apply(settings, db, p, progress)
         return verify(settings, db, p, fk_baseline=baseline)
@@ -493,8 +496,20 @@ def execute(settings: Settings, insp: Inspection, p: Plan) -> VerifiedState | No
         ) from error
 
 
-def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> None:
-    """Steps 1-9: everything `run` does before exec, and all that `migrate` does."""
+def migrate(
+    settings: Settings, command: str, argv: list[str] | None = None, proof: Proof | None = None
+) -> None:
+    """Steps 1-9: everything `run` does before exec, and all that `migrate` does.
+
+    `proof`: what a quick start proved before handing over (its lock, still held, the
+    files' hashes, a passed quick_check): used when it was made for this very database
+    and folder, so nothing is done twice.
+    """
+    if proof is not None and (proof.db, proof.migrations) != (
+        str(settings.db),
+        str(settings.migrations),
+    ):
+        proof = None
     litestream.refuse_under_replicate()
     check_environment(
         settings.db,
@@ -503,12 +518,15 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
         command=argv,
     )
     with step("migrations") as info:
-        migrations = discover(settings.migrations, settings.functions)
+        migrations = discover(
+            settings.migrations, settings.functions, proof.hashed if proof else None
+        )
         info["what"] = f"{len(migrations)} file(s) valid"
     if not migrations:
         log.warning("migrations: none in %s; is PREFLIGHT_MIGRATIONS right?", settings.migrations)
     litestream.ready(settings)
-    with locked(settings, command):
+    held = proof.take_lock() if proof else -1
+    with locked(settings, command, held):
         litestream.restore_if_missing(settings)  # before anything could build a fresh one
         if argv is not None:
             # Held from inside the lock until the exec'd app exits (it inherits the
@@ -518,7 +536,10 @@ def migrate(settings: Settings, command: str, argv: list[str] | None = None) -> 
         refuse_if_failed(settings, fingerprint)
         for attempt in range(1, RETRIES + 1):
             try:
-                _migrate_locked(settings, migrations, fingerprint)
+                # A quick_check the quick start passed under this same lock holds on the
+                # first attempt; after another guard moved the history, it is redone.
+                checked = held >= 0 and proof is not None and proof.checked and attempt == 1
+                _migrate_locked(settings, migrations, fingerprint, checked)
                 break
             except HistoryMoved as exc:
                 if attempt == RETRIES:
@@ -548,9 +569,10 @@ def _strict_foreign_keys(db: Path) -> None:
 
 
 def _migrate_locked(
-    settings: Settings, migrations: tuple[Migration, ...], fingerprint: str
+    settings: Settings, migrations: tuple[Migration, ...], fingerprint: str, proved: bool = False
 ) -> None:
-    """Inspect, plan, execute and write the cache, under the lock."""
+    """Inspect, plan, execute and write the cache, under the lock (`proved`: quick_check
+    passed under it already)."""
     with step("inspect") as info:
         key = cache.key(fingerprint, settings.strict)
         trusted = cache.read(settings.cache_path, key)
@@ -558,10 +580,11 @@ def _migrate_locked(
         insp = inspect(
             settings.db,
             trust=trusted.schema_hash if trusted else None,
-            quick_check=check_due(settings.integrity, trusted.checked_at if trusted else 0, now),
+            quick_check=not proved
+            and check_due(settings.integrity, trusted.checked_at if trusted else 0, now),
         )
-        checked = insp.checked
-        if insp.live is None and not cache.at_head(insp.applied, migrations):
+        checked = insp.checked or proved
+        if insp.trusted and not cache.at_head(insp.applied, migrations):
             # Same schema text, other history: take the snapshot and check it all
             # (quick_check, if due, just ran under this lock; not again on a big file).
             insp = inspect(settings.db, quick_check=False)
@@ -572,10 +595,16 @@ def _migrate_locked(
                 f"{len(insp.applied or ())} applied, "
                 + (
                     "schema as verified before (cache)"
-                    if insp.live is None
-                    else f"{len(insp.live.tables)} table(s)"
+                    if insp.trusted
+                    else f"{len(insp.live_schema.tables)} table(s)"
                 )
-                + (", quick_check ok" if checked else ", header and size ok")
+                + (
+                    ", quick_check ok (by the quick start, under this lock)"
+                    if proved
+                    else ", quick_check ok"
+                    if checked
+                    else ", header and size ok"
+                )
             )
         )
     with step("plan") as info:
@@ -583,7 +612,7 @@ def _migrate_locked(
         info["what"] = (
             f"{len(p.adopt)} to adopt, " if p.adopt else ""
         ) + f"{len(p.pending)} pending, history and schema verified"
-    if trusted and insp.live is None:
+    if trusted and insp.trusted:
         for warning in trusted.warnings:
             log.warning("extra: %s", warning)
     if p.writes and settings.strict and not insp.fresh:
@@ -600,7 +629,7 @@ def _migrate_locked(
         done = VerifiedState(
             insp.schema_hash,
             tuple(w.message() for w in p.warnings)
-            if insp.live is not None
+            if not insp.trusted
             else trusted.warnings
             if trusted
             else (),
@@ -608,9 +637,7 @@ def _migrate_locked(
     # Written when the schema was verified anew, or to record a full check an interval
     # policy asked for; otherwise a hit needs no rewrite: a no-op start writes nothing.
     recorded = trusted.checked_at if trusted else 0
-    if done.schema_hash and (
-        insp.live is not None or (checked and isinstance(settings.integrity, int))
-    ):
+    if done.schema_hash and (not insp.trusted or (checked and isinstance(settings.integrity, int))):
         cache.write(
             settings.cache_path,
             cache.Verified(

@@ -89,7 +89,7 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
     n = len(migrations)
     fingerprint = set_fingerprint(migrations)
     based_on = history_key(insp.applied)
-    if insp.live is None:
+    if insp.trusted:
         # inspect was told this schema text was verified at the head of this exact
         # migration set (cache.at_head checked the history): nothing to replay or diff.
         return Plan(fingerprint, (), (), None, based_on=based_on, accepted=insp.accepted)
@@ -102,7 +102,7 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
     pending = history.pending(insp.applied, migrations)
     done = n - len(pending)
     snaps = schema.replay(migrations, {done, n})
-    diffs = drift.diff(snaps[done], insp.live)
+    diffs = drift.diff(snaps[done], insp.live_schema)
     errors, accepted = accepted_part(drift.errors(diffs, strict), insp.accepted)
     _warn_extras(diffs, strict)
     for d in accepted:
@@ -132,12 +132,12 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
     """A database with tables but no history: find the one version its schema is at."""
     n = len(migrations)
     fingerprint = set_fingerprint(migrations)
-    assert insp.live is not None
+    live = insp.live_schema
     if n == 0:
-        extras = drift.diff(schema.Schema(), insp.live)
+        extras = drift.diff(schema.Schema(), live)
         _warn_extras(extras, strict)
         return Plan(fingerprint, (), (), schema.Schema(), tuple(extras))
-    found = evidence.rank(insp.live, migrations)
+    found = evidence.rank(live, migrations)
     if not found.matches:
         k = found.closest
         errs = drift.errors(found.diffs[k], strict)

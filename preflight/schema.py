@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import ddl, signals
 from .errors import MigrationFailed, PreflightError
@@ -26,6 +27,9 @@ from .sqltext import (
     unquote,
     upper,
 )
+from .transaction import immediate
+
+Memo = dict[Any, Any]  # what was read from each SQL text, shared by every stop
 
 IGNORED_PREFIXES = ("sqlite_", "_litestream_", "_preflight")
 
@@ -218,7 +222,7 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
         )
         for _, col, ctype, notnull, dflt, pk, hidden in rows
     )
-    fks: dict[int, list[tuple]] = {}
+    fks: dict[int, list[tuple[Any, ...]]] = {}
     for fid, _, ref, frm, to, on_update, on_delete, _ in conn.execute(
         f"PRAGMA foreign_key_list({_q(name)})"
     ):
@@ -302,7 +306,7 @@ def _index(
     return Index(name, fold(table), unique, tuple(cols), where, f"{sql}\0{table_sql}")
 
 
-def _statement(sql: str, memo: dict, tables: dict[str, Table]) -> str:
+def _statement(sql: str, memo: Memo, tables: dict[str, Table]) -> str:
     """A view or trigger in canonical text. A double-quoted token that does not stand where
     only a name can is an identifier if it names a column of a table the statement names
     (SQLite's scope), else the string literal SQLite reads it as."""
@@ -329,10 +333,10 @@ def _statement(sql: str, memo: dict, tables: dict[str, Table]) -> str:
     key = ("text", sql, resolved)
     if key not in memo:
         memo[key] = canonical(toks, frozenset(), idents | {i for i, r in zip(open_, resolved) if r})
-    return memo[key]
+    return memo[key]  # type: ignore[no-any-return]
 
 
-def _read(conn: sqlite3.Connection, row: tuple[str, str, str, str], memo: dict) -> tuple:
+def _read(conn: sqlite3.Connection, row: tuple[str, str, str, str], memo: Memo) -> tuple[Any, ...]:
     """(kind, folded name, folded table, what the SQL says) for one sqlite_master row, once."""
     found = memo.get(row)
     if found is None:
@@ -368,7 +372,7 @@ class _Stop:
 
 
 def _build(
-    conn: sqlite3.Connection, rows: list[Row], memo: dict, before: _Stop | None = None
+    conn: sqlite3.Connection, rows: list[Row], memo: Memo, before: _Stop | None = None
 ) -> _Stop:
     """The schema of `rows`; with `before` (the previous stop of a replay), only the rows
     that changed since are read, and only what depends on a changed table is redone."""
@@ -377,7 +381,7 @@ def _build(
     schema = Schema(dict(base.tables), dict(base.indexes), dict(base.views), dict(base.triggers))
     if before is not None and before.rows == new:
         return _Stop(new, schema, before.open_rows, before.with_refs)
-    kinds: dict[str, dict] = {
+    kinds: dict[str, dict[str, Any]] = {
         "table": schema.tables,
         "index": schema.indexes,
         "view": schema.views,
@@ -435,16 +439,16 @@ def _build(
 
 
 def _index_of(
-    conn: sqlite3.Connection, name: str, sql: str, table: Table | None, memo: dict
+    conn: sqlite3.Connection, name: str, sql: str, table: Table | None, memo: Memo
 ) -> Index:
     key = ("index", name, sql, table.sql if table else "")
     if key not in memo:
         cols = {fold(c.name) for c in table.columns} if table else set()
         memo[key] = _index(conn, name, table.name if table else "", sql, key[3], cols)
-    return memo[key]
+    return memo[key]  # type: ignore[no-any-return]
 
 
-def snapshot(conn: sqlite3.Connection, memo: dict | None = None) -> Schema:
+def snapshot(conn: sqlite3.Connection, memo: Memo | None = None) -> Schema:
     """A structural description of every user object in `conn`'s main database.
 
     `memo` (replay passes one) maps an object's SQL text to what was read from it: every
@@ -468,23 +472,18 @@ def replay(migrations: tuple[Migration, ...], stops: set[int]) -> dict[int, Sche
     """
     conn = open_memory()
     found: dict[int, Schema] = {}
-    memo: dict = {}  # SQL text -> what was read from it, shared by every stop
+    memo: Memo = {}  # SQL text -> what was read from it, shared by every stop
     before: _Stop | None = None
     try:
         if 0 in stops:
             found[0] = Schema()
         for count, migration in enumerate(migrations, start=1):
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                run_body(conn, migration, "replay")
-                conn.execute("COMMIT")
+                with immediate(conn):
+                    run_body(conn, migration, "replay")
             except PreflightError:
                 raise  # e.g. Interrupted: not this migration's fault
             except Exception as exc:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # no transaction left, or the connection was closed
                 if signals.received():  # its Interrupted was lost inside SQLite
                     raise signals.swallowed() from exc
                 raise MigrationFailed(

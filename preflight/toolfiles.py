@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-from .quickstart import HandOver, _sha256_of, set_fingerprint
+from .facts import Unproven as HandOver
+from .facts import set_fingerprint, sha256_of
 
 SKIPPED_DIRS = ("__pycache__", ".git", ".pytest_cache")
 
@@ -33,7 +34,7 @@ def tree(folder: str) -> list[str]:
 def fingerprint(app_dir: str, paths: list[str]) -> str:
     """One hash of a tool's migration files: each path relative to the app folder, and its
     sha256. Linear in the files' size; any edit, rename, addition or removal changes it."""
-    return set_fingerprint([(os.path.relpath(p, app_dir), _sha256_of(p)) for p in paths])
+    return set_fingerprint([(os.path.relpath(p, app_dir), sha256_of(p)[0]) for p in paths])
 
 
 def alembic_script_folder(app_dir: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from typing import Any
 
 from . import backup, catalog, errors, history, toolrun, tools, toolscratch
 from .config import Settings
@@ -21,7 +22,7 @@ from .pipeline import locked, refuse_if_failed, step
 log = logging.getLogger("preflight")
 
 
-def dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int:
+def dispatch(args: argparse.Namespace, settings: Settings, report: dict[str, Any]) -> int:
     command = args.command
     report["tool"] = settings.tool
     if command == "run":
@@ -45,7 +46,7 @@ def dispatch(args: argparse.Namespace, settings: Settings, report: dict) -> int:
     )
 
 
-def assess(settings: Settings, report: dict, rehearse: bool) -> int:
+def assess(settings: Settings, report: dict[str, Any], rehearse: bool) -> int:
     """`check` / `status`: what a start would do, on a private snapshot; writes nothing
     beside the database. With `rehearse` the tool runs on the snapshot. 0 at head, 3 pending."""
     tool = tools.get(settings.tool)
@@ -114,7 +115,7 @@ def assess(settings: Settings, report: dict, rehearse: bool) -> int:
     return 3 if p.writes else 0
 
 
-def stamp(settings: Settings, version: str, force: bool, report: dict) -> None:
+def stamp(settings: Settings, version: str, force: bool, report: dict[str, Any]) -> None:
     """`stamp REV`: record REV without running it (the tool's own stamp), under the lock,
     after a verified backup; refused (exit 4) unless the schema is REV's, or --force."""
     tool = tools.get(settings.tool)

@@ -15,23 +15,23 @@ import fcntl
 import os
 
 from . import toolfiles
-from .quickstart import (
+from .facts import (
     EVERY_START,
     HEADER,
-    HandOver,
-    _environment,
-    _now,
-    _say,
     cache_checked_at,
     cache_text,
     check_due,
+    connect_ro,
     integrity_policy,
     key,
     probe,
     schema_hash,
     set_fingerprint,
-    sqlite3,
 )
+from .facts import Unproven as HandOver
+from .facts import environment as _environment
+from .facts import now as _now
+from .facts import say as _say
 
 
 def _inspect(db: str, sql: str, table: str, full: bool) -> tuple[tuple[str, ...], str, bool]:
@@ -54,8 +54,7 @@ def _inspect(db: str, sql: str, table: str, full: bool) -> tuple[tuple[str, ...]
     if verdict in ("bad", "short"):
         raise HandOver("probe")
     full = full or verdict == "unsure"
-    quoted = db.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
-    conn = sqlite3.connect(f"file:{quoted}?mode=ro", uri=True, isolation_level=None)
+    conn = connect_ro(db)
     try:
         if full and [r[0] for r in conn.execute("PRAGMA quick_check")] != ["ok"]:
             raise HandOver("quick_check")

@@ -41,8 +41,9 @@ from .errors import (
     PreflightError,
     RestoreFailed,
 )
+from .facts import Unproven as HandOver
+from .facts import check_due, key, set_fingerprint
 from .pipeline import locked, refuse_if_failed, smoke, step
-from .quickstart import HandOver, check_due, key, set_fingerprint
 from .sqltext import fold
 from .tools import Tool
 from .toolscratch import Expected, recorded
@@ -181,7 +182,12 @@ def apply(settings: Settings, tool: Tool, db: Path, p: ToolPlan, label: str) -> 
 
 
 def verify(
-    settings: Settings, tool: Tool, db: Path, exp: Expected, baseline: Counter, label: str
+    settings: Settings,
+    tool: Tool,
+    db: Path,
+    exp: Expected,
+    baseline: Counter[tuple[object, ...]],
+    label: str,
 ) -> str:
     """After the tool: at head, no leftovers, schema = head on scratch, quick_check, foreign
     keys, smoke. Returns the verified schema hash (for the cache)."""
@@ -231,7 +237,7 @@ def verify(
     return verified
 
 
-def fk_baseline(db: Path) -> Counter:
+def fk_baseline(db: Path) -> Counter[tuple[object, ...]]:
     if not db.exists() or db.stat().st_size == 0:
         return Counter()
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)

@@ -134,9 +134,9 @@ def recorded(db: Path, tool: Tool) -> tuple[str, ...] | None:
         conn.close()
 
 
-def live_state(db: Path) -> tuple:
+def live_state(db: Path) -> tuple[tuple[int, int, int] | None, ...]:
     """What changes when anything writes `db` (or its WAL): size, mtime and inode of each."""
-    out = []
+    out: list[tuple[int, int, int] | None] = []
     for suffix in ("", "-wal", "-journal"):
         try:
             st = os.stat(f"{db}{suffix}")

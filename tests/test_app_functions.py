@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import folder_state, rows
 
-from preflight import migrations, quickstart
+from preflight import facts, migrations, quickstart
 
 FUNCTIONS = """\
 import base64
@@ -175,11 +175,11 @@ def test_the_set_fingerprint_and_the_quick_start_follow_the_functions_file(
     assert cli("migrate", "--db", db, "--migrations", folder, "--functions", functions).code == 0
     before = migrations.set_fingerprint(migrations.discover(folder, str(functions)))
     assert before != migrations.set_fingerprint(migrations.discover(folder))
-    named = [(n, s) for _, n, s in quickstart.files(str(folder))]
+    named = [(n, s) for _, n, s in facts.files(str(folder))]
     with_functions = named + [
         ("<functions>", migrations.discover(folder, str(functions))[0].functions.sha256)
     ]
-    assert quickstart.set_fingerprint(with_functions) == before
+    assert facts.set_fingerprint(with_functions) == before
 
     execs: list[list[str]] = []
     monkeypatch.setattr(os, "execvp", lambda file, args: execs.append(args))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import MIGRATIONS, folder_state, plant_foreign_wal, rows, run_process, sha256_hex
 
-from preflight import backup, cache, config, filecopy, lock, migrations, progress, quickstart
+from preflight import backup, cache, config, facts, filecopy, lock, migrations, progress, quickstart
 from preflight.errors import DatabaseUnusable, EnvironmentProblem
 
 CACHE = "app.db.preflight-cache.json"
@@ -333,7 +333,7 @@ def quick(monkeypatch: pytest.MonkeyPatch, cli, head):
 
 
 def test_quick_start_knows_every_option_the_cli_knows():
-    flags = {**quickstart.FLAGS, **quickstart.SWITCHES}
+    flags = {**facts.FLAGS, **facts.SWITCHES}
     assert {(o.flag, o.dest, o.env) for o in config.OPTIONS} == {
         (flag, dest, env) for flag, (dest, env) in flags.items()
     }
@@ -345,11 +345,11 @@ def test_quick_start_knows_every_option_the_cli_knows():
             if k == "keep_backups"
             else float(v)
             if k in ("lock_timeout", "smoke_timeout", "litestream_timeout")
-            else quickstart.integrity_policy(v)
+            else facts.integrity_policy(v)
             if k == "integrity"
             else v
         )
-        for k, v in quickstart.DEFAULTS.items()
+        for k, v in facts.DEFAULTS.items()
         if k not in ("strict", "json")
     }
 
@@ -359,12 +359,12 @@ def test_quick_start_and_cache_share_one_file_format_and_fingerprint(tmp_path):
     for checked_at in (0, 1, 1767225600):
         cache.write(path, cache.Verified("k" * 64, "h" * 64, (), checked_at))
         text = path.read_bytes()
-        assert text == quickstart.cache_text("k" * 64, "h" * 64, checked_at)
-        assert quickstart.cache_checked_at(text) == checked_at
+        assert text == facts.cache_text("k" * 64, "h" * 64, checked_at)
+        assert facts.cache_checked_at(text) == checked_at
         assert cache.read(path, "k" * 64) == cache.Verified("k" * 64, "h" * 64, (), checked_at)
     found = migrations.discover(MIGRATIONS)
-    assert quickstart.set_fingerprint(
-        [(n, s) for _, n, s in quickstart.files(str(MIGRATIONS))]
+    assert facts.set_fingerprint(
+        [(n, s) for _, n, s in facts.files(str(MIGRATIONS))]
     ) == migrations.set_fingerprint(found)
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import MIGRATIONS, folder_state, run_process
 
-from preflight import backup, cache, quickstart
-from preflight.quickstart import check_due, integrity_policy, probe
+from preflight import backup, cache, facts
+from preflight.facts import check_due, integrity_policy, probe
 
 CACHE = "app.db.preflight-cache.json"
 HOUR = 3600
@@ -353,6 +353,6 @@ def test_quick_start_and_cache_agree_on_the_recorded_time(tmp_path):
     path = tmp_path / "c.json"
     cache.write(path, cache.Verified("k" * 64, "h" * 64, (), 1767225600))
     text = path.read_bytes()
-    assert quickstart.cache_checked_at(text) == 1767225600
-    with pytest.raises(quickstart.HandOver):
-        quickstart.cache_checked_at(text.replace(b"1767225600", b"-1"))
+    assert facts.cache_checked_at(text) == 1767225600
+    with pytest.raises(facts.Unproven):
+        facts.cache_checked_at(text.replace(b"1767225600", b"-1"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import folder_state, rows
 
-from preflight import migrations, names, quickstart
+from preflight import facts, migrations, names
 from preflight.errors import HistoryError
 
 CREATE = (
@@ -135,7 +135,7 @@ def test_a_runners_layout_is_brought_over_unchanged(cli, tmp_path, data_dir, lay
     assert [(m.version, m.name, m.sha256) for m in found] == [
         (v, n, sha(folder / f)) for v, n, f in expected
     ]
-    assert quickstart.files(str(folder)) == [(v, n, sha(folder / f)) for v, n, f in expected]
+    assert facts.files(str(folder)) == [(v, n, sha(folder / f)) for v, n, f in expected]
     db = data_dir / "app.db"
     result = cli("migrate", "--db", db, "--migrations", folder)
     assert result.code == 0, result
@@ -245,8 +245,8 @@ def test_an_entry_that_is_neither_a_migration_nor_ignorable_is_refused_by_every_
     cli, tmp_path, data_dir, files, message
 ):
     folder = build(tmp_path, {"000_base.sql": "CREATE TABLE base (x);\n", **files})
-    with pytest.raises(quickstart.HandOver):
-        quickstart.files(str(folder))
+    with pytest.raises(facts.Unproven):
+        facts.files(str(folder))
     result = cli("migrate", "--db", data_dir / "app.db", "--migrations", folder)
     assert result.code == 5, result
     assert message in result.err and "(exit 5)" in result.err
@@ -276,7 +276,7 @@ def test_ignored_entries_are_ignored_by_every_path(tmp_path):
     )
     (m,) = migrations.discover(folder)
     assert m.name == "001_a.sql"
-    assert quickstart.files(str(folder)) == [(1, "001_a.sql", m.sha256)]
+    assert facts.files(str(folder)) == [(1, "001_a.sql", m.sha256)]
 
 
 @pytest.mark.parametrize(
@@ -327,8 +327,8 @@ def test_one_rule_decides_for_discover_and_the_quick_start(tmp_path, name, is_di
         found = [(m.version, m.name, m.sha256) for m in migrations.discover(folder)]
     except HistoryError:
         assert what == names.REFUSED or is_dir
-        with pytest.raises(quickstart.HandOver):
-            quickstart.files(str(folder))
+        with pytest.raises(facts.Unproven):
+            facts.files(str(folder))
         return
-    assert quickstart.files(str(folder)) == found
+    assert facts.files(str(folder)) == found
     assert (what == names.IGNORED) == (found == [])

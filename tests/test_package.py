@@ -49,7 +49,7 @@ def test_the_wheel_metadata_names_the_distribution_license_and_version(
     assert f"{info}/licenses/LICENSE" in names
     # The guard is standard library only: nothing required outside the test extra.
     assert all('extra == "test"' in r for r in meta.get_all("Requires-Dist") or [])
-    assert "preflight = preflight.quickstart:main" in entry_points
+    assert "preflight = preflight.entry:main" in entry_points
     assert {n.split("/")[0] for n in names} == {"preflight", info}  # no tests, no app
 
 
