@@ -4,5 +4,5 @@ from notes import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("", views.index),
+    path("health", views.health),
 ]
