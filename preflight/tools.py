@@ -6,7 +6,7 @@ subprocess in the app's environment (`--app-dir`, default the working directory)
 the lock, the drift check, the verified backup, the verification and the restore around it.
 Every run of a tool (on the live database or on a private scratch one) gets PREFLIGHT_DB
 (the path) and PREFLIGHT_DATABASE_URL (`sqlite:///` + absolute path) in its environment;
-the app's tool configuration must honour them (README, "Alembic").
+the app's tool configuration must honour them (README, "Alembic", "Django").
 
 How to add a tool:
 1. In `toolfiles.LIGHT`, add `name: (files, recorded_sql, table)`: the function listing the
@@ -17,6 +17,10 @@ How to add a tool:
    revisions in order (parsed from a subprocess's output), the command building a scratch
    database up to a version, the stamp command (or None), and the names of the leftovers
    a half-finished run leaves behind.
+   A tool whose table records every applied migration (Django) sets `cumulative`: its
+   version is that set, its revisions the plan, and `toolscratch` builds every plan
+   prefix (and a recorded set that is no prefix) in one run (`tooldjango`); `stamp_steps`
+   gives the commands recording exactly the plan up to one entry.
 3. Add the name to config's `--tool` choices, and tests with the real tool (tests/).
 The generic run (lock, inspect, drift, backup, tool, verify, restore) is `toolrun`.
 """
