@@ -25,7 +25,7 @@ log = logging.getLogger("preflight")
 MARK = "PREFLIGHT-DJANGO:"
 
 # Runs inside the app's interpreter with Django set up (manage.py shell -c). Input: the
-# sets to build (PREFLIGHT_DJANGO_SETS, JSON lists of "app.name"); output: one JSON line.
+# sets to build (WANTED: JSON lists of "app.name", filled in); output: one JSON line.
 SCRIPT = r"""
 import json, os, sqlite3, sys
 from django import VERSION
@@ -71,7 +71,7 @@ def fresh():
         if os.path.exists(want + suffix):
             os.remove(want + suffix)
 out["sets"] = {}
-for wanted in json.loads(os.environ.get("PREFLIGHT_DJANGO_SETS", "[]")):
+for wanted in json.loads(WANTED):
     fresh()
     last = {}
     for item in out["plan"]:
@@ -106,8 +106,9 @@ def report(app_dir: Path, command: list[str], scratch: Path, sets: list[list[str
     """Run the script in the app's interpreter on `scratch`; its JSON report. Exit 7 when
     the interpreter is missing, 5 when Django cannot load the migrations, 2 when Django's
     database is not `scratch` (the settings ignore PREFLIGHT_DB), or not SQLite, or several."""
-    argv = [*tools.django_base(command), "shell", "-c", SCRIPT]
-    code, text = _run(app_dir, argv, scratch, sets)
+    script = SCRIPT.replace("WANTED", repr(json.dumps(sets)))
+    argv = [*tools.django_base(command), "shell", "-c", script]
+    code, text = tools.run(app_dir, argv, scratch)
     if code == 127:
         from .errors import EnvironmentProblem
 
@@ -148,10 +149,6 @@ def report(app_dir: Path, command: list[str], scratch: Path, sets: list[list[str
             f"make the app honour PREFLIGHT_DB: add {tools.TOOLS['django'].fix_line}",
         )
     return data
-
-
-def _run(app_dir: Path, argv: list[str], db: Path, sets: list[list[str]]) -> tuple[int, str]:
-    return tools.run(app_dir, argv, db, extra={"PREFLIGHT_DJANGO_SETS": json.dumps(sets)})
 
 
 def heads(data: dict) -> tuple[str, ...]:

@@ -176,11 +176,7 @@ def environment(db: Path) -> dict[str, str]:
 
 
 def run(
-    app_dir: Path,
-    argv: Sequence[str],
-    db: Path,
-    timeout: float | None = None,
-    extra: dict[str, str] | None = None,
+    app_dir: Path, argv: Sequence[str], db: Path, timeout: float | None = None
 ) -> tuple[int, str]:
     """Run one tool command in `app_dir` against `db`: (exit code, its output's last lines).
 
@@ -195,7 +191,7 @@ def run(
             proc = subprocess.run(
                 list(argv),
                 cwd=app_dir,
-                env={**environment(db), **(extra or {})},
+                env=environment(db),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
