@@ -67,6 +67,59 @@ def alembic_files(app_dir: str) -> list[str]:
     return ([ini] if os.path.isfile(ini) else []) + tree(alembic_script_folder(app_dir))
 
 
+DJANGO_SKIPPED = ("node_modules", "site-packages", "venv", "env", "static", "media")
+
+
+def django_migration_files(app_dir: str) -> list[str]:
+    """Every `.py` in a folder called `migrations` under the app folder (hidden folders,
+    virtual environments and byte code skipped), sorted."""
+    if not os.path.isfile(os.path.join(app_dir, "manage.py")):
+        raise HandOver(os.path.join(app_dir, "manage.py"))
+    found: list[str] = []
+    for root, dirs, names in os.walk(app_dir):
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if d not in SKIPPED_DIRS and d not in DJANGO_SKIPPED and not d.startswith(".")
+        )
+        if os.path.basename(root) == "migrations":
+            found.extend(os.path.join(root, n) for n in names if n.endswith(".py"))
+    return sorted(found)
+
+
+def django_installed() -> list[str]:
+    """Django's own migrations (contrib apps) and its version file, as installed where this
+    interpreter finds Django without importing it: an upgrade that brings a new auth or
+    admin migration changes them. Nothing when this interpreter has no Django (the scratch
+    build then warns; see docs/tools.md)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("django")
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    root = list(spec.submodule_search_locations)[0]
+    found = [os.path.join(root, "__init__.py")]
+    contrib = os.path.join(root, "contrib")
+    if os.path.isdir(contrib):
+        for app in sorted(os.listdir(contrib)):
+            folder = os.path.join(contrib, app, "migrations")
+            if os.path.isdir(folder):
+                found.extend(
+                    os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.endswith(".py")
+                )
+    return found
+
+
+def django_files(app_dir: str) -> list[str]:
+    """manage.py, the apps' migrations packages under the app folder, and Django's own."""
+    return (
+        [os.path.join(app_dir, "manage.py")] + django_migration_files(app_dir) + django_installed()
+    )
+
+
 # name -> (the files of its migration set, SQL reading its recorded version as text rows,
 # its version table). Everything a quick start needs; `tools.TOOLS` adds the rest.
 LIGHT = {
@@ -74,5 +127,10 @@ LIGHT = {
         alembic_files,
         "SELECT version_num FROM alembic_version ORDER BY version_num",
         "alembic_version",
+    ),
+    "django": (
+        django_files,
+        "SELECT app || '.' || name FROM django_migrations ORDER BY app, name",
+        "django_migrations",
     ),
 }

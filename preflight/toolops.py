@@ -75,7 +75,7 @@ def assess(settings: Settings, report: dict[str, Any], rehearse: bool) -> int:
         insp = inspect(snap, settings.db)
         report["recorded"] = list(rec) if rec is not None else None
         report["fresh"] = insp.fresh
-        exp = toolscratch.expected(settings, tool, fp, settings.db, save=False)
+        exp = toolscratch.expected(settings, tool, fp, settings.db, save=False, rec=rec)
         report["head"] = exp.head()
         p = toolrun.decide(settings, tool, insp, rec, exp)
         report["adopt"] = p.adopt
@@ -86,7 +86,9 @@ def assess(settings: Settings, report: dict[str, Any], rehearse: bool) -> int:
             "%s: %s at %s, head %s%s",
             report["command"],
             tool.name,
-            ", ".join(rec or ()) or ("nothing (fresh)" if insp.fresh else "base"),
+            toolscratch.describe(rec, tool)
+            if rec
+            else ("nothing (fresh)" if insp.fresh else "base"),
             p.head,
             f", adopt at {p.adopt}" if p.adopt else "",
         )
@@ -119,7 +121,7 @@ def stamp(settings: Settings, version: str, force: bool, report: dict[str, Any])
     """`stamp REV`: record REV without running it (the tool's own stamp), under the lock,
     after a verified backup; refused (exit 4) unless the schema is REV's, or --force."""
     tool = tools.get(settings.tool)
-    if tool.stamp_cmd is None:
+    if tool.stamp_cmd is None and tool.stamp_steps is None:
         raise UsageError(f"{tool.name} has no stamp", "migrate instead")
     check_environment(settings.db, settings.backup_dir, writes=True)
     fp, _ = toolrun.fingerprint(settings, tool)
@@ -148,11 +150,19 @@ def stamp(settings: Settings, version: str, force: bool, report: dict[str, Any])
                 "stamp the revision it is at, or pass --force",
             )
         taken = backup.take(settings.db, settings.backup_dir, "pre-stamp")
-        code, out = tools.run(settings.app_dir, tool.stamp_cmd(version), settings.db)
-        if code != 0 or toolscratch.recorded(settings.db, tool) != (version,):
+        steps = tools.stamp_commands(
+            tool, exp.revisions, version, tools.command(tool, settings.tool_cmd)
+        )
+        code, out = 0, ""
+        for argv in steps:
+            code, out = tools.run(settings.app_dir, argv, settings.db)
+            if code != 0:
+                break
+        now = toolscratch.recorded(settings.db, tool)
+        if code != 0 or not now or toolscratch.state(exp, now, tool) != version:
             backup.restore(taken, settings.db)
             raise MigrationFailed(
-                f"'{' '.join(tool.stamp_cmd(version))}' failed: {tools.last_line(out)}; restored from {taken}",
+                f"'{' '.join(argv)}' failed: {tools.last_line(out)}; restored from {taken}",
                 f"make the app honour PREFLIGHT_DATABASE_URL: add {tool.fix_line}",
             )
         report["stamped"] = version

@@ -160,7 +160,8 @@ def start(values: dict[str, str], command: list[str]) -> None:
         raise
     _say(
         [
-            f"{values['tool']}: files and recorded version {mark} as verified before (cache)",
+            f"{values['tool']}: files and recorded version "
+            f"{mark if len(recorded) < 3 else f'({len(recorded)} rows)'} as verified before (cache)",
             f"inspect: schema as verified before (cache), {'quick_check ok' if checked else 'header and size ok'}",
             f"exec: {' '.join(command)}",
         ],

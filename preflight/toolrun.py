@@ -60,6 +60,7 @@ class ToolPlan:
     adopt: str | None  # stamp this revision first (an untracked database that matches it)
     pending: bool
     warnings: tuple[str, ...] = ()
+    stamps: tuple[tuple[str, ...], ...] = ()  # the commands recording `adopt`
 
     @property
     def writes(self) -> bool:
@@ -74,7 +75,7 @@ def fingerprint(settings: Settings, tool: Tool) -> tuple[str, int]:
     except HandOver as exc:
         raise HistoryError(
             f"no {tool.name} migrations at {exc} (--app-dir {app})",
-            "set PREFLIGHT_APP_DIR to the app's folder (where alembic.ini is)",
+            "set PREFLIGHT_APP_DIR to the app's folder (where alembic.ini or manage.py is)",
         ) from None
     return toolfiles.fingerprint(app, paths), len(paths)
 
@@ -109,12 +110,12 @@ def decide(
         return ToolPlan(rec, head, None, True)
     if rec is None:
         return _adopt(settings, tool, insp.path, live, exp)
-    if len(rec) > 1:
+    if len(rec) > 1 and not tool.cumulative:
         raise HistoryError(
             f"{insp.path} records {len(rec)} {tool.name} heads ({', '.join(rec)})",
             "merge the heads; the guard migrates one line of history",
         )
-    at = rec[0] if rec else None
+    at = toolscratch.state(exp, rec, tool)
     if at is not None:
         toolscratch.require(exp, at, pending=False)
     diffs = drift.diff(exp.schema_at(at, tool.table), live)
@@ -146,12 +147,18 @@ def _adopt(
             log.info("adopt: %s has no %s; its schema is revision %s", db, tool.table, rev)
             if rev != exp.head():
                 toolscratch.require(exp, exp.head(), pending=True)
-            return ToolPlan(None, exp.head(), rev, rev != exp.head())
+            steps = tools.stamp_commands(
+                tool, exp.revisions, rev, tools.command(tool, settings.tool_cmd)
+            )
+            return ToolPlan(
+                None, exp.head(), rev, rev != exp.head(), stamps=tuple(map(tuple, steps))
+            )
     errors = drift.errors(drift.diff(exp.schema_at(exp.head(), tool.table), live), settings.strict)
     error = DriftError(
         f"{db} has tables but no {tool.table}, and its schema matches no revision "
         f"({len(errors)} difference(s) from the head {exp.head()})",
-        f"bring it to a revision's schema, or stamp it by hand ('{tool.name} stamp REV')",
+        f"bring it to a revision's schema, or record one by hand ('preflight stamp REV': "
+        f"{' '.join(tools.stamp_commands(tool, exp.revisions, exp.head(), list(tool.command))[-1])})",
     )
     error.details = tuple(f"drift: {d.message()}" for d in errors[:20])
     raise error
@@ -161,9 +168,9 @@ def apply(settings: Settings, tool: Tool, db: Path, p: ToolPlan, label: str) -> 
     """Run the tool on `db`: stamp (adoption) then the migrate command. Raises MigrationFailed."""
     runs: list[list[str]] = []
     if p.adopt is not None:
-        if tool.stamp_cmd is None:
+        if not p.stamps:
             raise MigrationFailed(f"{tool.name} cannot stamp an untracked database", "")
-        runs.append(tool.stamp_cmd(p.adopt))
+        runs.extend(list(argv) for argv in p.stamps)
     if p.pending:
         runs.append(tools.command(tool, settings.tool_cmd))
     for argv in runs:
@@ -193,9 +200,13 @@ def verify(
     keys, smoke. Returns the verified schema hash (for the cache)."""
     with step(label) as info:
         now = recorded(db, tool)
-        if now != (exp.head(),):
+        if (
+            not now
+            or set(now) - set(exp.revisions)
+            or toolscratch.state(exp, now, tool) != exp.head()
+        ):
             raise MigrationFailed(
-                f"verification: {tool.name} recorded {', '.join(now or ()) or 'nothing'}, "
+                f"verification: {tool.name} recorded {', '.join(now or ())[:200] or 'nothing'}, "
                 f"not the head {exp.head()}",
                 f"make the app honour PREFLIGHT_DATABASE_URL: add {tool.fix_line}",
             )
@@ -282,7 +293,7 @@ def _locked(settings: Settings, tool: Tool, fp: str) -> None:
         info["what"] = (
             "fresh database"
             if insp.fresh
-            else f"{tool.name} at {', '.join(rec or ()) or 'nothing'}"
+            else f"{tool.name} at {toolscratch.describe(rec, tool)}"
             + (", schema as verified before (cache)" if insp.live is None else "")
         )
     if insp.live is None and trusted:  # files and version as verified: nothing to do
@@ -295,7 +306,7 @@ def _locked(settings: Settings, tool: Tool, fp: str) -> None:
                 cache.Verified(trusted.key, trusted.schema_hash, trusted.warnings, now),
             )
         return
-    exp = toolscratch.expected(settings, tool, fp, db)
+    exp = toolscratch.expected(settings, tool, fp, db, rec=rec)
     with step("plan") as info:
         try:
             p = decide(settings, tool, insp, rec, exp)
@@ -303,7 +314,7 @@ def _locked(settings: Settings, tool: Tool, fp: str) -> None:
             _record(settings, fp, exc.message, None, restored=True)
             raise
         info["what"] = (f"adopt at {p.adopt}, " if p.adopt else "") + (
-            f"{tool.name} {', '.join(rec or ()) or 'base'} -> {p.head}"
+            f"{tool.name} {toolscratch.describe(rec, tool) if rec else 'base'} -> {p.head}"
             if p.pending
             else "0 pending"
         )

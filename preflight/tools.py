@@ -6,7 +6,7 @@ subprocess in the app's environment (`--app-dir`, default the working directory)
 the lock, the drift check, the verified backup, the verification and the restore around it.
 Every run of a tool (on the live database or on a private scratch one) gets PREFLIGHT_DB
 (the path) and PREFLIGHT_DATABASE_URL (`sqlite:///` + absolute path) in its environment;
-the app's tool configuration must honour them (README, "Alembic").
+the app's tool configuration must honour them (README, "Alembic", "Django").
 
 How to add a tool:
 1. In `toolfiles.LIGHT`, add `name: (files, recorded_sql, table)`: the function listing the
@@ -17,6 +17,10 @@ How to add a tool:
    revisions in order (parsed from a subprocess's output), the command building a scratch
    database up to a version, the stamp command (or None), and the names of the leftovers
    a half-finished run leaves behind.
+   A tool whose table records every applied migration (Django) sets `cumulative`: its
+   version is that set, its revisions the plan, and `toolscratch` builds every plan
+   prefix (and a recorded set that is no prefix) in one run (`tooldjango`); `stamp_steps`
+   gives the commands recording exactly the plan up to one entry.
 3. Add the name to config's `--tool` choices, and tests with the real tool (tests/).
 The generic run (lock, inspect, drift, backup, tool, verify, restore) is `toolrun`.
 """
@@ -52,6 +56,12 @@ class Tool:
     stamp_cmd: Callable[[str], list[str]] | None  # records a version without running it
     leftovers: tuple[str, ...] = ()  # name prefixes a half-finished run leaves (always drift)
     fix_line: str = ""  # the one line that makes the app honour PREFLIGHT_DATABASE_URL
+    # Django: the table records every applied migration, not one head; a version is that
+    # set, the revisions are the plan, and `toolscratch` builds them in one run (tooldjango).
+    cumulative: bool = False
+    # several commands recording exactly the revisions up to one (revisions, rev, command)
+    stamp_steps: Callable[[tuple[str, ...], str, list[str]], list[list[str]]] | None = None
+    merge_hint: str = ""  # how to merge several heads
 
 
 def _alembic_heads(out: str) -> tuple[str, ...]:
@@ -84,10 +94,64 @@ TOOLS: dict[str, Tool] = {
         upgrade_cmd=lambda rev: ["alembic", "upgrade", rev],
         stamp_cmd=lambda rev: ["alembic", "stamp", rev],
         leftovers=("_alembic_tmp_",),
+        merge_hint="alembic merge heads",
         fix_line='config.set_main_option("sqlalchemy.url", os.environ["PREFLIGHT_DATABASE_URL"])'
         " in env.py (before it connects)",
     ),
 }
+
+
+def _django_stamp_steps(
+    revisions: tuple[str, ...], rev: str, command: list[str]
+) -> list[list[str]]:
+    """`migrate APP NAME --fake` per app so that exactly the plan up to `rev` is recorded:
+    apps with nothing in it to zero first, then each app to its last migration in it."""
+    last: dict[str, str] = {}
+    for item in revisions[: revisions.index(rev) + 1]:
+        app, name = item.split(".", 1)
+        last[app] = name
+    apps = dict.fromkeys(item.split(".", 1)[0] for item in revisions)
+    base = django_base(command)
+    zero = [[*base, "migrate", a, "zero", "--fake", "--no-input"] for a in apps if a not in last]
+    return zero + [[*base, "migrate", a, n, "--fake", "--no-input"] for a, n in last.items()]
+
+
+def django_base(command: list[str]) -> list[str]:
+    """The interpreter and manage.py of a Django migrate command (--tool-cmd or the default)."""
+    for i, part in enumerate(command):
+        if os.path.basename(part) == "manage.py":
+            return command[: i + 1]
+    return ["python", "manage.py"]
+
+
+TOOLS["django"] = Tool(
+    name="django",
+    table=toolfiles.LIGHT["django"][2],
+    command=("python", "manage.py", "migrate", "--no-input"),
+    files=toolfiles.LIGHT["django"][0],
+    recorded_sql=toolfiles.LIGHT["django"][1],
+    heads_cmd=(),  # tooldjango reads heads and the plan from one run of Django itself
+    parse_heads=lambda out: (),
+    history_cmd=(),
+    parse_history=lambda out: (),
+    upgrade_cmd=lambda rev: ["python", "manage.py", "migrate", *rev.split(".", 1), "--no-input"],
+    stamp_cmd=None,
+    fix_line='DATABASES["default"]["NAME"] = os.environ.get("PREFLIGHT_DB", '
+    'DATABASES["default"]["NAME"]) in settings.py (after DATABASES)',
+    cumulative=True,
+    stamp_steps=_django_stamp_steps,
+    merge_hint="python manage.py makemigrations --merge",
+)
+
+
+def stamp_commands(
+    tool: Tool, revisions: tuple[str, ...], rev: str, command: list[str]
+) -> list[list[str]]:
+    """The commands recording `rev` (and, for Django, exactly the revisions before it)."""
+    if tool.stamp_steps is not None:
+        return tool.stamp_steps(revisions, rev, command)
+    assert tool.stamp_cmd is not None
+    return [tool.stamp_cmd(rev)]
 
 
 def get(name: str) -> Tool:
@@ -96,7 +160,7 @@ def get(name: str) -> Tool:
         return TOOLS[name]
     except KeyError:
         raise EnvironmentProblem(
-            f"--tool {name} is not available in this guard", "use --tool files or alembic"
+            f"--tool {name} is not available in this guard", "use --tool files, alembic or django"
         ) from None
 
 

@@ -21,7 +21,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import schema, tools
+from . import schema, tooldjango, tools
 from .backup import write_atomic
 from .config import Settings
 from .errors import HistoryError, MigrationFailed, UsageError
@@ -154,7 +154,12 @@ def wrote_elsewhere(tool: Tool, what: str) -> UsageError:
 
 
 def expected(
-    settings: Settings, tool: Tool, fingerprint: str, live: Path, save: bool = True
+    settings: Settings,
+    tool: Tool,
+    fingerprint: str,
+    live: Path,
+    save: bool = True,
+    rec: tuple[str, ...] | None = None,
 ) -> Expected:
     """The migration set's heads, revisions and schemas: from the cache, else built.
 
@@ -164,7 +169,15 @@ def expected(
     """
     path = cache_path(settings)
     exp = _read_cache(path, fingerprint)
-    if exp is None:
+    if tool.cumulative:
+        missing = [list(rec or ())] if exp is not None and _unbuilt(exp, rec) else []
+        if exp is None or missing:
+            exp = _build_sets(settings, tool, fingerprint, live, missing)
+            if _unbuilt(exp, rec):
+                exp = _build_sets(settings, tool, fingerprint, live, [list(rec or ())])
+            if save:
+                _write_cache(path, exp)
+    elif exp is None:
         exp = _build(settings, tool, fingerprint, live)
         if save:
             _write_cache(path, exp)
@@ -172,7 +185,7 @@ def expected(
         raise HistoryError(
             f"{tool.name} has {len(exp.heads)} heads ({', '.join(exp.heads) or 'none'}) "
             f"in {settings.app_dir}; the guard migrates one line of history",
-            f"merge them ('{tool.name} merge heads') and ship the merge revision",
+            f"merge them ('{tool.merge_hint}') and ship the merge revision",
         )
     return exp
 
@@ -206,11 +219,84 @@ def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expe
     return Expected(fingerprint, heads, revisions, schemas, failed)
 
 
+def describe(rec: tuple[str, ...] | None, tool: Tool) -> str:
+    """The recorded version for a log line (Django: how many migrations are applied)."""
+    if not rec:
+        return "nothing"
+    if tool.cumulative:
+        return f"{len(rec)} applied migration(s)"
+    return ", ".join(rec)
+
+
+def state(exp: Expected, rec: tuple[str, ...] | None, tool: Tool) -> str | None:
+    """The revision the recorded rows stand for (None: base). For a cumulative tool
+    (Django) the plan entry whose prefix is exactly the recorded set, else the set itself
+    as one key ("app.name,app.name,..."), built on scratch by `expected`."""
+    if not rec:
+        return None
+    if not tool.cumulative:
+        return rec[0]
+    unknown = sorted(set(rec) - set(exp.revisions))
+    if unknown:
+        raise HistoryError(
+            f"the database records {tool.name} migration(s) {', '.join(unknown[:5])} that are "
+            "not in the migration files (removed, renamed, squashed, or an app no longer installed)",
+            "ship the migration files it was migrated with, or restore a matching backup",
+        )
+    n = len(rec)
+    if set(exp.revisions[:n]) == set(rec):
+        return exp.revisions[n - 1]
+    return ",".join(sorted(rec))
+
+
+def _unbuilt(exp: Expected, rec: tuple[str, ...] | None) -> bool:
+    """A recorded set (all in the plan, no prefix of it) whose schema is not built yet."""
+    if not rec or set(rec) - set(exp.revisions):
+        return False
+    n = len(rec)
+    return set(exp.revisions[:n]) != set(rec) and ",".join(sorted(rec)) not in exp.schemas
+
+
+def _build_sets(
+    settings: Settings, tool: Tool, fingerprint: str, live: Path, sets: list[list[str]]
+) -> Expected:
+    """Django: the plan, every plan prefix's schema and each of `sets`, in one run of the
+    app's interpreter on a private scratch file (tooldjango)."""
+    with private_folder("preflight-scratch-") as tmp:
+        scratch = tmp / "scratch.db"
+        before = live_state(live)
+        data = tooldjango.report(
+            settings.app_dir, tools.command(tool, settings.tool_cmd), scratch, sets
+        )
+        if live_state(live) != before:
+            raise wrote_elsewhere(tool, f"{live} changed while it built a scratch copy")
+    schemas = {k: tuple(v) for k, v in data["schemas"].items()}
+    for key, got in data["sets"].items():
+        if got.get("recorded") == sorted(key.split(",")):
+            schemas[key] = tuple(got["sql"])
+        else:
+            log.info("scratch: the recorded set cannot be built: %s", got.get("failed", got))
+    failed = data.get("failed")
+    if failed:
+        log.info("scratch: migration %s fails on an empty database", failed)
+    log.info(
+        "scratch: %d migration(s) built by Django %s on an empty database",
+        len(data["schemas"]),
+        data["version"],
+    )
+    return Expected(fingerprint, tooldjango.heads(data), tuple(data["plan"]), schemas, failed)
+
+
 def require(exp: Expected, rev: str, pending: bool) -> None:
     """The schema at `rev` must have been built: exit 9 for a pending revision that fails on
     an empty database (nothing was run on the live one), 5 for an applied one."""
     if rev in exp.schemas:
         return
+    if "," in rev:
+        raise HistoryError(
+            f"the recorded migrations ({rev[:200]}) cannot be built on an empty database",
+            "restore a backup that matches the migration files",
+        )
     if rev not in exp.revisions:
         raise HistoryError(
             f"the database records revision {rev}, which is not in the migration files",

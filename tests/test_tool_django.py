@@ -1,0 +1,325 @@
+"""--tool django end to end: the example project (examples/django-app: the notes app and
+Django's contrib apps) with real Django, run through the guard in real subprocesses."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, dump, folder_state
+
+pytest.importorskip("django")
+
+EXAMPLE = REPO / "examples" / "django-app"
+BIN = str(Path(sys.executable).parent)  # where the test environment's `python` is
+HEAD = 22  # migrations in the plan: 18 of Django's contrib apps, 4 of the notes app
+
+# Passes on an empty database (the scratch build), fails on the live one's notes: the
+# third of three pending migrations (0003 and 0004 commit before it).
+FAILING = """from django.db import migrations
+
+
+def check(apps, schema_editor):
+    if apps.get_model("notes", "Note").objects.exists():
+        raise RuntimeError("notes cannot be migrated")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "0004_tags")]
+
+    operations = [migrations.RunPython(check, migrations.RunPython.noop)]
+"""
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    """A private copy of the example project (the tests add migrations to it)."""
+    target = tmp_path / "app"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3"))
+    return target
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return folder
+
+
+def environment(path: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env.update(PYTHONPATH=str(REPO), PATH=path if path is not None else f"{BIN}:{os.defpath}")
+    return env
+
+
+def argv(app: Path, db: Path, command: object, *rest: object) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "preflight",
+        str(command),
+        "--tool",
+        "django",
+        "--app-dir",
+        str(app),
+        "--db",
+        str(db),
+        *map(str, rest),
+    ]
+
+
+def guard(app: Path, db: Path, *args: object, path: str | None = None):
+    return subprocess.run(
+        argv(app, db, *args),
+        cwd=app,
+        env=environment(path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def manage(app: Path, db: Path, *args: str) -> None:
+    """manage.py by hand (as a developer would), against `db`."""
+    env = dict(os.environ, PREFLIGHT_DB=str(db))
+    subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=app, env=env, check=True, capture_output=True
+    )
+
+
+def applied(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [f"{a}.{n}" for a, n in conn.execute("SELECT app, name FROM django_migrations")]
+    finally:
+        conn.close()
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def with_notes(app: Path, db: Path, target: str, notes: list[tuple[str, str]]) -> None:
+    """`db` migrated by Django to notes `target` (only what it depends on), with a user
+    and `notes` (title, body) in it."""
+    manage(app, db, "migrate", "notes", target)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(
+            "INSERT INTO auth_user (id, password, is_superuser, username, first_name, "
+            "last_name, email, is_staff, is_active, date_joined, last_login) "
+            "VALUES (1, '!', 0, 'ada', '', '', '', 0, 1, '2024-01-01', '2024-01-01')"
+        )
+        for i, (title, body) in enumerate(notes):
+            conn.execute(
+                "INSERT INTO notes_note (id, author_id, title, body) VALUES (?, 1, ?, ?)",
+                (i + 1, title, body),
+            )
+    conn.close()
+
+
+def test_fresh_database_gets_every_app_and_the_next_start_is_cached(app, data):
+    db = data / "app.db"
+    first = guard(app, db, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert len(applied(db)) == HEAD
+    assert "notes.0004_tags" in applied(db) and "sessions.0001_initial" in applied(db)
+    again = guard(app, db, "migrate")
+    assert again.returncode == 0 and "cache" in again.stderr
+    assert "manage.py migrate" not in again.stderr
+    assert not (app / "db.sqlite3").exists()
+
+
+def test_upgrade_with_data_runs_the_data_migration_and_the_table_rebuild(app, data):
+    db = data / "app.db"
+    with_notes(app, db, "0001", [("first", ""), ("second", "kept")])
+    assert "admin.0001_initial" not in applied(db)  # a recorded set that is no plan prefix
+    result = guard(app, db, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert len(applied(db)) == HEAD
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT id, title, body FROM notes_note ORDER BY id").fetchall() == [
+        (1, "first", "first"),
+        (2, "second", "kept"),
+    ]
+    assert (
+        "varchar(200)"
+        in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'notes_note'").fetchone()[0]
+    )
+    conn.close()
+    assert list((data / "backups").glob("app-*.db")), "a verified backup before Django ran"
+
+
+def test_a_failure_in_the_third_pending_migration_leaves_the_database_as_before(app, data):
+    db = data / "app.db"
+    manage(app, db, "migrate")  # everything, then notes back to 0002 with data
+    manage(app, db, "migrate", "notes", "0002")
+    with_notes_rows(db)
+    (app / "notes" / "migrations" / "0005_check.py").write_text(FAILING)
+    before, content = sha(db), dump(db)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 9, result.stderr
+    assert "restored" in result.stderr and "notes cannot be migrated" in result.stderr
+    assert sha(db) == before and dump(db) == content
+    assert "notes.0003_longer_titles" not in applied(db)  # Django committed it: undone
+    assert (data / "app.db.preflight-failure.json").exists()
+    again = guard(app, db, "migrate")
+    assert again.returncode == 11 and sha(db) == before
+
+
+def with_notes_rows(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(
+            "INSERT INTO auth_user (id, password, is_superuser, username, first_name, "
+            "last_name, email, is_staff, is_active, date_joined, last_login) "
+            "VALUES (1, '!', 0, 'ada', '', '', '', 0, 1, '2024-01-01', '2024-01-01')"
+        )
+        conn.execute("INSERT INTO notes_note (author_id, title, body) VALUES (1, 'x', 'y')")
+    conn.close()
+
+
+def test_drift_is_refused_and_nothing_changes(app, data):
+    db = data / "app.db"
+    manage(app, db, "migrate")
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE notes_note ADD COLUMN pinned INTEGER")  # by hand, outside Django
+    conn.close()
+    before = folder_state(data)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 4, result.stderr
+    assert "pinned" in result.stderr
+    after = folder_state(data)
+    after.pop("app.db.preflight-tool.json")  # what Django builds on scratch, cached
+    assert after == before
+
+
+def test_djangos_own_tables_are_part_of_the_expected_schema(app, data):
+    db = data / "app.db"
+    manage(app, db, "migrate")
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE django_session")
+    conn.close()
+    result = guard(app, db, "migrate")
+    assert result.returncode == 4 and "django_session" in result.stderr
+
+
+def test_check_rehearses_on_a_private_copy_and_writes_nothing(app, data):
+    db = data / "app.db"
+    with_notes(app, db, "0002", [("x", "")])
+    before = folder_state(data, strict=True)
+    result = guard(app, db, "check")
+    assert result.returncode == 3, result.stderr
+    assert "rehearse" in result.stderr
+    status = guard(app, db, "status")
+    assert status.returncode == 3, status.stderr
+    assert folder_state(data, strict=True) == before  # not even the scratch cache
+    assert "notes.0003_longer_titles" not in applied(db)
+
+
+def test_a_no_op_start_starts_neither_django_nor_the_app(app, data, tmp_path):
+    db = data / "app.db"
+    assert guard(app, db, "migrate").returncode == 0
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    marker = tmp_path / "started"
+    result = guard(app, db, "run", "--", "/bin/sh", "-c", f"echo ok > {marker}", path=str(empty))
+    assert result.returncode == 0, result.stderr
+    assert marker.read_text() == "ok\n"
+    assert "as verified before (cache)" in result.stderr
+    # Without the caches the guard needs the app's python (and says so): the no-op did not.
+    (data / "app.db.preflight-cache.json").unlink()
+    (data / "app.db.preflight-tool.json").unlink()
+    blind = guard(app, db, "run", "--", "/bin/true", path=str(empty))
+    assert blind.returncode == 7 and "python" in blind.stderr
+
+
+def test_a_new_migration_file_is_seen_by_the_no_op_start(app, data, tmp_path):
+    db = data / "app.db"
+    assert guard(app, db, "migrate").returncode == 0
+    (app / "notes" / "migrations" / "0005_check.py").write_text(
+        FAILING.replace("exists()", "none().exists()")
+    )
+    result = guard(app, db, "run", "--", "/bin/true")
+    assert result.returncode == 0, result.stderr
+    assert "notes.0005_check" in applied(db)
+
+
+def test_four_concurrent_starts_migrate_once(app, data):
+    db = data / "app.db"
+    with_notes(app, db, "0001", [("x", "")])
+    procs = [
+        subprocess.Popen(
+            argv(app, db, "migrate"),
+            cwd=app,
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [e for _, e in outs]
+    assert sum("migrate: python manage.py migrate" in e for _, e in outs) == 1
+    assert len(applied(db)) == HEAD
+    assert len(list((data / "backups").glob("app-*.db"))) == 1
+
+
+def test_an_untracked_database_is_adopted_with_migrate_fake(app, data):
+    db = data / "app.db"
+    manage(app, db, "migrate")
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE django_migrations")  # as if made by hand or --run-syncdb
+    conn.close()
+    result = guard(app, db, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert "adopt" in result.stderr and "--fake" in result.stderr
+    assert len(applied(db)) == HEAD
+
+
+def test_an_untracked_database_matching_nothing_is_refused_with_the_stamp_command(app, data):
+    db = data / "app.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE other (id INTEGER PRIMARY KEY)")
+    conn.close()
+    before = sha(db)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 4 and "matches no revision" in result.stderr
+    assert "migrate sessions 0001_initial --fake" in result.stderr
+    assert sha(db) == before
+
+
+def test_settings_ignoring_preflight_db_are_refused_with_the_line_to_add(app, data):
+    settings = app / "site_config" / "settings.py"
+    text = settings.read_text()
+    settings.write_text(
+        text.replace('os.environ.get("PREFLIGHT_DB", ', "(").replace(
+            '(DATABASES["default"]["NAME"])', 'DATABASES["default"]["NAME"]'
+        )
+    )
+    db = data / "app.db"
+    result = guard(app, db, "migrate")
+    assert result.returncode == 2, result.stderr
+    assert 'os.environ.get("PREFLIGHT_DB", DATABASES["default"]["NAME"])' in result.stderr
+    assert not db.exists() and not (app / "db.sqlite3").exists()
+
+
+def test_stamp_records_the_plan_up_to_a_migration_after_a_backup(app, data):
+    db = data / "app.db"
+    manage(app, db, "migrate")
+    conn = sqlite3.connect(db)
+    conn.execute("DELETE FROM django_migrations")
+    conn.close()
+    refused = guard(app, db, "stamp", "notes.0001_initial")  # not its schema
+    assert refused.returncode == 4, refused.stderr
+    result = guard(app, db, "stamp", "sessions.0001_initial")
+    assert result.returncode == 0, result.stderr
+    assert len(applied(db)) == HEAD
+    assert list((data / "backups").glob("app-*.db"))

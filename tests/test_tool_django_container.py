@@ -1,0 +1,135 @@
+"""--tool django in a real container: the example project's image (ENTRYPOINT the guard,
+CMD gunicorn) on a named volume: fresh, a cached restart, a failing migration restored."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+
+import distkit
+import pytest
+from conftest import REPO
+from dockerkit import Docker, engine, http_get, logs, wait_exit, wait_healthy
+from test_tool_django import FAILING, HEAD
+
+pytestmark = pytest.mark.docker
+
+EXAMPLE = REPO / "examples" / "django-app"
+REQUIREMENTS = ["django", "gunicorn"]
+
+
+def derived(client, parent: str, tag: str, files: dict[str, str]) -> str:
+    """An image FROM `parent` with extra files in /app/notes/migrations/."""
+    lines = [f"FROM {parent}"] + [f"COPY {n} /app/notes/migrations/{n}" for n in files]
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, text in {"Dockerfile": "\n".join(lines) + "\n", **files}.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True)
+    return tag
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Docker, dict[str, str]]]:
+    client, base = engine()
+    context = tmp_path_factory.mktemp("django-app")
+    shutil.copytree(
+        EXAMPLE,
+        context,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3"),
+    )
+    wheels = context / "wheels"
+    wheels.mkdir()
+    wheel = distkit.build(tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist"))
+    shutil.copy(wheel["wheel"], wheels)
+    # The app's requirements as wheels for the base image's Python (no registry in the build).
+    py = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            base,
+            "python3",
+            "-c",
+            "import sys; print(f'{sys.version_info[0]}{sys.version_info[1]}')",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--python-version",
+            py,
+            "--platform",
+            "manylinux2014_x86_64",
+            "--dest",
+            str(wheels),
+            *REQUIREMENTS,
+        ],
+        check=True,
+        timeout=600,
+    )
+    tags = {"v1": "preflight-django-app:test"}
+    client.images.build(
+        path=str(context), buildargs={"BASE_IMAGE": base}, tag=tags["v1"], rm=True, forcerm=True
+    )
+    tags["failing"] = derived(
+        client, tags["v1"], "preflight-django-app:test-failing", {"0005_check.py": FAILING}
+    )
+    docker_kit = Docker(client, tags["v1"])
+    yield docker_kit, tags
+    docker_kit.cleanup()
+
+
+def test_django_app_in_a_container_fresh_cached_and_failing(kit) -> None:
+    docker_kit, tags = kit
+    vol = docker_kit.volume()
+    first = docker_kit.start(vol)
+    wait_healthy(first)
+    status, body = http_get(first, "/health")
+    assert status == 200 and f'"migrations":{HEAD}'.encode() in body.replace(b" ", b"")
+    assert "migrate: python manage.py migrate --no-input" in logs(first)
+    first.stop(timeout=10)
+
+    again = docker_kit.start(vol)
+    wait_healthy(again)
+    assert "as verified before (cache)" in logs(again) and "manage.py" not in logs(again)
+    again.stop(timeout=10)
+
+    db = vol.path / "app.db"
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(
+            "INSERT INTO auth_user (id, password, is_superuser, username, first_name, "
+            "last_name, email, is_staff, is_active, date_joined) "
+            "VALUES (1, '!', 0, 'ada', '', '', '', 0, 1, '2024-01-01')"
+        )
+        conn.execute("INSERT INTO notes_note (author_id, title, body) VALUES (1, 'x', 'y')")
+    conn.close()
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    broken = docker_kit.start(vol, tags["failing"], health=None)
+    assert wait_exit(broken, timeout=120) == 9, logs(broken)
+    assert "restored" in logs(broken) and "notes cannot be migrated" in logs(broken)
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    conn = sqlite3.connect(db)
+    names = [r[0] for r in conn.execute("SELECT name FROM django_migrations")]
+    conn.close()
+    assert "0005_check" not in names
