@@ -8,6 +8,7 @@ alone, so this module imports only os, time, `names` and the C modules under has
 sqlite3: no json, re, argparse, logging or dataclasses (tests/test_fast_paths.py checks).
 """
 
+import fcntl
 import os
 import sys
 import time
@@ -499,3 +500,95 @@ def say(lines: list[str], quiet: bool) -> None:
     if not quiet:
         sys.stderr.write("".join(f"preflight: {line}\n" for line in lines))
         sys.stderr.flush()
+
+
+# ---------------------------------------------------------------- the quick starts' lock
+
+
+def open_lock(db: str) -> int:
+    """The guard's lock file opened as `lock.open_lock` opens it: never through a symlink,
+    never a FIFO, device or hard link (Unproven: the full pipeline refuses those, exit 7).
+    The caller owns the descriptor."""
+    fd = os.open(
+        f"{db}.preflight.lock",
+        os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+        0o644,
+    )
+    st = os.fstat(fd)
+    if st.st_mode & 0o170000 != 0o100000 or st.st_nlink != 1:
+        os.close(fd)
+        raise Unproven("lock file")
+    return fd
+
+
+def take_lock(fd: int, db: str) -> None:
+    """flock `fd` at once (busy: BlockingIOError) and prove the name still leads to it (see
+    `lock.acquire`); returns only holding a lock others will find. Writes nothing: a guard
+    that does not hold the lock keeps its hands off the holder's note."""
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    st, named = os.fstat(fd), os.lstat(f"{db}.preflight.lock")
+    if (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        raise Unproven("lock file replaced")
+
+
+def write_note(fd: int, command: str = "run") -> None:
+    """The holder's note, as `lock.hold` writes it (only ever by the holder)."""
+    host = os.uname().nodename.replace("\\", "").replace('"', "")
+    os.ftruncate(fd, 0)
+    os.pwrite(
+        fd,
+        f'{{"pid": {os.getpid()}, "host": "{host}", "since": "{now()}", '
+        f'"command": "{command}"}}'.encode(),
+        0,
+    )
+
+
+def share_running(db: str) -> int:
+    """The shared flock a guarded app holds while it runs (`holders.share_running`); the
+    descriptor survives exec, so `restore` sees the app. Unproven if not a regular file."""
+    fd = os.open(
+        f"{db}.preflight.running", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644
+    )
+    try:
+        if os.fstat(fd).st_mode & 0o170000 != 0o100000:
+            raise Unproven("running file")  # the full pipeline refuses it
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def let_go(fd: int) -> None:
+    """Empty the note and release the lock (a no-op start is done with it)."""
+    os.ftruncate(fd, 0)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def cheap_checks(db: str, full: bool) -> bool:
+    """The header, the sidecars, no stale -wal or hot -journal, the size against the header
+    (Unproven for anything the full pipeline must judge). Returns whether the full
+    quick_check must run: asked for, or the size cannot vouch (`probe` says unsure)."""
+    with open(db, "rb") as f:
+        head = f.read(20)
+    if head[: len(HEADER)] != HEADER:
+        raise Unproven("header")
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = f"{db}{suffix}"
+        if os.path.lexists(side) and (
+            not os.path.isfile(side) or not os.access(side, os.R_OK | os.W_OK)
+        ):
+            raise Unproven(suffix)  # the full pipeline names it (exit 2 or 7)
+    if os.path.exists(f"{db}-wal") and head[18:20] != b"\x02\x02":
+        # A -wal beside a database whose header is not in WAL mode is stale, and SQLite
+        # would still replay it into the app's first write: the full pipeline refuses it.
+        raise Unproven("stale wal")
+    if size_of(f"{db}-journal") > 0:
+        raise Unproven("hot journal")  # needs a writable connection to roll back
+    verdict, _ = probe(db)
+    if verdict in ("bad", "short"):
+        raise Unproven("probe")  # the full pipeline names it (exit 6)
+    return full or verdict == "unsure"

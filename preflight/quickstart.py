@@ -22,12 +22,11 @@ Anything else, or any exception: hand over. A full check that falls due under an
 interval policy is handed over too: the full pipeline runs it and records its time.
 """
 
-import fcntl
 import os
 import time
 
 from . import ancestry, facts  # ancestry imports only os
-from .facts import EVERY_START, HEADER
+from .facts import EVERY_START
 
 HandOver = facts.Unproven  # not provably a no-op start: the full pipeline takes over
 
@@ -38,26 +37,7 @@ _which, _environment, _say = facts.which, facts.environment, facts.say  # shared
 def _inspect(db: str, expected: list[tuple[int, str, str]], full: bool, checked: list[bool]) -> str:
     """Header, no hot journal, the size, quick_check if `full` (or if the size cannot vouch),
     history == files; returns the schema hash. `checked[0]`: quick_check ran and passed."""
-    with open(db, "rb") as f:
-        head = f.read(20)
-    if head[: len(HEADER)] != HEADER:
-        raise HandOver("header")
-    for suffix in ("-wal", "-shm", "-journal"):
-        side = f"{db}{suffix}"
-        if os.path.lexists(side) and (
-            not os.path.isfile(side) or not os.access(side, os.R_OK | os.W_OK)
-        ):
-            raise HandOver(suffix)  # the full pipeline names it (exit 2 or 7)
-    if os.path.exists(f"{db}-wal") and head[18:20] != b"\x02\x02":
-        # A -wal beside a database whose header is not in WAL mode is stale, and SQLite
-        # would still replay it into the app's first write: the full pipeline refuses it.
-        raise HandOver("stale wal")
-    if facts.size_of(f"{db}-journal") > 0:
-        raise HandOver("hot journal")  # needs a writable connection to roll back
-    verdict, _ = facts.probe(db)
-    if verdict in ("bad", "short"):
-        raise HandOver("probe")  # the full pipeline names it (exit 6)
-    full = full or verdict == "unsure"
+    full = facts.cheap_checks(db, full)
     # Read-only: closing it cannot checkpoint the WAL, so the database stays byte-identical.
     conn = facts.connect_ro(db)
     try:
@@ -145,39 +125,11 @@ def start(
             named.append(("<functions>", facts.sha256_of(os.path.abspath(spec))[0]))
         cache_key = facts.key(facts.set_fingerprint(named), values["strict"] == "1")
         t1 = time.perf_counter()
-        # As lock.open_lock: never through a symlink, never a FIFO, device or hard link
-        # (the full pipeline refuses those with exit 7).
-        fd = os.open(
-            f"{db}.preflight.lock",
-            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-            0o644,
-        )
-        st = os.fstat(fd)
-        if st.st_mode & 0o170000 != 0o100000 or st.st_nlink != 1:
-            raise HandOver("lock file")
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # busy: BlockingIOError, hand over
+        fd = facts.open_lock(db)
+        facts.take_lock(fd, db)  # busy: BlockingIOError, hand over
         held = True  # only now may the note be written: a waiting guard keeps its hands off
-        named_lock = os.lstat(f"{db}.preflight.lock")
-        if (named_lock.st_dev, named_lock.st_ino) != (st.st_dev, st.st_ino):
-            raise HandOver("lock file replaced")  # see lock.acquire
-        # Shared while the app runs (the descriptor survives exec): restore refuses then.
-        running = os.open(
-            f"{db}.preflight.running",
-            os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
-            0o644,
-        )
-        if os.fstat(running).st_mode & 0o170000 != 0o100000:
-            raise HandOver("running file")  # not a regular file: the full pipeline refuses it
-        fcntl.flock(running, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        os.set_inheritable(running, True)
-        host = os.uname().nodename.replace("\\", "").replace('"', "")
-        os.ftruncate(fd, 0)
-        os.pwrite(
-            fd,
-            f'{{"pid": {os.getpid()}, "host": "{host}", "since": "{facts.now()}", '
-            f'"command": "run"}}'.encode(),
-            0,
-        )
+        running = facts.share_running(db)  # held while the app runs: restore refuses then
+        facts.write_note(fd)
         t2 = time.perf_counter()
         if os.path.exists(f"{db}.preflight-failure.json"):
             raise HandOver("failure record")
@@ -196,9 +148,7 @@ def start(
             if len(facts.recorded_backups(os.listdir(backup_dir), stem)) > keep:
                 raise HandOver("prune")
         t3 = time.perf_counter()
-        os.ftruncate(fd, 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        facts.let_go(fd)
         fd = -1
     except Exception:  # anything unexpected, too: the full pipeline decides and explains
         if running >= 0:

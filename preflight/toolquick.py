@@ -11,49 +11,35 @@ and the full pipeline (`toolrun`) decides and explains.
 
 from __future__ import annotations
 
-import fcntl
 import os
 
 from . import toolfiles
 from .facts import (
     EVERY_START,
-    HEADER,
     cache_checked_at,
     cache_text,
+    cheap_checks,
     check_due,
     connect_ro,
     integrity_policy,
     key,
-    probe,
+    let_go,
+    open_lock,
+    recorded_backups,
     schema_hash,
     set_fingerprint,
+    share_running,
+    take_lock,
+    write_note,
 )
 from .facts import Unproven as HandOver
 from .facts import environment as _environment
-from .facts import now as _now
 from .facts import say as _say
 
 
 def _inspect(db: str, sql: str, table: str, full: bool) -> tuple[tuple[str, ...], str, bool]:
     """The cheap checks, quick_check if `full`, the recorded version and the schema hash."""
-    with open(db, "rb") as f:
-        head = f.read(20)
-    if head[: len(HEADER)] != HEADER:
-        raise HandOver("header")
-    for suffix in ("-wal", "-shm", "-journal"):
-        side = f"{db}{suffix}"
-        if os.path.lexists(side) and (
-            not os.path.isfile(side) or not os.access(side, os.R_OK | os.W_OK)
-        ):
-            raise HandOver(suffix)
-    if os.path.exists(f"{db}-wal") and head[18:20] != b"\x02\x02":
-        raise HandOver("stale wal")
-    if os.path.exists(f"{db}-journal") and os.stat(f"{db}-journal").st_size > 0:
-        raise HandOver("hot journal")
-    verdict, _ = probe(db)
-    if verdict in ("bad", "short"):
-        raise HandOver("probe")
-    full = full or verdict == "unsure"
+    full = cheap_checks(db, full)
     conn = connect_ro(db)
     try:
         if full and [r[0] for r in conn.execute("PRAGMA quick_check")] != ["ok"]:
@@ -84,36 +70,13 @@ def start(values: dict[str, str], command: list[str]) -> None:
     app_dir = os.path.abspath(values["app_dir"] or ".")
     fp = toolfiles.fingerprint(app_dir, files(app_dir))
     fd = running = -1
+    held = False
     try:
-        fd = os.open(
-            f"{db}.preflight.lock",
-            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-            0o644,
-        )
-        st = os.fstat(fd)
-        if st.st_mode & 0o170000 != 0o100000 or st.st_nlink != 1:
-            raise HandOver("lock file")
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        named = os.lstat(f"{db}.preflight.lock")
-        if (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
-            raise HandOver("lock file replaced")
-        running = os.open(
-            f"{db}.preflight.running",
-            os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
-            0o644,
-        )
-        if os.fstat(running).st_mode & 0o170000 != 0o100000:
-            raise HandOver("running file")
-        fcntl.flock(running, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        os.set_inheritable(running, True)
-        host = os.uname().nodename.replace("\\", "").replace('"', "")
-        os.ftruncate(fd, 0)
-        os.pwrite(
-            fd,
-            f'{{"pid": {os.getpid()}, "host": "{host}", "since": "{_now()}", '
-            f'"command": "run"}}'.encode(),
-            0,
-        )
+        fd = open_lock(db)
+        take_lock(fd, db)  # busy: BlockingIOError, hand over
+        held = True  # only now may the note be written: a waiting guard keeps its hands off
+        running = share_running(db)
+        write_note(fd)
         if os.path.exists(f"{db}.preflight-failure.json"):
             raise HandOver("failure record")
         with open(f"{db}.preflight-cache.json", "rb") as f:
@@ -136,26 +99,19 @@ def start(values: dict[str, str], command: list[str]) -> None:
             and os.path.isdir(backup_dir)
         ):
             stem = os.path.splitext(os.path.basename(db))[0]
-            names = set(os.listdir(backup_dir))
-            mine = [
-                n
-                for n in names
-                if n.startswith(f"{stem}-") and n.endswith(".db") and f"{n}.json" in names
-            ]
-            if len(mine) > int(values["keep_backups"]):
+            if len(recorded_backups(os.listdir(backup_dir), stem)) > int(values["keep_backups"]):
                 raise HandOver("prune")
-        os.ftruncate(fd, 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        let_go(fd)
         fd = -1
     except BaseException:
         if running >= 0:
             os.close(running)
         if fd >= 0:
-            try:
-                os.ftruncate(fd, 0)
-            except OSError:
-                pass
+            if held:  # never the note of a guard that holds the lock while we wait
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError:
+                    pass
             os.close(fd)
         raise
     _say(

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, dump, folder_state
+from conftest import REPO, dump, folder_state, hold_lock
 
 pytest.importorskip("alembic")
 pytest.importorskip("sqlalchemy")
@@ -337,3 +337,22 @@ def test_stamp_records_a_revision_after_a_backup(app, data):
     assert result.returncode == 0, result.stderr
     assert version(db) == ["c3"]
     assert list((data / "backups").glob("app-*.db"))
+
+
+def test_a_waiting_tool_start_leaves_the_holders_note(app, data):
+    """The tool's quick start shares the files mode's lock steps: it never writes to the
+    lock file before holding it, so a waiting start keeps the holder's note intact."""
+    db = data / "app.db"
+    assert guard(app, db, "migrate").returncode == 0
+    lock_path = Path(f"{db}.preflight.lock")
+    holder = hold_lock(lock_path)
+    try:
+        note = lock_path.read_bytes()
+        assert b'"test-holder"' in note
+        done = guard(app, db, "run", "--lock-timeout", "0.5", "--", "true")
+        assert done.returncode == 8, done.stderr
+        assert lock_path.read_bytes() == note
+        assert f"held by pid {holder.pid}" in done.stderr
+    finally:
+        holder.kill()
+        holder.wait()
