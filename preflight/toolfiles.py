@@ -88,9 +88,10 @@ def django_migration_files(app_dir: str) -> list[str]:
 
 
 def django_installed() -> list[str]:
-    """Django's own migrations (contrib apps) and its version file, as installed where this
-    interpreter finds Django without importing it: an upgrade that brings a new auth or
-    admin migration changes them. Nothing when this interpreter has no Django (the scratch
+    """Django's own migrations (contrib apps), its version file and the metadata of every
+    distribution installed beside it, as installed where this interpreter finds Django
+    without importing it: an upgrade that brings a new auth or admin migration, or a
+    third-party app's, changes them. Nothing when this interpreter has no Django (the scratch
     build then warns; see docs/tools.md)."""
     import importlib.util
 
@@ -102,6 +103,14 @@ def django_installed() -> list[str]:
         return []
     root = list(spec.submodule_search_locations)[0]
     found = [os.path.join(root, "__init__.py")]
+    # Every distribution installed beside Django, by its METADATA (name and version): a
+    # pip upgrade of a third-party app that brings migrations (allauth, taggit...) changes
+    # the fingerprint, so the no-op start hands over and Django's plan sees them.
+    site = os.path.dirname(root)
+    for entry in sorted(os.listdir(site)):
+        metadata = os.path.join(site, entry, "METADATA")
+        if entry.endswith(".dist-info") and os.path.isfile(metadata):
+            found.append(metadata)
     contrib = os.path.join(root, "contrib")
     if os.path.isdir(contrib):
         for app in sorted(os.listdir(contrib)):

@@ -323,3 +323,14 @@ def test_stamp_records_the_plan_up_to_a_migration_after_a_backup(app, data):
     assert result.returncode == 0, result.stderr
     assert len(applied(db)) == HEAD
     assert list((data / "backups").glob("app-*.db"))
+
+
+def test_the_no_op_fingerprint_covers_every_installed_distribution():
+    """Third-party apps live in site-packages, outside --app-dir: their version (METADATA of
+    each distribution beside Django) is part of what a no-op start compares."""
+    from preflight import toolfiles
+
+    found = toolfiles.django_installed()
+    metadata = [p for p in found if p.endswith(os.path.join(".dist-info", "METADATA"))]
+    assert any(os.path.basename(os.path.dirname(p)).lower().startswith("django-") for p in metadata)
+    assert len(metadata) > 1  # not Django's alone: every distribution installed beside it
