@@ -115,17 +115,21 @@ def inspect(
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise LockTimeout(
-                f"{db} is locked by another process: {exc}",
-                "stop the other writer, then start again",
-            ) from None
-        raise DatabaseUnusable(
-            f"{db} cannot be read: {exc}", "restore a backup with 'preflight restore'"
-        ) from None
+        raise _unreadable(db, exc) from None
     fresh = applied is None and live is not None and live.is_empty()
     return Inspection(
         db, True, size, fresh, applied, live, text_hash, accepted, real, checked, trusted
+    )
+
+
+def _unreadable(db: Path, exc: sqlite3.DatabaseError) -> LockTimeout | DatabaseUnusable:
+    """Another process's lock (exit 8) or a database SQLite cannot read (exit 6)."""
+    if "locked" in str(exc) or "busy" in str(exc):
+        return LockTimeout(
+            f"{db} is locked by another process: {exc}", "stop the other writer, then start again"
+        )
+    return DatabaseUnusable(
+        f"{db} cannot be read: {exc}", "restore a backup with 'preflight restore'"
     )
 
 
@@ -154,14 +158,7 @@ def check_before_writing(db: Path) -> None:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise LockTimeout(
-                f"{db} is locked by another process: {exc}",
-                "stop the other writer, then start again",
-            ) from None
-        raise DatabaseUnusable(
-            f"{db} cannot be read: {exc}", "restore a backup with 'preflight restore'"
-        ) from None
+        raise _unreadable(db, exc) from None
 
 
 def _size(path: Path) -> int:

@@ -60,9 +60,15 @@ def build(client: docker.DockerClient, base: str, tag: str) -> str:
     return tag
 
 
-def build_derived(client: docker.DockerClient, parent: str, tag: str, files: dict[str, str]) -> str:
-    """An image FROM `parent` with extra files copied into /app/migrations/."""
-    lines = [f"FROM {parent}"] + [f"COPY {name} /app/migrations/{name}" for name in files]
+def build_derived(
+    client: docker.DockerClient,
+    parent: str,
+    tag: str,
+    files: dict[str, str],
+    folder: str = "/app/migrations",
+) -> str:
+    """An image FROM `parent` with extra files copied into `folder`."""
+    lines = [f"FROM {parent}"] + [f"COPY {name} {folder}/{name}" for name in files]
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
         for name, text in {"Dockerfile": "\n".join(lines) + "\n", **files}.items():

@@ -4,39 +4,22 @@ CMD gunicorn) on a named volume: fresh, a cached restart, a failing migration re
 from __future__ import annotations
 
 import hashlib
-import io
 import shutil
 import sqlite3
 import subprocess
 import sys
-import tarfile
 from collections.abc import Iterator
 
 import distkit
 import pytest
 from conftest import REPO
-from dockerkit import Docker, engine, http_get, logs, wait_exit, wait_healthy
+from dockerkit import Docker, build_derived, engine, http_get, logs, wait_exit, wait_healthy
 from test_tool_django import FAILING, HEAD
 
 pytestmark = pytest.mark.docker
 
 EXAMPLE = REPO / "examples" / "django-app"
 REQUIREMENTS = ["django", "gunicorn"]
-
-
-def derived(client, parent: str, tag: str, files: dict[str, str]) -> str:
-    """An image FROM `parent` with extra files in /app/notes/migrations/."""
-    lines = [f"FROM {parent}"] + [f"COPY {n} /app/notes/migrations/{n}" for n in files]
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, text in {"Dockerfile": "\n".join(lines) + "\n", **files}.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True)
-    return tag
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +74,12 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Docker, dict
     client.images.build(
         path=str(context), buildargs={"BASE_IMAGE": base}, tag=tags["v1"], rm=True, forcerm=True
     )
-    tags["failing"] = derived(
-        client, tags["v1"], "preflight-django-app:test-failing", {"0005_check.py": FAILING}
+    tags["failing"] = build_derived(
+        client,
+        tags["v1"],
+        "preflight-django-app:test-failing",
+        {"0005_check.py": FAILING},
+        folder="/app/notes/migrations",
     )
     docker_kit = Docker(client, tags["v1"])
     yield docker_kit, tags
