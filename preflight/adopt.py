@@ -19,8 +19,8 @@ from .config import Settings
 from .database import assert_not_busy, check_environment, connect, inspect
 from .errors import DriftError, EnvironmentProblem, MigrationFailed, PreflightError, UsageError
 from .migrations import Migration, discover, load, tokens
-from .pipeline import locked, step
 from .results import Initialized
+from .steps import locked, step
 from .transaction import immediate
 
 log = logging.getLogger("preflight")

@@ -4,7 +4,7 @@ After a start that proved the live schema equal to the head of a migration set, 
 writes `app.db.preflight-cache.json` beside the database: a key (the migration set's
 fingerprint, --strict, the guard's own code, the SQLite version) and a hash of the
 database's schema text (every row of sqlite_master). A later start whose key and schema
-hash both match, and whose history lists exactly the migration files, skips the in-memory
+hash both match (the key holds the version the database records), skips the in-memory
 replay and the structural diff: everything a snapshot reads (PRAGMA table_xinfo,
 index_list, foreign_key_list) is derived by SQLite from that text, so an identical text
 is an identical schema. Any change to the schema changes the hash, and the full check
@@ -24,10 +24,8 @@ from pathlib import Path
 
 from .facts import key, schema_hash
 from .files import write_atomic
-from .history import Applied
-from .migrations import Migration
 
-__all__ = ["Verified", "at_head", "key", "read", "schema_hash", "write"]
+__all__ = ["Verified", "key", "read", "schema_hash", "write"]
 
 log = logging.getLogger("preflight")
 
@@ -67,10 +65,3 @@ def write(path: Path, verified: Verified) -> None:
         write_atomic(path, json.dumps(asdict(verified), indent=1).encode() + b"\n")
     except OSError as exc:
         log.debug("cache: not written (%s)", exc)
-
-
-def at_head(applied: tuple[Applied, ...] | None, migrations: tuple[Migration, ...]) -> bool:
-    """True when the history lists exactly these files, in order, with their hashes."""
-    return applied is not None and [(a.version, a.name, a.sha256) for a in applied] == [
-        (m.version, m.name, m.sha256) for m in migrations
-    ]

@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import cache, drift, history, schema
 from .backup import SIDECARS, db_size, snapshot
 from .errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
-from .facts import probe, quick_check, uri
+from .facts import RECORDED, probe, quick_check, uri
 from .files import private_folder
 
 HEADER = b"SQLite format 3\x00"
@@ -46,6 +47,7 @@ class Inspection:
     file: Path | None = None  # the file read (a private snapshot when `path` is shown instead)
     checked: bool = False  # a full PRAGMA quick_check ran and passed
     trusted: bool = False  # the schema text hashed to what the cache vouches for: not read
+    recorded: tuple[str, ...] | None = None  # the version the source's table records, as text
 
     @property
     def live_schema(self) -> schema.Schema:
@@ -56,12 +58,17 @@ class Inspection:
 
 
 def inspect(
-    db: Path, shown: Path | None = None, trust: str | None = None, quick_check: bool = True
+    db: Path,
+    shown: Path | None = None,
+    trust: Callable[[tuple[str, ...] | None], str | None] | None = None,
+    quick_check: bool = True,
+    source: str = "files",
 ) -> Inspection:
     """Read what is there: fresh or not, the cheap checks, `quick_check`, history, live schema.
 
-    `shown` is the path to name in messages when `db` is a private snapshot of it. When
-    the schema text hashes to `trust` (a schema verified before, see `cache`), the
+    `shown` is the path to name in messages when `db` is a private snapshot of it. `source`
+    names the table whose rows are the recorded version; when the schema text hashes to
+    what `trust` vouches for at that version (a schema verified before, see `cache`), the
     structural snapshot is not taken: `trusted` is True and `live` None. The cheap checks (the header,
     the file as long as its header says, no stale sidecar) always run; `quick_check=False`
     leaves out the full check unless they cannot vouch (a hot journal, a short file with
@@ -109,8 +116,10 @@ def inspect(
                 full_check(conn, db)
             applied = history.read(conn)
             accepted = history.read_accepted(conn)
+            rec = recorded_in(conn, source)
             text_hash = cache.schema_hash(conn)
-            trusted = trust is not None and text_hash == trust
+            vouched = trust(rec) if trust is not None else None
+            trusted = vouched is not None and text_hash == vouched
             live = None if trusted else schema.snapshot(conn)
         finally:
             conn.close()
@@ -118,7 +127,7 @@ def inspect(
         raise _unreadable(db, exc) from None
     fresh = applied is None and live is not None and live.is_empty()
     return Inspection(
-        db, True, size, fresh, applied, live, text_hash, accepted, real, checked, trusted
+        db, True, size, fresh, applied, live, text_hash, accepted, real, checked, trusted, rec
     )
 
 
@@ -332,3 +341,37 @@ def check_environment(
                 f"command {command[0]!r} not found on PATH",
                 "install it in the image or fix the CMD",
             )
+
+
+def live_state(db: Path) -> tuple[tuple[int, int, int] | None, ...]:
+    """What changes when anything writes `db` (or its WAL): size, mtime and inode of each."""
+    out: list[tuple[int, int, int] | None] = []
+    for suffix in ("", "-wal", "-journal"):
+        try:
+            st = os.stat(f"{db}{suffix}")
+            out.append((st.st_size, st.st_mtime_ns, st.st_ino))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+def recorded_in(conn: sqlite3.Connection, source: str) -> tuple[str, ...] | None:
+    """The version `source` records in the database, as text rows; None without its table."""
+    sql, table = RECORDED[source]
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
+    ).fetchone():
+        return None
+    return tuple(str(r[0]) for r in conn.execute(sql))
+
+
+def recorded(db: Path, source: str) -> tuple[str, ...] | None:
+    """The version `source` records in `db` (after a write: never before `inspect`, whose
+    checks come first); None without a database or its table."""
+    if not db.exists() or db.stat().st_size == 0:
+        return None
+    conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
+    try:
+        return recorded_in(conn, source)
+    finally:
+        conn.close()

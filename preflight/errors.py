@@ -123,3 +123,14 @@ class ReplicaUnavailable(PreflightError):
     """Exit 13: a Litestream replica may exist and was not restored; nothing was created."""
 
     code = REPLICA
+
+
+class HistoryMoved(LockTimeout):
+    """Another guard changed the history between this one's plan and its write transaction
+    (its lock file was deleted or replaced): nothing was run; plan again."""
+
+
+# Failures that say nothing against the migrations: undone, no failure record (the next
+# start may try the same set again). An I/O error from the disk (at COMMIT, typically) is
+# not theirs either.
+TRANSIENT = (Interrupted, DiskFull, LockTimeout, EnvironmentProblem)

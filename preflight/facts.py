@@ -70,7 +70,7 @@ else:
     except ImportError:
         import sqlite3
 
-FORMAT = 1  # of the cache key; bump when what a verification means changes
+FORMAT = 2  # of the cache key; bump when what a verification means changes
 HEADER = b"SQLite format 3\x00"
 
 # (setting, flag, variable, default as text, switch). config builds its parser from these
@@ -308,6 +308,30 @@ def key(fingerprint: str, strict: bool) -> str:
     digest = sha256(f"{FORMAT}\0{fingerprint}\0{strict}\0{sqlite3.sqlite_version}\0".encode())
     digest.update(code_identity().encode())
     return str(digest.hexdigest())
+
+
+def cache_key(source: str, fingerprint: str, recorded: tuple[str, ...] | None, strict: bool) -> str:
+    """The verified-state cache key of a start: the source ('files' or the tool), its
+    migration set's fingerprint and the version the database records (its rows as text)."""
+    mark = "<none>" if recorded is None else "\n".join(recorded)
+    return key(
+        set_fingerprint([("<source>", source), ("<files>", fingerprint), ("<recorded>", mark)]),
+        strict,
+    )
+
+
+# The SQL reading the version a database records, as rows of text, and its table.
+RECORDED = {
+    "files": (
+        "SELECT version || ' ' || name || ' ' || sha256 FROM _preflight_history ORDER BY version",
+        "_preflight_history",
+    ),
+    "alembic": ("SELECT version_num FROM alembic_version ORDER BY version_num", "alembic_version"),
+    "django": (
+        "SELECT app || '.' || name FROM django_migrations ORDER BY app, name",
+        "django_migrations",
+    ),
+}
 
 
 def code_identity() -> str:

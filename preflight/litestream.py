@@ -18,12 +18,11 @@ import logging
 import os
 import shutil
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from . import ancestry
+from . import ancestry, proc
 from .config import Settings
 from .errors import DatabaseUnusable, EnvironmentProblem, ReplicaUnavailable, UsageError
 from .facts import probe
@@ -71,32 +70,19 @@ def ready(settings: Settings) -> None:
 
 
 def _run(settings: Settings, *args: str, timeout: float = 0) -> tuple[int | None, str]:
-    """Run litestream; (exit code or None on timeout, its output). stdin closed, output
-    captured (a few lines). 0.5 retries an unreachable S3 endpoint for minutes: bounded."""
-    try:
-        done = subprocess.run(
-            [settings.litestream, *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            check=False,
-            timeout=timeout or None,
-        )
-    except subprocess.TimeoutExpired as exc:  # the child was killed
-        out = exc.stdout or b""
-        return None, out.decode("utf-8", "replace") if isinstance(out, bytes) else out
-    except OSError as exc:
+    """Run litestream; (exit code or None on timeout, its output). 0.5 retries an
+    unreachable S3 endpoint for minutes: bounded."""
+    done = proc.run([settings.litestream, *args], timeout=timeout or None)
+    if done.code == proc.NOT_FOUND and not done.out:
         raise EnvironmentProblem(
-            f"cannot run {settings.litestream}: {exc.strerror or exc}",
+            f"cannot run {settings.litestream}: {done.err}",
             "install Litestream in the image, or set PREFLIGHT_LITESTREAM to its path",
-        ) from None
-    return done.returncode, done.stdout + done.stderr
+        )
+    return done.code, done.text
 
 
 def _last(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[-1] if lines else "no output")[:300]
+    return proc.meaningful_line(text) if text.strip() else "no output"
 
 
 def restore_if_missing(settings: Settings) -> str:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from . import (
     backup,
-    cache,
     catalog,
     drift,
     evidence,
@@ -25,36 +24,48 @@ from . import (
     signals,
 )
 from .config import Settings
-from .database import Inspection, assert_not_busy, check_environment, connect, free_bytes, inspect
+from .database import (
+    Inspection,
+    assert_not_busy,
+    check_environment,
+    connect,
+    free_bytes,
+    inspect,
+    live_state,
+)
 from .errors import (
     DatabaseUnusable,
     DriftError,
     EnvironmentProblem,
+    HistoryMoved,
     MigrationFailed,
     PreflightError,
     Refused,
     UsageError,
 )
 from .files import private_folder
-from .migrations import Migration, discover, set_fingerprint
-from .pipeline import HistoryMoved, apply, locked, refuse_if_failed, step, verify
-from .planner import Plan, history_key, plan
+from .guard import inspect_cached, load, plan_of, refuse_if_failed, verify
+from .migrations import Migration, discover
+from .planner import history_key
 from .results import Assessment, BackupTaken, Cleared, Restored, Stamped, State
+from .source import Source
+from .steps import locked, step
 from .transaction import immediate
 
 log = logging.getLogger("preflight")
 
 
 def assess(settings: Settings, rehearse: bool) -> Assessment:
-    """`check` and `status`: everything `migrate` would decide, on a private snapshot.
+    """`check` and `status`: everything a start would decide, on a private snapshot.
 
-    Never writes the database or its folder. With `rehearse`, pending migrations run on
-    the snapshot. Code 0 (at head) or 3 (pending, clean); errors raise, or once the facts
-    before the inspection are known, come back as the result's error (reported with them).
-    A failure record still lets `status` show the state before it refuses with 11.
+    Never writes the database or its folder (a tool's scratch cache neither). With
+    `rehearse`, pending migrations run on the snapshot. Code 0 (at head) or 3 (pending,
+    clean); errors raise, or once the facts before the inspection are known, come back as
+    the result's error (reported with them). A failure record still lets `status` show the
+    state before it refuses with 11. One result, whatever the source.
     """
     check_environment(settings.db, None, writes=False)
-    migrations = discover(settings.migrations, settings.functions)
+    src = load(settings, readonly=True)
     record = history.read_failure(settings.failure_path)
     replica = None
     if settings.litestream_config is not None:
@@ -64,25 +75,24 @@ def assess(settings: Settings, rehearse: bool) -> Assessment:
         command = "check" if rehearse else "status"
         log.info("%s: litestream: %s", command, litestream.describe(replica))
     known = Assessment(
-        tuple(m.name for m in migrations),
+        src.name,
+        src.names,
         catalog.identity(settings.db, settings.backup_dir),
         tuple(b.summary() for b in catalog.list_backups(settings.backup_dir, settings.db)),
         dict(record.__dict__) if record else None,
         litestream=replica,
     )
     try:
-        return _assess(settings, rehearse, migrations, known)
+        return _assess(settings, rehearse, src, known)
     except PreflightError as exc:
-        return replace(known, error=exc)
+        return replace(known, migrations=src.names, error=exc)
 
 
-def _assess(
-    settings: Settings, rehearse: bool, migrations: tuple[Migration, ...], known: Assessment
-) -> Assessment:
+def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) -> Assessment:
     command = "check" if rehearse else "status"
     refusal: Refused | None = None
     try:
-        refuse_if_failed(settings, set_fingerprint(migrations))
+        refuse_if_failed(settings, src.fingerprint)
     except Refused as exc:
         refusal = exc
     # Never beside the database: no fallback folder (exit 7 naming TMPDIR if none is usable).
@@ -94,22 +104,19 @@ def _assess(
                 f"cannot copy {settings.db} to a private folder {tmp}: {exc.strerror or exc}",
                 "set TMPDIR to a writable folder with room for a copy of the database",
             ) from None
-        key = cache.key(set_fingerprint(migrations), settings.strict)
-        trusted = cache.read(settings.cache_path, key)
-        insp = inspect(snap, settings.db, trust=trusted.schema_hash if trusted else None)
-        if insp.trusted and not cache.at_head(insp.applied, migrations):
-            insp = inspect(snap, settings.db, quick_check=False)  # same text, other history
-        note = _absent(settings, insp.fresh, len(migrations))
-        if note:
-            log.info("%s: %s", command, note)
-        applied = tuple(dict(a.__dict__) for a in insp.applied or ())
+        insp, trusted = inspect_cached(settings, src, snap, settings.db)
+        rec = insp.recorded
         drift_text, adopt_known = "none", True
-        if rehearse:
-            p = plan(insp, migrations, settings.strict)
+        if rehearse or insp.trusted:
+            p = plan_of(settings, src, insp, rec)
         else:
-            p, unchecked = _status_plan(insp, migrations, settings.strict)
+            p, unchecked = src.status_plan(settings, insp, rec)
             if unchecked is not None:
                 drift_text, adopt_known = unchecked, insp.applied is not None
+        names = src.names  # a tool's revisions are known once its scratch build ran
+        note = _absent(settings, insp.fresh, len(names))
+        if note:
+            log.info("%s: %s", command, note)
         if insp.trusted and trusted:
             for warning in trusted.warnings:
                 log.warning("extra: %s", warning)
@@ -120,18 +127,20 @@ def _assess(
             fresh=insp.fresh,
             database_exists=settings.db.exists(),
             note=note,
-            applied=applied,
+            recorded=rec,
+            head=names[-1] if names else None,
+            applied=src.applied(insp, rec),
             drift=drift_text,
-            adopt=tuple(m.name for m in p.adopt) if adopt_known else None,
-            pending=tuple(m.name for m in p.pending),
-            warnings=tuple(trusted.warnings)
-            if insp.trusted and trusted
-            else tuple(w.message() for w in p.warnings),
+            adopt=p.adopt if adopt_known else None,
+            pending=p.pending,
+            warnings=tuple(trusted.warnings) if insp.trusted and trusted else p.warnings,
             accepted_differences=tuple(d.message() for d in insp.accepted),
             foreign_key_violation_count=len(found),
             foreign_key_violations=tuple(v.as_dict() for v in found[:100]),
         )
-        result = replace(known, state=state, code=3 if p.writes or not adopt_known else 0)
+        result = replace(
+            known, migrations=names, state=state, code=3 if p.writes or not adopt_known else 0
+        )
         if found:
             log.warning(
                 "foreign keys: %s, already in the database (a migrating start warns; "
@@ -153,9 +162,17 @@ def _assess(
         if rehearse and p.writes:
             with step("rehearse") as info:
                 start = time.perf_counter()
+                before = live_state(settings.db)
                 try:
-                    baseline = apply(settings, snap, p, {}, label="rehearse")
-                    verify(settings, snap, p, label="rehearse", fk_baseline=baseline)
+                    baseline = src.apply(settings, snap, p, {}, "rehearse")
+                    if live_state(settings.db) != before:
+                        raise UsageError(
+                            f"the migrations did not write the database they were given "
+                            f"({settings.db} changed during the rehearsal on a private copy)",
+                            "make the app's migration tool honour PREFLIGHT_DATABASE_URL "
+                            "(README, the tool's section)",
+                        )
+                    verify(settings, src, snap, p, baseline, label="rehearse")
                 except MigrationFailed as exc:
                     failed = MigrationFailed(
                         f"rehearsal on a private copy: {exc.message}; the database was not touched",
@@ -173,39 +190,9 @@ def _assess(
         elif rehearse and not note:
             log.info(
                 "check: at head (%s): a start would change nothing",
-                f"{len(applied)} applied, last {applied[-1]['name']}"
-                if applied
-                else "no migrations",
+                f"{len(state.applied)} applied, last {names[-1]}" if names else "no migrations",
             )
     return result
-
-
-def _status_plan(
-    insp: Inspection, migrations: tuple[Migration, ...], strict: bool
-) -> tuple[Plan, str | None]:
-    """`plan` for `status`, which never runs a .py migration's code.
-
-    The drift check replays the applied migrations (all of them, to adopt a database
-    without history); a .py one is code, and a read-only command does not run it: then
-    drift is reported as not checked (`check` rehearses it). Pending migrations are not
-    replayed at all: status needs their names, not the head they build. Returns the plan
-    and, when drift was not checked, why (then a database without history has no known
-    version to adopt).
-    """
-    fingerprint = set_fingerprint(migrations)
-    if insp.trusted or insp.fresh:
-        return plan(insp, migrations, strict), None  # a cache hit or a fresh database
-    pending = history.pending(insp.applied, migrations) if insp.applied is not None else ()
-    needed = migrations if insp.applied is None else migrations[: len(migrations) - len(pending)]
-    code = next((m for m in needed if m.kind == "py"), None)
-    if code is not None:
-        why = f"not checked: {code.name} is Python code; run `preflight check` to rehearse it"
-        log.info("status: drift: %s", why)
-        return Plan(fingerprint, (), pending, None), why
-    checked = plan(insp, needed, strict)
-    return Plan(
-        fingerprint, checked.adopt, checked.pending or pending, None, checked.warnings
-    ), None
 
 
 def _absent(settings: Settings, fresh: bool, migrations: int) -> str | None:
@@ -404,12 +391,19 @@ def _keep_raw(settings: Settings) -> Path:
     return target
 
 
-def stamp(settings: Settings, version: int, force: bool) -> Stamped:
+def stamp(settings: Settings, version: int | str, force: bool) -> Stamped:
     """`preflight stamp VERSION`: record 1..VERSION as applied without running them.
 
     Only when the live schema matches what those migrations produce (extras allowed),
-    unless `force`. History above VERSION is removed; the log keeps every stamp.
+    unless `force`. History above VERSION is removed; the log keeps every stamp. With a
+    tool, VERSION is its revision and the tool's own stamp records it (`toolsource.stamp`).
     """
+    if settings.tool != "files":
+        from . import toolsource
+
+        return Stamped(toolsource.stamp(settings, str(version), force))
+    if not isinstance(version, int):
+        raise UsageError(f"stamp {version!r}: expected a migration number", "give its NNN")
     check_environment(
         settings.db, settings.backup_dir if settings.backup != "never" else None, writes=True
     )

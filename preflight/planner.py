@@ -91,7 +91,7 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
     based_on = history_key(insp.applied)
     if insp.trusted:
         # inspect was told this schema text was verified at the head of this exact
-        # migration set (cache.at_head checked the history): nothing to replay or diff.
+        # migration set at this recorded history (the cache key): nothing to replay or diff.
         return Plan(fingerprint, (), (), None, based_on=based_on, accepted=insp.accepted)
     if insp.fresh:
         # No replay: there is nothing to protect in a fresh database, so building it is

@@ -31,12 +31,13 @@ from .facts import EVERY_START
 HandOver = facts.Unproven  # not provably a no-op start: the full pipeline takes over
 
 
-_which, _environment, _say = facts.which, facts.environment, facts.say  # shared with toolquick
+_which, _environment, _say = facts.which, facts.environment, facts.say
 
 
-def _inspect(db: str, expected: list[tuple[int, str, str]], full: bool, checked: list[bool]) -> str:
-    """Header, no hot journal, the size, quick_check if `full` (or if the size cannot vouch),
-    history == files; returns the schema hash. `checked[0]`: quick_check ran and passed."""
+def _inspect(db: str, source: str, full: bool, checked: list[bool]) -> tuple[tuple[str, ...], str]:
+    """Header, no hot journal, the size, quick_check if `full` (or if the size cannot vouch);
+    returns the version the database records and the schema hash. `checked[0]`: quick_check
+    ran and passed."""
     full = facts.cheap_checks(db, full)
     # Read-only: closing it cannot checkpoint the WAL, so the database stays byte-identical.
     conn = facts.connect_ro(db)
@@ -44,21 +45,40 @@ def _inspect(db: str, expected: list[tuple[int, str, str]], full: bool, checked:
         if full and facts.quick_check(conn) != "ok":
             raise HandOver("quick_check")
         checked[0] = full
+        sql, table = facts.RECORDED[source]
         if not conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_preflight_history'"
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
         ).fetchone():
-            raise HandOver("no history")
-        applied = [
-            tuple(r)
-            for r in conn.execute(
-                "SELECT version, name, sha256 FROM _preflight_history ORDER BY version"
-            )
-        ]
-        if applied != expected:
-            raise HandOver("history")
-        return facts.schema_hash(conn)
+            raise HandOver("no history")  # database.recorded_in, as few imports as can be
+        return tuple(str(r[0]) for r in conn.execute(sql)), facts.schema_hash(conn)
     finally:
         conn.close()
+
+
+def _migrations(
+    values: dict[str, str], hashed: dict[str, tuple[tuple[int, ...], str]]
+) -> tuple[str, str, int]:
+    """(the folder, the fingerprint, how many files) of the migration set: the guard's own
+    files (their hashes kept in `hashed` for the hand-over), or the tool's light facts."""
+    source = values["tool"]
+    if source == "files":
+        folder = os.path.abspath(values["migrations"])
+        found = facts.files(folder, hashed)
+        named = [(n, s) for _, n, s in found]
+        spec = values["functions"]
+        if spec and found:  # migrations.set_fingerprint adds the functions module's sha256
+            if "/" not in spec and not spec.endswith(".py"):
+                raise HandOver("functions module")  # a module name: import machinery decides
+            named.append(("<functions>", facts.sha256_of(os.path.abspath(spec))[0]))
+        return folder, facts.set_fingerprint(named), len(found)
+    from . import toolfiles  # os and the facts only
+
+    light = toolfiles.LIGHT.get(source)
+    if light is None:
+        raise HandOver("tool")
+    folder = os.path.abspath(values["app_dir"] or ".")
+    paths = light[0](folder)
+    return folder, toolfiles.fingerprint(folder, paths), len(paths)
 
 
 def _since(checked_at: int, policy: str | int) -> str:
@@ -97,12 +117,7 @@ def start(
     checked = [False]
     try:
         values, command = facts.run_options(argv[1:], os.environ if environ is None else environ)
-        if values["tool"] != "files":
-            from .toolquick import start as tool_start  # execs, or raises to hand over
-
-            tool_start(values, command)
         db = os.path.realpath(values["db"])
-        migrations = os.path.abspath(values["migrations"])
         backup_dir = (
             os.path.abspath(values["backup_dir"])
             if values["backup_dir"]
@@ -111,19 +126,12 @@ def start(
         t0 = time.perf_counter()
         _environment(db, backup_dir if values["backup"] != "never" else None, command)
         if ancestry.replicating() is not None:
-            raise HandOver("under litestream replicate")  # the full pipeline refuses (exit 2)
+            raise HandOver("under litestream replicate")  # the full start refuses (exit 2)
         if values["litestream_config"] and not (
             os.path.isfile(values["litestream_config"]) and _which(values["litestream"])
         ):
-            raise HandOver("litestream")  # the full pipeline names what is missing
-        found = facts.files(migrations, hashed)
-        named = [(n, s) for _, n, s in found]
-        spec = values["functions"]
-        if spec and found:  # migrations.set_fingerprint adds the functions module's sha256
-            if "/" not in spec and not spec.endswith(".py"):
-                raise HandOver("functions module")  # a module name: import machinery decides
-            named.append(("<functions>", facts.sha256_of(os.path.abspath(spec))[0]))
-        cache_key = facts.key(facts.set_fingerprint(named), values["strict"] == "1")
+            raise HandOver("litestream")  # the full start names what is missing
+        migrations, fingerprint, count = _migrations(values, hashed)
         t1 = time.perf_counter()
         fd = facts.open_lock(db)
         facts.take_lock(fd, db)  # busy: BlockingIOError, hand over
@@ -138,9 +146,10 @@ def start(
         checked_at = facts.cache_checked_at(cached)
         policy = facts.integrity_policy(values["integrity"])
         if policy != EVERY_START and facts.check_due(policy, checked_at, time.time()):
-            raise HandOver("integrity check due")  # the full pipeline runs and records it
-        live = _inspect(db, found, policy == EVERY_START, checked)
-        if cached != facts.cache_text(cache_key, live, checked_at):
+            raise HandOver("integrity check due")  # the full start runs and records it
+        recorded, live = _inspect(db, values["tool"], policy == EVERY_START, checked)
+        key = facts.cache_key(values["tool"], fingerprint, recorded, values["strict"] == "1")
+        if cached != facts.cache_text(key, live, checked_at):
             raise HandOver("cache")
         keep = int(values["keep_backups"])
         if values["backup"] != "never" and keep > 0 and os.path.isdir(backup_dir):
@@ -150,7 +159,7 @@ def start(
         t3 = time.perf_counter()
         facts.let_go(fd)
         fd = -1
-    except Exception:  # anything unexpected, too: the full pipeline decides and explains
+    except Exception:  # anything unexpected, too: the full start decides and explains
         if running >= 0:
             os.close(running)
         proof = facts.Proof(db, migrations, fd if held else -1, hashed, checked[0])
@@ -160,11 +169,12 @@ def start(
             proof.release()
             return None
         return proof
+    what = "file(s)" if values["tool"] == "files" else f"{values['tool']} file(s)"
     _say(
         [
-            f"migrations: {len(found)} file(s) as verified before in {(t1 - t0) * 1000:.0f} ms",
+            f"migrations: {count} {what} as verified before in {(t1 - t0) * 1000:.0f} ms",
             f"lock: acquired in {(t2 - t1) * 1000:.0f} ms",
-            f"inspect: {len(found)} applied, schema as verified before (cache), "
+            f"inspect: {len(recorded)} applied, schema as verified before (cache), "
             f"{'quick_check ok' if checked[0] else _since(checked_at, policy)} "
             f"in {(t3 - t2) * 1000:.0f} ms",
             "plan: 0 pending, history and schema verified in 0 ms",
@@ -176,4 +186,4 @@ def start(
         os.execvp(command[0], command)
     except OSError:
         os.close(running)
-    return None  # the full pipeline reports it (exit 7)
+    return None  # the full start reports it (exit 7)

@@ -28,16 +28,6 @@ class Result:
 
 
 @dataclass(frozen=True)
-class Reported(Result):
-    """A command that gathers its facts in a report of its own (the tool modes)."""
-
-    facts: Json = field(default_factory=dict)
-
-    def report(self) -> Json:
-        return {k: v for k, v in self.facts.items() if k != "command"}
-
-
-@dataclass(frozen=True)
 class Ready(Result):
     """`run`: the database is ready; exec this command. `migrate`: argv is empty."""
 
@@ -54,6 +44,8 @@ class State:
     fresh: bool
     database_exists: bool
     note: str | None
+    recorded: tuple[str, ...] | None  # the version as the database records it (None: no table)
+    head: str | None  # the last migration of the set
     applied: tuple[Json, ...]
     drift: str
     adopt: tuple[str, ...] | None  # None: unknown (drift not checked)
@@ -68,6 +60,7 @@ class State:
 class Assessment(Result):
     """`check` and `status`: the facts known before inspecting, then the state (if reached)."""
 
+    source: str  # "files", or the tool (--tool)
     migrations: tuple[str, ...]
     database_id: str | None
     backups: tuple[Json, ...]
@@ -78,6 +71,7 @@ class Assessment(Result):
 
     def report(self) -> Json:
         out: Json = {
+            "source": self.source,
             "migrations": list(self.migrations),
             "database_id": self.database_id,
             "backups": list(self.backups),
@@ -89,6 +83,8 @@ class Assessment(Result):
                 fresh=s.fresh,
                 database_exists=s.database_exists,
                 note=s.note,
+                recorded=None if s.recorded is None else list(s.recorded),
+                head=s.head,
                 applied=list(s.applied),
                 drift=s.drift,
                 adopt=None if s.adopt is None else list(s.adopt),
@@ -129,7 +125,7 @@ class Restored(Result):
 
 @dataclass(frozen=True)
 class Stamped(Result):
-    stamped: int
+    stamped: int | str  # the migration number, or a tool's revision
     accepted_differences: tuple[str, ...] = field(default=())
 
     def report(self) -> Json:

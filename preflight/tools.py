@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import toolfiles
+from . import proc, toolfiles
 from .errors import EnvironmentProblem, HistoryError
 
 NAMES = ("files", "alembic", "django")  # --tool choices; "files" is the guard's own migrations
@@ -178,34 +178,13 @@ def environment(db: Path) -> dict[str, str]:
 def run(
     app_dir: Path, argv: Sequence[str], db: Path, timeout: float | None = None
 ) -> tuple[int, str]:
-    """Run one tool command in `app_dir` against `db`: (exit code, its output's last lines).
+    """Run one tool command in `app_dir` against `db`: (exit code, its output).
 
-    Output goes to a file, not a pipe (a background child it leaves cannot hang us);
-    exit 127 when the command is not found.
+    Through the one runner (`proc`): its own process group, output to memory, not a pipe;
+    exit 127 when the command is not found, -1 at the timeout.
     """
-    import subprocess
-    import tempfile
-
-    with tempfile.TemporaryFile() as out:
-        try:
-            proc = subprocess.run(
-                list(argv),
-                cwd=app_dir,
-                env=environment(db),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                timeout=timeout,
-                check=False,
-            )
-            code = proc.returncode
-        except FileNotFoundError:
-            return 127, f"{argv[0]}: command not found"
-        except subprocess.TimeoutExpired:
-            code = -1
-        out.seek(0)
-        text = out.read().decode("utf-8", "replace")
-    return code, text
+    done = proc.run(argv, env=environment(db), cwd=app_dir, timeout=timeout)
+    return (-1 if done.code is None else done.code), done.text
 
 
 def output(app_dir: Path, argv: Sequence[str], db: Path) -> str:
@@ -225,6 +204,5 @@ def output(app_dir: Path, argv: Sequence[str], db: Path) -> str:
 
 
 def last_line(text: str) -> str:
-    """The last non-empty line of a tool's output (its error, usually), on one line."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "(no output)"
+    """The line of a tool's output that says what went wrong (see `proc.meaningful_line`)."""
+    return proc.meaningful_line(text)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 from . import schema, tooldjango, tools
 from .backup import write_atomic
 from .config import Settings
+from .database import live_state
 from .errors import HistoryError, MigrationFailed, UsageError
 from .files import private_folder
 from .sqltext import fold
@@ -134,18 +134,6 @@ def recorded(db: Path, tool: Tool) -> tuple[str, ...] | None:
         conn.close()
 
 
-def live_state(db: Path) -> tuple[tuple[int, int, int] | None, ...]:
-    """What changes when anything writes `db` (or its WAL): size, mtime and inode of each."""
-    out: list[tuple[int, int, int] | None] = []
-    for suffix in ("", "-wal", "-journal"):
-        try:
-            st = os.stat(f"{db}{suffix}")
-            out.append((st.st_size, st.st_mtime_ns, st.st_ino))
-        except FileNotFoundError:
-            out.append(None)
-    return tuple(out)
-
-
 def wrote_elsewhere(tool: Tool, what: str) -> UsageError:
     return UsageError(
         f"{tool.name} did not write the database it was given ({what})",
@@ -170,11 +158,10 @@ def expected(
     path = cache_path(settings)
     exp = _read_cache(path, fingerprint)
     if tool.cumulative:
-        missing = [list(rec or ())] if exp is not None and _unbuilt(exp, rec) else []
-        if exp is None or missing:
-            exp = _build_sets(settings, tool, fingerprint, live, missing)
-            if _unbuilt(exp, rec):
-                exp = _build_sets(settings, tool, fingerprint, live, [list(rec or ())])
+        if exp is None or unbuilt(exp, rec):
+            # One run of Django builds the plan and the recorded set (skipped in the run
+            # when it is a plan prefix): never a second scratch build in one start.
+            exp = _build_sets(settings, tool, fingerprint, live, [list(rec)] if rec else [])
             if save:
                 _write_cache(path, exp)
     elif exp is None:
@@ -249,7 +236,7 @@ def state(exp: Expected, rec: tuple[str, ...] | None, tool: Tool) -> str | None:
     return ",".join(sorted(rec))
 
 
-def _unbuilt(exp: Expected, rec: tuple[str, ...] | None) -> bool:
+def unbuilt(exp: Expected, rec: tuple[str, ...] | None) -> bool:
     """A recorded set (all in the plan, no prefix of it) whose schema is not built yet."""
     if not rec or set(rec) - set(exp.revisions):
         return False

@@ -16,11 +16,75 @@ from conftest import MIGRATIONS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "preflight"
 
-# Floors, bottom up; a module may import only from its own floor or below.
-GROUND = {"errors", "names", "files", "faults", "ancestry"}  # files, fsync, /proc; no SQL
-FACTS = {"facts"}  # the no-op proof's facts: options, hashes, cache key, header probe
-QUICK = {"quickstart"}  # the quick start: facts only
-TOP = {"cli", "entry", "__main__"}
+# Layers, bottom up; a module imports only from its own layer or below. Every module of
+# the package has its layer here (a test checks): a new module must be placed.
+LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
+    (
+        "ground: files, fsync, /proc, children, SQL text; no SQLite connection",
+        frozenset(
+            {
+                "errors",
+                "names",
+                "files",
+                "faults",
+                "ancestry",
+                "proc",
+                "progress",
+                "sqltext",
+                "foreignkeys",
+                "transaction",
+                "signals",
+            }
+        ),
+    ),
+    ("facts: the no-op proof's facts, defined once", frozenset({"facts"})),
+    ("fast path: the quick start and a tool's light facts", frozenset({"quickstart", "toolfiles"})),
+    (
+        "storage and options: the lock, backups, holders, Litestream, statements",
+        frozenset(
+            {
+                "config",
+                "lock",
+                "holders",
+                "filecopy",
+                "catalog",
+                "backup",
+                "steps",
+                "litestream",
+                "functions",
+                "statements",
+            }
+        ),
+    ),
+    (
+        "schema and history: migration files, snapshots, drift, the history, inspection",
+        frozenset({"migrations", "ddl", "schema", "drift", "history", "cache", "database"}),
+    ),
+    (
+        "sources: the interface and its implementations (the guard's files, the tools)",
+        frozenset(
+            {
+                "source",
+                "planner",
+                "evidence",
+                "filesource",
+                "tools",
+                "tooldjango",
+                "toolscratch",
+                "toolsource",
+            }
+        ),
+    ),
+    ("the guard and its commands", frozenset({"guard", "operations", "adopt", "results"})),
+    ("top: the command line and the one entry", frozenset({"cli", "entry", "__main__"})),
+)
+GROUND = LAYERS[0][1]
+FACTS = LAYERS[1][1]
+TOP = LAYERS[-1][1]
+
+
+def layer(module: str) -> int:
+    return next(i for i, (_, names) in enumerate(LAYERS) if module in names)
 
 
 def graph() -> dict[str, set[str]]:
@@ -73,18 +137,31 @@ def test_the_cycle_finder_finds_one():
     assert cycle({"a": {"b"}, "b": set()}) == []
 
 
-def test_each_floor_imports_only_from_below():
+def test_every_module_has_a_layer():
+    placed = set().union(*(names for _, names in LAYERS))
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert modules - placed == set(), "place the new module in LAYERS"
+    assert placed - modules == set(), "a module in LAYERS no longer exists"
+
+
+def test_each_layer_imports_only_from_its_own_or_below():
     edges = graph()
-    for module in GROUND:
-        assert edges[module] <= GROUND, module
-    assert edges["facts"] <= GROUND
-    assert edges["quickstart"] <= GROUND | FACTS | {"toolquick"}
-    assert edges["toolquick"] <= GROUND | FACTS | {"toolfiles"}  # a tool's no-op start
+    for module, imported in edges.items():
+        if module == "__init__":
+            continue
+        for other in imported:
+            assert layer(other) <= layer(module), (
+                f"{module} ({LAYERS[layer(module)][0]}) imports {other} ({LAYERS[layer(other)][0]})"
+            )
+    # The quick start stays light: facts, and a tool's light facts.
+    assert edges["quickstart"] <= GROUND | FACTS | {"toolfiles"}
     assert edges["toolfiles"] <= GROUND | FACTS
-    everything_below_top = set(edges) - TOP
-    for module in everything_below_top:
-        assert not edges[module] & TOP, f"{module} imports {edges[module] & TOP}"
+    assert edges["facts"] <= GROUND
     assert edges["entry"] == {"quickstart", "cli"}
+
+
+def test_the_layer_check_finds_an_arrow_pointing_up():
+    assert layer("errors") < layer("guard")  # so errors importing guard would fail the test
 
 
 def test_every_entry_point_calls_the_one_entry_function():
