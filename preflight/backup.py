@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
 import sqlite3
@@ -85,17 +84,17 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
     lock is not free at once, or with `fast=False`, SQLite's online backup API.
     """
     backup_dir.mkdir(parents=True, exist_ok=True)
-    for stale in backup_dir.glob(f".{db.stem}-*.tmp*"):
-        stale.unlink()  # left by a crash; we hold the lock, so nobody else is writing one
-    for name in catalog.records(backup_dir, db):
-        if not (backup_dir / name).exists():  # a crash between the record and the rename
-            catalog.record_path(backup_dir / name).unlink(missing_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
-    final = backup_dir / f"{db.stem}-{stamp}-{reason}.db"
-    tmp = backup_dir / f".{final.name}.tmp"
-    record = catalog.record_path(final)
+    when = datetime.now(timezone.utc)
+    final = backup_dir / f"{db.stem}-{catalog.stamp(when)}-{reason}.db"
+    tmp: Path | None = None
+    record: Path | None = None  # once claimed: written before the rename, ours to remove
     try:
         database_id = catalog.ensure_identity(db, backup_dir)
+        # Left by a crash of ours (we hold the lock); never another database's: its guard
+        # may be writing into a shared folder right now.
+        for stale in catalog.leftovers(backup_dir, db, database_id):
+            stale.unlink(missing_ok=True)
+        tmp = catalog.temp_path(final, database_id)
         os.close(create_fresh(tmp))
         expected = None
         if fast:
@@ -123,19 +122,18 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
         version, migration = catalog.held_version(tmp)
         # The record goes first: a name in the folder without one would be taken for
         # a backup from before records, listed for any database of this file name.
-        write_new(
-            record,
-            json.dumps(
-                {
-                    "database": os.path.realpath(db),
-                    "database_id": database_id,
-                    "taken_at": stamp,
-                    "reason": reason,
-                    "version": version,
-                    "migration": migration,
-                },
-                indent=1,
-            ).encode(),
+        final, record = catalog.claim(
+            backup_dir,
+            db,
+            when,
+            reason,
+            {
+                "database": os.path.realpath(db),
+                "database_id": database_id,
+                "reason": reason,
+                "version": version,
+                "migration": migration,
+            },
         )
         faults.point("backup-before-rename")
         os.replace(tmp, final)
@@ -164,9 +162,10 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
             f"larger disk) and check its permissions",
         ) from None
     finally:
-        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-            remove_quietly(leftover, "backup")  # after a success, an I/O error here is no failure
-        if not final.exists():
+        if tmp is not None:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                remove_quietly(leftover, "backup")  # after a success, an I/O error is no failure
+        if record is not None and not final.exists():
             remove_quietly(record, "backup")
     return final
 

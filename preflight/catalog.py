@@ -4,6 +4,10 @@ Each backup `<stem>-<time>-<reason>.db` has a side record `<backup>.json` writte
 it is renamed into place: the database's real path and id, the migration it holds.
 Two databases of one file name can then share a backup folder: listing, pruning and
 restore only ever consider the backups whose record carries this database's id.
+
+Their guards hold different locks, so they may back up at the same moment: a backup's
+temp file carries its database's id and each guard removes only its own leftovers, and
+a backup's name is claimed by creating its record exclusively (`claim`).
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import json
 import os
 import secrets
 import sqlite3
+import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from .facts import BACKUP_REASONS, backup_name, uri
-from .files import fsync_dir
+from .files import create_exclusive, fsync_dir
 from .files import write_atomic as write_new
 
 REASONS = BACKUP_REASONS
@@ -135,6 +141,106 @@ def records(backup_dir: Path, db: Path) -> dict[str, dict[str, Any]]:
             if record is not None:
                 found[path.name[:-5]] = record
     return found
+
+
+# ---------------------------------------------------------------- taking one
+
+# Files that name no database (temp files of versions before ids, a record cut short by
+# a power cut) are removed by any guard once this old: no backup is that long in flight.
+STALE = 24 * 3600.0
+_TEMP_TAILS = (".tmp", ".tmp-wal", ".tmp-shm", ".tmp-journal")
+
+
+def stamp(when: datetime) -> str:
+    """A backup name's time: `YYYYMMDDTHHMMSS.mmmZ` (UTC)."""
+    return when.strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+
+
+def temp_path(backup: Path, database_id: str) -> Path:
+    """Where `backup` is written and verified before its rename: hidden, with the id.
+
+    The id tells whose it is in a shared folder: only its own database's next backup
+    removes it after a crash (`leftovers`), never another database's while in flight.
+    """
+    return backup.with_name(f".{backup.name}.{database_id}.tmp")
+
+
+def _temp_owner(name: str, stem: str) -> str | None:
+    """The id a backup temp file of `stem` carries; "" for one that carries none; None: not one."""
+    tail = next((t for t in _TEMP_TAILS if name.endswith(t)), None)
+    if not name.startswith(".") or tail is None:
+        return None
+    base = name[1 : -len(tail)]
+    if backup_name(base, stem) or (
+        tail == ".tmp" and base.endswith(".json") and backup_name(base[:-5], stem)
+    ):
+        return ""  # a backup's or a record's temp file from a version before ids
+    rest, _, ident = base.rpartition(".")
+    return ident if _valid_id(ident) and backup_name(rest, stem) else None
+
+
+def leftovers(backup_dir: Path, db: Path, database_id: str) -> list[Path]:
+    """What crashed backups of this database left: its temp files, its records with no backup.
+
+    Never another database's (its guard may be writing them now), and files that name
+    no database only once `STALE`. Call with the guard's lock held: then no backup of
+    this database is in flight.
+    """
+    if not backup_dir.is_dir():
+        return []
+    found = []
+    for path in backup_dir.iterdir():
+        name = path.name
+        owner = _temp_owner(name, db.stem)
+        if owner is None and name.endswith(".db.json") and backup_name(name[:-5], db.stem):
+            if os.path.lexists(path.with_name(name[:-5])):
+                continue  # the record of a backup
+            record = _read_record(path)
+            owner = str(record["database_id"]) if record else ""
+        if owner == database_id or (owner == "" and _stale(path)):
+            found.append(path)
+    return found
+
+
+def _stale(path: Path) -> bool:
+    try:
+        return path.lstat().st_mtime < time.time() - STALE
+    except FileNotFoundError:
+        return False
+
+
+def claim(
+    backup_dir: Path, db: Path, when: datetime, reason: str, fields: dict[str, Any]
+) -> tuple[Path, Path]:
+    """A backup's name, claimed by writing its side record exclusively: (backup, record).
+
+    Two databases of one file name sharing the folder can back up in the same
+    millisecond: the second finds the name taken and moves to the next millisecond, so
+    neither backup nor record ever replaces the other database's. The record (`fields`
+    and `taken_at`) is on disk before the caller renames the backup in.
+    """
+    for _ in range(1000):
+        taken_at = stamp(when)
+        backup = backup_dir / f"{db.stem}-{taken_at}-{reason}.db"
+        record = record_path(backup)
+        when += timedelta(milliseconds=1)
+        if os.path.lexists(backup):
+            continue  # a backup from before records: no record claims its name
+        try:
+            fd = create_exclusive(record)
+        except FileExistsError:
+            continue
+        try:
+            with open(fd, "wb") as f:
+                f.write(json.dumps({**fields, "taken_at": taken_at}, indent=1).encode())
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            record.unlink(missing_ok=True)
+            raise
+        fsync_dir(backup_dir)
+        return backup, record
+    raise FileExistsError(f"no free backup name in {backup_dir} near {stamp(when)}")
 
 
 def held_version(path: Path) -> tuple[int | None, str | None]:

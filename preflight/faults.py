@@ -3,6 +3,8 @@
 `PREFLIGHT_FAULT=before-commit` kills the process the first time that point is reached;
 `statement@3` the third time; a comma list arms several. The crash tests use this to
 prove that a kill at any step leaves the old database or the new one, never a mix.
+`NAME:stop` (`NAME@N:stop`) SIGSTOPs instead, until a SIGCONT: a test runs another
+process at exactly that moment (two guards sharing a backup folder).
 Unset (always, in production), a point costs one dictionary lookup.
 """
 
@@ -25,19 +27,20 @@ POINTS = (
 
 
 def point(name: str) -> None:
-    """SIGKILL this process if PREFLIGHT_FAULT arms `name` and its count is reached."""
+    """SIGKILL (or SIGSTOP) this process if PREFLIGHT_FAULT arms `name` and its count is reached."""
     armed = os.environ.get(VARIABLE)
     if not armed:
         return
     entries = [e.strip() for e in armed.split(",")]
     for i, entry in enumerate(entries):
-        target, _, count = entry.partition("@")
-        if target != name:
+        armed_point, colon, action = entry.partition(":")
+        target, _, count = armed_point.partition("@")
+        if target != name or count == "fired":  # a stopped process fires once
             continue
         remaining = int(count) if count.isdigit() else 1
-        if remaining <= 1:
-            os.kill(os.getpid(), signal.SIGKILL)
         # The countdown lives in the variable itself: no module state to reset.
-        entries[i] = f"{name}@{remaining - 1}"
+        entries[i] = f"{name}@{remaining - 1 if remaining > 1 else 'fired'}{colon}{action}"
         os.environ[VARIABLE] = ",".join(entries)
+        if remaining <= 1:
+            os.kill(os.getpid(), signal.SIGSTOP if action == "stop" else signal.SIGKILL)
         return

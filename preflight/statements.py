@@ -57,14 +57,19 @@ def tokens(sql: str) -> list[str]:
     return [m.group() for m in _significant(sql)]
 
 
+# SQLite folds only ASCII letters: str.upper() would also turn "ı" into "I".
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
 def head(sql: str, count: int) -> list[str]:
-    """The first `count` tokens of `sql`, upper-cased, without reading the rest."""
+    """The first `count` tokens of `sql`, upper-cased (ASCII), without reading the rest."""
     found: list[str] = []
     for match in _significant(sql):
         if len(found) == count:
             break
         # a long literal is not a keyword: don't copy it
-        found.append(match.group().upper() if match.end() - match.start() < 64 else "?")
+        token = match.group()
+        found.append(token.translate(_ASCII_UPPER) if len(token) < 64 else "?")
     return found
 
 
@@ -133,6 +138,20 @@ _SKIPPED_PRAGMAS = {
 }
 
 
+def _name(token: str) -> str:
+    """A name token as SQLite reads it, unquoted from every quoting it accepts.
+
+    SQLite takes a 'string literal' where a name is expected (PRAGMA 'journal_mode' is
+    journal_mode), besides "double", [bracket] and `backtick` quotes; a doubled quote
+    inside stands for one.
+    """
+    if len(token) >= 2 and token[0] in "'\"`" and token[-1] == token[0]:
+        return token[1:-1].replace(token[0] * 2, token[0])
+    if len(token) >= 2 and token[0] == "[" and token[-1] == "]":
+        return token[1:-1]
+    return token
+
+
 def _kind(words: list[str]) -> str:
     """BEGIN, COMMIT, SKIP:<pragma>, a refused head word, or RUN for everything else."""
     first = words[0] if words else ""
@@ -148,9 +167,9 @@ def _kind(words: list[str]) -> str:
     if first in _REFUSED:
         return first
     if first == "PRAGMA" and len(words) > 1:
-        # PRAGMA [schema.]name [= value | (value)], any identifier quoting
+        # PRAGMA [schema.]name [= value | (value)]
         rest = words[3:] if len(words) > 3 and words[2] == "." else words[1:]
-        pragma = rest[0].strip('"`[]')
+        pragma = _name(rest[0])
         if pragma in _SKIPPED_PRAGMAS:
             return f"SKIP:{pragma}"
         if pragma == "JOURNAL_MODE" and rest[1:2] in (["="], ["("]):

@@ -129,16 +129,48 @@ def test_take_includes_rows_still_in_the_wal(
     assert Path(f"{db}-wal").stat().st_size > 0
 
 
-def test_take_removes_temp_files_left_by_a_crash(tmp_path: Path) -> None:
+def test_take_removes_temp_files_left_by_a_crash_of_this_database_only(tmp_path: Path) -> None:
+    # issue 19.1: the folder may be shared with another app.db, whose guard holds
+    # another lock and may be writing its own temp file and record right now.
     db = tmp_path / "app.db"
     make_db(db, ["a"])
     backups = tmp_path / "backups"
     backups.mkdir()
-    crashed = backups / f".{backup_name('20240101T000000.000Z', 'manual')}.tmp"
-    crashed.write_bytes(b"half a backup")
+    mine, other = catalog.ensure_identity(db, backups), "f" * 32
+    crashed, theirs = (
+        backup_name("20240101T000000.000Z", "manual"),
+        backup_name("20240102T000000.000Z", "manual"),
+    )
+    ours = [
+        backups / f".{crashed}.{mine}.tmp",
+        backups / f".{crashed}.{mine}.tmp-wal",
+        backups / f".{crashed}.{mine}.tmp-journal",
+        backups / f"{crashed}.json",  # our record whose backup never arrived
+    ]
+    kept = [
+        backups / f".{theirs}.{other}.tmp",  # the other database's, in flight
+        backups / f"{theirs}.json",  # its record, written before its rename
+        backups / f".{backup_name('20240103T000000.000Z', 'manual')}.tmp",  # no id, recent
+        backups / f".{backup_name('20240103T000000.000Z', 'manual')}.json.tmp",
+        backups / f".{backup_name('20240103T000000.000Z', 'manual', stem='app-x')}.{mine}.tmp",
+    ]
+    stale = [  # no id, a day old: a version before ids crashed here
+        backups / f".{backup_name('20240104T000000.000Z', 'manual')}.tmp",
+        backups / f".{backup_name('20240104T000000.000Z', 'manual')}.tmp-shm",
+        backups / f".{backup_name('20240104T000000.000Z', 'manual')}.json.tmp",
+        backups / f"{backup_name('20240104T000000.000Z', 'manual')}.json",  # cut short
+    ]
+    for path in ours + kept + stale:
+        path.write_bytes(b"half a backup")
+    for path, owner in ((ours[3], mine), (kept[1], other)):
+        path.write_text(json.dumps({"database": "/x/app.db", "database_id": owner}))
+    for path in stale:
+        os.utime(path, (1e9, 1e9))
+    before = {p: sha256(p) for p in kept}
     path = backup.take(db, backups, "manual")
-    assert not crashed.exists()
-    assert sorted(p.name for p in backups.iterdir()) == [path.name, f"{path.name}.json"]
+    assert not any(p.exists() for p in ours + stale)
+    assert {p: sha256(p) for p in kept} == before
+    assert sorted(backups.iterdir()) == sorted([path, catalog.record_path(path), *kept])
     assert rows(path) == [(1, "a")]
 
 
