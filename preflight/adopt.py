@@ -19,6 +19,7 @@ from .config import Settings
 from .database import assert_not_busy, check_environment, connect, inspect
 from .errors import DriftError, EnvironmentProblem, MigrationFailed, PreflightError, UsageError
 from .migrations import Migration, discover, load, tokens
+from .replay import replay
 from .results import Initialized
 from .steps import locked, step
 from .transaction import immediate
@@ -131,7 +132,7 @@ def _prove(text: str, name: str, live: schema.Schema, db: Path) -> Migration:
             f"{migration.version}'"
         )
         try:
-            replayed = schema.replay((migration,), {1})[1]
+            replayed = replay((migration,), {1})[1]
         except MigrationFailed as exc:
             raise DriftError(
                 f"{db}: its schema cannot be rebuilt from SQL alone: {exc.message}", hint

@@ -19,14 +19,12 @@ from pathlib import Path
 
 from . import catalog, faults
 from .errors import EnvironmentProblem, LockTimeout, RestoreFailed
-from .facts import quick_check, uri
+from .facts import DATA_SIDECARS, SIDECARS, quick_check, uri
 from .files import create_fresh, fsync_dir, fsync_file, remove_quietly, write_atomic
 
 __all__ = ["fsync_dir", "uri", "write_atomic"]  # re-exported for callers of old
 
 log = logging.getLogger("preflight")
-
-SIDECARS = ("-wal", "-shm", "-journal")
 
 
 def sha256_file(path: Path) -> str:
@@ -314,7 +312,7 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
 
     def state() -> list[tuple[int, int] | None]:
         out: list[tuple[int, int] | None] = []
-        for suffix in ("", "-wal", "-journal"):
+        for suffix in ("", *DATA_SIDECARS):
             try:
                 st = os.stat(f"{db}{suffix}")
                 out.append((st.st_size, st.st_mtime_ns))
@@ -324,7 +322,7 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
 
     for attempt in range(tries):
         before = state()
-        for suffix in ("", "-wal", "-journal"):
+        for suffix in ("", *DATA_SIDECARS):
             dest = Path(f"{target}{suffix}")
             dest.unlink(missing_ok=True)
             if Path(f"{db}{suffix}").exists():
@@ -338,7 +336,7 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
     # A busy app commits faster than the files can be copied. It has the database open,
     # so its -wal/-shm (WAL) already exist and a read-only reader creates nothing (rollback
     # mode never does): SQLite's own read lock gives one consistent state instead.
-    for suffix in ("", "-wal", "-journal"):
+    for suffix in ("", *DATA_SIDECARS):
         Path(f"{target}{suffix}").unlink(missing_ok=True)
     os.close(create_fresh(target))
     try:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .facts import BACKUP_REASONS, backup_name, uri
+from .facts import BACKUP_REASONS, ID, backup_name, uri
 from .files import create_exclusive, fsync_dir
 from .files import write_atomic as write_new
 
@@ -35,7 +35,7 @@ def identity_path(db: Path) -> Path:
     Beside it, not in it: tagging the database would write it on a read-only command or
     change its schema; a restore never touches this file, so the id survives restores.
     """
-    return db.with_name(db.name + ".preflight-id")
+    return db.with_name(db.name + ID)
 
 
 def _valid_id(text: str) -> bool:

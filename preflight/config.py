@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import cast
 
 from .errors import EnvironmentProblem, UsageError
+from .facts import CACHE, FAILURE, LOCK, backup_folder, boolean, integrity_policy
 from .facts import OPTIONS as ROWS
-from .facts import boolean, integrity_policy
 
 BACKUP_MODES = ("on-change", "always", "never")
 LOG_FORMATS = ("text", "json")
@@ -152,17 +152,17 @@ class Settings:
     @property
     def lock_path(self) -> Path:
         """The flock lock file beside the database (never the database itself)."""
-        return self.db.with_name(self.db.name + ".preflight.lock")
+        return self.db.with_name(self.db.name + LOCK)
 
     @property
     def failure_path(self) -> Path:
         """The failure record beside the database; it survives a restore."""
-        return self.db.with_name(self.db.name + ".preflight-failure.json")
+        return self.db.with_name(self.db.name + FAILURE)
 
     @property
     def cache_path(self) -> Path:
         """The verified-state cache beside the database (see `cache`)."""
-        return self.db.with_name(self.db.name + ".preflight-cache.json")
+        return self.db.with_name(self.db.name + CACHE)
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -221,7 +221,7 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     return Settings(
         db=db,
         migrations=Path(os.path.abspath(str(values["migrations"]))),
-        backup_dir=Path(os.path.abspath(str(backup_dir))) if backup_dir else db.parent / "backups",
+        backup_dir=Path(backup_folder(str(db), str(backup_dir) if backup_dir else None)),
         backup=str(values["backup"]),
         keep_backups=int(str(values["keep_backups"])),
         lock_timeout=float(str(values["lock_timeout"])),

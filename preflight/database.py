@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cache, drift, history, schema
-from .backup import SIDECARS, db_size, snapshot
+from .backup import db_size, snapshot
 from .errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
-from .facts import RECORDED, probe, quick_check, uri
+from .facts import DATA_SIDECARS, RECORDED, SIDECARS, probe, quick_check, uri
 from .files import private_folder
 
 HEADER = b"SQLite format 3\x00"
@@ -346,7 +346,7 @@ def check_environment(
 def live_state(db: Path) -> tuple[tuple[int, int, int] | None, ...]:
     """What changes when anything writes `db` (or its WAL): size, mtime and inode of each."""
     out: list[tuple[int, int, int] | None] = []
-    for suffix in ("", "-wal", "-journal"):
+    for suffix in ("", *DATA_SIDECARS):
         try:
             st = os.stat(f"{db}{suffix}")
             out.append((st.st_size, st.st_mtime_ns, st.st_ino))

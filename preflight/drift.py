@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .migrations import Migration
 from .schema import Index, Schema, Table
 from .sqltext import fold
 
@@ -156,9 +155,7 @@ def _definition(schema: Schema, key: Key) -> object:
     return (schema.views if key[0] == "view" else schema.triggers).get(key[1])
 
 
-def with_origins(
-    diffs: list[Difference], steps: list[tuple[Migration, Schema]]
-) -> list[Difference]:
+def with_origins(diffs: list[Difference], steps: list[tuple[str, Schema]]) -> list[Difference]:
     """Name, for each difference, the migration that last changed the expected object.
 
     O(steps x differences): each step costs a dictionary lookup per difference, and a
@@ -168,7 +165,7 @@ def with_origins(
     keys = {d.key for d in diffs if d.key}
     last: dict[Key, str] = {}
     previous: dict[Key, tuple[object, object]] = {}
-    for migration, schema in steps:
+    for migration, schema in steps:  # (its name, the schema after it)
         for key in keys:
             holder = (
                 schema.tables.get(key[1])
@@ -180,7 +177,7 @@ def with_origins(
                 continue
             value = _definition(schema, key) if key[0] in ("table", "column") else holder
             if (seen is None or seen[1] != value) and value is not None:
-                last[key] = migration.name
+                last[key] = migration
             previous[key] = (holder, value)
     return [
         Difference(

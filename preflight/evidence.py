@@ -29,6 +29,7 @@ from .database import Inspection
 from .errors import DriftError, MigrationFailed, PreflightError
 from .facts import uri
 from .migrations import Migration, run_body, tokens
+from .replay import replay
 from .transaction import immediate
 
 log = logging.getLogger("preflight")
@@ -202,7 +203,7 @@ def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
             if not batch:
                 break
         stops = set(batch) | ({n} if not snaps else set())
-        got = schema.replay(migrations[: max(stops)], stops)
+        got = replay(migrations[: max(stops)], stops)
         snaps.update(got)
         for k in batch:
             diffs[k] = drift.diff(got[k], live)

@@ -106,6 +106,24 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 BACKUP_REASONS = ("pre-migrate", "manual", "pre-restore", "always")
 
 
+# The files the guard keeps beside the database (suffixes of its path), SQLite's own, and
+# the default backup folder: each named here once.
+LOCK = ".preflight.lock"
+RUNNING = ".preflight.running"
+FAILURE = ".preflight-failure.json"
+CACHE = ".preflight-cache.json"
+TOOL_CACHE = ".preflight-tool.json"
+ID = ".preflight-id"
+SIDECARS = ("-wal", "-shm", "-journal")
+DATA_SIDECARS = ("-wal", "-journal")  # those that may hold committed data
+BACKUPS = "backups"
+
+
+def backup_folder(db: str, given: str | None) -> str:
+    """The backup folder: `given` (absolute), else `backups` beside the database."""
+    return os.path.abspath(given) if given else os.path.join(os.path.dirname(db), BACKUPS)
+
+
 class Unproven(Exception):
     """A fact the quick start cannot vouch for: the full pipeline decides (and explains)."""
 
@@ -534,7 +552,7 @@ def open_lock(db: str) -> int:
     never a FIFO, device or hard link (Unproven: the full pipeline refuses those, exit 7).
     The caller owns the descriptor."""
     fd = os.open(
-        f"{db}.preflight.lock",
+        f"{db}{LOCK}",
         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
         0o644,
     )
@@ -550,7 +568,7 @@ def take_lock(fd: int, db: str) -> None:
     `lock.acquire`); returns only holding a lock others will find. Writes nothing: a guard
     that does not hold the lock keeps its hands off the holder's note."""
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    st, named = os.fstat(fd), os.lstat(f"{db}.preflight.lock")
+    st, named = os.fstat(fd), os.lstat(f"{db}{LOCK}")
     if (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
         fcntl.flock(fd, fcntl.LOCK_UN)
         raise Unproven("lock file replaced")
@@ -571,9 +589,7 @@ def write_note(fd: int, command: str = "run") -> None:
 def share_running(db: str) -> int:
     """The shared flock a guarded app holds while it runs (`holders.share_running`); the
     descriptor survives exec, so `restore` sees the app. Unproven if not a regular file."""
-    fd = os.open(
-        f"{db}.preflight.running", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644
-    )
+    fd = os.open(f"{db}{RUNNING}", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     try:
         if os.fstat(fd).st_mode & 0o170000 != 0o100000:
             raise Unproven("running file")  # the full pipeline refuses it
@@ -600,7 +616,7 @@ def cheap_checks(db: str, full: bool) -> bool:
         head = f.read(20)
     if head[: len(HEADER)] != HEADER:
         raise Unproven("header")
-    for suffix in ("-wal", "-shm", "-journal"):
+    for suffix in SIDECARS:
         side = f"{db}{suffix}"
         if os.path.lexists(side) and (
             not os.path.isfile(side) or not os.access(side, os.R_OK | os.W_OK)

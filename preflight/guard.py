@@ -50,7 +50,7 @@ from .errors import (
     Refused,
     RestoreFailed,
 )
-from .facts import Proof, check_due, quick_check, uri
+from .facts import SIDECARS, Proof, check_due, quick_check, uri
 from .filesource import FileSource
 from .planner import accepted_part
 from .source import Plan, Source
@@ -465,7 +465,7 @@ def undo(settings: Settings, insp: Inspection, taken: Path | None, committed: bo
     db = settings.db
     if taken is None and insp.size == 0:
         # Connecting created the file even if nothing was committed: remove it.
-        for suffix in ("", *backup.SIDECARS):
+        for suffix in ("", *SIDECARS):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         if insp.existed:
             db.touch(0o600)

@@ -13,12 +13,12 @@ import os
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from .drift import Difference
 from .errors import HistoryError
 from .facts import now as now
 from .files import fsync_dir, write_atomic
-from .migrations import Migration
 
 HISTORY = "_preflight_history"
 LOG = "_preflight_log"
@@ -76,9 +76,23 @@ def read(conn: sqlite3.Connection) -> tuple[Applied, ...] | None:
     return tuple(Applied(*row) for row in rows)
 
 
-def pending(
-    applied: tuple[Applied, ...], migrations: tuple[Migration, ...]
-) -> tuple[Migration, ...]:
+class Identity(Protocol):
+    """What the history knows of a migration: this much of a `migrations.Migration`."""
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+
+M = TypeVar("M", bound=Identity)
+
+
+def pending(applied: tuple[Applied, ...], migrations: tuple[M, ...]) -> tuple[M, ...]:
     """Verify the files against the history; return the migrations still to apply.
 
     Refused (exit 5), naming the files: an applied migration whose file changed or is
@@ -124,7 +138,7 @@ def ensure_tables(conn: sqlite3.Connection) -> None:
         conn.execute(ddl)
 
 
-def record(conn: sqlite3.Connection, migration: Migration, how: str, duration_ms: float) -> None:
+def record(conn: sqlite3.Connection, migration: Identity, how: str, duration_ms: float) -> None:
     """Record one migration as applied/adopted/stamped, and log it (caller's transaction)."""
     at = now()
     conn.execute(

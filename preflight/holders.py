@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EnvironmentProblem, LockTimeout
+from .facts import RUNNING, SIDECARS
 
 log = logging.getLogger("preflight")
 
@@ -58,7 +59,7 @@ class Holder:
 
 def running_path(db: Path) -> Path:
     """The file a guarded app holds a shared flock on while it runs."""
-    return db.with_name(db.name + ".preflight.running")
+    return db.with_name(db.name + RUNNING)
 
 
 def _open_plain(path: Path, create: bool) -> int:
@@ -194,7 +195,7 @@ def find(db: Path) -> list[Holder]:
     real = os.path.realpath(db)  # SQLite locks the real file; ours are opened O_NOFOLLOW
     add(_lock_holder(Path(f"{real}-shm"), WAL_LOCKS, 9), "holds a WAL shared-memory lock (-shm)")
     add(_lock_holder(Path(real), PENDING_BYTE, LOCK_RANGE), "holds a lock on the database file")
-    for pid, name in _openers({real + s for s in ("", "-wal", "-shm", "-journal")}).items():
+    for pid, name in _openers({real + s for s in ("", *SIDECARS)}).items():
         add(pid, f"has {name} open")
     return [
         Holder(pid, _command(pid) if pid > 0 else "", ", ".join(how))

@@ -25,7 +25,7 @@ from typing import Any
 from . import ancestry, proc
 from .config import Settings
 from .errors import DatabaseUnusable, EnvironmentProblem, ReplicaUnavailable, UsageError
-from .facts import probe
+from .facts import DATA_SIDECARS, probe
 from .files import fsync_dir, fsync_file
 
 log = logging.getLogger("preflight")
@@ -94,7 +94,7 @@ def restore_if_missing(settings: Settings) -> str:
     db, config = settings.db, settings.litestream_config
     if config is None or (db.exists() and db.stat().st_size > 0):
         return "present"
-    for suffix in ("-wal", "-journal"):
+    for suffix in DATA_SIDECARS:
         side = Path(f"{db}{suffix}")
         if side.exists() and side.stat().st_size > 0:
             # SQLite would replay it into the restored file: another database's pages.

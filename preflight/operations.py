@@ -20,7 +20,6 @@ from . import (
     foreignkeys,
     history,
     holders,
-    schema,
     signals,
 )
 from .config import Settings
@@ -43,10 +42,12 @@ from .errors import (
     Refused,
     UsageError,
 )
+from .facts import DATA_SIDECARS
 from .files import private_folder
 from .guard import inspect_cached, load, plan_of, refuse_if_failed, verify
 from .migrations import Migration, discover
 from .planner import history_key
+from .replay import replay
 from .results import Assessment, BackupTaken, Cleared, Restored, Stamped, State
 from .source import Source
 from .steps import locked, step
@@ -383,7 +384,7 @@ def _keep_raw(settings: Settings) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
     target = settings.backup_dir / f"{settings.db.stem}-{stamp}-damaged.db"
     settings.backup_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-journal"):
+    for suffix in ("", *DATA_SIDECARS):
         source = Path(f"{settings.db}{suffix}")
         if source.exists():
             backup.copy_private(source, Path(f"{target}{suffix}"))
@@ -421,7 +422,7 @@ def stamp(settings: Settings, version: int | str, force: bool) -> Stamped:
                 f"{settings.db} does not exist or is empty: nothing to stamp",
                 "run 'preflight migrate' to build a fresh database",
             )
-        expected = schema.replay(migrations, {len(upto)})[len(upto)]
+        expected = replay(migrations, {len(upto)})[len(upto)]
         diffs = drift.errors(drift.diff(expected, insp.live_schema), settings.strict)
         if not force:
             _refuse_below_evidence(settings, insp, migrations, version)

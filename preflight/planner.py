@@ -14,6 +14,7 @@ from . import drift, evidence, history, schema
 from .database import Inspection
 from .errors import DriftError
 from .migrations import Migration, set_fingerprint
+from .replay import replay
 
 log = logging.getLogger("preflight")
 
@@ -58,9 +59,9 @@ def _drift(
     """
     if steps is None:
         stops = evidence.changes_of(migrations[:upto], _objects(diffs)) | {upto}
-        steps = schema.replay(migrations[:upto], stops - {0})
+        steps = replay(migrations[:upto], stops - {0})
     steps = {i: steps[i] for i in range(1, upto + 1) if i in steps}
-    named = drift.with_origins(diffs, [(migrations[i - 1], steps[i]) for i in sorted(steps)])
+    named = drift.with_origins(diffs, [(migrations[i - 1].name, steps[i]) for i in sorted(steps)])
     error = DriftError(message, hint)
     error.details = tuple(f"drift: {d.message()}" for d in named)
     return error
@@ -101,7 +102,7 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
         return _adopt(insp, migrations, strict)
     pending = history.pending(insp.applied, migrations)
     done = n - len(pending)
-    snaps = schema.replay(migrations, {done, n})
+    snaps = replay(migrations, {done, n})
     diffs = drift.diff(snaps[done], insp.live_schema)
     errors, accepted = accepted_part(drift.errors(diffs, strict), insp.accepted)
     _warn_extras(diffs, strict)

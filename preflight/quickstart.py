@@ -118,11 +118,7 @@ def start(
     try:
         values, command = facts.run_options(argv[1:], os.environ if environ is None else environ)
         db = os.path.realpath(values["db"])
-        backup_dir = (
-            os.path.abspath(values["backup_dir"])
-            if values["backup_dir"]
-            else os.path.join(os.path.dirname(db), "backups")
-        )
+        backup_dir = facts.backup_folder(db, values["backup_dir"])
         t0 = time.perf_counter()
         _environment(db, backup_dir if values["backup"] != "never" else None, command)
         if ancestry.replicating() is not None:
@@ -139,9 +135,9 @@ def start(
         running = facts.share_running(db)  # held while the app runs: restore refuses then
         facts.write_note(fd)
         t2 = time.perf_counter()
-        if os.path.exists(f"{db}.preflight-failure.json"):
+        if os.path.exists(db + facts.FAILURE):
             raise HandOver("failure record")
-        with open(f"{db}.preflight-cache.json", "rb") as f:
+        with open(db + facts.CACHE, "rb") as f:
             cached = f.read()
         checked_at = facts.cache_checked_at(cached)
         policy = facts.integrity_policy(values["integrity"])

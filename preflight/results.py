@@ -60,7 +60,7 @@ class State:
 class Assessment(Result):
     """`check` and `status`: the facts known before inspecting, then the state (if reached)."""
 
-    source: str  # "files", or the tool (--tool)
+    tool: str  # "files" (the guard's own migration files), or the tool (--tool)
     migrations: tuple[str, ...]
     database_id: str | None
     backups: tuple[Json, ...]
@@ -71,7 +71,7 @@ class Assessment(Result):
 
     def report(self) -> Json:
         out: Json = {
-            "source": self.source,
+            "tool": self.tool,
             "migrations": list(self.migrations),
             "database_id": self.database_id,
             "backups": list(self.backups),

@@ -25,6 +25,7 @@ from .backup import write_atomic
 from .config import Settings
 from .database import live_state
 from .errors import HistoryError, MigrationFailed, UsageError
+from .facts import TOOL_CACHE
 from .files import private_folder
 from .sqltext import fold
 from .tools import Tool
@@ -71,7 +72,7 @@ def without(s: schema.Schema, table: str) -> schema.Schema:
 
 
 def cache_path(settings: Settings) -> Path:
-    return settings.db.with_name(settings.db.name + ".preflight-tool.json")
+    return settings.db.with_name(settings.db.name + TOOL_CACHE)
 
 
 def _read_cache(path: Path, fingerprint: str) -> Expected | None:

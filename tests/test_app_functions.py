@@ -4,9 +4,9 @@ migrations; a bad module is exit 2 naming it, with nothing changed."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
-import json
 import sys
 from pathlib import Path
 

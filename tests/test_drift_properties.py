@@ -22,7 +22,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from preflight import drift, schema
+from preflight import drift, replay, schema
 from preflight.migrations import Migration, split_statements
 
 SETTINGS = settings(
@@ -229,7 +229,7 @@ def as_migrations(files: list[list[str]]) -> tuple[Migration, ...]:
 
 def replayed(files: list[list[str]]) -> schema.Schema:
     migrations = as_migrations(files)
-    return schema.replay(migrations, {len(migrations)})[len(migrations)]
+    return replay.replay(migrations, {len(migrations)})[len(migrations)]
 
 
 def built(m: Model) -> schema.Schema:

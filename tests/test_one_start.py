@@ -70,7 +70,7 @@ def test_status_json_has_one_shape(kit: Kit) -> None:
     expected = {
         "command",
         "database",
-        "source",
+        "tool",
         "migrations",
         "database_id",
         "backups",
@@ -91,7 +91,7 @@ def test_status_json_has_one_shape(kit: Kit) -> None:
         "exit_code",
     }
     assert set(report) == expected
-    assert report["source"] == kit.name
+    assert report["tool"] == kit.name
     assert report["pending"] == [name]  # a list of names in every mode
     assert report["head"] == name and report["migrations"][-1] == name
     assert report["database_exists"] is True and report["fresh"] is False
