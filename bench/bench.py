@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from preflight.migrations import discover, run_body  # noqa: E402
+from preflight.sources.migrations import discover, run_body  # noqa: E402
 
 MIB = 1 << 20
 

@@ -14,11 +14,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__, errors, faults, guard, signals
-from .config import Settings, add_options, resolve
-from .errors import PreflightError
-from .facts import Proof
-from .results import Ready, Result
+from preflight import __version__
+from preflight.commands import guard
+from preflight.commands.results import Ready, Result
+from preflight.core import errors, faults, signals
+from preflight.core.errors import PreflightError
+from preflight.fast.facts import Proof
+from preflight.storage.config import Settings, add_options, resolve
 
 log = logging.getLogger("preflight")
 
@@ -175,7 +177,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, proof: Proof | None 
         guard.start(settings, "migrate")
         return Ready()
     # Imported here: a start (`run`) never needs the operator commands' modules.
-    from . import operations
+    from preflight.commands import operations
 
     if command in ("check", "status"):
         return operations.assess(settings, rehearse=command == "check")
@@ -192,7 +194,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, proof: Proof | None 
             f"'preflight {command}' is for --tool files",
             f"{settings.tool} keeps its own history; see 'preflight status'",
         )
-    from . import adopt
+    from preflight.commands import adopt
 
     return adopt.init(settings, args.number)
 

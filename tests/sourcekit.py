@@ -3,7 +3,7 @@
 Both describe the same schema (users, posts with a foreign key to users), so a test written
 once over a `Kit` proves a promise for every source: `kit.add(name, sql)` adds a pending
 migration that executes `sql`; `kit.guard(...)` runs `python -m preflight` in a real
-subprocess with the source's options.
+subprocess (`conftest.spawn`) with the source's options.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from conftest import spawn
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = str(Path(sys.executable).parent)  # where the test environment's `alembic` is
@@ -34,6 +36,7 @@ Revision ID: {rev}
 Revises: {down}
 """
 from alembic import op
+from conftest import clean_env
 
 revision = "{rev}"
 down_revision = "{down}"
@@ -48,24 +51,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     pass
 '''
-
-
-def spawn(
-    *args: object, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """`python -m preflight ARGS` in a real subprocess, in a clean environment (no
-    PREFLIGHT_* of the caller's) with `env` on top."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
-    full.update(env or {})
-    full.setdefault("PYTHONPATH", str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "preflight", *map(str, args)],
-        cwd=cwd or REPO,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @dataclass
@@ -99,7 +84,7 @@ class Kit:
         return env
 
     def guard(self, *args: object, **extra: str) -> subprocess.CompletedProcess[str]:
-        return spawn(*args, env=self.env(**extra), cwd=self.folder)
+        return spawn(*args, env=self.env(**extra), cwd=self.folder, timeout=300)
 
     def add(self, name: str, sql: str = "", python: str = "") -> str:
         """A new pending migration executing `sql` (or, for a tool, `python` lines too);

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import folder_state, rows
 
-from preflight import facts, migrations, quickstart
+from preflight.fast import facts, quickstart
+from preflight.sources import migrations
 
 FUNCTIONS = """\
 import base64

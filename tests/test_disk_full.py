@@ -19,6 +19,7 @@ import pytest
 from conftest import (
     MIGRATIONS,
     REPO,
+    clean_env,
     dump,
     folder_state,
     load_fixture,
@@ -92,7 +93,7 @@ def test_backup_folder_filling_up_during_the_backup_leaves_no_partial_backup(
     lock = Path(f"{db}.preflight.lock")
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.Popen(
         [

@@ -22,8 +22,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from preflight import drift, replay, schema
-from preflight.migrations import Migration, split_statements
+from preflight import schema
+from preflight.schema import drift
+from preflight.sources import replay
+from preflight.sources.migrations import Migration, split_statements
 
 SETTINGS = settings(
     max_examples=80,

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from preflight import drift, migrations, replay, schema
+from preflight import schema
+from preflight.schema import drift
+from preflight.sources import migrations, replay
 
 _count = itertools.count()
 

@@ -3,7 +3,6 @@ guard's own files and once for Alembic, through the same code (`preflight.guard`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import folder_state
+from conftest import clean_env, folder_state, sha
 from litestreamkit import binary, config, replicating, restored_rows, wait_for
 from sourcekit import Kit, execute, make_kit
 
@@ -34,10 +33,6 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Kit:
         "INSERT INTO posts (id, user_id, title) VALUES (1, 1, 'hello')",
     )
     return kit
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def untouched(kit: Kit) -> dict[str, str]:
@@ -175,7 +170,7 @@ def test_a_start_killed_mid_migration_comes_back_as_it_was(kit: Kit, tmp_path: P
                 "    __import__('time').sleep(60)"
             ),
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+        env = clean_env()
         env.update(kit.env(), PYTHONPATH=str(Path(__file__).resolve().parent.parent))
         proc = subprocess.Popen(
             [sys.executable, "-m", "preflight", "migrate"],

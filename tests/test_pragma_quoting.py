@@ -22,9 +22,9 @@ from conftest import folder_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from preflight import statements
-from preflight.errors import HistoryError
-from preflight.statements import RUN, SKIP
+from preflight.core.errors import HistoryError
+from preflight.sources import statements
+from preflight.sources.statements import RUN, SKIP
 
 GAPS = [" ", "\n", "\t", "  ", "/* a comment */", "/**/", "-- to the end of the line\n"]
 

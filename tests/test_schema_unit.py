@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from preflight import drift, migrations, replay, schema
-from preflight.errors import MIGRATION_FAILED, MigrationFailed
+from preflight import schema
+from preflight.core.errors import MIGRATION_FAILED, MigrationFailed
+from preflight.schema import drift
+from preflight.sources import migrations, replay
 
 # ---------------------------------------------------------------- helpers
 

@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import REPO, folder_state, rows, run_process
+from conftest import REPO, clean_env, folder_state, rows, spawn
 
-from preflight import backup, catalog
+from preflight.storage import backup, catalog
 
 POINTS = ["backup-temp-written", "backup-before-rename"]
 
@@ -48,7 +48,7 @@ def pair(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def start(db: Path, shared: Path, fault: str | None = None, keep: int = 0) -> subprocess.Popen[str]:
     """`python -m preflight backup --db DB` with the shared folder, not waited for."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env.update(
         PYTHONPATH=str(REPO), PREFLIGHT_BACKUP_DIR=str(shared), PREFLIGHT_KEEP_BACKUPS=str(keep)
     )
@@ -65,7 +65,7 @@ def start(db: Path, shared: Path, fault: str | None = None, keep: int = 0) -> su
 
 
 def back_up(db: Path, shared: Path) -> None:
-    done = run_process("backup", "--db", db, env={"PREFLIGHT_BACKUP_DIR": str(shared)})
+    done = spawn("backup", "--db", db, env={"PREFLIGHT_BACKUP_DIR": str(shared)})
     assert done.returncode == 0, done.stderr
 
 

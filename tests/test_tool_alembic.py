@@ -3,7 +3,6 @@ SQLAlchemy, run through the guard in real subprocesses."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sqlite3
@@ -12,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, dump, folder_state, hold_lock
+from conftest import REPO, clean_env, dump, folder_state, hold_lock, sha
 
 pytest.importorskip("alembic")
 pytest.importorskip("sqlalchemy")
@@ -60,7 +59,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def guard(app: Path, db: Path, *args: object, path: str | None = None, cwd: Path | None = None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env.update(PYTHONPATH=str(REPO), PATH=path if path is not None else f"{BIN}:{os.defpath}")
     command, *rest = args
     return subprocess.run(
@@ -105,10 +104,6 @@ def version(db: Path) -> list[str]:
         return [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
     finally:
         conn.close()
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def at(app: Path, db: Path, rev: str, rows: list[str]) -> None:
@@ -249,7 +244,7 @@ def test_a_no_op_start_runs_neither_alembic_nor_the_app(app, data, tmp_path):
 def test_four_concurrent_starts_migrate_once(app, data):
     db = data / "app.db"
     at(app, db, "c3", ["x", None])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env.update(PYTHONPATH=str(REPO), PATH=f"{BIN}:{os.defpath}")
     procs = [
         subprocess.Popen(

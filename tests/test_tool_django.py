@@ -3,7 +3,6 @@ Django's contrib apps) with real Django, run through the guard in real subproces
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sqlite3
@@ -12,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, dump, folder_state
+from conftest import REPO, clean_env, dump, folder_state, sha
 
 pytest.importorskip("django")
 
@@ -53,7 +52,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def environment(path: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env.update(PYTHONPATH=str(REPO), PATH=path if path is not None else f"{BIN}:{os.defpath}")
     return env
 
@@ -99,10 +98,6 @@ def applied(db: Path) -> list[str]:
         return [f"{a}.{n}" for a, n in conn.execute("SELECT app, name FROM django_migrations")]
     finally:
         conn.close()
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def with_notes(app: Path, db: Path, target: str, notes: list[tuple[str, str]]) -> None:
@@ -328,7 +323,7 @@ def test_stamp_records_the_plan_up_to_a_migration_after_a_backup(app, data):
 def test_the_no_op_fingerprint_covers_every_installed_distribution():
     """Third-party apps live in site-packages, outside --app-dir: their version (METADATA of
     each distribution beside Django) is part of what a no-op start compares."""
-    from preflight import toolfiles
+    from preflight.fast import toolfiles
 
     found = toolfiles.django_installed()
     metadata = [p for p in found if p.endswith(os.path.join(".dist-info", "METADATA"))]

@@ -1,0 +1,164 @@
+"""Django's migrations as the guard sees them, built on scratch by Django itself.
+
+Django records every applied migration (`django_migrations`: app, name), so a "version"
+here is a set of `app.name` pairs; the plan (`showmigrations --plan`: every migration of
+the installed apps in dependency order) gives the revisions, and the plan's last entry
+is the head. One run of the app's own interpreter (`python manage.py shell -c SCRIPT`)
+builds every plan prefix on a private scratch file with Django's migration executor and
+reports each prefix's schema; a recorded set that is no prefix (an app that gained
+migrations beside another one) is built on its own from an empty file, per app to its
+last recorded migration. The script refuses to touch anything when Django's database is
+not the file the guard named (PREFLIGHT_DB).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from preflight.core.errors import HistoryError, UsageError
+from preflight.sources import tools
+
+log = logging.getLogger("preflight")
+MARK = "PREFLIGHT-DJANGO:"
+
+# Runs inside the app's interpreter with Django set up (manage.py shell -c). Input: the
+# sets to build (WANTED: JSON lists of "app.name", filled in); output: one JSON line.
+SCRIPT = r"""
+import json, os, sqlite3, sys
+from django import VERSION
+from django.db import DEFAULT_DB_ALIAS, connections
+out = {"version": ".".join(map(str, VERSION[:3]))}
+conn = connections[DEFAULT_DB_ALIAS]
+want = os.environ["PREFLIGHT_DB"]
+out["vendor"] = conn.vendor
+out["name"] = str(conn.settings_dict.get("NAME"))
+out["databases"] = sorted(connections.databases)
+import django
+out["django"] = os.path.dirname(django.__file__)
+def done():
+    print("\n" + MARK + json.dumps(out))
+    sys.exit(0)
+if conn.vendor != "sqlite" or os.path.realpath(out["name"]) != os.path.realpath(want):
+    done()
+from django.db.migrations.executor import MigrationExecutor
+def executor():
+    return MigrationExecutor(conn)
+ex = executor()
+out["conflicts"] = {k: sorted(v) for k, v in ex.loader.detect_conflicts().items()}
+out["squashed"] = sorted(
+    f"{k[0]}.{k[1]}" for k, m in ex.loader.disk_migrations.items() if m.replaces
+)
+plan = [m for m, _ in ex.migration_plan(ex.loader.graph.leaf_nodes(), clean_start=True)]
+out["plan"] = [f"{m.app_label}.{m.name}" for m in plan]
+if out["conflicts"] or out["squashed"]:
+    done()
+def look():
+    c = sqlite3.connect(want)
+    try:
+        sql = [r[0] for r in c.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
+            "AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
+        have = sorted(a + "." + n for a, n in c.execute("SELECT app, name FROM django_migrations"))
+        return sql, have
+    finally:
+        c.close()
+def fresh():
+    conn.close()
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        if os.path.exists(want + suffix):
+            os.remove(want + suffix)
+out["sets"] = {}
+for wanted in json.loads(WANTED):
+    if sorted(out["plan"][: len(wanted)]) == sorted(wanted):
+        continue  # a plan prefix: built below with every other
+    fresh()
+    last = {}
+    for item in out["plan"]:
+        if item in wanted:
+            last[item.split(".", 1)[0]] = item.split(".", 1)[1]
+    try:
+        executor().migrate(sorted(last.items()))
+    except Exception as exc:
+        out["sets"][",".join(sorted(wanted))] = {"failed": f"{type(exc).__name__}: {exc}"}
+        continue
+    sql, have = look()
+    out["sets"][",".join(sorted(wanted))] = {"sql": sql, "recorded": have}
+fresh()
+out["schemas"] = {}
+for i, m in enumerate(plan):
+    item = out["plan"][i]
+    try:
+        executor().migrate([(m.app_label, m.name)])
+    except Exception as exc:
+        out["failed"] = f"{item}: {type(exc).__name__}: {exc}"
+        break
+    sql, have = look()
+    if have != sorted(out["plan"][: i + 1]):
+        out["recorded"] = have
+        break
+    out["schemas"][item] = sql
+done()
+""".replace("MARK", repr(MARK))
+
+
+def report(
+    app_dir: Path, command: list[str], scratch: Path, sets: list[list[str]]
+) -> dict[str, Any]:
+    """Run the script in the app's interpreter on `scratch`; its JSON report. Exit 7 when
+    the interpreter is missing, 5 when Django cannot load the migrations, 2 when Django's
+    database is not `scratch` (the settings ignore PREFLIGHT_DB), or not SQLite, or several."""
+    script = SCRIPT.replace("WANTED", repr(json.dumps(sets)))
+    argv = [*tools.django_base(command), "shell", "-c", script]
+    code, text = tools.run(app_dir, argv, scratch)
+    if code == 127:
+        from preflight.core.errors import EnvironmentProblem
+
+        raise EnvironmentProblem(
+            f"{argv[0]}: command not found (in {app_dir})",
+            "install the app's Python in the image, or set PREFLIGHT_TOOL_CMD",
+        )
+    line = next((x for x in reversed(text.splitlines()) if x.startswith(MARK)), None)
+    if code != 0 or line is None:
+        raise HistoryError(
+            f"'{argv[0]} {argv[1]} shell' failed in {app_dir}: {tools.last_line(text)}",
+            "fix the app's settings or migrations (or PREFLIGHT_APP_DIR)",
+        )
+    data = json.loads(line[len(MARK) :])
+    if data["vendor"] != "sqlite":
+        raise UsageError(
+            f"Django's default database is {data['vendor']}, not SQLite",
+            "use --tool django with SQLite",
+        )
+    if os.path.realpath(data["name"]) != os.path.realpath(scratch):
+        raise UsageError(
+            f"django did not use the database it was given (its NAME is {data['name']})",
+            f"make the app honour PREFLIGHT_DB: add {tools.TOOLS['django'].fix_line}",
+        )
+    if len(data["databases"]) > 1:
+        raise UsageError(
+            f"DATABASES names {len(data['databases'])} databases ({', '.join(data['databases'])})",
+            "the guard migrates one SQLite database; keep one in DATABASES",
+        )
+    if data.get("squashed"):
+        raise HistoryError(
+            f"squashed migrations ({', '.join(data['squashed'])}) are not supported",
+            "once every database has them applied, remove the replaced files and 'replaces'",
+        )
+    if data.get("recorded") is not None:
+        raise UsageError(
+            "django recorded other migrations on the scratch copy than it was asked to",
+            f"make the app honour PREFLIGHT_DB: add {tools.TOOLS['django'].fix_line}",
+        )
+    return dict(data)
+
+
+def heads(data: dict[str, Any]) -> tuple[str, ...]:
+    """One head (the plan's last migration), or every conflicting leaf when an app has
+    several (Django's 'Conflicting migrations detected')."""
+    if data.get("conflicts"):
+        return tuple(f"{app}.{name}" for app, names in data["conflicts"].items() for name in names)
+    return (data["plan"][-1],) if data["plan"] else ()

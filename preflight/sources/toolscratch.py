@@ -1,0 +1,299 @@
+"""What a tool's migrations produce, built on a private scratch database and cached.
+
+The expected schema at a version is what the tool itself makes from an empty database:
+the guard runs `upgrade REV` for every revision in order on one scratch file in a private
+temporary folder and keeps each revision's schema as the SQL text of sqlite_master. The
+result is cached beside the database (`app.db.preflight-tool.json`), keyed by the
+migration set's fingerprint, so the tool runs only when the files change. Replaying that
+text in memory gives the structural `schema.Schema` compared exactly as for files.
+
+Every scratch run also proves that the tool writes where it is told: the scratch file
+must end at the revision asked for, and the live database must not change meanwhile
+(else exit 2 naming the line the app lacks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from preflight import schema
+from preflight.core.errors import HistoryError, MigrationFailed, UsageError
+from preflight.core.files import private_folder
+from preflight.fast.facts import TOOL_CACHE
+from preflight.live.database import live_state
+from preflight.schema.sqltext import fold
+from preflight.sources import tooldjango, tools
+from preflight.sources.tools import Tool
+from preflight.storage.backup import write_atomic
+from preflight.storage.config import Settings
+
+log = logging.getLogger("preflight")
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A migration set as its tool sees it: heads, revisions (base to head), their schemas."""
+
+    fingerprint: str
+    heads: tuple[str, ...]
+    revisions: tuple[str, ...]
+    schemas: dict[str, tuple[str, ...]]  # revision -> sqlite_master SQL, in creation order
+    failed: str | None = None  # "REV: why" when a revision fails on an empty database
+
+    def head(self) -> str:
+        return self.heads[0]
+
+    def schema_at(self, rev: str | None, table: str) -> schema.Schema:
+        """The structural schema at `rev` (None: base, nothing) without the tool's table."""
+        if rev is None:
+            return schema.Schema()
+        conn = schema.open_memory()
+        try:
+            for sql in self.schemas[rev]:
+                conn.execute(sql)
+            return without(schema.snapshot(conn), table)
+        finally:
+            conn.close()
+
+
+def without(s: schema.Schema, table: str) -> schema.Schema:
+    """`s` minus the tool's own version table and its indexes (never drift)."""
+    t = fold(table)
+    return schema.Schema(
+        {k: v for k, v in s.tables.items() if k != t},
+        {k: v for k, v in s.indexes.items() if fold(v.table) != t},
+        dict(s.views),
+        dict(s.triggers),
+    )
+
+
+def cache_path(settings: Settings) -> Path:
+    return settings.db.with_name(settings.db.name + TOOL_CACHE)
+
+
+def _read_cache(path: Path, fingerprint: str) -> Expected | None:
+    try:
+        data = json.loads(path.read_bytes())
+        if data.get("format") != FORMAT or data.get("fingerprint") != fingerprint:
+            return None
+        return Expected(
+            fingerprint,
+            tuple(data["heads"]),
+            tuple(data["revisions"]),
+            {k: tuple(v) for k, v in data["schemas"].items()},
+            data.get("failed"),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _write_cache(path: Path, exp: Expected) -> None:
+    data = {
+        "format": FORMAT,
+        "fingerprint": exp.fingerprint,
+        "heads": list(exp.heads),
+        "revisions": list(exp.revisions),
+        "schemas": {k: list(v) for k, v in exp.schemas.items()},
+        "failed": exp.failed,
+    }
+    try:
+        write_atomic(path, json.dumps(data, indent=1).encode() + b"\n")
+    except OSError as exc:
+        log.debug("tool cache: not written (%s)", exc)
+
+
+def _dump(db: Path) -> tuple[str, ...]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return tuple(
+            r[0]
+            for r in conn.execute(
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+            )
+        )
+    finally:
+        conn.close()
+
+
+def recorded(db: Path, tool: Tool) -> tuple[str, ...] | None:
+    """The version(s) the tool recorded in `db`; None when it has no version table."""
+    if not db.exists() or db.stat().st_size == 0:
+        return None
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        if not conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (tool.table,)
+        ).fetchone():
+            return None
+        return tuple(str(r[0]) for r in conn.execute(tool.recorded_sql))
+    finally:
+        conn.close()
+
+
+def wrote_elsewhere(tool: Tool, what: str) -> UsageError:
+    return UsageError(
+        f"{tool.name} did not write the database it was given ({what})",
+        f"make the app honour PREFLIGHT_DATABASE_URL: add {tool.fix_line}",
+    )
+
+
+def expected(
+    settings: Settings,
+    tool: Tool,
+    fingerprint: str,
+    live: Path,
+    save: bool = True,
+    rec: tuple[str, ...] | None = None,
+) -> Expected:
+    """The migration set's heads, revisions and schemas: from the cache, else built.
+
+    `live`: the database whose file must not change while the tool builds scratch ones.
+    `save=False` (check, status) reads the cache but never writes beside the database.
+    Exit 5 for several heads or a tool that cannot list its history.
+    """
+    path = cache_path(settings)
+    exp = _read_cache(path, fingerprint)
+    if tool.cumulative:
+        if exp is None or unbuilt(exp, rec):
+            # One run of Django builds the plan and the recorded set (skipped in the run
+            # when it is a plan prefix): never a second scratch build in one start.
+            exp = _build_sets(settings, tool, fingerprint, live, [list(rec)] if rec else [])
+            if save:
+                _write_cache(path, exp)
+    elif exp is None:
+        exp = _build(settings, tool, fingerprint, live)
+        if save:
+            _write_cache(path, exp)
+    if len(exp.heads) != 1:
+        raise HistoryError(
+            f"{tool.name} has {len(exp.heads)} heads ({', '.join(exp.heads) or 'none'}) "
+            f"in {settings.app_dir}; the guard migrates one line of history",
+            f"merge them ('{tool.merge_hint}') and ship the merge revision",
+        )
+    return exp
+
+
+def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expected:
+    with private_folder("preflight-scratch-") as tmp:
+        scratch = tmp / "scratch.db"
+        heads = tool.parse_heads(tools.output(settings.app_dir, tool.heads_cmd, scratch))
+        revisions = tool.parse_history(tools.output(settings.app_dir, tool.history_cmd, scratch))
+        schemas: dict[str, tuple[str, ...]] = {}
+        failed = None
+        if len(heads) == 1:
+            before = live_state(live)
+            for rev in revisions:
+                code, out = tools.run(settings.app_dir, tool.upgrade_cmd(rev), scratch)
+                if live_state(live) != before:
+                    raise wrote_elsewhere(tool, f"{live} changed while it built a scratch copy")
+                if code != 0:
+                    failed = f"{rev}: {tools.last_line(out)}"
+                    log.info("scratch: revision %s fails on an empty database", failed)
+                    break
+                now = recorded(scratch, tool)
+                if now != (rev,):
+                    raise wrote_elsewhere(
+                        tool, f"after 'upgrade {rev}' the scratch copy records {now or 'nothing'}"
+                    )
+                schemas[rev] = _dump(scratch)
+        log.info(
+            "scratch: %d revision(s) built by %s on an empty database", len(schemas), tool.name
+        )
+    return Expected(fingerprint, heads, revisions, schemas, failed)
+
+
+def describe(rec: tuple[str, ...] | None, tool: Tool) -> str:
+    """The recorded version for a log line (Django: how many migrations are applied)."""
+    if not rec:
+        return "nothing"
+    if tool.cumulative:
+        return f"{len(rec)} applied migration(s)"
+    return ", ".join(rec)
+
+
+def state(exp: Expected, rec: tuple[str, ...] | None, tool: Tool) -> str | None:
+    """The revision the recorded rows stand for (None: base). For a cumulative tool
+    (Django) the plan entry whose prefix is exactly the recorded set, else the set itself
+    as one key ("app.name,app.name,..."), built on scratch by `expected`."""
+    if not rec:
+        return None
+    if not tool.cumulative:
+        return rec[0]
+    unknown = sorted(set(rec) - set(exp.revisions))
+    if unknown:
+        raise HistoryError(
+            f"the database records {tool.name} migration(s) {', '.join(unknown[:5])} that are "
+            "not in the migration files (removed, renamed, squashed, or an app no longer installed)",
+            "ship the migration files it was migrated with, or restore a matching backup",
+        )
+    n = len(rec)
+    if set(exp.revisions[:n]) == set(rec):
+        return exp.revisions[n - 1]
+    return ",".join(sorted(rec))
+
+
+def unbuilt(exp: Expected, rec: tuple[str, ...] | None) -> bool:
+    """A recorded set (all in the plan, no prefix of it) whose schema is not built yet."""
+    if not rec or set(rec) - set(exp.revisions):
+        return False
+    n = len(rec)
+    return set(exp.revisions[:n]) != set(rec) and ",".join(sorted(rec)) not in exp.schemas
+
+
+def _build_sets(
+    settings: Settings, tool: Tool, fingerprint: str, live: Path, sets: list[list[str]]
+) -> Expected:
+    """Django: the plan, every plan prefix's schema and each of `sets`, in one run of the
+    app's interpreter on a private scratch file (tooldjango)."""
+    with private_folder("preflight-scratch-") as tmp:
+        scratch = tmp / "scratch.db"
+        before = live_state(live)
+        data = tooldjango.report(
+            settings.app_dir, tools.command(tool, settings.tool_cmd), scratch, sets
+        )
+        if live_state(live) != before:
+            raise wrote_elsewhere(tool, f"{live} changed while it built a scratch copy")
+    schemas = {k: tuple(v) for k, v in data["schemas"].items()}
+    for key, got in data["sets"].items():
+        if got.get("recorded") == sorted(key.split(",")):
+            schemas[key] = tuple(got["sql"])
+        else:
+            log.info("scratch: the recorded set cannot be built: %s", got.get("failed", got))
+    failed = data.get("failed")
+    if failed:
+        log.info("scratch: migration %s fails on an empty database", failed)
+    log.info(
+        "scratch: %d migration(s) built by Django %s on an empty database",
+        len(data["schemas"]),
+        data["version"],
+    )
+    return Expected(fingerprint, tooldjango.heads(data), tuple(data["plan"]), schemas, failed)
+
+
+def require(exp: Expected, rev: str, pending: bool) -> None:
+    """The schema at `rev` must have been built: exit 9 for a pending revision that fails on
+    an empty database (nothing was run on the live one), 5 for an applied one."""
+    if rev in exp.schemas:
+        return
+    if "," in rev:
+        raise HistoryError(
+            f"the recorded migrations ({rev[:200]}) cannot be built on an empty database",
+            "restore a backup that matches the migration files",
+        )
+    if rev not in exp.revisions:
+        raise HistoryError(
+            f"the database records revision {rev}, which is not in the migration files",
+            "ship the revision files it was migrated with, or restore a matching backup",
+        )
+    if pending:
+        raise MigrationFailed(
+            f"revision {exp.failed} (on a private empty database; the live one was not touched)",
+            "fix the revision and ship a new image",
+        )
+    raise HistoryError(f"applied revision {exp.failed} on an empty database", "fix the revision")
