@@ -68,7 +68,7 @@ def start(values: dict[str, str], command: list[str]) -> None:
     )
     _environment(db, backup_dir if values["backup"] != "never" else None, command)
     app_dir = os.path.abspath(values["app_dir"] or ".")
-    fp = toolfiles.fingerprint(app_dir, files(app_dir))
+    fp = toolfiles.fingerprint(app_dir, files(app_dir, db, values["tool_cmd"]))
     fd = running = -1
     held = False
     try:

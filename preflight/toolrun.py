@@ -71,7 +71,7 @@ def fingerprint(settings: Settings, tool: Tool) -> tuple[str, int]:
     """The hash of the tool's migration files under --app-dir, and how many there are."""
     app = str(settings.app_dir)
     try:
-        paths = tool.files(app)
+        paths = tool.files(app, str(settings.db), settings.tool_cmd or "")
     except HandOver as exc:
         raise HistoryError(
             f"no {tool.name} migrations at {exc} (--app-dir {app})",
@@ -307,6 +307,7 @@ def _locked(settings: Settings, tool: Tool, fp: str) -> None:
             )
         return
     exp = toolscratch.expected(settings, tool, fp, db, rec=rec)
+    fp = exp.fingerprint  # with the folders the tool reported (the next start's key)
     with step("plan") as info:
         try:
             p = decide(settings, tool, insp, rec, exp)

@@ -29,31 +29,44 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import toolfiles
-from .errors import EnvironmentProblem, HistoryError
+from .errors import EnvironmentProblem, HistoryError, UsageError
 
-NAMES = ("files", "alembic", "django")  # --tool choices; "files" is the guard's own migrations
+# --tool choices; "files" is the guard's own migrations
+NAMES = ("files", "alembic", "flask-migrate", "django")
 
 
 @dataclass(frozen=True)
 class Tool:
-    """One migration tool, as the guard sees it (all parts are plain functions)."""
+    """One migration tool, as the guard sees it (all parts are plain functions).
+
+    Every step runs through the same program as the migrate command: `base` cuts the
+    command down to its program and options (`alembic -c prod.ini`, `flask --app blog db`,
+    `python manage.py`), and the step's own words follow it (`heads`, `history`,
+    `upgrade REV`, `stamp REV`).
+    """
 
     name: str
     table: str  # its version table: never drift, read for the recorded version
-    command: tuple[str, ...]  # the default command that migrates to head (--tool-cmd overrides)
-    files: Callable[[str], list[str]]  # its migration set's files under the app folder
+    # the default command that migrates to head (--tool-cmd overrides); a first word
+    # `python` or the tool's own program runs under the guard's interpreter when that
+    # interpreter has `module` (see `command`)
+    command: tuple[str, ...]
+    files: Callable[[str, str, str], list[str]]  # (app dir, db, --tool-cmd) -> its files
     recorded_sql: str  # rows of text: the recorded version(s); no table means no history
-    heads_cmd: tuple[str, ...]  # prints its heads
+    heads_cmd: tuple[str, ...]  # after `base`: prints its heads (on stdout)
     parse_heads: Callable[[str], tuple[str, ...]]
-    history_cmd: tuple[str, ...]  # prints its revisions
+    history_cmd: tuple[str, ...]  # after `base`: prints its revisions (on stdout)
     parse_history: Callable[[str], tuple[str, ...]]  # -> revisions from base to head
-    upgrade_cmd: Callable[[str], list[str]]  # builds a database up to one version
-    stamp_cmd: Callable[[str], list[str]] | None  # records a version without running it
+    upgrade_cmd: Callable[[str], list[str]]  # after `base`: builds a database up to one version
+    stamp_cmd: Callable[[str], list[str]] | None  # after `base`: records a version, runs nothing
+    base: Callable[[list[str]], list[str]] = lambda argv: argv[:1]
+    module: str = ""  # the Python package that must be importable to run it as `-m`
     leftovers: tuple[str, ...] = ()  # name prefixes a half-finished run leaves (always drift)
     fix_line: str = ""  # the one line that makes the app honour PREFLIGHT_DATABASE_URL
     # Django: the table records every applied migration, not one head; a version is that
@@ -64,21 +77,76 @@ class Tool:
     merge_hint: str = ""  # how to merge several heads
 
 
+def _rev_word(word: str) -> str | None:
+    """An Alembic revision id as it prints one (hex or the app's own ids: word characters)."""
+    word = word.rstrip(",")
+    return word if word and all(c.isalnum() or c in "_-" for c in word) else None
+
+
 def _alembic_heads(out: str) -> tuple[str, ...]:
-    """`alembic heads` prints 'REV (head)' per head (with -v more; we do not pass it)."""
-    return tuple(line.split()[0] for line in out.splitlines() if line.strip())
+    """`alembic heads` prints `REV (head)` per head, `REV (effective head)` for one that
+    depends on another branch, and with a branch label `REV (label) (head)`: only such
+    lines count (a warning, a log line or an app's print is no head)."""
+    found: list[str] = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and line.rstrip().endswith(("(head)", "(effective head)")):
+            rev = _rev_word(parts[0])
+            if rev is not None:
+                found.append(rev)
+    return tuple(found)
 
 
 def _alembic_history(out: str) -> tuple[str, ...]:
-    """`alembic history` prints 'DOWN -> REV (head), message' newest first; oldest first here."""
+    """`alembic history` prints `DOWN -> REV (head), message` newest first (`<base> -> REV`
+    for the first, `A, B -> REV (mergepoint)` for a merge, `DOWN (DEP) -> REV` with a
+    dependency): the revisions oldest first. Other lines (warnings, prints) are skipped."""
     revs: list[str] = []
     for line in out.splitlines():
-        if "->" not in line:
+        left, arrow, right = line.partition(" -> ")
+        if not arrow:
             continue
-        rev = line.split("->", 1)[1].strip().split()[0].rstrip(",")
-        revs.append(rev)
+        downs = [d.strip() for d in left.split(" (", 1)[0].split(",")]
+        if not all(d == "<base>" or _rev_word(d) for d in downs):
+            continue
+        words = right.split(",", 1)[0].split()
+        rev = _rev_word(words[0]) if words else None
+        if rev is not None and all(w[:1] == "(" or w[-1:] == ")" for w in words[1:]):
+            revs.append(rev)
     return tuple(reversed(revs))
 
+
+def _before(word: str) -> Callable[[list[str]], list[str]]:
+    """The program and its options: the command up to (without) its subcommand `word`."""
+
+    def base(argv: list[str]) -> list[str]:
+        return argv[: argv.index(word)] if word in argv else argv[:1]
+
+    return base
+
+
+def _flask_base(argv: list[str]) -> list[str]:
+    """`flask [--app X] db [-d DIR]`: up to `db`'s subcommand, keeping `db`'s own -d/-x."""
+    if "db" not in argv:
+        return [*argv[:1], "db"]
+    i = argv.index("db") + 1
+    keep = argv[:i]
+    rest = argv[i:]
+    for flag in ("-d", "--directory"):
+        value = toolfiles.option(rest, flag)
+        if value is not None:
+            keep += [flag, value]
+    return keep
+
+
+def _flask_step(step: str) -> Callable[[str], list[str]]:
+    return lambda rev: [step, rev]
+
+
+ALEMBIC_FIX = (
+    'config.set_main_option("sqlalchemy.url", os.environ["PREFLIGHT_DATABASE_URL"])'
+    " in env.py (before it connects)"
+)
 
 TOOLS: dict[str, Tool] = {
     "alembic": Tool(
@@ -87,16 +155,38 @@ TOOLS: dict[str, Tool] = {
         command=("alembic", "upgrade", "head"),
         files=toolfiles.LIGHT["alembic"][0],
         recorded_sql=toolfiles.LIGHT["alembic"][1],
-        heads_cmd=("alembic", "heads"),
+        heads_cmd=("heads",),
         parse_heads=_alembic_heads,
-        history_cmd=("alembic", "history"),
+        history_cmd=("history",),
         parse_history=_alembic_history,
-        upgrade_cmd=lambda rev: ["alembic", "upgrade", rev],
-        stamp_cmd=lambda rev: ["alembic", "stamp", rev],
+        upgrade_cmd=lambda rev: ["upgrade", rev],
+        stamp_cmd=lambda rev: ["stamp", rev],
+        base=_before("upgrade"),
+        module="alembic",
         leftovers=("_alembic_tmp_",),
         merge_hint="alembic merge heads",
-        fix_line='config.set_main_option("sqlalchemy.url", os.environ["PREFLIGHT_DATABASE_URL"])'
-        " in env.py (before it connects)",
+        fix_line=ALEMBIC_FIX,
+    ),
+    # Flask-Migrate: Alembic inside the Flask app (its env.py needs the app context), run
+    # as `flask db ...` with the app's FLASK_APP (or `--app` in --tool-cmd) for every step.
+    "flask-migrate": Tool(
+        name="flask-migrate",
+        table=toolfiles.LIGHT["flask-migrate"][2],
+        command=("flask", "db", "upgrade"),
+        files=toolfiles.LIGHT["flask-migrate"][0],
+        recorded_sql=toolfiles.LIGHT["flask-migrate"][1],
+        heads_cmd=("heads",),
+        parse_heads=_alembic_heads,
+        history_cmd=("history",),
+        parse_history=_alembic_history,
+        upgrade_cmd=_flask_step("upgrade"),
+        stamp_cmd=_flask_step("stamp"),
+        base=_flask_base,
+        module="flask_migrate",
+        leftovers=("_alembic_tmp_",),
+        merge_hint="flask db merge heads",
+        fix_line="the app's SQLALCHEMY_DATABASE_URI = "
+        'os.environ.get("PREFLIGHT_DATABASE_URL", ...) (read when create_app() configures it)',
     ),
 }
 
@@ -121,7 +211,7 @@ def django_base(command: list[str]) -> list[str]:
     for i, part in enumerate(command):
         if os.path.basename(part) == "manage.py":
             return command[: i + 1]
-    return ["python", "manage.py"]
+    return [sys.executable if _importable("django") else "python", "manage.py"]
 
 
 TOOLS["django"] = Tool(
@@ -134,8 +224,10 @@ TOOLS["django"] = Tool(
     parse_heads=lambda out: (),
     history_cmd=(),
     parse_history=lambda out: (),
-    upgrade_cmd=lambda rev: ["python", "manage.py", "migrate", *rev.split(".", 1), "--no-input"],
+    upgrade_cmd=lambda rev: ["migrate", *rev.split(".", 1), "--no-input"],
     stamp_cmd=None,
+    base=django_base,
+    module="django",
     fix_line='DATABASES["default"]["NAME"] = os.environ.get("PREFLIGHT_DB", '
     'DATABASES["default"]["NAME"]) in settings.py (after DATABASES)',
     cumulative=True,
@@ -151,7 +243,19 @@ def stamp_commands(
     if tool.stamp_steps is not None:
         return tool.stamp_steps(revisions, rev, command)
     assert tool.stamp_cmd is not None
-    return [tool.stamp_cmd(rev)]
+    return [tool.base(command) + tool.stamp_cmd(rev)]
+
+
+def heads_command(tool: Tool, command: list[str]) -> list[str]:
+    return tool.base(command) + list(tool.heads_cmd)
+
+
+def history_command(tool: Tool, command: list[str]) -> list[str]:
+    return tool.base(command) + list(tool.history_cmd)
+
+
+def upgrade_command(tool: Tool, command: list[str], rev: str) -> list[str]:
+    return tool.base(command) + tool.upgrade_cmd(rev)
 
 
 def get(name: str) -> Tool:
@@ -160,13 +264,33 @@ def get(name: str) -> Tool:
         return TOOLS[name]
     except KeyError:
         raise EnvironmentProblem(
-            f"--tool {name} is not available in this guard", "use --tool files, alembic or django"
+            f"--tool {name} is not available in this guard",
+            f"use --tool {', '.join(NAMES[:-1])} or {NAMES[-1]}",
         ) from None
 
 
 def command(tool: Tool, tool_cmd: str | None) -> list[str]:
-    """The command migrating the database to head: --tool-cmd (split like a shell) or the default."""
-    return shlex.split(tool_cmd) if tool_cmd else list(tool.command)
+    """The command migrating the database to head: --tool-cmd (split like a shell, run as
+    given), else the tool's default under the guard's own interpreter when that has the
+    tool (`python manage.py` is this Python, `alembic` is `python -m alembic`): another
+    `python` first on PATH may lack Django. Without the tool here, the default as written
+    (found on PATH, as the app's image has it)."""
+    if tool_cmd:
+        return shlex.split(tool_cmd)
+    argv = list(tool.command)
+    if tool.module and _importable(tool.module):
+        head = [sys.executable] if argv[0] == "python" else [sys.executable, "-m", argv[0]]
+        return head + argv[1:]
+    return argv
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def environment(db: Path) -> dict[str, str]:
@@ -175,18 +299,18 @@ def environment(db: Path) -> dict[str, str]:
     return dict(os.environ, PREFLIGHT_DB=path, PREFLIGHT_DATABASE_URL=f"sqlite:///{path}")
 
 
-def run(
+def run_split(
     app_dir: Path, argv: Sequence[str], db: Path, timeout: float | None = None
-) -> tuple[int, str]:
-    """Run one tool command in `app_dir` against `db`: (exit code, its output's last lines).
+) -> tuple[int, str, str]:
+    """Run one tool command in `app_dir` against `db`: (exit code, stdout, stderr).
 
-    Output goes to a file, not a pipe (a background child it leaves cannot hang us);
-    exit 127 when the command is not found.
+    Output goes to files, not pipes (a background child it leaves cannot hang us);
+    exit 127 when the command is not found, -1 when it timed out.
     """
     import subprocess
     import tempfile
 
-    with tempfile.TemporaryFile() as out:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.run(
                 list(argv),
@@ -194,23 +318,35 @@ def run(
                 env=environment(db),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
-                stderr=out,
+                stderr=err,
                 timeout=timeout,
                 check=False,
             )
             code = proc.returncode
         except FileNotFoundError:
-            return 127, f"{argv[0]}: command not found"
+            return 127, "", f"{argv[0]}: command not found"
         except subprocess.TimeoutExpired:
             code = -1
         out.seek(0)
-        text = out.read().decode("utf-8", "replace")
-    return code, text
+        err.seek(0)
+        return (
+            code,
+            out.read().decode("utf-8", "replace"),
+            err.read().decode("utf-8", "replace"),
+        )
+
+
+def run(
+    app_dir: Path, argv: Sequence[str], db: Path, timeout: float | None = None
+) -> tuple[int, str]:
+    """Run one tool command: (exit code, its stdout then its stderr, for `error_line`)."""
+    code, out, err = run_split(app_dir, argv, db, timeout)
+    return code, out + ("\n" if out and err else "") + err
 
 
 def output(app_dir: Path, argv: Sequence[str], db: Path) -> str:
-    """A read-only tool command's output (heads, history); HistoryError if it fails."""
-    code, text = run(app_dir, argv, db)
+    """A read-only tool command's stdout (heads, history); HistoryError if it fails."""
+    code, out, err = run_split(app_dir, argv, db)
     if code == 127:
         raise EnvironmentProblem(
             f"{argv[0]}: command not found (in {app_dir})",
@@ -218,13 +354,60 @@ def output(app_dir: Path, argv: Sequence[str], db: Path) -> str:
         )
     if code != 0:
         raise HistoryError(
-            f"'{' '.join(argv)}' failed in {app_dir}: {last_line(text)}",
+            f"'{' '.join(argv)}' failed in {app_dir}: {error_line(out + chr(10) + err)}",
             "fix the migration scripts (or PREFLIGHT_APP_DIR)",
         )
-    return text
+    return out
+
+
+# Lines an error message ends with that say nothing about the error itself.
+NOISE = ("(Background on this error at:", "[SQL:", "[parameters:", "(This is a ")
+
+
+def error_line(text: str) -> str:
+    """The line of a tool's output that says what failed, on one line: the exception line
+    of the last traceback (`sqlite3.OperationalError: no such table: x`, not SQLAlchemy's
+    `(Background on this error at: ...)`), else the last line that is not such noise."""
+    lines = text.splitlines()
+    start = max((i for i, line in enumerate(lines) if line.startswith("Traceback (")), default=-1)
+    chosen = ""
+    if start >= 0:
+        chosen = next(
+            (line for line in lines[start + 1 :] if line.strip() and not line[:1].isspace()),
+            "",
+        )
+    if not chosen:
+        kept = [
+            line.strip() for line in lines if line.strip() and not line.strip().startswith(NOISE)
+        ]
+        chosen = kept[-1] if kept else "(no output)"
+    return _unwrap(chosen.strip())[:300]
+
+
+def _unwrap(line: str) -> str:
+    """`sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) no such table: x` ->
+    `sqlite3.OperationalError: no such table: x` (the driver's own exception)."""
+    name, sep, rest = line.partition(": (")
+    inner, close, message = rest.partition(") ")
+    if sep and close and _dotted(name) and _dotted(inner):
+        return f"{inner}: {message}"
+    return line
+
+
+def _dotted(name: str) -> bool:
+    return bool(name) and all(part.isidentifier() for part in name.split("."))
 
 
 def last_line(text: str) -> str:
-    """The last non-empty line of a tool's output (its error, usually), on one line."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "(no output)"
+    """The old name of `error_line` (the flow around the tool calls it)."""
+    return error_line(text)
+
+
+def self_migrated(tool: Tool, argv: Sequence[str], what: str) -> UsageError:
+    """A read-only command of the tool changed a database: the app migrates at import."""
+    return UsageError(
+        f"the app migrates its database when it is imported: '{' '.join(argv)}' only reads, "
+        f"yet {what}",
+        "remove the upgrade (or create_all) from create_app() / import time: the guard runs "
+        f"{tool.name} before the app starts (README, 'Use it in your app')",
+    )

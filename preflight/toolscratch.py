@@ -18,10 +18,10 @@ import json
 import logging
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import schema, tooldjango, tools
+from . import schema, tooldjango, toolfiles, tools
 from .backup import write_atomic
 from .config import Settings
 from .errors import HistoryError, MigrationFailed, UsageError
@@ -30,7 +30,7 @@ from .sqltext import fold
 from .tools import Tool
 
 log = logging.getLogger("preflight")
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,19 @@ class Expected:
     revisions: tuple[str, ...]
     schemas: dict[str, tuple[str, ...]]  # revision -> sqlite_master SQL, in creation order
     failed: str | None = None  # "REV: why" when a revision fails on an empty database
+    # Django: squash -> the migrations it replaces (in `revisions` too, before it: a
+    # database may record them; `canonical` reads a recorded set as Django does)
+    replaces: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Django: every folder its loader reads migrations from (MIGRATION_MODULES included)
+    folders: tuple[str, ...] = ()
 
     def head(self) -> str:
         return self.heads[0]
+
+    def plan(self) -> tuple[str, ...]:
+        """The revisions Django runs on an empty database (the replaced ones left out)."""
+        old = {r for rs in self.replaces.values() for r in rs}
+        return tuple(r for r in self.revisions if r not in old)
 
     def schema_at(self, rev: str | None, table: str) -> schema.Schema:
         """The structural schema at `rev` (None: base, nothing) without the tool's table."""
@@ -85,6 +95,8 @@ def _read_cache(path: Path, fingerprint: str) -> Expected | None:
             tuple(data["revisions"]),
             {k: tuple(v) for k, v in data["schemas"].items()},
             data.get("failed"),
+            {k: tuple(v) for k, v in data.get("replaces", {}).items()},
+            tuple(data.get("folders", ())),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -98,6 +110,8 @@ def _write_cache(path: Path, exp: Expected) -> None:
         "revisions": list(exp.revisions),
         "schemas": {k: list(v) for k, v in exp.schemas.items()},
         "failed": exp.failed,
+        "replaces": {k: list(v) for k, v in exp.replaces.items()},
+        "folders": list(exp.folders),
     }
     try:
         write_atomic(path, json.dumps(data, indent=1).encode() + b"\n")
@@ -170,12 +184,12 @@ def expected(
     path = cache_path(settings)
     exp = _read_cache(path, fingerprint)
     if tool.cumulative:
-        missing = [list(rec or ())] if exp is not None and _unbuilt(exp, rec) else []
-        if exp is None or missing:
-            exp = _build_sets(settings, tool, fingerprint, live, missing)
-            if _unbuilt(exp, rec):
-                exp = _build_sets(settings, tool, fingerprint, live, [list(rec or ())])
+        if exp is None or unbuilt(exp, rec):
+            # One run of Django builds the plan and the recorded set (skipped in the run
+            # when it is a plan prefix): never a second scratch build in one start.
+            exp = _build_sets(settings, tool, fingerprint, live, [list(rec)] if rec else [])
             if save:
+                exp = _remember_folders(settings, tool, exp)
                 _write_cache(path, exp)
     elif exp is None:
         exp = _build(settings, tool, fingerprint, live)
@@ -191,20 +205,26 @@ def expected(
 
 
 def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expected:
+    command = tools.command(tool, settings.tool_cmd)
     with private_folder("preflight-scratch-") as tmp:
         scratch = tmp / "scratch.db"
-        heads = tool.parse_heads(tools.output(settings.app_dir, tool.heads_cmd, scratch))
-        revisions = tool.parse_history(tools.output(settings.app_dir, tool.history_cmd, scratch))
+        before = live_state(live)
+        argv = tools.heads_command(tool, command)
+        heads = tool.parse_heads(tools.output(settings.app_dir, argv, scratch))
+        _untouched(tool, argv, scratch, live, before)
+        argv = tools.history_command(tool, command)
+        revisions = tool.parse_history(tools.output(settings.app_dir, argv, scratch))
+        _untouched(tool, argv, scratch, live, before)
         schemas: dict[str, tuple[str, ...]] = {}
         failed = None
         if len(heads) == 1:
-            before = live_state(live)
             for rev in revisions:
-                code, out = tools.run(settings.app_dir, tool.upgrade_cmd(rev), scratch)
+                argv = tools.upgrade_command(tool, command, rev)
+                code, out = tools.run(settings.app_dir, argv, scratch)
                 if live_state(live) != before:
                     raise wrote_elsewhere(tool, f"{live} changed while it built a scratch copy")
                 if code != 0:
-                    failed = f"{rev}: {tools.last_line(out)}"
+                    failed = f"{rev}: {tools.error_line(out)}"
                     log.info("scratch: revision %s fails on an empty database", failed)
                     break
                 now = recorded(scratch, tool)
@@ -217,6 +237,20 @@ def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expe
             "scratch: %d revision(s) built by %s on an empty database", len(schemas), tool.name
         )
     return Expected(fingerprint, heads, revisions, schemas, failed)
+
+
+def _untouched(
+    tool: Tool, argv: list[str], scratch: Path, live: Path, before: tuple[object, ...]
+) -> None:
+    """A read-only command (heads, history) wrote nothing: exit 2 naming an app that
+    migrates itself when imported (its create_app() runs the upgrade)."""
+    if scratch.exists() and scratch.stat().st_size > 0:
+        rec = recorded(scratch, tool)
+        raise tools.self_migrated(
+            tool, argv, f"the empty scratch database now records {', '.join(rec or ()) or 'tables'}"
+        )
+    if live_state(live) != before:
+        raise tools.self_migrated(tool, argv, f"{live} changed")
 
 
 def describe(rec: tuple[str, ...] | None, tool: Tool) -> str:
@@ -237,6 +271,8 @@ def state(exp: Expected, rec: tuple[str, ...] | None, tool: Tool) -> str | None:
     if not tool.cumulative:
         return rec[0]
     unknown = sorted(set(rec) - set(exp.revisions))
+    rec = canonical(exp, rec)
+    plan = exp.plan()
     if unknown:
         raise HistoryError(
             f"the database records {tool.name} migration(s) {', '.join(unknown[:5])} that are "
@@ -244,17 +280,29 @@ def state(exp: Expected, rec: tuple[str, ...] | None, tool: Tool) -> str | None:
             "ship the migration files it was migrated with, or restore a matching backup",
         )
     n = len(rec)
-    if set(exp.revisions[:n]) == set(rec):
-        return exp.revisions[n - 1]
+    if set(plan[:n]) == set(rec):
+        return plan[n - 1]
     return ",".join(sorted(rec))
 
 
-def _unbuilt(exp: Expected, rec: tuple[str, ...] | None) -> bool:
+def unbuilt(exp: Expected, rec: tuple[str, ...] | None) -> bool:
     """A recorded set (all in the plan, no prefix of it) whose schema is not built yet."""
     if not rec or set(rec) - set(exp.revisions):
         return False
+    rec = canonical(exp, rec)
     n = len(rec)
-    return set(exp.revisions[:n]) != set(rec) and ",".join(sorted(rec)) not in exp.schemas
+    return set(exp.plan()[:n]) != set(rec) and ",".join(sorted(rec)) not in exp.schemas
+
+
+def canonical(exp: Expected, rec: tuple[str, ...]) -> tuple[str, ...]:
+    """A recorded Django set read as Django reads it: a squash whose replaced migrations
+    are all recorded stands for them (Django records both); with only some of them
+    recorded, those are what is applied (the squash is not used)."""
+    have = set(rec)
+    for squash, old in exp.replaces.items():
+        if set(old) <= have:
+            have = (have - set(old)) | {squash}
+    return tuple(sorted(have))
 
 
 def _build_sets(
@@ -284,7 +332,51 @@ def _build_sets(
         len(data["schemas"]),
         data["version"],
     )
-    return Expected(fingerprint, tooldjango.heads(data), tuple(data["plan"]), schemas, failed)
+    replaces = {k: tuple(v) for k, v in data.get("replaces", {}).items()}
+    revisions: list[str] = []
+    for item in data["plan"]:  # the replaced ones just before their squash
+        revisions += [r for r in replaces.get(item, ()) if r not in revisions]
+        revisions.append(item)
+    site = os.path.dirname(os.path.realpath(data["django"]))
+    folders = tuple(f for f in data.get("folders", ()) if not f.startswith(site + os.sep))
+    return Expected(
+        fingerprint,
+        tooldjango.heads(data),
+        tuple(revisions),
+        schemas,
+        failed,
+        replaces,
+        folders,
+    )
+
+
+def _remember_folders(settings: Settings, tool: Tool, exp: Expected) -> Expected:
+    """Record the migrations folders Django read outside the app folder's `migrations`
+    folders beside the database, for the light fingerprint (`toolfiles.recorded_folders`);
+    the fingerprint of the files it now covers is the cache key from here on."""
+    app = str(settings.app_dir)
+    extra = [
+        f
+        for f in exp.folders
+        if not (
+            f.startswith(os.path.realpath(app) + os.sep) and os.path.basename(f) == "migrations"
+        )
+    ]
+    db = str(settings.db)
+    record = Path(toolfiles.paths_record(db))
+    if not extra and not record.exists():
+        return exp
+    context = toolfiles.paths_context(tool.name, settings.tool_cmd or "")
+    text = "\n".join([toolfiles.PATHS_FORMAT, context, *extra]) + "\n"
+    try:
+        write_atomic(record, text.encode())
+    except OSError as exc:
+        log.debug("tool paths: not written (%s)", exc)
+        return exp
+    if extra:
+        log.info("migrations: %d folder(s) outside %s: %s", len(extra), app, ", ".join(extra))
+    paths = tool.files(app, db, settings.tool_cmd or "")
+    return replace(exp, fingerprint=toolfiles.fingerprint(app, paths))
 
 
 def require(exp: Expected, rev: str, pending: bool) -> None:

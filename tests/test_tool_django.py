@@ -229,14 +229,18 @@ def test_a_no_op_start_starts_neither_django_nor_the_app(app, data, tmp_path):
     empty = tmp_path / "empty-path"
     empty.mkdir()
     marker = tmp_path / "started"
-    result = guard(app, db, "run", "--", "/bin/sh", "-c", f"echo ok > {marker}", path=str(empty))
+    # --tool-cmd as given: `python` from PATH (empty here), not the guard's interpreter
+    cmd = ("--tool-cmd", "python manage.py migrate --no-input")
+    result = guard(
+        app, db, "run", *cmd, "--", "/bin/sh", "-c", f"echo ok > {marker}", path=str(empty)
+    )
     assert result.returncode == 0, result.stderr
     assert marker.read_text() == "ok\n"
     assert "as verified before (cache)" in result.stderr
     # Without the caches the guard needs the app's python (and says so): the no-op did not.
     (data / "app.db.preflight-cache.json").unlink()
     (data / "app.db.preflight-tool.json").unlink()
-    blind = guard(app, db, "run", "--", "/bin/true", path=str(empty))
+    blind = guard(app, db, "run", *cmd, "--", "/bin/true", path=str(empty))
     assert blind.returncode == 7 and "python" in blind.stderr
 
 
@@ -267,7 +271,7 @@ def test_four_concurrent_starts_migrate_once(app, data):
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [e for _, e in outs]
-    assert sum("migrate: python manage.py migrate" in e for _, e in outs) == 1
+    assert sum("manage.py migrate --no-input" in e for _, e in outs) == 1
     assert len(applied(db)) == HEAD
     assert len(list((data / "backups").glob("app-*.db"))) == 1
 
