@@ -20,7 +20,12 @@ from .facts import boolean, integrity_policy
 BACKUP_MODES = ("on-change", "always", "never")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-TOOL_NAMES = ("files", "alembic", "flask-migrate", "django")  # tools.NAMES (not imported: a start stays light)
+TOOL_NAMES = (
+    "files",
+    "alembic",
+    "flask-migrate",
+    "django",
+)  # tools.NAMES (not imported: a start stays light)
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:

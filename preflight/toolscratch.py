@@ -21,7 +21,7 @@ import sqlite3
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import schema, tooldjango, toolfiles, tools
+from . import drift, schema, tooldjango, toolfiles, tools
 from .backup import write_atomic
 from .config import Settings
 from .errors import HistoryError, MigrationFailed, UsageError
@@ -195,6 +195,8 @@ def expected(
         exp = _build(settings, tool, fingerprint, live)
         if save:
             _write_cache(path, exp)
+    if tool.cumulative and rec and _chain(exp, rec):
+        exp = _variant(exp, rec, tool, live, settings.strict)
     if len(exp.heads) != 1:
         raise HistoryError(
             f"{tool.name} has {len(exp.heads)} heads ({', '.join(exp.heads) or 'none'}) "
@@ -253,6 +255,34 @@ def _untouched(
         raise tools.self_migrated(tool, argv, f"{live} changed")
 
 
+def _variant(exp: Expected, rec: tuple[str, ...], tool: Tool, live: Path, strict: bool) -> Expected:
+    """A database recording every migration a squash replaces: the schemas from its state
+    on are those of the way it got there. Through the squash (a fresh database since the
+    squash): as built; one by one (before the squash shipped): the set built that way and
+    the rest of the plan from it. The live schema picks; neither matching is drift."""
+    key = set_key(rec)
+    at = state(exp, rec, tool)
+    if key not in exp.schemas or at is None or not live.exists():
+        return exp
+    conn = sqlite3.connect(f"file:{live}?mode=ro", uri=True)
+    try:
+        actual = without(schema.snapshot(conn), tool.table)
+    finally:
+        conn.close()
+    if (
+        at != key
+        and at in exp.schemas
+        and not drift.errors(drift.diff(exp.schema_at(at, tool.table), actual), strict)
+    ):
+        return exp  # through the squash
+    chained = replace(exp, schemas={**exp.schemas, at: exp.schemas[key]})
+    if drift.errors(drift.diff(chained.schema_at(at, tool.table), actual), strict):
+        return exp  # neither: the drift check names the differences
+    log.info("scratch: %s got the squashed migrations one by one; its schemas from there", live)
+    later = {k.split(">", 1)[1]: v for k, v in exp.schemas.items() if k.startswith(key + ">")}
+    return replace(chained, schemas={**chained.schemas, **later})
+
+
 def describe(rec: tuple[str, ...] | None, tool: Tool) -> str:
     """The recorded version for a log line (Django: how many migrations are applied)."""
     if not rec:
@@ -271,6 +301,7 @@ def state(exp: Expected, rec: tuple[str, ...] | None, tool: Tool) -> str | None:
     if not tool.cumulative:
         return rec[0]
     unknown = sorted(set(rec) - set(exp.revisions))
+    recorded_rows = rec  # the key of a set built as recorded (see `unbuilt`)
     rec = canonical(exp, rec)
     plan = exp.plan()
     if unknown:
@@ -282,16 +313,32 @@ def state(exp: Expected, rec: tuple[str, ...] | None, tool: Tool) -> str | None:
     n = len(rec)
     if set(plan[:n]) == set(rec):
         return plan[n - 1]
-    return ",".join(sorted(rec))
+    return set_key(recorded_rows)
 
 
 def unbuilt(exp: Expected, rec: tuple[str, ...] | None) -> bool:
     """A recorded set (all in the plan, no prefix of it) whose schema is not built yet."""
     if not rec or set(rec) - set(exp.revisions):
         return False
+    if "!" + set_key(rec) in exp.schemas:
+        return False  # tried already: it cannot be built (or is built under its own key)
+    if _chain(exp, rec):
+        return set_key(rec) not in exp.schemas
     rec = canonical(exp, rec)
     n = len(rec)
-    return set(exp.plan()[:n]) != set(rec) and ",".join(sorted(rec)) not in exp.schemas
+    return set(exp.plan()[:n]) != set(rec) and set_key(rec) not in exp.schemas
+
+
+def set_key(names: tuple[str, ...] | list[str]) -> str:
+    """The key of a recorded set that is no plan prefix ("{a.x,b.y}": never a plan entry)."""
+    return "{" + ",".join(sorted(names)) + "}"
+
+
+def _chain(exp: Expected, rec: tuple[str, ...]) -> bool:
+    """`rec` holds migrations a squash replaces: the database may have got them one by one
+    (the replaced files) or, all of them, through the squash; the two may differ in column
+    order, so both are built and the live schema tells which (`_variant`)."""
+    return any(set(old) & set(rec) for old in exp.replaces.values())
 
 
 def canonical(exp: Expected, rec: tuple[str, ...]) -> tuple[str, ...]:
@@ -319,9 +366,14 @@ def _build_sets(
         if live_state(live) != before:
             raise wrote_elsewhere(tool, f"{live} changed while it built a scratch copy")
     schemas = {k: tuple(v) for k, v in data["schemas"].items()}
+    for wanted in sets:
+        schemas["!" + set_key(wanted)] = ()  # tried (see `unbuilt`)
     for key, got in data["sets"].items():
-        if got.get("recorded") == sorted(key.split(",")):
-            schemas[key] = tuple(got["sql"])
+        name = set_key(key.split(","))
+        if got.get("ok"):
+            schemas[name] = tuple(got["sql"])
+            for item, sql in got.get("then", {}).items():
+                schemas[f"{name}>{item}"] = tuple(sql)
         else:
             log.info("scratch: the recorded set cannot be built: %s", got.get("failed", got))
     failed = data.get("failed")
@@ -384,7 +436,7 @@ def require(exp: Expected, rev: str, pending: bool) -> None:
     an empty database (nothing was run on the live one), 5 for an applied one."""
     if rev in exp.schemas:
         return
-    if "," in rev:
+    if rev.startswith("{"):
         raise HistoryError(
             f"the recorded migrations ({rev[:200]}) cannot be built on an empty database",
             "restore a backup that matches the migration files",
