@@ -66,6 +66,7 @@ class Tool:
     upgrade_cmd: Callable[[str], list[str]]  # after `base`: builds a database up to one version
     stamp_cmd: Callable[[str], list[str]] | None  # after `base`: records a version, runs nothing
     base: Callable[[list[str]], list[str]] = lambda argv: argv[:1]
+    tail: Callable[[list[str]], list[str]] = lambda argv: []  # options after a step's words
     module: str = ""  # the Python package that must be importable to run it as `-m`
     leftovers: tuple[str, ...] = ()  # name prefixes a half-finished run leaves (always drift)
     fix_line: str = ""  # the one line that makes the app honour PREFLIGHT_DATABASE_URL
@@ -126,17 +127,15 @@ def _before(word: str) -> Callable[[list[str]], list[str]]:
 
 
 def _flask_base(argv: list[str]) -> list[str]:
-    """`flask [--app X] db [-d DIR]`: up to `db`'s subcommand, keeping `db`'s own -d/-x."""
-    if "db" not in argv:
-        return [*argv[:1], "db"]
-    i = argv.index("db") + 1
-    keep = argv[:i]
-    rest = argv[i:]
-    for flag in ("-d", "--directory"):
-        value = toolfiles.option(rest, flag)
-        if value is not None:
-            keep += [flag, value]
-    return keep
+    """`flask [--app X] db`: the command up to its `db` group."""
+    return argv[: argv.index("db") + 1] if "db" in argv else [*argv[:1], "db"]
+
+
+def _flask_tail(argv: list[str]) -> list[str]:
+    """`db upgrade`'s own `-d DIR` (Flask-Migrate's folder), for every step."""
+    rest = argv[argv.index("db") + 1 :] if "db" in argv else []
+    value = toolfiles.option(rest, "-d", "--directory")
+    return ["--directory", value] if value is not None else []
 
 
 def _flask_step(step: str) -> Callable[[str], list[str]]:
@@ -182,6 +181,7 @@ TOOLS: dict[str, Tool] = {
         upgrade_cmd=_flask_step("upgrade"),
         stamp_cmd=_flask_step("stamp"),
         base=_flask_base,
+        tail=_flask_tail,
         module="flask_migrate",
         leftovers=("_alembic_tmp_",),
         merge_hint="flask db merge heads",
@@ -243,19 +243,19 @@ def stamp_commands(
     if tool.stamp_steps is not None:
         return tool.stamp_steps(revisions, rev, command)
     assert tool.stamp_cmd is not None
-    return [tool.base(command) + tool.stamp_cmd(rev)]
+    return [tool.base(command) + tool.stamp_cmd(rev) + tool.tail(command)]
 
 
 def heads_command(tool: Tool, command: list[str]) -> list[str]:
-    return tool.base(command) + list(tool.heads_cmd)
+    return tool.base(command) + list(tool.heads_cmd) + tool.tail(command)
 
 
 def history_command(tool: Tool, command: list[str]) -> list[str]:
-    return tool.base(command) + list(tool.history_cmd)
+    return tool.base(command) + list(tool.history_cmd) + tool.tail(command)
 
 
 def upgrade_command(tool: Tool, command: list[str], rev: str) -> list[str]:
-    return tool.base(command) + tool.upgrade_cmd(rev)
+    return tool.base(command) + tool.upgrade_cmd(rev) + tool.tail(command)
 
 
 def get(name: str) -> Tool:

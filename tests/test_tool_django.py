@@ -490,3 +490,27 @@ def test_squashed_migrations_follow_djangos_rule(shelf, before, tmp_path):
         assert "one by one" in result.stderr
     again = guard(app, db, "run", "--", "/bin/true")
     assert again.returncode == 0, again.stderr
+
+
+def test_an_app_that_migrates_itself_at_start_up_is_named(app, data):
+    """AppConfig.ready() running `migrate`: the scratch database has tables before the
+    guard asked Django for anything (exit 2 naming it), the live one is untouched."""
+    (app / "notes" / "apps.py").write_text(
+        "from django.apps import AppConfig\n\n\n"
+        "class NotesConfig(AppConfig):\n"
+        '    name = "notes"\n'
+        '    default_auto_field = "django.db.models.BigAutoField"\n\n'
+        "    def ready(self):\n"
+        "        from django.core.management import call_command\n\n"
+        '        call_command("migrate", verbosity=0)\n'
+    )
+    db = data / "app.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE keep (id INTEGER PRIMARY KEY)")
+    conn.close()
+    before = sha(db)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 2, result.stderr
+    assert "the app migrates its database when it is imported" in result.stderr
+    assert "django_migrations" in result.stderr
+    assert sha(db) == before

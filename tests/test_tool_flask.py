@@ -186,3 +186,17 @@ def test_an_app_that_migrates_itself_when_created_is_named(app, data):
     assert "the app migrates its database when it is imported" in result.stderr
     assert "create_app()" in result.stderr and " heads (" not in result.stderr
     assert sha(db) == before and version(db) == ["a1"]
+
+
+def test_a_migrations_folder_given_with_directory_reaches_every_step(app, data):
+    shutil.move(str(app / "migrations"), str(app / "db_migrations"))
+    db = data / "app.db"
+    cmd = ("--tool-cmd", "flask db upgrade --directory db_migrations")
+    result = guard(app, db, "migrate", *cmd)
+    assert result.returncode == 0, result.stderr
+    assert version(db) == ["c3"]
+    assert "cache" in guard(app, db, "run", *cmd, "--", "/bin/true").stderr
+    from preflight import toolfiles
+
+    found = toolfiles.flask_migrate_files(str(app), str(db), "flask db upgrade -d db_migrations")
+    assert str(app / "db_migrations" / "versions" / "c3_orders_and_skus.py") in found
