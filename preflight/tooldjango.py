@@ -8,7 +8,15 @@ builds every plan prefix on a private scratch file with Django's migration execu
 reports each prefix's schema; a recorded set that is no prefix (an app that gained
 migrations beside another one) is built on its own from an empty file, per app to its
 last recorded migration. The script refuses to touch anything when Django's database is
-not the file the guard named (PREFLIGHT_DB).
+not the file the guard named (PREFLIGHT_DB), or already has tables (the app migrated it
+while starting up).
+
+Squashed migrations follow Django's rule (the loader's): the plan uses a squash when none
+or all of the migrations it replaces are applied; a recorded set holding replaced ones is
+built the way the database got them (the replaced files one by one), then the rest of the
+plan from there (a table Django rebuilt keeps its column order). The run also reports
+every app's migrations folder, so the light fingerprint can cover those outside the app
+folder (`toolfiles.recorded_folders`).
 """
 
 from __future__ import annotations

@@ -8,20 +8,28 @@ Every run of a tool (on the live database or on a private scratch one) gets PREF
 (the path) and PREFLIGHT_DATABASE_URL (`sqlite:///` + absolute path) in its environment;
 the app's tool configuration must honour them (README, "Alembic", "Django").
 
+Every step runs through the migrate command's own program (`Tool.base`: `alembic -c X`,
+`flask --app X db`, `python manage.py`), so `--tool-cmd` reaches heads, history, the
+scratch upgrades and the stamps too; the default commands run under the guard's own
+interpreter when it has the tool (`command`). Heads and history are parsed from stdout
+only, in the tool's own format; failures are reported by `error_line`.
+
 How to add a tool:
 1. In `toolfiles.LIGHT`, add `name: (files, recorded_sql, table)`: the function listing the
-   files of its migration set under the app folder (their hash is the cache key: a no-op
-   start compares it without starting the tool) and the SQL reading its recorded version.
-   Keep that module light (os and sqlite3 only): the quick start imports it.
-2. Here, add a `Tool` to TOOLS: the default command, how to list its heads and its
-   revisions in order (parsed from a subprocess's output), the command building a scratch
-   database up to a version, the stamp command (or None), and the names of the leftovers
-   a half-finished run leaves behind.
+   files of its migration set (app folder, database, --tool-cmd -> paths; their hash is
+   the cache key: a no-op start compares it without starting the tool) and the SQL
+   reading its recorded version. Keep that module light (os and sqlite3 only): the quick
+   start imports it.
+2. Here, add a `Tool` to TOOLS: the default command and the Python module running it,
+   `base` (and `tail`) cutting a migrate command down to its program, the words listing
+   its heads and its revisions (and their parsers), building a scratch database up to a
+   version, the stamp (or None), and the names of the leftovers a half-finished run
+   leaves behind.
    A tool whose table records every applied migration (Django) sets `cumulative`: its
    version is that set, its revisions the plan, and `toolscratch` builds every plan
    prefix (and a recorded set that is no prefix) in one run (`tooldjango`); `stamp_steps`
    gives the commands recording exactly the plan up to one entry.
-3. Add the name to config's `--tool` choices, and tests with the real tool (tests/).
+3. Add the name to NAMES and config's TOOL_NAMES, and tests with the real tool (tests/).
 The generic run (lock, inspect, drift, backup, tool, verify, restore) is `toolrun`.
 """
 
