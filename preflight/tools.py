@@ -73,7 +73,9 @@ class Tool:
     parse_history: Callable[[str], tuple[str, ...]]  # -> revisions from base to head
     upgrade_cmd: Callable[[str], list[str]]  # after `base`: builds a database up to one version
     stamp_cmd: Callable[[str], list[str]] | None  # after `base`: records a version, runs nothing
-    base: Callable[[list[str]], list[str]] = lambda argv: argv[:1]
+    # the program and options of a migrate command ([]: not this tool's, e.g. a wrapper
+    # script: the other steps then use the default command's program)
+    base: Callable[[list[str]], list[str]] = lambda argv: []
     tail: Callable[[list[str]], list[str]] = lambda argv: []  # options after a step's words
     module: str = ""  # the Python package that must be importable to run it as `-m`
     leftovers: tuple[str, ...] = ()  # name prefixes a half-finished run leaves (always drift)
@@ -129,14 +131,14 @@ def _before(word: str) -> Callable[[list[str]], list[str]]:
     """The program and its options: the command up to (without) its subcommand `word`."""
 
     def base(argv: list[str]) -> list[str]:
-        return argv[: argv.index(word)] if word in argv else argv[:1]
+        return argv[: argv.index(word)] if word in argv else []
 
     return base
 
 
 def _flask_base(argv: list[str]) -> list[str]:
     """`flask [--app X] db`: the command up to its `db` group."""
-    return argv[: argv.index("db") + 1] if "db" in argv else [*argv[:1], "db"]
+    return argv[: argv.index("db") + 1] if "db" in argv else []
 
 
 def _flask_tail(argv: list[str]) -> list[str]:
@@ -251,19 +253,24 @@ def stamp_commands(
     if tool.stamp_steps is not None:
         return tool.stamp_steps(revisions, rev, command)
     assert tool.stamp_cmd is not None
-    return [tool.base(command) + tool.stamp_cmd(rev) + tool.tail(command)]
+    return [program(tool, command) + tool.stamp_cmd(rev) + tool.tail(command)]
 
 
-def heads_command(tool: Tool, command: list[str]) -> list[str]:
-    return tool.base(command) + list(tool.heads_cmd) + tool.tail(command)
+def program(tool: Tool, argv: list[str]) -> list[str]:
+    """The program every step runs: the migrate command's, else the default command's."""
+    return tool.base(argv) or tool.base(command(tool, None))
 
 
-def history_command(tool: Tool, command: list[str]) -> list[str]:
-    return tool.base(command) + list(tool.history_cmd) + tool.tail(command)
+def heads_command(tool: Tool, argv: list[str]) -> list[str]:
+    return program(tool, argv) + list(tool.heads_cmd) + tool.tail(argv)
 
 
-def upgrade_command(tool: Tool, command: list[str], rev: str) -> list[str]:
-    return tool.base(command) + tool.upgrade_cmd(rev) + tool.tail(command)
+def history_command(tool: Tool, argv: list[str]) -> list[str]:
+    return program(tool, argv) + list(tool.history_cmd) + tool.tail(argv)
+
+
+def upgrade_command(tool: Tool, argv: list[str], rev: str) -> list[str]:
+    return program(tool, argv) + tool.upgrade_cmd(rev) + tool.tail(argv)
 
 
 def get(name: str) -> Tool:
