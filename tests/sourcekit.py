@@ -36,7 +36,6 @@ Revision ID: {rev}
 Revises: {down}
 """
 from alembic import op
-from conftest import clean_env
 
 revision = "{rev}"
 down_revision = "{down}"

@@ -397,7 +397,6 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 from preflight.storage import lock
-from conftest import sha
 with lock.hold(Path(sys.argv[1]), 5, "holder-command"):
     print("held", flush=True)
     time.sleep(120)

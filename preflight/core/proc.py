@@ -121,20 +121,40 @@ def run(
         os.close(err)
 
 
-# Lines that follow an error without saying what it was: SQLAlchemy's link to its docs.
-_NOISE = ("(Background on this error at:",)
+# Lines an error message ends with that say nothing about the error itself (SQLAlchemy's).
+NOISE = ("(Background on this error at:", "[SQL:", "[parameters:", "(This is a ")
 
 
 def meaningful_line(text: str) -> str:
-    """The line that says what went wrong: the last non-empty one, skipping known trailers
-    (SQLAlchemy's 'Background on this error' link), and preferring an exception line
-    ('sqlite3.OperationalError: no such table: x') among the last few. On one line, cut."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith(_NOISE)]
-    if not lines:
-        return "(no output)"
-    for line in reversed(lines[-8:]):
-        head = line.split(":", 1)[0]
-        if head.endswith(("Error", "Exception", "Exit", "Interrupt")) and " " not in head:
-            return line[:300]
-    return lines[-1][:300]
+    """The line of a program's output that says what failed, on one line: the exception
+    line of the last traceback (`sqlite3.OperationalError: no such table: x`, not
+    SQLAlchemy's `(Background on this error at: ...)`), else the last line that is not such
+    noise. Cut to 300 characters."""
+    lines = text.splitlines()
+    start = max((i for i, line in enumerate(lines) if line.startswith("Traceback (")), default=-1)
+    chosen = ""
+    if start >= 0:
+        chosen = next(
+            (line for line in lines[start + 1 :] if line.strip() and not line[:1].isspace()),
+            "",
+        )
+    if not chosen:
+        kept = [
+            line.strip() for line in lines if line.strip() and not line.strip().startswith(NOISE)
+        ]
+        chosen = kept[-1] if kept else "(no output)"
+    return _unwrap(chosen.strip())[:300]
+
+
+def _unwrap(line: str) -> str:
+    """`sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) no such table: x` ->
+    `sqlite3.OperationalError: no such table: x` (the driver's own exception)."""
+    name, sep, rest = line.partition(": (")
+    inner, close, message = rest.partition(") ")
+    if sep and close and _dotted(name) and _dotted(inner):
+        return f"{inner}: {message}"
+    return line
+
+
+def _dotted(name: str) -> bool:
+    return bool(name) and all(part.isidentifier() for part in name.split("."))

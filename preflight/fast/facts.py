@@ -113,6 +113,7 @@ RUNNING = ".preflight.running"
 FAILURE = ".preflight-failure.json"
 CACHE = ".preflight-cache.json"
 TOOL_CACHE = ".preflight-tool.json"
+TOOL_PATHS = ".preflight-tool-paths"  # migration folders a tool reported outside the app
 ID = ".preflight-id"
 SIDECARS = ("-wal", "-shm", "-journal")
 DATA_SIDECARS = ("-wal", "-journal")  # those that may hold committed data
@@ -345,6 +346,10 @@ RECORDED = {
         "_preflight_history",
     ),
     "alembic": ("SELECT version_num FROM alembic_version ORDER BY version_num", "alembic_version"),
+    "flask-migrate": (
+        "SELECT version_num FROM alembic_version ORDER BY version_num",
+        "alembic_version",
+    ),
     "django": (
         "SELECT app || '.' || name FROM django_migrations ORDER BY app, name",
         "django_migrations",

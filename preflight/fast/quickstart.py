@@ -78,7 +78,7 @@ def _migrations(
     if light is None:
         raise HandOver("tool")
     folder = os.path.abspath(values["app_dir"] or ".")
-    paths = light[0](folder)
+    paths = light(folder, os.path.realpath(values["db"]), values["tool_cmd"])
     return folder, toolfiles.fingerprint(folder, paths), len(paths)
 
 

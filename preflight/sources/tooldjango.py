@@ -8,7 +8,15 @@ builds every plan prefix on a private scratch file with Django's migration execu
 reports each prefix's schema; a recorded set that is no prefix (an app that gained
 migrations beside another one) is built on its own from an empty file, per app to its
 last recorded migration. The script refuses to touch anything when Django's database is
-not the file the guard named (PREFLIGHT_DB).
+not the file the guard named (PREFLIGHT_DB), or already has tables (the app migrated it
+while starting up).
+
+Squashed migrations follow Django's rule (the loader's): the plan uses a squash when none
+or all of the migrations it replaces are applied; a recorded set holding replaced ones is
+built the way the database got them (the replaced files one by one), then the rest of the
+plan from there (a table Django rebuilt keeps its column order). The run also reports
+every app's migrations folder, so the light fingerprint can cover those outside the app
+folder (`toolfiles.recorded_folders`).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from preflight.core import proc
 from preflight.core.errors import HistoryError, UsageError
 from preflight.sources import tools
 
@@ -42,27 +51,67 @@ out["django"] = os.path.dirname(django.__file__)
 def done():
     print("\n" + MARK + json.dumps(out))
     sys.exit(0)
-if conn.vendor != "sqlite" or os.path.realpath(out["name"]) != os.path.realpath(want):
+def tables():
+    if not os.path.exists(want) or os.path.getsize(want) == 0:
+        return []
+    c = sqlite3.connect(want)
+    try:
+        return [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    finally:
+        c.close()
+# Nothing here has migrated yet: tables now were made by the app's own start-up.
+out["at_import"] = tables()
+if out["at_import"] or conn.vendor != "sqlite" or (
+    os.path.realpath(out["name"]) != os.path.realpath(want)
+):
     done()
 from django.db.migrations.executor import MigrationExecutor
-def executor():
-    return MigrationExecutor(conn)
+from django.db.migrations.loader import MigrationLoader
+def executor(replace=True):
+    ex = MigrationExecutor(conn)
+    if not replace:
+        ex.loader = MigrationLoader(conn, replace_migrations=False)
+    return ex
 ex = executor()
 out["conflicts"] = {k: sorted(v) for k, v in ex.loader.detect_conflicts().items()}
-out["squashed"] = sorted(
-    f"{k[0]}.{k[1]}" for k, m in ex.loader.disk_migrations.items() if m.replaces
-)
+replaces = {
+    f"{k[0]}.{k[1]}": sorted(f"{a}.{n}" for a, n in m.replaces)
+    for k, m in ex.loader.disk_migrations.items() if m.replaces
+}
+out["replaces"] = replaces
+# Where Django found each app's migrations (MIGRATION_MODULES and apps anywhere included):
+# the no-op start hashes these folders (toolfiles.recorded_folders).
+import importlib.util
+from django.apps import apps as registry
+folders = set()
+for config in registry.get_app_configs():
+    name, _ = ex.loader.migrations_module(config.label)
+    try:
+        spec = importlib.util.find_spec(name) if name else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        folders.update(os.path.realpath(f) for f in spec.submodule_search_locations)
+out["folders"] = sorted(folders)
 plan = [m for m, _ in ex.migration_plan(ex.loader.graph.leaf_nodes(), clean_start=True)]
 out["plan"] = [f"{m.app_label}.{m.name}" for m in plan]
-if out["conflicts"] or out["squashed"]:
+if out["conflicts"]:
     done()
+def canonical(names):
+    # Django's rule: a squash stands for its replaced migrations once all are applied
+    # (it records both); with some applied, the replaced ones are used.
+    have = set(names)
+    for squash, old in replaces.items():
+        if set(old) <= have:
+            have = (have - set(old)) | {squash}
+    return sorted(have)
 def look():
     c = sqlite3.connect(want)
     try:
         sql = [r[0] for r in c.execute(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
             "AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
-        have = sorted(a + "." + n for a, n in c.execute("SELECT app, name FROM django_migrations"))
+        have = canonical(a + "." + n for a, n in c.execute("SELECT app, name FROM django_migrations"))
         return sql, have
     finally:
         c.close()
@@ -71,22 +120,51 @@ def fresh():
     for suffix in ("", "-wal", "-shm", "-journal"):
         if os.path.exists(want + suffix):
             os.remove(want + suffix)
+# Every migration in an order that has the replaced ones too (a set may hold some of them).
+unsquashed = executor(False)
+order = [f"{m.app_label}.{m.name}" for m, _ in unsquashed.migration_plan(
+    unsquashed.loader.graph.leaf_nodes(), clean_start=True)]
+replaced = {r for old in replaces.values() for r in old}
+def targets(items):
+    last = {}
+    for item in order:
+        if item in items:
+            last[item.split(".", 1)[0]] = item.split(".", 1)[1]
+    return sorted(last.items())
 out["sets"] = {}
 for wanted in json.loads(WANTED):
-    if sorted(out["plan"][: len(wanted)]) == sorted(wanted):
+    key = ",".join(sorted(wanted))
+    want_set = canonical(wanted)
+    chain = [w for w in wanted if w in replaced]
+    if not chain and sorted(out["plan"][: len(want_set)]) == want_set:
         continue  # a plan prefix: built below with every other
     fresh()
-    last = {}
-    for item in out["plan"]:
-        if item in wanted:
-            last[item.split(".", 1)[0]] = item.split(".", 1)[1]
     try:
-        executor().migrate(sorted(last.items()))
+        if chain:  # as the database got them: the replaced migrations one by one
+            executor(False).migrate(targets(chain))
+        executor().migrate(targets(want_set))
     except Exception as exc:
-        out["sets"][",".join(sorted(wanted))] = {"failed": f"{type(exc).__name__}: {exc}"}
+        out["sets"][key] = {"failed": f"{type(exc).__name__}: {exc}"}
         continue
     sql, have = look()
-    out["sets"][",".join(sorted(wanted))] = {"sql": sql, "recorded": have}
+    got = out["sets"][key] = {"sql": sql, "ok": have == want_set, "recorded": have}
+    if not chain or have != want_set:
+        continue
+    # The rest of the plan from there: a table Django rebuilt on the way (AlterField on
+    # SQLite) keeps the column order it got then, which the squash's may not have.
+    got["then"] = {}
+    for i, m in enumerate(plan):
+        item = out["plan"][i]
+        if item in have:
+            continue
+        try:
+            executor().migrate([(m.app_label, m.name)])
+        except Exception as exc:
+            got["failed"] = f"{item}: {type(exc).__name__}: {exc}"
+            break
+        sql, have = look()
+        if set(want_set) <= set(out["plan"][: i + 1]):
+            got["then"][item] = sql
 fresh()
 out["schemas"] = {}
 for i, m in enumerate(plan):
@@ -124,10 +202,17 @@ def report(
     line = next((x for x in reversed(text.splitlines()) if x.startswith(MARK)), None)
     if code != 0 or line is None:
         raise HistoryError(
-            f"'{argv[0]} {argv[1]} shell' failed in {app_dir}: {tools.last_line(text)}",
+            f"'{argv[0]} {argv[1]} shell' failed in {app_dir}: {proc.meaningful_line(text)}",
             "fix the app's settings or migrations (or PREFLIGHT_APP_DIR)",
         )
     data = json.loads(line[len(MARK) :])
+    if data.get("at_import"):
+        raise tools.self_migrated(
+            tools.TOOLS["django"],
+            argv[:3],
+            f"the scratch database held {len(data['at_import'])} table(s) "
+            f"({', '.join(data['at_import'][:5])}) before Django's migrations were asked for",
+        )
     if data["vendor"] != "sqlite":
         raise UsageError(
             f"Django's default database is {data['vendor']}, not SQLite",
@@ -142,11 +227,6 @@ def report(
         raise UsageError(
             f"DATABASES names {len(data['databases'])} databases ({', '.join(data['databases'])})",
             "the guard migrates one SQLite database; keep one in DATABASES",
-        )
-    if data.get("squashed"):
-        raise HistoryError(
-            f"squashed migrations ({', '.join(data['squashed'])}) are not supported",
-            "once every database has them applied, remove the replaced files and 'replaces'",
         )
     if data.get("recorded") is not None:
         raise UsageError(

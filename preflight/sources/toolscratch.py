@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from preflight import schema
+from preflight.core import proc
 from preflight.core.errors import HistoryError, MigrationFailed, UsageError
 from preflight.core.files import private_folder
+from preflight.fast import toolfiles
 from preflight.fast.facts import TOOL_CACHE
+from preflight.live import database
 from preflight.live.database import live_state
+from preflight.schema import drift
 from preflight.schema.sqltext import fold
 from preflight.sources import tooldjango, tools
 from preflight.sources.tools import Tool
@@ -32,7 +37,7 @@ from preflight.storage.backup import write_atomic
 from preflight.storage.config import Settings
 
 log = logging.getLogger("preflight")
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -44,9 +49,19 @@ class Expected:
     revisions: tuple[str, ...]
     schemas: dict[str, tuple[str, ...]]  # revision -> sqlite_master SQL, in creation order
     failed: str | None = None  # "REV: why" when a revision fails on an empty database
+    # Django: squash -> the migrations it replaces (in `revisions` too, before it: a
+    # database may record them; `canonical` reads a recorded set as Django does)
+    replaces: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Django: every folder its loader reads migrations from (MIGRATION_MODULES included)
+    folders: tuple[str, ...] = ()
 
     def head(self) -> str:
         return self.heads[0]
+
+    def plan(self) -> tuple[str, ...]:
+        """The revisions Django runs on an empty database (the replaced ones left out)."""
+        old = {r for rs in self.replaces.values() for r in rs}
+        return tuple(r for r in self.revisions if r not in old)
 
     def schema_at(self, rev: str | None, table: str) -> schema.Schema:
         """The structural schema at `rev` (None: base, nothing) without the tool's table."""
@@ -87,6 +102,8 @@ def _read_cache(path: Path, fingerprint: str) -> Expected | None:
             tuple(data["revisions"]),
             {k: tuple(v) for k, v in data["schemas"].items()},
             data.get("failed"),
+            {k: tuple(v) for k, v in data.get("replaces", {}).items()},
+            tuple(data.get("folders", ())),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -100,6 +117,8 @@ def _write_cache(path: Path, exp: Expected) -> None:
         "revisions": list(exp.revisions),
         "schemas": {k: list(v) for k, v in exp.schemas.items()},
         "failed": exp.failed,
+        "replaces": {k: list(v) for k, v in exp.replaces.items()},
+        "folders": list(exp.folders),
     }
     try:
         write_atomic(path, json.dumps(data, indent=1).encode() + b"\n")
@@ -123,17 +142,7 @@ def _dump(db: Path) -> tuple[str, ...]:
 
 def recorded(db: Path, tool: Tool) -> tuple[str, ...] | None:
     """The version(s) the tool recorded in `db`; None when it has no version table."""
-    if not db.exists() or db.stat().st_size == 0:
-        return None
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        if not conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (tool.table,)
-        ).fetchone():
-            return None
-        return tuple(str(r[0]) for r in conn.execute(tool.recorded_sql))
-    finally:
-        conn.close()
+    return database.recorded(db, tool.name)
 
 
 def wrote_elsewhere(tool: Tool, what: str) -> UsageError:
@@ -165,11 +174,14 @@ def expected(
             # when it is a plan prefix): never a second scratch build in one start.
             exp = _build_sets(settings, tool, fingerprint, live, [list(rec)] if rec else [])
             if save:
+                exp = _remember_folders(settings, tool, exp)
                 _write_cache(path, exp)
     elif exp is None:
         exp = _build(settings, tool, fingerprint, live)
         if save:
             _write_cache(path, exp)
+    if tool.cumulative and rec and _chain(exp, rec):
+        exp = _variant(exp, rec, tool, live, settings.strict)
     if len(exp.heads) != 1:
         raise HistoryError(
             f"{tool.name} has {len(exp.heads)} heads ({', '.join(exp.heads) or 'none'}) "
@@ -180,20 +192,26 @@ def expected(
 
 
 def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expected:
+    command = tools.command(tool, settings.tool_cmd)
     with private_folder("preflight-scratch-") as tmp:
         scratch = tmp / "scratch.db"
-        heads = tool.parse_heads(tools.output(settings.app_dir, tool.heads_cmd, scratch))
-        revisions = tool.parse_history(tools.output(settings.app_dir, tool.history_cmd, scratch))
+        before = live_state(live)
+        argv = tools.heads_command(tool, command)
+        heads = tool.parse_heads(tools.output(settings.app_dir, argv, scratch))
+        _untouched(tool, argv, scratch, live, before)
+        argv = tools.history_command(tool, command)
+        revisions = tool.parse_history(tools.output(settings.app_dir, argv, scratch))
+        _untouched(tool, argv, scratch, live, before)
         schemas: dict[str, tuple[str, ...]] = {}
         failed = None
         if len(heads) == 1:
-            before = live_state(live)
             for rev in revisions:
-                code, out = tools.run(settings.app_dir, tool.upgrade_cmd(rev), scratch)
+                argv = tools.upgrade_command(tool, command, rev)
+                code, out = tools.run(settings.app_dir, argv, scratch)
                 if live_state(live) != before:
                     raise wrote_elsewhere(tool, f"{live} changed while it built a scratch copy")
                 if code != 0:
-                    failed = f"{rev}: {tools.last_line(out)}"
+                    failed = f"{rev}: {proc.meaningful_line(out)}"
                     log.info("scratch: revision %s fails on an empty database", failed)
                     break
                 now = recorded(scratch, tool)
@@ -206,6 +224,48 @@ def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expe
             "scratch: %d revision(s) built by %s on an empty database", len(schemas), tool.name
         )
     return Expected(fingerprint, heads, revisions, schemas, failed)
+
+
+def _untouched(
+    tool: Tool, argv: list[str], scratch: Path, live: Path, before: tuple[object, ...]
+) -> None:
+    """A read-only command (heads, history) wrote nothing: exit 2 naming an app that
+    migrates itself when imported (its create_app() runs the upgrade)."""
+    if scratch.exists() and scratch.stat().st_size > 0:
+        rec = recorded(scratch, tool)
+        raise tools.self_migrated(
+            tool, argv, f"the empty scratch database now records {', '.join(rec or ()) or 'tables'}"
+        )
+    if live_state(live) != before:
+        raise tools.self_migrated(tool, argv, f"{live} changed")
+
+
+def _variant(exp: Expected, rec: tuple[str, ...], tool: Tool, live: Path, strict: bool) -> Expected:
+    """A database recording every migration a squash replaces: the schemas from its state
+    on are those of the way it got there. Through the squash (a fresh database since the
+    squash): as built; one by one (before the squash shipped): the set built that way and
+    the rest of the plan from it. The live schema picks; neither matching is drift."""
+    key = set_key(rec)
+    at = state(exp, rec, tool)
+    if key not in exp.schemas or at is None or not live.exists():
+        return exp
+    conn = sqlite3.connect(f"file:{live}?mode=ro", uri=True)
+    try:
+        actual = without(schema.snapshot(conn), tool.table)
+    finally:
+        conn.close()
+    if (
+        at != key
+        and at in exp.schemas
+        and not drift.errors(drift.diff(exp.schema_at(at, tool.table), actual), strict)
+    ):
+        return exp  # through the squash
+    chained = replace(exp, schemas={**exp.schemas, at: exp.schemas[key]})
+    if drift.errors(drift.diff(chained.schema_at(at, tool.table), actual), strict):
+        return exp  # neither: the drift check names the differences
+    log.info("scratch: %s got the squashed migrations one by one; its schemas from there", live)
+    later = {k.split(">", 1)[1]: v for k, v in exp.schemas.items() if k.startswith(key + ">")}
+    return replace(chained, schemas={**chained.schemas, **later})
 
 
 def describe(rec: tuple[str, ...] | None, tool: Tool) -> str:
@@ -226,6 +286,9 @@ def state(exp: Expected, rec: tuple[str, ...] | None, tool: Tool) -> str | None:
     if not tool.cumulative:
         return rec[0]
     unknown = sorted(set(rec) - set(exp.revisions))
+    recorded_rows = rec  # the key of a set built as recorded (see `unbuilt`)
+    rec = canonical(exp, rec)
+    plan = exp.plan()
     if unknown:
         raise HistoryError(
             f"the database records {tool.name} migration(s) {', '.join(unknown[:5])} that are "
@@ -233,17 +296,45 @@ def state(exp: Expected, rec: tuple[str, ...] | None, tool: Tool) -> str | None:
             "ship the migration files it was migrated with, or restore a matching backup",
         )
     n = len(rec)
-    if set(exp.revisions[:n]) == set(rec):
-        return exp.revisions[n - 1]
-    return ",".join(sorted(rec))
+    if set(plan[:n]) == set(rec):
+        return plan[n - 1]
+    return set_key(recorded_rows)
 
 
 def unbuilt(exp: Expected, rec: tuple[str, ...] | None) -> bool:
     """A recorded set (all in the plan, no prefix of it) whose schema is not built yet."""
     if not rec or set(rec) - set(exp.revisions):
         return False
+    if "!" + set_key(rec) in exp.schemas:
+        return False  # tried already: it cannot be built (or is built under its own key)
+    if _chain(exp, rec):
+        return set_key(rec) not in exp.schemas
+    rec = canonical(exp, rec)
     n = len(rec)
-    return set(exp.revisions[:n]) != set(rec) and ",".join(sorted(rec)) not in exp.schemas
+    return set(exp.plan()[:n]) != set(rec) and set_key(rec) not in exp.schemas
+
+
+def set_key(names: tuple[str, ...] | list[str]) -> str:
+    """The key of a recorded set that is no plan prefix ("{a.x,b.y}": never a plan entry)."""
+    return "{" + ",".join(sorted(names)) + "}"
+
+
+def _chain(exp: Expected, rec: tuple[str, ...]) -> bool:
+    """`rec` holds migrations a squash replaces: the database may have got them one by one
+    (the replaced files) or, all of them, through the squash; the two may differ in column
+    order, so both are built and the live schema tells which (`_variant`)."""
+    return any(set(old) & set(rec) for old in exp.replaces.values())
+
+
+def canonical(exp: Expected, rec: tuple[str, ...]) -> tuple[str, ...]:
+    """A recorded Django set read as Django reads it: a squash whose replaced migrations
+    are all recorded stands for them (Django records both); with only some of them
+    recorded, those are what is applied (the squash is not used)."""
+    have = set(rec)
+    for squash, old in exp.replaces.items():
+        if set(old) <= have:
+            have = (have - set(old)) | {squash}
+    return tuple(sorted(have))
 
 
 def _build_sets(
@@ -260,9 +351,14 @@ def _build_sets(
         if live_state(live) != before:
             raise wrote_elsewhere(tool, f"{live} changed while it built a scratch copy")
     schemas = {k: tuple(v) for k, v in data["schemas"].items()}
+    for wanted in sets:
+        schemas["!" + set_key(wanted)] = ()  # tried (see `unbuilt`)
     for key, got in data["sets"].items():
-        if got.get("recorded") == sorted(key.split(",")):
-            schemas[key] = tuple(got["sql"])
+        name = set_key(key.split(","))
+        if got.get("ok"):
+            schemas[name] = tuple(got["sql"])
+            for item, sql in got.get("then", {}).items():
+                schemas[f"{name}>{item}"] = tuple(sql)
         else:
             log.info("scratch: the recorded set cannot be built: %s", got.get("failed", got))
     failed = data.get("failed")
@@ -273,7 +369,51 @@ def _build_sets(
         len(data["schemas"]),
         data["version"],
     )
-    return Expected(fingerprint, tooldjango.heads(data), tuple(data["plan"]), schemas, failed)
+    replaces = {k: tuple(v) for k, v in data.get("replaces", {}).items()}
+    revisions: list[str] = []
+    for item in data["plan"]:  # the replaced ones just before their squash
+        revisions += [r for r in replaces.get(item, ()) if r not in revisions]
+        revisions.append(item)
+    site = os.path.dirname(os.path.realpath(data["django"]))
+    folders = tuple(f for f in data.get("folders", ()) if not f.startswith(site + os.sep))
+    return Expected(
+        fingerprint,
+        tooldjango.heads(data),
+        tuple(revisions),
+        schemas,
+        failed,
+        replaces,
+        folders,
+    )
+
+
+def _remember_folders(settings: Settings, tool: Tool, exp: Expected) -> Expected:
+    """Record the migrations folders Django read outside the app folder's `migrations`
+    folders beside the database, for the light fingerprint (`toolfiles.recorded_folders`);
+    the fingerprint of the files it now covers is the cache key from here on."""
+    app = str(settings.app_dir)
+    extra = [
+        f
+        for f in exp.folders
+        if not (
+            f.startswith(os.path.realpath(app) + os.sep) and os.path.basename(f) == "migrations"
+        )
+    ]
+    db = str(settings.db)
+    record = Path(toolfiles.paths_record(db))
+    if not extra and not record.exists():
+        return exp
+    context = toolfiles.paths_context(tool.name, settings.tool_cmd or "")
+    text = "\n".join([toolfiles.PATHS_FORMAT, context, *extra]) + "\n"
+    try:
+        write_atomic(record, text.encode())
+    except OSError as exc:
+        log.debug("tool paths: not written (%s)", exc)
+        return exp
+    if extra:
+        log.info("migrations: %d folder(s) outside %s: %s", len(extra), app, ", ".join(extra))
+    paths = tool.files(app, db, settings.tool_cmd or "")
+    return replace(exp, fingerprint=toolfiles.fingerprint(app, paths))
 
 
 def require(exp: Expected, rev: str, pending: bool) -> None:
@@ -281,7 +421,7 @@ def require(exp: Expected, rev: str, pending: bool) -> None:
     an empty database (nothing was run on the live one), 5 for an applied one."""
     if rev in exp.schemas:
         return
-    if "," in rev:
+    if rev.startswith("{"):
         raise HistoryError(
             f"the recorded migrations ({rev[:200]}) cannot be built on an empty database",
             "restore a backup that matches the migration files",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from preflight import schema
-from preflight.core import signals
+from preflight.core import proc, signals
 from preflight.core.errors import DriftError, HistoryError, MigrationFailed
 from preflight.fast import toolfiles
 from preflight.fast.facts import Unproven, uri
@@ -45,7 +45,7 @@ class Steps:
 @dataclass(frozen=True)
 class ToolSource:
     tool: Tool
-    fingerprint: str
+    light: str  # the fingerprint of the files known before the scratch build (toolfiles)
     count: int  # files in the migration set
     settings: Settings
     save: bool = True  # write the scratch cache beside the database (not for check/status)
@@ -56,13 +56,21 @@ class ToolSource:
     def name(self) -> str:
         return self.tool.name
 
+    @property
+    def fingerprint(self) -> str:
+        """Of the files the tool reads: once its scratch build reported them (Django's
+        migration folders outside the app), of those; before, of what the light facts know."""
+        assert self._expected is not None
+        got = self._expected.get("exp")
+        return got.fingerprint if got is not None else self.light
+
     @classmethod
     def load(cls, settings: Settings, save: bool = True, quiet: bool = False) -> ToolSource:
         tool = tools.get(settings.tool)
         app = str(settings.app_dir)
         with step("migrations", quiet) as info:
             try:
-                paths = tool.files(app)
+                paths = tool.files(app, str(settings.db), settings.tool_cmd or "")
             except Unproven as exc:
                 raise HistoryError(
                     f"no {tool.name} migrations at {exc} (--app-dir {app})",
@@ -78,7 +86,7 @@ class ToolSource:
         got = self._expected.get("exp")
         if got is None or (self.tool.cumulative and toolscratch.unbuilt(got, rec)):
             got = toolscratch.expected(
-                self.settings, self.tool, self.fingerprint, self.settings.db, self.save, rec
+                self.settings, self.tool, self.light, self.settings.db, self.save, rec
             )
             self._expected["exp"] = got
         return got
@@ -223,7 +231,7 @@ class ToolSource:
                     raise MigrationFailed(f"{argv[0]}: command not found", "install the tool")
                 if code != 0:
                     raise MigrationFailed(
-                        f"'{' '.join(argv)}' exited {code}: {tools.last_line(out)}",
+                        f"'{' '.join(argv)}' exited {code}: {proc.meaningful_line(out)}",
                         "fix the revision",
                     )
                 info["what"] = " ".join(argv)
@@ -253,7 +261,8 @@ class ToolSource:
 def _after(exp: Expected, rec: tuple[str, ...], tool: Tool) -> tuple[str, ...]:
     """The revisions still to run from the recorded version to the head."""
     if tool.cumulative:
-        return tuple(r for r in exp.revisions if r not in set(rec))
+        done = set(toolscratch.canonical(exp, rec))
+        return tuple(r for r in exp.plan() if r not in done)
     if rec and rec[0] in exp.revisions:
         return exp.revisions[exp.revisions.index(rec[0]) + 1 :]
     return exp.revisions
@@ -261,7 +270,7 @@ def _after(exp: Expected, rec: tuple[str, ...], tool: Tool) -> tuple[str, ...]:
 
 def _short(at: str) -> str:
     """A recorded set that is no plan prefix is a key of every name: say how many."""
-    return at if "," not in at else f"a set of {at.count(',') + 1} applied migrations"
+    return at if not at.startswith("{") else f"a set of {at.count(',') + 1} applied migrations"
 
 
 def leftovers(s: schema.Schema, tool: Tool) -> list[str]:
@@ -327,7 +336,7 @@ def stamp(settings: Settings, version: str, force: bool) -> str:
         if code != 0 or not now or toolscratch.state(exp, now, tool) != version:
             backup.restore(taken, settings.db)
             raise MigrationFailed(
-                f"'{' '.join(argv)}' failed: {tools.last_line(out)}; restored from {taken}",
+                f"'{' '.join(argv)}' failed: {proc.meaningful_line(out)}; restored from {taken}",
                 f"make the app honour PREFLIGHT_DATABASE_URL: add {tool.fix_line}",
             )
         log.info("stamp: %s recorded at %s (backup %s)", tool.name, version, taken)

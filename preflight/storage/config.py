@@ -20,7 +20,12 @@ from preflight.fast.facts import OPTIONS as ROWS
 BACKUP_MODES = ("on-change", "always", "never")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-TOOL_NAMES = ("files", "alembic", "django")  # tools.NAMES (not imported: a start stays light)
+TOOL_NAMES = (
+    "files",
+    "alembic",
+    "flask-migrate",
+    "django",
+)  # tools.NAMES (not imported: a start stays light)
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -91,7 +96,7 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
     ),
     "tool": (
         _choice(TOOL_NAMES),
-        "whose migrations: files (the guard's NNN_name files), alembic or django",
+        "whose migrations: files (the guard's NNN_name files), alembic, flask-migrate or django",
     ),
     "app_dir": (
         str,
