@@ -39,7 +39,7 @@ from preflight.live.database import (
     connect,
     inspect,
 )
-from preflight.schema import drift, foreignkeys
+from preflight.schema import drift, foreignkeys, snapshot
 from preflight.sources import source
 from preflight.sources.filesource import FileSource
 from preflight.sources.planner import accepted_part
@@ -396,7 +396,11 @@ def verify(
         conn = connect(db, settings.lock_timeout)
         try:
             verified = cache.schema_hash(conn)
-            found = [] if p.expected_head is None else drift.diff(p.expected_head, src.live(conn))
+            found = (
+                []
+                if p.expected_head is None
+                else drift.diff(p.expected_head, src.compared(snapshot(conn)))
+            )
             diffs, _ = accepted_part(drift.errors(found, settings.strict), p.accepted)
             extras = tuple(d.message() for d in found if d.kind == "extra" and not settings.strict)
             if diffs:

@@ -19,18 +19,15 @@ from preflight.core.errors import (
     DatabaseUnusable,
     DriftError,
     EnvironmentProblem,
-    HistoryMoved,
     MigrationFailed,
     PreflightError,
     Refused,
     UsageError,
 )
 from preflight.core.files import private_folder
-from preflight.core.transaction import immediate
 from preflight.fast.facts import DATA_SIDECARS
 from preflight.live import history
 from preflight.live.database import (
-    Inspection,
     assert_not_busy,
     check_environment,
     connect,
@@ -39,10 +36,6 @@ from preflight.live.database import (
     live_state,
 )
 from preflight.schema import drift, foreignkeys
-from preflight.sources import evidence
-from preflight.sources.migrations import Migration, discover
-from preflight.sources.planner import history_key
-from preflight.sources.replay import replay
 from preflight.sources.source import Source
 from preflight.storage import backup, catalog, holders
 from preflight.storage.config import Settings
@@ -390,45 +383,30 @@ def _keep_raw(settings: Settings) -> Path:
 
 
 def stamp(settings: Settings, version: int | str, force: bool) -> Stamped:
-    """`preflight stamp VERSION`: record 1..VERSION as applied without running them.
+    """`preflight stamp VERSION`: record VERSION as applied without running anything.
 
-    Only when the live schema matches what those migrations produce (extras allowed),
-    unless `force`. History above VERSION is removed; the log keeps every stamp. With a
-    tool, VERSION is its revision and the tool's own stamp records it (`toolsource.stamp`).
+    Only when the live schema matches what the migrations up to VERSION produce (extras
+    allowed), unless `force`; under the lock, after a verified backup. The source records
+    it: the guard's history (its log keeps every stamp), or the tool's own stamp.
     """
-    if settings.tool != "files":
-        from preflight.sources import toolsource
-
-        return Stamped(toolsource.stamp(settings, str(version), force))
-    if not isinstance(version, int):
-        raise UsageError(f"stamp {version!r}: expected a migration number", "give its NNN")
     check_environment(
         settings.db, settings.backup_dir if settings.backup != "never" else None, writes=True
     )
-    migrations = discover(settings.migrations, settings.functions)
-    upto = [m for m in migrations if m.version <= version]
-    if version != 0 and (not upto or upto[-1].version != version):
-        raise UsageError(
-            f"no migration numbered {version} in {settings.migrations}",
-            "name the number of an existing migration (0 clears the history)",
-        )
+    src = load(settings)
     with locked(settings, "stamp"):
-        insp = inspect(settings.db)
+        insp = inspect(settings.db, source=src.name)
         if not insp.existed or insp.size == 0:
             raise DatabaseUnusable(
                 f"{settings.db} does not exist or is empty: nothing to stamp",
                 "run 'preflight migrate' to build a fresh database",
             )
-        expected = replay(migrations, {len(upto)})[len(upto)]
-        diffs = drift.errors(drift.diff(expected, insp.live_schema), settings.strict)
-        if not force:
-            _refuse_below_evidence(settings, insp, migrations, version)
+        expected = src.stamp_target(settings, insp, str(version), force)
+        diffs = drift.errors(drift.diff(expected, src.compared(insp.live_schema)), settings.strict)
         if diffs and not force:
             error = DriftError(
-                f"{settings.db} does not match the schema after "
-                f"{upto[-1].name if upto else 'no migration'} "
-                f"({len(diffs)} difference(s))",
-                "fix them, or pass --force if you are sure",
+                f"{settings.db} does not match the schema at {version} "
+                f"({len(diffs)} difference(s)): {diffs[0].message()}",
+                "stamp the version it is at, or pass --force if you are sure",
             )
             error.details = tuple(f"drift: {d.message()}" for d in diffs)
             raise error
@@ -438,71 +416,13 @@ def stamp(settings: Settings, version: int | str, force: bool) -> Stamped:
                 d.message(),
             )
         assert_not_busy(settings.db, settings.lock_timeout)
-        if settings.backup != "never":
+        taken = None
+        if settings.backup != "never" or not src.atomic:  # a tool's stamp is undone from it
             with step("backup") as info:
                 taken = backup.take(settings.db, settings.backup_dir, "pre-migrate")
                 info["what"], info["tail"] = "before stamp", f" -> {taken}"
-        conn = connect(settings.db, settings.lock_timeout)
-        try:
-            with immediate(conn):
-                if history_key(history.read(conn)) != history_key(insp.applied):
-                    raise HistoryMoved(
-                        f"a guard changed the history of {settings.db} while this "
-                        f"stamp checked it; nothing was recorded",
-                        "run 'preflight status', then stamp again if still needed",
-                    )
-                history.ensure_tables(conn)
-                removed = history.forget_after(conn, version)
-                known = {(a.version, a.name, a.sha256) for a in insp.applied or ()}
-                for m in upto:
-                    if (m.version, m.name, m.sha256) not in known:  # keep real applied-at rows
-                        history.record(conn, m, "stamped", 0.0)
-                if diffs or insp.accepted:
-                    history.accept(conn, version, diffs)  # exactly what differs now
-                history.log(
-                    conn,
-                    "stamp",
-                    version,
-                    upto[-1].name if upto else None,
-                    f"force, {len(diffs)} difference(s) accepted" if diffs else "schema matched",
-                )
-        finally:
-            conn.close()
-        log.info(
-            "stamp: history now at %s (%d recorded, %d removed)",
-            upto[-1].name if upto else "nothing",
-            len(upto),
-            removed,
-        )
+        log.info("stamp: %s", src.record_stamp(settings, insp, str(version), diffs, taken))
     return Stamped(version, tuple(d.message() for d in diffs))
-
-
-def _refuse_below_evidence(
-    settings: Settings, insp: Inspection, migrations: tuple[Migration, ...], version: int
-) -> None:
-    """Stamping below what the history and the schema show would make the next start run
-    recorded migrations again: refused without --force, naming the version they show."""
-    last = max((a.version for a in insp.applied or ()), default=0)
-    if insp.trusted or insp.live_schema.is_empty() or not migrations:
-        return
-    found = evidence.rank(insp.live_schema, migrations)
-    shown = [migrations[k - 1] for k in found.matches]
-    above = [m for m in shown if m.version > version]
-    if last > version and any(m.version == last for m in shown):
-        evidence_text = f"its history records {last} applied and its schema matches it"
-    elif above and all(m.version != version for m in shown):
-        evidence_text = (
-            f"its schema matches {', '.join(m.name for m in shown)} with fewer differences"
-        )
-    else:
-        return
-    target = shown[-1].version if not last or last not in [m.version for m in shown] else last
-    raise DriftError(
-        f"{settings.db}: {evidence_text}; stamping {version} would make the next "
-        f"start run migrations after {version} again on a database that has them",
-        f"stamp {target} ('preflight stamp {target}'), or pass --force if you are "
-        f"sure it is at {version}",
-    )
 
 
 def clear_failure(settings: Settings) -> Cleared:

@@ -22,19 +22,22 @@ from preflight.core import faults, signals
 from preflight.core.errors import (
     TRANSIENT,
     DiskFull,
+    DriftError,
     EnvironmentProblem,
     HistoryMoved,
     LockTimeout,
     MigrationFailed,
     PreflightError,
+    UsageError,
 )
 from preflight.core.transaction import immediate
 from preflight.fast.facts import Proof
 from preflight.live import history
 from preflight.live.database import Inspection, connect, recorded
 from preflight.schema import drift, foreignkeys
-from preflight.sources import planner
+from preflight.sources import evidence, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
+from preflight.sources.replay import replay
 from preflight.sources.source import Json, Plan
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
@@ -121,8 +124,67 @@ class FileSource:
             )
         ), None
 
-    def live(self, conn: sqlite3.Connection) -> schema.Schema:
-        return schema.snapshot(conn)  # the guard's own tables are never part of it
+    def compared(self, live: schema.Schema) -> schema.Schema:
+        return live  # the guard's own tables are never part of a snapshot
+
+    def stamp_target(
+        self, settings: Settings, insp: Inspection, version: str, force: bool
+    ) -> schema.Schema:
+        """The schema after migrations 1..`version` (0: none); UsageError for no such file,
+        DriftError for a version below what the history and the schema show (unless `force`)."""
+        number = int(version) if version.isdigit() else -1
+        upto = [m for m in self.migrations if m.version <= number]
+        if number < 0 or (number != 0 and (not upto or upto[-1].version != number)):
+            raise UsageError(
+                f"no migration numbered {version} in {settings.migrations}",
+                "name the number of an existing migration (0 clears the history)",
+            )
+        if not force:
+            _refuse_below_evidence(settings, insp, self.migrations, number)
+        return replay(self.migrations, {len(upto)})[len(upto)]
+
+    def record_stamp(
+        self,
+        settings: Settings,
+        insp: Inspection,
+        version: str,
+        diffs: list[drift.Difference],
+        taken: Path | None,
+    ) -> str:
+        """History rows for 1..`version` (above it removed) and the accepted differences, in
+        one transaction that first proves the history unchanged since `insp`."""
+        number = int(version)
+        upto = [m for m in self.migrations if m.version <= number]
+        conn = connect(settings.db, settings.lock_timeout)
+        try:
+            with immediate(conn):
+                if planner.history_key(history.read(conn)) != planner.history_key(insp.applied):
+                    raise HistoryMoved(
+                        f"a guard changed the history of {settings.db} while this "
+                        f"stamp checked it; nothing was recorded",
+                        "run 'preflight status', then stamp again if still needed",
+                    )
+                history.ensure_tables(conn)
+                removed = history.forget_after(conn, number)
+                known = {(a.version, a.name, a.sha256) for a in insp.applied or ()}
+                for m in upto:
+                    if (m.version, m.name, m.sha256) not in known:  # keep real applied-at rows
+                        history.record(conn, m, "stamped", 0.0)
+                if diffs or insp.accepted:
+                    history.accept(conn, number, diffs)  # exactly what differs now
+                history.log(
+                    conn,
+                    "stamp",
+                    number,
+                    upto[-1].name if upto else None,
+                    f"force, {len(diffs)} difference(s) accepted" if diffs else "schema matched",
+                )
+        finally:
+            conn.close()
+        return (
+            f"history now at {upto[-1].name if upto else 'nothing'} "
+            f"({len(upto)} recorded, {removed} removed)"
+        )
 
     def check_recorded(self, db: Path, p: Plan) -> None:
         now = self.recorded(db) or ()
@@ -295,3 +357,31 @@ def _transaction(conn: sqlite3.Connection) -> str:
         return "open" if conn.in_transaction else "ended"
     except sqlite3.ProgrammingError:  # a .py migration closed the connection
         return "closed"
+
+
+def _refuse_below_evidence(
+    settings: Settings, insp: Inspection, migrations: tuple[Migration, ...], version: int
+) -> None:
+    """Stamping below what the history and the schema show would make the next start run
+    recorded migrations again: refused without --force, naming the version they show."""
+    last = max((a.version for a in insp.applied or ()), default=0)
+    if insp.trusted or insp.live_schema.is_empty() or not migrations:
+        return
+    found = evidence.rank(insp.live_schema, migrations)
+    shown = [migrations[k - 1] for k in found.matches]
+    above = [m for m in shown if m.version > version]
+    if last > version and any(m.version == last for m in shown):
+        evidence_text = f"its history records {last} applied and its schema matches it"
+    elif above and all(m.version != version for m in shown):
+        evidence_text = (
+            f"its schema matches {', '.join(m.name for m in shown)} with fewer differences"
+        )
+    else:
+        return
+    target = shown[-1].version if not last or last not in [m.version for m in shown] else last
+    raise DriftError(
+        f"{settings.db}: {evidence_text}; stamping {version} would make the next "
+        f"start run migrations after {version} again on a database that has them",
+        f"stamp {target} ('preflight stamp {target}'), or pass --force if you are "
+        f"sure it is at {version}",
+    )

@@ -9,7 +9,6 @@ verification, undo, pruning and the reports (`guard`, `operations`) run over any
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +83,25 @@ class Source(Protocol):
         `progress["committed"]` turns True once the database may have changed."""
         ...
 
-    def live(self, conn: sqlite3.Connection) -> schema.Schema:
+    def compared(self, live: schema.Schema) -> schema.Schema:
         """The live schema as compared with the expected one (without the source's table)."""
+        ...
+
+    def stamp_target(
+        self, settings: Settings, insp: Inspection, version: str, force: bool
+    ) -> schema.Schema:
+        """The expected schema at `version`, which `stamp` would record (UsageError if none)."""
+        ...
+
+    def record_stamp(
+        self,
+        settings: Settings,
+        insp: Inspection,
+        version: str,
+        diffs: list[drift.Difference],
+        taken: Path | None,
+    ) -> str:
+        """Record `version` without running anything; returns what it did, for the log."""
         ...
 
     def check_recorded(self, db: Path, p: Plan) -> None:

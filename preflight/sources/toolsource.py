@@ -18,7 +18,7 @@ from typing import Any
 
 from preflight import schema
 from preflight.core import proc, signals
-from preflight.core.errors import DriftError, HistoryError, MigrationFailed
+from preflight.core.errors import DriftError, HistoryError, MigrationFailed, UsageError
 from preflight.fast import toolfiles
 from preflight.fast.facts import Unproven, uri
 from preflight.live.database import Inspection
@@ -28,6 +28,7 @@ from preflight.sources import tools, toolscratch
 from preflight.sources.source import Json, Plan
 from preflight.sources.tools import Tool
 from preflight.sources.toolscratch import Expected
+from preflight.storage import backup
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
@@ -100,8 +101,8 @@ class ToolSource:
     def recorded(self, db: Path) -> tuple[str, ...] | None:
         return toolscratch.recorded(db, self.tool)
 
-    def live(self, conn: sqlite3.Connection) -> schema.Schema:
-        return toolscratch.without(schema.snapshot(conn), self.tool.table)
+    def compared(self, live: schema.Schema) -> schema.Schema:
+        return toolscratch.without(live, self.tool.table)
 
     def describe(self, rec: tuple[str, ...] | None) -> str:
         return f"{self.tool.name} at {toolscratch.describe(rec, self.tool)}"
@@ -237,6 +238,52 @@ class ToolSource:
                 info["what"] = " ".join(argv)
         return baseline
 
+    def stamp_target(
+        self, settings: Settings, insp: Inspection, version: str, force: bool
+    ) -> schema.Schema:
+        """The schema at revision `version`, which `stamp` records; UsageError for no revision."""
+        tool = self.tool
+        if tool.stamp_cmd is None and tool.stamp_steps is None:
+            raise UsageError(f"{tool.name} has no stamp", "migrate instead")
+        exp = self.expected(insp.recorded)
+        if version not in exp.revisions:
+            raise UsageError(
+                f"{version} is not a revision of this migration set ({', '.join(exp.revisions)})",
+                "give one of them",
+            )
+        toolscratch.require(exp, version, pending=False)
+        return exp.schema_at(version, tool.table)
+
+    def record_stamp(
+        self,
+        settings: Settings,
+        insp: Inspection,
+        version: str,
+        diffs: list[drift.Difference],
+        taken: Path | None,
+    ) -> str:
+        """The tool's own stamp; a failed one is undone from `taken` (MigrationFailed)."""
+        tool, exp = self.tool, self.expected(insp.recorded)
+        steps = tools.stamp_commands(
+            tool, exp.revisions, version, tools.command(tool, settings.tool_cmd)
+        )
+        code, out, argv = 0, "", steps[-1]
+        for argv in steps:
+            code, out = tools.run(settings.app_dir, argv, settings.db)
+            if code != 0:
+                break
+        now = toolscratch.recorded(settings.db, tool)
+        if code != 0 or not now or toolscratch.state(exp, now, tool) != version:
+            where = "nothing was recorded"
+            if taken is not None:
+                backup.restore(taken, settings.db)
+                where = f"restored from {taken}"
+            raise MigrationFailed(
+                f"'{' '.join(argv)}' failed: {proc.meaningful_line(out)}; {where}",
+                f"make the app honour PREFLIGHT_DATABASE_URL: add {tool.fix_line}",
+            )
+        return f"{tool.name} recorded at {version}"
+
     def check_recorded(self, db: Path, p: Plan) -> None:
         """At the head of the plan, and no leftovers of a half-finished run."""
         tool = self.tool
@@ -251,7 +298,7 @@ class ToolSource:
             )
         conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
         try:
-            left = leftovers(self.live(conn), tool)
+            left = leftovers(self.compared(schema.snapshot(conn)), tool)
         finally:
             conn.close()
         if left:
@@ -285,59 +332,3 @@ def fk_baseline(db: Path) -> Counter[tuple[object, ...]]:
         return foreignkeys.baseline(foreignkeys.violations(conn))
     finally:
         conn.close()
-
-
-def stamp(settings: Settings, version: str, force: bool) -> str:
-    """`stamp REV` with a tool: record REV without running it (the tool's own stamp), under
-    the lock, after a verified backup; refused (exit 4) unless the schema is REV's, or --force."""
-    from preflight.core.errors import UsageError
-    from preflight.live.database import check_environment, inspect
-    from preflight.storage import backup
-    from preflight.storage.steps import locked
-
-    src = ToolSource.load(settings)
-    tool = src.tool
-    if tool.stamp_cmd is None and tool.stamp_steps is None:
-        raise UsageError(f"{tool.name} has no stamp", "migrate instead")
-    check_environment(settings.db, settings.backup_dir, writes=True)
-    with locked(settings, "stamp"):
-        exp = src.expected(src.recorded(settings.db))
-        if version not in exp.revisions:
-            raise UsageError(
-                f"{version} is not a revision of this migration set ({', '.join(exp.revisions)})",
-                "give one of them",
-            )
-        insp = inspect(settings.db)
-        if insp.size == 0:
-            raise UsageError(f"{settings.db} is empty; nothing to stamp", "start the app instead")
-        toolscratch.require(exp, version, pending=False)
-        live = toolscratch.without(insp.live, tool.table) if insp.live else None
-        diffs = (
-            drift.errors(drift.diff(exp.schema_at(version, tool.table), live), settings.strict)
-            if live
-            else []
-        )
-        if diffs and not force:
-            raise DriftError(
-                f"{settings.db} is not at {version}'s schema: {diffs[0].message()} "
-                f"(+{len(diffs) - 1} more)",
-                "stamp the revision it is at, or pass --force",
-            )
-        taken = backup.take(settings.db, settings.backup_dir, "pre-stamp")
-        steps = tools.stamp_commands(
-            tool, exp.revisions, version, tools.command(tool, settings.tool_cmd)
-        )
-        code, out, argv = 0, "", steps[-1]
-        for argv in steps:
-            code, out = tools.run(settings.app_dir, argv, settings.db)
-            if code != 0:
-                break
-        now = toolscratch.recorded(settings.db, tool)
-        if code != 0 or not now or toolscratch.state(exp, now, tool) != version:
-            backup.restore(taken, settings.db)
-            raise MigrationFailed(
-                f"'{' '.join(argv)}' failed: {proc.meaningful_line(out)}; restored from {taken}",
-                f"make the app honour PREFLIGHT_DATABASE_URL: add {tool.fix_line}",
-            )
-        log.info("stamp: %s recorded at %s (backup %s)", tool.name, version, taken)
-    return version
