@@ -23,7 +23,6 @@ from preflight.core.errors import (
     DriftError,
     HistoryMoved,
     Interrupted,
-    LockTimeout,
     MigrationFailed,
     PreflightError,
     Refused,
@@ -93,13 +92,9 @@ def resume_interrupted(settings: Settings) -> None:
     if record is None or record.restored or record.reason != IN_PROGRESS or not record.backup:
         return
     taken = Path(record.backup)
-    others = holders.find(settings.db)
-    if others:
-        raise LockTimeout(
-            f"a killed tool run left {settings.db} half-migrated, and it is in use by "
-            f"{others[0].describe()}: the backup taken before the run ({taken}) cannot be put back",
-            "stop it, then start again",
-        )
+    holders.refuse_others(
+        settings.db, f"undoing a killed tool run (from {taken})", holders.others(settings.db)
+    )
     with step("restore") as info, signals.deferred():
         backup.restore(taken, settings.db)
         info["what"] = f"a killed tool run ({record.failed_at}) undone, restored and verified"
@@ -241,6 +236,8 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         checked = True
     if p.writes or settings.backup == "always":
         assert_not_busy(db, settings.lock_timeout)
+    if p.writes and insp.size > 0:
+        holders.refuse_others(db, "migrating", holders.others(db))
     done = execute(settings, src, insp, p)
     if done is None:  # nothing applied: what the plan proved (or the cache vouched) still holds
         done = VerifiedState(
@@ -473,6 +470,13 @@ def undo(settings: Settings, insp: Inspection, taken: Path | None, committed: bo
         raise RestoreFailed(
             "the migrations were committed and there is no backup (PREFLIGHT_BACKUP=never)",
             "restore your own backup by hand",
+        )
+    found = holders.others(db)
+    if found:  # opened since the check before writing: their writes would be lost
+        raise RestoreFailed(
+            f"{db} was not put back: it is in use by {found[0].describe()} "
+            f"(a restore would lose what it wrote); the backup is {taken}",
+            f"stop it, then 'preflight restore {taken}' and 'preflight clear-failure'",
         )
     with step("restore") as info, signals.deferred():  # a restore is not stopped half-way
         backup.restore(taken, db)

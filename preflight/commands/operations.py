@@ -31,7 +31,6 @@ from preflight.live.database import (
     assert_not_busy,
     check_environment,
     connect,
-    free_bytes,
     inspect,
     live_state,
 )
@@ -331,7 +330,7 @@ def restore(
         # Before any SQLite connection of ours: checking closes a descriptor on the file.
         holders.refuse_if_open(settings.db, no_app, force)
         assert_not_busy(settings.db, settings.lock_timeout)
-        needed, free = chosen.stat().st_size + (1 << 20), free_bytes(settings.db.parent)
+        needed, free = chosen.stat().st_size + (1 << 20), backup.free_bytes(settings.db.parent)
         if free < needed:  # the copy goes beside the database before anything is replaced
             raise EnvironmentProblem(
                 f"{settings.db.parent} has {free >> 10} KiB free, restoring "

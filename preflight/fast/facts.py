@@ -543,12 +543,6 @@ def environment(db: str, backup_dir: str | None, command: list[str]) -> None:
             existing = os.path.dirname(existing)
         if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
             raise Unproven("backup folder")
-        size = os.stat(db).st_size + (
-            os.stat(f"{db}-wal").st_size if os.path.exists(f"{db}-wal") else 0
-        )
-        st = os.statvfs(existing)
-        if st.f_bavail * st.f_frsize < size * 11 // 10 + (1 << 20):
-            raise Unproven("free space")
     if not which(command[0]):
         raise Unproven("command")
 

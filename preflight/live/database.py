@@ -19,7 +19,7 @@ from preflight.fast.facts import DATA_SIDECARS, RECORDED, SIDECARS, probe, quick
 from preflight.live import history
 from preflight.schema import drift
 from preflight.storage import cache
-from preflight.storage.backup import db_size, snapshot
+from preflight.storage.backup import snapshot
 
 HEADER = b"SQLite format 3\x00"
 
@@ -235,14 +235,6 @@ def assert_not_busy(db: Path, timeout: float) -> None:
         conn.close()
 
 
-def free_bytes(folder: Path) -> int:
-    """Bytes this user may still write on the file system holding `folder` (or its nearest parent)."""
-    while not folder.exists():
-        folder = folder.parent
-    st = os.statvfs(folder)
-    return st.f_bavail * st.f_frsize
-
-
 def _accessible(path: Path, mode: int, tries: int = 3) -> bool:
     """os.access, robust to an app deleting and re-creating the file (its -journal) between
     our looks: a real permission problem persists, a vanished file is as good as absent."""
@@ -255,7 +247,9 @@ def _accessible(path: Path, mode: int, tries: int = 3) -> bool:
 def check_environment(
     db: Path, backup_dir: Path | None, writes: bool, command: list[str] | None = None
 ) -> None:
-    """Step 1: folders, permissions, free space, the command. Changes nothing."""
+    """Step 1: folders, permissions, the command. Changes nothing. Room for a backup is
+    demanded only where one will be taken (`room_for_backup`): a start with nothing to
+    write needs none."""
     try:
         os.stat(db.parent)
         os.listdir(db.parent)
@@ -323,14 +317,6 @@ def check_environment(
             raise EnvironmentProblem(
                 f"backup folder {backup_dir} is not writable by uid {os.getuid()}",
                 "fix its owner or mode, or set PREFLIGHT_BACKUP_DIR",
-            )
-        needed = db_size(db) * 11 // 10 + (1 << 20)
-        free = free_bytes(backup_dir)
-        if db.exists() and free < needed:
-            raise EnvironmentProblem(
-                f"backup folder {backup_dir} has {free >> 10} KiB free, a "
-                f"backup needs {needed >> 10} KiB",
-                f"free space on {backup_dir} or set PREFLIGHT_BACKUP_DIR to a larger disk",
             )
     if command is not None:
         if not command:

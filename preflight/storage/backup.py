@@ -76,12 +76,35 @@ def write_new(path: Path, data: bytes) -> None:
     write_atomic(path, data)
 
 
+def free_bytes(folder: Path) -> int:
+    """Bytes this user may still write on the file system holding `folder` (or its nearest parent)."""
+    while not folder.exists():
+        folder = folder.parent
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def room_for_backup(db: Path, backup_dir: Path) -> None:
+    """EnvironmentProblem (exit 7) unless the backup folder has room for a backup of `db`."""
+    needed = db_size(db) * 11 // 10 + (1 << 20)
+    free = free_bytes(backup_dir)
+    if free < needed:
+        raise EnvironmentProblem(
+            f"backup folder {backup_dir} has {free >> 10} KiB free, a "
+            f"backup needs {needed >> 10} KiB",
+            f"free space on {backup_dir} or set PREFLIGHT_BACKUP_DIR to a larger disk",
+        )
+
+
 def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
     """A verified, consistent copy of `db` (WAL content included) in `backup_dir`, mode 0600.
 
     `fast`: copy the files whole under SQLite's write lock (see `filecopy`); when the
-    lock is not free at once, or with `fast=False`, SQLite's online backup API.
+    lock is not free at once, or with `fast=False`, SQLite's online backup API. Room is
+    demanded here, where a backup is taken, and nowhere else: a start that writes nothing
+    needs none.
     """
+    room_for_backup(db, backup_dir)
     backup_dir.mkdir(parents=True, exist_ok=True)
     when = datetime.now(timezone.utc)
     final = backup_dir / f"{db.stem}-{catalog.stamp(when)}-{reason}.db"

@@ -209,29 +209,61 @@ def wait_note(db: Path) -> str:
     return f" ({found[0].describe()})" if found else ""
 
 
-def refuse_if_open(db: Path, app_running: bool, force: bool) -> list[Holder]:
-    """Exit 8 naming who has `db` open (or a guarded app running), unless `force`."""
+def others(db: Path, no_app: bool | None = None) -> list[Holder]:
+    """Every other process that has `db` open, and every guarded app running on it (seen by
+    its `flock` on the running file: `no_app` True when this process holds that exclusively,
+    None when it holds it shared itself, as a start does)."""
     found = find(db)
-    if not app_running:
-        found += [
-            Holder(
-                pid,
-                _command(pid) if pid > 0 else "",
-                f"a guarded app is running (holds {running_path(db).name})",
-            )
-            for pid in running_holders(db) or [0]
-        ]
+    if no_app is False:
+        pids = running_holders(db) or [0]
+    elif no_app is None:
+        pids = [p for p in running_holders(db) if p != os.getpid()]
+    else:
+        pids = []
+    found += [
+        Holder(
+            p,
+            _command(p) if p > 0 else "",
+            f"a guarded app is running (holds {running_path(db).name})",
+        )
+        for p in pids
+        if p not in {h.pid for h in found} or p == 0
+    ]
+    return found
+
+
+def refuse_others(db: Path, what: str, found: list[Holder]) -> None:
+    """Exit 8 naming the processes that have `db` open: the one rule for every path that
+    writes the database or puts a backup back (a start's migration and its undo, `restore`).
+    Their writes would be lost by a restore, or go to a file that was replaced."""
     if not found:
-        return []
+        return
     lines = "; ".join(h.describe() for h in found[:5]) + (
         f"; and {len(found) - 5} more" if len(found) > 5 else ""
     )
-    if force:
+    sidecar = next((h for h in found if "litestream" in h.command.split(" ", 1)[0]), None)
+    if sidecar is not None:
+        raise LockTimeout(
+            f"{what} refused: Litestream replicates {db} beside the guard ({sidecar.describe()}): "
+            f"a failed change put back from the backup would leave the replica at the failed "
+            f"state",
+            "let the guard start Litestream ('preflight run -- litestream replicate -exec "
+            '"APP"\'), or stop the sidecar for the upgrade (docs/litestream.md)',
+        )
+    raise LockTimeout(
+        f"{what} refused: {db} is in use by {lines}",
+        "stop it first (the old app: what it writes meanwhile would be lost by a restore of "
+        "the backup), then start again"
+        + ("; --force restores anyway" if what == "restore" else ""),
+    )
+
+
+def refuse_if_open(db: Path, no_app: bool, force: bool) -> list[Holder]:
+    """`restore`: exit 8 naming who has `db` open (or a guarded app running), unless `force`."""
+    found = others(db, no_app)
+    if found and force:
         for h in found:
             log.warning("restore --force: %s has it open: %s", db.name, h.describe())
         return found
-    raise LockTimeout(
-        f"restore refused: {db} is in use by {lines}",
-        "stop the app first (its later writes would go to the replaced file and "
-        "be lost), then restore again; --force restores anyway",
-    )
+    refuse_others(db, "restore", found)
+    return found
