@@ -132,7 +132,7 @@ def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
 
 def apply(
     settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str = "migrate"
-) -> Counter[foreignkeys.Key]:
+) -> foreignkeys.Baseline:
     """Adopt and apply everything pending in ONE BEGIN IMMEDIATE ... COMMIT.
 
     One transaction for all of it: a kill or failure anywhere before COMMIT leaves the
@@ -170,7 +170,7 @@ def apply(
                         "--strict refuses them)",
                         foreignkeys.summary(before),
                     )
-                baseline = foreignkeys.baseline(before)
+                baseline = foreignkeys.watch(conn, before)
                 history.ensure_tables(conn)
                 for m in p.adopt:
                     history.record(conn, m, "adopted", 0.0)
@@ -219,7 +219,7 @@ def apply(
     return baseline
 
 
-def _check_foreign_keys(conn: sqlite3.Connection, baseline: Counter[foreignkeys.Key]) -> None:
+def _check_foreign_keys(conn: sqlite3.Connection, baseline: foreignkeys.Baseline) -> None:
     """Once, before COMMIT: violations the run introduced and left fail it (older ones do not,
     nor one a migration made and a later one removed: all of them commit together)."""
     new = foreignkeys.introduced(baseline, foreignkeys.violations(conn))
@@ -295,7 +295,7 @@ def verify(
     db: Path,
     p: Plan,
     label: str = "verify",
-    fk_baseline: Counter[foreignkeys.Key] | None = None,
+    fk_baseline: foreignkeys.Baseline | None = None,
 ) -> VerifiedState:
     """Step 8: schema equals head, quick_check passes, no foreign-key violation beyond the
     baseline (those before the run, as apply read them), smoke exits 0.
