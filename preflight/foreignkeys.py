@@ -248,12 +248,15 @@ class Lineage:
         self.tables[name] = table
         self.named.setdefault(name, set()).update(table.origins())
 
-    def _sources(self, toks: list[str], skip: set[int]) -> frozenset[str]:
+    def _sources(self, toks: list[str], skip: set[int], target: str = "") -> frozenset[str]:
         """The baseline tables whose rows a statement reads: every name of a current table
-        in it (not a `t.col` qualifier, not a column name after a dot)."""
+        in it (not a `t.col` qualifier, not a column name after a dot), but the target's
+        own (`VALUES ((SELECT max(id) + 1 FROM t), 7)` copies no row)."""
         found: set[str] = set()
         for i, tok in enumerate(toks):
             if i in skip or not sqltext.is_word(tok) or tok[0] == "'":
+                continue
+            if target and sqltext.name(tok) == target:
                 continue
             if i + 1 < len(toks) and toks[i + 1] == ".":
                 continue
@@ -320,7 +323,7 @@ class Lineage:
 
     def _write(self, toks: list[str], words: list[str]) -> None:
         """INSERT, REPLACE or UPDATE (possibly after WITH): the target gets the origins of
-        every table the statement reads."""
+        every other table the statement reads."""
         depth, target, updating = 0, -1, False
         for i, word in enumerate(words):
             if word == "(":
@@ -351,7 +354,7 @@ class Lineage:
                 if depth == 0 and words[j] in ("where", "returning"):
                     skip.update(range(j, len(toks)))
                     break
-        fed = self._sources(toks, skip)
+        fed = self._sources(toks, skip, name)
         table = self.tables.get(name)
         if fed and table is not None:
             self._bind(name, replace(table, fed=table.fed | fed))
@@ -454,6 +457,7 @@ def _followed(
         same.setdefault((name, b.identity(), b.columns, b.values), []).append(b)
         copied.setdefault((name, b.values), []).append(b)
     used: set[int] = set()
+    taken: dict[tuple[str, int], object] = {}
     new: list[Violation] = []
     moved: list[tuple[Violation, Violation]] = []
     for v in after:
@@ -476,18 +480,8 @@ def _followed(
             if old is not None:
                 used.add(id(old))
         if old is None and v.values is not None:
-            # a copy of an old orphan's row (a rebuild, a fan-out into a new table): the
-            # same dangling values under the same parent, any number of times
             copy = True
-            old = next(
-                (
-                    b
-                    for source in sorted(table.fed)
-                    for b in copied.get((source, v.values), ())
-                    if sqltext.fold(b.parent) in parents
-                ),
-                None,
-            )
+            old = _copy_of(v, table, parents, copied, taken)
         if old is None:
             new.append(v)
         elif copy or old.table != v.table or old.parent != v.parent or old.columns != v.columns:
@@ -502,6 +496,34 @@ def _followed(
             + (f" (+{len(moved) - 3} more)" if len(moved) > 3 else ""),
         )
     return new
+
+
+def _copy_of(
+    v: Violation,
+    table: _Table,
+    parents: set[str],
+    copied: dict[tuple[object, ...], list[Violation]],
+    taken: dict[tuple[str, int], object],
+) -> Violation | None:
+    """The old orphan `v` is a copy of: the same dangling values under the same parent, in
+    a table `v`'s table was filled from.
+
+    Copied into the table that took its place (a rebuild: same name at the end), each old
+    orphan accounts for one row there (a row breaking two keys is still one row), so a new
+    orphan with the same value in the rebuilt table is still new. Copied into another
+    table (a fan-out: a join may copy one row many times), any number of rows.
+    """
+    here = sqltext.fold(v.table)
+    for source in sorted(table.fed):
+        for b in copied.get((source, v.values), ()):
+            if sqltext.fold(b.parent) not in parents:
+                continue
+            if source != here:
+                return b
+            row = v.identity() if v.identity() is not None else object()
+            if taken.setdefault((here, id(b)), row) == row:
+                return b
+    return None
 
 
 def summary(found: list[Violation], limit: int = 3) -> str:
