@@ -25,7 +25,6 @@ value in another table or column, a table dropped and created again without its 
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable
@@ -209,7 +208,7 @@ class _Table:
 
 
 # Only these statements can read another table's rows (a plain INSERT ... VALUES cannot).
-_READS = re.compile(r"\b(?:select|from)\b", re.IGNORECASE)
+_READS = {"select", "from"}
 _WRITES = {"CREATE", "DROP", "ALTER", "INSERT", "REPLACE", "UPDATE", "WITH"}
 
 
@@ -271,10 +270,12 @@ class Lineage:
         first = statements.head(sql, 1)
         if not first or first[0] not in _WRITES:
             return
-        if first[0] in ("INSERT", "REPLACE", "UPDATE", "WITH") and not _READS.search(sql):
+        toks = statements.tokens(sql)  # linear also over a 6 MB literal
+        if any(len(t) == 1 and t >= "\x80" for t in toks):
+            toks = sqltext.tokens(sql)  # a bare non-ASCII name: read it whole
+        words = [sqltext.fold(t) if len(t) < 64 else "" for t in toks]  # keywords only
+        if first[0] in ("INSERT", "REPLACE", "UPDATE", "WITH") and not _READS & set(words):
             return  # rows from literals: nothing copied from another table
-        toks = sqltext.tokens(sql)
-        words = [sqltext.fold(t) for t in toks]
         if words[0] == "create":
             self._create(toks, words)
         elif words[0] == "drop" and words[1:2] == ["table"]:

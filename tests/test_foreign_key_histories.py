@@ -10,7 +10,8 @@ unsafe exactly when one of them is not 'old'. The guard must refuse exactly thos
 
 One limit is left out on purpose (docs/reliability.md): a row whose dangling value equals
 an old orphan's, in a table rows were fanned out into (a new table, or a rebuilt one under
-a new name), reads as one more copy; new orphans there use a value no old orphan has.
+a new name), reads as one more copy; so does one in a rebuilt table an old orphan with that
+value was deleted from. New orphans there use a value no old orphan has.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class World:
     column: dict[str, str] = field(default_factory=lambda: {c: "ref" for c in CHILDREN})
     copied: set[str] = field(default_factory=set)  # children rows were fanned out into
     rebuilt: set[str] = field(default_factory=set)
+    pruned: set[str] = field(default_factory=set)  # children an orphan was deleted from
     count: int = 0
 
     def fresh(self, base: str) -> str:
@@ -131,6 +133,8 @@ def migration(world: World, op: str, pick: int, style: str, value: int) -> str:
             f"DROP TABLE {bkp};"
         )
     c, col, p = world.name[child], world.column[child], world.name[world.parent[child]]
+    if op in ("clean up", "delete an orphan"):
+        world.pruned.add(child)
     if op == "clean up":
         return f"DELETE FROM {c} WHERE {col} NOT IN (SELECT id FROM {p});"
     if op == "delete an orphan":
@@ -162,7 +166,7 @@ def migration(world: World, op: str, pick: int, style: str, value: int) -> str:
 
 def limited(world: World, files: list[str]) -> list[str]:
     """The bad values: 9 (no old orphan has it) in the tables of the module docstring's limit."""
-    fanned = world.copied | {t for t in world.rebuilt if world.name[t] != t}
+    fanned = world.copied | {t for t in world.rebuilt if world.name[t] != t or t in world.pruned}
 
     def value(match: re.Match[str]) -> str:
         return "9" if match[1] in fanned else match[2]

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import dump, folder_state, rows
 
+from preflight import foreignkeys
+
 BASE = {
     "001_users.sql": "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);\n"
     "CREATE TABLE posts (id INTEGER PRIMARY KEY, user_id INTEGER "
@@ -264,6 +266,29 @@ def blog_with_orphans(cli, make_db, make_migrations) -> Path:
     return db
 
 
+def rebuild(table: str, create: str, style: str) -> str:
+    """The SQL of one table rebuild, the ways real projects write it."""
+    if style == "12-step":  # SQLite's documented order; new rowids (copied in reverse)
+        cols = "post_id, body" if table == "comments" else "user_id, body"
+        return (
+            f"CREATE TABLE {table}_new {create};\n"
+            f"INSERT INTO {table}_new ({cols}) SELECT {cols} FROM {table} ORDER BY id DESC;\n"
+            f"DROP TABLE {table};\nALTER TABLE {table}_new RENAME TO {table};"
+        )
+    if style == "rename-away":  # authelia's order; legacy_alter_table keeps children's keys
+        return (
+            f"PRAGMA legacy_alter_table = ON;\nALTER TABLE {table} RENAME TO _bkp_{table};\n"
+            f"CREATE TABLE {table} {create};\n"
+            f"INSERT INTO {table} SELECT * FROM _bkp_{table};\nDROP TABLE _bkp_{table};"
+        )
+    assert style == "temp-table"  # the old SQLite FAQ's way
+    return (
+        f"CREATE TEMP TABLE backup AS SELECT * FROM {table};\nDROP TABLE {table};\n"
+        f"CREATE TABLE {table} {create};\n"
+        f"INSERT INTO {table} SELECT * FROM backup;\nDROP TABLE backup;"
+    )
+
+
 NEW_ORPHANS = {
     # the issue's case: the old orphan comment goes, a post gets the same dangling value
     "same value, other table and parent": "DELETE FROM comments WHERE post_id = 7;\n"
@@ -286,6 +311,8 @@ NEW_ORPHANS = {
     "a rebuild that copies in a new dangling value": "CREATE TABLE c2 " + COMMENTS + ";\n"
     "INSERT INTO c2 SELECT * FROM comments;\nINSERT INTO c2 VALUES (9, 8, 'new');\n"
     "DROP TABLE comments;\nALTER TABLE c2 RENAME TO comments;",
+    "a rebuild plus a new row with an old orphan's value": rebuild("comments", COMMENTS, "12-step")
+    + "\nINSERT INTO comments VALUES (9, 7, 'new');",
     "an UPDATE that copies a dangling value from another table's orphan": "UPDATE comments "
     "SET post_id = (SELECT user_id FROM posts WHERE id = 2) WHERE id = 1;",
 }
@@ -310,29 +337,6 @@ def dump_of(state: dict[str, str], db: Path) -> list[str]:
     """The database file is byte-identical to before the run (then so is its dump)."""
     assert hashlib.sha256(db.read_bytes()).hexdigest() == state[db.name]
     return dump(db)
-
-
-def rebuild(table: str, create: str, style: str) -> str:
-    """The SQL of one table rebuild, the ways real projects write it."""
-    if style == "12-step":  # SQLite's documented order; new rowids (copied in reverse)
-        cols = "post_id, body" if table == "comments" else "user_id, body"
-        return (
-            f"CREATE TABLE {table}_new {create};\n"
-            f"INSERT INTO {table}_new ({cols}) SELECT {cols} FROM {table} ORDER BY id DESC;\n"
-            f"DROP TABLE {table};\nALTER TABLE {table}_new RENAME TO {table};"
-        )
-    if style == "rename-away":  # authelia's order; legacy_alter_table keeps children's keys
-        return (
-            f"PRAGMA legacy_alter_table = ON;\nALTER TABLE {table} RENAME TO _bkp_{table};\n"
-            f"CREATE TABLE {table} {create};\n"
-            f"INSERT INTO {table} SELECT * FROM _bkp_{table};\nDROP TABLE _bkp_{table};"
-        )
-    assert style == "temp-table"  # the old SQLite FAQ's way
-    return (
-        f"CREATE TEMP TABLE backup AS SELECT * FROM {table};\nDROP TABLE {table};\n"
-        f"CREATE TABLE {table} {create};\n"
-        f"INSERT INTO {table} SELECT * FROM backup;\nDROP TABLE backup;"
-    )
 
 
 POSTS = "(id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id), body TEXT)"
@@ -464,3 +468,67 @@ def test_an_adopted_database_whose_orphan_a_migration_fans_out_upgrades(
         ("applied",),
     ]
     assert rows(db, "SELECT count(*) FROM client_apis WHERE api_id = 'dangling-apis'") == [(2,)]
+
+
+def test_check_rehearses_the_same_rule_and_changes_nothing(cli, make_db, make_migrations):
+    db = blog_with_orphans(cli, make_db, make_migrations)
+    state = folder_state(db.parent)
+    bad = make_migrations(
+        {**BLOG, "002_change.sql": NEW_ORPHANS["same value, other table and parent"]}
+    )
+    result = cli("check", "--db", db, "--migrations", bad)
+    assert result.code == 9, result
+    assert "rehearsal on a private copy" in result.err
+    assert "posts rowid 3 (user_id=7) -> users" in result.err
+    fine = make_migrations(
+        {**BLOG, "002_change.sql": OLD_ORPHANS_MOVED["child and parent renamed"]}
+    )
+    assert cli("check", "--db", db, "--migrations", fine).code == 3
+    assert folder_state(db.parent) == state
+
+
+def test_status_lists_a_without_rowid_orphan_with_its_primary_key(cli, make_db, make_migrations):
+    db = make_db("fresh")
+    files = {
+        "001_c.sql": "CREATE TABLE p (id INTEGER PRIMARY KEY);\n"
+        "CREATE TABLE c (a TEXT, b INTEGER, p_id INTEGER REFERENCES p(id), "
+        "PRIMARY KEY (b, a)) WITHOUT ROWID;"
+    }
+    assert cli("migrate", "--db", db, "--migrations", make_migrations(files)).code == 0
+    app_writes(db, "INSERT INTO c VALUES ('x', 2, 5), ('y', 3, NULL);")
+    result = cli("status", "--db", db, "--migrations", make_migrations(files), "--json")
+    assert json.loads(result.out)["foreign_key_violations"] == [
+        {
+            "table": "c",
+            "rowid": None,
+            "parent": "p",
+            "columns": ["p_id"],
+            "values": [5],
+            "primary_key": {"b": 2, "a": "x"},
+        }
+    ]
+
+
+def run_unwatched(db: Path, sql: str) -> list[str]:
+    """What --tool mode does: the baseline read, then another connection migrates."""
+    conn = sqlite3.connect(db)
+    before = foreignkeys.baseline(foreignkeys.violations(conn))
+    conn.close()
+    app_writes(db, sql)
+    conn = sqlite3.connect(db)
+    try:
+        return [v.message() for v in foreignkeys.introduced(before, foreignkeys.violations(conn))]
+    finally:
+        conn.close()
+
+
+def test_a_run_nobody_watched_still_tells_a_new_orphan_from_an_old_one(
+    cli, make_db, make_migrations
+):
+    db = blog_with_orphans(cli, make_db, make_migrations)
+    copy = db.parent / "copy.db"
+    copy.write_bytes(db.read_bytes())
+    assert run_unwatched(db, NEW_ORPHANS["same value, other table and parent"]) == [
+        "posts rowid 3 (user_id=7) -> users"
+    ]
+    assert run_unwatched(copy, "ALTER TABLE posts RENAME TO articles;") == []
