@@ -152,7 +152,7 @@ def migration(world: World, op: str, pick: int, style: str, value: int) -> str:
     value_of = f"{{{child}:{value}}}"  # decided once the history is known: limited()
     if op == "new orphan":
         world.count += 1
-        return f"INSERT INTO {c} (id, {col}, tag) VALUES ({100 + world.count}, {value_of}, 'new');"
+        return f"INSERT INTO {c} (id, {col}, tag) VALUES ({1000 * world.count}, {value_of}, 'new');"
     if op == "new orphan, id from max(id)":  # reads its own table: no copy of a row
         return (
             f"INSERT INTO {c} (id, {col}, tag) "
