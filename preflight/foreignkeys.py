@@ -202,7 +202,7 @@ class _Table:
     columns: tuple[tuple[str, str], ...] = ()  # (name now, name at baseline), renamed only
 
     def origins(self) -> frozenset[str]:
-        return self.fed | {self.storage} if self.storage else self.fed
+        return (self.fed | {self.storage}) if self.storage else self.fed
 
     def baseline_column(self, column: str) -> str:
         return dict(self.columns).get(column, column)
