@@ -313,6 +313,9 @@ NEW_ORPHANS = {
     "DROP TABLE comments;\nALTER TABLE c2 RENAME TO comments;",
     "a rebuild plus a new row with an old orphan's value": rebuild("comments", COMMENTS, "12-step")
     + "\nINSERT INTO comments VALUES (9, 7, 'new');",
+    "an INSERT ... SELECT of literals (a CTE) into another child table": "CREATE TABLE "
+    "likes (id INTEGER PRIMARY KEY, post_id INTEGER REFERENCES posts(id));\n"
+    "WITH v(x) AS (SELECT 7) INSERT INTO likes (post_id) SELECT x FROM v;",
     "an UPDATE that copies a dangling value from another table's orphan": "UPDATE comments "
     "SET post_id = (SELECT user_id FROM posts WHERE id = 2) WHERE id = 1;",
 }
@@ -365,6 +368,14 @@ OLD_ORPHANS_MOVED = {
     "rebuilt, renamed, then rebuilt again": rebuild("comments", COMMENTS, "12-step")
     + "\nALTER TABLE comments RENAME TO notes;\n"
     + rebuild("notes", COMMENTS, "rename-away"),
+    "child rebuilt with quoted names (Django, Prisma)": 'CREATE TABLE "new__comments" '
+    '("id" integer NOT NULL PRIMARY KEY, "post_id" integer NULL REFERENCES "posts" ("id"), '
+    '"body" text NULL);\nINSERT INTO "new__comments" ("id", "post_id", "body") SELECT "id", '
+    '"post_id", "body" FROM main."comments";\nDROP TABLE "comments";\n'
+    'ALTER TABLE "new__comments" RENAME TO "comments";',
+    "rows copied by INSERT ... WITH into a new table": "CREATE TABLE archive (id INTEGER "
+    "PRIMARY KEY, post_id INTEGER REFERENCES posts(id));\nWITH old AS (SELECT id, post_id "
+    "FROM [Comments]) INSERT INTO archive SELECT * FROM old;",
     "orphans cleaned up in a renamed table": "ALTER TABLE comments RENAME TO notes;\n"
     "DELETE FROM notes WHERE id = 5;",
 }
