@@ -23,8 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from preflight.core.errors import HistoryError
-from preflight.sources import statements
-from preflight.sources.statements import RUN, SKIP
+from preflight.schema import statements
+from preflight.schema.statements import RUN, SKIP
 
 GAPS = [" ", "\n", "\t", "  ", "/* a comment */", "/**/", "-- to the end of the line\n"]
 

@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from preflight.core.errors import HistoryError
-from preflight.sources import migrations, statements
-from preflight.sources.statements import RUN, SKIP, Statement
+from preflight.schema import statements
+from preflight.schema.statements import RUN, SKIP, Statement
+from preflight.sources import migrations
 
 BASE = (
     "CREATE TABLE author (id INTEGER PRIMARY KEY, name TEXT NOT NULL);\n"

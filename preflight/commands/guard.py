@@ -378,7 +378,7 @@ def verify(
     src: Source,
     db: Path,
     p: Plan,
-    fk_baseline: Counter[tuple[object, ...]] | None = None,
+    fk_baseline: foreignkeys.Before | None = None,
     label: str = "verify",
 ) -> VerifiedState:
     """After migrating: the database records the head, its schema equals the head, quick_check

@@ -5,25 +5,38 @@ orphan rows for years. A run is judged against the violations present before it 
 baseline, read inside its own write transaction): it fails only for violations it
 introduced and left at COMMIT; pre-existing ones are reported, not blamed on it.
 
-A violation is identified by what it means, not where it is stored: the child table,
-the parent table, the referencing columns and the values they hold. So a table rebuilt
-by a migration (new rowids, foreign keys declared in another order) keeps its old
-orphans as old, and two rows holding the same dangling value count twice. A WITHOUT
-ROWID table has no rowid to read the values by: its violations are compared by count
-per foreign key.
+A violation left at COMMIT is old when an orphan of the baseline accounts for it:
+
+- the same row: same table (followed through ALTER TABLE ... RENAME, so the same
+  b-tree), same rowid (a WITHOUT ROWID row: same primary key), same referencing
+  columns (followed through RENAME COLUMN) and values, pointing at the same parent;
+- or a copy of one: the table's rows were copied (INSERT ... SELECT, CREATE TABLE ... AS)
+  from a table that held an orphan with the same values and the same parent. That is
+  the 12-step rebuild, the rename-away rebuild, a rebuild through a temp table, and a
+  migration that fans old rows out into a new table.
+
+"Same parent" is the parent table followed through renames and copies too (a renamed
+parent rewrites its children's REFERENCES). Which table is which is followed statement by
+statement while the run executes (`watch`: the connection's trace callback sees every
+statement, also those of a .py migration). Anything else is new: a new row, a dangling
+value in another table or column, a table dropped and created again without its rows.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from preflight.schema import sqltext, statements
 
 log = logging.getLogger("preflight")
 
-Key = tuple[Any, ...]  # (table, parent, columns, values) in lower case; values None when rowid-less
+Key = tuple[Any, ...]  # (table, parent, columns, values) in lower case
 
 
 @dataclass(frozen=True)
@@ -34,28 +47,38 @@ class Violation:
     rowid: int | None  # None in a WITHOUT ROWID table
     parent: str
     columns: tuple[str, ...]
-    values: (
-        tuple[object, ...] | None
-    )  # the referencing values (None when they cannot be read by rowid)
+    values: tuple[object, ...] | None  # the referencing values (None: the row was not found)
+    primary_key: tuple[tuple[str, object], ...] | None = None  # a WITHOUT ROWID row's
 
     def message(self) -> str:
         """e.g. 'comments rowid 7 (post_id=42) -> posts'."""
-        where = f"rowid {self.rowid}" if self.rowid is not None else "a WITHOUT ROWID row"
+        if self.rowid is not None:
+            where = f"rowid {self.rowid}"
+        elif self.primary_key is not None:
+            where = "row " + ", ".join(f"{c}={v!r}" for c, v in self.primary_key)
+        else:
+            where = "a WITHOUT ROWID row"
         if self.values is not None:
             where += " (" + ", ".join(f"{c}={v!r}" for c, v in zip(self.columns, self.values)) + ")"
         return f"{self.table} {where} -> {self.parent}"
 
-    def key(self) -> Key:
-        return (self.table.lower(), self.parent.lower(), self.columns, self.values)
+    def identity(self) -> object:
+        """Which row: its rowid, or a WITHOUT ROWID row's primary key values."""
+        if self.rowid is not None:
+            return self.rowid
+        return None if self.primary_key is None else tuple(v for _, v in self.primary_key)
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        found: dict[str, object] = {
             "table": self.table,
             "rowid": self.rowid,
             "parent": self.parent,
             "columns": list(self.columns),
             "values": list(self.values) if self.values is not None else None,
         }
+        if self.primary_key is not None:
+            found["primary_key"] = {c: v for c, v in self.primary_key}
+        return found
 
 
 def _q(name: str) -> str:
@@ -85,16 +108,15 @@ def _check(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
 
 def violations(conn: sqlite3.Connection) -> list[Violation]:
     """Every violation in `conn`'s main database (one full PRAGMA foreign_key_check)."""
-    found = []
-    columns: dict[tuple[str, int], tuple[str, ...]] = {}
+    found: list[Violation] = []
+    keys: dict[str, dict[int, list[tuple[str, str, str | None]]]] = {}
+    rowless: dict[tuple[str, int], list[int]] = {}
     for table, rowid, parent, fkid in _check(conn):
-        if (table, fkid) not in columns:
-            cols: dict[int, list[str]] = {}
-            for fid, _, _, frm, *_ in conn.execute(f"PRAGMA foreign_key_list({_q(table)})"):
-                cols.setdefault(fid, []).append(frm.lower())
-            for fid, names in cols.items():
-                columns[(table, fid)] = tuple(names)
-        cols_of = columns.get((table, fkid), ())
+        if table not in keys:
+            keys[table] = {}
+            for fid, _, par, frm, to, *_ in conn.execute(f"PRAGMA foreign_key_list({_q(table)})"):
+                keys[table].setdefault(fid, []).append((par, frm, to))
+        cols_of = tuple(sqltext.fold(frm) for _, frm, _ in keys[table].get(fkid, ()))
         values = None
         if rowid is not None and cols_of:
             row = conn.execute(
@@ -102,42 +124,421 @@ def violations(conn: sqlite3.Connection) -> list[Violation]:
                 (rowid,),
             ).fetchone()
             values = tuple(row) if row is not None else None
+        elif rowid is None:
+            rowless.setdefault((table, fkid), []).append(len(found))
         found.append(Violation(table, rowid, parent, cols_of, values))
+    for (table, fkid), where in rowless.items():
+        rows = _rowless(conn, table, keys[table].get(fkid, []))
+        if rows is None or len(rows) != len(where):
+            log.warning(
+                "foreign keys: cannot tell which rows of the WITHOUT ROWID table %s break "
+                "its foreign key to %s; compared by count",
+                table,
+                found[where[0]].parent,
+            )
+            continue
+        for i, (key, values) in zip(where, rows):
+            found[i] = replace(found[i], values=values, primary_key=key)
     return found
 
 
-def baseline(found: list[Violation]) -> Counter[Key]:
-    """The multiset of violation keys, to compare a later check with."""
-    return Counter(v.key() for v in found)
+def _rowless(
+    conn: sqlite3.Connection, table: str, fk: list[tuple[str, str, str | None]]
+) -> list[tuple[tuple[tuple[str, object], ...], tuple[object, ...]]] | None:
+    """The rows of a WITHOUT ROWID table that break one foreign key, read by their primary
+    key (PRAGMA foreign_key_check names no row there): (primary key, referencing values).
 
-
-def introduced(before: Counter[Key], after: list[Violation]) -> list[Violation]:
-    """The violations in `after` beyond those counted in `before`.
-
-    First by the whole key; what is left, by the dangling values alone: a migration that
-    renames a child or parent table or column (ALTER TABLE ... RENAME, the 12-step
-    rebuild) moves an old orphan under new names without introducing anything, while a
-    migration that orphans rows (deleting parents, copying in bad references) leaves
-    values that did not dangle before.
+    The parent is looked up the way SQLite checks it: the parent column's affinity and
+    collation apply (`p.col = +c.col`, the child side without affinity), a NULL in any
+    child column satisfies the key. The caller compares the count with the PRAGMA's.
     """
+    if not fk:
+        return None
+    parent = fk[0][0]
+    children = [frm for _, frm, _ in fk]
+    targets = [to for _, _, to in fk]
+    pk = [
+        r[1]
+        for r in sorted(conn.execute(f"PRAGMA main.table_info({_q(table)})"), key=lambda r: r[5])
+        if r[5] > 0
+    ]
+    exists = conn.execute(
+        "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+        (parent,),
+    ).fetchone()
+    where = " AND ".join(f"c.{_q(f)} IS NOT NULL" for f in children)
+    if exists is not None:
+        if any(t is None for t in targets):
+            targets = [
+                r[1]
+                for r in sorted(
+                    conn.execute(f"PRAGMA main.table_info({_q(exists[0])})"), key=lambda r: r[5]
+                )
+                if r[5] > 0
+            ]
+        if len(targets) != len(children) or not pk:
+            return None
+        match = " AND ".join(f"p.{_q(str(t))} = +c.{_q(f)}" for t, f in zip(targets, children))
+        where += f" AND NOT EXISTS (SELECT 1 FROM main.{_q(exists[0])} AS p WHERE {match})"
+    columns = ", ".join(f"c.{_q(c)}" for c in [*pk, *children])
+    try:
+        rows = conn.execute(f"SELECT {columns} FROM main.{_q(table)} AS c WHERE {where}").fetchall()
+    except sqlite3.Error:
+        return None
+    n = len(pk)
+    return [(tuple(zip(pk, row[:n])), tuple(row[n:])) for row in rows]
+
+
+# ---------------------------------------------------------------------------------------
+# Which table is which, followed through the run
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A table in the run: whose rows it holds."""
+
+    storage: str | None  # the baseline table it is (renamed or not); None: created in the run
+    fed: frozenset[str] = frozenset()  # baseline tables whose rows were copied into it
+    columns: tuple[tuple[str, str], ...] = ()  # (name now, name at baseline), renamed only
+
+    def origins(self) -> frozenset[str]:
+        return (self.fed | {self.storage}) if self.storage else self.fed
+
+    def baseline_column(self, column: str) -> str:
+        return dict(self.columns).get(column, column)
+
+
+# Only these statements can read another table's rows (a plain INSERT ... VALUES cannot).
+_READS = {"select", "from"}
+_FIRST = re.compile(r"\s*([A-Za-z]+)\b")
+_LITERAL = re.compile(r"'[^']*'")
+_WRITES = {"CREATE", "DROP", "ALTER", "INSERT", "REPLACE", "UPDATE", "WITH"}
+
+
+class Lineage:
+    """Which baseline tables each table's rows come from, followed statement by statement.
+
+    Fed by the connection's trace callback (`watch`); every statement the run executes
+    passes through `statement`. A statement it cannot read leaves what it knew unchanged;
+    an error inside it marks the lineage lost (then matching falls back to names).
+    """
+
+    def __init__(self, tables: Iterable[str]) -> None:
+        self.tables: dict[str, _Table] = {sqltext.fold(t): _Table(sqltext.fold(t)) for t in tables}
+        # every baseline table a name has stood for (a parent's name in a REFERENCES
+        # clause may outlive the table: the rename-away rebuild)
+        self.named: dict[str, set[str]] = {n: {n} for n in self.tables}
+        self.lost = ""
+        self.reported = False
+
+    def statement(self, sql: str | None) -> None:
+        try:
+            if sql:
+                self._statement(sql)
+        except Exception as exc:  # a trace callback must not raise: SQLite would drop it
+            self.lost = self.lost or f"{type(exc).__name__}: {exc}"
+
+    def table(self, name: str) -> _Table | None:
+        return self.tables.get(sqltext.fold(name))
+
+    def stood_for(self, name: str) -> set[str]:
+        """The baseline tables a (parent) name stands or stood for, the name included."""
+        folded = sqltext.fold(name)
+        return self.named.get(folded, set()) | {folded}
+
+    def _bind(self, name: str, table: _Table) -> None:
+        self.tables[name] = table
+        self.named.setdefault(name, set()).update(table.origins())
+
+    def _sources(self, toks: list[str], skip: set[int], target: str = "") -> frozenset[str]:
+        """The baseline tables whose rows a statement reads: every name of a current table
+        in it (not a `t.col` qualifier, not a column name after a dot), but the target's
+        own (`VALUES ((SELECT max(id) + 1 FROM t), 7)` copies no row)."""
+        found: set[str] = set()
+        for i, tok in enumerate(toks):
+            if i in skip or not sqltext.is_word(tok) or tok[0] == "'":
+                continue
+            if target and sqltext.name(tok) == target:
+                continue
+            if i + 1 < len(toks) and toks[i + 1] == ".":
+                continue
+            if i and toks[i - 1] == "." and (i < 2 or sqltext.name(toks[i - 2]) not in _SCHEMAS):
+                continue
+            table = self.tables.get(sqltext.name(tok))
+            if table is not None:
+                found |= table.origins()
+        return frozenset(found)
+
+    def _statement(self, sql: str) -> None:
+        # Called for every statement (20,000 INSERTs of a data file): the common cases
+        # are decided without tokenizing.
+        found = _FIRST.match(sql)
+        first = found[1].upper() if found else "".join(statements.head(sql, 1))
+        if first not in _WRITES:
+            return
+        writes_rows = first in ("INSERT", "REPLACE", "UPDATE", "WITH")
+        if writes_rows:
+            bare = _LITERAL.sub("", sql).lower()
+            if "select" not in bare and "from" not in bare:
+                return  # rows from literals: nothing copied from another table
+        toks = statements.tokens(sql)  # linear also over a 6 MB literal
+        if any(len(t) == 1 and t >= "\x80" for t in toks):
+            toks = sqltext.tokens(sql)  # a bare non-ASCII name: read it whole
+        words = [sqltext.fold(t) if len(t) < 64 else "" for t in toks]  # keywords only
+        if writes_rows and not _READS & set(words):
+            return
+        if words[0] == "create":
+            self._create(toks, words)
+        elif words[0] == "drop" and words[1:2] == ["table"]:
+            at = 4 if words[2:4] == ["if", "exists"] else 2
+            name, _ = _name_at(toks, at)
+            self.tables.pop(name, None)
+        elif words[0] == "alter" and words[1:2] == ["table"]:
+            self._alter(toks, words)
+        else:
+            self._write(toks, words)
+
+    def _create(self, toks: list[str], words: list[str]) -> None:
+        at = 1
+        if words[at : at + 1] in (["temp"], ["temporary"]):
+            at += 1
+        if words[at : at + 1] != ["table"]:
+            return  # an index, view, trigger or virtual table holds no rows of its own here
+        at += 1
+        guarded = words[at : at + 3] == ["if", "not", "exists"]
+        if guarded:
+            at += 3
+        name, at = _name_at(toks, at)
+        if guarded and name in self.tables:
+            return
+        fed = self._sources(toks[at:], set()) if words[at : at + 1] == ["as"] else frozenset()
+        self._bind(name, _Table(None, fed))
+
+    def _alter(self, toks: list[str], words: list[str]) -> None:
+        name, at = _name_at(toks, 2)
+        if words[at : at + 1] != ["rename"]:
+            return  # ADD or DROP COLUMN: same rows, same names
+        at += 1
+        if words[at : at + 1] == ["to"]:
+            new, _ = _name_at(toks, at + 1)
+            table = self.tables.pop(name, _Table(None))
+            self._bind(new, table)
+            return
+        if words[at : at + 1] == ["column"]:
+            at += 1
+        if at + 2 < len(toks) and words[at + 1] == "to" and name in self.tables:
+            table = self.tables[name]
+            old, new = sqltext.name(toks[at]), sqltext.name(toks[at + 2])
+            was = table.baseline_column(old)
+            kept = tuple((now, base) for now, base in table.columns if now != old)
+            self.tables[name] = replace(table, columns=(*kept, (new, was)))
+
+    def _write(self, toks: list[str], words: list[str]) -> None:
+        """INSERT, REPLACE or UPDATE (possibly after WITH): the target gets the origins of
+        every other table the statement reads."""
+        depth, target, updating = 0, -1, False
+        for i, word in enumerate(words):
+            if word == "(":
+                depth += 1
+            elif word == ")":
+                depth -= 1
+            elif depth == 0 and word in ("into", "update"):
+                target, updating = i + 1, word == "update"
+                if updating and words[target : target + 1] == ["or"]:
+                    target += 2
+                break
+        if target < 0 or target >= len(toks):
+            return  # a SELECT (WITH ... SELECT) writes nothing
+        name, after = _name_at(toks, target)
+        skip = set(range(target, after))
+        if after < len(toks) and toks[after] == "(" and not updating:
+            depth = 0
+            for j in range(after, len(toks)):  # the INSERT's column list names columns
+                skip.add(j)
+                depth += {"(": 1, ")": -1}.get(toks[j], 0)
+                if depth == 0:
+                    break
+        if updating:
+            # UPDATE: rows come from SET (and UPDATE ... FROM); WHERE only picks the rows
+            depth = 0
+            for j in range(after, len(toks)):
+                depth += {"(": 1, ")": -1}.get(toks[j], 0)
+                if depth == 0 and words[j] in ("where", "returning"):
+                    skip.update(range(j, len(toks)))
+                    break
+        fed = self._sources(toks, skip, name)
+        table = self.tables.get(name)
+        if fed and table is not None:
+            self._bind(name, replace(table, fed=table.fed | fed))
+
+
+_SCHEMAS = {"main", "temp"}
+
+
+def _name_at(toks: list[str], at: int) -> tuple[str, int]:
+    """The table name at toks[at] (`name` or `schema.name`), folded, and the index after it."""
+    if at + 2 < len(toks) and toks[at + 1] == ".":
+        return sqltext.name(toks[at + 2]), at + 3
+    return (sqltext.name(toks[at]) if at < len(toks) else ""), at + 1
+
+
+# ---------------------------------------------------------------------------------------
+# Baseline and comparison
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The violations before a run, and (when the run is watched) its table lineage."""
+
+    found: tuple[Violation, ...] = ()
+    lineage: Lineage | None = field(default=None, compare=False)
+
+
+def watch(conn: sqlite3.Connection, found: list[Violation]) -> Baseline:
+    """The baseline of a run about to execute on `conn`: its violations, and a lineage
+    that follows every statement `conn` executes from now on (its trace callback)."""
+    lineage = Lineage(
+        name for (name,) in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table'")
+    )
+    conn.set_trace_callback(lineage.statement)
+    return Baseline(tuple(found), lineage)
+
+
+Before = Baseline | Counter[Key]  # what `introduced` compares a run's result with
+
+
+def baseline(found: list[Violation]) -> Counter[Key]:
+    """The multiset of violation keys, for a run no trace follows (another process's)."""
+    return Counter(_key(v) for v in found)
+
+
+def _key(v: Violation) -> Key:
+    return (v.table.lower(), v.parent.lower(), v.columns, v.values)
+
+
+def introduced(before: Baseline | Counter[Key], after: list[Violation]) -> list[Violation]:
+    """The violations in `after` that no orphan of `before` accounts for (module docstring).
+
+    A run nobody watched (a Counter from `baseline`; or a lineage lost) is compared by
+    names: the same key, else the same dangling values in the same child table or under
+    the same parent (one rename at a time), each old orphan used once.
+    """
+    if isinstance(before, Baseline):
+        lineage = before.lineage
+        if lineage is not None and not lineage.lost:
+            return _followed(before.found, lineage, after)
+        if lineage is not None:
+            log.warning("foreign keys: could not follow the run's renames (%s)", lineage.lost)
+        before = baseline(list(before.found))
+    return _by_names(before, after)
+
+
+def _by_names(before: Counter[Key], after: list[Violation]) -> list[Violation]:
     left = Counter(before)
     unmatched = []
     for v in after:
-        if left[v.key()] > 0:
-            left[v.key()] -= 1
+        if left[_key(v)] > 0:
+            left[_key(v)] -= 1
         else:
             unmatched.append(v)
-    loose: Counter[object] = Counter()
-    for key, count in left.items():
-        if count > 0 and key[3] is not None:
-            loose[key[3]] += count
+    loose: dict[object, list[Key]] = {}
+    for k, n in left.items():
+        if n > 0 and k[3] is not None:
+            loose.setdefault(k[3], []).append(k)
     new = []
     for v in unmatched:
-        if v.values is not None and loose[v.values] > 0:
-            loose[v.values] -= 1
-        else:
+        old = next(
+            (
+                k
+                for k in loose.get(v.values, ())
+                if left[k] > 0 and (k[0] == v.table.lower() or k[1] == v.parent.lower())
+            ),
+            None,
+        )
+        if old is None:
             new.append(v)
+        else:
+            left[old] -= 1
     return new
+
+
+def _followed(
+    before: tuple[Violation, ...], lineage: Lineage, after: list[Violation]
+) -> list[Violation]:
+    same: dict[tuple[object, ...], list[Violation]] = {}
+    copied: dict[tuple[object, ...], list[Violation]] = {}
+    for b in before:
+        name = sqltext.fold(b.table)
+        same.setdefault((name, b.identity(), b.columns, b.values), []).append(b)
+        copied.setdefault((name, b.values), []).append(b)
+    used: set[int] = set()
+    taken: dict[tuple[str, int], object] = {}
+    new: list[Violation] = []
+    moved: list[tuple[Violation, Violation]] = []
+    for v in after:
+        table = lineage.table(v.table)
+        if table is None:
+            new.append(v)
+            continue
+        parents = lineage.stood_for(v.parent)
+        old, copy = None, False
+        if table.storage is not None:
+            columns = tuple(table.baseline_column(c) for c in v.columns)
+            old = next(
+                (
+                    b
+                    for b in same.get((table.storage, v.identity(), columns, v.values), ())
+                    if id(b) not in used and sqltext.fold(b.parent) in parents
+                ),
+                None,
+            )
+            if old is not None:
+                used.add(id(old))
+        if old is None and v.values is not None:
+            copy = True
+            old = _copy_of(v, table, parents, copied, taken)
+        if old is None:
+            new.append(v)
+        elif copy or old.table != v.table or old.parent != v.parent or old.columns != v.columns:
+            moved.append((v, old))
+    if moved and not lineage.reported:
+        lineage.reported = True
+        log.warning(
+            "foreign keys: %d orphan(s) from before this run carried through its renames or "
+            "rebuilds (not made by it): %s",
+            len(moved),
+            "; ".join(f"{v.message()} (was {b.message()})" for v, b in moved[:3])
+            + (f" (+{len(moved) - 3} more)" if len(moved) > 3 else ""),
+        )
+    return new
+
+
+def _copy_of(
+    v: Violation,
+    table: _Table,
+    parents: set[str],
+    copied: dict[tuple[object, ...], list[Violation]],
+    taken: dict[tuple[str, int], object],
+) -> Violation | None:
+    """The old orphan `v` is a copy of: the same dangling values under the same parent, in
+    a table `v`'s table was filled from.
+
+    Copied into the table that took its place (a rebuild: same name at the end), each old
+    orphan accounts for one row there (a row breaking two keys is still one row), so a new
+    orphan with the same value in the rebuilt table is still new. Copied into another
+    table (a fan-out: a join may copy one row many times), any number of rows.
+    """
+    here = sqltext.fold(v.table)
+    for source in sorted(table.fed):
+        for b in copied.get((source, v.values), ()):
+            if sqltext.fold(b.parent) not in parents:
+                continue
+            if source != here:
+                return b
+            row = v.identity() if v.identity() is not None else object()
+            if taken.setdefault((here, id(b)), row) == row:
+                return b
+    return None
 
 
 def summary(found: list[Violation], limit: int = 3) -> str:

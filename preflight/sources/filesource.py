@@ -12,7 +12,6 @@ import errno
 import logging
 import sqlite3
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,13 +202,13 @@ class FileSource:
 
     def apply(
         self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
-    ) -> Counter[tuple[object, ...]]:
+    ) -> foreignkeys.Before:
         return apply(settings, db, p.steps, progress, label)
 
 
 def apply(
     settings: Settings, db: Path, p: planner.Plan, progress: dict[str, Any], label: str = "migrate"
-) -> Counter[foreignkeys.Key]:
+) -> foreignkeys.Before:
     """Adopt and apply everything pending in ONE BEGIN IMMEDIATE ... COMMIT.
 
     `progress["running"]` gets each migration's name as it starts (a failing one is the
@@ -245,7 +244,7 @@ def apply(
                         "--strict refuses them)",
                         foreignkeys.summary(before),
                     )
-                baseline = foreignkeys.baseline(before)
+                baseline = foreignkeys.watch(conn, before)
                 history.ensure_tables(conn)
                 for m in p.adopt:
                     history.record(conn, m, "adopted", 0.0)

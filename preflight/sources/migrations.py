@@ -18,9 +18,7 @@ from preflight.core import names
 from preflight.core.errors import HistoryError, UsageError
 from preflight.core.progress import Meter
 from preflight.fast import facts
-from preflight.sources.functions import FINGERPRINT_NAME, AppFunctions
-from preflight.sources.functions import load as load_functions
-from preflight.sources.statements import (
+from preflight.schema.statements import (
     RUN,
     Statement,
     classify,
@@ -28,6 +26,8 @@ from preflight.sources.statements import (
     split_statements,
     tokens,
 )
+from preflight.sources.functions import FINGERPRINT_NAME, AppFunctions
+from preflight.sources.functions import load as load_functions
 
 __all__ = [
     "Migration",

@@ -9,7 +9,6 @@ verification, undo, pruning and the reports (`guard`, `operations`) run over any
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,7 +16,7 @@ from typing import Any, Protocol
 from preflight import schema
 from preflight.fast.facts import cache_key
 from preflight.live.database import Inspection
-from preflight.schema import drift
+from preflight.schema import drift, foreignkeys
 from preflight.storage.config import Settings
 
 Json = dict[str, Any]
@@ -78,7 +77,7 @@ class Source(Protocol):
 
     def apply(
         self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
-    ) -> Counter[tuple[object, ...]]:
+    ) -> foreignkeys.Before:
         """Run the plan on `db`; returns the foreign-key baseline (violations before it).
         `progress["committed"]` turns True once the database may have changed."""
         ...

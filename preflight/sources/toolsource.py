@@ -215,7 +215,7 @@ class ToolSource:
 
     def apply(
         self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
-    ) -> Counter[tuple[object, ...]]:
+    ) -> foreignkeys.Before:
         """Run the tool on `db`: stamp (adoption) then the migrate command."""
         steps: Steps = p.steps
         baseline = fk_baseline(db)
@@ -324,7 +324,7 @@ def leftovers(s: schema.Schema, tool: Tool) -> list[str]:
     return sorted(t.name for t in s.tables.values() if fold(t.name).startswith(tool.leftovers))
 
 
-def fk_baseline(db: Path) -> Counter[tuple[object, ...]]:
+def fk_baseline(db: Path) -> foreignkeys.Before:
     if not db.exists() or db.stat().st_size == 0:
         return Counter()
     conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
