@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import sqlite3
 import subprocess
 import threading
 import time
@@ -378,6 +379,38 @@ def test_read_only_root_filesystem_with_tmpfs_tmp(dk: Docker, seed) -> None:
     assert http_get(c, "/health")[0] == 200
     assert http_get(c, "/")[0] == 200
     assert volume.query("SELECT max(version) FROM _preflight_history") == [(5,)]
+
+
+BIG_INDEX = {
+    # Sorting this many keys spills past SQLite's page cache into temp files.
+    "006_index_every_note_path.sql": "CREATE INDEX idx_notes_path_slug ON notes(file_path, slug);\n"
+}
+
+
+@pytest.fixture(scope="session")
+def big_index_image(docker_engine: tuple, app_image: str) -> str:
+    return build_derived(docker_engine[0], app_image, "preflight-app:test-big-index", BIG_INDEX)
+
+
+def test_read_only_root_filesystem_without_a_tmpfs_still_sorts_a_big_index(
+    dk: Docker, seed, big_index_image: str
+) -> None:
+    """`docker run --read-only` and no tmpfs at /tmp: SQLite's temp files (the sorter of a
+    CREATE INDEX on a big table) go to a private folder beside the database, not /tmp."""
+    db = seed("head")
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.executemany(
+            "INSERT INTO notes (slug, file_path, published) VALUES (?, ?, 1)",
+            ((f"note-{i:07d}-{'x' * 60}", f"notes/{i:07d}-{'y' * 60}.md") for i in range(300_000)),
+        )
+    conn.close()
+    volume = dk.volume(seed=db)
+    c = dk.start(volume, image=big_index_image, read_only=True)
+    wait_healthy(c, timeout=180)
+    assert http_get(c, "/health")[0] == 200
+    assert volume.query("SELECT max(version) FROM _preflight_history") == [(6,)]
+    assert not (volume.path / "app.db.preflight-tmp").exists()
 
 
 # the README's run command ---------------------------------------------------------------

@@ -37,6 +37,7 @@ from preflight.live.database import (
     check_environment,
     connect,
     inspect,
+    sqlite_temp_folder,
 )
 from preflight.schema import drift, foreignkeys, snapshot
 from preflight.sources import source
@@ -132,22 +133,26 @@ def start(
             # Held from inside the lock until the exec'd app exits (it inherits the
             # descriptor): a restore sees a guarded app, and never slips in before exec.
             holders.share_running(settings.db)
-        resume_interrupted(settings)
-        refuse_if_failed(settings, src.fingerprint)
-        for attempt in range(1, RETRIES + 1):
-            try:
-                # A quick_check the quick start passed under this same lock holds on the
-                # first attempt; after another guard moved the history, it is redone.
-                checked = held >= 0 and proof is not None and proof.checked and attempt == 1
-                _start_locked(settings, src, checked)
-                break
-            except HistoryMoved as exc:
-                if attempt == RETRIES:
-                    raise
-                log.warning("plan: %s; planning again", exc.message)
-        if history.clear_failure(settings.failure_path):
-            log.info("failure record: cleared (this migration set succeeded)")
-        prune(settings)
+        try:
+            resume_interrupted(settings)
+            refuse_if_failed(settings, src.fingerprint)
+            for attempt in range(1, RETRIES + 1):
+                try:
+                    # A quick_check the quick start passed under this same lock holds on the
+                    # first attempt; after another guard moved the history, it is redone.
+                    checked = held >= 0 and proof is not None and proof.checked and attempt == 1
+                    _start_locked(settings, src, checked)
+                    break
+                except HistoryMoved as exc:
+                    if attempt == RETRIES:
+                        raise
+                    log.warning("plan: %s; planning again", exc.message)
+            if history.clear_failure(settings.failure_path):
+                log.info("failure record: cleared (this migration set succeeded)")
+        finally:
+            # On every way out: a restart loop of failing starts keeps at most --keep-backups
+            # (the newest, which a failure record names, is never the one removed).
+            prune(settings)
 
 
 def load(settings: Settings, proof: Proof | None = None, readonly: bool = False) -> Source:
@@ -159,9 +164,12 @@ def load(settings: Settings, proof: Proof | None = None, readonly: bool = False)
 
 
 def prune(settings: Settings) -> None:
-    if settings.backup != "never":
-        for removed in catalog.prune(settings.backup_dir, settings.db, settings.keep_backups):
-            log.info("prune: removed %s", removed)
+    if settings.backup != "never" and settings.backup_dir.is_dir():
+        try:
+            for removed in catalog.prune(settings.backup_dir, settings.db, settings.keep_backups):
+                log.info("prune: removed %s", removed)
+        except OSError as exc:  # never hides the error the start is leaving with
+            log.warning("prune: %s: %s", settings.backup_dir, exc.strerror or exc)
 
 
 def strict_foreign_keys(db: Path) -> None:
@@ -327,8 +335,9 @@ def execute(settings: Settings, src: Source, insp: Inspection, p: Plan) -> Verif
         # this backup back before anything else (resume_interrupted).
         _save_record(settings, _record(src.fingerprint, IN_PROGRESS, None, taken, False, 12))
     try:
-        baseline = src.apply(settings, db, p, progress, "migrate")
-        return verify(settings, src, db, p, baseline)
+        with sqlite_temp_folder(db):
+            baseline = src.apply(settings, db, p, progress, "migrate")
+            return verify(settings, src, db, p, baseline)
     except HistoryMoved:
         raise  # rolled back before anything ran: nothing to undo (and a fresh file is theirs)
     except BaseException as error:

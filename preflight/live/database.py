@@ -6,16 +6,26 @@ All read-only: nothing here writes the database or its folder.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from preflight import schema
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
 from preflight.core.files import private_folder
-from preflight.fast.facts import DATA_SIDECARS, RECORDED, SIDECARS, probe, quick_check, uri
+from preflight.fast.facts import (
+    DATA_SIDECARS,
+    RECORDED,
+    SIDECARS,
+    SQLITE_TMP,
+    probe,
+    quick_check,
+    uri,
+)
 from preflight.live import history
 from preflight.schema import drift
 from preflight.storage import cache
@@ -362,5 +372,33 @@ def recorded(db: Path, source: str) -> tuple[str, ...] | None:
     conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
     try:
         return recorded_in(conn, source)
+    finally:
+        conn.close()
+
+
+@contextmanager
+def sqlite_temp_folder(db: Path) -> Iterator[Path]:
+    """SQLite's temp files (the sorter of a CREATE INDEX on a big table, a rebuild's copy) in
+    a private folder beside the database, which a writing start can write, not in /tmp,
+    which a read-only root (`docker run --read-only`) may not have. Removed afterwards."""
+    folder = db.with_name(db.name + SQLITE_TMP)
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()  # planted or left: never followed
+    shutil.rmtree(folder, ignore_errors=True)  # a killed start's
+    folder.mkdir(mode=0o700)
+    _temp_directory(str(folder))
+    try:
+        yield folder
+    finally:
+        _temp_directory("")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _temp_directory(path: str) -> None:
+    """Where every connection of this process puts its temp files ('' : SQLite's default)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        quoted = path.replace("'", "''")
+        conn.execute(f"PRAGMA temp_store_directory = '{quoted}'")
     finally:
         conn.close()

@@ -329,6 +329,14 @@ def _migration_error(
             f"{where}no space left on {db.parent} ({exc})",
             f"free space on {db.parent} (or grow the volume), then start again",
         )
+    if getattr(exc, "sqlite_errorcode", None) == SQLITE_IOERR_GETTEMPPATH or (
+        isinstance(exc.__cause__, sqlite3.Error)
+        and getattr(exc.__cause__, "sqlite_errorcode", None) == SQLITE_IOERR_GETTEMPPATH
+    ):
+        return EnvironmentProblem(
+            f"{where}SQLite found no folder it can write for its temp files ({exc})",
+            f"make {db.parent} writable (the guard puts them there), or set SQLITE_TMPDIR",
+        )
     if _io_error(exc) and (m is None or m.kind == "sql"):
         # The disk or the file system failed to write: not the migrations' fault, so no
         # failure record (a fault-free next start must try again, not exit 11).
@@ -337,6 +345,9 @@ def _migration_error(
             f"check the disk and the volume holding {db.parent} (dmesg), then start again",
         )
     return MigrationFailed(f"{where}{exc}", "fix the migration")
+
+
+SQLITE_IOERR_GETTEMPPATH = 10 | (25 << 8)
 
 
 def _io_error(exc: BaseException) -> bool:
