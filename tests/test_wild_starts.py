@@ -139,6 +139,44 @@ def test_a_litestream_sidecar_is_named_and_the_replica_never_holds_a_failed_chan
     assert tables == []
 
 
+def test_a_replica_of_another_database_is_refused_and_nothing_is_left_in_place(
+    tmp_path: Path,
+) -> None:
+    """A config pointing at another database's replica (22.6): the restored file stays
+    private until the plan takes it; this one is another app's, so exit 13 names the config
+    and nothing is at the live path, and a start with the config fixed builds it fresh."""
+    exe = binary("0.5")
+    assert exe is not None, "litestream 0.5 not found: install the test extras"
+    (tmp_path / "x").mkdir()
+    x = head(tmp_path / "x")
+    replica = tmp_path / "replica"
+    cfg = config(x, "file", replica)
+    with replicating([exe, "replicate", "-config", str(cfg)], {}, tmp_path / "x.log"):
+        wait_for(
+            "the replica of x",
+            lambda: (
+                restored_rows(exe, cfg, x, "SELECT max(version) FROM _preflight_history") == [(5,)]
+            ),
+        )
+    data = tmp_path / "y"
+    data.mkdir()
+    y = data / "app.db"
+    other = tmp_path / "other-app"
+    other.mkdir()
+    (other / "001_users.sql").write_text("CREATE TABLE users (id INTEGER PRIMARY KEY);\n")
+    wrong = config(y, "file", replica)  # another database's replica
+    env = {"PREFLIGHT_LITESTREAM_CONFIG": str(wrong), "PREFLIGHT_LITESTREAM": exe}
+    done = spawn("migrate", "--db", y, "--migrations", other, env=env)
+    assert done.returncode == 13, done.stderr
+    assert str(wrong) in done.stderr and "does not fit these migrations" in done.stderr
+    assert folder_state(data) == {}  # nothing at the live path, no temp left
+    right = config(y, "file", tmp_path / "y-replica")  # fixed: its own (empty) replica
+    env["PREFLIGHT_LITESTREAM_CONFIG"] = str(right)
+    again = spawn("migrate", "--db", y, "--migrations", other, env=env)
+    assert again.returncode == 0, again.stderr
+    assert rows(y, "SELECT name FROM sqlite_master WHERE name = 'users'") == [("users",)]
+
+
 @needs_root
 def test_a_restart_loop_holds_a_bounded_amount_of_backup_space(tmp_path: Path, tmpfs) -> None:
     """A start that fails for a reason that says nothing against the migrations (the data

@@ -21,11 +21,13 @@ from preflight.core import proc, signals
 from preflight.core.errors import (
     TRANSIENT,
     DriftError,
+    HistoryError,
     HistoryMoved,
     Interrupted,
     MigrationFailed,
     PreflightError,
     Refused,
+    ReplicaUnavailable,
     RestoreFailed,
 )
 from preflight.fast.facts import SIDECARS, Proof, check_due, quick_check, uri
@@ -128,7 +130,8 @@ def start(
     litestream.ready(settings)
     held = proof.take_lock() if proof else -1
     with locked(settings, command, held):
-        litestream.restore_if_missing(settings)  # before anything could build a fresh one
+        # Before anything could build a fresh one; the restored file must fit the plan.
+        litestream.restore_if_missing(settings, lambda restored: _fits(settings, src, restored))
         if argv is not None:
             # Held from inside the lock until the exec'd app exits (it inherits the
             # descriptor): a restore sees a guarded app, and never slips in before exec.
@@ -161,6 +164,21 @@ def load(settings: Settings, proof: Proof | None = None, readonly: bool = False)
     if settings.tool == "files":
         return FileSource.load(settings, proof, quiet=readonly)
     return ToolSource.load(settings, save=not readonly, quiet=readonly)
+
+
+def _fits(settings: Settings, src: Source, restored: Path) -> None:
+    """A database restored from the replica is planned (read-only) before it is moved into
+    place: one that is not this app's (another database's replica, a newer image's) is
+    refused, naming the replica's config, and nothing is left at the live path."""
+    insp = inspect(restored, settings.db, source=src.name)
+    try:
+        src.plan(settings, insp, insp.recorded)
+    except (DriftError, HistoryError) as exc:
+        raise ReplicaUnavailable(
+            f"the database restored from the replica in {settings.litestream_config} does "
+            f"not fit these migrations ({exc.message}); nothing was put at {settings.db}",
+            f"point {settings.litestream_config} at this database's own replica; {exc.hint}",
+        ) from exc
 
 
 def prune(settings: Settings) -> None:

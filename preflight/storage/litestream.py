@@ -19,6 +19,7 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +91,13 @@ def _last(text: str) -> str:
     return proc.meaningful_line(text) if text.strip() else "no output"
 
 
-def restore_if_missing(settings: Settings) -> str:
+def restore_if_missing(settings: Settings, accept: Callable[[Path], None] | None = None) -> str:
     """Under the lock: a missing or empty database is restored from the replica.
 
     Returns 'present' (nothing to do), 'no replica' (build fresh) or 'restored'.
     Raises ReplicaUnavailable (13) when a replica may exist and did not come back whole.
+    The restored file stays private until `accept` (the start's plan, read-only) took it:
+    a replica of another database is refused with nothing left at the live path.
     """
     db, config = settings.db, settings.litestream_config
     if config is None or (db.exists() and db.stat().st_size > 0):
@@ -149,6 +152,8 @@ def restore_if_missing(settings: Settings) -> str:
             log.info("litestream: no replica of %s: building a fresh database", db)
             return "no replica"
         _check_restored(out, db)
+        if accept is not None:
+            accept(out)
         os.replace(out, db)
         fsync_dir(db.parent)
     finally:
