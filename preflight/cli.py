@@ -34,6 +34,8 @@ COMMANDS = {
     "stamp": "record migrations up to VERSION as applied without running them",
     "clear-failure": "remove the failure record so the same migrations may try again",
     "init": "adopt a database made without preflight: write migration 001 from its schema",
+    "prepare": "at image build time: build what starts need from the image alone (a tool's "
+    "expected schemas)",
 }
 
 
@@ -189,6 +191,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings, proof: Proof | None 
         return operations.stamp(settings, args.version, args.force)
     if command == "clear-failure":
         return operations.clear_failure(settings)
+    if command == "prepare":
+        return operations.prepare(settings)
     if settings.tool != "files":
         raise errors.UsageError(
             f"'preflight {command}' is for --tool files",

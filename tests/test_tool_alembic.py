@@ -504,3 +504,36 @@ def test_heads_history_and_error_lines_are_read_structurally():
         "FAILED: Can't locate revision 'zz'"
     )
     assert proc.meaningful_line("") == "(no output)"
+
+
+def test_prepare_builds_the_expected_schemas_into_the_image_and_a_start_uses_them(app, data):
+    """`RUN preflight prepare` in the Dockerfile: the scratch build moves to the image build;
+    a start then builds nothing, and one without that step builds exactly once."""
+    db = data / "app.db"
+    done = guard(app, db, "prepare")
+    assert done.returncode == 0, done.stderr
+    assert (app / ".preflight-scratch.json").is_file()
+    assert not db.exists() and list(data.iterdir()) == []  # no database touched or made
+    first = guard(app, db, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert "expected schemas from the image" in first.stderr
+    assert "built by alembic" not in first.stderr
+    assert version(db) == ["e5"]
+    (app / ".preflight-scratch.json").unlink()
+    other = data / "other.db"
+    second = guard(app, other, "migrate")
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.count("built by alembic on an empty database") == 1
+
+
+def test_prepare_for_the_guards_own_files_has_nothing_to_build(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "preflight", "prepare", "--db", str(tmp_path / "app.db")],
+        env=clean_env({"PYTHONPATH": str(REPO)}),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nothing to build" in done.stderr and not (tmp_path / "app.db").exists()

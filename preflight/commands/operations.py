@@ -13,7 +13,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from preflight.commands.guard import inspect_cached, load, plan_of, refuse_if_failed, verify
-from preflight.commands.results import Assessment, BackupTaken, Cleared, Restored, Stamped, State
+from preflight.commands.results import (
+    Assessment,
+    BackupTaken,
+    Cleared,
+    Prepared,
+    Restored,
+    Stamped,
+    State,
+)
 from preflight.core import signals
 from preflight.core.errors import (
     DatabaseUnusable,
@@ -434,3 +442,20 @@ def clear_failure(settings: Settings) -> Cleared:
             f"cleared ({record.reason})" if cleared and record else "there was none",
         )
     return Cleared(dict(record.__dict__) if record else None)
+
+
+def prepare(settings: Settings) -> Prepared:
+    """`preflight prepare` (a `RUN` step of the image build): a tool's expected schemas,
+    built once into the image, so that no start pays for the scratch build. The guard's own
+    files need nothing: their replay is in memory."""
+    if settings.tool == "files":
+        log.info("prepare: nothing to build for --tool files (the replay runs in memory)")
+        return Prepared(None)
+    from preflight.sources import toolscratch
+    from preflight.sources.toolsource import ToolSource
+
+    src = ToolSource.load(settings)
+    with step("prepare") as info:
+        path = toolscratch.prepare(settings, src.tool, src.light)
+        info["what"], info["tail"] = "expected schemas built", f" -> {path}"
+    return Prepared(str(path))

@@ -133,6 +133,14 @@ class Stamped(Result):
 
 
 @dataclass(frozen=True)
+class Prepared(Result):
+    prepared: str | None  # the cache written into the image (None: nothing to prepare)
+
+    def report(self) -> Json:
+        return {"prepared": self.prepared}
+
+
+@dataclass(frozen=True)
 class Cleared(Result):
     cleared: Json | None  # the record removed (None: there was none)
 

@@ -113,6 +113,7 @@ RUNNING = ".preflight.running"
 FAILURE = ".preflight-failure.json"
 CACHE = ".preflight-cache.json"
 TOOL_CACHE = ".preflight-tool.json"
+IMAGE_TOOL_CACHE = ".preflight-scratch.json"  # in the app folder: built by `prepare`
 SQLITE_TMP = ".preflight-tmp"  # SQLite's temp files while a start writes (a folder)
 TOOL_PATHS = ".preflight-tool-paths"  # migration folders a tool reported outside the app
 ID = ".preflight-id"

@@ -26,7 +26,7 @@ from preflight.core import proc
 from preflight.core.errors import HistoryError, MigrationFailed, UsageError
 from preflight.core.files import private_folder
 from preflight.fast import toolfiles
-from preflight.fast.facts import TOOL_CACHE
+from preflight.fast.facts import IMAGE_TOOL_CACHE, TOOL_CACHE
 from preflight.live import database
 from preflight.live.database import live_state
 from preflight.schema import drift
@@ -89,6 +89,22 @@ def without(s: schema.Schema, table: str) -> schema.Schema:
 
 def cache_path(settings: Settings) -> Path:
     return settings.db.with_name(settings.db.name + TOOL_CACHE)
+
+
+def image_cache_path(settings: Settings) -> Path:
+    """Where `preflight prepare` leaves the expected schemas in the image (the app folder):
+    they depend only on the image, so a `RUN` step builds them once for every start."""
+    return settings.app_dir / IMAGE_TOOL_CACHE
+
+
+def prepare(settings: Settings, tool: Tool, fingerprint: str) -> Path:
+    """Build the expected schemas (one scratch build) into the image's cache; returns it."""
+    exp = expected(settings, tool, fingerprint, settings.db, save=False, image=False)
+    path = image_cache_path(settings)
+    _write_cache(path, exp)
+    if _read_cache(path, fingerprint) is None:
+        raise UsageError(f"cannot write {path}", f"make {settings.app_dir} writable in the build")
+    return path
 
 
 def _read_cache(path: Path, fingerprint: str) -> Expected | None:
@@ -159,8 +175,10 @@ def expected(
     live: Path,
     save: bool = True,
     rec: tuple[str, ...] | None = None,
+    image: bool = True,
 ) -> Expected:
-    """The migration set's heads, revisions and schemas: from the cache, else built.
+    """The migration set's heads, revisions and schemas: from the cache beside the database
+    or the image's (`prepare`), else built.
 
     `live`: the database whose file must not change while the tool builds scratch ones.
     `save=False` (check, status) reads the cache but never writes beside the database.
@@ -168,6 +186,10 @@ def expected(
     """
     path = cache_path(settings)
     exp = _read_cache(path, fingerprint)
+    if exp is None and image:
+        exp = _read_cache(image_cache_path(settings), fingerprint)
+        if exp is not None:
+            log.info("scratch: expected schemas from the image (%s)", image_cache_path(settings))
     if tool.cumulative:
         if exp is None or unbuilt(exp, rec):
             # One run of Django builds the plan and the recorded set (skipped in the run
