@@ -500,7 +500,7 @@ def test_inputs_that_look_odd_but_are_fine(
 
 def start(db: Path, migrations: Path) -> subprocess.Popen[str]:
     env = clean_env()
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     return subprocess.Popen(
         [
             sys.executable,

@@ -171,7 +171,7 @@ def test_a_start_killed_mid_migration_comes_back_as_it_was(kit: Kit, tmp_path: P
             ),
         )
         env = clean_env()
-        env.update(kit.env(), PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        env.update(kit.env(), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
         proc = subprocess.Popen(
             [sys.executable, "-m", "preflight", "migrate"],
             cwd=kit.folder,

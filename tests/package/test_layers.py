@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conftest import MIGRATIONS
 
-PACKAGE = Path(__file__).resolve().parent.parent / "preflight"
+PACKAGE = Path(__file__).resolve().parents[2] / "preflight"
 
 # Layers, bottom up: one folder of the package each; a module imports only from its own
 # folder or one below. The top-level modules (the command line, the one entry) are the top.

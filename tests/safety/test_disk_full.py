@@ -212,7 +212,7 @@ def test_restore_after_a_failed_smoke_test_with_the_disk_full_is_exit_10_databas
     )
     old, new = dump(db), dump(clean)
     smoke = (
-        f'{sys.executable} -c "import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); '
+        f'{sys.executable} -c "import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); sys.path.insert(0, {str(Path(__file__).parents[1])!r}); '
         f"from test_disk_full import fill; from pathlib import Path; "
         f'fill(Path({str(data)!r})); sys.exit(1)"'
     )

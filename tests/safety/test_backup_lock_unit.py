@@ -19,7 +19,7 @@ from conftest import sha
 from preflight.core.errors import LOCK_TIMEOUT, RESTORE_FAILED, LockTimeout, RestoreFailed
 from preflight.storage import backup, catalog, config, lock
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- helpers
