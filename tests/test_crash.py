@@ -122,6 +122,11 @@ def assert_backups_whole(db: Path) -> list[Path]:
             continue
         assert path in listed, path
         assert backup.backup_problem(path) is None, path
+        # backup_problem trusts a recorded sha256 to the restore: check both here.
+        assert backup.quick_check_file(path) == "ok", path
+        record = catalog.record_of(path)
+        if record is not None and "sha256" in record:
+            assert record["sha256"] == backup.sha256_file(path), path
     return listed
 
 
