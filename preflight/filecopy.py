@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,22 +197,24 @@ def clone(fin: int, fout: int) -> bool:
 def _stream(fin: int, size: int, fout: int | None, meter: Meter | None) -> str:
     """Read `fin` once: its sha256, and the same bytes written to `fout` (if given).
 
-    A one-thread pool hashes block i (hashlib releases the GIL) while this thread writes
-    it and reads block i+1 into the next of three buffers.
+    A one-thread pool hashes block i (hashlib releases the GIL) while this thread reads
+    the next one, or writes it: with `fout`, both read the page cache through one mapping
+    of `fin`, so the bytes written are the bytes hashed with one copy fewer than a
+    read into a buffer.
     """
-    from concurrent.futures import Future, ThreadPoolExecutor  # only a hash needs it
-
     digest = hashlib.sha256()
-    block = 8 << 20
-    buffers = [bytearray(block) for _ in range(3)]
-    pending: list[Future[None] | None] = [None, None, None]
     try:
         os.posix_fadvise(fin, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     except OSError:
         pass  # only a hint
-    pos = 0
     with ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256") as pool:
-        i = 0
+        if fout is not None and size > 0:
+            _mapped(fin, size, fout, digest, pool, meter)
+            return digest.hexdigest()
+        block = 8 << 20
+        buffers = [bytearray(block) for _ in range(3)]
+        pending: list[Future[None] | None] = [None, None, None]
+        pos = i = 0
         while pos < size:
             slot = i % 3
             waiting = pending[slot]
@@ -220,12 +223,7 @@ def _stream(fin: int, size: int, fout: int | None, meter: Meter | None) -> str:
             n = os.preadv(fin, [buffers[slot]], pos)
             if n <= 0:
                 break
-            view = memoryview(buffers[slot])[:n]
-            pending[slot] = pool.submit(digest.update, view)
-            if fout is not None:
-                written = 0
-                while written < n:
-                    written += os.pwrite(fout, view[written:], pos + written)
+            pending[slot] = pool.submit(digest.update, memoryview(buffers[slot])[:n])
             pos += n
             i += 1
             if meter:
@@ -236,6 +234,40 @@ def _stream(fin: int, size: int, fout: int | None, meter: Meter | None) -> str:
     if pos != size:
         raise OSError(f"read {pos} of {size} bytes: the file changed size")
     return digest.hexdigest()
+
+
+def _mapped(
+    fin: int, size: int, fout: int, digest: hashlib._Hash, pool: Executor, meter: Meter | None
+) -> None:
+    """Write `fin`'s first `size` bytes to `fout` from a mapping while `pool` hashes them."""
+    import mmap  # only a restore's copy needs it
+
+    block = 4 << 20
+    # The backup is ours and nobody truncates it under the lock; if someone did, the
+    # SIGBUS would end this process before anything was replaced.
+    with mmap.mmap(fin, size, prot=mmap.PROT_READ) as mapping:
+        mapping.madvise(mmap.MADV_SEQUENTIAL)
+        whole = memoryview(mapping)
+        jobs: list[Future[None]] = []
+        chunk = whole[:0]
+        try:
+            for pos in range(0, size, block):
+                chunk = whole[pos : pos + block]
+                jobs.append(pool.submit(digest.update, chunk))
+                written = 0
+                while written < len(chunk):
+                    written += os.pwrite(fout, chunk[written:], pos + written)
+                if meter:
+                    meter.update(pos + len(chunk))
+            for job in jobs:
+                job.result()
+        finally:
+            for job in jobs:
+                job.cancel()
+            wait(jobs)
+            jobs.clear()  # every slice of the mapping released before it is closed
+            chunk.release()
+            whole.release()
 
 
 def _kernel_copy(fin: int, fout: int, size: int, meter: Meter | None) -> int:
