@@ -251,7 +251,7 @@ def _mapped(
         jobs: list[Future[None]] = []
         chunk = whole[:0]
         try:
-            for pos in range(0, size, block):
+            for i, pos in enumerate(range(0, size, block)):
                 chunk = whole[pos : pos + block]
                 jobs.append(pool.submit(digest.update, chunk))
                 written = 0
@@ -259,6 +259,11 @@ def _mapped(
                     written += os.pwrite(fout, chunk[written:], pos + written)
                 if meter:
                     meter.update(pos + len(chunk))
+                if i >= 2:
+                    # Hashed and written: unmap it (the page cache keeps it), so the
+                    # process's RSS stays a few blocks, not the size of the backup.
+                    jobs[i - 2].result()
+                    mapping.madvise(mmap.MADV_DONTNEED, (i - 2) * block, block)
             for job in jobs:
                 job.result()
         finally:
