@@ -781,14 +781,38 @@ def place_rows(
         out,
     )
 
+    # The state a restore replaces: the database as a stopped app leaves it (restore refuses
+    # while one runs), i.e. its WAL checkpointed into it at the last close.
+    state = place / "state"
+    state.mkdir()
+    for name in ("app.db", "app.db-wal"):
+        subprocess.run([*never, str(source / name), str(state / name)], check=True)
+    conn = sqlite3.connect(state / "app.db")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
     def current(run: Path) -> None:
-        """The state a restore replaces: a full copy of the database, and the backup."""
-        for name in ("app.db", "app.db-wal"):
-            # From the untouched source: `sqlite3 .backup` above checkpointed place's WAL away.
-            subprocess.run([*never, str(source / name), str(run / name)], check=True)
-        (run / "backups").mkdir()
-        for path in (taken, taken.with_name(taken.name + ".json")):
-            os.link(path, run / "backups" / path.name)
+        """A full copy of that state, and a backup of it taken in place by the guard (so
+        its record's inode stamp holds, as for any backup the guard took)."""
+        subprocess.run([*never, str(state / "app.db"), str(run / "app.db")], check=True)
+        subprocess.run(
+            [
+                py,
+                "-m",
+                "preflight",
+                "backup",
+                "--db",
+                str(run / "app.db"),
+                "--backup-dir",
+                str(run / "backups"),
+            ],
+            env=dict(os.environ, **env),
+            check=True,
+            capture_output=True,
+        )
+
+    def fresh(run: Path) -> str:
+        return str(next((run / "backups").glob("*-manual.db")))
 
     keep_in = (
         "import sys, logging; from pathlib import Path; from preflight import backup; "
@@ -804,7 +828,7 @@ def place_rows(
                     py,
                     "-c",
                     keep_in,
-                    str(run / "backups" / taken.name),
+                    fresh(run),
                     str(run / "app.db"),
                     str(run / "backups"),
                 ]
@@ -821,7 +845,7 @@ def place_rows(
                     "-m",
                     "preflight",
                     "restore",
-                    taken.name,
+                    fresh(run),
                     "--db",
                     str(run / "app.db"),
                     "--backup-dir",

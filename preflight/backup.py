@@ -147,6 +147,7 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
         faults.point("backup-before-rename")
         os.replace(tmp, final)
         fsync_dir(backup_dir)
+        _stamp_record(final, record)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise EnvironmentProblem(
@@ -176,6 +177,23 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
         if not final.exists():
             remove_quietly(record, "backup")
     return final
+
+
+def _stamp_record(final: Path, record: Path) -> None:
+    """Add the renamed backup's inode stamp (see filecopy.stamp_of) to its record.
+
+    A restore by clone then needs no read: the same inode, untouched since, holds the
+    hashed bytes. The rename changed the ctime, hence after it; a crash before this
+    leaves the record without a stamp, and that restore hashes the clone instead.
+    """
+    from .filecopy import stamp_of
+
+    try:
+        data = json.loads(record.read_bytes())
+        data["stamp"] = stamp_of(os.stat(final))
+        write_new(record, json.dumps(data, indent=1).encode())
+    except (OSError, ValueError) as exc:
+        log.debug("backup: no stamp in %s (%s); a restore hashes it instead", record, exc)
 
 
 def _copy_online(db: Path, tmp: Path) -> int:
@@ -239,15 +257,15 @@ def _os_hint(exc: OSError) -> str:
     return "check the backup folder"
 
 
-def _recorded(backup: Path) -> tuple[str, int] | None:
-    """(sha256, size) its record keeps from when it was taken and verified, or None."""
+def _recorded(backup: Path) -> tuple[str, int, object] | None:
+    """(sha256, size, inode stamp or None) its record keeps from when it was verified."""
     record = catalog.record_of(backup)
     if record is None:
         return None
     sha, size = record.get("sha256"), record.get("bytes")
     if not isinstance(sha, str) or len(sha) != 64 or not isinstance(size, int):
         return None  # taken before records kept it, or a save that was never read
-    return sha, size
+    return sha, size, record.get("stamp")
 
 
 def _sidecars(path: Path) -> list[str]:
@@ -335,13 +353,22 @@ def restore(backup: Path, db: Path, keep_in: Path | None = None) -> Path | None:
             os.chmod(saved, 0o600)  # its own inode now: private like every backup
         log.info("restore: %s %s into %s", how, backup, db.name)
     except (OSError, sqlite3.Error) as exc:
+        kept = ""
+        if saved is not None and linked and not tmp.exists():
+            kept = f"; the state it replaced is kept as {saved}"
+        elif saved is not None and linked:
+            # Not replaced: the save is still a second name of the live database.
+            saved.unlink(missing_ok=True)
+            catalog.record_path(saved).unlink(missing_ok=True)
+        elif saved is not None:
+            kept = f"; the state before is kept as {saved}"
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise RestoreFailed(
-                f"no space on {db.parent} to restore {db} from {backup}",
+                f"no space on {db.parent} to restore {db} from {backup}{kept}",
                 f"free space on {db.parent}, then 'preflight restore {backup}'",
             ) from None
         raise RestoreFailed(
-            f"restoring {db} from {backup} failed: {exc}",
+            f"restoring {db} from {backup} failed: {exc}{kept}",
             f"stop the app, delete {db}-wal/-shm/-journal and copy {backup} over {db} by hand",
         ) from None
     finally:
@@ -380,9 +407,13 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
         flusher.start()
         try:
             meter = Meter("restore", backup.stat().st_size)
-            how, sha = copy_hashed(backup, tmp, fd, meter, recorded is not None)
+            stamp = recorded[2] if recorded else None
+            how, sha = copy_hashed(backup, tmp, fd, meter, recorded is not None, stamp)
         finally:
             flusher.stop()
+        if recorded is not None and not sha:
+            os.fsync(fd)  # a clone of the very file that was hashed (see copy_hashed)
+            return f"{how},"
         if recorded is not None:
             if sha != recorded[0]:
                 raise RestoreFailed(

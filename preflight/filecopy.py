@@ -159,14 +159,15 @@ def hash_file(path: Path) -> str:
 
 
 def copy_hashed(
-    src: Path, dst: Path, fd_out: int, meter: Meter | None, hashed: bool
+    src: Path, dst: Path, fd_out: int, meter: Meter | None, hashed: bool, stamp: object = None
 ) -> tuple[str, str]:
     """Copy `src` into the empty file `dst` open as `fd_out`: (how, sha256 of `dst`, or "").
 
-    A clone where the filesystem allows (the private clone is then read once to hash it:
-    what is hashed is what will be put in place); else, with `hashed`, one read of `src`
-    into buffers that a second thread hashes while this one writes them, so the written
-    bytes are the hashed bytes; else copy_file_range.
+    A clone where the filesystem allows; it is then read once and hashed, unless `src`
+    still carries `stamp` (see `stamp_of`) after the clone: then it is the file that was
+    hashed when it was verified, and nothing is read ("" returned, `how` says so). Else,
+    with `hashed`, one read of `src` that a second thread hashes while this one writes
+    it, so the written bytes are the hashed bytes; else copy_file_range.
     """
     fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -174,7 +175,12 @@ def copy_hashed(
         if clone(fin, fd_out):
             if meter:
                 meter.update(size, "cloned")
-            return CLONE, (hash_file(dst) if hashed else "")
+            if not hashed:
+                return CLONE, ""
+            # After the clone: a write before or during it shows in the ctime now.
+            if stamp is not None and stamp == stamp_of(os.fstat(fin)):
+                return f"{CLONE}, unchanged since it was verified ({STAMPED})", ""
+            return CLONE, hash_file(dst)
         if hashed:
             return BYTES, _stream(fin, size, fd_out, meter)
         copied = _kernel_copy(fin, fd_out, size, meter)
@@ -183,6 +189,20 @@ def copy_hashed(
         return KERNEL, ""
     finally:
         os.close(fin)
+
+
+STAMPED = "same inode, size, mtime and ctime as recorded"
+
+
+def stamp_of(st: os.stat_result) -> dict[str, int]:
+    """What a backup file's inode looks like: any write, truncate, chmod or link changes
+    its ctime, which no one can set back, so an equal stamp is the same, untouched file."""
+    return {
+        "inode": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+    }
 
 
 def clone(fin: int, fout: int) -> bool:

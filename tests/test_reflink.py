@@ -131,9 +131,26 @@ def test_a_restore_on_xfs_clones_and_is_byte_identical(cli, here):
     execute(db, "DELETE FROM items WHERE id > 10")
     result = cli("restore", taken, "--db", db)
     assert result.code == 0, result
-    assert "restore: cloned (FICLONE), sha256 matches the record" in result.err, result.err
+    # The backup's inode is as its record stamped it after the rename: nothing to read.
+    assert "restore: cloned (FICLONE), unchanged since it was verified" in result.err, result.err
     assert sha(db) == sha(taken) == catalog.record_of(taken)["sha256"]
     assert count(db) == 3000 and backup.quick_check_file(db) == "ok"
+
+
+def test_a_clone_of_a_backup_touched_since_it_was_taken_is_hashed_before_use(cli, here):
+    db = here / "app.db"
+    make_db(db, rows_=3000)
+    assert cli("backup", "--db", db).code == 0
+    (taken,) = (here / "backups").glob("*-manual.db")
+    stamp = catalog.record_of(taken)["stamp"]
+    assert stamp["inode"] == taken.stat().st_ino and stamp["ctime_ns"] == taken.stat().st_ctime_ns
+    os.chmod(taken, 0o600)  # same mode, same bytes: only the ctime moves
+    assert taken.stat().st_ctime_ns != stamp["ctime_ns"]
+    execute(db, "DELETE FROM items")
+    result = cli("restore", taken, "--db", db)
+    assert result.code == 0, result
+    assert "restore: cloned (FICLONE), sha256 matches the record" in result.err, result.err
+    assert sha(db) == sha(taken) and count(db) == 3000
 
 
 def test_no_shared_block_carries_a_write_from_one_file_into_the_other(cli, here):
