@@ -7,8 +7,8 @@ copied, another flushes the copy to disk, and every copied block is compared wit
 source (a clone shares the source's blocks as they were under the lock: nothing to
 compare). `backup.take` falls back to the online backup API when this returns None.
 
-`copy_hashed` is the restore's copy: a clone, or one read of the backup that feeds both
-the sha256 and the write, so the restored bytes are the hashed ones.
+`copy_hashed` is the restore's copy: a clone, or a kernel copy whose every block is hashed
+as it is written, so the restored bytes are the hashed ones.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import hashlib
 import logging
 import os
 import sqlite3
-from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ FICLONE = 0x40049409  # ioctl: reflink a whole file (Btrfs, XFS, bcachefs, ZFS 2
 CLONE = "cloned (FICLONE)"
 KERNEL = "copied (copy_file_range)"
 BYTES = "copied (read/write)"
+HASHED = "copied (copy_file_range, each block hashed as written)"
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def hash_file(path: Path) -> str:
     """Hex sha256 of a file: reads ahead in one thread while the caller's hashes."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return _stream(fd, os.fstat(fd).st_size, None, None)
+        return _stream(fd, os.fstat(fd).st_size, None)
     finally:
         os.close(fd)
 
@@ -166,8 +167,8 @@ def copy_hashed(
     A clone where the filesystem allows; it is then read once and hashed, unless `src`
     still carries `stamp` (see `stamp_of`) after the clone: then it is the file that was
     hashed when it was verified, and nothing is read ("" returned, `how` says so). Else,
-    with `hashed`, one read of `src` that a second thread hashes while this one writes
-    it, so the written bytes are the hashed bytes; else copy_file_range.
+    with `hashed`, the kernel copies block by block and a second thread hashes each
+    block of the copy as it is written (see `_copy_and_hash`); else copy_file_range.
     """
     fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -182,7 +183,7 @@ def copy_hashed(
                 return f"{CLONE}, unchanged since it was verified ({STAMPED})", ""
             return CLONE, hash_file(dst)
         if hashed:
-            return BYTES, _stream(fin, size, fd_out, meter)
+            return HASHED, _copy_and_hash(fin, fd_out, dst, size, meter)
         copied = _kernel_copy(fin, fd_out, size, meter)
         if copied != size:
             raise OSError(f"{src} changed size while it was copied")
@@ -214,27 +215,19 @@ def clone(fin: int, fout: int) -> bool:
         return False  # no reflinks here (ext4, tmpfs), another filesystem, or unsupported
 
 
-def _stream(fin: int, size: int, fout: int | None, meter: Meter | None) -> str:
-    """Read `fin` once: its sha256, and the same bytes written to `fout` (if given).
-
-    A one-thread pool hashes block i (hashlib releases the GIL) while this thread reads
-    the next one, or writes it: with `fout`, both read the page cache through one mapping
-    of `fin`, so the bytes written are the bytes hashed with one copy fewer than a
-    read into a buffer.
-    """
+def _stream(fin: int, size: int, meter: Meter | None) -> str:
+    """sha256 of `fin`'s `size` bytes: a one-thread pool hashes block i (hashlib releases
+    the GIL) while this thread reads block i+1 into the next of three buffers."""
     digest = hashlib.sha256()
     try:
         os.posix_fadvise(fin, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     except OSError:
         pass  # only a hint
+    block = 8 << 20
+    buffers = [bytearray(block) for _ in range(3)]
+    pending: list[Future[None] | None] = [None, None, None]
+    pos = i = 0
     with ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256") as pool:
-        if fout is not None and size > 0:
-            _mapped(fin, size, fout, digest, pool, meter)
-            return digest.hexdigest()
-        block = 8 << 20
-        buffers = [bytearray(block) for _ in range(3)]
-        pending: list[Future[None] | None] = [None, None, None]
-        pos = i = 0
         while pos < size:
             slot = i % 3
             waiting = pending[slot]
@@ -256,43 +249,55 @@ def _stream(fin: int, size: int, fout: int | None, meter: Meter | None) -> str:
     return digest.hexdigest()
 
 
-def _mapped(
-    fin: int, size: int, fout: int, digest: hashlib._Hash, pool: Executor, meter: Meter | None
-) -> None:
-    """Write `fin`'s first `size` bytes to `fout` from a mapping while `pool` hashes them."""
-    import mmap  # only a restore's copy needs it
+def _copy_and_hash(fin: int, fout: int, dst: Path, size: int, meter: Meter | None) -> str:
+    """Copy `fin` to `fout` block by block in the kernel; a second thread hashes each block
+    of the copy as soon as it is written (still in the page cache): the sha256 of `dst`.
 
-    block = 4 << 20
-    # The backup is ours and nobody truncates it under the lock; if someone did, the
-    # SIGBUS would end this process before anything was replaced.
-    with mmap.mmap(fin, size, prot=mmap.PROT_READ) as mapping:
-        mapping.madvise(mmap.MADV_SEQUENTIAL)
-        whole = memoryview(mapping)
-        jobs: list[Future[None]] = []
-        chunk = whole[:0]
-        try:
-            for i, pos in enumerate(range(0, size, block)):
-                chunk = whole[pos : pos + block]
-                jobs.append(pool.submit(digest.update, chunk))
-                written = 0
-                while written < len(chunk):
-                    written += os.pwrite(fout, chunk[written:], pos + written)
+    One pass: the backup is read once, by the copy, and what is hashed is what will be
+    put in place. (Writing from user space, or flushing while writing, measured two to
+    five times slower here: the kernel's copy does one memcpy and no page faults.)
+    """
+    digest = hashlib.sha256()
+    block = 8 << 20
+    buffer = bytearray(block)  # one worker: its jobs run one after the other
+    back = os.open(dst, os.O_RDONLY | os.O_CLOEXEC)
+
+    def hash_block(pos: int, n: int) -> None:
+        if os.preadv(back, [buffer], pos) != n:
+            raise OSError(f"{dst} is shorter than what was written to it")
+        digest.update(memoryview(buffer)[:n])
+
+    kernel = hasattr(os, "copy_file_range")
+    pos = 0
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256") as pool:
+            jobs: list[Future[None]] = []
+            while pos < size:
+                want, n = min(block, size - pos), 0
+                if kernel:
+                    try:
+                        n = os.copy_file_range(fin, fout, want, pos, pos)
+                    except OSError:
+                        kernel = False  # another filesystem on an older kernel: copy bytes
+                if not kernel:
+                    data = os.pread(fin, want, pos)
+                    while n < len(data):
+                        n += os.pwrite(fout, data[n:], pos + n)
+                if n == 0:
+                    break
+                jobs.append(pool.submit(hash_block, pos, n))
+                pos += n
                 if meter:
-                    meter.update(pos + len(chunk))
-                if i >= 2:
-                    # Hashed and written: unmap it (the page cache keeps it), so the
-                    # process's RSS stays a few blocks, not the size of the backup.
-                    jobs[i - 2].result()
-                    mapping.madvise(mmap.MADV_DONTNEED, (i - 2) * block, block)
+                    meter.update(pos)
+                if len(jobs) > 4:
+                    jobs.pop(0).result()  # the hash keeps up, or the copy waits for it
             for job in jobs:
                 job.result()
-        finally:
-            for job in jobs:
-                job.cancel()
-            wait(jobs)
-            jobs.clear()  # every slice of the mapping released before it is closed
-            chunk.release()
-            whole.release()
+    finally:
+        os.close(back)
+    if pos != size:
+        raise OSError(f"copied {pos} of {size} bytes: the backup changed size")
+    return digest.hexdigest()
 
 
 def _kernel_copy(fin: int, fout: int, size: int, meter: Meter | None) -> int:
