@@ -379,7 +379,7 @@ def restore(backup: Path, db: Path, keep_in: Path | None = None) -> Path | None:
 
 def _prepare(backup: Path, tmp: Path, mode: int) -> str:
     """Write `tmp` (new, private, `mode`) as `backup`'s proven content, fsynced; how it was copied."""
-    from .filecopy import copy_hashed  # only a restore or a backup needs it
+    from .filecopy import _Flusher, copy_hashed  # only a restore or a backup needs them
     from .progress import Meter
 
     with open(backup, "rb") as f:
@@ -403,11 +403,14 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
     fd = create_fresh(tmp)
     try:
         os.fchmod(fd, mode)  # the database keeps its own mode
-        # No flushing thread beside this copy (as a backup has): fdatasync while the
-        # pages are written made the copy several times slower here; one fsync at the end.
-        meter = Meter("restore", backup.stat().st_size)
-        stamp = recorded[2] if recorded else None
-        how, sha = copy_hashed(backup, tmp, fd, meter, recorded is not None, stamp)
+        flusher = _Flusher(tmp)  # the disk writes the copy while it is made and hashed
+        flusher.start()
+        try:
+            meter = Meter("restore", backup.stat().st_size)
+            stamp = recorded[2] if recorded else None
+            how, sha = copy_hashed(backup, tmp, fd, meter, recorded is not None, stamp)
+        finally:
+            flusher.stop()
         if recorded is not None and not sha:
             os.fsync(fd)  # a clone of the very file that was hashed (see copy_hashed)
             return f"{how},"
