@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from preflight.migrations import discover, run_body  # noqa: E402
+from preflight.sources.migrations import discover, run_body  # noqa: E402
 
 MIB = 1 << 20
 
@@ -815,7 +815,7 @@ def place_rows(
         return str(next((run / "backups").glob("*-manual.db")))
 
     keep_in = (
-        "import sys, logging; from pathlib import Path; from preflight import backup; "
+        "import sys, logging; from pathlib import Path; from preflight.storage import backup; "
         "logging.basicConfig(level=logging.INFO, format='%(message)s'); "
         "backup.restore(Path(sys.argv[1]), Path(sys.argv[2]), keep_in=Path(sys.argv[3]))"
     )

@@ -19,7 +19,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from preflight import drift, migrations, schema  # noqa: E402
+from preflight import schema  # noqa: E402
+from preflight.schema import drift  # noqa: E402
+from preflight.sources import migrations  # noqa: E402
 
 
 def generate(n: int) -> list[str]:

@@ -47,7 +47,7 @@ def measure(path: str) -> dict[str, float]:
     import tracemalloc
 
     sys.path.insert(0, str(ROOT))
-    from preflight import migrations
+    from preflight.sources import migrations
 
     t0 = time.perf_counter()
     m = migrations.load(Path(path))

@@ -1,5 +1,5 @@
 """`python -m preflight ...`: see `entry.main`."""
 
-from .entry import main
+from preflight.entry import main
 
 main()

@@ -14,11 +14,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__, errors, faults, pipeline, signals
-from .config import Settings, add_options, resolve
-from .errors import PreflightError
-from .facts import Proof
-from .results import Ready, Reported, Result
+from preflight import __version__
+from preflight.commands import guard
+from preflight.commands.results import Ready, Result
+from preflight.core import errors, faults, signals
+from preflight.core.errors import PreflightError
+from preflight.fast.facts import Proof
+from preflight.storage.config import Settings, add_options, resolve
 
 log = logging.getLogger("preflight")
 
@@ -163,20 +165,19 @@ def _stamp_version(text: str) -> int | str:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings, proof: Proof | None = None) -> Result:
+    """One command, whatever the migration source: each is one short function."""
     command = args.command
-    if settings.tool != "files" and command not in ("backup", "restore", "clear-failure"):
-        return _tool(args, settings)
     if command == "run":
         argv = list(args.cmd)
         if argv[:1] == ["--"]:
             argv = argv[1:]
-        pipeline.migrate(settings, "run", argv, proof)
+        guard.start(settings, "run", argv, proof)
         return Ready(argv=tuple(argv))
     if command == "migrate":
-        pipeline.migrate(settings, "migrate")
+        guard.start(settings, "migrate")
         return Ready()
     # Imported here: a start (`run`) never needs the operator commands' modules.
-    from . import operations
+    from preflight.commands import operations
 
     if command in ("check", "status"):
         return operations.assess(settings, rehearse=command == "check")
@@ -185,31 +186,17 @@ def _dispatch(args: argparse.Namespace, settings: Settings, proof: Proof | None 
     if command == "restore":
         return operations.restore(settings, args.backup_file, args.at_version, args.force)
     if command == "stamp":
-        if not isinstance(args.version, int):
-            raise errors.UsageError(
-                f"stamp {args.version!r}: expected a migration number", "give its NNN"
-            )
         return operations.stamp(settings, args.version, args.force)
     if command == "clear-failure":
         return operations.clear_failure(settings)
-    from . import adopt
+    if settings.tool != "files":
+        raise errors.UsageError(
+            f"'preflight {command}' is for --tool files",
+            f"{settings.tool} keeps its own history; see 'preflight status'",
+        )
+    from preflight.commands import adopt
 
     return adopt.init(settings, args.number)
-
-
-def _tool(args: argparse.Namespace, settings: Settings) -> Result:
-    """The app's own migration tool (see `tools`); its commands still fill a report."""
-    from . import toolops
-
-    report: dict[str, object] = {"command": args.command}
-    try:
-        code = toolops.dispatch(args, settings, report)
-    except PreflightError as exc:
-        return Reported(facts=report, error=exc)
-    argv = report.get("exec")
-    if isinstance(argv, list):
-        return Ready(argv=tuple(str(a) for a in argv))
-    return Reported(code=code, facts=report)
 
 
 def main(argv: Sequence[str] | None = None, proof: Proof | None = None) -> int:

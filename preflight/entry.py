@@ -9,7 +9,7 @@ quick start already proved (see `facts.Proof`).
 import os
 import sys
 
-from . import quickstart
+from preflight.fast import quickstart
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     proof = quickstart.start(args, dict(os.environ), hand_on=True)
     try:
-        from . import cli  # only when the quick start handed over
+        from preflight import cli  # only when the quick start handed over
 
         code = cli.main(args, proof)
     finally:

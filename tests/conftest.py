@@ -105,21 +105,35 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
     return run
 
 
-def run_process(
-    *args: object, env: dict[str, str] | None = None, timeout: float = 60
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without the caller's PREFLIGHT_* options, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env.update(extra or {})
+    return env
+
+
+def spawn(
+    *args: object,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m preflight ARGS` in a real subprocess."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
-    full_env.update(env or {})
-    full_env["PYTHONPATH"] = str(REPO)
+    """`python -m preflight ARGS` in a real subprocess, in a clean environment plus `env`."""
+    full_env = clean_env(env)
+    full_env.setdefault("PYTHONPATH", str(REPO))
     return subprocess.run(
         [sys.executable, "-m", "preflight", *map(str, args)],
-        cwd=REPO,
+        cwd=cwd or REPO,
         env=full_env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def sha(path: Path) -> str:
+    """The sha256 of a file's bytes: "byte-identical" in one word."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def folder_state(folder: Path, strict: bool = False) -> dict[str, str]:
@@ -230,7 +244,7 @@ def hold_lock(lock_path: Path) -> subprocess.Popen[str]:
             sys.executable,
             "-c",
             "import sys, time; sys.path.insert(0, sys.argv[1]);"
-            "from pathlib import Path; from preflight import lock;"
+            "from pathlib import Path; from preflight.storage import lock;"
             "cm = lock.hold(Path(sys.argv[2]), 5, 'test-holder'); cm.__enter__();"
             "print('held', flush=True); time.sleep(60)",
             str(REPO),

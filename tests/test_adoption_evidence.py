@@ -12,8 +12,9 @@ import pytest
 from conftest import dump as dump_all
 from conftest import folder_state, rows
 
-from preflight import evidence, schema
-from preflight import migrations as mig
+from preflight import schema
+from preflight.sources import evidence
+from preflight.sources import migrations as mig
 
 
 def plain(db: Path, files: dict[str, str], upto: int, data: str = "") -> Path:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import MIGRATIONS, load_fixture, run_process
+from conftest import MIGRATIONS, load_fixture, spawn
 
 from app.wsgi import application
 
@@ -27,7 +27,7 @@ def get(
 @pytest.fixture
 def head(tmp_path: Path) -> Path:
     db = load_fixture("v0.9.5", tmp_path / "app.db")
-    done = run_process("migrate", "--db", db, "--migrations", MIGRATIONS, "--backup", "never")
+    done = spawn("migrate", "--db", db, "--migrations", MIGRATIONS, "--backup", "never")
     assert done.returncode == 0, done.stderr
     return db
 

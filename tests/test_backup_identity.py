@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import dump, folder_state, rows
 
-from preflight import catalog
+from preflight.storage import catalog
 
 V1 = {"001_notes.sql": "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"}
 V2 = {**V1, "002_tags.sql": "CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT);"}
@@ -174,7 +174,7 @@ def test_old_backups_beyond_keep_do_not_stop_the_quick_start(
 ):
     import os
 
-    from preflight import quickstart
+    from preflight.fast import quickstart
 
     db = tmp_path / "data" / "app.db"
     db.parent.mkdir()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import signal
@@ -15,18 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import sha
 
-from preflight import backup, catalog, config, lock
-from preflight.errors import LOCK_TIMEOUT, RESTORE_FAILED, LockTimeout, RestoreFailed
+from preflight.core.errors import LOCK_TIMEOUT, RESTORE_FAILED, LockTimeout, RestoreFailed
+from preflight.storage import backup, catalog, config, lock
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def rows(db: Path, table: str = "items") -> list[tuple]:
@@ -129,16 +125,48 @@ def test_take_includes_rows_still_in_the_wal(
     assert Path(f"{db}-wal").stat().st_size > 0
 
 
-def test_take_removes_temp_files_left_by_a_crash(tmp_path: Path) -> None:
+def test_take_removes_temp_files_left_by_a_crash_of_this_database_only(tmp_path: Path) -> None:
+    # issue 19.1: the folder may be shared with another app.db, whose guard holds
+    # another lock and may be writing its own temp file and record right now.
     db = tmp_path / "app.db"
     make_db(db, ["a"])
     backups = tmp_path / "backups"
     backups.mkdir()
-    crashed = backups / f".{backup_name('20240101T000000.000Z', 'manual')}.tmp"
-    crashed.write_bytes(b"half a backup")
+    mine, other = catalog.ensure_identity(db, backups), "f" * 32
+    crashed, theirs = (
+        backup_name("20240101T000000.000Z", "manual"),
+        backup_name("20240102T000000.000Z", "manual"),
+    )
+    ours = [
+        backups / f".{crashed}.{mine}.tmp",
+        backups / f".{crashed}.{mine}.tmp-wal",
+        backups / f".{crashed}.{mine}.tmp-journal",
+        backups / f"{crashed}.json",  # our record whose backup never arrived
+    ]
+    kept = [
+        backups / f".{theirs}.{other}.tmp",  # the other database's, in flight
+        backups / f"{theirs}.json",  # its record, written before its rename
+        backups / f".{backup_name('20240103T000000.000Z', 'manual')}.tmp",  # no id, recent
+        backups / f".{backup_name('20240103T000000.000Z', 'manual')}.json.tmp",
+        backups / f".{backup_name('20240103T000000.000Z', 'manual', stem='app-x')}.{mine}.tmp",
+    ]
+    stale = [  # no id, a day old: a version before ids crashed here
+        backups / f".{backup_name('20240104T000000.000Z', 'manual')}.tmp",
+        backups / f".{backup_name('20240104T000000.000Z', 'manual')}.tmp-shm",
+        backups / f".{backup_name('20240104T000000.000Z', 'manual')}.json.tmp",
+        backups / f"{backup_name('20240104T000000.000Z', 'manual')}.json",  # cut short
+    ]
+    for path in ours + kept + stale:
+        path.write_bytes(b"half a backup")
+    for path, owner in ((ours[3], mine), (kept[1], other)):
+        path.write_text(json.dumps({"database": "/x/app.db", "database_id": owner}))
+    for path in stale:
+        os.utime(path, (1e9, 1e9))
+    before = {p: sha(p) for p in kept}
     path = backup.take(db, backups, "manual")
-    assert not crashed.exists()
-    assert sorted(p.name for p in backups.iterdir()) == [path.name, f"{path.name}.json"]
+    assert not any(p.exists() for p in ours + stale)
+    assert {p: sha(p) for p in kept} == before
+    assert sorted(backups.iterdir()) == sorted([path, catalog.record_path(path), *kept])
     assert rows(path) == [(1, "a")]
 
 
@@ -234,7 +262,7 @@ def test_restore_removes_stale_sidecars_and_is_byte_identical(tmp_path: Path) ->
 
     for suffix in backup.SIDECARS:
         assert not Path(f"{db}{suffix}").exists(), suffix
-    assert sha256(db) == sha256(good)
+    assert sha(db) == sha(good)
     assert backup.quick_check_file(db) == "ok"
     assert rows_live(db) == expected
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file
@@ -257,7 +285,7 @@ def test_restore_ignores_a_stale_wal_from_another_database(tmp_path: Path) -> No
     backup.restore(good, db)
 
     assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
-    assert sha256(db) == sha256(good)
+    assert sha(db) == sha(good)
     assert rows_live(db) == expected
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -272,7 +300,7 @@ def test_restore_into_missing_database(tmp_path: Path) -> None:
     db.parent.mkdir()
     Path(f"{db}-journal").write_bytes(b"stale hot journal")
     backup.restore(good, db)
-    assert sha256(db) == sha256(good)
+    assert sha(db) == sha(good)
     assert not Path(f"{db}-journal").exists()
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
 
@@ -284,7 +312,7 @@ def test_restore_keeps_the_database_file_mode(tmp_path: Path) -> None:
     os.chmod(db, 0o640)
     backup.restore(good, db)
     assert stat.S_IMODE(db.stat().st_mode) == 0o640
-    assert sha256(db) == sha256(good)
+    assert sha(db) == sha(good)
 
 
 @pytest.mark.parametrize(
@@ -299,14 +327,14 @@ def test_restore_from_a_bad_backup_fails_and_leaves_the_database(
 ) -> None:
     db = tmp_path / "app.db"
     make_db(db, ["a"], wal=False)
-    before = sha256(db)
+    before = sha(db)
     bad = fake_backup(tmp_path / "backups", "20240101T000000.000Z", "manual")
     bad.write_bytes(content)
     with pytest.raises(RestoreFailed) as info:
         backup.restore(bad, db)
     assert info.value.code == RESTORE_FAILED == 10
     assert str(bad) in info.value.message
-    assert sha256(db) == before
+    assert sha(db) == before
     assert rows(db) == [(1, "a")]
 
 
@@ -368,7 +396,7 @@ def test_snapshot_replaces_an_old_copy(tmp_path: Path) -> None:
 HOLDER = """
 import sys, time
 from pathlib import Path
-from preflight import lock
+from preflight.storage import lock
 with lock.hold(Path(sys.argv[1]), 5, "holder-command"):
     print("held", flush=True)
     time.sleep(120)
@@ -444,7 +472,7 @@ def test_lock_is_exclusive_within_one_process_too(tmp_path: Path) -> None:
 def test_lock_file_is_never_the_database_file(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
     make_db(db, ["a"], wal=False)
-    before = sha256(db)
+    before = sha(db)
     settings = config.resolve(argparse.Namespace(db=str(db)), {})
     assert settings.db == db
     assert settings.lock_path != settings.db
@@ -457,7 +485,7 @@ def test_lock_file_is_never_the_database_file(tmp_path: Path) -> None:
         conn.execute("INSERT INTO items(v) VALUES ('b')")
         conn.execute("ROLLBACK")
         conn.close()
-        assert sha256(db) == before
+        assert sha(db) == before
         assert settings.lock_path.exists()
     assert rows(db) == [(1, "a")]
-    assert sha256(db) == before
+    assert sha(db) == before

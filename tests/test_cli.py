@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -11,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MIGRATIONS, REPO, dump, folder_state, hold_lock, rows, run_process
+from conftest import MIGRATIONS, REPO, clean_env, dump, folder_state, hold_lock, rows, spawn
 
-from preflight import config, errors
+from preflight.core import errors
+from preflight.storage import config
 
 # Works on an empty schema (so the pre-write rehearsal passes), fails on real rows.
 FAILING = (
@@ -328,7 +328,7 @@ def test_check_on_missing_database_says_fresh(cli, make_db):
 
 def test_run_execs_the_command_in_place_keeping_the_pid(make_db):
     db = make_db("v0.9.5")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env.update(PYTHONPATH=str(REPO), PREFLIGHT_DB=str(db), PREFLIGHT_MIGRATIONS=str(MIGRATIONS))
     proc = subprocess.Popen(
         [
@@ -349,9 +349,7 @@ def test_run_execs_the_command_in_place_keeping_the_pid(make_db):
     assert "verify: schema at head" in err
     # The lock was released before exec: another guard gets it at once.
     assert (
-        run_process(
-            "migrate", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0"
-        ).returncode
+        spawn("migrate", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0").returncode
         == 0
     )
 
@@ -367,7 +365,7 @@ def test_run_refuses_an_unknown_command_before_touching_anything(cli, make_db):
 def test_run_does_not_exec_when_the_guard_fails(make_db):
     db = make_db("fresh")
     db.write_text("not a database")
-    done = run_process("run", "--db", db, "--migrations", MIGRATIONS, "--", "echo", "APP STARTED")
+    done = spawn("run", "--db", db, "--migrations", MIGRATIONS, "--", "echo", "APP STARTED")
     assert done.returncode == 6 and "APP STARTED" not in done.stdout
 
 
@@ -376,7 +374,7 @@ def test_run_does_not_exec_when_the_guard_fails(make_db):
 
 def test_four_concurrent_guards_all_succeed_and_each_migration_runs_once(make_db):
     db = make_db("v0.9.5")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env["PYTHONPATH"] = str(REPO)
     procs = [
         subprocess.Popen(
@@ -412,7 +410,7 @@ def test_lock_timeout_names_the_holder_and_changes_nothing(make_db):
     holder = hold_lock(Path(f"{db}.preflight.lock"))
     try:
         state = folder_state(db.parent)
-        done = run_process(
+        done = spawn(
             "migrate", "--db", db, "--migrations", MIGRATIONS, env={"PREFLIGHT_LOCK_TIMEOUT": "0.3"}
         )
         assert done.returncode == 8, done.stderr
@@ -423,9 +421,7 @@ def test_lock_timeout_names_the_holder_and_changes_nothing(make_db):
         holder.wait()
     # flock dies with its holder: no stale lock.
     assert (
-        run_process(
-            "migrate", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0"
-        ).returncode
+        spawn("migrate", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0").returncode
         == 0
     )
 
@@ -611,7 +607,7 @@ def test_readme_documents_every_exit_code_variable_and_command():
         assert re.search(rf"^\| {code} \|", readme, re.M), f"exit code {code}"
     for option in config.OPTIONS:
         assert option.env in readme and option.flag in readme
-    code = "".join(path.read_text() for path in (REPO / "preflight").glob("*.py"))
+    code = "".join(path.read_text() for path in (REPO / "preflight").rglob("*.py"))
     for variable in set(re.findall(r"PREFLIGHT_[A-Z][A-Z_]*", code)) - {"PREFLIGHT_FORCE"}:
         assert f"`{variable}" in readme, variable  # e.g. PREFLIGHT_FAULT, the testing aid
     for command in __import__("preflight.cli", fromlist=["COMMANDS"]).COMMANDS:

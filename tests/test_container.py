@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MIGRATIONS, REPO, dump, load_fixture, run_process
+from conftest import MIGRATIONS, REPO, dump, load_fixture, spawn
 from dockerkit import (
     APP_UID,
     FAST_HEALTH,
@@ -94,9 +94,7 @@ def seed(tmp_path: Path) -> Callable[[str], Path]:
     def make(state: str) -> Path:
         db = tmp_path / f"{state}-{uuid.uuid4().hex[:6]}.db"
         if state == "head":
-            done = run_process(
-                "migrate", "--db", db, "--migrations", MIGRATIONS, "--backup", "never"
-            )
+            done = spawn("migrate", "--db", db, "--migrations", MIGRATIONS, "--backup", "never")
             assert done.returncode == 0, done.stderr
         else:
             load_fixture(state, db)

@@ -21,6 +21,7 @@ import pytest
 from conftest import (
     MIGRATIONS,
     REPO,
+    clean_env,
     dump,
     hold_lock,
     load_fixture,
@@ -29,7 +30,8 @@ from conftest import (
     wait_until_blocked_on_lock,
 )
 
-from preflight import backup, catalog, faults
+from preflight.core import faults
+from preflight.storage import backup, catalog
 
 # Three statements after the application's migrations: more places for `statement@N`.
 EXTRA = {
@@ -42,7 +44,7 @@ EXTRA = {
 
 def guard(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`python -m preflight ARGS` started (not waited for), stderr captured."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    full = clean_env()
     full.update(env or {}, PYTHONPATH=str(REPO))
     return subprocess.Popen(
         [sys.executable, "-m", "preflight", *map(str, args)],
@@ -443,7 +445,7 @@ def test_fault_points_cost_nothing_when_unset_and_count_down_when_armed(monkeypa
             sys.executable,
             "-c",
             "import sys; sys.path.insert(0, sys.argv[1]);"
-            "from preflight import faults; faults.point('statement')",
+            "from preflight.core import faults; faults.point('statement')",
             str(REPO),
         ],
         env={"PREFLIGHT_FAULT": "statement"},
@@ -538,7 +540,7 @@ def test_a_killed_manual_backup_is_never_listed_and_the_next_one_cleans_up(cli, 
 
 def test_every_fault_point_is_placed_in_the_code_and_documented():
     code = "".join(
-        p.read_text() for p in (REPO / "preflight").glob("*.py") if p.name != "faults.py"
+        p.read_text() for p in (REPO / "preflight").rglob("*.py") if p.name != "faults.py"
     )
     readme = (REPO / "README.md").read_text()
     for name in faults.POINTS:

@@ -11,6 +11,8 @@ import errno
 import fcntl
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -19,11 +21,13 @@ import pytest
 from conftest import (
     MIGRATIONS,
     REPO,
+    clean_env,
     dump,
     folder_state,
     load_fixture,
     needs_root,
     rows,
+    spawn,
     wait_until_blocked_on_lock,
 )
 
@@ -85,14 +89,15 @@ def test_backup_folder_out_of_inodes_fails_the_backup_cleanly(cli, make_db, tmpf
 def test_backup_folder_filling_up_during_the_backup_leaves_no_partial_backup(
     make_db, tmpfs, tmp_path
 ):
-    """The disk fills while the guard waits for another guard's lock: the check passed, the
-    backup itself hits ENOSPC half-way."""
+    """The disk fills while the guard waits for another guard's lock: room is demanded right
+    before the backup (never earlier: a start with nothing to write needs none), so it is
+    refused there, naming the folder, with nothing written."""
     db = make_db("v0.9.5")
     backups = tmpfs(tmp_path / "backups", "2m")
     lock = Path(f"{db}.preflight.lock")
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.Popen(
         [
@@ -122,7 +127,7 @@ def test_backup_folder_filling_up_during_the_backup_leaves_no_partial_backup(
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 7, err
     line = error_line(err)
-    assert f"backup to {backups} failed" in line and "full" in line and "free space" in line, line
+    assert f"backup folder {backups} has" in line and "free space" in line, line
     assert [p.name for p in backups.iterdir()] == [filler.name]  # no temp file, no backup
     assert folder_state(db.parent) == state and dump(db) == before
 
@@ -242,3 +247,31 @@ def test_a_no_op_start_on_a_full_data_disk_still_starts(cli, tmpfs, tmp_path):
     result = cli("migrate", "--db", db, "--migrations", MIGRATIONS, "--backup-dir", backups)
     assert result.code == 0, result
     assert dump(db) == before
+
+
+def test_a_start_with_nothing_to_write_needs_no_room_for_a_backup(cli, tmpfs, tmp_path):
+    """Backups beside the database (the default) and the database past half its volume: a
+    no-op start (quick or full) is not refused for room it will not use; an upgrade is."""
+    data = tmpfs(tmp_path / "data", "4m")
+    db = data / "app.db"
+    assert cli("migrate", "--db", db, "--migrations", MIGRATIONS).code == 0
+    execute = sqlite3.connect(db)
+    with execute:
+        execute.execute("CREATE TABLE filler (x BLOB)")
+        execute.execute("INSERT INTO filler VALUES (zeroblob(2500000))")
+    execute.close()
+    assert cli("migrate", "--db", db, "--migrations", MIGRATIONS).code == 0  # verified again
+    state = folder_state(data)
+    quick = spawn("run", "--db", db, "--migrations", MIGRATIONS, "--", "true")
+    assert quick.returncode == 0, quick.stderr
+    full = spawn("migrate", "--db", db, "--migrations", MIGRATIONS)
+    assert full.returncode == 0, full.stderr
+    assert folder_state(data) == state
+    # Both ways: a start that would write still needs the room, and says so.
+    more = tmp_path / "more"
+    shutil.copytree(MIGRATIONS, more)
+    (more / "006_index.sql").write_text("CREATE INDEX ix_notes_slug_again ON notes (slug);\n")
+    refused = spawn("migrate", "--db", db, "--migrations", more)
+    assert refused.returncode == 7, refused.stderr
+    assert "has" in refused.stderr and "KiB free" in refused.stderr
+    assert folder_state(data) == state

@@ -22,8 +22,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from preflight import drift, schema
-from preflight.migrations import Migration, split_statements
+from preflight import schema
+from preflight.schema import drift
+from preflight.sources import replay
+from preflight.sources.migrations import Migration, split_statements
 
 SETTINGS = settings(
     max_examples=80,
@@ -229,7 +231,7 @@ def as_migrations(files: list[list[str]]) -> tuple[Migration, ...]:
 
 def replayed(files: list[list[str]]) -> schema.Schema:
     migrations = as_migrations(files)
-    return schema.replay(migrations, {len(migrations)})[len(migrations)]
+    return replay.replay(migrations, {len(migrations)})[len(migrations)]
 
 
 def built(m: Model) -> schema.Schema:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from preflight import drift, migrations, schema
+from preflight import schema
+from preflight.schema import drift
+from preflight.sources import migrations, replay
 
 _count = itertools.count()
 
@@ -26,7 +28,7 @@ def expected_from(tmp_path: Path, *files: str) -> schema.Schema:
     for i, text in enumerate(files, 1):
         (folder / f"{i:03d}_step.sql").write_text(text, encoding="utf-8")
     found = migrations.discover(folder)
-    return schema.replay(found, {len(found)})[len(found)]
+    return replay.replay(found, {len(found)})[len(found)]
 
 
 def live_from(tmp_path: Path, sql: str) -> schema.Schema:
@@ -549,7 +551,7 @@ def test_replay_with_every_stop_equals_a_fresh_snapshot_at_each_stop(tmp_path: P
     for i, text in enumerate(HISTORY, 1):
         (folder / f"{i:03d}_step.sql").write_text(text, encoding="utf-8")
     found = migrations.discover(folder)
-    steps = schema.replay(found, set(range(len(found) + 1)))
+    steps = replay.replay(found, set(range(len(found) + 1)))
     for k in range(len(found) + 1):
         live = live_from(tmp_path, "\n".join(HISTORY[:k]))
         assert drift.diff(steps[k], live) == [], (k, messages(drift.diff(steps[k], live)))
@@ -572,7 +574,7 @@ def test_with_origins_names_the_last_migration_that_changed_each_object(tmp_path
     for i, text in enumerate(HISTORY, 1):
         (folder / f"{i:03d}_step.sql").write_text(text, encoding="utf-8")
     found = migrations.discover(folder)
-    steps = schema.replay(found, set(range(1, len(found) + 1)))
+    steps = replay.replay(found, set(range(1, len(found) + 1)))
     live = live_from(
         tmp_path,
         "CREATE TABLE p(id INT, code TEXT PRIMARY KEY);\n"
@@ -580,7 +582,7 @@ def test_with_origins_names_the_last_migration_that_changed_each_object(tmp_path
         "CREATE VIEW v AS SELECT * FROM c;",
     )
     diffs = drift.with_origins(
-        drift.diff(steps[len(found)], live), [(m, steps[i]) for i, m in enumerate(found, 1)]
+        drift.diff(steps[len(found)], live), [(m.name, steps[i]) for i, m in enumerate(found, 1)]
     )
     origin = {(d.object, d.kind): d.origin for d in diffs}
     assert origin[("c.note", "different")] == "004_step.sql"

@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MIGRATIONS, folder_state, plant_foreign_wal, rows, run_process, sha256_hex
+from conftest import MIGRATIONS, folder_state, plant_foreign_wal, rows, sha256_hex, spawn
 
-from preflight import backup, cache, config, facts, filecopy, lock, migrations, progress, quickstart
-from preflight.errors import DatabaseUnusable, EnvironmentProblem
+from preflight.core import progress
+from preflight.core.errors import DatabaseUnusable, EnvironmentProblem
+from preflight.fast import facts, quickstart
+from preflight.sources import migrations
+from preflight.storage import backup, cache, config, filecopy, lock
 
 CACHE = "app.db.preflight-cache.json"
 
@@ -56,7 +59,7 @@ def test_a_verified_start_writes_the_cache_and_the_next_no_op_start_uses_it(cli,
     assert data["checked_at"] > 0  # the migration's verification ran quick_check
     assert stat.S_IMODE((head.parent / CACHE).stat().st_mode) == 0o600
     state = folder_state(head.parent)
-    again = run_process("run", "--db", head, "--migrations", MIGRATIONS, "--", "true")
+    again = spawn("run", "--db", head, "--migrations", MIGRATIONS, "--", "true")
     assert again.returncode == 0, again.stderr
     assert "schema as verified before (cache), header and size ok" in again.stderr
     assert "exec: true" in again.stderr
@@ -456,7 +459,7 @@ def test_a_run_with_a_stale_wal_is_refused_even_with_a_current_cache(cli, head, 
     assert cli("migrate", "--db", head, "--migrations", MIGRATIONS).code == 0  # cache current
     plant_foreign_wal(head, tmp_path)
     state = folder_state(head.parent)
-    done = run_process("run", "--db", head, "--migrations", MIGRATIONS, "--", "true")
+    done = spawn("run", "--db", head, "--migrations", MIGRATIONS, "--", "true")
     assert done.returncode == 6, done.stderr
     assert "stale WAL" in done.stderr
     assert folder_state(head.parent) == state

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MIGRATIONS, REPO, folder_state, rows
+from conftest import MIGRATIONS, REPO, clean_env, folder_state, rows
 
-from preflight import cli, facts, migrations, quickstart
+from preflight import cli
+from preflight.fast import facts, quickstart
+from preflight.sources import migrations
 
 
 class Exec(Exception):
@@ -160,7 +162,7 @@ def cli_run(cli):
 
 def test_python_m_preflight_runs_the_entry_function(make_db):
     db = make_db("fresh")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env["PYTHONPATH"] = str(REPO)
     done = subprocess.run(
         [

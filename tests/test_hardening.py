@@ -5,7 +5,6 @@ symlink, a background child, an unusable TMPDIR.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import subprocess
@@ -17,18 +16,16 @@ import pytest
 from conftest import (
     MIGRATIONS,
     REPO,
+    clean_env,
     folder_state,
     hold_lock,
     load_fixture,
-    run_process,
+    sha,
+    spawn,
     wait_until_blocked_on_lock,
 )
 
-from preflight import lock
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from preflight.storage import lock
 
 
 def at_head(cli, db: Path) -> Path:
@@ -57,7 +54,7 @@ def test_a_waiting_quick_start_leaves_the_holders_note_and_names_the_holder(cli,
         note = lock_path.read_bytes()
         assert b'"test-holder"' in note
         # python -m preflight: the quick start first, then the full pipeline.
-        done = run_process(
+        done = spawn(
             "run", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0.5", "--", "true"
         )
         assert done.returncode == 8, done.stderr
@@ -72,7 +69,7 @@ def test_a_waiting_quick_start_leaves_the_holders_note_and_names_the_holder(cli,
 
 def test_a_free_lock_is_taken_without_a_waiting_line(cli, data_dir):
     db = at_head(cli, data_dir / "app.db")
-    done = run_process("migrate", "--db", db, "--migrations", MIGRATIONS)
+    done = spawn("migrate", "--db", db, "--migrations", MIGRATIONS)
     assert done.returncode == 0, done.stderr
     assert "waiting for the lock" not in done.stderr
 
@@ -83,8 +80,8 @@ WAITER = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from preflight import lock
-from preflight.errors import LockTimeout
+from preflight.storage import lock
+from preflight.core.errors import LockTimeout
 try:
     with lock.hold(Path(sys.argv[2]), 3, "waiter"):
         print("held", flush=True)
@@ -135,7 +132,7 @@ def test_a_symlink_at_the_lock_file_is_refused_and_followed_nowhere(cli, data_di
         if command.startswith("run")
         else ["migrate", "--db", db, "--migrations", MIGRATIONS]
     )
-    done = run_process(*args)
+    done = spawn(*args)
     assert done.returncode == 7, done.stderr
     assert f"lock file {lock_path} is a symbolic link" in done.stderr
     assert folder_state(data_dir, strict=True) == before
@@ -149,7 +146,7 @@ def test_a_dangling_symlink_at_the_lock_file_creates_nothing(cli, data_dir, tmp_
     outside = tmp_path / "outside" / "planted"
     outside.parent.mkdir()
     lock_path.symlink_to(outside)
-    done = run_process("migrate", "--db", db, "--migrations", MIGRATIONS)
+    done = spawn("migrate", "--db", db, "--migrations", MIGRATIONS)
     assert done.returncode == 7, done.stderr
     assert not outside.exists()
 
@@ -165,7 +162,7 @@ def test_a_lock_file_that_is_not_a_plain_file_of_ours_is_refused(cli, data_dir, 
         os.link(db, lock_path)
     before = sha(db)
     for args in (["migrate"], ["run", "--lock-timeout", "0", "--", "true"]):
-        done = run_process(*args[:1], "--db", db, "--migrations", MIGRATIONS, *args[1:], timeout=30)
+        done = spawn(*args[:1], "--db", db, "--migrations", MIGRATIONS, *args[1:], timeout=30)
         assert done.returncode == 7, done.stderr
         assert f"lock file {lock_path} " in done.stderr and "refusing" in done.stderr
         assert sha(db) == before
@@ -187,7 +184,7 @@ def test_a_symlink_at_the_cache_or_its_temp_name_is_replaced_not_followed(
     (data_dir / name).unlink(missing_ok=True)
     (data_dir / name).symlink_to(pointed)
     db_before, outside_before = sha(db), sha(outside)
-    done = run_process("run", "--db", db, "--migrations", MIGRATIONS, "--", "true")
+    done = spawn("run", "--db", db, "--migrations", MIGRATIONS, "--", "true")
     assert done.returncode == 0, done.stderr
     assert sha(db) == db_before and sha(outside) == outside_before
     assert not cache.is_symlink() and cache.read_bytes().startswith(b"{")
@@ -202,7 +199,7 @@ def test_a_symlink_at_the_failure_records_temp_name_is_not_followed(
     outside.write_text("someone else's file\n")
     Path(data_dir / ".app.db.preflight-failure.json.tmp").symlink_to(outside)
     more = make_migrations({"006_more.sql": "CREATE TABLE t (x);\n"}, base=True)
-    done = run_process("migrate", "--db", db, "--migrations", more, "--smoke", "false")
+    done = spawn("migrate", "--db", db, "--migrations", more, "--smoke", "false")
     assert done.returncode == 9, done.stderr
     assert outside.read_text() == "someone else's file\n"
     record = Path(f"{db}.preflight-failure.json")
@@ -210,7 +207,7 @@ def test_a_symlink_at_the_failure_records_temp_name_is_not_followed(
 
 
 def test_create_exclusive_refuses_anything_already_there(tmp_path):
-    from preflight.files import create_exclusive, create_fresh
+    from preflight.core.files import create_exclusive, create_fresh
 
     target = tmp_path / "target"
     target.write_text("keep")
@@ -234,7 +231,7 @@ def test_a_table_name_with_a_newline_cannot_forge_a_log_line(cli, data_dir):
     conn.execute('CREATE TABLE "x\npreflight: exec: evil" (a)')  # an extra table: a warning
     conn.close()
     for args in (["check"], ["migrate"]):
-        done = run_process(*args, "--db", db, "--migrations", MIGRATIONS)
+        done = spawn(*args, "--db", db, "--migrations", MIGRATIONS)
         assert done.returncode == 0, done.stderr
         lines = done.stderr.splitlines()
         assert not any(l.startswith("preflight: exec:") for l in lines), done.stderr
@@ -252,7 +249,8 @@ def test_escape_keeps_printable_text_and_escapes_every_control_character():
 BUG = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from preflight import cli, operations
+from preflight import cli
+from preflight.commands import operations
 def assess(*args, **kwargs):  # a bug in the guard: an exception it does not expect
     return {}["no such key"]
 operations.assess = assess
@@ -296,7 +294,7 @@ def test_a_smoke_command_that_leaves_a_background_child_does_not_hang_the_guard(
     more = make_migrations({"006_more.sql": "CREATE TABLE t (x);\n"}, base=True)
     pidfile = tmp_path / "child.pid"
     # The child keeps the output open for 60 s; the guard must not wait for it.
-    done = run_process(
+    done = spawn(
         "migrate",
         "--db",
         db,
@@ -323,7 +321,7 @@ def test_a_smoke_command_that_runs_too_long_is_killed_exit_9_and_undone(
     db = at_head(cli, data_dir / "app.db")
     before = sha(db)
     more = make_migrations({"006_more.sql": "CREATE TABLE t (x);\n"}, base=True)
-    done = run_process(
+    done = spawn(
         "migrate",
         "--db",
         db,
@@ -341,7 +339,7 @@ def test_a_smoke_command_that_runs_too_long_is_killed_exit_9_and_undone(
         "starting" in done.stderr
     )
     assert sha(db) == before  # restored from the verified backup
-    bad = run_process(
+    bad = spawn(
         "migrate", "--db", db, "--migrations", more, env={"PREFLIGHT_SMOKE_TIMEOUT": "soon"}
     )
     assert bad.returncode == 2 and "PREFLIGHT_SMOKE_TIMEOUT='soon' is not valid" in bad.stderr
@@ -375,7 +373,7 @@ def test_status_never_runs_python_migrations_and_says_what_it_did_not_check(
     marker = tmp_path / "marker"
 
     def run(*args: object) -> subprocess.CompletedProcess[str]:
-        return run_process(*args, "--db", db, "--migrations", folder, env={"MARKER": str(marker)})
+        return spawn(*args, "--db", db, "--migrations", folder, env={"MARKER": str(marker)})
 
     assert run("migrate").returncode == 0 and marker.exists()  # a real migration runs it
     cache = Path(f"{db}.preflight-cache.json")
@@ -397,7 +395,7 @@ def test_status_never_runs_python_migrations_and_says_what_it_did_not_check(
     conn = sqlite3.connect(data_dir / "untracked.db")
     conn.executescript("CREATE TABLE a (x); CREATE TABLE py_made (x);")
     conn.close()
-    other = run_process(
+    other = spawn(
         "status",
         "--db",
         data_dir / "untracked.db",
@@ -470,7 +468,7 @@ def no_temp_folder(data: Path, *args: object, shm: bool) -> subprocess.Completed
             'cd /tmp && exec "$@"',
         ]
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env.update(PYTHONPATH=str(REPO), TMPDIR="/tmp", PYTHONDONTWRITEBYTECODE="1")
     return subprocess.run(
         [
@@ -541,7 +539,7 @@ needs_strace = pytest.mark.skipif(
 @needs_strace
 def test_an_io_error_removing_temp_files_after_a_verified_backup_is_not_a_failure(cli, data_dir):
     db = at_head(cli, data_dir / "app.db")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env["PYTHONPATH"] = str(REPO)
     # Every unlink fails with EIO, for real, in the kernel's answer to the system call.
     done = subprocess.run(
@@ -599,7 +597,7 @@ def test_a_journal_that_comes_and_goes_is_no_error(cli, data_dir):
     )
     try:
         assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
-        from preflight.database import check_environment
+        from preflight.live.database import check_environment
 
         for _ in range(3000):  # the -journal exists for part of each commit
             check_environment(db, None, writes=True)

@@ -3,13 +3,12 @@ history is read again inside the write transaction (issue 10, item 3)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, rows
+from conftest import REPO, clean_env, rows
 
 WAIT_PY = """
 import os, time
@@ -27,7 +26,7 @@ def migrate(conn):
 
 
 def guard(db: Path, folder: Path, signals: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env.update(PYTHONPATH=str(REPO), TEST_SIGNALS=str(signals))
     return subprocess.Popen(
         [

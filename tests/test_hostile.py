@@ -20,13 +20,14 @@ import pytest
 from conftest import (
     MIGRATIONS,
     ROOT,
+    clean_env,
     dump,
     folder_state,
     load_fixture,
     plant_foreign_wal,
     remount_read_only,
     rows,
-    run_process,
+    spawn,
 )
 
 
@@ -498,7 +499,7 @@ def test_inputs_that_look_odd_but_are_fine(
 
 
 def start(db: Path, migrations: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     return subprocess.Popen(
         [
@@ -549,7 +550,7 @@ def test_two_images_with_different_migration_sets_race_old_image_refuses(make_db
     assert rows(db, "SELECT max(version) FROM _preflight_history") == [(6,)]
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
     state = folder_state(db.parent)
-    done = run_process("migrate", "--db", db, "--migrations", MIGRATIONS)
+    done = spawn("migrate", "--db", db, "--migrations", MIGRATIONS)
     assert done.returncode == 5 and folder_state(db.parent) == state
     assert dump(db)  # still readable
 

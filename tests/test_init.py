@@ -6,17 +6,18 @@ then starts on it with nothing to do); one it cannot is refused with nothing wri
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Result, dump, folder_state, rows
+from conftest import Result, dump, folder_state, rows, sha
 
-from preflight import adopt, drift, schema
-from preflight.errors import DriftError
-from preflight.migrations import load, tokens
+from preflight import schema
+from preflight.commands import adopt
+from preflight.core.errors import DriftError
+from preflight.schema import drift
+from preflight.sources.migrations import load, tokens
 
 # What a Flask app's init_db() might have grown into over the years, made by plain sqlite3.
 LEGACY = """
@@ -54,10 +55,6 @@ def legacy(data_dir: Path) -> Path:
     names = {n for (n,) in rows(db, "SELECT name FROM sqlite_master")}
     assert {"sqlite_sequence", "sqlite_stat1", "notes_fts_data", "notes_fts_config"} <= names
     return db
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_init_writes_001_from_the_schema_proves_it_and_adopts_at_001(

@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MIGRATIONS, folder_state, run_process
+from conftest import MIGRATIONS, folder_state, spawn
 
-from preflight import backup, cache, facts
-from preflight.facts import check_due, integrity_policy, probe
+from preflight.fast import facts
+from preflight.fast.facts import check_due, integrity_policy, probe
+from preflight.storage import backup, cache
 
 CACHE = "app.db.preflight-cache.json"
 HOUR = 3600
@@ -77,7 +78,7 @@ def record_check(db: Path, seconds_ago: int) -> None:
 
 def start(db: Path, *args: str, env: dict[str, str] | None = None, command: str = "run"):
     extra = ("--", "true") if command == "run" else ()
-    return run_process(command, "--db", db, "--migrations", MIGRATIONS, *args, *extra, env=env)
+    return spawn(command, "--db", db, "--migrations", MIGRATIONS, *args, *extra, env=env)
 
 
 def checked_at(db: Path) -> int:
@@ -177,7 +178,7 @@ def test_before_writes_still_checks_before_a_migration(head, make_migrations, ba
     tear_notes_page(head)
     folder = make_migrations({"006_x.sql": "CREATE TABLE x (id INTEGER PRIMARY KEY);"}, base=True)
     state = folder_state(head.parent)
-    result = run_process(
+    result = spawn(
         "run",
         "--db",
         head,

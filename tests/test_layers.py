@@ -16,28 +16,69 @@ from conftest import MIGRATIONS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "preflight"
 
-# Floors, bottom up; a module may import only from its own floor or below.
-GROUND = {"errors", "names", "files", "faults", "ancestry"}  # files, fsync, /proc; no SQL
-FACTS = {"facts"}  # the no-op proof's facts: options, hashes, cache key, header probe
-QUICK = {"quickstart"}  # the quick start: facts only
-TOP = {"cli", "entry", "__main__"}
+# Layers, bottom up: one folder of the package each; a module imports only from its own
+# folder or one below. The top-level modules (the command line, the one entry) are the top.
+LAYERS: tuple[tuple[str, str], ...] = (
+    ("core", "ground: errors, files and fsync, /proc, children; no SQLite connection"),
+    ("fast", "the quick start and the facts of a no-op start: light imports only"),
+    ("storage", "the lock, backups and their catalog, holders, Litestream, options"),
+    ("schema", "schema understanding: SQL text, the model, the reader, drift, foreign keys"),
+    ("live", "the live database: the guard's history, inspection"),
+    ("sources", "the migration sources: the interface, the guard's files, the tools"),
+    ("commands", "the guarded start and the operator commands"),
+    ("", "top: the command line and the one entry"),
+)
+FOLDERS = [folder for folder, _ in LAYERS]
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package by its short name (names are unique across folders);
+    a layer folder's own `__init__` (schema's facade) by the folder's name."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        rel = path.relative_to(PACKAGE)
+        name = rel.parent.name if path.stem == "__init__" and rel.parent.name else path.stem
+        if path.stem == "__init__" and not path.read_text().strip():
+            continue  # an empty folder marker
+        assert name not in found, f"two modules named {name}"
+        found[name] = path
+    return found
+
+
+def folder(module: str) -> str:
+    rel = modules()[module].relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else ""
+
+
+def layer(module: str) -> int:
+    return FOLDERS.index(folder(module))
+
+
+GROUND = {m for m in modules() if folder(m) == "core"}
+FACTS = {"facts"}
+TOP = {m for m in modules() if folder(m) == ""}
 
 
 def graph() -> dict[str, set[str]]:
+    """module -> the package's modules it imports (lazy imports too)."""
+    known = modules()
     edges: dict[str, set[str]] = {}
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
-    for path in PACKAGE.glob("*.py"):
+    for name, path in known.items():
         found: set[str] = set()
+        here = path.relative_to(PACKAGE).parent.parts
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:
-                    found.add(node.module.split(".")[0])
-                else:
-                    found.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("preflight"):
-                rest = (node.module or "").split(".")[1:]
-                found.update(rest[:1] or [a.name for a in node.names])
-        edges[path.stem] = {m for m in found if m in modules and m != "__init__"}
+            if isinstance(node, ast.ImportFrom):
+                parts = (node.module or "").split(".") if node.module else []
+                if node.level:  # relative: within its own folder (schema's facade)
+                    parts = ["preflight", *here, *parts]
+                if parts[:1] != ["preflight"]:
+                    continue
+                named = {a.name for a in node.names if a.name in known}
+                deepest = [p for p in parts[1:] if p in known][-1:]
+                found.update(named or deepest)  # modules by name, else the module named
+        edges[name] = {m for m in found if m != name and m not in ("__init__", "preflight")}
     return edges
 
 
@@ -73,25 +114,43 @@ def test_the_cycle_finder_finds_one():
     assert cycle({"a": {"b"}, "b": set()}) == []
 
 
-def test_each_floor_imports_only_from_below():
+def test_every_module_lives_in_a_layer_folder():
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if "__pycache__" in rel.parts:
+            continue
+        assert len(rel.parts) == 1 or rel.parts[0] in FOLDERS, f"{rel}: not a layer folder"
+        assert len(rel.parts) <= 2, f"{rel}: layers are one level deep"
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders == set(FOLDERS[:-1])
+
+
+def test_each_layer_imports_only_from_its_own_or_below():
     edges = graph()
-    for module in GROUND:
-        assert edges[module] <= GROUND, module
-    assert edges["facts"] <= GROUND
-    assert edges["quickstart"] <= GROUND | FACTS | {"toolquick"}
-    assert edges["toolquick"] <= GROUND | FACTS | {"toolfiles"}  # a tool's no-op start
+    for module, imported in edges.items():
+        if module == "__init__":
+            continue
+        for other in imported:
+            assert layer(other) <= layer(module), (
+                f"{module} ({LAYERS[layer(module)][0]}) imports {other} ({LAYERS[layer(other)][0]})"
+            )
+    # The quick start stays light: facts, and a tool's light facts.
+    assert edges["quickstart"] <= GROUND | FACTS | {"toolfiles"}
     assert edges["toolfiles"] <= GROUND | FACTS
-    everything_below_top = set(edges) - TOP
-    for module in everything_below_top:
-        assert not edges[module] & TOP, f"{module} imports {edges[module] & TOP}"
+    assert edges["facts"] <= GROUND
     assert edges["entry"] == {"quickstart", "cli"}
+
+
+def test_the_layer_check_finds_an_arrow_pointing_up():
+    assert layer("errors") < layer("guard")  # so errors importing guard would fail the test
+    assert layer("schema") == layer("drift") < layer("database") < layer("filesource")
 
 
 def test_every_entry_point_calls_the_one_entry_function():
     root = PACKAGE.parent
     assert 'preflight = "preflight.entry:main"' in (root / "pyproject.toml").read_text()
     assert "from preflight.entry import main" in (root / "entrypoint.py").read_text()
-    assert "from .entry import main" in (PACKAGE / "__main__.py").read_text()
+    assert "from preflight.entry import main" in (PACKAGE / "__main__.py").read_text()
     assert "from preflight.entry import main\\nmain()" in (root / "Dockerfile").read_text()
 
 
@@ -139,7 +198,7 @@ def test_a_no_op_start_imports_only_its_budget(cli, make_db, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "as verified before (cache)" in done.stderr and "exec: true" in done.stderr
     imported = _imported(done.stderr)
-    assert {"preflight.quickstart", "preflight.facts"} <= imported
+    assert {"preflight.fast.quickstart", "preflight.fast.facts"} <= imported
     assert not imported & set(HEAVY), imported & set(HEAVY)
     assert "preflight.cli" not in imported
 
@@ -165,7 +224,7 @@ def test_a_start_handed_over_imports_the_full_pipeline(cli, make_db):
 def test_sqlite_imported_without_functools_still_works_and_functools_is_real_after():
     code = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "from preflight import facts\n"
+        "from preflight.fast import facts\n"
         "assert 'functools' not in sys.modules and 'collections' not in sys.modules\n"
         "c = facts.sqlite3.connect(':memory:')\n"
         "assert [c.execute('SELECT 1').fetchone() for _ in range(3)] == [(1,)] * 3\n"
@@ -184,3 +243,19 @@ def test_sqlite_imported_without_functools_still_works_and_functools_is_real_aft
         check=False,
     )
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
+
+
+def test_the_code_map_in_the_docs_lists_exactly_the_package():
+    text = (PACKAGE.parent / "docs" / "internals.md").read_text()
+    section = text.split("## Code map", 1)[1].split("\n## ", 1)[0]
+    listed = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
+    package = {
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if "__pycache__" not in p.parts
+        and not (p.name == "__init__.py" and p.parent != PACKAGE and not p.read_text().strip())
+    }
+    assert listed == package, (
+        f"missing from docs/internals.md: {sorted(package - listed)}; "
+        f"gone: {sorted(listed - package)}"
+    )

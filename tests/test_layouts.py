@@ -3,14 +3,15 @@ every path (issue 10 item 4): the quick start hands over whatever `migrate` woul
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
-from conftest import folder_state, rows
+from conftest import folder_state, rows, sha
 
-from preflight import facts, migrations, names
-from preflight.errors import HistoryError
+from preflight.core import names
+from preflight.core.errors import HistoryError
+from preflight.fast import facts
+from preflight.sources import migrations
 
 CREATE = (
     "CREATE TABLE item (id INTEGER PRIMARY KEY, label TEXT);\nINSERT INTO item VALUES (1, 'a');\n"
@@ -28,10 +29,6 @@ def build(root: Path, files: dict[str, str]) -> Path:
         path.write_text(text)
     folder.mkdir(exist_ok=True)
     return folder
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 LAYOUTS = {

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import MIGRATIONS, REPO, folder_state, rows, run_process
+from conftest import MIGRATIONS, REPO, folder_state, rows, spawn
 from litestreamkit import (
     binary,
     config,
@@ -24,7 +24,7 @@ from litestreamkit import (
     wait_for,
 )
 
-from preflight import ancestry
+from preflight.core import ancestry
 
 SERVE = (
     "import os, sys\n"
@@ -108,7 +108,7 @@ def fill_replica(exe: str, cfg: Path, db: Path, slug: str, log: Path) -> None:
 
 def test_volume_lost_restores_from_replica_and_the_app_serves_it(exe, replica, s3, tmp_path):
     db, cfg, env = setup(tmp_path, exe, replica, s3)
-    first = run_process("migrate", env=env)
+    first = spawn("migrate", env=env)
     assert first.returncode == 0, first.stderr
     assert "no replica" in first.stderr
     add_note(db, "kept-note")
@@ -146,7 +146,7 @@ def test_volume_lost_restores_from_replica_and_the_app_serves_it(exe, replica, s
 
 def test_no_replica_builds_fresh(exe, replica, s3, tmp_path):
     db, cfg, env = setup(tmp_path, exe, replica, s3)
-    done = run_process("migrate", env=env)
+    done = spawn("migrate", env=env)
     assert done.returncode == 0, done.stderr
     assert "no replica" in done.stderr and "schema built from empty" in done.stderr
     assert len(rows(db, "SELECT version FROM _preflight_history")) == 5
@@ -155,13 +155,13 @@ def test_no_replica_builds_fresh(exe, replica, s3, tmp_path):
 
 def test_empty_database_file_is_restored_too(exe, tmp_path):
     db, cfg, env = setup(tmp_path, exe, "file", None)
-    assert run_process("migrate", env=env).returncode == 0
+    assert spawn("migrate", env=env).returncode == 0
     add_note(db, "kept-note")
     fill_replica(exe, cfg, db, "kept-note", tmp_path / "replicate.log")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     db.touch()  # a zero-byte file: what a stray connect() before the restore leaves
-    done = run_process("migrate", env=env)
+    done = spawn("migrate", env=env)
     assert done.returncode == 0, done.stderr
     assert rows(db, "SELECT slug FROM notes") == [("kept-note",)]
 
@@ -175,14 +175,14 @@ def corrupt(folder: Path) -> None:
 
 def test_replica_that_cannot_be_restored_is_refused_and_nothing_is_created(exe, tmp_path):
     db, cfg, env = setup(tmp_path, exe, "file", None)
-    assert run_process("migrate", env=env).returncode == 0
+    assert spawn("migrate", env=env).returncode == 0
     add_note(db, "kept-note")
     fill_replica(exe, cfg, db, "kept-note", tmp_path / "replicate.log")
     corrupt(tmp_path / f"replica-{tmp_path.name}")
     shutil.rmtree(db.parent)
     db.parent.mkdir()
     before = folder_state(db.parent)
-    done = run_process("run", "--", "true", env=env)
+    done = spawn("run", "--", "true", env=env)
     assert done.returncode == 13, done.stderr
     assert "no fresh database was created" in done.stderr
     assert folder_state(db.parent) == before == {}
@@ -193,7 +193,7 @@ def test_unreachable_s3_replica_is_refused_within_the_timeout(exe, tmp_path):
     # A closed port on loopback: nobody can tell whether a replica exists.
     db, cfg, env = setup(tmp_path, exe, "s3", f"http://127.0.0.1:{free_port()}")
     env["PREFLIGHT_LITESTREAM_TIMEOUT"] = "5"
-    done = run_process("migrate", env=env, timeout=120)
+    done = spawn("migrate", env=env, timeout=120)
     assert done.returncode == 13, done.stderr
     assert "no fresh database was created" in done.stderr
     assert folder_state(db.parent) == {}
@@ -203,13 +203,13 @@ def test_failed_migration_restored_locally_is_the_replicas_newest_state(
     exe, replica, s3, tmp_path, make_migrations
 ):
     db, cfg, env = setup(tmp_path, exe, replica, s3)
-    assert run_process("migrate", env=env).returncode == 0
+    assert spawn("migrate", env=env).returncode == 0
     add_note(db, "before")
     fill_replica(exe, cfg, db, "before", tmp_path / "replicate1.log")
     # A migration that commits and then fails verification: the guard restores its backup
     # by rename (Litestream is not running: the right order).
     broken = make_migrations({"006_broken.sql": FAILING}, base=True)
-    failed = run_process(
+    failed = spawn(
         "run", "--smoke", "false", "--", "true", env={**env, "PREFLIGHT_MIGRATIONS": str(broken)}
     )
     assert failed.returncode == 9, failed.stderr
@@ -242,10 +242,10 @@ def test_failed_migration_restored_locally_is_the_replicas_newest_state(
 @pytest.mark.parametrize("how", ["mode", "no-mode-via-shell", "quick-start"])
 def test_guard_as_child_of_litestream_replicate_is_refused(exe, how, tmp_path, make_migrations):
     db, cfg, env = setup(tmp_path, exe, "file", None)
-    assert run_process("migrate", env=env).returncode == 0
+    assert spawn("migrate", env=env).returncode == 0
     if how == "quick-start":
         migrations = MIGRATIONS  # at head, cache current: a quick start would exec at once
-        assert "as verified before" in run_process("run", "--", "true", env=env).stderr
+        assert "as verified before" in spawn("run", "--", "true", env=env).stderr
     else:
         migrations = make_migrations({"006_pending.sql": FAILING}, base=True)
     child_env = {**env, "PREFLIGHT_MIGRATIONS": str(migrations)}
@@ -268,14 +268,14 @@ def test_guard_as_child_of_litestream_replicate_is_refused(exe, how, tmp_path, m
 
 def test_status_shows_the_replicas_newest_position(exe, tmp_path):
     db, cfg, env = setup(tmp_path, exe, "file", None)
-    assert run_process("migrate", env=env).returncode == 0
-    empty = run_process("status", "--json", env=env)
+    assert spawn("migrate", env=env).returncode == 0
+    empty = spawn("status", "--json", env=env)
     assert empty.returncode == 0, empty.stderr
     assert "litestream: no replica yet" in empty.stderr
     assert "position" not in json.loads(empty.stdout)["litestream"]
     add_note(db, "kept-note")
     fill_replica(exe, cfg, db, "kept-note", tmp_path / "replicate.log")
-    done = run_process("status", "--json", env=env)
+    done = spawn("status", "--json", env=env)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)["litestream"]
     assert report["version"] and "error" not in report
@@ -291,10 +291,10 @@ def test_status_shows_the_replicas_newest_position(exe, tmp_path):
 def test_status_with_an_unreachable_replica_reports_it_and_exits_as_usual(exe, tmp_path):
     db, cfg, env = setup(tmp_path, exe, "s3", f"http://127.0.0.1:{free_port()}")
     env.pop("PREFLIGHT_LITESTREAM_CONFIG")
-    assert run_process("migrate", env=env).returncode == 0
+    assert spawn("migrate", env=env).returncode == 0
     env["PREFLIGHT_LITESTREAM_CONFIG"] = str(cfg)
     env["PREFLIGHT_LITESTREAM_TIMEOUT"] = "3"
-    done = run_process("status", "--json", env=env, timeout=120)
+    done = spawn("status", "--json", env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["litestream"]["error"]
     assert "litestream: replica not readable" in done.stderr
@@ -304,7 +304,7 @@ def test_database_not_in_the_config_is_a_usage_error(tmp_path):
     exe = binary("0.5")
     db, cfg, env = setup(tmp_path, exe, "file", None)
     cfg.write_text(cfg.read_text().replace(str(db), str(tmp_path / "other.db")))
-    done = run_process("migrate", env=env)
+    done = spawn("migrate", env=env)
     assert done.returncode == 2, done.stderr
     assert "is not listed in" in done.stderr
     assert folder_state(db.parent) == {}
@@ -313,11 +313,9 @@ def test_database_not_in_the_config_is_a_usage_error(tmp_path):
 def test_missing_config_or_command_is_refused_before_anything(tmp_path):
     exe = binary("0.5")
     db, cfg, env = setup(tmp_path, exe, "file", None)
-    missing = run_process(
-        "migrate", env={**env, "PREFLIGHT_LITESTREAM_CONFIG": str(tmp_path / "no.yml")}
-    )
+    missing = spawn("migrate", env={**env, "PREFLIGHT_LITESTREAM_CONFIG": str(tmp_path / "no.yml")})
     assert missing.returncode == 2 and "is not a readable file" in missing.stderr
-    absent = run_process("migrate", env={**env, "PREFLIGHT_LITESTREAM": str(tmp_path / "nope")})
+    absent = spawn("migrate", env={**env, "PREFLIGHT_LITESTREAM": str(tmp_path / "nope")})
     assert absent.returncode == 7 and "command not found" in absent.stderr
     assert folder_state(db.parent) == {}
 
@@ -327,7 +325,7 @@ def test_stale_wal_beside_a_missing_database_is_refused(tmp_path):
     db, cfg, env = setup(tmp_path, exe, "file", None)
     Path(f"{db}-wal").write_bytes(b"x" * 4096)
     before = folder_state(db.parent)
-    done = run_process("migrate", env=env)
+    done = spawn("migrate", env=env)
     assert done.returncode == 6 and "would replay" in done.stderr, done.stderr
     assert folder_state(db.parent) == before
 
@@ -339,17 +337,17 @@ def test_database_at_head_takes_the_quick_start_without_calling_litestream(tmp_p
     fake.chmod(0o755)
     db, cfg, env = setup(tmp_path, str(fake), "file", None)
     # No database yet: the restore is asked (and fails: exit 13, nothing created) ...
-    assert run_process("migrate", env=env).returncode == 13
+    assert spawn("migrate", env=env).returncode == 13
     assert "restore" in calls.read_text() and not db.exists()
     # ... a database there: never asked, and the no-op start is the quick one.
     calls.unlink()
-    assert run_process("migrate", env={**env, "PREFLIGHT_LITESTREAM_CONFIG": ""}).returncode == 0
-    assert run_process("migrate", env=env).returncode == 0
-    quick = run_process("run", "--", "true", env=env)
+    assert spawn("migrate", env={**env, "PREFLIGHT_LITESTREAM_CONFIG": ""}).returncode == 0
+    assert spawn("migrate", env=env).returncode == 0
+    quick = spawn("run", "--", "true", env=env)
     assert quick.returncode == 0 and "as verified before" in quick.stderr, quick.stderr
     assert not calls.exists()
     # The quick start still requires the config to be there (the full pipeline says so).
-    gone = run_process(
+    gone = spawn(
         "run", "--", "true", env={**env, "PREFLIGHT_LITESTREAM_CONFIG": str(tmp_path / "x.yml")}
     )
     assert gone.returncode == 2 and "is not a readable file" in gone.stderr
@@ -373,7 +371,11 @@ def test_only_litestream_replicate_counts_as_the_wrong_parent(argv, expected):
 def test_a_plain_process_tree_is_not_under_litestream():
     assert ancestry.replicating() is None
     shell = subprocess.run(
-        [sys.executable, "-c", "from preflight import ancestry; print(ancestry.replicating())"],
+        [
+            sys.executable,
+            "-c",
+            "from preflight.core import ancestry; print(ancestry.replicating())",
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from preflight import migrations
-from preflight.errors import HISTORY, USAGE, HistoryError, UsageError
+from preflight.core.errors import HISTORY, USAGE, HistoryError, UsageError
+from preflight.sources import migrations
 
 # ---------------------------------------------------------------- helpers
 

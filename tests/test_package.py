@@ -31,8 +31,12 @@ def test_the_sdist_holds_the_license_the_changelog_and_the_package(dist: dict[st
     with tarfile.open(dist["sdist"]) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     assert {"LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml"} <= names
-    package = {p.name for p in (REPO / "preflight").glob("*.py")}
-    assert {n.split("/", 1)[1] for n in names if n.startswith("preflight/")} >= package
+    package = {
+        str(p.relative_to(REPO))
+        for p in (REPO / "preflight").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert {n for n in names if n.startswith("preflight/")} >= package
 
 
 def test_the_wheel_metadata_names_the_distribution_license_and_version(

@@ -4,7 +4,6 @@ here, as written; each container one names the test that runs it."""
 from __future__ import annotations
 
 import ast
-import os
 import re
 import shlex
 import shutil
@@ -14,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, rows
+from conftest import REPO, clean_env, rows
 
 README = REPO / "README.md"
 
@@ -90,7 +89,7 @@ def test_the_example_dockerfile_is_the_readme_recipe() -> None:
 def _preflight(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """`preflight ARGS` as the README writes it, from this checkout."""
     assert argv[0] == "preflight"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
         [sys.executable, "-m", "preflight", *argv[1:]],

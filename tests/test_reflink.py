@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import xfskit
-from conftest import MIGRATIONS, dump, load_fixture, rows, run_process
+from conftest import MIGRATIONS, dump, load_fixture, rows, spawn
 
-from preflight import backup, catalog
+from preflight.storage import backup, catalog
 
 pytestmark = pytest.mark.reflink
 
@@ -209,14 +209,14 @@ def test_a_kill_in_the_middle_of_a_clone_leaves_the_database_intact(cli, here, c
     execute(db, "INSERT INTO items (v) VALUES ('newer than the backup')")
     before = dump(db)
     args = ["restore", taken] if command == "restore" else ["backup"]
-    killed = run_process(*args, "--db", db, env={"PREFLIGHT_FAULT": fault})
+    killed = spawn(*args, "--db", db, env={"PREFLIGHT_FAULT": fault})
     assert killed.returncode == -9, killed
     assert dump(db) == before and backup.quick_check_file(db) == "ok"
     for b in catalog.list_backups(here / "backups", db):  # every listed name is whole
         assert backup.quick_check_file(b.path) == "ok", b.path
         record = catalog.record_of(b.path)
         assert record is None or record.get("sha256") in (None, sha(b.path))
-    again = run_process(*args, "--db", db, "--lock-timeout", "0")
+    again = spawn(*args, "--db", db, "--lock-timeout", "0")
     assert again.returncode == 0, again
     assert "cloned (FICLONE)" in again.stderr, again.stderr
     if command == "restore":

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, dump, folder_state, rows
 
-from preflight import backup, catalog
+from preflight.storage import backup, catalog
 
 
 @pytest.fixture
@@ -191,7 +191,7 @@ def test_a_kill_between_the_link_and_the_rename_leaves_the_database_and_the_next
     conn.close()
     before = dump(db)
     code = (
-        "import sys; from pathlib import Path; from preflight import backup; "
+        "import sys; from pathlib import Path; from preflight.storage import backup; "
         "backup.restore(Path(sys.argv[1]), Path(sys.argv[2]), keep_in=Path(sys.argv[3]))"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO), PREFLIGHT_FAULT="restore-before-rename")

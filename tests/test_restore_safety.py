@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MIGRATIONS, REPO, dump, folder_state, rows, run_process
+from conftest import MIGRATIONS, REPO, clean_env, dump, folder_state, rows, spawn
 
-from preflight import backup, holders
-from preflight.errors import LockTimeout
+from preflight.core.errors import LockTimeout
+from preflight.storage import backup, holders
 
 OPENER = """
 import sqlite3, sys, time
@@ -89,7 +89,7 @@ def test_restore_refuses_while_another_process_has_the_database_open(
     backed_up(cli, head_db)
     proc = opener(head_db, mode, state)
     state_before = folder_state(head_db.parent)
-    done = run_process("restore", "--db", head_db, "--lock-timeout", "0")
+    done = spawn("restore", "--db", head_db, "--lock-timeout", "0")
     assert done.returncode == 8, done.stderr
     assert f"is in use by pid {proc.pid}" in done.stderr and "--force" in done.stderr
     assert "python" in done.stderr  # its command line, from /proc
@@ -100,7 +100,7 @@ def test_restore_refuses_while_another_process_has_the_database_open(
 def test_restore_force_restores_while_a_process_has_it_open(cli, head_db, opener):
     before = backed_up(cli, head_db)
     proc = opener(head_db, "delete", "idle")
-    done = run_process("restore", "--db", head_db, "--force")
+    done = spawn("restore", "--db", head_db, "--force")
     assert done.returncode == 0, done.stderr
     assert f"restore --force: app.db has it open: pid {proc.pid}" in done.stderr
     assert dump(head_db) == before
@@ -110,7 +110,7 @@ def test_restore_force_restores_while_a_process_has_it_open(cli, head_db, opener
 def test_restore_with_nobody_attached_restores(cli, head_db, opener):
     before = backed_up(cli, head_db)
     stop(opener(head_db, "wal", "idle"))  # was open, is closed again: nothing holds it
-    done = run_process("restore", "--db", head_db)
+    done = spawn("restore", "--db", head_db)
     assert done.returncode == 0, done.stderr
     assert dump(head_db) == before
 
@@ -125,7 +125,7 @@ def test_restore_refuses_while_a_guarded_app_runs_even_when_it_never_opens_the_d
     options = ["--log-format", "json"] if path == "full" else []  # the quick start hands over
     if path == "quick":
         assert cli("migrate", "--db", head_db, "--migrations", MIGRATIONS).code == 0
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -151,13 +151,13 @@ def test_restore_refuses_while_a_guarded_app_runs_even_when_it_never_opens_the_d
         assert proc.stdout is not None and proc.stdout.readline() == "up\n"
         assert holders.find(head_db) == []  # no SQLite sign at all
         state_before = folder_state(head_db.parent)
-        done = run_process("restore", "--db", head_db, "--lock-timeout", "0")
+        done = spawn("restore", "--db", head_db, "--lock-timeout", "0")
         assert done.returncode == 8, done.stderr
         assert f"pid {proc.pid}" in done.stderr and "a guarded app is running" in done.stderr
         assert folder_state(head_db.parent) == state_before
     finally:
         stop(proc)
-    done = run_process("restore", "--db", head_db)  # the app has exited: free
+    done = spawn("restore", "--db", head_db)  # the app has exited: free
     assert done.returncode == 0, done.stderr
     assert dump(head_db) == before
 
@@ -237,7 +237,7 @@ def test_restore_through_a_database_symlink_still_sees_the_holder(cli, head_db, 
     link = tmp_path / "link.db"
     link.symlink_to(head_db)
     proc = opener(head_db, "wal", "idle")
-    done = run_process(
+    done = spawn(
         "restore", "--db", link, "--backup-dir", head_db.parent / "backups", "--lock-timeout", "0"
     )
     assert done.returncode == 8 and f"pid {proc.pid}" in done.stderr, done.stderr

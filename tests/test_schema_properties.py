@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from preflight import drift, schema
+from preflight import schema
+from preflight.schema import drift
 
 SETTINGS = settings(
     max_examples=60,

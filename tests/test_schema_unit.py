@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from preflight import drift, migrations, schema
-from preflight.errors import MIGRATION_FAILED, MigrationFailed
+from preflight import schema
+from preflight.core.errors import MIGRATION_FAILED, MigrationFailed
+from preflight.schema import drift
+from preflight.sources import migrations, replay
 
 # ---------------------------------------------------------------- helpers
 
@@ -539,13 +541,13 @@ def test_with_origins_names_the_migration_that_made_the_column(tmp_path: Path) -
             "003_other.sql": "ALTER TABLE other ADD COLUMN y TEXT;\n",
         },
     )
-    steps = schema.replay(found, {1, 2, 3})
+    steps = replay.replay(found, {1, 2, 3})
     assert set(steps) == {1, 2, 3}
     live = snap(
         "CREATE TABLE tokens(id INTEGER PRIMARY KEY, token TEXT)", "CREATE TABLE other(x INT)"
     )
     diffs = drift.diff(steps[3], live)
-    with_origin = drift.with_origins(diffs, [(m, steps[i]) for i, m in enumerate(found, 1)])
+    with_origin = drift.with_origins(diffs, [(m.name, steps[i]) for i, m in enumerate(found, 1)])
     by_object = {(d.object, d.kind): d for d in with_origin}
     assert by_object[("tokens.token_hash", "missing")].message() == (
         "tokens.token_hash: expected column TEXT UNIQUE NOT NULL (from 002_hash.sql), "
@@ -564,7 +566,7 @@ def test_replay_stops_give_intermediate_schemas(tmp_path: Path) -> None:
             "003_nothing.sql": "-- nothing\n",
         },
     )
-    steps = schema.replay(found, {0, 1, 2, 3})
+    steps = replay.replay(found, {0, 1, 2, 3})
     assert steps[0].is_empty()
     assert set(steps[1].tables) == {"a"}
     assert set(steps[2].tables) == {"a", "b"}
@@ -585,7 +587,7 @@ def test_replay_of_failing_migration_raises_migration_failed(
 ) -> None:
     found = write_migrations(tmp_path / "m", {"001_a.sql": "CREATE TABLE a(x INT);", name: text})
     with pytest.raises(MigrationFailed) as info:
-        schema.replay(found, {2})
+        replay.replay(found, {2})
     assert info.value.code == MIGRATION_FAILED == 9
     assert name in info.value.message
     assert "001_a.sql" not in info.value.message

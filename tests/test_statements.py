@@ -9,13 +9,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import MIGRATIONS, dump, folder_state, rows, run_process
+from conftest import MIGRATIONS, dump, folder_state, rows, spawn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from preflight import migrations, statements
-from preflight.errors import HistoryError
-from preflight.statements import RUN, SKIP, Statement
+from preflight.core.errors import HistoryError
+from preflight.sources import migrations, statements
+from preflight.sources.statements import RUN, SKIP, Statement
 
 BASE = (
     "CREATE TABLE author (id INTEGER PRIMARY KEY, name TEXT NOT NULL);\n"
@@ -124,7 +124,7 @@ def test_runner_style_files_build_a_fresh_database_like_plain_sqlite3(
     assert rows(db, "SELECT name FROM _preflight_history ORDER BY version") == [
         (n,) for n in sorted(HISTORY)
     ]
-    restart = run_process("run", "--db", db, "--migrations", folder, "--", "true")
+    restart = spawn("run", "--db", db, "--migrations", folder, "--", "true")
     assert restart.returncode == 0, restart.stderr  # a no-op restart: nothing pending, no drift
     assert content(db) == content(reference)
 

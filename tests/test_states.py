@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import MIGRATIONS, dump, folder_state, load_fixture, rows, run_process, sha256_hex
+from conftest import MIGRATIONS, dump, folder_state, load_fixture, rows, sha256_hex, spawn
 
 HEAD = 5
 HEAD_TABLES = {"notes", "sessions", "tokens", "auth_state", "authorization_codes"}
@@ -128,7 +128,7 @@ def test_zero_byte_database_is_fresh(cli, make_db):
 def test_done_when_v095_via_python_m_preflight(make_db):
     db = make_db("v0.9.5")
     before = old_content(db)
-    done = run_process("migrate", "--db", db, "--migrations", "migrations")
+    done = spawn("migrate", "--db", db, "--migrations", "migrations")
     assert done.returncode == 0, done.stderr
     assert_upgraded(db, before, hashed_sessions=True)
     assert "schema_migrations" not in user_tables(db)

@@ -3,7 +3,6 @@ SQLAlchemy, run through the guard in real subprocesses."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sqlite3
@@ -12,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, dump, folder_state, hold_lock
+from conftest import REPO, clean_env, dump, folder_state, hold_lock, sha
 
 pytest.importorskip("alembic")
 pytest.importorskip("sqlalchemy")
@@ -60,7 +59,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def guard(app: Path, db: Path, *args: object, path: str | None = None, cwd: Path | None = None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env.update(PYTHONPATH=str(REPO), PATH=path if path is not None else f"{BIN}:{os.defpath}")
     command, *rest = args
     return subprocess.run(
@@ -105,10 +104,6 @@ def version(db: Path) -> list[str]:
         return [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
     finally:
         conn.close()
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def at(app: Path, db: Path, rev: str, rows: list[str]) -> None:
@@ -235,21 +230,25 @@ def test_a_no_op_start_runs_neither_alembic_nor_the_app(app, data, tmp_path):
     empty = tmp_path / "empty-path"
     empty.mkdir()
     marker = tmp_path / "started"
-    result = guard(app, db, "run", "--", "/bin/sh", "-c", f"echo ok > {marker}", path=str(empty))
+    # --tool-cmd as given: `alembic` from PATH (empty here), not the guard's interpreter
+    cmd = ("--tool-cmd", "alembic upgrade head")
+    result = guard(
+        app, db, "run", *cmd, "--", "/bin/sh", "-c", f"echo ok > {marker}", path=str(empty)
+    )
     assert result.returncode == 0, result.stderr
     assert marker.read_text() == "ok\n"
     assert "as verified before (cache)" in result.stderr
     # Without the cache the guard needs alembic (and says so): the no-op start did not.
     (data / "app.db.preflight-cache.json").unlink()
     (data / "app.db.preflight-tool.json").unlink()
-    blind = guard(app, db, "run", "--", "/bin/true", path=str(empty))
+    blind = guard(app, db, "run", *cmd, "--", "/bin/true", path=str(empty))
     assert blind.returncode == 7 and "alembic" in blind.stderr
 
 
 def test_four_concurrent_starts_migrate_once(app, data):
     db = data / "app.db"
     at(app, db, "c3", ["x", None])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env.update(PYTHONPATH=str(REPO), PATH=f"{BIN}:{os.defpath}")
     procs = [
         subprocess.Popen(
@@ -275,7 +274,7 @@ def test_four_concurrent_starts_migrate_once(app, data):
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [e for _, e in outs]
-    assert sum("migrate: alembic upgrade head" in e for _, e in outs) == 1
+    assert sum("alembic upgrade head" in e for _, e in outs) == 1
     assert version(db) == ["e5"]
     assert len(list((data / "backups").glob("app-*.db"))) == 1
 
@@ -356,3 +355,152 @@ def test_a_waiting_tool_start_leaves_the_holders_note(app, data):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_warnings_and_prints_in_revision_files_are_no_heads(app, data):
+    """Only `REV (head)` lines of stdout are heads: a warning (stderr) and a print (stdout)
+    at the top of a revision file used to count as two more heads."""
+    b2 = app / "migrations" / "versions" / "b2_posts.py"
+    b2.write_text(
+        'import warnings\nwarnings.warn("b2 is old")\nprint("loading b2 -> soon")\n'
+        + b2.read_text()
+    )
+    db = data / "app.db"
+    result = guard(app, db, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert version(db) == ["e5"] and "heads" not in result.stderr
+
+
+def test_a_failure_names_the_exception_not_sqlalchemys_background_link(app, data):
+    db = data / "app.db"
+    at(app, db, "e5", ["same", "same"])
+    (app / "migrations" / "versions" / "f6_unique_title.py").write_text(FAILING)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 9, result.stderr
+    assert (
+        "exited 1: sqlite3.IntegrityError: UNIQUE constraint failed: _alembic_tmp_posts.title"
+        in (result.stderr)
+    )
+    assert "Background on this error" not in result.stderr
+
+
+EXTRA = '''"""{what}
+
+Revision ID: {rev}
+Revises: {down}
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{rev}"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("{table}", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade() -> None:
+    op.drop_table("{table}")
+'''
+
+
+def test_a_revision_in_a_second_version_location_is_applied(app, data):
+    ini = app / "alembic.ini"
+    ini.write_text(
+        ini.read_text().replace(
+            "script_location = %(here)s/migrations",
+            "script_location = %(here)s/migrations\n"
+            "version_locations = %(here)s/migrations/versions, %(here)s/extra",
+        )
+    )
+    extra = app / "extra"
+    extra.mkdir()
+    (extra / "f6_tags.py").write_text(EXTRA.format(what="tags", rev="f6", down="e5", table="tags"))
+    db = data / "app.db"
+    first = guard(app, db, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert version(db) == ["f6"] and "tags" in tables(db)
+    assert "cache" in guard(app, db, "run", "--", "/bin/true").stderr
+    (extra / "g7_labels.py").write_text(
+        EXTRA.format(what="labels", rev="g7", down="f6", table="labels")
+    )
+    result = guard(app, db, "run", "--", "/bin/true")
+    assert result.returncode == 0, result.stderr
+    assert version(db) == ["g7"] and "labels" in tables(db)  # not a cached no-op
+
+
+def test_the_light_files_follow_the_config_alembic_reads(tmp_path):
+    """-c, version_locations (';', newline), and `package:path` found without importing
+    the package (its __init__ raises)."""
+    from preflight.fast import toolfiles
+
+    app = tmp_path / "app"
+    (app / "conf").mkdir(parents=True)
+    (app / "mig" / "versions").mkdir(parents=True)
+    (app / "mig" / "env.py").write_text("")
+    (app / "mig" / "versions" / "a1.py").write_text("")
+    (app / "more").mkdir()
+    (app / "more" / "b2.py").write_text("")
+    pkg = app / "plugin" / "revs"
+    pkg.mkdir(parents=True)
+    (app / "plugin" / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    (pkg / "c3.py").write_text("")
+    (app / "conf" / "prod.ini").write_text(
+        "[other]\nscript_location = nowhere\n\n[alembic]\n"
+        "script_location = mig\n"
+        "path_separator = ;\n"
+        "version_locations = mig/versions;%(here)s/../more;plugin:revs\n"
+    )
+    found = toolfiles.alembic_files(str(app), "", "alembic -c conf/prod.ini upgrade head")
+    names = sorted(os.path.basename(p) for p in found)
+    assert names == ["a1.py", "b2.py", "c3.py", "env.py", "prod.ini"]
+    # the default alembic.ini is absent: without -c there is no script folder to find
+    with pytest.raises(toolfiles.HandOver):
+        toolfiles.alembic_files(str(app), "", "")
+    # a newline-separated list, a section chosen with -n
+    (app / "conf" / "prod.ini").write_text(
+        "[prod]\nscript_location = mig\npath_separator = newline\n"
+        "version_locations =\n    mig/versions\n    more\n"
+    )
+    found = toolfiles.alembic_files(str(app), "", "alembic -c conf/prod.ini -n prod upgrade head")
+    assert sorted(os.path.basename(p) for p in found) == ["a1.py", "b2.py", "env.py", "prod.ini"]
+
+
+def test_heads_history_and_error_lines_are_read_structurally():
+    from preflight.core import proc
+    from preflight.sources import tools
+
+    heads = (
+        "/app/versions/b2.py:2: UserWarning: b2 is old\n"
+        '  warnings.warn("b2 is old")\n'
+        "INFO  [alembic.runtime.migration] Context impl SQLiteImpl.\n"
+        "loading b2 -> soon\n"
+        "e5 (head)\n"
+        "x9 (feature) (effective head)\n"
+    )
+    assert tools._alembic_heads(heads) == ("e5", "x9")
+    history = (
+        "loading b2 -> soon\n"
+        "c3, d4 -> e5 (head) (mergepoint), merge\n"
+        "b2 -> d4, title required\n"
+        "b2 -> c3, email\n"
+        "a1 (z0) -> b2, posts\n"
+        "<base> -> a1, users\n"
+    )
+    assert tools._alembic_history(history) == ("a1", "b2", "c3", "d4", "e5")
+    background = (
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "    boom()\n"
+        "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) no such table: x\n"
+        "[SQL: INSERT INTO x VALUES (1)]\n"
+        "(Background on this error at: https://sqlalche.me/e/20/e3q8)\n"
+    )
+    assert proc.meaningful_line(background) == "sqlite3.OperationalError: no such table: x"
+    assert proc.meaningful_line("INFO  start\nFAILED: Can't locate revision 'zz'\n") == (
+        "FAILED: Can't locate revision 'zz'"
+    )
+    assert proc.meaningful_line("") == "(no output)"

@@ -3,7 +3,6 @@ Django's contrib apps) with real Django, run through the guard in real subproces
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sqlite3
@@ -12,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, dump, folder_state
+from conftest import REPO, clean_env, dump, folder_state, sha
 
 pytest.importorskip("django")
 
@@ -53,7 +52,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def environment(path: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env = clean_env()
     env.update(PYTHONPATH=str(REPO), PATH=path if path is not None else f"{BIN}:{os.defpath}")
     return env
 
@@ -99,10 +98,6 @@ def applied(db: Path) -> list[str]:
         return [f"{a}.{n}" for a, n in conn.execute("SELECT app, name FROM django_migrations")]
     finally:
         conn.close()
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def with_notes(app: Path, db: Path, target: str, notes: list[tuple[str, str]]) -> None:
@@ -229,14 +224,18 @@ def test_a_no_op_start_starts_neither_django_nor_the_app(app, data, tmp_path):
     empty = tmp_path / "empty-path"
     empty.mkdir()
     marker = tmp_path / "started"
-    result = guard(app, db, "run", "--", "/bin/sh", "-c", f"echo ok > {marker}", path=str(empty))
+    # --tool-cmd as given: `python` from PATH (empty here), not the guard's interpreter
+    cmd = ("--tool-cmd", "python manage.py migrate --no-input")
+    result = guard(
+        app, db, "run", *cmd, "--", "/bin/sh", "-c", f"echo ok > {marker}", path=str(empty)
+    )
     assert result.returncode == 0, result.stderr
     assert marker.read_text() == "ok\n"
     assert "as verified before (cache)" in result.stderr
     # Without the caches the guard needs the app's python (and says so): the no-op did not.
     (data / "app.db.preflight-cache.json").unlink()
     (data / "app.db.preflight-tool.json").unlink()
-    blind = guard(app, db, "run", "--", "/bin/true", path=str(empty))
+    blind = guard(app, db, "run", *cmd, "--", "/bin/true", path=str(empty))
     assert blind.returncode == 7 and "python" in blind.stderr
 
 
@@ -267,7 +266,7 @@ def test_four_concurrent_starts_migrate_once(app, data):
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [e for _, e in outs]
-    assert sum("migrate: python manage.py migrate" in e for _, e in outs) == 1
+    assert sum("manage.py migrate --no-input" in e for _, e in outs) == 1
     assert len(applied(db)) == HEAD
     assert len(list((data / "backups").glob("app-*.db"))) == 1
 
@@ -328,9 +327,185 @@ def test_stamp_records_the_plan_up_to_a_migration_after_a_backup(app, data):
 def test_the_no_op_fingerprint_covers_every_installed_distribution():
     """Third-party apps live in site-packages, outside --app-dir: their version (METADATA of
     each distribution beside Django) is part of what a no-op start compares."""
-    from preflight import toolfiles
+    from preflight.fast import toolfiles
 
     found = toolfiles.django_installed()
     metadata = [p for p in found if p.endswith(os.path.join(".dist-info", "METADATA"))]
     assert any(os.path.basename(os.path.dirname(p)).lower().startswith("django-") for p in metadata)
     assert len(metadata) > 1  # not Django's alone: every distribution installed beside it
+
+
+def test_the_default_command_runs_under_the_guards_interpreter(app, data, tmp_path):
+    """Another `python` first on PATH (one without Django) is not used: the default
+    command is the guard's own interpreter running manage.py."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    marker = tmp_path / "fake-ran"
+    (fake / "python").write_text(
+        f"#!/bin/sh\necho ran > {marker}\necho 'No module named django' >&2\nexit 1\n"
+    )
+    (fake / "python").chmod(0o755)
+    db = data / "app.db"
+    result = guard(app, db, "migrate", path=f"{fake}:{BIN}:{os.defpath}")
+    assert result.returncode == 0, result.stderr
+    assert len(applied(db)) == HEAD and not marker.exists()
+    assert f"{sys.executable} manage.py migrate" in result.stderr
+
+
+def test_migration_modules_outside_the_app_folder_are_fingerprinted(app, data, tmp_path):
+    """MIGRATION_MODULES points the notes app at a package outside --app-dir: the scratch
+    run reports its folder, the no-op start hashes it, a new migration there is applied."""
+    ext = tmp_path / "ext"
+    shutil.move(str(app / "notes" / "migrations"), str(ext / "notes_history"))
+    settings = app / "site_config" / "settings.py"
+    settings.write_text(
+        settings.read_text()
+        + f"\nimport sys\nsys.path.insert(0, {str(ext)!r})\n"
+        + 'MIGRATION_MODULES = {"notes": "notes_history"}\n'
+    )
+    db = data / "app.db"
+    assert guard(app, db, "migrate").returncode == 0
+    assert len(applied(db)) == HEAD
+    record = (data / "app.db.preflight-tool-paths").read_text().splitlines()
+    assert str((ext / "notes_history").resolve()) in record[2:]
+    guard(app, db, "migrate")
+    quiet = guard(app, db, "run", "--", "/bin/true")
+    assert quiet.returncode == 0 and "as verified before (cache)" in quiet.stderr
+    (ext / "notes_history" / "0005_check.py").write_text(
+        FAILING.replace("exists()", "none().exists()")
+    )
+    result = guard(app, db, "run", "--", "/bin/true")
+    assert result.returncode == 0, result.stderr
+    assert "notes.0005_check" in applied(db)  # not a cached no-op
+
+
+SHELF = """from django.db import models
+
+
+class Book(models.Model):
+    title = models.CharField(max_length={length})
+{more}"""
+
+
+@pytest.fixture(scope="module")
+def shelf(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """The example project plus a `shelf` app whose migrations 0001-0003 were squashed by
+    Django's squashmigrations, and a 0004 made after the squash: (the project without the
+    squash and 0004, {file name: text} of those two)."""
+    root = tmp_path_factory.mktemp("shelf") / "app"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3"))
+    settings = root / "site_config" / "settings.py"
+    settings.write_text(
+        settings.read_text().replace('    "notes",\n', '    "notes",\n    "shelf",\n')
+    )
+    (root / "shelf" / "migrations").mkdir(parents=True)
+    (root / "shelf" / "__init__.py").write_text("")
+    (root / "shelf" / "migrations" / "__init__.py").write_text("")
+    scratch = root.parent / "gen.db"
+    steps = [
+        ("50", "", "initial"),
+        ("50", '    isbn = models.CharField(max_length=13, default="")\n', "isbn"),
+        ("200", '    isbn = models.CharField(max_length=13, default="")\n', "longer_title"),
+    ]
+    for length, more, name in steps:
+        (root / "shelf" / "models.py").write_text(SHELF.format(length=length, more=more))
+        manage(root, scratch, "makemigrations", "shelf", "--name", name)
+    folder = root / "shelf" / "migrations"
+    before = set(os.listdir(folder))
+    manage(root, scratch, "squashmigrations", "shelf", "0003", "--no-input")
+    (root / "shelf" / "models.py").write_text(
+        SHELF.format(
+            length="200",
+            more='    isbn = models.CharField(max_length=13, default="")\n'
+            "    pages = models.IntegerField(default=0)\n",
+        )
+    )
+    manage(root, scratch, "makemigrations", "shelf", "--name", "pages")
+    added = {n: (folder / n).read_text() for n in set(os.listdir(folder)) - before}
+    for n in added:
+        (folder / n).unlink()
+    assert sorted(added) == ["0001_squashed_0003_longer_title.py", "0004_pages.py"]
+    assert "replaces = " in added["0001_squashed_0003_longer_title.py"]
+    return root, added
+
+
+def shelf_state(db: Path) -> tuple[list[str], list[str], list[tuple]]:
+    """Schema, applied migrations and the books: what must equal Django's own migrate."""
+    conn = sqlite3.connect(db)
+    try:
+        sql = [
+            r[0]
+            for r in conn.execute(
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
+            )
+        ]
+        names = sorted(
+            f"{a}.{n}" for a, n in conn.execute("SELECT app, name FROM django_migrations")
+        )
+        books = conn.execute("SELECT * FROM shelf_book ORDER BY id").fetchall()
+        return sql, names, books
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("before", ["fresh", "all-replaced", "part-replaced"])
+def test_squashed_migrations_follow_djangos_rule(shelf, before, tmp_path):
+    """The squash is used when none or all of the migrations it replaces are applied, the
+    replaced ones otherwise; the result equals `manage.py migrate` alone on a copy."""
+    template, added = shelf
+    app = tmp_path / "app"
+    shutil.copytree(template, app)
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "app.db"
+    if before != "fresh":
+        manage(app, db, "migrate", "shelf", "0003" if before == "all-replaced" else "0001")
+        conn = sqlite3.connect(db)
+        with conn:
+            if before == "all-replaced":
+                conn.execute("INSERT INTO shelf_book (id, title, isbn) VALUES (1, 'dune', '')")
+            else:
+                conn.execute("INSERT INTO shelf_book (id, title) VALUES (1, 'dune')")
+        conn.close()
+    for name, text in added.items():
+        (app / "shelf" / "migrations" / name).write_text(text)
+    plain = tmp_path / "plain.db"
+    if db.exists():
+        shutil.copyfile(db, plain)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 0, result.stderr
+    manage(app, plain, "migrate")
+    assert shelf_state(db) == shelf_state(plain)
+    names = applied(db)
+    assert "shelf.0004_pages" in names and "shelf.0002_isbn" in names
+    if before != "fresh":
+        assert shelf_state(db)[2][0][:2] == (1, "dune")
+        # Django rebuilt shelf_book for 0003 (AlterField): its columns keep the order of
+        # the replaced migrations, not the squash's; the guard expected exactly that
+        assert "one by one" in result.stderr
+    again = guard(app, db, "run", "--", "/bin/true")
+    assert again.returncode == 0, again.stderr
+
+
+def test_an_app_that_migrates_itself_at_start_up_is_named(app, data):
+    """AppConfig.ready() running `migrate`: the scratch database has tables before the
+    guard asked Django for anything (exit 2 naming it), the live one is untouched."""
+    (app / "notes" / "apps.py").write_text(
+        "from django.apps import AppConfig\n\n\n"
+        "class NotesConfig(AppConfig):\n"
+        '    name = "notes"\n'
+        '    default_auto_field = "django.db.models.BigAutoField"\n\n'
+        "    def ready(self):\n"
+        "        from django.core.management import call_command\n\n"
+        '        call_command("migrate", verbosity=0)\n'
+    )
+    db = data / "app.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE keep (id INTEGER PRIMARY KEY)")
+    conn.close()
+    before = sha(db)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 2, result.stderr
+    assert "the app migrates its database when it is imported" in result.stderr
+    assert "django_migrations" in result.stderr
+    assert sha(db) == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from conftest import MIGRATIONS, folder_state, run_process
+from conftest import MIGRATIONS, folder_state, spawn
 
 CACHE = "app.db.preflight-cache.json"
 
@@ -19,7 +19,7 @@ def test_after_an_upgrade_that_drops_a_warned_about_table_the_next_start_is_quic
     assert "extra: table schema_migrations" in first.err  # true before migrating
     assert json.loads((db.parent / CACHE).read_text())["warnings"] == []
     state = folder_state(db.parent)
-    again = run_process("run", "--db", db, "--migrations", MIGRATIONS, "--", "true")
+    again = spawn("run", "--db", db, "--migrations", MIGRATIONS, "--", "true")
     assert again.returncode == 0, again.stderr
     assert "schema as verified before (cache)" in again.stderr and "exec: true" in again.stderr
     assert "extra" not in again.stderr and "warning" not in again.stderr

@@ -1,0 +1,484 @@
+"""The guarded start, written once over any migration source (`source.Source`).
+
+`start` is everything `run` does before exec and all that `migrate` does: environment,
+Litestream, the lock, the running marker, the failure record, inspection with the
+verified cache, the plan (the source's), the integrity policy, `--strict` and foreign
+keys, the busy check, then `execute`: the one call that writes (backup, the source's
+apply, `verify`; on any failure undo and a failure record). Pruning last.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from preflight.core import proc, signals
+from preflight.core.errors import (
+    TRANSIENT,
+    DriftError,
+    HistoryMoved,
+    Interrupted,
+    MigrationFailed,
+    PreflightError,
+    Refused,
+    RestoreFailed,
+)
+from preflight.fast.facts import SIDECARS, Proof, check_due, quick_check, uri
+from preflight.live import history
+from preflight.live.database import (
+    Inspection,
+    assert_not_busy,
+    check_before_writing,
+    check_environment,
+    connect,
+    inspect,
+)
+from preflight.schema import drift, foreignkeys, snapshot
+from preflight.sources import source
+from preflight.sources.filesource import FileSource
+from preflight.sources.planner import accepted_part
+from preflight.sources.source import Plan, Source
+from preflight.sources.toolsource import ToolSource
+from preflight.storage import backup, cache, catalog, holders, litestream
+from preflight.storage.config import Settings
+from preflight.storage.steps import locked, step
+
+log = logging.getLogger("preflight")
+RETRIES = 3  # re-plans after another guard changed the history under this one
+IN_PROGRESS = "a run of the migration tool was in progress and did not finish"
+
+
+@dataclass(frozen=True)
+class VerifiedState:
+    """What verify proved after migrating: the schema text it hashed and the extras it saw."""
+
+    schema_hash: str
+    extras: tuple[str, ...] = ()
+
+
+def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
+    """Exit 11 at once if this same migration set already failed here."""
+    record = history.read_failure(settings.failure_path)
+    if record is None:
+        return
+    where = f"; backup {record.backup}" if record.backup else ""
+    if not record.restored:
+        # The database may be neither the old state nor the new one: no migration set,
+        # fixed or not, may run on it until an operator has put it back.
+        raise Refused(
+            f"a failed start on {record.failed_at} did not complete its restore: "
+            f"{record.reason}{where}",
+            f"stop the app, run 'preflight restore {record.backup or 'BACKUP'}', then "
+            f"'preflight clear-failure'",
+        )
+    if record.fingerprint == fingerprint:
+        raise Refused(
+            f"the same migration set failed on {record.failed_at} (exit "
+            f"{record.exit_code}): {record.reason}{where}",
+            "ship fixed migrations, or clear the record with 'preflight clear-failure'",
+        )
+    log.info("failure record: a previous start failed with another migration set; trying this one")
+
+
+def resume_interrupted(settings: Settings) -> None:
+    """A tool run killed half-way (its record says so, naming the backup taken just before):
+    put that backup back before anything is planned, so the start begins as the last one did."""
+    record = history.read_failure(settings.failure_path)
+    if record is None or record.restored or record.reason != IN_PROGRESS or not record.backup:
+        return
+    taken = Path(record.backup)
+    holders.refuse_others(
+        settings.db, f"undoing a killed tool run (from {taken})", holders.others(settings.db)
+    )
+    with step("restore") as info, signals.deferred():
+        backup.restore(taken, settings.db)
+        info["what"] = f"a killed tool run ({record.failed_at}) undone, restored and verified"
+        info["tail"] = f" <- {taken}"
+    _save_record(settings, None)
+
+
+def start(
+    settings: Settings, command: str, argv: list[str] | None = None, proof: Proof | None = None
+) -> None:
+    """Everything `run` does before exec, and all that `migrate` does.
+
+    `proof`: what a quick start proved before handing over (its lock, still held, the
+    files' hashes, a passed quick_check): used when it was made for this very database
+    and folder, so nothing is done twice.
+    """
+    if proof is not None and (proof.db, proof.migrations) != (
+        str(settings.db),
+        str(settings.migrations if settings.tool == "files" else settings.app_dir),
+    ):
+        proof = None
+    litestream.refuse_under_replicate()
+    check_environment(
+        settings.db,
+        settings.backup_dir if settings.backup != "never" else None,
+        writes=True,
+        command=argv,
+    )
+    src = load(settings, proof=proof)
+    litestream.ready(settings)
+    held = proof.take_lock() if proof else -1
+    with locked(settings, command, held):
+        litestream.restore_if_missing(settings)  # before anything could build a fresh one
+        if argv is not None:
+            # Held from inside the lock until the exec'd app exits (it inherits the
+            # descriptor): a restore sees a guarded app, and never slips in before exec.
+            holders.share_running(settings.db)
+        resume_interrupted(settings)
+        refuse_if_failed(settings, src.fingerprint)
+        for attempt in range(1, RETRIES + 1):
+            try:
+                # A quick_check the quick start passed under this same lock holds on the
+                # first attempt; after another guard moved the history, it is redone.
+                checked = held >= 0 and proof is not None and proof.checked and attempt == 1
+                _start_locked(settings, src, checked)
+                break
+            except HistoryMoved as exc:
+                if attempt == RETRIES:
+                    raise
+                log.warning("plan: %s; planning again", exc.message)
+        if history.clear_failure(settings.failure_path):
+            log.info("failure record: cleared (this migration set succeeded)")
+        prune(settings)
+
+
+def load(settings: Settings, proof: Proof | None = None, readonly: bool = False) -> Source:
+    """The source `settings` name, its migration set read and validated. `readonly`
+    (check, status): nothing is written beside the database, not even a tool's scratch cache."""
+    if settings.tool == "files":
+        return FileSource.load(settings, proof, quiet=readonly)
+    return ToolSource.load(settings, save=not readonly, quiet=readonly)
+
+
+def prune(settings: Settings) -> None:
+    if settings.backup != "never":
+        for removed in catalog.prune(settings.backup_dir, settings.db, settings.keep_backups):
+            log.info("prune: removed %s", removed)
+
+
+def strict_foreign_keys(db: Path) -> None:
+    """--strict: foreign-key violations already in the database are errors (nothing changed)."""
+    conn = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
+    try:
+        found = foreignkeys.violations(conn)
+    finally:
+        conn.close()
+    if found:
+        error = DriftError(
+            f"{db} has {foreignkeys.summary(found)} (--strict)",
+            "delete or fix the orphan rows, or run without --strict",
+        )
+        error.details = tuple(f"foreign key: {v.message()}" for v in found[:20])
+        raise error
+
+
+def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None:
+    """Inspect, plan, execute and write the cache, under the lock (`proved`: quick_check
+    passed under it already)."""
+    db = settings.db
+    with step("inspect") as info:
+        # The cache's key holds the version the database records, which inspect reads
+        # once its cheap checks passed; the full check, if the policy wants one now, follows.
+        now = int(time.time())
+        insp, trusted = inspect_cached(settings, src, db, quick_check=False)
+        rec = insp.recorded
+        checked = insp.checked or proved
+        if (
+            not checked
+            and insp.size > 0
+            and check_due(settings.integrity, trusted.checked_at if trusted else 0, now)
+        ):
+            check_before_writing(db)
+            checked = True
+        info["what"] = (
+            "fresh database"
+            if insp.fresh
+            else src.describe(rec)
+            + (
+                ", schema as verified before (cache)"
+                if insp.trusted
+                else f", {len(insp.live_schema.tables)} table(s)"
+            )
+            + (
+                ", quick_check ok (by the quick start, under this lock)"
+                if proved
+                else ", quick_check ok"
+                if checked
+                else ", header and size ok"
+            )
+        )
+    with step("plan") as info:
+        try:
+            p = plan_of(settings, src, insp, rec)
+        except MigrationFailed as exc:  # a pending migration fails on an empty scratch database
+            _save_record(settings, _record(src.fingerprint, exc.message, None, None, True))
+            raise
+        info["what"] = (f"{len(p.adopt)} to adopt, " if p.adopt else "") + (
+            f"{len(p.pending)} pending, history and schema verified"
+        )
+    if trusted and insp.trusted:
+        for warning in trusted.warnings:
+            log.warning("extra: %s", warning)
+    if p.writes and settings.strict and not insp.fresh:
+        strict_foreign_keys(db)
+    if (p.writes or settings.backup == "always") and insp.size > 0 and not checked:
+        with step("integrity") as info:  # nothing is written to a database not checked
+            check_before_writing(db)
+            info["what"] = "quick_check ok before writing"
+        checked = True
+    if p.writes or settings.backup == "always":
+        assert_not_busy(db, settings.lock_timeout)
+    if p.writes and insp.size > 0:
+        holders.refuse_others(db, "migrating", holders.others(db))
+    done = execute(settings, src, insp, p)
+    if done is None:  # nothing applied: what the plan proved (or the cache vouched) still holds
+        done = VerifiedState(
+            insp.schema_hash, trusted.warnings if insp.trusted and trusted else p.warnings
+        )
+    # Written when the schema was verified anew, or to record a full check an interval
+    # policy asked for; otherwise a hit needs no rewrite: a no-op start writes nothing.
+    recorded = trusted.checked_at if trusted else 0
+    if done.schema_hash and (not insp.trusted or (checked and isinstance(settings.integrity, int))):
+        final = src.recorded(db) if p.writes else rec
+        cache.write(
+            settings.cache_path,
+            cache.Verified(
+                source.key(src, final, settings.strict),
+                done.schema_hash,
+                done.extras,
+                now if checked or p.writes else recorded,
+            ),
+        )
+
+
+def inspect_cached(
+    settings: Settings, src: Source, file: Path, shown: Path | None = None, quick_check: bool = True
+) -> tuple[Inspection, cache.Verified | None]:
+    """`inspect` with the verified-state cache: its key holds the version the database
+    records, which inspect reads once its cheap checks passed. Returns the cache hit too."""
+    found: dict[str, cache.Verified | None] = {}
+
+    def vouch(rec: tuple[str, ...] | None) -> str | None:
+        hit = cache.read(settings.cache_path, source.key(src, rec, settings.strict))
+        found["hit"] = hit
+        return hit.schema_hash if hit else None
+
+    insp = inspect(file, shown, trust=vouch, quick_check=quick_check, source=src.name)
+    return insp, found.get("hit")
+
+
+def plan_of(settings: Settings, src: Source, insp: Inspection, rec: tuple[str, ...] | None) -> Plan:
+    if insp.trusted:  # the cache vouches for this schema at this recorded version
+        return Plan(src.fingerprint, (), (), None, None, accepted=insp.accepted)
+    return src.plan(settings, insp, rec)
+
+
+def _record(
+    fingerprint: str,
+    reason: str,
+    failing: str | None,
+    taken: Path | None,
+    restored: bool,
+    code: int = MigrationFailed.code,
+) -> history.FailureRecord:
+    return history.FailureRecord(
+        fingerprint, history.now(), code, reason, failing, str(taken) if taken else None, restored
+    )
+
+
+def _save_record(settings: Settings, record: history.FailureRecord | None) -> None:
+    """Write (or with None remove) the failure record; a full disk must not hide the real error."""
+    try:
+        if record is None:
+            history.clear_failure(settings.failure_path)
+        else:
+            history.write_failure(settings.failure_path, record)
+    except OSError as exc:
+        log.warning("failure record: cannot write %s: %s", settings.failure_path, exc.strerror)
+
+
+def execute(settings: Settings, src: Source, insp: Inspection, p: Plan) -> VerifiedState | None:
+    """Back up, migrate, verify; on any failure undo and leave a failure record. Writes.
+
+    Returns what was verified after migrating (None when nothing was applied).
+    """
+    db = settings.db
+    taken = None
+    wants_backup = settings.backup == "always" or (settings.backup == "on-change" and p.writes)
+    if wants_backup and insp.size > 0:
+        with step("backup") as info:
+            taken = backup.take(db, settings.backup_dir, "pre-migrate" if p.writes else "always")
+            info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
+            info["tail"] = f" -> {taken}"
+    if not p.writes:
+        return None
+    progress: dict[str, Any] = {"running": [], "committed": False}
+    marked = not src.atomic and taken is not None
+    if marked:
+        # A tool commits as it goes: killed in the middle, the next start must know to put
+        # this backup back before anything else (resume_interrupted).
+        _save_record(settings, _record(src.fingerprint, IN_PROGRESS, None, taken, False, 12))
+    try:
+        baseline = src.apply(settings, db, p, progress, "migrate")
+        return verify(settings, src, db, p, baseline)
+    except HistoryMoved:
+        raise  # rolled back before anything ran: nothing to undo (and a fresh file is theirs)
+    except BaseException as error:
+        exc = error
+        if signals.received() and not isinstance(exc, Interrupted):
+            exc = signals.swallowed()  # e.g. raised inside SQLite calling a Python function
+        if isinstance(exc, KeyboardInterrupt):
+            exc = Interrupted("interrupted", "start again")
+        committed = progress["committed"]
+        failed = exc.message if isinstance(exc, PreflightError) else f"{type(exc).__name__}: {exc}"
+        # An interruption, a full disk or another process's lock says nothing against this
+        # migration set: once undone, the next start may try the same files again.
+        verdict = not isinstance(exc, TRANSIENT)
+        record = _record(src.fingerprint, failed, progress.get("failing"), taken, False)
+        if committed or verdict:
+            _save_record(settings, record)  # before the restore: a crash during it leaves it
+        try:
+            how = undo(settings, insp, taken, committed)
+        except (RestoreFailed, OSError) as restore_error:
+            _save_record(settings, replace(record, exit_code=RestoreFailed.code))
+            why = (
+                restore_error.message
+                if isinstance(restore_error, RestoreFailed)
+                else f"the restore failed: {restore_error}"
+            )
+            raise RestoreFailed(
+                f"{failed}; and then {why}",
+                restore_error.hint
+                if isinstance(restore_error, RestoreFailed)
+                else f"restore {taken} by hand",
+            ) from error
+        if verdict:
+            _save_record(settings, replace(record, restored=True))
+        elif committed or marked:
+            _save_record(settings, None)
+        if isinstance(exc, TRANSIENT):
+            raise type(exc)(f"{failed}; {how}", exc.hint or "start again") from error
+        raise MigrationFailed(
+            f"{failed}; {how}",
+            "fix the migration and ship a new image (the next start with "
+            "these files refuses with exit 11)",
+        ) from error
+
+
+def verify(
+    settings: Settings,
+    src: Source,
+    db: Path,
+    p: Plan,
+    fk_baseline: Counter[tuple[object, ...]] | None = None,
+    label: str = "verify",
+) -> VerifiedState:
+    """After migrating: the database records the head, its schema equals the head, quick_check
+    passes, no foreign-key violation beyond the baseline (those before the run), smoke exits 0.
+
+    Returns what it proved (for the cache): the hash of the schema text, and the extra
+    objects it saw. A fresh build of the guard's own files has no expected head to compare
+    with: it is, by construction, what the migrations make.
+    """
+    with step(label) as info:
+        src.check_recorded(db, p)
+        conn = connect(db, settings.lock_timeout)
+        try:
+            verified = cache.schema_hash(conn)
+            found = (
+                []
+                if p.expected_head is None
+                else drift.diff(p.expected_head, src.compared(snapshot(conn)))
+            )
+            diffs, _ = accepted_part(drift.errors(found, settings.strict), p.accepted)
+            extras = tuple(d.message() for d in found if d.kind == "extra" and not settings.strict)
+            if diffs:
+                raise MigrationFailed(
+                    f"verification: schema differs from the head of the plan ({p.head}): "
+                    f"{diffs[0].message()} (+{len(diffs) - 1} more)",
+                    "the migrations behave differently on this data; fix them",
+                )
+            result = quick_check(conn)
+            if result != "ok":
+                raise MigrationFailed(f"verification: quick_check: {result[:200]}", "")
+            new = foreignkeys.introduced(fk_baseline or Counter(), foreignkeys.violations(conn))
+            if new:
+                raise MigrationFailed(
+                    f"verification: the migrations left {foreignkeys.summary(new)}",
+                    "fix the data or the migrations",
+                )
+        finally:
+            conn.close()
+        info["what"] = (
+            "schema built from empty" if p.expected_head is None else "schema at head"
+        ) + ", quick_check ok, foreign keys ok"
+        if settings.smoke:
+            smoke(settings, db)
+            info["what"] += ", smoke ok"
+    return VerifiedState(verified, extras)
+
+
+def smoke(settings: Settings, db: Path) -> None:
+    """Run PREFLIGHT_SMOKE against `db`; MigrationFailed unless it exits 0 in time."""
+    import os
+
+    done = proc.run(
+        settings.smoke or "true",
+        env=dict(os.environ, PREFLIGHT_DB=str(db)),
+        timeout=settings.smoke_timeout,
+        limit=4096,
+    )
+    if done.code is None:
+        raise MigrationFailed(
+            f"verification: smoke command did not finish within "
+            f"{settings.smoke_timeout:g} s (PREFLIGHT_SMOKE_TIMEOUT), killed: {_last(done.text)}",
+            "fix the smoke command, or raise PREFLIGHT_SMOKE_TIMEOUT",
+        )
+    if done.code != 0:
+        raise MigrationFailed(
+            f"verification: smoke command exited {done.code}: {_last(done.text)}",
+            "fix the migrations or PREFLIGHT_SMOKE",
+        )
+
+
+def _last(text: str) -> str:
+    return (text.strip().splitlines() or [""])[-1][:200]
+
+
+def undo(settings: Settings, insp: Inspection, taken: Path | None, committed: bool) -> str:
+    """Put the database back as inspected. Returns how; raises RestoreFailed."""
+    db = settings.db
+    if taken is None and insp.size == 0:
+        # Connecting created the file even if nothing was committed: remove it.
+        for suffix in ("", *SIDECARS):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        if insp.existed:
+            db.touch(0o600)
+        backup.fsync_dir(db.parent)
+        return "removed what was created; the database is as it was (fresh)"
+    if not committed:
+        return "rolled back; the database was not changed"
+    if taken is None:
+        raise RestoreFailed(
+            "the migrations were committed and there is no backup (PREFLIGHT_BACKUP=never)",
+            "restore your own backup by hand",
+        )
+    found = holders.others(db)
+    if found:  # opened since the check before writing: their writes would be lost
+        raise RestoreFailed(
+            f"{db} was not put back: it is in use by {found[0].describe()} "
+            f"(a restore would lose what it wrote); the backup is {taken}",
+            f"stop it, then 'preflight restore {taken}' and 'preflight clear-failure'",
+        )
+    with step("restore") as info, signals.deferred():  # a restore is not stopped half-way
+        backup.restore(taken, db)
+        info["what"], info["tail"] = "restored and verified", f" <- {taken}"
+    return f"the database was restored from {taken} and verified"

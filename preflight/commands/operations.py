@@ -1,0 +1,436 @@
+"""Operator commands beside the pipeline: check, status, backup, restore, stamp, clear-failure.
+
+`check` and `status` only read (a private snapshot). The others take the guard's lock,
+validate first, and write in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from preflight.commands.guard import inspect_cached, load, plan_of, refuse_if_failed, verify
+from preflight.commands.results import Assessment, BackupTaken, Cleared, Restored, Stamped, State
+from preflight.core import signals
+from preflight.core.errors import (
+    DatabaseUnusable,
+    DriftError,
+    EnvironmentProblem,
+    MigrationFailed,
+    PreflightError,
+    Refused,
+    UsageError,
+)
+from preflight.core.files import private_folder
+from preflight.fast.facts import DATA_SIDECARS
+from preflight.live import history
+from preflight.live.database import (
+    assert_not_busy,
+    check_environment,
+    connect,
+    inspect,
+    live_state,
+)
+from preflight.schema import drift, foreignkeys
+from preflight.sources.source import Source
+from preflight.storage import backup, catalog, holders
+from preflight.storage.config import Settings
+from preflight.storage.steps import locked, step
+
+log = logging.getLogger("preflight")
+
+
+def assess(settings: Settings, rehearse: bool) -> Assessment:
+    """`check` and `status`: everything a start would decide, on a private snapshot.
+
+    Never writes the database or its folder (a tool's scratch cache neither). With
+    `rehearse`, pending migrations run on the snapshot. Code 0 (at head) or 3 (pending,
+    clean); errors raise, or once the facts before the inspection are known, come back as
+    the result's error (reported with them). A failure record still lets `status` show the
+    state before it refuses with 11. One result, whatever the source.
+    """
+    check_environment(settings.db, None, writes=False)
+    src = load(settings, readonly=True)
+    record = history.read_failure(settings.failure_path)
+    replica = None
+    if settings.litestream_config is not None:
+        from preflight.storage import (
+            litestream,  # the replica's newest position, beside the local history
+        )
+
+        replica = litestream.position(settings)
+        command = "check" if rehearse else "status"
+        log.info("%s: litestream: %s", command, litestream.describe(replica))
+    known = Assessment(
+        src.name,
+        src.names,
+        catalog.identity(settings.db, settings.backup_dir),
+        tuple(b.summary() for b in catalog.list_backups(settings.backup_dir, settings.db)),
+        dict(record.__dict__) if record else None,
+        litestream=replica,
+    )
+    try:
+        return _assess(settings, rehearse, src, known)
+    except PreflightError as exc:
+        return replace(known, migrations=src.names, error=exc)
+
+
+def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) -> Assessment:
+    command = "check" if rehearse else "status"
+    refusal: Refused | None = None
+    try:
+        refuse_if_failed(settings, src.fingerprint)
+    except Refused as exc:
+        refusal = exc
+    # Never beside the database: no fallback folder (exit 7 naming TMPDIR if none is usable).
+    with private_folder("preflight-check-") as tmp:
+        try:
+            snap = backup.snapshot(settings.db, tmp) or tmp / settings.db.name
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"cannot copy {settings.db} to a private folder {tmp}: {exc.strerror or exc}",
+                "set TMPDIR to a writable folder with room for a copy of the database",
+            ) from None
+        insp, trusted = inspect_cached(settings, src, snap, settings.db)
+        rec = insp.recorded
+        drift_text, adopt_known = "none", True
+        if rehearse or insp.trusted:
+            p = plan_of(settings, src, insp, rec)
+        else:
+            p, unchecked = src.status_plan(settings, insp, rec)
+            if unchecked is not None:
+                drift_text, adopt_known = unchecked, insp.applied is not None
+        names = src.names  # a tool's revisions are known once its scratch build ran
+        note = _absent(settings, insp.fresh, len(names))
+        if note:
+            log.info("%s: %s", command, note)
+        if insp.trusted and trusted:
+            for warning in trusted.warnings:
+                log.warning("extra: %s", warning)
+        for d in insp.accepted:
+            log.info("status: accepted by stamp --force: %s", d.message())
+        found = _foreign_keys(snap)
+        state = State(
+            fresh=insp.fresh,
+            database_exists=settings.db.exists(),
+            note=note,
+            recorded=rec,
+            head=names[-1] if names else None,
+            applied=src.applied(insp, rec),
+            drift=drift_text,
+            adopt=p.adopt if adopt_known else None,
+            pending=p.pending,
+            warnings=tuple(trusted.warnings) if insp.trusted and trusted else p.warnings,
+            accepted_differences=tuple(d.message() for d in insp.accepted),
+            foreign_key_violation_count=len(found),
+            foreign_key_violations=tuple(v.as_dict() for v in found[:100]),
+        )
+        result = replace(
+            known, migrations=names, state=state, code=3 if p.writes or not adopt_known else 0
+        )
+        if found:
+            log.warning(
+                "foreign keys: %s, already in the database (a migrating start warns; "
+                "--strict refuses)",
+                foreignkeys.summary(found),
+            )
+        if not rehearse:
+            _summarize(result)
+        if refusal is not None:
+            return replace(result, error=refusal)
+        if found and settings.strict:
+            return replace(
+                result,
+                error=DriftError(
+                    f"{settings.db} has {foreignkeys.summary(found)} (--strict)",
+                    "delete or fix the orphan rows, or run without --strict",
+                ),
+            )
+        if rehearse and p.writes:
+            with step("rehearse") as info:
+                start = time.perf_counter()
+                before = live_state(settings.db)
+                try:
+                    baseline = src.apply(settings, snap, p, {}, "rehearse")
+                    if live_state(settings.db) != before:
+                        raise UsageError(
+                            f"the migrations did not write the database they were given "
+                            f"({settings.db} changed during the rehearsal on a private copy)",
+                            "make the app's migration tool honour PREFLIGHT_DATABASE_URL "
+                            "(README, the tool's section)",
+                        )
+                    verify(settings, src, snap, p, baseline, label="rehearse")
+                except MigrationFailed as exc:
+                    failed = MigrationFailed(
+                        f"rehearsal on a private copy: {exc.message}; the database was not touched",
+                        exc.hint,
+                    )
+                    failed.__cause__ = exc
+                    return replace(result, error=failed)
+                result = replace(
+                    result, rehearsal_ms=round((time.perf_counter() - start) * 1000, 1)
+                )
+                info["what"] = (
+                    f"{len(p.pending)} migration(s) apply cleanly to a private copy; "
+                    "the database was not touched"
+                )
+        elif rehearse and not note:
+            log.info(
+                "check: at head (%s): a start would change nothing",
+                f"{len(state.applied)} applied, last {names[-1]}" if names else "no migrations",
+            )
+    return result
+
+
+def _absent(settings: Settings, fresh: bool, migrations: int) -> str | None:
+    """A plain sentence when there is no database to assess: a wrong path or volume reads
+    like data loss ('0 applied, 5 pending') otherwise."""
+    if not fresh:
+        return None
+    what = "no database" if not settings.db.exists() else "an empty database file"
+    first = "restore it from the Litestream replica, if one exists, else " * bool(
+        settings.litestream_config
+    )
+    return (
+        f"{what} at {settings.db}: a start would {first}create a fresh one ({migrations} "
+        f"migration(s)); if you expected data here, check PREFLIGHT_DB and the volume "
+        f"mounted at {settings.db.parent}"
+    )
+
+
+def _foreign_keys(snap: Path) -> list[foreignkeys.Violation]:
+    """The violations in the private copy (none when there is no database yet)."""
+    if not snap.exists() or snap.stat().st_size == 0:
+        return []
+    conn = connect(snap, 5.0)
+    try:
+        return foreignkeys.violations(conn)
+    finally:
+        conn.close()
+
+
+def _summarize(result: Assessment) -> None:
+    assert result.state is not None
+    applied = result.state.applied
+    adopt = result.state.adopt
+    log.info(
+        "status: %d applied%s, %s to adopt, %d pending",
+        len(applied),
+        f" (last {applied[-1]['name']})" if applied else "",
+        "unknown (drift not checked)" if adopt is None else len(adopt),
+        len(result.state.pending),
+    )
+    backups = result.backups
+    log.info("status: %d backup(s)", len(backups))
+    for b in backups:
+        at = (
+            "no migration"
+            if b["version"] == 0
+            else "unreadable"
+            if b["version"] is None
+            else f"version {b['version']} ({b['migration']})"
+        )
+        log.info(
+            "status: backup %s %s, %s, %.1f MiB, %s",
+            b["taken_at"],
+            b["reason"],
+            at,
+            b["bytes"] / (1 << 20),
+            b["path"],
+        )
+    record = result.failure_record
+    log.info(
+        "status: failure record: %s",
+        f"{record['failed_at']}: {record['reason']}" if record else "none",
+    )
+
+
+def take_backup(settings: Settings) -> BackupTaken:
+    """`preflight backup`: a verified backup now, then prune."""
+    check_environment(settings.db, settings.backup_dir, writes=True)
+    with locked(settings, "backup"):
+        if not settings.db.exists() or settings.db.stat().st_size == 0:
+            raise DatabaseUnusable(
+                f"{settings.db} does not exist or is empty: nothing to back up",
+                "check PREFLIGHT_DB",
+            )
+        # Refuses what is not a readable SQLite database; backup.take runs quick_check on
+        # it beside the copy (exit 6 if corrupt), so it is not read twice here.
+        inspect(settings.db, quick_check=False)
+        with step("backup") as info:
+            taken = backup.take(settings.db, settings.backup_dir, "manual")
+            info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
+            info["tail"] = f" -> {taken}"
+        for removed in catalog.prune(settings.backup_dir, settings.db, settings.keep_backups):
+            log.info("prune: removed %s", removed)
+    return BackupTaken(backup=str(taken))
+
+
+def _choose(settings: Settings, name: str | None, version: int | None) -> Path:
+    backups = catalog.list_backups(settings.backup_dir, settings.db)
+    if version is not None:
+        at = [b for b in backups if b.version == version]
+        if not at:
+            held = sorted({b.version for b in backups if b.version is not None})
+            raise UsageError(
+                f"no backup of {settings.db.name} at version {version} in "
+                f"{settings.backup_dir} (backups hold: "
+                f"{', '.join(map(str, held)) or 'none'})",
+                "list them with 'preflight status'",
+            )
+        return at[-1].path
+    if name is None:
+        if not backups:
+            raise UsageError(
+                f"no backups of {settings.db.name} in {settings.backup_dir}",
+                "name a backup file: preflight restore PATH",
+            )
+        return backups[-1].path
+    for candidate in (Path(name), settings.backup_dir / name):
+        if candidate.is_file():
+            chosen = candidate.resolve()
+            source = catalog.owner(chosen)
+            if source is not None and source != str(settings.db.resolve()):
+                log.warning(
+                    "restore: %s is a backup of %s, not of %s (named explicitly, so restoring it)",
+                    chosen.name,
+                    source,
+                    settings.db,
+                )
+            return chosen
+    raise UsageError(
+        f"backup {name} not found (looked in . and {settings.backup_dir})",
+        "list them with 'preflight status'",
+    )
+
+
+def restore(
+    settings: Settings,
+    name: str | None,
+    version: int | None = None,
+    force: bool = False,
+) -> Restored:
+    """`preflight restore [BACKUP | --version N]`: back up the current state first, then restore.
+
+    Refused (exit 8) while another process has the database open or a guarded app runs,
+    unless `force`: the rename would leave them writing into the replaced file. A failure
+    after the current state was saved comes back as the result's error, naming the save.
+    """
+    if name is not None and version is not None:
+        raise UsageError("name a backup or a version, not both", "preflight restore --version N")
+    check_environment(settings.db, settings.backup_dir, writes=True)
+    with locked(settings, "restore"), holders.exclusive_running(settings.db) as no_app:
+        chosen = _choose(settings, name, version)
+        problem = backup.backup_problem(chosen)
+        if problem:  # refused before anything changes (exit 6), not half-way (exit 10)
+            raise DatabaseUnusable(problem, "choose another backup")
+        # Before any SQLite connection of ours: checking closes a descriptor on the file.
+        holders.refuse_if_open(settings.db, no_app, force)
+        assert_not_busy(settings.db, settings.lock_timeout)
+        needed, free = chosen.stat().st_size + (1 << 20), backup.free_bytes(settings.db.parent)
+        if free < needed:  # the copy goes beside the database before anything is replaced
+            raise EnvironmentProblem(
+                f"{settings.db.parent} has {free >> 10} KiB free, restoring "
+                f"{chosen.name} needs {needed >> 10} KiB",
+                f"free space on {settings.db.parent}, then restore again",
+            )
+        saved = None
+        if settings.db.exists() and settings.db.stat().st_size > 0:
+            with step("backup") as info:
+                try:
+                    taken = backup.take(settings.db, settings.backup_dir, "pre-restore")
+                except (EnvironmentProblem, DatabaseUnusable) as exc:
+                    # A damaged database cannot be backed up verified; keep its raw files
+                    # aside (outside the rotation) rather than lose them.
+                    taken = _keep_raw(settings)
+                    log.warning("backup: %s; kept the raw files as %s", exc.message, taken)
+                info["what"], info["tail"] = "current state saved", f" -> {taken}"
+            saved = str(taken)
+        try:
+            with step("restore") as info, signals.deferred():  # not stopped half-way
+                backup.restore(chosen, settings.db)
+                info["what"], info["tail"] = "restored and verified", f" <- {chosen}"
+        except PreflightError as exc:
+            return Restored(pre_restore_backup=saved, error=exc)
+        if catalog.read_identity(settings.db) is None:
+            # Nothing was here to back up (a new volume): it continues the backup's lineage.
+            record = catalog.record_of(chosen)
+            if record is not None and record.get("database") == str(settings.db.resolve()):
+                catalog.ensure_identity(settings.db, settings.backup_dir, record["database_id"])
+        if settings.failure_path.exists():
+            log.info(
+                "failure record still present; 'preflight clear-failure' lets the same "
+                "migration set try again"
+            )
+    return Restored(restored=str(chosen), pre_restore_backup=saved)
+
+
+def _keep_raw(settings: Settings) -> Path:
+    """The damaged database's raw files aside, as private (0600) new files."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+    target = settings.backup_dir / f"{settings.db.stem}-{stamp}-damaged.db"
+    settings.backup_dir.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", *DATA_SIDECARS):
+        source = Path(f"{settings.db}{suffix}")
+        if source.exists():
+            backup.copy_private(source, Path(f"{target}{suffix}"))
+    backup.fsync_dir(settings.backup_dir)
+    return target
+
+
+def stamp(settings: Settings, version: int | str, force: bool) -> Stamped:
+    """`preflight stamp VERSION`: record VERSION as applied without running anything.
+
+    Only when the live schema matches what the migrations up to VERSION produce (extras
+    allowed), unless `force`; under the lock, after a verified backup. The source records
+    it: the guard's history (its log keeps every stamp), or the tool's own stamp.
+    """
+    check_environment(
+        settings.db, settings.backup_dir if settings.backup != "never" else None, writes=True
+    )
+    src = load(settings)
+    with locked(settings, "stamp"):
+        insp = inspect(settings.db, source=src.name)
+        if not insp.existed or insp.size == 0:
+            raise DatabaseUnusable(
+                f"{settings.db} does not exist or is empty: nothing to stamp",
+                "run 'preflight migrate' to build a fresh database",
+            )
+        expected = src.stamp_target(settings, insp, str(version), force)
+        diffs = drift.errors(drift.diff(expected, src.compared(insp.live_schema)), settings.strict)
+        if diffs and not force:
+            error = DriftError(
+                f"{settings.db} does not match the schema at {version} "
+                f"({len(diffs)} difference(s)): {diffs[0].message()}",
+                "stamp the version it is at, or pass --force if you are sure",
+            )
+            error.details = tuple(f"drift: {d.message()}" for d in diffs)
+            raise error
+        for d in diffs:
+            log.warning(
+                "stamp --force: accepting (recorded; later starts accept exactly this): %s",
+                d.message(),
+            )
+        assert_not_busy(settings.db, settings.lock_timeout)
+        taken = None
+        if settings.backup != "never" or not src.atomic:  # a tool's stamp is undone from it
+            with step("backup") as info:
+                taken = backup.take(settings.db, settings.backup_dir, "pre-migrate")
+                info["what"], info["tail"] = "before stamp", f" -> {taken}"
+        log.info("stamp: %s", src.record_stamp(settings, insp, str(version), diffs, taken))
+    return Stamped(version, tuple(d.message() for d in diffs))
+
+
+def clear_failure(settings: Settings) -> Cleared:
+    """`preflight clear-failure`: let the same migration set try again."""
+    with locked(settings, "clear-failure"):
+        record = history.read_failure(settings.failure_path)
+        cleared = history.clear_failure(settings.failure_path)
+        log.info(
+            "failure record: %s",
+            f"cleared ({record.reason})" if cleared and record else "there was none",
+        )
+    return Cleared(dict(record.__dict__) if record else None)

@@ -1,0 +1,155 @@
+"""What each command did, as data: `cli` turns a result into JSON or log lines in one place.
+
+A result may carry the error a command ended with after it had gathered facts worth
+reporting (status refused by a failure record, a restore that failed after saving the
+current state): `cli` reports those facts beside the error, with the error's exit code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from preflight.core.errors import PreflightError
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    """Base: the exit code when nothing failed, and the error it ended with otherwise."""
+
+    code: int = 0
+    error: PreflightError | None = None
+
+    def report(self) -> Json:
+        """The keys this command adds to the JSON report (beside command, database, exit_code)."""
+        return {}
+
+
+@dataclass(frozen=True)
+class Ready(Result):
+    """`run`: the database is ready; exec this command. `migrate`: argv is empty."""
+
+    argv: tuple[str, ...] = ()
+
+    def report(self) -> Json:
+        return {"exec": list(self.argv)} if self.argv else {}
+
+
+@dataclass(frozen=True)
+class State:
+    """What `check`/`status` found once the database was inspected and planned."""
+
+    fresh: bool
+    database_exists: bool
+    note: str | None
+    recorded: tuple[str, ...] | None  # the version as the database records it (None: no table)
+    head: str | None  # the last migration of the set
+    applied: tuple[Json, ...]
+    drift: str
+    adopt: tuple[str, ...] | None  # None: unknown (drift not checked)
+    pending: tuple[str, ...]
+    warnings: tuple[str, ...]
+    accepted_differences: tuple[str, ...]
+    foreign_key_violation_count: int
+    foreign_key_violations: tuple[Json, ...]
+
+
+@dataclass(frozen=True)
+class Assessment(Result):
+    """`check` and `status`: the facts known before inspecting, then the state (if reached)."""
+
+    tool: str  # "files" (the guard's own migration files), or the tool (--tool)
+    migrations: tuple[str, ...]
+    database_id: str | None
+    backups: tuple[Json, ...]
+    failure_record: Json | None
+    state: State | None = None
+    rehearsal_ms: float | None = None
+    litestream: Json | None = None  # the replica's newest position (Litestream mode)
+
+    def report(self) -> Json:
+        out: Json = {
+            "tool": self.tool,
+            "migrations": list(self.migrations),
+            "database_id": self.database_id,
+            "backups": list(self.backups),
+            "failure_record": self.failure_record,
+        }
+        if self.state is not None:
+            s = self.state
+            out.update(
+                fresh=s.fresh,
+                database_exists=s.database_exists,
+                note=s.note,
+                recorded=None if s.recorded is None else list(s.recorded),
+                head=s.head,
+                applied=list(s.applied),
+                drift=s.drift,
+                adopt=None if s.adopt is None else list(s.adopt),
+                pending=list(s.pending),
+                warnings=list(s.warnings),
+                accepted_differences=list(s.accepted_differences),
+                foreign_key_violation_count=s.foreign_key_violation_count,
+                foreign_key_violations=list(s.foreign_key_violations),
+            )
+        if self.rehearsal_ms is not None:
+            out["rehearsal_ms"] = self.rehearsal_ms
+        if self.litestream is not None:
+            out["litestream"] = self.litestream
+        return out
+
+
+@dataclass(frozen=True)
+class BackupTaken(Result):
+    backup: str | None = None  # None: an error came first
+
+    def report(self) -> Json:
+        return {} if self.backup is None else {"backup": self.backup}
+
+
+@dataclass(frozen=True)
+class Restored(Result):
+    restored: str | None = None
+    pre_restore_backup: str | None = None  # the current state saved first (None: nothing to save)
+
+    def report(self) -> Json:
+        out: Json = {}
+        if self.pre_restore_backup is not None:
+            out["pre_restore_backup"] = self.pre_restore_backup
+        if self.restored is not None:
+            out["restored"] = self.restored
+        return out
+
+
+@dataclass(frozen=True)
+class Stamped(Result):
+    stamped: int | str  # the migration number, or a tool's revision
+    accepted_differences: tuple[str, ...] = field(default=())
+
+    def report(self) -> Json:
+        return {"stamped": self.stamped, "accepted_differences": list(self.accepted_differences)}
+
+
+@dataclass(frozen=True)
+class Cleared(Result):
+    cleared: Json | None  # the record removed (None: there was none)
+
+    def report(self) -> Json:
+        return {"cleared": self.cleared}
+
+
+@dataclass(frozen=True)
+class Initialized(Result):
+    backup: str | None = None
+    written: str | None = None
+    adopted: str | None = None
+
+    def report(self) -> Json:
+        out: Json = {}
+        if self.backup is not None:
+            out["backup"] = self.backup
+        if self.written is not None:
+            out.update(written=self.written, adopted=self.adopted)
+        return out

@@ -1,0 +1,136 @@
+"""The one exception hierarchy. Each subclass carries its exit code and a hint.
+
+`cli.main` is the only place that turns these into exit codes. The codes are part of
+the public interface (README, "Exit codes"); codes 4-8, 11 and 13 promise that the
+database was not modified.
+"""
+
+from __future__ import annotations
+
+OK = 0
+INTERNAL = 1
+USAGE = 2
+PENDING = 3
+DRIFT = 4
+HISTORY = 5
+UNUSABLE = 6
+ENVIRONMENT = 7
+LOCK_TIMEOUT = 8
+MIGRATION_FAILED = 9
+RESTORE_FAILED = 10
+REFUSED = 11
+INTERRUPTED = 12
+REPLICA = 13
+
+EXIT_CODES: dict[int, str] = {
+    OK: "ok",
+    INTERNAL: "internal error",
+    USAGE: "usage or configuration error",
+    PENDING: "check: pending migrations would apply cleanly",
+    DRIFT: "schema drift",
+    HISTORY: "migration files do not match the history",
+    UNUSABLE: "database unusable",
+    ENVIRONMENT: "environment (permissions, read-only, disk space, command not found)",
+    LOCK_TIMEOUT: "lock timeout",
+    MIGRATION_FAILED: "a migration or the verification failed; the database was restored",
+    RESTORE_FAILED: "the restore failed",
+    REFUSED: "refused: the same migration set failed on a previous start",
+    INTERRUPTED: "interrupted by SIGTERM or SIGINT; nothing was left half-done",
+    REPLICA: "Litestream mode: the replica could not be restored; no database was created",
+}
+
+
+class PreflightError(Exception):
+    """Base of every error the guard reports; `code` is the process exit code."""
+
+    code = INTERNAL
+    details: tuple[str, ...] = ()  # extra lines to log before the one-line error (drift)
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class UsageError(PreflightError):
+    """Exit 2: a bad flag, variable, path or argument."""
+
+    code = USAGE
+
+
+class DriftError(PreflightError):
+    """Exit 4: the live schema is not what the applied migrations produce."""
+
+    code = DRIFT
+
+
+class HistoryError(PreflightError):
+    """Exit 5: the migration files do not match the history, or are invalid."""
+
+    code = HISTORY
+
+
+class DatabaseUnusable(PreflightError):
+    """Exit 6: not an SQLite database, or corrupt."""
+
+    code = UNUSABLE
+
+
+class EnvironmentProblem(PreflightError):
+    """Exit 7: permissions, read-only, disk space, command not found."""
+
+    code = ENVIRONMENT
+
+
+class LockTimeout(PreflightError):
+    """Exit 8: another guard (or another writer) holds the lock."""
+
+    code = LOCK_TIMEOUT
+
+
+class MigrationFailed(PreflightError):
+    """Exit 9: a migration or the verification failed; the database was put back."""
+
+    code = MIGRATION_FAILED
+
+
+class DiskFull(MigrationFailed):
+    """Exit 9: no space left while migrating; rolled back, and no failure record (retry)."""
+
+
+class RestoreFailed(PreflightError):
+    """Exit 10: putting the database back failed; the message names the backup."""
+
+    code = RESTORE_FAILED
+
+
+class Refused(PreflightError):
+    """Exit 11: this migration set already failed here (failure record)."""
+
+    code = REFUSED
+
+
+class Interrupted(PreflightError):
+    """Exit 12: SIGTERM or SIGINT before the app started; rolled back, lock released."""
+
+    code = INTERRUPTED
+
+
+class ReplicaUnavailable(PreflightError):
+    """Exit 13: a Litestream replica may exist and was not restored; nothing was created."""
+
+    code = REPLICA
+
+
+class HistoryMoved(LockTimeout):
+    """Another guard changed the history between this one's plan and its write transaction
+    (its lock file was deleted or replaced): nothing was run; plan again."""
+
+
+# Failures that say nothing against the migrations: undone, no failure record (the next
+# start may try the same set again). An I/O error from the disk (at COMMIT, typically) is
+# not theirs either.
+TRANSIENT = (Interrupted, DiskFull, LockTimeout, EnvironmentProblem)

@@ -1,0 +1,643 @@
+"""The cheap facts of a start, each defined once: the quick start and the pipeline share them.
+
+Options (every flag, its PREFLIGHT_* variable and its default as text), the migration
+files' names and sha256, the migration set's fingerprint, the cache key and the cache's
+text, the schema hash, the SQLite header probe, the integrity policy, the backups that
+pruning counts, `PRAGMA quick_check`. The quick start proves a no-op start with these
+alone, so this module imports only os, time, `names` and the C modules under hashlib and
+sqlite3: no json, re, argparse, logging or dataclasses (tests/test_fast_paths.py checks).
+"""
+
+import fcntl
+import os
+import sys
+import time
+from _collections_abc import Callable, Iterable, Mapping  # loaded by os already: costs nothing
+
+from preflight.core import names  # imports nothing
+
+# The C modules that hashlib and sqlite3 wrap, when present: the wrappers import OpenSSL,
+# datetime and collections (~5 ms, a quarter of a quick start). Same functions, same results.
+try:
+    from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]  # Python <= 3.11
+except ImportError:
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]  # Python >= 3.12
+    except ImportError:
+        from hashlib import sha256
+
+
+def _lru_cache(*args: object) -> Callable[[Callable[[str], object]], object]:
+    """`functools.lru_cache` as `_sqlite3` asks for it once per connection (its statement
+    cache): the real one once functools is loaded (the full pipeline), else no cache."""
+
+    def wrap(factory: Callable[[str], object]) -> object:
+        real = sys.modules.get("functools")
+        if real is None or real.__name__ != "functools" or getattr(real, "_stub", False):
+            return factory  # the quick start runs a handful of statements: nothing to cache
+        return real.lru_cache(*args)(factory)
+
+    return wrap
+
+
+def _import_sqlite3() -> object:
+    """Import `_sqlite3` without its import of functools (and, through it, collections,
+    operator, reprlib, keyword, types): 4-5 ms of a 15 ms quick start. The C module takes
+    `functools.lru_cache` once, at import; it gets `_lru_cache` instead, and the real
+    functools is imported by whoever needs it next."""
+    if "functools" in sys.modules or "_sqlite3" in sys.modules:
+        import _sqlite3
+
+        return _sqlite3
+    stub = type(sys)("functools")
+    setattr(stub, "lru_cache", _lru_cache)  # noqa: B010
+    setattr(stub, "_stub", True)  # noqa: B010
+    sys.modules["functools"] = stub
+    try:
+        import _sqlite3
+    finally:
+        if sys.modules.get("functools") is stub:
+            del sys.modules["functools"]
+    return _sqlite3
+
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which mypy reads the same way: typing costs
+if TYPE_CHECKING:
+    import sqlite3
+else:
+    try:
+        sqlite3 = _import_sqlite3()
+    except ImportError:
+        import sqlite3
+
+FORMAT = 2  # of the cache key; bump when what a verification means changes
+HEADER = b"SQLite format 3\x00"
+
+# (setting, flag, variable, default as text, switch). config builds its parser from these
+# rows (each default is parsed by the option's own parser; "" is no value).
+OPTIONS: tuple[tuple[str, str, str, str, bool], ...] = (
+    ("db", "--db", "PREFLIGHT_DB", "/data/app.db", False),
+    ("migrations", "--migrations", "PREFLIGHT_MIGRATIONS", "migrations", False),
+    ("backup_dir", "--backup-dir", "PREFLIGHT_BACKUP_DIR", "", False),
+    ("backup", "--backup", "PREFLIGHT_BACKUP", "on-change", False),
+    ("keep_backups", "--keep-backups", "PREFLIGHT_KEEP_BACKUPS", "10", False),
+    ("lock_timeout", "--lock-timeout", "PREFLIGHT_LOCK_TIMEOUT", "300", False),
+    ("smoke", "--smoke", "PREFLIGHT_SMOKE", "", False),
+    ("smoke_timeout", "--smoke-timeout", "PREFLIGHT_SMOKE_TIMEOUT", "300", False),
+    ("strict", "--strict", "PREFLIGHT_STRICT", "0", True),
+    ("integrity", "--integrity", "PREFLIGHT_INTEGRITY", "24h", False),
+    ("log_format", "--log-format", "PREFLIGHT_LOG_FORMAT", "text", False),
+    ("log_level", "--log-level", "PREFLIGHT_LOG_LEVEL", "info", False),
+    ("json", "--json", "PREFLIGHT_JSON", "0", True),
+    ("functions", "--functions", "PREFLIGHT_FUNCTIONS", "", False),
+    ("tool", "--tool", "PREFLIGHT_TOOL", "files", False),
+    ("app_dir", "--app-dir", "PREFLIGHT_APP_DIR", "", False),
+    ("tool_cmd", "--tool-cmd", "PREFLIGHT_TOOL_CMD", "", False),
+    ("litestream_config", "--litestream-config", "PREFLIGHT_LITESTREAM_CONFIG", "", False),
+    ("litestream", "--litestream", "PREFLIGHT_LITESTREAM", "litestream", False),
+    ("litestream_timeout", "--litestream-timeout", "PREFLIGHT_LITESTREAM_TIMEOUT", "600", False),
+)
+FLAGS = {flag: (dest, env) for dest, flag, env, _, switch in OPTIONS if not switch}
+SWITCHES = {flag: (dest, env) for dest, flag, env, _, switch in OPTIONS if switch}
+DEFAULTS = {dest: default for dest, _, _, default, _ in OPTIONS}
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+EVERY_START, BEFORE_WRITES = "every-start", "before-writes"
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+BACKUP_REASONS = ("pre-migrate", "manual", "pre-restore", "always")
+
+
+# The files the guard keeps beside the database (suffixes of its path), SQLite's own, and
+# the default backup folder: each named here once.
+LOCK = ".preflight.lock"
+RUNNING = ".preflight.running"
+FAILURE = ".preflight-failure.json"
+CACHE = ".preflight-cache.json"
+TOOL_CACHE = ".preflight-tool.json"
+TOOL_PATHS = ".preflight-tool-paths"  # migration folders a tool reported outside the app
+ID = ".preflight-id"
+SIDECARS = ("-wal", "-shm", "-journal")
+DATA_SIDECARS = ("-wal", "-journal")  # those that may hold committed data
+BACKUPS = "backups"
+
+
+def backup_folder(db: str, given: str | None) -> str:
+    """The backup folder: `given` (absolute), else `backups` beside the database."""
+    return os.path.abspath(given) if given else os.path.join(os.path.dirname(db), BACKUPS)
+
+
+class Unproven(Exception):
+    """A fact the quick start cannot vouch for: the full pipeline decides (and explains)."""
+
+
+def boolean(text: str) -> bool:
+    """A switch's value: 1/0, true/false, yes/no, on/off ("" is off); ValueError otherwise."""
+    value = text.strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def integrity_policy(text: str) -> str | int:
+    """--integrity: 'every-start', 'before-writes' or an interval in seconds (24h, 7d, 30m,
+    3600s, 3600); ValueError otherwise."""
+    value = text.strip().lower()
+    if value in (EVERY_START, BEFORE_WRITES):
+        return value
+    number, unit = (value[:-1], value[-1]) if value[-1:] in UNITS else (value, "s")
+    if not (number.isascii() and number.isdigit()) or int(number) == 0:
+        raise ValueError(
+            "expected every-start, before-writes or an interval > 0 such as 24h, 7d, 30m or 3600s"
+        )
+    return int(number) * UNITS[unit]
+
+
+def check_due(policy: str | int, checked_at: int, now: float) -> bool:
+    """Whether a start with nothing to write runs the full `PRAGMA quick_check`.
+
+    `checked_at`: when the last full check passed (Unix seconds; 0: none recorded). A
+    time in the future (a clock set back) counts as none: better one check too many.
+    """
+    if isinstance(policy, str):
+        return policy == EVERY_START
+    return not 0 < checked_at <= now < checked_at + policy
+
+
+def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """`run [options] -- CMD...` as settings (flag > environment > default) and the command.
+
+    Only the plain spellings a no-op start needs; anything argparse would have to judge
+    (`--db=x`, abbreviations, json output, backup=always, a value to be parsed) is Unproven.
+    """
+    given: dict[str, str] = {}
+    i = 0
+    while i < len(args) and args[i] != "--":
+        arg = args[i]
+        if arg in FLAGS and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            given[FLAGS[arg][0]] = args[i + 1]
+            i += 2
+        elif arg in SWITCHES or arg.replace("--no-", "--") in SWITCHES:
+            given[SWITCHES[arg.replace("--no-", "--")][0]] = "0" if arg.startswith("--no-") else "1"
+            i += 1
+        else:
+            raise Unproven(arg)
+    if i >= len(args) or i + 1 == len(args):
+        raise Unproven("no command after --")
+    values = {
+        dest: given.get(dest, environ.get(env, default)) for dest, _, env, default, _ in OPTIONS
+    }
+    try:
+        values["strict"] = "1" if boolean(values["strict"]) else "0"
+        json_output = boolean(values["json"])
+        integrity_policy(values["integrity"])
+        timeouts = [
+            float(values[name]) for name in ("lock_timeout", "smoke_timeout", "litestream_timeout")
+        ]
+    except ValueError:
+        raise Unproven("a value to judge") from None
+    if (
+        json_output
+        or values["backup"] not in ("on-change", "never")
+        or values["log_format"] != "text"
+        or values["log_level"] not in ("debug", "info", "warning", "error")
+        or not values["keep_backups"].isascii()
+        or not values["keep_backups"].isdigit()
+        or not values["db"]
+        or not all(t >= 0 for t in timeouts)  # also nan
+    ):
+        raise Unproven("options")
+    return values, args[i + 1 :]
+
+
+class Proof:
+    """What a quick start proved before it handed over, so the pipeline does not redo it:
+    the guard's lock, still held (`take_lock` passes it on), the migration files' hashes
+    by path and identity (`migrations.load` reuses one whose file is unchanged), and
+    whether `PRAGMA quick_check` passed under that lock. Made by `quickstart.start`."""
+
+    __slots__ = ("db", "migrations", "_lock", "hashed", "checked")
+
+    def __init__(
+        self,
+        db: str,
+        migrations: str,
+        lock: int,
+        hashed: dict[str, tuple[tuple[int, ...], str]],
+        checked: bool,
+    ) -> None:
+        self.db, self.migrations, self._lock = db, migrations, lock
+        self.hashed, self.checked = hashed, checked and lock >= 0
+
+    def take_lock(self) -> int:
+        """The held lock's descriptor (-1: none), once: the taker owns it from now on."""
+        fd, self._lock = self._lock, -1
+        return fd
+
+    def release(self) -> None:
+        """Let go of what nobody took (the lock note emptied first, as lock.hold does)."""
+        fd = self.take_lock()
+        if fd >= 0:
+            _drop_lock(fd)
+
+
+def _drop_lock(fd: int) -> None:
+    try:
+        os.ftruncate(fd, 0)
+    except OSError:
+        pass  # a full disk: the note stays; closing releases the flock
+    os.close(fd)
+
+
+# ---------------------------------------------------------------- files and hashes
+
+
+def identity(st: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file's bytes may have: a hash taken at one is valid at the other."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def digest_fd(fd: int) -> str:
+    digest = sha256()
+    while block := os.read(fd, 1 << 20):
+        digest.update(block)
+    return str(digest.hexdigest())
+
+
+def sha256_of(path: str) -> tuple[str, tuple[int, ...]]:
+    """(hex sha256, identity) of a file, both from one open descriptor."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        before = identity(os.fstat(fd))
+        text = digest_fd(fd)
+        after = identity(os.fstat(fd))
+    finally:
+        os.close(fd)
+    return text, (after if after == before else ())  # changed while read: vouches for nothing
+
+
+def sha256_bytes(data: bytes) -> str:
+    return str(sha256(data).hexdigest())
+
+
+def files(
+    folder: str, seen: dict[str, tuple[tuple[int, ...], str]] | None = None
+) -> list[tuple[int, str, str]]:
+    """(version, name, sha256) of every migration, by version; Unproven if any is odd.
+
+    The same rule as `migrations.discover` (`names.classify`): anything it would refuse,
+    or anything that is not plainly a migration, goes to the full pipeline to decide.
+    `seen` gets path -> (identity, sha256) of each file hashed, for `migrations.load`.
+    """
+    found: dict[int, tuple[int, str, str]] = {}
+    with os.scandir(folder) as entries:  # d_type: no stat per file
+        listed = sorted((e.name, e.is_dir(), e.is_file()) for e in entries)
+    for name, is_dir, regular in listed:
+        what, version, _ = names.classify(name, is_dir)
+        if what == names.IGNORED:
+            continue
+        if what not in (names.SQL, names.PY, names.FOLDER) or version in found:
+            raise Unproven(name)
+        path = os.path.join(folder, name)
+        if what == names.FOLDER:
+            inner, problem = names.folder_file(sorted(os.listdir(path)), name)
+            if problem:
+                raise Unproven(name)
+            path = os.path.join(path, inner)
+            regular = os.path.isfile(path)
+        if not regular:
+            raise Unproven(name)
+        sha, ident = sha256_of(path)
+        if seen is not None and ident:
+            seen[path] = (ident, sha)
+        found[version] = (version, name, sha)
+    return [found[v] for v in sorted(found)]
+
+
+def set_fingerprint(named: Iterable[tuple[str, str]]) -> str:
+    """One hash for a migration set: (name, sha256) in order, the functions module last."""
+    digest = sha256()
+    for name, sha in named:
+        digest.update(f"{name}\0{sha}\n".encode())
+    return str(digest.hexdigest())
+
+
+def key(fingerprint: str, strict: bool) -> str:
+    """The cache key: what a verification depends on besides the schema (see `cache`)."""
+    digest = sha256(f"{FORMAT}\0{fingerprint}\0{strict}\0{sqlite3.sqlite_version}\0".encode())
+    digest.update(code_identity().encode())
+    return str(digest.hexdigest())
+
+
+def cache_key(source: str, fingerprint: str, recorded: tuple[str, ...] | None, strict: bool) -> str:
+    """The verified-state cache key of a start: the source ('files' or the tool), its
+    migration set's fingerprint and the version the database records (its rows as text)."""
+    mark = "<none>" if recorded is None else "\n".join(recorded)
+    return key(
+        set_fingerprint([("<source>", source), ("<files>", fingerprint), ("<recorded>", mark)]),
+        strict,
+    )
+
+
+# The SQL reading the version a database records, as rows of text, and its table.
+RECORDED = {
+    "files": (
+        "SELECT version || ' ' || name || ' ' || sha256 FROM _preflight_history ORDER BY version",
+        "_preflight_history",
+    ),
+    "alembic": ("SELECT version_num FROM alembic_version ORDER BY version_num", "alembic_version"),
+    "flask-migrate": (
+        "SELECT version_num FROM alembic_version ORDER BY version_num",
+        "alembic_version",
+    ),
+    "django": (
+        "SELECT app || '.' || name FROM django_migrations ORDER BY app, name",
+        "django_migrations",
+    ),
+}
+
+
+def code_identity() -> str:
+    """The guard's own code decides what "no drift" means: a new guard re-verifies.
+
+    Its files' identities (inode, size, mtime, ctime) stand for their bytes: writing a
+    file changes its ctime, which nobody can set back, so a changed guard always
+    re-verifies (and a reinstalled identical one does once). Reading and hashing every
+    source on every start cost a millisecond of a quick start's few.
+    """
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found: list[str] = []
+    with os.scandir(package) as entries:  # the package and its layer folders, one level
+        for e in entries:
+            if e.name.endswith(".py"):
+                found.append(f"{e.name}\0{identity(e.stat())}")
+            elif e.is_dir() and e.name != "__pycache__":
+                with os.scandir(e.path) as inner:
+                    found.extend(
+                        f"{e.name}/{f.name}\0{identity(f.stat())}"
+                        for f in inner
+                        if f.name.endswith(".py")
+                    )
+    return "\n".join(sorted(found))
+
+
+def cache_text(cache_key: str, schema: str, checked_at: int) -> bytes:
+    """The cache file `cache.write` writes for a schema with no extra objects (tested)."""
+    return (
+        f'{{\n "key": "{cache_key}",\n "schema_hash": "{schema}",\n "warnings": [],\n'
+        f' "checked_at": {checked_at}\n}}\n'
+    ).encode()
+
+
+def cache_checked_at(text: bytes) -> int:
+    """The `checked_at` of a cache file in `cache_text`'s format; Unproven if it has none."""
+    digits = text.rpartition(b'\n "checked_at": ')[2]
+    digits = digits[:-3] if digits.endswith(b"\n}\n") else b""
+    if not digits.isdigit():  # bytes.isdigit: ASCII digits only
+        raise Unproven("cache")
+    return int(digits)
+
+
+def backup_name(name: str, stem: str) -> tuple[str, str] | None:
+    """(taken_at, reason) when `name` is `<stem>-<YYYYMMDDTHHMMSS.mmmZ>-<reason>.db`, else None."""
+    if not name.startswith(f"{stem}-") or not name.endswith(".db"):
+        return None
+    taken_at, _, reason = name[len(stem) + 1 : -3].partition("-")
+    date, t, rest = taken_at.partition("T")
+    clock, dot, ms = rest.partition(".")
+    if (
+        len(date) == 8
+        and t
+        and len(clock) == 6
+        and dot
+        and len(ms) == 4
+        and ms.endswith("Z")
+        and (date + clock + ms[:3]).isascii()
+        and (date + clock + ms[:3]).isdigit()
+        and reason in BACKUP_REASONS
+    ):
+        return taken_at, reason
+    return None
+
+
+def recorded_backups(listed: Iterable[str], stem: str) -> list[str]:
+    """The backups with a side record among the names in a folder: the only ones pruning
+    ever counts (catalog.prune then keeps those whose record carries this database's id)."""
+    present = set(listed)
+    return [n for n in present if backup_name(n, stem) and f"{n}.json" in present]
+
+
+# ---------------------------------------------------------------- the database
+
+
+def uri(path: object, **params: str) -> str:
+    """An SQLite URI for `path` ('?' and '#' in a path would otherwise end it early)."""
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    # Only these three end or escape the path part of an SQLite URI (urllib.parse.quote
+    # would do, at the cost of importing it on every start).
+    quoted = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    return f"file:{quoted}?{query}"
+
+
+def schema_hash(conn: sqlite3.Connection) -> str:
+    """sha256 of every row of sqlite_master (type, name, table, SQL) except rootpage.
+
+    rootpage is left out: VACUUM moves tables without changing the schema.
+    """
+    digest = sha256()
+    for row in conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name, tbl_name"
+    ):
+        digest.update("\0".join("\1" if v is None else str(v) for v in row).encode() + b"\n")
+    return str(digest.hexdigest())
+
+
+def connect_ro(path: str) -> sqlite3.Connection:
+    """A read-only connection: closing it cannot checkpoint a WAL, so nothing is written."""
+    return sqlite3.connect(uri(path, mode="ro"), uri=True, isolation_level=None)
+
+
+def quick_check(conn: sqlite3.Connection) -> str:
+    """`PRAGMA quick_check` (reads every page): "ok", or SQLite's findings on one line."""
+    return "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
+
+
+def probe(db: str) -> tuple[str, str]:
+    """The cheap integrity facts of the main file, O(1) in its size: (verdict, why).
+
+    'bad': not an SQLite database; 'short': shorter than its header says, with nothing
+    that could hold the rest (SQLite itself calls that 'database disk image is
+    malformed'); 'unsure': shorter, but a hot journal or a WAL with frames may hold the
+    rest (a crash during a commit or a checkpoint writes page 1 first), so only a full
+    check can tell; 'ok': the header is SQLite's and the file holds every page it counts.
+    A longer file is fine: SQLite ignores the tail (an app's SQLITE_FCNTL_CHUNK_SIZE
+    preallocates one).
+    """
+    with open(db, "rb") as f:
+        head = f.read(100)
+        size = os.fstat(f.fileno()).st_size
+    if head[: len(HEADER)] != HEADER:
+        return "bad", f"is not an SQLite database (header {head[:16]!r})"
+    if len(head) < 100:
+        return "bad", f"is truncated: {size} bytes, shorter than SQLite's 100-byte header"
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    if page < 512 or page & (page - 1):
+        return "bad", f"is not a usable SQLite database (page size {page} in its header)"
+    count = int.from_bytes(head[28:32], "big")
+    if count == 0 or head[24:28] != head[92:96] or size >= count * page:
+        # A zero or stale count (written by SQLite < 3.7.0): SQLite sizes it by the file.
+        return "ok", ""
+    why = (
+        f"is truncated: its header counts {count} pages of {page} bytes "
+        f"({count * page} bytes), the file has {size}"
+    )
+    if (head[18:20] == b"\x02\x02" and size_of(f"{db}-wal") > 32) or size_of(f"{db}-journal") > 0:
+        return "unsure", why
+    return "short", why
+
+
+def size_of(path: str) -> int:
+    """Size of `path`, 0 if absent (an app in rollback mode deletes its -journal at will)."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def now() -> str:
+    """UTC time as ISO 8601 with milliseconds, sortable as text (no datetime import)."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def which(command: str) -> bool:
+    """shutil.which(command) is not None, without importing shutil."""
+
+    def runnable(path: str) -> bool:
+        return (
+            os.path.exists(path) and os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path)
+        )
+
+    if os.path.dirname(command):
+        return runnable(command)
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        if runnable(os.path.join(folder or os.curdir, command)):
+            return True
+    return False
+
+
+def environment(db: str, backup_dir: str | None, command: list[str]) -> None:
+    """database.check_environment(writes=True) passes (else the full pipeline says why)."""
+    folder = os.path.dirname(db)
+    os.listdir(folder)
+    if (
+        not os.path.isfile(db)
+        or not os.access(db, os.R_OK | os.W_OK)
+        or not os.access(folder, os.W_OK)
+    ):
+        raise Unproven("database")
+    if backup_dir is not None:
+        existing = backup_dir
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+            raise Unproven("backup folder")
+    if not which(command[0]):
+        raise Unproven("command")
+
+
+def say(lines: list[str], quiet: bool) -> None:
+    if not quiet:
+        sys.stderr.write("".join(f"preflight: {line}\n" for line in lines))
+        sys.stderr.flush()
+
+
+# ---------------------------------------------------------------- the quick starts' lock
+
+
+def open_lock(db: str) -> int:
+    """The guard's lock file opened as `lock.open_lock` opens it: never through a symlink,
+    never a FIFO, device or hard link (Unproven: the full pipeline refuses those, exit 7).
+    The caller owns the descriptor."""
+    fd = os.open(
+        f"{db}{LOCK}",
+        os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+        0o644,
+    )
+    st = os.fstat(fd)
+    if st.st_mode & 0o170000 != 0o100000 or st.st_nlink != 1:
+        os.close(fd)
+        raise Unproven("lock file")
+    return fd
+
+
+def take_lock(fd: int, db: str) -> None:
+    """flock `fd` at once (busy: BlockingIOError) and prove the name still leads to it (see
+    `lock.acquire`); returns only holding a lock others will find. Writes nothing: a guard
+    that does not hold the lock keeps its hands off the holder's note."""
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    st, named = os.fstat(fd), os.lstat(f"{db}{LOCK}")
+    if (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        raise Unproven("lock file replaced")
+
+
+def write_note(fd: int, command: str = "run") -> None:
+    """The holder's note, as `lock.hold` writes it (only ever by the holder)."""
+    host = os.uname().nodename.replace("\\", "").replace('"', "")
+    os.ftruncate(fd, 0)
+    os.pwrite(
+        fd,
+        f'{{"pid": {os.getpid()}, "host": "{host}", "since": "{now()}", '
+        f'"command": "{command}"}}'.encode(),
+        0,
+    )
+
+
+def share_running(db: str) -> int:
+    """The shared flock a guarded app holds while it runs (`holders.share_running`); the
+    descriptor survives exec, so `restore` sees the app. Unproven if not a regular file."""
+    fd = os.open(f"{db}{RUNNING}", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    try:
+        if os.fstat(fd).st_mode & 0o170000 != 0o100000:
+            raise Unproven("running file")  # the full pipeline refuses it
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def let_go(fd: int) -> None:
+    """Empty the note and release the lock (a no-op start is done with it)."""
+    os.ftruncate(fd, 0)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def cheap_checks(db: str, full: bool) -> bool:
+    """The header, the sidecars, no stale -wal or hot -journal, the size against the header
+    (Unproven for anything the full pipeline must judge). Returns whether the full
+    quick_check must run: asked for, or the size cannot vouch (`probe` says unsure)."""
+    with open(db, "rb") as f:
+        head = f.read(20)
+    if head[: len(HEADER)] != HEADER:
+        raise Unproven("header")
+    for suffix in SIDECARS:
+        side = f"{db}{suffix}"
+        if os.path.lexists(side) and (
+            not os.path.isfile(side) or not os.access(side, os.R_OK | os.W_OK)
+        ):
+            raise Unproven(suffix)  # the full pipeline names it (exit 2 or 7)
+    if os.path.exists(f"{db}-wal") and head[18:20] != b"\x02\x02":
+        # A -wal beside a database whose header is not in WAL mode is stale, and SQLite
+        # would still replay it into the app's first write: the full pipeline refuses it.
+        raise Unproven("stale wal")
+    if size_of(f"{db}-journal") > 0:
+        raise Unproven("hot journal")  # needs a writable connection to roll back
+    verdict, _ = probe(db)
+    if verdict in ("bad", "short"):
+        raise Unproven("probe")  # the full pipeline names it (exit 6)
+    return full or verdict == "unsure"

@@ -1,0 +1,366 @@
+"""Opening and inspecting the live database, and the environment checks around it.
+
+All read-only: nothing here writes the database or its folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from preflight import schema
+from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
+from preflight.core.files import private_folder
+from preflight.fast.facts import DATA_SIDECARS, RECORDED, SIDECARS, probe, quick_check, uri
+from preflight.live import history
+from preflight.schema import drift
+from preflight.storage import cache
+from preflight.storage.backup import snapshot
+
+HEADER = b"SQLite format 3\x00"
+
+
+def connect(db: Path, timeout: float) -> sqlite3.Connection:
+    """A connection set up for migrating: autocommit (we issue BEGIN/COMMIT), FKs off.
+
+    PRAGMA foreign_keys is a no-op inside a transaction, so it is set here, outside
+    one; integrity is checked with PRAGMA foreign_key_check before each COMMIT.
+    """
+    conn = sqlite3.connect(db, timeout=timeout, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    return conn
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What the live database is, as read before anything is written."""
+
+    path: Path
+    existed: bool  # a file was there (possibly zero bytes)
+    size: int  # bytes in the main file when inspected
+    fresh: bool  # no file, zero bytes, or no objects and no history
+    applied: tuple[history.Applied, ...] | None  # None: no history table
+    live: schema.Schema | None  # None only when `trusted` (not read)
+    schema_hash: str = ""  # cache.schema_hash of the live schema ("" when fresh)
+    accepted: tuple[drift.Difference, ...] = ()  # drift.Difference rows accepted by `stamp --force`
+    file: Path | None = None  # the file read (a private snapshot when `path` is shown instead)
+    checked: bool = False  # a full PRAGMA quick_check ran and passed
+    trusted: bool = False  # the schema text hashed to what the cache vouches for: not read
+    recorded: tuple[str, ...] | None = None  # the version the source's table records, as text
+
+    @property
+    def live_schema(self) -> schema.Schema:
+        """The live schema as read; an inspection trusted by the cache has none."""
+        if self.live is None:
+            raise ValueError(f"{self.path}: schema trusted by the cache, not read")
+        return self.live
+
+
+def inspect(
+    db: Path,
+    shown: Path | None = None,
+    trust: Callable[[tuple[str, ...] | None], str | None] | None = None,
+    quick_check: bool = True,
+    source: str = "files",
+) -> Inspection:
+    """Read what is there: fresh or not, the cheap checks, `quick_check`, history, live schema.
+
+    `shown` is the path to name in messages when `db` is a private snapshot of it. `source`
+    names the table whose rows are the recorded version; when the schema text hashes to
+    what `trust` vouches for at that version (a schema verified before, see `cache`), the
+    structural snapshot is not taken: `trusted` is True and `live` None. The cheap checks (the header,
+    the file as long as its header says, no stale sidecar) always run; `quick_check=False`
+    leaves out the full check unless they cannot vouch (a hot journal, a short file with
+    a WAL that may hold the rest): for a caller that runs it itself (a backup checks the
+    state it copies) or whose integrity policy does not want it now.
+    """
+    if not db.exists() or db.stat().st_size == 0:
+        return Inspection(shown or db, db.exists(), 0, True, None, schema.Schema())
+    size = db.stat().st_size
+    real, db = db, shown or db
+    verdict, why = probe(str(real))
+    if verdict == "bad":
+        raise DatabaseUnusable(
+            f"{db} {why}", "point PREFLIGHT_DB at the right file or restore a backup"
+        )
+    # Read-only, so closing cannot checkpoint the WAL into the main file: a refusal leaves
+    # the database byte-identical. A hot rollback journal needs a writable connection,
+    # because SQLite must roll it back before anything can be read.
+    journal, wal = Path(f"{real}-journal"), Path(f"{real}-wal")
+    if header_mode(real) == 1 and _size(wal) > 0:
+        # SQLite replays a -wal even into a database in rollback mode: one left beside a
+        # restored or copied file would overwrite it with another database's pages.
+        raise DatabaseUnusable(
+            f"{db}-wal is a stale WAL: {db} is not in WAL mode, so it is left "
+            f"over from another database or an older copy, and SQLite "
+            f"would replay it into this one",
+            f"move {db}-wal and {db}-shm away (keep them), then start again",
+        )
+    hot = _size(journal) > 0
+    if verdict == "short":
+        raise DatabaseUnusable(
+            f"{db} {why}: part of it is lost",
+            "restore a backup with 'preflight restore'"
+            + (f", or put back the {db}-wal that went with it" if header_mode(real) == 2 else ""),
+        )
+    if hot:
+        _rehearse_rollback(real, db)
+    checked = quick_check or hot or verdict != "ok"
+    try:
+        conn = sqlite3.connect(
+            real if hot else uri(real, mode="ro"), uri=not hot, isolation_level=None
+        )
+        try:
+            if checked:
+                full_check(conn, db)
+            applied = history.read(conn)
+            accepted = history.read_accepted(conn)
+            rec = recorded_in(conn, source)
+            text_hash = cache.schema_hash(conn)
+            vouched = trust(rec) if trust is not None else None
+            trusted = vouched is not None and text_hash == vouched
+            live = None if trusted else schema.snapshot(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise _unreadable(db, exc) from None
+    fresh = applied is None and live is not None and live.is_empty()
+    return Inspection(
+        db, True, size, fresh, applied, live, text_hash, accepted, real, checked, trusted, rec
+    )
+
+
+def _unreadable(db: Path, exc: sqlite3.DatabaseError) -> LockTimeout | DatabaseUnusable:
+    """Another process's lock (exit 8) or a database SQLite cannot read (exit 6)."""
+    if "locked" in str(exc) or "busy" in str(exc):
+        return LockTimeout(
+            f"{db} is locked by another process: {exc}", "stop the other writer, then start again"
+        )
+    return DatabaseUnusable(
+        f"{db} cannot be read: {exc}", "restore a backup with 'preflight restore'"
+    )
+
+
+def full_check(conn: sqlite3.Connection, db: Path) -> None:
+    """PRAGMA quick_check reads every page: DatabaseUnusable (exit 6) unless it says ok."""
+    try:
+        result = quick_check(conn)
+    except sqlite3.DatabaseError as exc:  # a page too broken to report on: SQLite gives up
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise
+        result = str(exc)
+    if result != "ok":
+        raise DatabaseUnusable(
+            f"{db} fails PRAGMA quick_check: {result[:200]}",
+            "restore a backup with 'preflight restore'",
+        )
+
+
+def check_before_writing(db: Path) -> None:
+    """The full check of the live database, read-only, for a write the inspection did not
+    check for (see --integrity): nothing is written to a database that fails it."""
+    try:
+        conn = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
+        try:
+            full_check(conn, db)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise _unreadable(db, exc) from None
+
+
+def _size(path: Path) -> int:
+    """Bytes in `path`, 0 if it is not there: an app writing in rollback mode creates and
+    deletes its -journal many times a second, so it may vanish between two looks."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def header_mode(db: Path) -> int:
+    """The journal mode the header promises: 1 rollback journal, 2 WAL (bytes 18-19)."""
+    with open(db, "rb") as f:
+        head = f.read(20)
+    return head[18] if len(head) == 20 else 0
+
+
+def _rehearse_rollback(real: Path, db: Path) -> None:
+    """Roll a hot journal back on a private copy first: one from another database
+    would corrupt this one, and a rollback cannot be undone."""
+    # The fallback is the folder of the file being inspected: under `migrate` the
+    # database's own folder (written anyway), under check/status the private copy's.
+    with private_folder("preflight-journal-", fallback=real.parent) as tmp:
+        try:
+            copy = snapshot(real, tmp)
+        except (OSError, EnvironmentProblem):
+            return  # no room to rehearse: SQLite rolls it back as any opener would
+        if copy is None:
+            return  # gone meanwhile: nothing to roll back
+        try:
+            conn = sqlite3.connect(copy, isolation_level=None)
+            try:
+                result = quick_check(conn)
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            result = str(exc)
+    if result != "ok":
+        raise DatabaseUnusable(
+            f"{db}-journal is a hot journal that would roll {db} back into a "
+            f"corrupt database ({result[:100]}): it is probably from another "
+            f"database",
+            f"move {db}-journal away (keep it) and start again, or restore a backup",
+        )
+
+
+def assert_not_busy(db: Path, timeout: float) -> None:
+    """Fail early (exit 8, nothing changed) if another process holds the write lock."""
+    if not db.exists():
+        return
+    conn = sqlite3.connect(db, timeout=timeout, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        raise LockTimeout(
+            f"{db} is locked by another writer ({exc}) after {timeout:g} s",
+            "stop the process writing to it (the old app?), then start again",
+        ) from None
+    finally:
+        conn.close()
+
+
+def _accessible(path: Path, mode: int, tries: int = 3) -> bool:
+    """os.access, robust to an app deleting and re-creating the file (its -journal) between
+    our looks: a real permission problem persists, a vanished file is as good as absent."""
+    for _ in range(tries):
+        if os.access(path, mode) or not os.path.lexists(path):
+            return True
+    return False
+
+
+def check_environment(
+    db: Path, backup_dir: Path | None, writes: bool, command: list[str] | None = None
+) -> None:
+    """Step 1: folders, permissions, the command. Changes nothing. Room for a backup is
+    demanded only where one will be taken (`room_for_backup`): a start with nothing to
+    write needs none."""
+    try:
+        os.stat(db.parent)
+        os.listdir(db.parent)
+    except FileNotFoundError:
+        raise EnvironmentProblem(
+            f"folder {db.parent} for the database does not exist",
+            "mount the data volume there or set PREFLIGHT_DB",
+        ) from None
+    except NotADirectoryError:
+        raise UsageError(
+            f"{db.parent} is not a folder", "set PREFLIGHT_DB to a file path"
+        ) from None
+    except PermissionError:
+        raise EnvironmentProblem(
+            f"folder {db.parent} is not accessible by uid {os.getuid()}",
+            "fix the owner or mode of the volume (chown/chmod)",
+        ) from None
+    if db.is_dir():
+        raise UsageError(
+            f"{db} is a folder, not a database file",
+            "set PREFLIGHT_DB to a file path, e.g. /data/app.db",
+        )
+    if db.exists() and not stat.S_ISREG(db.stat().st_mode):
+        raise UsageError(f"{db} is not a regular file", "set PREFLIGHT_DB to a database file")
+    for suffix in SIDECARS:
+        side = Path(f"{db}{suffix}")
+        try:
+            mode = side.stat().st_mode
+        except FileNotFoundError:
+            continue  # not there (or a -journal the app just deleted: as good as absent)
+        if not stat.S_ISREG(mode):
+            raise UsageError(
+                f"{side} is not a regular file, so SQLite cannot use {db}", f"remove {side}"
+            )
+        if not _accessible(side, os.R_OK | (os.W_OK if writes else 0)):
+            # e.g. left by the app once run as root: SQLite would fail half-way with
+            # 'unable to open database file'
+            raise EnvironmentProblem(
+                f"{side} is not readable{' and writable' if writes else ''} by uid {os.getuid()}",
+                "fix its owner or mode (chown/chmod)",
+            )
+    if db.exists() and not os.access(db, os.R_OK):
+        raise EnvironmentProblem(
+            f"{db} is not readable by uid {os.getuid()}", "fix its owner or mode (chown/chmod)"
+        )
+    if writes:
+        for path in (db.parent, db):
+            if path.exists() and not os.access(path, os.W_OK):
+                raise EnvironmentProblem(
+                    f"{path} is not writable by uid {os.getuid()}",
+                    "fix the owner or mode of the volume (chown/chmod), or mount it read-write",
+                )
+    if writes and backup_dir is not None:
+        existing = backup_dir
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise EnvironmentProblem(
+                f"backup folder {backup_dir} is not a folder"
+                if existing == backup_dir
+                else f"backup folder {backup_dir}: {existing} is not a folder",
+                "remove it or set PREFLIGHT_BACKUP_DIR",
+            )
+        if not os.access(existing, os.W_OK):
+            raise EnvironmentProblem(
+                f"backup folder {backup_dir} is not writable by uid {os.getuid()}",
+                "fix its owner or mode, or set PREFLIGHT_BACKUP_DIR",
+            )
+    if command is not None:
+        if not command:
+            raise UsageError(
+                "run needs a command after --", "e.g. preflight run -- gunicorn app:app"
+            )
+        import shutil  # only `run` has a command to look up
+
+        if shutil.which(command[0]) is None:
+            raise EnvironmentProblem(
+                f"command {command[0]!r} not found on PATH",
+                "install it in the image or fix the CMD",
+            )
+
+
+def live_state(db: Path) -> tuple[tuple[int, int, int] | None, ...]:
+    """What changes when anything writes `db` (or its WAL): size, mtime and inode of each."""
+    out: list[tuple[int, int, int] | None] = []
+    for suffix in ("", *DATA_SIDECARS):
+        try:
+            st = os.stat(f"{db}{suffix}")
+            out.append((st.st_size, st.st_mtime_ns, st.st_ino))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+def recorded_in(conn: sqlite3.Connection, source: str) -> tuple[str, ...] | None:
+    """The version `source` records in the database, as text rows; None without its table."""
+    sql, table = RECORDED[source]
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
+    ).fetchone():
+        return None
+    return tuple(str(r[0]) for r in conn.execute(sql))
+
+
+def recorded(db: Path, source: str) -> tuple[str, ...] | None:
+    """The version `source` records in `db` (after a write: never before `inspect`, whose
+    checks come first); None without a database or its table."""
+    if not db.exists() or db.stat().st_size == 0:
+        return None
+    conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
+    try:
+        return recorded_in(conn, source)
+    finally:
+        conn.close()

@@ -1,0 +1,264 @@
+"""The database's migration history, the append-only run log, and the failure record.
+
+History and log live in the database (tables starting with _preflight), written only
+inside the transaction that makes the change they describe. The failure record is a
+small JSON file beside the database: it must survive the restore that puts the
+database back exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from preflight.core.errors import HistoryError
+from preflight.core.files import fsync_dir, write_atomic
+from preflight.fast.facts import now as now
+from preflight.schema.drift import Difference
+
+HISTORY = "_preflight_history"
+LOG = "_preflight_log"
+ACCEPTED = "_preflight_accepted"
+
+_DDL = (
+    f"""CREATE TABLE IF NOT EXISTS {HISTORY} (
+        version INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        applied_at TEXT NOT NULL,
+        duration_ms REAL NOT NULL,
+        how TEXT NOT NULL CHECK (how IN ('applied', 'adopted', 'stamped'))
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {LOG} (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        event TEXT NOT NULL,
+        version INTEGER,
+        name TEXT,
+        detail TEXT,
+        host TEXT,
+        pid INTEGER
+    )""",
+    f"""CREATE TRIGGER IF NOT EXISTS {LOG}_append_only_update BEFORE UPDATE ON {LOG}
+        BEGIN SELECT RAISE(ABORT, '{LOG} is append-only'); END""",
+    f"""CREATE TRIGGER IF NOT EXISTS {LOG}_append_only_delete BEFORE DELETE ON {LOG}
+        BEGIN SELECT RAISE(ABORT, '{LOG} is append-only'); END""",
+)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One row of _preflight_history."""
+
+    version: int
+    name: str
+    sha256: str
+    applied_at: str
+    duration_ms: float
+    how: str
+
+
+def read(conn: sqlite3.Connection) -> tuple[Applied, ...] | None:
+    """The applied migrations in order, or None when the database has no history table."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (HISTORY,)
+    ).fetchone()
+    if not exists:
+        return None
+    rows = conn.execute(
+        f"SELECT version, name, sha256, applied_at, duration_ms, how "
+        f"FROM {HISTORY} ORDER BY version"
+    ).fetchall()
+    return tuple(Applied(*row) for row in rows)
+
+
+class Identity(Protocol):
+    """What the history knows of a migration: this much of a `migrations.Migration`."""
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+
+M = TypeVar("M", bound=Identity)
+
+
+def pending(applied: tuple[Applied, ...], migrations: tuple[M, ...]) -> tuple[M, ...]:
+    """Verify the files against the history; return the migrations still to apply.
+
+    Refused (exit 5), naming the files: an applied migration whose file changed or is
+    gone (the database is newer than this image), and a new file that sorts before the
+    last applied one.
+    """
+    files = {m.version: m for m in migrations}
+    gone = [a.name for a in applied if a.version not in files]
+    if gone:
+        raise HistoryError(
+            f"database is newer than these migration files: {', '.join(gone)} "
+            f"applied but missing from the migrations folder",
+            "run the image that applied them, or restore an older backup",
+        )
+    for a in applied:
+        m = files[a.version]
+        if m.name != a.name:
+            raise HistoryError(
+                f"{m.name}: migration {a.version} was applied as {a.name}",
+                "rename the file back; a new change needs a new number",
+            )
+        if m.sha256 != a.sha256:
+            raise HistoryError(
+                f"{m.name}: edited after it was applied (sha256 {a.sha256[:12]} in "
+                f"history, {m.sha256[:12]} on disk)",
+                "restore the original file and put the change in a new migration",
+            )
+    last = applied[-1].version if applied else 0
+    done = {a.version for a in applied}
+    late = [m.name for m in migrations if m.version < last and m.version not in done]
+    if late:
+        raise HistoryError(
+            f"{', '.join(late)}: sorts before the last applied migration "
+            f"{applied[-1].name} but was never applied",
+            "renumber it after the last applied migration",
+        )
+    return tuple(m for m in migrations if m.version > last)
+
+
+def ensure_tables(conn: sqlite3.Connection) -> None:
+    """Create the guard's tables (inside the caller's transaction)."""
+    for ddl in _DDL:
+        conn.execute(ddl)
+
+
+def record(conn: sqlite3.Connection, migration: Identity, how: str, duration_ms: float) -> None:
+    """Record one migration as applied/adopted/stamped, and log it (caller's transaction)."""
+    at = now()
+    conn.execute(
+        f"INSERT OR REPLACE INTO {HISTORY} VALUES (?, ?, ?, ?, ?, ?)",
+        (migration.version, migration.name, migration.sha256, at, duration_ms, how),
+    )
+    log(conn, how, migration.version, migration.name, f"{duration_ms:.1f} ms")
+
+
+def forget_after(conn: sqlite3.Connection, version: int) -> int:
+    """Remove history rows above `version` (stamp to an older version); returns the count."""
+    return conn.execute(f"DELETE FROM {HISTORY} WHERE version > ?", (version,)).rowcount
+
+
+def log(
+    conn: sqlite3.Connection,
+    event: str,
+    version: int | None = None,
+    name: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Append one row to the run log (caller's transaction)."""
+    conn.execute(
+        f"INSERT INTO {LOG} (at, event, version, name, detail, host, pid) "
+        f"VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (now(), event, version, name, detail, os.uname().nodename, os.getpid()),
+    )
+
+
+def difference_key(d: Difference) -> tuple[str, str, str | None, str | None]:
+    """What identifies an accepted difference: the object, the kind, and both sides."""
+    return (d.object, d.kind, d.expected, d.actual)
+
+
+def read_accepted(conn: sqlite3.Connection) -> tuple[Difference, ...]:
+    """The differences an operator accepted with `stamp --force` (none: no table)."""
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (ACCEPTED,)
+    ).fetchone():
+        return ()
+    rows = conn.execute(f"SELECT object, kind, expected, actual FROM {ACCEPTED} ORDER BY id")
+    return tuple(Difference(*row) for row in rows)
+
+
+def accept(conn: sqlite3.Connection, version: int, diffs: list[Difference]) -> None:
+    """Record exactly `diffs` as accepted at `version`, replacing any earlier acceptance.
+
+    Created only when a stamp is forced, so databases that never need it never have it
+    (caller's transaction).
+    """
+    conn.execute(f"""CREATE TABLE IF NOT EXISTS {ACCEPTED} (
+        id INTEGER PRIMARY KEY,
+        object TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        expected TEXT,
+        actual TEXT,
+        version INTEGER NOT NULL,
+        accepted_at TEXT NOT NULL
+    )""")
+    conn.execute(f"DELETE FROM {ACCEPTED}")
+    at = now()
+    conn.executemany(
+        f"INSERT INTO {ACCEPTED} (object, kind, expected, actual, version, "
+        f"accepted_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [(*difference_key(d), version, at) for d in diffs],
+    )
+
+
+def keep_accepted(conn: sqlite3.Connection, keep: list[Difference]) -> int:
+    """Forget accepted differences not in `keep` (gone after a migration); returns the count."""
+    if not read_accepted(conn):
+        return 0
+    wanted = {difference_key(d) for d in keep}
+    removed = 0
+    for row_id, *fields in conn.execute(
+        f"SELECT id, object, kind, expected, actual FROM {ACCEPTED}"
+    ).fetchall():
+        if tuple(fields) not in wanted:
+            conn.execute(f"DELETE FROM {ACCEPTED} WHERE id = ?", (row_id,))
+            removed += 1
+    return removed
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """Why the last start failed, for which migration set, and where the backup is."""
+
+    fingerprint: str
+    failed_at: str
+    exit_code: int
+    reason: str
+    migration: str | None
+    backup: str | None
+    restored: bool
+
+
+def read_failure(path: Path) -> FailureRecord | None:
+    """The failure record at `path`, or None."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return FailureRecord(**data)
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as exc:
+        raise HistoryError(
+            f"{path}: unreadable failure record ({exc})",
+            "inspect it, then run 'preflight clear-failure'",
+        ) from None
+
+
+def write_failure(path: Path, record: FailureRecord) -> None:
+    """Write the failure record atomically (temp file, fsync, rename, fsync folder)."""
+    write_atomic(path, json.dumps(asdict(record), indent=2).encode() + b"\n")
+
+
+def clear_failure(path: Path) -> bool:
+    """Remove the failure record; True if there was one."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    fsync_dir(path.parent)
+    return True

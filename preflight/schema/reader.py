@@ -1,0 +1,364 @@
+"""Reading the structural schema (`model`) from a database, with a memo by SQL text.
+
+Everything a snapshot reads (PRAGMA table_xinfo, index_list, foreign_key_list) is derived
+by SQLite from each object's SQL text, so a memo keyed by that text makes an unchanged
+object cost a lookup: `replay` shares one across every stop of a migration history.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from preflight.schema import ddl
+from preflight.schema.model import Column, Index, Schema, Table, ignored, normalize
+from preflight.schema.sqltext import (
+    canonical,
+    default,
+    fold,
+    identifier_positions,
+    local_names,
+    name,
+    tokens,
+    trigger_head,
+    unquote,
+    upper,
+)
+
+Memo = dict[Any, Any]  # what was read from each SQL text, shared by every stop
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _tail_after_body(toks: list[str]) -> list[str]:
+    """Tokens after the outermost parenthesised body (table options, index WHERE)."""
+    depth, seen = 0, False
+    for i, tok in enumerate(toks):
+        if tok == "(":
+            depth, seen = depth + 1, True
+        elif tok == ")":
+            depth -= 1
+            if seen and depth == 0:
+                return toks[i + 1 :]
+    return []
+
+
+UNRESOLVED = "<its primary key>"
+
+
+def _key_columns(
+    conn: sqlite3.Connection, index: str, collate: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(column, ' DESC' and/or a collation other than the column's) of an automatic index."""
+    cols = []
+    for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({_q(index)})"):
+        if key:
+            col = fold(col or "<expr>")
+            extra = " DESC" if desc else ""
+            if upper(coll or "BINARY") != collate.get(col, "BINARY"):
+                extra += f" COLLATE {upper(coll)}"
+            cols.append((col, extra))
+    return cols
+
+
+def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
+    clauses = ddl.read(sql)
+    conflicts = dict(clauses.conflicts)
+    unique_cols: set[str] = set()
+    options: list[tuple[str, str]] = []
+    for _, idx_name, _, origin, _ in conn.execute(f"PRAGMA index_list({_q(name)})"):
+        if origin not in ("u", "pk"):
+            continue
+        cols = _key_columns(conn, idx_name, clauses.collate)
+        text = ", ".join(col + extra for col, extra in cols)
+        if origin == "u" and len(cols) == 1 and not cols[0][1]:
+            unique_cols.add(cols[0][0])
+        elif origin == "u":
+            names = tuple(col for col, _ in cols)
+            on = conflicts.pop(("UNIQUE", names), None) if len(names) > 1 else None
+            options.append(("unique", f"UNIQUE({text})" + (f" ON CONFLICT {on}" if on else "")))
+        else:
+            # A rowid table has this index only when its key is not the rowid itself:
+            # INTEGER PRIMARY KEY DESC, or any other type, is a separate b-tree.
+            options.append(("key", f"PRIMARY KEY index ({text})"))
+    rows = conn.execute(f"PRAGMA table_xinfo({_q(name)})").fetchall()
+    keys = [r for r in rows if r[5]]
+    if (
+        not clauses.without_rowid
+        and not any(kind == "key" for kind, _ in options)
+        and len(keys) == 1
+        and upper(keys[0][2]) == "INTEGER"
+    ):
+        # The rowid itself: it can never hold NULL (a NULL inserted becomes a new rowid,
+        # an UPDATE to NULL fails), so NOT NULL and its ON CONFLICT change nothing.
+        rowid = fold(keys[0][1])
+        conflicts.pop(("NOT NULL", (rowid,)), None)
+        rows = [r[:3] + (1,) + r[4:] if fold(r[1]) == rowid else r for r in rows]
+    else:
+        rowid = None
+    for (kind, names), on in conflicts.items():
+        if len(names) > 1:
+            options.append(("conflict", f"{kind}({', '.join(names)}) ON CONFLICT {on}"))
+    columns = tuple(
+        Column(
+            col,
+            upper(normalize(ctype)),
+            bool(notnull),
+            default(dflt) if dflt is not None else None,
+            pk,
+            hidden,
+            fold(col) in unique_cols,
+            clauses.collate.get(fold(col)),
+            clauses.generated.get(fold(col)),
+            tuple(
+                sorted(
+                    (kind, on) for (kind, names), on in conflicts.items() if names == (fold(col),)
+                )
+            ),
+            fold(col) == rowid,
+        )
+        for _, col, ctype, notnull, dflt, pk, hidden in rows
+    )
+    fks: dict[int, list[tuple[Any, ...]]] = {}
+    for fid, _, ref, frm, to, on_update, on_delete, _ in conn.execute(
+        f"PRAGMA foreign_key_list({_q(name)})"
+    ):
+        fks.setdefault(fid, []).append((frm, ref, to, on_update, on_delete))
+    refs = []
+    for parts in fks.values():
+        frm = tuple(fold(p[0]) for p in parts)
+        parent = fold(parts[0][1])
+        to = tuple(fold(p[2]) for p in parts) if all(p[2] for p in parts) else ()
+        if not to:
+            refs.append(parent)
+        deferred = " DEFERRABLE INITIALLY DEFERRED" if (frm, parent, to) in clauses.deferred else ""
+        text = (
+            f"FOREIGN KEY({', '.join(frm)}) REFERENCES {parent}({', '.join(to) or UNRESOLVED}) "
+            f"ON UPDATE {parts[0][3]} ON DELETE {parts[0][4]}{deferred}"
+        )
+        options.append(("foreign key", text))
+    options += [("check", c) for c in clauses.checks]
+    for flag, present in (
+        ("AUTOINCREMENT", clauses.autoincrement),
+        ("WITHOUT ROWID", clauses.without_rowid),
+        ("STRICT", clauses.strict),
+    ):
+        if present:
+            options.append(("flag", flag))
+    toks = tokens(sql)
+    if fold(" ".join(toks[:3])) == "create virtual table":
+        # Module arguments are text the module reads itself; FTS5 and its kin accept a
+        # bare word or any quoting for one value, so every quoted token is compared unquoted.
+        quoted = {i for i, t in enumerate(toks) if t[:1] in "'\"`["}
+        options.append(
+            (
+                "virtual",
+                canonical(
+                    [
+                        '"' + unquote(t).replace('"', '""') + '"' if i in quoted else t
+                        for i, t in enumerate(toks)
+                    ],
+                    frozenset(),
+                    quoted,
+                ),
+            )
+        )
+    return Table(name, columns, tuple(sorted(set(options))), tuple(refs), sql)
+
+
+def _resolve(table: Table, tables: dict[str, Table]) -> Table:
+    """`REFERENCES p` means p's primary key: write it out, as `REFERENCES p(id)` does."""
+    options = []
+    for kind, text in table.options:
+        for parent in table.refs:
+            pk = tables.get(parent)
+            cols = sorted((c for c in pk.columns if c.pk), key=lambda c: c.pk) if pk else []
+            if cols:
+                text = text.replace(
+                    f"REFERENCES {parent}({UNRESOLVED})",
+                    f"REFERENCES {parent}({', '.join(fold(c.name) for c in cols)})",
+                )
+        options.append((kind, text))
+    return Table(table.name, table.columns, tuple(sorted(options)), table.refs, table.sql)
+
+
+def _index(
+    conn: sqlite3.Connection, name: str, table: str, sql: str, table_sql: str, known: set[str]
+) -> Index:
+    cols = []
+    for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({_q(name)})"):
+        if key:
+            cols.append(fold(col) if col else "<expr>")
+            if desc:
+                cols[-1] += " DESC"
+            if coll and upper(coll) != "BINARY":
+                cols[-1] += f" COLLATE {upper(coll)}"
+    toks = tokens(sql)
+    tail = _tail_after_body(toks)
+    if "<expr>" in cols:  # expression index: compare the column list as SQL
+        body = toks[toks.index("(") : len(toks) - len(tail)]
+        cols = [canonical(body, known)[1:-1]]
+    where = canonical(tail[1:], known) if tail and fold(tail[0]) == "where" else None
+    unique = fold(" ".join(toks[:2])) == "create unique"
+    return Index(name, fold(table), unique, tuple(cols), where, f"{sql}\0{table_sql}")
+
+
+def _statement(sql: str, memo: Memo, tables: dict[str, Table]) -> str:
+    """A view or trigger in canonical text. A double-quoted token that does not stand where
+    only a name can is an identifier if it names a column of a table the statement names
+    (SQLite's scope), else the string literal SQLite reads it as."""
+    prepared = memo.get(("parsed", sql))
+    if prepared is None:
+        toks = trigger_head(tokens(sql))
+        found = identifier_positions(toks)
+        local = local_names(toks)
+        found |= {i for i, t in enumerate(toks) if t[:1] == '"' and name(t) in local}
+        open_ = [i for i, t in enumerate(toks) if t[:1] == '"' and i not in found]
+        named = frozenset(
+            name(t) for t in toks if t[:1] in '"`[' or t[:1].isalpha() or t[:1] == "_"
+        )
+        prepared = memo[("parsed", sql)] = (toks, frozenset(found), open_, named)
+    toks, idents, open_, named = prepared
+    resolved: tuple[bool, ...] = ()
+    if open_:
+        in_scope = tuple(tables[t] for t in sorted(named) if t in tables)
+        scope_key = ("scope", sql, tuple(t.sql for t in in_scope))
+        if scope_key not in memo:
+            scope = {fold(c.name) for t in in_scope for c in t.columns}
+            memo[scope_key] = tuple(name(toks[i]) in scope for i in open_)
+        resolved = memo[scope_key]
+    key = ("text", sql, resolved)
+    if key not in memo:
+        memo[key] = canonical(toks, frozenset(), idents | {i for i, r in zip(open_, resolved) if r})
+    return memo[key]  # type: ignore[no-any-return]
+
+
+def _read(conn: sqlite3.Connection, row: tuple[str, str, str, str], memo: Memo) -> tuple[Any, ...]:
+    """(kind, folded name, folded table, what the SQL says) for one sqlite_master row, once."""
+    found = memo.get(row)
+    if found is None:
+        kind, obj, tbl_name, sql = row
+        value: object = None
+        if ignored(obj) or ignored(tbl_name):
+            kind = "ignored"
+        elif kind == "table":
+            value = _table(conn, obj, sql)
+            memo[("plain", obj, sql)] = value  # before its foreign keys are resolved
+        found = memo[row] = (kind, fold(obj), fold(tbl_name), value)
+    return found
+
+
+Row = tuple[str, str, str, str]  # sqlite_master: type, name, tbl_name, sql
+
+
+def rows(conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master "
+        "WHERE sql IS NOT NULL ORDER BY type, name"
+    ).fetchall()
+
+
+@dataclass(frozen=True)
+class Stop:
+    """What a replay stop read, for building the next stop from the differences only."""
+
+    rows: frozenset[Row]
+    schema: Schema
+    open_rows: frozenset[Row]  # views and triggers whose text depends on table columns
+    with_refs: frozenset[str]  # tables with a foreign key that names no parent columns
+
+
+def build(
+    conn: sqlite3.Connection, rows: list[Row], memo: Memo, before: Stop | None = None
+) -> Stop:
+    """The schema of `rows`; with `before` (the previous stop of a replay), only the rows
+    that changed since are read, and only what depends on a changed table is redone."""
+    new = frozenset(rows)
+    base = before.schema if before else Schema()
+    schema = Schema(dict(base.tables), dict(base.indexes), dict(base.views), dict(base.triggers))
+    if before is not None and before.rows == new:
+        return Stop(new, schema, before.open_rows, before.with_refs)
+    kinds: dict[str, dict[str, Any]] = {
+        "table": schema.tables,
+        "index": schema.indexes,
+        "view": schema.views,
+        "trigger": schema.triggers,
+    }
+    gone = before.rows - new if before else frozenset()
+    added = sorted(new - before.rows) if before else rows
+    open_rows = set(before.open_rows - gone) if before else set()
+    with_refs = set(before.with_refs) if before else set()
+    changed: set[str] = set()
+    for row in gone:
+        kind, obj, _, _ = memo[row]
+        if kind in kinds:
+            kinds[kind].pop(obj, None)
+        if kind == "table":
+            changed.add(obj)
+            with_refs.discard(obj)
+    for row in added:
+        kind, obj, _, table = _read(conn, row, memo)
+        if kind == "table":
+            schema.tables[obj] = table
+            changed.add(obj)
+            if table.refs:
+                with_refs.add(obj)
+    for obj in with_refs if changed else ():
+        table = schema.tables[obj]
+        key = (
+            "resolved",
+            obj,
+            table.sql,
+            tuple(getattr(schema.tables.get(p), "sql", None) for p in table.refs),
+        )
+        if key not in memo:
+            memo[key] = _resolve(memo[("plain", table.name, table.sql)], schema.tables)
+        schema.tables[obj] = memo[key]
+    if changed & base.tables.keys():  # an existing table changed: so may its indexes
+        for obj, index in list(schema.indexes.items()):
+            if index.table in changed:  # its columns' collations come from the table's SQL
+                schema.indexes[obj] = _index_of(
+                    conn, index.name, index.sql.split("\0")[0], schema.tables.get(index.table), memo
+                )
+    for row in added:
+        kind, obj, tbl, _ = memo[row]
+        if kind == "index":
+            schema.indexes[obj] = _index_of(conn, row[1], row[3], schema.tables.get(tbl), memo)
+        elif kind in ("view", "trigger"):
+            kinds[kind][obj] = _statement(row[3], memo, schema.tables)
+            if memo[("parsed", row[3])][2]:
+                open_rows.add(row)
+    for row in open_rows if changed else ():
+        if memo[("parsed", row[3])][3] & changed:  # it names a changed table
+            kind, obj, _, _ = memo[row]
+            kinds[kind][obj] = _statement(row[3], memo, schema.tables)
+    return Stop(new, schema, frozenset(open_rows), frozenset(with_refs))
+
+
+def _index_of(
+    conn: sqlite3.Connection, name: str, sql: str, table: Table | None, memo: Memo
+) -> Index:
+    key = ("index", name, sql, table.sql if table else "")
+    if key not in memo:
+        cols = {fold(c.name) for c in table.columns} if table else set()
+        memo[key] = _index(conn, name, table.name if table else "", sql, key[3], cols)
+    return memo[key]  # type: ignore[no-any-return]
+
+
+def snapshot(conn: sqlite3.Connection, memo: Memo | None = None) -> Schema:
+    """A structural description of every user object in `conn`'s main database.
+
+    `memo` (replay passes one) maps an object's SQL text to what was read from it: every
+    PRAGMA read here is derived from that text, so an unchanged object costs a lookup.
+    """
+    return build(conn, rows(conn), {} if memo is None else memo).schema
+
+
+def open_memory() -> sqlite3.Connection:
+    """An empty in-memory database set up the way the guard runs migrations."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    return conn

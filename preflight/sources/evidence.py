@@ -1,0 +1,357 @@
+"""Which version an untracked database is at, by evidence (adoption, and `stamp`'s check).
+
+Ranking: every version's expected schema is compared with the live one; fewer
+differences beat more, extra objects counted too. Diffing every version fully would be
+quadratic in the number of migrations, so one in-memory replay first records, per
+version, only which objects exist (names): the number of names missing from or extra in
+the live schema is a lower bound on that version's differences. Versions are then
+diffed in full best-first by that bound, stopping as soon as no unseen version can do
+better. A create-only history at version K diffs about three versions, not all of them.
+
+Choosing: several versions left with the same (fewest) differences are told apart by
+rehearsing each one's pending migrations on a private copy of the database: one whose
+migrations fail there is no candidate. Survivors whose rehearsals end in the same
+database (schema and rows) make the choice immaterial (the highest is taken); otherwise
+the database is ambiguous and the operator is given the exact `stamp` command for each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from preflight import schema
+from preflight.core import signals
+from preflight.core.errors import DriftError, MigrationFailed, PreflightError
+from preflight.core.transaction import immediate
+from preflight.fast.facts import uri
+from preflight.live.database import Inspection
+from preflight.schema import drift
+from preflight.sources.migrations import Migration, run_body, tokens
+from preflight.sources.replay import replay
+
+log = logging.getLogger("preflight")
+
+Name = tuple[str, str]  # (type, lower-case name), as snapshot keys its objects
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The versions with the fewest differences from the live schema, fully diffed."""
+
+    best: int  # fewest differences (extras included) of any version 1..n
+    tier: tuple[int, ...]  # every version with `best` differences, ascending
+    matches: tuple[int, ...]  # those of `tier` with no difference but extra objects
+    diffs: dict[int, list[drift.Difference]]  # for every version diffed
+    snaps: dict[int, schema.Schema]
+    head: schema.Schema  # the schema after every migration
+    last_seen: dict[Name, int]  # the last version at which each object exists
+
+    @property
+    def closest(self) -> int:
+        return self.tier[-1]
+
+
+def names_of(s: schema.Schema) -> set[Name]:
+    """The objects of a snapshot, keyed like `_names`."""
+    return (
+        {("table", k) for k in s.tables}
+        | {("index", k) for k in s.indexes}
+        | {("view", k) for k in s.views}
+        | {("trigger", k) for k in s.triggers}
+    )
+
+
+def run_one(conn: sqlite3.Connection, m: Migration, label: str) -> None:
+    """One migration in its own transaction (as schema.replay runs it)."""
+    try:
+        with immediate(conn):
+            run_body(conn, m, label)
+    except PreflightError:
+        raise
+    except Exception as exc:
+        if signals.received():
+            raise signals.swallowed() from exc
+        raise MigrationFailed(
+            f"{m.name}: fails on an empty database: {exc}",
+            "fix the migration; the live database was not touched",
+        ) from exc
+
+
+_APPEND_ONLY = {"CREATE", "INSERT", "UPDATE", "DELETE", "REPLACE", "SELECT", "WITH"}
+
+
+def changes_of(migrations: tuple[Migration, ...], names: set[str]) -> set[int]:
+    """The versions (1..n) at which any object named in `names` (lower case; a table's
+    name also stands for its columns) was created, changed or dropped.
+
+    One replay; after each migration that changed the schema, only those objects' rows of
+    sqlite_master are read (definitions derive from that text): linear in n.
+    """
+    conn = schema.open_memory()
+    found: set[int] = set()
+    marks = ", ".join("?" * len(names))
+    query = (
+        f"SELECT lower(name), tbl_name, sql FROM main.sqlite_master "
+        f"WHERE lower(name) IN ({marks}) ORDER BY 1"
+    )
+    try:
+        stamp = conn.execute("PRAGMA main.schema_version").fetchone()[0]
+        before = conn.execute(query, tuple(names)).fetchall()
+        for count, m in enumerate(migrations, start=1):
+            run_one(conn, m, "replay")
+            now = conn.execute("PRAGMA main.schema_version").fetchone()[0]
+            if now != stamp:
+                stamp = now
+                after = conn.execute(query, tuple(names)).fetchall()
+                if after != before:
+                    found.add(count)
+                before = after
+    finally:
+        conn.close()
+    return found
+
+
+def _appends_only(m: Migration) -> bool:
+    """True when the migration can only add rows to sqlite_master (no DROP, ALTER, PRAGMA,
+    no Python): new objects then get rowids above every existing one."""
+    return m.kind == "sql" and all(
+        (tokens(s.sql)[:1] or [""])[0].upper() in _APPEND_ONLY for s in m.statements
+    )
+
+
+def _bounds(
+    live: set[Name], migrations: tuple[Migration, ...]
+) -> tuple[list[int], list[int], dict[Name, int]]:
+    """Per version 0..n: names missing from live, names extra in live; and last_seen.
+
+    Linear in what the migrations change. A migration that only creates objects adds
+    rows to sqlite_master with rowids above the last one seen, read with one seek. After
+    any other migration that changed the schema, SQLite itself compares sqlite_master with
+    a copy of it (a temp table, outside the schema being replayed) and only the rows
+    created or dropped come back to Python.
+    """
+    conn = schema.open_memory()
+    missing, extra, last_seen = [0], [len(live)], {}
+    current: set[Name] = set()
+    copy = "temp._preflight_names"
+    rows = "SELECT rowid, type, name, tbl_name FROM main.sqlite_master WHERE sql IS NOT NULL"
+    try:
+        conn.execute(
+            f"CREATE TABLE {copy} (rowid INTEGER PRIMARY KEY, type TEXT, name TEXT, tbl_name TEXT)"
+        )
+        stamp = conn.execute("PRAGMA main.schema_version").fetchone()[0]
+        top = 0
+        for count, m in enumerate(migrations, start=1):
+            run_one(conn, m, "replay")
+            now = conn.execute("PRAGMA main.schema_version").fetchone()[0]
+            if now != stamp:  # data-only migrations leave the schema (and the counts) as is
+                stamp = now
+                if _appends_only(m):
+                    added = conn.execute(f"{rows} AND rowid > ?", (top,)).fetchall()
+                    removed = []
+                else:
+                    added = conn.execute(f"{rows} EXCEPT SELECT * FROM {copy}").fetchall()
+                    removed = conn.execute(f"SELECT * FROM {copy} EXCEPT {rows}").fetchall()
+                conn.executemany(f"DELETE FROM {copy} WHERE rowid = ?", [r[:1] for r in removed])
+                conn.executemany(f"INSERT OR REPLACE INTO {copy} VALUES (?, ?, ?, ?)", added)
+                top = max([top] + [r[0] for r in added])
+                for gone in _keys(removed):
+                    current.discard(gone)
+                    last_seen[gone] = count - 1
+                current.update(_keys(added))
+                missing.append(len(current - live))
+                extra.append(len(live - current))
+            else:
+                missing.append(missing[-1])
+                extra.append(extra[-1])
+    finally:
+        conn.close()
+    for name in current:
+        last_seen[name] = len(migrations)
+    return missing, extra, last_seen
+
+
+def _keys(rows: list[tuple[int, str, str, str]]) -> set[Name]:
+    return {
+        (t, n.lower())
+        for _, t, n, tbl in rows
+        if t in ("table", "index", "view", "trigger")
+        and not schema.ignored(n)
+        and not schema.ignored(tbl)
+    }
+
+
+def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
+    """Rank versions 1..n by their differences from `live`, diffing only the closest."""
+    n = len(migrations)
+    live_names = names_of(live)
+    missing, extra, last_seen = _bounds(live_names, migrations)
+    bound = {k: missing[k] + extra[k] for k in range(1, n + 1)}
+    order = sorted(bound, key=lambda k: (bound[k], -k))
+    diffs: dict[int, list[drift.Difference]] = {}
+    snaps: dict[int, schema.Schema] = {}
+    # Two replays at most: the versions with the lowest bound first; then, with `best`
+    # known, every version whose bound could still tie or beat it (best only decreases).
+    first = [k for k in order if bound[k] == bound[order[0]]]
+    best = 0
+    for batch in (first, None):
+        if batch is None:
+            batch = [k for k in order if k not in diffs and bound[k] <= best]
+            if not batch:
+                break
+        stops = set(batch) | ({n} if not snaps else set())
+        got = replay(migrations[: max(stops)], stops)
+        snaps.update(got)
+        for k in batch:
+            diffs[k] = drift.diff(got[k], live)
+        best = min(len(d) for d in diffs.values())
+    tier = tuple(sorted(k for k in diffs if len(diffs[k]) == best))
+    matches = tuple(k for k in tier if not drift.errors(diffs[k], False))
+    log.debug(
+        "adopt: diffed %d of %d versions; fewest differences %d at %s",
+        len(diffs),
+        n,
+        best,
+        ", ".join(migrations[k - 1].name for k in tier),
+    )
+    return Ranking(best, tier, matches, diffs, snaps, snaps[n], last_seen)
+
+
+def _collides(found: Ranking, live: schema.Schema, k: int) -> bool:
+    """An extra object at version k that a later migration makes: its pending may fail."""
+    extras = names_of(live) - names_of(found.snaps[k])
+    return any(found.last_seen.get(name, -1) > k for name in extras)
+
+
+def _copy(db: Path, target: Path) -> None:
+    source = sqlite3.connect(uri(db, mode="ro"), uri=True)
+    dest = sqlite3.connect(target)
+    try:
+        source.backup(dest)
+    finally:
+        dest.close()
+        source.close()
+
+
+def _end_state(conn: sqlite3.Connection) -> str:
+    digest = hashlib.sha256()
+    for line in conn.iterdump():
+        if "_preflight" not in line:
+            digest.update(line.encode("utf-8", "surrogatepass") + b"\n")
+    return digest.hexdigest()
+
+
+def _rehearse(
+    db: Path, migrations: tuple[Migration, ...], candidates: tuple[int, ...]
+) -> tuple[dict[int, str], dict[int, str]]:
+    """Each candidate's pending migrations on a private copy: (end states, failures)."""
+    ends: dict[int, str] = {}
+    failures: dict[int, str] = {}
+    with tempfile.TemporaryDirectory(prefix="preflight-adopt-") as tmp:
+        for k in candidates:
+            copy = Path(tmp) / f"candidate-{k}.db"
+            _copy(db, copy)
+            conn = sqlite3.connect(copy, isolation_level=None)
+            try:
+                conn.execute("PRAGMA foreign_keys = OFF")
+                try:
+                    with immediate(conn):
+                        for m in migrations[k:]:
+                            try:
+                                run_body(conn, m, "rehearse")
+                            except PreflightError:
+                                raise
+                            except Exception as exc:
+                                raise _Failed(f"{m.name}: {exc}") from exc
+                    ends[k] = _end_state(conn)
+                except _Failed as exc:
+                    failures[k] = str(exc)
+            finally:
+                conn.close()
+            copy.unlink()
+    return ends, failures
+
+
+class _Failed(Exception):
+    pass
+
+
+def choose(insp: Inspection, migrations: tuple[Migration, ...], found: Ranking) -> int:
+    """The version to adopt at, among `found.matches`; raises DriftError when unclear."""
+    candidates = found.matches
+    if len(candidates) == 1 and not _collides(found, insp.live_schema, candidates[0]):
+        return candidates[0]
+    names = ", ".join(migrations[k - 1].name for k in candidates)
+    between = migrations[candidates[0] : candidates[-1]]
+    if (
+        len(candidates) > 1
+        and all(m.executes_nothing for m in between)
+        and not _collides(found, insp.live_schema, candidates[0])
+    ):
+        log.warning(
+            "adopt: schema matches %s equally; the migrations between them execute no "
+            "statement, so choosing %s makes no difference",
+            names,
+            migrations[candidates[-1] - 1].name,
+        )
+        return candidates[-1]
+    log.info(
+        "adopt: closest %s; rehearsing the pending migrations of each on a private copy", names
+    )
+    ends, failures = _rehearse(insp.file or insp.path, migrations, candidates)
+    for k, why in failures.items():
+        log.info(
+            "adopt: not at %s: its pending migrations fail on this database (%s)",
+            migrations[k - 1].name,
+            why,
+        )
+    left = tuple(k for k in candidates if k in ends)
+    if not left:
+        k = candidates[-1]
+        error = DriftError(
+            f"{insp.path} has no preflight history; its schema is closest to "
+            f"{names}, but the pending migrations of each fail on it: "
+            + "; ".join(failures[k] for k in candidates),
+            stamp_hint(migrations, k),
+        )
+        error.details = tuple(f"drift: {d.message()}" for d in found.diffs[k])
+        raise error
+    if len(left) == 1 or len({ends[k] for k in left}) == 1:
+        if len(left) > 1:
+            log.warning(
+                "adopt: schema matches %s equally; upgrading from each gives the same "
+                "database (rehearsed), so choosing %s makes no difference",
+                ", ".join(migrations[k - 1].name for k in left),
+                migrations[left[-1] - 1].name,
+            )
+        return left[-1]
+    real = ", ".join(migrations[k - 1].name for k in left)
+    error = DriftError(
+        f"{insp.path} has no preflight history and its schema matches several "
+        f"versions equally ({real}); upgrading from each gives a different "
+        f"database, so the choice matters",
+        "say which version it is at: "
+        + "; or ".join(
+            f"'preflight stamp {migrations[k - 1].version}' if at {migrations[k - 1].name}"
+            for k in left
+        ),
+    )
+    error.details = tuple(
+        f"candidate: {migrations[k - 1].name}: preflight stamp {migrations[k - 1].version}"
+        for k in left
+    )
+    raise error
+
+
+def stamp_hint(migrations: tuple[Migration, ...], k: int) -> str:
+    m = migrations[k - 1]
+    return (
+        f"fix the listed objects by hand; or, if you know it is at {m.name}, accept exactly "
+        f"these differences with 'preflight stamp {m.version} --force' (recorded: later "
+        f"starts accept these and only these)"
+    )

@@ -1,0 +1,175 @@
+"""Planning: from a read-only inspection, prove the database's state and decide what to write.
+
+Nothing here writes the database. A database with history must match what its applied
+migrations produce (less the differences an operator accepted with `stamp --force`);
+one without history is adopted at the version the evidence points to (`evidence`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from preflight import schema
+from preflight.core.errors import DriftError
+from preflight.live import history
+from preflight.live.database import Inspection
+from preflight.schema import drift
+from preflight.sources import evidence
+from preflight.sources.migrations import Migration, set_fingerprint
+from preflight.sources.replay import replay
+
+log = logging.getLogger("preflight")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do, decided from a read-only inspection."""
+
+    fingerprint: str  # of the whole migration set, for the failure record
+    adopt: tuple[Migration, ...]
+    pending: tuple[Migration, ...]
+    expected_head: schema.Schema | None  # None: fresh (built from empty), or a cache hit
+    warnings: tuple[drift.Difference, ...] = field(default=())
+    # The history the plan was made from: apply re-reads it inside its write transaction
+    # and refuses to run anything if another guard changed it meanwhile.
+    based_on: tuple[tuple[int, str], ...] | None = None
+    accepted: tuple[drift.Difference, ...] = field(default=())  # by stamp --force
+
+    @property
+    def writes(self) -> bool:
+        """True when the plan changes the database (adoption or pending migrations)."""
+        return bool(self.adopt or self.pending)
+
+
+def history_key(applied: tuple[history.Applied, ...] | None) -> tuple[tuple[int, str], ...] | None:
+    """What identifies a history for apply's re-read: (version, sha256) of each row."""
+    return None if applied is None else tuple((a.version, a.sha256) for a in applied)
+
+
+def _drift(
+    message: str,
+    hint: str,
+    diffs: list[drift.Difference],
+    migrations: tuple[Migration, ...],
+    upto: int,
+    steps: dict[int, schema.Schema] | None = None,
+) -> DriftError:
+    """A DriftError listing each difference with the migration that made the expected object.
+
+    Not a snapshot after every migration (quadratic): only after those that changed one of
+    the differing objects, which is all `with_origins` needs to name them.
+    """
+    if steps is None:
+        stops = evidence.changes_of(migrations[:upto], _objects(diffs)) | {upto}
+        steps = replay(migrations[:upto], stops - {0})
+    steps = {i: steps[i] for i in range(1, upto + 1) if i in steps}
+    named = drift.with_origins(diffs, [(migrations[i - 1].name, steps[i]) for i in sorted(steps)])
+    error = DriftError(message, hint)
+    error.details = tuple(f"drift: {d.message()}" for d in named)
+    return error
+
+
+def _objects(diffs: list[drift.Difference]) -> set[str]:
+    """The names of the objects the differences are about (a column's: its table's)."""
+    names = set()
+    for d in diffs:
+        if d.key:  # ("column", table, column), ("table", name), ("index", name), ...
+            names.add(d.key[1])
+    return names
+
+
+def accepted_part(
+    diffs: list[drift.Difference], accepted: tuple[drift.Difference, ...]
+) -> tuple[list[drift.Difference], list[drift.Difference]]:
+    """Split `diffs` into (not accepted, accepted by a forced stamp)."""
+    known = {history.difference_key(d) for d in accepted}
+    rest = [d for d in diffs if history.difference_key(d) not in known]
+    return rest, [d for d in diffs if history.difference_key(d) in known]
+
+
+def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> Plan:
+    """Decide what to do, proving the database's state first. Reads only."""
+    n = len(migrations)
+    fingerprint = set_fingerprint(migrations)
+    based_on = history_key(insp.applied)
+    if insp.trusted:
+        # inspect was told this schema text was verified at the head of this exact
+        # migration set at this recorded history (the cache key): nothing to replay or diff.
+        return Plan(fingerprint, (), (), None, based_on=based_on, accepted=insp.accepted)
+    if insp.fresh:
+        # No replay: there is nothing to protect in a fresh database, so building it is
+        # the proof that every migration works from empty, and a failure deletes it.
+        return Plan(fingerprint, (), migrations, None, based_on=based_on)
+    if insp.applied is None:
+        return _adopt(insp, migrations, strict)
+    pending = history.pending(insp.applied, migrations)
+    done = n - len(pending)
+    snaps = replay(migrations, {done, n})
+    diffs = drift.diff(snaps[done], insp.live_schema)
+    errors, accepted = accepted_part(drift.errors(diffs, strict), insp.accepted)
+    _warn_extras(diffs, strict)
+    for d in accepted:
+        log.info("accepted (stamp --force): %s", d.message())
+    if errors:
+        raise _drift(
+            f"schema drift in {insp.path}: {len(errors)} difference(s) from what "
+            f"{migrations[done - 1].name if done else 'no migration'} should have produced",
+            "fix the listed objects by hand or restore a backup; nothing was changed",
+            errors,
+            migrations,
+            done,
+        )
+    warnings = tuple(d for d in diffs if d.kind == "extra" and d not in accepted)
+    return Plan(fingerprint, (), pending, snaps[n], warnings, based_on, insp.accepted)
+
+
+def _warn_extras(diffs: list[drift.Difference], strict: bool) -> None:
+    """Extra objects are warnings (logged even when drift then refuses); --strict makes them drift."""
+    if not strict:
+        for d in diffs:
+            if d.kind == "extra":
+                log.warning("extra: %s", d.message())
+
+
+def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> Plan:
+    """A database with tables but no history: find the one version its schema is at."""
+    n = len(migrations)
+    fingerprint = set_fingerprint(migrations)
+    live = insp.live_schema
+    if n == 0:
+        extras = drift.diff(schema.Schema(), live)
+        _warn_extras(extras, strict)
+        return Plan(fingerprint, (), (), schema.Schema(), tuple(extras))
+    found = evidence.rank(live, migrations)
+    if not found.matches:
+        k = found.closest
+        errs = drift.errors(found.diffs[k], strict)
+        _warn_extras(found.diffs[k], strict)
+        raise _drift(
+            f"{insp.path} has tables but no preflight history, and its schema matches no "
+            f"migration; closest is {migrations[k - 1].name} with "
+            f"{len(errs)} difference(s)",
+            evidence.stamp_hint(migrations, k),
+            errs,
+            migrations,
+            k,
+        )
+    k = evidence.choose(insp, migrations, found)
+    diffs = found.diffs[k]
+    _warn_extras(diffs, strict)
+    if strict and drift.errors(diffs, True):
+        raise _drift(
+            f"{insp.path}: extra objects beside {migrations[k - 1].name} (--strict)",
+            "drop them or run without --strict",
+            drift.errors(diffs, True),
+            migrations,
+            k,
+        )
+    log.info(
+        "adopt: no history; schema matches %s, recording 1..%d as adopted",
+        migrations[k - 1].name,
+        migrations[k - 1].version,
+    )
+    warnings = tuple(d for d in diffs if d.kind == "extra")
+    return Plan(fingerprint, migrations[:k], migrations[k:], found.head, warnings, None)

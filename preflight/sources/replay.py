@@ -1,0 +1,50 @@
+"""Replaying migrations into an in-memory database: the schema they should have produced.
+
+Beside the runner (`migrations.run_body`): every migration must work on an empty database,
+since a fresh install runs them all, so one that fails here fails before the live database
+is touched. The schema is read after each requested count, each read building on the
+previous one (`reader.build`).
+"""
+
+from __future__ import annotations
+
+from preflight.core import signals
+from preflight.core.errors import MigrationFailed, PreflightError
+from preflight.core.transaction import immediate
+from preflight.schema.model import Schema
+from preflight.schema.reader import Memo, Stop, build, open_memory, rows
+from preflight.sources.migrations import Migration, run_body
+
+
+def replay(migrations: tuple[Migration, ...], stops: set[int]) -> dict[int, Schema]:
+    """Run `migrations` on an empty in-memory database; the schema after each count in `stops`.
+
+    Every migration must work on an empty database, since a fresh install runs them all:
+    one that fails here fails before the live database is touched.
+    """
+    conn = open_memory()
+    found: dict[int, Schema] = {}
+    memo: Memo = {}  # SQL text -> what was read from it, shared by every stop
+    before: Stop | None = None
+    try:
+        if 0 in stops:
+            found[0] = Schema()
+        for count, migration in enumerate(migrations, start=1):
+            try:
+                with immediate(conn):
+                    run_body(conn, migration, "replay")
+            except PreflightError:
+                raise  # e.g. Interrupted: not this migration's fault
+            except Exception as exc:
+                if signals.received():  # its Interrupted was lost inside SQLite
+                    raise signals.swallowed() from exc
+                raise MigrationFailed(
+                    f"{migration.name}: fails on an empty database: {exc}",
+                    "fix the migration; the live database was not touched",
+                ) from exc
+            if count in stops:
+                before = build(conn, rows(conn), memo, before)
+                found[count] = before.schema
+    finally:
+        conn.close()
+    return found

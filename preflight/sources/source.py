@@ -1,0 +1,122 @@
+"""What varies between migration sources, as one interface; the start is written once over it.
+
+A source is where the migrations come from: the guard's own `NNN_name.sql|.py` files
+(`filesource`), or an app's migration tool, Alembic or Django (`toolsource`). Like dbmate's
+`Driver`, each implements the same few operations; the lock, Litestream, the failure
+record, inspection and the verified cache, the integrity policy, foreign keys, the backup,
+verification, undo, pruning and the reports (`guard`, `operations`) run over any of them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from preflight import schema
+from preflight.fast.facts import cache_key
+from preflight.live.database import Inspection
+from preflight.schema import drift
+from preflight.storage.config import Settings
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a start will do, decided from a read-only inspection, in every source's terms."""
+
+    fingerprint: str  # of the migration set: the failure record and the cache key
+    adopt: tuple[str, ...]  # recorded as applied without running (an untracked database)
+    pending: tuple[str, ...]  # run, in this order
+    expected_head: schema.Schema | None  # verify compares with it (None: nothing to compare)
+    head: str | None  # the name of the last migration of the plan
+    warnings: tuple[str, ...] = ()  # extra objects (errors with --strict)
+    accepted: tuple[drift.Difference, ...] = field(default=())  # by `stamp --force`
+    steps: Any = None  # the source's own form of the plan, for its `apply`
+
+    @property
+    def writes(self) -> bool:
+        return bool(self.adopt or self.pending)
+
+
+class Source(Protocol):
+    """A migration source. `name` is 'files' or the tool's name (`--tool`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str:
+        """Of the migration set."""
+        ...
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Its migrations, in order."""
+        ...
+
+    @property
+    def atomic(self) -> bool:
+        """Apply runs in one transaction: killed or failed before COMMIT, nothing changed."""
+        ...
+
+    def recorded(self, db: Path) -> tuple[str, ...] | None:
+        """The version the database records, as text rows (None: no version table)."""
+        ...
+
+    def plan(self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None) -> Plan:
+        """Prove the database's state against the migration set and decide. Reads only."""
+        ...
+
+    def status_plan(
+        self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None
+    ) -> tuple[Plan, str | None]:
+        """`plan` for `status`, which runs no migration code: (plan, why drift was not checked)."""
+        ...
+
+    def apply(
+        self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
+    ) -> Counter[tuple[object, ...]]:
+        """Run the plan on `db`; returns the foreign-key baseline (violations before it).
+        `progress["committed"]` turns True once the database may have changed."""
+        ...
+
+    def compared(self, live: schema.Schema) -> schema.Schema:
+        """The live schema as compared with the expected one (without the source's table)."""
+        ...
+
+    def stamp_target(
+        self, settings: Settings, insp: Inspection, version: str, force: bool
+    ) -> schema.Schema:
+        """The expected schema at `version`, which `stamp` would record (UsageError if none)."""
+        ...
+
+    def record_stamp(
+        self,
+        settings: Settings,
+        insp: Inspection,
+        version: str,
+        diffs: list[drift.Difference],
+        taken: Path | None,
+    ) -> str:
+        """Record `version` without running anything; returns what it did, for the log."""
+        ...
+
+    def check_recorded(self, db: Path, p: Plan) -> None:
+        """After a run: the database records the head of the plan; MigrationFailed if not."""
+        ...
+
+    def applied(self, insp: Inspection, rec: tuple[str, ...] | None) -> tuple[Json, ...]:
+        """The applied migrations for `status`, oldest first."""
+        ...
+
+    def describe(self, rec: tuple[str, ...] | None) -> str:
+        """The recorded version for a log line."""
+        ...
+
+
+def key(source: Source, rec: tuple[str, ...] | None, strict: bool) -> str:
+    """The verified-state cache key: the source, its files and the version the database records."""
+    return cache_key(source.name, source.fingerprint, rec, strict)

@@ -1,0 +1,439 @@
+"""What a tool's migrations produce, built on a private scratch database and cached.
+
+The expected schema at a version is what the tool itself makes from an empty database:
+the guard runs `upgrade REV` for every revision in order on one scratch file in a private
+temporary folder and keeps each revision's schema as the SQL text of sqlite_master. The
+result is cached beside the database (`app.db.preflight-tool.json`), keyed by the
+migration set's fingerprint, so the tool runs only when the files change. Replaying that
+text in memory gives the structural `schema.Schema` compared exactly as for files.
+
+Every scratch run also proves that the tool writes where it is told: the scratch file
+must end at the revision asked for, and the live database must not change meanwhile
+(else exit 2 naming the line the app lacks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from preflight import schema
+from preflight.core import proc
+from preflight.core.errors import HistoryError, MigrationFailed, UsageError
+from preflight.core.files import private_folder
+from preflight.fast import toolfiles
+from preflight.fast.facts import TOOL_CACHE
+from preflight.live import database
+from preflight.live.database import live_state
+from preflight.schema import drift
+from preflight.schema.sqltext import fold
+from preflight.sources import tooldjango, tools
+from preflight.sources.tools import Tool
+from preflight.storage.backup import write_atomic
+from preflight.storage.config import Settings
+
+log = logging.getLogger("preflight")
+FORMAT = 2
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A migration set as its tool sees it: heads, revisions (base to head), their schemas."""
+
+    fingerprint: str
+    heads: tuple[str, ...]
+    revisions: tuple[str, ...]
+    schemas: dict[str, tuple[str, ...]]  # revision -> sqlite_master SQL, in creation order
+    failed: str | None = None  # "REV: why" when a revision fails on an empty database
+    # Django: squash -> the migrations it replaces (in `revisions` too, before it: a
+    # database may record them; `canonical` reads a recorded set as Django does)
+    replaces: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Django: every folder its loader reads migrations from (MIGRATION_MODULES included)
+    folders: tuple[str, ...] = ()
+
+    def head(self) -> str:
+        return self.heads[0]
+
+    def plan(self) -> tuple[str, ...]:
+        """The revisions Django runs on an empty database (the replaced ones left out)."""
+        old = {r for rs in self.replaces.values() for r in rs}
+        return tuple(r for r in self.revisions if r not in old)
+
+    def schema_at(self, rev: str | None, table: str) -> schema.Schema:
+        """The structural schema at `rev` (None: base, nothing) without the tool's table."""
+        if rev is None:
+            return schema.Schema()
+        conn = schema.open_memory()
+        try:
+            for sql in self.schemas[rev]:
+                conn.execute(sql)
+            return without(schema.snapshot(conn), table)
+        finally:
+            conn.close()
+
+
+def without(s: schema.Schema, table: str) -> schema.Schema:
+    """`s` minus the tool's own version table and its indexes (never drift)."""
+    t = fold(table)
+    return schema.Schema(
+        {k: v for k, v in s.tables.items() if k != t},
+        {k: v for k, v in s.indexes.items() if fold(v.table) != t},
+        dict(s.views),
+        dict(s.triggers),
+    )
+
+
+def cache_path(settings: Settings) -> Path:
+    return settings.db.with_name(settings.db.name + TOOL_CACHE)
+
+
+def _read_cache(path: Path, fingerprint: str) -> Expected | None:
+    try:
+        data = json.loads(path.read_bytes())
+        if data.get("format") != FORMAT or data.get("fingerprint") != fingerprint:
+            return None
+        return Expected(
+            fingerprint,
+            tuple(data["heads"]),
+            tuple(data["revisions"]),
+            {k: tuple(v) for k, v in data["schemas"].items()},
+            data.get("failed"),
+            {k: tuple(v) for k, v in data.get("replaces", {}).items()},
+            tuple(data.get("folders", ())),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _write_cache(path: Path, exp: Expected) -> None:
+    data = {
+        "format": FORMAT,
+        "fingerprint": exp.fingerprint,
+        "heads": list(exp.heads),
+        "revisions": list(exp.revisions),
+        "schemas": {k: list(v) for k, v in exp.schemas.items()},
+        "failed": exp.failed,
+        "replaces": {k: list(v) for k, v in exp.replaces.items()},
+        "folders": list(exp.folders),
+    }
+    try:
+        write_atomic(path, json.dumps(data, indent=1).encode() + b"\n")
+    except OSError as exc:
+        log.debug("tool cache: not written (%s)", exc)
+
+
+def _dump(db: Path) -> tuple[str, ...]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return tuple(
+            r[0]
+            for r in conn.execute(
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+            )
+        )
+    finally:
+        conn.close()
+
+
+def recorded(db: Path, tool: Tool) -> tuple[str, ...] | None:
+    """The version(s) the tool recorded in `db`; None when it has no version table."""
+    return database.recorded(db, tool.name)
+
+
+def wrote_elsewhere(tool: Tool, what: str) -> UsageError:
+    return UsageError(
+        f"{tool.name} did not write the database it was given ({what})",
+        f"make the app honour PREFLIGHT_DATABASE_URL: add {tool.fix_line}",
+    )
+
+
+def expected(
+    settings: Settings,
+    tool: Tool,
+    fingerprint: str,
+    live: Path,
+    save: bool = True,
+    rec: tuple[str, ...] | None = None,
+) -> Expected:
+    """The migration set's heads, revisions and schemas: from the cache, else built.
+
+    `live`: the database whose file must not change while the tool builds scratch ones.
+    `save=False` (check, status) reads the cache but never writes beside the database.
+    Exit 5 for several heads or a tool that cannot list its history.
+    """
+    path = cache_path(settings)
+    exp = _read_cache(path, fingerprint)
+    if tool.cumulative:
+        if exp is None or unbuilt(exp, rec):
+            # One run of Django builds the plan and the recorded set (skipped in the run
+            # when it is a plan prefix): never a second scratch build in one start.
+            exp = _build_sets(settings, tool, fingerprint, live, [list(rec)] if rec else [])
+            if save:
+                exp = _remember_folders(settings, tool, exp)
+                _write_cache(path, exp)
+    elif exp is None:
+        exp = _build(settings, tool, fingerprint, live)
+        if save:
+            _write_cache(path, exp)
+    if tool.cumulative and rec and _chain(exp, rec):
+        exp = _variant(exp, rec, tool, live, settings.strict)
+    if len(exp.heads) != 1:
+        raise HistoryError(
+            f"{tool.name} has {len(exp.heads)} heads ({', '.join(exp.heads) or 'none'}) "
+            f"in {settings.app_dir}; the guard migrates one line of history",
+            f"merge them ('{tool.merge_hint}') and ship the merge revision",
+        )
+    return exp
+
+
+def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expected:
+    command = tools.command(tool, settings.tool_cmd)
+    with private_folder("preflight-scratch-") as tmp:
+        scratch = tmp / "scratch.db"
+        before = live_state(live)
+        argv = tools.heads_command(tool, command)
+        heads = tool.parse_heads(tools.output(settings.app_dir, argv, scratch))
+        _untouched(tool, argv, scratch, live, before)
+        argv = tools.history_command(tool, command)
+        revisions = tool.parse_history(tools.output(settings.app_dir, argv, scratch))
+        _untouched(tool, argv, scratch, live, before)
+        schemas: dict[str, tuple[str, ...]] = {}
+        failed = None
+        if len(heads) == 1:
+            for rev in revisions:
+                argv = tools.upgrade_command(tool, command, rev)
+                code, out = tools.run(settings.app_dir, argv, scratch)
+                if live_state(live) != before:
+                    raise wrote_elsewhere(tool, f"{live} changed while it built a scratch copy")
+                if code != 0:
+                    failed = f"{rev}: {proc.meaningful_line(out)}"
+                    log.info("scratch: revision %s fails on an empty database", failed)
+                    break
+                now = recorded(scratch, tool)
+                if now != (rev,):
+                    raise wrote_elsewhere(
+                        tool, f"after 'upgrade {rev}' the scratch copy records {now or 'nothing'}"
+                    )
+                schemas[rev] = _dump(scratch)
+        log.info(
+            "scratch: %d revision(s) built by %s on an empty database", len(schemas), tool.name
+        )
+    return Expected(fingerprint, heads, revisions, schemas, failed)
+
+
+def _untouched(
+    tool: Tool, argv: list[str], scratch: Path, live: Path, before: tuple[object, ...]
+) -> None:
+    """A read-only command (heads, history) wrote nothing: exit 2 naming an app that
+    migrates itself when imported (its create_app() runs the upgrade)."""
+    if scratch.exists() and scratch.stat().st_size > 0:
+        rec = recorded(scratch, tool)
+        raise tools.self_migrated(
+            tool, argv, f"the empty scratch database now records {', '.join(rec or ()) or 'tables'}"
+        )
+    if live_state(live) != before:
+        raise tools.self_migrated(tool, argv, f"{live} changed")
+
+
+def _variant(exp: Expected, rec: tuple[str, ...], tool: Tool, live: Path, strict: bool) -> Expected:
+    """A database recording every migration a squash replaces: the schemas from its state
+    on are those of the way it got there. Through the squash (a fresh database since the
+    squash): as built; one by one (before the squash shipped): the set built that way and
+    the rest of the plan from it. The live schema picks; neither matching is drift."""
+    key = set_key(rec)
+    at = state(exp, rec, tool)
+    if key not in exp.schemas or at is None or not live.exists():
+        return exp
+    conn = sqlite3.connect(f"file:{live}?mode=ro", uri=True)
+    try:
+        actual = without(schema.snapshot(conn), tool.table)
+    finally:
+        conn.close()
+    if (
+        at != key
+        and at in exp.schemas
+        and not drift.errors(drift.diff(exp.schema_at(at, tool.table), actual), strict)
+    ):
+        return exp  # through the squash
+    chained = replace(exp, schemas={**exp.schemas, at: exp.schemas[key]})
+    if drift.errors(drift.diff(chained.schema_at(at, tool.table), actual), strict):
+        return exp  # neither: the drift check names the differences
+    log.info("scratch: %s got the squashed migrations one by one; its schemas from there", live)
+    later = {k.split(">", 1)[1]: v for k, v in exp.schemas.items() if k.startswith(key + ">")}
+    return replace(chained, schemas={**chained.schemas, **later})
+
+
+def describe(rec: tuple[str, ...] | None, tool: Tool) -> str:
+    """The recorded version for a log line (Django: how many migrations are applied)."""
+    if not rec:
+        return "nothing"
+    if tool.cumulative:
+        return f"{len(rec)} applied migration(s)"
+    return ", ".join(rec)
+
+
+def state(exp: Expected, rec: tuple[str, ...] | None, tool: Tool) -> str | None:
+    """The revision the recorded rows stand for (None: base). For a cumulative tool
+    (Django) the plan entry whose prefix is exactly the recorded set, else the set itself
+    as one key ("app.name,app.name,..."), built on scratch by `expected`."""
+    if not rec:
+        return None
+    if not tool.cumulative:
+        return rec[0]
+    unknown = sorted(set(rec) - set(exp.revisions))
+    recorded_rows = rec  # the key of a set built as recorded (see `unbuilt`)
+    rec = canonical(exp, rec)
+    plan = exp.plan()
+    if unknown:
+        raise HistoryError(
+            f"the database records {tool.name} migration(s) {', '.join(unknown[:5])} that are "
+            "not in the migration files (removed, renamed, squashed, or an app no longer installed)",
+            "ship the migration files it was migrated with, or restore a matching backup",
+        )
+    n = len(rec)
+    if set(plan[:n]) == set(rec):
+        return plan[n - 1]
+    return set_key(recorded_rows)
+
+
+def unbuilt(exp: Expected, rec: tuple[str, ...] | None) -> bool:
+    """A recorded set (all in the plan, no prefix of it) whose schema is not built yet."""
+    if not rec or set(rec) - set(exp.revisions):
+        return False
+    if "!" + set_key(rec) in exp.schemas:
+        return False  # tried already: it cannot be built (or is built under its own key)
+    if _chain(exp, rec):
+        return set_key(rec) not in exp.schemas
+    rec = canonical(exp, rec)
+    n = len(rec)
+    return set(exp.plan()[:n]) != set(rec) and set_key(rec) not in exp.schemas
+
+
+def set_key(names: tuple[str, ...] | list[str]) -> str:
+    """The key of a recorded set that is no plan prefix ("{a.x,b.y}": never a plan entry)."""
+    return "{" + ",".join(sorted(names)) + "}"
+
+
+def _chain(exp: Expected, rec: tuple[str, ...]) -> bool:
+    """`rec` holds migrations a squash replaces: the database may have got them one by one
+    (the replaced files) or, all of them, through the squash; the two may differ in column
+    order, so both are built and the live schema tells which (`_variant`)."""
+    return any(set(old) & set(rec) for old in exp.replaces.values())
+
+
+def canonical(exp: Expected, rec: tuple[str, ...]) -> tuple[str, ...]:
+    """A recorded Django set read as Django reads it: a squash whose replaced migrations
+    are all recorded stands for them (Django records both); with only some of them
+    recorded, those are what is applied (the squash is not used)."""
+    have = set(rec)
+    for squash, old in exp.replaces.items():
+        if set(old) <= have:
+            have = (have - set(old)) | {squash}
+    return tuple(sorted(have))
+
+
+def _build_sets(
+    settings: Settings, tool: Tool, fingerprint: str, live: Path, sets: list[list[str]]
+) -> Expected:
+    """Django: the plan, every plan prefix's schema and each of `sets`, in one run of the
+    app's interpreter on a private scratch file (tooldjango)."""
+    with private_folder("preflight-scratch-") as tmp:
+        scratch = tmp / "scratch.db"
+        before = live_state(live)
+        data = tooldjango.report(
+            settings.app_dir, tools.command(tool, settings.tool_cmd), scratch, sets
+        )
+        if live_state(live) != before:
+            raise wrote_elsewhere(tool, f"{live} changed while it built a scratch copy")
+    schemas = {k: tuple(v) for k, v in data["schemas"].items()}
+    for wanted in sets:
+        schemas["!" + set_key(wanted)] = ()  # tried (see `unbuilt`)
+    for key, got in data["sets"].items():
+        name = set_key(key.split(","))
+        if got.get("ok"):
+            schemas[name] = tuple(got["sql"])
+            for item, sql in got.get("then", {}).items():
+                schemas[f"{name}>{item}"] = tuple(sql)
+        else:
+            log.info("scratch: the recorded set cannot be built: %s", got.get("failed", got))
+    failed = data.get("failed")
+    if failed:
+        log.info("scratch: migration %s fails on an empty database", failed)
+    log.info(
+        "scratch: %d migration(s) built by Django %s on an empty database",
+        len(data["schemas"]),
+        data["version"],
+    )
+    replaces = {k: tuple(v) for k, v in data.get("replaces", {}).items()}
+    revisions: list[str] = []
+    for item in data["plan"]:  # the replaced ones just before their squash
+        revisions += [r for r in replaces.get(item, ()) if r not in revisions]
+        revisions.append(item)
+    site = os.path.dirname(os.path.realpath(data["django"]))
+    folders = tuple(f for f in data.get("folders", ()) if not f.startswith(site + os.sep))
+    return Expected(
+        fingerprint,
+        tooldjango.heads(data),
+        tuple(revisions),
+        schemas,
+        failed,
+        replaces,
+        folders,
+    )
+
+
+def _remember_folders(settings: Settings, tool: Tool, exp: Expected) -> Expected:
+    """Record the migrations folders Django read outside the app folder's `migrations`
+    folders beside the database, for the light fingerprint (`toolfiles.recorded_folders`);
+    the fingerprint of the files it now covers is the cache key from here on."""
+    app = str(settings.app_dir)
+    extra = [
+        f
+        for f in exp.folders
+        if not (
+            f.startswith(os.path.realpath(app) + os.sep) and os.path.basename(f) == "migrations"
+        )
+    ]
+    db = str(settings.db)
+    record = Path(toolfiles.paths_record(db))
+    if not extra and not record.exists():
+        return exp
+    context = toolfiles.paths_context(tool.name, settings.tool_cmd or "")
+    text = "\n".join([toolfiles.PATHS_FORMAT, context, *extra]) + "\n"
+    try:
+        write_atomic(record, text.encode())
+    except OSError as exc:
+        log.debug("tool paths: not written (%s)", exc)
+        return exp
+    if extra:
+        log.info("migrations: %d folder(s) outside %s: %s", len(extra), app, ", ".join(extra))
+    paths = tool.files(app, db, settings.tool_cmd or "")
+    return replace(exp, fingerprint=toolfiles.fingerprint(app, paths))
+
+
+def require(exp: Expected, rev: str, pending: bool) -> None:
+    """The schema at `rev` must have been built: exit 9 for a pending revision that fails on
+    an empty database (nothing was run on the live one), 5 for an applied one."""
+    if rev in exp.schemas:
+        return
+    if rev.startswith("{"):
+        raise HistoryError(
+            f"the recorded migrations ({rev[:200]}) cannot be built on an empty database",
+            "restore a backup that matches the migration files",
+        )
+    if rev not in exp.revisions:
+        raise HistoryError(
+            f"the database records revision {rev}, which is not in the migration files",
+            "ship the revision files it was migrated with, or restore a matching backup",
+        )
+    if pending:
+        raise MigrationFailed(
+            f"revision {exp.failed} (on a private empty database; the live one was not touched)",
+            "fix the revision and ship a new image",
+        )
+    raise HistoryError(f"applied revision {exp.failed} on an empty database", "fix the revision")

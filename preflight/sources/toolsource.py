@@ -1,0 +1,334 @@
+"""An app's own migration tool as a source (`--tool alembic`, `--tool django`).
+
+The expected schema at each version is what the tool itself makes on a private scratch
+database (`toolscratch`); planning checks the live schema against the recorded version;
+`apply` runs the tool on the live database as a subprocess. The tool commits as it goes
+(`atomic` is False): the start records the run in progress before it begins, and anything
+after the tool started is undone from the verified backup.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from preflight import schema
+from preflight.core import proc, signals
+from preflight.core.errors import DriftError, HistoryError, MigrationFailed, UsageError
+from preflight.fast import toolfiles
+from preflight.fast.facts import Unproven, uri
+from preflight.live.database import Inspection
+from preflight.schema import drift, foreignkeys
+from preflight.schema.sqltext import fold
+from preflight.sources import tools, toolscratch
+from preflight.sources.source import Json, Plan
+from preflight.sources.tools import Tool
+from preflight.sources.toolscratch import Expected
+from preflight.storage import backup
+from preflight.storage.config import Settings
+from preflight.storage.steps import step
+
+log = logging.getLogger("preflight")
+
+
+@dataclass(frozen=True)
+class Steps:
+    """A tool plan in the tool's terms: the commands recording an adoption, then migrate."""
+
+    stamps: tuple[tuple[str, ...], ...]
+    migrate: bool
+
+
+@dataclass(frozen=True)
+class ToolSource:
+    tool: Tool
+    light: str  # the fingerprint of the files known before the scratch build (toolfiles)
+    count: int  # files in the migration set
+    settings: Settings
+    save: bool = True  # write the scratch cache beside the database (not for check/status)
+    atomic: bool = False
+    _expected: dict[str, Expected] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.tool.name
+
+    @property
+    def fingerprint(self) -> str:
+        """Of the files the tool reads: once its scratch build reported them (Django's
+        migration folders outside the app), of those; before, of what the light facts know."""
+        assert self._expected is not None
+        got = self._expected.get("exp")
+        return got.fingerprint if got is not None else self.light
+
+    @classmethod
+    def load(cls, settings: Settings, save: bool = True, quiet: bool = False) -> ToolSource:
+        tool = tools.get(settings.tool)
+        app = str(settings.app_dir)
+        with step("migrations", quiet) as info:
+            try:
+                paths = tool.files(app, str(settings.db), settings.tool_cmd or "")
+            except Unproven as exc:
+                raise HistoryError(
+                    f"no {tool.name} migrations at {exc} (--app-dir {app})",
+                    "set PREFLIGHT_APP_DIR to the app's folder (where alembic.ini or manage.py is)",
+                ) from None
+            fp = toolfiles.fingerprint(app, paths)
+            info["what"] = f"{len(paths)} {tool.name} file(s) in {app}"
+        return cls(tool, fp, len(paths), settings, save, False, {})
+
+    def expected(self, rec: tuple[str, ...] | None) -> Expected:
+        """The tool's revisions and their schemas on scratch: built at most once per run."""
+        assert self._expected is not None
+        got = self._expected.get("exp")
+        if got is None or (self.tool.cumulative and toolscratch.unbuilt(got, rec)):
+            got = toolscratch.expected(
+                self.settings, self.tool, self.light, self.settings.db, self.save, rec
+            )
+            self._expected["exp"] = got
+        return got
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        assert self._expected is not None
+        got = self._expected.get("exp")
+        return got.revisions if got else ()
+
+    def recorded(self, db: Path) -> tuple[str, ...] | None:
+        return toolscratch.recorded(db, self.tool)
+
+    def compared(self, live: schema.Schema) -> schema.Schema:
+        return toolscratch.without(live, self.tool.table)
+
+    def describe(self, rec: tuple[str, ...] | None) -> str:
+        return f"{self.tool.name} at {toolscratch.describe(rec, self.tool)}"
+
+    def applied(self, insp: Inspection, rec: tuple[str, ...] | None) -> tuple[Json, ...]:
+        return tuple({"name": r} for r in rec or ())
+
+    def plan(self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None) -> Plan:
+        """Check the live schema against the recorded version; what to run. Reads only."""
+        tool = self.tool
+        exp = self.expected(rec)
+        head = exp.head()
+        if insp.fresh:
+            # A revision that fails on an empty scratch database fails here too: exit 9
+            # before anything touches the live file.
+            toolscratch.require(exp, head, pending=True)
+            return self._plan(exp, None, (), exp.revisions)
+        assert insp.live is not None
+        live = toolscratch.without(insp.live, tool.table)
+        left = leftovers(live, tool)
+        if left:
+            raise DriftError(
+                f"{insp.path} holds {', '.join(left)}: a {tool.name} run stopped half-way "
+                f"(recorded {', '.join(rec or ()) or 'nothing'})",
+                "restore the backup taken before it ('preflight restore'), then start again",
+            )
+        if rec is None:
+            return self._adopt(settings, insp.path, live, exp)
+        if len(rec) > 1 and not tool.cumulative:
+            raise HistoryError(
+                f"{insp.path} records {len(rec)} {tool.name} heads ({', '.join(rec)})",
+                "merge the heads; the guard migrates one line of history",
+            )
+        at = toolscratch.state(exp, rec, tool)
+        if at is not None:
+            toolscratch.require(exp, at, pending=False)
+        diffs = drift.diff(exp.schema_at(at, tool.table), live)
+        errors = drift.errors(diffs, settings.strict)
+        if errors:
+            error = DriftError(
+                f"{insp.path} differs from what {tool.name} makes at "
+                f"{_short(at) if at else 'base'}: {errors[0].message()} (+{len(errors) - 1} more)",
+                "undo the manual change, or restore a backup",
+            )
+            error.details = tuple(f"drift: {d.message()}" for d in errors[:20])
+            raise error
+        warnings = tuple(d.message() for d in diffs if d.kind == "extra")
+        for w in warnings:
+            log.warning("extra: %s", w)
+        if at != head:
+            toolscratch.require(exp, head, pending=True)
+        return self._plan(exp, None, (), _after(exp, rec, tool), warnings)
+
+    def status_plan(
+        self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None
+    ) -> tuple[Plan, str | None]:
+        return self.plan(settings, insp, rec), None
+
+    def _plan(
+        self,
+        exp: Expected,
+        adopt: str | None,
+        stamps: tuple[tuple[str, ...], ...],
+        pending: tuple[str, ...],
+        warnings: tuple[str, ...] = (),
+    ) -> Plan:
+        head = exp.head()
+        return Plan(
+            exp.fingerprint,
+            (adopt,) if adopt else (),
+            pending,
+            exp.schema_at(head, self.tool.table) if head in exp.schemas else None,
+            head,
+            warnings,
+            steps=Steps(stamps, bool(pending)),
+        )
+
+    def _adopt(self, settings: Settings, db: Path, live: schema.Schema, exp: Expected) -> Plan:
+        """An untracked database (create_all(), no version table): the newest revision it matches."""
+        tool = self.tool
+        for rev in reversed(exp.revisions):
+            if rev not in exp.schemas:
+                continue
+            if not drift.errors(drift.diff(exp.schema_at(rev, tool.table), live), settings.strict):
+                log.info("adopt: %s has no %s; its schema is revision %s", db, tool.table, rev)
+                if rev != exp.head():
+                    toolscratch.require(exp, exp.head(), pending=True)
+                stamps = tools.stamp_commands(
+                    tool, exp.revisions, rev, tools.command(tool, settings.tool_cmd)
+                )
+                done = exp.revisions[: exp.revisions.index(rev) + 1]
+                return self._plan(
+                    exp,
+                    rev,
+                    tuple(map(tuple, stamps)),
+                    tuple(r for r in exp.revisions if r not in done),
+                )
+        errors = drift.errors(
+            drift.diff(exp.schema_at(exp.head(), tool.table), live), settings.strict
+        )
+        last = tools.stamp_commands(tool, exp.revisions, exp.head(), list(tool.command))[-1]
+        error = DriftError(
+            f"{db} has tables but no {tool.table}, and its schema matches no revision "
+            f"({len(errors)} difference(s) from the head {exp.head()})",
+            f"bring it to a revision's schema, or record one by hand ('preflight stamp REV': "
+            f"{' '.join(last)})",
+        )
+        error.details = tuple(f"drift: {d.message()}" for d in errors[:20])
+        raise error
+
+    def apply(
+        self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
+    ) -> Counter[tuple[object, ...]]:
+        """Run the tool on `db`: stamp (adoption) then the migrate command."""
+        steps: Steps = p.steps
+        baseline = fk_baseline(db)
+        runs = [list(argv) for argv in steps.stamps]
+        if steps.migrate:
+            runs.append(tools.command(self.tool, settings.tool_cmd))
+        for argv in runs:
+            progress["committed"] = True  # the tool commits as it goes
+            with step(label) as info:
+                code, out = tools.run(settings.app_dir, argv, db)
+                if signals.received():
+                    raise signals.swallowed()
+                if code == 127:
+                    raise MigrationFailed(f"{argv[0]}: command not found", "install the tool")
+                if code != 0:
+                    raise MigrationFailed(
+                        f"'{' '.join(argv)}' exited {code}: {proc.meaningful_line(out)}",
+                        "fix the revision",
+                    )
+                info["what"] = " ".join(argv)
+        return baseline
+
+    def stamp_target(
+        self, settings: Settings, insp: Inspection, version: str, force: bool
+    ) -> schema.Schema:
+        """The schema at revision `version`, which `stamp` records; UsageError for no revision."""
+        tool = self.tool
+        if tool.stamp_cmd is None and tool.stamp_steps is None:
+            raise UsageError(f"{tool.name} has no stamp", "migrate instead")
+        exp = self.expected(insp.recorded)
+        if version not in exp.revisions:
+            raise UsageError(
+                f"{version} is not a revision of this migration set ({', '.join(exp.revisions)})",
+                "give one of them",
+            )
+        toolscratch.require(exp, version, pending=False)
+        return exp.schema_at(version, tool.table)
+
+    def record_stamp(
+        self,
+        settings: Settings,
+        insp: Inspection,
+        version: str,
+        diffs: list[drift.Difference],
+        taken: Path | None,
+    ) -> str:
+        """The tool's own stamp; a failed one is undone from `taken` (MigrationFailed)."""
+        tool, exp = self.tool, self.expected(insp.recorded)
+        steps = tools.stamp_commands(
+            tool, exp.revisions, version, tools.command(tool, settings.tool_cmd)
+        )
+        code, out, argv = 0, "", steps[-1]
+        for argv in steps:
+            code, out = tools.run(settings.app_dir, argv, settings.db)
+            if code != 0:
+                break
+        now = toolscratch.recorded(settings.db, tool)
+        if code != 0 or not now or toolscratch.state(exp, now, tool) != version:
+            where = "nothing was recorded"
+            if taken is not None:
+                backup.restore(taken, settings.db)
+                where = f"restored from {taken}"
+            raise MigrationFailed(
+                f"'{' '.join(argv)}' failed: {proc.meaningful_line(out)}; {where}",
+                f"make the app honour PREFLIGHT_DATABASE_URL: add {tool.fix_line}",
+            )
+        return f"{tool.name} recorded at {version}"
+
+    def check_recorded(self, db: Path, p: Plan) -> None:
+        """At the head of the plan, and no leftovers of a half-finished run."""
+        tool = self.tool
+        exp = self.expected(None)
+        now = toolscratch.recorded(db, tool)
+        if not now or set(now) - set(exp.revisions) or toolscratch.state(exp, now, tool) != p.head:
+            raise MigrationFailed(
+                f"verification: {tool.name} recorded "
+                f"{toolscratch.describe(now, tool) if now else 'nothing'}, not the head of the "
+                f"plan ({len(exp.revisions)} migrations, head {p.head})",
+                f"make the app honour PREFLIGHT_DATABASE_URL: add {tool.fix_line}",
+            )
+        conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
+        try:
+            left = leftovers(self.compared(schema.snapshot(conn)), tool)
+        finally:
+            conn.close()
+        if left:
+            raise MigrationFailed(f"verification: {', '.join(left)} left behind", "")
+
+
+def _after(exp: Expected, rec: tuple[str, ...], tool: Tool) -> tuple[str, ...]:
+    """The revisions still to run from the recorded version to the head."""
+    if tool.cumulative:
+        done = set(toolscratch.canonical(exp, rec))
+        return tuple(r for r in exp.plan() if r not in done)
+    if rec and rec[0] in exp.revisions:
+        return exp.revisions[exp.revisions.index(rec[0]) + 1 :]
+    return exp.revisions
+
+
+def _short(at: str) -> str:
+    """A recorded set that is no plan prefix is a key of every name: say how many."""
+    return at if not at.startswith("{") else f"a set of {at.count(',') + 1} applied migrations"
+
+
+def leftovers(s: schema.Schema, tool: Tool) -> list[str]:
+    return sorted(t.name for t in s.tables.values() if fold(t.name).startswith(tool.leftovers))
+
+
+def fk_baseline(db: Path) -> Counter[tuple[object, ...]]:
+    if not db.exists() or db.stat().st_size == 0:
+        return Counter()
+    conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
+    try:
+        return foreignkeys.baseline(foreignkeys.violations(conn))
+    finally:
+        conn.close()

@@ -1,0 +1,249 @@
+"""Settings: every option has a flag and a PREFLIGHT_* variable; flag > environment > default.
+
+The OPTIONS table is the single source: `cli` builds its parser from it, `resolve` reads
+it, and a test checks that the README documents every variable in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from preflight.core.errors import EnvironmentProblem, UsageError
+from preflight.fast.facts import CACHE, FAILURE, LOCK, backup_folder, boolean, integrity_policy
+from preflight.fast.facts import OPTIONS as ROWS
+
+BACKUP_MODES = ("on-change", "always", "never")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+TOOL_NAMES = (
+    "files",
+    "alembic",
+    "flask-migrate",
+    "django",
+)  # tools.NAMES (not imported: a start stays light)
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("expected a whole number >= 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also rejects nan
+        raise ValueError("expected a number of seconds >= 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, its PREFLIGHT_* variable, default and parser."""
+
+    dest: str
+    flag: str
+    env: str
+    default: object
+    parse: Callable[[str], object]
+    help: str
+    is_switch: bool = False
+
+
+# setting -> (parser, help); flag, variable and default come from `facts.OPTIONS`, the rows
+# the quick start reads too. A default is its text parsed by the option's own parser.
+PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
+    "db": (str, "the SQLite database file"),
+    "migrations": (str, "folder of NNN_name.sql / NNN_name.py migrations"),
+    "backup_dir": (str, "where backups go (default: a 'backups' folder beside the database)"),
+    "backup": (
+        _choice(BACKUP_MODES),
+        "on-change: only before a write; always: every run/migrate; never",
+    ),
+    "keep_backups": (
+        _non_negative_int,
+        "backups to keep (0 keeps all); the newest pre-migration backup is never pruned",
+    ),
+    "lock_timeout": (_non_negative_float, "seconds to wait for another guard's lock"),
+    "smoke": (str, "shell command run against the migrated database; must exit 0"),
+    "smoke_timeout": (_non_negative_float, "seconds the smoke command may take (0: no limit)"),
+    "strict": (boolean, "extra tables/indexes/views/triggers are errors, not warnings"),
+    "integrity": (
+        integrity_policy,
+        "full PRAGMA quick_check on a start with nothing to write: every-start, "
+        "before-writes, or an interval (24h, 7d, 30m, 3600s) since the last one",
+    ),
+    "log_format": (_choice(LOG_FORMATS), "log lines on stderr as text or json"),
+    "log_level": (_choice(LOG_LEVELS), "least important log level shown"),
+    "json": (boolean, "check/status: print a JSON report on stdout"),
+    "functions": (
+        str,
+        "a .py file or module defining register(conn): the app's SQL functions for migrations",
+    ),
+    "tool": (
+        _choice(TOOL_NAMES),
+        "whose migrations: files (the guard's NNN_name files), alembic, flask-migrate or django",
+    ),
+    "app_dir": (
+        str,
+        "with --tool: the app's folder, where the tool runs (default: the working directory)",
+    ),
+    "tool_cmd": (str, "with --tool: the command that migrates to head (default: the tool's own)"),
+    "litestream_config": (
+        str,
+        "Litestream mode: its config file; a missing or empty database is restored from "
+        "the replica before anything is built",
+    ),
+    "litestream": (str, "the litestream command (Litestream mode)"),
+    "litestream_timeout": (
+        _non_negative_float,
+        "seconds a restore from the replica may take (0: no limit); then exit 13",
+    ),
+}
+
+OPTIONS: tuple[Option, ...] = tuple(
+    Option(
+        dest,
+        flag,
+        env,
+        PARSERS[dest][0](default) if default else None,
+        PARSERS[dest][0],
+        PARSERS[dest][1],
+        is_switch=switch,
+    )
+    for dest, flag, env, default, switch in ROWS
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings for one invocation (passed explicitly, never global)."""
+
+    db: Path
+    migrations: Path
+    backup_dir: Path
+    backup: str
+    keep_backups: int
+    lock_timeout: float
+    smoke: str | None
+    strict: bool
+    log_format: str
+    log_level: str
+    json: bool
+    smoke_timeout: float = 300.0
+    functions: str | None = None  # --functions spec (see `functions`)
+    integrity: str | int = 86400  # see facts.integrity_policy
+    tool: str = "files"  # see `tools`
+    app_dir: Path = Path(".")  # where the tool runs (absolute once resolved)
+    tool_cmd: str | None = None
+    litestream_config: Path | None = None  # Litestream mode (see `litestream`)
+    litestream: str = "litestream"
+    litestream_timeout: float = 600.0
+
+    @property
+    def lock_path(self) -> Path:
+        """The flock lock file beside the database (never the database itself)."""
+        return self.db.with_name(self.db.name + LOCK)
+
+    @property
+    def failure_path(self) -> Path:
+        """The failure record beside the database; it survives a restore."""
+        return self.db.with_name(self.db.name + FAILURE)
+
+    @property
+    def cache_path(self) -> Path:
+        """The verified-state cache beside the database (see `cache`)."""
+        return self.db.with_name(self.db.name + CACHE)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Add every common option to `parser`, with None as the 'not given' default."""
+    for opt in OPTIONS:
+        help_text = f"{opt.help} [{opt.env}]"
+        if opt.is_switch:
+            parser.add_argument(
+                opt.flag,
+                dest=opt.dest,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                opt.flag, dest=opt.dest, default=None, metavar=opt.dest.upper(), help=help_text
+            )
+
+
+def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Settings from parsed flags, then the environment, then the defaults."""
+    values: dict[str, object] = {}
+    for opt in OPTIONS:
+        given = getattr(args, opt.dest, None)
+        if given is not None and not isinstance(given, str):
+            values[opt.dest] = given  # a switch already parsed to bool by argparse
+            continue
+        if given is not None:
+            source, text = opt.flag, given
+        elif environ.get(opt.env) is not None:
+            source, text = opt.env, environ[opt.env]
+        else:
+            values[opt.dest] = opt.default
+            continue
+        try:
+            values[opt.dest] = opt.parse(text)
+        except ValueError as exc:
+            raise UsageError(
+                f"{source}={text!r} is not valid: {exc}", f"fix {opt.flag} or {opt.env}"
+            ) from None
+    if not values["db"]:
+        raise UsageError("no database given", "set --db or PREFLIGHT_DB")
+    # Resolve symlinks: the lock, the backups and an atomic restore (os.replace) must act
+    # on the real file; replacing a symlink would leave its target untouched.
+    given = str(values["db"])
+    if os.path.islink(given) and not os.path.exists(given):
+        # A dangling link is a volume that is not mounted, not a fresh install: building a
+        # new database at its target would start the app on an empty one.
+        raise EnvironmentProblem(
+            f"{given} is a symlink to {os.readlink(given)}, which does not exist",
+            "mount the volume that holds it, or fix the link",
+        )
+    db = Path(os.path.realpath(given))
+    backup_dir = values["backup_dir"]
+    return Settings(
+        db=db,
+        migrations=Path(os.path.abspath(str(values["migrations"]))),
+        backup_dir=Path(backup_folder(str(db), str(backup_dir) if backup_dir else None)),
+        backup=str(values["backup"]),
+        keep_backups=int(str(values["keep_backups"])),
+        lock_timeout=float(str(values["lock_timeout"])),
+        smoke=str(values["smoke"]) if values["smoke"] else None,
+        strict=bool(values["strict"]),
+        log_format=str(values["log_format"]),
+        log_level=str(values["log_level"]),
+        json=bool(values["json"]),
+        smoke_timeout=float(str(values["smoke_timeout"])),
+        functions=str(values["functions"]) if values["functions"] else None,
+        integrity=cast("str | int", values["integrity"]),
+        tool=str(values["tool"]),
+        app_dir=Path(os.path.abspath(str(values["app_dir"] or "."))),
+        tool_cmd=str(values["tool_cmd"]) if values["tool_cmd"] else None,
+        litestream_config=Path(os.path.abspath(str(values["litestream_config"])))
+        if values["litestream_config"]
+        else None,
+        litestream=str(values["litestream"]) or "litestream",
+        litestream_timeout=float(str(values["litestream_timeout"])),
+    )

@@ -1,0 +1,269 @@
+"""Who else has the database open: what a restore must not pull the file from under.
+
+A restore renames a new file over the database; a process that still has the old one
+open keeps writing into the unlinked inode and its commits are lost. Three signs, each
+seen without opening the database with SQLite:
+
+- WAL mode: every connection holds a shared POSIX lock on the -shm's dead-man-switch
+  byte (128) while open, and a WAL lock byte (120..127) while reading or writing.
+- any mode: a connection in a transaction (and, in WAL mode, any open connection) holds
+  a POSIX lock in the database file's lock range (PENDING_BYTE 0x40000000, RESERVED,
+  SHARED 0x40000002..+510). F_GETLK names one holder's pid.
+- same pid namespace: /proc/*/fd links to the database or its sidecars (an idle
+  rollback-mode connection holds no lock at all).
+- a guarded app anywhere sharing the volume: the guard holds a SHARED flock on
+  `<db>.preflight.running` from inside its lock until the app it execs exits.
+
+Opening and closing a descriptor on the database drops this process's own POSIX locks
+on it: call `find` only while this process has no SQLite connection to it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import stat
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from preflight.core.errors import EnvironmentProblem, LockTimeout
+from preflight.fast.facts import RUNNING, SIDECARS
+
+log = logging.getLogger("preflight")
+
+PENDING_BYTE = 0x40000000
+LOCK_RANGE = 512  # PENDING, RESERVED and the 510 SHARED bytes
+WAL_LOCKS = 120  # eight WAL lock bytes, then the dead-man switch at 128
+FLOCK = "hhqqi4x"  # struct flock on Linux (64-bit off_t): type, whence, start, len, pid
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Another process with the database open: its pid (0: not visible here) and how we know."""
+
+    pid: int
+    command: str
+    how: str
+
+    def describe(self) -> str:
+        who = (
+            f"pid {self.pid}" if self.pid > 0 else "a process in another container or pid namespace"
+        )
+        return f"{who}{f' ({self.command})' if self.command else ''}: {self.how}"
+
+
+def running_path(db: Path) -> Path:
+    """The file a guarded app holds a shared flock on while it runs."""
+    return db.with_name(db.name + RUNNING)
+
+
+def _open_plain(path: Path, create: bool) -> int:
+    """A descriptor on a regular file, never through a symlink, never blocking on a FIFO."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags | (os.O_CREAT if create else 0), 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
+def share_running(db: Path) -> int | None:
+    """Take the shared flock a running guarded app holds; the descriptor survives exec.
+
+    Called with the guard's lock held, so no restore holds it exclusively now. Returns
+    the descriptor (left open on purpose: the app inherits it), None if it cannot be made.
+    """
+    path = running_path(db)
+    try:
+        fd = _open_plain(path, create=True)
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"cannot open {path}: {exc.strerror}", f"remove {path} (it must be a plain file)"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LockTimeout(
+            f"{path} is held exclusively: a restore is running", "start again once it has finished"
+        ) from None
+    os.set_inheritable(fd, True)
+    return fd
+
+
+@contextmanager
+def exclusive_running(db: Path) -> Iterator[bool]:
+    """Hold `<db>.preflight.running` exclusively for the block; False: a guarded app runs."""
+    path = running_path(db)
+    try:
+        fd = _open_plain(path, create=True)
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"cannot open {path}: {exc.strerror}", f"remove {path} (it must be a plain file)"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _lock_holder(path: Path, start: int, length: int) -> int | None:
+    """The pid of a process holding a POSIX lock on those bytes (0: not visible), or None."""
+    try:
+        fd = _open_plain(path, create=False)
+    except OSError:
+        return None  # missing or unreadable: nothing to learn from it
+    try:
+        query = struct.pack(FLOCK, fcntl.F_WRLCK, os.SEEK_SET, start, length, 0)
+        kind, _, _, _, pid = struct.unpack(FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, query))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None if kind == fcntl.F_UNLCK else max(pid, 0)
+
+
+def _command(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    text = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    return "".join(c if c.isprintable() else "?" for c in text)[:80]
+
+
+def _openers(names: set[str]) -> dict[int, str]:
+    """pid -> which file, for every visible process with one of `names` open (not us)."""
+    found: dict[int, str] = {}
+    me = os.getpid()
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        if pid == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue  # gone, or another user's (not readable without privilege)
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target in names:
+                found[pid] = os.path.basename(target)
+                break
+    return found
+
+
+def running_holders(db: Path) -> list[int]:
+    """pids holding a flock on the running file, from /proc/locks (0: not visible here)."""
+    try:
+        st = os.stat(running_path(db), follow_symlinks=False)
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = []
+    for line in lines:
+        fields = line.split()
+        if "->" not in fields and len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == inode:
+            pids.append(int(fields[4]) if fields[4].isdigit() else 0)
+    return pids
+
+
+def find(db: Path) -> list[Holder]:
+    """Every other process seen to have `db` open, one entry per pid, signs joined."""
+    signs: dict[int, list[str]] = {}
+
+    def add(pid: int | None, how: str) -> None:
+        if pid is not None and pid != os.getpid():
+            signs.setdefault(pid, []).append(how)
+
+    real = os.path.realpath(db)  # SQLite locks the real file; ours are opened O_NOFOLLOW
+    add(_lock_holder(Path(f"{real}-shm"), WAL_LOCKS, 9), "holds a WAL shared-memory lock (-shm)")
+    add(_lock_holder(Path(real), PENDING_BYTE, LOCK_RANGE), "holds a lock on the database file")
+    for pid, name in _openers({real + s for s in ("", *SIDECARS)}).items():
+        add(pid, f"has {name} open")
+    return [
+        Holder(pid, _command(pid) if pid > 0 else "", ", ".join(how))
+        for pid, how in sorted(signs.items())
+    ]
+
+
+def wait_note(db: Path) -> str:
+    """A short 'who' for a lock message: the first holder found, or ''."""
+    found = find(db)
+    return f" ({found[0].describe()})" if found else ""
+
+
+def others(db: Path, no_app: bool | None = None) -> list[Holder]:
+    """Every other process that has `db` open, and every guarded app running on it (seen by
+    its `flock` on the running file: `no_app` True when this process holds that exclusively,
+    None when it holds it shared itself, as a start does)."""
+    found = find(db)
+    if no_app is False:
+        pids = running_holders(db) or [0]
+    elif no_app is None:
+        pids = [p for p in running_holders(db) if p != os.getpid()]
+    else:
+        pids = []
+    found += [
+        Holder(
+            p,
+            _command(p) if p > 0 else "",
+            f"a guarded app is running (holds {running_path(db).name})",
+        )
+        for p in pids
+        if p not in {h.pid for h in found} or p == 0
+    ]
+    return found
+
+
+def refuse_others(db: Path, what: str, found: list[Holder]) -> None:
+    """Exit 8 naming the processes that have `db` open: the one rule for every path that
+    writes the database or puts a backup back (a start's migration and its undo, `restore`).
+    Their writes would be lost by a restore, or go to a file that was replaced."""
+    if not found:
+        return
+    lines = "; ".join(h.describe() for h in found[:5]) + (
+        f"; and {len(found) - 5} more" if len(found) > 5 else ""
+    )
+    sidecar = next((h for h in found if "litestream" in h.command.split(" ", 1)[0]), None)
+    if sidecar is not None:
+        raise LockTimeout(
+            f"{what} refused: Litestream replicates {db} beside the guard ({sidecar.describe()}): "
+            f"a failed change put back from the backup would leave the replica at the failed "
+            f"state",
+            "let the guard start Litestream ('preflight run -- litestream replicate -exec "
+            '"APP"\'), or stop the sidecar for the upgrade (docs/litestream.md)',
+        )
+    raise LockTimeout(
+        f"{what} refused: {db} is in use by {lines}",
+        "stop it first (the old app: what it writes meanwhile would be lost by a restore of "
+        "the backup), then start again"
+        + ("; --force restores anyway" if what == "restore" else ""),
+    )
+
+
+def refuse_if_open(db: Path, no_app: bool, force: bool) -> list[Holder]:
+    """`restore`: exit 8 naming who has `db` open (or a guarded app running), unless `force`."""
+    found = others(db, no_app)
+    if found and force:
+        for h in found:
+            log.warning("restore --force: %s has it open: %s", db.name, h.describe())
+        return found
+    refuse_others(db, "restore", found)
+    return found

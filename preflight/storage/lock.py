@@ -1,0 +1,173 @@
+"""One guard at a time per database: fcntl.flock on a lock file beside it.
+
+Never on the database file itself: SQLite uses POSIX advisory locks there, and any
+close() of another descriptor on that file would silently drop SQLite's locks.
+flock locks die with the process, so a killed guard never leaves a stale lock.
+
+A guard writes its note (pid, host, since, command) only once it holds the lock, so a
+waiting guard never wipes the holder's. The lock is on an inode, not a name: if the
+file was deleted or replaced while another guard held it, the lock just taken is on a
+file nobody else will look at, so the guard checks that the name still leads to the
+inode it locked, and starts again if not.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from preflight.core.errors import EnvironmentProblem, LockTimeout
+from preflight.fast.facts import now
+
+log = logging.getLogger("preflight")
+
+# O_NOFOLLOW: a symlink planted at the lock's name is refused, never followed (it could
+# lead to the database). O_NONBLOCK: a planted FIFO must not hang the open.
+OPEN = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def describe(note: bytes) -> str:
+    """Who holds the lock, from the holder's note: 'pid 12 on host web-1 since ... (run)'."""
+    try:
+        info = json.loads(note.decode("utf-8") or "{}")
+    except ValueError:
+        return "unknown holder"
+    if not isinstance(info, dict) or not info:
+        return "unknown holder"
+    return (
+        f"pid {info.get('pid')} on host {info.get('host')} since {info.get('since')} "
+        f"({info.get('command')})"
+    )
+
+
+def holder(path: Path) -> str:
+    """Who holds the lock at `path`, as the holder wrote it (never following a symlink)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return "unknown holder"
+    try:
+        return describe(os.pread(fd, 4096, 0))
+    except OSError:
+        return "unknown holder"
+    finally:
+        os.close(fd)
+
+
+def open_lock(path: Path) -> int:
+    """Open (creating if needed) the lock file; exit 7 if it is not a plain file of ours."""
+    try:
+        fd = os.open(path, OPEN, 0o644)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise EnvironmentProblem(
+                f"lock file {path} is a symbolic link; refusing to follow it",
+                f"remove {path} (the guard creates it as a plain file)",
+            ) from None
+        raise EnvironmentProblem(
+            f"cannot open lock file {path}: {exc.strerror}",
+            f"remove {path} (it must be a plain file)"
+            if os.path.isdir(path)
+            else "fix its owner or mode (chown/chmod)"
+            if os.path.exists(path)
+            else "make the database folder writable by this user",
+        ) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        what = "has other hard links" if stat.S_ISREG(st.st_mode) else "is not a regular file"
+        raise EnvironmentProblem(
+            f"lock file {path} {what}; refusing to use it",
+            f"remove {path} (the guard creates it as a plain file)",
+        )
+    return fd
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """True if `path` still names the inode open as `fd` (not deleted, not replaced)."""
+    try:
+        named = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def acquire(path: Path, timeout: float) -> int:
+    """The fd of the lock file at `path`, flock'ed exclusively; waits up to `timeout` s."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    waiting = False
+    fd = open_lock(path)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                who = describe(os.pread(fd, 4096, 0))
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"{path} is held by {who}; waited {timeout:g} s",
+                        "wait for that guard to finish, or raise PREFLIGHT_LOCK_TIMEOUT",
+                    ) from None
+                if not waiting:
+                    waiting = True
+                    log.info("lock: waiting for the lock held by %s (up to %g s)", who, timeout)
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 0.25)
+                continue
+            if _same_file(fd, path):
+                return fd
+            # Deleted or replaced while someone held it: this lock protects nothing.
+            log.debug("lock: %s was removed or replaced while held; opening it again", path)
+            os.close(fd)
+            fd = -1
+            fd = open_lock(path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
+
+
+@contextmanager
+def hold(path: Path, timeout: float, command: str, held: int = -1) -> Iterator[None]:
+    """Hold the exclusive lock for the duration of the block, waiting up to `timeout` s.
+
+    `held`: the descriptor of this lock already flock'ed by this process (the quick start
+    hands it on); owned from now on, used while `path` still names it, else acquired anew.
+    """
+    if held >= 0 and not _same_file(held, path):
+        os.close(held)
+        held = -1
+    fd = held if held >= 0 else acquire(path, timeout)
+    try:
+        # os.uname().nodename is what socket.gethostname() returns, without importing socket
+        info = {"pid": os.getpid(), "host": os.uname().nodename, "since": now(), "command": command}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock holds without its note of who holds it
+        try:
+            yield
+        finally:
+            if not _same_file(fd, path):
+                log.warning(
+                    "lock: %s was removed or replaced while this guard held it; another "
+                    "guard may have run at the same time (leave the lock file alone)",
+                    path,
+                )
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass  # a full disk: the holder note stays; the flock below is what counts
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
