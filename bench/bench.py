@@ -322,13 +322,15 @@ def main() -> int:
         "--big-mib",
         type=int,
         default=int(os.environ.get("BENCH_BIG_MIB", 0)) or None,
-        help="database size for the backup scenario (default 1024)",
+        help="database size for the backup and restore scenarios (default 1024)",
     )
     parser.add_argument(
         "--dir", type=Path, default=None, help="scratch folder (default: a temp dir)"
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.md")
-    parser.add_argument("--only", default="12345", help="scenarios to run, e.g. 24 (default 12345)")
+    parser.add_argument(
+        "--only", default="123456", help="scenarios to run, e.g. 24 (default 123456)"
+    )
     parser.add_argument(
         "--noop-mib",
         default=os.environ.get("BENCH_NOOP_MIB"),
@@ -577,12 +579,20 @@ def main() -> int:
                 ).items():
                     by_size.setdefault(name, {})[mib] = result
             size_table(by_size, noop_sizes, runs * 2, out)
+        # 6. restore, and backups and restores by clone on a copy-on-write filesystem
+        if "6" in args.only:
+            source = root / "big"
+            if not source.exists():
+                source.mkdir()
+                big_wal_db(source / "app.db", big)
+            restore_scenarios(root, source, runs, py, guard_env, sqlite_cli, out)
         # 4. verified backup of a big WAL database
         if "4" not in args.only:
             raise Skip
         source = root / "big"
-        source.mkdir()
-        big_wal_db(source / "app.db", big)
+        if not source.exists():
+            source.mkdir()
+            big_wal_db(source / "app.db", big)
         size = sum(f.stat().st_size for f in source.iterdir()) / MIB
         src, wal = source / "app.db", source / "app.db-wal"
         tools = [
@@ -639,6 +649,276 @@ def main() -> int:
     args.out.write_text("\n".join(out) + "\n")
     print(f"\nbench: table written to {args.out}", flush=True)
     return 0
+
+
+def restore_scenarios(
+    root: Path,
+    source: Path,
+    runs: int,
+    py: str,
+    env: dict[str, str],
+    sqlite_cli: str | None,
+    out: list[str],
+) -> None:
+    """6. Backup and restore of the big WAL database, on this machine's filesystem and on a
+    loop-mounted XFS with reflinks (root only; otherwise a note says it was left out).
+
+    Restore rows: `preflight restore BACKUP` as the command runs it today (the current
+    state saved by a verified copy first), the restore with the current state kept by a
+    hard link (`backup.restore(..., keep_in=...)`, the flow the command moves to), against
+    `cp` + `sync` of the backup and `sqlite3 .restore` + `sync`. Each run restores over
+    its own full-size copy of the database.
+    """
+    sys.path.insert(0, str(REPO / "tests"))
+    from contextlib import ExitStack
+
+    import xfskit
+
+    size = sum(f.stat().st_size for f in source.iterdir()) / MIB
+    with ExitStack() as stack:
+        places = [(f"{fs_type(root)} ({root.parent})", root / "fs-local")]
+        try:
+            mnt = stack.enter_context(
+                xfskit.mounted(root / "xfs", size=f"{int(size * 5 // 1024) + 2}G")
+            )
+            places.append(("XFS with reflink=1, loop-mounted", mnt / "bench"))
+        except xfskit.NoReflinkFilesystem as exc:
+            print(f"bench: note: XFS rows left out: {exc}", flush=True)
+        for label, place in places:
+            place_rows(label, place, source, size, runs, py, env, sqlite_cli, out)
+            shutil.rmtree(place, ignore_errors=True)
+
+
+def place_rows(
+    label: str,
+    place: Path,
+    source: Path,
+    size: float,
+    runs: int,
+    py: str,
+    env: dict[str, str],
+    sqlite_cli: str | None,
+    out: list[str],
+) -> None:
+    """Scenario 6 on one filesystem: the backup table, then the restore table."""
+    place.mkdir(parents=True)
+    for name in ("app.db", "app.db-wal"):
+        subprocess.run(["cp", "--reflink=never", str(source / name), str(place / name)], check=True)
+    master = place / "backups"
+    subprocess.run(
+        [
+            py,
+            "-m",
+            "preflight",
+            "backup",
+            "--db",
+            str(place / "app.db"),
+            "--backup-dir",
+            str(master),
+            "--keep-backups",
+            "0",
+        ],
+        env=dict(os.environ, **env),
+        check=True,
+        capture_output=True,
+    )
+    (taken,) = master.glob("*-manual.db")
+    db, wal = place / "app.db", place / "app.db-wal"
+    never = ["cp", "--reflink=never"]
+    xfs = label.startswith("XFS")
+    backups = [
+        Tool(
+            "preflight backup",
+            "",
+            lambda run: [
+                [
+                    py,
+                    "-m",
+                    "preflight",
+                    "backup",
+                    "--db",
+                    str(db),
+                    "--backup-dir",
+                    str(run),
+                    "--keep-backups",
+                    "0",
+                ]
+            ],
+            env=env,
+        ),
+        Tool(
+            "cp --reflink=never + sync",
+            "",
+            lambda run: [[*never, str(db), str(wal), str(run)], ["sync"]],
+        ),
+    ]
+    if xfs:
+        backups.append(
+            Tool(
+                "cp --reflink=always + sync",
+                "",
+                lambda run: [
+                    ["cp", "--reflink=always", str(db), str(wal), str(run)],
+                    ["sync"],
+                ],
+            )
+        )
+    if sqlite_cli:
+        backups.append(
+            Tool(
+                "sqlite3 .backup + sync",
+                "",
+                lambda run: [
+                    [sqlite_cli, str(db), f".backup '{run / 'copy.db'}'"],
+                    ["sync"],
+                ],
+            )
+        )
+    vs_table(
+        f"6. Backup of a {size:.0f} MiB WAL database on {label}",
+        [measure(t, place / "scratch", runs) for t in backups],
+        "cp --reflink=never + sync",
+        out,
+    )
+
+    # The state a restore replaces: the database as a stopped app leaves it (restore refuses
+    # while one runs), i.e. its WAL checkpointed into it at the last close.
+    state = place / "state"
+    state.mkdir()
+    for name in ("app.db", "app.db-wal"):
+        subprocess.run([*never, str(source / name), str(state / name)], check=True)
+    conn = sqlite3.connect(state / "app.db")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+    def current(run: Path) -> None:
+        """A full copy of that state, and a backup of it taken in place by the guard (so
+        its record's inode stamp holds, as for any backup the guard took)."""
+        subprocess.run([*never, str(state / "app.db"), str(run / "app.db")], check=True)
+        subprocess.run(
+            [
+                py,
+                "-m",
+                "preflight",
+                "backup",
+                "--db",
+                str(run / "app.db"),
+                "--backup-dir",
+                str(run / "backups"),
+            ],
+            env=dict(os.environ, **env),
+            check=True,
+            capture_output=True,
+        )
+
+    def fresh(run: Path) -> str:
+        return str(next((run / "backups").glob("*-manual.db")))
+
+    keep_in = (
+        "import sys, logging; from pathlib import Path; from preflight.storage import backup; "
+        "logging.basicConfig(level=logging.INFO, format='%(message)s'); "
+        "backup.restore(Path(sys.argv[1]), Path(sys.argv[2]), keep_in=Path(sys.argv[3]))"
+    )
+    restores = [
+        Tool(
+            "preflight restore, current state kept by a hard link",
+            "",
+            lambda run: [
+                [
+                    py,
+                    "-c",
+                    keep_in,
+                    fresh(run),
+                    str(run / "app.db"),
+                    str(run / "backups"),
+                ]
+            ],
+            prepare=current,
+            env=env,
+        ),
+        Tool(
+            "preflight restore (today: current state saved by a verified copy)",
+            "",
+            lambda run: [
+                [
+                    py,
+                    "-m",
+                    "preflight",
+                    "restore",
+                    fresh(run),
+                    "--db",
+                    str(run / "app.db"),
+                    "--backup-dir",
+                    str(run / "backups"),
+                ]
+            ],
+            prepare=current,
+            env=env,
+        ),
+        Tool(
+            "cp --reflink=never + sync",
+            "",
+            lambda run: [[*never, str(taken), str(run / "restored.db")], ["sync"]],
+        ),
+    ]
+    if xfs:
+        restores.append(
+            Tool(
+                "cp --reflink=always + sync",
+                "",
+                lambda run: [
+                    ["cp", "--reflink=always", str(taken), str(run / "restored.db")],
+                    ["sync"],
+                ],
+            )
+        )
+    if sqlite_cli:
+        restores.append(
+            Tool(
+                "sqlite3 .restore + sync",
+                "",
+                lambda run: [
+                    [sqlite_cli, str(run / "restored.db"), f".restore '{taken}'"],
+                    ["sync"],
+                ],
+            )
+        )
+    vs_table(
+        f"6. Restore of a {taken.stat().st_size / MIB:.0f} MiB backup on {label}",
+        [measure(t, place / "scratch", runs) for t in restores],
+        "cp --reflink=never + sync",
+        out,
+    )
+
+
+def fs_type(path: Path) -> str:
+    """The filesystem type holding `path` (from /proc/mounts: the longest mount prefix)."""
+    best, kind = "", "?"
+    real = os.path.realpath(path)
+    with open("/proc/mounts") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[1]
+            if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) > len(
+                best
+            ):
+                best, kind = point, fields[2]
+    return kind
+
+
+def vs_table(title: str, results: list[Result], base: str, out: list[str]) -> None:
+    """Like `table`, with every row divided by the `base` row's median."""
+    ref = next(r for r in results if r.name == base)
+    out.append(f"\n**{title}**\n")
+    out.append(f"| Tool | Median | Min–max | Peak RSS | ÷ {base} |")
+    out.append("|---|---:|---:|---:|---:|")
+    for r in results:
+        out.append(
+            f"| {r.name} | {fmt_time(r.median)} | {fmt_time(min(r.times))}–"
+            f"{fmt_time(max(r.times))} | {max(r.rss, default=0) / 1024:.1f} MiB | "
+            f"{r.median / ref.median:.2f}× |"
+        )
+    print("\n".join(out[-(len(results) + 3) :]), flush=True)
 
 
 def noop_by_size(

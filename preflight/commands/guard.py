@@ -355,7 +355,10 @@ def execute(settings: Settings, src: Source, insp: Inspection, p: Plan) -> Verif
     try:
         with sqlite_temp_folder(db):
             baseline = src.apply(settings, db, p, progress, "migrate")
-            return verify(settings, src, db, p, baseline)
+            done = verify(settings, src, db, p, baseline)
+        if marked:
+            _save_record(settings, None)  # the run finished: no failure, nothing to say
+        return done
     except HistoryMoved:
         raise  # rolled back before anything ran: nothing to undo (and a fresh file is theirs)
     except BaseException as error:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 from preflight.commands.guard import inspect_cached, load, plan_of, refuse_if_failed, verify
@@ -33,7 +32,6 @@ from preflight.core.errors import (
     UsageError,
 )
 from preflight.core.files import private_folder
-from preflight.fast.facts import DATA_SIDECARS
 from preflight.live import history
 from preflight.live.database import (
     assert_not_busy,
@@ -346,20 +344,12 @@ def restore(
                 f"free space on {settings.db.parent}, then restore again",
             )
         saved = None
-        if settings.db.exists() and settings.db.stat().st_size > 0:
-            with step("backup") as info:
-                try:
-                    taken = backup.take(settings.db, settings.backup_dir, "pre-restore")
-                except (EnvironmentProblem, DatabaseUnusable) as exc:
-                    # A damaged database cannot be backed up verified; keep its raw files
-                    # aside (outside the rotation) rather than lose them.
-                    taken = _keep_raw(settings)
-                    log.warning("backup: %s; kept the raw files as %s", exc.message, taken)
-                info["what"], info["tail"] = "current state saved", f" -> {taken}"
-            saved = str(taken)
         try:
             with step("restore") as info, signals.deferred():  # not stopped half-way
-                backup.restore(chosen, settings.db)
+                # The current state is kept in the backup folder right before the rename:
+                # a hard link (free), else a verified copy, else its raw files.
+                kept = backup.restore(chosen, settings.db, keep_in=settings.backup_dir)
+                saved = str(kept) if kept else None
                 info["what"], info["tail"] = "restored and verified", f" <- {chosen}"
         except PreflightError as exc:
             return Restored(pre_restore_backup=saved, error=exc)
@@ -374,19 +364,6 @@ def restore(
                 "migration set try again"
             )
     return Restored(restored=str(chosen), pre_restore_backup=saved)
-
-
-def _keep_raw(settings: Settings) -> Path:
-    """The damaged database's raw files aside, as private (0600) new files."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
-    target = settings.backup_dir / f"{settings.db.stem}-{stamp}-damaged.db"
-    settings.backup_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", *DATA_SIDECARS):
-        source = Path(f"{settings.db}{suffix}")
-        if source.exists():
-            backup.copy_private(source, Path(f"{target}{suffix}"))
-    backup.fsync_dir(settings.backup_dir)
-    return target
 
 
 def stamp(settings: Settings, version: int | str, force: bool) -> Stamped:

@@ -70,9 +70,10 @@ def _sink() -> int:
         return os.dup(f.fileno())
 
 
-def _read(fd: int, limit: int) -> str:
+def _read(fd: int, limit: int | None) -> str:
     size = os.fstat(fd).st_size
-    return os.pread(fd, limit, max(0, size - limit)).decode("utf-8", "replace")
+    keep = size if limit is None else min(size, limit)
+    return os.pread(fd, keep, size - keep).decode("utf-8", "replace")
 
 
 def run(
@@ -81,12 +82,13 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float | None = None,
-    limit: int = 1 << 20,
+    limit: int | None = None,
 ) -> Finished:
     """Run `argv` (a string: through the shell) to its end or `timeout` (None/0: none).
 
-    Exit code 127 and a message when the program is not found. At most the last `limit`
-    bytes of each stream are kept.
+    Exit code 127 and a message when the program is not found. With `limit`, only the last
+    `limit` bytes of each stream are kept (a smoke command's tail); without, all of it (a
+    tool's report: Django's for a large app is megabytes on one line).
     """
     out, err = _sink(), _sink()
     try:

@@ -35,7 +35,8 @@ log = logging.getLogger("preflight")
 MARK = "PREFLIGHT-DJANGO:"
 
 # Runs inside the app's interpreter with Django set up (manage.py shell -c). Input: the
-# sets to build (WANTED: JSON lists of "app.name", filled in); output: one JSON line.
+# sets to build (WANTED: JSON lists of "app.name", filled in) and whether the plan's own
+# prefixes are already known (ONLY_SETS: then only the sets are built); output: one JSON line.
 SCRIPT = r"""
 import json, os, sqlite3, sys
 from django import VERSION
@@ -167,7 +168,7 @@ for wanted in json.loads(WANTED):
             got["then"][item] = sql
 fresh()
 out["schemas"] = {}
-for i, m in enumerate(plan):
+for i, m in enumerate([] if ONLY_SETS else plan):
     item = out["plan"][i]
     try:
         executor().migrate([(m.app_label, m.name)])
@@ -184,12 +185,16 @@ done()
 
 
 def report(
-    app_dir: Path, command: list[str], scratch: Path, sets: list[list[str]]
+    app_dir: Path,
+    command: list[str],
+    scratch: Path,
+    sets: list[list[str]],
+    only_sets: bool = False,
 ) -> dict[str, Any]:
     """Run the script in the app's interpreter on `scratch`; its JSON report. Exit 7 when
     the interpreter is missing, 5 when Django cannot load the migrations, 2 when Django's
     database is not `scratch` (the settings ignore PREFLIGHT_DB), or not SQLite, or several."""
-    script = SCRIPT.replace("WANTED", repr(json.dumps(sets)))
+    script = SCRIPT.replace("WANTED", repr(json.dumps(sets))).replace("ONLY_SETS", repr(only_sets))
     argv = [*tools.django_base(command), "shell", "-c", script]
     code, text = tools.run(app_dir, argv, scratch)
     if code == 127:

@@ -26,7 +26,7 @@ from preflight.core import proc
 from preflight.core.errors import HistoryError, MigrationFailed, UsageError
 from preflight.core.files import private_folder
 from preflight.fast import toolfiles
-from preflight.fast.facts import IMAGE_TOOL_CACHE, TOOL_CACHE
+from preflight.fast.facts import IMAGE_TOOL_CACHE, SIDECARS, TOOL_CACHE
 from preflight.live import database
 from preflight.live.database import live_state
 from preflight.schema import drift
@@ -177,6 +177,31 @@ def expected(
     rec: tuple[str, ...] | None = None,
     image: bool = True,
 ) -> Expected:
+    """`_expected`, and when it fails after the tool wrote a live database that did not
+    exist (an app ignoring PREFLIGHT_DATABASE_URL, on a fresh volume): that file removed,
+    so a refused start leaves the volume as it was."""
+    before = live_state(live)
+    try:
+        return _expected(settings, tool, fingerprint, live, save, rec, image)
+    except BaseException:
+        if all(part is None for part in before) and live_state(live) != before:
+            for suffix in ("", *SIDECARS):
+                Path(f"{live}{suffix}").unlink(missing_ok=True)
+            log.info(
+                "scratch: removed %s, which %s made while building on scratch", live, tool.name
+            )
+        raise
+
+
+def _expected(
+    settings: Settings,
+    tool: Tool,
+    fingerprint: str,
+    live: Path,
+    save: bool = True,
+    rec: tuple[str, ...] | None = None,
+    image: bool = True,
+) -> Expected:
     """The migration set's heads, revisions and schemas: from the cache beside the database
     or the image's (`prepare`), else built.
 
@@ -191,12 +216,19 @@ def expected(
         if exp is not None:
             log.info("scratch: expected schemas from the image (%s)", image_cache_path(settings))
     if tool.cumulative:
-        if exp is None or unbuilt(exp, rec):
+        if exp is None:
             # One run of Django builds the plan and the recorded set (skipped in the run
             # when it is a plan prefix): never a second scratch build in one start.
             exp = _build_sets(settings, tool, fingerprint, live, [list(rec)] if rec else [])
             if save:
                 exp = _remember_folders(settings, tool, exp)
+                _write_cache(path, exp)
+        elif unbuilt(exp, rec):
+            # The plan is known (cached, or built into the image): an upgrade's recorded
+            # set (new migrations fall inside the plan) is the one thing left to build.
+            more = _build_sets(settings, tool, fingerprint, live, [list(rec or ())], True)
+            exp = replace(exp, schemas={**exp.schemas, **more.schemas})
+            if save:
                 _write_cache(path, exp)
     elif exp is None:
         exp = _build(settings, tool, fingerprint, live)
@@ -360,7 +392,12 @@ def canonical(exp: Expected, rec: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _build_sets(
-    settings: Settings, tool: Tool, fingerprint: str, live: Path, sets: list[list[str]]
+    settings: Settings,
+    tool: Tool,
+    fingerprint: str,
+    live: Path,
+    sets: list[list[str]],
+    only_sets: bool = False,
 ) -> Expected:
     """Django: the plan, every plan prefix's schema and each of `sets`, in one run of the
     app's interpreter on a private scratch file (tooldjango)."""
@@ -368,7 +405,7 @@ def _build_sets(
         scratch = tmp / "scratch.db"
         before = live_state(live)
         data = tooldjango.report(
-            settings.app_dir, tools.command(tool, settings.tool_cmd), scratch, sets
+            settings.app_dir, tools.command(tool, settings.tool_cmd), scratch, sets, only_sets
         )
         if live_state(live) != before:
             raise wrote_elsewhere(tool, f"{live} changed while it built a scratch copy")
@@ -386,11 +423,16 @@ def _build_sets(
     failed = data.get("failed")
     if failed:
         log.info("scratch: migration %s fails on an empty database", failed)
-    log.info(
-        "scratch: %d migration(s) built by Django %s on an empty database",
-        len(data["schemas"]),
-        data["version"],
-    )
+    if only_sets:
+        log.info(
+            "scratch: the recorded set built by Django %s (the plan was known)", data["version"]
+        )
+    else:
+        log.info(
+            "scratch: %d migration(s) built by Django %s on an empty database",
+            len(data["schemas"]),
+            data["version"],
+        )
     replaces = {k: tuple(v) for k, v in data.get("replaces", {}).items()}
     revisions: list[str] = []
     for item in data["plan"]:  # the replaced ones just before their squash

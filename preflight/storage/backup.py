@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -18,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from preflight.core import faults
-from preflight.core.errors import EnvironmentProblem, LockTimeout, RestoreFailed
+from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, RestoreFailed
 from preflight.core.files import create_fresh, fsync_dir, fsync_file, remove_quietly, write_atomic
 from preflight.fast.facts import DATA_SIDECARS, SIDECARS, quick_check, uri
 from preflight.storage import catalog
@@ -118,31 +119,35 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
             stale.unlink(missing_ok=True)
         tmp = catalog.temp_path(final, database_id)
         os.close(create_fresh(tmp))
-        expected = None
+        locked = None
         if fast:
             from preflight.storage.filecopy import (
                 locked_copy,  # not needed by a start that writes nothing
             )
 
-            expected = locked_copy(db, tmp)
-        if expected is not None:
+            locked = locked_copy(db, tmp)
+        if locked is not None:
             faults.point("backup-temp-written")
             # Verified already: the source passed quick_check in the state we copied,
-            # and the copy was compared with it byte for byte (see filecopy).
+            # and the copy was compared with it byte for byte, or is a clone of it made
+            # under the same lock (see filecopy).
             fsync_file(tmp)
-            result, copied = "ok", _object_count(tmp)
+            result, copied, sha = "ok", _object_count(tmp), locked.sha256
+            expected, how = locked.expected, locked.method
         else:
             for leftover in (Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
                 leftover.unlink(missing_ok=True)
             os.truncate(tmp, 0)
             expected = _copy_online(db, tmp)
             faults.point("backup-temp-written")
-            result, copied = _verify_while_syncing(tmp)
+            result, copied, sha = _verify_while_syncing(tmp)
+            how = "copied (SQLite backup API)"
         if result != "ok" or copied != expected:
             raise EnvironmentProblem(
                 f"backup {tmp} failed verification ({result}; {copied}/{expected} schema objects)",
                 "check the disk holding the backup folder",
             )
+        log.info("backup: %s %s, verified, sha256 %s", how, db.name, sha[:16])
         version, migration = catalog.held_version(tmp)
         # The record goes first: a name in the folder without one would be taken for
         # a backup from before records, listed for any database of this file name.
@@ -157,11 +162,15 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
                 "reason": reason,
                 "version": version,
                 "migration": migration,
+                # What a restore checks the backup against, in the pass that copies it.
+                "sha256": sha,
+                "bytes": tmp.stat().st_size,
             },
         )
         faults.point("backup-before-rename")
         os.replace(tmp, final)
         fsync_dir(backup_dir)
+        _stamp_record(final, record)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise EnvironmentProblem(
@@ -194,6 +203,23 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
     return final
 
 
+def _stamp_record(final: Path, record: Path) -> None:
+    """Add the renamed backup's inode stamp (see filecopy.stamp_of) to its record.
+
+    A restore by clone then needs no read: the same inode, untouched since, holds the
+    hashed bytes. The rename changed the ctime, hence after it; a crash before this
+    leaves the record without a stamp, and that restore hashes the clone instead.
+    """
+    from preflight.storage.filecopy import stamp_of
+
+    try:
+        data = json.loads(record.read_bytes())
+        data["stamp"] = stamp_of(os.stat(final))
+        write_new(record, json.dumps(data, indent=1).encode())
+    except (OSError, ValueError) as exc:
+        log.debug("backup: no stamp in %s (%s); a restore hashes it instead", record, exc)
+
+
 def _copy_online(db: Path, tmp: Path) -> int:
     """Copy with SQLite's online backup API, page by page; returns the source's object count."""
     # Read-only source: closing it cannot checkpoint, so a failed backup (exit 7)
@@ -218,8 +244,8 @@ def _object_count(path: Path) -> int:
         conn.close()
 
 
-def _verify_while_syncing(tmp: Path) -> tuple[str, int]:
-    """quick_check and object count of `tmp`, while another thread fsyncs it.
+def _verify_while_syncing(tmp: Path) -> tuple[str, int, str]:
+    """quick_check, object count and sha256 of `tmp`, while another thread fsyncs it.
 
     Both only need the finished file: reading it from the page cache and flushing it
     to disk can overlap. The caller renames only after both have succeeded.
@@ -239,11 +265,12 @@ def _verify_while_syncing(tmp: Path) -> tuple[str, int]:
     try:
         result = quick_check_file(tmp)
         copied = _object_count(tmp)
+        sha = sha256_file(tmp)
     finally:
         syncer.join()
     if failed:
         raise failed[0]
-    return result, copied
+    return result, copied, sha
 
 
 def _os_hint(exc: OSError) -> str:
@@ -254,42 +281,80 @@ def _os_hint(exc: OSError) -> str:
     return "check the backup folder"
 
 
+def _recorded(backup: Path) -> tuple[str, int, object] | None:
+    """(sha256, size, inode stamp or None) its record keeps from when it was verified."""
+    record = catalog.record_of(backup)
+    if record is None:
+        return None
+    sha, size = record.get("sha256"), record.get("bytes")
+    if not isinstance(sha, str) or len(sha) != 64 or not isinstance(size, int):
+        return None  # taken before records kept it, or a save that was never read
+    return sha, size, record.get("stamp")
+
+
+def _sidecars(path: Path) -> list[str]:
+    """The suffixes of a non-empty -wal or -journal beside `path` (SQLite would replay them)."""
+    found = []
+    for suffix in ("-wal", "-journal"):
+        try:
+            if os.stat(f"{path}{suffix}").st_size > 0:
+                found.append(suffix)
+        except FileNotFoundError:
+            pass
+    return found
+
+
 def backup_problem(path: Path) -> str | None:
-    """Why `path` cannot be restored (not SQLite, empty, fails quick_check), or None."""
+    """Why `path` cannot be restored (not SQLite, empty, changed, fails quick_check), or None.
+
+    A backup whose record keeps its sha256 is proven by `restore` itself, in the pass that
+    copies it (a mismatch changes nothing): here only its header and size, not a second
+    read. Any other file gets quick_check, unless a -wal or hot -journal beside it must
+    first be replayed: `restore` does that on a private copy and checks the result.
+    """
     with open(path, "rb") as f:
         if f.read(16) != b"SQLite format 3\x00":
             # We never write an empty backup; an empty or foreign file is not one.
             return f"backup {path} is not an SQLite database (empty or foreign)"
+    recorded = _recorded(path)
+    if recorded is not None:
+        size = path.stat().st_size
+        if size != recorded[1]:
+            return (
+                f"backup {path} is {size} bytes, its record says {recorded[1]}: "
+                f"it changed after it was taken"
+            )
+        return None
+    if _sidecars(path):
+        return None
     result = quick_check_file(path)
     return None if result == "ok" else f"backup {path} fails quick_check: {result[:200]}"
 
 
-def restore(backup: Path, db: Path) -> None:
-    """Put `backup` in place of `db`, byte for byte, and confirm it.
+def restore(backup: Path, db: Path, keep_in: Path | None = None) -> Path | None:
+    """Put `backup` in place of `db`, proven to be the backup as it was verified.
 
-    Order matters for crash safety: the backup is copied beside the database first, so
-    running out of space changes nothing; the live WAL is checkpointed and emptied next,
-    so removing the sidecars loses nothing even if we die before the rename; the
-    sidecars go before the rename, so the restored file never meets a stale WAL.
+    With `keep_in`, the current state is kept there as a `-pre-restore` backup first (see
+    `keep_current`), right before the rename; its path is returned (else None).
+
+    The proof: a backup whose record keeps a sha256 is hashed in the pass that copies it
+    (a clone: in one read of the clone), so the bytes put in place are the bytes verified
+    when it was taken. Any other file (an older backup, a copy named by hand) is checked
+    with quick_check once copied, its -wal or hot -journal replayed into the private copy
+    first (the operator's files are never opened for writing).
+
+    Order matters for crash safety: the copy is written, proven and fsynced beside the
+    database first, so a bad backup or no room changes nothing; the live WAL is
+    checkpointed and emptied next, so removing the sidecars loses nothing even if we die
+    before the rename; the sidecars go before the rename, so the restored file never
+    meets a stale WAL.
     """
     tmp = db.with_name(f".{db.name}.restore.tmp")
+    saved, linked = None, False
     try:
-        problem = backup_problem(backup)
-        if problem:
-            raise RestoreFailed(problem, "choose another backup")
         mode = db.stat().st_mode & 0o777 if db.exists() else 0o600
-        import shutil  # only a restore copies this way
-
-        # Private and new: a link planted at the temp name is removed, never followed,
-        # so the rename below can only ever put a regular file in place of the database.
-        with open(backup, "rb") as src, open(create_fresh(tmp), "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            os.fchmod(dst.fileno(), mode)  # the database keeps its own mode
-            dst.flush()
-            os.fsync(dst.fileno())
+        how = _prepare(backup, tmp, mode)
         faults.point("restore-temp-written")
-        # Copied before touching the live files: no room for the copy fails with the
-        # database exactly as it was.
         if db.exists():
             try:
                 conn = sqlite3.connect(db, isolation_level=None)
@@ -300,29 +365,224 @@ def restore(backup: Path, db: Path) -> None:
             except sqlite3.Error as exc:
                 # A damaged database is about to be replaced; its WAL goes with it.
                 log.debug("restore: checkpoint of %s failed (%s); replacing it anyway", db, exc)
+        if keep_in is not None and db.exists() and db.stat().st_size > 0:
+            saved, linked = keep_current(db, keep_in)
         for suffix in SIDECARS:
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         fsync_dir(db.parent)
         faults.point("restore-before-rename")
         os.replace(tmp, db)
         fsync_dir(db.parent)
-        if sha256_file(db) != sha256_file(backup) or quick_check_file(db) != "ok":
-            raise RestoreFailed(
-                f"restored {db} does not match backup {backup}",
-                f"stop the app and copy {backup} over {db} by hand",
-            )
+        if saved is not None and linked:
+            os.chmod(saved, 0o600)  # its own inode now: private like every backup
+        log.info("restore: %s %s into %s", how, backup, db.name)
     except (OSError, sqlite3.Error) as exc:
+        kept = ""
+        if saved is not None and linked and not tmp.exists():
+            kept = f"; the state it replaced is kept as {saved}"
+        elif saved is not None and linked:
+            # Not replaced: the save is still a second name of the live database.
+            saved.unlink(missing_ok=True)
+            catalog.record_path(saved).unlink(missing_ok=True)
+        elif saved is not None:
+            kept = f"; the state before is kept as {saved}"
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise RestoreFailed(
-                f"no space on {db.parent} to restore {db} from {backup}",
+                f"no space on {db.parent} to restore {db} from {backup}{kept}",
                 f"free space on {db.parent}, then 'preflight restore {backup}'",
             ) from None
         raise RestoreFailed(
-            f"restoring {db} from {backup} failed: {exc}",
+            f"restoring {db} from {backup} failed: {exc}{kept}",
             f"stop the app, delete {db}-wal/-shm/-journal and copy {backup} over {db} by hand",
         ) from None
     finally:
-        tmp.unlink(missing_ok=True)  # gone after the rename; a failed copy must not fill the disk
+        for leftover in (tmp, *(Path(f"{tmp}{s}") for s in SIDECARS)):
+            leftover.unlink(missing_ok=True)  # a failed copy must not fill the disk
+    return saved
+
+
+def _prepare(backup: Path, tmp: Path, mode: int) -> str:
+    """Write `tmp` (new, private, `mode`) as `backup`'s proven content, fsynced; how it was copied."""
+    from preflight.core.progress import Meter
+    from preflight.storage.filecopy import _Flusher, copy_hashed  # only restores need them
+
+    with open(backup, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise RestoreFailed(
+                f"backup {backup} is not an SQLite database (empty or foreign); nothing was "
+                f"changed",
+                "choose another backup",
+            )
+    recorded = _recorded(backup)
+    beside = _sidecars(backup)
+    if beside and recorded is not None:
+        raise RestoreFailed(
+            f"backup {backup} has a non-empty {backup.name}{beside[0]} beside it: it was "
+            f"written to after it was taken, so its recorded sha256 no longer vouches for "
+            f"it; nothing was changed",
+            f"remove {backup}{beside[0]} to restore the backup as taken",
+        )
+    # Private and new: a link planted at the temp name is removed, never followed,
+    # so the rename can only ever put a regular file in place of the database.
+    fd = create_fresh(tmp)
+    try:
+        os.fchmod(fd, mode)  # the database keeps its own mode
+        flusher = _Flusher(tmp)  # the disk writes the copy while it is made and hashed
+        flusher.start()
+        try:
+            meter = Meter("restore", backup.stat().st_size)
+            stamp = recorded[2] if recorded else None
+            how, sha = copy_hashed(backup, tmp, fd, meter, recorded is not None, stamp)
+        finally:
+            flusher.stop()
+        if recorded is not None and not sha:
+            os.fsync(fd)  # a clone of the very file that was hashed (see copy_hashed)
+            return f"{how},"
+        if recorded is not None:
+            if sha != recorded[0]:
+                raise RestoreFailed(
+                    f"backup {backup} does not match the sha256 recorded when it was taken "
+                    f"({sha[:16]}, recorded {recorded[0][:16]}): it changed on disk; nothing "
+                    f"was changed",
+                    "choose another backup ('preflight status' lists them)",
+                )
+            os.fsync(fd)
+            return f"{how}, sha256 matches the record,"
+        if beside:
+            # A copy taken with its -wal (or mid-transaction with its journal): SQLite
+            # replays it into our private copy, never into the operator's files.
+            for suffix in beside:
+                copy_private(Path(f"{backup}{suffix}"), Path(f"{tmp}{suffix}"), sync=False)
+            _replay(tmp)
+            how += f", {'/'.join(beside)} replayed into the copy,"
+        result = _check_while_syncing(tmp)
+        if result != "ok":
+            raise RestoreFailed(
+                f"backup {backup} fails quick_check: {result[:200]}; nothing was changed",
+                "choose another backup",
+            )
+        return f"{how}, quick_check ok,"
+    finally:
+        os.close(fd)
+
+
+def _replay(tmp: Path) -> None:
+    """Let SQLite replay `tmp`'s copied -wal (or roll back its hot -journal): one file."""
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # recovers a journal
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.close()
+    for suffix in ("-wal", "-journal"):
+        leftover = Path(f"{tmp}{suffix}")
+        if busy or (leftover.exists() and leftover.stat().st_size > 0):
+            raise RestoreFailed(
+                f"could not replay the {suffix} copied beside {tmp}; nothing was changed",
+                "open the backup with sqlite3 to let it recover, then restore it",
+            )
+        leftover.unlink(missing_ok=True)
+    Path(f"{tmp}-shm").unlink(missing_ok=True)
+
+
+def _check_while_syncing(tmp: Path) -> str:
+    """quick_check of `tmp` while another thread fsyncs it (both need only the finished file)."""
+    import threading  # only a restore of an unrecorded file needs it
+
+    failed: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            fsync_file(tmp)
+        except BaseException as exc:  # re-raised in the caller's thread below
+            failed.append(exc)
+
+    syncer = threading.Thread(target=sync, name="preflight-fsync")
+    syncer.start()
+    try:
+        result = quick_check_file(tmp)
+    finally:
+        syncer.join()
+    if failed:
+        raise failed[0]
+    return result
+
+
+def keep_current(db: Path, backup_dir: Path, reason: str = "pre-restore") -> tuple[Path, bool]:
+    """The database as it is now, kept in `backup_dir` before a restore: (path, linked).
+
+    A hard link where the folder is on the database's filesystem: nothing is copied,
+    and the database keeps its name until the rename that replaces it (a rename away
+    would leave no database if we died before the restore's rename, and the next start
+    would build an empty one). Nothing was read, so its record keeps no sha256: a
+    restore of it runs quick_check. Call it with the live WAL checkpointed and empty,
+    right before the rename. Otherwise (a -wal or hot -journal still holding data, another
+    filesystem, links refused) a verified copy (`take`), or for a database too damaged for
+    that, its raw files (`-damaged`, outside the rotation).
+    """
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    if not _sidecars(db):
+        _drop_stale_links(db, backup_dir)
+        database_id = catalog.ensure_identity(db, backup_dir)
+        version, migration = catalog.held_version(db)
+        final, record = catalog.claim(
+            backup_dir,
+            db,
+            datetime.now(timezone.utc),
+            reason,
+            {
+                "database": os.path.realpath(db),
+                "database_id": database_id,
+                "reason": reason,
+                "version": version,
+                "migration": migration,
+                "kept_by": "hard link",  # no sha256: a restore of it runs quick_check
+            },
+        )
+        try:
+            os.link(db, final)
+        except OSError as exc:
+            record.unlink(missing_ok=True)
+            log.info("backup: cannot link %s into %s (%s); copying it", db.name, backup_dir, exc)
+        else:
+            fsync_dir(backup_dir)
+            log.info("backup: current state kept as %s (a hard link: nothing copied)", final)
+            return final, True
+    try:
+        return take(db, backup_dir, reason), False
+    except (EnvironmentProblem, DatabaseUnusable) as exc:
+        raw = keep_raw(db, backup_dir)
+        log.warning("backup: %s; kept the raw files as %s", exc.message, raw)
+        return raw, False
+
+
+def _drop_stale_links(db: Path, backup_dir: Path) -> None:
+    """Remove saves that are still the live database's own inode: left by a crash between
+    `keep_current`'s link and the restore's rename (the database holds that state anyway,
+    and the app's writes would have changed it)."""
+    live = os.stat(db)
+    for name in catalog.records(backup_dir, db):
+        path = backup_dir / name
+        try:
+            if os.path.samestat(os.stat(path), live):
+                path.unlink()
+                catalog.record_path(path).unlink(missing_ok=True)
+                log.info("backup: removed %s, a save left by an interrupted restore", path)
+        except FileNotFoundError:
+            pass
+
+
+def keep_raw(db: Path, backup_dir: Path) -> Path:
+    """The damaged database's raw files aside, as private (0600) new files, outside the rotation."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+    target = backup_dir / f"{db.stem}-{stamp}-damaged.db"
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-journal"):
+        source = Path(f"{db}{suffix}")
+        if source.exists():
+            copy_private(source, Path(f"{target}{suffix}"))
+    fsync_dir(backup_dir)
+    return target
 
 
 def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:

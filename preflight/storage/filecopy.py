@@ -4,15 +4,22 @@ Faster than SQLite's online backup API (which copies page by page through the pa
 and as safe: the kernel copies the files (a reflink clone where the filesystem has one,
 else copy_file_range), one thread runs quick_check on the source in the very state being
 copied, another flushes the copy to disk, and every copied block is compared with the
-source. `backup.take` falls back to the online backup API when this returns None.
+source (a clone shares the source's blocks as they were under the lock: nothing to
+compare). `backup.take` falls back to the online backup API when this returns None.
+
+`copy_hashed` is the restore's copy: a clone, or a kernel copy whose every block is hashed
+as it is written, so the restored bytes are the hashed ones.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import sqlite3
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem
@@ -23,8 +30,23 @@ log = logging.getLogger("preflight")
 
 FICLONE = 0x40049409  # ioctl: reflink a whole file (Btrfs, XFS, bcachefs, ZFS 2.2)
 
+# How a file was copied: the log lines name it.
+CLONE = "cloned (FICLONE)"
+KERNEL = "copied (copy_file_range)"
+BYTES = "copied (read/write)"
+HASHED = "copied (copy_file_range, each block hashed as written)"
 
-def locked_copy(db: Path, tmp: Path) -> int | None:
+
+@dataclass(frozen=True)
+class Locked:
+    """What `locked_copy` made: the source's object count, the copy's sha256, how it copied."""
+
+    expected: int
+    sha256: str
+    method: str
+
+
+def locked_copy(db: Path, tmp: Path) -> Locked | None:
     """Copy the database's files whole under SQLite's write lock, verified; None: do it another way.
 
     Verification runs beside the copy: another thread runs quick_check on the source in
@@ -38,7 +60,12 @@ def locked_copy(db: Path, tmp: Path) -> int | None:
     checkpoint, which needs that lock, resets it). A concurrent passive checkpoint may
     still copy WAL frames into the main file, but only frames our copy of the WAL also
     holds, so replaying that WAL onto the copy gives the same committed state. The copy
-    is then folded into one file; the caller fsyncs it and checks its object count.
+    is then folded into one file and hashed (the sha256 its record keeps, which a restore
+    checks); the caller fsyncs it and checks its object count.
+
+    A clone is not compared: FICLONE shares the source's blocks as they were at that
+    instant, under the lock, in the state quick_check is reading; the kernel copies no
+    byte that could differ.
     """
     # A read transaction held open across the copy: our writer's close below then
     # cannot checkpoint the live WAL into the main file (that needs the database to
@@ -60,16 +87,25 @@ def locked_copy(db: Path, tmp: Path) -> int | None:
                 )
                 return None
             wal = Path(f"{db}-wal")
-            total = db.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+            has_wal = wal.exists() and wal.stat().st_size > 0
+            total = db.stat().st_size + (wal.stat().st_size if has_wal else 0)
             meter = Meter("backup", total)
+            # Without a WAL to fold in, the copy's blocks are hashed as they are compared.
+            digest = None if has_wal else hashlib.sha256()
             checker, flusher = _Checker(db), _Flusher(tmp)
             checker.start()
             flusher.start()
             try:
-                done = copy_file(db, tmp, meter, verify=True)
-                if done >= 0 and wal.exists() and wal.stat().st_size > 0:
+                done = _copy(db, tmp, meter, 0, True, digest)
+                if done.end >= 0 and has_wal:
                     os.close(os.open(f"{tmp}-wal", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                    done = copy_file(wal, Path(f"{tmp}-wal"), meter, done, verify=True)
+                    done = _copy(wal, Path(f"{tmp}-wal"), meter, done.end, True, None)
+                sha = ""
+                if done.end >= 0:
+                    # Beside the source's quick_check, still running in the other thread.
+                    if has_wal:
+                        _fold(tmp)
+                    sha = digest.hexdigest() if digest and done.hashed else hash_file(tmp)
             finally:
                 flusher.stop()
                 checker.join()
@@ -91,26 +127,199 @@ def locked_copy(db: Path, tmp: Path) -> int | None:
             f"{db} fails PRAGMA quick_check: {checker.result[:200]}",
             "restore a backup with 'preflight restore'",
         )
-    if done < 0:
+    if done.end < 0:
         log.info(
             "backup: %s changed while it was copied; copying page by page with SQLite's "
             "backup API instead",
             db.name,
         )
         return None
-    if Path(f"{tmp}-wal").exists():
-        # Opening the copy replays its WAL; TRUNCATE and the close leave one file
-        # (still marked WAL mode, like the live one, so a restore keeps the mode).
-        conn = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        finally:
-            conn.close()
-        if busy or Path(f"{tmp}-wal").exists():
-            raise EnvironmentProblem(
-                f"backup {tmp}: could not fold the copied WAL into it", "check the backup folder"
-            )
-    return expected
+    return Locked(expected, sha, done.method)
+
+
+def _fold(tmp: Path) -> None:
+    """Replay the copied WAL into the copy: one file, still marked WAL mode like the live one."""
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.close()
+    if busy or Path(f"{tmp}-wal").exists():
+        raise EnvironmentProblem(
+            f"backup {tmp}: could not fold the copied WAL into it", "check the backup folder"
+        )
+
+
+def hash_file(path: Path) -> str:
+    """Hex sha256 of a file: reads ahead in one thread while the caller's hashes."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _stream(fd, os.fstat(fd).st_size, None)
+    finally:
+        os.close(fd)
+
+
+def copy_hashed(
+    src: Path, dst: Path, fd_out: int, meter: Meter | None, hashed: bool, stamp: object = None
+) -> tuple[str, str]:
+    """Copy `src` into the empty file `dst` open as `fd_out`: (how, sha256 of `dst`, or "").
+
+    A clone where the filesystem allows; it is then read once and hashed, unless `src`
+    still carries `stamp` (see `stamp_of`) after the clone: then it is the file that was
+    hashed when it was verified, and nothing is read ("" returned, `how` says so). Else,
+    with `hashed`, the kernel copies block by block and a second thread hashes each
+    block of the copy as it is written (see `_copy_and_hash`); else copy_file_range.
+    """
+    fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fin).st_size
+        if clone(fin, fd_out):
+            if meter:
+                meter.update(size, "cloned")
+            if not hashed:
+                return CLONE, ""
+            # After the clone: a write before or during it shows in the ctime now.
+            if stamp is not None and stamp == stamp_of(os.fstat(fin)):
+                return f"{CLONE}, unchanged since it was verified ({STAMPED})", ""
+            return CLONE, hash_file(dst)
+        if hashed:
+            return HASHED, _copy_and_hash(fin, fd_out, dst, size, meter)
+        copied = _kernel_copy(fin, fd_out, size, meter)
+        if copied != size:
+            raise OSError(f"{src} changed size while it was copied")
+        return KERNEL, ""
+    finally:
+        os.close(fin)
+
+
+STAMPED = "same inode, size, mtime and ctime as recorded"
+
+
+def stamp_of(st: os.stat_result) -> dict[str, int]:
+    """What a backup file's inode looks like: any write, truncate, chmod or link changes
+    its ctime, which no one can set back, so an equal stamp is the same, untouched file."""
+    return {
+        "inode": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+    }
+
+
+def clone(fin: int, fout: int) -> bool:
+    """Reflink `fout` to `fin`'s blocks (FICLONE); False where the filesystem cannot."""
+    try:
+        fcntl.ioctl(fout, FICLONE, fin)
+        return True
+    except OSError:
+        return False  # no reflinks here (ext4, tmpfs), another filesystem, or unsupported
+
+
+def _stream(fin: int, size: int, meter: Meter | None) -> str:
+    """sha256 of `fin`'s `size` bytes: a one-thread pool hashes block i (hashlib releases
+    the GIL) while this thread reads block i+1 into the next of three buffers."""
+    digest = hashlib.sha256()
+    try:
+        os.posix_fadvise(fin, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    except OSError:
+        pass  # only a hint
+    block = 8 << 20
+    buffers = [bytearray(block) for _ in range(3)]
+    pending: list[Future[None] | None] = [None, None, None]
+    pos = i = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256") as pool:
+        while pos < size:
+            slot = i % 3
+            waiting = pending[slot]
+            if waiting is not None:
+                waiting.result()  # that buffer's hash is done: it may be refilled
+            n = os.preadv(fin, [buffers[slot]], pos)
+            if n <= 0:
+                break
+            pending[slot] = pool.submit(digest.update, memoryview(buffers[slot])[:n])
+            pos += n
+            i += 1
+            if meter:
+                meter.update(pos)
+        for waiting in pending:
+            if waiting is not None:
+                waiting.result()
+    if pos != size:
+        raise OSError(f"read {pos} of {size} bytes: the file changed size")
+    return digest.hexdigest()
+
+
+def _copy_and_hash(fin: int, fout: int, dst: Path, size: int, meter: Meter | None) -> str:
+    """Copy `fin` to `fout` block by block in the kernel; a second thread hashes each block
+    of the copy as soon as it is written (still in the page cache): the sha256 of `dst`.
+
+    One pass: the backup is read once, by the copy, and what is hashed is what will be
+    put in place. (Writing from user space measured up to twice as slow here, and five
+    times with a flushing thread beside it; the kernel's copy does one memcpy, no faults.)
+    """
+    digest = hashlib.sha256()
+    block = 8 << 20
+    buffer = bytearray(block)  # one worker: its jobs run one after the other
+    back = os.open(dst, os.O_RDONLY | os.O_CLOEXEC)
+
+    def hash_block(pos: int, n: int) -> None:
+        if os.preadv(back, [buffer], pos) != n:
+            raise OSError(f"{dst} is shorter than what was written to it")
+        digest.update(memoryview(buffer)[:n])
+
+    kernel = hasattr(os, "copy_file_range")
+    pos = 0
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256") as pool:
+            jobs: list[Future[None]] = []
+            while pos < size:
+                want, n = min(block, size - pos), 0
+                if kernel:
+                    try:
+                        n = os.copy_file_range(fin, fout, want, pos, pos)
+                    except OSError:
+                        kernel = False  # another filesystem on an older kernel: copy bytes
+                if not kernel:
+                    data = os.pread(fin, want, pos)
+                    while n < len(data):
+                        n += os.pwrite(fout, data[n:], pos + n)
+                if n == 0:
+                    break
+                jobs.append(pool.submit(hash_block, pos, n))
+                pos += n
+                if meter:
+                    meter.update(pos)
+                if len(jobs) > 4:
+                    jobs.pop(0).result()  # the hash keeps up, or the copy waits for it
+            for job in jobs:
+                job.result()
+    finally:
+        os.close(back)
+    if pos != size:
+        raise OSError(f"copied {pos} of {size} bytes: the backup changed size")
+    return digest.hexdigest()
+
+
+def _kernel_copy(fin: int, fout: int, size: int, meter: Meter | None) -> int:
+    """copy_file_range where the kernel has it, else reads and writes; bytes copied."""
+    copied, step = 0, 32 << 20
+    kernel = hasattr(os, "copy_file_range")
+    while copied < size:
+        n = 0
+        if kernel:
+            try:
+                n = os.copy_file_range(fin, fout, min(step, size - copied), copied, copied)
+            except OSError:
+                kernel = False
+        if not kernel:
+            block = os.pread(fin, min(step, size - copied), copied)
+            n = os.pwrite(fout, block, copied)
+        if n == 0:
+            break
+        copied += n
+        if meter:
+            meter.update(copied)
+    return copied
 
 
 class _Checker:
@@ -178,8 +387,10 @@ class _Flusher:
         self.thread.join()
 
 
-def _same(fin: int, fout: int, start: int, length: int) -> bool:
-    """True when `length` bytes at `start` are equal in both files."""
+def _same(
+    fin: int, fout: int, start: int, length: int, digest: hashlib._Hash | None = None
+) -> bool:
+    """True when `length` bytes at `start` are equal in both files (fed to `digest` if given)."""
     # Two reused 1 MiB buffers: fresh bytes objects per block would cost a page fault
     # per 4 KiB and run at a third of the speed.
     block = 1 << 20
@@ -190,7 +401,16 @@ def _same(fin: int, fout: int, start: int, length: int) -> bool:
         # bytearray == is memcmp; memoryview == would compare byte objects one by one
         if n != want or m != want or (a != b if n == block else a[:n] != b[:n]):
             return False
+        if digest is not None:
+            digest.update(b if n == block else memoryview(b)[:n])
     return True
+
+
+@dataclass(frozen=True)
+class _Copied:
+    end: int  # bytes copied plus the offset; -1: a block differed from the source
+    method: str  # CLONE, KERNEL or BYTES
+    hashed: bool  # the digest was fed every byte, in order
 
 
 def copy_file(
@@ -200,20 +420,27 @@ def copy_file(
 
     A reflink clone (FICLONE) where the filesystem has one (instant, copy-on-write),
     else copy_file_range (no round trip through Python), else plain reads and writes.
-    With `verify`, each block is compared with the source after copying: -1 if one differs.
+    With `verify`, each copied block (a clone has none) is compared with the source: -1
+    if one differs.
     """
+    return _copy(src, dst, meter, offset, verify, None).end
+
+
+def _copy(
+    src: Path,
+    dst: Path,
+    meter: Meter | None,
+    offset: int,
+    verify: bool,
+    digest: hashlib._Hash | None,
+) -> _Copied:
     size = src.stat().st_size
     with open(src, "rb") as fin, open(dst, "r+b") as fout:
         fout.truncate(0)
-        try:
-            fcntl.ioctl(fout.fileno(), FICLONE, fin.fileno())
-            if verify and not _same(fin.fileno(), fout.fileno(), 0, size):
-                return -1
+        if clone(fin.fileno(), fout.fileno()):
             if meter:
                 meter.update(offset + size, "cloned")
-            return offset + size
-        except OSError:
-            pass  # no reflinks here (ext4, tmpfs, another filesystem): copy the bytes
+            return _Copied(offset + size, CLONE, False)
         copied, step = 0, 32 << 20
         kernel = hasattr(os, "copy_file_range")
         while copied < size:
@@ -230,14 +457,15 @@ def copy_file(
                 block = fin.read(min(step, size - copied))
                 fout.seek(copied)
                 fout.write(block)
+                fout.flush()
                 n = len(block)
             if n == 0:
                 break  # the file shrank under us; the verification will say so
-            if verify and not _same(fin.fileno(), fout.fileno(), copied, n):
-                return -1
+            if verify and not _same(fin.fileno(), fout.fileno(), copied, n, digest):
+                return _Copied(-1, KERNEL if kernel else BYTES, False)
             copied += n
             if meter:
                 meter.update(offset + copied)
         if verify and (copied != size or os.fstat(fin.fileno()).st_size != size):
-            return -1
-    return offset + copied
+            return _Copied(-1, KERNEL if kernel else BYTES, False)
+    return _Copied(offset + copied, KERNEL if kernel else BYTES, verify and digest is not None)

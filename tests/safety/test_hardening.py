@@ -607,3 +607,14 @@ def test_a_journal_that_comes_and_goes_is_no_error(cli, data_dir):
             assert done.code == 0, done
     finally:
         stop(writer)
+
+
+def test_a_tool_report_of_megabytes_on_one_line_is_read_whole():
+    """Django's report for a large app (healthchecks: 1.9 MB on one line) is read whole; a
+    smoke command's output is only its tail."""
+    from preflight.core import proc
+
+    done = proc.run([sys.executable, "-c", "print('start' + 'x' * 3_000_000 + 'end')"])
+    assert done.code == 0 and done.out.startswith("start") and done.out.rstrip().endswith("end")
+    tail = proc.run([sys.executable, "-c", "print('start' + 'x' * 10_000)"], limit=4096)
+    assert len(tail.out) == 4096 and not tail.out.startswith("start")

@@ -199,7 +199,9 @@ def test_the_raw_copy_of_a_damaged_database_is_private(cli, head_db):
     finally:
         os.umask(old)
     assert result.code == 0, result
-    (damaged,) = (head_db.parent / "backups").glob("*-damaged.db")
+    # Its current state kept by the restore: a hard link as a -pre-restore save (in the
+    # rotation), private like every backup.
+    (damaged,) = (head_db.parent / "backups").glob("*-pre-restore.db")
     assert stat.S_IMODE(damaged.stat().st_mode) == 0o600
     assert stat.S_IMODE(head_db.stat().st_mode) == 0o644  # the database keeps its own mode
 

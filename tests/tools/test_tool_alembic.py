@@ -537,3 +537,30 @@ def test_prepare_for_the_guards_own_files_has_nothing_to_build(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "nothing to build" in done.stderr and not (tmp_path / "app.db").exists()
+
+
+def test_an_app_writing_its_own_configured_file_on_a_fresh_volume_leaves_nothing(app, data):
+    """The app ignores PREFLIGHT_DATABASE_URL and its own URL is the live path: the scratch
+    build writes the live database; refused (exit 2), and the file it made is removed, so
+    the volume is as it was (empty) and the next, fixed start builds it fresh."""
+    db = data / "app.db"
+    env_py = app / "migrations" / "env.py"
+    original = env_py.read_text()
+    env_py.write_text(original.replace('if "PREFLIGHT_DATABASE_URL" in os.environ:', "if False:"))
+    ini = app / "alembic.ini"
+    ini_text = ini.read_text()
+    ini.write_text(
+        "\n".join(
+            f"sqlalchemy.url = sqlite:///{db}" if line.startswith("sqlalchemy.url") else line
+            for line in ini_text.splitlines()
+        )
+        + "\n"
+    )
+    result = guard(app, db, "migrate")
+    assert result.returncode == 2, result.stderr
+    assert "did not write the database it was given" in result.stderr
+    assert folder_state(data) == {} and not db.exists()
+    env_py.write_text(original)
+    again = guard(app, db, "migrate")
+    assert again.returncode == 0, again.stderr
+    assert version(db) == ["e5"]

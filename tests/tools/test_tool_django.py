@@ -509,3 +509,20 @@ def test_an_app_that_migrates_itself_at_start_up_is_named(app, data):
     assert "the app migrates its database when it is imported" in result.stderr
     assert "django_migrations" in result.stderr
     assert sha(db) == before
+
+
+def test_an_upgrade_after_prepare_builds_only_the_recorded_set(app, data):
+    """The plan built into the image (`prepare`): an upgrade whose recorded set is no plan
+    prefix (new migrations fall inside the plan) builds that one set, never the whole plan
+    again; one start without `prepare` builds the plan once."""
+    done = guard(app, data / "unused.db", "prepare")
+    assert done.returncode == 0, done.stderr
+    db = data / "app.db"
+    with_notes(app, db, "0001", [("first", "")])
+    assert "admin.0001_initial" not in applied(db)  # a recorded set that is no plan prefix
+    result = guard(app, db, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert "expected schemas from the image" in result.stderr
+    assert "the recorded set built by Django" in result.stderr
+    assert "migration(s) built by Django" not in result.stderr  # the plan was not rebuilt
+    assert len(applied(db)) == HEAD
