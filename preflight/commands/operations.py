@@ -41,7 +41,7 @@ from preflight.live.database import (
     live_state,
 )
 from preflight.schema import drift, foreignkeys
-from preflight.sources.source import Source
+from preflight.sources.source import Source, Stamp
 from preflight.storage import backup, catalog, holders
 from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step
@@ -405,7 +405,8 @@ def stamp(settings: Settings, version: int | str, force: bool) -> Stamped:
             with step("backup") as info:
                 taken = backup.take(settings.db, settings.backup_dir, "pre-migrate")
                 info["what"], info["tail"] = "before stamp", f" -> {taken}"
-        log.info("stamp: %s", src.record_stamp(settings, insp, str(version), diffs, taken))
+        done = src.record_stamp(settings, insp, Stamp(str(version), tuple(diffs), taken))
+        log.info("stamp: %s", done)
     return Stamped(version, tuple(d.message() for d in diffs))
 
 

@@ -37,7 +37,7 @@ from preflight.schema import drift, foreignkeys
 from preflight.sources import evidence, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
 from preflight.sources.replay import replay
-from preflight.sources.source import Json, Plan
+from preflight.sources.source import Json, Plan, Stamp
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
@@ -142,16 +142,10 @@ class FileSource:
             _refuse_below_evidence(settings, insp, self.migrations, number)
         return replay(self.migrations, {len(upto)})[len(upto)]
 
-    def record_stamp(
-        self,
-        settings: Settings,
-        insp: Inspection,
-        version: str,
-        diffs: list[drift.Difference],
-        taken: Path | None,
-    ) -> str:
+    def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:
         """History rows for 1..`version` (above it removed) and the accepted differences, in
         one transaction that first proves the history unchanged since `insp`."""
+        version, diffs = stamp.version, list(stamp.diffs)
         number = int(version)
         upto = [m for m in self.migrations if m.version <= number]
         conn = connect(settings.db, settings.lock_timeout)

@@ -40,6 +40,16 @@ class Plan:
         return bool(self.adopt or self.pending)
 
 
+@dataclass(frozen=True)
+class Stamp:
+    """What `stamp` asks a source to record: VERSION, the differences `--force` accepts, and
+    the verified backup taken just before (None with PREFLIGHT_BACKUP=never)."""
+
+    version: str
+    diffs: tuple[drift.Difference, ...]
+    taken: Path | None
+
+
 class Source(Protocol):
     """A migration source. `name` is 'files' or the tool's name (`--tool`)."""
 
@@ -92,14 +102,7 @@ class Source(Protocol):
         """The expected schema at `version`, which `stamp` would record (UsageError if none)."""
         ...
 
-    def record_stamp(
-        self,
-        settings: Settings,
-        insp: Inspection,
-        version: str,
-        diffs: list[drift.Difference],
-        taken: Path | None,
-    ) -> str:
+    def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:
         """Record `version` without running anything; returns what it did, for the log."""
         ...
 

@@ -25,7 +25,7 @@ from preflight.live.database import Inspection
 from preflight.schema import drift, foreignkeys
 from preflight.schema.sqltext import fold
 from preflight.sources import tools, toolscratch
-from preflight.sources.source import Json, Plan
+from preflight.sources.source import Json, Plan, Stamp
 from preflight.sources.tools import Tool
 from preflight.sources.toolscratch import Expected
 from preflight.storage import backup
@@ -254,15 +254,9 @@ class ToolSource:
         toolscratch.require(exp, version, pending=False)
         return exp.schema_at(version, tool.table)
 
-    def record_stamp(
-        self,
-        settings: Settings,
-        insp: Inspection,
-        version: str,
-        diffs: list[drift.Difference],
-        taken: Path | None,
-    ) -> str:
+    def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:
         """The tool's own stamp; a failed one is undone from `taken` (MigrationFailed)."""
+        version, taken = stamp.version, stamp.taken
         tool, exp = self.tool, self.expected(insp.recorded)
         steps = tools.stamp_commands(
             tool, exp.revisions, version, tools.command(tool, settings.tool_cmd)
