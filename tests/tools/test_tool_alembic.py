@@ -564,3 +564,20 @@ def test_an_app_writing_its_own_configured_file_on_a_fresh_volume_leaves_nothing
     again = guard(app, db, "migrate")
     assert again.returncode == 0, again.stderr
     assert version(db) == ["e5"]
+
+
+def test_a_fresh_database_stops_at_a_scratch_failure_before_any_live_run(app, data):
+    """A revision that fails on the empty scratch database fails a fresh volume too: exit 9
+    before the tool ever runs on the live path, the error line naming the cause."""
+    bad = FAILING.replace(
+        'with op.batch_alter_table("posts") as batch:\n        batch.create_unique_constraint('
+        '"uq_posts_title", ["title"])',
+        'op.execute("INSERT INTO nowhere VALUES (1)")',
+    )
+    (app / "migrations" / "versions" / "f6_bad.py").write_text(bad)
+    db = data / "app.db"
+    result = guard(app, db, "migrate")
+    assert result.returncode == 9, result.stderr
+    assert "no such table" in result.stderr and "live one was not touched" in result.stderr
+    assert "alembic upgrade head" not in result.stderr  # never run on the live path
+    assert not db.exists()
