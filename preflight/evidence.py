@@ -205,6 +205,11 @@ def _keys(rows: list[tuple[int, str, str, str]]) -> set[Name]:
     }
 
 
+def _texts_apart(expected: schema.Schema, live: schema.Schema) -> int:
+    """How many objects of `expected` the live schema holds with another SQL text."""
+    return sum(1 for key, sql in expected.texts.items() if live.texts.get(key, sql) != sql)
+
+
 def _names_apart(a: set[Name], b: set[Name]) -> int:
     return len(a - b) + len(b - a)
 
@@ -258,6 +263,18 @@ def _rank(
         best = min(len(d) for d in diffs.values())
     tier = tuple(sorted(k for k in diffs if len(diffs[k]) == best))
     matches = tuple(k for k in tier if not drift.errors(diffs[k], False))
+    # Versions that mean the same can still differ in SQL text (a table rebuilt to the
+    # same structure comes back quoted by RENAME). A database made by these files holds
+    # exactly its version's text: when some candidates match it exactly, the others are
+    # ruled out (none matching: an older SQLite or a hand edit; the text says nothing).
+    exact = tuple(k for k in matches if not _texts_apart(snaps[k], live))
+    if exact and len(exact) < len(matches):
+        log.info(
+            "adopt: %s mean the same as the database, but only %s match its SQL text exactly",
+            ", ".join(migrations[k - 1].name for k in matches),
+            ", ".join(migrations[k - 1].name for k in exact),
+        )
+        matches = exact
     log.debug(
         "adopt: diffed %d of %d versions; fewest differences %d at %s",
         len(diffs),

@@ -123,6 +123,9 @@ class Schema:
     indexes: dict[str, Index] = field(default_factory=dict)
     views: dict[str, str] = field(default_factory=dict)
     triggers: dict[str, str] = field(default_factory=dict)
+    # (kind, folded name) -> the SQL text sqlite_master holds: not part of the meaning
+    # (never compared), only adoption's last word between versions that mean the same
+    texts: dict[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
 
     def is_empty(self) -> bool:
         """True when there is no user object at all."""
@@ -378,7 +381,13 @@ def _build(
     that changed since are read, and only what depends on a changed table is redone."""
     new = frozenset(rows)
     base = before.schema if before else Schema()
-    schema = Schema(dict(base.tables), dict(base.indexes), dict(base.views), dict(base.triggers))
+    schema = Schema(
+        dict(base.tables),
+        dict(base.indexes),
+        dict(base.views),
+        dict(base.triggers),
+        dict(base.texts),
+    )
     if before is not None and before.rows == new:
         return _Stop(new, schema, before.open_rows, before.with_refs)
     kinds: dict[str, dict[str, Any]] = {
@@ -396,11 +405,14 @@ def _build(
         kind, obj, _, _ = memo[row]
         if kind in kinds:
             kinds[kind].pop(obj, None)
+            schema.texts.pop((kind, obj), None)
         if kind == "table":
             changed.add(obj)
             with_refs.discard(obj)
     for row in added:
         kind, obj, _, table = _read(conn, row, memo)
+        if kind in kinds:
+            schema.texts[(kind, obj)] = row[3]
         if kind == "table":
             schema.tables[obj] = table
             changed.add(obj)
