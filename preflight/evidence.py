@@ -8,9 +8,10 @@ the live schema is a lower bound on that version's differences. Versions are the
 diffed in full best-first by that bound, stopping as soon as no unseen version can do
 better. A create-only history at version K diffs about three versions, not all of them.
 
-Choosing: several versions left with the same (fewest) differences are told apart by
-rehearsing each one's pending migrations on a private copy of the database: one whose
-migrations fail there is no candidate. Survivors whose rehearsals end in the same
+Choosing: of versions that mean the same as the database, those whose SQL text matches
+it exactly (when any does) are the candidates. Several left with the same (fewest)
+differences are told apart by rehearsing each one's pending migrations on a private copy
+of the database: one whose migrations fail there is no candidate. Survivors whose rehearsals end in the same
 database (schema and rows) make the choice immaterial (the highest is taken); otherwise
 the database is ambiguous and the operator is given the exact `stamp` command for each.
 """
