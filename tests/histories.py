@@ -986,11 +986,14 @@ RESHAPE_OPS = (
     "view",
     "drop_view",
     "respell_view",
+    "trigger",
+    "retrigger",
 )
 RESHAPE_TABLES = ("users", "Posts", "order items", "tags", "audit")
 RESHAPE_COLUMNS = ("name", "Body", "odd col", "status", "rank2")
 RESHAPE_INDEXES = ("ix_one", "IX_Two", "ix three")
 RESHAPE_VIEWS = ("recent", "Report", "every row")
+RESHAPE_TRIGGERS = ("touch", "Touch Again")
 
 
 def spell(name: str, rng: random.Random) -> str:
@@ -1010,6 +1013,7 @@ class _Shape:
     tables: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # key: (name, cols)
     indexes: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # key: (name, t, col)
     views: dict[str, tuple[str, str]] = field(default_factory=dict)  # key: (name, table key)
+    triggers: dict[str, tuple[str, str]] = field(default_factory=dict)  # key: (name, table key)
 
 
 def _free(pool: tuple[str, ...], taken: set[str], rng: random.Random) -> str | None:
@@ -1020,7 +1024,16 @@ def _free(pool: tuple[str, ...], taken: set[str], rng: random.Random) -> str | N
 def _table_sql(name: str, cols: list[str], rng: random.Random) -> str:
     sep = rng.choice((", ", ",\n    ", " , "))
     body = sep.join(["id INTEGER PRIMARY KEY"] + [f"{spell(c, rng)} TEXT" for c in cols])
-    return f"CREATE TABLE {spell(name, rng)} ({body});"
+    create = rng.choice(("CREATE TABLE", "CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
+    return f"{create} {spell(name, rng)} ({body});"
+
+
+def _trigger_sql(name: str, table: str, rng: random.Random) -> str:
+    t = spell(table, rng)
+    return (
+        f"CREATE TRIGGER {spell(name, rng)} AFTER INSERT ON {t} BEGIN "
+        f"UPDATE {t} SET id = id WHERE id = new.id; END;"
+    )
 
 
 def _reshape(shape: _Shape, op: str, rng: random.Random) -> str | None:
@@ -1060,6 +1073,8 @@ def _reshape(shape: _Shape, op: str, rng: random.Random) -> str | None:
         out.append(f"DROP TABLE {spell(name, rng)};")
         for i in [i for i, (_, t, _) in shape.indexes.items() if t == key]:
             del shape.indexes[i]
+        for tr in [tr for tr, (_, t) in shape.triggers.items() if t == key]:
+            del shape.triggers[tr]
         del shape.tables[key]
         if op == "recreate":
             new_cols = rng.sample(RESHAPE_COLUMNS, rng.randint(1, 3))
@@ -1099,6 +1114,9 @@ def _reshape(shape: _Shape, op: str, rng: random.Random) -> str | None:
         for v, (vname, on) in list(shape.views.items()):
             if on == key:
                 shape.views[v] = (vname, new.lower())
+        for tr, (trname, on) in list(shape.triggers.items()):
+            if on == key:
+                shape.triggers[tr] = (trname, new.lower())
         return f"ALTER TABLE {spell(name, rng)} RENAME TO {spell(new, rng)};"
     if op == "rename_column":
         new = _free(RESHAPE_COLUMNS, {c.lower() for c in cols}, rng)
@@ -1154,6 +1172,9 @@ def _reshape(shape: _Shape, op: str, rng: random.Random) -> str | None:
         for v, (vname, on) in views:
             shape.views[v] = (vname, on)
             out.append(f"CREATE VIEW {spell(vname, rng)} AS SELECT id FROM {spell(name, rng)};")
+        for trname, on in shape.triggers.values():
+            if on == key:  # dropped with the old table: made again on the new one
+                out.append(_trigger_sql(trname, name, rng))
         return "\n".join(out)
     if op == "view":
         vname = _free(RESHAPE_VIEWS, t_taken, rng)
@@ -1174,6 +1195,19 @@ def _reshape(shape: _Shape, op: str, rng: random.Random) -> str | None:
             )
         else:
             del shape.views[v]
+        return "\n".join(out)
+    if op in ("trigger", "retrigger"):
+        if op == "retrigger" and shape.triggers:
+            tr = rng.choice(sorted(shape.triggers))
+            trname, _ = shape.triggers.pop(tr)
+            out = [f"DROP TRIGGER {spell(trname, rng)};"]
+        else:
+            trname = _free(RESHAPE_TRIGGERS, set(shape.triggers), rng) or ""
+            out = []
+            if not trname:
+                return None
+        shape.triggers[trname.lower()] = (trname, key)
+        out.append(_trigger_sql(trname, name, rng))
         return "\n".join(out)
     raise AssertionError(op)
 
