@@ -893,17 +893,19 @@ def real_candidates(
 ) -> list[int]:
     """The versions an untracked database at k may be adopted at, by the issue's rule.
 
-    A version whose schema is exactly the live one (no difference beats any difference),
-    and whose pending migrations apply to this database (rehearsed on a copy with plain
-    sqlite3). k itself always qualifies. More than one is a real tie only if upgrading
-    from them ends in different databases (schema or rows): when every candidate ends in
-    the same one, the choice makes no difference and refusing would be a false outage.
+    A version whose schema is exactly the live one, SQL text and all (no difference beats
+    any difference; of versions that mean the same, the text the files wrote tells them
+    apart: issue 19.3), and whose pending migrations apply to this database (rehearsed on
+    a copy with plain sqlite3). k itself always qualifies. More than one is a real tie
+    only if upgrading from them ends in different databases (schema or rows): when every
+    candidate ends in the same one, the choice makes no difference and refusing would be
+    a false outage.
     """
-    shape = loose_schema(live)
+    shape = master_rows(live)
     out = []
     ends = set()
     for j in range(1, len(history.files) + 1):
-        if loose_schema(fresh[j]) != shape:
+        if master_rows(fresh[j]) != shape:
             continue
         try:
             end = upgrade_plain(history, j, copy_db(live, scratch / f"rehearse{j}.db"))
@@ -960,3 +962,293 @@ def orphans(db: Path) -> list[tuple]:
         return conn.execute("PRAGMA foreign_key_check").fetchall()
     finally:
         conn.close()
+
+
+# ---- reshaping histories (issue 19.4): names that come back ------------------------------
+# What real projects do to names: drop a table or index and make it again with the same
+# name (and other columns), rename tables and columns, rebuild a table (12 steps) to the
+# same structure or another, spell one name many ways ("Users", [users], `USERS`, a name
+# with a space). SQLite reuses the rowids of dropped rows and keeps each spelling as
+# written: both have fooled adoption's evidence before.
+RESHAPE_OPS = (
+    "create",
+    "drop",
+    "recreate",
+    "index",
+    "drop_index",
+    "reindex",
+    "rename",
+    "rename_column",
+    "add_column",
+    "rebuild_same",
+    "rebuild_other",
+    "backfill",
+    "view",
+    "drop_view",
+    "respell_view",
+    "trigger",
+    "retrigger",
+)
+RESHAPE_TABLES = ("users", "Posts", "order items", "tags", "audit")
+RESHAPE_COLUMNS = ("name", "Body", "odd col", "status", "rank2")
+RESHAPE_INDEXES = ("ix_one", "IX_Two", "ix three")
+RESHAPE_VIEWS = ("recent", "Report", "every row")
+RESHAPE_TRIGGERS = ("touch", "Touch Again")
+
+
+def spell(name: str, rng: random.Random) -> str:
+    """One of the ways SQL may name `name`: bare when it can, "..", [..], `..`; any case."""
+    if rng.random() < 0.3:
+        name = name.upper() if rng.random() < 0.5 else name.lower()
+    styles = ['"{}"', "[{}]", "`{}`"]
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        styles += ["{}", "{}"]
+    return rng.choice(styles).format(name)
+
+
+@dataclass
+class _Shape:
+    """The schema the files so far make, by folded name (SQLite's rule for ASCII)."""
+
+    tables: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # key: (name, cols)
+    indexes: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # key: (name, t, col)
+    views: dict[str, tuple[str, str]] = field(default_factory=dict)  # key: (name, table key)
+    triggers: dict[str, tuple[str, str]] = field(default_factory=dict)  # key: (name, table key)
+
+
+def _free(pool: tuple[str, ...], taken: set[str], rng: random.Random) -> str | None:
+    left = [n for n in pool if n.lower() not in taken]
+    return rng.choice(left) if left else None
+
+
+def _table_sql(name: str, cols: list[str], rng: random.Random) -> str:
+    sep = rng.choice((", ", ",\n    ", " , "))
+    body = sep.join(["id INTEGER PRIMARY KEY"] + [f"{spell(c, rng)} TEXT" for c in cols])
+    create = rng.choice(("CREATE TABLE", "CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
+    return f"{create} {spell(name, rng)} ({body});"
+
+
+def _trigger_sql(name: str, table: str, rng: random.Random) -> str:
+    t = spell(table, rng)
+    return (
+        f"CREATE TRIGGER {spell(name, rng)} AFTER INSERT ON {t} BEGIN "
+        f"UPDATE {t} SET id = id WHERE id = new.id; END;"
+    )
+
+
+def _reshape(shape: _Shape, op: str, rng: random.Random) -> str | None:
+    """One migration doing `op` to `shape` (updated), or None when it cannot apply."""
+    t_taken = set(shape.tables) | set(shape.views)
+    tables = sorted(shape.tables)
+    views_on = lambda key: [v for v, (_, t) in shape.views.items() if t == key]  # noqa: E731
+
+    def drop_views(key: str) -> list[str]:
+        out = [f"DROP VIEW {spell(shape.views[v][0], rng)};" for v in views_on(key)]
+        for v in views_on(key):
+            del shape.views[v]
+        return out
+
+    if op == "create" or (not tables and op != "backfill"):
+        name = _free(RESHAPE_TABLES, t_taken, rng)
+        if name is None:
+            return None
+        cols = rng.sample(RESHAPE_COLUMNS, rng.randint(1, 3))
+        shape.tables[name.lower()] = (name, cols)
+        return _table_sql(name, cols, rng)
+    if op == "backfill":
+        if not tables:
+            return None
+        with_cols = [t for t in tables if shape.tables[t][1]]
+        if not with_cols:
+            return None
+        name, cols = shape.tables[rng.choice(with_cols)]
+        col = spell(rng.choice(cols), rng)
+        return f"UPDATE {spell(name, rng)} SET {col} = {col} || '+';"
+    key = rng.choice(tables)
+    name, cols = shape.tables[key]
+    if op in ("drop", "recreate"):
+        if op == "drop" and len(tables) == 1:
+            return None
+        out = drop_views(key)
+        out.append(f"DROP TABLE {spell(name, rng)};")
+        for i in [i for i, (_, t, _) in shape.indexes.items() if t == key]:
+            del shape.indexes[i]
+        for tr in [tr for tr, (_, t) in shape.triggers.items() if t == key]:
+            del shape.triggers[tr]
+        del shape.tables[key]
+        if op == "recreate":
+            new_cols = rng.sample(RESHAPE_COLUMNS, rng.randint(1, 3))
+            shape.tables[key] = (name, new_cols)
+            out.append(_table_sql(name, new_cols, rng))
+        return "\n".join(out)
+    if op == "index":
+        iname = _free(RESHAPE_INDEXES, set(shape.indexes), rng)
+        if iname is None or not cols:
+            return None
+        col = rng.choice(cols)
+        shape.indexes[iname.lower()] = (iname, key, col)
+        return f"CREATE INDEX {spell(iname, rng)} ON {spell(name, rng)}({spell(col, rng)});"
+    if op in ("drop_index", "reindex"):
+        if not shape.indexes:
+            return None
+        ikey = rng.choice(sorted(shape.indexes))
+        iname, on, _ = shape.indexes.pop(ikey)
+        out = [f"DROP INDEX {spell(iname, rng)};"]
+        if op == "reindex":
+            tname, tcols = shape.tables[on]
+            col = rng.choice(tcols)
+            shape.indexes[ikey] = (iname, on, col)
+            out.append(
+                f"CREATE INDEX {spell(iname, rng)} ON {spell(tname, rng)}({spell(col, rng)});"
+            )
+        return "\n".join(out)
+    if op == "rename":
+        new = _free(RESHAPE_TABLES, t_taken, rng)
+        if new is None:
+            return None
+        del shape.tables[key]
+        shape.tables[new.lower()] = (new, cols)
+        for i, (iname, on, col) in list(shape.indexes.items()):
+            if on == key:
+                shape.indexes[i] = (iname, new.lower(), col)
+        for v, (vname, on) in list(shape.views.items()):
+            if on == key:
+                shape.views[v] = (vname, new.lower())
+        for tr, (trname, on) in list(shape.triggers.items()):
+            if on == key:
+                shape.triggers[tr] = (trname, new.lower())
+        return f"ALTER TABLE {spell(name, rng)} RENAME TO {spell(new, rng)};"
+    if op == "rename_column":
+        new = _free(RESHAPE_COLUMNS, {c.lower() for c in cols}, rng)
+        if new is None or not cols:
+            return None
+        old = rng.choice(cols)
+        cols[cols.index(old)] = new
+        for i, (iname, on, col) in list(shape.indexes.items()):
+            if on == key and col == old:
+                shape.indexes[i] = (iname, on, new)
+        return (
+            f"ALTER TABLE {spell(name, rng)} RENAME COLUMN {spell(old, rng)} TO {spell(new, rng)};"
+        )
+    if op == "add_column":
+        new = _free(RESHAPE_COLUMNS, {c.lower() for c in cols}, rng)
+        if new is None:
+            return None
+        cols.append(new)
+        return f"ALTER TABLE {spell(name, rng)} ADD COLUMN {spell(new, rng)} TEXT DEFAULT 'x';"
+    if op in ("rebuild_same", "rebuild_other"):
+        # The documented 12 steps: views first, then the new table, copy, drop, rename,
+        # the indexes and views again. "same": the structure kept, the text respelled.
+        new_cols = list(cols)
+        if op == "rebuild_other":
+            if cols and rng.random() < 0.5:
+                new_cols.remove(rng.choice(cols))
+            else:
+                extra = _free(RESHAPE_COLUMNS, {c.lower() for c in cols}, rng)
+                if extra is None:
+                    return None
+                new_cols.append(extra)
+        views = [(v, shape.views[v]) for v in views_on(key)]
+        out = drop_views(key)
+        temp = f"{name}_new"
+        out.append(_table_sql(temp, new_cols, rng))
+        kept = ["id"] + [c for c in new_cols if c in cols]
+        listed = ", ".join(spell(c, rng) for c in kept)
+        out.append(
+            f"INSERT INTO {spell(temp, rng)} ({listed}) SELECT {listed} FROM {spell(name, rng)};"
+        )
+        out.append(f"DROP TABLE {spell(name, rng)};")
+        out.append(f"ALTER TABLE {spell(temp, rng)} RENAME TO {spell(name, rng)};")
+        shape.tables[key] = (name, new_cols)
+        for i, (iname, on, col) in list(shape.indexes.items()):
+            if on != key:
+                continue
+            if col in new_cols:
+                out.append(
+                    f"CREATE INDEX {spell(iname, rng)} ON {spell(name, rng)}({spell(col, rng)});"
+                )
+            else:
+                del shape.indexes[i]
+        for v, (vname, on) in views:
+            shape.views[v] = (vname, on)
+            out.append(f"CREATE VIEW {spell(vname, rng)} AS SELECT id FROM {spell(name, rng)};")
+        for trname, on in shape.triggers.values():
+            if on == key:  # dropped with the old table: made again on the new one
+                out.append(_trigger_sql(trname, name, rng))
+        return "\n".join(out)
+    if op == "view":
+        vname = _free(RESHAPE_VIEWS, t_taken, rng)
+        if vname is None:
+            return None
+        shape.views[vname.lower()] = (vname, key)
+        return f"CREATE VIEW {spell(vname, rng)} AS SELECT id FROM {spell(name, rng)};"
+    if op in ("drop_view", "respell_view"):
+        if not shape.views:
+            return None
+        v = rng.choice(sorted(shape.views))
+        vname, on = shape.views[v]
+        out = [f"DROP VIEW {spell(vname, rng)};"]
+        if op == "respell_view":
+            out.append(
+                f"CREATE VIEW {spell(vname, rng)} AS SELECT id FROM "
+                f"{spell(shape.tables[on][0], rng)};"
+            )
+        else:
+            del shape.views[v]
+        return "\n".join(out)
+    if op in ("trigger", "retrigger"):
+        if op == "retrigger" and shape.triggers:
+            tr = rng.choice(sorted(shape.triggers))
+            trname, _ = shape.triggers.pop(tr)
+            out = [f"DROP TRIGGER {spell(trname, rng)};"]
+        else:
+            trname = _free(RESHAPE_TRIGGERS, set(shape.triggers), rng) or ""
+            out = []
+            if not trname:
+                return None
+        shape.triggers[trname.lower()] = (trname, key)
+        out.append(_trigger_sql(trname, name, rng))
+        return "\n".join(out)
+    raise AssertionError(op)
+
+
+def _fill(shape: _Shape, k: int) -> str:
+    """The app's rows after version k: one per table (ids unique across versions)."""
+    out = []
+    for name, cols in shape.tables.values():
+        q = '"' + name.replace('"', '""') + '"'
+        listed = ", ".join(['"id"'] + [f'"{c}"' for c in cols])
+        values = ", ".join([str(k * 10 + 1)] + [f"'v{k}'" for _ in cols])
+        out.append(f"INSERT INTO {q} ({listed}) VALUES ({values});")
+    return "\n".join(out)
+
+
+def reshaping(steps: list[tuple[str, int]]) -> History:
+    """A history from (operation, seed) steps; a step that cannot apply is left out."""
+    shape = _Shape()
+    rng = random.Random(0)
+    first = _reshape(shape, "create", rng)
+    assert first is not None
+    files = [("001_create.sql", first + "\n")]
+    fills = ["", _fill(shape, 1)]
+    ops: set[str] = set()
+    for op, seed in steps:
+        body = _reshape(shape, op, random.Random(seed))
+        if body is None:
+            continue
+        ops.add(op)
+        files.append((f"{len(files) + 1:03d}_{op}.sql", body + "\n"))
+        fills.append(_fill(shape, len(files)))
+    return History(0, tuple(files), tuple(fills), frozenset(ops), (), ())
+
+
+def master_rows(db: Path) -> list[tuple]:
+    """sqlite_master's user objects exactly as written (text, spelling and all)."""
+    conn = sqlite3.connect(db)
+    try:
+        found = conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL"
+        ).fetchall()
+    finally:
+        conn.close()
+    return sorted(r for r in found if not r[1].startswith(("sqlite_", "_preflight")))

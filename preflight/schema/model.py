@@ -104,6 +104,9 @@ class Schema:
     indexes: dict[str, Index] = field(default_factory=dict)
     views: dict[str, str] = field(default_factory=dict)
     triggers: dict[str, str] = field(default_factory=dict)
+    # (kind, folded name) -> the SQL text sqlite_master holds: not part of the meaning
+    # (never compared), only adoption's last word between versions that mean the same
+    texts: dict[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
 
     def is_empty(self) -> bool:
         """True when there is no user object at all."""

@@ -278,7 +278,13 @@ def build(
     that changed since are read, and only what depends on a changed table is redone."""
     new = frozenset(rows)
     base = before.schema if before else Schema()
-    schema = Schema(dict(base.tables), dict(base.indexes), dict(base.views), dict(base.triggers))
+    schema = Schema(
+        dict(base.tables),
+        dict(base.indexes),
+        dict(base.views),
+        dict(base.triggers),
+        dict(base.texts),
+    )
     if before is not None and before.rows == new:
         return Stop(new, schema, before.open_rows, before.with_refs)
     kinds: dict[str, dict[str, Any]] = {
@@ -296,11 +302,14 @@ def build(
         kind, obj, _, _ = memo[row]
         if kind in kinds:
             kinds[kind].pop(obj, None)
+            schema.texts.pop((kind, obj), None)
         if kind == "table":
             changed.add(obj)
             with_refs.discard(obj)
     for row in added:
         kind, obj, _, table = _read(conn, row, memo)
+        if kind in kinds:
+            schema.texts[(kind, obj)] = row[3]
         if kind == "table":
             schema.tables[obj] = table
             changed.add(obj)

@@ -8,9 +8,10 @@ the live schema is a lower bound on that version's differences. Versions are the
 diffed in full best-first by that bound, stopping as soon as no unseen version can do
 better. A create-only history at version K diffs about three versions, not all of them.
 
-Choosing: several versions left with the same (fewest) differences are told apart by
-rehearsing each one's pending migrations on a private copy of the database: one whose
-migrations fail there is no candidate. Survivors whose rehearsals end in the same
+Choosing: of versions that mean the same as the database, those whose SQL text matches
+it exactly (when any does) are the candidates. Several left with the same (fewest)
+differences are told apart by rehearsing each one's pending migrations on a private copy
+of the database: one whose migrations fail there is no candidate. Survivors whose rehearsals end in the same
 database (schema and rows) make the choice immaterial (the highest is taken); otherwise
 the database is ambiguous and the operator is given the exact `stamp` command for each.
 """
@@ -31,6 +32,7 @@ from preflight.core.transaction import immediate
 from preflight.fast.facts import uri
 from preflight.live.database import Inspection
 from preflight.schema import drift
+from preflight.schema.sqltext import fold
 from preflight.sources.migrations import Migration, run_body, tokens
 from preflight.sources.replay import replay
 
@@ -118,25 +120,38 @@ def changes_of(migrations: tuple[Migration, ...], names: set[str]) -> set[int]:
 
 def _appends_only(m: Migration) -> bool:
     """True when the migration can only add rows to sqlite_master (no DROP, ALTER, PRAGMA,
-    no Python): new objects then get rowids above every existing one."""
+    no Python): SQLite gives each new row the rowid max(rowid) + 1, so its new objects are
+    exactly the rows above the highest rowid present just before it ran."""
     return m.kind == "sql" and all(
         (tokens(s.sql)[:1] or [""])[0].upper() in _APPEND_ONLY for s in m.statements
     )
 
 
+@dataclass(frozen=True)
+class _Bounds:
+    """What one replay that reads only object names gives (see `_bounds`)."""
+
+    bound: list[int]  # per version 0..n: names missing from live + names extra in live
+    last_seen: dict[Name, int]
+    head: schema.Schema  # the schema after every migration
+
+
 def _bounds(
-    live: set[Name], migrations: tuple[Migration, ...]
-) -> tuple[list[int], list[int], dict[Name, int]]:
-    """Per version 0..n: names missing from live, names extra in live; and last_seen.
+    live: set[Name], migrations: tuple[Migration, ...], memo: schema.Memo, by_rowid: bool
+) -> _Bounds:
+    """Per version 0..n, the number of names missing from or extra in the live schema.
 
     Linear in what the migrations change. A migration that only creates objects adds
-    rows to sqlite_master with rowids above the last one seen, read with one seek. After
+    rows to sqlite_master above the highest rowid present just before it ran (read
+    afresh each time: SQLite reuses the rowids of dropped rows), read with one seek. After
     any other migration that changed the schema, SQLite itself compares sqlite_master with
     a copy of it (a temp table, outside the schema being replayed) and only the rows
-    created or dropped come back to Python.
+    created or dropped come back to Python. The counts are kept up to date per name added
+    or removed, never recomputed from the sets. by_rowid=False compares every time.
     """
     conn = schema.open_memory()
-    missing, extra, last_seen = [0], [len(live)], {}
+    missing, extra = 0, len(live)
+    bound, last_seen = [missing + extra], {}
     current: set[Name] = set()
     copy = "temp._preflight_names"
     rows = "SELECT rowid, type, name, tbl_name FROM main.sqlite_master WHERE sql IS NOT NULL"
@@ -145,13 +160,13 @@ def _bounds(
             f"CREATE TABLE {copy} (rowid INTEGER PRIMARY KEY, type TEXT, name TEXT, tbl_name TEXT)"
         )
         stamp = conn.execute("PRAGMA main.schema_version").fetchone()[0]
-        top = 0
         for count, m in enumerate(migrations, start=1):
+            top = conn.execute("SELECT max(rowid) FROM main.sqlite_master").fetchone()[0] or 0
             run_one(conn, m, "replay")
             now = conn.execute("PRAGMA main.schema_version").fetchone()[0]
             if now != stamp:  # data-only migrations leave the schema (and the counts) as is
                 stamp = now
-                if _appends_only(m):
+                if by_rowid and _appends_only(m):
                     added = conn.execute(f"{rows} AND rowid > ?", (top,)).fetchall()
                     removed = []
                 else:
@@ -159,26 +174,34 @@ def _bounds(
                     removed = conn.execute(f"SELECT * FROM {copy} EXCEPT {rows}").fetchall()
                 conn.executemany(f"DELETE FROM {copy} WHERE rowid = ?", [r[:1] for r in removed])
                 conn.executemany(f"INSERT OR REPLACE INTO {copy} VALUES (?, ?, ?, ?)", added)
-                top = max([top] + [r[0] for r in added])
                 for gone in _keys(removed):
-                    current.discard(gone)
-                    last_seen[gone] = count - 1
-                current.update(_keys(added))
-                missing.append(len(current - live))
-                extra.append(len(live - current))
-            else:
-                missing.append(missing[-1])
-                extra.append(extra[-1])
+                    if gone in current:
+                        current.discard(gone)
+                        last_seen[gone] = count - 1
+                        if gone in live:
+                            extra += 1
+                        else:
+                            missing -= 1
+                for new in _keys(added):
+                    if new not in current:
+                        current.add(new)
+                        if new in live:
+                            extra -= 1
+                        else:
+                            missing += 1
+            bound.append(missing + extra)
+        head = schema.snapshot(conn, memo)
     finally:
         conn.close()
     for name in current:
         last_seen[name] = len(migrations)
-    return missing, extra, last_seen
+    return _Bounds(bound, last_seen, head)
 
 
 def _keys(rows: list[tuple[int, str, str, str]]) -> set[Name]:
+    """Names as snapshots key them: SQLite folds only ASCII letters ("Äpfel" is not "äpfel")."""
     return {
-        (t, n.lower())
+        (t, fold(n))
         for _, t, n, tbl in rows
         if t in ("table", "index", "view", "trigger")
         and not schema.ignored(n)
@@ -186,17 +209,47 @@ def _keys(rows: list[tuple[int, str, str, str]]) -> set[Name]:
     }
 
 
+def _texts_apart(expected: schema.Schema, live: schema.Schema) -> int:
+    """How many objects of `expected` the live schema holds with another SQL text."""
+    return sum(1 for key, sql in expected.texts.items() if live.texts.get(key, sql) != sql)
+
+
+def _names_apart(a: set[Name], b: set[Name]) -> int:
+    return len(a - b) + len(b - a)
+
+
 def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
     """Rank versions 1..n by their differences from `live`, diffing only the closest."""
+    live_names = names_of(live)
+    memo: schema.Memo = {}
+    found = _rank(live, migrations, _bounds(live_names, migrations, memo, True), memo)
+    if found is None:
+        # Cannot happen as SQLite allocates rowids; if it ever does, the bounds were
+        # wrong, so they are computed again without trusting rowids at all.
+        log.warning("adopt: object names by rowid disagree with the replay; comparing all")
+        bounds = _bounds(live_names, migrations, memo, False)
+        found = _rank(live, migrations, bounds, memo)
+        if found is None:
+            raise AssertionError("adoption evidence: the name bounds disagree with the replay")
+    return found
+
+
+def _rank(
+    live: schema.Schema,
+    migrations: tuple[Migration, ...],
+    bounds: _Bounds,
+    memo: schema.Memo,
+) -> Ranking | None:
+    """The ranking from `bounds`; None when a fully diffed version shows they were wrong."""
     n = len(migrations)
     live_names = names_of(live)
-    missing, extra, last_seen = _bounds(live_names, migrations)
-    bound = {k: missing[k] + extra[k] for k in range(1, n + 1)}
+    bound = {k: bounds.bound[k] for k in range(1, n + 1)}
     order = sorted(bound, key=lambda k: (bound[k], -k))
     diffs: dict[int, list[drift.Difference]] = {}
-    snaps: dict[int, schema.Schema] = {}
-    # Two replays at most: the versions with the lowest bound first; then, with `best`
-    # known, every version whose bound could still tie or beat it (best only decreases).
+    snaps: dict[int, schema.Schema] = {n: bounds.head}
+    # Two replays at most, each only as far as its highest stop: the versions with the
+    # lowest bound first; then, with `best` known, every version whose bound could still
+    # tie or beat it (best only decreases).
     first = [k for k in order if bound[k] == bound[order[0]]]
     best = 0
     for batch in (first, None):
@@ -204,14 +257,28 @@ def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
             batch = [k for k in order if k not in diffs and bound[k] <= best]
             if not batch:
                 break
-        stops = set(batch) | ({n} if not snaps else set())
-        got = replay(migrations[: max(stops)], stops)
-        snaps.update(got)
+        todo = set(batch) - snaps.keys()
+        if todo:
+            snaps.update(replay(migrations[: max(todo)], todo, memo))
         for k in batch:
-            diffs[k] = drift.diff(got[k], live)
+            if _names_apart(names_of(snaps[k]), live_names) != bound[k]:
+                return None
+            diffs[k] = drift.diff(snaps[k], live)
         best = min(len(d) for d in diffs.values())
     tier = tuple(sorted(k for k in diffs if len(diffs[k]) == best))
     matches = tuple(k for k in tier if not drift.errors(diffs[k], False))
+    # Versions that mean the same can still differ in SQL text (a table rebuilt to the
+    # same structure comes back quoted by RENAME). A database made by these files holds
+    # exactly its version's text: when some candidates match it exactly, the others are
+    # ruled out (none matching: an older SQLite or a hand edit; the text says nothing).
+    exact = tuple(k for k in matches if not _texts_apart(snaps[k], live))
+    if exact and len(exact) < len(matches):
+        log.info(
+            "adopt: %s mean the same as the database, but only %s match its SQL text exactly",
+            ", ".join(migrations[k - 1].name for k in matches),
+            ", ".join(migrations[k - 1].name for k in exact),
+        )
+        matches = exact
     log.debug(
         "adopt: diffed %d of %d versions; fewest differences %d at %s",
         len(diffs),
@@ -219,7 +286,7 @@ def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
         best,
         ", ".join(migrations[k - 1].name for k in tier),
     )
-    return Ranking(best, tier, matches, diffs, snaps, snaps[n], last_seen)
+    return Ranking(best, tier, matches, diffs, snaps, bounds.head, bounds.last_seen)
 
 
 def _collides(found: Ranking, live: schema.Schema, k: int) -> bool:

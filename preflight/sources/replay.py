@@ -16,15 +16,18 @@ from preflight.schema.reader import Memo, Stop, build, open_memory, rows
 from preflight.sources.migrations import Migration, run_body
 
 
-def replay(migrations: tuple[Migration, ...], stops: set[int]) -> dict[int, Schema]:
+def replay(
+    migrations: tuple[Migration, ...], stops: set[int], memo: Memo | None = None
+) -> dict[int, Schema]:
     """Run `migrations` on an empty in-memory database; the schema after each count in `stops`.
 
     Every migration must work on an empty database, since a fresh install runs them all:
-    one that fails here fails before the live database is touched.
+    one that fails here fails before the live database is touched. `memo` (what was read
+    from each SQL text: the same on any connection) may be shared with other snapshots.
     """
     conn = open_memory()
     found: dict[int, Schema] = {}
-    memo: Memo = {}  # SQL text -> what was read from it, shared by every stop
+    memo = {} if memo is None else memo  # SQL text -> what was read, shared by every stop
     before: Stop | None = None
     try:
         if 0 in stops:

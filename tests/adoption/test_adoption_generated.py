@@ -9,11 +9,19 @@ from __future__ import annotations
 import random
 import re
 import sqlite3
+import tempfile
 from pathlib import Path
 
+import histories as h
 import pytest
 from conftest import dump as dump_all
 from conftest import folder_state
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from preflight import schema
+from preflight.sources import evidence
+from preflight.sources import migrations as mig
 
 
 def dump(db: Path) -> list[str]:
@@ -163,3 +171,99 @@ def test_every_version_of_a_generated_history_is_adopted_as_plain_sqlite3_would_
             result = cli("migrate", "--db", db, "--migrations", folder)
         assert result.code == 0, (seed, k, files, result)
         assert dump(db) == expected, (seed, k, files)
+
+
+# ---- reshaping histories (issue 19.4) -----------------------------------------------------
+STEPS = st.lists(
+    st.tuples(st.sampled_from(h.RESHAPE_OPS), st.integers(0, 10_000)), min_size=1, max_size=8
+)
+RESHAPE_SETTINGS = settings(
+    max_examples=25,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def _versions(history: h.History, root: Path) -> list[list[tuple]]:
+    """sqlite_master after 0..n files, applied by plain sqlite3 one after the other."""
+    db = root / "versions.db"
+    sqlite3.connect(db).close()
+    out = [h.master_rows(db)]
+    for _, text in history.files:
+        h.apply_plain(db, text)
+        out.append(h.master_rows(db))
+    return out
+
+
+@RESHAPE_SETTINGS
+@given(steps=STEPS)
+def test_reshaped_names_never_fool_the_name_bounds(steps):
+    """For every live version K and every version J, the bound is exactly the number of
+    names missing or extra: SQLite reusing rowids and respelled names change nothing."""
+    history = h.reshaping(steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        folder = root / "migrations"
+        folder.mkdir()
+        for name, text in history.files:
+            (folder / name).write_text(text)
+        migrations = mig.discover(folder)
+        names = []
+        for k in range(len(history.files) + 1):
+            db = root / f"v{k}.db"
+            sqlite3.connect(db).close()
+            for _, text in history.files[:k]:
+                h.apply_plain(db, text)
+            conn = sqlite3.connect(db)
+            names.append(evidence.names_of(schema.snapshot(conn)))
+            conn.close()
+        for live in names[1:]:
+            for trust in (True, False):
+                got = evidence._bounds(live, migrations, {}, trust).bound
+                assert got == [len(live ^ at) for at in names], (trust, history.render())
+
+
+@RESHAPE_SETTINGS
+@given(steps=STEPS)
+def test_reshaping_histories_adopt_the_right_version_or_refuse_a_real_tie(cli, steps):
+    """Untracked at every K: adopted and upgraded to exactly what plain sqlite3 makes of it;
+    refused (exit 4, untouched) only when versions with exactly the database's schema
+    text upgrade it to different databases, listing exactly those."""
+    history = h.reshaping(steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        folder = root / "migrations"
+        folder.mkdir()
+        for name, text in history.files:
+            (folder / name).write_text(text)
+        versions = _versions(history, root)
+        n = len(history.files)
+        for k in range(1, n + 1):
+            live = h.build_untracked(history, k, root / f"live{k}.db")
+            exact = [j for j in range(1, n + 1) if versions[j] == h.master_rows(live)]
+            assert k in exact
+            ends = {}
+            for j in exact:
+                try:
+                    end = h.upgrade_plain(history, j, h.copy_db(live, root / f"r{k}-{j}.db"))
+                except sqlite3.Error:
+                    assert j != k
+                    continue
+                ends[j] = dump(end)
+            data = root / f"data{k}"
+            data.mkdir()
+            db = h.copy_db(live, data / "app.db")
+            state = folder_state(data)
+            result = cli("migrate", "--db", db, "--migrations", folder)
+            context = (k, history.render())
+            if len({tuple(e) for e in ends.values()}) > 1:
+                assert result.code == 4, (result, context)
+                assert "matches several versions equally" in result.err, context
+                listed = {int(v) for v in re.findall(r"'preflight stamp (\d+)'", result.err)}
+                assert listed == set(ends), (listed, context)
+                assert folder_state(data) == state
+            else:
+                assert result.code == 0, (result, context)
+                assert dump(db) == ends[k], context
