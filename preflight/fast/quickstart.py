@@ -10,16 +10,16 @@ exactly as on the last verified start, and otherwise hands over to the full pipe
 lock, the files' hashes, a passed quick_check), which decides and explains. It never
 reports an error itself. Every fact it checks is defined once, in `facts`.
 
-What it proves, in the full pipeline's order: the options are valid (it knows the same
-flags and PREFLIGHT_* variables as `config`, a test keeps them equal); the environment
-(folders, permissions, free space for a backup, the command on PATH); the migration
-files' names and sha256 and the guard's own code give the cache key of the last
-verified start; the lock; no failure record; the SQLite header, no hot journal, the
-file as long as its header says (`probe`), `PRAGMA quick_check` when the integrity
-policy wants one this start (`check_due`); the history lists exactly these files; the
+What it proves, in the full start's order, for any migration source: the options are
+valid (it knows the same flags and PREFLIGHT_* variables as `config`, a test keeps them
+equal); the environment (folders, permissions, the command on PATH); the migration files'
+names and sha256 (or a tool's light facts), the version the database records and the
+guard's own code give the cache key of the last verified start; the lock; no failure
+record; the SQLite header, no hot journal, the file as long as its header says (`probe`),
+`PRAGMA quick_check` when the integrity policy wants one this start (`check_due`); the
 schema text hashes to what the cache vouches for (see `cache`); no backup needs pruning.
 Anything else, or any exception: hand over. A full check that falls due under an
-interval policy is handed over too: the full pipeline runs it and records its time.
+interval policy is handed over too: the full start runs it and records its time.
 """
 
 import os
