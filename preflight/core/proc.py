@@ -41,24 +41,29 @@ class Finished:
         )
 
 
+PR_SET_PDEATHSIG = 1
+_PRCTL: list[object] = []  # Linux's prctl, looked up once, when a first child runs
+
+
 def _prctl() -> object:
     """Linux's prctl, to have a child killed when the guard dies (a SIGKILLed guard must not
     leave a migration tool writing the database while the next start restores it)."""
-    try:
-        import ctypes
+    if not _PRCTL:
+        found: object = None
+        if os.uname().sysname == "Linux":
+            try:
+                import ctypes
 
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError, ImportError):
-        return None
-
-
-_PRCTL = _prctl() if os.uname().sysname == "Linux" else None
-PR_SET_PDEATHSIG = 1
+                found = ctypes.CDLL(None, use_errno=True).prctl
+            except (OSError, AttributeError, ImportError):
+                found = None
+        _PRCTL.append(found)
+    return _PRCTL[0]
 
 
 def _die_with_parent() -> None:
-    assert _PRCTL is not None
-    _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)  # type: ignore[operator]
+    prctl = _PRCTL[0]
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # type: ignore[operator]
 
 
 def _sink() -> int:
@@ -102,7 +107,7 @@ def run(
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if _PRCTL is not None else None,
+                preexec_fn=_die_with_parent if _prctl() is not None else None,
             )
         except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
             name = argv if isinstance(argv, str) else argv[0]
