@@ -221,3 +221,66 @@ def http_get(c: Container, path: str) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+def example_image(
+    client: docker.DockerClient,
+    base: str,
+    example: Path,
+    requirements: list[str],
+    tag: str,
+    work: Path,
+    ignore: tuple[str, ...] = ("__pycache__", "*.db", "*.sqlite3"),
+) -> str:
+    """An example app's image (examples/<name>/Dockerfile) built on `base`, with the guard's
+    own wheel and the app's requirements as wheels for the base image's Python (no
+    registry is reachable inside the build)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import distkit
+
+    context = work / "context"
+    shutil.copytree(example, context, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*ignore))
+    wheels = context / "wheels"
+    wheels.mkdir()
+    wheel = distkit.build(work / "source", work / "dist")
+    shutil.copy(wheel["wheel"], wheels)
+    py = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            base,
+            "python3",
+            "-c",
+            "import sys; print(f'{sys.version_info[0]}{sys.version_info[1]}')",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--python-version",
+            py,
+            "--platform",
+            "manylinux2014_x86_64",
+            "--dest",
+            str(wheels),
+            *requirements,
+        ],
+        check=True,
+        timeout=600,
+    )
+    client.images.build(
+        path=str(context), buildargs={"BASE_IMAGE": base}, tag=tag, rm=True, forcerm=True
+    )
+    return tag

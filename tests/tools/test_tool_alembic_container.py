@@ -4,16 +4,21 @@ gunicorn) on a named volume: fresh, a cached restart, a failing revision restore
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 
-import distkit
 import pytest
 from conftest import REPO
-from dockerkit import Docker, build_derived, engine, http_get, logs, wait_exit, wait_healthy
+from dockerkit import (
+    Docker,
+    build_derived,
+    engine,
+    example_image,
+    http_get,
+    logs,
+    wait_exit,
+    wait_healthy,
+)
 from test_tool_alembic import FAILING
 
 pytestmark = pytest.mark.docker
@@ -25,52 +30,16 @@ REQUIREMENTS = ["alembic", "sqlalchemy", "flask", "gunicorn"]
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Docker, dict[str, str]]]:
     client, base = engine()
-    context = tmp_path_factory.mktemp("alembic-app")
-    shutil.copytree(
-        EXAMPLE, context, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.db")
-    )
-    wheels = context / "wheels"
-    wheels.mkdir()
-    wheel = distkit.build(tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist"))
-    shutil.copy(wheel["wheel"], wheels)
-    # The app's requirements as wheels for the base image's Python (no registry in the build).
-    py = subprocess.run(
-        [
-            "docker",
-            "run",
-            "--rm",
+    tags = {
+        "v1": example_image(
+            client,
             base,
-            "python3",
-            "-c",
-            "import sys; print(f'{sys.version_info[0]}{sys.version_info[1]}')",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--only-binary=:all:",
-            "--python-version",
-            py,
-            "--platform",
-            "manylinux2014_x86_64",
-            "--dest",
-            str(wheels),
-            *REQUIREMENTS,
-        ],
-        check=True,
-        timeout=600,
-    )
-    tags = {"v1": "preflight-alembic-app:test"}
-    client.images.build(
-        path=str(context), buildargs={"BASE_IMAGE": base}, tag=tags["v1"], rm=True, forcerm=True
-    )
+            EXAMPLE,
+            REQUIREMENTS,
+            "preflight-alembic-app:test",
+            tmp_path_factory.mktemp("alembic-app"),
+        )
+    }
     tags["failing"] = build_derived(
         client,
         tags["v1"],
