@@ -263,7 +263,7 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
     if p.writes or settings.backup == "always":
         assert_not_busy(db, settings.lock_timeout)
     if p.writes and insp.size > 0:
-        holders.refuse_others(db, "migrating", holders.others(db))
+        holders.refuse_others(db, "migrating", holders.wait_for_others(db, settings.lock_timeout))
     done = execute(settings, src, insp, p)
     if done is None:  # nothing applied: what the plan proved (or the cache vouched) still holds
         done = VerifiedState(

@@ -26,6 +26,7 @@ import logging
 import os
 import stat
 import struct
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -229,6 +230,19 @@ def others(db: Path, no_app: bool | None = None) -> list[Holder]:
         for p in pids
         if p not in {h.pid for h in found} or p == 0
     ]
+    return found
+
+
+def wait_for_others(db: Path, timeout: float) -> list[Holder]:
+    """`others`, waited for up to `timeout` seconds to let go of `db` (another guard finishing
+    its migration lets go in moments; an app that runs does not): those still holding it."""
+    deadline = time.monotonic() + timeout
+    found = others(db)
+    if found:
+        log.info("waiting up to %g s for %s to close %s", timeout, found[0].describe(), db.name)
+    while found and time.monotonic() < deadline:
+        time.sleep(0.1)
+        found = others(db)
     return found
 
 

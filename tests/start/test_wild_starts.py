@@ -59,9 +59,12 @@ def test_another_writer_stops_a_migrating_start_and_loses_nothing(tmp_path: Path
     acked = tmp_path / "acked"
     proc = writer(db, acked)
     try:
-        done = spawn("migrate", "--db", db, "--migrations", pending(tmp_path))
+        done = spawn(
+            "migrate", "--db", db, "--migrations", pending(tmp_path), "--lock-timeout", "1"
+        )
         assert done.returncode == 8, done.stderr
         assert f"pid {proc.pid}" in done.stderr and "migrating refused" in done.stderr
+        assert "waiting up to 1 s" in done.stderr  # it waited for the writer to let go
         # Both ways: a start with nothing to write is not refused.
         noop = spawn("migrate", "--db", db, "--migrations", MIGRATIONS)
         assert noop.returncode == 0, noop.stderr
@@ -126,7 +129,12 @@ def test_a_litestream_sidecar_is_named_and_the_replica_never_holds_a_failed_chan
         before = sha(db)
         failing = pending(tmp_path, "CREATE TABLE half (x);\n")  # the smoke test fails it
         done = spawn(
-            "migrate", "--db", db, "--migrations", failing, env={"PREFLIGHT_SMOKE": "false"}
+            "migrate",
+            "--db",
+            db,
+            "--migrations",
+            failing,
+            env={"PREFLIGHT_SMOKE": "false", "PREFLIGHT_LOCK_TIMEOUT": "1"},
         )
         assert done.returncode == 8, done.stderr
         assert (
