@@ -69,7 +69,6 @@ class Tool:
     # interpreter has `module` (see `command`)
     command: tuple[str, ...]
     files: Callable[[str, str, str], list[str]]  # (app dir, db, --tool-cmd) -> its files
-    recorded_sql: str  # rows of text: the recorded version(s); no table means no history
     heads_cmd: tuple[str, ...]  # after `base`: prints its heads (on stdout)
     parse_heads: Callable[[str], tuple[str, ...]]
     history_cmd: tuple[str, ...]  # after `base`: prints its revisions (on stdout)
@@ -166,7 +165,6 @@ TOOLS: dict[str, Tool] = {
         table=RECORDED["alembic"][1],
         command=("alembic", "upgrade", "head"),
         files=toolfiles.LIGHT["alembic"],
-        recorded_sql=RECORDED["alembic"][0],
         heads_cmd=("heads",),
         parse_heads=_alembic_heads,
         history_cmd=("history",),
@@ -186,7 +184,6 @@ TOOLS: dict[str, Tool] = {
         table=RECORDED["flask-migrate"][1],
         command=("flask", "db", "upgrade"),
         files=toolfiles.LIGHT["flask-migrate"],
-        recorded_sql=RECORDED["flask-migrate"][0],
         heads_cmd=("heads",),
         parse_heads=_alembic_heads,
         history_cmd=("history",),
@@ -232,7 +229,6 @@ TOOLS["django"] = Tool(
     table=RECORDED["django"][1],
     command=("python", "manage.py", "migrate", "--no-input"),
     files=toolfiles.LIGHT["django"],
-    recorded_sql=RECORDED["django"][0],
     heads_cmd=(),  # tooldjango reads heads and the plan from one run of Django itself
     parse_heads=lambda out: (),
     history_cmd=(),

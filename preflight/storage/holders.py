@@ -204,12 +204,6 @@ def find(db: Path) -> list[Holder]:
     ]
 
 
-def wait_note(db: Path) -> str:
-    """A short 'who' for a lock message: the first holder found, or ''."""
-    found = find(db)
-    return f" ({found[0].describe()})" if found else ""
-
-
 def others(db: Path, no_app: bool | None = None) -> list[Holder]:
     """Every other process that has `db` open, and every guarded app running on it (seen by
     its `flock` on the running file: `no_app` True when this process holds that exclusively,
