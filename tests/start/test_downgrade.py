@@ -350,3 +350,9 @@ def test_a_down_step_that_the_guard_would_refuse_is_not_kept(tmp_path: Path) -> 
     assert "down step: 003_tags.sql (down): line 2: " in upgraded.stderr
     assert "not kept (an older image cannot undo it)" in upgraded.stderr
     assert rows(s.db, "SELECT version FROM _preflight_down ORDER BY version") == [(1,), (2,)]
+
+
+def test_a_stamp_to_an_older_version_forgets_the_down_steps_above_it(scene: Scene) -> None:
+    stamped = scene.guard("v2", "stamp", "2", "--force")
+    assert stamped.returncode == 0, stamped.stderr
+    assert rows(scene.db, "SELECT version FROM _preflight_down ORDER BY version") == [(1,), (2,)]
