@@ -32,7 +32,8 @@ from preflight.schema import drift
 from preflight.schema.sqltext import fold
 from preflight.schema.statements import RUN, classify, split_statements
 from preflight.sources import planner
-from preflight.sources.migrations import Migration, set_fingerprint, up_section
+from preflight.sources.functions import AppFunctions
+from preflight.sources.migrations import Migration, Statement, set_fingerprint, up_section
 from preflight.sources.replay import replay
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
@@ -98,7 +99,7 @@ def text_of(m: Migration) -> str | None:
         return None
 
 
-def _statements(text: str, label: str) -> tuple[Any, ...]:
+def _statements(text: str, label: str) -> tuple[Statement, ...]:
     """Split and classified by the rules of every migration (HistoryError naming the line)."""
     return classify(label, split_statements(text, label, 0, len(text)))
 
@@ -138,7 +139,7 @@ def keep(conn: sqlite3.Connection, m: Migration) -> None:
 
 
 def forget_after(conn: sqlite3.Connection, version: int) -> None:
-    """Drop the down steps above `version` with their history rows (caller's transaction)."""
+    """Drop the down steps above `version`, whose history rows the caller drops (its transaction)."""
     if _exists(conn):
         conn.execute(f"DELETE FROM {DOWN} WHERE version > ?", (version,))
 
@@ -257,7 +258,7 @@ def plan(
     )
 
 
-def _step(s: Stored, functions: Any) -> Migration:
+def _step(s: Stored, functions: AppFunctions | None) -> Migration:
     """A stored down step as a migration to run, its text proven to be what was stored."""
     label = f"{s.name} (stored down step)"
     if _sha(s.sql) != s.sha256:
