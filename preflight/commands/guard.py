@@ -250,6 +250,8 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         info["what"] = (f"{len(p.adopt)} to adopt, " if p.adopt else "") + (
             f"{len(p.pending)} pending, history and schema verified"
         )
+        if p.undo:
+            info["what"] = f"{len(p.undo)} to undo (a downgrade to {p.head}), history verified"
     if trusted and insp.trusted:
         for warning in trusted.warnings:
             log.warning("extra: %s", warning)

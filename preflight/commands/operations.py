@@ -41,6 +41,7 @@ from preflight.live.database import (
     live_state,
 )
 from preflight.schema import drift, foreignkeys
+from preflight.sources import downgrade
 from preflight.sources.source import Source, Stamp
 from preflight.storage import backup, catalog, holders
 from preflight.storage.config import Settings
@@ -133,6 +134,8 @@ def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) 
             accepted_differences=tuple(d.message() for d in insp.accepted),
             foreign_key_violation_count=len(found),
             foreign_key_violations=tuple(v.as_dict() for v in found[:100]),
+            undo=p.undo,
+            undoable=downgrade.undoable(insp),
         )
         result = replace(
             known, migrations=names, state=state, code=3 if p.writes or not adopt_known else 0
@@ -180,9 +183,8 @@ def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) 
                     result, rehearsal_ms=round((time.perf_counter() - start) * 1000, 1)
                 )
                 info["what"] = (
-                    f"{len(p.pending)} migration(s) apply cleanly to a private copy; "
-                    "the database was not touched"
-                )
+                    f"{len(p.undo)} down step(s)" if p.undo else f"{len(p.pending)} migration(s)"
+                ) + " apply cleanly to a private copy; the database was not touched"
         elif rehearse and not note:
             log.info(
                 "check: at head (%s): a start would change nothing",
@@ -229,6 +231,15 @@ def _summarize(result: Assessment) -> None:
         "unknown (drift not checked)" if adopt is None else len(adopt),
         len(result.state.pending),
     )
+    if result.state.undo:
+        log.info("status: a start would undo %s (a downgrade)", ", ".join(result.state.undo))
+    if result.tool == "files" and applied:
+        log.info(
+            "status: an older image can undo %s",
+            ", ".join(result.state.undoable) + " (newest first) with PREFLIGHT_DOWNGRADE=apply"
+            if result.state.undoable
+            else "nothing (no down step stored for the newest applied migration)",
+        )
     backups = result.backups
     log.info("status: %d backup(s)", len(backups))
     for b in backups:

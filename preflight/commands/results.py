@@ -54,6 +54,8 @@ class State:
     accepted_differences: tuple[str, ...]
     foreign_key_violation_count: int
     foreign_key_violations: tuple[Json, ...]
+    undo: tuple[str, ...] = ()  # a downgrade a start would run: names, newest first
+    undoable: tuple[str, ...] = ()  # applied migrations an older image can undo, newest first
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class Assessment(Result):
                 accepted_differences=list(s.accepted_differences),
                 foreign_key_violation_count=s.foreign_key_violation_count,
                 foreign_key_violations=list(s.foreign_key_violations),
+                undo=list(s.undo),
+                undoable=list(s.undoable),
             )
         if self.rehearsal_ms is not None:
             out["rehearsal_ms"] = self.rehearsal_ms

@@ -6,9 +6,9 @@ nothing: the quick start's import budget is a handful of C modules.
 
 Layouts (docs/writing-migrations.md):
 - `VERSION_name.sql` / `VERSION_name.py`; `VERSION_name.up.sql` (golang-migrate, sqlx);
-  `VERSION_name.down.sql` is ignored (never run);
+  `VERSION_name.down.sql` is no migration (the down step of its `.up.sql`: `downgrade`);
 - a folder `VERSION_name/` holding `migration.sql` (Prisma) or `up.sql` (diesel; its
-  `down.sql` is ignored).
+  `down.sql` is the down step).
 VERSION is digits, optionally with `-` separators that are dropped
 (`2017-11-23-064236` is 20171123064236). The recorded name is the file name, or the
 folder name for a folder.
@@ -66,7 +66,7 @@ def classify(name: str, is_dir: bool) -> tuple[str, int, str]:
         return IGNORED, 0, "a folder that is not VERSION_name (e.g. drizzle's meta/)"
     lower = name.lower()
     if lower.endswith(".down.sql"):
-        return IGNORED, 0, "a down migration (never run)"
+        return IGNORED, 0, "a down step (stored with its up migration, never run by an upgrade)"
     for suffix, kind in ((".sql", SQL), (".py", PY)):
         if name.endswith(suffix):
             version = version_of(name[: -len(suffix)])

@@ -96,12 +96,14 @@ OPTIONS: tuple[tuple[str, str, str, str, bool], ...] = (
     ("litestream_config", "--litestream-config", "PREFLIGHT_LITESTREAM_CONFIG", "", False),
     ("litestream", "--litestream", "PREFLIGHT_LITESTREAM", "litestream", False),
     ("litestream_timeout", "--litestream-timeout", "PREFLIGHT_LITESTREAM_TIMEOUT", "600", False),
+    ("downgrade", "--downgrade", "PREFLIGHT_DOWNGRADE", "refuse", False),
 )
 FLAGS = {flag: (dest, env) for dest, flag, env, _, switch in OPTIONS if not switch}
 SWITCHES = {flag: (dest, env) for dest, flag, env, _, switch in OPTIONS if switch}
 DEFAULTS = {dest: default for dest, _, _, default, _ in OPTIONS}
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 EVERY_START, BEFORE_WRITES = "every-start", "before-writes"
+DOWNGRADES = ("refuse", "apply")  # --downgrade: what an image older than the database does
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 BACKUP_REASONS = ("pre-migrate", "manual", "pre-restore", "always")
 
@@ -207,6 +209,8 @@ def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, 
         or not values["keep_backups"].isdigit()
         or not values["db"]
         or not all(t >= 0 for t in timeouts)  # also nan
+        or values["downgrade"] not in DOWNGRADES
+        or (values["downgrade"] == "apply" and values["tool"] != "files")  # refused (exit 2)
     ):
         raise Unproven("options")
     return values, args[i + 1 :]

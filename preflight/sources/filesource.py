@@ -34,7 +34,7 @@ from preflight.fast.facts import Proof
 from preflight.live import history
 from preflight.live.database import Inspection, connect, recorded
 from preflight.schema import drift, foreignkeys
-from preflight.sources import evidence, planner
+from preflight.sources import downgrade, evidence, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
 from preflight.sources.replay import replay
 from preflight.sources.source import Json, Plan, Stamp
@@ -80,7 +80,8 @@ class FileSource:
         return recorded(db, self.name)
 
     def plan(self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None) -> Plan:
-        return self._common(planner.plan(insp, self.migrations, settings.strict))
+        down = downgrade.plan(settings, insp, self.migrations)  # None: not above the image
+        return self._common(down or planner.plan(insp, self.migrations, settings.strict))
 
     def _common(self, p: planner.Plan) -> Plan:
         return Plan(
@@ -92,6 +93,7 @@ class FileSource:
             tuple(w.message() for w in p.warnings),
             p.accepted,
             p,
+            tuple(m.name for m in p.undo),
         )
 
     def status_plan(
@@ -107,6 +109,9 @@ class FileSource:
         migrations, strict = self.migrations, settings.strict
         if insp.trusted or insp.fresh:
             return self.plan(settings, insp, rec), None
+        down = downgrade.plan(settings, insp, migrations, run_code=False)
+        if down is not None:
+            return self._common(down), downgrade.NOT_CHECKED
         pending = history.pending(insp.applied, migrations) if insp.applied is not None else ()
         needed = (
             migrations if insp.applied is None else migrations[: len(migrations) - len(pending)]
@@ -159,6 +164,7 @@ class FileSource:
                     )
                 history.ensure_tables(conn)
                 removed = history.forget_after(conn, number)
+                downgrade.forget_after(conn, number)
                 known = {(a.version, a.name, a.sha256) for a in insp.applied or ()}
                 for m in upto:
                     if (m.version, m.name, m.sha256) not in known:  # keep real applied-at rows
@@ -242,17 +248,24 @@ def apply(
                 history.ensure_tables(conn)
                 for m in p.adopt:
                     history.record(conn, m, "adopted", 0.0)
+
+                def run(m: Migration) -> float:
+                    start = time.perf_counter()
+                    try:
+                        run_body(conn, m, label, after_statement=after_statement)
+                    except PreflightError:
+                        raise
+                    except Exception as exc:
+                        raise _migration_error(m, db, exc, settings.lock_timeout) from exc
+                    return (time.perf_counter() - start) * 1000
+
+                if p.undo:  # a downgrade: the stored down steps, newest first
+                    downgrade.run(conn, p, run, progress, label, settings.strict)
                 for m in p.pending:
                     progress["running"].append(m.name)
                     with step(label) as info:
-                        start = time.perf_counter()
-                        try:
-                            run_body(conn, m, label, after_statement=after_statement)
-                        except PreflightError:
-                            raise
-                        except Exception as exc:
-                            raise _migration_error(m, db, exc, settings.lock_timeout) from exc
-                        history.record(conn, m, "applied", (time.perf_counter() - start) * 1000)
+                        history.record(conn, m, "applied", run(m))
+                        downgrade.keep(conn, m)  # its down step, for an older image
                         info["what"] = m.name
                 new = foreignkeys.introduced(baseline, foreignkeys.violations(conn))
                 if new:
@@ -276,7 +289,7 @@ def apply(
                     info["what"] = (
                         f"committed {len(p.adopt)} adopted and {len(p.pending)} "
                         f"applied in one transaction"
-                    )
+                    ) + (f" ({len(p.undo)} undone)" if p.undo else "")
             except BaseException as exc:
                 if progress["running"] and not progress["committed"]:
                     progress["failing"] = progress["running"][-1]

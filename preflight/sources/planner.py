@@ -35,11 +35,13 @@ class Plan:
     # and refuses to run anything if another guard changed it meanwhile.
     based_on: tuple[tuple[int, str], ...] | None = None
     accepted: tuple[drift.Difference, ...] = field(default=())  # by stamp --force
+    # A downgrade (`downgrade`): the stored down steps to run, newest first.
+    undo: tuple[Migration, ...] = field(default=())
 
     @property
     def writes(self) -> bool:
-        """True when the plan changes the database (adoption or pending migrations)."""
-        return bool(self.adopt or self.pending)
+        """True when the plan changes the database (adoption, pending migrations, a downgrade)."""
+        return bool(self.adopt or self.pending or self.undo)
 
 
 def history_key(applied: tuple[history.Applied, ...] | None) -> tuple[tuple[int, str], ...] | None:

@@ -34,10 +34,11 @@ class Plan:
     warnings: tuple[str, ...] = ()  # extra objects (errors with --strict)
     accepted: tuple[drift.Difference, ...] = field(default=())  # by `stamp --force`
     steps: Any = None  # the source's own form of the plan, for its `apply`
+    undo: tuple[str, ...] = ()  # a downgrade: applied migrations undone, newest first
 
     @property
     def writes(self) -> bool:
-        return bool(self.adopt or self.pending)
+        return bool(self.adopt or self.pending or self.undo)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import cast
 
 from preflight.core.errors import EnvironmentProblem, UsageError
-from preflight.fast.facts import CACHE, FAILURE, LOCK, backup_folder, boolean, integrity_policy
+from preflight.fast.facts import (
+    CACHE,
+    DOWNGRADES,
+    FAILURE,
+    LOCK,
+    backup_folder,
+    boolean,
+    integrity_policy,
+)
 from preflight.fast.facts import OPTIONS as ROWS
 
 BACKUP_MODES = ("on-change", "always", "never")
@@ -113,6 +121,11 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
         _non_negative_float,
         "seconds a restore from the replica may take (0: no limit); then exit 13",
     ),
+    "downgrade": (
+        _choice(DOWNGRADES),
+        "an image older than the database: refuse (exit 5), or apply the down steps the "
+        "newer image stored (files only)",
+    ),
 }
 
 OPTIONS: tuple[Option, ...] = tuple(
@@ -153,6 +166,7 @@ class Settings:
     litestream_config: Path | None = None  # Litestream mode (see `litestream`)
     litestream: str = "litestream"
     litestream_timeout: float = 600.0
+    downgrade: str = "refuse"  # see sources/downgrade.py
 
     @property
     def lock_path(self) -> Path:
@@ -223,6 +237,14 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         )
     db = Path(os.path.realpath(given))
     backup_dir = values["backup_dir"]
+    if values["downgrade"] == "apply" and values["tool"] != "files":
+        raise UsageError(
+            f"--downgrade apply (PREFLIGHT_DOWNGRADE) works with the guard's own migration "
+            f"files, not --tool {values['tool']}: its downgrades need the newer revision "
+            f"files, which an older image lacks",
+            "unset PREFLIGHT_DOWNGRADE; to roll back, restore the pre-migrate backup "
+            "(README, Rollback runbook)",
+        )
     return Settings(
         db=db,
         migrations=Path(os.path.abspath(str(values["migrations"]))),
@@ -246,4 +268,5 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         else None,
         litestream=str(values["litestream"]) or "litestream",
         litestream_timeout=float(str(values["litestream_timeout"])),
+        downgrade=str(values["downgrade"]),
     )

@@ -394,6 +394,7 @@ def test_quick_start_execs_a_proven_no_op_start_and_writes_nothing(quick, head, 
         (("--db=elsewhere",), {}),
         ((), {"PREFLIGHT_STRICT": "maybe"}),
         ((), {"PREFLIGHT_BACKUP": "always"}),
+        ((), {"PREFLIGHT_DOWNGRADE": "yes"}),
     ],
     ids=[
         "json-logs",
@@ -405,10 +406,28 @@ def test_quick_start_execs_a_proven_no_op_start_and_writes_nothing(quick, head, 
         "equals-form",
         "bad-bool",
         "env-backup-always",
+        "bad-downgrade",
     ],
 )
 def test_quick_start_hands_over_options_it_does_not_prove(quick, args, env):
     assert not quick(*args, env=env)
+
+
+def test_quick_start_judges_the_downgrade_option_as_the_cli_does():
+    """What the full start refuses (exit 2) the quick start never proves."""
+    for args, env, proven in [
+        (["--downgrade", "apply"], {}, True),
+        ([], {"PREFLIGHT_DOWNGRADE": "refuse"}, True),
+        ([], {"PREFLIGHT_DOWNGRADE": "Apply"}, False),
+        (["--downgrade", "apply", "--tool", "alembic"], {}, False),
+        (["--tool", "django"], {"PREFLIGHT_DOWNGRADE": "apply"}, False),
+    ]:
+        try:
+            facts.run_options([*args, "--", "true"], env)
+        except facts.Unproven:
+            assert not proven, (args, env)
+        else:
+            assert proven, (args, env)
 
 
 def test_quick_start_hands_over_when_anything_changed(quick, head, make_migrations, tmp_path):

@@ -1,0 +1,362 @@
+"""Down steps: kept when a migration is applied, run on an older image when asked.
+
+The older image lacks the newer migration files, so the newer image leaves their down steps
+in the database: when a start applies a migration that has one (a dbmate or goose down
+section, a golang-migrate/sqlx `.down.sql`, a diesel `down.sql`), its text and sha256 go
+into `_preflight_down` in the same transaction as the migration (`keep`). An image whose
+last migration is below the database's history then refuses (exit 5), or with
+`PREFLIGHT_DOWNGRADE=apply` plans a downgrade (`plan`, read-only): its files must be
+exactly the first ones applied (names and sha256), every migration above them must have
+its down step stored and intact. The one start runs that plan like an upgrade: lock,
+verified backup, the down steps newest first in ONE transaction (`run`), the schema proven
+equal to this image's replayed head before COMMIT, verification, smoke, and undo on any
+failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from preflight import schema
+from preflight.core.errors import HistoryError, HistoryMoved, MigrationFailed
+from preflight.fast.facts import uri
+from preflight.live import history
+from preflight.live.database import Inspection
+from preflight.schema import drift
+from preflight.schema.sqltext import fold
+from preflight.schema.statements import RUN, classify, split_statements
+from preflight.sources import planner
+from preflight.sources.functions import AppFunctions
+from preflight.sources.migrations import Migration, Statement, set_fingerprint, up_section
+from preflight.sources.replay import replay
+from preflight.storage.config import Settings
+from preflight.storage.steps import step
+
+log = logging.getLogger("preflight")
+
+DOWN = "_preflight_down"
+_DDL = f"""CREATE TABLE IF NOT EXISTS {DOWN} (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    migration_sha256 TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    sql TEXT NOT NULL,
+    stored_at TEXT NOT NULL
+)"""
+NOT_CHECKED = (
+    "not checked: the database is above this image's last migration (a downgrade); "
+    "run `preflight check` to rehearse it"
+)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One row of `_preflight_down`: the down step of the migration applied as `name`."""
+
+    version: int
+    name: str
+    migration_sha256: str  # the migration's, as in the history: the step belongs to it
+    sha256: str  # of `sql`
+    sql: str
+
+    def fits(self, a: history.Applied) -> bool:
+        """This step undoes exactly the migration the history records."""
+        return (self.version, self.name, self.migration_sha256) == (a.version, a.name, a.sha256)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def text_of(m: Migration) -> str | None:
+    """`m`'s down step as written: its dbmate/goose down section, else the golang-migrate or
+    sqlx `.down.sql` beside its `.up.sql`, or diesel's `down.sql` beside `up.sql`; None
+    without one (a `.py` migration has none)."""
+    if m.kind != "sql":
+        return None
+    _, end = up_section(m.source, m.name)
+    if end < len(m.source):  # the down marker's line starts at `end`
+        after = m.source.find("\n", end)
+        return "" if after < 0 else m.source[after + 1 :]
+    if m.path.name == "up.sql":
+        beside = m.path.with_name("down.sql")
+    elif m.path.name.endswith(".up.sql"):
+        beside = m.path.with_name(m.path.name[: -len(".up.sql")] + ".down.sql")
+    else:
+        return None
+    try:
+        return beside.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("down step: %s: unreadable (%s); not kept", beside.name, exc)
+        return None
+
+
+def _statements(text: str, label: str) -> tuple[Statement, ...]:
+    """Split and classified by the rules of every migration (HistoryError naming the line)."""
+    return classify(label, split_statements(text, label, 0, len(text)))
+
+
+def _problem(text: str, m: Migration) -> tuple[int, str] | None:
+    """Why a down step cannot be kept (with the log level to say it at), or None."""
+    try:
+        body = _statements(text, f"{m.name} (down)")
+    except HistoryError as exc:
+        return logging.WARNING, exc.message
+    if not m.executes_nothing and not any(s.action == RUN for s in body):
+        return logging.INFO, f"{m.name}: its down part runs no statement"  # left empty
+    return None
+
+
+def keep(conn: sqlite3.Connection, m: Migration) -> None:
+    """Store `m`'s down step with its sha256, inside the transaction that applies `m`.
+
+    A down step that could not run inside the guard's transaction, or that runs nothing
+    while `m` does, is not kept (said in the log): an older image then refuses to undo `m`
+    rather than claim it did.
+    """
+    text = text_of(m)
+    problem = None if text is None else _problem(text, m)
+    if text is None or problem:
+        if problem:
+            level, why = problem
+            log.log(level, "down step: %s; not kept (an older image cannot undo it)", why)
+        if _exists(conn):
+            conn.execute(f"DELETE FROM {DOWN} WHERE version = ?", (m.version,))
+        return
+    conn.execute(_DDL)
+    conn.execute(
+        f"INSERT OR REPLACE INTO {DOWN} VALUES (?, ?, ?, ?, ?, ?)",
+        (m.version, m.name, m.sha256, _sha(text), text, history.now()),
+    )
+
+
+def forget_after(conn: sqlite3.Connection, version: int) -> None:
+    """Drop the down steps above `version`, whose history rows the caller drops (its transaction)."""
+    if _exists(conn):
+        conn.execute(f"DELETE FROM {DOWN} WHERE version > ?", (version,))
+
+
+def _exists(conn: sqlite3.Connection) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (DOWN,)
+        ).fetchone()
+    )
+
+
+def stored(conn: sqlite3.Connection) -> dict[int, Stored]:
+    """The down steps kept in the database, by version (none: no table)."""
+    if not _exists(conn):
+        return {}
+    rows = conn.execute(f"SELECT version, name, migration_sha256, sha256, sql FROM {DOWN}")
+    return {row[0]: Stored(*row) for row in rows}
+
+
+def _read(insp: Inspection) -> dict[int, Stored]:
+    """`stored` from the file inspected, read-only (a refusal leaves it byte-identical)."""
+    conn = sqlite3.connect(uri(insp.file or insp.path, mode="ro"), uri=True)
+    try:
+        return stored(conn)
+    finally:
+        conn.close()
+
+
+def undoable(insp: Inspection) -> tuple[str, ...]:
+    """The applied migrations an older image can undo, newest first: those above the newest
+    one without its down step stored (`status`)."""
+    if insp.fresh or not insp.applied:
+        return ()
+    kept = _read(insp)
+    out = []
+    for a in reversed(insp.applied):
+        if a.version not in kept or not kept[a.version].fits(a):
+            break
+        out.append(a.name)
+    return tuple(out)
+
+
+def plan(
+    settings: Settings, insp: Inspection, migrations: tuple[Migration, ...], run_code: bool = True
+) -> planner.Plan | None:
+    """The downgrade to this image's last migration, when the database's history goes above
+    it; None otherwise (the upgrade planner decides). Reads only.
+
+    Refused (exit 5) before anything is written: `PREFLIGHT_DOWNGRADE` not `apply`; files
+    that are not exactly the first ones applied (names and sha256); a migration above them
+    without its down step stored, or one whose text no longer hashes to its sha256. With
+    `run_code` False (`status`), a `.py` migration is not replayed: no expected schema.
+    """
+    applied = insp.applied
+    if insp.trusted or insp.fresh or not applied or not migrations:
+        # No files at all: the usual "newer" refusal (a wrong PREFLIGHT_MIGRATIONS is far
+        # likelier than a rollback to an empty schema).
+        return None
+    above = tuple(a for a in applied if a.version > migrations[-1].version)
+    if not above:
+        return None
+    below = applied[: len(applied) - len(above)]
+    newer = ", ".join(a.name for a in above)
+    unapplied = history.pending(below, migrations)  # edited, renamed, missing: exit 5
+    if unapplied:
+        raise HistoryError(
+            f"database is newer than these migration files: {newer} applied but missing "
+            f"from the migrations folder, and {unapplied[0].name} was never applied: "
+            f"these files are not the first ones the database applied",
+            "run the image that applied them, or restore a backup taken before them",
+        )
+    kept = _read(insp)
+    missing = [a for a in above if a.version not in kept or not kept[a.version].fits(a)]
+    if settings.downgrade != "apply":
+        raise HistoryError(
+            f"database is newer than these migration files: {newer} applied but missing "
+            f"from the migrations folder",
+            "run the image that applied them, or restore an older backup"
+            + (
+                f" ({missing[-1].name} has no down step stored)"
+                if missing
+                else "; or roll back with PREFLIGHT_DOWNGRADE=apply: their down steps are "
+                "stored (README, Rollback runbook)"
+            ),
+        )
+    if missing:
+        raise HistoryError(
+            f"cannot downgrade to {migrations[-1].name}: {', '.join(a.name for a in missing)} "
+            f"applied without a down step stored (none in its file, a .py migration, or "
+            f"applied before the guard kept them)",
+            "run the image that applied it, or restore the pre-migrate backup taken "
+            "before it (README, Rollback runbook)",
+        )
+    functions = migrations[0].functions
+    steps = tuple(_step(kept[a.version], functions) for a in reversed(above))
+    head = None
+    if run_code or all(m.kind == "sql" for m in migrations):
+        head = replay(migrations, {len(migrations)})[len(migrations)]
+    log.info(
+        "downgrade: %d migration(s) to undo, newest first: %s (back to %s)",
+        len(steps),
+        ", ".join(m.name for m in steps),
+        migrations[-1].name,
+    )
+    if head is not None:
+        _say_losses(insp, head)
+    return planner.Plan(
+        set_fingerprint(migrations),
+        (),
+        (),
+        head,
+        based_on=planner.history_key(applied),
+        accepted=insp.accepted,
+        undo=steps,
+    )
+
+
+def _step(s: Stored, functions: AppFunctions | None) -> Migration:
+    """A stored down step as a migration to run, its text proven to be what was stored."""
+    label = f"{s.name} (stored down step)"
+    if _sha(s.sql) != s.sha256:
+        raise HistoryError(
+            f"{label}: its text does not hash to the sha256 stored with it "
+            f"({s.sha256[:12]}): it changed after it was stored; nothing was run",
+            "restore the pre-migrate backup taken before it (README, Rollback runbook)",
+        )
+    body = _statements(s.sql, label)
+    return Migration(s.version, s.name, Path(s.name), "sql", s.sha256, body, s.sql, functions)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _say_losses(insp: Inspection, head: schema.Schema) -> None:
+    """Log the tables and columns the older schema lacks, with how many rows hold data in
+    them: what the down steps drop (before anything is written)."""
+    live = insp.live_schema
+    lines = []
+    conn = sqlite3.connect(uri(insp.file or insp.path, mode="ro"), uri=True)
+    try:
+        for key, table in sorted(live.tables.items()):
+            old = head.tables.get(key)
+            if old is None:
+                lines.append(f"table {table.name} ({_count(conn, table.name, None)})")
+                continue
+            kept = {fold(c.name) for c in old.columns}
+            for c in table.columns:
+                if fold(c.name) not in kept and c.hidden not in (2, 3):
+                    lines.append(
+                        f"column {table.name}.{c.name} ({_count(conn, table.name, c.name)})"
+                    )
+    finally:
+        conn.close()
+    if not lines:
+        log.info("downgrade: the older schema has every table and column of this one")
+    for line in lines:
+        log.warning("downgrade: drops %s", line)
+
+
+def _count(conn: sqlite3.Connection, table: str, column: str | None) -> str:
+    """'12 row(s)', or for a column '12 row(s), 5 with a value'."""
+    try:
+        if column is None:
+            (n,) = conn.execute(f"SELECT count(*) FROM {_q(table)}").fetchone()
+            return f"{n} row(s)"
+        n, filled = conn.execute(
+            f"SELECT count(*), count({_q(column)}) FROM {_q(table)}"
+        ).fetchone()
+        return f"{n} row(s), {filled} with a value"
+    except sqlite3.Error as exc:  # a virtual table whose module this SQLite lacks
+        return f"rows not counted: {exc}"
+
+
+def run(
+    conn: sqlite3.Connection,
+    p: planner.Plan,
+    run_one: Callable[[Migration], float],
+    progress: dict[str, Any],
+    label: str,
+    strict: bool,
+) -> None:
+    """The down steps of `p`, newest first, inside apply's open transaction.
+
+    Each stored text is proven unchanged since the plan first (HistoryMoved: plan again);
+    after the last one, the history above this image's head goes with its down steps, and
+    the schema must equal the head this image's files replay to, or the transaction rolls
+    back (MigrationFailed): a downgrade never commits a schema in between.
+    """
+    now = stored(conn)
+    for m in p.undo:
+        s = now.get(m.version)
+        if s is None or s.sha256 != m.sha256 or _sha(s.sql) != m.sha256:
+            raise HistoryMoved(
+                f"the stored down step of {m.name} changed after this guard planned; "
+                f"nothing was run",
+                "start again",
+            )
+    for m in p.undo:
+        progress["running"].append(m.name)
+        with step(label) as info:
+            ms = run_one(m)
+            history.log(conn, "downgraded", m.version, m.name, f"{ms:.1f} ms")
+            info["what"] = f"{m.name}: undone by its stored down step"
+    below = p.undo[-1].version - 1
+    history.forget_after(conn, below)
+    forget_after(conn, below)
+    assert p.expected_head is not None
+    found = drift.diff(p.expected_head, schema.snapshot(conn))
+    errors, _ = planner.accepted_part(drift.errors(found, strict), p.accepted)
+    if errors:
+        error = MigrationFailed(
+            f"downgrade: the down steps leave a schema that differs from what this image's "
+            f"migrations make: {errors[0].message()} (+{len(errors) - 1} more)",
+            "restore the pre-migrate backup taken before the upgrade instead "
+            "(README, Rollback runbook)",
+        )
+        error.details = tuple(f"drift: {d.message()}" for d in errors)
+        raise error
