@@ -54,6 +54,7 @@ class State:
     accepted_differences: tuple[str, ...]
     foreign_key_violation_count: int
     foreign_key_violations: tuple[Json, ...]
+    last_run_loss: tuple[Json, ...] = ()  # what the last run that migrated destroyed (`loss`)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Assessment(Result):
     failure_record: Json | None
     state: State | None = None
     rehearsal_ms: float | None = None
+    rehearsal_loss: tuple[Json, ...] | None = None  # check: what the rehearsed upgrade destroys
     litestream: Json | None = None  # the replica's newest position (Litestream mode)
 
     def report(self) -> Json:
@@ -93,9 +95,12 @@ class Assessment(Result):
                 accepted_differences=list(s.accepted_differences),
                 foreign_key_violation_count=s.foreign_key_violation_count,
                 foreign_key_violations=list(s.foreign_key_violations),
+                last_run_loss=list(s.last_run_loss),
             )
         if self.rehearsal_ms is not None:
             out["rehearsal_ms"] = self.rehearsal_ms
+        if self.rehearsal_loss is not None:
+            out["rehearsal_loss"] = list(self.rehearsal_loss)
         if self.litestream is not None:
             out["litestream"] = self.litestream
         return out

@@ -85,6 +85,7 @@ OPTIONS: tuple[tuple[str, str, str, str, bool], ...] = (
     ("smoke", "--smoke", "PREFLIGHT_SMOKE", "", False),
     ("smoke_timeout", "--smoke-timeout", "PREFLIGHT_SMOKE_TIMEOUT", "300", False),
     ("strict", "--strict", "PREFLIGHT_STRICT", "0", True),
+    ("accept_loss", "--accept-loss", "PREFLIGHT_ACCEPT_LOSS", "", False),
     ("integrity", "--integrity", "PREFLIGHT_INTEGRITY", "24h", False),
     ("log_format", "--log-format", "PREFLIGHT_LOG_FORMAT", "text", False),
     ("log_level", "--log-level", "PREFLIGHT_LOG_LEVEL", "info", False),
@@ -207,6 +208,7 @@ def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, 
         or not values["keep_backups"].isdigit()
         or not values["db"]
         or not all(t >= 0 for t in timeouts)  # also nan
+        or values["accept_loss"].strip()  # validated against the tables, and logged
     ):
         raise Unproven("options")
     return values, args[i + 1 :]

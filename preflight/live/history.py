@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -138,6 +138,12 @@ def ensure_tables(conn: sqlite3.Connection) -> None:
         conn.execute(ddl)
 
 
+def ensure_log(conn: sqlite3.Connection) -> None:
+    """Create the run log alone (a tool's database keeps its own history), caller's transaction."""
+    for ddl in _DDL[1:]:
+        conn.execute(ddl)
+
+
 def record(conn: sqlite3.Connection, migration: Identity, how: str, duration_ms: float) -> None:
     """Record one migration as applied/adopted/stamped, and log it (caller's transaction)."""
     at = now()
@@ -233,13 +239,15 @@ class FailureRecord:
     migration: str | None
     backup: str | None
     restored: bool
+    loss: tuple[str, ...] = ()  # a refused loss: TABLE or TABLE.COLUMN (PREFLIGHT_ACCEPT_LOSS)
 
 
 def read_failure(path: Path) -> FailureRecord | None:
     """The failure record at `path`, or None."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return FailureRecord(**data)
+        record = FailureRecord(**data)
+        return replace(record, loss=tuple(record.loss))
     except FileNotFoundError:
         return None
     except (ValueError, TypeError) as exc:

@@ -33,6 +33,7 @@ from preflight.core.transaction import immediate
 from preflight.fast.facts import Proof
 from preflight.live import history
 from preflight.live.database import Inspection, connect, recorded
+from preflight.live.ledger import Ledger, Planned, Policy
 from preflight.schema import drift, foreignkeys
 from preflight.sources import evidence, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
@@ -239,10 +240,14 @@ def apply(
                         foreignkeys.summary(before),
                     )
                 baseline = foreignkeys.watch(conn, before)
+                ledger = Ledger.begin(
+                    conn, planned(p.pending), Policy.of(settings, label, progress), baseline.lineage
+                )
                 history.ensure_tables(conn)
                 for m in p.adopt:
                     history.record(conn, m, "adopted", 0.0)
                 for m in p.pending:
+                    ledger.migration(m.name)
                     progress["running"].append(m.name)
                     with step(label) as info:
                         start = time.perf_counter()
@@ -254,6 +259,7 @@ def apply(
                             raise _migration_error(m, db, exc, settings.lock_timeout) from exc
                         history.record(conn, m, "applied", (time.perf_counter() - start) * 1000)
                         info["what"] = m.name
+                ledger.close(progress)  # what the run destroyed: reported, or refused here
                 new = foreignkeys.introduced(baseline, foreignkeys.violations(conn))
                 if new:
                     raise MigrationFailed(
@@ -290,6 +296,18 @@ def apply(
     if live:
         faults.point("after-commit")
     return baseline
+
+
+def planned(pending: tuple[Migration, ...]) -> tuple[Planned, ...]:
+    """The pending migrations as the loss ledger sees them: statements, or code."""
+    return tuple(
+        Planned(
+            m.name,
+            None if m.kind == "py" else tuple(s.sql for s in m.statements if s.action == "run"),
+            m.loses,
+        )
+        for m in pending
+    )
 
 
 def _clear_accepted(conn: sqlite3.Connection, p: planner.Plan) -> None:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from preflight.core import targets
 from preflight.core.errors import EnvironmentProblem, UsageError
+from preflight.core.targets import Target
 from preflight.fast.facts import CACHE, FAILURE, LOCK, backup_folder, boolean, integrity_policy
 from preflight.fast.facts import OPTIONS as ROWS
 
@@ -81,7 +83,16 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
     "lock_timeout": (_non_negative_float, "seconds to wait for another guard's lock"),
     "smoke": (str, "shell command run against the migrated database; must exit 0"),
     "smoke_timeout": (_non_negative_float, "seconds the smoke command may take (0: no limit)"),
-    "strict": (boolean, "extra tables/indexes/views/triggers are errors, not warnings"),
+    "strict": (
+        boolean,
+        "extra tables/indexes/views/triggers are errors, not warnings; every loss an upgrade "
+        "causes must be declared or accepted",
+    ),
+    "accept_loss": (
+        targets.option,
+        "TABLE[.COLUMN],...: losses this start accepts (rows or values the upgrade would "
+        "destroy there), once",
+    ),
     "integrity": (
         integrity_policy,
         "full PRAGMA quick_check on a start with nothing to write: every-start, "
@@ -153,6 +164,7 @@ class Settings:
     litestream_config: Path | None = None  # Litestream mode (see `litestream`)
     litestream: str = "litestream"
     litestream_timeout: float = 600.0
+    accept_loss: tuple[Target, ...] = ()  # PREFLIGHT_ACCEPT_LOSS (see `live.loss`)
 
     @property
     def lock_path(self) -> Path:
@@ -246,4 +258,5 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         else None,
         litestream=str(values["litestream"]) or "litestream",
         litestream_timeout=float(str(values["litestream_timeout"])),
+        accept_loss=cast("tuple[Target, ...]", values["accept_loss"] or ()),
     )
