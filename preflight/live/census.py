@@ -6,8 +6,8 @@ its statements can change: those a statement names, other than to index it, view
 add and rename its columns, and those a trigger on such a table writes. With foreign keys
 off (the guard's own runs) nothing else can change a table. A `.py` migration or a tool
 runs code the guard cannot read: every table is counted. A table's non-NULL values are
-counted for the columns that can lose them: not the primary key, not NOT NULL ones, not
-generated ones.
+counted for the columns that can lose them: not the primary key, not generated ones; a
+NOT NULL column's are its rows (only dropping it loses them).
 """
 
 from __future__ import annotations
@@ -52,14 +52,16 @@ def tables(conn: sqlite3.Connection) -> dict[str, str]:
     }
 
 
-def countable(conn: sqlite3.Connection, table: str) -> list[str]:
-    """The columns whose non-NULL values can be lost while the row stays (folded names)."""
-    found = []
+def countable(conn: sqlite3.Connection, table: str) -> dict[str, bool]:
+    """The columns whose values the run can lose (folded name -> NOT NULL): all but the
+    primary key and generated ones. A NOT NULL column can lose its values only with the
+    column (or the row): its count is the row count, not counted again."""
+    found = {}
     for _, name, _, notnull, _, pk, hidden in conn.execute(
         f"PRAGMA main.table_xinfo({quote(table)})"
     ).fetchall():
-        if not notnull and not pk and not hidden:
-            found.append(sqltext.fold(name))
+        if not pk and not hidden:
+            found[sqltext.fold(name)] = bool(notnull)
     return found
 
 
@@ -72,12 +74,15 @@ def columns(conn: sqlite3.Connection, table: str) -> dict[str, str]:
     }
 
 
-def count(conn: sqlite3.Connection, table: str, columns: Iterable[str] = ()) -> Count:
-    """One pass over `table`: its rows, and the non-NULL values of `columns`."""
-    cols = list(columns)
-    sql = ", ".join(["count(*)", *(f"count({quote(c)})" for c in cols)])
+def count(conn: sqlite3.Connection, table: str, columns: dict[str, bool] | None = None) -> Count:
+    """One pass over `table`: its rows, and the non-NULL values of `columns` (folded name ->
+    NOT NULL: those are the row count)."""
+    given = columns or {}
+    nullable = [c for c, notnull in given.items() if not notnull]
+    sql = ", ".join(["count(*)", *(f"count({quote(c)})" for c in nullable)])
     row = conn.execute(f"SELECT {sql} FROM main.{quote(table)}").fetchone()
-    return Count(int(row[0]), dict(zip(cols, (int(v) for v in row[1:]))))
+    counted = dict(zip(nullable, (int(v) for v in row[1:])))
+    return Count(int(row[0]), {c: counted.get(c, int(row[0])) for c in given})
 
 
 # What a statement can do to the rows of the tables it names, by its first words: these

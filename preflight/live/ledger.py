@@ -218,7 +218,8 @@ class Ledger:
         stored = current[now_name]
         cols = census.columns(self.conn, stored)
         mapped = {c: renamed.get(c, c) for c in before.values if renamed.get(c, c) in cols}
-        after = census.count(self.conn, stored, mapped.values())
+        notnull = census.countable(self.conn, stored)
+        after = census.count(self.conn, stored, {c: notnull.get(c, False) for c in mapped.values()})
         found: list[Entry] = []
         gone = before.rows - after.rows
         if gone > 0:
@@ -420,8 +421,10 @@ class ToolRun:
         if had.rows != self.before[t].rows:
             return []
         now_cols = census.columns(conn, now_name)
-        kept = [c for c in cols if c in now_cols]
-        after = census.count(conn, now_name, kept)
+        notnull = census.countable(conn, now_name)
+        after = census.count(
+            conn, now_name, {c: notnull.get(c, False) for c in cols if c in now_cols}
+        )
         found = []
         for c in cols:
             if c not in now_cols:

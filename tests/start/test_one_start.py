@@ -83,6 +83,7 @@ def test_status_json_has_one_shape(kit: Kit) -> None:
         "accepted_differences",
         "foreign_key_violation_count",
         "foreign_key_violations",
+        "last_run_loss",
         "exit_code",
     }
     assert set(report) == expected
