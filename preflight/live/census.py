@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from preflight.schema import model, sqltext, statements
@@ -189,4 +189,64 @@ def triggers(conn: sqlite3.Connection) -> list[Trigger]:
         t = trigger(sql)
         if t is not None:
             found.append(t)
+    return found
+
+
+@dataclass(frozen=True)
+class Values:
+    """Non-NULL values gone from one column: dropped with it, or lost while it stays."""
+
+    column: str
+    dropped: bool
+    count: int
+    had: int
+
+
+def mapped(
+    conn: sqlite3.Connection, now: str, old: dict[str, bool], renamed: dict[str, str]
+) -> dict[str, bool]:
+    """The columns a table has now, as counting wants them (folded -> NOT NULL), for the
+    columns it had (`old`, renamed ones followed)."""
+    now_columns = countable(conn, now)
+    stored = set(columns(conn, now))
+    return {
+        renamed.get(c, c): now_columns.get(renamed.get(c, c), True)
+        for c in old
+        if renamed.get(c, c) in stored
+    }
+
+
+def values_lost(
+    old: dict[str, bool],
+    renamed: dict[str, str],
+    now: dict[str, bool],
+    after: Count,
+    gone: int,
+    before: Callable[[dict[str, bool]], dict[str, int] | None],
+) -> list[Values]:
+    """The values a table lost: `old` its columns (folded -> NOT NULL) as it was, `now` its
+    columns now (`mapped`), `after` what it holds now (its columns' values counted only when
+    a rebuild or an UPDATE could have emptied them: nothing else can empty a column that
+    stays).
+
+    A column that stays is compared with what it held only when it has NULLs now (else it
+    lost nothing beyond the `gone` rows); `before(columns)` counts those, and the dropped
+    columns, as they were (from the backup), only when needed; None: not known.
+    """
+    dropped = {c: nn for c, nn in old.items() if renamed.get(c, c) not in now}
+    suspects = {
+        c: nn
+        for c, nn in old.items()
+        if after.values.get(renamed.get(c, c), after.rows) < after.rows
+    }
+    if not dropped and not suspects:
+        return []
+    had = before({**dropped, **suspects})
+    if had is None:
+        return []
+    found = [Values(c, True, had[c], had[c]) for c in dropped if had[c]]
+    for c in suspects:
+        lost = had[c] - after.values[renamed.get(c, c)] - max(gone, 0)
+        if lost > 0:
+            found.append(Values(c, False, lost, had[c]))
     return found

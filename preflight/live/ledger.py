@@ -1,22 +1,17 @@
 """One run's accounting: what was there when it began, what is there before it commits.
 
-The guard's own files (`Ledger`): inside the run's one transaction. When it begins, the
-rows (and the non-NULL values of the columns that can lose them) of every table the
-pending statements can change (`census`); while it runs, which table each statement
-makes of which (the foreign-key check's `Lineage`: renames, copies, a 12-step rebuild's
-`notes_new` renamed to `notes`) and how many rows each DELETE removed (SQLite's change
-counter between two statements, read from the trace callback both share); before COMMIT,
-the same counts of what each table became. Losses are attributed to the migrations whose
-statements can change that table. A fresh database, a run that names no existing table
-and a no-op start (which never gets here) count nothing.
-
-A tool (`ToolRun`): the tool commits as it goes, and the guard sees none of its
-statements. Every table's rows are counted just before it runs and again after; a table
-is followed by name, or by its b-tree through a rename. What vanished from a table whose
-definition the run changed is "removed" (a DELETE or a rebuild: cannot tell); rows that
-vanished from one it did not change (a cascade through a rebuilt parent) are lost, unless
-they could not live in it. A table's values are counted (from the backup, then live)
-only for the tables whose definition changed.
+The guard's own files (`Ledger`), inside the run's one transaction. When it begins: the
+rows of every table the pending statements can change (`census`). While it runs: which
+table each statement makes of which (the foreign-key check's `Lineage`: renames, copies,
+a 12-step rebuild's `notes_new` renamed to `notes`), how many rows each DELETE removed
+(SQLite's change counter between two statements) and which tables an UPDATE wrote, from
+the trace callback both share. Before COMMIT: the rows of what each table became, and the
+non-NULL values of its columns if it was rebuilt or updated (nothing else empties a
+column that stays); what a column held is read from the backup (`Then`), only for a
+column dropped or one that has NULLs now. Without a backup, the values are counted when
+the run begins instead. Losses are attributed to the migrations whose statements can
+change that table. A fresh database, a run that names no existing table, and a no-op
+start (which never gets here) count nothing. A tool's run: `toolrun`.
 """
 
 from __future__ import annotations
@@ -29,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from preflight.core.targets import Target
-from preflight.core.transaction import immediate
 from preflight.fast.facts import now, uri
-from preflight.live import census, history, loss, vanished
+from preflight.live import census, loss, vanished
 from preflight.live.census import Count
 from preflight.live.loss import Entry
 from preflight.schema import foreignkeys, sqltext, statements
@@ -72,8 +66,34 @@ class Policy:
         return self.old_rows() if callable(self.old_rows) else self.old_rows
 
 
-def _stored(conn: sqlite3.Connection) -> dict[str, str]:
-    return census.tables(conn)
+class Then:
+    """The database as the run found it, read from the backup in a second, read-only
+    connection (ATTACH is not allowed inside a transaction), opened once, when needed."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.conn: sqlite3.Connection | None = None
+        self.opened = False
+
+    def values(self, table: str, rows: int, columns: dict[str, bool]) -> dict[str, int] | None:
+        """What `columns` of `table` held; None when the backup does not hold the table as
+        the run found it (its row count differs) or there is none."""
+        if not self.opened:
+            self.opened = True
+            path = self.policy.backup_file()
+            if path is not None:
+                self.conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
+        if self.conn is None:
+            return None
+        try:
+            counted = census.count(self.conn, table, columns)
+        except sqlite3.Error:
+            return None
+        return counted.values if counted.rows == rows else None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
 
 
 class Ledger:
@@ -88,9 +108,11 @@ class Ledger:
     ) -> None:
         self.conn, self.planned, self.policy, self.lineage = conn, planned, policy, lineage
         self.before: dict[str, Count] = {}
+        self.columns: dict[str, dict[str, bool]] = {}  # table -> its countable columns
         self.names: dict[str, str] = {}  # folded -> as stored, when the run began
         self.blame: dict[str, list[str]] = {}
         self.deleted: dict[str, int] = {}
+        self.updated: set[str] = set()
         self.open: tuple[frozenset[str], int] | None = None  # a DELETE running: origins, mark
         self.active = False
         self.run = now()
@@ -106,7 +128,7 @@ class Ledger:
         """Count what the pending migrations can change (inside the caller's transaction,
         after `foreignkeys.watch`, whose lineage this follows too)."""
         ledger = cls(conn, planned, policy, lineage)
-        tables = _stored(conn)
+        tables = census.tables(conn)
         if not tables or not planned:
             return ledger  # a fresh build: nothing of anyone's to lose
         triggers = census.triggers(conn)
@@ -121,9 +143,11 @@ class Ledger:
         for name, found in per.items():
             for t in census.closure(found, triggers) & set(tables):
                 ledger.blame.setdefault(t, []).append(name)
+        eager = policy.old_rows is None  # no backup to read what a column held: count it now
         for t in ledger.blame:
             ledger.names[t] = tables[t]
-            ledger.before[t] = census.count(conn, tables[t], census.countable(conn, tables[t]))
+            ledger.columns[t] = census.countable(conn, tables[t])
+            ledger.before[t] = census.count(conn, tables[t], ledger.columns[t] if eager else None)
         if ledger.blame:
             ledger.active = True
             conn.set_trace_callback(ledger._trace)
@@ -147,9 +171,11 @@ class Ledger:
                 first = _FIRST.match(sql)
                 word = first[1].upper() if first else ""
                 if word in ("DELETE", "WITH"):
-                    target = _delete_target(sql)
+                    target = _target(sql, "delete")
                     if target:
                         self.open = (self._origins(target), self.conn.total_changes)
+                if word in ("UPDATE", "WITH"):
+                    self.updated |= self._origins(_target(sql, "update"))
         except Exception:  # a trace callback must not raise: SQLite would drop it
             self.open = None
         finally:
@@ -170,13 +196,17 @@ class Ledger:
         self._flush()
         self.active = False
         conn = self.conn
-        current = _stored(conn)
+        current = census.tables(conn)
         entries: list[Entry] = []
         seen: dict[str, set[str]] = {}
-        for t, before in self.before.items():
-            successor = self._successor(t, current)
-            seen[t] = {t} | ({successor[0]} if successor else set())
-            entries += self._judge(t, before, successor, current)
+        then = Then(self.policy)
+        try:
+            for t, before in self.before.items():
+                successor = self._successor(t, current)
+                seen[t] = {t} | ({successor[0]} if successor else set())
+                entries += self._judge(t, before, successor, current, then)
+        finally:
+            then.close()
         declared = {m.name: m.declared for m in self.planned}
         entries = loss.accept(entries, declared, self.policy.given, seen)
         progress["loss"] = entries
@@ -207,6 +237,7 @@ class Ledger:
         before: Count,
         successor: tuple[str, bool, bool, dict[str, str]] | None,
         current: dict[str, str],
+        then: Then,
     ) -> list[Entry]:
         blame = tuple(self.blame[t])
         shown = self.names[t]
@@ -216,10 +247,10 @@ class Ledger:
         if not kept:
             return [Entry(shown, "replaced", before.rows, before.rows, blame)] * bool(before.rows)
         stored = current[now_name]
-        cols = census.columns(self.conn, stored)
-        mapped = {c: renamed.get(c, c) for c in before.values if renamed.get(c, c) in cols}
-        notnull = census.countable(self.conn, stored)
-        after = census.count(self.conn, stored, {c: notnull.get(c, False) for c in mapped.values()})
+        old = self.columns[t]
+        now_columns = census.mapped(self.conn, stored, old, renamed)
+        scan = not same or t in self.updated  # a rebuild or an UPDATE could empty a column
+        after = census.count(self.conn, stored, now_columns if scan else None)
         found: list[Entry] = []
         gone = before.rows - after.rows
         if gone > 0:
@@ -229,14 +260,15 @@ class Ledger:
             rest = gone - deleted
             if rest:
                 found += self._vanished(t, shown, stored, before, gone, rest, same, renamed, blame)
-        for c, had in before.values.items():
-            if c not in mapped:
-                if had:
-                    found.append(Entry(shown, "column", had, had, blame, c))
-                continue
-            lost = had - after.values[mapped[c]] - max(gone, 0)
-            if lost > 0:
-                found.append(Entry(shown, "values", lost, had, blame, c))
+
+        def held(columns: dict[str, bool]) -> dict[str, int] | None:
+            if before.values:
+                return {c: before.values[c] for c in columns}
+            return then.values(shown, before.rows, columns)
+
+        for v in census.values_lost(old, renamed, now_columns, after, gone, held):
+            kind = "column" if v.dropped else "values"
+            found.append(Entry(shown, kind, v.count, v.had, blame, v.column))
         return found
 
     def _vanished(
@@ -282,165 +314,21 @@ class Ledger:
         return found
 
 
-def _delete_target(sql: str) -> str:
-    """The table a DELETE (possibly after WITH) deletes from, folded; '' if none."""
-    toks = (
-        statements.tokens(sql)
-        if sql.lstrip()[:4].upper() == "WITH"
-        else statements.tokens(sql[:400])
-    )
+def _target(sql: str, verb: str) -> str:
+    """The table a DELETE or UPDATE (possibly after WITH) writes, folded; '' if none."""
+    head = sql.lstrip()[:4].upper() == "WITH"
+    toks = statements.tokens(sql) if head else statements.tokens(sql[:400])
     depth = 0
     for i, tok in enumerate(toks):
         depth += {"(": 1, ")": -1}.get(tok, 0)
-        if depth == 0 and sqltext.fold(tok) == "delete" and i + 2 < len(toks):
-            at = i + 2 if sqltext.fold(toks[i + 1]) == "from" else i + 1
+        if depth == 0 and sqltext.fold(tok) == verb and i + 2 < len(toks):
+            at = i + 1
+            words = [sqltext.fold(t) for t in toks[at : at + 2]]
+            if verb == "delete" and words[:1] == ["from"]:
+                at += 1
+            elif verb == "update" and words[:1] == ["or"]:
+                at += 2
             if at + 2 < len(toks) and toks[at + 1] == ".":
                 at += 2
-            return sqltext.name(toks[at])
+            return sqltext.name(toks[at]) if at < len(toks) else ""
     return ""
-
-
-class ToolRun:
-    """The accounting around one run of a migration tool (its pending migrations)."""
-
-    def __init__(
-        self,
-        db: Path,
-        policy: Policy,
-        pending: tuple[str, ...],
-        declared: dict[str, tuple[Target, ...]],
-    ) -> None:
-        self.db, self.policy, self.pending, self.declared = db, policy, pending, declared
-        self.before: dict[str, Count] = {}
-        self.shape: dict[str, tuple[str, int]] = {}  # folded name -> (sql, rootpage)
-        self.names: dict[str, str] = {}
-        self.run = now()
-
-    @classmethod
-    def begin(
-        cls,
-        db: Path,
-        policy: Policy,
-        pending: tuple[str, ...],
-        declared: dict[str, tuple[Target, ...]],
-    ) -> ToolRun:
-        """Count every table's rows right before the tool runs (a read-only connection)."""
-        run = cls(db, policy, pending, declared)
-        if not pending or not db.exists() or db.stat().st_size == 0:
-            return run
-        conn = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
-        try:
-            run.names = _stored(conn)
-            run.shape = _shapes(conn)
-            run.before = {t: census.count(conn, name) for t, name in run.names.items()}
-        finally:
-            conn.close()
-        return run
-
-    def close(self, source: str, progress: dict[str, Any]) -> None:
-        """After the tool's run: count, judge, record, report; LossRefused (the caller
-        restores the backup)."""
-        if not self.before:
-            return
-        conn = sqlite3.connect(self.db, isolation_level=None)
-        try:
-            conn.execute("BEGIN")  # the cleanup test's inserts are rolled back
-            try:
-                entries = self._entries(conn)
-            finally:
-                conn.execute("ROLLBACK")
-            entries = loss.accept(entries, self.declared, self.policy.given, {})
-            progress["loss"] = entries
-            if entries:
-                with immediate(conn):
-                    history.ensure_log(conn)
-                    loss.record(
-                        conn, entries, self.run, loss.state(conn, source), self.policy.backup
-                    )
-        finally:
-            conn.close()
-        loss.refuse(entries, self.policy.strict, "tool")
-        loss.report(entries, self.policy.label, self.policy.backup)
-
-    def _entries(self, conn: sqlite3.Connection) -> list[Entry]:
-        current, shape = _stored(conn), _shapes(conn)
-        by_root = {root: n for n, (_, root) in shape.items()}
-        entries: list[Entry] = []
-        for t, before in self.before.items():
-            shown = self.names[t]
-            name = t if t in current else by_root.get(self.shape[t][1], "")
-            if name not in current or (name != t and name in self.before):
-                if before.rows:
-                    entries.append(Entry(shown, "dropped", before.rows, before.rows, self.pending))
-                continue
-            changed = shape[name] != self.shape[t] and name == t
-            after = census.count(conn, current[name])
-            gone = before.rows - after.rows
-            if gone > 0 and changed:
-                entries.append(Entry(shown, "removed", gone, before.rows, self.pending))
-            elif gone > 0:
-                v = vanished.judge(
-                    conn,
-                    self.policy.backup_file(),
-                    shown,
-                    current[name],
-                    {},
-                    before.rows,
-                    gone,
-                    gone,
-                    True,
-                )
-                if v.cleanup:
-                    entries.append(
-                        Entry(shown, "cleanup", v.cleanup, before.rows, self.pending, why=v.why)
-                    )
-                if v.lost:
-                    entries.append(
-                        Entry(shown, "lost", v.lost, before.rows, self.pending, why=v.why)
-                    )
-            if changed:
-                entries += self._values(conn, t, shown, current[name], max(gone, 0))
-        return entries
-
-    def _values(
-        self, conn: sqlite3.Connection, t: str, shown: str, now_name: str, gone: int
-    ) -> list[Entry]:
-        """A changed table's values: counted in the backup (the table as the run found it)
-        and now."""
-        backup = self.policy.backup_file()
-        if backup is None:
-            return []
-        old = sqlite3.connect(uri(backup, mode="ro", immutable="1"), uri=True)
-        try:
-            cols = census.countable(old, self.names[t])
-            had = census.count(old, self.names[t], cols)
-        except sqlite3.Error:
-            return []
-        finally:
-            old.close()
-        if had.rows != self.before[t].rows:
-            return []
-        now_cols = census.columns(conn, now_name)
-        notnull = census.countable(conn, now_name)
-        after = census.count(
-            conn, now_name, {c: notnull.get(c, False) for c in cols if c in now_cols}
-        )
-        found = []
-        for c in cols:
-            if c not in now_cols:
-                if had.values[c]:
-                    found.append(
-                        Entry(shown, "column", had.values[c], had.values[c], self.pending, c)
-                    )
-            elif (lost := had.values[c] - after.values[c] - gone) > 0:
-                found.append(Entry(shown, "values", lost, had.values[c], self.pending, c))
-        return found
-
-
-def _shapes(conn: sqlite3.Connection) -> dict[str, tuple[str, int]]:
-    return {
-        sqltext.fold(n): (str(sql), int(root))
-        for n, sql, root in conn.execute(
-            "SELECT name, sql, rootpage FROM main.sqlite_master WHERE type = 'table'"
-        )
-    }

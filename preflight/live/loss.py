@@ -119,17 +119,21 @@ def refuse(entries: list[Entry], strict: bool, label: str) -> None:
     if not refused:
         return
     e = refused[0]
-    where = ", ".join(e.migrations) or "the run"
+    where = ", ".join(e.migrations[:3]) or "the run"
+    where += f" (+{len(e.migrations) - 3} more)" * (len(e.migrations) > 3)
     more = f" (+{len(refused) - 1} more: {', '.join(r.target for r in refused[1:4])})" * (
         len(refused) > 1
     )
     why = f": {WHY[e.kind]}" if e.kind in WHY else ""
     why += "" if e.kind == "lost" else "; nothing declares it (--strict)"
     tail = f"; none is a cleanup: {e.why}" if e.kind == "lost" and e.why else ""
+    mark = (
+        "#" if label == "tool" or e.migrations[-1:] and e.migrations[-1].endswith(".py") else "--"
+    )
     declare = (
-        f"declare it in {e.migrations[-1]} ('-- preflight: loses {e.target}')"
+        f"declare it in {e.migrations[-1]} ('{mark} preflight: loses {e.target}')"
         if e.migrations and label != "tool"
-        else f"declare it in the migration's file ('# preflight: loses {e.target}')"
+        else f"declare it in the migration's file ('{mark} preflight: loses {e.target}')"
     )
     raise LossRefused(
         f"{where}: {e.table}: {e.phrase()}{why}{tail}{more}",
@@ -216,9 +220,12 @@ def last_run(conn: sqlite3.Connection, source: str) -> list[dict[str, object]]:
             continue
         if isinstance(found, dict) and found.get("state") == now:
             backup = found.get("backup")
+            try:
+                entries = [Entry(**e) for e in found.get("entries", ())]
+            except TypeError:
+                continue  # written by another version of the guard: not this one's to read
             runs.setdefault(str(found.get("run")), []).extend(
-                as_json(Entry(**e), str(backup) if backup else None)
-                for e in found.get("entries", ())
+                as_json(e, str(backup) if backup else None) for e in entries
             )
     return list(runs.values())[-1] if runs else []
 

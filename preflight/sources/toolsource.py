@@ -23,7 +23,8 @@ from preflight.core.targets import Target
 from preflight.fast import toolfiles
 from preflight.fast.facts import Unproven, uri
 from preflight.live.database import Inspection
-from preflight.live.ledger import Policy, ToolRun
+from preflight.live.ledger import Policy
+from preflight.live.toolrun import ToolRun
 from preflight.schema import drift, foreignkeys
 from preflight.schema.sqltext import fold
 from preflight.sources import declarations, tools, toolscratch

@@ -517,3 +517,24 @@ def test_a_fresh_build_has_nothing_to_lose(tmp_path: Path) -> None:
     done = app.start("--strict")
     assert done.returncode == 0, done.stderr
     assert "loss:" not in done.stderr
+
+
+def test_values_an_update_clears_are_reported_and_refused_under_strict(app: App) -> None:
+    app.add("clear_bodies", "UPDATE notes SET body = NULL WHERE id <= 10;")
+    before = app.unchanged()
+    strict = app.start("--strict")
+    assert strict.returncode == 9, strict.stderr
+    assert "notes: body: 10 of 113 values lost from a column that stays" in strict.stderr
+    assert app.unchanged() == before
+    (app.db.parent / "app.db.preflight-failure.json").unlink()
+    done = app.start()
+    assert done.returncode == 0, done.stderr
+    assert "loss: notes: body: 10 of 113 values lost from a column that stays" in done.stderr
+
+
+def test_without_a_backup_values_are_counted_when_the_run_begins(app: App) -> None:
+    app.add("drop_body", "ALTER TABLE notes DROP COLUMN body;")
+    done = app.start(PREFLIGHT_BACKUP="never")
+    assert done.returncode == 0, done.stderr
+    assert "loss: notes: body: 113 of 113 values dropped with the column" in done.stderr
+    assert "no backup holds it (PREFLIGHT_BACKUP=never)" in done.stderr
