@@ -141,7 +141,11 @@ class Ledger:
             triggers += made
             per[m.name] = found
         for name, found in per.items():
-            for t in census.closure(found, triggers) & set(tables):
+            reached = census.closure(found, triggers)
+            # A trigger's statements reach the trace as the statement that fired them: a
+            # table only a trigger writes may have been updated.
+            ledger.updated |= (reached - found) & set(tables)
+            for t in reached & set(tables):
                 ledger.blame.setdefault(t, []).append(name)
         eager = policy.old_rows is None  # no backup to read what a column held: count it now
         for t in ledger.blame:

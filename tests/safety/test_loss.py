@@ -538,3 +538,22 @@ def test_without_a_backup_values_are_counted_when_the_run_begins(app: App) -> No
     assert done.returncode == 0, done.stderr
     assert "loss: notes: body: 113 of 113 values dropped with the column" in done.stderr
     assert "no backup holds it (PREFLIGHT_BACKUP=never)" in done.stderr
+
+
+def test_values_a_trigger_clears_in_another_table_are_reported(app: App) -> None:
+    app.add(
+        "hide_bodies",
+        "CREATE TRIGGER users_renamed AFTER UPDATE OF name ON users "
+        "BEGIN UPDATE notes SET body = NULL WHERE user_id = new.id; END;\n",
+    )
+    assert app.guard("migrate").returncode == 0
+    name = app.add("capitalize", "UPDATE users SET name = upper(name) WHERE id = 1;")
+    before = app.unchanged()
+    assert app.start("--strict").returncode == 9
+    assert app.unchanged() == before
+    (app.db.parent / "app.db.preflight-failure.json").unlink()
+    done = app.start()
+    assert done.returncode == 0, done.stderr
+    assert f"loss: notes: body: 12 of 113 values lost from a column that stays, by {name}" in (
+        done.stderr
+    )
