@@ -87,6 +87,19 @@ class App:
     def unchanged(self) -> tuple[str, list[str]]:
         return sha(self.db), dump(self.db)
 
+    def strict_then_plain(
+        self,
+    ) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+        """`--strict` refuses the pending upgrade and changes nothing; without it, it runs."""
+        before = self.unchanged()
+        strict = self.start("--strict")
+        assert strict.returncode == 9, strict.stderr
+        assert self.unchanged() == before and not self.started.exists()
+        (self.db.parent / "app.db.preflight-failure.json").unlink()
+        done = self.start()
+        assert done.returncode == 0, done.stderr
+        return strict, done
+
     def status(self) -> dict[str, object]:
         done = self.guard("status", "--json")
         assert done.returncode == 0, done.stderr
@@ -306,15 +319,9 @@ def test_drop_column_with_values_is_reported_and_strict_refuses_it_unless_declar
     app: App,
 ) -> None:
     name = app.add("drop_body", "ALTER TABLE notes DROP COLUMN body;")
-    before = app.unchanged()
-    strict = app.start("--strict")
-    assert strict.returncode == 9, strict.stderr
+    strict, done = app.strict_then_plain()
     assert "notes: body: 113 of 113 values dropped with the column" in strict.stderr
     assert "nothing declares it (--strict)" in strict.stderr
-    assert app.unchanged() == before
-    (app.db.parent / "app.db.preflight-failure.json").unlink()
-    done = app.start()
-    assert done.returncode == 0, done.stderr
     assert f"loss: notes: body: 113 of 113 values dropped with the column, by {name}" in done.stderr
     [entry] = app.status()["last_run_loss"]  # type: ignore[misc]
     assert (entry["kind"], entry["column"], entry["count"]) == ("column", "body", 113)
@@ -343,14 +350,8 @@ def test_a_copy_that_leaves_a_column_out_is_reported_and_refused_under_strict(ap
         "(id, user_id, title)\n    SELECT id, user_id, title",
     )
     app.add("rebuild_notes", leaves_body_out)
-    before = app.unchanged()
-    strict = app.start("--strict")
-    assert strict.returncode == 9, strict.stderr
+    strict, done = app.strict_then_plain()
     assert "notes: body: 113 of 113 values lost from a column that stays" in strict.stderr
-    assert app.unchanged() == before
-    (app.db.parent / "app.db.preflight-failure.json").unlink()
-    done = app.start()
-    assert done.returncode == 0, done.stderr
     assert "loss: notes: body: 113 of 113 values lost from a column that stays" in done.stderr
     assert app.count("notes") == 113
 
@@ -432,13 +433,7 @@ def test_rows_a_trigger_deletes_with_their_parent_are_a_cleanup(app: App) -> Non
 
 def test_explicit_deletes_and_drops_are_reported_and_strict_refuses_them(app: App) -> None:
     name = app.add("prune", "DELETE FROM notes WHERE user_id = 1;\nDROP TABLE tokens;")
-    before = app.unchanged()
-    strict = app.start("--strict")
-    assert strict.returncode == 9, strict.stderr
-    assert app.unchanged() == before
-    (app.db.parent / "app.db.preflight-failure.json").unlink()
-    done = app.start()
-    assert done.returncode == 0, done.stderr
+    _, done = app.strict_then_plain()
     assert f"loss: notes: 12 of 113 rows deleted, by {name}" in done.stderr
     assert f"loss: tokens: 20 of 20 rows dropped with the table, by {name}" in done.stderr
 
@@ -521,14 +516,8 @@ def test_a_fresh_build_has_nothing_to_lose(tmp_path: Path) -> None:
 
 def test_values_an_update_clears_are_reported_and_refused_under_strict(app: App) -> None:
     app.add("clear_bodies", "UPDATE notes SET body = NULL WHERE id <= 10;")
-    before = app.unchanged()
-    strict = app.start("--strict")
-    assert strict.returncode == 9, strict.stderr
+    strict, done = app.strict_then_plain()
     assert "notes: body: 10 of 113 values lost from a column that stays" in strict.stderr
-    assert app.unchanged() == before
-    (app.db.parent / "app.db.preflight-failure.json").unlink()
-    done = app.start()
-    assert done.returncode == 0, done.stderr
     assert "loss: notes: body: 10 of 113 values lost from a column that stays" in done.stderr
 
 
@@ -548,12 +537,7 @@ def test_values_a_trigger_clears_in_another_table_are_reported(app: App) -> None
     )
     assert app.guard("migrate").returncode == 0
     name = app.add("capitalize", "UPDATE users SET name = upper(name) WHERE id = 1;")
-    before = app.unchanged()
-    assert app.start("--strict").returncode == 9
-    assert app.unchanged() == before
-    (app.db.parent / "app.db.preflight-failure.json").unlink()
-    done = app.start()
-    assert done.returncode == 0, done.stderr
+    _, done = app.strict_then_plain()
     assert f"loss: notes: body: 12 of 113 values lost from a column that stays, by {name}" in (
         done.stderr
     )
