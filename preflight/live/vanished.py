@@ -10,7 +10,9 @@ in one of its NOT NULL columns, or fails one of its CHECK constraints (tried by 
 it inside a SAVEPOINT that is rolled back) could not live there: a cleanup. A row that
 could, or a duplicate of a key another row kept (OR IGNORE, OR REPLACE), is lost. When
 the rows that went cannot be told apart exactly (the copy changed the keys, the run added
-rows, no backup), none counts as a cleanup.
+rows, no backup), none counts as a cleanup. The scans hold one row at a time; only rows
+left for a CHECK test (a new table with CHECK constraints) wait in memory for the scans
+to end, since the test inserts into the table being scanned.
 """
 
 from __future__ import annotations
@@ -76,16 +78,14 @@ def gone_rows(
     now: str,
     key: list[tuple[str, str]],
     carried: list[tuple[str, str]],
-    limit: int,
-) -> list[Row] | None:
+) -> Iterator[Row]:
     """Rows of `then` in `old` whose key `now` no longer holds (a multiset difference of two
-    ordered scans); None once more than `limit` are found."""
+    ordered scans, one row in memory at a time)."""
     n = len(key)
     olds = _ordered(
         old, then, [k if k == "rowid" else _q(k) for k, _ in key], [_q(c) for c, _ in carried]
     )
     news = _ordered(conn, now, [k if k == "rowid" else _q(k) for _, k in key], [])
-    found: list[Row] = []
     current = next(news, None)
     for row in olds:
         k = _key(row, n)
@@ -94,10 +94,7 @@ def gone_rows(
         if current is not None and _key(current, n) == k:
             current = next(news, None)
             continue
-        found.append(row[n:])
-        if len(found) > limit:
-            return None
-    return found
+        yield row[n:]
 
 
 class _Tester:
@@ -112,6 +109,7 @@ class _Tester:
         for r in conn.execute(f"PRAGMA main.foreign_key_list({_q(now)})").fetchall():
             keys.setdefault(r[0], []).append((str(r[2]), str(r[3]), r[4]))
         self.keys = list(keys.values())
+        self.parents: dict[str, str | None] = {}
         checks = ddl.read(_sql(conn, now)).checks
         names = {sqltext.fold(c) for c, _, _ in cols}
         used = {sqltext.name(t) for c in checks for t in sqltext.tokens(c) if sqltext.is_word(t)}
@@ -120,7 +118,8 @@ class _Tester:
         self.checks = bool(checks) and not (used & (names - set(self.back)))
 
     def unfit(self, row: dict[str, object]) -> str | None:
-        """Why `row` (old column -> value) could not live in the new table, or None."""
+        """Why `row` (old column -> value) could not live in the new table by its keys or its
+        NULLs (read-only: safe beside an open scan of the table), or None."""
         for fk in self.keys:
             parent, frm = fk[0][0], [sqltext.fold(f) for _, f, _ in fk]
             if any(f not in self.back for f in frm):
@@ -133,25 +132,32 @@ class _Tester:
         for c in self.notnull:
             if row[self.back[sqltext.fold(c)]] is None:
                 return f"NULL in the NOT NULL column {c}"
-        if self.checks and self._fails_check(row):
-            return "failed a CHECK constraint of the new table"
         return None
 
+    def fails_check(self, row: dict[str, object]) -> bool:
+        """Whether the new table's CHECK constraints reject `row` (an insert, rolled back:
+        only once no scan of the table is open)."""
+        return self.checks and self._fails_check(row)
+
     def _parent_has(self, parent: str, to: list[str | None], values: list[object]) -> bool:
+        if parent not in self.parents:
+            self.parents[parent] = self._lookup(parent, to)
+        sql = self.parents[parent]
+        return sql is not None and self.conn.execute(sql, values).fetchone() is not None
+
+    def _lookup(self, parent: str, to: list[str | None]) -> str | None:
+        """The query finding a parent row by the referenced columns (None: no such table)."""
         exists = self.conn.execute(
             "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
             (parent,),
         ).fetchone()
         if exists is None:
-            return False
+            return None
         if any(t is None for t in to):
             pk = sorted((c for c in _columns(self.conn, exists[0]) if c[2]), key=lambda c: c[2])
             to = [c for c, _, _ in pk] or ["rowid"]
         where = " AND ".join(f"{_q(str(t)) if t != 'rowid' else t} = ?" for t in to)
-        found = self.conn.execute(
-            f"SELECT 1 FROM main.{_q(exists[0])} WHERE {where} LIMIT 1", values
-        ).fetchone()
-        return found is not None
+        return f"SELECT 1 FROM main.{_q(exists[0])} WHERE {where} LIMIT 1"
 
     def _fails_check(self, row: dict[str, object]) -> bool:
         cols = list(self.mapped)
@@ -214,18 +220,31 @@ def judge(
         else:
             key = list(mapped.items())
         carried = list(mapped.items())
-        found = gone_rows(old, conn, held[0], now, key, carried, gone) if key else None
-        if found is None or len(found) != gone:
-            return Verdict(
-                0, unexplained, f"the rows that went cannot be told apart from those kept in {now}"
-            )
         tester = _Tester(conn, now, mapped)
-        unfit, why = 0, ""
-        for values in found:
-            reason = tester.unfit(dict(zip(mapped, values)))
+        found = unfit = 0
+        why = ""
+        checked: list[dict[str, object]] = []  # left for the CHECK test, after the scan
+        # Every row that went is tested as it is found; more than `gone` means they cannot
+        # be told apart from rows kept (the copy changed their keys, the run added rows).
+        for values in gone_rows(old, conn, held[0], now, key, carried) if key else ():
+            found += 1
+            if found > gone:
+                break
+            row = dict(zip(mapped, values))
+            reason = tester.unfit(row)
             if reason is not None:
                 unfit += 1
                 why = why or reason
+            elif tester.checks:
+                checked.append(row)
+        if found != gone:
+            return Verdict(
+                0, unexplained, f"the rows that went cannot be told apart from those kept in {now}"
+            )
+        for row in checked:
+            if tester.fails_check(row):
+                unfit += 1
+                why = why or "failed a CHECK constraint of the new table"
         lost = max(0, unexplained - unfit)
         return Verdict(unexplained - lost, lost, why)
     except sqlite3.Error as exc:

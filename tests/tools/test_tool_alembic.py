@@ -671,6 +671,9 @@ def test_a_cascade_through_a_batch_rebuild_with_foreign_keys_on_is_refused_and_r
     with_comments(app, db, foreign_keys=True)
     (app / "migrations" / "versions" / "g7_summary.py").write_text(SUMMARY.format(declare=""))
     before, content = sha(db), dump(db)
+    check = guard(app, db, "check")  # the rehearsal names it before anyone deploys
+    assert check.returncode == 9, check.stderr
+    assert "rehearsal on a private copy: g7: comments: 5 of 5 rows lost" in check.stderr
     result = guard(app, db, "run", "--", "touch", str(data / "app-started"))
     assert result.returncode == 9, result.stderr
     assert "g7: comments: 5 of 5 rows lost" in result.stderr
