@@ -62,9 +62,16 @@ def option(text: str) -> tuple[Target, ...]:
 
 
 def show(target: Target) -> str:
-    """'notes' or 'notes.body', as an operator writes it back."""
+    """'notes' or 'notes.body', as an operator writes it back (a name that is no bare
+    identifier in double quotes: '"order items".note')."""
     table, column = target
-    return table if column is None else f"{table}.{column}"
+    return _spell(table) if column is None else f"{_spell(table)}.{_spell(column)}"
+
+
+def _spell(name: str) -> str:
+    if re.fullmatch(r"[A-Za-z_\x80-\U0010ffff][\w$\x80-\U0010ffff]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 def covers(given: tuple[Target, ...], table: str, column: str | None) -> bool:

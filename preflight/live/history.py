@@ -259,7 +259,10 @@ def read_failure(path: Path) -> FailureRecord | None:
 
 def write_failure(path: Path, record: FailureRecord) -> None:
     """Write the failure record atomically (temp file, fsync, rename, fsync folder)."""
-    write_atomic(path, json.dumps(asdict(record), indent=2).encode() + b"\n")
+    data = asdict(record)
+    if not data["loss"]:
+        del data["loss"]  # the record as guards before it wrote (and read) one
+    write_atomic(path, json.dumps(data, indent=2).encode() + b"\n")
 
 
 def clear_failure(path: Path) -> bool:

@@ -35,6 +35,7 @@ from preflight.live import history
 from preflight.live.database import Inspection, connect, recorded
 from preflight.live.ledger import Ledger, Planned, Policy
 from preflight.schema import drift, foreignkeys
+from preflight.schema.statements import RUN
 from preflight.sources import evidence, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
 from preflight.sources.replay import replay
@@ -303,7 +304,7 @@ def planned(pending: tuple[Migration, ...]) -> tuple[Planned, ...]:
     return tuple(
         Planned(
             m.name,
-            None if m.kind == "py" else tuple(s.sql for s in m.statements if s.action == "run"),
+            None if m.kind == "py" else tuple(s.sql for s in m.statements if s.action == RUN),
             m.loses,
         )
         for m in pending
