@@ -42,6 +42,7 @@ from preflight.core.errors import (
     UsageError,
 )
 from preflight.core.files import private_folder
+from preflight.fast.facts import LOSS
 from preflight.live import history, loss
 from preflight.live.database import (
     assert_not_busy,
@@ -129,7 +130,7 @@ def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) 
         for d in insp.accepted:
             log.info("status: accepted by stamp --force: %s", d.message())
         found = _foreign_keys(snap)
-        last = _last_run_loss(snap, src.name)
+        last = _last_run_loss(snap, src.name, Path(f"{settings.db}{LOSS}"))
         if last:
             log.info(
                 "%s: the last run that migrated lost: %s",
@@ -233,13 +234,13 @@ def _copy_once(db: Path, folder: Path) -> Callable[[], Path | None]:
     return copy
 
 
-def _last_run_loss(snap: Path, source: str) -> list[dict[str, object]]:
+def _last_run_loss(snap: Path, source: str, saved: Path) -> list[dict[str, object]]:
     """What the last run that migrated recorded it destroyed (none for a fresh database)."""
     if not snap.exists() or snap.stat().st_size == 0:
         return []
     conn = connect(snap, 5.0)
     try:
-        return loss.last_run(conn, source)
+        return loss.last_run(conn, source, saved)
     finally:
         conn.close()
 

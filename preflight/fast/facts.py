@@ -112,6 +112,7 @@ BACKUP_REASONS = ("pre-migrate", "manual", "pre-restore", "always")
 LOCK = ".preflight.lock"
 RUNNING = ".preflight.running"
 FAILURE = ".preflight-failure.json"
+LOSS = ".preflight-loss.json"  # what a tool's last run lost (a tool's database is the app's)
 CACHE = ".preflight-cache.json"
 TOOL_CACHE = ".preflight-tool.json"
 IMAGE_TOOL_CACHE = ".preflight-scratch.json"  # in the app folder: built by `prepare`

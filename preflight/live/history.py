@@ -138,12 +138,6 @@ def ensure_tables(conn: sqlite3.Connection) -> None:
         conn.execute(ddl)
 
 
-def ensure_log(conn: sqlite3.Connection) -> None:
-    """Create the run log alone (a tool's database keeps its own history), caller's transaction."""
-    for ddl in _DDL[1:]:
-        conn.execute(ddl)
-
-
 def record(conn: sqlite3.Connection, migration: Identity, how: str, duration_ms: float) -> None:
     """Record one migration as applied/adopted/stamped, and log it (caller's transaction)."""
     at = now()

@@ -25,9 +25,11 @@ import logging
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from preflight.core import targets
 from preflight.core.errors import LossRefused, UsageError
+from preflight.core.files import write_atomic
 from preflight.core.targets import Target
 from preflight.fast.facts import RECORDED, sha256_bytes
 from preflight.live import census, history
@@ -146,9 +148,6 @@ def refuse(entries: list[Entry], strict: bool, label: str) -> None:
 
 def report(entries: list[Entry], label: str, backup: str | None) -> None:
     """One log line per table with loss: what, how much, which migration, where it still is."""
-    by_table: dict[str, list[Entry]] = {}
-    for e in entries:
-        by_table.setdefault(e.table, []).append(e)
     held = (
         ""
         if label == "rehearse"  # a private copy: the database was not touched
@@ -156,12 +155,12 @@ def report(entries: list[Entry], label: str, backup: str | None) -> None:
         if backup
         else "; no backup holds it (PREFLIGHT_BACKUP=never)"
     )
-    for table, found in by_table.items():
+    for found in _by_table(entries):
         migrations = list(dict.fromkeys(m for e in found for m in e.migrations))
         log.warning(
             "%s: loss: %s: %s, by %s%s",
             label,
-            table,
+            found[0].table,
             "; ".join(e.phrase() for e in found),
             ", ".join(migrations) or "the run",
             held,
@@ -184,49 +183,73 @@ def state(conn: sqlite3.Connection, source: str) -> str:
     return sha256_bytes("\n".join(str(r[0]) for r in conn.execute(sql)).encode())[:16]
 
 
+def _by_table(entries: list[Entry]) -> list[list[Entry]]:
+    found: dict[str, list[Entry]] = {}
+    for e in entries:
+        found.setdefault(e.table, []).append(e)
+    return list(found.values())
+
+
+def _item(found: list[Entry], run: str, recorded: str, backup: str | None) -> dict[str, object]:
+    """One table's part of the run record: its entries, the backup that holds what went, and
+    `recorded`, a hash of the version the database records after the run."""
+    return {"run": run, "state": recorded, "backup": backup, "entries": [asdict(e) for e in found]}
+
+
 def record(
     conn: sqlite3.Connection, entries: list[Entry], run: str, recorded: str, backup: str | None
 ) -> None:
-    """The run record: one `_preflight_log` row per table with loss (caller's transaction)."""
-    by_table: dict[str, list[Entry]] = {}
-    for e in entries:
-        by_table.setdefault(e.table, []).append(e)
-    for found in by_table.values():
-        detail = {
-            "run": run,
-            "state": recorded,
-            "backup": backup,
-            "entries": [asdict(e) for e in found],
-        }
+    """The run record in the guard's history: one `_preflight_log` row per table with loss
+    (caller's transaction)."""
+    for found in _by_table(entries):
         name = found[0].migrations[-1] if found[0].migrations else None
-        history.log(conn, EVENT, None, name, json.dumps(detail))
+        history.log(conn, EVENT, None, name, json.dumps(_item(found, run, recorded, backup)))
 
 
-def last_run(conn: sqlite3.Connection, source: str) -> list[dict[str, object]]:
-    """The loss the last run recorded (`status`): the rows of the newest run whose recorded
-    version is the database's now; [] when that run lost nothing (or none is recorded)."""
-    if not conn.execute(
+def save(path: Path, entries: list[Entry], run: str, recorded: str, backup: str | None) -> None:
+    """A tool's run record, beside the database (the tool's database keeps the tool's own
+    history, and the app's schema tools would see a table of the guard's): None removes it."""
+    if not entries:
+        path.unlink(missing_ok=True)
+        return
+    items = [_item(found, run, recorded, backup) for found in _by_table(entries)]
+    write_atomic(path, json.dumps(items, indent=1).encode() + b"\n")
+
+
+def last_run(conn: sqlite3.Connection, source: str, saved: Path) -> list[dict[str, object]]:
+    """The loss the last run recorded (`status`): the records of the newest run whose
+    recorded version is the database's now (from `_preflight_log`, or for a tool the file
+    `saved`); [] when that run lost nothing, or none is recorded."""
+    now = state(conn, source)
+    items: list[object] = []
+    if source != "files":
+        try:
+            loaded = json.loads(saved.read_text(encoding="utf-8"))
+            items = loaded if isinstance(loaded, list) else []
+        except (OSError, ValueError):
+            items = []
+    elif conn.execute(
         "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (history.LOG,)
     ).fetchone():
-        return []
-    now = state(conn, source)
-    runs: dict[str, list[dict[str, object]]] = {}
-    for (detail,) in conn.execute(
-        f"SELECT detail FROM {history.LOG} WHERE event = ? ORDER BY id", (EVENT,)
-    ):
-        try:
-            found = json.loads(detail)
-        except (TypeError, ValueError):
-            continue
-        if isinstance(found, dict) and found.get("state") == now:
-            backup = found.get("backup")
+        for (detail,) in conn.execute(
+            f"SELECT detail FROM {history.LOG} WHERE event = ? ORDER BY id", (EVENT,)
+        ):
             try:
-                entries = [Entry(**e) for e in found.get("entries", ())]
-            except TypeError:
-                continue  # written by another version of the guard: not this one's to read
-            runs.setdefault(str(found.get("run")), []).extend(
-                as_json(e, str(backup) if backup else None) for e in entries
-            )
+                items.append(json.loads(detail))
+            except (TypeError, ValueError):
+                continue
+    runs: dict[str, list[dict[str, object]]] = {}
+    for found in items:
+        if not isinstance(found, dict) or found.get("state") != now:
+            continue
+        backup = found.get("backup")
+        try:
+            entries = [Entry(**e) for e in found.get("entries", ())]
+        except TypeError:
+            continue  # written by another version of the guard: not this one's to read
+        runs.setdefault(str(found.get("run")), []).extend(
+            as_json(e, str(backup) if backup else None) for e in entries
+        )
     return list(runs.values())[-1] if runs else []
 
 

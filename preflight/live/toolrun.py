@@ -8,7 +8,9 @@ out: the guard cannot tell); rows that vanished from a table it did not change (
 through a rebuilt parent) are lost unless they could not live in it (`vanished`). The
 values of a changed table's columns are counted after the run, and what a column held is
 read from the backup (`ledger.Then`) only for a column dropped or one with NULLs now. The
-loss is attributed to the whole run; the pending migrations' files may declare it.
+loss is attributed to the whole run; the pending migrations' files may declare it. The
+run record goes beside the database (`app.db.preflight-loss.json`), not into it: the
+database is the app's, and its tool's autogenerate would see a table of the guard's.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from preflight.core.targets import Target
-from preflight.core.transaction import immediate
-from preflight.fast.facts import now, uri
-from preflight.live import census, history, loss, vanished
+from preflight.fast.facts import LOSS, now, uri
+from preflight.live import census, loss, vanished
 from preflight.live.census import Count
 from preflight.live.ledger import Policy, Then
 from preflight.live.loss import Entry
@@ -81,16 +82,13 @@ class ToolRun:
                 conn.execute("ROLLBACK")
             entries = loss.accept(entries, self.declared, self.policy.given, {})
             progress["loss"] = entries
-            if entries:
-                with immediate(conn):
-                    history.ensure_log(conn)
-                    loss.record(
-                        conn, entries, self.run, loss.state(conn, source), self.policy.backup
-                    )
+            loss.refuse(entries, self.policy.strict, "tool")  # undone: nothing to record
+            if self.policy.label == "migrate":
+                recorded = loss.state(conn, source)
+                loss.save(Path(f"{self.db}{LOSS}"), entries, self.run, recorded, self.policy.backup)
         finally:
             then.close()
             conn.close()
-        loss.refuse(entries, self.policy.strict, "tool")
         loss.report(entries, self.policy.label, self.policy.backup)
 
     def _entries(self, conn: sqlite3.Connection, then: Then) -> list[Entry]:

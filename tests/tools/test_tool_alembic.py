@@ -680,6 +680,7 @@ def test_a_cascade_through_a_batch_rebuild_with_foreign_keys_on_is_refused_and_r
     assert "restored" in result.stderr
     assert sha(db) == before and dump(db) == content
     assert not (data / "app-started").exists()
+    assert not (data / "app.db.preflight-loss.json").exists()  # undone: nothing to record
     # Accepted once, the same run goes through, and says what it lost.
     accepted = guard(app, db, "migrate", "--accept-loss", "comments")
     assert accepted.returncode == 0, accepted.stderr
@@ -711,3 +712,6 @@ def test_a_cascade_declared_in_the_revision_runs_and_is_in_status(app, data):
     status = guard(app, db, "status", "--json")
     [entry] = json.loads(status.stdout)["last_run_loss"]
     assert (entry["table"], entry["count"], entry["migrations"]) == ("comments", 5, ["g7"])
+    # The record is beside the database: nothing of the guard's goes into the app's schema.
+    assert (data / "app.db.preflight-loss.json").exists()
+    assert not [t for t in tables(db) if t.startswith("_preflight")]
