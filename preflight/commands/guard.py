@@ -17,13 +17,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from preflight.core import proc, signals
+from preflight.core import proc, signals, targets
 from preflight.core.errors import (
     TRANSIENT,
     DriftError,
     HistoryError,
     HistoryMoved,
     Interrupted,
+    LossRefused,
     MigrationFailed,
     PreflightError,
     Refused,
@@ -31,7 +32,7 @@ from preflight.core.errors import (
     RestoreFailed,
 )
 from preflight.fast.facts import SIDECARS, Proof, check_due, quick_check, uri
-from preflight.live import history
+from preflight.live import history, loss
 from preflight.live.database import (
     Inspection,
     assert_not_busy,
@@ -79,6 +80,13 @@ def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
             f"stop the app, run 'preflight restore {record.backup or 'BACKUP'}', then "
             f"'preflight clear-failure'",
         )
+    if record.fingerprint == fingerprint and record.loss and _covered(settings, record.loss):
+        log.info(
+            "failure record: the loss it refused (%s) is accepted now (%s); trying again",
+            ", ".join(record.loss),
+            loss.VARIABLE,
+        )
+        return
     if record.fingerprint == fingerprint:
         raise Refused(
             f"the same migration set failed on {record.failed_at} (exit "
@@ -86,6 +94,15 @@ def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
             "ship fixed migrations, or clear the record with 'preflight clear-failure'",
         )
     log.info("failure record: a previous start failed with another migration set; trying this one")
+
+
+def _covered(settings: Settings, refused: tuple[str, ...]) -> bool:
+    """Whether PREFLIGHT_ACCEPT_LOSS accepts every loss a failure record says was refused."""
+    try:
+        wanted = [targets.parse(t)[0] for t in refused]
+    except ValueError:
+        return False
+    return all(targets.covers(settings.accept_loss, t, c) for t, c in wanted)
 
 
 def resume_interrupted(settings: Settings) -> None:
@@ -138,6 +155,7 @@ def start(
             holders.share_running(settings.db)
         try:
             resume_interrupted(settings)
+            given_tables(settings)  # a typo must not wait behind the failure record
             refuse_if_failed(settings, src.fingerprint)
             for attempt in range(1, RETRIES + 1):
                 try:
@@ -255,6 +273,7 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
     if trusted and insp.trusted:
         for warning in trusted.warnings:
             log.warning("extra: %s", warning)
+    check_accepted(settings, p)
     if p.writes and settings.strict and not insp.fresh:
         strict_foreign_keys(db)
     if (p.writes or settings.backup == "always") and insp.size > 0 and not checked:
@@ -284,6 +303,34 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
                 done.extras,
                 now if checked or p.writes else recorded,
             ),
+        )
+
+
+def given_tables(settings: Settings, file: Path | None = None) -> None:
+    """PREFLIGHT_ACCEPT_LOSS names tables (and columns) of this database: exit 2 otherwise.
+    `file`: the database to read (check's private copy), shown as `settings.db`."""
+    if not settings.accept_loss:
+        return
+    read = file or settings.db
+    fresh = not read.exists() or read.stat().st_size == 0
+    conn = None if fresh else sqlite3.connect(uri(read, mode="ro"), uri=True, isolation_level=None)
+    try:
+        loss.check_given(conn, settings.accept_loss, settings.db)
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def check_accepted(settings: Settings, p: Plan) -> None:
+    """PREFLIGHT_ACCEPT_LOSS is said in the log: it is meant for one start."""
+    if not settings.accept_loss:
+        return
+    given = ", ".join(targets.show(t) for t in settings.accept_loss)
+    if p.pending:
+        log.warning("accept-loss: %s=%s: this start accepts losses there", loss.VARIABLE, given)
+    else:
+        log.warning(
+            "accept-loss: %s=%s: nothing to run, nothing accepted; unset it", loss.VARIABLE, given
         )
 
 
@@ -348,7 +395,7 @@ def execute(settings: Settings, src: Source, insp: Inspection, p: Plan) -> Verif
             info["tail"] = f" -> {taken}"
     if not p.writes:
         return None
-    progress: dict[str, Any] = {"running": [], "committed": False}
+    progress: dict[str, Any] = {"running": [], "committed": False, "old_rows": taken}
     marked = not src.atomic and taken is not None
     if marked:
         # A tool commits as it goes: killed in the middle, the next start must know to put
@@ -360,6 +407,7 @@ def execute(settings: Settings, src: Source, insp: Inspection, p: Plan) -> Verif
             done = verify(settings, src, db, p, baseline)
         if marked:
             _save_record(settings, None)  # the run finished: no failure, nothing to say
+        _accepted_nothing(settings, progress)
         return done
     except HistoryMoved:
         raise  # rolled back before anything ran: nothing to undo (and a fresh file is theirs)
@@ -375,6 +423,8 @@ def execute(settings: Settings, src: Source, insp: Inspection, p: Plan) -> Verif
         # migration set: once undone, the next start may try the same files again.
         verdict = not isinstance(exc, TRANSIENT)
         record = _record(src.fingerprint, failed, progress.get("failing"), taken, False)
+        if isinstance(exc, LossRefused):
+            record = replace(record, loss=exc.targets)
         if committed or verdict:
             _save_record(settings, record)  # before the restore: a crash during it leaves it
         try:
@@ -398,11 +448,29 @@ def execute(settings: Settings, src: Source, insp: Inspection, p: Plan) -> Verif
             _save_record(settings, None)
         if isinstance(exc, TRANSIENT):
             raise type(exc)(f"{failed}; {how}", exc.hint or "start again") from error
+        if isinstance(exc, LossRefused):
+            raise LossRefused(f"{failed}; {how}", exc.hint, exc.targets) from error
         raise MigrationFailed(
             f"{failed}; {how}",
             "fix the migration and ship a new image (the next start with "
             "these files refuses with exit 11)",
         ) from error
+
+
+def _accepted_nothing(settings: Settings, progress: dict[str, Any]) -> None:
+    """PREFLIGHT_ACCEPT_LOSS left set after the start it was meant for is said, not kept quiet."""
+    used = [e for e in progress.get("loss", ()) if e.accepted == loss.VARIABLE]
+    idle = [
+        targets.show(g)
+        for g in settings.accept_loss
+        if not any(targets.covers((g,), e.table, e.column) for e in used)
+    ]
+    if idle:
+        log.warning(
+            "accept-loss: %s accepted nothing in %s this start; unset it",
+            loss.VARIABLE,
+            ", ".join(idle),
+        )
 
 
 def verify(

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from preflight.commands.guard import inspect_cached, load, plan_of, refuse_if_failed, verify
+from preflight.commands.guard import (
+    given_tables,
+    inspect_cached,
+    load,
+    plan_of,
+    refuse_if_failed,
+    verify,
+)
 from preflight.commands.results import (
     Assessment,
     BackupTaken,
@@ -26,13 +35,15 @@ from preflight.core.errors import (
     DatabaseUnusable,
     DriftError,
     EnvironmentProblem,
+    LossRefused,
     MigrationFailed,
     PreflightError,
     Refused,
     UsageError,
 )
 from preflight.core.files import private_folder
-from preflight.live import history
+from preflight.fast.facts import LOSS
+from preflight.live import history, loss
 from preflight.live.database import (
     assert_not_busy,
     check_environment,
@@ -120,6 +131,13 @@ def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) 
         for d in insp.accepted:
             log.info("status: accepted by stamp --force: %s", d.message())
         found = _foreign_keys(snap)
+        last = _last_run_loss(snap, src.name, Path(f"{settings.db}{LOSS}"))
+        if last:
+            log.info(
+                "%s: the last run that migrated lost: %s",
+                command,
+                "; ".join(f"{e['table']}: {e['count']} {loss.WHAT[str(e['kind'])]}" for e in last),
+            )
         state = State(
             fresh=insp.fresh,
             database_exists=settings.db.exists(),
@@ -136,6 +154,7 @@ def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) 
             foreign_key_violations=tuple(v.as_dict() for v in found[:100]),
             undo=p.undo,
             undoable=downgrade.undoable(insp),
+            last_run_loss=tuple(last),
         )
         result = replace(
             known, migrations=names, state=state, code=3 if p.writes or not adopt_known else 0
@@ -158,12 +177,16 @@ def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) 
                     "delete or fix the orphan rows, or run without --strict",
                 ),
             )
+        given_tables(settings, snap)
         if rehearse and p.writes:
             with step("rehearse") as info:
                 start = time.perf_counter()
                 before = live_state(settings.db)
+                # The rows a loss took are read from a copy of the database as it is now,
+                # made only if the rehearsal shows rows gone (the snapshot is rehearsed on).
+                progress: dict[str, Any] = {"old_rows": _copy_once(settings.db, tmp)}
                 try:
-                    baseline = src.apply(settings, snap, p, {}, "rehearse")
+                    baseline = src.apply(settings, snap, p, progress, "rehearse")
                     if live_state(settings.db) != before:
                         raise UsageError(
                             f"the migrations did not write the database they were given "
@@ -173,14 +196,20 @@ def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) 
                         )
                     verify(settings, src, snap, p, baseline, label="rehearse")
                 except MigrationFailed as exc:
-                    failed = MigrationFailed(
-                        f"rehearsal on a private copy: {exc.message}; the database was not touched",
-                        exc.hint,
+                    text = (
+                        f"rehearsal on a private copy: {exc.message}; the database was not touched"
+                    )
+                    failed = (
+                        LossRefused(text, exc.hint, exc.targets)
+                        if isinstance(exc, LossRefused)
+                        else MigrationFailed(text, exc.hint)
                     )
                     failed.__cause__ = exc
                     return replace(result, error=failed)
                 result = replace(
-                    result, rehearsal_ms=round((time.perf_counter() - start) * 1000, 1)
+                    result,
+                    rehearsal_ms=round((time.perf_counter() - start) * 1000, 1),
+                    rehearsal_loss=tuple(loss.as_json(e) for e in progress.get("loss", ())),
                 )
                 info["what"] = (
                     f"{len(p.undo)} down step(s)" if p.undo else f"{len(p.pending)} migration(s)"
@@ -191,6 +220,31 @@ def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) 
                 f"{len(state.applied)} applied, last {names[-1]}" if names else "no migrations",
             )
     return result
+
+
+def _copy_once(db: Path, folder: Path) -> Callable[[], Path | None]:
+    """A private copy of `db` as it is now, made on the first call only."""
+    made: list[Path | None] = []
+
+    def copy() -> Path | None:
+        if not made:
+            target = folder / "before"
+            target.mkdir()
+            made.append(backup.snapshot(db, target) or None)
+        return made[0]
+
+    return copy
+
+
+def _last_run_loss(snap: Path, source: str, saved: Path) -> list[dict[str, object]]:
+    """What the last run that migrated recorded it destroyed (none for a fresh database)."""
+    if not snap.exists() or snap.stat().st_size == 0:
+        return []
+    conn = connect(snap, 5.0)
+    try:
+        return loss.last_run(conn, source, saved)
+    finally:
+        conn.close()
 
 
 def _absent(settings: Settings, fresh: bool, migrations: int) -> str | None:

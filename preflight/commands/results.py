@@ -56,6 +56,7 @@ class State:
     foreign_key_violations: tuple[Json, ...]
     undo: tuple[str, ...] = ()  # a downgrade a start would run: names, newest first
     undoable: tuple[str, ...] = ()  # applied migrations an older image can undo, newest first
+    last_run_loss: tuple[Json, ...] = ()  # what the last run that migrated destroyed (`loss`)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Assessment(Result):
     failure_record: Json | None
     state: State | None = None
     rehearsal_ms: float | None = None
+    rehearsal_loss: tuple[Json, ...] | None = None  # check: what the rehearsed upgrade destroys
     litestream: Json | None = None  # the replica's newest position (Litestream mode)
 
     def report(self) -> Json:
@@ -97,9 +99,12 @@ class Assessment(Result):
                 foreign_key_violations=list(s.foreign_key_violations),
                 undo=list(s.undo),
                 undoable=list(s.undoable),
+                last_run_loss=list(s.last_run_loss),
             )
         if self.rehearsal_ms is not None:
             out["rehearsal_ms"] = self.rehearsal_ms
+        if self.rehearsal_loss is not None:
+            out["rehearsal_loss"] = list(self.rehearsal_loss)
         if self.litestream is not None:
             out["litestream"] = self.litestream
         return out

@@ -97,6 +97,16 @@ class MigrationFailed(PreflightError):
     code = MIGRATION_FAILED
 
 
+class LossRefused(MigrationFailed):
+    """Exit 9: the run destroyed data no statement asked for (or, with --strict, data nothing
+    declared); rolled back or restored. `targets`: TABLE or TABLE.COLUMN, as
+    PREFLIGHT_ACCEPT_LOSS would name them."""
+
+    def __init__(self, message: str, hint: str = "", targets: tuple[str, ...] = ()) -> None:
+        super().__init__(message, hint)
+        self.targets = targets
+
+
 class DiskFull(MigrationFailed):
     """Exit 9: no space left while migrating; rolled back, and no failure record (retry)."""
 

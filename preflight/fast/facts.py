@@ -85,6 +85,7 @@ OPTIONS: tuple[tuple[str, str, str, str, bool], ...] = (
     ("smoke", "--smoke", "PREFLIGHT_SMOKE", "", False),
     ("smoke_timeout", "--smoke-timeout", "PREFLIGHT_SMOKE_TIMEOUT", "300", False),
     ("strict", "--strict", "PREFLIGHT_STRICT", "0", True),
+    ("accept_loss", "--accept-loss", "PREFLIGHT_ACCEPT_LOSS", "", False),
     ("integrity", "--integrity", "PREFLIGHT_INTEGRITY", "24h", False),
     ("log_format", "--log-format", "PREFLIGHT_LOG_FORMAT", "text", False),
     ("log_level", "--log-level", "PREFLIGHT_LOG_LEVEL", "info", False),
@@ -113,6 +114,7 @@ BACKUP_REASONS = ("pre-migrate", "manual", "pre-restore", "always")
 LOCK = ".preflight.lock"
 RUNNING = ".preflight.running"
 FAILURE = ".preflight-failure.json"
+LOSS = ".preflight-loss.json"  # what a tool's last run lost (a tool's database is the app's)
 CACHE = ".preflight-cache.json"
 TOOL_CACHE = ".preflight-tool.json"
 IMAGE_TOOL_CACHE = ".preflight-scratch.json"  # in the app folder: built by `prepare`
@@ -211,6 +213,7 @@ def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, 
         or not all(t >= 0 for t in timeouts)  # also nan
         or values["downgrade"] not in DOWNGRADES
         or (values["downgrade"] == "apply" and values["tool"] != "files")  # refused (exit 2)
+        or values["accept_loss"].strip()  # validated against the tables, and logged
     ):
         raise Unproven("options")
     return values, args[i + 1 :]

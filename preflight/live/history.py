@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -233,13 +233,15 @@ class FailureRecord:
     migration: str | None
     backup: str | None
     restored: bool
+    loss: tuple[str, ...] = ()  # a refused loss: TABLE or TABLE.COLUMN (PREFLIGHT_ACCEPT_LOSS)
 
 
 def read_failure(path: Path) -> FailureRecord | None:
     """The failure record at `path`, or None."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return FailureRecord(**data)
+        record = FailureRecord(**data)
+        return replace(record, loss=tuple(record.loss))
     except FileNotFoundError:
         return None
     except (ValueError, TypeError) as exc:
@@ -251,7 +253,10 @@ def read_failure(path: Path) -> FailureRecord | None:
 
 def write_failure(path: Path, record: FailureRecord) -> None:
     """Write the failure record atomically (temp file, fsync, rename, fsync folder)."""
-    write_atomic(path, json.dumps(asdict(record), indent=2).encode() + b"\n")
+    data = asdict(record)
+    if not data["loss"]:
+        del data["loss"]  # the record as guards before it wrote (and read) one
+    write_atomic(path, json.dumps(data, indent=2).encode() + b"\n")
 
 
 def clear_failure(path: Path) -> bool:

@@ -33,7 +33,9 @@ from preflight.core.transaction import immediate
 from preflight.fast.facts import Proof
 from preflight.live import history
 from preflight.live.database import Inspection, connect, recorded
+from preflight.live.ledger import Ledger, Planned, Policy
 from preflight.schema import drift, foreignkeys
+from preflight.schema.statements import RUN
 from preflight.sources import downgrade, evidence, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
 from preflight.sources.replay import replay
@@ -245,6 +247,9 @@ def apply(
                         foreignkeys.summary(before),
                     )
                 baseline = foreignkeys.watch(conn, before)
+                ledger = Ledger.begin(
+                    conn, planned(p.pending), Policy.of(settings, label, progress), baseline.lineage
+                )
                 history.ensure_tables(conn)
                 for m in p.adopt:
                     history.record(conn, m, "adopted", 0.0)
@@ -262,11 +267,13 @@ def apply(
                 if p.undo:  # a downgrade: the stored down steps, newest first
                     downgrade.run(conn, p, run, progress, label, settings.strict)
                 for m in p.pending:
+                    ledger.migration(m.name)
                     progress["running"].append(m.name)
                     with step(label) as info:
                         history.record(conn, m, "applied", run(m))
                         downgrade.keep(conn, m)  # its down step, for an older image
                         info["what"] = m.name
+                ledger.close(progress)  # what the run destroyed: reported, or refused here
                 new = foreignkeys.introduced(baseline, foreignkeys.violations(conn))
                 if new:
                     raise MigrationFailed(
@@ -303,6 +310,18 @@ def apply(
     if live:
         faults.point("after-commit")
     return baseline
+
+
+def planned(pending: tuple[Migration, ...]) -> tuple[Planned, ...]:
+    """The pending migrations as the loss ledger sees them: statements, or code."""
+    return tuple(
+        Planned(
+            m.name,
+            None if m.kind == "py" else tuple(s.sql for s in m.statements if s.action == RUN),
+            m.loses,
+        )
+        for m in pending
+    )
 
 
 def _clear_accepted(conn: sqlite3.Connection, p: planner.Plan) -> None:

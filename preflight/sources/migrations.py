@@ -17,6 +17,7 @@ from pathlib import Path
 from preflight.core import names
 from preflight.core.errors import HistoryError, UsageError
 from preflight.core.progress import Meter
+from preflight.core.targets import Target
 from preflight.fast import facts
 from preflight.schema.statements import (
     RUN,
@@ -26,6 +27,7 @@ from preflight.schema.statements import (
     split_statements,
     tokens,
 )
+from preflight.sources import declarations
 from preflight.sources.functions import FINGERPRINT_NAME, AppFunctions
 from preflight.sources.functions import load as load_functions
 
@@ -69,6 +71,7 @@ class Migration:
     statements: tuple[Statement, ...]  # empty for .py migrations
     source: str = field(default="", repr=False, compare=False)  # exactly what was hashed
     functions: AppFunctions | None = field(default=None, repr=False, compare=False)
+    loses: tuple[Target, ...] = ()  # `-- preflight: loses TABLE[.COLUMN]` (`declarations`)
 
     @property
     def executes_nothing(self) -> bool:
@@ -188,6 +191,7 @@ def load(
         )
     kind = "py" if what == names.PY else "sql"
     statements: tuple[Statement, ...] = ()
+    start, end = 0, len(text)
     if kind == "sql":
         start, end = up_section(text, name)
         statements = classify(name, split_statements(text, name, start, end))
@@ -205,7 +209,8 @@ def load(
                 f"{name}: has no top-level 'def migrate(conn)'",
                 "define migrate(conn); it runs inside the guard's transaction",
             )
-    return Migration(version, name, path, kind, sha, statements, text, functions)
+    loses = declarations.parse(text, name, start, end)
+    return Migration(version, name, path, kind, sha, statements, text, functions, loses)
 
 
 def discover(

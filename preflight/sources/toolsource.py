@@ -12,19 +12,22 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from preflight import schema
 from preflight.core import proc, signals
 from preflight.core.errors import DriftError, HistoryError, MigrationFailed, UsageError
+from preflight.core.targets import Target
 from preflight.fast import toolfiles
 from preflight.fast.facts import Unproven, uri
 from preflight.live.database import Inspection
+from preflight.live.ledger import Policy
+from preflight.live.toolrun import ToolRun
 from preflight.schema import drift, foreignkeys
 from preflight.schema.sqltext import fold
-from preflight.sources import tools, toolscratch
+from preflight.sources import declarations, tools, toolscratch
 from preflight.sources.source import Json, Plan, Stamp
 from preflight.sources.tools import Tool
 from preflight.sources.toolscratch import Expected
@@ -41,6 +44,8 @@ class Steps:
 
     stamps: tuple[tuple[str, ...], ...]
     migrate: bool
+    # what the pending migrations' files declare they lose (`declarations`)
+    declared: dict[str, tuple[Target, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -177,8 +182,16 @@ class ToolSource:
             exp.schema_at(head, self.tool.table) if head in exp.schemas else None,
             head,
             warnings,
-            steps=Steps(stamps, bool(pending)),
+            steps=Steps(stamps, bool(pending), self._declared(pending)),
         )
+
+    def _declared(self, pending: tuple[str, ...]) -> dict[str, tuple[Target, ...]]:
+        """What the pending migrations' files declare (a malformed declaration: exit 5)."""
+        if not pending:
+            return {}
+        settings = self.settings
+        paths = self.tool.files(str(settings.app_dir), str(settings.db), settings.tool_cmd or "")
+        return declarations.in_files(paths, pending)
 
     def _adopt(self, settings: Settings, db: Path, live: schema.Schema, exp: Expected) -> Plan:
         """An untracked database (create_all(), no version table): the newest revision it matches."""
@@ -219,6 +232,12 @@ class ToolSource:
         """Run the tool on `db`: stamp (adoption) then the migrate command."""
         steps: Steps = p.steps
         baseline = fk_baseline(db)
+        ledger = ToolRun.begin(
+            db,
+            Policy.of(settings, label, progress),
+            p.pending if steps.migrate else (),
+            steps.declared,
+        )
         runs = [list(argv) for argv in steps.stamps]
         if steps.migrate:
             runs.append(tools.command(self.tool, settings.tool_cmd))
@@ -236,6 +255,7 @@ class ToolSource:
                         "fix the revision",
                     )
                 info["what"] = " ".join(argv)
+        ledger.close(self.name, progress)  # what the run destroyed: reported, or refused
         return baseline
 
     def stamp_target(

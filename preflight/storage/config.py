@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from preflight.core import targets
 from preflight.core.errors import EnvironmentProblem, UsageError
+from preflight.core.targets import Target
 from preflight.fast.facts import (
     CACHE,
     DOWNGRADES,
@@ -89,7 +91,16 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
     "lock_timeout": (_non_negative_float, "seconds to wait for another guard's lock"),
     "smoke": (str, "shell command run against the migrated database; must exit 0"),
     "smoke_timeout": (_non_negative_float, "seconds the smoke command may take (0: no limit)"),
-    "strict": (boolean, "extra tables/indexes/views/triggers are errors, not warnings"),
+    "strict": (
+        boolean,
+        "extra tables/indexes/views/triggers are errors, not warnings; every loss an upgrade "
+        "causes must be declared or accepted",
+    ),
+    "accept_loss": (
+        targets.option,
+        "TABLE[.COLUMN],...: losses this start accepts (rows or values the upgrade would "
+        "destroy there), once",
+    ),
     "integrity": (
         integrity_policy,
         "full PRAGMA quick_check on a start with nothing to write: every-start, "
@@ -167,6 +178,7 @@ class Settings:
     litestream: str = "litestream"
     litestream_timeout: float = 600.0
     downgrade: str = "refuse"  # see sources/downgrade.py
+    accept_loss: tuple[Target, ...] = ()  # PREFLIGHT_ACCEPT_LOSS (see `live.loss`)
 
     @property
     def lock_path(self) -> Path:
@@ -269,4 +281,5 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         litestream=str(values["litestream"]) or "litestream",
         litestream_timeout=float(str(values["litestream_timeout"])),
         downgrade=str(values["downgrade"]),
+        accept_loss=cast("tuple[Target, ...]", values["accept_loss"] or ()),
     )

@@ -85,6 +85,7 @@ def test_status_json_has_one_shape(kit: Kit) -> None:
         "foreign_key_violations",
         "undo",
         "undoable",
+        "last_run_loss",
         "exit_code",
     }
     assert set(report) == expected

@@ -3,6 +3,7 @@ SQLAlchemy, run through the guard in real subprocesses."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -581,3 +582,136 @@ def test_a_fresh_database_stops_at_a_scratch_failure_before_any_live_run(app, da
     assert "no such table" in result.stderr and "live one was not touched" in result.stderr
     assert "alembic upgrade head" not in result.stderr  # never run on the live path
     assert not db.exists()
+
+
+# What an upgrade destroys (issue 24): a batch rebuild of posts with foreign keys on
+# deletes its comments (ON DELETE CASCADE: DROP TABLE posts deletes every row first).
+COMMENTS = '''"""comments on posts, deleted with their post
+
+Revision ID: f6
+Revises: e5
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "f6"
+down_revision = "e5"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "comments",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("post_id", sa.Integer(), sa.ForeignKey("posts.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("body", sa.Text()),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("comments")
+'''
+
+SUMMARY = '''"""posts.summary, added by a batch rebuild
+
+Revision ID: g7
+Revises: f6
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "g7"
+down_revision = "f6"
+branch_labels = None
+depends_on = None
+{declare}
+
+def upgrade() -> None:
+    with op.batch_alter_table("posts", recreate="always") as batch:
+        batch.add_column(sa.Column("summary", sa.Text()))
+
+
+def downgrade() -> None:
+    pass
+'''
+
+FOREIGN_KEYS_ON = """
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+
+@event.listens_for(Engine, "connect")
+def _foreign_keys_on(dbapi_connection, record):  # what many apps do in their env.py
+    dbapi_connection.execute("PRAGMA foreign_keys = ON")
+"""
+
+
+def with_comments(app: Path, db: Path, foreign_keys: bool) -> None:
+    """At f6 (comments) with 3 posts and 5 comments; the app's env.py turns foreign keys on."""
+    versions = app / "migrations" / "versions"
+    (versions / "f6_comments.py").write_text(COMMENTS)
+    if foreign_keys:
+        env = app / "migrations" / "env.py"
+        text = env.read_text()
+        env.write_text(
+            text.replace("config = context.config", FOREIGN_KEYS_ON + "\nconfig = context.config")
+        )
+    at(app, db, "e5", ["one", "two", "three"])
+    alembic(app, db, "upgrade", "f6")
+    conn = sqlite3.connect(db)
+    with conn:
+        for i in range(1, 6):
+            conn.execute("INSERT INTO comments VALUES (?, ?, ?)", (i, 1 + i % 3, f"comment {i}"))
+    conn.close()
+
+
+def test_a_cascade_through_a_batch_rebuild_with_foreign_keys_on_is_refused_and_restored(app, data):
+    db = data / "app.db"
+    with_comments(app, db, foreign_keys=True)
+    (app / "migrations" / "versions" / "g7_summary.py").write_text(SUMMARY.format(declare=""))
+    before, content = sha(db), dump(db)
+    check = guard(app, db, "check")  # the rehearsal names it before anyone deploys
+    assert check.returncode == 9, check.stderr
+    assert "rehearsal on a private copy: g7: comments: 5 of 5 rows lost" in check.stderr
+    result = guard(app, db, "run", "--", "touch", str(data / "app-started"))
+    assert result.returncode == 9, result.stderr
+    assert "g7: comments: 5 of 5 rows lost" in result.stderr
+    assert "restored" in result.stderr
+    assert sha(db) == before and dump(db) == content
+    assert not (data / "app-started").exists()
+    assert not (data / "app.db.preflight-loss.json").exists()  # undone: nothing to record
+    # Accepted once, the same run goes through, and says what it lost.
+    accepted = guard(app, db, "migrate", "--accept-loss", "comments")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "loss: comments: 5 of 5 rows lost (accepted by PREFLIGHT_ACCEPT_LOSS), by g7" in (
+        accepted.stderr
+    )
+
+
+def test_the_same_batch_rebuild_with_foreign_keys_off_keeps_every_comment(app, data):
+    db = data / "app.db"
+    with_comments(app, db, foreign_keys=False)
+    (app / "migrations" / "versions" / "g7_summary.py").write_text(SUMMARY.format(declare=""))
+    result = guard(app, db, "migrate", "--strict")
+    assert result.returncode == 0, result.stderr
+    assert "loss:" not in result.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM comments").fetchone() == (5,)
+    conn.close()
+
+
+def test_a_cascade_declared_in_the_revision_runs_and_is_in_status(app, data):
+    db = data / "app.db"
+    with_comments(app, db, foreign_keys=True)
+    declared = SUMMARY.format(declare="# preflight: loses comments")
+    (app / "migrations" / "versions" / "g7_summary.py").write_text(declared)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert "loss: comments: 5 of 5 rows lost (declared in the migration), by g7" in result.stderr
+    status = guard(app, db, "status", "--json")
+    [entry] = json.loads(status.stdout)["last_run_loss"]
+    assert (entry["table"], entry["count"], entry["migrations"]) == ("comments", 5, ["g7"])
+    # The record is beside the database: nothing of the guard's goes into the app's schema.
+    assert (data / "app.db.preflight-loss.json").exists()
+    assert not [t for t in tables(db) if t.startswith("_preflight")]

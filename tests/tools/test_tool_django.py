@@ -3,6 +3,7 @@ Django's contrib apps) with real Django, run through the guard in real subproces
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -526,3 +527,73 @@ def test_an_upgrade_after_prepare_builds_only_the_recorded_set(app, data):
     assert "the recorded set built by Django" in result.stderr
     assert "migration(s) built by Django" not in result.stderr  # the plan was not rebuilt
     assert len(applied(db)) == HEAD
+
+
+# What an upgrade destroys (issue 24): Django's statements are not seen; rows vanishing from
+# a table the run did not alter are refused unless declared in the migration's file.
+DROP_DRAFTS = """from django.db import migrations
+{declare}
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "0004_tags")]
+
+    operations = [
+        migrations.RunSQL("DELETE FROM notes_note WHERE title LIKE 'draft%'", migrations.RunSQL.noop)
+    ]
+"""
+
+REMOVE_BODY = """from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "0004_tags")]
+
+    operations = [migrations.RemoveField(model_name="note", name="body")]
+"""
+
+
+def test_rows_a_data_migration_deletes_from_a_table_it_does_not_alter_are_refused(app, data):
+    db = data / "app.db"
+    with_notes(app, db, "0004", [("draft one", "a"), ("kept", "b"), ("draft two", "c")])
+    (app / "notes" / "migrations" / "0005_drop_drafts.py").write_text(
+        DROP_DRAFTS.format(declare="")
+    )
+    before, content = sha(db), dump(db)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 9, result.stderr
+    assert "notes_note: 2 of 3 rows lost" in result.stderr and "restored" in result.stderr
+    assert "# preflight: loses notes_note" in result.stderr
+    assert sha(db) == before and dump(db) == content
+
+
+def test_the_same_data_migration_declared_in_its_file_runs_and_is_reported(app, data):
+    db = data / "app.db"
+    with_notes(app, db, "0004", [("draft one", "a"), ("kept", "b"), ("draft two", "c")])
+    declared = DROP_DRAFTS.format(declare="# preflight: loses notes_note\n")
+    (app / "notes" / "migrations" / "0005_drop_drafts.py").write_text(declared)
+    result = guard(app, db, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert "loss: notes_note: 2 of 3 rows lost (declared in the migration)" in result.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT title FROM notes_note").fetchall() == [("kept",)]
+    conn.close()
+
+
+def test_a_removed_field_with_values_is_reported_and_strict_refuses_it(app, data):
+    db = data / "app.db"
+    with_notes(app, db, "0004", [("one", "a body"), ("two", "another")])
+    manage(app, db, "migrate")  # Django's own apps too: contenttypes drops a column of its own
+    (app / "notes" / "migrations" / "0005_remove_body.py").write_text(REMOVE_BODY)
+    before = sha(db)
+    strict = guard(app, db, "migrate", "--strict")
+    assert strict.returncode == 9, strict.stderr
+    assert "notes_note: body: 2 of 2 values dropped with the column" in strict.stderr
+    assert sha(db) == before
+    (data / "app.db.preflight-failure.json").unlink()
+    result = guard(app, db, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert "loss: notes_note: body: 2 of 2 values dropped with the column" in result.stderr
+    status = guard(app, db, "status", "--json")
+    assert [(e["kind"], e["column"]) for e in json.loads(status.stdout)["last_run_loss"]] == [
+        ("column", "body")
+    ]

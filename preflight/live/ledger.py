@@ -1,0 +1,338 @@
+"""One run's accounting: what was there when it began, what is there before it commits.
+
+The guard's own files (`Ledger`), inside the run's one transaction. When it begins: the
+rows of every table the pending statements can change (`census`). While it runs: which
+table each statement makes of which (the foreign-key check's `Lineage`: renames, copies,
+a 12-step rebuild's `notes_new` renamed to `notes`), how many rows each DELETE removed
+(SQLite's change counter between two statements) and which tables an UPDATE wrote, from
+the trace callback both share. Before COMMIT: the rows of what each table became, and the
+non-NULL values of its columns if it was rebuilt or updated (nothing else empties a
+column that stays); what a column held is read from the backup (`Then`), only for a
+column dropped or one that has NULLs now. Without a backup, the values are counted when
+the run begins instead. Losses are attributed to the migrations whose statements can
+change that table. A fresh database, a run that names no existing table, and a no-op
+start (which never gets here) count nothing. A tool's run: `toolrun`.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from preflight.core.targets import Target
+from preflight.fast.facts import now, uri
+from preflight.live import census, loss, vanished
+from preflight.live.census import Count
+from preflight.live.loss import Entry
+from preflight.schema import foreignkeys, sqltext, statements
+from preflight.storage.config import Settings
+
+_FIRST = re.compile(r"\s*([A-Za-z]+)\b")
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A pending migration as the ledger sees it: its statements (None: Python code, which
+    may change any table) and what its file declares it loses."""
+
+    name: str
+    statements: tuple[str, ...] | None
+    declared: tuple[Target, ...] = ()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a run judges its losses: --strict, PREFLIGHT_ACCEPT_LOSS, the log label, the
+    backup that holds the database as the run found it (a path, or a callable making one:
+    `check` copies the live database only if it must read rows that went)."""
+
+    strict: bool
+    given: tuple[Target, ...]
+    label: str
+    old_rows: Path | Callable[[], Path | None] | None
+    backup: str | None  # shown in the report: where what went still is
+
+    @classmethod
+    def of(cls, settings: Settings, label: str, progress: dict[str, Any]) -> Policy:
+        taken = progress.get("old_rows")
+        shown = str(taken) if isinstance(taken, Path) and label == "migrate" else None
+        return cls(settings.strict, tuple(settings.accept_loss), label, taken, shown)
+
+    def backup_file(self) -> Path | None:
+        return self.old_rows() if callable(self.old_rows) else self.old_rows
+
+
+class Then:
+    """The database as the run found it, read from the backup in a second, read-only
+    connection (ATTACH is not allowed inside a transaction), opened once, when needed."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.conn: sqlite3.Connection | None = None
+        self.opened = False
+
+    def values(self, table: str, rows: int, columns: dict[str, bool]) -> dict[str, int] | None:
+        """What `columns` of `table` held; None when the backup does not hold the table as
+        the run found it (its row count differs) or there is none."""
+        if not self.opened:
+            self.opened = True
+            path = self.policy.backup_file()
+            if path is not None:
+                self.conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
+        if self.conn is None:
+            return None
+        try:
+            counted = census.count(self.conn, table, columns)
+        except sqlite3.Error:
+            return None
+        return counted.values if counted.rows == rows else None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+class Ledger:
+    """The accounting of one run of the guard's files, on its migrating connection."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        planned: tuple[Planned, ...],
+        policy: Policy,
+        lineage: foreignkeys.Lineage | None,
+    ) -> None:
+        self.conn, self.planned, self.policy, self.lineage = conn, planned, policy, lineage
+        self.before: dict[str, Count] = {}
+        self.columns: dict[str, dict[str, bool]] = {}  # table -> its countable columns
+        self.names: dict[str, str] = {}  # folded -> as stored, when the run began
+        self.blame: dict[str, list[str]] = {}
+        self.deleted: dict[str, int] = {}
+        self.updated: set[str] = set()
+        self.open: tuple[frozenset[str], int] | None = None  # a DELETE running: origins, mark
+        self.active = False
+        self.run = now()
+
+    @classmethod
+    def begin(
+        cls,
+        conn: sqlite3.Connection,
+        planned: tuple[Planned, ...],
+        policy: Policy,
+        lineage: foreignkeys.Lineage | None,
+    ) -> Ledger:
+        """Count what the pending migrations can change (inside the caller's transaction,
+        after `foreignkeys.watch`, whose lineage this follows too)."""
+        ledger = cls(conn, planned, policy, lineage)
+        tables = census.tables(conn)
+        if not tables or not planned:
+            return ledger  # a fresh build: nothing of anyone's to lose
+        triggers = census.triggers(conn)
+        per: dict[str, set[str]] = {}
+        for m in planned:
+            if m.statements is None:
+                per[m.name] = set(tables)
+                continue
+            found, made = census.named(m.statements)
+            triggers += made
+            per[m.name] = found
+        for name, found in per.items():
+            reached = census.closure(found, triggers)
+            # A trigger's statements reach the trace as the statement that fired them: a
+            # table only a trigger writes may have been updated.
+            ledger.updated |= (reached - found) & set(tables)
+            for t in reached & set(tables):
+                ledger.blame.setdefault(t, []).append(name)
+        eager = policy.old_rows is None  # no backup to read what a column held: count it now
+        for t in ledger.blame:
+            ledger.names[t] = tables[t]
+            ledger.columns[t] = census.countable(conn, tables[t])
+            ledger.before[t] = census.count(conn, tables[t], ledger.columns[t] if eager else None)
+        if ledger.blame:
+            ledger.active = True
+            conn.set_trace_callback(ledger._trace)
+        return ledger
+
+    def migration(self, name: str) -> None:
+        """A migration starts: what its statements delete is counted from here."""
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.open is not None:
+            origins, mark = self.open
+            self.open = None
+            for t in origins:
+                self.deleted[t] = self.deleted.get(t, 0) + self.conn.total_changes - mark
+
+    def _trace(self, sql: str | None) -> None:
+        try:
+            self._flush()
+            if self.active and sql:
+                first = _FIRST.match(sql)
+                word = first[1].upper() if first else ""
+                if word in ("DELETE", "WITH"):
+                    target = _target(sql, "delete")
+                    if target:
+                        self.open = (self._origins(target), self.conn.total_changes)
+                if word in ("UPDATE", "WITH"):
+                    self.updated |= self._origins(_target(sql, "update"))
+        except Exception:  # a trace callback must not raise: SQLite would drop it
+            self.open = None
+        finally:
+            if self.lineage is not None:
+                self.lineage.statement(sql)
+
+    def _origins(self, name: str) -> frozenset[str]:
+        table = self.lineage.table(name) if self.lineage is not None else None
+        if table is not None:
+            return table.origins()
+        return frozenset({name}) if name in self.before else frozenset()
+
+    def close(self, progress: dict[str, Any]) -> None:
+        """Before COMMIT: count what each table became, judge, report and record; raises
+        LossRefused (the caller rolls back)."""
+        if not self.active:
+            return
+        self._flush()
+        self.active = False
+        conn = self.conn
+        current = census.tables(conn)
+        entries: list[Entry] = []
+        seen: dict[str, set[str]] = {}
+        then = Then(self.policy)
+        try:
+            for t, before in self.before.items():
+                successor = self._successor(t, current)
+                seen[t] = {t} | ({successor[0]} if successor else set())
+                entries += self._judge(t, before, successor, current, then)
+        finally:
+            then.close()
+        declared = {m.name: m.declared for m in self.planned}
+        entries = loss.accept(entries, declared, self.policy.given, seen)
+        progress["loss"] = entries
+        if entries:
+            loss.record(conn, entries, self.run, loss.state(conn, "files"), self.policy.backup)
+        loss.refuse(entries, self.policy.strict, self.policy.label)
+        loss.report(entries, self.policy.label, self.policy.backup)
+
+    def _successor(
+        self, t: str, current: dict[str, str]
+    ) -> tuple[str, bool, bool, dict[str, str]] | None:
+        """What `t` became: (folded name, holds its rows, same b-tree, renamed columns old ->
+        new); None: dropped."""
+        lineage = self.lineage
+        if lineage is None or lineage.lost:
+            return (t, True, False, {}) if t in current else None
+        for name, table in lineage.tables.items():
+            if table.storage == t and name in current:
+                return name, True, True, {base: new for new, base in table.columns}
+        if t in current and t in lineage.tables:
+            return t, t in lineage.tables[t].fed, False, {}
+        fed = [n for n, tb in lineage.tables.items() if t in tb.fed and n in current]
+        return (fed[0], True, False, {}) if len(fed) == 1 else None
+
+    def _judge(
+        self,
+        t: str,
+        before: Count,
+        successor: tuple[str, bool, bool, dict[str, str]] | None,
+        current: dict[str, str],
+        then: Then,
+    ) -> list[Entry]:
+        blame = tuple(self.blame[t])
+        shown = self.names[t]
+        if successor is None:
+            return [Entry(shown, "dropped", before.rows, before.rows, blame)] * bool(before.rows)
+        now_name, kept, same, renamed = successor
+        if not kept:
+            return [Entry(shown, "replaced", before.rows, before.rows, blame)] * bool(before.rows)
+        stored = current[now_name]
+        old = self.columns[t]
+        now_columns = census.mapped(self.conn, stored, old, renamed)
+        scan = not same or t in self.updated  # a rebuild or an UPDATE could empty a column
+        after = census.count(self.conn, stored, now_columns if scan else None)
+        found: list[Entry] = []
+        gone = before.rows - after.rows
+        if gone > 0:
+            deleted = min(gone, self.deleted.get(t, 0))
+            if deleted:
+                found.append(Entry(shown, "deleted", deleted, before.rows, blame))
+            rest = gone - deleted
+            if rest:
+                found += self._vanished(t, shown, stored, before, gone, rest, same, renamed, blame)
+
+        def held(columns: dict[str, bool]) -> dict[str, int] | None:
+            if before.values:
+                return {c: before.values[c] for c in columns}
+            return then.values(shown, before.rows, columns)
+
+        for v in census.values_lost(old, renamed, now_columns, after, gone, held):
+            kind = "column" if v.dropped else "values"
+            found.append(Entry(shown, kind, v.count, v.had, blame, v.column))
+        return found
+
+    def _vanished(
+        self,
+        t: str,
+        shown: str,
+        stored: str,
+        before: Count,
+        gone: int,
+        rest: int,
+        same: bool,
+        renamed: dict[str, str],
+        blame: tuple[str, ...],
+    ) -> list[Entry]:
+        """Rows no statement asked to remove: lost, or a cleanup (read from the backup only
+        when nothing already declares or accepts them)."""
+        lost = Entry(shown, "lost", rest, before.rows, blame)
+        declared = {m.name: m.declared for m in self.planned}
+        if loss.accept([lost], declared, self.policy.given, {t: {t, sqltext.fold(stored)}})[
+            0
+        ].accepted:
+            return [lost]
+        self.conn.set_trace_callback(None)  # the test's inserts are the guard's, not the run's
+        try:
+            v = vanished.judge(
+                self.conn,
+                self.policy.backup_file(),
+                shown,
+                stored,
+                renamed,
+                before.rows,
+                gone,
+                rest,
+                same,
+            )
+        finally:
+            self.conn.set_trace_callback(self._trace)
+        found = []
+        if v.cleanup:
+            found.append(Entry(shown, "cleanup", v.cleanup, before.rows, blame, why=v.why))
+        if v.lost:
+            found.append(Entry(shown, "lost", v.lost, before.rows, blame, why=v.why))
+        return found
+
+
+def _target(sql: str, verb: str) -> str:
+    """The table a DELETE or UPDATE (possibly after WITH) writes, folded; '' if none."""
+    head = sql.lstrip()[:4].upper() == "WITH"
+    toks = statements.tokens(sql) if head else statements.tokens(sql[:400])
+    depth = 0
+    for i, tok in enumerate(toks):
+        depth += {"(": 1, ")": -1}.get(tok, 0)
+        if depth == 0 and sqltext.fold(tok) == verb and i + 2 < len(toks):
+            at = i + 1
+            words = [sqltext.fold(t) for t in toks[at : at + 2]]
+            if verb == "delete" and words[:1] == ["from"]:
+                at += 1
+            elif verb == "update" and words[:1] == ["or"]:
+                at += 2
+            if at + 2 < len(toks) and toks[at + 1] == ".":
+                at += 2
+            return sqltext.name(toks[at]) if at < len(toks) else ""
+    return ""

@@ -1,0 +1,260 @@
+"""The rows that went: read from the backup, and tested against the table that stays.
+
+Runs only when the counts already show rows gone from a table that survives with no
+statement asking for it. The backup the start took just before is the table as the run
+found it (proved by its row count), so the rows that went are those of the backup that
+the table no longer holds: matched by primary key (rowid when the table kept its b-tree),
+else by every column both versions have. Each is then put to the new table, as SQLite
+would judge it: a row that breaks one of its foreign keys (its parent is gone), holds NULL
+in one of its NOT NULL columns, or fails one of its CHECK constraints (tried by inserting
+it inside a SAVEPOINT that is rolled back) could not live there: a cleanup. A row that
+could, or a duplicate of a key another row kept (OR IGNORE, OR REPLACE), is lost. When
+the rows that went cannot be told apart exactly (the copy changed the keys, the run added
+rows, no backup), none counts as a cleanup. The scans hold one row at a time; only rows
+left for a CHECK test (a new table with CHECK constraints) wait in memory for the scans
+to end, since the test inserts into the table being scanned.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from preflight.fast.facts import uri
+from preflight.schema import ddl, sqltext
+
+Row = tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Of the rows no statement asked to remove: how many could not live in the new table."""
+
+    cleanup: int
+    lost: int
+    why: str  # what the cleaned-up rows broke, or why the rows could not be told apart
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, bool, int]]:
+    """(name, NOT NULL, position in the primary key) of the stored columns."""
+    return [
+        (str(r[1]), bool(r[3]), int(r[5]))
+        for r in conn.execute(f"PRAGMA main.table_xinfo({_q(table)})").fetchall()
+        if r[6] == 0
+    ]
+
+
+def _rank(value: object) -> tuple[int, object]:
+    """SQLite's order: NULL, numbers, text, blobs (text compared by code point = UTF-8 bytes)."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, (int, float)):
+        return (1, value)
+    return (2, value) if isinstance(value, str) else (3, value)
+
+
+def _key(row: Row, n: int) -> tuple[tuple[int, object], ...]:
+    return tuple(_rank(v) for v in row[:n])
+
+
+def _ordered(
+    conn: sqlite3.Connection, table: str, key: list[str], rest: list[str]
+) -> Iterator[Row]:
+    cols = ", ".join(key + rest)
+    order = ", ".join(f"{c} COLLATE BINARY" if c != "rowid" else c for c in key)
+    yield from conn.execute(f"SELECT {cols} FROM main.{_q(table)} ORDER BY {order}")
+
+
+def gone_rows(
+    old: sqlite3.Connection,
+    conn: sqlite3.Connection,
+    then: str,
+    now: str,
+    key: list[tuple[str, str]],
+    carried: list[tuple[str, str]],
+) -> Iterator[Row]:
+    """Rows of `then` in `old` whose key `now` no longer holds (a multiset difference of two
+    ordered scans, one row in memory at a time)."""
+    n = len(key)
+    olds = _ordered(
+        old, then, [k if k == "rowid" else _q(k) for k, _ in key], [_q(c) for c, _ in carried]
+    )
+    news = _ordered(conn, now, [k if k == "rowid" else _q(k) for _, k in key], [])
+    current = next(news, None)
+    for row in olds:
+        k = _key(row, n)
+        while current is not None and _key(current, n) < k:
+            current = next(news, None)
+        if current is not None and _key(current, n) == k:
+            current = next(news, None)
+            continue
+        yield row[n:]
+
+
+class _Tester:
+    """What makes a row unfit for the new table, checked the way SQLite would."""
+
+    def __init__(self, conn: sqlite3.Connection, now: str, mapped: dict[str, str]) -> None:
+        self.conn, self.now, self.mapped = conn, now, mapped  # old column -> new column
+        self.back = {sqltext.fold(new): old for old, new in mapped.items()}
+        cols = _columns(conn, now)
+        self.notnull = [c for c, nn, pk in cols if nn and not pk and sqltext.fold(c) in self.back]
+        keys: dict[int, list[tuple[str, str, str | None]]] = {}
+        for r in conn.execute(f"PRAGMA main.foreign_key_list({_q(now)})").fetchall():
+            keys.setdefault(r[0], []).append((str(r[2]), str(r[3]), r[4]))
+        self.keys = list(keys.values())
+        self.parents: dict[str, str | None] = {}
+        checks = ddl.read(_sql(conn, now)).checks
+        names = {sqltext.fold(c) for c, _, _ in cols}
+        used = {sqltext.name(t) for c in checks for t in sqltext.tokens(c) if sqltext.is_word(t)}
+        # A CHECK that reads a column the old row does not have could fail on the default
+        # the insert gives it: then a failed insert proves nothing about the row.
+        self.checks = bool(checks) and not (used & (names - set(self.back)))
+
+    def unfit(self, row: dict[str, object]) -> str | None:
+        """Why `row` (old column -> value) could not live in the new table by its keys or its
+        NULLs (read-only: safe beside an open scan of the table), or None."""
+        for fk in self.keys:
+            parent, frm = fk[0][0], [sqltext.fold(f) for _, f, _ in fk]
+            if any(f not in self.back for f in frm):
+                continue
+            values = [row[self.back[f]] for f in frm]
+            if any(v is None for v in values):
+                continue
+            if not self._parent_has(parent, [to for _, _, to in fk], values):
+                return f"broke the foreign key to {parent} (parent row gone)"
+        for c in self.notnull:
+            if row[self.back[sqltext.fold(c)]] is None:
+                return f"NULL in the NOT NULL column {c}"
+        return None
+
+    def fails_check(self, row: dict[str, object]) -> bool:
+        """Whether the new table's CHECK constraints reject `row` (an insert, rolled back:
+        only once no scan of the table is open)."""
+        return self.checks and self._fails_check(row)
+
+    def _parent_has(self, parent: str, to: list[str | None], values: list[object]) -> bool:
+        if parent not in self.parents:
+            self.parents[parent] = self._lookup(parent, to)
+        sql = self.parents[parent]
+        return sql is not None and self.conn.execute(sql, values).fetchone() is not None
+
+    def _lookup(self, parent: str, to: list[str | None]) -> str | None:
+        """The query finding a parent row by the referenced columns (None: no such table)."""
+        exists = self.conn.execute(
+            "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+            (parent,),
+        ).fetchone()
+        if exists is None:
+            return None
+        if any(t is None for t in to):
+            pk = sorted((c for c in _columns(self.conn, exists[0]) if c[2]), key=lambda c: c[2])
+            to = [c for c, _, _ in pk] or ["rowid"]
+        where = " AND ".join(f"{_q(str(t)) if t != 'rowid' else t} = ?" for t in to)
+        return f"SELECT 1 FROM main.{_q(exists[0])} WHERE {where} LIMIT 1"
+
+    def _fails_check(self, row: dict[str, object]) -> bool:
+        cols = list(self.mapped)
+        self.conn.execute("SAVEPOINT preflight_loss_test")
+        try:
+            self.conn.execute(
+                f"INSERT INTO main.{_q(self.now)} ({', '.join(_q(self.mapped[c]) for c in cols)}) "
+                f"VALUES ({', '.join('?' * len(cols))})",
+                [row[c] for c in cols],
+            )
+        except sqlite3.IntegrityError as exc:
+            return "CHECK constraint failed" in str(exc)
+        finally:
+            self.conn.execute("ROLLBACK TO preflight_loss_test")
+            self.conn.execute("RELEASE preflight_loss_test")
+        return False
+
+
+def judge(
+    conn: sqlite3.Connection,
+    backup: Path | None,
+    then: str,
+    now: str,
+    renamed: dict[str, str],
+    rows_before: int,
+    gone: int,
+    unexplained: int,
+    same_storage: bool,
+) -> Verdict:
+    """Of `unexplained` rows gone from `then` (now `now`, `gone` in all): how many could not
+    live in `now`. `conn` is inside a transaction (the test inserts are rolled back)."""
+    if backup is None:
+        return Verdict(0, unexplained, "no backup to read them from (PREFLIGHT_BACKUP=never)")
+    old = sqlite3.connect(uri(backup, mode="ro", immutable="1"), uri=True)
+    try:
+        held = old.execute(
+            "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+            (then,),
+        ).fetchone()
+        if (
+            held is None
+            or old.execute(f"SELECT count(*) FROM {_q(held[0])}").fetchone()[0] != rows_before
+        ):
+            return Verdict(
+                0, unexplained, f"the backup {backup} does not hold {then} as the run found it"
+            )
+        old_cols = _columns(old, held[0])
+        new_names = {sqltext.fold(c): c for c, _, _ in _columns(conn, now)}
+        mapped = {}
+        for c, _, _ in old_cols:
+            target = sqltext.fold(renamed.get(sqltext.fold(c), c))
+            if target in new_names:
+                mapped[c] = new_names[target]
+        pk = [c for c, _, p in sorted(old_cols, key=lambda c: c[2]) if p and c in mapped]
+        rowid = same_storage and not ddl.read(_sql(old, held[0])).without_rowid
+        if rowid:
+            key = [("rowid", "rowid")]
+        elif pk and len(pk) == sum(1 for _, _, p in old_cols if p):
+            key = [(c, mapped[c]) for c in pk]
+        else:
+            key = list(mapped.items())
+        carried = list(mapped.items())
+        tester = _Tester(conn, now, mapped)
+        found = unfit = 0
+        why = ""
+        checked: list[dict[str, object]] = []  # left for the CHECK test, after the scan
+        # Every row that went is tested as it is found; more than `gone` means they cannot
+        # be told apart from rows kept (the copy changed their keys, the run added rows).
+        for values in gone_rows(old, conn, held[0], now, key, carried) if key else ():
+            found += 1
+            if found > gone:
+                break
+            row = dict(zip(mapped, values))
+            reason = tester.unfit(row)
+            if reason is not None:
+                unfit += 1
+                why = why or reason
+            elif tester.checks:
+                checked.append(row)
+        if found != gone:
+            return Verdict(
+                0, unexplained, f"the rows that went cannot be told apart from those kept in {now}"
+            )
+        for row in checked:
+            if tester.fails_check(row):
+                unfit += 1
+                why = why or "failed a CHECK constraint of the new table"
+        lost = max(0, unexplained - unfit)
+        return Verdict(unexplained - lost, lost, why)
+    except sqlite3.Error as exc:
+        return Verdict(0, unexplained, f"the rows that went could not be read ({exc})")
+    finally:
+        old.close()
+
+
+def _sql(conn: sqlite3.Connection, table: str) -> str:
+    row = conn.execute(
+        "SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return str(row[0]) if row and row[0] else ""

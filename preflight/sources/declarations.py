@@ -1,0 +1,91 @@
+"""Loss declarations in migration files: `-- preflight: loses TABLE[.COLUMN]`.
+
+A migration that means to destroy data says so where it is written, one or more lines,
+each naming one or more tables or columns (`core.targets`):
+
+    -- preflight: loses notes
+    -- preflight: loses users.legacy_token, sessions
+
+(`# preflight: loses notes` in a `.py` migration, or in a tool's migration file.) What a
+file declares is accepted when that migration loses it (`live.loss`). Any comment line
+that starts with `preflight:` must be a declaration: a misspelled one would otherwise
+silently declare nothing, so it is refused (exit 5) naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from preflight.core import targets
+from preflight.core.errors import HistoryError
+from preflight.core.targets import Target
+
+# A comment line whose text starts with "preflight:" (any case), after `--` or `#`.
+_DIRECTIVE = re.compile(r"^[ \t]*(?:--|#)[ \t]*preflight[ \t]*:(.*)$", re.IGNORECASE | re.MULTILINE)
+_VERB = re.compile(r"[ \t]*loses\b(.*)$", re.IGNORECASE)
+EXAMPLE = "-- preflight: loses TABLE[.COLUMN], ..."
+
+
+def parse(text: str, name: str, start: int = 0, end: int | None = None) -> tuple[Target, ...]:
+    """What text[start:end] (the part of the file that runs) declares; HistoryError for a
+    malformed declaration, naming the file and the line."""
+    found: list[Target] = []
+    for match in _DIRECTIVE.finditer(text, start, len(text) if end is None else end):
+        line = text.count("\n", 0, match.start()) + 1
+        verb = _VERB.match(match[1])
+        if verb is None:
+            raise HistoryError(
+                f"{name}: line {line}: '{match[0].strip()}' is not a preflight declaration",
+                f"write it as '{EXAMPLE}' (the only one there is), or reword the comment",
+            )
+        try:
+            found.extend(targets.parse(verb[1]))
+        except ValueError as exc:
+            raise HistoryError(
+                f"{name}: line {line}: malformed loss declaration ({exc})",
+                f"write it as '{EXAMPLE}'",
+            ) from None
+    return tuple(dict.fromkeys(found))
+
+
+def in_files(paths: list[str], revisions: tuple[str, ...]) -> dict[str, tuple[Target, ...]]:
+    """A tool's pending migrations' declarations: revision -> what its file declares.
+
+    A revision's file is the one named after it (Django: `0005_x.py` for `notes.0005_x`,
+    under the app's folder when there is one) or the one defining it (Alembic's
+    `revision = "x5"`). Only pending revisions are read: what an applied migration
+    declared was accepted when it ran.
+    """
+    found: dict[str, tuple[Target, ...]] = {}
+    texts: dict[str, str] = {}
+    for rev in revisions:
+        app, _, stem = rev.rpartition(".")
+        mine = [
+            p
+            for p in paths
+            if p.endswith(".py")
+            and os.path.basename(p)[:-3] == stem
+            and (not app or os.path.basename(os.path.dirname(os.path.dirname(p))) == app)
+        ]
+        if not mine:
+            defining = re.compile(
+                rf"""^\s*revision\s*(?::\s*str\s*)?=\s*['"]{re.escape(rev)}['"]""", re.M
+            )
+            for p in paths:
+                if p.endswith(".py") and defining.search(texts.setdefault(p, _read(p))):
+                    mine.append(p)
+        declared: list[Target] = []
+        for p in mine:
+            declared.extend(parse(texts.setdefault(p, _read(p)), os.path.basename(p)))
+        if declared:
+            found[rev] = tuple(dict.fromkeys(declared))
+    return found
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
