@@ -25,8 +25,9 @@ from preflight.core.errors import (
     UsageError,
 )
 from preflight.core.transaction import immediate
+from preflight.fast.facts import check_environment
 from preflight.live import history
-from preflight.live.database import assert_not_busy, check_environment, connect, inspect
+from preflight.live.database import assert_not_busy, connect, inspect
 from preflight.schema import drift
 from preflight.sources.migrations import Migration, discover, load, tokens
 from preflight.sources.replay import replay

@@ -5,8 +5,6 @@ the public interface (README, "Exit codes"); codes 4-8, 11 and 13 promise that t
 database was not modified.
 """
 
-from __future__ import annotations
-
 OK = 0
 INTERNAL = 1
 USAGE = 2

@@ -10,11 +10,14 @@ sqlite3: no json, re, argparse, logging or dataclasses (tests/test_fast_paths.py
 
 import fcntl
 import os
+import stat  # loaded by os already
 import sys
 import time
 from _collections_abc import Callable, Iterable, Mapping  # loaded by os already: costs nothing
+from os import PathLike
 
 from preflight.core import names  # imports nothing
+from preflight.core.errors import EnvironmentProblem, UsageError  # imports nothing
 
 # The C modules that hashlib and sqlite3 wrap, when present: the wrappers import OpenSSL,
 # datetime and collections (~5 ms, a quarter of a quick start). Same functions, same results.
@@ -529,24 +532,92 @@ def which(command: str) -> bool:
     return False
 
 
-def environment(db: str, backup_dir: str | None, command: list[str]) -> None:
-    """database.check_environment(writes=True) passes (else the full pipeline says why)."""
-    folder = os.path.dirname(db)
-    os.listdir(folder)
-    if (
-        not os.path.isfile(db)
-        or not os.access(db, os.R_OK | os.W_OK)
-        or not os.access(folder, os.W_OK)
-    ):
-        raise Unproven("database")
-    if backup_dir is not None:
-        existing = backup_dir
+def _accessible(path: str, mode: int) -> bool:
+    """os.access, robust to an app deleting and re-creating the file (its -journal) between
+    our looks: a real permission problem persists, a vanished file is as good as absent."""
+    return any(os.access(path, mode) or not os.path.lexists(path) for _ in range(3))
+
+
+def check_environment(
+    db: str | PathLike[str],
+    backup_dir: str | PathLike[str] | None,
+    writes: bool,
+    command: list[str] | None = None,
+) -> None:
+    """Step 1 of a start: folders, permissions, the command. Changes nothing. Room for a
+    backup is demanded only where one will be taken: a start with nothing to write needs
+    none. The quick start hands over on any of these errors: the full start reports it."""
+    db = os.fspath(db)
+    folder, uid = os.path.dirname(db), os.getuid()
+    try:
+        os.listdir(folder)
+    except FileNotFoundError:
+        raise EnvironmentProblem(
+            f"folder {folder} for the database does not exist",
+            "mount the data volume there or set PREFLIGHT_DB",
+        ) from None
+    except NotADirectoryError:
+        raise UsageError(f"{folder} is not a folder", "set PREFLIGHT_DB to a file path") from None
+    except PermissionError:
+        raise EnvironmentProblem(
+            f"folder {folder} is not accessible by uid {uid}",
+            "fix the owner or mode of the volume (chown/chmod)",
+        ) from None
+    if os.path.isdir(db):
+        raise UsageError(
+            f"{db} is a folder, not a database file",
+            "set PREFLIGHT_DB to a file path, e.g. /data/app.db",
+        )
+    if os.path.exists(db) and not os.path.isfile(db):
+        raise UsageError(f"{db} is not a regular file", "set PREFLIGHT_DB to a database file")
+    for suffix in SIDECARS:
+        side = f"{db}{suffix}"
+        try:
+            mode = os.stat(side).st_mode
+        except FileNotFoundError:
+            continue  # not there (or a -journal the app just deleted: as good as absent)
+        if not stat.S_ISREG(mode):
+            raise UsageError(
+                f"{side} is not a regular file, so SQLite cannot use {db}", f"remove {side}"
+            )
+        if not _accessible(side, os.R_OK | (os.W_OK if writes else 0)):
+            # e.g. left by the app once run as root: SQLite would fail half-way with
+            # 'unable to open database file'
+            raise EnvironmentProblem(
+                f"{side} is not readable{' and writable' if writes else ''} by uid {uid}",
+                "fix its owner or mode (chown/chmod)",
+            )
+    if os.path.exists(db) and not os.access(db, os.R_OK):
+        raise EnvironmentProblem(
+            f"{db} is not readable by uid {uid}", "fix its owner or mode (chown/chmod)"
+        )
+    for path in (folder, db) if writes else ():
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise EnvironmentProblem(
+                f"{path} is not writable by uid {uid}",
+                "fix the owner or mode of the volume (chown/chmod), or mount it read-write",
+            )
+    if writes and backup_dir is not None:
+        given = existing = os.fspath(backup_dir)
         while not os.path.exists(existing):
             existing = os.path.dirname(existing)
-        if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
-            raise Unproven("backup folder")
-    if not which(command[0]):
-        raise Unproven("command")
+        if not os.path.isdir(existing):
+            raise EnvironmentProblem(
+                f"backup folder {given}{'' if existing == given else f': {existing}'} "
+                "is not a folder",
+                "remove it or set PREFLIGHT_BACKUP_DIR",
+            )
+        if not os.access(existing, os.W_OK):
+            raise EnvironmentProblem(
+                f"backup folder {given} is not writable by uid {uid}",
+                "fix its owner or mode, or set PREFLIGHT_BACKUP_DIR",
+            )
+    if command is not None and not command:
+        raise UsageError("run needs a command after --", "e.g. preflight run -- gunicorn app:app")
+    if command and not which(command[0]):
+        raise EnvironmentProblem(
+            f"command {command[0]!r} not found on PATH", "install it in the image or fix the CMD"
+        )
 
 
 def say(lines: list[str], quiet: bool) -> None:

@@ -32,7 +32,7 @@ from preflight.fast.facts import EVERY_START
 HandOver = facts.Unproven  # not provably a no-op start: the full pipeline takes over
 
 
-_which, _environment, _say = facts.which, facts.environment, facts.say
+_which, _environment, _say = facts.which, facts.check_environment, facts.say
 
 
 def _inspect(db: str, source: str, full: bool, checked: list[bool]) -> tuple[tuple[str, ...], str]:
@@ -121,7 +121,10 @@ def start(
         db = os.path.realpath(values["db"])
         backup_dir = facts.backup_folder(db, values["backup_dir"])
         t0 = time.perf_counter()
-        _environment(db, backup_dir if values["backup"] != "never" else None, command)
+        given = backup_dir if values["backup"] != "never" else None
+        if not os.path.isfile(db):
+            raise HandOver("no database")
+        _environment(db, given, True, command)  # a problem hands over: the full start names it
         if ancestry.replicating() is not None:
             raise HandOver("under litestream replicate")  # the full start refuses (exit 2)
         if values["litestream_config"] and not (

@@ -8,23 +8,24 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from preflight import schema
-from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
+from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, LockTimeout
 from preflight.core.files import private_folder
 from preflight.fast.facts import (
     DATA_SIDECARS,
     RECORDED,
-    SIDECARS,
     SQLITE_TMP,
     probe,
     quick_check,
     uri,
+)
+from preflight.fast.facts import (
+    check_environment as check_environment,  # step 1, defined with the quick start's facts
 )
 from preflight.live import history
 from preflight.schema import drift
@@ -243,103 +244,6 @@ def assert_not_busy(db: Path, timeout: float) -> None:
         ) from None
     finally:
         conn.close()
-
-
-def _accessible(path: Path, mode: int, tries: int = 3) -> bool:
-    """os.access, robust to an app deleting and re-creating the file (its -journal) between
-    our looks: a real permission problem persists, a vanished file is as good as absent."""
-    for _ in range(tries):
-        if os.access(path, mode) or not os.path.lexists(path):
-            return True
-    return False
-
-
-def check_environment(
-    db: Path, backup_dir: Path | None, writes: bool, command: list[str] | None = None
-) -> None:
-    """Step 1: folders, permissions, the command. Changes nothing. Room for a backup is
-    demanded only where one will be taken (`room_for_backup`): a start with nothing to
-    write needs none."""
-    try:
-        os.stat(db.parent)
-        os.listdir(db.parent)
-    except FileNotFoundError:
-        raise EnvironmentProblem(
-            f"folder {db.parent} for the database does not exist",
-            "mount the data volume there or set PREFLIGHT_DB",
-        ) from None
-    except NotADirectoryError:
-        raise UsageError(
-            f"{db.parent} is not a folder", "set PREFLIGHT_DB to a file path"
-        ) from None
-    except PermissionError:
-        raise EnvironmentProblem(
-            f"folder {db.parent} is not accessible by uid {os.getuid()}",
-            "fix the owner or mode of the volume (chown/chmod)",
-        ) from None
-    if db.is_dir():
-        raise UsageError(
-            f"{db} is a folder, not a database file",
-            "set PREFLIGHT_DB to a file path, e.g. /data/app.db",
-        )
-    if db.exists() and not stat.S_ISREG(db.stat().st_mode):
-        raise UsageError(f"{db} is not a regular file", "set PREFLIGHT_DB to a database file")
-    for suffix in SIDECARS:
-        side = Path(f"{db}{suffix}")
-        try:
-            mode = side.stat().st_mode
-        except FileNotFoundError:
-            continue  # not there (or a -journal the app just deleted: as good as absent)
-        if not stat.S_ISREG(mode):
-            raise UsageError(
-                f"{side} is not a regular file, so SQLite cannot use {db}", f"remove {side}"
-            )
-        if not _accessible(side, os.R_OK | (os.W_OK if writes else 0)):
-            # e.g. left by the app once run as root: SQLite would fail half-way with
-            # 'unable to open database file'
-            raise EnvironmentProblem(
-                f"{side} is not readable{' and writable' if writes else ''} by uid {os.getuid()}",
-                "fix its owner or mode (chown/chmod)",
-            )
-    if db.exists() and not os.access(db, os.R_OK):
-        raise EnvironmentProblem(
-            f"{db} is not readable by uid {os.getuid()}", "fix its owner or mode (chown/chmod)"
-        )
-    if writes:
-        for path in (db.parent, db):
-            if path.exists() and not os.access(path, os.W_OK):
-                raise EnvironmentProblem(
-                    f"{path} is not writable by uid {os.getuid()}",
-                    "fix the owner or mode of the volume (chown/chmod), or mount it read-write",
-                )
-    if writes and backup_dir is not None:
-        existing = backup_dir
-        while not existing.exists():
-            existing = existing.parent
-        if not existing.is_dir():
-            raise EnvironmentProblem(
-                f"backup folder {backup_dir} is not a folder"
-                if existing == backup_dir
-                else f"backup folder {backup_dir}: {existing} is not a folder",
-                "remove it or set PREFLIGHT_BACKUP_DIR",
-            )
-        if not os.access(existing, os.W_OK):
-            raise EnvironmentProblem(
-                f"backup folder {backup_dir} is not writable by uid {os.getuid()}",
-                "fix its owner or mode, or set PREFLIGHT_BACKUP_DIR",
-            )
-    if command is not None:
-        if not command:
-            raise UsageError(
-                "run needs a command after --", "e.g. preflight run -- gunicorn app:app"
-            )
-        import shutil  # only `run` has a command to look up
-
-        if shutil.which(command[0]) is None:
-            raise EnvironmentProblem(
-                f"command {command[0]!r} not found on PATH",
-                "install it in the image or fix the CMD",
-            )
 
 
 def live_state(db: Path) -> tuple[tuple[int, int, int] | None, ...]:

@@ -597,7 +597,7 @@ def test_a_journal_that_comes_and_goes_is_no_error(cli, data_dir):
     )
     try:
         assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
-        from preflight.live.database import check_environment
+        from preflight.fast.facts import check_environment
 
         for _ in range(3000):  # the -journal exists for part of each commit
             check_environment(db, None, writes=True)
