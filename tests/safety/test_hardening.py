@@ -46,27 +46,6 @@ def stop(proc: subprocess.Popen) -> None:
 # ----------------------------------------------------------------------- the lock (issue 9.7)
 
 
-def test_a_waiting_quick_start_leaves_the_holders_note_and_names_the_holder(cli, data_dir):
-    db = at_head(cli, data_dir / "app.db")
-    lock_path = Path(f"{db}.preflight.lock")
-    holder = hold_lock(lock_path)
-    try:
-        note = lock_path.read_bytes()
-        assert b'"test-holder"' in note
-        # python -m preflight: the quick start first, then the full pipeline.
-        done = spawn(
-            "run", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0.5", "--", "true"
-        )
-        assert done.returncode == 8, done.stderr
-        assert lock_path.read_bytes() == note  # the waiting guards never wrote to it
-        assert f"held by pid {holder.pid} on host {os.uname().nodename} since " in done.stderr
-        assert "(test-holder)" in done.stderr
-        waiting = [l for l in done.stderr.splitlines() if "waiting for the lock held by" in l]
-        assert len(waiting) == 1 and f"pid {holder.pid}" in waiting[0], done.stderr
-    finally:
-        stop(holder)
-
-
 def test_a_free_lock_is_taken_without_a_waiting_line(cli, data_dir):
     db = at_head(cli, data_dir / "app.db")
     done = spawn("migrate", "--db", db, "--migrations", MIGRATIONS)
