@@ -362,6 +362,16 @@ RECORDED = {
 }
 
 
+def recorded_in(conn: sqlite3.Connection, source: str) -> tuple[str, ...] | None:
+    """The version `source` records in the database, as text rows; None without its table."""
+    sql, table = RECORDED[source]
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
+    ).fetchone():
+        return None
+    return tuple(str(r[0]) for r in conn.execute(sql))
+
+
 def code_identity() -> str:
     """The guard's own code decides what "no drift" means: a new guard re-verifies.
 
@@ -457,7 +467,7 @@ def schema_hash(conn: sqlite3.Connection) -> str:
     return str(digest.hexdigest())
 
 
-def connect_ro(path: str) -> sqlite3.Connection:
+def connect_ro(path: object) -> sqlite3.Connection:
     """A read-only connection: closing it cannot checkpoint a WAL, so nothing is written."""
     return sqlite3.connect(uri(path, mode="ro"), uri=True, isolation_level=None)
 

@@ -46,12 +46,10 @@ def _inspect(db: str, source: str, full: bool, checked: list[bool]) -> tuple[tup
         if full and facts.quick_check(conn) != "ok":
             raise HandOver("quick_check")
         checked[0] = full
-        sql, table = facts.RECORDED[source]
-        if not conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
-        ).fetchone():
-            raise HandOver("no history")  # database.recorded_in, as few imports as can be
-        return tuple(str(r[0]) for r in conn.execute(sql)), facts.schema_hash(conn)
+        recorded = facts.recorded_in(conn, source)
+        if recorded is None:
+            raise HandOver("no history")
+        return recorded, facts.schema_hash(conn)
     finally:
         conn.close()
 

@@ -9,7 +9,7 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +18,12 @@ from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, LockTime
 from preflight.core.files import private_folder
 from preflight.fast.facts import (
     DATA_SIDECARS,
-    RECORDED,
     SQLITE_TMP,
+    connect_ro,
     probe,
     quick_check,
-    uri,
+    recorded_in,
+    size_of,
 )
 from preflight.fast.facts import (
     check_environment as check_environment,  # step 1, defined with the quick start's facts
@@ -31,8 +32,6 @@ from preflight.live import history
 from preflight.schema import drift
 from preflight.storage import cache
 from preflight.storage.backup import snapshot
-
-HEADER = b"SQLite format 3\x00"
 
 
 def connect(db: Path, timeout: float) -> sqlite3.Connection:
@@ -101,8 +100,7 @@ def inspect(
     # Read-only, so closing cannot checkpoint the WAL into the main file: a refusal leaves
     # the database byte-identical. A hot rollback journal needs a writable connection,
     # because SQLite must roll it back before anything can be read.
-    journal, wal = Path(f"{real}-journal"), Path(f"{real}-wal")
-    if header_mode(real) == 1 and _size(wal) > 0:
+    if header_mode(real) == 1 and size_of(f"{real}-wal") > 0:
         # SQLite replays a -wal even into a database in rollback mode: one left beside a
         # restored or copied file would overwrite it with another database's pages.
         raise DatabaseUnusable(
@@ -111,7 +109,7 @@ def inspect(
             f"would replay it into this one",
             f"move {db}-wal and {db}-shm away (keep them), then start again",
         )
-    hot = _size(journal) > 0
+    hot = size_of(f"{real}-journal") > 0
     if verdict == "short":
         raise DatabaseUnusable(
             f"{db} {why}: part of it is lost",
@@ -122,10 +120,8 @@ def inspect(
         _rehearse_rollback(real, db)
     checked = quick_check or hot or verdict != "ok"
     try:
-        conn = sqlite3.connect(
-            real if hot else uri(real, mode="ro"), uri=not hot, isolation_level=None
-        )
-        try:
+        conn = sqlite3.connect(real, isolation_level=None) if hot else connect_ro(real)
+        with closing(conn):
             if checked:
                 full_check(conn, db)
             applied = history.read(conn)
@@ -135,8 +131,6 @@ def inspect(
             vouched = trust(rec) if trust is not None else None
             trusted = vouched is not None and text_hash == vouched
             live = None if trusted else schema.snapshot(conn)
-        finally:
-            conn.close()
     except sqlite3.DatabaseError as exc:
         raise _unreadable(db, exc) from None
     fresh = applied is None and live is not None and live.is_empty()
@@ -175,22 +169,10 @@ def check_before_writing(db: Path) -> None:
     """The full check of the live database, read-only, for a write the inspection did not
     check for (see --integrity): nothing is written to a database that fails it."""
     try:
-        conn = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
-        try:
+        with closing(connect_ro(db)) as conn:
             full_check(conn, db)
-        finally:
-            conn.close()
     except sqlite3.DatabaseError as exc:
         raise _unreadable(db, exc) from None
-
-
-def _size(path: Path) -> int:
-    """Bytes in `path`, 0 if it is not there: an app writing in rollback mode creates and
-    deletes its -journal many times a second, so it may vanish between two looks."""
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def header_mode(db: Path) -> int:
@@ -213,11 +195,8 @@ def _rehearse_rollback(real: Path, db: Path) -> None:
         if copy is None:
             return  # gone meanwhile: nothing to roll back
         try:
-            conn = sqlite3.connect(copy, isolation_level=None)
-            try:
+            with closing(sqlite3.connect(copy, isolation_level=None)) as conn:
                 result = quick_check(conn)
-            finally:
-                conn.close()
         except sqlite3.DatabaseError as exc:
             result = str(exc)
     if result != "ok":
@@ -258,26 +237,13 @@ def live_state(db: Path) -> tuple[tuple[int, int, int] | None, ...]:
     return tuple(out)
 
 
-def recorded_in(conn: sqlite3.Connection, source: str) -> tuple[str, ...] | None:
-    """The version `source` records in the database, as text rows; None without its table."""
-    sql, table = RECORDED[source]
-    if not conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
-    ).fetchone():
-        return None
-    return tuple(str(r[0]) for r in conn.execute(sql))
-
-
 def recorded(db: Path, source: str) -> tuple[str, ...] | None:
     """The version `source` records in `db` (after a write: never before `inspect`, whose
     checks come first); None without a database or its table."""
     if not db.exists() or db.stat().st_size == 0:
         return None
-    conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
-    try:
+    with closing(connect_ro(db)) as conn:
         return recorded_in(conn, source)
-    finally:
-        conn.close()
 
 
 @contextmanager
@@ -300,9 +266,6 @@ def sqlite_temp_folder(db: Path) -> Iterator[Path]:
 
 def _temp_directory(path: str) -> None:
     """Where every connection of this process puts its temp files ('' : SQLite's default)."""
-    conn = sqlite3.connect(":memory:")
-    try:
+    with closing(sqlite3.connect(":memory:")) as conn:
         quoted = path.replace("'", "''")
         conn.execute(f"PRAGMA temp_store_directory = '{quoted}'")
-    finally:
-        conn.close()
