@@ -17,7 +17,7 @@ from _collections_abc import Callable, Iterable, Mapping  # loaded by os already
 from os import PathLike
 
 from preflight.core import names  # imports nothing
-from preflight.core.errors import EnvironmentProblem, UsageError  # imports nothing
+from preflight.core.errors import EnvironmentProblem, LockTimeout, UsageError  # no imports
 
 # The C modules that hashlib and sqlite3 wrap, when present: the wrappers import OpenSSL,
 # datetime and collections (~5 ms, a quarter of a quick start). Same functions, same results.
@@ -240,18 +240,10 @@ class Proof:
         return fd
 
     def release(self) -> None:
-        """Let go of what nobody took (the lock note emptied first, as lock.hold does)."""
+        """Let go of what nobody took."""
         fd = self.take_lock()
         if fd >= 0:
-            _drop_lock(fd)
-
-
-def _drop_lock(fd: int) -> None:
-    try:
-        os.ftruncate(fd, 0)
-    except OSError:
-        pass  # a full disk: the note stays; closing releases the flock
-    os.close(fd)
+            let_go(fd)
 
 
 # ---------------------------------------------------------------- files and hashes
@@ -636,22 +628,38 @@ def say(lines: list[str], quiet: bool) -> None:
         sys.stderr.flush()
 
 
-# ---------------------------------------------------------------- the quick starts' lock
+# ---------------------------------------------------------------- the lock and the running marker
 
 
-def open_lock(db: str) -> int:
-    """The guard's lock file opened as `lock.open_lock` opens it: never through a symlink,
-    never a FIFO, device or hard link (Unproven: the full pipeline refuses those, exit 7).
-    The caller owns the descriptor."""
-    fd = os.open(
-        f"{db}{LOCK}",
-        os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-        0o644,
-    )
+def open_lock(path: str | PathLike[str]) -> int:
+    """Open (creating if needed) the guard's lock file: never through a symlink (it could
+    lead to the database), never blocking on a FIFO; exit 7 if it is not a plain file of
+    ours (with one link). The caller owns the descriptor."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise EnvironmentProblem(
+                f"lock file {path} is a symbolic link; refusing to follow it",
+                f"remove {path} (the guard creates it as a plain file)",
+            ) from None
+        raise EnvironmentProblem(
+            f"cannot open lock file {path}: {exc.strerror}",
+            f"remove {path} (it must be a plain file)"
+            if os.path.isdir(path)
+            else "fix its owner or mode (chown/chmod)"
+            if os.path.exists(path)
+            else "make the database folder writable by this user",
+        ) from None
     st = os.fstat(fd)
-    if st.st_mode & 0o170000 != 0o100000 or st.st_nlink != 1:
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)
-        raise Unproven("lock file")
+        what = "has other hard links" if stat.S_ISREG(st.st_mode) else "is not a regular file"
+        raise EnvironmentProblem(
+            f"lock file {path} {what}; refusing to use it",
+            f"remove {path} (the guard creates it as a plain file)",
+        )
     return fd
 
 
@@ -666,8 +674,9 @@ def take_lock(fd: int, db: str) -> None:
         raise Unproven("lock file replaced")
 
 
-def write_note(fd: int, command: str = "run") -> None:
-    """The holder's note, as `lock.hold` writes it (only ever by the holder)."""
+def write_note(fd: int, command: str) -> None:
+    """The holder's note (only ever by the holder): pid, host, since, command."""
+    # os.uname().nodename is what socket.gethostname() returns, without importing socket
     host = os.uname().nodename.replace("\\", "").replace('"', "")
     os.ftruncate(fd, 0)
     os.pwrite(
@@ -678,26 +687,51 @@ def write_note(fd: int, command: str = "run") -> None:
     )
 
 
-def share_running(db: str) -> int:
-    """The shared flock a guarded app holds while it runs (`holders.share_running`); the
-    descriptor survives exec, so `restore` sees the app. Unproven if not a regular file."""
-    fd = os.open(f"{db}{RUNNING}", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+def let_go(fd: int) -> None:
+    """Empty the note and release the lock."""
     try:
-        if os.fstat(fd).st_mode & 0o170000 != 0o100000:
-            raise Unproven("running file")  # the full pipeline refuses it
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BaseException:
-        os.close(fd)
-        raise
-    os.set_inheritable(fd, True)
+        os.ftruncate(fd, 0)
+    except OSError:
+        pass  # a full disk: the note stays; the flock is what counts
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def open_running(db: str | PathLike[str]) -> int:
+    """`<db>.preflight.running`, which a guarded app holds a shared flock on while it runs
+    (a restore takes it exclusively): a regular file, never through a symlink or a FIFO."""
+    path = f"{os.fspath(db)}{RUNNING}"
+    flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        fd, problem = -1, exc.strerror
+    else:
+        problem = "" if stat.S_ISREG(os.fstat(fd).st_mode) else "not a regular file"
+    if problem:
+        if fd >= 0:
+            os.close(fd)
+        raise EnvironmentProblem(
+            f"cannot open {path}: {problem}", f"remove {path} (it must be a plain file)"
+        )
     return fd
 
 
-def let_go(fd: int) -> None:
-    """Empty the note and release the lock (a no-op start is done with it)."""
-    os.ftruncate(fd, 0)
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
+def share_running(db: str | PathLike[str]) -> int:
+    """Take the shared flock a running guarded app holds; the descriptor survives exec (the
+    app inherits it), so `restore` sees the app. Called with the guard's lock held, so no
+    restore holds it exclusively now."""
+    fd = open_running(db)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LockTimeout(
+            f"{os.fspath(db)}{RUNNING} is held exclusively: a restore is running",
+            "start again once it has finished",
+        ) from None
+    os.set_inheritable(fd, True)
+    return fd
 
 
 def cheap_checks(db: str, full: bool) -> bool:

@@ -131,11 +131,11 @@ def start(
             raise HandOver("litestream")  # the full start names what is missing
         migrations, fingerprint, count = _migrations(values, hashed)
         t1 = time.perf_counter()
-        fd = facts.open_lock(db)
+        fd = facts.open_lock(db + facts.LOCK)
         facts.take_lock(fd, db)  # busy: BlockingIOError, hand over
         held = True  # only now may the note be written: a waiting guard keeps its hands off
         running = facts.share_running(db)  # held while the app runs: restore refuses then
-        facts.write_note(fd)
+        facts.write_note(fd, "run")
         t2 = time.perf_counter()
         if os.path.exists(db + facts.FAILURE):
             raise HandOver("failure record")
