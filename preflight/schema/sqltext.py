@@ -101,6 +101,11 @@ def _string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def quote(name: str) -> str:
+    """`name` as a double-quoted identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def trigger_head(toks: list[str]) -> list[str]:
     """A CREATE TRIGGER's tokens with its defaults written out: no timing means BEFORE,
     and FOR EACH ROW is the only kind SQLite has, so it is left out."""

@@ -282,11 +282,8 @@ def environment(db: Path) -> dict[str, str]:
 def run_split(
     app_dir: Path, argv: Sequence[str], db: Path, timeout: float | None = None
 ) -> tuple[int, str, str]:
-    """Run one tool command in `app_dir` against `db`: (exit code, stdout, stderr).
-
-    Through the one runner (`proc`): its own process group, output to memory, not a pipe;
-    exit 127 when the command is not found, -1 at the timeout.
-    """
+    """Run one tool command in `app_dir` against `db` (`proc.run`): (exit code, stdout,
+    stderr); 127 when the command is not found, -1 at the timeout."""
     done = proc.run(argv, env=environment(db), cwd=app_dir, timeout=timeout)
     return (-1 if done.code is None else done.code), done.out, done.err
 

@@ -10,37 +10,17 @@ import shutil
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 
 import pytest
 from conftest import dump, folder_state, hold_lock, rows, sha
 from litestreamkit import binary, config, replicating, restored_rows, wait_for
-from sourcekit import SOURCES, Kit, copy_kit, execute, kit_at_head, make_kit
+from sourcekit import SOURCES, Kit, execute
 
 
 @pytest.fixture(params=SOURCES)
 def source(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@pytest.fixture
-def fresh(source: str, tmp_path: Path) -> Kit:
-    """A source whose database is not there yet."""
-    return make_kit(source, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def at_head(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Kit]:
-    """A source at head with one user and one post, built once (`kit` copies it)."""
-    return cache(lambda name: kit_at_head(name, tmp_path_factory.mktemp(name)))
-
-
-@pytest.fixture
-def kit(source: str, at_head: Callable[[str], Kit], tmp_path: Path) -> Kit:
-    """A source at head with one user and one post (a private copy)."""
-    return copy_kit(at_head(source), tmp_path)
 
 
 def untouched(kit: Kit) -> dict[str, str]:

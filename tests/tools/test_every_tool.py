@@ -6,35 +6,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 
 import pytest
 from conftest import REPO, clean_env, folder_state, sha
-from sourcekit import FIX, TOOL_CMD, TOOLS, Kit, copy_kit, execute, kit_at_head, make_kit
+from sourcekit import FIX, TOOL_CMD, TOOLS, Kit, execute
 
 
 @pytest.fixture(params=TOOLS)
-def tool(request: pytest.FixtureRequest) -> str:
+def source(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@pytest.fixture
-def fresh(tool: str, tmp_path: Path) -> Kit:
-    """A tool's app whose database is not there yet."""
-    return make_kit(tool, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def at_head(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Kit]:
-    return cache(lambda name: kit_at_head(name, tmp_path_factory.mktemp(name)))
-
-
-@pytest.fixture
-def kit(tool: str, at_head: Callable[[str], Kit], tmp_path: Path) -> Kit:
-    """A tool's app at head with one user and one post (a private copy)."""
-    return copy_kit(at_head(tool), tmp_path)
 
 
 def without_tool_cache(state: dict[str, str]) -> dict[str, str]:
@@ -146,7 +127,7 @@ def test_prepare_for_the_guards_own_files_has_nothing_to_build(tmp_path: Path) -
     assert "nothing to build" in done.stderr and not (tmp_path / "app.db").exists()
 
 
-@pytest.mark.parametrize("tool", ["alembic", "flask-migrate"])
+@pytest.mark.parametrize("source", ["alembic", "flask-migrate"])
 def test_a_half_migrated_database_is_drift(kit: Kit) -> None:
     """A batch operation's table copy left behind by a killed run."""
     execute(kit.db, "CREATE TABLE _alembic_tmp_posts (id INTEGER)")
@@ -156,7 +137,7 @@ def test_a_half_migrated_database_is_drift(kit: Kit) -> None:
     assert sha(kit.db) == before
 
 
-@pytest.mark.parametrize("tool", ["flask-migrate", "django"])
+@pytest.mark.parametrize("source", ["flask-migrate", "django"])
 def test_an_app_that_migrates_itself_when_imported_is_named(fresh: Kit) -> None:
     """create_app() or AppConfig.ready() running the upgrade: a read-only command of the
     tool changed the database (exit 2 naming it), the live one is untouched."""
