@@ -2,10 +2,12 @@
 
 Options (every flag, its PREFLIGHT_* variable and its default as text), the migration
 files' names and sha256, the migration set's fingerprint, the cache key and the cache's
-text, the schema hash, the SQLite header probe, the integrity policy, the backups that
-pruning counts, `PRAGMA quick_check`. The quick start proves a no-op start with these
-alone, so this module imports only os, time, `names` and the C modules under hashlib and
-sqlite3: no json, re, argparse, logging or dataclasses (tests/test_fast_paths.py checks).
+text, the schema hash, the SQLite header probe, the integrity policy, the environment
+check, the lock file and the running marker, the backups that pruning counts, `PRAGMA
+quick_check`. The quick start proves a no-op start with these alone, so this module
+imports only os, time, fcntl, `names`, `errors` and the C modules under hashlib and
+sqlite3: no json, re, argparse, logging or dataclasses (tests/package/test_layers.py
+checks).
 """
 
 import fcntl
