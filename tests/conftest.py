@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -255,3 +256,33 @@ def hold_lock(lock_path: Path) -> subprocess.Popen[str]:
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     return holder
+
+
+# One app over each migration source (`sourcekit`): a module picks its sources by defining
+# the `source` fixture (parametrised by sourcekit.SOURCES or TOOLS).
+
+
+@pytest.fixture
+def fresh(source: str, tmp_path: Path) -> Any:
+    """A source's app whose database is not there yet."""
+    from sourcekit import make_kit  # it imports this module
+
+    return make_kit(source, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def at_head(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Any]:
+    """A source at head with one user and one post, built once per run (`kit` copies it)."""
+    from functools import cache
+
+    from sourcekit import kit_at_head
+
+    return cache(lambda name: kit_at_head(name, tmp_path_factory.mktemp(name)))
+
+
+@pytest.fixture
+def kit(source: str, at_head: Callable[[str], Any], tmp_path: Path) -> Any:
+    """A source at head with one user and one post (a private copy)."""
+    from sourcekit import copy_kit
+
+    return copy_kit(at_head(source), tmp_path)

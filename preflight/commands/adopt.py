@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 from preflight import schema
@@ -25,8 +26,9 @@ from preflight.core.errors import (
     UsageError,
 )
 from preflight.core.transaction import immediate
+from preflight.fast.facts import check_environment, connect_ro
 from preflight.live import history
-from preflight.live.database import assert_not_busy, check_environment, connect, inspect
+from preflight.live.database import assert_not_busy, connect, inspect
 from preflight.schema import drift
 from preflight.sources.migrations import Migration, discover, load, tokens
 from preflight.sources.replay import replay
@@ -47,15 +49,13 @@ def _shadow_tables(rows: list[tuple[str, str, str, str]]) -> set[str]:
     """
     shadows: set[str] = set()
     for kind, name, _, sql in rows:
-        if kind != "table" or [t.upper() for t in tokens(sql)[:3]] != [
-            "CREATE",
-            "VIRTUAL",
-            "TABLE",
-        ]:
+        if kind != "table" or " ".join(tokens(sql)[:3]).upper() != "CREATE VIRTUAL TABLE":
             continue
-        scratch = sqlite3.connect(":memory:")
-        try:
-            scratch.execute(sql)
+        with closing(sqlite3.connect(":memory:")) as scratch:
+            try:
+                scratch.execute(sql)
+            except sqlite3.Error:
+                continue  # a module this SQLite lacks: the replay below fails and says so
             shadows.update(
                 n.lower()
                 for (n,) in scratch.execute(
@@ -63,10 +63,6 @@ def _shadow_tables(rows: list[tuple[str, str, str, str]]) -> set[str]:
                     (name.lower(),),
                 )
             )
-        except sqlite3.Error:
-            pass  # a module this SQLite lacks: the replay below fails and says so
-        finally:
-            scratch.close()
     return shadows
 
 
@@ -215,11 +211,8 @@ def init(settings: Settings, version: int | None) -> Initialized:
                 "add a new migration instead",
             )
         with step("init") as info:
-            conn = sqlite3.connect(backup.uri(settings.db, mode="ro"), uri=True)
-            try:
+            with closing(connect_ro(settings.db)) as conn:
                 text = render(conn, settings.db, version)
-            finally:
-                conn.close()
             migration = _prove(text, name, insp.live_schema, settings.db)
             info["what"] = (
                 f"{len(migration.statements)} statement(s) written from the live "
@@ -252,17 +245,13 @@ def init(settings: Settings, version: int | None) -> Initialized:
 
 def _adopt(settings: Settings, migration: Migration) -> None:
     """History row how='adopted' and a log row, in one transaction."""
-    conn = connect(settings.db, settings.lock_timeout)
-    try:
-        with immediate(conn):
-            history.ensure_tables(conn)
-            history.record(conn, migration, "adopted", 0.0)
-            history.log(
-                conn,
-                "init",
-                migration.version,
-                migration.name,
-                "first migration written from the live schema",
-            )
-    finally:
-        conn.close()
+    with closing(connect(settings.db, settings.lock_timeout)) as conn, immediate(conn):
+        history.ensure_tables(conn)
+        history.record(conn, migration, "adopted", 0.0)
+        history.log(
+            conn,
+            "init",
+            migration.version,
+            migration.name,
+            "first migration written from the live schema",
+        )

@@ -5,8 +5,6 @@ the public interface (README, "Exit codes"); codes 4-8, 11 and 13 promise that t
 database was not modified.
 """
 
-from __future__ import annotations
-
 OK = 0
 INTERNAL = 1
 USAGE = 2
@@ -55,45 +53,32 @@ class PreflightError(Exception):
         return f"{self.message}; {self.hint}" if self.hint else self.message
 
 
+# Each subclass means what its code's line in EXIT_CODES says.
 class UsageError(PreflightError):
-    """Exit 2: a bad flag, variable, path or argument."""
-
     code = USAGE
 
 
 class DriftError(PreflightError):
-    """Exit 4: the live schema is not what the applied migrations produce."""
-
     code = DRIFT
 
 
 class HistoryError(PreflightError):
-    """Exit 5: the migration files do not match the history, or are invalid."""
-
     code = HISTORY
 
 
 class DatabaseUnusable(PreflightError):
-    """Exit 6: not an SQLite database, or corrupt."""
-
     code = UNUSABLE
 
 
 class EnvironmentProblem(PreflightError):
-    """Exit 7: permissions, read-only, disk space, command not found."""
-
     code = ENVIRONMENT
 
 
 class LockTimeout(PreflightError):
-    """Exit 8: another guard (or another writer) holds the lock."""
-
     code = LOCK_TIMEOUT
 
 
 class MigrationFailed(PreflightError):
-    """Exit 9: a migration or the verification failed; the database was put back."""
-
     code = MIGRATION_FAILED
 
 
@@ -112,26 +97,18 @@ class DiskFull(MigrationFailed):
 
 
 class RestoreFailed(PreflightError):
-    """Exit 10: putting the database back failed; the message names the backup."""
-
     code = RESTORE_FAILED
 
 
 class Refused(PreflightError):
-    """Exit 11: this migration set already failed here (failure record)."""
-
     code = REFUSED
 
 
 class Interrupted(PreflightError):
-    """Exit 12: SIGTERM or SIGINT before the app started; rolled back, lock released."""
-
     code = INTERRUPTED
 
 
 class ReplicaUnavailable(PreflightError):
-    """Exit 13: a Litestream replica may exist and was not restored; nothing was created."""
-
     code = REPLICA
 
 

@@ -14,15 +14,9 @@ import os
 import signal
 
 VARIABLE = "PREFLIGHT_FAULT"
-POINTS = (
-    "backup-temp-written",
-    "backup-before-rename",
-    "statement",
-    "before-commit",
-    "after-commit",
-    "restore-temp-written",
-    "restore-before-rename",
-    "before-exec",
+POINTS = tuple(
+    "backup-temp-written backup-before-rename statement before-commit after-commit "
+    "restore-temp-written restore-before-rename before-exec".split()
 )
 
 

@@ -2,19 +2,24 @@
 
 Options (every flag, its PREFLIGHT_* variable and its default as text), the migration
 files' names and sha256, the migration set's fingerprint, the cache key and the cache's
-text, the schema hash, the SQLite header probe, the integrity policy, the backups that
-pruning counts, `PRAGMA quick_check`. The quick start proves a no-op start with these
-alone, so this module imports only os, time, `names` and the C modules under hashlib and
-sqlite3: no json, re, argparse, logging or dataclasses (tests/test_fast_paths.py checks).
+text, the schema hash, the SQLite header probe, the integrity policy, the environment
+check, the lock file and the running marker, the backups that pruning counts, `PRAGMA
+quick_check`. The quick start proves a no-op start with these alone, so this module
+imports only os, time, fcntl, `names`, `errors` and the C modules under hashlib and
+sqlite3: no json, re, argparse, logging or dataclasses (tests/package/test_layers.py
+checks).
 """
 
 import fcntl
 import os
+import stat  # loaded by os already
 import sys
 import time
 from _collections_abc import Callable, Iterable, Mapping  # loaded by os already: costs nothing
+from os import PathLike
 
 from preflight.core import names  # imports nothing
+from preflight.core.errors import EnvironmentProblem, LockTimeout, UsageError  # no imports
 
 # The C modules that hashlib and sqlite3 wrap, when present: the wrappers import OpenSSL,
 # datetime and collections (~5 ms, a quarter of a quick start). Same functions, same results.
@@ -244,18 +249,10 @@ class Proof:
         return fd
 
     def release(self) -> None:
-        """Let go of what nobody took (the lock note emptied first, as lock.hold does)."""
+        """Let go of what nobody took."""
         fd = self.take_lock()
         if fd >= 0:
-            _drop_lock(fd)
-
-
-def _drop_lock(fd: int) -> None:
-    try:
-        os.ftruncate(fd, 0)
-    except OSError:
-        pass  # a full disk: the note stays; closing releases the flock
-    os.close(fd)
+            let_go(fd)
 
 
 # ---------------------------------------------------------------- files and hashes
@@ -366,6 +363,16 @@ RECORDED = {
 }
 
 
+def recorded_in(conn: sqlite3.Connection, source: str) -> tuple[str, ...] | None:
+    """The version `source` records in the database, as text rows; None without its table."""
+    sql, table = RECORDED[source]
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
+    ).fetchone():
+        return None
+    return tuple(str(r[0]) for r in conn.execute(sql))
+
+
 def code_identity() -> str:
     """The guard's own code decides what "no drift" means: a new guard re-verifies.
 
@@ -461,7 +468,7 @@ def schema_hash(conn: sqlite3.Connection) -> str:
     return str(digest.hexdigest())
 
 
-def connect_ro(path: str) -> sqlite3.Connection:
+def connect_ro(path: object) -> sqlite3.Connection:
     """A read-only connection: closing it cannot checkpoint a WAL, so nothing is written."""
     return sqlite3.connect(uri(path, mode="ro"), uri=True, isolation_level=None)
 
@@ -536,24 +543,92 @@ def which(command: str) -> bool:
     return False
 
 
-def environment(db: str, backup_dir: str | None, command: list[str]) -> None:
-    """database.check_environment(writes=True) passes (else the full pipeline says why)."""
-    folder = os.path.dirname(db)
-    os.listdir(folder)
-    if (
-        not os.path.isfile(db)
-        or not os.access(db, os.R_OK | os.W_OK)
-        or not os.access(folder, os.W_OK)
-    ):
-        raise Unproven("database")
-    if backup_dir is not None:
-        existing = backup_dir
+def _accessible(path: str, mode: int) -> bool:
+    """os.access, robust to an app deleting and re-creating the file (its -journal) between
+    our looks: a real permission problem persists, a vanished file is as good as absent."""
+    return any(os.access(path, mode) or not os.path.lexists(path) for _ in range(3))
+
+
+def check_environment(
+    db: str | PathLike[str],
+    backup_dir: str | PathLike[str] | None,
+    writes: bool,
+    command: list[str] | None = None,
+) -> None:
+    """Step 1 of a start: folders, permissions, the command. Changes nothing. Room for a
+    backup is demanded only where one will be taken: a start with nothing to write needs
+    none. The quick start hands over on any of these errors: the full start reports it."""
+    db = os.fspath(db)
+    folder, uid = os.path.dirname(db), os.getuid()
+    try:
+        os.listdir(folder)
+    except FileNotFoundError:
+        raise EnvironmentProblem(
+            f"folder {folder} for the database does not exist",
+            "mount the data volume there or set PREFLIGHT_DB",
+        ) from None
+    except NotADirectoryError:
+        raise UsageError(f"{folder} is not a folder", "set PREFLIGHT_DB to a file path") from None
+    except PermissionError:
+        raise EnvironmentProblem(
+            f"folder {folder} is not accessible by uid {uid}",
+            "fix the owner or mode of the volume (chown/chmod)",
+        ) from None
+    if os.path.isdir(db):
+        raise UsageError(
+            f"{db} is a folder, not a database file",
+            "set PREFLIGHT_DB to a file path, e.g. /data/app.db",
+        )
+    if os.path.exists(db) and not os.path.isfile(db):
+        raise UsageError(f"{db} is not a regular file", "set PREFLIGHT_DB to a database file")
+    for suffix in SIDECARS:
+        side = f"{db}{suffix}"
+        try:
+            mode = os.stat(side).st_mode
+        except FileNotFoundError:
+            continue  # not there (or a -journal the app just deleted: as good as absent)
+        if not stat.S_ISREG(mode):
+            raise UsageError(
+                f"{side} is not a regular file, so SQLite cannot use {db}", f"remove {side}"
+            )
+        if not _accessible(side, os.R_OK | (os.W_OK if writes else 0)):
+            # e.g. left by the app once run as root: SQLite would fail half-way with
+            # 'unable to open database file'
+            raise EnvironmentProblem(
+                f"{side} is not readable{' and writable' if writes else ''} by uid {uid}",
+                "fix its owner or mode (chown/chmod)",
+            )
+    if os.path.exists(db) and not os.access(db, os.R_OK):
+        raise EnvironmentProblem(
+            f"{db} is not readable by uid {uid}", "fix its owner or mode (chown/chmod)"
+        )
+    for path in (folder, db) if writes else ():
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise EnvironmentProblem(
+                f"{path} is not writable by uid {uid}",
+                "fix the owner or mode of the volume (chown/chmod), or mount it read-write",
+            )
+    if writes and backup_dir is not None:
+        given = existing = os.fspath(backup_dir)
         while not os.path.exists(existing):
             existing = os.path.dirname(existing)
-        if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
-            raise Unproven("backup folder")
-    if not which(command[0]):
-        raise Unproven("command")
+        if not os.path.isdir(existing):
+            raise EnvironmentProblem(
+                f"backup folder {given}{'' if existing == given else f': {existing}'} "
+                "is not a folder",
+                "remove it or set PREFLIGHT_BACKUP_DIR",
+            )
+        if not os.access(existing, os.W_OK):
+            raise EnvironmentProblem(
+                f"backup folder {given} is not writable by uid {uid}",
+                "fix its owner or mode, or set PREFLIGHT_BACKUP_DIR",
+            )
+    if command is not None and not command:
+        raise UsageError("run needs a command after --", "e.g. preflight run -- gunicorn app:app")
+    if command and not which(command[0]):
+        raise EnvironmentProblem(
+            f"command {command[0]!r} not found on PATH", "install it in the image or fix the CMD"
+        )
 
 
 def say(lines: list[str], quiet: bool) -> None:
@@ -562,22 +637,38 @@ def say(lines: list[str], quiet: bool) -> None:
         sys.stderr.flush()
 
 
-# ---------------------------------------------------------------- the quick starts' lock
+# ---------------------------------------------------------------- the lock and the running marker
 
 
-def open_lock(db: str) -> int:
-    """The guard's lock file opened as `lock.open_lock` opens it: never through a symlink,
-    never a FIFO, device or hard link (Unproven: the full pipeline refuses those, exit 7).
-    The caller owns the descriptor."""
-    fd = os.open(
-        f"{db}{LOCK}",
-        os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-        0o644,
-    )
+def open_lock(path: str | PathLike[str]) -> int:
+    """Open (creating if needed) the guard's lock file: never through a symlink (it could
+    lead to the database), never blocking on a FIFO; exit 7 if it is not a plain file of
+    ours (with one link). The caller owns the descriptor."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise EnvironmentProblem(
+                f"lock file {path} is a symbolic link; refusing to follow it",
+                f"remove {path} (the guard creates it as a plain file)",
+            ) from None
+        raise EnvironmentProblem(
+            f"cannot open lock file {path}: {exc.strerror}",
+            f"remove {path} (it must be a plain file)"
+            if os.path.isdir(path)
+            else "fix its owner or mode (chown/chmod)"
+            if os.path.exists(path)
+            else "make the database folder writable by this user",
+        ) from None
     st = os.fstat(fd)
-    if st.st_mode & 0o170000 != 0o100000 or st.st_nlink != 1:
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)
-        raise Unproven("lock file")
+        what = "has other hard links" if stat.S_ISREG(st.st_mode) else "is not a regular file"
+        raise EnvironmentProblem(
+            f"lock file {path} {what}; refusing to use it",
+            f"remove {path} (the guard creates it as a plain file)",
+        )
     return fd
 
 
@@ -592,8 +683,9 @@ def take_lock(fd: int, db: str) -> None:
         raise Unproven("lock file replaced")
 
 
-def write_note(fd: int, command: str = "run") -> None:
-    """The holder's note, as `lock.hold` writes it (only ever by the holder)."""
+def write_note(fd: int, command: str) -> None:
+    """The holder's note (only ever by the holder): pid, host, since, command."""
+    # os.uname().nodename is what socket.gethostname() returns, without importing socket
     host = os.uname().nodename.replace("\\", "").replace('"', "")
     os.ftruncate(fd, 0)
     os.pwrite(
@@ -604,26 +696,51 @@ def write_note(fd: int, command: str = "run") -> None:
     )
 
 
-def share_running(db: str) -> int:
-    """The shared flock a guarded app holds while it runs (`holders.share_running`); the
-    descriptor survives exec, so `restore` sees the app. Unproven if not a regular file."""
-    fd = os.open(f"{db}{RUNNING}", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+def let_go(fd: int) -> None:
+    """Empty the note and release the lock."""
     try:
-        if os.fstat(fd).st_mode & 0o170000 != 0o100000:
-            raise Unproven("running file")  # the full pipeline refuses it
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BaseException:
-        os.close(fd)
-        raise
-    os.set_inheritable(fd, True)
+        os.ftruncate(fd, 0)
+    except OSError:
+        pass  # a full disk: the note stays; the flock is what counts
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def open_running(db: str | PathLike[str]) -> int:
+    """`<db>.preflight.running`, which a guarded app holds a shared flock on while it runs
+    (a restore takes it exclusively): a regular file, never through a symlink or a FIFO."""
+    path = f"{os.fspath(db)}{RUNNING}"
+    flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        fd, problem = -1, exc.strerror
+    else:
+        problem = "" if stat.S_ISREG(os.fstat(fd).st_mode) else "not a regular file"
+    if problem:
+        if fd >= 0:
+            os.close(fd)
+        raise EnvironmentProblem(
+            f"cannot open {path}: {problem}", f"remove {path} (it must be a plain file)"
+        )
     return fd
 
 
-def let_go(fd: int) -> None:
-    """Empty the note and release the lock (a no-op start is done with it)."""
-    os.ftruncate(fd, 0)
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
+def share_running(db: str | PathLike[str]) -> int:
+    """Take the shared flock a running guarded app holds; the descriptor survives exec (the
+    app inherits it), so `restore` sees the app. Called with the guard's lock held, so no
+    restore holds it exclusively now."""
+    fd = open_running(db)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LockTimeout(
+            f"{os.fspath(db)}{RUNNING} is held exclusively: a restore is running",
+            "start again once it has finished",
+        ) from None
+    os.set_inheritable(fd, True)
+    return fd
 
 
 def cheap_checks(db: str, full: bool) -> bool:

@@ -32,7 +32,7 @@ from preflight.fast.facts import EVERY_START
 HandOver = facts.Unproven  # not provably a no-op start: the full pipeline takes over
 
 
-_which, _environment, _say = facts.which, facts.environment, facts.say
+_which, _environment, _say = facts.which, facts.check_environment, facts.say
 
 
 def _inspect(db: str, source: str, full: bool, checked: list[bool]) -> tuple[tuple[str, ...], str]:
@@ -46,12 +46,10 @@ def _inspect(db: str, source: str, full: bool, checked: list[bool]) -> tuple[tup
         if full and facts.quick_check(conn) != "ok":
             raise HandOver("quick_check")
         checked[0] = full
-        sql, table = facts.RECORDED[source]
-        if not conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
-        ).fetchone():
-            raise HandOver("no history")  # database.recorded_in, as few imports as can be
-        return tuple(str(r[0]) for r in conn.execute(sql)), facts.schema_hash(conn)
+        recorded = facts.recorded_in(conn, source)
+        if recorded is None:
+            raise HandOver("no history")
+        return recorded, facts.schema_hash(conn)
     finally:
         conn.close()
 
@@ -121,7 +119,10 @@ def start(
         db = os.path.realpath(values["db"])
         backup_dir = facts.backup_folder(db, values["backup_dir"])
         t0 = time.perf_counter()
-        _environment(db, backup_dir if values["backup"] != "never" else None, command)
+        given = backup_dir if values["backup"] != "never" else None
+        if not os.path.isfile(db):
+            raise HandOver("no database")
+        _environment(db, given, True, command)  # a problem hands over: the full start names it
         if ancestry.replicating() is not None:
             raise HandOver("under litestream replicate")  # the full start refuses (exit 2)
         if values["litestream_config"] and not (
@@ -130,11 +131,11 @@ def start(
             raise HandOver("litestream")  # the full start names what is missing
         migrations, fingerprint, count = _migrations(values, hashed)
         t1 = time.perf_counter()
-        fd = facts.open_lock(db)
+        fd = facts.open_lock(db + facts.LOCK)
         facts.take_lock(fd, db)  # busy: BlockingIOError, hand over
         held = True  # only now may the note be written: a waiting guard keeps its hands off
         running = facts.share_running(db)  # held while the app runs: restore refuses then
-        facts.write_note(fd)
+        facts.write_note(fd, "run")
         t2 = time.perf_counter()
         if os.path.exists(db + facts.FAILURE):
             raise HandOver("failure record")

@@ -8,30 +8,30 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from preflight import schema
-from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, UsageError
+from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, LockTimeout
 from preflight.core.files import private_folder
 from preflight.fast.facts import (
     DATA_SIDECARS,
-    RECORDED,
-    SIDECARS,
     SQLITE_TMP,
+    connect_ro,
     probe,
     quick_check,
-    uri,
+    recorded_in,
+    size_of,
+)
+from preflight.fast.facts import (
+    check_environment as check_environment,  # step 1, defined with the quick start's facts
 )
 from preflight.live import history
 from preflight.schema import drift
 from preflight.storage import cache
 from preflight.storage.backup import snapshot
-
-HEADER = b"SQLite format 3\x00"
 
 
 def connect(db: Path, timeout: float) -> sqlite3.Connection:
@@ -100,8 +100,7 @@ def inspect(
     # Read-only, so closing cannot checkpoint the WAL into the main file: a refusal leaves
     # the database byte-identical. A hot rollback journal needs a writable connection,
     # because SQLite must roll it back before anything can be read.
-    journal, wal = Path(f"{real}-journal"), Path(f"{real}-wal")
-    if header_mode(real) == 1 and _size(wal) > 0:
+    if header_mode(real) == 1 and size_of(f"{real}-wal") > 0:
         # SQLite replays a -wal even into a database in rollback mode: one left beside a
         # restored or copied file would overwrite it with another database's pages.
         raise DatabaseUnusable(
@@ -110,7 +109,7 @@ def inspect(
             f"would replay it into this one",
             f"move {db}-wal and {db}-shm away (keep them), then start again",
         )
-    hot = _size(journal) > 0
+    hot = size_of(f"{real}-journal") > 0
     if verdict == "short":
         raise DatabaseUnusable(
             f"{db} {why}: part of it is lost",
@@ -121,10 +120,8 @@ def inspect(
         _rehearse_rollback(real, db)
     checked = quick_check or hot or verdict != "ok"
     try:
-        conn = sqlite3.connect(
-            real if hot else uri(real, mode="ro"), uri=not hot, isolation_level=None
-        )
-        try:
+        conn = sqlite3.connect(real, isolation_level=None) if hot else connect_ro(real)
+        with closing(conn):
             if checked:
                 full_check(conn, db)
             applied = history.read(conn)
@@ -134,8 +131,6 @@ def inspect(
             vouched = trust(rec) if trust is not None else None
             trusted = vouched is not None and text_hash == vouched
             live = None if trusted else schema.snapshot(conn)
-        finally:
-            conn.close()
     except sqlite3.DatabaseError as exc:
         raise _unreadable(db, exc) from None
     fresh = applied is None and live is not None and live.is_empty()
@@ -174,22 +169,10 @@ def check_before_writing(db: Path) -> None:
     """The full check of the live database, read-only, for a write the inspection did not
     check for (see --integrity): nothing is written to a database that fails it."""
     try:
-        conn = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
-        try:
+        with closing(connect_ro(db)) as conn:
             full_check(conn, db)
-        finally:
-            conn.close()
     except sqlite3.DatabaseError as exc:
         raise _unreadable(db, exc) from None
-
-
-def _size(path: Path) -> int:
-    """Bytes in `path`, 0 if it is not there: an app writing in rollback mode creates and
-    deletes its -journal many times a second, so it may vanish between two looks."""
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def header_mode(db: Path) -> int:
@@ -212,11 +195,8 @@ def _rehearse_rollback(real: Path, db: Path) -> None:
         if copy is None:
             return  # gone meanwhile: nothing to roll back
         try:
-            conn = sqlite3.connect(copy, isolation_level=None)
-            try:
+            with closing(sqlite3.connect(copy, isolation_level=None)) as conn:
                 result = quick_check(conn)
-            finally:
-                conn.close()
         except sqlite3.DatabaseError as exc:
             result = str(exc)
     if result != "ok":
@@ -245,103 +225,6 @@ def assert_not_busy(db: Path, timeout: float) -> None:
         conn.close()
 
 
-def _accessible(path: Path, mode: int, tries: int = 3) -> bool:
-    """os.access, robust to an app deleting and re-creating the file (its -journal) between
-    our looks: a real permission problem persists, a vanished file is as good as absent."""
-    for _ in range(tries):
-        if os.access(path, mode) or not os.path.lexists(path):
-            return True
-    return False
-
-
-def check_environment(
-    db: Path, backup_dir: Path | None, writes: bool, command: list[str] | None = None
-) -> None:
-    """Step 1: folders, permissions, the command. Changes nothing. Room for a backup is
-    demanded only where one will be taken (`room_for_backup`): a start with nothing to
-    write needs none."""
-    try:
-        os.stat(db.parent)
-        os.listdir(db.parent)
-    except FileNotFoundError:
-        raise EnvironmentProblem(
-            f"folder {db.parent} for the database does not exist",
-            "mount the data volume there or set PREFLIGHT_DB",
-        ) from None
-    except NotADirectoryError:
-        raise UsageError(
-            f"{db.parent} is not a folder", "set PREFLIGHT_DB to a file path"
-        ) from None
-    except PermissionError:
-        raise EnvironmentProblem(
-            f"folder {db.parent} is not accessible by uid {os.getuid()}",
-            "fix the owner or mode of the volume (chown/chmod)",
-        ) from None
-    if db.is_dir():
-        raise UsageError(
-            f"{db} is a folder, not a database file",
-            "set PREFLIGHT_DB to a file path, e.g. /data/app.db",
-        )
-    if db.exists() and not stat.S_ISREG(db.stat().st_mode):
-        raise UsageError(f"{db} is not a regular file", "set PREFLIGHT_DB to a database file")
-    for suffix in SIDECARS:
-        side = Path(f"{db}{suffix}")
-        try:
-            mode = side.stat().st_mode
-        except FileNotFoundError:
-            continue  # not there (or a -journal the app just deleted: as good as absent)
-        if not stat.S_ISREG(mode):
-            raise UsageError(
-                f"{side} is not a regular file, so SQLite cannot use {db}", f"remove {side}"
-            )
-        if not _accessible(side, os.R_OK | (os.W_OK if writes else 0)):
-            # e.g. left by the app once run as root: SQLite would fail half-way with
-            # 'unable to open database file'
-            raise EnvironmentProblem(
-                f"{side} is not readable{' and writable' if writes else ''} by uid {os.getuid()}",
-                "fix its owner or mode (chown/chmod)",
-            )
-    if db.exists() and not os.access(db, os.R_OK):
-        raise EnvironmentProblem(
-            f"{db} is not readable by uid {os.getuid()}", "fix its owner or mode (chown/chmod)"
-        )
-    if writes:
-        for path in (db.parent, db):
-            if path.exists() and not os.access(path, os.W_OK):
-                raise EnvironmentProblem(
-                    f"{path} is not writable by uid {os.getuid()}",
-                    "fix the owner or mode of the volume (chown/chmod), or mount it read-write",
-                )
-    if writes and backup_dir is not None:
-        existing = backup_dir
-        while not existing.exists():
-            existing = existing.parent
-        if not existing.is_dir():
-            raise EnvironmentProblem(
-                f"backup folder {backup_dir} is not a folder"
-                if existing == backup_dir
-                else f"backup folder {backup_dir}: {existing} is not a folder",
-                "remove it or set PREFLIGHT_BACKUP_DIR",
-            )
-        if not os.access(existing, os.W_OK):
-            raise EnvironmentProblem(
-                f"backup folder {backup_dir} is not writable by uid {os.getuid()}",
-                "fix its owner or mode, or set PREFLIGHT_BACKUP_DIR",
-            )
-    if command is not None:
-        if not command:
-            raise UsageError(
-                "run needs a command after --", "e.g. preflight run -- gunicorn app:app"
-            )
-        import shutil  # only `run` has a command to look up
-
-        if shutil.which(command[0]) is None:
-            raise EnvironmentProblem(
-                f"command {command[0]!r} not found on PATH",
-                "install it in the image or fix the CMD",
-            )
-
-
 def live_state(db: Path) -> tuple[tuple[int, int, int] | None, ...]:
     """What changes when anything writes `db` (or its WAL): size, mtime and inode of each."""
     out: list[tuple[int, int, int] | None] = []
@@ -354,26 +237,13 @@ def live_state(db: Path) -> tuple[tuple[int, int, int] | None, ...]:
     return tuple(out)
 
 
-def recorded_in(conn: sqlite3.Connection, source: str) -> tuple[str, ...] | None:
-    """The version `source` records in the database, as text rows; None without its table."""
-    sql, table = RECORDED[source]
-    if not conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
-    ).fetchone():
-        return None
-    return tuple(str(r[0]) for r in conn.execute(sql))
-
-
 def recorded(db: Path, source: str) -> tuple[str, ...] | None:
     """The version `source` records in `db` (after a write: never before `inspect`, whose
     checks come first); None without a database or its table."""
     if not db.exists() or db.stat().st_size == 0:
         return None
-    conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
-    try:
+    with closing(connect_ro(db)) as conn:
         return recorded_in(conn, source)
-    finally:
-        conn.close()
 
 
 @contextmanager
@@ -396,9 +266,6 @@ def sqlite_temp_folder(db: Path) -> Iterator[Path]:
 
 def _temp_directory(path: str) -> None:
     """Where every connection of this process puts its temp files ('' : SQLite's default)."""
-    conn = sqlite3.connect(":memory:")
-    try:
+    with closing(sqlite3.connect(":memory:")) as conn:
         quoted = path.replace("'", "''")
         conn.execute(f"PRAGMA temp_store_directory = '{quoted}'")
-    finally:
-        conn.close()

@@ -16,15 +16,9 @@ from typing import Any
 from preflight.schema.sqltext import canonical, fold, is_word, name, tokens, upper
 
 _TABLE_CONSTRAINTS = {"constraint", "primary", "unique", "check", "foreign"}
-_COLUMN_CONSTRAINTS = _TABLE_CONSTRAINTS | {
-    "not",
-    "null",
-    "default",
-    "collate",
-    "references",
-    "generated",
-    "as",
-}
+_COLUMN_CONSTRAINTS = _TABLE_CONSTRAINTS | set(
+    "not null default collate references generated as".split()
+)
 Key = tuple[
     tuple[str, ...], str, tuple[str, ...]
 ]  # foreign key: (from columns, parent, to columns)

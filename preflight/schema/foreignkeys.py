@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from preflight.schema import sqltext, statements
+from preflight.schema.sqltext import quote
 
 log = logging.getLogger("preflight")
 
@@ -81,10 +82,6 @@ class Violation:
         return found
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _check(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
     """PRAGMA foreign_key_check; table by table when one table's keys cannot be checked at all
     ('foreign key mismatch': the parent columns are not unique), skipping that table."""
@@ -98,7 +95,7 @@ def _check(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
         "SELECT name FROM main.sqlite_master WHERE type='table'"
     ).fetchall():
         try:
-            found += conn.execute(f"PRAGMA main.foreign_key_check({_q(table)})").fetchall()
+            found += conn.execute(f"PRAGMA main.foreign_key_check({quote(table)})").fetchall()
         except sqlite3.OperationalError as exc:
             if "mismatch" not in str(exc):
                 raise
@@ -114,13 +111,15 @@ def violations(conn: sqlite3.Connection) -> list[Violation]:
     for table, rowid, parent, fkid in _check(conn):
         if table not in keys:
             keys[table] = {}
-            for fid, _, par, frm, to, *_ in conn.execute(f"PRAGMA foreign_key_list({_q(table)})"):
+            for fid, _, par, frm, to, *_ in conn.execute(
+                f"PRAGMA foreign_key_list({quote(table)})"
+            ):
                 keys[table].setdefault(fid, []).append((par, frm, to))
         cols_of = tuple(sqltext.fold(frm) for _, frm, _ in keys[table].get(fkid, ()))
         values = None
         if rowid is not None and cols_of:
             row = conn.execute(
-                f"SELECT {', '.join(_q(c) for c in cols_of)} FROM {_q(table)} WHERE rowid = ?",
+                f"SELECT {', '.join(quote(c) for c in cols_of)} FROM {quote(table)} WHERE rowid = ?",
                 (rowid,),
             ).fetchone()
             values = tuple(row) if row is not None else None
@@ -156,37 +155,36 @@ def _rowless(
         return None
     parent = fk[0][0]
     children = [frm for _, frm, _ in fk]
-    targets = [to for _, _, to in fk]
-    pk = [
-        r[1]
-        for r in sorted(conn.execute(f"PRAGMA main.table_info({_q(table)})"), key=lambda r: r[5])
-        if r[5] > 0
-    ]
+    targets: list[str | None] = [to for _, _, to in fk]
+    pk = _primary_key(conn, table)
     exists = conn.execute(
         "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
         (parent,),
     ).fetchone()
-    where = " AND ".join(f"c.{_q(f)} IS NOT NULL" for f in children)
+    where = " AND ".join(f"c.{quote(f)} IS NOT NULL" for f in children)
     if exists is not None:
         if any(t is None for t in targets):
-            targets = [
-                r[1]
-                for r in sorted(
-                    conn.execute(f"PRAGMA main.table_info({_q(exists[0])})"), key=lambda r: r[5]
-                )
-                if r[5] > 0
-            ]
+            targets = [*_primary_key(conn, exists[0])]
         if len(targets) != len(children) or not pk:
             return None
-        match = " AND ".join(f"p.{_q(str(t))} = +c.{_q(f)}" for t, f in zip(targets, children))
-        where += f" AND NOT EXISTS (SELECT 1 FROM main.{_q(exists[0])} AS p WHERE {match})"
-    columns = ", ".join(f"c.{_q(c)}" for c in [*pk, *children])
+        match = " AND ".join(
+            f"p.{quote(str(t))} = +c.{quote(f)}" for t, f in zip(targets, children)
+        )
+        where += f" AND NOT EXISTS (SELECT 1 FROM main.{quote(exists[0])} AS p WHERE {match})"
+    columns = ", ".join(f"c.{quote(c)}" for c in [*pk, *children])
     try:
-        rows = conn.execute(f"SELECT {columns} FROM main.{_q(table)} AS c WHERE {where}").fetchall()
+        rows = conn.execute(
+            f"SELECT {columns} FROM main.{quote(table)} AS c WHERE {where}"
+        ).fetchall()
     except sqlite3.Error:
         return None
     n = len(pk)
     return [(tuple(zip(pk, row[:n])), tuple(row[n:])) for row in rows]
+
+
+def _primary_key(conn: sqlite3.Connection, table: str) -> list[str]:
+    rows = conn.execute(f"PRAGMA main.table_info({quote(table)})").fetchall()
+    return [r[1] for r in sorted(rows, key=lambda r: r[5]) if r[5] > 0]
 
 
 # ---------------------------------------------------------------------------------------

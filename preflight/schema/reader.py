@@ -20,6 +20,7 @@ from preflight.schema.sqltext import (
     identifier_positions,
     local_names,
     name,
+    quote,
     tokens,
     trigger_head,
     unquote,
@@ -27,10 +28,6 @@ from preflight.schema.sqltext import (
 )
 
 Memo = dict[Any, Any]  # what was read from each SQL text, shared by every stop
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _tail_after_body(toks: list[str]) -> list[str]:
@@ -54,7 +51,7 @@ def _key_columns(
 ) -> list[tuple[str, str]]:
     """(column, ' DESC' and/or a collation other than the column's) of an automatic index."""
     cols = []
-    for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({_q(index)})"):
+    for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({quote(index)})"):
         if key:
             col = fold(col or "<expr>")
             extra = " DESC" if desc else ""
@@ -69,7 +66,7 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
     conflicts = dict(clauses.conflicts)
     unique_cols: set[str] = set()
     options: list[tuple[str, str]] = []
-    for _, idx_name, _, origin, _ in conn.execute(f"PRAGMA index_list({_q(name)})"):
+    for _, idx_name, _, origin, _ in conn.execute(f"PRAGMA index_list({quote(name)})"):
         if origin not in ("u", "pk"):
             continue
         cols = _key_columns(conn, idx_name, clauses.collate)
@@ -84,7 +81,7 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
             # A rowid table has this index only when its key is not the rowid itself:
             # INTEGER PRIMARY KEY DESC, or any other type, is a separate b-tree.
             options.append(("key", f"PRIMARY KEY index ({text})"))
-    rows = conn.execute(f"PRAGMA table_xinfo({_q(name)})").fetchall()
+    rows = conn.execute(f"PRAGMA table_xinfo({quote(name)})").fetchall()
     keys = [r for r in rows if r[5]]
     if (
         not clauses.without_rowid
@@ -124,7 +121,7 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
     )
     fks: dict[int, list[tuple[Any, ...]]] = {}
     for fid, _, ref, frm, to, on_update, on_delete, _ in conn.execute(
-        f"PRAGMA foreign_key_list({_q(name)})"
+        f"PRAGMA foreign_key_list({quote(name)})"
     ):
         fks.setdefault(fid, []).append((frm, ref, to, on_update, on_delete))
     refs = []
@@ -157,10 +154,7 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
             (
                 "virtual",
                 canonical(
-                    [
-                        '"' + unquote(t).replace('"', '""') + '"' if i in quoted else t
-                        for i, t in enumerate(toks)
-                    ],
+                    [quote(unquote(t)) if i in quoted else t for i, t in enumerate(toks)],
                     frozenset(),
                     quoted,
                 ),
@@ -189,7 +183,7 @@ def _index(
     conn: sqlite3.Connection, name: str, table: str, sql: str, table_sql: str, known: set[str]
 ) -> Index:
     cols = []
-    for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({_q(name)})"):
+    for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({quote(name)})"):
         if key:
             cols.append(fold(col) if col else "<expr>")
             if desc:
@@ -358,11 +352,8 @@ def _index_of(
 
 
 def snapshot(conn: sqlite3.Connection, memo: Memo | None = None) -> Schema:
-    """A structural description of every user object in `conn`'s main database.
-
-    `memo` (replay passes one) maps an object's SQL text to what was read from it: every
-    PRAGMA read here is derived from that text, so an unchanged object costs a lookup.
-    """
+    """A structural description of every user object in `conn`'s main database (`memo`:
+    see the module docstring)."""
     return build(conn, rows(conn), {} if memo is None else memo).schema
 
 

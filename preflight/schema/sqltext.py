@@ -26,98 +26,22 @@ _TOKEN = re.compile(
 )
 _OPERATORS = {"<>": "!=", "==": "="}
 # After these a double-quoted token names an object or a new name, never a string.
-_NAMING = {
-    "as",
-    "from",
-    "join",
-    "into",
-    "update",
-    "table",
-    "view",
-    "index",
-    "trigger",
-    "references",
-    "of",
-    "exists",
-    "collate",
-    "set",
-}
+_NAMING = frozenset(
+    "as from join into update table view index trigger references of exists collate set".split()
+)
 # Words that start a clause; in a FROM or JOIN clause every name is a table or an alias.
-_CLAUSES = {
-    "select",
-    "from",
-    "join",
-    "on",
-    "using",
-    "where",
-    "group",
-    "having",
-    "order",
-    "limit",
-    "window",
-    "values",
-    "set",
-    "returning",
-    "union",
-    "except",
-    "intersect",
-}
+_CLAUSES = frozenset(
+    "select from join on using where group having order limit window values set "
+    "returning union except intersect".split()
+)
 _SUBQUERY = {"select", "values", "with"}
 # Words after which an expression starts (so a name there is not an alias).
-_KEYWORDS = {
-    "select",
-    "where",
-    "and",
-    "or",
-    "not",
-    "when",
-    "then",
-    "else",
-    "case",
-    "in",
-    "is",
-    "like",
-    "glob",
-    "match",
-    "regexp",
-    "between",
-    "escape",
-    "by",
-    "on",
-    "set",
-    "having",
-    "distinct",
-    "all",
-    "values",
-    "returning",
-    "exists",
-    "default",
-    "check",
-    "as",
-    "from",
-    "join",
-    "using",
-    "limit",
-    "offset",
-    "cast",
-    "collate",
-    "union",
-    "except",
-    "intersect",
-    "filter",
-    "over",
-    "partition",
-    "begin",
-    "group",
-    "order",
-    "do",
-    "isnull",
-    "notnull",
-    "asc",
-    "desc",
-    "to",
-    "within",
-}
+_KEYWORDS = frozenset(
+    "select where and or not when then else case in is like glob match regexp between "
+    "escape by on set having distinct all values returning exists default check as from "
+    "join using limit offset cast collate union except intersect filter over partition "
+    "begin group order do isnull notnull asc desc to within".split()
+)
 
 
 def fold(name: str) -> str:
@@ -175,6 +99,11 @@ def number(tok: str) -> str:
 
 def _string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def quote(name: str) -> str:
+    """`name` as a double-quoted identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def trigger_head(toks: list[str]) -> list[str]:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from preflight.core.errors import HistoryError
+from preflight.schema.sqltext import unquote, upper
 
 RUN, SKIP = "run", "skip"
 
@@ -57,10 +58,6 @@ def tokens(sql: str) -> list[str]:
     return [m.group() for m in _significant(sql)]
 
 
-# SQLite folds only ASCII letters: str.upper() would also turn "ı" into "I".
-_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
 def head(sql: str, count: int) -> list[str]:
     """The first `count` tokens of `sql`, upper-cased (ASCII), without reading the rest."""
     found: list[str] = []
@@ -69,7 +66,7 @@ def head(sql: str, count: int) -> list[str]:
             break
         # a long literal is not a keyword: don't copy it
         token = match.group()
-        found.append(token.translate(_ASCII_UPPER) if len(token) < 64 else "?")
+        found.append(upper(token) if len(token) < 64 else "?")  # ASCII only, as SQLite
     return found
 
 
@@ -138,20 +135,6 @@ _SKIPPED_PRAGMAS = {
 }
 
 
-def _name(token: str) -> str:
-    """A name token as SQLite reads it, unquoted from every quoting it accepts.
-
-    SQLite takes a 'string literal' where a name is expected (PRAGMA 'journal_mode' is
-    journal_mode), besides "double", [bracket] and `backtick` quotes; a doubled quote
-    inside stands for one.
-    """
-    if len(token) >= 2 and token[0] in "'\"`" and token[-1] == token[0]:
-        return token[1:-1].replace(token[0] * 2, token[0])
-    if len(token) >= 2 and token[0] == "[" and token[-1] == "]":
-        return token[1:-1]
-    return token
-
-
 def _kind(words: list[str]) -> str:
     """BEGIN, COMMIT, SKIP:<pragma>, a refused head word, or RUN for everything else."""
     first = words[0] if words else ""
@@ -169,7 +152,7 @@ def _kind(words: list[str]) -> str:
     if first == "PRAGMA" and len(words) > 1:
         # PRAGMA [schema.]name [= value | (value)]
         rest = words[3:] if len(words) > 3 and words[2] == "." else words[1:]
-        pragma = _name(rest[0])
+        pragma = unquote(rest[0])
         if pragma in _SKIPPED_PRAGMAS:
             return f"SKIP:{pragma}"
         if pragma == "JOURNAL_MODE" and rest[1:2] in (["="], ["("]):

@@ -22,19 +22,19 @@ import hashlib
 import logging
 import sqlite3
 import tempfile
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 from preflight import schema
-from preflight.core import signals
-from preflight.core.errors import DriftError, MigrationFailed, PreflightError
+from preflight.core.errors import DriftError, PreflightError
 from preflight.core.transaction import immediate
-from preflight.fast.facts import uri
+from preflight.fast.facts import connect_ro
 from preflight.live.database import Inspection
 from preflight.schema import drift
 from preflight.schema.sqltext import fold
 from preflight.sources.migrations import Migration, run_body, tokens
-from preflight.sources.replay import replay
+from preflight.sources.replay import replay, run_one
 
 log = logging.getLogger("preflight")
 
@@ -68,22 +68,6 @@ def names_of(s: schema.Schema) -> set[Name]:
     )
 
 
-def run_one(conn: sqlite3.Connection, m: Migration, label: str) -> None:
-    """One migration in its own transaction (as schema.replay runs it)."""
-    try:
-        with immediate(conn):
-            run_body(conn, m, label)
-    except PreflightError:
-        raise
-    except Exception as exc:
-        if signals.received():
-            raise signals.swallowed() from exc
-        raise MigrationFailed(
-            f"{m.name}: fails on an empty database: {exc}",
-            "fix the migration; the live database was not touched",
-        ) from exc
-
-
 _APPEND_ONLY = {"CREATE", "INSERT", "UPDATE", "DELETE", "REPLACE", "SELECT", "WITH"}
 
 
@@ -94,14 +78,13 @@ def changes_of(migrations: tuple[Migration, ...], names: set[str]) -> set[int]:
     One replay; after each migration that changed the schema, only those objects' rows of
     sqlite_master are read (definitions derive from that text): linear in n.
     """
-    conn = schema.open_memory()
     found: set[int] = set()
     marks = ", ".join("?" * len(names))
     query = (
         f"SELECT lower(name), tbl_name, sql FROM main.sqlite_master "
         f"WHERE lower(name) IN ({marks}) ORDER BY 1"
     )
-    try:
+    with closing(schema.open_memory()) as conn:
         stamp = conn.execute("PRAGMA main.schema_version").fetchone()[0]
         before = conn.execute(query, tuple(names)).fetchall()
         for count, m in enumerate(migrations, start=1):
@@ -113,8 +96,6 @@ def changes_of(migrations: tuple[Migration, ...], names: set[str]) -> set[int]:
                 if after != before:
                     found.add(count)
                 before = after
-    finally:
-        conn.close()
     return found
 
 
@@ -149,13 +130,12 @@ def _bounds(
     created or dropped come back to Python. The counts are kept up to date per name added
     or removed, never recomputed from the sets. by_rowid=False compares every time.
     """
-    conn = schema.open_memory()
     missing, extra = 0, len(live)
     bound, last_seen = [missing + extra], {}
     current: set[Name] = set()
     copy = "temp._preflight_names"
     rows = "SELECT rowid, type, name, tbl_name FROM main.sqlite_master WHERE sql IS NOT NULL"
-    try:
+    with closing(schema.open_memory()) as conn:
         conn.execute(
             f"CREATE TABLE {copy} (rowid INTEGER PRIMARY KEY, type TEXT, name TEXT, tbl_name TEXT)"
         )
@@ -191,8 +171,6 @@ def _bounds(
                             missing += 1
             bound.append(missing + extra)
         head = schema.snapshot(conn, memo)
-    finally:
-        conn.close()
     for name in current:
         last_seen[name] = len(migrations)
     return _Bounds(bound, last_seen, head)
@@ -296,13 +274,8 @@ def _collides(found: Ranking, live: schema.Schema, k: int) -> bool:
 
 
 def _copy(db: Path, target: Path) -> None:
-    source = sqlite3.connect(uri(db, mode="ro"), uri=True)
-    dest = sqlite3.connect(target)
-    try:
+    with closing(connect_ro(db)) as source, closing(sqlite3.connect(target)) as dest:
         source.backup(dest)
-    finally:
-        dest.close()
-        source.close()
 
 
 def _end_state(conn: sqlite3.Connection) -> str:
@@ -323,8 +296,7 @@ def _rehearse(
         for k in candidates:
             copy = Path(tmp) / f"candidate-{k}.db"
             _copy(db, copy)
-            conn = sqlite3.connect(copy, isolation_level=None)
-            try:
+            with closing(sqlite3.connect(copy, isolation_level=None)) as conn:
                 conn.execute("PRAGMA foreign_keys = OFF")
                 try:
                     with immediate(conn):
@@ -338,8 +310,6 @@ def _rehearse(
                     ends[k] = _end_state(conn)
                 except _Failed as exc:
                     failures[k] = str(exc)
-            finally:
-                conn.close()
             copy.unlink()
     return ends, failures
 

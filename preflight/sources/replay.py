@@ -8,6 +8,9 @@ previous one (`reader.build`).
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 from preflight.core import signals
 from preflight.core.errors import MigrationFailed, PreflightError
 from preflight.core.transaction import immediate
@@ -16,38 +19,35 @@ from preflight.schema.reader import Memo, Stop, build, open_memory, rows
 from preflight.sources.migrations import Migration, run_body
 
 
+def run_one(conn: sqlite3.Connection, m: Migration, label: str) -> None:
+    """One migration in its own transaction; any failure of its own is MigrationFailed."""
+    try:
+        with immediate(conn):
+            run_body(conn, m, label)
+    except PreflightError:
+        raise  # e.g. Interrupted: not this migration's fault
+    except Exception as exc:
+        if signals.received():  # its Interrupted was lost inside SQLite
+            raise signals.swallowed() from exc
+        raise MigrationFailed(
+            f"{m.name}: fails on an empty database: {exc}",
+            "fix the migration; the live database was not touched",
+        ) from exc
+
+
 def replay(
     migrations: tuple[Migration, ...], stops: set[int], memo: Memo | None = None
 ) -> dict[int, Schema]:
-    """Run `migrations` on an empty in-memory database; the schema after each count in `stops`.
-
-    Every migration must work on an empty database, since a fresh install runs them all:
-    one that fails here fails before the live database is touched. `memo` (what was read
-    from each SQL text: the same on any connection) may be shared with other snapshots.
-    """
-    conn = open_memory()
-    found: dict[int, Schema] = {}
-    memo = {} if memo is None else memo  # SQL text -> what was read, shared by every stop
+    """Run `migrations` on an empty in-memory database; the schema after each count in
+    `stops`. `memo` (what was read from each SQL text: the same on any connection) may be
+    shared with other snapshots."""
+    found: dict[int, Schema] = {0: Schema()} if 0 in stops else {}
+    memo = {} if memo is None else memo
     before: Stop | None = None
-    try:
-        if 0 in stops:
-            found[0] = Schema()
+    with closing(open_memory()) as conn:
         for count, migration in enumerate(migrations, start=1):
-            try:
-                with immediate(conn):
-                    run_body(conn, migration, "replay")
-            except PreflightError:
-                raise  # e.g. Interrupted: not this migration's fault
-            except Exception as exc:
-                if signals.received():  # its Interrupted was lost inside SQLite
-                    raise signals.swallowed() from exc
-                raise MigrationFailed(
-                    f"{migration.name}: fails on an empty database: {exc}",
-                    "fix the migration; the live database was not touched",
-                ) from exc
+            run_one(conn, migration, "replay")
             if count in stops:
                 before = build(conn, rows(conn), memo, before)
                 found[count] = before.schema
-    finally:
-        conn.close()
     return found

@@ -1,10 +1,7 @@
 """Migration tools the guard wraps instead of its own files: what a tool is, and running one.
 
-`--tool files` (the default) is the guard's own `NNN_name.sql|.py` migrations. With
-`--tool alembic` (or another tool here) the app keeps its own tool; the guard runs it as a
-subprocess in the app's environment (`--app-dir`, default the working directory) and adds
-the lock, the drift check, the verified backup, the verification and the restore around it.
-Every run of a tool (on the live database or on a private scratch one) gets PREFLIGHT_DB
+The app keeps its own tool; the guard runs it as a subprocess in the app's folder
+(`--app-dir`). Every run of a tool (on the live database or on a private scratch one) gets PREFLIGHT_DB
 (the path) and PREFLIGHT_DATABASE_URL (`sqlite:///` + absolute path) in its environment;
 the app's tool configuration must honour them (README, "Alembic", "Django").
 
@@ -40,7 +37,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from preflight.core import proc
@@ -54,13 +51,7 @@ NAMES = ("files", "alembic", "flask-migrate", "django")
 
 @dataclass(frozen=True)
 class Tool:
-    """One migration tool, as the guard sees it (all parts are plain functions).
-
-    Every step runs through the same program as the migrate command: `base` cuts the
-    command down to its program and options (`alembic -c prod.ini`, `flask --app blog db`,
-    `python manage.py`), and the step's own words follow it (`heads`, `history`,
-    `upgrade REV`, `stamp REV`).
-    """
+    """One migration tool, as the guard sees it (all parts are plain functions)."""
 
     name: str
     table: str  # its version table: never drift, read for the recorded version
@@ -129,13 +120,9 @@ def _alembic_history(out: str) -> tuple[str, ...]:
     return tuple(reversed(revs))
 
 
-def _before(word: str) -> Callable[[list[str]], list[str]]:
-    """The program and its options: the command up to (without) its subcommand `word`."""
-
-    def base(argv: list[str]) -> list[str]:
-        return argv[: argv.index(word)] if word in argv else []
-
-    return base
+def _alembic_base(argv: list[str]) -> list[str]:
+    """`alembic [-c X]`: the command up to its `upgrade`."""
+    return argv[: argv.index("upgrade")] if "upgrade" in argv else []
 
 
 def _flask_base(argv: list[str]) -> list[str]:
@@ -150,15 +137,6 @@ def _flask_tail(argv: list[str]) -> list[str]:
     return ["--directory", value] if value is not None else []
 
 
-def _flask_step(step: str) -> Callable[[str], list[str]]:
-    return lambda rev: [step, rev]
-
-
-ALEMBIC_FIX = (
-    'config.set_main_option("sqlalchemy.url", os.environ["PREFLIGHT_DATABASE_URL"])'
-    " in env.py (before it connects)"
-)
-
 TOOLS: dict[str, Tool] = {
     "alembic": Tool(
         name="alembic",
@@ -171,34 +149,28 @@ TOOLS: dict[str, Tool] = {
         parse_history=_alembic_history,
         upgrade_cmd=lambda rev: ["upgrade", rev],
         stamp_cmd=lambda rev: ["stamp", rev],
-        base=_before("upgrade"),
+        base=_alembic_base,
         module="alembic",
         leftovers=("_alembic_tmp_",),
         merge_hint="alembic merge heads",
-        fix_line=ALEMBIC_FIX,
-    ),
-    # Flask-Migrate: Alembic inside the Flask app (its env.py needs the app context), run
-    # as `flask db ...` with the app's FLASK_APP (or `--app` in --tool-cmd) for every step.
-    "flask-migrate": Tool(
-        name="flask-migrate",
-        table=RECORDED["flask-migrate"][1],
-        command=("flask", "db", "upgrade"),
-        files=toolfiles.LIGHT["flask-migrate"],
-        heads_cmd=("heads",),
-        parse_heads=_alembic_heads,
-        history_cmd=("history",),
-        parse_history=_alembic_history,
-        upgrade_cmd=_flask_step("upgrade"),
-        stamp_cmd=_flask_step("stamp"),
-        base=_flask_base,
-        tail=_flask_tail,
-        module="flask_migrate",
-        leftovers=("_alembic_tmp_",),
-        merge_hint="flask db merge heads",
-        fix_line="the app's SQLALCHEMY_DATABASE_URI = "
-        'os.environ.get("PREFLIGHT_DATABASE_URL", ...) (read when create_app() configures it)',
+        fix_line='config.set_main_option("sqlalchemy.url", os.environ["PREFLIGHT_DATABASE_URL"])'
+        " in env.py (before it connects)",
     ),
 }
+# Flask-Migrate: Alembic inside the Flask app (its env.py needs the app context), run as
+# `flask db ...` with the app's FLASK_APP (or `--app` in --tool-cmd) for every step.
+TOOLS["flask-migrate"] = replace(
+    TOOLS["alembic"],
+    name="flask-migrate",
+    command=("flask", "db", "upgrade"),
+    files=toolfiles.LIGHT["flask-migrate"],
+    base=_flask_base,
+    tail=_flask_tail,
+    module="flask_migrate",
+    merge_hint="flask db merge heads",
+    fix_line="the app's SQLALCHEMY_DATABASE_URI = "
+    'os.environ.get("PREFLIGHT_DATABASE_URL", ...) (read when create_app() configures it)',
+)
 
 
 def _django_stamp_steps(
@@ -252,7 +224,7 @@ def stamp_commands(
     if tool.stamp_steps is not None:
         return tool.stamp_steps(revisions, rev, command)
     assert tool.stamp_cmd is not None
-    return [program(tool, command) + tool.stamp_cmd(rev) + tool.tail(command)]
+    return [step_command(tool, command, tool.stamp_cmd(rev))]
 
 
 def program(tool: Tool, argv: list[str]) -> list[str]:
@@ -260,16 +232,10 @@ def program(tool: Tool, argv: list[str]) -> list[str]:
     return tool.base(argv) or tool.base(command(tool, None))
 
 
-def heads_command(tool: Tool, argv: list[str]) -> list[str]:
-    return program(tool, argv) + list(tool.heads_cmd) + tool.tail(argv)
-
-
-def history_command(tool: Tool, argv: list[str]) -> list[str]:
-    return program(tool, argv) + list(tool.history_cmd) + tool.tail(argv)
-
-
-def upgrade_command(tool: Tool, argv: list[str], rev: str) -> list[str]:
-    return program(tool, argv) + tool.upgrade_cmd(rev) + tool.tail(argv)
+def step_command(tool: Tool, argv: list[str], words: Sequence[str]) -> list[str]:
+    """One step (`heads`, `history`, `upgrade REV`, `stamp REV`) through the program of the
+    migrate command `argv`, with its options after the step's words (`tail`)."""
+    return program(tool, argv) + list(words) + tool.tail(argv)
 
 
 def get(name: str) -> Tool:
@@ -316,11 +282,8 @@ def environment(db: Path) -> dict[str, str]:
 def run_split(
     app_dir: Path, argv: Sequence[str], db: Path, timeout: float | None = None
 ) -> tuple[int, str, str]:
-    """Run one tool command in `app_dir` against `db`: (exit code, stdout, stderr).
-
-    Through the one runner (`proc`): its own process group, output to memory, not a pipe;
-    exit 127 when the command is not found, -1 at the timeout.
-    """
+    """Run one tool command in `app_dir` against `db` (`proc.run`): (exit code, stdout,
+    stderr); 127 when the command is not found, -1 at the timeout."""
     done = proc.run(argv, env=environment(db), cwd=app_dir, timeout=timeout)
     return (-1 if done.code is None else done.code), done.out, done.err
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
-from dataclasses import dataclass, field, replace
+from contextlib import closing
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from preflight import schema
@@ -26,7 +26,7 @@ from preflight.core import proc
 from preflight.core.errors import HistoryError, MigrationFailed, UsageError
 from preflight.core.files import private_folder
 from preflight.fast import toolfiles
-from preflight.fast.facts import IMAGE_TOOL_CACHE, SIDECARS, TOOL_CACHE
+from preflight.fast.facts import IMAGE_TOOL_CACHE, SIDECARS, TOOL_CACHE, connect_ro
 from preflight.live import database
 from preflight.live.database import live_state
 from preflight.schema import drift
@@ -67,13 +67,10 @@ class Expected:
         """The structural schema at `rev` (None: base, nothing) without the tool's table."""
         if rev is None:
             return schema.Schema()
-        conn = schema.open_memory()
-        try:
+        with closing(schema.open_memory()) as conn:
             for sql in self.schemas[rev]:
                 conn.execute(sql)
             return without(schema.snapshot(conn), table)
-        finally:
-            conn.close()
 
 
 def without(s: schema.Schema, table: str) -> schema.Schema:
@@ -126,16 +123,7 @@ def _read_cache(path: Path, fingerprint: str) -> Expected | None:
 
 
 def _write_cache(path: Path, exp: Expected) -> None:
-    data = {
-        "format": FORMAT,
-        "fingerprint": exp.fingerprint,
-        "heads": list(exp.heads),
-        "revisions": list(exp.revisions),
-        "schemas": {k: list(v) for k, v in exp.schemas.items()},
-        "failed": exp.failed,
-        "replaces": {k: list(v) for k, v in exp.replaces.items()},
-        "folders": list(exp.folders),
-    }
+    data = {"format": FORMAT, **asdict(exp)}
     try:
         write_atomic(path, json.dumps(data, indent=1).encode() + b"\n")
     except OSError as exc:
@@ -143,17 +131,12 @@ def _write_cache(path: Path, exp: Expected) -> None:
 
 
 def _dump(db: Path) -> tuple[str, ...]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return tuple(
-            r[0]
-            for r in conn.execute(
-                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
-                "AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
-            )
+    with closing(connect_ro(db)) as conn:
+        rows = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
+            "AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
         )
-    finally:
-        conn.close()
+        return tuple(r[0] for r in rows)
 
 
 def recorded(db: Path, tool: Tool) -> tuple[str, ...] | None:
@@ -177,9 +160,16 @@ def expected(
     rec: tuple[str, ...] | None = None,
     image: bool = True,
 ) -> Expected:
-    """`_expected`, and when it fails after the tool wrote a live database that did not
-    exist (an app ignoring PREFLIGHT_DATABASE_URL, on a fresh volume): that file removed,
-    so a refused start leaves the volume as it was."""
+    """The migration set's heads, revisions and schemas: from the cache beside the database
+    or the image's (`prepare`), else built.
+
+    `live`: the database whose file must not change while the tool builds scratch ones; if
+    the build fails after the tool wrote it where there was none (an app ignoring
+    PREFLIGHT_DATABASE_URL, on a fresh volume), that file is removed, so a refused start
+    leaves the volume as it was. `save=False` (check, status) reads the cache but never
+    writes beside the database. Exit 5 for several heads or a tool that cannot list its
+    history.
+    """
     before = live_state(live)
     try:
         return _expected(settings, tool, fingerprint, live, save, rec, image)
@@ -198,17 +188,10 @@ def _expected(
     tool: Tool,
     fingerprint: str,
     live: Path,
-    save: bool = True,
-    rec: tuple[str, ...] | None = None,
-    image: bool = True,
+    save: bool,
+    rec: tuple[str, ...] | None,
+    image: bool,
 ) -> Expected:
-    """The migration set's heads, revisions and schemas: from the cache beside the database
-    or the image's (`prepare`), else built.
-
-    `live`: the database whose file must not change while the tool builds scratch ones.
-    `save=False` (check, status) reads the cache but never writes beside the database.
-    Exit 5 for several heads or a tool that cannot list its history.
-    """
     path = cache_path(settings)
     exp = _read_cache(path, fingerprint)
     if exp is None and image:
@@ -250,17 +233,17 @@ def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expe
     with private_folder("preflight-scratch-") as tmp:
         scratch = tmp / "scratch.db"
         before = live_state(live)
-        argv = tools.heads_command(tool, command)
+        argv = tools.step_command(tool, command, tool.heads_cmd)
         heads = tool.parse_heads(tools.output(settings.app_dir, argv, scratch))
         _untouched(tool, argv, scratch, live, before)
-        argv = tools.history_command(tool, command)
+        argv = tools.step_command(tool, command, tool.history_cmd)
         revisions = tool.parse_history(tools.output(settings.app_dir, argv, scratch))
         _untouched(tool, argv, scratch, live, before)
         schemas: dict[str, tuple[str, ...]] = {}
         failed = None
         if len(heads) == 1:
             for rev in revisions:
-                argv = tools.upgrade_command(tool, command, rev)
+                argv = tools.step_command(tool, command, tool.upgrade_cmd(rev))
                 code, out = tools.run(settings.app_dir, argv, scratch)
                 if live_state(live) != before:
                     raise wrote_elsewhere(tool, f"{live} changed while it built a scratch copy")
@@ -303,11 +286,8 @@ def _variant(exp: Expected, rec: tuple[str, ...], tool: Tool, live: Path, strict
     at = state(exp, rec, tool)
     if key not in exp.schemas or at is None or not live.exists():
         return exp
-    conn = sqlite3.connect(f"file:{live}?mode=ro", uri=True)
-    try:
+    with closing(connect_ro(live)) as conn:
         actual = without(schema.snapshot(conn), tool.table)
-    finally:
-        conn.close()
     if (
         at != key
         and at in exp.schemas

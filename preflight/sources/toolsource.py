@@ -48,6 +48,12 @@ class Steps:
     declared: dict[str, tuple[Target, ...]] = field(default_factory=dict)
 
 
+class Memo:
+    """The one scratch build of a run, kept beside the frozen source once it is made."""
+
+    expected: Expected | None = None
+
+
 @dataclass(frozen=True)
 class ToolSource:
     tool: Tool
@@ -56,7 +62,7 @@ class ToolSource:
     settings: Settings
     save: bool = True  # write the scratch cache beside the database (not for check/status)
     atomic: bool = False
-    _expected: dict[str, Expected] | None = None
+    memo: Memo = field(default_factory=Memo, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -66,8 +72,7 @@ class ToolSource:
     def fingerprint(self) -> str:
         """Of the files the tool reads: once its scratch build reported them (Django's
         migration folders outside the app), of those; before, of what the light facts know."""
-        assert self._expected is not None
-        got = self._expected.get("exp")
+        got = self.memo.expected
         return got.fingerprint if got is not None else self.light
 
     @classmethod
@@ -84,23 +89,21 @@ class ToolSource:
                 ) from None
             fp = toolfiles.fingerprint(app, paths)
             info["what"] = f"{len(paths)} {tool.name} file(s) in {app}"
-        return cls(tool, fp, len(paths), settings, save, False, {})
+        return cls(tool, fp, len(paths), settings, save)
 
     def expected(self, rec: tuple[str, ...] | None) -> Expected:
         """The tool's revisions and their schemas on scratch: built at most once per run."""
-        assert self._expected is not None
-        got = self._expected.get("exp")
+        got = self.memo.expected
         if got is None or (self.tool.cumulative and toolscratch.unbuilt(got, rec)):
             got = toolscratch.expected(
                 self.settings, self.tool, self.light, self.settings.db, self.save, rec
             )
-            self._expected["exp"] = got
+            self.memo.expected = got
         return got
 
     @property
     def names(self) -> tuple[str, ...]:
-        assert self._expected is not None
-        got = self._expected.get("exp")
+        got = self.memo.expected
         return got.revisions if got else ()
 
     def recorded(self, db: Path) -> tuple[str, ...] | None:

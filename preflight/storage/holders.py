@@ -32,8 +32,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from preflight.core.errors import EnvironmentProblem, LockTimeout
-from preflight.fast.facts import RUNNING, SIDECARS
+from preflight.core.errors import LockTimeout
+from preflight.fast.facts import RUNNING, SIDECARS, open_running
+from preflight.fast.facts import share_running as share_running  # guard's name for it
 
 log = logging.getLogger("preflight")
 
@@ -73,40 +74,10 @@ def _open_plain(path: Path, create: bool) -> int:
     return fd
 
 
-def share_running(db: Path) -> int | None:
-    """Take the shared flock a running guarded app holds; the descriptor survives exec.
-
-    Called with the guard's lock held, so no restore holds it exclusively now. Returns
-    the descriptor (left open on purpose: the app inherits it), None if it cannot be made.
-    """
-    path = running_path(db)
-    try:
-        fd = _open_plain(path, create=True)
-    except OSError as exc:
-        raise EnvironmentProblem(
-            f"cannot open {path}: {exc.strerror}", f"remove {path} (it must be a plain file)"
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise LockTimeout(
-            f"{path} is held exclusively: a restore is running", "start again once it has finished"
-        ) from None
-    os.set_inheritable(fd, True)
-    return fd
-
-
 @contextmanager
 def exclusive_running(db: Path) -> Iterator[bool]:
     """Hold `<db>.preflight.running` exclusively for the block; False: a guarded app runs."""
-    path = running_path(db)
-    try:
-        fd = _open_plain(path, create=True)
-    except OSError as exc:
-        raise EnvironmentProblem(
-            f"cannot open {path}: {exc.strerror}", f"remove {path} (it must be a plain file)"
-        ) from None
+    fd = open_running(db)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -20,6 +20,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from preflight.core.errors import (
     UsageError,
 )
 from preflight.core.files import fsync_dir, fsync_file
-from preflight.fast.facts import DATA_SIDECARS, probe
+from preflight.fast.facts import DATA_SIDECARS, probe, quick_check, which
 from preflight.storage.config import Settings
 
 log = logging.getLogger("preflight")
@@ -68,7 +69,7 @@ def ready(settings: Settings) -> None:
             f"{config} (PREFLIGHT_LITESTREAM_CONFIG) is not a readable file",
             "point --litestream-config at Litestream's configuration file",
         )
-    if shutil.which(settings.litestream) is None:
+    if not which(settings.litestream):
         raise EnvironmentProblem(
             f"command not found: {settings.litestream} (PREFLIGHT_LITESTREAM)",
             "install Litestream in the image, or set PREFLIGHT_LITESTREAM to its path",
@@ -177,11 +178,8 @@ def _check_restored(out: Path, db: Path) -> None:
         try:
             # Read-write: closing the last connection checkpoints a WAL the restore left,
             # so one file moves into place.
-            conn = sqlite3.connect(out, isolation_level=None)
-            try:
-                result = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check"))
-            finally:
-                conn.close()
+            with closing(sqlite3.connect(out, isolation_level=None)) as conn:
+                result = quick_check(conn)
             problem = "" if result == "ok" else f"quick_check: {result[:200]}"
         except sqlite3.DatabaseError as exc:
             problem = str(exc)

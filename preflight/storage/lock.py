@@ -17,20 +17,15 @@ import fcntl
 import json
 import logging
 import os
-import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from preflight.core.errors import EnvironmentProblem, LockTimeout
-from preflight.fast.facts import now
+from preflight.core.errors import LockTimeout
+from preflight.fast.facts import let_go, open_lock, write_note
 
 log = logging.getLogger("preflight")
-
-# O_NOFOLLOW: a symlink planted at the lock's name is refused, never followed (it could
-# lead to the database). O_NONBLOCK: a planted FIFO must not hang the open.
-OPEN = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def describe(note: bytes) -> str:
@@ -59,35 +54,6 @@ def holder(path: Path) -> str:
         return "unknown holder"
     finally:
         os.close(fd)
-
-
-def open_lock(path: Path) -> int:
-    """Open (creating if needed) the lock file; exit 7 if it is not a plain file of ours."""
-    try:
-        fd = os.open(path, OPEN, 0o644)
-    except OSError as exc:
-        if os.path.islink(path):
-            raise EnvironmentProblem(
-                f"lock file {path} is a symbolic link; refusing to follow it",
-                f"remove {path} (the guard creates it as a plain file)",
-            ) from None
-        raise EnvironmentProblem(
-            f"cannot open lock file {path}: {exc.strerror}",
-            f"remove {path} (it must be a plain file)"
-            if os.path.isdir(path)
-            else "fix its owner or mode (chown/chmod)"
-            if os.path.exists(path)
-            else "make the database folder writable by this user",
-        ) from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-        os.close(fd)
-        what = "has other hard links" if stat.S_ISREG(st.st_mode) else "is not a regular file"
-        raise EnvironmentProblem(
-            f"lock file {path} {what}; refusing to use it",
-            f"remove {path} (the guard creates it as a plain file)",
-        )
-    return fd
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -148,26 +114,16 @@ def hold(path: Path, timeout: float, command: str, held: int = -1) -> Iterator[N
         held = -1
     fd = held if held >= 0 else acquire(path, timeout)
     try:
-        # os.uname().nodename is what socket.gethostname() returns, without importing socket
-        info = {"pid": os.getpid(), "host": os.uname().nodename, "since": now(), "command": command}
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
-        except OSError:
-            pass  # a full disk: the lock holds without its note of who holds it
-        try:
-            yield
-        finally:
-            if not _same_file(fd, path):
-                log.warning(
-                    "lock: %s was removed or replaced while this guard held it; another "
-                    "guard may have run at the same time (leave the lock file alone)",
-                    path,
-                )
-            try:
-                os.ftruncate(fd, 0)
-            except OSError:
-                pass  # a full disk: the holder note stays; the flock below is what counts
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        write_note(fd, command)
+    except OSError:
+        pass  # a full disk: the lock holds without its note of who holds it
+    try:
+        yield
     finally:
-        os.close(fd)
+        if not _same_file(fd, path):
+            log.warning(
+                "lock: %s was removed or replaced while this guard held it; another "
+                "guard may have run at the same time (leave the lock file alone)",
+                path,
+            )
+        let_go(fd)

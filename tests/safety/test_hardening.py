@@ -46,27 +46,6 @@ def stop(proc: subprocess.Popen) -> None:
 # ----------------------------------------------------------------------- the lock (issue 9.7)
 
 
-def test_a_waiting_quick_start_leaves_the_holders_note_and_names_the_holder(cli, data_dir):
-    db = at_head(cli, data_dir / "app.db")
-    lock_path = Path(f"{db}.preflight.lock")
-    holder = hold_lock(lock_path)
-    try:
-        note = lock_path.read_bytes()
-        assert b'"test-holder"' in note
-        # python -m preflight: the quick start first, then the full pipeline.
-        done = spawn(
-            "run", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0.5", "--", "true"
-        )
-        assert done.returncode == 8, done.stderr
-        assert lock_path.read_bytes() == note  # the waiting guards never wrote to it
-        assert f"held by pid {holder.pid} on host {os.uname().nodename} since " in done.stderr
-        assert "(test-holder)" in done.stderr
-        waiting = [l for l in done.stderr.splitlines() if "waiting for the lock held by" in l]
-        assert len(waiting) == 1 and f"pid {holder.pid}" in waiting[0], done.stderr
-    finally:
-        stop(holder)
-
-
 def test_a_free_lock_is_taken_without_a_waiting_line(cli, data_dir):
     db = at_head(cli, data_dir / "app.db")
     done = spawn("migrate", "--db", db, "--migrations", MIGRATIONS)
@@ -597,7 +576,7 @@ def test_a_journal_that_comes_and_goes_is_no_error(cli, data_dir):
     )
     try:
         assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
-        from preflight.live.database import check_environment
+        from preflight.fast.facts import check_environment
 
         for _ in range(3000):  # the -journal exists for part of each commit
             check_environment(db, None, writes=True)

@@ -520,19 +520,6 @@ def start(db: Path, migrations: Path) -> subprocess.Popen[str]:
     )
 
 
-def test_eight_concurrent_guards_all_succeed_and_each_migration_runs_once(make_db):
-    db = make_db("v0.9.5")
-    procs = [start(db, MIGRATIONS) for _ in range(8)]
-    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
-    assert [code for code, _ in results] == [0] * 8, results
-    assert sum("migrate: 004_" in err for _, err in results) == 1
-    assert rows(
-        db, "SELECT version, count(*) FROM _preflight_log WHERE event='applied' GROUP BY version"
-    ) == [(4, 1), (5, 1)]
-    assert len(list((db.parent / "backups").glob("*.db"))) == 1
-    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
-
-
 def test_two_images_with_different_migration_sets_race_old_image_refuses(make_db, make_migrations):
     """A rolling deploy: the new image (006) and the old one start together. Whoever goes
     first, the database ends at 006, and the old image is refused once it is there."""

@@ -4,7 +4,6 @@ app's FLASK_APP (or `--app` in --tool-cmd)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sqlite3
@@ -13,10 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, dump
-
-pytest.importorskip("flask_migrate")
-pytest.importorskip("flask_sqlalchemy")
+from conftest import REPO
 
 EXAMPLE = REPO / "examples" / "flask-app"
 BIN = str(Path(sys.executable).parent)
@@ -93,51 +89,6 @@ def version(db: Path) -> list[str]:
         conn.close()
 
 
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def at_a1_with_rows(app: Path, db: Path) -> None:
-    flask_db(app, db, "upgrade", "a1")
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.executemany("INSERT INTO products (id, name) VALUES (?, ?)", [(1, "tea"), (2, "cake")])
-    conn.close()
-
-
-def test_a_fresh_database_equals_flask_db_upgrade_alone(app, data, tmp_path):
-    db = data / "app.db"
-    result = guard(app, db, "migrate")
-    assert result.returncode == 0, result.stderr
-    assert "flask db upgrade" in result.stderr
-    plain = tmp_path / "plain.db"
-    flask_db(app, plain, "upgrade")
-    assert version(db) == version(plain) == ["c3"]
-    assert dump(db) == dump(plain)  # schema, alembic_version and rows
-    again = guard(app, db, "run", "--", "/bin/true")
-    assert again.returncode == 0, again.stderr
-    assert "as verified before (cache)" in again.stderr
-
-
-def test_an_upgrade_with_rows_equals_flask_db_upgrade_alone(app, data, tmp_path):
-    db = data / "app.db"
-    at_a1_with_rows(app, db)
-    plain = tmp_path / "plain.db"
-    shutil.copyfile(db, plain)
-    result = guard(app, db, "migrate")
-    assert result.returncode == 0, result.stderr
-    assert list((data / "backups").glob("app-*.db"))  # verified backup before the tool ran
-    flask_db(app, plain, "upgrade")
-    assert version(db) == ["c3"]
-    assert dump(db) == dump(plain)
-    conn = sqlite3.connect(db)
-    assert conn.execute("SELECT id, name, price_cents FROM products ORDER BY id").fetchall() == [
-        (1, "tea", 0),
-        (2, "cake", 0),
-    ]
-    conn.close()
-
-
 def test_every_step_uses_the_app_given_in_the_tool_command(app, data):
     """No FLASK_APP: `--app` in --tool-cmd reaches heads, history and the scratch upgrades
     too (plain `alembic` could neither find migrations/alembic.ini nor load env.py)."""
@@ -149,43 +100,6 @@ def test_every_step_uses_the_app_given_in_the_tool_command(app, data):
     )
     assert result.returncode == 0, result.stderr
     assert version(db) == ["c3"]
-
-
-def test_a_new_revision_is_seen_by_the_no_op_start(app, data):
-    db = data / "app.db"
-    assert guard(app, db, "migrate").returncode == 0
-    (app / "migrations" / "versions" / "d4_note.py").write_text(
-        '"""orders.note\n\nRevision ID: d4\nRevises: c3\n"""\n'
-        "import sqlalchemy as sa\nfrom alembic import op\n\n"
-        'revision = "d4"\ndown_revision = "c3"\nbranch_labels = None\ndepends_on = None\n\n\n'
-        "def upgrade():\n"
-        '    op.add_column("orders", sa.Column("note", sa.String(200), nullable=True))\n\n\n'
-        "def downgrade():\n    pass\n"
-    )
-    result = guard(app, db, "run", "--", "/bin/true")
-    assert result.returncode == 0, result.stderr
-    assert version(db) == ["d4"]
-
-
-def test_an_app_that_migrates_itself_when_created_is_named(app, data):
-    db = data / "app.db"
-    flask_db(app, db, "upgrade", "a1")
-    init = app / "shop" / "__init__.py"
-    init.write_text(
-        init.read_text().replace(
-            "    return app\n",
-            "    with app.app_context():\n"
-            "        from flask_migrate import upgrade\n\n"
-            "        upgrade()\n"
-            "    return app\n",
-        )
-    )
-    before = sha(db)
-    result = guard(app, db, "migrate")
-    assert result.returncode == 2, result.stderr
-    assert "the app migrates its database when it is imported" in result.stderr
-    assert "create_app()" in result.stderr and " heads (" not in result.stderr
-    assert sha(db) == before and version(db) == ["a1"]
 
 
 def test_a_migrations_folder_given_with_directory_reaches_every_step(app, data):
