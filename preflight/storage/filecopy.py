@@ -7,24 +7,24 @@ copied, another flushes the copy to disk, and every copied block is compared wit
 source (a clone shares the source's blocks as they were under the lock: nothing to
 compare). `backup.take` falls back to the online backup API when this returns None.
 
-`copy_hashed` is the restore's copy: a clone, or a kernel copy whose every block is hashed
-as it is written, so the restored bytes are the hashed ones.
+`copy_hashed` is the restore's copy: a clone, or a kernel copy whose every chunk is hashed
+as it is written (`digest`), so the restored bytes are the hashed ones.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
 import sqlite3
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem
 from preflight.core.progress import Meter
 from preflight.fast.facts import quick_check, uri
+from preflight.storage import digest
+from preflight.storage.digest import Fingerprint
 
 log = logging.getLogger("preflight")
 
@@ -34,15 +34,14 @@ FICLONE = 0x40049409  # ioctl: reflink a whole file (Btrfs, XFS, bcachefs, ZFS 2
 CLONE = "cloned (FICLONE)"
 KERNEL = "copied (copy_file_range)"
 BYTES = "copied (read/write)"
-HASHED = "copied (copy_file_range, each block hashed as written)"
 
 
 @dataclass(frozen=True)
 class Locked:
-    """What `locked_copy` made: the source's object count, the copy's sha256, how it copied."""
+    """What `locked_copy` made: the source's object count, the copy's sha256 tree, how it copied."""
 
     expected: int
-    sha256: str
+    tree: str
     method: str
 
 
@@ -60,8 +59,8 @@ def locked_copy(db: Path, tmp: Path) -> Locked | None:
     checkpoint, which needs that lock, resets it). A concurrent passive checkpoint may
     still copy WAL frames into the main file, but only frames our copy of the WAL also
     holds, so replaying that WAL onto the copy gives the same committed state. The copy
-    is then folded into one file and hashed (the sha256 its record keeps, which a restore
-    checks); the caller fsyncs it and checks its object count.
+    is then folded into one file and hashed (the sha256 tree its record keeps, which a
+    restore checks); the caller fsyncs it and checks its object count.
 
     A clone is not compared: FICLONE shares the source's blocks as they were at that
     instant, under the lock, in the state quick_check is reading; the kernel copies no
@@ -91,12 +90,12 @@ def locked_copy(db: Path, tmp: Path) -> Locked | None:
             total = db.stat().st_size + (wal.stat().st_size if has_wal else 0)
             meter = Meter("backup", total)
             # Without a WAL to fold in, the copy's blocks are hashed as they are compared.
-            digest = None if has_wal else hashlib.sha256()
+            tree = None if has_wal else digest.Tree()
             checker, flusher = _Checker(db), _Flusher(tmp)
             checker.start()
             flusher.start()
             try:
-                done = _copy(db, tmp, meter, 0, True, digest)
+                done = _copy(db, tmp, meter, 0, True, tree)
                 if done.end >= 0 and has_wal:
                     os.close(os.open(f"{tmp}-wal", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                     done = _copy(wal, Path(f"{tmp}-wal"), meter, done.end, True, None)
@@ -105,7 +104,7 @@ def locked_copy(db: Path, tmp: Path) -> Locked | None:
                     # Beside the source's quick_check, still running in the other thread.
                     if has_wal:
                         _fold(tmp)
-                    sha = digest.hexdigest() if digest and done.hashed else hash_file(tmp)
+                    sha = tree.hexdigest() if tree and done.hashed else digest.hash_file(tmp)
             finally:
                 flusher.stop()
                 checker.join()
@@ -150,25 +149,22 @@ def _fold(tmp: Path) -> None:
         )
 
 
-def hash_file(path: Path) -> str:
-    """Hex sha256 of a file: reads ahead in one thread while the caller's hashes."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return _stream(fd, os.fstat(fd).st_size, None)
-    finally:
-        os.close(fd)
-
-
 def copy_hashed(
-    src: Path, dst: Path, fd_out: int, meter: Meter | None, hashed: bool, stamp: object = None
+    src: Path,
+    dst: Path,
+    fd_out: int,
+    meter: Meter | None,
+    recorded: Fingerprint | None,
+    stamp: object = None,
 ) -> tuple[str, str]:
-    """Copy `src` into the empty file `dst` open as `fd_out`: (how, sha256 of `dst`, or "").
+    """Copy `src` into the empty file `dst` open as `fd_out`: (how, hex of `dst`, or "").
 
     A clone where the filesystem allows; it is then read once and hashed, unless `src`
     still carries `stamp` (see `stamp_of`) after the clone: then it is the file that was
     hashed when it was verified, and nothing is read ("" returned, `how` says so). Else,
-    with `hashed`, the kernel copies block by block and a second thread hashes each
-    block of the copy as it is written (see `_copy_and_hash`); else copy_file_range.
+    with a `recorded` fingerprint, the kernel copies chunk by chunk while other threads
+    hash each chunk of the copy as it is written, in its kind (`digest.copy_checked`);
+    else copy_file_range. The hex is of `recorded`'s kind.
     """
     fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -176,14 +172,17 @@ def copy_hashed(
         if clone(fin, fd_out):
             if meter:
                 meter.update(size, "cloned")
-            if not hashed:
+            if recorded is None:
                 return CLONE, ""
             # After the clone: a write before or during it shows in the ctime now.
             if stamp is not None and stamp == stamp_of(os.fstat(fin)):
                 return f"{CLONE}, unchanged since it was verified ({STAMPED})", ""
-            return CLONE, hash_file(dst)
-        if hashed:
-            return HASHED, _copy_and_hash(fin, fd_out, dst, size, meter)
+            return CLONE, digest.hash_file(dst, recorded.kind)
+        if recorded is not None:
+            how = f"{KERNEL[:-1]}, each chunk hashed as written)"
+            return how, digest.copy_checked(
+                fin, fd_out, dst, size, meter, recorded.kind, recorded.chunk
+            )
         copied = _kernel_copy(fin, fd_out, size, meter)
         if copied != size:
             raise OSError(f"{src} changed size while it was copied")
@@ -213,91 +212,6 @@ def clone(fin: int, fout: int) -> bool:
         return True
     except OSError:
         return False  # no reflinks here (ext4, tmpfs), another filesystem, or unsupported
-
-
-def _stream(fin: int, size: int, meter: Meter | None) -> str:
-    """sha256 of `fin`'s `size` bytes: a one-thread pool hashes block i (hashlib releases
-    the GIL) while this thread reads block i+1 into the next of three buffers."""
-    digest = hashlib.sha256()
-    try:
-        os.posix_fadvise(fin, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    except OSError:
-        pass  # only a hint
-    block = 8 << 20
-    buffers = [bytearray(block) for _ in range(3)]
-    pending: list[Future[None] | None] = [None, None, None]
-    pos = i = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256") as pool:
-        while pos < size:
-            slot = i % 3
-            waiting = pending[slot]
-            if waiting is not None:
-                waiting.result()  # that buffer's hash is done: it may be refilled
-            n = os.preadv(fin, [buffers[slot]], pos)
-            if n <= 0:
-                break
-            pending[slot] = pool.submit(digest.update, memoryview(buffers[slot])[:n])
-            pos += n
-            i += 1
-            if meter:
-                meter.update(pos)
-        for waiting in pending:
-            if waiting is not None:
-                waiting.result()
-    if pos != size:
-        raise OSError(f"read {pos} of {size} bytes: the file changed size")
-    return digest.hexdigest()
-
-
-def _copy_and_hash(fin: int, fout: int, dst: Path, size: int, meter: Meter | None) -> str:
-    """Copy `fin` to `fout` block by block in the kernel; a second thread hashes each block
-    of the copy as soon as it is written (still in the page cache): the sha256 of `dst`.
-
-    One pass: the backup is read once, by the copy, and what is hashed is what will be
-    put in place. (Writing from user space measured up to twice as slow here, and five
-    times with a flushing thread beside it; the kernel's copy does one memcpy, no faults.)
-    """
-    digest = hashlib.sha256()
-    block = 8 << 20
-    buffer = bytearray(block)  # one worker: its jobs run one after the other
-    back = os.open(dst, os.O_RDONLY | os.O_CLOEXEC)
-
-    def hash_block(pos: int, n: int) -> None:
-        if os.preadv(back, [buffer], pos) != n:
-            raise OSError(f"{dst} is shorter than what was written to it")
-        digest.update(memoryview(buffer)[:n])
-
-    kernel = hasattr(os, "copy_file_range")
-    pos = 0
-    try:
-        with ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256") as pool:
-            jobs: list[Future[None]] = []
-            while pos < size:
-                want, n = min(block, size - pos), 0
-                if kernel:
-                    try:
-                        n = os.copy_file_range(fin, fout, want, pos, pos)
-                    except OSError:
-                        kernel = False  # another filesystem on an older kernel: copy bytes
-                if not kernel:
-                    data = os.pread(fin, want, pos)
-                    while n < len(data):
-                        n += os.pwrite(fout, data[n:], pos + n)
-                if n == 0:
-                    break
-                jobs.append(pool.submit(hash_block, pos, n))
-                pos += n
-                if meter:
-                    meter.update(pos)
-                if len(jobs) > 4:
-                    jobs.pop(0).result()  # the hash keeps up, or the copy waits for it
-            for job in jobs:
-                job.result()
-    finally:
-        os.close(back)
-    if pos != size:
-        raise OSError(f"copied {pos} of {size} bytes: the backup changed size")
-    return digest.hexdigest()
 
 
 def _kernel_copy(fin: int, fout: int, size: int, meter: Meter | None) -> int:
@@ -387,10 +301,8 @@ class _Flusher:
         self.thread.join()
 
 
-def _same(
-    fin: int, fout: int, start: int, length: int, digest: hashlib._Hash | None = None
-) -> bool:
-    """True when `length` bytes at `start` are equal in both files (fed to `digest` if given)."""
+def _same(fin: int, fout: int, start: int, length: int, tree: digest.Tree | None = None) -> bool:
+    """True when `length` bytes at `start` are equal in both files (fed to `tree` if given)."""
     # Two reused 1 MiB buffers: fresh bytes objects per block would cost a page fault
     # per 4 KiB and run at a third of the speed.
     block = 1 << 20
@@ -401,8 +313,8 @@ def _same(
         # bytearray == is memcmp; memoryview == would compare byte objects one by one
         if n != want or m != want or (a != b if n == block else a[:n] != b[:n]):
             return False
-        if digest is not None:
-            digest.update(b if n == block else memoryview(b)[:n])
+        if tree is not None:
+            tree.update(b if n == block else memoryview(b)[:n])
     return True
 
 
@@ -410,7 +322,7 @@ def _same(
 class _Copied:
     end: int  # bytes copied plus the offset; -1: a block differed from the source
     method: str  # CLONE, KERNEL or BYTES
-    hashed: bool  # the digest was fed every byte, in order
+    hashed: bool  # the tree was fed every byte, in order
 
 
 def copy_file(
@@ -432,7 +344,7 @@ def _copy(
     meter: Meter | None,
     offset: int,
     verify: bool,
-    digest: hashlib._Hash | None,
+    tree: digest.Tree | None,
 ) -> _Copied:
     size = src.stat().st_size
     with open(src, "rb") as fin, open(dst, "r+b") as fout:
@@ -461,11 +373,11 @@ def _copy(
                 n = len(block)
             if n == 0:
                 break  # the file shrank under us; the verification will say so
-            if verify and not _same(fin.fileno(), fout.fileno(), copied, n, digest):
+            if verify and not _same(fin.fileno(), fout.fileno(), copied, n, tree):
                 return _Copied(-1, KERNEL if kernel else BYTES, False)
             copied += n
             if meter:
                 meter.update(offset + copied)
         if verify and (copied != size or os.fstat(fin.fileno()).st_size != size):
             return _Copied(-1, KERNEL if kernel else BYTES, False)
-    return _Copied(offset + copied, KERNEL if kernel else BYTES, verify and digest is not None)
+    return _Copied(offset + copied, KERNEL if kernel else BYTES, verify and tree is not None)
