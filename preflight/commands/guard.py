@@ -341,9 +341,17 @@ def execute(settings: Settings, src: Source, insp: Inspection, p: Plan) -> Verif
     wants_backup = settings.backup == "always" or (settings.backup == "on-change" and p.writes)
     if wants_backup and insp.size > 0:
         with step("backup") as info:
-            taken = backup.take(db, settings.backup_dir, "pre-migrate" if p.writes else "always")
-            info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
-            info["tail"] = f" -> {taken}"
+            # A retry (a restart loop) of a start that failed: its backup still holds this.
+            reused = backup.reusable(db, settings.backup_dir) if p.writes else None
+            if reused:
+                taken = reused[0]
+                info["what"] = f"reused {taken} (database unchanged since {reused[1]})"
+            else:
+                taken = backup.take(
+                    db, settings.backup_dir, "pre-migrate" if p.writes else "always"
+                )
+                info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
+                info["tail"] = f" -> {taken}"
     if not p.writes:
         return None
     progress: dict[str, Any] = {"running": [], "committed": False}

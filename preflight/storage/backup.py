@@ -21,10 +21,11 @@ from preflight.core import faults
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, RestoreFailed
 from preflight.core.files import create_fresh, fsync_dir, fsync_file, remove_quietly, write_atomic
 from preflight.fast.facts import DATA_SIDECARS, SIDECARS, quick_check, uri
-from preflight.storage import catalog, digest
+from preflight.storage import catalog, digest, unchanged
 from preflight.storage.digest import TREE, Fingerprint
+from preflight.storage.unchanged import reusable
 
-__all__ = ["fsync_dir", "uri", "write_atomic"]  # re-exported for callers of old
+__all__ = ["fsync_dir", "reusable", "uri", "write_atomic"]  # re-exported for callers of old
 
 log = logging.getLogger("preflight")
 
@@ -124,12 +125,12 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
             # under the same lock (see filecopy).
             fsync_file(tmp)
             result, copied, sha = "ok", _object_count(tmp), locked.tree
-            expected, how = locked.expected, locked.method
+            expected, how, live = locked.expected, locked.method, locked.live
         else:
             for leftover in (Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
                 leftover.unlink(missing_ok=True)
             os.truncate(tmp, 0)
-            expected = _copy_online(db, tmp)
+            expected, live = _copy_online(db, tmp), None
             faults.point("backup-temp-written")
             result, copied, sha = _verify_while_syncing(tmp)
             how = "copied (SQLite backup API)"
@@ -155,6 +156,8 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
                 "migration": migration,
                 # What a restore checks the backup against, in the pass that copies it.
                 **Fingerprint(TREE, sha, tmp.stat().st_size).fields(),
+                # The live files as copied: a retry finding them so reuses this backup.
+                **({"live": live, "live_since": "it was taken"} if live else {}),
             },
         )
         faults.point("backup-before-rename")
@@ -194,17 +197,15 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
 
 
 def _stamp_record(final: Path, record: Path) -> None:
-    """Add the renamed backup's inode stamp (see filecopy.stamp_of) to its record.
+    """Add the renamed backup's inode stamp (see unchanged.stamp_of) to its record.
 
     A restore by clone then needs no read: the same inode, untouched since, holds the
     hashed bytes. The rename changed the ctime, hence after it; a crash before this
     leaves the record without a stamp, and that restore hashes the clone instead.
     """
-    from preflight.storage.filecopy import stamp_of
-
     try:
         data = json.loads(record.read_bytes())
-        data["stamp"] = stamp_of(os.stat(final))
+        data["stamp"] = unchanged.stamp_of(os.stat(final))
         write_new(record, json.dumps(data, indent=1).encode())
     except (OSError, ValueError) as exc:
         log.debug("backup: no stamp in %s (%s); a restore hashes it instead", record, exc)
@@ -363,6 +364,7 @@ def restore(backup: Path, db: Path, keep_in: Path | None = None) -> Path | None:
         if saved is not None and linked:
             os.chmod(saved, 0o600)  # its own inode now: private like every backup
         log.info("restore: %s %s into %s", how, backup, db.name)
+        unchanged.remember(backup, db)
     except (OSError, sqlite3.Error) as exc:
         kept = ""
         if saved is not None and linked and not tmp.exists():
@@ -422,6 +424,7 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
             how, sha = copy_hashed(backup, tmp, fd, meter, fingerprint, stamp)
         finally:
             flusher.stop()
+        unchanged.settle(fd)  # a later write to the restored file moves its mtime
         if fingerprint is not None and not sha:
             os.fsync(fd)  # a clone of the very file that was hashed (see copy_hashed)
             return f"{how},"

@@ -19,11 +19,12 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem
 from preflight.core.progress import Meter
 from preflight.fast.facts import quick_check, uri
-from preflight.storage import digest
+from preflight.storage import digest, unchanged
 from preflight.storage.digest import Fingerprint
 
 log = logging.getLogger("preflight")
@@ -38,11 +39,13 @@ BYTES = "copied (read/write)"
 
 @dataclass(frozen=True)
 class Locked:
-    """What `locked_copy` made: the source's object count, the copy's sha256 tree, how it copied."""
+    """What `locked_copy` made: the source's object count, the copy's sha256 tree, how it
+    copied, and the live files' state it copied (`unchanged.state`, None: unsure)."""
 
     expected: int
     tree: str
     method: str
+    live: dict[str, Any] | None = None
 
 
 def locked_copy(db: Path, tmp: Path) -> Locked | None:
@@ -99,8 +102,9 @@ def locked_copy(db: Path, tmp: Path) -> Locked | None:
                 if done.end >= 0 and has_wal:
                     os.close(os.open(f"{tmp}-wal", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                     done = _copy(wal, Path(f"{tmp}-wal"), meter, done.end, True, None)
-                sha = ""
+                sha, live = "", None
                 if done.end >= 0:
+                    live = unchanged.state(db)  # still under the write lock: as copied
                     # Beside the source's quick_check, still running in the other thread.
                     if has_wal:
                         _fold(tmp)
@@ -133,7 +137,7 @@ def locked_copy(db: Path, tmp: Path) -> Locked | None:
             db.name,
         )
         return None
-    return Locked(expected, sha, done.method)
+    return Locked(expected, sha, done.method, live)
 
 
 def _fold(tmp: Path) -> None:
@@ -160,7 +164,7 @@ def copy_hashed(
     """Copy `src` into the empty file `dst` open as `fd_out`: (how, hex of `dst`, or "").
 
     A clone where the filesystem allows; it is then read once and hashed, unless `src`
-    still carries `stamp` (see `stamp_of`) after the clone: then it is the file that was
+    still carries `stamp` (see `unchanged.stamp_of`) after the clone: then it is the file that was
     hashed when it was verified, and nothing is read ("" returned, `how` says so). Else,
     with a `recorded` fingerprint, the kernel copies chunk by chunk while other threads
     hash each chunk of the copy as it is written, in its kind (`digest.copy_checked`);
@@ -175,8 +179,8 @@ def copy_hashed(
             if recorded is None:
                 return CLONE, ""
             # After the clone: a write before or during it shows in the ctime now.
-            if stamp is not None and stamp == stamp_of(os.fstat(fin)):
-                return f"{CLONE}, unchanged since it was verified ({STAMPED})", ""
+            if stamp is not None and stamp == unchanged.stamp_of(os.fstat(fin)):
+                return f"{CLONE}, unchanged since it was verified ({unchanged.STAMPED})", ""
             return CLONE, digest.hash_file(dst, recorded.kind)
         if recorded is not None:
             how = f"{KERNEL[:-1]}, each chunk hashed as written)"
@@ -189,20 +193,6 @@ def copy_hashed(
         return KERNEL, ""
     finally:
         os.close(fin)
-
-
-STAMPED = "same inode, size, mtime and ctime as recorded"
-
-
-def stamp_of(st: os.stat_result) -> dict[str, int]:
-    """What a backup file's inode looks like: any write, truncate, chmod or link changes
-    its ctime, which no one can set back, so an equal stamp is the same, untouched file."""
-    return {
-        "inode": st.st_ino,
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "ctime_ns": st.st_ctime_ns,
-    }
 
 
 def clone(fin: int, fout: int) -> bool:
