@@ -217,11 +217,15 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         insp, trusted = inspect_cached(settings, src, db, quick_check=False)
         rec = insp.recorded
         checked = insp.checked or proved
-        if (
+        due = (
             not checked
             and insp.size > 0
             and check_due(settings.integrity, trusted.checked_at if trusted else 0, now)
-        ):
+        )
+        # No cache for these files (a changed migration set: a start that will likely
+        # write): the plan decides, since a backup checks the very state it copies.
+        deferred = due and trusted is None
+        if due and not deferred:
             check_before_writing(db)
             checked = True
         info["what"] = (
@@ -255,16 +259,24 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
             log.warning("extra: %s", warning)
     if p.writes and settings.strict and not insp.fresh:
         strict_foreign_keys(db)
-    if (p.writes or settings.backup == "always") and insp.size > 0 and not checked:
-        with step("integrity") as info:  # nothing is written to a database not checked
-            check_before_writing(db)
-            info["what"] = "quick_check ok before writing"
+    backs_up = insp.size > 0 and (
+        settings.backup == "always" or (settings.backup == "on-change" and p.writes)
+    )
+    # A retry (a restart loop) of a start that failed: its backup still holds this.
+    reused = backup.reusable(db, settings.backup_dir) if backs_up and p.writes else None
+    if (p.writes or settings.backup == "always" or deferred) and insp.size > 0 and not checked:
+        if not backs_up or reused:
+            with step("integrity") as info:  # nothing is written to a database not checked
+                check_before_writing(db)
+                info["what"] = "quick_check ok before writing"
+        # else the backup's quick_check, of the state it copies under SQLite's write lock,
+        # is the full check before writing (backup.take: exit 6 before anything is written)
         checked = True
     if p.writes or settings.backup == "always":
         assert_not_busy(db, settings.lock_timeout)
     if p.writes and insp.size > 0:
         holders.refuse_others(db, "migrating", holders.wait_for_others(db, settings.lock_timeout))
-    done = execute(settings, src, insp, p)
+    done = execute(settings, src, insp, p, reused)
     if done is None:  # nothing applied: what the plan proved (or the cache vouched) still holds
         done = VerifiedState(
             insp.schema_hash, trusted.warnings if insp.trusted and trusted else p.warnings
@@ -331,8 +343,15 @@ def _save_record(settings: Settings, record: history.FailureRecord | None) -> No
         log.warning("failure record: cannot write %s: %s", settings.failure_path, exc.strerror)
 
 
-def execute(settings: Settings, src: Source, insp: Inspection, p: Plan) -> VerifiedState | None:
-    """Back up, migrate, verify; on any failure undo and leave a failure record. Writes.
+def execute(
+    settings: Settings,
+    src: Source,
+    insp: Inspection,
+    p: Plan,
+    reused: tuple[Path, str] | None = None,
+) -> VerifiedState | None:
+    """Back up (or reuse the backup `backup.reusable` found), migrate, verify; on any
+    failure undo and leave a failure record. Writes.
 
     Returns what was verified after migrating (None when nothing was applied).
     """
@@ -341,8 +360,6 @@ def execute(settings: Settings, src: Source, insp: Inspection, p: Plan) -> Verif
     wants_backup = settings.backup == "always" or (settings.backup == "on-change" and p.writes)
     if wants_backup and insp.size > 0:
         with step("backup") as info:
-            # A retry (a restart loop) of a start that failed: its backup still holds this.
-            reused = backup.reusable(db, settings.backup_dir) if p.writes else None
             if reused:
                 taken = reused[0]
                 info["what"] = f"reused {taken} (database unchanged since {reused[1]})"

@@ -95,7 +95,8 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
     `fast`: copy the files whole under SQLite's write lock (see `filecopy`); when the
     lock is not free at once, or with `fast=False`, SQLite's online backup API. Room is
     demanded here, where a backup is taken, and nowhere else: a start that writes nothing
-    needs none.
+    needs none. The state copied passes quick_check, else DatabaseUnusable (exit 6) and
+    nothing is left: a start's full check before it writes.
     """
     room_for_backup(db, backup_dir)
     backup_dir.mkdir(parents=True, exist_ok=True)
@@ -134,12 +135,16 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
             faults.point("backup-temp-written")
             result, copied, sha = _verify_while_syncing(tmp)
             how = "copied (SQLite backup API)"
+        if result != "ok" and locked is None:
+            _check_source(db)  # the copy is SQLite's own of the live state: corrupt there?
         if result != "ok" or copied != expected:
             raise EnvironmentProblem(
                 f"backup {tmp} failed verification ({result}; {copied}/{expected} schema objects)",
                 "check the disk holding the backup folder",
             )
-        log.info("backup: %s %s, verified, sha256 tree %s", how, db.name, sha[:16])
+        compared = locked is not None and not how.startswith("cloned")
+        checked = "quick_check ok" + (", every block compared" if compared else "")
+        log.info("backup: %s %s, %s, sha256 tree %s", how, db.name, checked, sha[:16])
         version, migration = catalog.held_version(tmp)
         # The record goes first: a name in the folder without one would be taken for
         # a backup from before records, listed for any database of this file name.
@@ -209,6 +214,22 @@ def _stamp_record(final: Path, record: Path) -> None:
         write_new(record, json.dumps(data, indent=1).encode())
     except (OSError, ValueError) as exc:
         log.debug("backup: no stamp in %s (%s); a restore hashes it instead", record, exc)
+
+
+def _check_source(db: Path) -> None:
+    """DatabaseUnusable (exit 6) if the live database fails quick_check (read-only)."""
+    conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
+    try:
+        result = quick_check(conn)
+    except sqlite3.DatabaseError as exc:
+        result = str(exc)
+    finally:
+        conn.close()
+    if result != "ok":
+        raise DatabaseUnusable(
+            f"{db} fails PRAGMA quick_check: {result[:200]}",
+            "restore a backup with 'preflight restore'",
+        )
 
 
 def _copy_online(db: Path, tmp: Path) -> int:

@@ -120,8 +120,10 @@ def locked_copy(db: Path, tmp: Path) -> Locked | None:
     if isinstance(checker.error, sqlite3.DatabaseError) and not isinstance(
         checker.error, sqlite3.OperationalError
     ):
+        # A page too broken for quick_check to report on: said as the full check says it.
         raise DatabaseUnusable(
-            f"{db} cannot be read: {checker.error}", "restore a backup with 'preflight restore'"
+            f"{db} fails PRAGMA quick_check: {str(checker.error)[:200]}",
+            "restore a backup with 'preflight restore'",
         )
     if checker.error is not None:
         raise checker.error
