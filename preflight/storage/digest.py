@@ -67,30 +67,6 @@ def recorded(record: dict[str, Any] | None) -> Fingerprint | None:
     return None
 
 
-class Tree:
-    """The sha256 tree of bytes fed in order (`update`), on the caller's thread."""
-
-    def __init__(self, chunk: int = CHUNK) -> None:
-        self.chunk, self.leaves, self.size = chunk, bytearray(), 0
-        self.current, self.filled = hashlib.sha256(), 0
-
-    def update(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data).cast("B")
-        while len(view):
-            take = min(len(view), self.chunk - self.filled)
-            self.current.update(view[:take])
-            self.filled += take
-            self.size += take
-            view = view[take:]
-            if self.filled == self.chunk:
-                self.leaves += self.current.digest()
-                self.current, self.filled = hashlib.sha256(), 0
-
-    def hexdigest(self) -> str:
-        leaves = self.leaves + (self.current.digest() if self.filled or not self.size else b"")
-        return hashlib.sha256(leaves).hexdigest()
-
-
 def root(leaves: list[bytes]) -> str:
     """The tree's root from its chunks' digests, in order (an empty file: one empty chunk)."""
     return hashlib.sha256(b"".join(leaves) or hashlib.sha256().digest()).hexdigest()

@@ -14,18 +14,23 @@ as it is written (`digest`), so the restored bytes are the hashed ones.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
+import mmap
 import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem
 from preflight.core.progress import Meter
 from preflight.fast.facts import quick_check, uri
 from preflight.storage import digest, unchanged
 from preflight.storage.digest import Fingerprint
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 log = logging.getLogger("preflight")
 
@@ -92,23 +97,22 @@ def locked_copy(db: Path, tmp: Path) -> Locked | None:
             has_wal = wal.exists() and wal.stat().st_size > 0
             total = db.stat().st_size + (wal.stat().st_size if has_wal else 0)
             meter = Meter("backup", total)
-            # Without a WAL to fold in, the copy's blocks are hashed as they are compared.
-            tree = None if has_wal else digest.Tree()
+            # Without a WAL to fold in, the copy's chunks are hashed as they are compared.
             checker, flusher = _Checker(db), _Flusher(tmp)
             checker.start()
             flusher.start()
             try:
-                done = _copy(db, tmp, meter, 0, True, tree)
+                done = _copy(db, tmp, meter, 0, True, not has_wal)
                 if done.end >= 0 and has_wal:
                     os.close(os.open(f"{tmp}-wal", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                    done = _copy(wal, Path(f"{tmp}-wal"), meter, done.end, True, None)
+                    done = _copy(wal, Path(f"{tmp}-wal"), meter, done.end, True, False)
                 sha, live = "", None
                 if done.end >= 0:
                     live = unchanged.state(db)  # still under the write lock: as copied
                     # Beside the source's quick_check, still running in the other thread.
                     if has_wal:
                         _fold(tmp)
-                    sha = tree.hexdigest() if tree and done.hashed else digest.hash_file(tmp)
+                    sha = done.tree or digest.hash_file(tmp)
             finally:
                 flusher.stop()
                 checker.join()
@@ -293,28 +297,59 @@ class _Flusher:
         self.thread.join()
 
 
-def _same(fin: int, fout: int, start: int, length: int, tree: digest.Tree | None = None) -> bool:
-    """True when `length` bytes at `start` are equal in both files (fed to `tree` if given)."""
-    # Two reused 1 MiB buffers: fresh bytes objects per block would cost a page fault
-    # per 4 KiB and run at a third of the speed.
-    block = 1 << 20
-    a, b = bytearray(block), bytearray(block)
-    for pos in range(start, start + length, block):
-        want = min(block, start + length - pos)
-        n, m = os.preadv(fin, [a], pos), os.preadv(fout, [b], pos)
-        # bytearray == is memcmp; memoryview == would compare byte objects one by one
-        if n != want or m != want or (a != b if n == block else a[:n] != b[:n]):
-            return False
-        if tree is not None:
-            tree.update(b if n == block else memoryview(b)[:n])
-    return True
+def _same(fin: int, fout: int, start: int, length: int, buffer: bytearray) -> bool:
+    """True when `length` bytes at `start` are equal in both files; `buffer` (at least that
+    long) then holds them. The source is read (never mapped: another process may truncate
+    the live file), the copy, ours alone, is compared where it lies in the page cache."""
+    view = memoryview(buffer)[:length]
+    if length == 0:
+        return True
+    if os.preadv(fin, [view], start) != length:
+        return False
+    mine = buffer if length == len(buffer) else buffer[:length]  # bytearray ==: memcmp
+    try:
+        with mmap.mmap(fout, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=start) as copy:
+            with memoryview(copy) as theirs:
+                return mine == theirs
+    except (OSError, ValueError):  # no mmap on this filesystem: read the copy too
+        other = bytearray(length)
+        return os.preadv(fout, [other], start) == length and mine == other
+
+
+class _Leaves:
+    """The sha256 of each chunk of a copy, hashed by another thread from a ring of buffers
+    while the copying thread copies and compares the next chunks."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # only a backup needs it
+
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256")
+        self.ring = [bytearray(digest.CHUNK) for _ in range(3)]
+        self.jobs: list[Future[bytes]] = []
+
+    def buffer(self) -> bytearray:
+        """The next buffer to fill, once its previous chunk is hashed."""
+        if len(self.jobs) >= len(self.ring):
+            self.jobs[-len(self.ring)].result()
+        return self.ring[len(self.jobs) % len(self.ring)]
+
+    def add(self, n: int) -> None:
+        """Hash the first `n` bytes of the buffer last handed out."""
+        view = memoryview(self.ring[len(self.jobs) % len(self.ring)])[:n]
+        self.jobs.append(self.pool.submit(lambda: hashlib.sha256(view).digest()))
+
+    def close(self) -> str:
+        try:
+            return digest.root([job.result() for job in self.jobs])
+        finally:
+            self.pool.shutdown(cancel_futures=True)
 
 
 @dataclass(frozen=True)
 class _Copied:
     end: int  # bytes copied plus the offset; -1: a block differed from the source
     method: str  # CLONE, KERNEL or BYTES
-    hashed: bool  # the tree was fed every byte, in order
+    tree: str = ""  # the copy's sha256 tree, when asked for and every byte was compared
 
 
 def copy_file(
@@ -327,49 +362,62 @@ def copy_file(
     With `verify`, each copied block (a clone has none) is compared with the source: -1
     if one differs.
     """
-    return _copy(src, dst, meter, offset, verify, None).end
+    return _copy(src, dst, meter, offset, verify, False).end
 
 
 def _copy(
-    src: Path,
-    dst: Path,
-    meter: Meter | None,
-    offset: int,
-    verify: bool,
-    tree: digest.Tree | None,
+    src: Path, dst: Path, meter: Meter | None, offset: int, verify: bool, hashed: bool
 ) -> _Copied:
+    """`copy_file`, chunk by chunk (digest.CHUNK); with `verify` and `hashed`, each chunk
+    as compared is hashed by another thread (`_Leaves`) into the copy's sha256 tree."""
     size = src.stat().st_size
     with open(src, "rb") as fin, open(dst, "r+b") as fout:
         fout.truncate(0)
         if clone(fin.fileno(), fout.fileno()):
             if meter:
                 meter.update(offset + size, "cloned")
-            return _Copied(offset + size, CLONE, False)
-        copied, step = 0, 32 << 20
+            return _Copied(offset + size, CLONE)
         kernel = hasattr(os, "copy_file_range")
-        while copied < size:
-            n = 0
-            if kernel:
-                try:
-                    n = os.copy_file_range(
-                        fin.fileno(), fout.fileno(), min(step, size - copied), copied, copied
-                    )
-                except OSError:
-                    kernel = False
-            if not kernel:
-                fin.seek(copied)
-                block = fin.read(min(step, size - copied))
-                fout.seek(copied)
-                fout.write(block)
-                fout.flush()
-                n = len(block)
-            if n == 0:
-                break  # the file shrank under us; the verification will say so
-            if verify and not _same(fin.fileno(), fout.fileno(), copied, n, tree):
-                return _Copied(-1, KERNEL if kernel else BYTES, False)
-            copied += n
-            if meter:
-                meter.update(offset + copied)
-        if verify and (copied != size or os.fstat(fin.fileno()).st_size != size):
-            return _Copied(-1, KERNEL if kernel else BYTES, False)
-    return _Copied(offset + copied, KERNEL if kernel else BYTES, verify and tree is not None)
+        leaves = _Leaves() if verify and hashed else None
+        buffer = bytearray(digest.CHUNK) if verify and leaves is None else None
+        copied, tree = 0, ""
+        try:
+            while copied < size:
+                n, kernel = _copy_range(fin.fileno(), fout.fileno(), copied, size, kernel)
+                if n == 0:
+                    break  # the file shrank under us; the verification will say so
+                if verify:
+                    into = leaves.buffer() if leaves else buffer
+                    assert into is not None
+                    if not _same(fin.fileno(), fout.fileno(), copied, n, into):
+                        return _Copied(-1, KERNEL if kernel else BYTES)
+                    if leaves:
+                        leaves.add(n)
+                copied += n
+                if meter:
+                    meter.update(offset + copied)
+            if verify and (copied != size or os.fstat(fin.fileno()).st_size != size):
+                return _Copied(-1, KERNEL if kernel else BYTES)
+        finally:
+            if leaves:
+                tree = leaves.close()
+    return _Copied(offset + copied, KERNEL if kernel else BYTES, tree)
+
+
+def _copy_range(fin: int, fout: int, pos: int, size: int, kernel: bool) -> tuple[int, bool]:
+    """Copy the chunk at `pos` (all of it, unless the source ends first): (bytes, kernel)."""
+    want, n = min(digest.CHUNK, size - pos), 0
+    while n < want:
+        done = 0
+        if kernel:
+            try:
+                done = os.copy_file_range(fin, fout, want - n, pos + n, pos + n)
+            except OSError:
+                kernel = False  # another filesystem on an older kernel: copy bytes
+        if not kernel:
+            data = os.pread(fin, want - n, pos + n)
+            done = os.pwrite(fout, data, pos + n) if data else 0
+        if done == 0:
+            break
+        n += done
+    return n, kernel
