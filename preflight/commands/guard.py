@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from preflight.core import proc, signals
+from preflight.core import signals
 from preflight.core.errors import (
     TRANSIENT,
     DriftError,
@@ -46,7 +46,6 @@ from preflight.sources import source
 from preflight.sources.filesource import FileSource
 from preflight.sources.planner import accepted_part
 from preflight.sources.source import Plan, Source
-from preflight.sources.toolsource import ToolSource
 from preflight.storage import backup, cache, catalog, holders, litestream
 from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step
@@ -163,6 +162,8 @@ def load(settings: Settings, proof: Proof | None = None, readonly: bool = False)
     (check, status): nothing is written beside the database, not even a tool's scratch cache."""
     if settings.tool == "files":
         return FileSource.load(settings, proof, quiet=readonly)
+    from preflight.sources.toolsource import ToolSource  # a start with files never needs it
+
     return ToolSource.load(settings, save=not readonly, quiet=readonly)
 
 
@@ -484,6 +485,8 @@ def verify(
 def smoke(settings: Settings, db: Path) -> None:
     """Run PREFLIGHT_SMOKE against `db`; MigrationFailed unless it exits 0 in time."""
     import os
+
+    from preflight.core import proc  # subprocess: only for a smoke command
 
     done = proc.run(
         settings.smoke or "true",
