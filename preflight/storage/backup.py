@@ -348,9 +348,12 @@ def restore(backup: Path, db: Path, keep_in: Path | None = None) -> Path | None:
 
     The proof: a backup whose record keeps a fingerprint (`digest`: a sha256 tree, or the
     plain sha256 of older records) is hashed in the pass that copies it (a clone: in one
-    read of the clone), so the bytes put in place are the bytes verified when it was taken. Any other file (an older backup, a copy named by hand) is checked
-    with quick_check once copied, its -wal or hot -journal replayed into the private copy
-    first (the operator's files are never opened for writing).
+    read of the clone), so the bytes put in place are the bytes verified when it was
+    taken. Any other file (an older backup, a copy named by hand) is checked with
+    quick_check once copied, its -wal or hot -journal replayed into the private copy first
+    (the operator's files are never opened for writing). The restored file's state is
+    then kept in the backup's record (`unchanged.remember`): a start finding it so reuses
+    the backup.
 
     Order matters for crash safety: the copy is written, proven and fsynced beside the
     database first, so a bad backup or no room changes nothing; the live WAL is

@@ -80,7 +80,7 @@ def workers() -> int:
         return max(1, min(4, os.cpu_count() or 1))
 
 
-def _hash_chunk(fd: int, pos: int, n: int, update: Callable[[Any], object]) -> None:
+def hash_chunk(fd: int, pos: int, n: int, update: Callable[[Any], object]) -> None:
     """Feed `n` bytes of `fd` at `pos` to `update` from the page cache (hashlib releases
     the GIL for them), by a mapping where the filesystem has one, else by a read."""
     try:
@@ -104,14 +104,14 @@ def hash_file(path: Path, kind: str = TREE) -> str:
         if kind == PLAIN:
             whole = hashlib.sha256()
             for pos in range(0, size, CHUNK):
-                _hash_chunk(fd, pos, min(CHUNK, size - pos), whole.update)
+                hash_chunk(fd, pos, min(CHUNK, size - pos), whole.update)
             out = whole.hexdigest()
         else:
             from concurrent.futures import ThreadPoolExecutor  # only a backup or restore
 
             def leaf(pos: int) -> bytes:
                 part = hashlib.sha256()
-                _hash_chunk(fd, pos, min(CHUNK, size - pos), part.update)
+                hash_chunk(fd, pos, min(CHUNK, size - pos), part.update)
                 return part.digest()
 
             with ThreadPoolExecutor(workers(), thread_name_prefix="preflight-sha256") as pool:
@@ -143,10 +143,10 @@ def copy_checked(
 
     def leaf(pos: int, n: int) -> bytes:
         if plain:  # one worker: its jobs run in order
-            _hash_chunk(back, pos, n, digest.update)
+            hash_chunk(back, pos, n, digest.update)
             return b""
         part = hashlib.sha256()
-        _hash_chunk(back, pos, n, part.update)
+        hash_chunk(back, pos, n, part.update)
         return part.digest()
 
     threads = 1 if plain else workers()

@@ -317,26 +317,25 @@ def _same(fin: int, fout: int, start: int, length: int, buffer: bytearray) -> bo
 
 
 class _Leaves:
-    """The sha256 of each chunk of a copy, hashed by another thread from a ring of buffers
-    while the copying thread copies and compares the next chunks."""
+    """The sha256 of each chunk of a copy, hashed by another thread from the page cache
+    (`digest.hash_chunk`) while the copying thread copies and compares the next chunks."""
 
-    def __init__(self) -> None:
+    def __init__(self, fout: int) -> None:
         from concurrent.futures import ThreadPoolExecutor  # only a backup needs it
 
+        self.fout = fout
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256")
-        self.ring = [bytearray(digest.CHUNK) for _ in range(3)]
         self.jobs: list[Future[bytes]] = []
 
-    def buffer(self) -> bytearray:
-        """The next buffer to fill, once its previous chunk is hashed."""
-        if len(self.jobs) >= len(self.ring):
-            self.jobs[-len(self.ring)].result()
-        return self.ring[len(self.jobs) % len(self.ring)]
+    def add(self, pos: int, n: int) -> None:
+        def leaf() -> bytes:
+            part = hashlib.sha256()
+            digest.hash_chunk(self.fout, pos, n, part.update)
+            return part.digest()
 
-    def add(self, n: int) -> None:
-        """Hash the first `n` bytes of the buffer last handed out."""
-        view = memoryview(self.ring[len(self.jobs) % len(self.ring)])[:n]
-        self.jobs.append(self.pool.submit(lambda: hashlib.sha256(view).digest()))
+        self.jobs.append(self.pool.submit(leaf))
+        if len(self.jobs) > 4:
+            self.jobs[-5].result()  # the hashing keeps up, or the copy waits for it
 
     def close(self) -> str:
         try:
@@ -378,21 +377,19 @@ def _copy(
                 meter.update(offset + size, "cloned")
             return _Copied(offset + size, CLONE)
         kernel = hasattr(os, "copy_file_range")
-        leaves = _Leaves() if verify and hashed else None
-        buffer = bytearray(digest.CHUNK) if verify and leaves is None else None
+        leaves = _Leaves(fout.fileno()) if verify and hashed else None
+        buffer = bytearray(digest.CHUNK) if verify else None
         copied, tree = 0, ""
         try:
             while copied < size:
                 n, kernel = _copy_range(fin.fileno(), fout.fileno(), copied, size, kernel)
                 if n == 0:
                     break  # the file shrank under us; the verification will say so
-                if verify:
-                    into = leaves.buffer() if leaves else buffer
-                    assert into is not None
-                    if not _same(fin.fileno(), fout.fileno(), copied, n, into):
+                if buffer is not None:
+                    if not _same(fin.fileno(), fout.fileno(), copied, n, buffer):
                         return _Copied(-1, KERNEL if kernel else BYTES)
                     if leaves:
-                        leaves.add(n)
+                        leaves.add(copied, n)
                 copied += n
                 if meter:
                     meter.update(offset + copied)
