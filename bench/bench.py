@@ -754,7 +754,13 @@ def place_rows(
     litestream: str | None,
     out: list[str],
 ) -> None:
-    """Scenario 6 on one filesystem: the backup table, then the restore table."""
+    """Scenario 6 on one filesystem: the backup table, then the restore table. Every row
+    makes its copy durable: `sync FILE` (fsync of the copy) after `cp` and `sqlite3`, so
+    no row waits for other processes' writes, as a global `sync` would."""
+
+    def copies(run: Path) -> list[str]:
+        return [str(run / name) for name in ("app.db", "app.db-wal")]
+
     place.mkdir(parents=True)
     for name in ("app.db", "app.db-wal"):
         subprocess.run(["cp", "--reflink=never", str(source / name), str(place / name)], check=True)
@@ -803,7 +809,7 @@ def place_rows(
         Tool(
             "cp --reflink=never + sync",
             "",
-            lambda run: [[*never, str(db), str(wal), str(run)], ["sync"]],
+            lambda run: [[*never, str(db), str(wal), str(run)], ["sync", *copies(run)]],
         ),
     ]
     if xfs:
@@ -813,7 +819,7 @@ def place_rows(
                 "",
                 lambda run: [
                     ["cp", "--reflink=always", str(db), str(wal), str(run)],
-                    ["sync"],
+                    ["sync", *copies(run)],
                 ],
             )
         )
@@ -824,7 +830,7 @@ def place_rows(
                 "",
                 lambda run: [
                     [sqlite_cli, str(db), f".backup '{run / 'copy.db'}'"],
-                    ["sync"],
+                    ["sync", str(run / "copy.db")],
                 ],
             )
         )
@@ -891,7 +897,10 @@ def place_rows(
         Tool(
             "cp --reflink=never + sync",
             "",
-            lambda run: [[*never, str(taken), str(run / "restored.db")], ["sync"]],
+            lambda run: [
+                [*never, str(taken), str(run / "restored.db")],
+                ["sync", str(run / "restored.db")],
+            ],
         ),
     ]
     if xfs:
@@ -901,7 +910,7 @@ def place_rows(
                 "",
                 lambda run: [
                     ["cp", "--reflink=always", str(taken), str(run / "restored.db")],
-                    ["sync"],
+                    ["sync", str(run / "restored.db")],
                 ],
             )
         )
@@ -912,7 +921,7 @@ def place_rows(
                 "",
                 lambda run: [
                     [sqlite_cli, str(run / "restored.db"), f".restore '{taken}'"],
-                    ["sync"],
+                    ["sync", str(run / "restored.db")],
                 ],
             )
         )
@@ -932,7 +941,7 @@ def place_rows(
                         str(run / "restored.db"),
                         str(place / "litestream" / "app.db"),
                     ],
-                    ["sync"],
+                    ["sync", str(run / "restored.db")],
                 ],
             )
         )

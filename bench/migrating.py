@@ -9,9 +9,10 @@ every row), on a StarPunk database filled with notes to each size. Rows:
   over to the full pipeline): lock, inspect, plan, the full check, a verified backup
   (copied, compared block by block, hashed; a clone on XFS), the migration in one
   transaction, verification (`quick_check`, schema, foreign keys);
-- manual: `cp` + `sync` of the database (the backup), then the SQL through the sqlite3
-  CLI in one transaction (`BEGIN; ...; COMMIT;`): nothing checked;
-- sqlite3 .backup + sync, then the same SQL: a consistent backup, nothing checked;
+- manual: `cp` + `sync backup.db` (the backup, made durable: `sync FILE` is its fsync, so
+  no row waits for other processes' writes), then the SQL through the sqlite3 CLI in one
+  transaction (`BEGIN; ...; COMMIT;`): nothing checked;
+- sqlite3 .backup + sync backup.db, then the same SQL: a consistent backup, unchecked;
 - dbmate up: the migration alone, no backup.
 
 Rounds are interleaved (each round runs every row once; each run on its own fresh copy
@@ -177,7 +178,11 @@ def tools(
         (
             "manual: cp + sync, sqlite3 BEGIN; SQL; COMMIT",
             bases["preflight"],
-            lambda run: [[*never, "app.db", "backup.db"], ["sync"], [cli, "app.db", *sql]],
+            lambda run: [
+                [*never, "app.db", "backup.db"],
+                ["sync", "backup.db"],
+                [cli, "app.db", *sql],
+            ],
             {},
         ),
     ]
@@ -188,7 +193,7 @@ def tools(
                 bases["preflight"],
                 lambda run: [
                     ["cp", "--reflink=always", "app.db", "backup.db"],
-                    ["sync"],
+                    ["sync", "backup.db"],
                     [cli, "app.db", *sql],
                 ],
                 {},
@@ -198,7 +203,11 @@ def tools(
         (
             "sqlite3 .backup + sync, then the SQL",
             bases["preflight"],
-            lambda run: [[cli, "app.db", ".backup backup.db"], ["sync"], [cli, "app.db", *sql]],
+            lambda run: [
+                [cli, "app.db", ".backup backup.db"],
+                ["sync", "backup.db"],
+                [cli, "app.db", *sql],
+            ],
             {},
         )
     )
