@@ -25,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import vaultwarden  # noqa: E402
+
 from preflight.sources.migrations import discover, run_body  # noqa: E402
 
 MIB = 1 << 20
@@ -267,6 +269,30 @@ def measure(tool: Tool, scratch: Path, runs: int) -> Result:
     return Result(tool.name, tool.note, times, rss)
 
 
+def measure_rounds(tools: list[Tool], scratch: Path, runs: int) -> list[Result]:
+    """Like `measure`, with the tools interleaved: each round runs every tool once (a busy
+    moment on a shared machine then hits every tool alike). One warm-up round, `runs`
+    timed rounds, then one round for peak memory."""
+    times: dict[str, list[float]] = {t.name: [] for t in tools}
+    rss: dict[str, list[int]] = {t.name: [] for t in tools}
+    for i in range(runs + 2):
+        for tool in tools:
+            folder = scratch / f"{tool.name.split()[0]}-{i}"
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            tool.prepare(folder)
+            os.sync()
+            memory = i == runs + 1
+            elapsed, peak = run_once(tool, folder, memory and os.path.exists(TIME))
+            if memory:
+                rss[tool.name].append(peak)
+            elif i:
+                times[tool.name].append(elapsed)
+            shutil.rmtree(folder)
+    return [Result(t.name, t.note, times[t.name], rss[t.name]) for t in tools]
+
+
 def measure_in(tool: Tool, folder: Path, runs: int) -> Result:
     """Like `measure`, but every run in the same folder: for a start that writes nothing,
     on a database too big to copy for each run."""
@@ -366,6 +392,7 @@ def main() -> int:
         sets = {
             "starpunk": write_sets(root, "starpunk", starpunk_sql()),
             "generated": write_sets(root, "generated", generated_sql()),
+            "vaultwarden": write_sets(root, "vaultwarden", vaultwarden.migrations()),
         }
 
         def guard(cmd: str, d: Path, *extra: str, flags: tuple[str, ...] = ()) -> list[str]:
@@ -421,6 +448,7 @@ def main() -> int:
             if "1" not in args.only
             else (
                 ("starpunk", "StarPunk, 5 migrations"),
+                ("vaultwarden", "Vaultwarden-like, 56 migrations"),
                 ("generated", "generated, 200 migrations over 100 tables"),
             )
         ):
@@ -433,9 +461,23 @@ def main() -> int:
                 }[tool]
                 return Tool(tool, "", cmd, env=guard_env if tool == "preflight" else {})
 
+            tools = peers(fresh, setname)
+            # The container's start: `preflight run` as the image's ENTRYPOINT runs it.
+            entry = dict(
+                guard_env, PREFLIGHT_DB="app.db", PREFLIGHT_MIGRATIONS=str(sets[setname]["guard"])
+            )
+            tools.insert(
+                1,
+                Tool(
+                    "preflight (python3 -S entrypoint.py true)",
+                    "",
+                    lambda run: [[py, "-S", str(REPO / "entrypoint.py"), "true"]],
+                    env=entry,
+                ),
+            )
             table(
-                f"1. Fresh database ({label})",
-                [measure(t, root / "scratch", runs) for t in peers(fresh, setname)],
+                f"1. Fresh database ({label}; {runs * 2} interleaved rounds)",
+                measure_rounds(tools, root / "scratch", runs * 2),
                 out,
             )
 
@@ -585,7 +627,17 @@ def main() -> int:
             if not source.exists():
                 source.mkdir()
                 big_wal_db(source / "app.db", big)
-            restore_scenarios(root, source, runs, py, guard_env, sqlite_cli, out)
+            litestream = args.peers / "venv" / "bin" / "litestream"
+            restore_scenarios(
+                root,
+                source,
+                runs,
+                py,
+                guard_env,
+                sqlite_cli,
+                str(litestream) if litestream.exists() else None,
+                out,
+            )
         # 4. verified backup of a big WAL database
         if "4" not in args.only:
             raise Skip
@@ -658,16 +710,17 @@ def restore_scenarios(
     py: str,
     env: dict[str, str],
     sqlite_cli: str | None,
+    litestream: str | None,
     out: list[str],
 ) -> None:
     """6. Backup and restore of the big WAL database, on this machine's filesystem and on a
     loop-mounted XFS with reflinks (root only; otherwise a note says it was left out).
 
-    Restore rows: `preflight restore BACKUP` as the command runs it today (the current
-    state saved by a verified copy first), the restore with the current state kept by a
-    hard link (`backup.restore(..., keep_in=...)`, the flow the command moves to), against
-    `cp` + `sync` of the backup and `sqlite3 .restore` + `sync`. Each run restores over
-    its own full-size copy of the database.
+    Restore rows: `preflight restore BACKUP` (the current state kept by a hard link, the
+    backup's recorded sha256 tree checked in the copying pass), against `cp` + `sync` of
+    the backup, `sqlite3 .restore` + `sync` and `litestream restore` + `sync` from a file
+    replica of the same database. Each run restores over its own full-size copy of the
+    database; rounds interleaved.
     """
     sys.path.insert(0, str(REPO / "tests"))
     from contextlib import ExitStack
@@ -685,7 +738,7 @@ def restore_scenarios(
         except xfskit.NoReflinkFilesystem as exc:
             print(f"bench: note: XFS rows left out: {exc}", flush=True)
         for label, place in places:
-            place_rows(label, place, source, size, runs, py, env, sqlite_cli, out)
+            place_rows(label, place, source, size, runs, py, env, sqlite_cli, litestream, out)
             shutil.rmtree(place, ignore_errors=True)
 
 
@@ -698,9 +751,16 @@ def place_rows(
     py: str,
     env: dict[str, str],
     sqlite_cli: str | None,
+    litestream: str | None,
     out: list[str],
 ) -> None:
-    """Scenario 6 on one filesystem: the backup table, then the restore table."""
+    """Scenario 6 on one filesystem: the backup table, then the restore table. Every row
+    makes its copy durable: `sync FILE` (fsync of the copy) after `cp` and `sqlite3`, so
+    no row waits for other processes' writes, as a global `sync` would."""
+
+    def copies(run: Path) -> list[str]:
+        return [str(run / name) for name in ("app.db", "app.db-wal")]
+
     place.mkdir(parents=True)
     for name in ("app.db", "app.db-wal"):
         subprocess.run(["cp", "--reflink=never", str(source / name), str(place / name)], check=True)
@@ -749,7 +809,7 @@ def place_rows(
         Tool(
             "cp --reflink=never + sync",
             "",
-            lambda run: [[*never, str(db), str(wal), str(run)], ["sync"]],
+            lambda run: [[*never, str(db), str(wal), str(run)], ["sync", *copies(run)]],
         ),
     ]
     if xfs:
@@ -759,7 +819,7 @@ def place_rows(
                 "",
                 lambda run: [
                     ["cp", "--reflink=always", str(db), str(wal), str(run)],
-                    ["sync"],
+                    ["sync", *copies(run)],
                 ],
             )
         )
@@ -770,13 +830,13 @@ def place_rows(
                 "",
                 lambda run: [
                     [sqlite_cli, str(db), f".backup '{run / 'copy.db'}'"],
-                    ["sync"],
+                    ["sync", str(run / "copy.db")],
                 ],
             )
         )
     vs_table(
-        f"6. Backup of a {size:.0f} MiB WAL database on {label}",
-        [measure(t, place / "scratch", runs) for t in backups],
+        f"6. Backup of a {size:.0f} MiB WAL database on {label} ({runs} interleaved rounds)",
+        measure_rounds(backups, place / "scratch", runs),
         "cp --reflink=never + sync",
         out,
     )
@@ -814,30 +874,9 @@ def place_rows(
     def fresh(run: Path) -> str:
         return str(next((run / "backups").glob("*-manual.db")))
 
-    keep_in = (
-        "import sys, logging; from pathlib import Path; from preflight.storage import backup; "
-        "logging.basicConfig(level=logging.INFO, format='%(message)s'); "
-        "backup.restore(Path(sys.argv[1]), Path(sys.argv[2]), keep_in=Path(sys.argv[3]))"
-    )
     restores = [
         Tool(
-            "preflight restore, current state kept by a hard link",
-            "",
-            lambda run: [
-                [
-                    py,
-                    "-c",
-                    keep_in,
-                    fresh(run),
-                    str(run / "app.db"),
-                    str(run / "backups"),
-                ]
-            ],
-            prepare=current,
-            env=env,
-        ),
-        Tool(
-            "preflight restore (today: current state saved by a verified copy)",
+            "preflight restore BACKUP",
             "",
             lambda run: [
                 [
@@ -858,7 +897,10 @@ def place_rows(
         Tool(
             "cp --reflink=never + sync",
             "",
-            lambda run: [[*never, str(taken), str(run / "restored.db")], ["sync"]],
+            lambda run: [
+                [*never, str(taken), str(run / "restored.db")],
+                ["sync", str(run / "restored.db")],
+            ],
         ),
     ]
     if xfs:
@@ -868,7 +910,7 @@ def place_rows(
                 "",
                 lambda run: [
                     ["cp", "--reflink=always", str(taken), str(run / "restored.db")],
-                    ["sync"],
+                    ["sync", str(run / "restored.db")],
                 ],
             )
         )
@@ -879,16 +921,70 @@ def place_rows(
                 "",
                 lambda run: [
                     [sqlite_cli, str(run / "restored.db"), f".restore '{taken}'"],
-                    ["sync"],
+                    ["sync", str(run / "restored.db")],
+                ],
+            )
+        )
+    if litestream:
+        config = replica(litestream, taken, place / "litestream")
+        restores.append(
+            Tool(
+                "litestream restore + sync (file replica)",
+                "",
+                lambda run: [
+                    [
+                        litestream,
+                        "restore",
+                        "-config",
+                        str(config),
+                        "-o",
+                        str(run / "restored.db"),
+                        str(place / "litestream" / "app.db"),
+                    ],
+                    ["sync", str(run / "restored.db")],
                 ],
             )
         )
     vs_table(
-        f"6. Restore of a {taken.stat().st_size / MIB:.0f} MiB backup on {label}",
-        [measure(t, place / "scratch", runs) for t in restores],
+        f"6. Restore of a {taken.stat().st_size / MIB:.0f} MiB backup on {label} "
+        f"({runs} interleaved rounds)",
+        measure_rounds(restores, place / "scratch", runs),
         "cp --reflink=never + sync",
         out,
     )
+
+
+def replica(litestream: str, source: Path, folder: Path) -> Path:
+    """A Litestream file replica of a copy of `source`: `litestream replicate` runs until
+    the replica restores, then stops. Returns its config."""
+    folder.mkdir()
+    db = folder / "app.db"
+    shutil.copyfile(source, db)
+    config = folder / "litestream.yml"
+    config.write_text(
+        f"dbs:\n  - path: {db}\n    replicas:\n      - type: file\n"
+        f"        path: {folder / 'replica'}\n        sync-interval: 100ms\n"
+    )
+    probe = folder / "probe.db"
+    with open(folder / "replicate.log", "wb") as log:
+        proc = subprocess.Popen(
+            [litestream, "replicate", "-config", str(config)], stdout=log, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            done = subprocess.run(
+                [litestream, "restore", "-config", str(config), "-o", str(probe), str(db)],
+                capture_output=True,
+            )
+            if done.returncode == 0:
+                probe.unlink()
+                return config
+        raise RuntimeError(f"no restorable Litestream replica of {db} within 600 s")
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def fs_type(path: Path) -> str:

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Sequence
 
 from preflight import __version__
-from preflight.commands import guard
 from preflight.commands.results import Ready, Result
 from preflight.core import errors, faults, signals
 from preflight.core.errors import PreflightError
@@ -169,6 +168,8 @@ def _stamp_version(text: str) -> int | str:
 def _dispatch(args: argparse.Namespace, settings: Settings, proof: Proof | None = None) -> Result:
     """One command, whatever the migration source: each is one short function."""
     command = args.command
+    if command in ("run", "migrate"):
+        from preflight.commands import guard  # the operator commands' own imports are lighter
     if command == "run":
         argv = list(args.cmd)
         if argv[:1] == ["--"]:
@@ -178,15 +179,17 @@ def _dispatch(args: argparse.Namespace, settings: Settings, proof: Proof | None 
     if command == "migrate":
         guard.start(settings, "migrate")
         return Ready()
+    if command in ("backup", "restore"):
+        from preflight.commands import backups  # without the pipeline's modules
+
+        if command == "backup":
+            return backups.take_backup(settings)
+        return backups.restore(settings, args.backup_file, args.at_version, args.force)
     # Imported here: a start (`run`) never needs the operator commands' modules.
     from preflight.commands import operations
 
     if command in ("check", "status"):
         return operations.assess(settings, rehearse=command == "check")
-    if command == "backup":
-        return operations.take_backup(settings)
-    if command == "restore":
-        return operations.restore(settings, args.backup_file, args.at_version, args.force)
     if command == "stamp":
         return operations.stamp(settings, args.version, args.force)
     if command == "clear-failure":

@@ -137,6 +137,15 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def tree_sha(path: Path, chunk: int = 8 << 20) -> str:
+    """A backup record's sha256 tree, computed here as the README's shell line does it
+    (`split -b 8388608 --filter=sha256sum FILE | cut -c1-64 | xxd -r -p | sha256sum`):
+    the sha256 of every 8 MiB chunk's sha256, in order."""
+    data = path.read_bytes()
+    parts = [data[i : i + chunk] for i in range(0, len(data), chunk)] or [b""]
+    return hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts)).hexdigest()
+
+
 def folder_state(folder: Path, strict: bool = False) -> dict[str, str]:
     """Every file under `folder` with its sha256: proves 'nothing changed'.
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from preflight.core import proc, signals, targets
+from preflight.core import signals, targets
 from preflight.core.errors import (
     TRANSIENT,
     DriftError,
@@ -47,7 +47,6 @@ from preflight.sources import source
 from preflight.sources.filesource import FileSource
 from preflight.sources.planner import accepted_part
 from preflight.sources.source import Plan, Source
-from preflight.sources.toolsource import ToolSource
 from preflight.storage import backup, cache, catalog, holders, litestream
 from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step
@@ -181,6 +180,8 @@ def load(settings: Settings, proof: Proof | None = None, readonly: bool = False)
     (check, status): nothing is written beside the database, not even a tool's scratch cache."""
     if settings.tool == "files":
         return FileSource.load(settings, proof, quiet=readonly)
+    from preflight.sources.toolsource import ToolSource  # a start with files never needs it
+
     return ToolSource.load(settings, save=not readonly, quiet=readonly)
 
 
@@ -235,11 +236,15 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         insp, trusted = inspect_cached(settings, src, db, quick_check=False)
         rec = insp.recorded
         checked = insp.checked or proved
-        if (
+        due = (
             not checked
             and insp.size > 0
             and check_due(settings.integrity, trusted.checked_at if trusted else 0, now)
-        ):
+        )
+        # No cache for these files (a changed migration set: a start that will likely
+        # write): the plan decides, since a backup checks the very state it copies.
+        deferred = due and trusted is None
+        if due and not deferred:
             check_before_writing(db)
             checked = True
         info["what"] = (
@@ -276,16 +281,24 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
     check_accepted(settings, p)
     if p.writes and settings.strict and not insp.fresh:
         strict_foreign_keys(db)
-    if (p.writes or settings.backup == "always") and insp.size > 0 and not checked:
-        with step("integrity") as info:  # nothing is written to a database not checked
-            check_before_writing(db)
-            info["what"] = "quick_check ok before writing"
+    backs_up = insp.size > 0 and (
+        settings.backup == "always" or (settings.backup == "on-change" and p.writes)
+    )
+    # A retry (a restart loop) of a start that failed: its backup still holds this.
+    reused = backup.reusable(db, settings.backup_dir) if backs_up and p.writes else None
+    if (p.writes or settings.backup == "always" or deferred) and insp.size > 0 and not checked:
+        if not backs_up or reused:
+            with step("integrity") as info:  # nothing is written to a database not checked
+                check_before_writing(db)
+                info["what"] = "quick_check ok before writing"
+        # else the backup's quick_check, of the state it copies under SQLite's write lock,
+        # is the full check before writing (backup.take: exit 6 before anything is written)
         checked = True
     if p.writes or settings.backup == "always":
         assert_not_busy(db, settings.lock_timeout)
     if p.writes and insp.size > 0:
         holders.refuse_others(db, "migrating", holders.wait_for_others(db, settings.lock_timeout))
-    done = execute(settings, src, insp, p)
+    done = execute(settings, src, insp, p, reused)
     if done is None:  # nothing applied: what the plan proved (or the cache vouched) still holds
         done = VerifiedState(
             insp.schema_hash, trusted.warnings if insp.trusted and trusted else p.warnings
@@ -380,8 +393,15 @@ def _save_record(settings: Settings, record: history.FailureRecord | None) -> No
         log.warning("failure record: cannot write %s: %s", settings.failure_path, exc.strerror)
 
 
-def execute(settings: Settings, src: Source, insp: Inspection, p: Plan) -> VerifiedState | None:
-    """Back up, migrate, verify; on any failure undo and leave a failure record. Writes.
+def execute(
+    settings: Settings,
+    src: Source,
+    insp: Inspection,
+    p: Plan,
+    reused: tuple[Path, str] | None = None,
+) -> VerifiedState | None:
+    """Back up (or reuse the backup `backup.reusable` found), migrate, verify; on any
+    failure undo and leave a failure record. Writes.
 
     Returns what was verified after migrating (None when nothing was applied).
     """
@@ -390,9 +410,15 @@ def execute(settings: Settings, src: Source, insp: Inspection, p: Plan) -> Verif
     wants_backup = settings.backup == "always" or (settings.backup == "on-change" and p.writes)
     if wants_backup and insp.size > 0:
         with step("backup") as info:
-            taken = backup.take(db, settings.backup_dir, "pre-migrate" if p.writes else "always")
-            info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
-            info["tail"] = f" -> {taken}"
+            if reused:
+                taken = reused[0]
+                info["what"] = f"reused {taken} (database unchanged since {reused[1]})"
+            else:
+                taken = backup.take(
+                    db, settings.backup_dir, "pre-migrate" if p.writes else "always"
+                )
+                info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
+                info["tail"] = f" -> {taken}"
     if not p.writes:
         return None
     progress: dict[str, Any] = {"running": [], "committed": False, "old_rows": taken}
@@ -529,6 +555,8 @@ def verify(
 def smoke(settings: Settings, db: Path) -> None:
     """Run PREFLIGHT_SMOKE against `db`; MigrationFailed unless it exits 0 in time."""
     import os
+
+    from preflight.core import proc  # subprocess: only for a smoke command
 
     done = proc.run(
         settings.smoke or "true",

@@ -23,6 +23,7 @@ from preflight.schema.statements import (
     RUN,
     Statement,
     classify,
+    head,
     line_counter,
     split_statements,
     tokens,
@@ -295,7 +296,15 @@ def run_body(
         meter.update(doing=doing[0])
         return 0  # 0: carry on (non-zero would interrupt the statement)
 
-    saved = [(p, conn.execute(f"PRAGMA {p}").fetchone()[0]) for p in CONNECTION_PRAGMAS]
+    # Only a PRAGMA, a .py migration or the app's register(conn) changes them: a plain SQL
+    # file is spared saving and restoring them (12 statements per migration).
+    plain = migration.kind == "sql" and not migration.functions
+    if plain and not any(
+        s.action == RUN and head(s.sql, 1) == ["PRAGMA"] for s in migration.statements
+    ):
+        saved = []
+    else:
+        saved = [(p, conn.execute(f"PRAGMA {p}").fetchone()[0]) for p in CONNECTION_PRAGMAS]
     conn.set_authorizer(_deny_transaction_control)
     if migration.functions:
         try:

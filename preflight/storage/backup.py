@@ -9,7 +9,6 @@ restored file and silently corrupt it.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -22,20 +21,13 @@ from preflight.core import faults
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, RestoreFailed
 from preflight.core.files import create_fresh, fsync_dir, fsync_file, remove_quietly, write_atomic
 from preflight.fast.facts import DATA_SIDECARS, SIDECARS, quick_check, uri
-from preflight.storage import catalog
+from preflight.storage import catalog, digest, unchanged
+from preflight.storage.digest import TREE, Fingerprint
+from preflight.storage.unchanged import reusable
 
-__all__ = ["fsync_dir", "uri", "write_atomic"]  # re-exported for callers of old
+__all__ = ["fsync_dir", "reusable", "uri", "write_atomic"]  # re-exported for callers of old
 
 log = logging.getLogger("preflight")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def db_size(db: Path) -> int:
@@ -103,7 +95,8 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
     `fast`: copy the files whole under SQLite's write lock (see `filecopy`); when the
     lock is not free at once, or with `fast=False`, SQLite's online backup API. Room is
     demanded here, where a backup is taken, and nowhere else: a start that writes nothing
-    needs none.
+    needs none. The state copied passes quick_check, else DatabaseUnusable (exit 6) and
+    nothing is left: a start's full check before it writes.
     """
     room_for_backup(db, backup_dir)
     backup_dir.mkdir(parents=True, exist_ok=True)
@@ -132,22 +125,26 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
             # and the copy was compared with it byte for byte, or is a clone of it made
             # under the same lock (see filecopy).
             fsync_file(tmp)
-            result, copied, sha = "ok", _object_count(tmp), locked.sha256
-            expected, how = locked.expected, locked.method
+            result, copied, sha = "ok", _object_count(tmp), locked.tree
+            expected, how, live = locked.expected, locked.method, locked.live
         else:
             for leftover in (Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
                 leftover.unlink(missing_ok=True)
             os.truncate(tmp, 0)
-            expected = _copy_online(db, tmp)
+            expected, live = _copy_online(db, tmp), None
             faults.point("backup-temp-written")
             result, copied, sha = _verify_while_syncing(tmp)
             how = "copied (SQLite backup API)"
+        if result != "ok" and locked is None:
+            _check_source(db)  # the copy is SQLite's own of the live state: corrupt there?
         if result != "ok" or copied != expected:
             raise EnvironmentProblem(
                 f"backup {tmp} failed verification ({result}; {copied}/{expected} schema objects)",
                 "check the disk holding the backup folder",
             )
-        log.info("backup: %s %s, verified, sha256 %s", how, db.name, sha[:16])
+        compared = locked is not None and not how.startswith("cloned")
+        checked = "quick_check ok" + (", every block compared" if compared else "")
+        log.info("backup: %s %s, %s, sha256 tree %s", how, db.name, checked, sha[:16])
         version, migration = catalog.held_version(tmp)
         # The record goes first: a name in the folder without one would be taken for
         # a backup from before records, listed for any database of this file name.
@@ -163,8 +160,9 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
                 "version": version,
                 "migration": migration,
                 # What a restore checks the backup against, in the pass that copies it.
-                "sha256": sha,
-                "bytes": tmp.stat().st_size,
+                **Fingerprint(TREE, sha, tmp.stat().st_size).fields(),
+                # The live files as copied: a retry finding them so reuses this backup.
+                **({"live": live, "live_since": "it was taken"} if live else {}),
             },
         )
         faults.point("backup-before-rename")
@@ -204,20 +202,34 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
 
 
 def _stamp_record(final: Path, record: Path) -> None:
-    """Add the renamed backup's inode stamp (see filecopy.stamp_of) to its record.
+    """Add the renamed backup's inode stamp (see unchanged.stamp_of) to its record.
 
     A restore by clone then needs no read: the same inode, untouched since, holds the
     hashed bytes. The rename changed the ctime, hence after it; a crash before this
     leaves the record without a stamp, and that restore hashes the clone instead.
     """
-    from preflight.storage.filecopy import stamp_of
-
     try:
         data = json.loads(record.read_bytes())
-        data["stamp"] = stamp_of(os.stat(final))
+        data["stamp"] = unchanged.stamp_of(os.stat(final))
         write_new(record, json.dumps(data, indent=1).encode())
     except (OSError, ValueError) as exc:
         log.debug("backup: no stamp in %s (%s); a restore hashes it instead", record, exc)
+
+
+def _check_source(db: Path) -> None:
+    """DatabaseUnusable (exit 6) if the live database fails quick_check (read-only)."""
+    conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
+    try:
+        result = quick_check(conn)
+    except sqlite3.DatabaseError as exc:
+        result = str(exc)
+    finally:
+        conn.close()
+    if result != "ok":
+        raise DatabaseUnusable(
+            f"{db} fails PRAGMA quick_check: {result[:200]}",
+            "restore a backup with 'preflight restore'",
+        )
 
 
 def _copy_online(db: Path, tmp: Path) -> int:
@@ -245,7 +257,7 @@ def _object_count(path: Path) -> int:
 
 
 def _verify_while_syncing(tmp: Path) -> tuple[str, int, str]:
-    """quick_check, object count and sha256 of `tmp`, while another thread fsyncs it.
+    """quick_check, object count and sha256 tree of `tmp`, while another thread fsyncs it.
 
     Both only need the finished file: reading it from the page cache and flushing it
     to disk can overlap. The caller renames only after both have succeeded.
@@ -265,7 +277,7 @@ def _verify_while_syncing(tmp: Path) -> tuple[str, int, str]:
     try:
         result = quick_check_file(tmp)
         copied = _object_count(tmp)
-        sha = sha256_file(tmp)
+        sha = digest.hash_file(tmp)
     finally:
         syncer.join()
     if failed:
@@ -281,15 +293,12 @@ def _os_hint(exc: OSError) -> str:
     return "check the backup folder"
 
 
-def _recorded(backup: Path) -> tuple[str, int, object] | None:
-    """(sha256, size, inode stamp or None) its record keeps from when it was verified."""
+def _recorded(backup: Path) -> tuple[Fingerprint, object] | None:
+    """(fingerprint, inode stamp or None) its record keeps from when it was verified; None
+    for a backup taken before records kept one, or a save that was never read."""
     record = catalog.record_of(backup)
-    if record is None:
-        return None
-    sha, size = record.get("sha256"), record.get("bytes")
-    if not isinstance(sha, str) or len(sha) != 64 or not isinstance(size, int):
-        return None  # taken before records kept it, or a save that was never read
-    return sha, size, record.get("stamp")
+    found = digest.recorded(record)
+    return None if found is None or record is None else (found, record.get("stamp"))
 
 
 def _sidecars(path: Path) -> list[str]:
@@ -307,9 +316,9 @@ def _sidecars(path: Path) -> list[str]:
 def backup_problem(path: Path) -> str | None:
     """Why `path` cannot be restored (not SQLite, empty, changed, fails quick_check), or None.
 
-    A backup whose record keeps its sha256 is proven by `restore` itself, in the pass that
-    copies it (a mismatch changes nothing): here only its header and size, not a second
-    read. Any other file gets quick_check, unless a -wal or hot -journal beside it must
+    A backup whose record keeps its fingerprint is proven by `restore` itself, in the pass
+    that copies it (a mismatch changes nothing): here only its header and size, not a
+    second read. Any other file gets quick_check, unless a -wal or hot -journal beside it must
     first be replayed: `restore` does that on a private copy and checks the result.
     """
     with open(path, "rb") as f:
@@ -319,9 +328,9 @@ def backup_problem(path: Path) -> str | None:
     recorded = _recorded(path)
     if recorded is not None:
         size = path.stat().st_size
-        if size != recorded[1]:
+        if size != recorded[0].size:
             return (
-                f"backup {path} is {size} bytes, its record says {recorded[1]}: "
+                f"backup {path} is {size} bytes, its record says {recorded[0].size}: "
                 f"it changed after it was taken"
             )
         return None
@@ -337,11 +346,14 @@ def restore(backup: Path, db: Path, keep_in: Path | None = None) -> Path | None:
     With `keep_in`, the current state is kept there as a `-pre-restore` backup first (see
     `keep_current`), right before the rename; its path is returned (else None).
 
-    The proof: a backup whose record keeps a sha256 is hashed in the pass that copies it
-    (a clone: in one read of the clone), so the bytes put in place are the bytes verified
-    when it was taken. Any other file (an older backup, a copy named by hand) is checked
-    with quick_check once copied, its -wal or hot -journal replayed into the private copy
-    first (the operator's files are never opened for writing).
+    The proof: a backup whose record keeps a fingerprint (`digest`: a sha256 tree, or the
+    plain sha256 of older records) is hashed in the pass that copies it (a clone: in one
+    read of the clone), so the bytes put in place are the bytes verified when it was
+    taken. Any other file (an older backup, a copy named by hand) is checked with
+    quick_check once copied, its -wal or hot -journal replayed into the private copy first
+    (the operator's files are never opened for writing). The restored file's state is
+    then kept in the backup's record (`unchanged.remember`): a start finding it so reuses
+    the backup.
 
     Order matters for crash safety: the copy is written, proven and fsynced beside the
     database first, so a bad backup or no room changes nothing; the live WAL is
@@ -376,6 +388,7 @@ def restore(backup: Path, db: Path, keep_in: Path | None = None) -> Path | None:
         if saved is not None and linked:
             os.chmod(saved, 0o600)  # its own inode now: private like every backup
         log.info("restore: %s %s into %s", how, backup, db.name)
+        unchanged.remember(backup, db)
     except (OSError, sqlite3.Error) as exc:
         kept = ""
         if saved is not None and linked and not tmp.exists():
@@ -418,7 +431,7 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
     if beside and recorded is not None:
         raise RestoreFailed(
             f"backup {backup} has a non-empty {backup.name}{beside[0]} beside it: it was "
-            f"written to after it was taken, so its recorded sha256 no longer vouches for "
+            f"written to after it was taken, so its recorded hash no longer vouches for "
             f"it; nothing was changed",
             f"remove {backup}{beside[0]} to restore the backup as taken",
         )
@@ -431,23 +444,25 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
         flusher.start()
         try:
             meter = Meter("restore", backup.stat().st_size)
-            stamp = recorded[2] if recorded else None
-            how, sha = copy_hashed(backup, tmp, fd, meter, recorded is not None, stamp)
+            fingerprint, stamp = recorded if recorded else (None, None)
+            how, sha = copy_hashed(backup, tmp, fd, meter, fingerprint, stamp)
         finally:
             flusher.stop()
-        if recorded is not None and not sha:
+        unchanged.settle(fd)  # a later write to the restored file moves its mtime
+        if fingerprint is not None and not sha:
             os.fsync(fd)  # a clone of the very file that was hashed (see copy_hashed)
             return f"{how},"
-        if recorded is not None:
-            if sha != recorded[0]:
+        if fingerprint is not None:
+            kind = fingerprint.describe()
+            if sha != fingerprint.hex:
                 raise RestoreFailed(
-                    f"backup {backup} does not match the sha256 recorded when it was taken "
-                    f"({sha[:16]}, recorded {recorded[0][:16]}): it changed on disk; nothing "
-                    f"was changed",
+                    f"backup {backup} does not match the {kind} recorded when it was taken "
+                    f"({sha[:16]}, recorded {fingerprint.hex[:16]}): it changed on disk; "
+                    f"nothing was changed",
                     "choose another backup ('preflight status' lists them)",
                 )
             os.fsync(fd)
-            return f"{how}, sha256 matches the record,"
+            return f"{how}, {kind} matches the record,"
         if beside:
             # A copy taken with its -wal (or mid-transaction with its journal): SQLite
             # replays it into our private copy, never into the operator's files.

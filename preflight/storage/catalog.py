@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -72,7 +71,7 @@ def ensure_identity(db: Path, backup_dir: Path, given: str | None = None) -> str
     found = read_identity(db)
     if found:
         return found
-    new = given if given and _valid_id(given) else identity(db, backup_dir) or secrets.token_hex(16)
+    new = given if given and _valid_id(given) else identity(db, backup_dir) or os.urandom(16).hex()
     write_new(identity_path(db), f"{new}\n".encode())
     fsync_dir(db.parent)
     return new

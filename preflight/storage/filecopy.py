@@ -7,8 +7,8 @@ copied, another flushes the copy to disk, and every copied block is compared wit
 source (a clone shares the source's blocks as they were under the lock: nothing to
 compare). `backup.take` falls back to the online backup API when this returns None.
 
-`copy_hashed` is the restore's copy: a clone, or a kernel copy whose every block is hashed
-as it is written, so the restored bytes are the hashed ones.
+`copy_hashed` is the restore's copy: a clone, or a kernel copy whose every chunk is hashed
+as it is written (`digest`), so the restored bytes are the hashed ones.
 """
 
 from __future__ import annotations
@@ -16,15 +16,21 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import mmap
 import os
 import sqlite3
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem
 from preflight.core.progress import Meter
 from preflight.fast.facts import quick_check, uri
+from preflight.storage import digest, unchanged
+from preflight.storage.digest import Fingerprint
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 log = logging.getLogger("preflight")
 
@@ -34,16 +40,17 @@ FICLONE = 0x40049409  # ioctl: reflink a whole file (Btrfs, XFS, bcachefs, ZFS 2
 CLONE = "cloned (FICLONE)"
 KERNEL = "copied (copy_file_range)"
 BYTES = "copied (read/write)"
-HASHED = "copied (copy_file_range, each block hashed as written)"
 
 
 @dataclass(frozen=True)
 class Locked:
-    """What `locked_copy` made: the source's object count, the copy's sha256, how it copied."""
+    """What `locked_copy` made: the source's object count, the copy's sha256 tree, how it
+    copied, and the live files' state it copied (`unchanged.state`, None: unsure)."""
 
     expected: int
-    sha256: str
+    tree: str
     method: str
+    live: dict[str, Any] | None = None
 
 
 def locked_copy(db: Path, tmp: Path) -> Locked | None:
@@ -60,8 +67,8 @@ def locked_copy(db: Path, tmp: Path) -> Locked | None:
     checkpoint, which needs that lock, resets it). A concurrent passive checkpoint may
     still copy WAL frames into the main file, but only frames our copy of the WAL also
     holds, so replaying that WAL onto the copy gives the same committed state. The copy
-    is then folded into one file and hashed (the sha256 its record keeps, which a restore
-    checks); the caller fsyncs it and checks its object count.
+    is then folded into one file and hashed (the sha256 tree its record keeps, which a
+    restore checks); the caller fsyncs it and checks its object count.
 
     A clone is not compared: FICLONE shares the source's blocks as they were at that
     instant, under the lock, in the state quick_check is reading; the kernel copies no
@@ -90,22 +97,22 @@ def locked_copy(db: Path, tmp: Path) -> Locked | None:
             has_wal = wal.exists() and wal.stat().st_size > 0
             total = db.stat().st_size + (wal.stat().st_size if has_wal else 0)
             meter = Meter("backup", total)
-            # Without a WAL to fold in, the copy's blocks are hashed as they are compared.
-            digest = None if has_wal else hashlib.sha256()
+            # Without a WAL to fold in, the copy's chunks are hashed as they are compared.
             checker, flusher = _Checker(db), _Flusher(tmp)
             checker.start()
             flusher.start()
             try:
-                done = _copy(db, tmp, meter, 0, True, digest)
+                done = _copy(db, tmp, meter, 0, True, not has_wal)
                 if done.end >= 0 and has_wal:
                     os.close(os.open(f"{tmp}-wal", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                    done = _copy(wal, Path(f"{tmp}-wal"), meter, done.end, True, None)
-                sha = ""
+                    done = _copy(wal, Path(f"{tmp}-wal"), meter, done.end, True, False)
+                sha, live = "", None
                 if done.end >= 0:
+                    live = unchanged.state(db)  # still under the write lock: as copied
                     # Beside the source's quick_check, still running in the other thread.
                     if has_wal:
                         _fold(tmp)
-                    sha = digest.hexdigest() if digest and done.hashed else hash_file(tmp)
+                    sha = done.tree or digest.hash_file(tmp)
             finally:
                 flusher.stop()
                 checker.join()
@@ -117,8 +124,10 @@ def locked_copy(db: Path, tmp: Path) -> Locked | None:
     if isinstance(checker.error, sqlite3.DatabaseError) and not isinstance(
         checker.error, sqlite3.OperationalError
     ):
+        # A page too broken for quick_check to report on: said as the full check says it.
         raise DatabaseUnusable(
-            f"{db} cannot be read: {checker.error}", "restore a backup with 'preflight restore'"
+            f"{db} fails PRAGMA quick_check: {str(checker.error)[:200]}",
+            "restore a backup with 'preflight restore'",
         )
     if checker.error is not None:
         raise checker.error
@@ -134,7 +143,7 @@ def locked_copy(db: Path, tmp: Path) -> Locked | None:
             db.name,
         )
         return None
-    return Locked(expected, sha, done.method)
+    return Locked(expected, sha, done.method, live)
 
 
 def _fold(tmp: Path) -> None:
@@ -150,25 +159,22 @@ def _fold(tmp: Path) -> None:
         )
 
 
-def hash_file(path: Path) -> str:
-    """Hex sha256 of a file: reads ahead in one thread while the caller's hashes."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return _stream(fd, os.fstat(fd).st_size, None)
-    finally:
-        os.close(fd)
-
-
 def copy_hashed(
-    src: Path, dst: Path, fd_out: int, meter: Meter | None, hashed: bool, stamp: object = None
+    src: Path,
+    dst: Path,
+    fd_out: int,
+    meter: Meter | None,
+    recorded: Fingerprint | None,
+    stamp: object = None,
 ) -> tuple[str, str]:
-    """Copy `src` into the empty file `dst` open as `fd_out`: (how, sha256 of `dst`, or "").
+    """Copy `src` into the empty file `dst` open as `fd_out`: (how, hex of `dst`, or "").
 
     A clone where the filesystem allows; it is then read once and hashed, unless `src`
-    still carries `stamp` (see `stamp_of`) after the clone: then it is the file that was
+    still carries `stamp` (see `unchanged.stamp_of`) after the clone: then it is the file that was
     hashed when it was verified, and nothing is read ("" returned, `how` says so). Else,
-    with `hashed`, the kernel copies block by block and a second thread hashes each
-    block of the copy as it is written (see `_copy_and_hash`); else copy_file_range.
+    with a `recorded` fingerprint, the kernel copies chunk by chunk while other threads
+    hash each chunk of the copy as it is written, in its kind (`digest.copy_checked`);
+    else copy_file_range. The hex is of `recorded`'s kind.
     """
     fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -176,34 +182,23 @@ def copy_hashed(
         if clone(fin, fd_out):
             if meter:
                 meter.update(size, "cloned")
-            if not hashed:
+            if recorded is None:
                 return CLONE, ""
             # After the clone: a write before or during it shows in the ctime now.
-            if stamp is not None and stamp == stamp_of(os.fstat(fin)):
-                return f"{CLONE}, unchanged since it was verified ({STAMPED})", ""
-            return CLONE, hash_file(dst)
-        if hashed:
-            return HASHED, _copy_and_hash(fin, fd_out, dst, size, meter)
+            if stamp is not None and stamp == unchanged.stamp_of(os.fstat(fin)):
+                return f"{CLONE}, unchanged since it was verified ({unchanged.STAMPED})", ""
+            return CLONE, digest.hash_file(dst, recorded.kind)
+        if recorded is not None:
+            how = f"{KERNEL[:-1]}, each chunk hashed as written)"
+            return how, digest.copy_checked(
+                fin, fd_out, dst, size, meter, recorded.kind, recorded.chunk
+            )
         copied = _kernel_copy(fin, fd_out, size, meter)
         if copied != size:
             raise OSError(f"{src} changed size while it was copied")
         return KERNEL, ""
     finally:
         os.close(fin)
-
-
-STAMPED = "same inode, size, mtime and ctime as recorded"
-
-
-def stamp_of(st: os.stat_result) -> dict[str, int]:
-    """What a backup file's inode looks like: any write, truncate, chmod or link changes
-    its ctime, which no one can set back, so an equal stamp is the same, untouched file."""
-    return {
-        "inode": st.st_ino,
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "ctime_ns": st.st_ctime_ns,
-    }
 
 
 def clone(fin: int, fout: int) -> bool:
@@ -213,91 +208,6 @@ def clone(fin: int, fout: int) -> bool:
         return True
     except OSError:
         return False  # no reflinks here (ext4, tmpfs), another filesystem, or unsupported
-
-
-def _stream(fin: int, size: int, meter: Meter | None) -> str:
-    """sha256 of `fin`'s `size` bytes: a one-thread pool hashes block i (hashlib releases
-    the GIL) while this thread reads block i+1 into the next of three buffers."""
-    digest = hashlib.sha256()
-    try:
-        os.posix_fadvise(fin, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    except OSError:
-        pass  # only a hint
-    block = 8 << 20
-    buffers = [bytearray(block) for _ in range(3)]
-    pending: list[Future[None] | None] = [None, None, None]
-    pos = i = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256") as pool:
-        while pos < size:
-            slot = i % 3
-            waiting = pending[slot]
-            if waiting is not None:
-                waiting.result()  # that buffer's hash is done: it may be refilled
-            n = os.preadv(fin, [buffers[slot]], pos)
-            if n <= 0:
-                break
-            pending[slot] = pool.submit(digest.update, memoryview(buffers[slot])[:n])
-            pos += n
-            i += 1
-            if meter:
-                meter.update(pos)
-        for waiting in pending:
-            if waiting is not None:
-                waiting.result()
-    if pos != size:
-        raise OSError(f"read {pos} of {size} bytes: the file changed size")
-    return digest.hexdigest()
-
-
-def _copy_and_hash(fin: int, fout: int, dst: Path, size: int, meter: Meter | None) -> str:
-    """Copy `fin` to `fout` block by block in the kernel; a second thread hashes each block
-    of the copy as soon as it is written (still in the page cache): the sha256 of `dst`.
-
-    One pass: the backup is read once, by the copy, and what is hashed is what will be
-    put in place. (Writing from user space measured up to twice as slow here, and five
-    times with a flushing thread beside it; the kernel's copy does one memcpy, no faults.)
-    """
-    digest = hashlib.sha256()
-    block = 8 << 20
-    buffer = bytearray(block)  # one worker: its jobs run one after the other
-    back = os.open(dst, os.O_RDONLY | os.O_CLOEXEC)
-
-    def hash_block(pos: int, n: int) -> None:
-        if os.preadv(back, [buffer], pos) != n:
-            raise OSError(f"{dst} is shorter than what was written to it")
-        digest.update(memoryview(buffer)[:n])
-
-    kernel = hasattr(os, "copy_file_range")
-    pos = 0
-    try:
-        with ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256") as pool:
-            jobs: list[Future[None]] = []
-            while pos < size:
-                want, n = min(block, size - pos), 0
-                if kernel:
-                    try:
-                        n = os.copy_file_range(fin, fout, want, pos, pos)
-                    except OSError:
-                        kernel = False  # another filesystem on an older kernel: copy bytes
-                if not kernel:
-                    data = os.pread(fin, want, pos)
-                    while n < len(data):
-                        n += os.pwrite(fout, data[n:], pos + n)
-                if n == 0:
-                    break
-                jobs.append(pool.submit(hash_block, pos, n))
-                pos += n
-                if meter:
-                    meter.update(pos)
-                if len(jobs) > 4:
-                    jobs.pop(0).result()  # the hash keeps up, or the copy waits for it
-            for job in jobs:
-                job.result()
-    finally:
-        os.close(back)
-    if pos != size:
-        raise OSError(f"copied {pos} of {size} bytes: the backup changed size")
-    return digest.hexdigest()
 
 
 def _kernel_copy(fin: int, fout: int, size: int, meter: Meter | None) -> int:
@@ -387,30 +297,58 @@ class _Flusher:
         self.thread.join()
 
 
-def _same(
-    fin: int, fout: int, start: int, length: int, digest: hashlib._Hash | None = None
-) -> bool:
-    """True when `length` bytes at `start` are equal in both files (fed to `digest` if given)."""
-    # Two reused 1 MiB buffers: fresh bytes objects per block would cost a page fault
-    # per 4 KiB and run at a third of the speed.
-    block = 1 << 20
-    a, b = bytearray(block), bytearray(block)
-    for pos in range(start, start + length, block):
-        want = min(block, start + length - pos)
-        n, m = os.preadv(fin, [a], pos), os.preadv(fout, [b], pos)
-        # bytearray == is memcmp; memoryview == would compare byte objects one by one
-        if n != want or m != want or (a != b if n == block else a[:n] != b[:n]):
-            return False
-        if digest is not None:
-            digest.update(b if n == block else memoryview(b)[:n])
-    return True
+def _same(fin: int, fout: int, start: int, length: int, buffer: bytearray) -> bool:
+    """True when `length` bytes at `start` are equal in both files; `buffer` (at least that
+    long) then holds them. The source is read (never mapped: another process may truncate
+    the live file), the copy, ours alone, is compared where it lies in the page cache."""
+    view = memoryview(buffer)[:length]
+    if length == 0:
+        return True
+    if os.preadv(fin, [view], start) != length:
+        return False
+    mine = buffer if length == len(buffer) else buffer[:length]  # bytearray ==: memcmp
+    try:
+        with mmap.mmap(fout, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=start) as copy:
+            with memoryview(copy) as theirs:
+                return mine == theirs
+    except (OSError, ValueError):  # no mmap on this filesystem: read the copy too
+        other = bytearray(length)
+        return os.preadv(fout, [other], start) == length and mine == other
+
+
+class _Leaves:
+    """The sha256 of each chunk of a copy, hashed by another thread from the page cache
+    (`digest.hash_chunk`) while the copying thread copies and compares the next chunks."""
+
+    def __init__(self, fout: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # only a backup needs it
+
+        self.fout = fout
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256")
+        self.jobs: list[Future[bytes]] = []
+
+    def add(self, pos: int, n: int) -> None:
+        def leaf() -> bytes:
+            part = hashlib.sha256()
+            digest.hash_chunk(self.fout, pos, n, part.update)
+            return part.digest()
+
+        self.jobs.append(self.pool.submit(leaf))
+        if len(self.jobs) > 4:
+            self.jobs[-5].result()  # the hashing keeps up, or the copy waits for it
+
+    def close(self) -> str:
+        try:
+            return digest.root([job.result() for job in self.jobs])
+        finally:
+            self.pool.shutdown(cancel_futures=True)
 
 
 @dataclass(frozen=True)
 class _Copied:
     end: int  # bytes copied plus the offset; -1: a block differed from the source
     method: str  # CLONE, KERNEL or BYTES
-    hashed: bool  # the digest was fed every byte, in order
+    tree: str = ""  # the copy's sha256 tree, when asked for and every byte was compared
 
 
 def copy_file(
@@ -423,49 +361,60 @@ def copy_file(
     With `verify`, each copied block (a clone has none) is compared with the source: -1
     if one differs.
     """
-    return _copy(src, dst, meter, offset, verify, None).end
+    return _copy(src, dst, meter, offset, verify, False).end
 
 
 def _copy(
-    src: Path,
-    dst: Path,
-    meter: Meter | None,
-    offset: int,
-    verify: bool,
-    digest: hashlib._Hash | None,
+    src: Path, dst: Path, meter: Meter | None, offset: int, verify: bool, hashed: bool
 ) -> _Copied:
+    """`copy_file`, chunk by chunk (digest.CHUNK); with `verify` and `hashed`, each chunk
+    as compared is hashed by another thread (`_Leaves`) into the copy's sha256 tree."""
     size = src.stat().st_size
     with open(src, "rb") as fin, open(dst, "r+b") as fout:
         fout.truncate(0)
         if clone(fin.fileno(), fout.fileno()):
             if meter:
                 meter.update(offset + size, "cloned")
-            return _Copied(offset + size, CLONE, False)
-        copied, step = 0, 32 << 20
+            return _Copied(offset + size, CLONE)
         kernel = hasattr(os, "copy_file_range")
-        while copied < size:
-            n = 0
-            if kernel:
-                try:
-                    n = os.copy_file_range(
-                        fin.fileno(), fout.fileno(), min(step, size - copied), copied, copied
-                    )
-                except OSError:
-                    kernel = False
-            if not kernel:
-                fin.seek(copied)
-                block = fin.read(min(step, size - copied))
-                fout.seek(copied)
-                fout.write(block)
-                fout.flush()
-                n = len(block)
-            if n == 0:
-                break  # the file shrank under us; the verification will say so
-            if verify and not _same(fin.fileno(), fout.fileno(), copied, n, digest):
-                return _Copied(-1, KERNEL if kernel else BYTES, False)
-            copied += n
-            if meter:
-                meter.update(offset + copied)
-        if verify and (copied != size or os.fstat(fin.fileno()).st_size != size):
-            return _Copied(-1, KERNEL if kernel else BYTES, False)
-    return _Copied(offset + copied, KERNEL if kernel else BYTES, verify and digest is not None)
+        leaves = _Leaves(fout.fileno()) if verify and hashed else None
+        buffer = bytearray(digest.CHUNK) if verify else None
+        copied, tree = 0, ""
+        try:
+            while copied < size:
+                n, kernel = _copy_range(fin.fileno(), fout.fileno(), copied, size, kernel)
+                if n == 0:
+                    break  # the file shrank under us; the verification will say so
+                if buffer is not None:
+                    if not _same(fin.fileno(), fout.fileno(), copied, n, buffer):
+                        return _Copied(-1, KERNEL if kernel else BYTES)
+                    if leaves:
+                        leaves.add(copied, n)
+                copied += n
+                if meter:
+                    meter.update(offset + copied)
+            if verify and (copied != size or os.fstat(fin.fileno()).st_size != size):
+                return _Copied(-1, KERNEL if kernel else BYTES)
+        finally:
+            if leaves:
+                tree = leaves.close()
+    return _Copied(offset + copied, KERNEL if kernel else BYTES, tree)
+
+
+def _copy_range(fin: int, fout: int, pos: int, size: int, kernel: bool) -> tuple[int, bool]:
+    """Copy the chunk at `pos` (all of it, unless the source ends first): (bytes, kernel)."""
+    want, n = min(digest.CHUNK, size - pos), 0
+    while n < want:
+        done = 0
+        if kernel:
+            try:
+                done = os.copy_file_range(fin, fout, want - n, pos + n, pos + n)
+            except OSError:
+                kernel = False  # another filesystem on an older kernel: copy bytes
+        if not kernel:
+            data = os.pread(fin, want - n, pos + n)
+            done = os.pwrite(fout, data, pos + n) if data else 0
+        if done == 0:
+            break
+        n += done
+    return n, kernel

@@ -24,7 +24,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from preflight.core import ancestry, proc
+from preflight.core import ancestry
 from preflight.core.errors import (
     DatabaseUnusable,
     EnvironmentProblem,
@@ -79,6 +79,8 @@ def ready(settings: Settings) -> None:
 def _run(settings: Settings, *args: str, timeout: float = 0) -> tuple[int | None, str]:
     """Run litestream; (exit code or None on timeout, its output). 0.5 retries an
     unreachable S3 endpoint for minutes: bounded."""
+    from preflight.core import proc  # subprocess: only when Litestream is configured
+
     done = proc.run([settings.litestream, *args], timeout=timeout or None)
     if done.code == proc.NOT_FOUND and not done.out:
         raise EnvironmentProblem(
@@ -89,6 +91,8 @@ def _run(settings: Settings, *args: str, timeout: float = 0) -> tuple[int | None
 
 
 def _last(text: str) -> str:
+    from preflight.core import proc
+
     return proc.meaningful_line(text) if text.strip() else "no output"
 
 

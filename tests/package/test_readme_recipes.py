@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, clean_env, rows
 
+from preflight.storage import backup, catalog
+
 README = REPO / "README.md"
 
 # Each command line of a ```sh block -> the test that runs it (file::function).
@@ -30,6 +32,7 @@ RECIPES = {
     "preflight init --db copy.db --migrations migrations": "test_readme_recipes.py::test_the_adoption_guide_on_a_copy",
     "preflight check --db copy.db --migrations migrations": "test_readme_recipes.py::test_the_adoption_guide_on_a_copy",
     "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest": ".ci/run",  # CI itself runs it (checked below)
+    "split -b 8388608 --filter=sha256sum app-….db | cut -c1-64 | xxd -r -p | sha256sum": "test_readme_recipes.py::test_the_readme_line_computes_a_backups_recorded_sha256_tree",
 }
 OPERATE = "test_recipe_container.py::test_readme_compose_operator_recipes"
 for _verb in ("check", "status --json", "backup", "restore", "clear-failure"):
@@ -125,6 +128,26 @@ def test_the_adoption_guide_on_a_copy(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert rows(prod, "SELECT version, how FROM _preflight_history") == [(1, "adopted")]
+
+
+def test_the_readme_line_computes_a_backups_recorded_sha256_tree(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v BLOB)")
+    conn.executemany("INSERT INTO items (v) VALUES (randomblob(1000))", [()] * 20000)
+    conn.commit()
+    conn.close()
+    assert db.stat().st_size > 2 * (8 << 20)  # three chunks, the last one short
+    taken = backup.take(db, tmp_path / "backups", "manual")
+    (line,) = [line for line in sh_lines(README.read_text()) if line.startswith("split ")]
+    done = subprocess.run(
+        ["bash", "-c", line.replace("app-….db", shlex.quote(str(taken)))],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    record = catalog.record_of(taken)
+    assert record is not None and done.stdout.split()[0] == record["sha256_tree"]
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git to copy the source")

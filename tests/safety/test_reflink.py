@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import xfskit
-from conftest import MIGRATIONS, dump, load_fixture, rows, spawn
+from conftest import MIGRATIONS, dump, load_fixture, rows, spawn, tree_sha
 
 from preflight.storage import backup, catalog
 
@@ -106,7 +106,8 @@ def test_a_backup_on_xfs_is_a_clone_verified_and_hashed(cli, here):
     assert before - free_bytes(here) < size // 4, (before - free_bytes(here), size)
     assert taken.read_bytes() == db.read_bytes()
     record = catalog.record_of(taken)
-    assert record is not None and record["sha256"] == sha(taken) and record["bytes"] == size
+    assert record is not None and record["sha256_tree"] == tree_sha(taken)
+    assert record["bytes"] == size
     assert backup.quick_check_file(taken) == "ok"
     assert stat.S_IMODE(taken.stat().st_mode) == 0o600
 
@@ -120,7 +121,7 @@ def test_a_clone_backup_of_a_wal_database_holds_the_wal_rows_and_its_hash(cli, h
     (taken,) = (here / "backups").glob("*.db")
     assert count(taken) == 800  # the -wal's rows were replayed into the clone
     assert {s: sha(Path(f"{db}{s}")) for s in ("", "-wal")} == live  # live files untouched
-    assert catalog.record_of(taken)["sha256"] == sha(taken)
+    assert catalog.record_of(taken)["sha256_tree"] == tree_sha(taken)
 
 
 def test_a_restore_on_xfs_clones_and_is_byte_identical(cli, here):
@@ -133,7 +134,7 @@ def test_a_restore_on_xfs_clones_and_is_byte_identical(cli, here):
     assert result.code == 0, result
     # The backup's inode is as its record stamped it after the rename: nothing to read.
     assert "restore: cloned (FICLONE), unchanged since it was verified" in result.err, result.err
-    assert sha(db) == sha(taken) == catalog.record_of(taken)["sha256"]
+    assert sha(db) == sha(taken) and tree_sha(db) == catalog.record_of(taken)["sha256_tree"]
     assert count(db) == 3000 and backup.quick_check_file(db) == "ok"
 
 
@@ -149,7 +150,7 @@ def test_a_clone_of_a_backup_touched_since_it_was_taken_is_hashed_before_use(cli
     execute(db, "DELETE FROM items")
     result = cli("restore", taken, "--db", db)
     assert result.code == 0, result
-    assert "restore: cloned (FICLONE), sha256 matches the record" in result.err, result.err
+    assert "restore: cloned (FICLONE), sha256 tree matches the record" in result.err, result.err
     assert sha(db) == sha(taken) and count(db) == 3000
 
 
@@ -168,7 +169,7 @@ def test_no_shared_block_carries_a_write_from_one_file_into_the_other(cli, here)
         "INSERT INTO items (v) VALUES ('after the restore')",
         "PRAGMA wal_checkpoint(TRUNCATE)",
     )
-    assert sha(taken) == kept == catalog.record_of(taken)["sha256"]
+    assert sha(taken) == kept and tree_sha(taken) == catalog.record_of(taken)["sha256_tree"]
     assert cli("restore", taken, "--db", db).code == 0  # still restorable: proven by its hash
     assert sha(db) == kept
     # And the other way: a write to the backup (in place) never shows in the database.
@@ -179,7 +180,7 @@ def test_no_shared_block_carries_a_write_from_one_file_into_the_other(cli, here)
         os.fsync(f.fileno())
     assert sha(db) == restored and count(db) == 3000
     result = cli("restore", taken, "--db", db)  # and the changed backup is refused
-    assert result.code == 10 and "does not match the sha256 recorded" in result.err, result
+    assert result.code == 10 and "does not match the sha256 tree recorded" in result.err, result
     assert sha(db) == restored
 
 
@@ -189,7 +190,7 @@ def test_a_migrating_start_on_xfs_backs_up_by_clone(cli, here):
     assert result.code == 0, result
     assert "backup: cloned (FICLONE) app.db" in result.err, result.err
     (taken,) = (here / "backups").glob("*-pre-migrate.db")
-    assert catalog.record_of(taken)["sha256"] == sha(taken)
+    assert catalog.record_of(taken)["sha256_tree"] == tree_sha(taken)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +216,7 @@ def test_a_kill_in_the_middle_of_a_clone_leaves_the_database_intact(cli, here, c
     for b in catalog.list_backups(here / "backups", db):  # every listed name is whole
         assert backup.quick_check_file(b.path) == "ok", b.path
         record = catalog.record_of(b.path)
-        assert record is None or record.get("sha256") in (None, sha(b.path))
+        assert record is None or record.get("sha256_tree") in (None, tree_sha(b.path))
     again = spawn(*args, "--db", db, "--lock-timeout", "0")
     assert again.returncode == 0, again
     assert "cloned (FICLONE)" in again.stderr, again.stderr
@@ -238,7 +239,8 @@ def test_keep_current_links_on_the_same_filesystem_and_the_save_restores(here):
     assert saved.stat().st_nlink == 1 and not os.path.samefile(saved, db)
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     record = catalog.record_of(saved)
-    assert record is not None and "sha256" not in record and record["kept_by"] == "hard link"
+    assert record is not None and "sha256_tree" not in record
+    assert record["kept_by"] == "hard link"
     backup.restore(saved, db)  # no recorded hash: quick_check of the copy
     assert sha(db) == current
 
@@ -255,5 +257,5 @@ def test_keep_current_copies_when_the_backup_folder_is_on_another_filesystem(tmp
     assert saved is not None and sha(saved) != sha(db)
     assert count(saved) == 0 and count(db) == 500
     record = json.loads(catalog.record_path(saved).read_text())
-    assert record["sha256"] == sha(saved)  # a verified copy, hashed like any backup
+    assert record["sha256_tree"] == tree_sha(saved)  # a verified copy, hashed like any backup
     assert current  # the state that was replaced is what the save holds

@@ -1,10 +1,11 @@
 """What a restore proves, on the machine's own filesystem (no clones): the recorded sha256
-checked in the copying pass, a named WAL copy replayed on a private copy (issue 19), and the
+tree checked in the copying pass (and the plain sha256 of older records), a named WAL copy replayed on a private copy (issue 19), and the
 pre-restore save kept by a hard link (`backup.restore(..., keep_in=...)`)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -15,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, dump, folder_state, rows
+from conftest import REPO, dump, folder_state, rows, tree_sha
 
-from preflight.storage import backup, catalog
+from preflight.storage import backup, catalog, digest, filecopy
 
 
 @pytest.fixture
@@ -115,7 +116,7 @@ def test_a_recorded_backup_with_a_wal_beside_it_is_refused_and_nothing_changes(c
     assert dump(db) == before
 
 
-def test_a_backup_changed_on_disk_is_refused_by_its_recorded_sha256(cli, data_dir):
+def test_a_backup_changed_on_disk_is_refused_by_its_recorded_sha256_tree(cli, data_dir):
     db = data_dir / "app.db"
     make_db(db, 3000)
     assert cli("backup", "--db", db).code == 0
@@ -129,15 +130,15 @@ def test_a_backup_changed_on_disk_is_refused_by_its_recorded_sha256(cli, data_di
         f.seek(len(good) - 2000)
         f.write(bytes([good[len(good) - 2000] ^ 0x01]))
     result = cli("restore", taken, "--db", db)
-    assert result.code == 10 and "does not match the sha256 recorded" in result.err, result
+    assert result.code == 10 and "does not match the sha256 tree recorded" in result.err, result
     assert "nothing was changed" in result.err and dump(db) == before
     taken.write_bytes(good)  # the same backup as taken: accepted
     result = cli("restore", taken, "--db", db)
-    assert result.code == 0 and "sha256 matches the record" in result.err, result
-    assert sha(db) == catalog.record_of(taken)["sha256"] and count(db) == 3000
+    assert result.code == 0 and "sha256 tree matches the record" in result.err, result
+    assert tree_sha(db) == catalog.record_of(taken)["sha256_tree"] and count(db) == 3000
 
 
-def test_the_record_keeps_the_sha256_of_every_kind_of_backup(tmp_path):
+def test_the_record_keeps_the_sha256_tree_of_every_kind_of_backup(tmp_path):
     for name, with_wal, fast in (("plain", False, True), ("wal", True, True), ("api", True, False)):
         db = tmp_path / name / "app.db"
         db.parent.mkdir()
@@ -152,9 +153,89 @@ def test_the_record_keeps_the_sha256_of_every_kind_of_backup(tmp_path):
                 Path(f"{db}{s}").write_bytes(data)
         taken = backup.take(db, db.parent / "backups", "manual", fast=fast)
         record = catalog.record_of(taken)
-        assert record is not None and record["sha256"] == sha(taken), name
+        assert record is not None and record["sha256_tree"] == tree_sha(taken), name
+        assert record["chunk_bytes"] == 8 << 20 and "sha256" not in record
         assert record["bytes"] == taken.stat().st_size
         assert count(taken) == 400 + with_wal
+
+
+CHUNK = 8 << 20
+
+
+@pytest.mark.parametrize("size", [1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 4096])
+def test_the_tree_is_the_sha256_of_every_8_mib_chunks_sha256(tmp_path, size):
+    source = tmp_path / "source"
+    source.write_bytes(os.urandom(size))
+    data = source.read_bytes()
+    assert digest.hash_file(source) == tree_sha(source)
+    compared = tmp_path / "compared"  # the backup's copy: compared, then hashed chunk by chunk
+    compared.touch()
+    assert filecopy._copy(source, compared, None, 0, True, True).tree == tree_sha(source)
+    assert compared.read_bytes() == data
+    assert digest.hash_file(source, digest.PLAIN) == sha(source)
+    for kind, expected in ((digest.TREE, tree_sha(source)), (digest.PLAIN, sha(source))):
+        copy = tmp_path / f"copy-{kind}"
+        fd_in = os.open(source, os.O_RDONLY)
+        fd_out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            got = digest.copy_checked(fd_in, fd_out, copy, size, None, kind, CHUNK)
+        finally:
+            os.close(fd_in)
+            os.close(fd_out)
+        assert got == expected and copy.read_bytes() == data
+
+
+def big_db(db: Path) -> None:
+    """A database of three 8 MiB chunks and more."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    conn.executemany("INSERT INTO items (v) VALUES (?)", [("x" * 900,) for _ in range(30000)])
+    conn.execute("COMMIT")
+    conn.close()
+    assert db.stat().st_size > 3 * CHUNK
+
+
+@pytest.mark.parametrize("record_kind", ["sha256_tree", "sha256"])
+def test_a_byte_changed_in_any_chunk_is_refused_and_the_backup_as_taken_restores(
+    cli, data_dir, record_kind
+):
+    """Records of this version keep the tree; older versions wrote the plain sha256 of the
+    whole file, which a restore still checks (on one core)."""
+    db = data_dir / "app.db"
+    big_db(db)
+    assert cli("backup", "--db", db).code == 0
+    (taken,) = (data_dir / "backups").glob("*-manual.db")
+    record = catalog.record_of(taken)
+    assert record is not None and record["sha256_tree"] == tree_sha(taken)
+    if record_kind == "sha256":  # as an older version wrote it: no tree, no stamp
+        record = {k: v for k, v in record.items() if k not in ("sha256_tree", "chunk_bytes")}
+        record["sha256"] = sha(taken)
+        del record["stamp"]
+        catalog.record_path(taken).write_text(json.dumps(record))
+    kind = "sha256 tree" if record_kind == "sha256_tree" else "sha256"
+    good = taken.read_bytes()
+    execute(db, "DELETE FROM items WHERE id > 100")
+    before = dump(db)
+    for where in (100, CHUNK + 5000, len(good) - 10):  # first, a middle and the last chunk
+        with open(taken, "r+b") as f:
+            f.seek(where)
+            f.write(bytes([good[where] ^ 0x20]))
+        result = cli("restore", taken, "--db", db)
+        assert result.code == 10, result
+        assert f"does not match the {kind} recorded when it was taken" in result.err, result
+        assert dump(db) == before and not list(data_dir.glob(".*restore*"))
+        taken.write_bytes(good)
+    result = cli("restore", taken, "--db", db)
+    assert result.code == 0 and f"{kind} matches the record" in result.err, result
+    assert sha(db) == sha(taken) and count(db) == 30000
+
+
+def execute(db: Path, *statements: str) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    for statement in statements:
+        conn.execute(statement)
+    conn.close()
 
 
 def test_keep_in_saves_the_current_state_by_a_hard_link(tmp_path, logged_info):

@@ -200,6 +200,26 @@ def test_locked_copy_of_a_rollback_journal_database(tmp_path):
     assert path.read_bytes() == db.read_bytes()
 
 
+@pytest.mark.parametrize("where", [0, 5000, (8 << 20) + 100, (8 << 20) + 9999])
+def test_the_backups_compare_finds_a_byte_that_differs_from_the_source(tmp_path, where):
+    """What makes a backup fall back to the API when the source changed under the copy:
+    every chunk read back from the source and compared with the copy as it lies."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    data = bytearray(os.urandom((8 << 20) + 10000))  # a full chunk and a short one
+    src.write_bytes(data)
+    data[where] ^= 0x01
+    dst.write_bytes(data)
+    chunk = 8 << 20
+    start, length = (0, chunk) if where < chunk else (chunk, len(data) - chunk)
+    buffer = bytearray(chunk)
+    with open(src, "rb") as fin, open(dst, "r+b") as fout:
+        assert not filecopy._same(fin.fileno(), fout.fileno(), start, length, buffer)
+        other = chunk if start == 0 else 0  # the chunk without the changed byte
+        assert filecopy._same(
+            fin.fileno(), fout.fileno(), other, min(chunk, len(data) - other), buffer
+        )
+
+
 def test_a_busy_database_is_backed_up_with_the_backup_api(tmp_path, logged):
     db = tmp_path / "app.db"
     wal_db(db, 100, 50)
