@@ -12,7 +12,8 @@ from pathlib import Path
 from preflight.commands.results import BackupTaken, Restored
 from preflight.core import signals
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, PreflightError, UsageError
-from preflight.live.database import assert_not_busy, check_environment, inspect
+from preflight.fast.facts import check_environment
+from preflight.live.database import assert_not_busy, inspect
 from preflight.storage import backup, catalog, holders
 from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step

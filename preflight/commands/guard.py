@@ -31,13 +31,20 @@ from preflight.core.errors import (
     ReplicaUnavailable,
     RestoreFailed,
 )
-from preflight.fast.facts import SIDECARS, Proof, check_due, quick_check, uri
+from preflight.fast.facts import (
+    SIDECARS,
+    Proof,
+    check_due,
+    check_environment,
+    quick_check,
+    share_running,
+    uri,
+)
 from preflight.live import history, loss
 from preflight.live.database import (
     Inspection,
     assert_not_busy,
     check_before_writing,
-    check_environment,
     connect,
     inspect,
     sqlite_temp_folder,
@@ -151,7 +158,7 @@ def start(
         if argv is not None:
             # Held from inside the lock until the exec'd app exits (it inherits the
             # descriptor): a restore sees a guarded app, and never slips in before exec.
-            holders.share_running(settings.db)
+            share_running(settings.db)
         try:
             resume_interrupted(settings)
             given_tables(settings)  # a typo must not wait behind the failure record

@@ -39,11 +39,10 @@ from preflight.core.errors import (
     UsageError,
 )
 from preflight.core.files import private_folder
-from preflight.fast.facts import LOSS
+from preflight.fast.facts import LOSS, check_environment
 from preflight.live import history, loss
 from preflight.live.database import (
     assert_not_busy,
-    check_environment,
     connect,
     inspect,
     live_state,

@@ -25,9 +25,6 @@ from preflight.fast.facts import (
     recorded_in,
     size_of,
 )
-from preflight.fast.facts import (
-    check_environment as check_environment,  # step 1, defined with the quick start's facts
-)
 from preflight.live import history
 from preflight.schema import drift
 from preflight.storage import cache

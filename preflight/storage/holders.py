@@ -34,7 +34,6 @@ from pathlib import Path
 
 from preflight.core.errors import LockTimeout
 from preflight.fast.facts import RUNNING, SIDECARS, open_running
-from preflight.fast.facts import share_running as share_running  # guard's name for it
 
 log = logging.getLogger("preflight")
 
