@@ -123,6 +123,26 @@ def hash_file(path: Path, kind: str = TREE) -> str:
         os.close(fd)
 
 
+def copy_range(fin: int, fout: int, pos: int, want: int, kernel: bool) -> tuple[int, bool]:
+    """Copy `want` bytes at `pos` (fewer only where the source ends): (bytes copied,
+    whether the kernel's copy_file_range still serves; else reads and writes)."""
+    n = 0
+    while n < want:  # copy_file_range may copy less than asked
+        done = 0
+        if kernel:
+            try:
+                done = os.copy_file_range(fin, fout, want - n, pos + n, pos + n)
+            except OSError:
+                kernel = False  # another filesystem on an older kernel: copy bytes
+        if not kernel:
+            data = os.pread(fin, want - n, pos + n)
+            done = os.pwrite(fout, data, pos + n) if data else 0
+        if done == 0:
+            break
+        n += done
+    return n, kernel
+
+
 def copy_checked(
     fin: int, fout: int, dst: Path, size: int, meter: Meter | None, kind: str, chunk: int
 ) -> str:
@@ -156,20 +176,7 @@ def copy_checked(
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="preflight-sha256") as pool:
             while pos < size:
-                want, n = min(chunk, size - pos), 0
-                while n < want:  # copy_file_range may copy less than asked
-                    done = 0
-                    if kernel:
-                        try:
-                            done = os.copy_file_range(fin, fout, want - n, pos + n, pos + n)
-                        except OSError:
-                            kernel = False  # another filesystem on an older kernel
-                    if not kernel:
-                        data = os.pread(fin, want - n, pos + n)
-                        done = os.pwrite(fout, data, pos + n) if data else 0
-                    if done == 0:
-                        break
-                    n += done
+                n, kernel = copy_range(fin, fout, pos, min(chunk, size - pos), kernel)
                 if n == 0:
                     break
                 jobs.append(pool.submit(leaf, pos, n))

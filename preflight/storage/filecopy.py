@@ -382,7 +382,8 @@ def _copy(
         copied, tree = 0, ""
         try:
             while copied < size:
-                n, kernel = _copy_range(fin.fileno(), fout.fileno(), copied, size, kernel)
+                want = min(digest.CHUNK, size - copied)
+                n, kernel = digest.copy_range(fin.fileno(), fout.fileno(), copied, want, kernel)
                 if n == 0:
                     break  # the file shrank under us; the verification will say so
                 if buffer is not None:
@@ -399,22 +400,3 @@ def _copy(
             if leaves:
                 tree = leaves.close()
     return _Copied(offset + copied, KERNEL if kernel else BYTES, tree)
-
-
-def _copy_range(fin: int, fout: int, pos: int, size: int, kernel: bool) -> tuple[int, bool]:
-    """Copy the chunk at `pos` (all of it, unless the source ends first): (bytes, kernel)."""
-    want, n = min(digest.CHUNK, size - pos), 0
-    while n < want:
-        done = 0
-        if kernel:
-            try:
-                done = os.copy_file_range(fin, fout, want - n, pos + n, pos + n)
-            except OSError:
-                kernel = False  # another filesystem on an older kernel: copy bytes
-        if not kernel:
-            data = os.pread(fin, want - n, pos + n)
-            done = os.pwrite(fout, data, pos + n) if data else 0
-        if done == 0:
-            break
-        n += done
-    return n, kernel
