@@ -123,6 +123,26 @@ def hash_file(path: Path, kind: str = TREE) -> str:
         os.close(fd)
 
 
+def copy_range(fin: int, fout: int, pos: int, want: int, kernel: bool) -> tuple[int, bool]:
+    """Copy `want` bytes at `pos` (fewer only where the source ends): (bytes copied,
+    whether the kernel's copy_file_range still serves; else reads and writes)."""
+    n = 0
+    while n < want:  # copy_file_range may copy less than asked
+        done = 0
+        if kernel:
+            try:
+                done = os.copy_file_range(fin, fout, want - n, pos + n, pos + n)
+            except OSError:
+                kernel = False  # another filesystem on an older kernel: copy bytes
+        if not kernel:
+            data = os.pread(fin, want - n, pos + n)
+            done = os.pwrite(fout, data, pos + n) if data else 0
+        if done == 0:
+            break
+        n += done
+    return n, kernel
+
+
 def copy_checked(
     fin: int, fout: int, dst: Path, size: int, meter: Meter | None, kind: str, chunk: int
 ) -> str:
@@ -172,24 +192,3 @@ def copy_checked(
     if pos != size:
         raise OSError(f"copied {pos} of {size} bytes: the source changed size")
     return digest.hexdigest() if plain else root(leaves)
-
-
-def copy_range(fin: int, fout: int, pos: int, want: int, kernel: bool) -> tuple[int, bool]:
-    """Copy `want` bytes at `pos` (fewer only if the source ends first): (bytes, kernel).
-    copy_file_range may copy less than asked, and fails on some older kernels across
-    filesystems: then bytes are copied (`kernel` turns False)."""
-    n = 0
-    while n < want:
-        done = 0
-        if kernel:
-            try:
-                done = os.copy_file_range(fin, fout, want - n, pos + n, pos + n)
-            except OSError:
-                kernel = False
-        if not kernel:
-            data = os.pread(fin, want - n, pos + n)
-            done = os.pwrite(fout, data, pos + n) if data else 0
-        if done == 0:
-            break
-        n += done
-    return n, kernel
