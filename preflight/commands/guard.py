@@ -305,6 +305,8 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         assert_not_busy(db, settings.lock_timeout)
     if p.writes and insp.size > 0:
         holders.refuse_others(db, "migrating", holders.wait_for_others(db, settings.lock_timeout))
+    if reused and backup.reusable(db, settings.backup_dir) != reused:
+        reused = None  # written while others were waited for: a new backup, checked
     done = execute(settings, src, insp, p, reused)
     if done is None:  # nothing applied: what the plan proved (or the cache vouched) still holds
         done = VerifiedState(

@@ -17,7 +17,9 @@ restore put it in place. Equal now means unchanged:
   to the `-wal`, and the change counter does not move).
 
 Anything else is unsure (a `-wal` with frames, no record, a backup touched since it was
-verified): the start takes a new backup.
+verified): the start takes a new backup. Not seen: a write whose mtime is then set back
+by hand to the very nanosecond (`touch -d`); the ctime would show it, but a `chown` on
+every start (as some entrypoints do) moves the ctime too, so it is not compared.
 """
 
 from __future__ import annotations
