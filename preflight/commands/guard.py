@@ -297,7 +297,8 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         if not backs_up or reused:
             with step("integrity") as info:  # nothing is written to a database not checked
                 check_before_writing(db)
-                info["what"] = "quick_check ok before writing"
+                writes = p.writes or settings.backup == "always"
+                info["what"] = "quick_check ok" + (" before writing" if writes else "")
         # else the backup's quick_check, of the state it copies under SQLite's write lock,
         # is the full check before writing (backup.take: exit 6 before anything is written)
         checked = True
