@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import subprocess
@@ -295,3 +296,23 @@ def kit(source: str, at_head: Callable[[str], Any], tmp_path: Path) -> Any:
     from sourcekit import copy_kit
 
     return copy_kit(at_head(source), tmp_path)
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """Messages the 'preflight' logger emits (whatever the CLI did to its handlers)."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("preflight")
+    handler, level = Keep(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

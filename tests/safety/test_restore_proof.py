@@ -6,39 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import REPO, dump, folder_state, rows, tree_sha
 
 from preflight.storage import backup, catalog, digest, filecopy
-
-
-@pytest.fixture
-def logged_info() -> Iterator[list[str]]:
-    """Messages the 'preflight' logger emits at INFO and above."""
-    lines: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("preflight")
-    handler, level = Keep(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def sha(path: Path) -> str:
@@ -238,7 +216,7 @@ def execute(db: Path, *statements: str) -> None:
     conn.close()
 
 
-def test_keep_in_saves_the_current_state_by_a_hard_link(tmp_path, logged_info):
+def test_keep_in_saves_the_current_state_by_a_hard_link(tmp_path, logged):
     db = tmp_path / "app.db"
     make_db(db, 100)
     backups = tmp_path / "backups"
@@ -255,13 +233,13 @@ def test_keep_in_saves_the_current_state_by_a_hard_link(tmp_path, logged_info):
     saved = backup.restore(taken, db, keep_in=backups)
     assert saved is not None and saved.stat().st_ino == inode  # the database's own file
     assert dump(saved) == current and count(saved) == 101  # its -wal was checkpointed first
-    assert any("hard link: nothing copied" in line for line in logged_info)
+    assert any("hard link: nothing copied" in line for line in logged)
     assert sha(db) == sha(taken) and not Path(f"{db}-wal").exists()
     assert saved in [b.path for b in catalog.list_backups(backups, db)]
 
 
 def test_a_kill_between_the_link_and_the_rename_leaves_the_database_and_the_next_restore_cleans_up(
-    tmp_path, logged_info
+    tmp_path, logged
 ):
     db = tmp_path / "app.db"
     make_db(db, 100)
@@ -285,5 +263,5 @@ def test_a_kill_between_the_link_and_the_rename_leaves_the_database_and_the_next
     assert os.path.samefile(stale, db)  # a name for the live file: not a point in time
     saved = backup.restore(taken, db, keep_in=backups)
     assert not stale.exists() and not catalog.record_path(stale).exists()
-    assert any("left by an interrupted restore" in line for line in logged_info)
+    assert any("left by an interrupted restore" in line for line in logged)
     assert saved is not None and dump(saved) == before and count(db) == 100

@@ -4,11 +4,9 @@ copy, the fresh build without a rehearsal, and progress reporting (correctness, 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,26 +19,6 @@ from preflight.sources import migrations
 from preflight.storage import backup, cache, config, filecopy, lock
 
 CACHE = "app.db.preflight-cache.json"
-
-
-@pytest.fixture
-def logged() -> Iterator[list[str]]:
-    """Messages the 'preflight' logger emits (whatever the CLI did to its handlers)."""
-    lines: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("preflight")
-    handler, level = Keep(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 @pytest.fixture
