@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from preflight.schema import model, sqltext, statements
+from preflight.schema.sqltext import quote
 
 ALL = "*"  # a migration that may change every table (Python code, a tool)
 
@@ -28,10 +29,6 @@ class Count:
 
     rows: int
     values: dict[str, int] = field(default_factory=dict)  # folded column name -> count
-
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def tables(conn: sqlite3.Connection) -> dict[str, str]:

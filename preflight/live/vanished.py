@@ -24,6 +24,7 @@ from pathlib import Path
 
 from preflight.fast.facts import uri
 from preflight.schema import ddl, sqltext
+from preflight.schema.sqltext import quote
 
 Row = tuple[object, ...]
 
@@ -37,15 +38,11 @@ class Verdict:
     why: str  # what the cleaned-up rows broke, or why the rows could not be told apart
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, bool, int]]:
     """(name, NOT NULL, position in the primary key) of the stored columns."""
     return [
         (str(r[1]), bool(r[3]), int(r[5]))
-        for r in conn.execute(f"PRAGMA main.table_xinfo({_q(table)})").fetchall()
+        for r in conn.execute(f"PRAGMA main.table_xinfo({quote(table)})").fetchall()
         if r[6] == 0
     ]
 
@@ -68,7 +65,7 @@ def _ordered(
 ) -> Iterator[Row]:
     cols = ", ".join(key + rest)
     order = ", ".join(f"{c} COLLATE BINARY" if c != "rowid" else c for c in key)
-    yield from conn.execute(f"SELECT {cols} FROM main.{_q(table)} ORDER BY {order}")
+    yield from conn.execute(f"SELECT {cols} FROM main.{quote(table)} ORDER BY {order}")
 
 
 def gone_rows(
@@ -83,9 +80,9 @@ def gone_rows(
     ordered scans, one row in memory at a time)."""
     n = len(key)
     olds = _ordered(
-        old, then, [k if k == "rowid" else _q(k) for k, _ in key], [_q(c) for c, _ in carried]
+        old, then, [k if k == "rowid" else quote(k) for k, _ in key], [quote(c) for c, _ in carried]
     )
-    news = _ordered(conn, now, [k if k == "rowid" else _q(k) for _, k in key], [])
+    news = _ordered(conn, now, [k if k == "rowid" else quote(k) for _, k in key], [])
     current = next(news, None)
     for row in olds:
         k = _key(row, n)
@@ -106,7 +103,7 @@ class _Tester:
         cols = _columns(conn, now)
         self.notnull = [c for c, nn, pk in cols if nn and not pk and sqltext.fold(c) in self.back]
         keys: dict[int, list[tuple[str, str, str | None]]] = {}
-        for r in conn.execute(f"PRAGMA main.foreign_key_list({_q(now)})").fetchall():
+        for r in conn.execute(f"PRAGMA main.foreign_key_list({quote(now)})").fetchall():
             keys.setdefault(r[0], []).append((str(r[2]), str(r[3]), r[4]))
         self.keys = list(keys.values())
         self.parents: dict[str, str | None] = {}
@@ -156,15 +153,15 @@ class _Tester:
         if any(t is None for t in to):
             pk = sorted((c for c in _columns(self.conn, exists[0]) if c[2]), key=lambda c: c[2])
             to = [c for c, _, _ in pk] or ["rowid"]
-        where = " AND ".join(f"{_q(str(t)) if t != 'rowid' else t} = ?" for t in to)
-        return f"SELECT 1 FROM main.{_q(exists[0])} WHERE {where} LIMIT 1"
+        where = " AND ".join(f"{quote(str(t)) if t != 'rowid' else t} = ?" for t in to)
+        return f"SELECT 1 FROM main.{quote(exists[0])} WHERE {where} LIMIT 1"
 
     def _fails_check(self, row: dict[str, object]) -> bool:
         cols = list(self.mapped)
         self.conn.execute("SAVEPOINT preflight_loss_test")
         try:
             self.conn.execute(
-                f"INSERT INTO main.{_q(self.now)} ({', '.join(_q(self.mapped[c]) for c in cols)}) "
+                f"INSERT INTO main.{quote(self.now)} ({', '.join(quote(self.mapped[c]) for c in cols)}) "
                 f"VALUES ({', '.join('?' * len(cols))})",
                 [row[c] for c in cols],
             )
@@ -199,7 +196,7 @@ def judge(
         ).fetchone()
         if (
             held is None
-            or old.execute(f"SELECT count(*) FROM {_q(held[0])}").fetchone()[0] != rows_before
+            or old.execute(f"SELECT count(*) FROM {quote(held[0])}").fetchone()[0] != rows_before
         ):
             return Verdict(
                 0, unexplained, f"the backup {backup} does not hold {then} as the run found it"

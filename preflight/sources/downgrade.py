@@ -29,7 +29,7 @@ from preflight.fast.facts import uri
 from preflight.live import history
 from preflight.live.database import Inspection
 from preflight.schema import drift
-from preflight.schema.sqltext import fold
+from preflight.schema.sqltext import fold, quote
 from preflight.schema.statements import RUN, classify, split_statements
 from preflight.sources import planner
 from preflight.sources.functions import AppFunctions
@@ -271,10 +271,6 @@ def _step(s: Stored, functions: AppFunctions | None) -> Migration:
     return Migration(s.version, s.name, Path(s.name), "sql", s.sha256, body, s.sql, functions)
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _say_losses(insp: Inspection, head: schema.Schema) -> None:
     """Log the tables and columns the older schema lacks, with how many rows hold data in
     them: what the down steps drop (before anything is written)."""
@@ -305,10 +301,10 @@ def _count(conn: sqlite3.Connection, table: str, column: str | None) -> str:
     """'12 row(s)', or for a column '12 row(s), 5 with a value'."""
     try:
         if column is None:
-            (n,) = conn.execute(f"SELECT count(*) FROM {_q(table)}").fetchone()
+            (n,) = conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()
             return f"{n} row(s)"
         n, filled = conn.execute(
-            f"SELECT count(*), count({_q(column)}) FROM {_q(table)}"
+            f"SELECT count(*), count({quote(column)}) FROM {quote(table)}"
         ).fetchone()
         return f"{n} row(s), {filled} with a value"
     except sqlite3.Error as exc:  # a virtual table whose module this SQLite lacks
