@@ -8,6 +8,7 @@ restored file and silently corrupt it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -99,6 +100,9 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
     nothing is left: a start's full check before it writes.
     """
     room_for_backup(db, backup_dir)
+    # What this call creates goes again when it fails: a refused start leaves no trace.
+    created = [] if catalog.read_identity(db) else [catalog.identity_path(db)]
+    created += [p for p in (backup_dir, *backup_dir.parents) if not p.exists()]
     backup_dir.mkdir(parents=True, exist_ok=True)
     when = datetime.now(timezone.utc)
     final = backup_dir / f"{db.stem}-{catalog.stamp(when)}-{reason}.db"
@@ -198,6 +202,10 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
                 remove_quietly(leftover, "backup")  # after a success, an I/O error is no failure
         if record is not None and not final.exists():
             remove_quietly(record, "backup")
+        if not final.exists():
+            for path in created:
+                with contextlib.suppress(OSError):  # a folder others filled meanwhile stays
+                    path.rmdir() if path.is_dir() else path.unlink()
     return final
 
 

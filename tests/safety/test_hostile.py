@@ -457,6 +457,20 @@ def test_hostile_input_is_refused_with_its_code_and_nothing_changes(
         assert after == before
 
 
+@pytest.mark.parametrize("backup_dir", [None, "deep/er/backups"])
+def test_a_database_refused_by_its_backup_check_leaves_no_folder_and_no_id(
+    cli, tmp_path, data_dir, make_migrations, tmpfs, backup_dir
+):
+    w = World(tmp_path, data_dir, make_migrations, tmpfs)
+    corrupt_page(w)
+    folder = tmp_path / backup_dir if backup_dir else w.data / "backups"
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    result = cli("migrate", "--db", w.db, "--migrations", MIGRATIONS, "--backup-dir", folder)
+    assert result.code == 6 and "quick_check" in result.err, result
+    lock = str(w.db) + ".preflight.lock"
+    assert sorted(str(p) for p in tmp_path.rglob("*") if str(p) != lock) == before
+
+
 def test_at_least_forty_hostile_inputs_are_covered():
     assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
 
