@@ -48,6 +48,20 @@ FAILING = {
     )
 }
 
+# A release after the image's: a new table and a column, with the down step that an older
+# image runs to roll back while keeping the rows written since (PREFLIGHT_DOWNGRADE=apply).
+TAGS = {
+    "006_note_tags.sql": (
+        "-- migrate:up\n"
+        "CREATE TABLE note_tags (id INTEGER PRIMARY KEY,"
+        " note_id INTEGER NOT NULL REFERENCES notes (id), tag TEXT NOT NULL);\n"
+        "ALTER TABLE notes ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;\n\n"
+        "-- migrate:down\n"
+        "ALTER TABLE notes DROP COLUMN pinned;\n"
+        "DROP TABLE note_tags;\n"
+    )
+}
+
 # A migration that takes long enough for `docker stop` to arrive while it runs.
 SLOW = {
     "006_add_note_mood_slowly.py": (
@@ -79,6 +93,11 @@ def failing_image(docker_engine: tuple, app_image: str) -> str:
 @pytest.fixture(scope="session")
 def slow_image(docker_engine: tuple, app_image: str) -> str:
     return build_derived(docker_engine[0], app_image, "preflight-app:test-slow", SLOW)
+
+
+@pytest.fixture(scope="session")
+def tags_image(docker_engine: tuple, app_image: str) -> str:
+    return build_derived(docker_engine[0], app_image, "preflight-app:test-tags", TAGS)
 
 
 @pytest.fixture
@@ -214,6 +233,52 @@ def test_failing_migration_exits_9_restores_and_the_next_start_exits_11(
     assert record["restored"] is True and record["exit_code"] == 9
     assert dk.oneshot(volume, "check", image=failing_image)[0] == 11
     assert volume.state() == state
+
+
+# 4b. an image rolled back, keeping what was written since the upgrade --------------------
+
+
+def test_an_older_image_rolls_back_with_downgrade_apply_keeping_rows_written_since(
+    dk: Docker, seed, tags_image: str
+) -> None:
+    volume = dk.volume(seed=seed("v0.9.5"))
+    upgraded = dk.start(volume, image=tags_image)
+    wait_healthy(upgraded)
+    upgraded.stop(timeout=10)
+    # What the app writes on the new release: a note (pinned) and a tag on it.
+    conn = sqlite3.connect(volume.db)
+    with conn:
+        conn.execute(
+            "INSERT INTO notes (slug, file_path, published, created_at, updated_at, pinned)"
+            " VALUES ('since', 'since.md', 1, '2026-12-07', '2026-12-07', 1)"
+        )
+        conn.execute("INSERT INTO note_tags (note_id, tag) SELECT id, 'kept' FROM notes")
+    conn.close()
+    for item in volume.path.rglob("*"):
+        os.chown(item, APP_UID, APP_UID)
+    notes = volume.query("SELECT id, slug FROM notes ORDER BY id")
+    state = volume.state()
+
+    refused = dk.start(volume)  # the older image, without the operator's word
+    assert wait_exit(refused) == 5
+    assert "PREFLIGHT_DOWNGRADE=apply" in logs(refused) and "Booting worker" not in logs(refused)
+    assert volume.state() == state
+
+    rolled_back = dk.start(volume, environment={"PREFLIGHT_DOWNGRADE": "apply"})
+    wait_healthy(rolled_back)
+    assert json.loads(http_get(rolled_back, "/health")[1])["version"] == 5
+    rolled_back.stop(timeout=10)
+    assert volume.query("SELECT id, slug FROM notes ORDER BY id") == notes
+    assert "pinned" not in {row[1] for row in volume.query("PRAGMA table_info(notes)")}
+    assert volume.query("SELECT name FROM sqlite_master WHERE name = 'note_tags'") == []
+    assert volume.query("PRAGMA integrity_check") == [("ok",)]
+    assert len(sorted((volume.path / "backups").glob("app-*-pre-migrate.db"))) == 2
+
+    again = dk.start(volume, image=tags_image)  # and forward again
+    wait_healthy(again)
+    again.stop(timeout=10)
+    assert volume.query("SELECT id, slug FROM notes ORDER BY id") == notes
+    assert volume.query("SELECT count(*) FROM note_tags") == [(0,)]
 
 
 # 5. operators' one-shots on each kind of volume --------------------------------------------
