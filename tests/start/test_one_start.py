@@ -104,6 +104,20 @@ def test_a_failing_migration_is_restored_recorded_and_not_tried_again(kit: Kit) 
     assert sha(kit.db) == before
 
 
+def test_a_failure_record_written_by_a_newer_guard_still_stops_the_same_set(kit: Kit) -> None:
+    kit.add("bad", "INSERT INTO no_such_table VALUES (1)")
+    assert kit.guard("migrate").returncode == 9
+    path = kit.db.parent / "app.db.preflight-failure.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "written_by": "a newer guard", "extra": [1]}))
+    again = kit.guard("migrate")
+    assert again.returncode == 11 and "unreadable" not in again.stderr, again.stderr
+    del record["exit_code"]  # a required field missing is still unreadable
+    path.write_text(json.dumps(record))
+    broken = kit.guard("migrate")
+    assert broken.returncode == 5 and "unreadable failure record" in broken.stderr
+
+
 def test_a_smoke_command_that_outlives_its_timeout_is_named_and_undone(kit: Kit) -> None:
     kit.add("title_index", "CREATE INDEX ix_posts_title ON posts (title)")
     before = sha(kit.db)
