@@ -1,13 +1,8 @@
-"""Which backups are whose, and what each holds: the database's id, side records, listing, pruning.
+"""Which backups are whose: the database's id, side records, listing, pruning.
 
-Each backup `<stem>-<time>-<reason>.db` has a side record `<backup>.json` written before
-it is renamed into place: the database's real path and id, the migration it holds.
-Two databases of one file name can then share a backup folder: listing, pruning and
-restore only ever consider the backups whose record carries this database's id.
-
-Their guards hold different locks, so they may back up at the same moment: a backup's
-temp file carries its database's id and each guard removes only its own leftovers, and
-a backup's name is claimed by creating its record exclusively (`claim`).
+Each backup `<stem>-<time>-<reason>.db` has a side record `<backup>.json` (the database's
+real path and id, the migration it holds) written before its rename, so databases of one
+file name can share a folder: every operation considers only backups carrying this id.
 """
 
 from __future__ import annotations
@@ -23,17 +18,12 @@ from typing import Any
 
 from preflight.core.files import create_exclusive, fsync_dir
 from preflight.core.files import write_atomic as write_new
-from preflight.fast.facts import BACKUP_REASONS, ID, backup_name, uri
-
-REASONS = BACKUP_REASONS
+from preflight.fast.facts import ID, backup_name, uri
 
 
 def identity_path(db: Path) -> Path:
-    """A random id beside the database: its backups carry it, so no other database's match.
-
-    Beside it, not in it: tagging the database would write it on a read-only command or
-    change its schema; a restore never touches this file, so the id survives restores.
-    """
+    """A random id beside the database (not in it: a read-only command must not write it),
+    carried by its backups; a restore never touches it."""
     return db.with_name(db.name + ID)
 
 
@@ -82,12 +72,8 @@ def ensure_identity(db: Path, backup_dir: Path, given: str | None = None) -> str
 
 @dataclass(frozen=True)
 class BackupFile:
-    """A complete backup: when, why, its size, the migration it holds and whose it is.
-
-    `version` is the last applied migration's number (0: none; None: unreadable).
-    `record` is False for backups taken before backups carried a side record: those
-    are listed for the database whose file name matches, and never pruned.
-    """
+    """A complete backup. `version`: the last applied migration's number (0: none; None:
+    unreadable). `record` False: taken before side records (listed by name, never pruned)."""
 
     path: Path
     taken_at: str
@@ -156,11 +142,7 @@ def stamp(when: datetime) -> str:
 
 
 def temp_path(backup: Path, database_id: str) -> Path:
-    """Where `backup` is written and verified before its rename: hidden, with the id.
-
-    The id tells whose it is in a shared folder: only its own database's next backup
-    removes it after a crash (`leftovers`), never another database's while in flight.
-    """
+    """Where `backup` is written before its rename: hidden, with the id telling whose it is."""
     return backup.with_name(f".{backup.name}.{database_id}.tmp")
 
 
@@ -179,12 +161,8 @@ def _temp_owner(name: str, stem: str) -> str | None:
 
 
 def leftovers(backup_dir: Path, db: Path, database_id: str) -> list[Path]:
-    """What crashed backups of this database left: its temp files, its records with no backup.
-
-    Never another database's (its guard may be writing them now), and files that name
-    no database only once `STALE`. Call with the guard's lock held: then no backup of
-    this database is in flight.
-    """
+    """What crashed backups of this database left (temp files, records with no backup); files
+    naming no database once `STALE`. Only with the guard's lock held."""
     if not backup_dir.is_dir():
         return []
     found = []
@@ -211,12 +189,10 @@ def _stale(path: Path) -> bool:
 def claim(
     backup_dir: Path, db: Path, when: datetime, reason: str, fields: dict[str, Any]
 ) -> tuple[Path, Path]:
-    """A backup's name, claimed by writing its side record exclusively: (backup, record).
+    """A backup's name, claimed by creating its side record exclusively: (backup, record).
 
-    Two databases of one file name sharing the folder can back up in the same
-    millisecond: the second finds the name taken and moves to the next millisecond, so
-    neither backup nor record ever replaces the other database's. The record (`fields`
-    and `taken_at`) is on disk before the caller renames the backup in.
+    Two databases sharing the folder may back up in the same millisecond: the second moves
+    to the next one, so neither ever replaces the other's.
     """
     for _ in range(1000):
         taken_at = stamp(when)
@@ -262,12 +238,8 @@ def held_version(path: Path) -> tuple[int | None, str | None]:
 
 
 def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
-    """This database's backups, oldest first (only complete ones: temp files never match).
-
-    A backup is this database's when its record carries this database's id (or, while
-    the id file is missing, this path), or when it has no record and the file name
-    matches (made before records existed).
-    """
+    """This database's complete backups, oldest first: records with its id (or path while
+    the id file is missing), and unrecorded files of its name (from before records)."""
     if not backup_dir.is_dir():
         return []
     recorded = records(backup_dir, db)
@@ -288,18 +260,8 @@ def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
             version, name = record["version"], record.get("migration")
         else:
             version, name = held_version(path)
-        found.append(
-            BackupFile(
-                path,
-                match[0],
-                match[1],
-                size,
-                version,
-                name,
-                record.get("database_id") if record else None,
-                record is not None,
-            )
-        )
+        ident = record.get("database_id") if record else None
+        found.append(BackupFile(path, *match, size, version, name, ident, record is not None))
     return sorted(found, key=lambda b: b.taken_at)
 
 
@@ -315,12 +277,8 @@ def owner(backup: Path) -> str | None:
 
 
 def prune(backup_dir: Path, db: Path, keep: int) -> list[Path]:
-    """Delete this database's oldest backups beyond `keep` (0 keeps all).
-
-    Only backups whose record carries this database's id: never another database's,
-    never one from before records (whose it is cannot be told), never the newest
-    pre-migrate one.
-    """
+    """Delete this database's oldest recorded backups beyond `keep` (0 keeps all), never the
+    newest pre-migrate one."""
     mine = read_identity(db)
     backups = [b for b in list_backups(backup_dir, db) if b.record and b.database_id == mine]
     if keep <= 0 or len(backups) <= keep or mine is None:
