@@ -1,19 +1,9 @@
 """Which version an untracked database is at, by evidence (adoption, and `stamp`'s check).
 
-Ranking: every version's expected schema is compared with the live one; fewer
-differences beat more, extra objects counted too. Diffing every version fully would be
-quadratic in the number of migrations, so one in-memory replay first records, per
-version, only which objects exist (names): the number of names missing from or extra in
-the live schema is a lower bound on that version's differences. Versions are then
-diffed in full best-first by that bound, stopping as soon as no unseen version can do
-better. A create-only history at version K diffs about three versions, not all of them.
-
-Choosing: of versions that mean the same as the database, those whose SQL text matches
-it exactly (when any does) are the candidates. Several left with the same (fewest)
-differences are told apart by rehearsing each one's pending migrations on a private copy
-of the database: one whose migrations fail there is no candidate. Survivors whose rehearsals end in the same
-database (schema and rows) make the choice immaterial (the highest is taken); otherwise
-the database is ambiguous and the operator is given the exact `stamp` command for each.
+Fewer differences from the live schema (extras counted) win; only the versions whose
+name-count lower bound can tie the best are diffed in full; ties are told apart by SQL
+text, then by rehearsing each one's pending migrations on a private copy. The rules and
+their costs: docs/evidence.md, "Adopting a database without history".
 """
 
 from __future__ import annotations
@@ -59,7 +49,6 @@ class Ranking:
 
 
 def names_of(s: schema.Schema) -> set[Name]:
-    """The objects of a snapshot, keyed like `_names`."""
     return (
         {("table", k) for k in s.tables}
         | {("index", k) for k in s.indexes}
@@ -73,11 +62,8 @@ _APPEND_ONLY = {"CREATE", "INSERT", "UPDATE", "DELETE", "REPLACE", "SELECT", "WI
 
 def changes_of(migrations: tuple[Migration, ...], names: set[str]) -> set[int]:
     """The versions (1..n) at which any object named in `names` (lower case; a table's
-    name also stands for its columns) was created, changed or dropped.
-
-    One replay; after each migration that changed the schema, only those objects' rows of
-    sqlite_master are read (definitions derive from that text): linear in n.
-    """
+    name also stands for its columns) was created, changed or dropped: one replay, reading
+    only those objects' rows of sqlite_master after a migration changed the schema."""
     found: set[int] = set()
     marks = ", ".join("?" * len(names))
     query = (
@@ -110,8 +96,6 @@ def _appends_only(m: Migration) -> bool:
 
 @dataclass(frozen=True)
 class _Bounds:
-    """What one replay that reads only object names gives (see `_bounds`)."""
-
     bound: list[int]  # per version 0..n: names missing from live + names extra in live
     last_seen: dict[Name, int]
     head: schema.Schema  # the schema after every migration
@@ -122,13 +106,10 @@ def _bounds(
 ) -> _Bounds:
     """Per version 0..n, the number of names missing from or extra in the live schema.
 
-    Linear in what the migrations change. A migration that only creates objects adds
-    rows to sqlite_master above the highest rowid present just before it ran (read
-    afresh each time: SQLite reuses the rowids of dropped rows), read with one seek. After
-    any other migration that changed the schema, SQLite itself compares sqlite_master with
-    a copy of it (a temp table, outside the schema being replayed) and only the rows
-    created or dropped come back to Python. The counts are kept up to date per name added
-    or removed, never recomputed from the sets. by_rowid=False compares every time.
+    Linear in what the migrations change: a create-only migration's objects are the rows
+    above the highest rowid before it (read afresh: SQLite reuses dropped rows' rowids);
+    after any other schema change SQLite compares sqlite_master with a temp copy of it, so
+    only rows created or dropped reach Python. by_rowid=False compares every time.
     """
     missing, extra = 0, len(live)
     bound, last_seen = [missing + extra], {}
