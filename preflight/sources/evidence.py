@@ -111,8 +111,8 @@ def _bounds(
     after any other schema change SQLite compares sqlite_master with a temp copy of it, so
     only rows created or dropped reach Python. by_rowid=False compares every time.
     """
-    missing, extra = 0, len(live)
-    bound, last_seen = [missing + extra], {}
+    apart = len(live)  # names missing from the live schema + names extra in it
+    bound, last_seen = [apart], {}
     current: set[Name] = set()
     copy = "temp._preflight_names"
     rows = "SELECT rowid, type, name, tbl_name FROM main.sqlite_master WHERE sql IS NOT NULL"
@@ -135,25 +135,15 @@ def _bounds(
                     removed = conn.execute(f"SELECT * FROM {copy} EXCEPT {rows}").fetchall()
                 conn.executemany(f"DELETE FROM {copy} WHERE rowid = ?", [r[:1] for r in removed])
                 conn.executemany(f"INSERT OR REPLACE INTO {copy} VALUES (?, ?, ?, ?)", added)
-                for gone in _keys(removed):
-                    if gone in current:
-                        current.discard(gone)
-                        last_seen[gone] = count - 1
-                        if gone in live:
-                            extra += 1
-                        else:
-                            missing -= 1
-                for new in _keys(added):
-                    if new not in current:
-                        current.add(new)
-                        if new in live:
-                            extra -= 1
-                        else:
-                            missing += 1
-            bound.append(missing + extra)
+                gone = _keys(removed) & current
+                current -= gone
+                last_seen.update(dict.fromkeys(gone, count - 1))
+                new = _keys(added) - current
+                current |= new
+                apart += len(gone & live) - len(gone - live) + len(new - live) - len(new & live)
+            bound.append(apart)
         head = schema.snapshot(conn, memo)
-    for name in current:
-        last_seen[name] = len(migrations)
+    last_seen.update(dict.fromkeys(current, len(migrations)))
     return _Bounds(bound, last_seen, head)
 
 
@@ -166,15 +156,6 @@ def _keys(rows: list[tuple[int, str, str, str]]) -> set[Name]:
         and not schema.ignored(n)
         and not schema.ignored(tbl)
     }
-
-
-def _texts_apart(expected: schema.Schema, live: schema.Schema) -> int:
-    """How many objects of `expected` the live schema holds with another SQL text."""
-    return sum(1 for key, sql in expected.texts.items() if live.texts.get(key, sql) != sql)
-
-
-def _names_apart(a: set[Name], b: set[Name]) -> int:
-    return len(a - b) + len(b - a)
 
 
 def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
@@ -220,7 +201,7 @@ def _rank(
         if todo:
             snaps.update(replay(migrations[: max(todo)], todo, memo))
         for k in batch:
-            if _names_apart(names_of(snaps[k]), live_names) != bound[k]:
+            if len(names_of(snaps[k]) ^ live_names) != bound[k]:
                 return None
             diffs[k] = drift.diff(snaps[k], live)
         best = min(len(d) for d in diffs.values())
@@ -230,7 +211,9 @@ def _rank(
     # same structure comes back quoted by RENAME). A database made by these files holds
     # exactly its version's text: when some candidates match it exactly, the others are
     # ruled out (none matching: an older SQLite or a hand edit; the text says nothing).
-    exact = tuple(k for k in matches if not _texts_apart(snaps[k], live))
+    exact = tuple(
+        k for k in matches if all(live.texts.get(o, t) == t for o, t in snaps[k].texts.items())
+    )
     if exact and len(exact) < len(matches):
         log.info(
             "adopt: %s mean the same as the database, but only %s match its SQL text exactly",
