@@ -58,18 +58,14 @@ def _drift(
     """A DriftError listing each difference with the migration that made the expected object
     (snapshots only after the migrations that changed a differing object: not quadratic)."""
     if steps is None:
-        stops = evidence.changes_of(migrations[:upto], _objects(diffs)) | {upto}
+        objects = {d.key[1] for d in diffs if d.key}  # a column's: its table's
+        stops = evidence.changes_of(migrations[:upto], objects) | {upto}
         steps = replay(migrations[:upto], stops - {0})
     steps = {i: steps[i] for i in range(1, upto + 1) if i in steps}
     named = drift.with_origins(diffs, [(migrations[i - 1].name, steps[i]) for i in sorted(steps)])
     error = DriftError(message, hint)
     error.details = tuple(f"drift: {d.message()}" for d in named)
     return error
-
-
-def _objects(diffs: list[drift.Difference]) -> set[str]:
-    """The names of the objects the differences are about (a column's: its table's)."""
-    return {d.key[1] for d in diffs if d.key}  # ("column", table, column), ("table", name)...
 
 
 def accepted_part(
