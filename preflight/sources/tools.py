@@ -84,14 +84,6 @@ def _alembic_history(out: str) -> tuple[str, ...]:
     return tuple(reversed(revs))
 
 
-def _alembic_base(argv: list[str]) -> list[str]:
-    return argv[: argv.index("upgrade")] if "upgrade" in argv else []
-
-
-def _flask_base(argv: list[str]) -> list[str]:
-    return argv[: argv.index("db") + 1] if "db" in argv else []
-
-
 def _flask_tail(argv: list[str]) -> list[str]:
     """`db upgrade`'s own `-d DIR` (Flask-Migrate's folder), for every step."""
     rest = argv[argv.index("db") + 1 :] if "db" in argv else []
@@ -111,7 +103,7 @@ TOOLS: dict[str, Tool] = {
         parse_history=_alembic_history,
         upgrade_cmd=lambda rev: ["upgrade", rev],
         stamp_cmd=lambda rev: ["stamp", rev],
-        base=_alembic_base,
+        base=lambda argv: argv[: argv.index("upgrade")] if "upgrade" in argv else [],
         module="alembic",
         leftovers=("_alembic_tmp_",),
         merge_hint="alembic merge heads",
@@ -126,7 +118,7 @@ TOOLS["flask-migrate"] = replace(
     name="flask-migrate",
     command=("flask", "db", "upgrade"),
     files=toolfiles.LIGHT["flask-migrate"],
-    base=_flask_base,
+    base=lambda argv: argv[: argv.index("db") + 1] if "db" in argv else [],
     tail=_flask_tail,
     module="flask_migrate",
     merge_hint="flask db merge heads",
