@@ -362,19 +362,11 @@ def _build_sets(
                 schemas[f"{name}>{item}"] = tuple(sql)
         else:
             log.info("scratch: the recorded set cannot be built: %s", got.get("failed", got))
-    failed = data.get("failed")
-    if failed:
+    if failed := data.get("failed"):
         log.info("scratch: migration %s fails on an empty database", failed)
-    if only_sets:
-        log.info(
-            "scratch: the recorded set built by Django %s (the plan was known)", data["version"]
-        )
-    else:
-        log.info(
-            "scratch: %d migration(s) built by Django %s on an empty database",
-            len(data["schemas"]),
-            data["version"],
-        )
+    built = "the recorded set" if only_sets else f"{len(data['schemas'])} migration(s)"
+    where = "(the plan was known)" if only_sets else "on an empty database"
+    log.info("scratch: %s built by Django %s %s", built, data["version"], where)
     replaces = {k: tuple(v) for k, v in data.get("replaces", {}).items()}
     revisions: list[str] = []
     for item in data["plan"]:  # the replaced ones just before their squash
