@@ -107,12 +107,8 @@ class Restored(Result):
     pre_restore_backup: str | None = None  # the current state saved first (None: nothing to save)
 
     def report(self) -> Json:
-        out: Json = {}
-        if self.pre_restore_backup is not None:
-            out["pre_restore_backup"] = self.pre_restore_backup
-        if self.restored is not None:
-            out["restored"] = self.restored
-        return out
+        out = {"pre_restore_backup": self.pre_restore_backup, "restored": self.restored}
+        return {k: v for k, v in out.items() if v is not None}
 
 
 @dataclass(frozen=True)
