@@ -42,11 +42,8 @@ LABEL = "initial_schema"
 
 
 def _shadow_tables(rows: list[tuple[str, str, str, str]]) -> set[str]:
-    """Tables a virtual table made for itself (FTS `x_data`, R*Tree `x_node`, ...).
-
-    Found by creating each virtual table in an empty database and seeing what else
-    appears: exact for every module, not a guess from the names.
-    """
+    """Tables a virtual table made for itself (FTS `x_data`, R*Tree `x_node`, ...): found by
+    creating each virtual table in an empty database, exact for every module."""
     shadows: set[str] = set()
     for kind, name, _, sql in rows:
         if kind != "table" or " ".join(tokens(sql)[:3]).upper() != "CREATE VIRTUAL TABLE":
@@ -105,23 +102,23 @@ def render(conn: sqlite3.Connection, source: Path, version: int) -> str:
         for r in rows
         if not (schema.ignored(r[1]) or schema.ignored(r[2]) or r[1].lower() in shadows)
     ]
-    tables = [r[3] for r in kept if r[0] == "table"]
-    indexes = [r[3] for r in kept if r[0] == "index"]
-    views = [sql for _, sql in _views_in_order([(r[1], r[3]) for r in kept if r[0] == "view"])]
-    triggers = [r[3] for r in kept if r[0] == "trigger"]
+    groups = {kind: [r[3] for r in kept if r[0] == kind] for kind in ("table", "index", "trigger")}
+    groups["view"] = [
+        sql for _, sql in _views_in_order([(r[1], r[3]) for r in kept if r[0] == "view"])
+    ]
     head = (
         f"-- {version:03d}_{LABEL}.sql: written by `preflight init` from {source}'s schema.\n"
         f"-- The schema when preflight adopted the database. Never edit it once applied:\n"
         f"-- put each change in a new migration ({version + 1:03d}_..., {version + 2:03d}_...).\n\n"
     )
     parts = [head]
-    for title, group in (
-        ("Tables", tables),
-        ("Indexes", indexes),
-        ("Views", views),
-        ("Triggers", triggers),
+    for title, kind in (
+        ("Tables", "table"),
+        ("Indexes", "index"),
+        ("Views", "view"),
+        ("Triggers", "trigger"),
     ):
-        if group:
+        if group := groups[kind]:
             parts.append(f"-- {title}\n\n" + "".join(f"{_terminated(sql)}\n\n" for sql in group))
     return "".join(parts).rstrip("\n") + "\n"
 

@@ -1,10 +1,7 @@
 """The guarded start, written once over any migration source (`source.Source`).
 
-`start` is everything `run` does before exec and all that `migrate` does: environment,
-Litestream, the lock, the running marker, the failure record, inspection with the
-verified cache, the plan (the source's), the integrity policy, `--strict` and foreign
-keys, the busy check, then `execute`: the one call that writes (backup, the source's
-apply, `verify`; on any failure undo and a failure record). Pruning last.
+Everything reads until `execute`, the one call that writes (backup, the source's apply,
+`verify`; on any failure undo and a failure record). docs/internals.md, "How it works".
 """
 
 from __future__ import annotations
@@ -112,8 +109,8 @@ def _covered(settings: Settings, refused: tuple[str, ...]) -> bool:
 
 
 def resume_interrupted(settings: Settings) -> None:
-    """A tool run killed half-way (its record says so, naming the backup taken just before):
-    put that backup back before anything is planned, so the start begins as the last one did."""
+    """A tool run killed half-way (its record names the backup taken just before): put that
+    backup back before anything is planned, so the start begins as the last one did."""
     record = history.read_failure(settings.failure_path)
     if record is None or record.restored or record.reason != IN_PROGRESS or not record.backup:
         return
@@ -131,12 +128,9 @@ def resume_interrupted(settings: Settings) -> None:
 def start(
     settings: Settings, command: str, argv: list[str] | None = None, proof: Proof | None = None
 ) -> None:
-    """Everything `run` does before exec, and all that `migrate` does.
-
-    `proof`: what a quick start proved before handing over (its lock, still held, the
-    files' hashes, a passed quick_check): used when it was made for this very database
-    and folder, so nothing is done twice.
-    """
+    """Everything `run` does before exec, and all that `migrate` does. `proof`: what a quick
+    start proved before handing over (its lock, still held, the files' hashes, a passed
+    quick_check), used when made for this very database and folder."""
     if proof is not None and (proof.db, proof.migrations) != (
         str(settings.db),
         str(settings.migrations if settings.tool == "files" else settings.app_dir),
@@ -183,8 +177,8 @@ def start(
 
 
 def load(settings: Settings, proof: Proof | None = None, readonly: bool = False) -> Source:
-    """The source `settings` name, its migration set read and validated. `readonly`
-    (check, status): nothing is written beside the database, not even a tool's scratch cache."""
+    """The source `settings` name, its migration set validated. `readonly` (check, status):
+    nothing is written beside the database, not even a tool's scratch cache."""
     if settings.tool == "files":
         return FileSource.load(settings, proof, quiet=readonly)
     from preflight.sources.toolsource import ToolSource  # a start with files never needs it
@@ -193,9 +187,8 @@ def load(settings: Settings, proof: Proof | None = None, readonly: bool = False)
 
 
 def _fits(settings: Settings, src: Source, restored: Path) -> None:
-    """A database restored from the replica is planned (read-only) before it is moved into
-    place: one that is not this app's (another database's replica, a newer image's) is
-    refused, naming the replica's config, and nothing is left at the live path."""
+    """Plan a database restored from the replica before it is moved into place: one that is
+    not this app's is refused, and nothing is left at the live path."""
     insp = inspect(restored, settings.db, source=src.name)
     try:
         src.plan(settings, insp, insp.recorded)
@@ -349,19 +342,17 @@ def check_accepted(settings: Settings, p: Plan) -> None:
     if not settings.accept_loss:
         return
     given = ", ".join(targets.show(t) for t in settings.accept_loss)
-    if p.pending:
-        log.warning("accept-loss: %s=%s: this start accepts losses there", loss.VARIABLE, given)
-    else:
-        log.warning(
-            "accept-loss: %s=%s: nothing to run, nothing accepted; unset it", loss.VARIABLE, given
-        )
+    what = "this start accepts losses there" if p.pending else "nothing to run, nothing accepted"
+    log.warning(
+        "accept-loss: %s=%s: %s%s", loss.VARIABLE, given, what, "" if p.pending else "; unset it"
+    )
 
 
 def inspect_cached(
     settings: Settings, src: Source, file: Path, shown: Path | None = None, quick_check: bool = True
 ) -> tuple[Inspection, cache.Verified | None]:
-    """`inspect` with the verified-state cache: its key holds the version the database
-    records, which inspect reads once its cheap checks passed. Returns the cache hit too."""
+    """`inspect` with the verified-state cache (its key holds the version the database
+    records, which inspect reads once its cheap checks passed); the cache hit too."""
     found: dict[str, cache.Verified | None] = {}
 
     def vouch(rec: tuple[str, ...] | None) -> str | None:
@@ -411,10 +402,7 @@ def execute(
     reused: tuple[Path, str] | None = None,
 ) -> VerifiedState | None:
     """Back up (or reuse the backup `backup.reusable` found), migrate, verify; on any
-    failure undo and leave a failure record. Writes.
-
-    Returns what was verified after migrating (None when nothing was applied).
-    """
+    failure undo and leave a failure record. What was verified (None: nothing applied)."""
     db = settings.db
     taken = None
     wants_backup = settings.backup == "always" or (settings.backup == "on-change" and p.writes)
@@ -467,17 +455,10 @@ def execute(
             how = undo(settings, insp, taken, committed)
         except (RestoreFailed, OSError) as restore_error:
             _save_record(settings, replace(record, exit_code=RestoreFailed.code))
-            why = (
-                restore_error.message
-                if isinstance(restore_error, RestoreFailed)
-                else f"the restore failed: {restore_error}"
-            )
-            raise RestoreFailed(
-                f"{failed}; and then {why}",
-                restore_error.hint
-                if isinstance(restore_error, RestoreFailed)
-                else f"restore {taken} by hand",
-            ) from error
+            why = restore_error
+            if not isinstance(why, RestoreFailed):
+                why = RestoreFailed(f"the restore failed: {why}", f"restore {taken} by hand")
+            raise RestoreFailed(f"{failed}; and then {why.message}", why.hint) from error
         if verdict:
             _save_record(settings, replace(record, restored=True))
         elif committed or marked:
@@ -517,13 +498,9 @@ def verify(
     fk_baseline: foreignkeys.Before | None = None,
     label: str = "verify",
 ) -> VerifiedState:
-    """After migrating: the database records the head, its schema equals the head, quick_check
-    passes, no foreign-key violation beyond the baseline (those before the run), smoke exits 0.
-
-    Returns what it proved (for the cache): the hash of the schema text, and the extra
-    objects it saw. A fresh build of the guard's own files has no expected head to compare
-    with: it is, by construction, what the migrations make.
-    """
+    """After migrating: the database records the head, its schema equals the head (a fresh
+    build of files has none: it is by construction what they make), quick_check passes, no
+    new foreign-key violation, smoke exits 0. Returns what it proved, for the cache."""
     with step(label) as info:
         src.check_recorded(db, p)
         conn = connect(db, settings.lock_timeout)

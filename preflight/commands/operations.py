@@ -60,11 +60,10 @@ log = logging.getLogger("preflight")
 def assess(settings: Settings, rehearse: bool) -> Assessment:
     """`check` and `status`: everything a start would decide, on a private snapshot.
 
-    Never writes the database or its folder (a tool's scratch cache neither). With
-    `rehearse`, pending migrations run on the snapshot. Code 0 (at head) or 3 (pending,
-    clean); errors raise, or once the facts before the inspection are known, come back as
-    the result's error (reported with them). A failure record still lets `status` show the
-    state before it refuses with 11. One result, whatever the source.
+    Never writes the database or its folder. With `rehearse`, pending migrations run on the
+    snapshot. Code 0 (at head) or 3 (pending); once the facts before the inspection are
+    known, errors come back as the result's error, reported with them (a failure record
+    still lets `status` show the state before it refuses with 11).
     """
     check_environment(settings.db, None, writes=False)
     src = load(settings, readonly=True)
@@ -126,8 +125,7 @@ def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) 
                 log.warning("extra: %s", warning)
         for d in insp.accepted:
             log.info("status: accepted by stamp --force: %s", d.message())
-        found = _foreign_keys(snap)
-        last = _last_run_loss(snap, src.name, Path(f"{settings.db}{LOSS}"))
+        found, last = _read_copy(snap, src.name, Path(f"{settings.db}{LOSS}"))
         if last:
             log.info(
                 "%s: the last run that migrated lost: %s",
@@ -232,20 +230,23 @@ def _copy_once(db: Path, folder: Path) -> Callable[[], Path | None]:
     return copy
 
 
-def _last_run_loss(snap: Path, source: str, saved: Path) -> list[dict[str, object]]:
-    """What the last run that migrated recorded it destroyed (none for a fresh database)."""
+def _read_copy(
+    snap: Path, source: str, saved: Path
+) -> tuple[list[foreignkeys.Violation], list[dict[str, object]]]:
+    """The private copy's foreign-key violations and what the last run that migrated
+    recorded it destroyed (none without a database)."""
     if not snap.exists() or snap.stat().st_size == 0:
-        return []
+        return [], []
     conn = connect(snap, 5.0)
     try:
-        return loss.last_run(conn, source, saved)
+        return foreignkeys.violations(conn), loss.last_run(conn, source, saved)
     finally:
         conn.close()
 
 
 def _absent(settings: Settings, fresh: bool, migrations: int) -> str | None:
-    """A plain sentence when there is no database to assess: a wrong path or volume reads
-    like data loss ('0 applied, 5 pending') otherwise."""
+    """A sentence when there is no database: a wrong path or volume reads like data loss
+    ('0 applied, 5 pending') otherwise."""
     if not fresh:
         return None
     what = "no database" if not settings.db.exists() else "an empty database file"
@@ -259,21 +260,9 @@ def _absent(settings: Settings, fresh: bool, migrations: int) -> str | None:
     )
 
 
-def _foreign_keys(snap: Path) -> list[foreignkeys.Violation]:
-    """The violations in the private copy (none when there is no database yet)."""
-    if not snap.exists() or snap.stat().st_size == 0:
-        return []
-    conn = connect(snap, 5.0)
-    try:
-        return foreignkeys.violations(conn)
-    finally:
-        conn.close()
-
-
 def _summarize(result: Assessment) -> None:
     assert result.state is not None
-    applied = result.state.applied
-    adopt = result.state.adopt
+    applied, adopt = result.state.applied, result.state.adopt
     log.info(
         "status: %d applied%s, %s to adopt, %d pending",
         len(applied),
@@ -290,9 +279,8 @@ def _summarize(result: Assessment) -> None:
             if result.state.undoable
             else "nothing (no down step stored for the newest applied migration)",
         )
-    backups = result.backups
-    log.info("status: %d backup(s)", len(backups))
-    for b in backups:
+    log.info("status: %d backup(s)", len(result.backups))
+    for b in result.backups:
         at = (
             "no migration"
             if b["version"] == 0
@@ -319,8 +307,7 @@ def stamp(settings: Settings, version: int | str, force: bool) -> Stamped:
     """`preflight stamp VERSION`: record VERSION as applied without running anything.
 
     Only when the live schema matches what the migrations up to VERSION produce (extras
-    allowed), unless `force`; under the lock, after a verified backup. The source records
-    it: the guard's history (its log keeps every stamp), or the tool's own stamp.
+    allowed), unless `force`; under the lock, after a verified backup.
     """
     check_environment(
         settings.db, settings.backup_dir if settings.backup != "never" else None, writes=True
@@ -373,8 +360,7 @@ def clear_failure(settings: Settings) -> Cleared:
 
 def prepare(settings: Settings) -> Prepared:
     """`preflight prepare` (a `RUN` step of the image build): a tool's expected schemas,
-    built once into the image, so that no start pays for the scratch build. The guard's own
-    files need nothing: their replay is in memory."""
+    built once into the image, so that no start pays for the scratch build."""
     if settings.tool == "files":
         log.info("prepare: nothing to build for --tool files (the replay runs in memory)")
         return Prepared(None)

@@ -1,8 +1,7 @@
 """What each command did, as data: `cli` turns a result into JSON or log lines in one place.
 
-A result may carry the error a command ended with after it had gathered facts worth
-reporting (status refused by a failure record, a restore that failed after saving the
-current state): `cli` reports those facts beside the error, with the error's exit code.
+A result may carry the error a command ended with after it gathered facts worth reporting
+(status refused by a failure record): `cli` reports them beside the error, with its exit code.
 """
 
 from __future__ import annotations
@@ -81,25 +80,9 @@ class Assessment(Result):
             "backups": list(self.backups),
             "failure_record": self.failure_record,
         }
-        if self.state is not None:
-            s = self.state
+        if self.state is not None:  # every field, tuples as lists
             out.update(
-                fresh=s.fresh,
-                database_exists=s.database_exists,
-                note=s.note,
-                recorded=None if s.recorded is None else list(s.recorded),
-                head=s.head,
-                applied=list(s.applied),
-                drift=s.drift,
-                adopt=None if s.adopt is None else list(s.adopt),
-                pending=list(s.pending),
-                warnings=list(s.warnings),
-                accepted_differences=list(s.accepted_differences),
-                foreign_key_violation_count=s.foreign_key_violation_count,
-                foreign_key_violations=list(s.foreign_key_violations),
-                undo=list(s.undo),
-                undoable=list(s.undoable),
-                last_run_loss=list(s.last_run_loss),
+                {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.state).items()}
             )
         if self.rehearsal_ms is not None:
             out["rehearsal_ms"] = self.rehearsal_ms
@@ -124,12 +107,8 @@ class Restored(Result):
     pre_restore_backup: str | None = None  # the current state saved first (None: nothing to save)
 
     def report(self) -> Json:
-        out: Json = {}
-        if self.pre_restore_backup is not None:
-            out["pre_restore_backup"] = self.pre_restore_backup
-        if self.restored is not None:
-            out["restored"] = self.restored
-        return out
+        out = {"pre_restore_backup": self.pre_restore_backup, "restored": self.restored}
+        return {k: v for k, v in out.items() if v is not None}
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,7 @@
-"""Loss declarations in migration files: `-- preflight: loses TABLE[.COLUMN]`.
+"""Loss declarations in migration files: `-- preflight: loses TABLE[.COLUMN], ...`.
 
-A migration that means to destroy data says so where it is written, one or more lines,
-each naming one or more tables or columns (`core.targets`):
-
-    -- preflight: loses notes
-    -- preflight: loses users.legacy_token, sessions
-
-(`# preflight: loses notes` in a `.py` migration, or in a tool's migration file.) What a
-file declares is accepted when that migration loses it (`live.loss`). Any comment line
-that starts with `preflight:` must be a declaration: a misspelled one would otherwise
+What a file declares is accepted when that migration loses it (`live.loss`). Any comment
+line that starts with `preflight:` must be a declaration: a misspelled one would otherwise
 silently declare nothing, so it is refused (exit 5) naming the file and the line.
 """
 
@@ -50,13 +43,9 @@ def parse(text: str, name: str, start: int = 0, end: int | None = None) -> tuple
 
 
 def in_files(paths: list[str], revisions: tuple[str, ...]) -> dict[str, tuple[Target, ...]]:
-    """A tool's pending migrations' declarations: revision -> what its file declares.
-
-    A revision's file is the one named after it (Django: `0005_x.py` for `notes.0005_x`,
-    under the app's folder when there is one) or the one defining it (Alembic's
-    `revision = "x5"`). Only pending revisions are read: what an applied migration
-    declared was accepted when it ran.
-    """
+    """A tool's pending migrations' declarations: revision -> what its file declares. A
+    revision's file is the one named after it (Django: `0005_x.py` for `notes.0005_x`, under
+    the app's folder) or the one defining it (Alembic's `revision = "x5"`)."""
     found: dict[str, tuple[Target, ...]] = {}
     texts: dict[str, str] = {}
     for rev in revisions:

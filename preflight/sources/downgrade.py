@@ -1,16 +1,8 @@
 """Down steps: kept when a migration is applied, run on an older image when asked.
 
 The older image lacks the newer migration files, so the newer image leaves their down steps
-in the database: when a start applies a migration that has one (a dbmate or goose down
-section, a golang-migrate/sqlx `.down.sql`, a diesel `down.sql`), its text and sha256 go
-into `_preflight_down` in the same transaction as the migration (`keep`). An image whose
-last migration is below the database's history then refuses (exit 5), or with
-`PREFLIGHT_DOWNGRADE=apply` plans a downgrade (`plan`, read-only): its files must be
-exactly the first ones applied (names and sha256), every migration above them must have
-its down step stored and intact. The one start runs that plan like an upgrade: lock,
-verified backup, the down steps newest first in ONE transaction (`run`), the schema proven
-equal to this image's replayed head before COMMIT, verification, smoke, and undo on any
-failure.
+in the database (`_preflight_down`, in the transaction that applies each migration). How an
+older image plans and runs them: docs/internals.md, "Downgrades".
 """
 
 from __future__ import annotations
@@ -19,13 +11,15 @@ import hashlib
 import logging
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
 from preflight import schema
 from preflight.core.errors import HistoryError, HistoryMoved, MigrationFailed
-from preflight.fast.facts import uri
+from preflight.fast.facts import connect_ro
 from preflight.live import history
 from preflight.live.database import Inspection
 from preflight.schema import drift
@@ -75,9 +69,8 @@ def _sha(text: str) -> str:
 
 
 def text_of(m: Migration) -> str | None:
-    """`m`'s down step as written: its dbmate/goose down section, else the golang-migrate or
-    sqlx `.down.sql` beside its `.up.sql`, or diesel's `down.sql` beside `up.sql`; None
-    without one (a `.py` migration has none)."""
+    """`m`'s down step as written: its dbmate/goose down section, else the `.down.sql` beside
+    its `.up.sql` (golang-migrate, sqlx) or `down.sql` beside `up.sql` (diesel); or None."""
     if m.kind != "sql":
         return None
     _, end = up_section(m.source, m.name)
@@ -116,12 +109,9 @@ def _problem(text: str, m: Migration) -> tuple[int, str] | None:
 
 
 def keep(conn: sqlite3.Connection, m: Migration) -> None:
-    """Store `m`'s down step with its sha256, inside the transaction that applies `m`.
-
-    A down step that could not run inside the guard's transaction, or that runs nothing
-    while `m` does, is not kept (said in the log): an older image then refuses to undo `m`
-    rather than claim it did.
-    """
+    """Store `m`'s down step with its sha256, inside the transaction that applies `m`. One
+    that could not run in the guard's transaction, or runs nothing while `m` does, is not
+    kept: an older image then refuses to undo `m` rather than claim it did."""
     text = text_of(m)
     problem = None if text is None else _problem(text, m)
     if text is None or problem:
@@ -162,11 +152,8 @@ def stored(conn: sqlite3.Connection) -> dict[int, Stored]:
 
 def _read(insp: Inspection) -> dict[int, Stored]:
     """`stored` from the file inspected, read-only (a refusal leaves it byte-identical)."""
-    conn = sqlite3.connect(uri(insp.file or insp.path, mode="ro"), uri=True)
-    try:
+    with closing(connect_ro(insp.file or insp.path)) as conn:
         return stored(conn)
-    finally:
-        conn.close()
 
 
 def undoable(insp: Inspection) -> tuple[str, ...]:
@@ -175,23 +162,15 @@ def undoable(insp: Inspection) -> tuple[str, ...]:
     if insp.fresh or not insp.applied:
         return ()
     kept = _read(insp)
-    out = []
-    for a in reversed(insp.applied):
-        if a.version not in kept or not kept[a.version].fits(a):
-            break
-        out.append(a.name)
-    return tuple(out)
+    fit = takewhile(lambda a: a.version in kept and kept[a.version].fits(a), reversed(insp.applied))
+    return tuple(a.name for a in fit)
 
 
 def plan(
     settings: Settings, insp: Inspection, migrations: tuple[Migration, ...], run_code: bool = True
 ) -> planner.Plan | None:
     """The downgrade to this image's last migration, when the database's history goes above
-    it; None otherwise (the upgrade planner decides). Reads only.
-
-    Refused (exit 5) before anything is written: `PREFLIGHT_DOWNGRADE` not `apply`; files
-    that are not exactly the first ones applied (names and sha256); a migration above them
-    without its down step stored, or one whose text no longer hashes to its sha256. With
+    it; None otherwise (the upgrade planner decides). Reads only; refusals are exit 5. With
     `run_code` False (`status`), a `.py` migration is not replayed: no expected schema.
     """
     applied = insp.applied
@@ -236,9 +215,8 @@ def plan(
         )
     functions = migrations[0].functions
     steps = tuple(_step(kept[a.version], functions) for a in reversed(above))
-    head = None
-    if run_code or all(m.kind == "sql" for m in migrations):
-        head = replay(migrations, {len(migrations)})[len(migrations)]
+    code_ok = run_code or all(m.kind == "sql" for m in migrations)
+    head = replay(migrations, {len(migrations)})[len(migrations)] if code_ok else None
     log.info(
         "downgrade: %d migration(s) to undo, newest first: %s (back to %s)",
         len(steps),
@@ -276,8 +254,7 @@ def _say_losses(insp: Inspection, head: schema.Schema) -> None:
     them: what the down steps drop (before anything is written)."""
     live = insp.live_schema
     lines = []
-    conn = sqlite3.connect(uri(insp.file or insp.path, mode="ro"), uri=True)
-    try:
+    with closing(connect_ro(insp.file or insp.path)) as conn:
         for key, table in sorted(live.tables.items()):
             old = head.tables.get(key)
             if old is None:
@@ -289,8 +266,6 @@ def _say_losses(insp: Inspection, head: schema.Schema) -> None:
                     lines.append(
                         f"column {table.name}.{c.name} ({_count(conn, table.name, c.name)})"
                     )
-    finally:
-        conn.close()
     if not lines:
         log.info("downgrade: the older schema has every table and column of this one")
     for line in lines:
@@ -319,13 +294,9 @@ def run(
     label: str,
     strict: bool,
 ) -> None:
-    """The down steps of `p`, newest first, inside apply's open transaction.
-
-    Each stored text is proven unchanged since the plan first (HistoryMoved: plan again);
-    after the last one, the history above this image's head goes with its down steps, and
-    the schema must equal the head this image's files replay to, or the transaction rolls
-    back (MigrationFailed): a downgrade never commits a schema in between.
-    """
+    """The down steps of `p`, newest first, inside apply's open transaction: each text
+    proven unchanged since the plan, and the schema after them equal to this image's head
+    (else MigrationFailed, rolled back: a downgrade never commits a schema in between)."""
     now = stored(conn)
     for m in p.undo:
         s = now.get(m.version)

@@ -1,19 +1,9 @@
 """Which version an untracked database is at, by evidence (adoption, and `stamp`'s check).
 
-Ranking: every version's expected schema is compared with the live one; fewer
-differences beat more, extra objects counted too. Diffing every version fully would be
-quadratic in the number of migrations, so one in-memory replay first records, per
-version, only which objects exist (names): the number of names missing from or extra in
-the live schema is a lower bound on that version's differences. Versions are then
-diffed in full best-first by that bound, stopping as soon as no unseen version can do
-better. A create-only history at version K diffs about three versions, not all of them.
-
-Choosing: of versions that mean the same as the database, those whose SQL text matches
-it exactly (when any does) are the candidates. Several left with the same (fewest)
-differences are told apart by rehearsing each one's pending migrations on a private copy
-of the database: one whose migrations fail there is no candidate. Survivors whose rehearsals end in the same
-database (schema and rows) make the choice immaterial (the highest is taken); otherwise
-the database is ambiguous and the operator is given the exact `stamp` command for each.
+Fewer differences from the live schema (extras counted) win; only the versions whose
+name-count lower bound can tie the best are diffed in full; ties are told apart by SQL
+text, then by rehearsing each one's pending migrations on a private copy. The rules and
+their costs: docs/evidence.md, "Adopting a database without history".
 """
 
 from __future__ import annotations
@@ -59,7 +49,6 @@ class Ranking:
 
 
 def names_of(s: schema.Schema) -> set[Name]:
-    """The objects of a snapshot, keyed like `_names`."""
     return (
         {("table", k) for k in s.tables}
         | {("index", k) for k in s.indexes}
@@ -73,11 +62,8 @@ _APPEND_ONLY = {"CREATE", "INSERT", "UPDATE", "DELETE", "REPLACE", "SELECT", "WI
 
 def changes_of(migrations: tuple[Migration, ...], names: set[str]) -> set[int]:
     """The versions (1..n) at which any object named in `names` (lower case; a table's
-    name also stands for its columns) was created, changed or dropped.
-
-    One replay; after each migration that changed the schema, only those objects' rows of
-    sqlite_master are read (definitions derive from that text): linear in n.
-    """
+    name also stands for its columns) was created, changed or dropped: one replay, reading
+    only those objects' rows of sqlite_master after a migration changed the schema."""
     found: set[int] = set()
     marks = ", ".join("?" * len(names))
     query = (
@@ -110,8 +96,6 @@ def _appends_only(m: Migration) -> bool:
 
 @dataclass(frozen=True)
 class _Bounds:
-    """What one replay that reads only object names gives (see `_bounds`)."""
-
     bound: list[int]  # per version 0..n: names missing from live + names extra in live
     last_seen: dict[Name, int]
     head: schema.Schema  # the schema after every migration
@@ -122,16 +106,13 @@ def _bounds(
 ) -> _Bounds:
     """Per version 0..n, the number of names missing from or extra in the live schema.
 
-    Linear in what the migrations change. A migration that only creates objects adds
-    rows to sqlite_master above the highest rowid present just before it ran (read
-    afresh each time: SQLite reuses the rowids of dropped rows), read with one seek. After
-    any other migration that changed the schema, SQLite itself compares sqlite_master with
-    a copy of it (a temp table, outside the schema being replayed) and only the rows
-    created or dropped come back to Python. The counts are kept up to date per name added
-    or removed, never recomputed from the sets. by_rowid=False compares every time.
+    Linear in what the migrations change: a create-only migration's objects are the rows
+    above the highest rowid before it (read afresh: SQLite reuses dropped rows' rowids);
+    after any other schema change SQLite compares sqlite_master with a temp copy of it, so
+    only rows created or dropped reach Python. by_rowid=False compares every time.
     """
-    missing, extra = 0, len(live)
-    bound, last_seen = [missing + extra], {}
+    apart = len(live)  # names missing from the live schema + names extra in it
+    bound, last_seen = [apart], {}
     current: set[Name] = set()
     copy = "temp._preflight_names"
     rows = "SELECT rowid, type, name, tbl_name FROM main.sqlite_master WHERE sql IS NOT NULL"
@@ -154,25 +135,15 @@ def _bounds(
                     removed = conn.execute(f"SELECT * FROM {copy} EXCEPT {rows}").fetchall()
                 conn.executemany(f"DELETE FROM {copy} WHERE rowid = ?", [r[:1] for r in removed])
                 conn.executemany(f"INSERT OR REPLACE INTO {copy} VALUES (?, ?, ?, ?)", added)
-                for gone in _keys(removed):
-                    if gone in current:
-                        current.discard(gone)
-                        last_seen[gone] = count - 1
-                        if gone in live:
-                            extra += 1
-                        else:
-                            missing -= 1
-                for new in _keys(added):
-                    if new not in current:
-                        current.add(new)
-                        if new in live:
-                            extra -= 1
-                        else:
-                            missing += 1
-            bound.append(missing + extra)
+                gone = _keys(removed) & current
+                current -= gone
+                last_seen.update(dict.fromkeys(gone, count - 1))
+                new = _keys(added) - current
+                current |= new
+                apart += len(gone & live) - len(gone - live) + len(new - live) - len(new & live)
+            bound.append(apart)
         head = schema.snapshot(conn, memo)
-    for name in current:
-        last_seen[name] = len(migrations)
+    last_seen.update(dict.fromkeys(current, len(migrations)))
     return _Bounds(bound, last_seen, head)
 
 
@@ -185,15 +156,6 @@ def _keys(rows: list[tuple[int, str, str, str]]) -> set[Name]:
         and not schema.ignored(n)
         and not schema.ignored(tbl)
     }
-
-
-def _texts_apart(expected: schema.Schema, live: schema.Schema) -> int:
-    """How many objects of `expected` the live schema holds with another SQL text."""
-    return sum(1 for key, sql in expected.texts.items() if live.texts.get(key, sql) != sql)
-
-
-def _names_apart(a: set[Name], b: set[Name]) -> int:
-    return len(a - b) + len(b - a)
 
 
 def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
@@ -239,7 +201,7 @@ def _rank(
         if todo:
             snaps.update(replay(migrations[: max(todo)], todo, memo))
         for k in batch:
-            if _names_apart(names_of(snaps[k]), live_names) != bound[k]:
+            if len(names_of(snaps[k]) ^ live_names) != bound[k]:
                 return None
             diffs[k] = drift.diff(snaps[k], live)
         best = min(len(d) for d in diffs.values())
@@ -249,7 +211,9 @@ def _rank(
     # same structure comes back quoted by RENAME). A database made by these files holds
     # exactly its version's text: when some candidates match it exactly, the others are
     # ruled out (none matching: an older SQLite or a hand edit; the text says nothing).
-    exact = tuple(k for k in matches if not _texts_apart(snaps[k], live))
+    exact = tuple(
+        k for k in matches if all(live.texts.get(o, t) == t for o, t in snaps[k].texts.items())
+    )
     if exact and len(exact) < len(matches):
         log.info(
             "adopt: %s mean the same as the database, but only %s match its SQL text exactly",

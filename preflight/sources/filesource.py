@@ -1,9 +1,7 @@
 """The guard's own migration files as a source: `NNN_name.sql|.py`, applied in ONE transaction.
 
-Planning replays the applied files in memory and compares the live schema (`planner`);
-`apply` runs every adoption row and pending file with its history row in one
-BEGIN IMMEDIATE ... COMMIT: killed or failed anywhere before COMMIT, the database is as it
-was; after it, at head; never a version in between.
+Killed or failed anywhere before COMMIT, the database is as it was; after it, at head;
+never a version in between.
 """
 
 from __future__ import annotations
@@ -101,13 +99,9 @@ class FileSource:
     def status_plan(
         self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None
     ) -> tuple[Plan, str | None]:
-        """`plan` for `status`, which never runs a .py migration's code.
-
-        The drift check replays the applied migrations (all of them, to adopt a database
-        without history); a .py one is code, and a read-only command does not run it: then
-        drift is reported as not checked (`check` rehearses it). Pending migrations are not
-        replayed: status needs their names, not the head they build.
-        """
+        """`plan` for `status`, which never runs a .py migration's code: replaying one for
+        the drift check is left to `check` (drift not checked). Pending migrations are not
+        replayed: status needs their names, not the head they build."""
         migrations, strict = self.migrations, settings.strict
         if insp.trusted or insp.fresh:
             return self.plan(settings, insp, rec), None
@@ -136,8 +130,8 @@ class FileSource:
     def stamp_target(
         self, settings: Settings, insp: Inspection, version: str, force: bool
     ) -> schema.Schema:
-        """The schema after migrations 1..`version` (0: none); UsageError for no such file,
-        DriftError for a version below what the history and the schema show (unless `force`)."""
+        """The schema after migrations 1..`version` (0: none); DriftError for a version below
+        what the history and the schema show (unless `force`)."""
         number = int(version) if version.isdigit() else -1
         upto = [m for m in self.migrations if m.version <= number]
         if number < 0 or (number != 0 and (not upto or upto[-1].version != number)):
@@ -211,17 +205,13 @@ class FileSource:
 def apply(
     settings: Settings, db: Path, p: planner.Plan, progress: dict[str, Any], label: str = "migrate"
 ) -> foreignkeys.Before:
-    """Adopt and apply everything pending in ONE BEGIN IMMEDIATE ... COMMIT.
+    """Adopt and apply everything pending in ONE BEGIN IMMEDIATE ... COMMIT; returns the
+    foreign-key baseline (violations already there, counted before anything runs).
 
-    `progress["running"]` gets each migration's name as it starts (a failing one is the
-    last, also kept as `progress["failing"]`), and `progress["committed"]` turns True once
-    COMMIT returned (or once something inside ended the transaction: undo from the backup).
-    `label` names the log lines ('rehearse' when `check` runs this on its private copy).
-
-    Inside the transaction, before anything runs: the history is read again (a migration
-    already recorded never runs twice, whatever happened to the lock file: HistoryMoved),
-    and the foreign-key violations already there are counted (the baseline). Just before
-    COMMIT, the run fails only for violations it introduced and left. Returns the baseline.
+    `progress["running"]` gets each migration's name as it starts (the failing one also as
+    `progress["failing"]`); `progress["committed"]` turns True once COMMIT returned, or once
+    something inside ended the transaction (undo from the backup). The history is read
+    again first: a recorded migration never runs twice, whatever happened to the lock file.
     """
     progress.setdefault("running", [])
     progress.setdefault("committed", False)
@@ -355,10 +345,7 @@ def _migration_error(
             f"{where}no space left on {db.parent} ({exc})",
             f"free space on {db.parent} (or grow the volume), then start again",
         )
-    if getattr(exc, "sqlite_errorcode", None) == SQLITE_IOERR_GETTEMPPATH or (
-        isinstance(exc.__cause__, sqlite3.Error)
-        and getattr(exc.__cause__, "sqlite_errorcode", None) == SQLITE_IOERR_GETTEMPPATH
-    ):
+    if any(getattr(e, "sqlite_errorcode", None) == GETTEMPPATH for e in (exc, exc.__cause__)):
         return EnvironmentProblem(
             f"{where}SQLite found no folder it can write for its temp files ({exc})",
             f"make {db.parent} writable (the guard puts them there), or set SQLITE_TMPDIR",
@@ -373,7 +360,7 @@ def _migration_error(
     return MigrationFailed(f"{where}{exc}", "fix the migration")
 
 
-SQLITE_IOERR_GETTEMPPATH = 10 | (25 << 8)
+GETTEMPPATH = 10 | (25 << 8)  # SQLITE_IOERR_GETTEMPPATH
 
 
 def _io_error(exc: BaseException) -> bool:

@@ -1,11 +1,8 @@
-"""The application's own SQL functions, for migrations that call them.
+"""The application's own SQL functions, for migrations that call them (`--functions`).
 
-`--functions SPEC` / PREFLIGHT_FUNCTIONS names a .py file or a module importable from
-the working directory that defines `register(conn)` (calling conn.create_function,
-create_aggregate, create_collation). Loaded only when set, once per invocation, by
-`migrations.discover`; every Migration carries it and `run_body` calls it on each
-connection that runs or replays migrations. Its file's sha256 joins the migration set's
-fingerprint, so a changed module re-verifies like a changed migration.
+A .py file or importable module defining `register(conn)`, loaded once per invocation and
+called on each connection that runs or replays migrations. Its sha256 joins the migration
+set's fingerprint, so a changed module re-verifies like a changed migration.
 """
 
 from __future__ import annotations

@@ -58,15 +58,11 @@ CONNECTION_PRAGMAS = (
 
 @dataclass(frozen=True)
 class Migration:
-    """One validated migration; `sha256` is of the exact bytes of the file that defines it.
-
-    `name` is the file name (the folder name in a folder-per-migration layout); `path`
-    is the file that runs. `functions` is the application's register(conn), if any.
-    """
+    """One validated migration; `sha256` is of the exact bytes of the file that defines it."""
 
     version: int
-    name: str
-    path: Path
+    name: str  # the file name (the folder name in a folder-per-migration layout)
+    path: Path  # the file that runs
     kind: str
     sha256: str
     statements: tuple[Statement, ...]  # empty for .py migrations
@@ -85,21 +81,16 @@ def _marker(line: str) -> str:
     words = line.lower().split()
     if words[:1] == ["--"] and len(words) > 1:
         words = ["--" + words[1]] + words[2:]
-    if words[:1] == ["--migrate:up"]:
-        return "up"
-    if words[:1] == ["--migrate:down"]:
-        return "down"
+    if words[:1] in (["--migrate:up"], ["--migrate:down"]):
+        return words[0][len("--migrate:") :]
     if words[:1] == ["--+goose"] and words[1:2] in (["up"], ["down"], ["envsub"]):
         return words[1]
     return ""
 
 
 def up_section(text: str, name: str) -> tuple[int, int]:
-    """(start, end) of what runs: the whole text, or the up section of a dbmate/goose file.
-
-    dbmate: `-- migrate:up` ... `-- migrate:down`; goose: `-- +goose Up` ... `-- +goose
-    Down`. The down section never runs. A marker counts only as a whole line.
-    """
+    """(start, end) of what runs: the whole text, or the up section of a dbmate/goose file
+    (a marker counts only as a whole line; the down section never runs)."""
     if "migrate:" not in text and "+goose" not in text:
         return 0, len(text)
     line = line_counter(text)
@@ -156,12 +147,9 @@ def _read(path: Path, known: Known | None) -> tuple[bytes, str]:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         before = facts.identity(os.fstat(fd))
-        chunks = []
-        while block := os.read(fd, 1 << 20):
-            chunks.append(block)
+        raw = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
     finally:
         os.close(fd)
-    raw = b"".join(chunks)
     ident, sha = (known or {}).get(str(path), ((), ""))
     return raw, sha if ident and ident == before else facts.sha256_bytes(raw)
 
@@ -218,10 +206,7 @@ def discover(
     folder: Path, functions: str | None = None, known: Known | None = None
 ) -> tuple[Migration, ...]:
     """All migrations in `folder`, ordered by version; odd names and duplicates are errors.
-
-    `functions` is the --functions spec: loaded once here and carried by every Migration.
-    `known`: hashes the quick start took (see `_read`).
-    """
+    `functions` (the --functions spec) is loaded once and carried by every Migration."""
     if not folder.is_dir():
         raise UsageError(
             f"migrations folder {folder} does not exist or is not a folder",
@@ -283,11 +268,9 @@ def run_body(
 ) -> None:
     """Execute one migration's statements on `conn`, inside the caller's open transaction.
 
-    The caller owns BEGIN/COMMIT; anything in the migration that tries to end the
-    transaction is refused by an authorizer, so it fails instead of committing. A
-    migration that runs for more than a couple of seconds reports progress (`meter`).
-    `after_statement` runs after each SQL statement (and after a .py migration's
-    `migrate`): the pipeline's crash-test fault point.
+    Anything in the migration that tries to end the transaction is refused by an
+    authorizer, so it fails instead of committing. `after_statement` runs after each SQL
+    statement (and a .py migration's `migrate`): the crash tests' fault point.
     """
     meter = meter or Meter(f"{label}: {migration.name}")
     doing = ["running migrate(conn)" if migration.kind == "py" else "starting"]

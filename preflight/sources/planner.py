@@ -35,12 +35,10 @@ class Plan:
     # and refuses to run anything if another guard changed it meanwhile.
     based_on: tuple[tuple[int, str], ...] | None = None
     accepted: tuple[drift.Difference, ...] = field(default=())  # by stamp --force
-    # A downgrade (`downgrade`): the stored down steps to run, newest first.
-    undo: tuple[Migration, ...] = field(default=())
+    undo: tuple[Migration, ...] = field(default=())  # a downgrade's down steps, newest first
 
     @property
     def writes(self) -> bool:
-        """True when the plan changes the database (adoption, pending migrations, a downgrade)."""
         return bool(self.adopt or self.pending or self.undo)
 
 
@@ -57,28 +55,17 @@ def _drift(
     upto: int,
     steps: dict[int, schema.Schema] | None = None,
 ) -> DriftError:
-    """A DriftError listing each difference with the migration that made the expected object.
-
-    Not a snapshot after every migration (quadratic): only after those that changed one of
-    the differing objects, which is all `with_origins` needs to name them.
-    """
+    """A DriftError listing each difference with the migration that made the expected object
+    (snapshots only after the migrations that changed a differing object: not quadratic)."""
     if steps is None:
-        stops = evidence.changes_of(migrations[:upto], _objects(diffs)) | {upto}
+        objects = {d.key[1] for d in diffs if d.key}  # a column's: its table's
+        stops = evidence.changes_of(migrations[:upto], objects) | {upto}
         steps = replay(migrations[:upto], stops - {0})
     steps = {i: steps[i] for i in range(1, upto + 1) if i in steps}
     named = drift.with_origins(diffs, [(migrations[i - 1].name, steps[i]) for i in sorted(steps)])
     error = DriftError(message, hint)
     error.details = tuple(f"drift: {d.message()}" for d in named)
     return error
-
-
-def _objects(diffs: list[drift.Difference]) -> set[str]:
-    """The names of the objects the differences are about (a column's: its table's)."""
-    names = set()
-    for d in diffs:
-        if d.key:  # ("column", table, column), ("table", name), ("index", name), ...
-            names.add(d.key[1])
-    return names
 
 
 def accepted_part(
@@ -96,8 +83,7 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
     fingerprint = set_fingerprint(migrations)
     based_on = history_key(insp.applied)
     if insp.trusted:
-        # inspect was told this schema text was verified at the head of this exact
-        # migration set at this recorded history (the cache key): nothing to replay or diff.
+        # the cache vouches for this schema at this set's head: nothing to replay or diff
         return Plan(fingerprint, (), (), None, based_on=based_on, accepted=insp.accepted)
     if insp.fresh:
         # No replay: there is nothing to protect in a fresh database, so building it is

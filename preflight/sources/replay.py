@@ -1,9 +1,7 @@
 """Replaying migrations into an in-memory database: the schema they should have produced.
 
-Beside the runner (`migrations.run_body`): every migration must work on an empty database,
-since a fresh install runs them all, so one that fails here fails before the live database
-is touched. The schema is read after each requested count, each read building on the
-previous one (`reader.build`).
+Every migration must work on an empty database (a fresh install runs them all), so one
+that fails here fails before the live database is touched.
 """
 
 from __future__ import annotations

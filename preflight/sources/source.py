@@ -1,10 +1,7 @@
 """What varies between migration sources, as one interface; the start is written once over it.
 
-A source is where the migrations come from: the guard's own `NNN_name.sql|.py` files
-(`filesource`), or an app's migration tool, Alembic or Django (`toolsource`). Like dbmate's
-`Driver`, each implements the same few operations; the lock, Litestream, the failure
-record, inspection and the verified cache, the integrity policy, foreign keys, the backup,
-verification, undo, pruning and the reports (`guard`, `operations`) run over any of them.
+A source is the guard's own `NNN_name.sql|.py` files (`filesource`) or an app's migration
+tool (`toolsource`); like dbmate's `Driver`, each implements the same few operations.
 """
 
 from __future__ import annotations
@@ -43,12 +40,11 @@ class Plan:
 
 @dataclass(frozen=True)
 class Stamp:
-    """What `stamp` asks a source to record: VERSION, the differences `--force` accepts, and
-    the verified backup taken just before (None with PREFLIGHT_BACKUP=never)."""
+    """What `stamp` asks a source to record."""
 
     version: str
-    diffs: tuple[drift.Difference, ...]
-    taken: Path | None
+    diffs: tuple[drift.Difference, ...]  # what `--force` accepts
+    taken: Path | None  # the verified backup taken just before (None: PREFLIGHT_BACKUP=never)
 
 
 class Source(Protocol):

@@ -1,22 +1,9 @@
 """Django's migrations as the guard sees them, built on scratch by Django itself.
 
-Django records every applied migration (`django_migrations`: app, name), so a "version"
-here is a set of `app.name` pairs; the plan (`showmigrations --plan`: every migration of
-the installed apps in dependency order) gives the revisions, and the plan's last entry
-is the head. One run of the app's own interpreter (`python manage.py shell -c SCRIPT`)
-builds every plan prefix on a private scratch file with Django's migration executor and
-reports each prefix's schema; a recorded set that is no prefix (an app that gained
-migrations beside another one) is built on its own from an empty file, per app to its
-last recorded migration. The script refuses to touch anything when Django's database is
-not the file the guard named (PREFLIGHT_DB), or already has tables (the app migrated it
-while starting up).
-
-Squashed migrations follow Django's rule (the loader's): the plan uses a squash when none
-or all of the migrations it replaces are applied; a recorded set holding replaced ones is
-built the way the database got them (the replaced files one by one), then the rest of the
-plan from there (a table Django rebuilt keeps its column order). The run also reports
-every app's migrations folder, so the light fingerprint can cover those outside the app
-folder (`toolfiles.recorded_folders`).
+A "version" is the set of applied `app.name` pairs; the revisions are Django's plan. One
+run of the app's interpreter (`manage.py shell -c SCRIPT`) builds every plan prefix and
+each recorded set that is no prefix on a private scratch file, and refuses to touch
+anything when Django's database is not the file the guard named. docs/tools.md, "Django".
 """
 
 from __future__ import annotations
@@ -191,9 +178,9 @@ def report(
     sets: list[list[str]],
     only_sets: bool = False,
 ) -> dict[str, Any]:
-    """Run the script in the app's interpreter on `scratch`; its JSON report. Exit 7 when
-    the interpreter is missing, 5 when Django cannot load the migrations, 2 when Django's
-    database is not `scratch` (the settings ignore PREFLIGHT_DB), or not SQLite, or several."""
+    """Run the script in the app's interpreter on `scratch`; its JSON report. Exit 7: no
+    interpreter, 5: Django cannot load the migrations, 2: Django's database is not `scratch`,
+    or not SQLite, or one of several."""
     script = SCRIPT.replace("WANTED", repr(json.dumps(sets))).replace("ONLY_SETS", repr(only_sets))
     argv = [*tools.django_base(command), "shell", "-c", script]
     code, text = tools.run(app_dir, argv, scratch)
@@ -242,8 +229,7 @@ def report(
 
 
 def heads(data: dict[str, Any]) -> tuple[str, ...]:
-    """One head (the plan's last migration), or every conflicting leaf when an app has
-    several (Django's 'Conflicting migrations detected')."""
+    """One head (the plan's last migration), or every conflicting leaf of an app."""
     if data.get("conflicts"):
         return tuple(f"{app}.{name}" for app, names in data["conflicts"].items() for name in names)
     return (data["plan"][-1],) if data["plan"] else ()

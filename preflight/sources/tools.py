@@ -1,34 +1,8 @@
 """Migration tools the guard wraps instead of its own files: what a tool is, and running one.
 
-The app keeps its own tool; the guard runs it as a subprocess in the app's folder
-(`--app-dir`). Every run of a tool (on the live database or on a private scratch one) gets PREFLIGHT_DB
-(the path) and PREFLIGHT_DATABASE_URL (`sqlite:///` + absolute path) in its environment;
-the app's tool configuration must honour them (README, "Alembic", "Django").
-
-Every step runs through the migrate command's own program (`Tool.base`: `alembic -c X`,
-`flask --app X db`, `python manage.py`), so `--tool-cmd` reaches heads, history, the
-scratch upgrades and the stamps too; the default commands run under the guard's own
-interpreter when it has the tool (`command`). Heads and history are parsed from stdout
-only, in the tool's own format; failures are reported by `proc.meaningful_line`.
-
-How to add a tool:
-1. In `toolfiles.LIGHT`, add `name: files`: the function listing the
-   files of its migration set (app folder, database, --tool-cmd -> paths; their hash is
-   the cache key: a no-op start compares it without starting the tool), and in
-   `facts.RECORDED` the SQL reading its recorded version. Keep both light (os and sqlite3
-   only): the quick start imports them.
-2. Here, add a `Tool` to TOOLS: the default command and the Python module running it,
-   `base` (and `tail`) cutting a migrate command down to its program, the words listing
-   its heads and its revisions (and their parsers), building a scratch database up to a
-   version, the stamp (or None), and the names of the leftovers a half-finished run
-   leaves behind.
-   A tool whose table records every applied migration (Django) sets `cumulative`: its
-   version is that set, its revisions the plan, and `toolscratch` builds every plan
-   prefix (and a recorded set that is no prefix) in one run (`tooldjango`); `stamp_steps`
-   gives the commands recording exactly the plan up to one entry.
-3. Add the name to NAMES and config's TOOL_NAMES, and tests with the real tool (tests/).
-The start around it (lock, inspect, drift, backup, tool, verify, restore) is the one
-`commands.guard` runs for every source, over `toolsource.ToolSource`.
+Every step runs through the migrate command's own program (`Tool.base`), so `--tool-cmd`
+reaches heads, history, the scratch upgrades and the stamps too; each run gets PREFLIGHT_DB
+and PREFLIGHT_DATABASE_URL. How to add a tool: docs/tools.md, "Adding a tool".
 """
 
 from __future__ import annotations
@@ -55,10 +29,7 @@ class Tool:
 
     name: str
     table: str  # its version table: never drift, read for the recorded version
-    # the default command that migrates to head (--tool-cmd overrides); a first word
-    # `python` or the tool's own program runs under the guard's interpreter when that
-    # interpreter has `module` (see `command`)
-    command: tuple[str, ...]
+    command: tuple[str, ...]  # migrates to head (--tool-cmd overrides; see `command`)
     files: Callable[[str, str, str], list[str]]  # (app dir, db, --tool-cmd) -> its files
     heads_cmd: tuple[str, ...]  # after `base`: prints its heads (on stdout)
     parse_heads: Callable[[str], tuple[str, ...]]
@@ -66,17 +37,14 @@ class Tool:
     parse_history: Callable[[str], tuple[str, ...]]  # -> revisions from base to head
     upgrade_cmd: Callable[[str], list[str]]  # after `base`: builds a database up to one version
     stamp_cmd: Callable[[str], list[str]] | None  # after `base`: records a version, runs nothing
-    # the program and options of a migrate command ([]: not this tool's, e.g. a wrapper
-    # script: the other steps then use the default command's program)
+    # a migrate command's program and options ([]: not this tool's, e.g. a wrapper script)
     base: Callable[[list[str]], list[str]] = lambda argv: []
     tail: Callable[[list[str]], list[str]] = lambda argv: []  # options after a step's words
     module: str = ""  # the Python package that must be importable to run it as `-m`
     leftovers: tuple[str, ...] = ()  # name prefixes a half-finished run leaves (always drift)
     fix_line: str = ""  # the one line that makes the app honour PREFLIGHT_DATABASE_URL
-    # Django: the table records every applied migration, not one head; a version is that
-    # set, the revisions are the plan, and `toolscratch` builds them in one run (tooldjango).
-    cumulative: bool = False
-    # several commands recording exactly the revisions up to one (revisions, rev, command)
+    cumulative: bool = False  # Django: the table records every applied migration, not a head
+    # (revisions, rev, command) -> the commands recording exactly the revisions up to rev
     stamp_steps: Callable[[tuple[str, ...], str, list[str]], list[list[str]]] | None = None
     merge_hint: str = ""  # how to merge several heads
 
@@ -88,23 +56,19 @@ def _rev_word(word: str) -> str | None:
 
 
 def _alembic_heads(out: str) -> tuple[str, ...]:
-    """`alembic heads` prints `REV (head)` per head, `REV (effective head)` for one that
-    depends on another branch, and with a branch label `REV (label) (head)`: only such
-    lines count (a warning, a log line or an app's print is no head)."""
-    found: list[str] = []
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and line.rstrip().endswith(("(head)", "(effective head)")):
-            rev = _rev_word(parts[0])
-            if rev is not None:
-                found.append(rev)
-    return tuple(found)
+    """`REV [(label)] (head)` or `REV (effective head)` lines only: a warning, a log line or
+    an app's print is no head."""
+    heads = (
+        _rev_word(line.split()[0])
+        for line in out.splitlines()
+        if len(line.split()) >= 2 and line.rstrip().endswith(("(head)", "(effective head)"))
+    )
+    return tuple(rev for rev in heads if rev is not None)
 
 
 def _alembic_history(out: str) -> tuple[str, ...]:
-    """`alembic history` prints `DOWN -> REV (head), message` newest first (`<base> -> REV`
-    for the first, `A, B -> REV (mergepoint)` for a merge, `DOWN (DEP) -> REV` with a
-    dependency): the revisions oldest first. Other lines (warnings, prints) are skipped."""
+    """The revisions oldest first from `DOWN -> REV (head), message` lines, newest first
+    (`<base> -> REV`, `A, B -> REV (mergepoint)`, `DOWN (DEP) -> REV`); other lines skipped."""
     revs: list[str] = []
     for line in out.splitlines():
         left, arrow, right = line.partition(" -> ")
@@ -118,16 +82,6 @@ def _alembic_history(out: str) -> tuple[str, ...]:
         if rev is not None and all(w[:1] == "(" or w[-1:] == ")" for w in words[1:]):
             revs.append(rev)
     return tuple(reversed(revs))
-
-
-def _alembic_base(argv: list[str]) -> list[str]:
-    """`alembic [-c X]`: the command up to its `upgrade`."""
-    return argv[: argv.index("upgrade")] if "upgrade" in argv else []
-
-
-def _flask_base(argv: list[str]) -> list[str]:
-    """`flask [--app X] db`: the command up to its `db` group."""
-    return argv[: argv.index("db") + 1] if "db" in argv else []
 
 
 def _flask_tail(argv: list[str]) -> list[str]:
@@ -149,7 +103,7 @@ TOOLS: dict[str, Tool] = {
         parse_history=_alembic_history,
         upgrade_cmd=lambda rev: ["upgrade", rev],
         stamp_cmd=lambda rev: ["stamp", rev],
-        base=_alembic_base,
+        base=lambda argv: argv[: argv.index("upgrade")] if "upgrade" in argv else [],
         module="alembic",
         leftovers=("_alembic_tmp_",),
         merge_hint="alembic merge heads",
@@ -164,7 +118,7 @@ TOOLS["flask-migrate"] = replace(
     name="flask-migrate",
     command=("flask", "db", "upgrade"),
     files=toolfiles.LIGHT["flask-migrate"],
-    base=_flask_base,
+    base=lambda argv: argv[: argv.index("db") + 1] if "db" in argv else [],
     tail=_flask_tail,
     module="flask_migrate",
     merge_hint="flask db merge heads",
@@ -220,7 +174,6 @@ TOOLS["django"] = Tool(
 def stamp_commands(
     tool: Tool, revisions: tuple[str, ...], rev: str, command: list[str]
 ) -> list[list[str]]:
-    """The commands recording `rev` (and, for Django, exactly the revisions before it)."""
     if tool.stamp_steps is not None:
         return tool.stamp_steps(revisions, rev, command)
     assert tool.stamp_cmd is not None
@@ -233,8 +186,7 @@ def program(tool: Tool, argv: list[str]) -> list[str]:
 
 
 def step_command(tool: Tool, argv: list[str], words: Sequence[str]) -> list[str]:
-    """One step (`heads`, `history`, `upgrade REV`, `stamp REV`) through the program of the
-    migrate command `argv`, with its options after the step's words (`tail`)."""
+    """One step (`heads`, `upgrade REV`...) through the program of the migrate command `argv`."""
     return program(tool, argv) + list(words) + tool.tail(argv)
 
 
@@ -250,11 +202,9 @@ def get(name: str) -> Tool:
 
 
 def command(tool: Tool, tool_cmd: str | None) -> list[str]:
-    """The command migrating the database to head: --tool-cmd (split like a shell, run as
-    given), else the tool's default under the guard's own interpreter when that has the
-    tool (`python manage.py` is this Python, `alembic` is `python -m alembic`): another
-    `python` first on PATH may lack Django. Without the tool here, the default as written
-    (found on PATH, as the app's image has it)."""
+    """The command migrating to head: --tool-cmd as given, else the default under the guard's
+    own interpreter when that has the tool (another `python` first on PATH may lack Django),
+    else as written (found on PATH)."""
     if tool_cmd:
         return shlex.split(tool_cmd)
     argv = list(tool.command)
@@ -274,7 +224,6 @@ def _importable(module: str) -> bool:
 
 
 def environment(db: Path) -> dict[str, str]:
-    """The tool's environment: ours, plus where the database is."""
     path = os.path.abspath(db)
     return dict(os.environ, PREFLIGHT_DB=path, PREFLIGHT_DATABASE_URL=f"sqlite:///{path}")
 
@@ -282,8 +231,7 @@ def environment(db: Path) -> dict[str, str]:
 def run_split(
     app_dir: Path, argv: Sequence[str], db: Path, timeout: float | None = None
 ) -> tuple[int, str, str]:
-    """Run one tool command in `app_dir` against `db` (`proc.run`): (exit code, stdout,
-    stderr); 127 when the command is not found, -1 at the timeout."""
+    """(exit code, stdout, stderr) of one tool command on `db`; 127: not found, -1: timeout."""
     done = proc.run(argv, env=environment(db), cwd=app_dir, timeout=timeout)
     return (-1 if done.code is None else done.code), done.out, done.err
 

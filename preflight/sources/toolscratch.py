@@ -1,15 +1,8 @@
 """What a tool's migrations produce, built on a private scratch database and cached.
 
-The expected schema at a version is what the tool itself makes from an empty database:
-the guard runs `upgrade REV` for every revision in order on one scratch file in a private
-temporary folder and keeps each revision's schema as the SQL text of sqlite_master. The
-result is cached beside the database (`app.db.preflight-tool.json`), keyed by the
-migration set's fingerprint, so the tool runs only when the files change. Replaying that
-text in memory gives the structural `schema.Schema` compared exactly as for files.
-
 Every scratch run also proves that the tool writes where it is told: the scratch file
 must end at the revision asked for, and the live database must not change meanwhile
-(else exit 2 naming the line the app lacks).
+(else exit 2 naming the line the app lacks). docs/tools.md, "What a start does".
 """
 
 from __future__ import annotations
@@ -49,11 +42,9 @@ class Expected:
     revisions: tuple[str, ...]
     schemas: dict[str, tuple[str, ...]]  # revision -> sqlite_master SQL, in creation order
     failed: str | None = None  # "REV: why" when a revision fails on an empty database
-    # Django: squash -> the migrations it replaces (in `revisions` too, before it: a
-    # database may record them; `canonical` reads a recorded set as Django does)
+    # Django: squash -> the migrations it replaces (in `revisions` too, just before it)
     replaces: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # Django: every folder its loader reads migrations from (MIGRATION_MODULES included)
-    folders: tuple[str, ...] = ()
+    folders: tuple[str, ...] = ()  # Django: every folder its loader reads migrations from
 
     def head(self) -> str:
         return self.heads[0]
@@ -89,8 +80,7 @@ def cache_path(settings: Settings) -> Path:
 
 
 def image_cache_path(settings: Settings) -> Path:
-    """Where `preflight prepare` leaves the expected schemas in the image (the app folder):
-    they depend only on the image, so a `RUN` step builds them once for every start."""
+    """Where `preflight prepare` leaves the expected schemas in the image (the app folder)."""
     return settings.app_dir / IMAGE_TOOL_CACHE
 
 
@@ -140,7 +130,6 @@ def _dump(db: Path) -> tuple[str, ...]:
 
 
 def recorded(db: Path, tool: Tool) -> tuple[str, ...] | None:
-    """The version(s) the tool recorded in `db`; None when it has no version table."""
     return database.recorded(db, tool.name)
 
 
@@ -160,19 +149,48 @@ def expected(
     rec: tuple[str, ...] | None = None,
     image: bool = True,
 ) -> Expected:
-    """The migration set's heads, revisions and schemas: from the cache beside the database
-    or the image's (`prepare`), else built.
-
-    `live`: the database whose file must not change while the tool builds scratch ones; if
-    the build fails after the tool wrote it where there was none (an app ignoring
-    PREFLIGHT_DATABASE_URL, on a fresh volume), that file is removed, so a refused start
-    leaves the volume as it was. `save=False` (check, status) reads the cache but never
-    writes beside the database. Exit 5 for several heads or a tool that cannot list its
-    history.
-    """
+    """The migration set's heads, revisions and schemas: cached (beside the database, or the
+    image's), else built. A failed build that made `live` where there was none (an app
+    ignoring PREFLIGHT_DATABASE_URL) removes it: a refused start leaves the volume as it was.
+    `save=False` (check, status) never writes beside the database."""
     before = live_state(live)
     try:
-        return _expected(settings, tool, fingerprint, live, save, rec, image)
+        path = cache_path(settings)
+        exp = _read_cache(path, fingerprint)
+        if exp is None and image:
+            exp = _read_cache(image_cache_path(settings), fingerprint)
+            if exp is not None:
+                log.info(
+                    "scratch: expected schemas from the image (%s)", image_cache_path(settings)
+                )
+        if tool.cumulative:
+            if exp is None:
+                # One run of Django builds the plan and the recorded set (skipped in the run
+                # when it is a plan prefix): never a second scratch build in one start.
+                exp = _build_sets(settings, tool, fingerprint, live, [list(rec)] if rec else [])
+                if save:
+                    exp = _remember_folders(settings, tool, exp)
+                    _write_cache(path, exp)
+            elif unbuilt(exp, rec):
+                # The plan is known (cached, or built into the image): an upgrade's recorded
+                # set (new migrations fall inside the plan) is the one thing left to build.
+                more = _build_sets(settings, tool, fingerprint, live, [list(rec or ())], True)
+                exp = replace(exp, schemas={**exp.schemas, **more.schemas})
+                if save:
+                    _write_cache(path, exp)
+        elif exp is None:
+            exp = _build(settings, tool, fingerprint, live)
+            if save:
+                _write_cache(path, exp)
+        if tool.cumulative and rec and _chain(exp, rec):
+            exp = _variant(exp, rec, tool, live, settings.strict)
+        if len(exp.heads) != 1:
+            raise HistoryError(
+                f"{tool.name} has {len(exp.heads)} heads ({', '.join(exp.heads) or 'none'}) "
+                f"in {settings.app_dir}; the guard migrates one line of history",
+                f"merge them ('{tool.merge_hint}') and ship the merge revision",
+            )
+        return exp
     except BaseException:
         if all(part is None for part in before) and live_state(live) != before:
             for suffix in ("", *SIDECARS):
@@ -181,51 +199,6 @@ def expected(
                 "scratch: removed %s, which %s made while building on scratch", live, tool.name
             )
         raise
-
-
-def _expected(
-    settings: Settings,
-    tool: Tool,
-    fingerprint: str,
-    live: Path,
-    save: bool,
-    rec: tuple[str, ...] | None,
-    image: bool,
-) -> Expected:
-    path = cache_path(settings)
-    exp = _read_cache(path, fingerprint)
-    if exp is None and image:
-        exp = _read_cache(image_cache_path(settings), fingerprint)
-        if exp is not None:
-            log.info("scratch: expected schemas from the image (%s)", image_cache_path(settings))
-    if tool.cumulative:
-        if exp is None:
-            # One run of Django builds the plan and the recorded set (skipped in the run
-            # when it is a plan prefix): never a second scratch build in one start.
-            exp = _build_sets(settings, tool, fingerprint, live, [list(rec)] if rec else [])
-            if save:
-                exp = _remember_folders(settings, tool, exp)
-                _write_cache(path, exp)
-        elif unbuilt(exp, rec):
-            # The plan is known (cached, or built into the image): an upgrade's recorded
-            # set (new migrations fall inside the plan) is the one thing left to build.
-            more = _build_sets(settings, tool, fingerprint, live, [list(rec or ())], True)
-            exp = replace(exp, schemas={**exp.schemas, **more.schemas})
-            if save:
-                _write_cache(path, exp)
-    elif exp is None:
-        exp = _build(settings, tool, fingerprint, live)
-        if save:
-            _write_cache(path, exp)
-    if tool.cumulative and rec and _chain(exp, rec):
-        exp = _variant(exp, rec, tool, live, settings.strict)
-    if len(exp.heads) != 1:
-        raise HistoryError(
-            f"{tool.name} has {len(exp.heads)} heads ({', '.join(exp.heads) or 'none'}) "
-            f"in {settings.app_dir}; the guard migrates one line of history",
-            f"merge them ('{tool.merge_hint}') and ship the merge revision",
-        )
-    return exp
 
 
 def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expected:
@@ -266,8 +239,7 @@ def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expe
 def _untouched(
     tool: Tool, argv: list[str], scratch: Path, live: Path, before: tuple[object, ...]
 ) -> None:
-    """A read-only command (heads, history) wrote nothing: exit 2 naming an app that
-    migrates itself when imported (its create_app() runs the upgrade)."""
+    """A read-only command (heads, history) wrote nothing, else exit 2: the app migrates itself."""
     if scratch.exists() and scratch.stat().st_size > 0:
         rec = recorded(scratch, tool)
         raise tools.self_migrated(
@@ -278,10 +250,9 @@ def _untouched(
 
 
 def _variant(exp: Expected, rec: tuple[str, ...], tool: Tool, live: Path, strict: bool) -> Expected:
-    """A database recording every migration a squash replaces: the schemas from its state
-    on are those of the way it got there. Through the squash (a fresh database since the
-    squash): as built; one by one (before the squash shipped): the set built that way and
-    the rest of the plan from it. The live schema picks; neither matching is drift."""
+    """A database recording every migration a squash replaces got there through the squash
+    (as built) or one by one (the set built that way, and the plan from it): the live schema
+    picks; neither matching is drift."""
     key = set_key(rec)
     at = state(exp, rec, tool)
     if key not in exp.schemas or at is None or not live.exists():
@@ -306,33 +277,26 @@ def describe(rec: tuple[str, ...] | None, tool: Tool) -> str:
     """The recorded version for a log line (Django: how many migrations are applied)."""
     if not rec:
         return "nothing"
-    if tool.cumulative:
-        return f"{len(rec)} applied migration(s)"
-    return ", ".join(rec)
+    return f"{len(rec)} applied migration(s)" if tool.cumulative else ", ".join(rec)
 
 
 def state(exp: Expected, rec: tuple[str, ...] | None, tool: Tool) -> str | None:
-    """The revision the recorded rows stand for (None: base). For a cumulative tool
-    (Django) the plan entry whose prefix is exactly the recorded set, else the set itself
-    as one key ("app.name,app.name,..."), built on scratch by `expected`."""
+    """The revision the recorded rows stand for (None: base). Django: the plan entry whose
+    prefix is exactly the recorded set, else the set's own key (`set_key`)."""
     if not rec:
         return None
     if not tool.cumulative:
         return rec[0]
     unknown = sorted(set(rec) - set(exp.revisions))
-    recorded_rows = rec  # the key of a set built as recorded (see `unbuilt`)
-    rec = canonical(exp, rec)
-    plan = exp.plan()
     if unknown:
         raise HistoryError(
             f"the database records {tool.name} migration(s) {', '.join(unknown[:5])} that are "
             "not in the migration files (removed, renamed, squashed, or an app no longer installed)",
             "ship the migration files it was migrated with, or restore a matching backup",
         )
-    n = len(rec)
-    if set(plan[:n]) == set(rec):
-        return plan[n - 1]
-    return set_key(recorded_rows)
+    read = canonical(exp, rec)
+    n = len(read)
+    return exp.plan()[n - 1] if set(exp.plan()[:n]) == set(read) else set_key(rec)
 
 
 def unbuilt(exp: Expected, rec: tuple[str, ...] | None) -> bool:
@@ -354,16 +318,14 @@ def set_key(names: tuple[str, ...] | list[str]) -> str:
 
 
 def _chain(exp: Expected, rec: tuple[str, ...]) -> bool:
-    """`rec` holds migrations a squash replaces: the database may have got them one by one
-    (the replaced files) or, all of them, through the squash; the two may differ in column
-    order, so both are built and the live schema tells which (`_variant`)."""
+    """`rec` holds migrations a squash replaces: got one by one or through the squash, which
+    may differ in column order, so both are built and the live schema tells (`_variant`)."""
     return any(set(old) & set(rec) for old in exp.replaces.values())
 
 
 def canonical(exp: Expected, rec: tuple[str, ...]) -> tuple[str, ...]:
-    """A recorded Django set read as Django reads it: a squash whose replaced migrations
-    are all recorded stands for them (Django records both); with only some of them
-    recorded, those are what is applied (the squash is not used)."""
+    """A recorded Django set as Django reads it: a squash whose replaced migrations are all
+    recorded stands for them; with only some recorded, those are applied (not the squash)."""
     have = set(rec)
     for squash, old in exp.replaces.items():
         if set(old) <= have:
@@ -400,19 +362,11 @@ def _build_sets(
                 schemas[f"{name}>{item}"] = tuple(sql)
         else:
             log.info("scratch: the recorded set cannot be built: %s", got.get("failed", got))
-    failed = data.get("failed")
-    if failed:
+    if failed := data.get("failed"):
         log.info("scratch: migration %s fails on an empty database", failed)
-    if only_sets:
-        log.info(
-            "scratch: the recorded set built by Django %s (the plan was known)", data["version"]
-        )
-    else:
-        log.info(
-            "scratch: %d migration(s) built by Django %s on an empty database",
-            len(data["schemas"]),
-            data["version"],
-        )
+    built = "the recorded set" if only_sets else f"{len(data['schemas'])} migration(s)"
+    where = "(the plan was known)" if only_sets else "on an empty database"
+    log.info("scratch: %s built by Django %s %s", built, data["version"], where)
     replaces = {k: tuple(v) for k, v in data.get("replaces", {}).items()}
     revisions: list[str] = []
     for item in data["plan"]:  # the replaced ones just before their squash
@@ -432,9 +386,8 @@ def _build_sets(
 
 
 def _remember_folders(settings: Settings, tool: Tool, exp: Expected) -> Expected:
-    """Record the migrations folders Django read outside the app folder's `migrations`
-    folders beside the database, for the light fingerprint (`toolfiles.recorded_folders`);
-    the fingerprint of the files it now covers is the cache key from here on."""
+    """Record beside the database the migrations folders Django read outside the app's, for
+    the light fingerprint (`toolfiles.recorded_folders`), which becomes the cache key."""
     app = str(settings.app_dir)
     extra = [
         f
@@ -462,7 +415,7 @@ def _remember_folders(settings: Settings, tool: Tool, exp: Expected) -> Expected
 
 def require(exp: Expected, rev: str, pending: bool) -> None:
     """The schema at `rev` must have been built: exit 9 for a pending revision that fails on
-    an empty database (nothing was run on the live one), 5 for an applied one."""
+    an empty database, 5 for an applied one."""
     if rev in exp.schemas:
         return
     if rev.startswith("{"):

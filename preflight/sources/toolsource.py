@@ -1,17 +1,15 @@
 """An app's own migration tool as a source (`--tool alembic`, `--tool django`).
 
-The expected schema at each version is what the tool itself makes on a private scratch
-database (`toolscratch`); planning checks the live schema against the recorded version;
-`apply` runs the tool on the live database as a subprocess. The tool commits as it goes
-(`atomic` is False): the start records the run in progress before it begins, and anything
-after the tool started is undone from the verified backup.
+The expected schema at each version is what the tool makes on a private scratch database
+(`toolscratch`). The tool commits as it goes (`atomic` is False): the start records the run
+in progress before it begins, and anything after the tool started is undone from the backup.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from preflight.core import proc, signals
 from preflight.core.errors import DriftError, HistoryError, MigrationFailed, UsageError
 from preflight.core.targets import Target
 from preflight.fast import toolfiles
-from preflight.fast.facts import Unproven, uri
+from preflight.fast.facts import Unproven, connect_ro
 from preflight.live.database import Inspection
 from preflight.live.ledger import Policy
 from preflight.live.toolrun import ToolRun
@@ -70,8 +68,8 @@ class ToolSource:
 
     @property
     def fingerprint(self) -> str:
-        """Of the files the tool reads: once its scratch build reported them (Django's
-        migration folders outside the app), of those; before, of what the light facts know."""
+        """Of the files the tool reads: as its scratch build reported them (Django's folders
+        outside the app) once it ran, else as the light facts know them."""
         got = self.memo.expected
         return got.fingerprint if got is not None else self.light
 
@@ -92,7 +90,7 @@ class ToolSource:
         return cls(tool, fp, len(paths), settings, save)
 
     def expected(self, rec: tuple[str, ...] | None) -> Expected:
-        """The tool's revisions and their schemas on scratch: built at most once per run."""
+        """Built at most once per run."""
         got = self.memo.expected
         if got is None or (self.tool.cumulative and toolscratch.unbuilt(got, rec)):
             got = toolscratch.expected(
@@ -119,13 +117,10 @@ class ToolSource:
         return tuple({"name": r} for r in rec or ())
 
     def plan(self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None) -> Plan:
-        """Check the live schema against the recorded version; what to run. Reads only."""
         tool = self.tool
         exp = self.expected(rec)
         head = exp.head()
-        if insp.fresh:
-            # A revision that fails on an empty scratch database fails here too: exit 9
-            # before anything touches the live file.
+        if insp.fresh:  # a revision failing on scratch: exit 9 before the live file is touched
             toolscratch.require(exp, head, pending=True)
             return self._plan(exp, None, (), exp.revisions)
         assert insp.live is not None
@@ -189,7 +184,6 @@ class ToolSource:
         )
 
     def _declared(self, pending: tuple[str, ...]) -> dict[str, tuple[Target, ...]]:
-        """What the pending migrations' files declare (a malformed declaration: exit 5)."""
         if not pending:
             return {}
         settings = self.settings
@@ -232,7 +226,6 @@ class ToolSource:
     def apply(
         self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
     ) -> foreignkeys.Before:
-        """Run the tool on `db`: stamp (adoption) then the migrate command."""
         steps: Steps = p.steps
         baseline = fk_baseline(db)
         ledger = ToolRun.begin(
@@ -264,7 +257,6 @@ class ToolSource:
     def stamp_target(
         self, settings: Settings, insp: Inspection, version: str, force: bool
     ) -> schema.Schema:
-        """The schema at revision `version`, which `stamp` records; UsageError for no revision."""
         tool = self.tool
         if tool.stamp_cmd is None and tool.stamp_steps is None:
             raise UsageError(f"{tool.name} has no stamp", "migrate instead")
@@ -278,7 +270,7 @@ class ToolSource:
         return exp.schema_at(version, tool.table)
 
     def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:
-        """The tool's own stamp; a failed one is undone from `taken` (MigrationFailed)."""
+        """The tool's own stamp; a failed one is undone from `taken`."""
         version, taken = stamp.version, stamp.taken
         tool, exp = self.tool, self.expected(insp.recorded)
         steps = tools.stamp_commands(
@@ -302,7 +294,6 @@ class ToolSource:
         return f"{tool.name} recorded at {version}"
 
     def check_recorded(self, db: Path, p: Plan) -> None:
-        """At the head of the plan, and no leftovers of a half-finished run."""
         tool = self.tool
         exp = self.expected(None)
         now = toolscratch.recorded(db, tool)
@@ -313,11 +304,8 @@ class ToolSource:
                 f"plan ({len(exp.revisions)} migrations, head {p.head})",
                 f"make the app honour PREFLIGHT_DATABASE_URL: add {tool.fix_line}",
             )
-        conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
-        try:
+        with closing(connect_ro(db)) as conn:
             left = leftovers(self.compared(schema.snapshot(conn)), tool)
-        finally:
-            conn.close()
         if left:
             raise MigrationFailed(f"verification: {', '.join(left)} left behind", "")
 
@@ -333,7 +321,6 @@ def _after(exp: Expected, rec: tuple[str, ...], tool: Tool) -> tuple[str, ...]:
 
 
 def _short(at: str) -> str:
-    """A recorded set that is no plan prefix is a key of every name: say how many."""
     return at if not at.startswith("{") else f"a set of {at.count(',') + 1} applied migrations"
 
 
@@ -344,8 +331,5 @@ def leftovers(s: schema.Schema, tool: Tool) -> list[str]:
 def fk_baseline(db: Path) -> foreignkeys.Before:
     if not db.exists() or db.stat().st_size == 0:
         return Counter()
-    conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
-    try:
+    with closing(connect_ro(db)) as conn:
         return foreignkeys.baseline(foreignkeys.violations(conn))
-    finally:
-        conn.close()
