@@ -142,13 +142,12 @@ def _prove(text: str, name: str, live: schema.Schema, db: Path) -> Migration:
             ) from None
     diffs = drift.diff(replayed, live)
     if diffs:
-        error = DriftError(
+        raise DriftError(
             f"{db}: replaying the written schema gives {len(diffs)} "
             f"difference(s) from the live one",
             hint,
+            details=(f"drift: {d.message()}" for d in diffs),
         )
-        error.details = tuple(f"drift: {d.message()}" for d in diffs)
-        raise error
     return migration
 
 

@@ -217,12 +217,11 @@ def strict_foreign_keys(db: Path) -> None:
     finally:
         conn.close()
     if found:
-        error = DriftError(
+        raise DriftError(
             f"{db} has {foreignkeys.summary(found)} (--strict)",
             "delete or fix the orphan rows, or run without --strict",
+            details=(f"foreign key: {v.message()}" for v in found[:20]),
         )
-        error.details = tuple(f"foreign key: {v.message()}" for v in found[:20])
-        raise error
 
 
 def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None:

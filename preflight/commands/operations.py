@@ -323,13 +323,12 @@ def stamp(settings: Settings, version: int | str, force: bool) -> Stamped:
         expected = src.stamp_target(settings, insp, str(version), force)
         diffs = drift.errors(drift.diff(expected, src.compared(insp.live_schema)), settings.strict)
         if diffs and not force:
-            error = DriftError(
+            raise DriftError(
                 f"{settings.db} does not match the schema at {version} "
                 f"({len(diffs)} difference(s)): {diffs[0].message()}",
                 "stamp the version it is at, or pass --force if you are sure",
+                details=(f"drift: {d.message()}" for d in diffs),
             )
-            error.details = tuple(f"drift: {d.message()}" for d in diffs)
-            raise error
         for d in diffs:
             log.warning(
                 "stamp --force: accepting (recorded; later starts accept exactly this): %s",

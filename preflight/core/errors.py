@@ -5,6 +5,10 @@ the public interface (README, "Exit codes"); codes 4-8, 11 and 13 promise that t
 database was not modified.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+
 OK = 0
 INTERNAL = 1
 USAGE = 2
@@ -44,10 +48,11 @@ class PreflightError(Exception):
     code = INTERNAL
     details: tuple[str, ...] = ()  # extra lines to log before the one-line error (drift)
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", details: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = tuple(details)
 
     def __str__(self) -> str:
         return f"{self.message}; {self.hint}" if self.hint else self.message

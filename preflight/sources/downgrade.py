@@ -319,11 +319,10 @@ def run(
     found = drift.diff(p.expected_head, schema.snapshot(conn))
     errors, _ = planner.accepted_part(drift.errors(found, strict), p.accepted)
     if errors:
-        error = MigrationFailed(
+        raise MigrationFailed(
             f"downgrade: the down steps leave a schema that differs from what this image's "
             f"migrations make: {errors[0].message()} (+{len(errors) - 1} more)",
             "restore the pre-migrate backup taken before the upgrade instead "
             "(README, Rollback runbook)",
+            details=(f"drift: {d.message()}" for d in errors),
         )
-        error.details = tuple(f"drift: {d.message()}" for d in errors)
-        raise error

@@ -314,14 +314,13 @@ def choose(insp: Inspection, migrations: tuple[Migration, ...], found: Ranking) 
     left = tuple(k for k in candidates if k in ends)
     if not left:
         k = candidates[-1]
-        error = DriftError(
+        raise DriftError(
             f"{insp.path} has no preflight history; its schema is closest to "
             f"{names}, but the pending migrations of each fail on it: "
             + "; ".join(failures[k] for k in candidates),
             stamp_hint(migrations, k),
+            details=(f"drift: {d.message()}" for d in found.diffs[k]),
         )
-        error.details = tuple(f"drift: {d.message()}" for d in found.diffs[k])
-        raise error
     if len(left) == 1 or len({ends[k] for k in left}) == 1:
         if len(left) > 1:
             log.warning(
@@ -332,7 +331,7 @@ def choose(insp: Inspection, migrations: tuple[Migration, ...], found: Ranking) 
             )
         return left[-1]
     real = ", ".join(migrations[k - 1].name for k in left)
-    error = DriftError(
+    raise DriftError(
         f"{insp.path} has no preflight history and its schema matches several "
         f"versions equally ({real}); upgrading from each gives a different "
         f"database, so the choice matters",
@@ -341,12 +340,11 @@ def choose(insp: Inspection, migrations: tuple[Migration, ...], found: Ranking) 
             f"'preflight stamp {migrations[k - 1].version}' if at {migrations[k - 1].name}"
             for k in left
         ),
+        details=(
+            f"candidate: {migrations[k - 1].name}: preflight stamp {migrations[k - 1].version}"
+            for k in left
+        ),
     )
-    error.details = tuple(
-        f"candidate: {migrations[k - 1].name}: preflight stamp {migrations[k - 1].version}"
-        for k in left
-    )
-    raise error
 
 
 def stamp_hint(migrations: tuple[Migration, ...], k: int) -> str:

@@ -63,9 +63,7 @@ def _drift(
         steps = replay(migrations[:upto], stops - {0})
     steps = {i: steps[i] for i in range(1, upto + 1) if i in steps}
     named = drift.with_origins(diffs, [(migrations[i - 1].name, steps[i]) for i in sorted(steps)])
-    error = DriftError(message, hint)
-    error.details = tuple(f"drift: {d.message()}" for d in named)
-    return error
+    return DriftError(message, hint, (f"drift: {d.message()}" for d in named))
 
 
 def accepted_part(

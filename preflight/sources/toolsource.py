@@ -145,13 +145,12 @@ class ToolSource:
         diffs = drift.diff(exp.schema_at(at, tool.table), live)
         errors = drift.errors(diffs, settings.strict)
         if errors:
-            error = DriftError(
+            raise DriftError(
                 f"{insp.path} differs from what {tool.name} makes at "
                 f"{_short(at) if at else 'base'}: {errors[0].message()} (+{len(errors) - 1} more)",
                 "undo the manual change, or restore a backup",
+                details=(f"drift: {d.message()}" for d in errors[:20]),
             )
-            error.details = tuple(f"drift: {d.message()}" for d in errors[:20])
-            raise error
         warnings = tuple(d.message() for d in diffs if d.kind == "extra")
         for w in warnings:
             log.warning("extra: %s", w)
@@ -214,14 +213,13 @@ class ToolSource:
             drift.diff(exp.schema_at(exp.head(), tool.table), live), settings.strict
         )
         last = tools.stamp_commands(tool, exp.revisions, exp.head(), list(tool.command))[-1]
-        error = DriftError(
+        raise DriftError(
             f"{db} has tables but no {tool.table}, and its schema matches no revision "
             f"({len(errors)} difference(s) from the head {exp.head()})",
             f"bring it to a revision's schema, or record one by hand ('preflight stamp REV': "
             f"{' '.join(last)})",
+            details=(f"drift: {d.message()}" for d in errors[:20]),
         )
-        error.details = tuple(f"drift: {d.message()}" for d in errors[:20])
-        raise error
 
     def apply(
         self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
