@@ -25,6 +25,7 @@ from preflight.core.errors import (
     HistoryError,
     HistoryMoved,
     Interrupted,
+    LockTimeout,
     LossRefused,
     MigrationFailed,
     PreflightError,
@@ -533,13 +534,18 @@ def _corrupt_before(settings: Settings, failed: str, how: str, error: BaseExcept
     the migrations (no failure record), and the cache no longer vouches for this file."""
     try:
         check_before_writing(settings.db)
+    except (LockTimeout, OSError, sqlite3.OperationalError):
+        return  # cannot tell now: the start's own error stands
     except DatabaseUnusable as bad:
         _save_record(settings, None)
         settings.cache_path.unlink(missing_ok=True)
+        also = "" if failed.startswith("verification: quick_check") else f" ({failed})"
         raise DatabaseUnusable(
-            f"{bad.message} (it was so before this start, whose check before writing relied "
-            f"on the one recorded within PREFLIGHT_INTEGRITY; the start failed: {failed}; {how})",
-            bad.hint,
+            f"{bad.message}; it was so before this start, whose check before writing relied "
+            f"on the one recorded within PREFLIGHT_INTEGRITY; the migration failed on it{also}; "
+            f"{how}",
+            "the newest pre-migrate backup holds this same state: 'preflight status' lists "
+            "the backups, 'preflight restore BACKUP' puts back one taken before the damage",
         ) from error
 
 
