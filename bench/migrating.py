@@ -22,7 +22,9 @@ every row), on a StarPunk database filled with notes to each size. Rows:
 Rounds are interleaved (each round runs every row once; each run on its own fresh copy
 of the database, made before the timed part; `sync` before each run), so a busy moment on
 a shared machine hits every row alike. Printed: median and min of the wall time, and
-each row's ratio to `manual` (median of the per-round ratios, and the ratio of the mins).
+each row's ratio to `manual` (median of the per-round ratios, and the ratio of the mins),
+and the CPU seconds (user + sys) its processes used: steadier than wall time on a
+shared machine.
 With `--xfs` (root) the same runs on a loop-mounted XFS with reflinks (tests/xfskit.py);
 there the manual row copies with `cp --reflink=never` and one more row with
 `cp --reflink=always`. Peers from bench/.peers (bench/run installs them).
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -142,6 +145,7 @@ def build(base: Path, sets: dict[str, Path], mib: int, with_dbmate: bool) -> dic
 
 
 DBMATE = ""
+CPU: dict[str, list[float]] = {}  # user + sys seconds of each timed run's processes
 
 
 def dbmate_up(folder: Path) -> list[str]:
@@ -271,12 +275,16 @@ def rounds(rows: list[Row], scratch: Path, runs: int) -> dict[str, list[float]]:
                     )
             execute(name, prepare(run), run, env)
             os.sync()
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             execute(name, steps(run), run, env)
             took = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            busy = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
             if i:
                 times[name].append(took)
-            print(f"  round {i} {name}: {took:.2f} s", flush=True)
+                CPU.setdefault(name, []).append(busy)
+            print(f"  round {i} {name}: {took:.2f} s (CPU {busy:.2f} s)", flush=True)
             shutil.rmtree(run)
     return times
 
@@ -298,13 +306,14 @@ def execute(name: str, commands: list[list[str]], run: Path, env: dict[str, str]
 def report(title: str, times: dict[str, list[float]]) -> None:
     base = next(n for n in times if n.startswith("manual"))
     print(f"\n**Migrating start, one pending migration, {title}**\n")
-    print("| Row | Median | Min | ÷ manual (median of rounds) | ÷ manual (mins) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| Row | Median | Min | ÷ manual (median of rounds) | ÷ manual (mins) | CPU s (median) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, values in times.items():
         per_round = [v / m for v, m in zip(values, times[base])]
         print(
             f"| {name} | {statistics.median(values):.2f} s | {min(values):.2f} s | "
-            f"{statistics.median(per_round):.2f}× | {min(values) / min(times[base]):.2f}× |"
+            f"{statistics.median(per_round):.2f}× | {min(values) / min(times[base]):.2f}× | "
+            f"{statistics.median(CPU.get(name, [0.0])):.2f} |"
         )
     print(flush=True)
 
