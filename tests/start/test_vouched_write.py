@@ -122,8 +122,9 @@ def test_not_vouched_the_full_check_runs_before_writing(world, setup, args):
         (lambda db: None, ("--integrity", "every-start")),
         (lambda db: None, ("--integrity", "before-writes")),
         (replaced_by_a_copy, ()),
+        (lambda db: None, ("--backup", "never")),  # nothing to put back: never skipped
     ],
-    ids=["outside-the-interval", "every-start", "before-writes", "another-file"],
+    ids=["outside-the-interval", "every-start", "before-writes", "another-file", "no-backup"],
 )
 def test_not_vouched_a_torn_page_is_refused_before_anything_is_written(world, setup, args):
     db, folder = world()
