@@ -6,9 +6,13 @@ One pending migration, ADD COLUMN and CREATE INDEX on the big table (the same SQ
 every row), on a StarPunk database filled with notes to each size. Rows:
 
 - preflight: the image's start, `python3 -S entrypoint.py true` (the quick start hands
-  over to the full pipeline): lock, inspect, plan, the full check, a verified backup
-  (copied, compared block by block, hashed; a clone on XFS), the migration in one
-  transaction, verification (`quick_check`, schema, foreign keys);
+  over to the full pipeline): lock, inspect, plan, a verified backup (copied, compared
+  block by block, hashed; a clone on XFS), the migration in one transaction,
+  verification (`quick_check`, schema, foreign keys). Two rows: with a full check of
+  this file recorded within PREFLIGHT_INTEGRITY (the last start ran it: an untimed
+  `migrate --integrity 1s` with the old migrations first), which the backup relies on
+  instead of its own `quick_check` of the source; and with none recorded (the copy in
+  the run folder is another file), where the backup runs it;
 - manual: `cp` + `sync backup.db` (the backup, made durable: `sync FILE` is its fsync, so
   no row waits for other processes' writes), then the SQL through the sqlite3 CLI in one
   transaction (`BEGIN; ...; COMMIT;`): nothing checked;
@@ -18,7 +22,9 @@ every row), on a StarPunk database filled with notes to each size. Rows:
 Rounds are interleaved (each round runs every row once; each run on its own fresh copy
 of the database, made before the timed part; `sync` before each run), so a busy moment on
 a shared machine hits every row alike. Printed: median and min of the wall time, and
-each row's ratio to `manual` (median of the per-round ratios, and the ratio of the mins).
+each row's ratio to `manual` (median of the per-round ratios, and the ratio of the mins),
+and the CPU seconds (user + sys) its processes used: steadier than wall time on a
+shared machine.
 With `--xfs` (root) the same runs on a loop-mounted XFS with reflinks (tests/xfskit.py);
 there the manual row copies with `cp --reflink=never` and one more row with
 `cp --reflink=always`. Peers from bench/.peers (bench/run installs them).
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -92,7 +99,7 @@ def main() -> int:
                 place.mkdir(parents=True)
                 for mib in sizes:
                     bases = build(place / f"base-{mib}", sets, mib, dbmate is not None)
-                    rows = tools(bases, plus, cli, dbmate, xfs=label.startswith("XFS"))
+                    rows = tools(bases, plus, cli, dbmate, label.startswith("XFS"), sets)
                     size = (bases["preflight"] / "app.db").stat().st_size / MIB
                     report(f"{size:.0f} MiB on {label}", rounds(rows, place / "runs", args.runs))
                     shutil.rmtree(place / f"base-{mib}")
@@ -138,6 +145,7 @@ def build(base: Path, sets: dict[str, Path], mib: int, with_dbmate: bool) -> dic
 
 
 DBMATE = ""
+CPU: dict[str, list[float]] = {}  # user + sys seconds of each timed run's processes
 
 
 def dbmate_up(folder: Path) -> list[str]:
@@ -154,26 +162,51 @@ def dbmate_up(folder: Path) -> list[str]:
     ]
 
 
-Row = tuple[str, Path, Callable[[Path], list[list[str]]], dict[str, str]]
+Steps = Callable[[Path], list[list[str]]]
+# (name, base folder to copy, commands in the run folder, environment, untimed commands first)
+Row = tuple[str, Path, Steps, dict[str, str], Steps]
+
+
+def nothing(run: Path) -> list[list[str]]:
+    return []
 
 
 def tools(
-    bases: dict[str, Path], plus: dict[str, Path], cli: str, dbmate: Path | None, xfs: bool
+    bases: dict[str, Path],
+    plus: dict[str, Path],
+    cli: str,
+    dbmate: Path | None,
+    xfs: bool,
+    sets: dict[str, Path],
 ) -> list[Row]:
-    """(name, base folder to copy, commands in the run folder, environment) per row."""
+    """The rows: what each runs, on a copy of which base, with what environment."""
     sql = ["BEGIN;", SQL, "COMMIT;"]
     guard_env = {
         "PYTHONPATH": str(REPO),
         "PREFLIGHT_DB": "app.db",
         "PREFLIGHT_MIGRATIONS": str(plus["guard"]),
     }
+    start = [sys.executable, "-S", str(REPO / "entrypoint.py"), "true"]
+    # The previous start of this very file ran the full check (its interval had passed).
+    checked = [
+        [sys.executable, "-m", "preflight", "migrate", "--integrity", "1s"]
+        + ["--migrations", str(sets["guard"])]
+    ]
     never = ["cp", "--reflink=never"]
     out: list[Row] = [
         (
-            "preflight (python3 -S entrypoint.py true)",
+            "preflight, a full check recorded within the interval",
             bases["preflight"],
-            lambda run: [[sys.executable, "-S", str(REPO / "entrypoint.py"), "true"]],
+            lambda run: [start],
             guard_env,
+            lambda run: checked,
+        ),
+        (
+            "preflight, none recorded (the backup checks)",
+            bases["preflight"],
+            lambda run: [start],
+            guard_env,
+            nothing,
         ),
         (
             "manual: cp + sync, sqlite3 BEGIN; SQL; COMMIT",
@@ -184,6 +217,7 @@ def tools(
                 [cli, "app.db", *sql],
             ],
             {},
+            nothing,
         ),
     ]
     if xfs:
@@ -197,6 +231,7 @@ def tools(
                     [cli, "app.db", *sql],
                 ],
                 {},
+                nothing,
             )
         )
     out.append(
@@ -209,11 +244,18 @@ def tools(
                 [cli, "app.db", *sql],
             ],
             {},
+            nothing,
         )
     )
     if dbmate is not None:
         out.append(
-            ("dbmate up (no backup)", bases["dbmate"], lambda run: [dbmate_up(plus["dbmate"])], {})
+            (
+                "dbmate up (no backup)",
+                bases["dbmate"],
+                lambda run: [dbmate_up(plus["dbmate"])],
+                {},
+                nothing,
+            )
         )
     return out
 
@@ -222,7 +264,7 @@ def rounds(rows: list[Row], scratch: Path, runs: int) -> dict[str, list[float]]:
     """Wall seconds per row, `runs` interleaved rounds after one warm-up round."""
     times: dict[str, list[float]] = {name: [] for name, *_ in rows}
     for i in range(runs + 1):
-        for name, base, steps, env in rows:
+        for name, base, steps, env, prepare in rows:
             run = scratch / "run"
             shutil.rmtree(run, ignore_errors=True)
             run.mkdir(parents=True)
@@ -231,39 +273,47 @@ def rounds(rows: list[Row], scratch: Path, runs: int) -> dict[str, list[float]]:
                     subprocess.run(
                         ["cp", "--reflink=never", str(item), str(run / item.name)], check=True
                     )
+            execute(name, prepare(run), run, env)
             os.sync()
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
-            for cmd in steps(run):
-                done = subprocess.run(
-                    cmd,
-                    cwd=run,
-                    env=dict(os.environ, **env),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-                if done.returncode != 0:
-                    raise RuntimeError(
-                        f"{name}: {cmd} exited {done.returncode}: {done.stderr[-800:]!r}"
-                    )
+            execute(name, steps(run), run, env)
             took = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            busy = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
             if i:
                 times[name].append(took)
-            print(f"  round {i} {name}: {took:.2f} s", flush=True)
+                CPU.setdefault(name, []).append(busy)
+            print(f"  round {i} {name}: {took:.2f} s (CPU {busy:.2f} s)", flush=True)
             shutil.rmtree(run)
     return times
+
+
+def execute(name: str, commands: list[list[str]], run: Path, env: dict[str, str]) -> None:
+    for cmd in commands:
+        done = subprocess.run(
+            cmd,
+            cwd=run,
+            env=dict(os.environ, **env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{name}: {cmd} exited {done.returncode}: {done.stderr[-800:]!r}")
 
 
 def report(title: str, times: dict[str, list[float]]) -> None:
     base = next(n for n in times if n.startswith("manual"))
     print(f"\n**Migrating start, one pending migration, {title}**\n")
-    print("| Row | Median | Min | ÷ manual (median of rounds) | ÷ manual (mins) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| Row | Median | Min | ÷ manual (median of rounds) | ÷ manual (mins) | CPU s (median) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, values in times.items():
         per_round = [v / m for v, m in zip(values, times[base])]
         print(
             f"| {name} | {statistics.median(values):.2f} s | {min(values):.2f} s | "
-            f"{statistics.median(per_round):.2f}× | {min(values) / min(times[base]):.2f}× |"
+            f"{statistics.median(per_round):.2f}× | {min(values) / min(times[base]):.2f}× | "
+            f"{statistics.median(CPU.get(name, [0.0])):.2f} |"
         )
     print(flush=True)
 

@@ -17,10 +17,12 @@ from typing import Any
 from preflight.core import signals, targets
 from preflight.core.errors import (
     TRANSIENT,
+    DatabaseUnusable,
     DriftError,
     HistoryError,
     HistoryMoved,
     Interrupted,
+    LockTimeout,
     LossRefused,
     MigrationFailed,
     PreflightError,
@@ -35,6 +37,8 @@ from preflight.fast.facts import (
     check_environment,
     quick_check,
     share_running,
+    show_policy,
+    span,
     uri,
 )
 from preflight.live import history, loss
@@ -285,22 +289,29 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
     )
     # A retry (a restart loop) of a start that failed: its backup still holds this.
     reused = backup.reusable(db, settings.backup_dir) if backs_up and p.writes else None
+    # Within the integrity interval, a migration backed by a backup may rely on the full
+    # check recorded for this very file (README, Integrity checks): the backup is still
+    # compared block by block and hashed, and verify checks the migrated file in full.
+    vouched = _vouched(settings, insp, now) if p.writes and backs_up and not checked else ""
     if (p.writes or settings.backup == "always" or deferred) and insp.size > 0 and not checked:
-        if not backs_up or reused:
+        if vouched:
+            with step("integrity") as info:
+                info["what"] = f"quick_check skipped before writing: {vouched}"
+        elif not backs_up or reused:
             with step("integrity") as info:  # nothing is written to a database not checked
                 check_before_writing(db)
                 writes = p.writes or settings.backup == "always"
                 info["what"] = "quick_check ok" + (" before writing" if writes else "")
         # else the backup's quick_check, of the state it copies under SQLite's write lock,
         # is the full check before writing (backup.take: exit 6 before anything is written)
-        checked = True
+        checked = not vouched
     if p.writes or settings.backup == "always":
         assert_not_busy(db, settings.lock_timeout)
     if p.writes and insp.size > 0:
         holders.refuse_others(db, "migrating", holders.wait_for_others(db, settings.lock_timeout))
     if reused and backup.reusable(db, settings.backup_dir) != reused:
         reused = None  # written while others were waited for: a new backup, checked
-    done = execute(settings, src, insp, p, reused)
+    done = execute(settings, src, insp, p, reused, vouched)
     if done is None:  # nothing applied: what the plan proved (or the cache vouched) still holds
         done = VerifiedState(
             insp.schema_hash, trusted.warnings if insp.trusted and trusted else p.warnings
@@ -317,8 +328,23 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
                 done.schema_hash,
                 done.extras,
                 now if checked or p.writes else recorded,
+                cache.file_id(db) if checked or p.writes else trusted.checked_on if trusted else "",
             ),
         )
+
+
+def _vouched(settings: Settings, insp: Inspection, now: int) -> str:
+    """Why the full check before writing may be left out ("": it may not): an interval
+    policy, and a full check of this very file, with this schema, passed within it."""
+    if not isinstance(settings.integrity, int) or insp.size == 0:
+        return ""  # every-start and before-writes: the full check before every write
+    at = cache.vouching(settings.cache_path, settings.db, insp.schema_hash)
+    if check_due(settings.integrity, at, now):
+        return ""
+    return (
+        f"a full check of this file passed {span(now - at)} ago, within "
+        f"PREFLIGHT_INTEGRITY={show_policy(settings.integrity)}"
+    )
 
 
 def given_tables(settings: Settings, file: Path | None = None) -> None:
@@ -399,9 +425,15 @@ def execute(
     insp: Inspection,
     p: Plan,
     reused: tuple[Path, str] | None = None,
+    vouched: str = "",
 ) -> VerifiedState | None:
     """Back up (or reuse the backup `backup.reusable` found), migrate, verify; on any
-    failure undo and leave a failure record. What was verified (None: nothing applied)."""
+    failure undo and leave a failure record. What was verified (None: nothing applied).
+
+    `vouched`: the full check before writing was left to the one recorded in the interval
+    (`_vouched`); a failure then checks the restored state, which names a database that
+    was corrupt already (exit 6), not the migrations.
+    """
     db = settings.db
     taken = None
     wants_backup = settings.backup == "always" or (settings.backup == "on-change" and p.writes)
@@ -412,7 +444,10 @@ def execute(
                 info["what"] = f"reused {taken} (database unchanged since {reused[1]})"
             else:
                 taken = backup.take(
-                    db, settings.backup_dir, "pre-migrate" if p.writes else "always"
+                    db,
+                    settings.backup_dir,
+                    "pre-migrate" if p.writes else "always",
+                    vouched=vouched,
                 )
                 info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
                 info["tail"] = f" -> {taken}"
@@ -458,6 +493,8 @@ def execute(
             if not isinstance(why, RestoreFailed):
                 why = RestoreFailed(f"the restore failed: {why}", f"restore {taken} by hand")
             raise RestoreFailed(f"{failed}; and then {why.message}", why.hint) from error
+        if verdict and vouched:
+            _corrupt_before(settings, failed, how, error)
         if verdict:
             _save_record(settings, replace(record, restored=True))
         elif committed or marked:
@@ -470,6 +507,27 @@ def execute(
             f"{failed}; {how}",
             "fix the migration and ship a new image (the next start with "
             "these files refuses with exit 11)",
+        ) from error
+
+
+def _corrupt_before(settings: Settings, failed: str, how: str, error: BaseException) -> None:
+    """After a failed start that skipped the full check before writing: the state it
+    started from, put back, gets that check now. Corrupt: exit 6 naming the database, not
+    the migrations (no failure record), and the cache no longer vouches for this file."""
+    try:
+        check_before_writing(settings.db)
+    except (LockTimeout, OSError, sqlite3.OperationalError):
+        return  # cannot tell now: the start's own error stands
+    except DatabaseUnusable as bad:
+        _save_record(settings, None)
+        settings.cache_path.unlink(missing_ok=True)
+        also = "" if failed.startswith("verification: quick_check") else f" ({failed})"
+        raise DatabaseUnusable(
+            f"{bad.message}; it was so before this start, whose check before writing relied "
+            f"on the one recorded within PREFLIGHT_INTEGRITY; the migration failed on it{also}; "
+            f"{how}",
+            "the newest pre-migrate backup holds this same state: 'preflight status' lists "
+            "the backups, 'preflight restore BACKUP' puts back one taken before the damage",
         ) from error
 
 

@@ -175,6 +175,26 @@ def check_due(policy: str | int, checked_at: int, now: float) -> bool:
     return not 0 < checked_at <= now < checked_at + policy
 
 
+def span(seconds: int) -> str:
+    """A duration as the log says it: '45s', '12m', '3h', '2d' (whole units, rounded down)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(0, seconds)}s"
+
+
+def show_policy(policy: str | int) -> str:
+    """PREFLIGHT_INTEGRITY's value as an operator would write it: '24h', '90m', 'every-start'."""
+    if isinstance(policy, str):
+        return policy
+    if policy % 86400 == 0 and policy > 86400:
+        return f"{policy // 86400}d"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if policy % size == 0:
+            return f"{policy // size}{unit}"
+    return f"{policy}s"
+
+
 def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """`run [options] -- CMD...` as settings (flag > environment > default) and the command.
 
@@ -397,12 +417,19 @@ def code_identity() -> str:
     return "\n".join(sorted(found))
 
 
-def cache_text(cache_key: str, schema: str, checked_at: int) -> bytes:
+def cache_text(cache_key: str, schema: str, checked_at: int, checked_on: str = "") -> bytes:
     """The cache file `cache.write` writes for a schema with no extra objects (tested)."""
     return (
         f'{{\n "key": "{cache_key}",\n "schema_hash": "{schema}",\n "warnings": [],\n'
-        f' "checked_at": {checked_at}\n}}\n'
+        f' "checked_on": "{checked_on}",\n "checked_at": {checked_at}\n}}\n'
     ).encode()
+
+
+def cache_checked_on(text: bytes) -> str:
+    """The `checked_on` of a cache file in `cache_text`'s format (the file the check read:
+    `cache.file_id`), "" if it has none. A start with nothing to write keeps it as it is."""
+    found = text.rpartition(b'\n "checked_on": "')[2].partition(b'"')[0]
+    return found.decode("ascii") if found.replace(b":", b"").isdigit() else ""
 
 
 def cache_checked_at(text: bytes) -> int:

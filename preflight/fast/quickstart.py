@@ -82,16 +82,7 @@ def _migrations(
 
 def _since(checked_at: int, policy: str | int) -> str:
     """'header and size ok, last quick_check 3h ago' (see --integrity)."""
-    age = max(0, int(time.time()) - checked_at)
-    ago = (
-        f"{age // 86400}d"
-        if age >= 86400
-        else f"{age // 3600}h"
-        if age >= 3600
-        else f"{age // 60}m"
-        if age >= 60
-        else f"{age}s"
-    )
+    ago = facts.span(int(time.time()) - checked_at)
     return "header and size ok, " + (
         "quick_check only before writes"
         if policy == facts.BEFORE_WRITES
@@ -147,7 +138,7 @@ def start(
             raise HandOver("integrity check due")  # the full start runs and records it
         recorded, live = _inspect(db, values["tool"], policy == EVERY_START, checked)
         key = facts.cache_key(values["tool"], fingerprint, recorded, values["strict"] == "1")
-        if cached != facts.cache_text(key, live, checked_at):
+        if cached != facts.cache_text(key, live, checked_at, facts.cache_checked_on(cached)):
             raise HandOver("cache")
         keep = int(values["keep_backups"])
         if values["backup"] != "never" and keep > 0 and os.path.isdir(backup_dir):

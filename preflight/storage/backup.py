@@ -90,14 +90,16 @@ def room_for_backup(db: Path, backup_dir: Path) -> None:
         )
 
 
-def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
+def take(db: Path, backup_dir: Path, reason: str, fast: bool = True, vouched: str = "") -> Path:
     """A verified, consistent copy of `db` (WAL content included) in `backup_dir`, mode 0600.
 
     `fast`: copy the files whole under SQLite's write lock (see `filecopy`); when the
     lock is not free at once, or with `fast=False`, SQLite's online backup API. Room is
     demanded here, where a backup is taken, and nowhere else: a start that writes nothing
     needs none. The state copied passes quick_check, else DatabaseUnusable (exit 6) and
-    nothing is left: a start's full check before it writes.
+    nothing is left: a start's full check before it writes. `vouched` (why, for the log):
+    a migrating start within the integrity interval relies on the full check recorded
+    for this file (`cache.vouching`) instead; the copy is still compared and hashed.
     """
     room_for_backup(db, backup_dir)
     # What this call creates goes again when it fails: a refused start leaves no trace.
@@ -122,12 +124,12 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
                 locked_copy,  # not needed by a start that writes nothing
             )
 
-            locked = locked_copy(db, tmp)
+            locked = locked_copy(db, tmp, check=not vouched)
         if locked is not None:
             faults.point("backup-temp-written")
-            # Verified already: the source passed quick_check in the state we copied,
-            # and the copy was compared with it byte for byte, or is a clone of it made
-            # under the same lock (see filecopy).
+            # Verified already: the source passed quick_check in the state we copied
+            # (or, `vouched`, within the integrity interval), and the copy was compared
+            # with it byte for byte, or is a clone of it made under the same lock.
             fsync_file(tmp)
             result, copied, sha = "ok", _object_count(tmp), locked.tree
             expected, how, live = locked.expected, locked.method, locked.live
@@ -147,7 +149,10 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True) -> Path:
                 "check the disk holding the backup folder",
             )
         compared = locked is not None and not how.startswith("cloned")
-        checked = "quick_check ok" + (", every block compared" if compared else "")
+        skipped = vouched and locked is not None
+        checked = (f"quick_check skipped ({vouched})" if skipped else "quick_check ok") + (
+            ", every block compared" if compared else ""
+        )
         log.info("backup: %s %s, %s, sha256 tree %s", how, db.name, checked, sha[:16])
         version, migration = catalog.held_version(tmp)
         # The record goes first: a name in the folder without one would be taken for

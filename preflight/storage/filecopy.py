@@ -53,8 +53,12 @@ class Locked:
     live: dict[str, Any] | None = None
 
 
-def locked_copy(db: Path, tmp: Path) -> Locked | None:
+def locked_copy(db: Path, tmp: Path, check: bool = True) -> Locked | None:
     """Copy the database's files whole under SQLite's write lock, verified; None: do it another way.
+
+    `check=False`: no quick_check of the source (a full check of this file that passed
+    within the integrity interval vouches for it, see `cache.vouching`); the copy is still
+    compared block by block and hashed.
 
     Verification runs beside the copy: another thread runs quick_check on the source in
     the very state being copied (nothing can commit), and each copied block is compared
@@ -98,7 +102,7 @@ def locked_copy(db: Path, tmp: Path) -> Locked | None:
             total = db.stat().st_size + (wal.stat().st_size if has_wal else 0)
             meter = Meter("backup", total)
             # Without a WAL to fold in, the copy's chunks are hashed as they are compared.
-            checker, flusher = _Checker(db), _Flusher(tmp)
+            checker, flusher = _Checker(db, check), _Flusher(tmp)
             checker.start()
             flusher.start()
             try:
@@ -235,10 +239,10 @@ def _kernel_copy(fin: int, fout: int, size: int, meter: Meter | None) -> int:
 class _Checker:
     """PRAGMA quick_check of the live database in a thread (sqlite3 releases the GIL)."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, wanted: bool = True) -> None:
         import threading  # only a backup needs it
 
-        self.db, self.result = db, ""
+        self.db, self.result, self.wanted = db, "" if wanted else "ok", wanted
         self.error: BaseException | None = None
         # A daemon: a signal that interrupts the caller before join() must not leave the
         # process waiting for this thread at exit (the guard reports exit 12 and goes).
@@ -256,10 +260,12 @@ class _Checker:
             self.error = exc
 
     def start(self) -> None:
-        self.thread.start()
+        if self.wanted:
+            self.thread.start()
 
     def join(self) -> None:
-        self.thread.join()
+        if self.wanted:
+            self.thread.join()
 
 
 class _Flusher:

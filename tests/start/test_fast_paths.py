@@ -33,7 +33,7 @@ def head(cli, make_db) -> Path:
 
 def test_a_verified_start_writes_the_cache_and_the_next_no_op_start_uses_it(cli, head):
     data = json.loads((head.parent / CACHE).read_text())
-    assert set(data) == {"key", "schema_hash", "warnings", "checked_at"}
+    assert set(data) == {"key", "schema_hash", "warnings", "checked_on", "checked_at"}
     assert data["checked_at"] > 0  # the migration's verification ran quick_check
     assert stat.S_IMODE((head.parent / CACHE).stat().st_mode) == 0o600
     state = folder_state(head.parent)
@@ -357,12 +357,14 @@ def test_quick_start_knows_every_option_the_cli_knows():
 
 def test_quick_start_and_cache_share_one_file_format_and_fingerprint(tmp_path):
     path = tmp_path / "c.json"
-    for checked_at in (0, 1, 1767225600):
-        cache.write(path, cache.Verified("k" * 64, "h" * 64, (), checked_at))
+    for checked_at, checked_on in ((0, ""), (1, "2049:12"), (1767225600, cache.file_id(path))):
+        written = cache.Verified("k" * 64, "h" * 64, (), checked_at, checked_on)
+        cache.write(path, written)
         text = path.read_bytes()
-        assert text == facts.cache_text("k" * 64, "h" * 64, checked_at)
+        assert text == facts.cache_text("k" * 64, "h" * 64, checked_at, checked_on)
         assert facts.cache_checked_at(text) == checked_at
-        assert cache.read(path, "k" * 64) == cache.Verified("k" * 64, "h" * 64, (), checked_at)
+        assert facts.cache_checked_on(text) == checked_on
+        assert cache.read(path, "k" * 64) == written
     found = migrations.discover(MIGRATIONS)
     assert facts.set_fingerprint(
         [(n, s) for _, n, s in facts.files(str(MIGRATIONS))]

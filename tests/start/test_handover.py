@@ -3,6 +3,7 @@ hashes, a passed quick_check; the full pipeline does none of it twice."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -121,6 +122,9 @@ def test_a_quick_check_not_run_by_the_quick_start_is_run_by_the_pipeline(
     folder = make_migrations({}, base=True)
     assert cli_run("migrate", "--db", db, "--migrations", MIGRATIONS).code == 0
     (folder / "006_more.sql").write_text("CREATE TABLE more (id INTEGER PRIMARY KEY);\n")
+    # No full check recorded (else one within the interval would vouch for this write).
+    cached = db.parent / f"{db.name}.preflight-cache.json"
+    cached.write_text(json.dumps(dict(json.loads(cached.read_text()), checked_at=0)))
     proof = quickstart.start(_args(db, folder, "--integrity", "24h"), {}, hand_on=True)
     assert proof is not None and not proof.checked
     err = _run(db, folder, proof, "--integrity", "24h")

@@ -72,6 +72,7 @@ def record_check(db: Path, seconds_ago: int) -> None:
             data["schema_hash"],
             tuple(data["warnings"]),
             int(time.time()) - seconds_ago,
+            data.get("checked_on", ""),  # the file the check read: kept
         ),
     )
 
