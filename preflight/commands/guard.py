@@ -40,7 +40,7 @@ from preflight.fast.facts import (
     share_running,
     uri,
 )
-from preflight.live import history, loss
+from preflight.live import history
 from preflight.live.database import (
     Inspection,
     assert_not_busy,
@@ -54,7 +54,7 @@ from preflight.sources import source
 from preflight.sources.filesource import FileSource
 from preflight.sources.planner import accepted_part
 from preflight.sources.source import Plan, Source
-from preflight.storage import backup, cache, catalog, holders, litestream
+from preflight.storage import cache, litestream
 from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step
 
@@ -87,6 +87,8 @@ def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
             f"'preflight clear-failure'",
         )
     if record.fingerprint == fingerprint and record.loss and _covered(settings, record.loss):
+        from preflight.live import loss
+
         log.info(
             "failure record: the loss it refused (%s) is accepted now (%s); trying again",
             ", ".join(record.loss),
@@ -117,6 +119,8 @@ def resume_interrupted(settings: Settings) -> None:
     record = history.read_failure(settings.failure_path)
     if record is None or record.restored or record.reason != IN_PROGRESS or not record.backup:
         return
+    from preflight.storage import backup, holders  # a start that writes nothing needs neither
+
     taken = Path(record.backup)
     holders.refuse_others(
         settings.db, f"undoing a killed tool run (from {taken})", holders.others(settings.db)
@@ -209,6 +213,8 @@ def _fits(settings: Settings, src: Source, restored: Path) -> None:
 
 def prune(settings: Settings) -> None:
     if settings.backup != "never" and settings.backup_dir.is_dir():
+        from preflight.storage import catalog  # a first start has no backup folder yet
+
         try:
             for removed in catalog.prune(settings.backup_dir, settings.db, settings.keep_backups):
                 log.info("prune: removed %s", removed)
@@ -291,6 +297,10 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
     backs_up = insp.size > 0 and (
         settings.backup == "always" or (settings.backup == "on-change" and p.writes)
     )
+    if insp.size > 0:
+        # Only a start on a database that holds something backs up or waits for others:
+        # a fresh build imports neither.
+        from preflight.storage import backup, holders
     # A retry (a restart loop) of a start that failed: its backup still holds this.
     reused = backup.reusable(db, settings.backup_dir) if backs_up and p.writes else None
     if (p.writes or settings.backup == "always" or deferred) and insp.size > 0 and not checked:
@@ -334,6 +344,8 @@ def given_tables(settings: Settings, file: Path | None = None) -> None:
     `file`: the database to read (check's private copy), shown as `settings.db`."""
     if not settings.accept_loss:
         return
+    from preflight.live import loss  # only when PREFLIGHT_ACCEPT_LOSS is set
+
     read = file or settings.db
     fresh = not read.exists() or read.stat().st_size == 0
     conn = None if fresh else sqlite3.connect(uri(read, mode="ro"), uri=True, isolation_level=None)
@@ -348,6 +360,8 @@ def check_accepted(settings: Settings, p: Plan) -> None:
     """PREFLIGHT_ACCEPT_LOSS is said in the log: it is meant for one start."""
     if not settings.accept_loss:
         return
+    from preflight.live import loss
+
     given = ", ".join(targets.show(t) for t in settings.accept_loss)
     if p.pending:
         log.warning("accept-loss: %s=%s: this start accepts losses there", loss.VARIABLE, given)
@@ -419,6 +433,8 @@ def execute(
     taken = None
     wants_backup = settings.backup == "always" or (settings.backup == "on-change" and p.writes)
     if wants_backup and insp.size > 0:
+        from preflight.storage import backup
+
         with step("backup") as info:
             if reused:
                 taken = reused[0]
@@ -495,6 +511,10 @@ def execute(
 
 def _accepted_nothing(settings: Settings, progress: dict[str, Any]) -> None:
     """PREFLIGHT_ACCEPT_LOSS left set after the start it was meant for is said, not kept quiet."""
+    if not settings.accept_loss:
+        return
+    from preflight.live import loss
+
     used = [e for e in progress.get("loss", ()) if e.accepted == loss.VARIABLE]
     idle = [
         targets.show(g)
@@ -593,6 +613,8 @@ def _last(text: str) -> str:
 
 def undo(settings: Settings, insp: Inspection, taken: Path | None, committed: bool) -> str:
     """Put the database back as inspected. Returns how; raises RestoreFailed."""
+    from preflight.storage import backup, holders  # a start that succeeds needs neither
+
     db = settings.db
     if taken is None and insp.size == 0:
         # Connecting created the file even if nothing was committed: remove it.

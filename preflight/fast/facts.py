@@ -175,12 +175,11 @@ def check_due(policy: str | int, checked_at: int, now: float) -> bool:
     return not 0 < checked_at <= now < checked_at + policy
 
 
-def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """`run [options] -- CMD...` as settings (flag > environment > default) and the command.
-
-    Only the plain spellings a no-op start needs; anything argparse would have to judge
-    (`--db=x`, abbreviations, json output, backup=always, a value to be parsed) is Unproven.
-    """
+def run_flags(args: list[str]) -> tuple[dict[str, str], list[str]]:
+    """`run [options] -- CMD...`: the flags as given (setting -> text, a switch "1" or "0")
+    and the command, read as argparse reads them; anything but the plain spellings
+    (`--db=x`, abbreviations, a value starting with '-', no `--`, no command) is Unproven.
+    `cli` reads a `run` with these too, before it would build argparse's parser."""
     given: dict[str, str] = {}
     i = 0
     while i < len(args) and args[i] != "--":
@@ -195,6 +194,16 @@ def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, 
             raise Unproven(arg)
     if i >= len(args) or i + 1 == len(args):
         raise Unproven("no command after --")
+    return given, args[i + 1 :]
+
+
+def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """`run [options] -- CMD...` as settings (flag > environment > default) and the command.
+
+    Only the plain spellings a no-op start needs (`run_flags`); anything argparse would have
+    to judge (json output, backup=always, a value to be parsed) is Unproven too.
+    """
+    given, command = run_flags(args)
     values = {
         dest: given.get(dest, environ.get(env, default)) for dest, _, env, default, _ in OPTIONS
     }
@@ -221,7 +230,7 @@ def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, 
         or values["accept_loss"].strip()  # validated against the tables, and logged
     ):
         raise Unproven("options")
-    return values, args[i + 1 :]
+    return values, command
 
 
 class Proof:

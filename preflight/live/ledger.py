@@ -21,15 +21,17 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from preflight.core.targets import Target
 from preflight.fast.facts import now, uri
-from preflight.live import census, loss, vanished
+from preflight.live import census
 from preflight.live.census import Count
-from preflight.live.loss import Entry
 from preflight.schema import foreignkeys, sqltext, statements
 from preflight.storage.config import Settings
+
+if TYPE_CHECKING:
+    from preflight.live.loss import Entry
 
 _FIRST = re.compile(r"\s*([A-Za-z]+)\b")
 
@@ -197,6 +199,9 @@ class Ledger:
         LossRefused (the caller rolls back)."""
         if not self.active:
             return
+        # Judging needs these; a run that counted nothing (a fresh build) never imports them.
+        from preflight.live import loss
+
         self._flush()
         self.active = False
         conn = self.conn
@@ -243,6 +248,8 @@ class Ledger:
         current: dict[str, str],
         then: Then,
     ) -> list[Entry]:
+        from preflight.live.loss import Entry
+
         blame = tuple(self.blame[t])
         shown = self.names[t]
         if successor is None:
@@ -289,6 +296,9 @@ class Ledger:
     ) -> list[Entry]:
         """Rows no statement asked to remove: lost, or a cleanup (read from the backup only
         when nothing already declares or accepts them)."""
+        from preflight.live import loss, vanished
+        from preflight.live.loss import Entry
+
         lost = Entry(shown, "lost", rest, before.rows, blame)
         declared = {m.name: m.declared for m in self.planned}
         if loss.accept([lost], declared, self.policy.given, {t: {t, sqltext.fold(stored)}})[

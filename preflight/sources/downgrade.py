@@ -15,7 +15,6 @@ failure.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 
 from preflight import schema
 from preflight.core.errors import HistoryError, HistoryMoved, MigrationFailed
-from preflight.fast.facts import uri
+from preflight.fast.facts import sha256_bytes, uri
 from preflight.live import history
 from preflight.live.database import Inspection
 from preflight.schema import drift
@@ -71,7 +70,7 @@ class Stored:
 
 
 def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_bytes(text.encode("utf-8"))
 
 
 def text_of(m: Migration) -> str | None:

@@ -36,7 +36,7 @@ from preflight.live.database import Inspection, connect, recorded
 from preflight.live.ledger import Ledger, Planned, Policy
 from preflight.schema import drift, foreignkeys
 from preflight.schema.statements import RUN
-from preflight.sources import downgrade, evidence, planner
+from preflight.sources import downgrade, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
 from preflight.sources.replay import replay
 from preflight.sources.source import Json, Plan, Stamp
@@ -403,6 +403,8 @@ def _refuse_below_evidence(
     last = max((a.version for a in insp.applied or ()), default=0)
     if insp.trusted or insp.live_schema.is_empty() or not migrations:
         return
+    from preflight.sources import evidence  # stamp only
+
     found = evidence.rank(insp.live_schema, migrations)
     shown = [migrations[k - 1] for k in found.matches]
     above = [m for m in shown if m.version > version]

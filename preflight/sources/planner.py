@@ -15,7 +15,6 @@ from preflight.core.errors import DriftError
 from preflight.live import history
 from preflight.live.database import Inspection
 from preflight.schema import drift
-from preflight.sources import evidence
 from preflight.sources.migrations import Migration, set_fingerprint
 from preflight.sources.replay import replay
 
@@ -63,6 +62,8 @@ def _drift(
     the differing objects, which is all `with_origins` needs to name them.
     """
     if steps is None:
+        from preflight.sources import evidence  # only for a drift error
+
         stops = evidence.changes_of(migrations[:upto], _objects(diffs)) | {upto}
         steps = replay(migrations[:upto], stops - {0})
     steps = {i: steps[i] for i in range(1, upto + 1) if i in steps}
@@ -143,6 +144,8 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
         extras = drift.diff(schema.Schema(), live)
         _warn_extras(extras, strict)
         return Plan(fingerprint, (), (), schema.Schema(), tuple(extras))
+    from preflight.sources import evidence  # adoption only: a fresh build never needs it
+
     found = evidence.rank(live, migrations)
     if not found.matches:
         k = found.closest
