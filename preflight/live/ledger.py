@@ -25,12 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from preflight.core.targets import Target
 from preflight.fast.facts import now, uri
-from preflight.live import census
-from preflight.live.census import Count
 from preflight.schema import foreignkeys, sqltext, statements
 from preflight.storage.config import Settings
 
 if TYPE_CHECKING:
+    from preflight.live.census import Count
     from preflight.live.loss import Entry
 
 _FIRST = re.compile(r"\s*([A-Za-z]+)\b")
@@ -87,6 +86,8 @@ class Then:
                 self.conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
         if self.conn is None:
             return None
+        from preflight.live import census
+
         try:
             counted = census.count(self.conn, table, columns)
         except sqlite3.Error:
@@ -130,9 +131,14 @@ class Ledger:
         """Count what the pending migrations can change (inside the caller's transaction,
         after `foreignkeys.watch`, whose lineage this follows too)."""
         ledger = cls(conn, planned, policy, lineage)
+        any_table = "SELECT 1 FROM main.sqlite_master WHERE type = 'table' LIMIT 1"
+        if not planned or conn.execute(any_table).fetchone() is None:
+            return ledger  # a fresh build: nothing of anyone's to lose (census not imported)
+        from preflight.live import census
+
         tables = census.tables(conn)
-        if not tables or not planned:
-            return ledger  # a fresh build: nothing of anyone's to lose
+        if not tables:
+            return ledger
         triggers = census.triggers(conn)
         per: dict[str, set[str]] = {}
         for m in planned:
@@ -200,7 +206,7 @@ class Ledger:
         if not self.active:
             return
         # Judging needs these; a run that counted nothing (a fresh build) never imports them.
-        from preflight.live import loss
+        from preflight.live import census, loss
 
         self._flush()
         self.active = False
@@ -248,6 +254,7 @@ class Ledger:
         current: dict[str, str],
         then: Then,
     ) -> list[Entry]:
+        from preflight.live import census
         from preflight.live.loss import Entry
 
         blame = tuple(self.blame[t])

@@ -239,6 +239,7 @@ NOT_IN_A_FRESH_BUILD = (
     "preflight.storage.filecopy",
     "preflight.storage.unchanged",
     "preflight.storage.holders",
+    "preflight.live.census",
     "preflight.live.loss",
     "preflight.live.vanished",
     "argparse",
