@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from preflight import schema
 from preflight.core import signals, targets
 from preflight.core.errors import (
     TRANSIENT,
@@ -49,7 +50,7 @@ from preflight.live.database import (
     inspect,
     sqlite_temp_folder,
 )
-from preflight.schema import drift, foreignkeys, snapshot
+from preflight.schema import drift, foreignkeys
 from preflight.sources import source
 from preflight.sources.filesource import FileSource
 from preflight.sources.planner import accepted_part
@@ -552,7 +553,7 @@ def verify(
             found = (
                 []
                 if p.expected_head is None
-                else drift.diff(p.expected_head, src.compared(snapshot(conn)))
+                else drift.diff(p.expected_head, src.compared(schema.snapshot(conn)))
             )
             diffs, _ = accepted_part(drift.errors(found, settings.strict), p.accepted)
             extras = tuple(d.message() for d in found if d.kind == "extra" and not settings.strict)

@@ -33,7 +33,6 @@ from preflight.schema.statements import RUN, classify, split_statements
 from preflight.sources import planner
 from preflight.sources.functions import AppFunctions
 from preflight.sources.migrations import Migration, Statement, set_fingerprint, up_section
-from preflight.sources.replay import replay
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
@@ -237,6 +236,8 @@ def plan(
     steps = tuple(_step(kept[a.version], functions) for a in reversed(above))
     head = None
     if run_code or all(m.kind == "sql" for m in migrations):
+        from preflight.sources.replay import replay  # only a downgrade replays
+
         head = replay(migrations, {len(migrations)})[len(migrations)]
     log.info(
         "downgrade: %d migration(s) to undo, newest first: %s (back to %s)",

@@ -38,7 +38,6 @@ from preflight.schema import drift, foreignkeys
 from preflight.schema.statements import RUN
 from preflight.sources import downgrade, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
-from preflight.sources.replay import replay
 from preflight.sources.source import Json, Plan, Stamp
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
@@ -147,6 +146,8 @@ class FileSource:
             )
         if not force:
             _refuse_below_evidence(settings, insp, self.migrations, number)
+        from preflight.sources.replay import replay  # stamp only
+
         return replay(self.migrations, {len(upto)})[len(upto)]
 
     def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:

@@ -16,7 +16,6 @@ from preflight.live import history
 from preflight.live.database import Inspection
 from preflight.schema import drift
 from preflight.sources.migrations import Migration, set_fingerprint
-from preflight.sources.replay import replay
 
 log = logging.getLogger("preflight")
 
@@ -63,6 +62,7 @@ def _drift(
     """
     if steps is None:
         from preflight.sources import evidence  # only for a drift error
+        from preflight.sources.replay import replay
 
         stops = evidence.changes_of(migrations[:upto], _objects(diffs)) | {upto}
         steps = replay(migrations[:upto], stops - {0})
@@ -108,6 +108,8 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
         return _adopt(insp, migrations, strict)
     pending = history.pending(insp.applied, migrations)
     done = n - len(pending)
+    from preflight.sources.replay import replay  # not for a fresh build (nor the schema reader)
+
     snaps = replay(migrations, {done, n})
     diffs = drift.diff(snaps[done], insp.live_schema)
     errors, accepted = accepted_part(drift.errors(diffs, strict), insp.accepted)
