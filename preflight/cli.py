@@ -7,19 +7,26 @@ pid, so as PID 1 in a container it receives SIGTERM directly.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from preflight import __version__
-from preflight.commands.results import Ready, Result
+from preflight.commands.outcome import Ready, Result
 from preflight.core import errors, faults, signals
 from preflight.core.errors import PreflightError
+from preflight.fast import facts
 from preflight.fast.facts import Proof
 from preflight.storage.config import Settings, add_options, resolve
+
+if TYPE_CHECKING:
+    import argparse
+
+    Parsed = argparse.Namespace | SimpleNamespace
 
 log = logging.getLogger("preflight")
 
@@ -40,6 +47,8 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser: every command, each with every common option."""
+    import argparse  # not for a `run` the fast parser read (`plain_run`)
+
     common = argparse.ArgumentParser(add_help=False)
     add_options(common)
     parser = argparse.ArgumentParser(
@@ -165,7 +174,26 @@ def _stamp_version(text: str) -> int | str:
         return text
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings, proof: Proof | None = None) -> Result:
+SWITCHED = {dest for dest, _ in facts.SWITCHES.values()}  # argparse makes these bools
+
+
+def plain_run(argv: list[str]) -> SimpleNamespace | None:
+    """`run` with only plain flags (`--db X`, `--strict`, then `--` and the command) as
+    argparse would parse it, read by the fast parser (`facts.run_flags`) without building
+    argparse's parser: most of a fresh build's command line. None: argparse reads it."""
+    if argv[:1] != ["run"]:
+        return None
+    try:
+        given, command = facts.run_flags(argv[1:])
+    except facts.Unproven:
+        return None
+    parsed: dict[str, object] = {dest: None for dest, *_ in facts.OPTIONS}
+    for dest, text in given.items():
+        parsed[dest] = text == "1" if dest in SWITCHED else text
+    return SimpleNamespace(command="run", cmd=["--", *command], **parsed)
+
+
+def _dispatch(args: Parsed, settings: Settings, proof: Proof | None = None) -> Result:
     """One command, whatever the migration source: each is one short function."""
     command = args.command
     if command in ("run", "migrate"):
@@ -210,11 +238,13 @@ def main(argv: Sequence[str] | None = None, proof: Proof | None = None) -> int:
     """Run one command; returns its exit code (`run` execs instead of returning on success).
 
     `proof`: what the quick start proved before handing this `run` over (see `entry`)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:  # argparse reports usage errors itself, with code 2
-        return int(exc.code or 0)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args: Parsed | None = plain_run(given)
+    if args is None:
+        try:
+            args = build_parser().parse_args(given)
+        except SystemExit as exc:  # argparse reports usage errors itself, with code 2
+            return int(exc.code or 0)
     previous = signals.install()
     try:
         return _main(args, proof)
@@ -225,7 +255,7 @@ def main(argv: Sequence[str] | None = None, proof: Proof | None = None) -> int:
         signals.restore(previous)
 
 
-def _main(args: argparse.Namespace, proof: Proof | None = None) -> int:
+def _main(args: Parsed, proof: Proof | None = None) -> int:
     settings = None
     report: dict[str, object] = {"command": args.command}
     argv: tuple[str, ...] = ()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from preflight import schema
 from preflight.core import signals, targets
 from preflight.core.errors import (
     TRANSIENT,
@@ -41,7 +42,7 @@ from preflight.fast.facts import (
     span,
     uri,
 )
-from preflight.live import history, loss
+from preflight.live import history
 from preflight.live.database import (
     Inspection,
     assert_not_busy,
@@ -50,12 +51,12 @@ from preflight.live.database import (
     inspect,
     sqlite_temp_folder,
 )
-from preflight.schema import drift, foreignkeys, snapshot
+from preflight.schema import drift, foreignkeys
 from preflight.sources import source
 from preflight.sources.filesource import FileSource
 from preflight.sources.planner import accepted_part
 from preflight.sources.source import Plan, Source
-from preflight.storage import backup, cache, catalog, holders, litestream
+from preflight.storage import cache, litestream
 from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step
 
@@ -88,6 +89,8 @@ def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
             f"'preflight clear-failure'",
         )
     if record.fingerprint == fingerprint and record.loss and _covered(settings, record.loss):
+        from preflight.live import loss
+
         log.info(
             "failure record: the loss it refused (%s) is accepted now (%s); trying again",
             ", ".join(record.loss),
@@ -118,6 +121,8 @@ def resume_interrupted(settings: Settings) -> None:
     record = history.read_failure(settings.failure_path)
     if record is None or record.restored or record.reason != IN_PROGRESS or not record.backup:
         return
+    from preflight.storage import backup, holders  # a start that writes nothing needs neither
+
     taken = Path(record.backup)
     holders.refuse_others(
         settings.db, f"undoing a killed tool run (from {taken})", holders.others(settings.db)
@@ -206,6 +211,8 @@ def _fits(settings: Settings, src: Source, restored: Path) -> None:
 
 def prune(settings: Settings) -> None:
     if settings.backup != "never" and settings.backup_dir.is_dir():
+        from preflight.storage import catalog  # a first start has no backup folder yet
+
         try:
             for removed in catalog.prune(settings.backup_dir, settings.db, settings.keep_backups):
                 log.info("prune: removed %s", removed)
@@ -287,6 +294,10 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
     backs_up = insp.size > 0 and (
         settings.backup == "always" or (settings.backup == "on-change" and p.writes)
     )
+    if insp.size > 0:
+        # Only a start on a database that holds something backs up or waits for others:
+        # a fresh build imports neither.
+        from preflight.storage import backup, holders
     # A retry (a restart loop) of a start that failed: its backup still holds this.
     reused = backup.reusable(db, settings.backup_dir) if backs_up and p.writes else None
     # Within the integrity interval, a migration backed by a backup may rely on the full
@@ -352,6 +363,8 @@ def given_tables(settings: Settings, file: Path | None = None) -> None:
     `file`: the database to read (check's private copy), shown as `settings.db`."""
     if not settings.accept_loss:
         return
+    from preflight.live import loss  # only when PREFLIGHT_ACCEPT_LOSS is set
+
     read = file or settings.db
     fresh = not read.exists() or read.stat().st_size == 0
     conn = None if fresh else sqlite3.connect(uri(read, mode="ro"), uri=True, isolation_level=None)
@@ -366,6 +379,8 @@ def check_accepted(settings: Settings, p: Plan) -> None:
     """PREFLIGHT_ACCEPT_LOSS is said in the log: it is meant for one start."""
     if not settings.accept_loss:
         return
+    from preflight.live import loss
+
     given = ", ".join(targets.show(t) for t in settings.accept_loss)
     what = "this start accepts losses there" if p.pending else "nothing to run, nothing accepted"
     log.warning(
@@ -438,6 +453,8 @@ def execute(
     taken = None
     wants_backup = settings.backup == "always" or (settings.backup == "on-change" and p.writes)
     if wants_backup and insp.size > 0:
+        from preflight.storage import backup
+
         with step("backup") as info:
             if reused:
                 taken = reused[0]
@@ -533,6 +550,10 @@ def _corrupt_before(settings: Settings, failed: str, how: str, error: BaseExcept
 
 def _accepted_nothing(settings: Settings, progress: dict[str, Any]) -> None:
     """PREFLIGHT_ACCEPT_LOSS left set after the start it was meant for is said, not kept quiet."""
+    if not settings.accept_loss:
+        return
+    from preflight.live import loss
+
     used = [e for e in progress.get("loss", ()) if e.accepted == loss.VARIABLE]
     idle = [
         targets.show(g)
@@ -566,7 +587,7 @@ def verify(
             found = (
                 []
                 if p.expected_head is None
-                else drift.diff(p.expected_head, src.compared(snapshot(conn)))
+                else drift.diff(p.expected_head, src.compared(schema.snapshot(conn)))
             )
             diffs, _ = accepted_part(drift.errors(found, settings.strict), p.accepted)
             extras = tuple(d.message() for d in found if d.kind == "extra" and not settings.strict)
@@ -627,6 +648,8 @@ def _last(text: str) -> str:
 
 def undo(settings: Settings, insp: Inspection, taken: Path | None, committed: bool) -> str:
     """Put the database back as inspected. Returns how; raises RestoreFailed."""
+    from preflight.storage import backup, holders  # a start that succeeds needs neither
+
     db = settings.db
     if taken is None and insp.size == 0:
         # Connecting created the file even if nothing was committed: remove it.

@@ -195,12 +195,11 @@ def show_policy(policy: str | int) -> str:
     return f"{policy}s"
 
 
-def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """`run [options] -- CMD...` as settings (flag > environment > default) and the command.
-
-    Only the plain spellings a no-op start needs; anything argparse would have to judge
-    (`--db=x`, abbreviations, json output, backup=always, a value to be parsed) is Unproven.
-    """
+def run_flags(args: list[str]) -> tuple[dict[str, str], list[str]]:
+    """`run [options] -- CMD...`: the flags as given (setting -> text, a switch "1" or "0")
+    and the command, read as argparse reads them; anything but the plain spellings
+    (`--db=x`, abbreviations, a value starting with '-', no `--`, no command) is Unproven.
+    `cli` reads a `run` with these too, before it would build argparse's parser."""
     given: dict[str, str] = {}
     i = 0
     while i < len(args) and args[i] != "--":
@@ -215,6 +214,16 @@ def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, 
             raise Unproven(arg)
     if i >= len(args) or i + 1 == len(args):
         raise Unproven("no command after --")
+    return given, args[i + 1 :]
+
+
+def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """`run [options] -- CMD...` as settings (flag > environment > default) and the command.
+
+    Only the plain spellings a no-op start needs (`run_flags`); anything argparse would have
+    to judge (json output, backup=always, a value to be parsed) is Unproven too.
+    """
+    given, command = run_flags(args)
     values = {
         dest: given.get(dest, environ.get(env, default)) for dest, _, env, default, _ in OPTIONS
     }
@@ -241,7 +250,7 @@ def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, 
         or values["accept_loss"].strip()  # validated against the tables, and logged
     ):
         raise Unproven("options")
-    return values, args[i + 1 :]
+    return values, command
 
 
 class Proof:

@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from preflight.core.targets import WORD
 from preflight.schema import model, sqltext, statements
 from preflight.schema.sqltext import quote
 
@@ -101,7 +102,7 @@ _HARMLESS = (
     ["RELEASE"],
 )
 _LITERAL = re.compile(r"'[^']*'")
-_NAME = r'(?:"(?:[^"]|"")*"|\[[^\]]*\]|`[^`]*`|[\w$\x80-\U0010ffff]+)'
+_NAME = rf'(?:"(?:[^"]|"")*"|\[[^\]]*\]|`[^`]*`|{WORD}+)'
 _INTO = re.compile(
     rf"\s*(?:INSERT(?:\s+OR\s+\w+)?|REPLACE)\s+INTO\s+({_NAME})(?:\s*\.\s*({_NAME}))?", re.I
 )

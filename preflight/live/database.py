@@ -6,7 +6,6 @@ All read-only: nothing here writes the database or its folder.
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -28,7 +27,6 @@ from preflight.fast.facts import (
 from preflight.live import history
 from preflight.schema import drift
 from preflight.storage import cache
-from preflight.storage.backup import snapshot
 
 
 def connect(db: Path, timeout: float) -> sqlite3.Connection:
@@ -184,6 +182,8 @@ def _rehearse_rollback(real: Path, db: Path) -> None:
     would corrupt this one, and a rollback cannot be undone."""
     # The fallback is the folder of the file being inspected: under `migrate` the
     # database's own folder (written anyway), under check/status the private copy's.
+    from preflight.storage.backup import snapshot  # only for a hot journal
+
     with private_folder("preflight-journal-", fallback=real.parent) as tmp:
         try:
             copy = snapshot(real, tmp)
@@ -251,13 +251,27 @@ def sqlite_temp_folder(db: Path) -> Iterator[Path]:
     folder = db.with_name(db.name + SQLITE_TMP)
     if folder.is_symlink() or folder.is_file():
         folder.unlink()  # planted or left: never followed
-    shutil.rmtree(folder, ignore_errors=True)  # a killed start's
+    _remove(folder)  # a killed start's
     folder.mkdir(mode=0o700)
     _temp_directory(str(folder))
     try:
         yield folder
     finally:
         _temp_directory("")
+        _remove(folder)
+
+
+def _remove(folder: Path) -> None:
+    """shutil.rmtree(folder, ignore_errors=True), importing shutil (and its compression
+    modules: ~2 ms of a fresh build) only when the folder is not empty: SQLite unlinks
+    its temp files as it opens them, so it is empty unless a start was killed."""
+    try:
+        folder.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        import shutil
+
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -21,15 +21,16 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from preflight.core.targets import Target
 from preflight.fast.facts import now, uri
-from preflight.live import census, loss, vanished
-from preflight.live.census import Count
-from preflight.live.loss import Entry
 from preflight.schema import foreignkeys, sqltext, statements
 from preflight.storage.config import Settings
+
+if TYPE_CHECKING:
+    from preflight.live.census import Count
+    from preflight.live.loss import Entry
 
 _FIRST = re.compile(r"\s*([A-Za-z]+)\b")
 
@@ -85,6 +86,8 @@ class Then:
                 self.conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
         if self.conn is None:
             return None
+        from preflight.live import census
+
         try:
             counted = census.count(self.conn, table, columns)
         except sqlite3.Error:
@@ -128,9 +131,14 @@ class Ledger:
         """Count what the pending migrations can change (inside the caller's transaction,
         after `foreignkeys.watch`, whose lineage this follows too)."""
         ledger = cls(conn, planned, policy, lineage)
+        any_table = "SELECT 1 FROM main.sqlite_master WHERE type = 'table' LIMIT 1"
+        if not planned or conn.execute(any_table).fetchone() is None:
+            return ledger  # a fresh build: nothing of anyone's to lose (census not imported)
+        from preflight.live import census
+
         tables = census.tables(conn)
-        if not tables or not planned:
-            return ledger  # a fresh build: nothing of anyone's to lose
+        if not tables:
+            return ledger
         triggers = census.triggers(conn)
         per: dict[str, set[str]] = {}
         for m in planned:
@@ -197,6 +205,9 @@ class Ledger:
         LossRefused (the caller rolls back)."""
         if not self.active:
             return
+        # Judging needs these; a run that counted nothing (a fresh build) never imports them.
+        from preflight.live import census, loss
+
         self._flush()
         self.active = False
         conn = self.conn
@@ -243,6 +254,9 @@ class Ledger:
         current: dict[str, str],
         then: Then,
     ) -> list[Entry]:
+        from preflight.live import census
+        from preflight.live.loss import Entry
+
         blame = tuple(self.blame[t])
         shown = self.names[t]
         if successor is None:
@@ -289,6 +303,9 @@ class Ledger:
     ) -> list[Entry]:
         """Rows no statement asked to remove: lost, or a cleanup (read from the backup only
         when nothing already declares or accepts them)."""
+        from preflight.live import loss, vanished
+        from preflight.live.loss import Entry
+
         lost = Entry(shown, "lost", rest, before.rows, blame)
         declared = {m.name: m.declared for m in self.planned}
         if loss.accept([lost], declared, self.policy.given, {t: {t, sqltext.fold(stored)}})[

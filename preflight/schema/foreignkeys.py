@@ -395,9 +395,14 @@ class Baseline:
 def watch(conn: sqlite3.Connection, found: list[Violation]) -> Baseline:
     """The baseline of a run about to execute on `conn`: its violations, and a lineage
     that follows every statement `conn` executes from now on (its trace callback)."""
-    lineage = Lineage(
+    tables = [
         name for (name,) in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table'")
-    )
+    ]
+    if not tables:
+        # A fresh build: no row the run leaves can come from before it, and there is no
+        # orphan to follow, so no statement needs reading (none is traced).
+        return Baseline(tuple(found))
+    lineage = Lineage(tables)
     conn.set_trace_callback(lineage.statement)
     return Baseline(tuple(found), lineage)
 

@@ -7,7 +7,6 @@ older image plans and runs them: docs/internals.md, "Downgrades".
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 
 from preflight import schema
 from preflight.core.errors import HistoryError, HistoryMoved, MigrationFailed
-from preflight.fast.facts import connect_ro
+from preflight.fast.facts import connect_ro, sha256_bytes
 from preflight.live import history
 from preflight.live.database import Inspection
 from preflight.schema import drift
@@ -28,7 +27,6 @@ from preflight.schema.statements import RUN, classify, split_statements
 from preflight.sources import planner
 from preflight.sources.functions import AppFunctions
 from preflight.sources.migrations import Migration, Statement, set_fingerprint, up_section
-from preflight.sources.replay import replay
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
@@ -65,7 +63,7 @@ class Stored:
 
 
 def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_bytes(text.encode("utf-8"))
 
 
 def text_of(m: Migration) -> str | None:
@@ -216,7 +214,11 @@ def plan(
     functions = migrations[0].functions
     steps = tuple(_step(kept[a.version], functions) for a in reversed(above))
     code_ok = run_code or all(m.kind == "sql" for m in migrations)
-    head = replay(migrations, {len(migrations)})[len(migrations)] if code_ok else None
+    head = None
+    if code_ok:
+        from preflight.sources.replay import replay  # only a downgrade replays
+
+        head = replay(migrations, {len(migrations)})[len(migrations)]
     log.info(
         "downgrade: %d migration(s) to undo, newest first: %s (back to %s)",
         len(steps),

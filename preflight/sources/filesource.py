@@ -34,9 +34,8 @@ from preflight.live.database import Inspection, connect, recorded
 from preflight.live.ledger import Ledger, Planned, Policy
 from preflight.schema import drift, foreignkeys
 from preflight.schema.statements import RUN
-from preflight.sources import downgrade, evidence, planner
+from preflight.sources import downgrade, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
-from preflight.sources.replay import replay
 from preflight.sources.source import Json, Plan, Stamp
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
@@ -141,6 +140,8 @@ class FileSource:
             )
         if not force:
             _refuse_below_evidence(settings, insp, self.migrations, number)
+        from preflight.sources.replay import replay  # stamp only
+
         return replay(self.migrations, {len(upto)})[len(upto)]
 
     def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:
@@ -390,6 +391,8 @@ def _refuse_below_evidence(
     last = max((a.version for a in insp.applied or ()), default=0)
     if insp.trusted or insp.live_schema.is_empty() or not migrations:
         return
+    from preflight.sources import evidence  # stamp only
+
     found = evidence.rank(insp.live_schema, migrations)
     shown = [migrations[k - 1] for k in found.matches]
     above = [m for m in shown if m.version > version]

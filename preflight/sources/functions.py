@@ -7,7 +7,6 @@ set's fingerprint, so a changed module re-verifies like a changed migration.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import sys
@@ -16,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from preflight.core.errors import UsageError
+from preflight.fast.facts import sha256_bytes
 
 FINGERPRINT_NAME = "<functions>"  # its (name, sha256) entry in the set fingerprint
 
@@ -88,4 +88,4 @@ def load(spec: str) -> AppFunctions:
         raise _fail(spec, f"register(conn) failed: {type(exc).__name__}: {exc}") from None
     finally:
         scratch.close()
-    return AppFunctions(spec, path, hashlib.sha256(raw).hexdigest(), register)
+    return AppFunctions(spec, path, sha256_bytes(raw), register)

@@ -15,9 +15,7 @@ from preflight.core.errors import DriftError
 from preflight.live import history
 from preflight.live.database import Inspection
 from preflight.schema import drift
-from preflight.sources import evidence
 from preflight.sources.migrations import Migration, set_fingerprint
-from preflight.sources.replay import replay
 
 log = logging.getLogger("preflight")
 
@@ -58,6 +56,9 @@ def _drift(
     """A DriftError listing each difference with the migration that made the expected object
     (snapshots only after the migrations that changed a differing object: not quadratic)."""
     if steps is None:
+        from preflight.sources import evidence  # only for a drift error
+        from preflight.sources.replay import replay
+
         objects = {d.key[1] for d in diffs if d.key}  # a column's: its table's
         stops = evidence.changes_of(migrations[:upto], objects) | {upto}
         steps = replay(migrations[:upto], stops - {0})
@@ -91,6 +92,8 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
         return _adopt(insp, migrations, strict)
     pending = history.pending(insp.applied, migrations)
     done = n - len(pending)
+    from preflight.sources.replay import replay  # not for a fresh build (nor the schema reader)
+
     snaps = replay(migrations, {done, n})
     diffs = drift.diff(snaps[done], insp.live_schema)
     errors, accepted = accepted_part(drift.errors(diffs, strict), insp.accepted)
@@ -127,6 +130,8 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
         extras = drift.diff(schema.Schema(), live)
         _warn_extras(extras, strict)
         return Plan(fingerprint, (), (), schema.Schema(), tuple(extras))
+    from preflight.sources import evidence  # adoption only: a fresh build never needs it
+
     found = evidence.rank(live, migrations)
     if not found.matches:
         k = found.closest

@@ -6,12 +6,11 @@ it, and a test checks that the README documents every variable in it.
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from preflight.core import targets
 from preflight.core.errors import EnvironmentProblem, UsageError
@@ -26,6 +25,9 @@ from preflight.fast.facts import (
     integrity_policy,
 )
 from preflight.fast.facts import OPTIONS as ROWS
+
+if TYPE_CHECKING:
+    import argparse
 
 BACKUP_MODES = ("on-change", "always", "never")
 LOG_FORMATS = ("text", "json")
@@ -198,6 +200,8 @@ class Settings:
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """Add every common option to `parser`, with None as the 'not given' default."""
+    import argparse  # a `run` the fast parser read never builds argparse's parser
+
     for opt in OPTIONS:
         help_text = f"{opt.help} [{opt.env}]"
         if opt.is_switch:
@@ -214,8 +218,10 @@ def add_options(parser: argparse.ArgumentParser) -> None:
             )
 
 
-def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
-    """Settings from parsed flags, then the environment, then the defaults."""
+def resolve(args: object, environ: Mapping[str, str]) -> Settings:
+    """Settings from parsed flags (argparse's Namespace, or `cli`'s reading of a plain
+    `run`: an attribute per setting, None when not given), then the environment, then the
+    defaults."""
     values: dict[str, object] = {}
     for opt in OPTIONS:
         given = getattr(args, opt.dest, None)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -116,6 +115,8 @@ def restore_if_missing(settings: Settings, accept: Callable[[Path], None] | None
                 f"replay into the database restored from the replica",
                 f"move {side} away (keep it), then start again",
             )
+    import shutil  # only with a replica configured
+
     start = time.perf_counter()
     work = db.parent / f".{db.name}.litestream-restore"
     shutil.rmtree(work, ignore_errors=True)  # a crashed attempt's leftovers (we hold the lock)

@@ -554,6 +554,56 @@ def test_flag_beats_environment_beats_default(monkeypatch):
 
 
 @pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--", "gunicorn", "app:app"],
+        ["run", "--db", "/y/b.db", "--strict", "--no-json", "--", "true", "--db", "x"],
+        ["run", "--keep-backups", "lots", "--backup", "always", "--", "true"],  # resolve judges
+        ["run", "--smoke", "", "--strict", "--no-strict", "--db", "a", "--db", "b", "--", "x"],
+        ["run", "--", "--", "x"],
+        ["run", "--accept-loss", "notes.body", "--", "x"],
+    ],
+    ids=["bare", "flags-then-command", "values-to-judge", "last-wins", "dashes", "accept-loss"],
+)
+def test_a_plain_run_reads_as_argparse_reads_it(argv):
+    """A `run` the fast parser reads (a fresh build's command line) never builds argparse's
+    parser: what it reads is what argparse would have parsed, option by option."""
+    from preflight import cli
+
+    plain = cli.plain_run(argv)
+    parsed = cli.build_parser().parse_args(argv)
+    assert plain is not None
+    assert vars(plain) == vars(parsed)
+    env = {"PREFLIGHT_BACKUP": "never", "PREFLIGHT_DB": "/env/app.db"}
+    try:
+        by_argparse = config.resolve(parsed, env)
+    except errors.PreflightError as exc:  # the same message, naming the flag
+        with pytest.raises(type(exc), match=re.escape(exc.message)):
+            config.resolve(plain, env)
+    else:
+        assert config.resolve(plain, env) == by_argparse
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--db=x", "--", "true"],  # argparse's spellings
+        ["run", "--d", "x", "--", "true"],
+        ["run", "--db", "-x", "--", "true"],
+        ["run", "true"],  # no --
+        ["run", "--"],  # no command
+        ["run", "--help"],
+        ["status", "--db", "x"],
+        ["migrate"],
+    ],
+)
+def test_anything_else_is_left_to_argparse(argv):
+    from preflight import cli
+
+    assert cli.plain_run(argv) is None
+
+
+@pytest.mark.parametrize(
     "env, message",
     [
         ({"PREFLIGHT_BACKUP": "sometimes"}, "PREFLIGHT_BACKUP='sometimes' is not valid"),

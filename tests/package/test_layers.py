@@ -218,7 +218,94 @@ def test_a_start_handed_over_imports_the_full_pipeline(cli, make_db):
     )
     assert done.returncode == 0, done.stderr
     imported = _imported(done.stderr)
-    assert {"preflight.cli", "json", "logging", "argparse"} <= imported
+    assert {"preflight.cli", "json", "logging", "preflight.commands.guard"} <= imported
+
+
+# What a fresh build (a start on a missing database, every migration pending) never runs:
+# the operator commands and their results, adoption's evidence, replaying migrations in
+# memory and reading a schema (nothing to compare with), backups and their catalog
+# (there is nothing to back up), the processes that hold the file (nothing to wait for),
+# what an upgrade destroys (nothing of anyone's to lose), the tool source, argparse (the
+# fast parser read `run`'s plain flags) and OpenSSL's hashlib (sha256 comes from _sha256).
+NOT_IN_A_FRESH_BUILD = (
+    "preflight.commands.results",
+    "preflight.commands.operations",
+    "preflight.commands.backups",
+    "preflight.commands.adopt",
+    "preflight.sources.evidence",
+    "preflight.sources.replay",
+    "preflight.schema.reader",  # nothing to compare a fresh build with: no schema read
+    "preflight.schema.ddl",
+    "preflight.sources.toolsource",
+    "preflight.storage.backup",
+    "preflight.storage.catalog",
+    "preflight.storage.digest",
+    "preflight.storage.filecopy",
+    "preflight.storage.unchanged",
+    "preflight.storage.holders",
+    "preflight.live.census",
+    "preflight.live.loss",
+    "preflight.live.vanished",
+    "argparse",
+    "gettext",
+    "hashlib",
+    "subprocess",
+    "tempfile",
+    "shutil",  # SQLite's emptied temp folder is removed with os.rmdir
+)
+
+
+# SQL only: the app's own .py migrations import what they like (StarPunk's, hashlib).
+FRESH_SET = {
+    "001_users.sql": "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);",
+    "002_posts.sql": "CREATE TABLE posts (id INTEGER PRIMARY KEY, user_id INTEGER "
+    "REFERENCES users(id), body TEXT);\nCREATE INDEX posts_user ON posts(user_id);",
+    "003_email.sql": "ALTER TABLE users ADD COLUMN email TEXT;\n"
+    "INSERT INTO users (name, email) VALUES ('admin', 'admin@example.org');",
+    "004_rebuild.sql": "CREATE TABLE users_new (id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+    "email TEXT UNIQUE);\nINSERT INTO users_new SELECT id, name, email FROM users;\n"
+    "DROP TABLE users;\nALTER TABLE users_new RENAME TO users;",
+}
+
+
+def test_a_fresh_build_imports_only_what_it_runs(make_migrations, tmp_path):
+    """A start on a missing database builds it from every migration without importing the
+    modules that only other starts (or other commands) run; `-X importtime` lists them."""
+    db = tmp_path / "app.db"
+    env = {"PATH": os.environ["PATH"], "PREFLIGHT_DB": str(db)}
+    env["PREFLIGHT_MIGRATIONS"] = str(make_migrations(FRESH_SET))
+    entry = PACKAGE.parent / "entrypoint.py"
+    done = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", str(entry), "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "inspect: fresh database" in done.stderr and "exec: true" in done.stderr
+    assert "verify: schema built from empty" in done.stderr
+    assert "migrate: committed 0 adopted and 4 applied in one transaction" in done.stderr
+    imported = _imported(done.stderr)
+    assert {"preflight.commands.guard", "preflight.sources.filesource"} <= imported
+    assert not imported & set(NOT_IN_A_FRESH_BUILD), sorted(imported & set(NOT_IN_A_FRESH_BUILD))
+
+
+def test_a_fresh_build_given_a_spelling_the_fast_parser_leaves_goes_through_argparse(tmp_path):
+    """The list above can fail: `--db=app.db` (argparse's to read) brings argparse back."""
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(PACKAGE.parent)}
+    env["PREFLIGHT_MIGRATIONS"] = str(MIGRATIONS)
+    done = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-m", "preflight", "run", "--db=app.db"]
+        + ["--", "true"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "argparse" in _imported(done.stderr)
 
 
 def test_sqlite_imported_without_functools_still_works_and_functools_is_real_after():

@@ -336,6 +336,25 @@ def test_a_new_orphan_fails_the_run_whatever_old_orphan_it_resembles(
     assert dump(db) == dump_of(state, db)
 
 
+def test_a_fresh_build_that_leaves_an_orphan_fails_and_leaves_no_file(
+    cli, make_db, make_migrations
+):
+    """A fresh build is not traced (no table to follow): every orphan it leaves is its own."""
+    db = make_db("fresh")
+    orphan = {**BASE, "002_seed.sql": "INSERT INTO posts VALUES (1, 42, 'orphan');"}
+    result = cli("migrate", "--db", db, "--migrations", make_migrations(orphan))
+    assert result.code == 9, result
+    assert "the migrations leave 1 foreign key violation(s): posts rowid 1" in result.err
+    assert not db.exists()
+    fine = {
+        **BASE,
+        "002_seed.sql": "INSERT INTO users VALUES (42, 'bo');\n"
+        "INSERT INTO posts VALUES (1, 42, 'kept');",
+    }
+    assert cli("migrate", "--db", db, "--migrations", make_migrations(fine)).code == 0
+    assert rows(db, "SELECT user_id FROM posts") == [(42,)]
+
+
 def dump_of(state: dict[str, str], db: Path) -> list[str]:
     """The database file is byte-identical to before the run (then so is its dump)."""
     assert hashlib.sha256(db.read_bytes()).hexdigest() == state[db.name]
