@@ -5,9 +5,9 @@ the public interface (README, "Exit codes"); codes 4-8, 11 and 13 promise that t
 database was not modified.
 """
 
-from __future__ import annotations
-
-from collections.abc import Iterable
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING: the no-op start imports neither typing
+if TYPE_CHECKING:  # nor collections
+    from collections.abc import Iterable
 
 OK = 0
 INTERNAL = 1
@@ -48,7 +48,7 @@ class PreflightError(Exception):
     code = INTERNAL
     details: tuple[str, ...] = ()  # extra lines to log before the one-line error (drift)
 
-    def __init__(self, message: str, hint: str = "", details: Iterable[str] = ()) -> None:
+    def __init__(self, message: str, hint: str = "", details: "Iterable[str]" = ()) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
