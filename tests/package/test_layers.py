@@ -179,14 +179,11 @@ def _imported(stderr: str) -> set[str]:
     return found
 
 
-def test_a_no_op_start_imports_only_its_budget(cli, make_db, tmp_path):
-    db = make_db("fresh")
-    assert cli("migrate", "--db", db, "--migrations", MIGRATIONS).code == 0
-    env = {
-        "PATH": os.environ["PATH"],
-        "PREFLIGHT_DB": str(db),
-        "PREFLIGHT_MIGRATIONS": str(MIGRATIONS),
-    }
+def entrypoint_imports(migrations: Path, db: Path) -> tuple[subprocess.CompletedProcess, set]:
+    """The image's start (`python3 -S entrypoint.py true`) under `-X importtime`: (the run,
+    the modules it imported)."""
+    env = {"PATH": os.environ["PATH"], "PREFLIGHT_DB": str(db)}
+    env["PREFLIGHT_MIGRATIONS"] = str(migrations)
     entry = PACKAGE.parent / "entrypoint.py"
     done = subprocess.run(
         [sys.executable, "-S", "-X", "importtime", str(entry), "true"],
@@ -196,8 +193,14 @@ def test_a_no_op_start_imports_only_its_budget(cli, make_db, tmp_path):
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done, _imported(done.stderr)
+
+
+def test_a_no_op_start_imports_only_its_budget(cli, make_db, tmp_path):
+    db = make_db("fresh")
+    assert cli("migrate", "--db", db, "--migrations", MIGRATIONS).code == 0
+    done, imported = entrypoint_imports(MIGRATIONS, db)
     assert "as verified before (cache)" in done.stderr and "exec: true" in done.stderr
-    imported = _imported(done.stderr)
     assert {"preflight.fast.quickstart", "preflight.fast.facts"} <= imported
     assert not imported & set(HEAVY), imported & set(HEAVY)
     assert "preflight.cli" not in imported
@@ -205,19 +208,7 @@ def test_a_no_op_start_imports_only_its_budget(cli, make_db, tmp_path):
 
 def test_a_start_handed_over_imports_the_full_pipeline(cli, make_db):
     """The budget test above can fail: the same measurement sees a hand-over's imports."""
-    db = make_db("fresh")
-    env = {"PATH": os.environ["PATH"], "PREFLIGHT_DB": str(db)}
-    env["PREFLIGHT_MIGRATIONS"] = str(MIGRATIONS)
-    entry = PACKAGE.parent / "entrypoint.py"
-    done = subprocess.run(
-        [sys.executable, "-S", "-X", "importtime", str(entry), "true"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    imported = _imported(done.stderr)
+    _, imported = entrypoint_imports(MIGRATIONS, make_db("fresh"))
     assert {"preflight.cli", "json", "logging", "preflight.commands.guard"} <= imported
 
 
@@ -271,22 +262,10 @@ FRESH_SET = {
 def test_a_fresh_build_imports_only_what_it_runs(make_migrations, tmp_path):
     """A start on a missing database builds it from every migration without importing the
     modules that only other starts (or other commands) run; `-X importtime` lists them."""
-    db = tmp_path / "app.db"
-    env = {"PATH": os.environ["PATH"], "PREFLIGHT_DB": str(db)}
-    env["PREFLIGHT_MIGRATIONS"] = str(make_migrations(FRESH_SET))
-    entry = PACKAGE.parent / "entrypoint.py"
-    done = subprocess.run(
-        [sys.executable, "-S", "-X", "importtime", str(entry), "true"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done, imported = entrypoint_imports(make_migrations(FRESH_SET), tmp_path / "app.db")
     assert "inspect: fresh database" in done.stderr and "exec: true" in done.stderr
     assert "verify: schema built from empty" in done.stderr
     assert "migrate: committed 0 adopted and 4 applied in one transaction" in done.stderr
-    imported = _imported(done.stderr)
     assert {"preflight.commands.guard", "preflight.sources.filesource"} <= imported
     assert not imported & set(NOT_IN_A_FRESH_BUILD), sorted(imported & set(NOT_IN_A_FRESH_BUILD))
 
