@@ -1,17 +1,8 @@
 """One run's accounting: what was there when it began, what is there before it commits.
 
-The guard's own files (`Ledger`), inside the run's one transaction. When it begins: the
-rows of every table the pending statements can change (`census`). While it runs: which
-table each statement makes of which (the foreign-key check's `Lineage`: renames, copies,
-a 12-step rebuild's `notes_new` renamed to `notes`), how many rows each DELETE removed
-(SQLite's change counter between two statements) and which tables an UPDATE wrote, from
-the trace callback both share. Before COMMIT: the rows of what each table became, and the
-non-NULL values of its columns if it was rebuilt or updated (nothing else empties a
-column that stays); what a column held is read from the backup (`Then`), only for a
-column dropped or one that has NULLs now. Without a backup, the values are counted when
-the run begins instead. Losses are attributed to the migrations whose statements can
-change that table. A fresh database, a run that names no existing table, and a no-op
-start (which never gets here) count nothing. A tool's run: `toolrun`.
+The guard's own files (`Ledger`), inside the run's one transaction, following its
+statements through the trace callback it shares with the foreign-key check's `Lineage`
+(docs/internals.md, "What an upgrade destroys"). A tool's run: `toolrun`.
 """
 
 from __future__ import annotations
@@ -47,8 +38,7 @@ class Planned:
 @dataclass(frozen=True)
 class Policy:
     """How a run judges its losses: --strict, PREFLIGHT_ACCEPT_LOSS, the log label, the
-    backup that holds the database as the run found it (a path, or a callable making one:
-    `check` copies the live database only if it must read rows that went)."""
+    backup as the run found it (or a callable making one: `check` copies only if it must)."""
 
     strict: bool
     given: tuple[Target, ...]
@@ -76,8 +66,7 @@ class Then:
         self.opened = False
 
     def values(self, table: str, rows: int, columns: dict[str, bool]) -> dict[str, int] | None:
-        """What `columns` of `table` held; None when the backup does not hold the table as
-        the run found it (its row count differs) or there is none."""
+        """What `columns` of `table` held; None: no backup, or not the table as the run found it."""
         if not self.opened:
             self.opened = True
             path = self.policy.backup_file()
@@ -106,6 +95,8 @@ class Ledger:
         policy: Policy,
         lineage: foreignkeys.Lineage | None,
     ) -> None:
+        """Count what the pending migrations can change (inside the caller's transaction,
+        after `foreignkeys.watch`, whose lineage this follows too)."""
         self.conn, self.planned, self.policy, self.lineage = conn, planned, policy, lineage
         self.before: dict[str, Count] = {}
         self.columns: dict[str, dict[str, bool]] = {}  # table -> its countable columns
@@ -114,48 +105,32 @@ class Ledger:
         self.deleted: dict[str, int] = {}
         self.updated: set[str] = set()
         self.open: tuple[frozenset[str], int] | None = None  # a DELETE running: origins, mark
-        self.active = False
         self.run = now()
-
-    @classmethod
-    def begin(
-        cls,
-        conn: sqlite3.Connection,
-        planned: tuple[Planned, ...],
-        policy: Policy,
-        lineage: foreignkeys.Lineage | None,
-    ) -> Ledger:
-        """Count what the pending migrations can change (inside the caller's transaction,
-        after `foreignkeys.watch`, whose lineage this follows too)."""
-        ledger = cls(conn, planned, policy, lineage)
         tables = census.tables(conn)
         if not tables or not planned:
-            return ledger  # a fresh build: nothing of anyone's to lose
+            self.active = False
+            return  # a fresh build: nothing of anyone's to lose
         triggers = census.triggers(conn)
         per: dict[str, set[str]] = {}
         for m in planned:
-            if m.statements is None:
-                per[m.name] = set(tables)
-                continue
-            found, made = census.named(m.statements)
+            found, made = (set(tables), []) if m.statements is None else census.named(m.statements)
             triggers += made
             per[m.name] = found
         for name, found in per.items():
             reached = census.closure(found, triggers)
             # A trigger's statements reach the trace as the statement that fired them: a
             # table only a trigger writes may have been updated.
-            ledger.updated |= (reached - found) & set(tables)
+            self.updated |= (reached - found) & set(tables)
             for t in reached & set(tables):
-                ledger.blame.setdefault(t, []).append(name)
+                self.blame.setdefault(t, []).append(name)
         eager = policy.old_rows is None  # no backup to read what a column held: count it now
-        for t in ledger.blame:
-            ledger.names[t] = tables[t]
-            ledger.columns[t] = census.countable(conn, tables[t])
-            ledger.before[t] = census.count(conn, tables[t], ledger.columns[t] if eager else None)
-        if ledger.blame:
-            ledger.active = True
-            conn.set_trace_callback(ledger._trace)
-        return ledger
+        for t in self.blame:
+            self.names[t] = tables[t]
+            self.columns[t] = census.countable(conn, tables[t])
+            self.before[t] = census.count(conn, tables[t], self.columns[t] if eager else None)
+        self.active = bool(self.blame)
+        if self.active:
+            conn.set_trace_callback(self._trace)
 
     def migration(self, name: str) -> None:
         """A migration starts: what its statements delete is counted from here."""
@@ -264,16 +239,7 @@ class Ledger:
             rest = gone - deleted
             if rest:
                 found += self._vanished(t, shown, stored, before, gone, rest, same, renamed, blame)
-
-        def held(columns: dict[str, bool]) -> dict[str, int] | None:
-            if before.values:
-                return {c: before.values[c] for c in columns}
-            return then.values(shown, before.rows, columns)
-
-        for v in census.values_lost(old, renamed, now_columns, after, gone, held):
-            kind = "column" if v.dropped else "values"
-            found.append(Entry(shown, kind, v.count, v.had, blame, v.column))
-        return found
+        return found + values_lost(then, shown, blame, before, old, renamed, now_columns, after)
 
     def _vanished(
         self,
@@ -310,12 +276,46 @@ class Ledger:
             )
         finally:
             self.conn.set_trace_callback(self._trace)
-        found = []
-        if v.cleanup:
-            found.append(Entry(shown, "cleanup", v.cleanup, before.rows, blame, why=v.why))
-        if v.lost:
-            found.append(Entry(shown, "lost", v.lost, before.rows, blame, why=v.why))
-        return found
+        return v.entries(shown, before.rows, blame)
+
+
+def values_lost(
+    then: Then,
+    shown: str,
+    blame: tuple[str, ...],
+    before: Count,
+    old: dict[str, bool],
+    renamed: dict[str, str],
+    now: dict[str, bool],
+    after: Count,
+) -> list[Entry]:
+    """The values a table lost: `old` its columns as it was, `now` as they are
+    (`census.mapped`), `after` what it holds now. A column that stays is compared with what
+    it held only when it has NULLs now; what it held is read only then (counted when the run
+    began, else from the backup)."""
+    dropped = {c: nn for c, nn in old.items() if renamed.get(c, c) not in now}
+    suspects = {
+        c: nn
+        for c, nn in old.items()
+        if after.values.get(renamed.get(c, c), after.rows) < after.rows
+    }
+    if not dropped and not suspects:
+        return []
+    wanted = {**dropped, **suspects}
+    had = (
+        {c: before.values[c] for c in wanted}
+        if before.values
+        else then.values(shown, before.rows, wanted)
+    )
+    if had is None:
+        return []
+    gone = max(before.rows - after.rows, 0)
+    found = [Entry(shown, "column", had[c], had[c], blame, c) for c in dropped if had[c]]
+    for c in suspects:
+        lost = had[c] - after.values[renamed.get(c, c)] - gone
+        if lost > 0:
+            found.append(Entry(shown, "values", lost, had[c], blame, c))
+    return found
 
 
 def _target(sql: str, verb: str) -> str:

@@ -81,7 +81,7 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
             # A rowid table has this index only when its key is not the rowid itself:
             # INTEGER PRIMARY KEY DESC, or any other type, is a separate b-tree.
             options.append(("key", f"PRIMARY KEY index ({text})"))
-    rows = conn.execute(f"PRAGMA table_xinfo({quote(name)})").fetchall()
+    rows = xinfo(conn, name)
     keys = [r for r in rows if r[5]]
     if (
         not clauses.without_rowid
@@ -355,6 +355,20 @@ def snapshot(conn: sqlite3.Connection, memo: Memo | None = None) -> Schema:
     """A structural description of every user object in `conn`'s main database (`memo`:
     see the module docstring)."""
     return build(conn, rows(conn), {} if memo is None else memo).schema
+
+
+def xinfo(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
+    """PRAGMA table_xinfo of a main table: (cid, name, type, notnull, default, pk, hidden)."""
+    return conn.execute(f"PRAGMA main.table_xinfo({quote(table)})").fetchall()
+
+
+def stored_name(conn: sqlite3.Connection, table: str) -> str | None:
+    """The name a main table is stored under, matched without case as SQLite does; None: none."""
+    row = conn.execute(
+        "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+        (table,),
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def open_memory() -> sqlite3.Connection:

@@ -235,7 +235,7 @@ class ToolSource:
         """Run the tool on `db`: stamp (adoption) then the migrate command."""
         steps: Steps = p.steps
         baseline = fk_baseline(db)
-        ledger = ToolRun.begin(
+        ledger = ToolRun(
             db,
             Policy.of(settings, label, progress),
             p.pending if steps.migrate else (),
