@@ -1,11 +1,9 @@
 """What a CREATE TABLE statement says that SQLite's PRAGMAs do not.
 
-PRAGMA table_xinfo, index_list and foreign_key_list describe columns, keys and foreign
-keys, but not a column's COLLATE, a generated column's expression, CHECK constraints,
-ON CONFLICT clauses, DEFERRABLE INITIALLY DEFERRED, AUTOINCREMENT, WITHOUT ROWID or
-STRICT. These are read here from the table's SQL, which ALTER TABLE keeps current (ADD
-COLUMN appends the column's text, RENAME rewrites names). Constraint names, MATCH
-clauses (SQLite ignores them) and ON CONFLICT ABORT (the default) are left out.
+A column's COLLATE, a generated column's expression, CHECK, ON CONFLICT, DEFERRABLE
+INITIALLY DEFERRED, AUTOINCREMENT, WITHOUT ROWID and STRICT, read from the table's SQL
+(which ALTER TABLE keeps current). Constraint names, MATCH (SQLite ignores it) and ON
+CONFLICT ABORT (the default) are left out.
 """
 
 from __future__ import annotations
@@ -19,9 +17,7 @@ _TABLE_CONSTRAINTS = {"constraint", "primary", "unique", "check", "foreign"}
 _COLUMN_CONSTRAINTS = _TABLE_CONSTRAINTS | set(
     "not null default collate references generated as".split()
 )
-Key = tuple[
-    tuple[str, ...], str, tuple[str, ...]
-]  # foreign key: (from columns, parent, to columns)
+Key = tuple[tuple[str, ...], str, tuple[str, ...]]  # foreign key: (from, parent, to columns)
 
 
 @dataclass(frozen=True)
@@ -67,10 +63,9 @@ def _names(group: list[str]) -> tuple[str, ...]:
     return tuple(name(part[0]) for part in _split(group[1:-1]))
 
 
-Fact = tuple[
-    Any, ...
-]  # ("collate", col, name) | ("generated", col, expr) | ("conflict", kind, cols,
-#               resolution) | ("check", text) | ("deferred", key) | ("autoincrement",)
+# ("collate", col, name) | ("generated", col, expr) | ("conflict", kind, cols, resolution)
+# | ("check", text) | ("deferred", key) | ("autoincrement",)
+Fact = tuple[Any, ...]
 
 
 def _conflict(seg: list[str], j: int, kind: str, cols: tuple[str, ...]) -> tuple[int, list[Fact]]:

@@ -1,8 +1,8 @@
 """Reading the structural schema (`model`) from a database, with a memo by SQL text.
 
-Everything a snapshot reads (PRAGMA table_xinfo, index_list, foreign_key_list) is derived
-by SQLite from each object's SQL text, so a memo keyed by that text makes an unchanged
-object cost a lookup: `replay` shares one across every stop of a migration history.
+SQLite derives everything a snapshot reads (table_xinfo, index_list, foreign_key_list)
+from each object's SQL text: keyed by it, an unchanged object costs a lookup (`replay`
+shares one memo across every stop of a migration history).
 """
 
 from __future__ import annotations
@@ -54,10 +54,8 @@ def _key_columns(
     for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({quote(index)})"):
         if key:
             col = fold(col or "<expr>")
-            extra = " DESC" if desc else ""
-            if upper(coll or "BINARY") != collate.get(col, "BINARY"):
-                extra += f" COLLATE {upper(coll)}"
-            cols.append((col, extra))
+            other = upper(coll or "BINARY") != collate.get(col, "BINARY")
+            cols.append((col, " DESC" * bool(desc) + f" COLLATE {upper(coll)}" * other))
     return cols
 
 
@@ -272,13 +270,8 @@ def build(
     that changed since are read, and only what depends on a changed table is redone."""
     new = frozenset(rows)
     base = before.schema if before else Schema()
-    schema = Schema(
-        dict(base.tables),
-        dict(base.indexes),
-        dict(base.views),
-        dict(base.triggers),
-        dict(base.texts),
-    )
+    schema = Schema(dict(base.tables), dict(base.indexes), dict(base.views), dict(base.triggers))
+    schema.texts.update(base.texts)
     if before is not None and before.rows == new:
         return Stop(new, schema, before.open_rows, before.with_refs)
     kinds: dict[str, dict[str, Any]] = {
@@ -352,8 +345,7 @@ def _index_of(
 
 
 def snapshot(conn: sqlite3.Connection, memo: Memo | None = None) -> Schema:
-    """A structural description of every user object in `conn`'s main database (`memo`:
-    see the module docstring)."""
+    """A structural description of every user object in `conn`'s main database."""
     return build(conn, rows(conn), {} if memo is None else memo).schema
 
 
