@@ -32,11 +32,8 @@ from preflight.storage.backup import snapshot
 
 
 def connect(db: Path, timeout: float) -> sqlite3.Connection:
-    """A connection set up for migrating: autocommit (we issue BEGIN/COMMIT), FKs off.
-
-    PRAGMA foreign_keys is a no-op inside a transaction, so it is set here, outside
-    one; integrity is checked with PRAGMA foreign_key_check before each COMMIT.
-    """
+    """A connection set up for migrating: autocommit (we issue BEGIN/COMMIT), FKs off (a
+    no-op inside a transaction, so set here; PRAGMA foreign_key_check runs before COMMIT)."""
     conn = sqlite3.connect(db, timeout=timeout, isolation_level=None)
     conn.execute("PRAGMA foreign_keys = OFF")
     return conn
@@ -76,14 +73,10 @@ def inspect(
 ) -> Inspection:
     """Read what is there: fresh or not, the cheap checks, `quick_check`, history, live schema.
 
-    `shown` is the path to name in messages when `db` is a private snapshot of it. `source`
-    names the table whose rows are the recorded version; when the schema text hashes to
-    what `trust` vouches for at that version (a schema verified before, see `cache`), the
-    structural snapshot is not taken: `trusted` is True and `live` None. The cheap checks (the header,
-    the file as long as its header says, no stale sidecar) always run; `quick_check=False`
-    leaves out the full check unless they cannot vouch (a hot journal, a short file with
-    a WAL that may hold the rest): for a caller that runs it itself (a backup checks the
-    state it copies) or whose integrity policy does not want it now.
+    `shown`: the path named in messages when `db` is a private snapshot. When the schema
+    text hashes to what `trust` vouches for at the version `source` records (`cache`), no
+    snapshot is taken (`trusted`). `quick_check=False` leaves the full check out unless the
+    cheap checks cannot vouch (a hot journal, a short file): for a caller that runs it itself.
     """
     if not db.exists() or db.stat().st_size == 0:
         return Inspection(shown or db, db.exists(), 0, True, None, schema.Schema())

@@ -97,7 +97,8 @@ class Ledger:
     ) -> None:
         """Count what the pending migrations can change (inside the caller's transaction,
         after `foreignkeys.watch`, whose lineage this follows too)."""
-        self.conn, self.planned, self.policy, self.lineage = conn, planned, policy, lineage
+        self.conn, self.policy, self.lineage = conn, policy, lineage
+        self.declared = {m.name: m.declared for m in planned}
         self.before: dict[str, Count] = {}
         self.columns: dict[str, dict[str, bool]] = {}  # table -> its countable columns
         self.names: dict[str, str] = {}  # folded -> as stored, when the run began
@@ -186,8 +187,7 @@ class Ledger:
                 entries += self._judge(t, before, successor, current, then)
         finally:
             then.close()
-        declared = {m.name: m.declared for m in self.planned}
-        entries = loss.accept(entries, declared, self.policy.given, seen)
+        entries = loss.accept(entries, self.declared, self.policy.given, seen)
         progress["loss"] = entries
         if entries:
             loss.record(conn, entries, self.run, loss.state(conn, "files"), self.policy.backup)
@@ -237,46 +237,21 @@ class Ledger:
             if deleted:
                 found.append(Entry(shown, "deleted", deleted, before.rows, blame))
             rest = gone - deleted
-            if rest:
-                found += self._vanished(t, shown, stored, before, gone, rest, same, renamed, blame)
+            lost = Entry(shown, "lost", rest, before.rows, blame)
+            names = {t: {t, sqltext.fold(stored)}}
+            if rest and loss.accept([lost], self.declared, self.policy.given, names)[0].accepted:
+                found.append(lost)  # declared or accepted: no need to read the backup
+            elif rest:
+                self.conn.set_trace_callback(None)  # the test's inserts are not the run's
+                try:
+                    backup = self.policy.backup_file()
+                    v = vanished.judge(
+                        self.conn, backup, shown, stored, before.rows, gone, rest, renamed, same
+                    )
+                finally:
+                    self.conn.set_trace_callback(self._trace)
+                found += v.entries(shown, before.rows, blame)
         return found + values_lost(then, shown, blame, before, old, renamed, now_columns, after)
-
-    def _vanished(
-        self,
-        t: str,
-        shown: str,
-        stored: str,
-        before: Count,
-        gone: int,
-        rest: int,
-        same: bool,
-        renamed: dict[str, str],
-        blame: tuple[str, ...],
-    ) -> list[Entry]:
-        """Rows no statement asked to remove: lost, or a cleanup (read from the backup only
-        when nothing already declares or accepts them)."""
-        lost = Entry(shown, "lost", rest, before.rows, blame)
-        declared = {m.name: m.declared for m in self.planned}
-        if loss.accept([lost], declared, self.policy.given, {t: {t, sqltext.fold(stored)}})[
-            0
-        ].accepted:
-            return [lost]
-        self.conn.set_trace_callback(None)  # the test's inserts are the guard's, not the run's
-        try:
-            v = vanished.judge(
-                self.conn,
-                self.policy.backup_file(),
-                shown,
-                stored,
-                renamed,
-                before.rows,
-                gone,
-                rest,
-                same,
-            )
-        finally:
-            self.conn.set_trace_callback(self._trace)
-        return v.entries(shown, before.rows, blame)
 
 
 def values_lost(

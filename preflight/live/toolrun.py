@@ -91,9 +91,8 @@ class ToolRun:
             if gone > 0 and changed:
                 entries.append(Entry(shown, "removed", gone, before.rows, blame))
             elif gone > 0:
-                backup = self.policy.backup_file()
                 v = vanished.judge(
-                    conn, backup, shown, current[name], {}, before.rows, gone, gone, True
+                    conn, self.policy.backup_file(), shown, current[name], before.rows, gone
                 )
                 entries += v.entries(shown, before.rows, blame)
             if changed:

@@ -157,14 +157,16 @@ def judge(
     backup: Path | None,
     then: str,
     now: str,
-    renamed: dict[str, str],
     rows_before: int,
     gone: int,
-    unexplained: int,
-    same_storage: bool,
+    unexplained: int | None = None,
+    renamed: dict[str, str] | None = None,
+    same_storage: bool = True,
 ) -> Verdict:
     """Of `unexplained` rows gone from `then` (now `now`, `gone` in all): how many could not
     live in `now`. `conn` is inside a transaction (the test inserts are rolled back)."""
+    unexplained = gone if unexplained is None else unexplained
+    renamed = renamed or {}
     if backup is None:
         return Verdict(0, unexplained, "no backup to read them from (PREFLIGHT_BACKUP=never)")
     old = sqlite3.connect(uri(backup, mode="ro", immutable="1"), uri=True)
