@@ -9,14 +9,13 @@ followed through renames and rebuilds, are reported, not blamed on it (docs/inte
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from preflight.schema import reader, sqltext, statements
+from preflight.schema import ddl, reader, sqltext, statements
 from preflight.schema.sqltext import quote
 
 log = logging.getLogger("preflight")
@@ -181,8 +180,6 @@ class _Table:
 
 # Only these statements can read another table's rows (a plain INSERT ... VALUES cannot).
 _READS = {"select", "from"}
-_FIRST = re.compile(r"\s*([A-Za-z]+)\b")
-_LITERAL = re.compile(r"'[^']*'")
 _WRITES = {"CREATE", "DROP", "ALTER", "INSERT", "REPLACE", "UPDATE", "WITH"}
 
 
@@ -239,15 +236,12 @@ class Lineage:
     def _statement(self, sql: str) -> None:
         # Called for every statement (20,000 INSERTs of a data file): the common cases
         # are decided without tokenizing.
-        found = _FIRST.match(sql)
-        first = found[1].upper() if found else "".join(statements.head(sql, 1))
+        first = statements.first_word(sql) or "".join(statements.head(sql, 1))
         if first not in _WRITES:
             return
         writes_rows = first in ("INSERT", "REPLACE", "UPDATE", "WITH")
-        if writes_rows:
-            bare = _LITERAL.sub("", sql).lower()
-            if "select" not in bare and "from" not in bare:
-                return  # rows from literals: nothing copied from another table
+        if writes_rows and not statements.copies_rows(sql):
+            return  # rows from literals: nothing copied from another table
         toks = statements.tokens(sql)  # linear also over a 6 MB literal
         if any(len(t) == 1 and t >= "\x80" for t in toks):
             toks = sqltext.tokens(sql)  # a bare non-ASCII name: read it whole
@@ -314,12 +308,7 @@ class Lineage:
         name, after = _name_at(toks, target)
         skip = set(range(target, after))
         if after < len(toks) and toks[after] == "(" and not updating:
-            depth = 0
-            for j in range(after, len(toks)):  # the INSERT's column list names columns
-                skip.add(j)
-                depth += {"(": 1, ")": -1}.get(toks[j], 0)
-                if depth == 0:
-                    break
+            skip.update(range(after, ddl.group(toks, after)))  # the INSERT's column list
         if updating:
             # UPDATE: rows come from SET (and UPDATE ... FROM); WHERE only picks the rows
             depth = 0

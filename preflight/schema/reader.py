@@ -30,19 +30,6 @@ from preflight.schema.sqltext import (
 Memo = dict[Any, Any]  # what was read from each SQL text, shared by every stop
 
 
-def _tail_after_body(toks: list[str]) -> list[str]:
-    """Tokens after the outermost parenthesised body (table options, index WHERE)."""
-    depth, seen = 0, False
-    for i, tok in enumerate(toks):
-        if tok == "(":
-            depth, seen = depth + 1, True
-        elif tok == ")":
-            depth -= 1
-            if seen and depth == 0:
-                return toks[i + 1 :]
-    return []
-
-
 UNRESOLVED = "<its primary key>"
 
 
@@ -189,7 +176,7 @@ def _index(
             if coll and upper(coll) != "BINARY":
                 cols[-1] += f" COLLATE {upper(coll)}"
     toks = tokens(sql)
-    tail = _tail_after_body(toks)
+    tail = toks[ddl.group(toks, toks.index("(")) :] if "(" in toks else []  # WHERE
     if "<expr>" in cols:  # expression index: compare the column list as SQL
         body = toks[toks.index("(") : len(toks) - len(tail)]
         cols = [canonical(body, known)[1:-1]]

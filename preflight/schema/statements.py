@@ -25,6 +25,21 @@ _TOKEN = re.compile(
     r"""|--[^\n]*|/\*.*?(?:\*/|\Z)|[A-Za-z_][A-Za-z0-9_$]*|\d[\w.]*|\S""",
     re.DOTALL,
 )
+_FIRST = re.compile(r"\s*([A-Za-z]+)\b")
+_LITERAL = re.compile(r"'[^']*'")
+
+
+def first_word(sql: str) -> str:
+    """The statement's first word, upper-cased, without tokenizing ('' : none in ASCII)."""
+    found = _FIRST.match(sql)
+    return found[1].upper() if found else ""
+
+
+def copies_rows(sql: str) -> bool:
+    """Whether a write may read another table's rows (SELECT or FROM outside its literals):
+    a plain INSERT ... VALUES cannot, and is told without tokenizing (a data file's rows)."""
+    bare = _LITERAL.sub("", sql).lower()
+    return "select" in bare or "from" in bare
 
 
 @dataclass(frozen=True)
