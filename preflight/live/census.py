@@ -70,7 +70,6 @@ _HARMLESS = tuple(
     for h in "CREATE INDEX,CREATE UNIQUE,CREATE VIEW,CREATE TEMP VIEW,CREATE TEMPORARY VIEW,"
     "DROP INDEX,DROP VIEW,DROP TRIGGER,SELECT,PRAGMA,ANALYZE,REINDEX,SAVEPOINT,RELEASE".split(",")
 )
-_LITERAL = re.compile(r"'[^']*'")
 _NAME = r'(?:"(?:[^"]|"")*"|\[[^\]]*\]|`[^`]*`|[\w$\x80-\U0010ffff]+)'
 _INTO = re.compile(
     rf"\s*(?:INSERT(?:\s+OR\s+\w+)?|REPLACE)\s+INTO\s+({_NAME})(?:\s*\.\s*({_NAME}))?", re.I
@@ -123,10 +122,8 @@ def named(sql: Iterable[str]) -> tuple[set[str], list[Trigger]]:
         if _harmless(words):
             continue
         if words[:1] in (["INSERT"], ["REPLACE"]):
-            bare = _LITERAL.sub("", text).lower()
             into = _INTO.match(text)
-            if into is not None and "select" not in bare and "from" not in bare:
-                # INSERT ... VALUES: only its target (linear over a data file's 20,000 rows)
+            if into is not None and not statements.copies_rows(text):  # only its target
                 found.add(sqltext.name(into[2] or into[1]))
                 continue
         found |= _names(statements.tokens(text))

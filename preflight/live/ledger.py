@@ -7,7 +7,6 @@ statements through the trace callback it shares with the foreign-key check's `Li
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +20,6 @@ from preflight.live.census import Count
 from preflight.live.loss import Entry
 from preflight.schema import foreignkeys, sqltext, statements
 from preflight.storage.config import Settings
-
-_FIRST = re.compile(r"\s*([A-Za-z]+)\b")
 
 
 @dataclass(frozen=True)
@@ -148,8 +145,7 @@ class Ledger:
         try:
             self._flush()
             if self.active and sql:
-                first = _FIRST.match(sql)
-                word = first[1].upper() if first else ""
+                word = statements.first_word(sql)
                 if word in ("DELETE", "WITH"):
                     target = _target(sql, "delete")
                     if target:
