@@ -136,15 +136,12 @@ def with_origins(diffs: list[Difference], steps: list[tuple[str, Schema]]) -> li
     previous: dict[Key, tuple[object, object]] = {}
     for migration, schema in steps:  # (its name, the schema after it)
         for key in keys:
-            holder = (
-                schema.tables.get(key[1])
-                if key[0] in ("table", "column")
-                else _definition(schema, key)
-            )
+            tabled = key[0] in ("table", "column")
+            holder = schema.tables.get(key[1]) if tabled else _definition(schema, key)
             seen = previous.get(key)
             if seen is not None and seen[0] is holder and holder is not None:
                 continue
-            value = _definition(schema, key) if key[0] in ("table", "column") else holder
+            value = _definition(schema, key) if tabled else holder
             if (seen is None or seen[1] != value) and value is not None:
                 last[key] = migration
             previous[key] = (holder, value)

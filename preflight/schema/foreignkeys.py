@@ -93,18 +93,16 @@ def violations(conn: sqlite3.Connection) -> list[Violation]:
     rowless: dict[tuple[str, int], list[int]] = {}
     for table, rowid, parent, fkid in _check(conn):
         if table not in keys:
+            listed = conn.execute(f"PRAGMA foreign_key_list({quote(table)})")
             keys[table] = {}
-            for fid, _, par, frm, to, *_ in conn.execute(
-                f"PRAGMA foreign_key_list({quote(table)})"
-            ):
+            for fid, _, par, frm, to, *_ in listed:
                 keys[table].setdefault(fid, []).append((par, frm, to))
         cols_of = tuple(sqltext.fold(frm) for _, frm, _ in keys[table].get(fkid, ()))
         values = None
         if rowid is not None and cols_of:
-            row = conn.execute(
-                f"SELECT {', '.join(quote(c) for c in cols_of)} FROM {quote(table)} WHERE rowid = ?",
-                (rowid,),
-            ).fetchone()
+            cols = ", ".join(quote(c) for c in cols_of)
+            sql = f"SELECT {cols} FROM {quote(table)} WHERE rowid = ?"
+            row = conn.execute(sql, (rowid,)).fetchone()
             values = tuple(row) if row is not None else None
         elif rowid is None:
             rowless.setdefault((table, fkid), []).append(len(found))

@@ -84,6 +84,9 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
     for (kind, names), on in conflicts.items():
         if len(names) > 1:
             options.append(("conflict", f"{kind}({', '.join(names)}) ON CONFLICT {on}"))
+    single = sorted(
+        (names[0], kind, on) for (kind, names), on in conflicts.items() if len(names) == 1
+    )
     columns = tuple(
         Column(
             col,
@@ -95,11 +98,7 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
             fold(col) in unique_cols,
             clauses.collate.get(fold(col)),
             clauses.generated.get(fold(col)),
-            tuple(
-                sorted(
-                    (kind, on) for (kind, names), on in conflicts.items() if names == (fold(col),)
-                )
-            ),
+            tuple((kind, on) for c, kind, on in single if c == fold(col)),
             fold(col) == rowid,
         )
         for _, col, ctype, notnull, dflt, pk, hidden in rows
@@ -123,28 +122,16 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
         )
         options.append(("foreign key", text))
     options += [("check", c) for c in clauses.checks]
-    for flag, present in (
-        ("AUTOINCREMENT", clauses.autoincrement),
-        ("WITHOUT ROWID", clauses.without_rowid),
-        ("STRICT", clauses.strict),
-    ):
-        if present:
-            options.append(("flag", flag))
+    flags = {"AUTOINCREMENT": clauses.autoincrement, "WITHOUT ROWID": clauses.without_rowid}
+    flags["STRICT"] = clauses.strict
+    options += [("flag", flag) for flag, present in flags.items() if present]
     toks = tokens(sql)
     if fold(" ".join(toks[:3])) == "create virtual table":
         # Module arguments are text the module reads itself; FTS5 and its kin accept a
         # bare word or any quoting for one value, so every quoted token is compared unquoted.
         quoted = {i for i, t in enumerate(toks) if t[:1] in "'\"`["}
-        options.append(
-            (
-                "virtual",
-                canonical(
-                    [quote(unquote(t)) if i in quoted else t for i, t in enumerate(toks)],
-                    frozenset(),
-                    quoted,
-                ),
-            )
-        )
+        spelled = [quote(unquote(t)) if i in quoted else t for i, t in enumerate(toks)]
+        options.append(("virtual", canonical(spelled, frozenset(), quoted)))
     return Table(name, columns, tuple(sorted(set(options))), tuple(refs), sql)
 
 
@@ -291,12 +278,8 @@ def build(
                 with_refs.add(obj)
     for obj in with_refs if changed else ():
         table = schema.tables[obj]
-        key = (
-            "resolved",
-            obj,
-            table.sql,
-            tuple(getattr(schema.tables.get(p), "sql", None) for p in table.refs),
-        )
+        parents = tuple(getattr(schema.tables.get(p), "sql", None) for p in table.refs)
+        key = ("resolved", obj, table.sql, parents)
         if key not in memo:
             memo[key] = _resolve(memo[("plain", table.name, table.sql)], schema.tables)
         schema.tables[obj] = memo[key]
