@@ -30,6 +30,8 @@ from preflight.schema import drift
 from preflight.storage import cache
 from preflight.storage.backup import snapshot
 
+_RESTORE = "restore a backup with 'preflight restore'"
+
 
 def connect(db: Path, timeout: float) -> sqlite3.Connection:
     """A connection set up for migrating: autocommit (we issue BEGIN/COMMIT), FKs off (a
@@ -103,7 +105,7 @@ def inspect(
     if verdict == "short":
         raise DatabaseUnusable(
             f"{db} {why}: part of it is lost",
-            "restore a backup with 'preflight restore'"
+            _RESTORE
             + (f", or put back the {db}-wal that went with it" if header_mode(real) == 2 else ""),
         )
     if hot:
@@ -135,9 +137,7 @@ def _unreadable(db: Path, exc: sqlite3.DatabaseError) -> LockTimeout | DatabaseU
         return LockTimeout(
             f"{db} is locked by another process: {exc}", "stop the other writer, then start again"
         )
-    return DatabaseUnusable(
-        f"{db} cannot be read: {exc}", "restore a backup with 'preflight restore'"
-    )
+    return DatabaseUnusable(f"{db} cannot be read: {exc}", _RESTORE)
 
 
 def full_check(conn: sqlite3.Connection, db: Path) -> None:
@@ -149,10 +149,7 @@ def full_check(conn: sqlite3.Connection, db: Path) -> None:
             raise
         result = str(exc)
     if result != "ok":
-        raise DatabaseUnusable(
-            f"{db} fails PRAGMA quick_check: {result[:200]}",
-            "restore a backup with 'preflight restore'",
-        )
+        raise DatabaseUnusable(f"{db} fails PRAGMA quick_check: {result[:200]}", _RESTORE)
 
 
 def check_before_writing(db: Path) -> None:

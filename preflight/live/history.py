@@ -137,10 +137,9 @@ def ensure_tables(conn: sqlite3.Connection) -> None:
 
 def record(conn: sqlite3.Connection, migration: Identity, how: str, duration_ms: float) -> None:
     """Record one migration as applied/adopted/stamped, and log it (caller's transaction)."""
-    at = now()
     conn.execute(
         f"INSERT OR REPLACE INTO {HISTORY} VALUES (?, ?, ?, ?, ?, ?)",
-        (migration.version, migration.name, migration.sha256, at, duration_ms, how),
+        (migration.version, migration.name, migration.sha256, now(), duration_ms, how),
     )
     log(conn, how, migration.version, migration.name, f"{duration_ms:.1f} ms")
 

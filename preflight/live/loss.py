@@ -110,9 +110,8 @@ def refuse(entries: list[Entry], strict: bool, label: str) -> None:
     e = refused[0]
     where = ", ".join(e.migrations[:3]) or "the run"
     where += f" (+{len(e.migrations) - 3} more)" * (len(e.migrations) > 3)
-    more = f" (+{len(refused) - 1} more: {', '.join(r.target for r in refused[1:4])})" * (
-        len(refused) > 1
-    )
+    others = ", ".join(r.target for r in refused[1:4])
+    more = f" (+{len(refused) - 1} more: {others})" if len(refused) > 1 else ""
     why = f": {WHY[e.kind]}" if e.kind in WHY else ""
     why += "" if e.kind == "lost" else "; nothing declares it (--strict)"
     tail = f"; none is a cleanup: {e.why}" if e.kind == "lost" and e.why else ""
