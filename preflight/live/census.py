@@ -1,27 +1,19 @@
 """The counts of a run: which tables it can change, their rows and their non-NULL values.
 
-Counting is cheap but not free (`count(*)` walks a table's pages; counting a column's
-values decodes every row), so a run of the guard's `.sql` files counts only the tables
-its statements can change: those a statement names, other than to index it, view it or
-add and rename its columns, and those a trigger on such a table writes. With foreign keys
-off (the guard's own runs) nothing else can change a table. A `.py` migration or a tool
-runs code the guard cannot read: every table is counted. A table's non-NULL values are
-counted for the columns that can lose them: not the primary key, not generated ones; a
-NOT NULL column's are its rows (only dropping it loses them).
+Only the tables a run's statements can change are counted (docs/internals.md, "What an
+upgrade destroys"): `count(*)` walks a table's pages, and counting values decodes every row.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from preflight.core.targets import WORD
-from preflight.schema import model, sqltext, statements
+from preflight.schema import model, reader, sqltext, statements
 from preflight.schema.sqltext import quote
-
-ALL = "*"  # a migration that may change every table (Python code, a tool)
 
 
 @dataclass(frozen=True)
@@ -36,40 +28,29 @@ def tables(conn: sqlite3.Connection) -> dict[str, str]:
     """The database's own tables, folded name -> name: not the guard's, SQLite's or
     Litestream's, not a virtual table nor its shadow tables (their rows are an index)."""
     rows = conn.execute("SELECT name, sql FROM main.sqlite_master WHERE type = 'table'").fetchall()
-    virtual = [
-        sqltext.fold(n) + "_"
-        for n, sql in rows
-        if sql and statements.head(sql, 2)[1:] == ["VIRTUAL"]
-    ]
+    virtual = {n for n, sql in rows if sql and statements.head(sql, 2)[1:] == ["VIRTUAL"]}
+    shadow = tuple(sqltext.fold(n) + "_" for n in virtual) or ("\0",)
     return {
         sqltext.fold(n): n
-        for n, sql in rows
-        if not model.ignored(n)
-        and not (sql and statements.head(sql, 2)[1:] == ["VIRTUAL"])
-        and not sqltext.fold(n).startswith(tuple(virtual) or ("\0",))
+        for n, _ in rows
+        if not model.ignored(n) and n not in virtual and not sqltext.fold(n).startswith(shadow)
     }
 
 
+def stored(conn: sqlite3.Connection, table: str) -> list[tuple[str, bool, int]]:
+    """A table's stored columns: (name, NOT NULL, position in the primary key)."""
+    return [(str(r[1]), bool(r[3]), int(r[5])) for r in reader.xinfo(conn, table) if r[6] == 0]
+
+
 def countable(conn: sqlite3.Connection, table: str) -> dict[str, bool]:
-    """The columns whose values the run can lose (folded name -> NOT NULL): all but the
-    primary key and generated ones. A NOT NULL column can lose its values only with the
-    column (or the row): its count is the row count, not counted again."""
-    found = {}
-    for _, name, _, notnull, _, pk, hidden in conn.execute(
-        f"PRAGMA main.table_xinfo({quote(table)})"
-    ).fetchall():
-        if not pk and not hidden:
-            found[sqltext.fold(name)] = bool(notnull)
-    return found
+    """The columns whose values the run can lose (folded name -> NOT NULL): not the primary
+    key. A NOT NULL column loses values only with the column or the row: its count is the rows."""
+    return {sqltext.fold(c): notnull for c, notnull, pk in stored(conn, table) if not pk}
 
 
 def columns(conn: sqlite3.Connection, table: str) -> dict[str, str]:
     """A table's stored columns, folded name -> as spelled."""
-    return {
-        sqltext.fold(r[1]): r[1]
-        for r in conn.execute(f"PRAGMA main.table_xinfo({quote(table)})").fetchall()
-        if r[6] == 0
-    }
+    return {sqltext.fold(c): c for c, _, _ in stored(conn, table)}
 
 
 def count(conn: sqlite3.Connection, table: str, columns: dict[str, bool] | None = None) -> Count:
@@ -85,23 +66,11 @@ def count(conn: sqlite3.Connection, table: str, columns: dict[str, bool] | None 
 
 # What a statement can do to the rows of the tables it names, by its first words: these
 # change none (an index, a view, a trigger's creation, a new or renamed column).
-_HARMLESS = (
-    ["CREATE", "INDEX"],
-    ["CREATE", "UNIQUE"],
-    ["CREATE", "VIEW"],
-    ["CREATE", "TEMP", "VIEW"],
-    ["CREATE", "TEMPORARY", "VIEW"],
-    ["DROP", "INDEX"],
-    ["DROP", "VIEW"],
-    ["DROP", "TRIGGER"],
-    ["SELECT"],
-    ["PRAGMA"],
-    ["ANALYZE"],
-    ["REINDEX"],
-    ["SAVEPOINT"],
-    ["RELEASE"],
+_HARMLESS = tuple(
+    h.split()
+    for h in "CREATE INDEX,CREATE UNIQUE,CREATE VIEW,CREATE TEMP VIEW,CREATE TEMPORARY VIEW,"
+    "DROP INDEX,DROP VIEW,DROP TRIGGER,SELECT,PRAGMA,ANALYZE,REINDEX,SAVEPOINT,RELEASE".split(",")
 )
-_LITERAL = re.compile(r"'[^']*'")
 _NAME = rf'(?:"(?:[^"]|"")*"|\[[^\]]*\]|`[^`]*`|{WORD}+)'
 _INTO = re.compile(
     rf"\s*(?:INSERT(?:\s+OR\s+\w+)?|REPLACE)\s+INTO\s+({_NAME})(?:\s*\.\s*({_NAME}))?", re.I
@@ -149,17 +118,13 @@ def named(sql: Iterable[str]) -> tuple[set[str], list[Trigger]]:
     for text in sql:
         words = statements.head(text, 6)
         if words[:1] == ["CREATE"] and "TRIGGER" in words[1:3]:
-            t = trigger(text)
-            if t is not None:
-                made.append(t)
+            made += [t] if (t := trigger(text)) else []
             continue
         if _harmless(words):
             continue
         if words[:1] in (["INSERT"], ["REPLACE"]):
-            bare = _LITERAL.sub("", text).lower()
             into = _INTO.match(text)
-            if into is not None and "select" not in bare and "from" not in bare:
-                # INSERT ... VALUES: only its target (linear over a data file's 20,000 rows)
+            if into is not None and not statements.copies_rows(text):  # only its target
                 found.add(sqltext.name(into[2] or into[1]))
                 continue
         found |= _names(statements.tokens(text))
@@ -168,8 +133,7 @@ def named(sql: Iterable[str]) -> tuple[set[str], list[Trigger]]:
 
 def closure(names: set[str], triggers: Iterable[Trigger]) -> set[str]:
     """`names` and what the triggers on them write, and what triggers on those write..."""
-    triggers = list(triggers)
-    found = set(names)
+    triggers, found = list(triggers), set(names)
     while True:
         more = set().union(*(t.body for t in triggers if t.on in found)) - found
         if not more:
@@ -179,25 +143,11 @@ def closure(names: set[str], triggers: Iterable[Trigger]) -> set[str]:
 
 def triggers(conn: sqlite3.Connection) -> list[Trigger]:
     """The database's triggers (temp ones too: a migration may have made one)."""
-    found = []
-    for (sql,) in conn.execute(
+    found = conn.execute(
         "SELECT sql FROM main.sqlite_master WHERE type = 'trigger' AND sql IS NOT NULL "
         "UNION ALL SELECT sql FROM temp.sqlite_master WHERE type = 'trigger' AND sql IS NOT NULL"
-    ):
-        t = trigger(sql)
-        if t is not None:
-            found.append(t)
-    return found
-
-
-@dataclass(frozen=True)
-class Values:
-    """Non-NULL values gone from one column: dropped with it, or lost while it stays."""
-
-    column: str
-    dropped: bool
-    count: int
-    had: int
+    )
+    return [t for (sql,) in found if (t := trigger(sql)) is not None]
 
 
 def mapped(
@@ -205,46 +155,6 @@ def mapped(
 ) -> dict[str, bool]:
     """The columns a table has now, as counting wants them (folded -> NOT NULL), for the
     columns it had (`old`, renamed ones followed)."""
-    now_columns = countable(conn, now)
-    stored = set(columns(conn, now))
-    return {
-        renamed.get(c, c): now_columns.get(renamed.get(c, c), True)
-        for c in old
-        if renamed.get(c, c) in stored
-    }
-
-
-def values_lost(
-    old: dict[str, bool],
-    renamed: dict[str, str],
-    now: dict[str, bool],
-    after: Count,
-    gone: int,
-    before: Callable[[dict[str, bool]], dict[str, int] | None],
-) -> list[Values]:
-    """The values a table lost: `old` its columns (folded -> NOT NULL) as it was, `now` its
-    columns now (`mapped`), `after` what it holds now (its columns' values counted only when
-    a rebuild or an UPDATE could have emptied them: nothing else can empty a column that
-    stays).
-
-    A column that stays is compared with what it held only when it has NULLs now (else it
-    lost nothing beyond the `gone` rows); `before(columns)` counts those, and the dropped
-    columns, as they were (from the backup), only when needed; None: not known.
-    """
-    dropped = {c: nn for c, nn in old.items() if renamed.get(c, c) not in now}
-    suspects = {
-        c: nn
-        for c, nn in old.items()
-        if after.values.get(renamed.get(c, c), after.rows) < after.rows
-    }
-    if not dropped and not suspects:
-        return []
-    had = before({**dropped, **suspects})
-    if had is None:
-        return []
-    found = [Values(c, True, had[c], had[c]) for c in dropped if had[c]]
-    for c in suspects:
-        lost = had[c] - after.values[renamed.get(c, c)] - max(gone, 0)
-        if lost > 0:
-            found.append(Values(c, False, lost, had[c]))
-    return found
+    now_columns, kept = countable(conn, now), set(columns(conn, now))
+    moved = (renamed.get(c, c) for c in old)
+    return {c: now_columns.get(c, True) for c in moved if c in kept}

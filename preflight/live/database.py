@@ -28,13 +28,12 @@ from preflight.live import history
 from preflight.schema import drift
 from preflight.storage import cache
 
+_RESTORE = "restore a backup with 'preflight restore'"
+
 
 def connect(db: Path, timeout: float) -> sqlite3.Connection:
-    """A connection set up for migrating: autocommit (we issue BEGIN/COMMIT), FKs off.
-
-    PRAGMA foreign_keys is a no-op inside a transaction, so it is set here, outside
-    one; integrity is checked with PRAGMA foreign_key_check before each COMMIT.
-    """
+    """A connection set up for migrating: autocommit (we issue BEGIN/COMMIT), FKs off (a
+    no-op inside a transaction, so set here; PRAGMA foreign_key_check runs before COMMIT)."""
     conn = sqlite3.connect(db, timeout=timeout, isolation_level=None)
     conn.execute("PRAGMA foreign_keys = OFF")
     return conn
@@ -74,14 +73,10 @@ def inspect(
 ) -> Inspection:
     """Read what is there: fresh or not, the cheap checks, `quick_check`, history, live schema.
 
-    `shown` is the path to name in messages when `db` is a private snapshot of it. `source`
-    names the table whose rows are the recorded version; when the schema text hashes to
-    what `trust` vouches for at that version (a schema verified before, see `cache`), the
-    structural snapshot is not taken: `trusted` is True and `live` None. The cheap checks (the header,
-    the file as long as its header says, no stale sidecar) always run; `quick_check=False`
-    leaves out the full check unless they cannot vouch (a hot journal, a short file with
-    a WAL that may hold the rest): for a caller that runs it itself (a backup checks the
-    state it copies) or whose integrity policy does not want it now.
+    `shown`: the path named in messages when `db` is a private snapshot. When the schema
+    text hashes to what `trust` vouches for at the version `source` records (`cache`), no
+    snapshot is taken (`trusted`). `quick_check=False` leaves the full check out unless the
+    cheap checks cannot vouch (a hot journal, a short file): for a caller that runs it itself.
     """
     if not db.exists() or db.stat().st_size == 0:
         return Inspection(shown or db, db.exists(), 0, True, None, schema.Schema())
@@ -108,7 +103,7 @@ def inspect(
     if verdict == "short":
         raise DatabaseUnusable(
             f"{db} {why}: part of it is lost",
-            "restore a backup with 'preflight restore'"
+            _RESTORE
             + (f", or put back the {db}-wal that went with it" if header_mode(real) == 2 else ""),
         )
     if hot:
@@ -140,9 +135,7 @@ def _unreadable(db: Path, exc: sqlite3.DatabaseError) -> LockTimeout | DatabaseU
         return LockTimeout(
             f"{db} is locked by another process: {exc}", "stop the other writer, then start again"
         )
-    return DatabaseUnusable(
-        f"{db} cannot be read: {exc}", "restore a backup with 'preflight restore'"
-    )
+    return DatabaseUnusable(f"{db} cannot be read: {exc}", _RESTORE)
 
 
 def full_check(conn: sqlite3.Connection, db: Path) -> None:
@@ -154,10 +147,7 @@ def full_check(conn: sqlite3.Connection, db: Path) -> None:
             raise
         result = str(exc)
     if result != "ok":
-        raise DatabaseUnusable(
-            f"{db} fails PRAGMA quick_check: {result[:200]}",
-            "restore a backup with 'preflight restore'",
-        )
+        raise DatabaseUnusable(f"{db} fails PRAGMA quick_check: {result[:200]}", _RESTORE)
 
 
 def check_before_writing(db: Path) -> None:

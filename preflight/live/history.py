@@ -1,9 +1,8 @@
 """The database's migration history, the append-only run log, and the failure record.
 
-History and log live in the database (tables starting with _preflight), written only
-inside the transaction that makes the change they describe. The failure record is a
-small JSON file beside the database: it must survive the restore that puts the
-database back exactly as it was.
+History and log are tables of the database, written only inside the transaction that
+makes the change they describe; the failure record is a JSON file beside it, as it must
+survive the restore that puts the database back exactly as it was.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -64,16 +63,18 @@ class Applied:
 
 def read(conn: sqlite3.Connection) -> tuple[Applied, ...] | None:
     """The applied migrations in order, or None when the database has no history table."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (HISTORY,)
-    ).fetchone()
-    if not exists:
+    if not has_table(conn, HISTORY):
         return None
     rows = conn.execute(
-        f"SELECT version, name, sha256, applied_at, duration_ms, how "
-        f"FROM {HISTORY} ORDER BY version"
-    ).fetchall()
+        f"SELECT version, name, sha256, applied_at, duration_ms, how FROM {HISTORY} ORDER BY version"
+    )
     return tuple(Applied(*row) for row in rows)
+
+
+def has_table(conn: sqlite3.Connection, table: str) -> bool:
+    """Whether the main database has a table of exactly that name."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,))
+    return found.fetchone() is not None
 
 
 class Identity(Protocol):
@@ -93,12 +94,8 @@ M = TypeVar("M", bound=Identity)
 
 
 def pending(applied: tuple[Applied, ...], migrations: tuple[M, ...]) -> tuple[M, ...]:
-    """Verify the files against the history; return the migrations still to apply.
-
-    Refused (exit 5), naming the files: an applied migration whose file changed or is
-    gone (the database is newer than this image), and a new file that sorts before the
-    last applied one.
-    """
+    """Verify the files against the history (exit 5 for an applied file changed or gone, a
+    new one sorting before the last applied); return the migrations still to apply."""
     files = {m.version: m for m in migrations}
     gone = [a.name for a in applied if a.version not in files]
     if gone:
@@ -140,10 +137,9 @@ def ensure_tables(conn: sqlite3.Connection) -> None:
 
 def record(conn: sqlite3.Connection, migration: Identity, how: str, duration_ms: float) -> None:
     """Record one migration as applied/adopted/stamped, and log it (caller's transaction)."""
-    at = now()
     conn.execute(
         f"INSERT OR REPLACE INTO {HISTORY} VALUES (?, ?, ?, ?, ?, ?)",
-        (migration.version, migration.name, migration.sha256, at, duration_ms, how),
+        (migration.version, migration.name, migration.sha256, now(), duration_ms, how),
     )
     log(conn, how, migration.version, migration.name, f"{duration_ms:.1f} ms")
 
@@ -175,20 +171,15 @@ def difference_key(d: Difference) -> tuple[str, str, str | None, str | None]:
 
 def read_accepted(conn: sqlite3.Connection) -> tuple[Difference, ...]:
     """The differences an operator accepted with `stamp --force` (none: no table)."""
-    if not conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (ACCEPTED,)
-    ).fetchone():
+    if not has_table(conn, ACCEPTED):
         return ()
     rows = conn.execute(f"SELECT object, kind, expected, actual FROM {ACCEPTED} ORDER BY id")
     return tuple(Difference(*row) for row in rows)
 
 
 def accept(conn: sqlite3.Connection, version: int, diffs: list[Difference]) -> None:
-    """Record exactly `diffs` as accepted at `version`, replacing any earlier acceptance.
-
-    Created only when a stamp is forced, so databases that never need it never have it
-    (caller's transaction).
-    """
+    """Record exactly `diffs` as accepted at `version`, replacing any earlier acceptance (a
+    table made only when a stamp is forced: databases that never need it never have it)."""
     conn.execute(f"""CREATE TABLE IF NOT EXISTS {ACCEPTED} (
         id INTEGER PRIMARY KEY,
         object TEXT NOT NULL,
@@ -212,14 +203,10 @@ def keep_accepted(conn: sqlite3.Connection, keep: list[Difference]) -> int:
     if not read_accepted(conn):
         return 0
     wanted = {difference_key(d) for d in keep}
-    removed = 0
-    for row_id, *found in conn.execute(
-        f"SELECT id, object, kind, expected, actual FROM {ACCEPTED}"
-    ).fetchall():
-        if tuple(found) not in wanted:
-            conn.execute(f"DELETE FROM {ACCEPTED} WHERE id = ?", (row_id,))
-            removed += 1
-    return removed
+    rows = conn.execute(f"SELECT id, object, kind, expected, actual FROM {ACCEPTED}").fetchall()
+    gone = [(r[0],) for r in rows if tuple(r[1:]) not in wanted]
+    conn.executemany(f"DELETE FROM {ACCEPTED} WHERE id = ?", gone)
+    return len(gone)
 
 
 @dataclass(frozen=True)
@@ -240,11 +227,7 @@ def read_failure(path: Path) -> FailureRecord | None:
     """The failure record at `path`, or None."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise TypeError(f"a JSON object expected, not {type(data).__name__}")
-        # A newer guard's record may carry more: its meaning is in the fields we know.
-        known = {f.name for f in fields(FailureRecord)}
-        record = FailureRecord(**{k: v for k, v in data.items() if k in known})
+        record = FailureRecord(**data)
         return replace(record, loss=tuple(record.loss))
     except FileNotFoundError:
         return None

@@ -1,22 +1,12 @@
 """One run's accounting: what was there when it began, what is there before it commits.
 
-The guard's own files (`Ledger`), inside the run's one transaction. When it begins: the
-rows of every table the pending statements can change (`census`). While it runs: which
-table each statement makes of which (the foreign-key check's `Lineage`: renames, copies,
-a 12-step rebuild's `notes_new` renamed to `notes`), how many rows each DELETE removed
-(SQLite's change counter between two statements) and which tables an UPDATE wrote, from
-the trace callback both share. Before COMMIT: the rows of what each table became, and the
-non-NULL values of its columns if it was rebuilt or updated (nothing else empties a
-column that stays); what a column held is read from the backup (`Then`), only for a
-column dropped or one that has NULLs now. Without a backup, the values are counted when
-the run begins instead. Losses are attributed to the migrations whose statements can
-change that table. A fresh database, a run that names no existing table, and a no-op
-start (which never gets here) count nothing. A tool's run: `toolrun`.
+The guard's own files (`Ledger`), inside the run's one transaction, following its
+statements through the trace callback it shares with the foreign-key check's `Lineage`
+(docs/internals.md, "What an upgrade destroys"). A tool's run: `toolrun`.
 """
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,8 +22,6 @@ if TYPE_CHECKING:
     from preflight.live.census import Count
     from preflight.live.loss import Entry
 
-_FIRST = re.compile(r"\s*([A-Za-z]+)\b")
-
 
 @dataclass(frozen=True)
 class Planned:
@@ -48,8 +36,7 @@ class Planned:
 @dataclass(frozen=True)
 class Policy:
     """How a run judges its losses: --strict, PREFLIGHT_ACCEPT_LOSS, the log label, the
-    backup that holds the database as the run found it (a path, or a callable making one:
-    `check` copies the live database only if it must read rows that went)."""
+    backup as the run found it (or a callable making one: `check` copies only if it must)."""
 
     strict: bool
     given: tuple[Target, ...]
@@ -77,8 +64,7 @@ class Then:
         self.opened = False
 
     def values(self, table: str, rows: int, columns: dict[str, bool]) -> dict[str, int] | None:
-        """What `columns` of `table` held; None when the backup does not hold the table as
-        the run found it (its row count differs) or there is none."""
+        """What `columns` of `table` held; None: no backup, or not the table as the run found it."""
         if not self.opened:
             self.opened = True
             path = self.policy.backup_file()
@@ -86,9 +72,9 @@ class Then:
                 self.conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
         if self.conn is None:
             return None
-        from preflight.live import census
-
         try:
+            from preflight.live import census
+
             counted = census.count(self.conn, table, columns)
         except sqlite3.Error:
             return None
@@ -109,7 +95,10 @@ class Ledger:
         policy: Policy,
         lineage: foreignkeys.Lineage | None,
     ) -> None:
-        self.conn, self.planned, self.policy, self.lineage = conn, planned, policy, lineage
+        """Count what the pending migrations can change (inside the caller's transaction,
+        after `foreignkeys.watch`, whose lineage this follows too)."""
+        self.conn, self.policy, self.lineage = conn, policy, lineage
+        self.declared = {m.name: m.declared for m in planned}
         self.before: dict[str, Count] = {}
         self.columns: dict[str, dict[str, bool]] = {}  # table -> its countable columns
         self.names: dict[str, str] = {}  # folded -> as stored, when the run began
@@ -117,53 +106,37 @@ class Ledger:
         self.deleted: dict[str, int] = {}
         self.updated: set[str] = set()
         self.open: tuple[frozenset[str], int] | None = None  # a DELETE running: origins, mark
-        self.active = False
         self.run = now()
-
-    @classmethod
-    def begin(
-        cls,
-        conn: sqlite3.Connection,
-        planned: tuple[Planned, ...],
-        policy: Policy,
-        lineage: foreignkeys.Lineage | None,
-    ) -> Ledger:
-        """Count what the pending migrations can change (inside the caller's transaction,
-        after `foreignkeys.watch`, whose lineage this follows too)."""
-        ledger = cls(conn, planned, policy, lineage)
+        self.active = False
         any_table = "SELECT 1 FROM main.sqlite_master WHERE type = 'table' LIMIT 1"
         if not planned or conn.execute(any_table).fetchone() is None:
-            return ledger  # a fresh build: nothing of anyone's to lose (census not imported)
+            return  # a fresh build: nothing of anyone's to lose (census not even imported)
         from preflight.live import census
 
         tables = census.tables(conn)
         if not tables:
-            return ledger
+            return
         triggers = census.triggers(conn)
         per: dict[str, set[str]] = {}
         for m in planned:
-            if m.statements is None:
-                per[m.name] = set(tables)
-                continue
-            found, made = census.named(m.statements)
+            found, made = (set(tables), []) if m.statements is None else census.named(m.statements)
             triggers += made
             per[m.name] = found
         for name, found in per.items():
             reached = census.closure(found, triggers)
             # A trigger's statements reach the trace as the statement that fired them: a
             # table only a trigger writes may have been updated.
-            ledger.updated |= (reached - found) & set(tables)
+            self.updated |= (reached - found) & set(tables)
             for t in reached & set(tables):
-                ledger.blame.setdefault(t, []).append(name)
+                self.blame.setdefault(t, []).append(name)
         eager = policy.old_rows is None  # no backup to read what a column held: count it now
-        for t in ledger.blame:
-            ledger.names[t] = tables[t]
-            ledger.columns[t] = census.countable(conn, tables[t])
-            ledger.before[t] = census.count(conn, tables[t], ledger.columns[t] if eager else None)
-        if ledger.blame:
-            ledger.active = True
-            conn.set_trace_callback(ledger._trace)
-        return ledger
+        for t in self.blame:
+            self.names[t] = tables[t]
+            self.columns[t] = census.countable(conn, tables[t])
+            self.before[t] = census.count(conn, tables[t], self.columns[t] if eager else None)
+        self.active = bool(self.blame)
+        if self.active:
+            conn.set_trace_callback(self._trace)
 
     def migration(self, name: str) -> None:
         """A migration starts: what its statements delete is counted from here."""
@@ -180,8 +153,7 @@ class Ledger:
         try:
             self._flush()
             if self.active and sql:
-                first = _FIRST.match(sql)
-                word = first[1].upper() if first else ""
+                word = statements.first_word(sql)
                 if word in ("DELETE", "WITH"):
                     target = _target(sql, "delete")
                     if target:
@@ -222,8 +194,7 @@ class Ledger:
                 entries += self._judge(t, before, successor, current, then)
         finally:
             then.close()
-        declared = {m.name: m.declared for m in self.planned}
-        entries = loss.accept(entries, declared, self.policy.given, seen)
+        entries = loss.accept(entries, self.declared, self.policy.given, seen)
         progress["loss"] = entries
         if entries:
             loss.record(conn, entries, self.run, loss.state(conn, "files"), self.policy.backup)
@@ -254,7 +225,7 @@ class Ledger:
         current: dict[str, str],
         then: Then,
     ) -> list[Entry]:
-        from preflight.live import census
+        from preflight.live import census, loss, vanished
         from preflight.live.loss import Entry
 
         blame = tuple(self.blame[t])
@@ -276,63 +247,62 @@ class Ledger:
             if deleted:
                 found.append(Entry(shown, "deleted", deleted, before.rows, blame))
             rest = gone - deleted
-            if rest:
-                found += self._vanished(t, shown, stored, before, gone, rest, same, renamed, blame)
+            lost = Entry(shown, "lost", rest, before.rows, blame)
+            names = {t: {t, sqltext.fold(stored)}}
+            if rest and loss.accept([lost], self.declared, self.policy.given, names)[0].accepted:
+                found.append(lost)  # declared or accepted: no need to read the backup
+            elif rest:
+                self.conn.set_trace_callback(None)  # the test's inserts are not the run's
+                try:
+                    backup = self.policy.backup_file()
+                    v = vanished.judge(
+                        self.conn, backup, shown, stored, before.rows, gone, rest, renamed, same
+                    )
+                finally:
+                    self.conn.set_trace_callback(self._trace)
+                found += v.entries(shown, before.rows, blame)
+        return found + values_lost(then, shown, blame, before, old, renamed, now_columns, after)
 
-        def held(columns: dict[str, bool]) -> dict[str, int] | None:
-            if before.values:
-                return {c: before.values[c] for c in columns}
-            return then.values(shown, before.rows, columns)
 
-        for v in census.values_lost(old, renamed, now_columns, after, gone, held):
-            kind = "column" if v.dropped else "values"
-            found.append(Entry(shown, kind, v.count, v.had, blame, v.column))
-        return found
+def values_lost(
+    then: Then,
+    shown: str,
+    blame: tuple[str, ...],
+    before: Count,
+    old: dict[str, bool],
+    renamed: dict[str, str],
+    now: dict[str, bool],
+    after: Count,
+) -> list[Entry]:
+    """The values a table lost: `old` its columns as it was, `now` as they are
+    (`census.mapped`), `after` what it holds now. A column that stays is compared with what
+    it held only when it has NULLs now; what it held is read only then (counted when the run
+    began, else from the backup)."""
+    from preflight.live.loss import Entry
 
-    def _vanished(
-        self,
-        t: str,
-        shown: str,
-        stored: str,
-        before: Count,
-        gone: int,
-        rest: int,
-        same: bool,
-        renamed: dict[str, str],
-        blame: tuple[str, ...],
-    ) -> list[Entry]:
-        """Rows no statement asked to remove: lost, or a cleanup (read from the backup only
-        when nothing already declares or accepts them)."""
-        from preflight.live import loss, vanished
-        from preflight.live.loss import Entry
-
-        lost = Entry(shown, "lost", rest, before.rows, blame)
-        declared = {m.name: m.declared for m in self.planned}
-        if loss.accept([lost], declared, self.policy.given, {t: {t, sqltext.fold(stored)}})[
-            0
-        ].accepted:
-            return [lost]
-        self.conn.set_trace_callback(None)  # the test's inserts are the guard's, not the run's
-        try:
-            v = vanished.judge(
-                self.conn,
-                self.policy.backup_file(),
-                shown,
-                stored,
-                renamed,
-                before.rows,
-                gone,
-                rest,
-                same,
-            )
-        finally:
-            self.conn.set_trace_callback(self._trace)
-        found = []
-        if v.cleanup:
-            found.append(Entry(shown, "cleanup", v.cleanup, before.rows, blame, why=v.why))
-        if v.lost:
-            found.append(Entry(shown, "lost", v.lost, before.rows, blame, why=v.why))
-        return found
+    dropped = {c: nn for c, nn in old.items() if renamed.get(c, c) not in now}
+    suspects = {
+        c: nn
+        for c, nn in old.items()
+        if after.values.get(renamed.get(c, c), after.rows) < after.rows
+    }
+    if not dropped and not suspects:
+        return []
+    wanted = {**dropped, **suspects}
+    had = (
+        {c: before.values[c] for c in wanted}
+        if before.values
+        else then.values(shown, before.rows, wanted)
+    )
+    if had is None:
+        return []
+    gone = max(before.rows - after.rows, 0)
+    found = [Entry(shown, "column", had[c], had[c], blame, c) for c in dropped if had[c]]
+    for c in suspects:
+        lost = had[c] - after.values[renamed.get(c, c)] - gone
+        if lost > 0:
+            found.append(Entry(shown, "values", lost, had[c], blame, c))
+    return found
 
 
 def _target(sql: str, verb: str) -> str:

@@ -1,21 +1,8 @@
-"""What an upgrade destroyed, and the rule that judges it.
+"""What an upgrade destroyed, and the rule that judges it (README, "What an upgrade destroys").
 
-The counts (`census`) are read inside the run, on the real data, before COMMIT
-(`ledger`). What vanished is one or more entries per table:
-
-- explicit: a table or column a statement drops ("dropped", "column"), rows a DELETE
-  names ("deleted"), a table dropped and made again without its rows ("replaced"), rows
-  a tool's run removed from a table it changed ("removed": its statements are not seen);
-- "lost": rows gone from a table that survives with no statement asking for it (a
-  copy's WHERE or JOIN, OR IGNORE/REPLACE, a trigger, a cascade);
-- "cleanup": such rows that could not live in the new table (`vanished`);
-- "values": non-NULL values gone from a column that survives (a copy that left it out,
-  an UPDATE that cleared it).
-
-Lost rows are refused unless declared (`-- preflight: loses TABLE` in the migration) or
-accepted (PREFLIGHT_ACCEPT_LOSS); with --strict, so is every other entry but a cleanup.
-Everything is reported: one log line per table, one row per table in `_preflight_log`
-(the run record, which `status` reads back).
+Lost rows are refused unless declared or accepted (PREFLIGHT_ACCEPT_LOSS); with --strict,
+so is every other entry but a cleanup. Everything is reported: one log line per table, and
+the run record (`_preflight_log`, or beside a tool's database), which `status` reads back.
 """
 
 from __future__ import annotations
@@ -123,26 +110,22 @@ def refuse(entries: list[Entry], strict: bool, label: str) -> None:
     e = refused[0]
     where = ", ".join(e.migrations[:3]) or "the run"
     where += f" (+{len(e.migrations) - 3} more)" * (len(e.migrations) > 3)
-    more = f" (+{len(refused) - 1} more: {', '.join(r.target for r in refused[1:4])})" * (
-        len(refused) > 1
-    )
+    others = ", ".join(r.target for r in refused[1:4])
+    more = f" (+{len(refused) - 1} more: {others})" if len(refused) > 1 else ""
     why = f": {WHY[e.kind]}" if e.kind in WHY else ""
     why += "" if e.kind == "lost" else "; nothing declares it (--strict)"
     tail = f"; none is a cleanup: {e.why}" if e.kind == "lost" and e.why else ""
     mark = (
         "#" if label == "tool" or e.migrations[-1:] and e.migrations[-1].endswith(".py") else "--"
     )
-    declare = (
-        f"declare it in {e.migrations[-1]} ('{mark} preflight: loses {e.target}')"
-        if e.migrations and label != "tool"
-        else f"declare it in the migration's file ('{mark} preflight: loses {e.target}')"
-    )
+    file = e.migrations[-1] if e.migrations and label != "tool" else "the migration's file"
+    names = tuple(dict.fromkeys(r.target for r in refused))
     raise LossRefused(
         f"{where}: {e.table}: {e.phrase()}{why}{tail}{more}",
-        f"if that loss is meant, {declare} or accept it for one start "
-        f"({VARIABLE}={','.join(dict.fromkeys(r.target for r in refused))}, or --accept-loss); "
+        f"if that loss is meant, declare it in {file} ('{mark} preflight: loses {e.target}') "
+        f"or accept it for one start ({VARIABLE}={','.join(names)}, or --accept-loss); "
         f"otherwise fix the migration",
-        tuple(dict.fromkeys(r.target for r in refused)),
+        names,
     )
 
 
@@ -168,17 +151,14 @@ def report(entries: list[Entry], label: str, backup: str | None) -> None:
 
 
 def as_json(e: Entry, backup: str | None = None) -> dict[str, object]:
-    """One entry as `check --json` and `status --json` show it: what, where, how much, by
-    which migration, whether declared or accepted, and the backup that holds what went."""
+    """One entry as `check --json` and `status --json` show it, with the backup holding it."""
     return dict(asdict(e), backup=backup)
 
 
 def state(conn: sqlite3.Connection, source: str) -> str:
     """A short hash of the version the database records: ties a run record to its run."""
     sql, table = RECORDED[source]
-    if not conn.execute(
-        "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (table,)
-    ).fetchone():
+    if not history.has_table(conn, table):
         return ""
     return sha256_bytes("\n".join(str(r[0]) for r in conn.execute(sql)).encode())[:16]
 
@@ -191,24 +171,22 @@ def _by_table(entries: list[Entry]) -> list[list[Entry]]:
 
 
 def _item(found: list[Entry], run: str, recorded: str, backup: str | None) -> dict[str, object]:
-    """One table's part of the run record: its entries, the backup that holds what went, and
-    `recorded`, a hash of the version the database records after the run."""
+    """One table's part of the run record; `recorded`: the version's hash after the run."""
     return {"run": run, "state": recorded, "backup": backup, "entries": [asdict(e) for e in found]}
 
 
 def record(
     conn: sqlite3.Connection, entries: list[Entry], run: str, recorded: str, backup: str | None
 ) -> None:
-    """The run record in the guard's history: one `_preflight_log` row per table with loss
-    (caller's transaction)."""
+    """The run record: one `_preflight_log` row per table with loss (caller's transaction)."""
     for found in _by_table(entries):
         name = found[0].migrations[-1] if found[0].migrations else None
         history.log(conn, EVENT, None, name, json.dumps(_item(found, run, recorded, backup)))
 
 
 def save(path: Path, entries: list[Entry], run: str, recorded: str, backup: str | None) -> None:
-    """A tool's run record, beside the database (the tool's database keeps the tool's own
-    history, and the app's schema tools would see a table of the guard's): None removes it."""
+    """A tool's run record, beside the database (the app's schema tools would see a table of
+    the guard's in it); no entries remove it."""
     if not entries:
         path.unlink(missing_ok=True)
         return
@@ -217,9 +195,8 @@ def save(path: Path, entries: list[Entry], run: str, recorded: str, backup: str 
 
 
 def last_run(conn: sqlite3.Connection, source: str, saved: Path) -> list[dict[str, object]]:
-    """The loss the last run recorded (`status`): the records of the newest run whose
-    recorded version is the database's now (from `_preflight_log`, or for a tool the file
-    `saved`); [] when that run lost nothing, or none is recorded."""
+    """The loss of the newest recorded run whose version is the database's now (`status`),
+    from `_preflight_log` or, for a tool, the file `saved`; [] when none."""
     now = state(conn, source)
     items: list[object] = []
     if source != "files":
@@ -228,9 +205,7 @@ def last_run(conn: sqlite3.Connection, source: str, saved: Path) -> list[dict[st
             items = loaded if isinstance(loaded, list) else []
         except (OSError, ValueError):
             items = []
-    elif conn.execute(
-        "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (history.LOG,)
-    ).fetchone():
+    elif history.has_table(conn, history.LOG):
         for (detail,) in conn.execute(
             f"SELECT detail FROM {history.LOG} WHERE event = ? ORDER BY id", (EVENT,)
         ):
@@ -254,9 +229,8 @@ def last_run(conn: sqlite3.Connection, source: str, saved: Path) -> list[dict[st
 
 
 def check_given(conn: sqlite3.Connection | None, given: tuple[Target, ...], db: object) -> None:
-    """PREFLIGHT_ACCEPT_LOSS must name tables (and columns) the database has: a typo would
-    otherwise accept nothing while the operator believes a loss accepted (exit 2). `conn`
-    None: no database yet (nothing there to lose)."""
+    """PREFLIGHT_ACCEPT_LOSS must name tables (and columns) the database has (`conn` None:
+    none yet): a typo would accept nothing while the operator believes a loss accepted."""
     tables = census.tables(conn) if conn is not None else {}
     for table, column in given:
         shown = targets.show((table, column))

@@ -1,21 +1,16 @@
 """The accounting around one run of a migration tool (Alembic, Django): what it destroyed.
 
-The tool commits as it goes and the guard sees none of its statements. Every table's rows
-are counted right before the tool runs (a read-only connection) and again right after; a
-table is followed by its name, or by its b-tree through a rename. What vanished from a
-table whose definition the run changed is "removed" (a DELETE or a copy that left rows
-out: the guard cannot tell); rows that vanished from a table it did not change (a cascade
-through a rebuilt parent) are lost unless they could not live in it (`vanished`). The
-values of a changed table's columns are counted after the run, and what a column held is
-read from the backup (`ledger.Then`) only for a column dropped or one with NULLs now. The
-loss is attributed to the whole run; the pending migrations' files may declare it. The
-run record goes beside the database (`app.db.preflight-loss.json`), not into it: the
-database is the app's, and its tool's autogenerate would see a table of the guard's.
+The tool commits as it goes and the guard sees none of its statements: every table is
+counted right before and right after it (docs/internals.md, "What an upgrade destroys").
+What vanished from a table whose definition the run changed is "removed" (a DELETE or a
+copy that left rows out: the guard cannot tell); from a table it did not change (a
+cascade through a rebuilt parent), lost unless it could not live there (`vanished`).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +18,7 @@ from preflight.core.targets import Target
 from preflight.fast.facts import LOSS, now, uri
 from preflight.live import census, loss, vanished
 from preflight.live.census import Count
-from preflight.live.ledger import Policy, Then
+from preflight.live.ledger import Policy, Then, values_lost
 from preflight.live.loss import Entry
 from preflight.schema import sqltext
 
@@ -38,34 +33,20 @@ class ToolRun:
         pending: tuple[str, ...],
         declared: dict[str, tuple[Target, ...]],
     ) -> None:
+        """Count every table's rows right before the tool runs (nothing for a fresh database)."""
         self.db, self.policy, self.pending, self.declared = db, policy, pending, declared
         self.before: dict[str, Count] = {}
         self.columns: dict[str, dict[str, bool]] = {}
         self.shape: dict[str, tuple[str, int]] = {}  # folded name -> (sql, rootpage)
         self.names: dict[str, str] = {}
         self.run = now()
-
-    @classmethod
-    def begin(
-        cls,
-        db: Path,
-        policy: Policy,
-        pending: tuple[str, ...],
-        declared: dict[str, tuple[Target, ...]],
-    ) -> ToolRun:
-        """Count every table's rows right before the tool runs (nothing for a fresh database)."""
-        run = cls(db, policy, pending, declared)
         if not pending or not db.exists() or db.stat().st_size == 0:
-            return run
-        conn = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
-        try:
-            run.names = census.tables(conn)
-            run.shape = _shapes(conn)
-            run.columns = {t: census.countable(conn, name) for t, name in run.names.items()}
-            run.before = {t: census.count(conn, name) for t, name in run.names.items()}
-        finally:
-            conn.close()
-        return run
+            return
+        with closing(sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)) as conn:
+            self.names = census.tables(conn)
+            self.shape = _shapes(conn)
+            self.columns = {t: census.countable(conn, name) for t, name in self.names.items()}
+            self.before = {t: census.count(conn, name) for t, name in self.names.items()}
 
     def close(self, source: str, progress: dict[str, Any]) -> None:
         """After the tool's run: count, judge, record, report; LossRefused (the caller
@@ -111,32 +92,11 @@ class ToolRun:
                 entries.append(Entry(shown, "removed", gone, before.rows, blame))
             elif gone > 0:
                 v = vanished.judge(
-                    conn,
-                    self.policy.backup_file(),
-                    shown,
-                    current[name],
-                    {},
-                    before.rows,
-                    gone,
-                    gone,
-                    True,
+                    conn, self.policy.backup_file(), shown, current[name], before.rows, gone
                 )
-                if v.cleanup:
-                    entries.append(
-                        Entry(shown, "cleanup", v.cleanup, before.rows, blame, why=v.why)
-                    )
-                if v.lost:
-                    entries.append(Entry(shown, "lost", v.lost, before.rows, blame, why=v.why))
+                entries += v.entries(shown, before.rows, blame)
             if changed:
-
-                def held(
-                    columns: dict[str, bool], table: str = shown, rows: int = before.rows
-                ) -> dict[str, int] | None:
-                    return then.values(table, rows, columns)
-
-                for v2 in census.values_lost(old, {}, now_columns, after, gone, held):
-                    kind = "column" if v2.dropped else "values"
-                    entries.append(Entry(shown, kind, v2.count, v2.had, blame, v2.column))
+                entries += values_lost(then, shown, blame, before, old, {}, now_columns, after)
         return entries
 
 

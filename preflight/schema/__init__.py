@@ -1,9 +1,4 @@
-"""Schema understanding, as one name for its users: the structural model and its reader.
-
-`model` holds the data (tables, columns, indexes, views, triggers), `reader` reads it from a
-database; replaying migrations to get the expected schema lives beside the runner
-(`replay`). Drift between two schemas is `drift`.
-"""
+"""Schema understanding: the structural model (`model`) and its reader (`reader`)."""
 
 from preflight.schema.model import (
     IGNORED_PREFIXES,
@@ -30,15 +25,5 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "IGNORED_PREFIXES",
-    "Column",
-    "Index",
-    "Memo",
-    "Schema",
-    "Table",
-    "ignored",
-    "normalize",
-    "open_memory",
-    "snapshot",
-]
+__all__ = ["IGNORED_PREFIXES", "Column", "Index", "Schema", "Table", "ignored", "normalize"]
+__all__ += ["Memo", "open_memory", "snapshot"]

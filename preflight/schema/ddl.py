@@ -1,11 +1,9 @@
 """What a CREATE TABLE statement says that SQLite's PRAGMAs do not.
 
-PRAGMA table_xinfo, index_list and foreign_key_list describe columns, keys and foreign
-keys, but not a column's COLLATE, a generated column's expression, CHECK constraints,
-ON CONFLICT clauses, DEFERRABLE INITIALLY DEFERRED, AUTOINCREMENT, WITHOUT ROWID or
-STRICT. These are read here from the table's SQL, which ALTER TABLE keeps current (ADD
-COLUMN appends the column's text, RENAME rewrites names). Constraint names, MATCH
-clauses (SQLite ignores them) and ON CONFLICT ABORT (the default) are left out.
+A column's COLLATE, a generated column's expression, CHECK, ON CONFLICT, DEFERRABLE
+INITIALLY DEFERRED, AUTOINCREMENT, WITHOUT ROWID and STRICT, read from the table's SQL
+(which ALTER TABLE keeps current). Constraint names, MATCH (SQLite ignores it) and ON
+CONFLICT ABORT (the default) are left out.
 """
 
 from __future__ import annotations
@@ -19,9 +17,7 @@ _TABLE_CONSTRAINTS = {"constraint", "primary", "unique", "check", "foreign"}
 _COLUMN_CONSTRAINTS = _TABLE_CONSTRAINTS | set(
     "not null default collate references generated as".split()
 )
-Key = tuple[
-    tuple[str, ...], str, tuple[str, ...]
-]  # foreign key: (from columns, parent, to columns)
+Key = tuple[tuple[str, ...], str, tuple[str, ...]]  # foreign key: (from, parent, to columns)
 
 
 @dataclass(frozen=True)
@@ -39,7 +35,7 @@ class Clauses:
     strict: bool = False
 
 
-def _group(toks: list[str], i: int) -> int:
+def group(toks: list[str], i: int) -> int:
     """Index just past the parenthesised group opening at toks[i]."""
     depth = 0
     for j in range(i, len(toks)):
@@ -67,10 +63,9 @@ def _names(group: list[str]) -> tuple[str, ...]:
     return tuple(name(part[0]) for part in _split(group[1:-1]))
 
 
-Fact = tuple[
-    Any, ...
-]  # ("collate", col, name) | ("generated", col, expr) | ("conflict", kind, cols,
-#               resolution) | ("check", text) | ("deferred", key) | ("autoincrement",)
+# ("collate", col, name) | ("generated", col, expr) | ("conflict", kind, cols, resolution)
+# | ("check", text) | ("deferred", key) | ("autoincrement",)
+Fact = tuple[Any, ...]
 
 
 def _conflict(seg: list[str], j: int, kind: str, cols: tuple[str, ...]) -> tuple[int, list[Fact]]:
@@ -87,7 +82,7 @@ def _references(seg: list[str], j: int, frm: tuple[str, ...]) -> tuple[int, list
     parent, j = name(seg[j]), j + 1
     to: tuple[str, ...] = ()
     if j < len(seg) and seg[j] == "(":
-        end = _group(seg, j)
+        end = group(seg, j)
         to, j = _names(seg[j:end]), end
     deferred = False
     while j < len(seg):
@@ -112,7 +107,7 @@ def _references(seg: list[str], j: int, frm: tuple[str, ...]) -> tuple[int, list
 
 
 def _check(seg: list[str], j: int, known: set[str]) -> tuple[int, list[Fact]]:
-    end = _group(seg, j)
+    end = group(seg, j)
     return end, [("check", "CHECK" + canonical(seg[j:end], known))]
 
 
@@ -124,7 +119,7 @@ def _column(seg: list[str], known: set[str]) -> list[Fact]:
     while j < len(seg) and not (
         is_word(seg[j]) and seg[j][0] not in '"`[' and fold(seg[j]) in _COLUMN_CONSTRAINTS
     ):
-        j = _group(seg, j) if seg[j] == "(" else j + 1
+        j = group(seg, j) if seg[j] == "(" else j + 1
     while j < len(seg):
         word = fold(seg[j])
         more: list[Fact] = []
@@ -146,7 +141,7 @@ def _column(seg: list[str], known: set[str]) -> list[Fact]:
             j, more = _check(seg, j + 1, known)
         elif word == "default" and j + 1 < len(seg):
             j += 1
-            j = _group(seg, j) if seg[j] == "(" else j + (2 if seg[j] in ("+", "-") else 1)
+            j = group(seg, j) if seg[j] == "(" else j + (2 if seg[j] in ("+", "-") else 1)
         elif word == "collate" and j + 1 < len(seg):
             j, more = j + 2, [("collate", col, upper(name(seg[j + 1])))]
         elif word == "references" and j + 1 < len(seg):
@@ -154,7 +149,7 @@ def _column(seg: list[str], known: set[str]) -> list[Fact]:
         elif word in ("generated", "as"):
             while j < len(seg) and seg[j] != "(":
                 j += 1
-            end = _group(seg, j)
+            end = group(seg, j)
             j, more = end, [("generated", col, canonical(seg[j:end], known))]
         else:
             j += 1
@@ -174,7 +169,7 @@ def _constraint(seg: list[str], known: set[str]) -> list[Fact]:
         elif word in ("primary", "unique"):
             j += 2 if word == "primary" else 1
             if j < len(seg) and seg[j] == "(":
-                end = _group(seg, j)
+                end = group(seg, j)
                 kind = "PRIMARY KEY" if word == "primary" else "UNIQUE"
                 # PRIMARY KEY(id AUTOINCREMENT) is the table-level spelling
                 if any(fold(t) == "autoincrement" for t in seg[j:end]):
@@ -184,7 +179,7 @@ def _constraint(seg: list[str], known: set[str]) -> list[Fact]:
         elif word == "check" and j + 1 < len(seg) and seg[j + 1] == "(":
             j, more = _check(seg, j + 1, known)
         elif word == "foreign" and j + 2 < len(seg) and seg[j + 2] == "(":
-            end = _group(seg, j + 2)
+            end = group(seg, j + 2)
             frm = _names(seg[j + 2 : end])
             j = end + 1 if end < len(seg) and fold(seg[end]) == "references" else end
             if j < len(seg):
@@ -201,7 +196,7 @@ def read(sql: str) -> Clauses:
     if len(toks) < 2 or fold(toks[1]) == "virtual" or "(" not in toks:
         return Clauses()
     start = toks.index("(")
-    end = _group(toks, start)
+    end = group(toks, start)
     parts = _split(toks[start + 1 : end - 1])
 
     def is_constraint(part: list[str]) -> bool:

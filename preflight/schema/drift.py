@@ -6,7 +6,7 @@ and, once attributed with `with_origins`, the migration that made what was expec
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from preflight.schema import Index, Schema, Table
 from preflight.schema.sqltext import fold
@@ -41,43 +41,26 @@ def _table_diffs(exp: Table, act: Table) -> list[Difference]:
     exp_cols = {fold(c.name): c for c in exp.columns}
     act_cols = {fold(c.name): c for c in act.columns}
     for key, col in exp_cols.items():
+        where, what, k = f"{t}.{col.name}", f"column {col.describe()}", ("column", t, key)
         if key not in act_cols:
-            out.append(
-                Difference(
-                    f"{t}.{col.name}", "missing", f"column {col.describe()}", key=("column", t, key)
-                )
-            )
+            out.append(Difference(where, "missing", what, key=k))
         elif act_cols[key] != col and act_cols[key].describe() != col.describe():
             out.append(
-                Difference(
-                    f"{t}.{col.name}",
-                    "different",
-                    f"column {col.describe()}",
-                    f"column {act_cols[key].describe()}",
-                    key=("column", t, key),
-                )
+                Difference(where, "different", what, f"column {act_cols[key].describe()}", key=k)
             )
     for key, col in act_cols.items():
         if key not in exp_cols:
-            out.append(
-                Difference(f"{t}.{col.name}", "unexpected", actual=f"column {col.describe()}")
-            )
+            what = f"column {col.describe()}"
+            out.append(Difference(f"{t}.{col.name}", "unexpected", actual=what))
     exp_order = [k for k in exp_cols if k in act_cols]
     act_order = [k for k in act_cols if k in exp_cols]
     if exp_order != act_order:
-        out.append(
-            Difference(
-                t,
-                "different",
-                "columns in order " + ", ".join(exp_order),
-                ", ".join(act_order),
-                key=("table", t),
-            )
-        )
+        order = "columns in order " + ", ".join(exp_order)
+        out.append(Difference(t, "different", order, ", ".join(act_order), key=("table", t)))
     for prop in sorted(set(exp.options) - set(act.options)):
-        out.append(Difference(t, "missing", f"{prop[1]}", key=("table", t)))
+        out.append(Difference(t, "missing", prop[1], key=("table", t)))
     for prop in sorted(set(act.options) - set(exp.options)):
-        out.append(Difference(t, "unexpected", actual=f"{prop[1]}"))
+        out.append(Difference(t, "unexpected", actual=prop[1]))
     return out
 
 
@@ -99,24 +82,15 @@ def diff(expected: Schema, actual: Schema) -> list[Difference]:
     """Every difference between the expected and the live schema, object by object."""
     out: list[Difference] = []
     for key, table in expected.tables.items():
+        what = f"table ({len(table.columns)} columns)"
         if key not in actual.tables:
-            out.append(
-                Difference(
-                    f"table {table.name}",
-                    "missing",
-                    f"table ({len(table.columns)} columns)",
-                    key=("table", key),
-                )
-            )
+            out.append(Difference(f"table {table.name}", "missing", what, key=("table", key)))
         elif not _same(table, actual.tables[key]):
             out += _table_diffs(table, actual.tables[key])
     for key, table in actual.tables.items():
+        what = f"table ({len(table.columns)} columns)"
         if key not in expected.tables:
-            out.append(
-                Difference(
-                    f"table {table.name}", "extra", actual=f"table ({len(table.columns)} columns)"
-                )
-            )
+            out.append(Difference(f"table {table.name}", "extra", actual=what))
     for kind, exp_map, act_map in (
         ("index", expected.indexes, actual.indexes),
         ("view", expected.views, actual.views),
@@ -127,11 +101,10 @@ def diff(expected: Schema, actual: Schema) -> list[Difference]:
             if act is None:
                 out.append(Difference(f"{kind} {key}", "missing", _text(exp), key=(kind, key)))
             elif not _same(exp, act):
-                out.append(
-                    Difference(
-                        f"{kind} {key}", "different", _text(exp), _text(act), key=(kind, key)
-                    )
+                diff = Difference(
+                    f"{kind} {key}", "different", _text(exp), _text(act), key=(kind, key)
                 )
+                out.append(diff)
         for key, act in act_map.items():
             if key not in exp_map:
                 out.append(Difference(f"{kind} {key}", "extra", actual=_text(act)))
@@ -156,32 +129,20 @@ def _definition(schema: Schema, key: Key) -> object:
 
 
 def with_origins(diffs: list[Difference], steps: list[tuple[str, Schema]]) -> list[Difference]:
-    """Name, for each difference, the migration that last changed the expected object.
-
-    O(steps x differences): each step costs a dictionary lookup per difference, and a
-    table object shared with the previous step (replay reuses what an unchanged SQL text
-    gave) is skipped without looking inside.
-    """
+    """Name, for each difference, the migration that last changed the expected object. A
+    table object shared with the previous step (replay's memo) is skipped without looking inside."""
     keys = {d.key for d in diffs if d.key}
     last: dict[Key, str] = {}
     previous: dict[Key, tuple[object, object]] = {}
     for migration, schema in steps:  # (its name, the schema after it)
         for key in keys:
-            holder = (
-                schema.tables.get(key[1])
-                if key[0] in ("table", "column")
-                else _definition(schema, key)
-            )
+            tabled = key[0] in ("table", "column")
+            holder = schema.tables.get(key[1]) if tabled else _definition(schema, key)
             seen = previous.get(key)
             if seen is not None and seen[0] is holder and holder is not None:
                 continue
-            value = _definition(schema, key) if key[0] in ("table", "column") else holder
+            value = _definition(schema, key) if tabled else holder
             if (seen is None or seen[1] != value) and value is not None:
                 last[key] = migration
             previous[key] = (holder, value)
-    return [
-        Difference(
-            d.object, d.kind, d.expected, d.actual, last.get(d.key) if d.key else None, d.key
-        )
-        for d in diffs
-    ]
+    return [replace(d, origin=last.get(d.key) if d.key else None) for d in diffs]

@@ -1,38 +1,21 @@
 """Foreign-key violations, and which of them a run introduced.
 
-SQLite enforces foreign keys only on connections that ask, so real databases carry
-orphan rows for years. A run is judged against the violations present before it (the
-baseline, read inside its own write transaction): it fails only for violations it
-introduced and left at COMMIT; pre-existing ones are reported, not blamed on it.
-
-A violation left at COMMIT is old when an orphan of the baseline accounts for it:
-
-- the same row: same table (followed through ALTER TABLE ... RENAME, so the same
-  b-tree), same rowid (a WITHOUT ROWID row: same primary key), same referencing
-  columns (followed through RENAME COLUMN) and values, pointing at the same parent;
-- or a copy of one: the table's rows were copied (INSERT ... SELECT, CREATE TABLE ... AS)
-  from a table that held an orphan with the same values and the same parent. That is
-  the 12-step rebuild, the rename-away rebuild, a rebuild through a temp table, and a
-  migration that fans old rows out into a new table.
-
-"Same parent" is the parent table followed through renames and copies too (a renamed
-parent rewrites its children's REFERENCES). Which table is which is followed statement by
-statement while the run executes (`watch`: the connection's trace callback sees every
-statement, also those of a .py migration). Anything else is new: a new row, a dangling
-value in another table or column, a table dropped and created again without its rows.
+A run fails only for violations it introduced and left at COMMIT; those an orphan of the
+baseline (read inside its own transaction) accounts for, the same row or a copy of one,
+followed through renames and rebuilds, are reported, not blamed on it (docs/internals.md,
+"Foreign keys: what a run introduced").
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from preflight.schema import sqltext, statements
+from preflight.schema import ddl, reader, sqltext, statements
 from preflight.schema.sqltext import quote
 
 log = logging.getLogger("preflight")
@@ -78,7 +61,7 @@ class Violation:
             "values": list(self.values) if self.values is not None else None,
         }
         if self.primary_key is not None:
-            found["primary_key"] = {c: v for c, v in self.primary_key}
+            found["primary_key"] = dict(self.primary_key)
         return found
 
 
@@ -110,18 +93,16 @@ def violations(conn: sqlite3.Connection) -> list[Violation]:
     rowless: dict[tuple[str, int], list[int]] = {}
     for table, rowid, parent, fkid in _check(conn):
         if table not in keys:
+            listed = conn.execute(f"PRAGMA foreign_key_list({quote(table)})")
             keys[table] = {}
-            for fid, _, par, frm, to, *_ in conn.execute(
-                f"PRAGMA foreign_key_list({quote(table)})"
-            ):
+            for fid, _, par, frm, to, *_ in listed:
                 keys[table].setdefault(fid, []).append((par, frm, to))
         cols_of = tuple(sqltext.fold(frm) for _, frm, _ in keys[table].get(fkid, ()))
         values = None
         if rowid is not None and cols_of:
-            row = conn.execute(
-                f"SELECT {', '.join(quote(c) for c in cols_of)} FROM {quote(table)} WHERE rowid = ?",
-                (rowid,),
-            ).fetchone()
+            cols = ", ".join(quote(c) for c in cols_of)
+            sql = f"SELECT {cols} FROM {quote(table)} WHERE rowid = ?"
+            row = conn.execute(sql, (rowid,)).fetchone()
             values = tuple(row) if row is not None else None
         elif rowid is None:
             rowless.setdefault((table, fkid), []).append(len(found))
@@ -144,33 +125,27 @@ def violations(conn: sqlite3.Connection) -> list[Violation]:
 def _rowless(
     conn: sqlite3.Connection, table: str, fk: list[tuple[str, str, str | None]]
 ) -> list[tuple[tuple[tuple[str, object], ...], tuple[object, ...]]] | None:
-    """The rows of a WITHOUT ROWID table that break one foreign key, read by their primary
-    key (PRAGMA foreign_key_check names no row there): (primary key, referencing values).
-
-    The parent is looked up the way SQLite checks it: the parent column's affinity and
-    collation apply (`p.col = +c.col`, the child side without affinity), a NULL in any
-    child column satisfies the key. The caller compares the count with the PRAGMA's.
-    """
+    """(primary key, referencing values) of the rows of a WITHOUT ROWID table that break one
+    foreign key (PRAGMA foreign_key_check names no row there). The parent is looked up as
+    SQLite checks it: `p.col = +c.col` (the parent's affinity and collation), a NULL child
+    column satisfies the key."""
     if not fk:
         return None
     parent = fk[0][0]
     children = [frm for _, frm, _ in fk]
     targets: list[str | None] = [to for _, _, to in fk]
     pk = _primary_key(conn, table)
-    exists = conn.execute(
-        "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
-        (parent,),
-    ).fetchone()
+    exists = reader.stored_name(conn, parent)
     where = " AND ".join(f"c.{quote(f)} IS NOT NULL" for f in children)
     if exists is not None:
         if any(t is None for t in targets):
-            targets = [*_primary_key(conn, exists[0])]
+            targets = [*_primary_key(conn, exists)]
         if len(targets) != len(children) or not pk:
             return None
         match = " AND ".join(
             f"p.{quote(str(t))} = +c.{quote(f)}" for t, f in zip(targets, children)
         )
-        where += f" AND NOT EXISTS (SELECT 1 FROM main.{quote(exists[0])} AS p WHERE {match})"
+        where += f" AND NOT EXISTS (SELECT 1 FROM main.{quote(exists)} AS p WHERE {match})"
     columns = ", ".join(f"c.{quote(c)}" for c in [*pk, *children])
     try:
         rows = conn.execute(
@@ -183,12 +158,7 @@ def _rowless(
 
 
 def _primary_key(conn: sqlite3.Connection, table: str) -> list[str]:
-    rows = conn.execute(f"PRAGMA main.table_info({quote(table)})").fetchall()
-    return [r[1] for r in sorted(rows, key=lambda r: r[5]) if r[5] > 0]
-
-
-# ---------------------------------------------------------------------------------------
-# Which table is which, followed through the run
+    return [r[1] for r in sorted(reader.xinfo(conn, table), key=lambda r: r[5]) if r[5] > 0]
 
 
 @dataclass(frozen=True)
@@ -208,18 +178,12 @@ class _Table:
 
 # Only these statements can read another table's rows (a plain INSERT ... VALUES cannot).
 _READS = {"select", "from"}
-_FIRST = re.compile(r"\s*([A-Za-z]+)\b")
-_LITERAL = re.compile(r"'[^']*'")
 _WRITES = {"CREATE", "DROP", "ALTER", "INSERT", "REPLACE", "UPDATE", "WITH"}
 
 
 class Lineage:
-    """Which baseline tables each table's rows come from, followed statement by statement.
-
-    Fed by the connection's trace callback (`watch`); every statement the run executes
-    passes through `statement`. A statement it cannot read leaves what it knew unchanged;
-    an error inside it marks the lineage lost (then matching falls back to names).
-    """
+    """Which baseline tables each table's rows come from, followed statement by statement
+    (`watch`). An error inside it marks the lineage lost: matching falls back to names."""
 
     def __init__(self, tables: Iterable[str]) -> None:
         self.tables: dict[str, _Table] = {sqltext.fold(t): _Table(sqltext.fold(t)) for t in tables}
@@ -270,15 +234,12 @@ class Lineage:
     def _statement(self, sql: str) -> None:
         # Called for every statement (20,000 INSERTs of a data file): the common cases
         # are decided without tokenizing.
-        found = _FIRST.match(sql)
-        first = found[1].upper() if found else "".join(statements.head(sql, 1))
+        first = statements.first_word(sql) or "".join(statements.head(sql, 1))
         if first not in _WRITES:
             return
         writes_rows = first in ("INSERT", "REPLACE", "UPDATE", "WITH")
-        if writes_rows:
-            bare = _LITERAL.sub("", sql).lower()
-            if "select" not in bare and "from" not in bare:
-                return  # rows from literals: nothing copied from another table
+        if writes_rows and not statements.copies_rows(sql):
+            return  # rows from literals: nothing copied from another table
         toks = statements.tokens(sql)  # linear also over a 6 MB literal
         if any(len(t) == 1 and t >= "\x80" for t in toks):
             toks = sqltext.tokens(sql)  # a bare non-ASCII name: read it whole
@@ -297,16 +258,11 @@ class Lineage:
             self._write(toks, words)
 
     def _create(self, toks: list[str], words: list[str]) -> None:
-        at = 1
-        if words[at : at + 1] in (["temp"], ["temporary"]):
-            at += 1
+        at = 2 if words[1:2] in (["temp"], ["temporary"]) else 1
         if words[at : at + 1] != ["table"]:
             return  # an index, view, trigger or virtual table holds no rows of its own here
-        at += 1
-        guarded = words[at : at + 3] == ["if", "not", "exists"]
-        if guarded:
-            at += 3
-        name, at = _name_at(toks, at)
+        guarded = words[at + 1 : at + 4] == ["if", "not", "exists"]
+        name, at = _name_at(toks, at + 1 + 3 * guarded)
         if guarded and name in self.tables:
             return
         fed = self._sources(toks[at:], set()) if words[at : at + 1] == ["as"] else frozenset()
@@ -350,12 +306,7 @@ class Lineage:
         name, after = _name_at(toks, target)
         skip = set(range(target, after))
         if after < len(toks) and toks[after] == "(" and not updating:
-            depth = 0
-            for j in range(after, len(toks)):  # the INSERT's column list names columns
-                skip.add(j)
-                depth += {"(": 1, ")": -1}.get(toks[j], 0)
-                if depth == 0:
-                    break
+            skip.update(range(after, ddl.group(toks, after)))  # the INSERT's column list
         if updating:
             # UPDATE: rows come from SET (and UPDATE ... FROM); WHERE only picks the rows
             depth = 0
@@ -378,10 +329,6 @@ def _name_at(toks: list[str], at: int) -> tuple[str, int]:
     if at + 2 < len(toks) and toks[at + 1] == ".":
         return sqltext.name(toks[at + 2]), at + 3
     return (sqltext.name(toks[at]) if at < len(toks) else ""), at + 1
-
-
-# ---------------------------------------------------------------------------------------
-# Baseline and comparison
 
 
 @dataclass(frozen=True)
@@ -420,12 +367,9 @@ def _key(v: Violation) -> Key:
 
 
 def introduced(before: Baseline | Counter[Key], after: list[Violation]) -> list[Violation]:
-    """The violations in `after` that no orphan of `before` accounts for (module docstring).
-
-    A run nobody watched (a Counter from `baseline`; or a lineage lost) is compared by
-    names: the same key, else the same dangling values in the same child table or under
-    the same parent (one rename at a time), each old orphan used once.
-    """
+    """The violations in `after` that no orphan of `before` accounts for. A run nobody
+    watched (a Counter; a lineage lost) is compared by names: the same key, else the same
+    dangling values in the same child table or under the same parent, each orphan used once."""
     if isinstance(before, Baseline):
         lineage = before.lineage
         if lineage is not None and not lineage.lost:
@@ -450,14 +394,12 @@ def _by_names(before: Counter[Key], after: list[Violation]) -> list[Violation]:
             loose.setdefault(k[3], []).append(k)
     new = []
     for v in unmatched:
-        old = next(
-            (
-                k
-                for k in loose.get(v.values, ())
-                if left[k] > 0 and (k[0] == v.table.lower() or k[1] == v.parent.lower())
-            ),
-            None,
+        near = (
+            k
+            for k in loose.get(v.values, ())
+            if k[0] == v.table.lower() or k[1] == v.parent.lower()
         )
+        old = next((k for k in near if left[k] > 0), None)
         if old is None:
             new.append(v)
         else:
@@ -487,12 +429,9 @@ def _followed(
         old, copy = None, False
         if table.storage is not None:
             columns = tuple(table.baseline_column(c) for c in v.columns)
+            candidates = same.get((table.storage, v.identity(), columns, v.values), ())
             old = next(
-                (
-                    b
-                    for b in same.get((table.storage, v.identity(), columns, v.values), ())
-                    if id(b) not in used and sqltext.fold(b.parent) in parents
-                ),
+                (b for b in candidates if id(b) not in used and sqltext.fold(b.parent) in parents),
                 None,
             )
             if old is not None:
@@ -523,14 +462,9 @@ def _copy_of(
     copied: dict[tuple[object, ...], list[Violation]],
     taken: dict[tuple[str, int], object],
 ) -> Violation | None:
-    """The old orphan `v` is a copy of: the same dangling values under the same parent, in
-    a table `v`'s table was filled from.
-
-    Copied into the table that took its place (a rebuild: same name at the end), each old
-    orphan accounts for one row there (a row breaking two keys is still one row), so a new
-    orphan with the same value in the rebuilt table is still new. Copied into another
-    table (a fan-out: a join may copy one row many times), any number of rows.
-    """
+    """The old orphan `v` is a copy of: the same dangling values under the same parent, in a
+    table `v`'s table was filled from. In a rebuild (the same name) each old orphan accounts
+    for one row; in a fan-out (a join may copy a row many times), for any number."""
     here = sqltext.fold(v.table)
     for source in sorted(table.fed):
         for b in copied.get((source, v.values), ()):

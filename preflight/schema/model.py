@@ -1,9 +1,8 @@
 """The structural schema model: tables, columns, indexes, views and triggers as data.
 
-A snapshot (`reader`) describes objects, not SQL text: a table built by CREATE TABLE and
-one grown by ALTER TABLE ADD COLUMN snapshot the same if their columns, constraints and
-keys are the same (`drift` compares them). Views and triggers, which have no structure
-SQLite exposes, are kept as normalized SQL.
+Objects, not SQL text: a table built by CREATE TABLE and one grown by ALTER TABLE ADD
+COLUMN are the same if their columns, constraints and keys are. Views and triggers, whose
+structure SQLite does not expose, are kept as normalized SQL.
 """
 
 from __future__ import annotations

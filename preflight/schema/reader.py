@@ -1,8 +1,8 @@
 """Reading the structural schema (`model`) from a database, with a memo by SQL text.
 
-Everything a snapshot reads (PRAGMA table_xinfo, index_list, foreign_key_list) is derived
-by SQLite from each object's SQL text, so a memo keyed by that text makes an unchanged
-object cost a lookup: `replay` shares one across every stop of a migration history.
+SQLite derives everything a snapshot reads (table_xinfo, index_list, foreign_key_list)
+from each object's SQL text: keyed by it, an unchanged object costs a lookup (`replay`
+shares one memo across every stop of a migration history).
 """
 
 from __future__ import annotations
@@ -30,19 +30,6 @@ from preflight.schema.sqltext import (
 Memo = dict[Any, Any]  # what was read from each SQL text, shared by every stop
 
 
-def _tail_after_body(toks: list[str]) -> list[str]:
-    """Tokens after the outermost parenthesised body (table options, index WHERE)."""
-    depth, seen = 0, False
-    for i, tok in enumerate(toks):
-        if tok == "(":
-            depth, seen = depth + 1, True
-        elif tok == ")":
-            depth -= 1
-            if seen and depth == 0:
-                return toks[i + 1 :]
-    return []
-
-
 UNRESOLVED = "<its primary key>"
 
 
@@ -54,10 +41,8 @@ def _key_columns(
     for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({quote(index)})"):
         if key:
             col = fold(col or "<expr>")
-            extra = " DESC" if desc else ""
-            if upper(coll or "BINARY") != collate.get(col, "BINARY"):
-                extra += f" COLLATE {upper(coll)}"
-            cols.append((col, extra))
+            other = upper(coll or "BINARY") != collate.get(col, "BINARY")
+            cols.append((col, " DESC" * bool(desc) + f" COLLATE {upper(coll)}" * other))
     return cols
 
 
@@ -81,7 +66,7 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
             # A rowid table has this index only when its key is not the rowid itself:
             # INTEGER PRIMARY KEY DESC, or any other type, is a separate b-tree.
             options.append(("key", f"PRIMARY KEY index ({text})"))
-    rows = conn.execute(f"PRAGMA table_xinfo({quote(name)})").fetchall()
+    rows = xinfo(conn, name)
     keys = [r for r in rows if r[5]]
     if (
         not clauses.without_rowid
@@ -99,6 +84,9 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
     for (kind, names), on in conflicts.items():
         if len(names) > 1:
             options.append(("conflict", f"{kind}({', '.join(names)}) ON CONFLICT {on}"))
+    single = sorted(
+        (names[0], kind, on) for (kind, names), on in conflicts.items() if len(names) == 1
+    )
     columns = tuple(
         Column(
             col,
@@ -110,11 +98,7 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
             fold(col) in unique_cols,
             clauses.collate.get(fold(col)),
             clauses.generated.get(fold(col)),
-            tuple(
-                sorted(
-                    (kind, on) for (kind, names), on in conflicts.items() if names == (fold(col),)
-                )
-            ),
+            tuple((kind, on) for c, kind, on in single if c == fold(col)),
             fold(col) == rowid,
         )
         for _, col, ctype, notnull, dflt, pk, hidden in rows
@@ -138,28 +122,16 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
         )
         options.append(("foreign key", text))
     options += [("check", c) for c in clauses.checks]
-    for flag, present in (
-        ("AUTOINCREMENT", clauses.autoincrement),
-        ("WITHOUT ROWID", clauses.without_rowid),
-        ("STRICT", clauses.strict),
-    ):
-        if present:
-            options.append(("flag", flag))
+    flags = {"AUTOINCREMENT": clauses.autoincrement, "WITHOUT ROWID": clauses.without_rowid}
+    flags["STRICT"] = clauses.strict
+    options += [("flag", flag) for flag, present in flags.items() if present]
     toks = tokens(sql)
     if fold(" ".join(toks[:3])) == "create virtual table":
         # Module arguments are text the module reads itself; FTS5 and its kin accept a
         # bare word or any quoting for one value, so every quoted token is compared unquoted.
         quoted = {i for i, t in enumerate(toks) if t[:1] in "'\"`["}
-        options.append(
-            (
-                "virtual",
-                canonical(
-                    [quote(unquote(t)) if i in quoted else t for i, t in enumerate(toks)],
-                    frozenset(),
-                    quoted,
-                ),
-            )
-        )
+        spelled = [quote(unquote(t)) if i in quoted else t for i, t in enumerate(toks)]
+        options.append(("virtual", canonical(spelled, frozenset(), quoted)))
     return Table(name, columns, tuple(sorted(set(options))), tuple(refs), sql)
 
 
@@ -191,7 +163,7 @@ def _index(
             if coll and upper(coll) != "BINARY":
                 cols[-1] += f" COLLATE {upper(coll)}"
     toks = tokens(sql)
-    tail = _tail_after_body(toks)
+    tail = toks[ddl.group(toks, toks.index("(")) :] if "(" in toks else []  # WHERE
     if "<expr>" in cols:  # expression index: compare the column list as SQL
         body = toks[toks.index("(") : len(toks) - len(tail)]
         cols = [canonical(body, known)[1:-1]]
@@ -272,13 +244,8 @@ def build(
     that changed since are read, and only what depends on a changed table is redone."""
     new = frozenset(rows)
     base = before.schema if before else Schema()
-    schema = Schema(
-        dict(base.tables),
-        dict(base.indexes),
-        dict(base.views),
-        dict(base.triggers),
-        dict(base.texts),
-    )
+    schema = Schema(dict(base.tables), dict(base.indexes), dict(base.views), dict(base.triggers))
+    schema.texts.update(base.texts)
     if before is not None and before.rows == new:
         return Stop(new, schema, before.open_rows, before.with_refs)
     kinds: dict[str, dict[str, Any]] = {
@@ -311,12 +278,8 @@ def build(
                 with_refs.add(obj)
     for obj in with_refs if changed else ():
         table = schema.tables[obj]
-        key = (
-            "resolved",
-            obj,
-            table.sql,
-            tuple(getattr(schema.tables.get(p), "sql", None) for p in table.refs),
-        )
+        parents = tuple(getattr(schema.tables.get(p), "sql", None) for p in table.refs)
+        key = ("resolved", obj, table.sql, parents)
         if key not in memo:
             memo[key] = _resolve(memo[("plain", table.name, table.sql)], schema.tables)
         schema.tables[obj] = memo[key]
@@ -352,9 +315,22 @@ def _index_of(
 
 
 def snapshot(conn: sqlite3.Connection, memo: Memo | None = None) -> Schema:
-    """A structural description of every user object in `conn`'s main database (`memo`:
-    see the module docstring)."""
+    """A structural description of every user object in `conn`'s main database."""
     return build(conn, rows(conn), {} if memo is None else memo).schema
+
+
+def xinfo(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
+    """PRAGMA table_xinfo of a main table: (cid, name, type, notnull, default, pk, hidden)."""
+    return conn.execute(f"PRAGMA main.table_xinfo({quote(table)})").fetchall()
+
+
+def stored_name(conn: sqlite3.Connection, table: str) -> str | None:
+    """The name a main table is stored under, matched without case as SQLite does; None: none."""
+    row = conn.execute(
+        "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+        (table,),
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def open_memory() -> sqlite3.Connection:

@@ -63,15 +63,10 @@ def tokens(sql: str) -> list[str]:
 
 def unquote(tok: str) -> str:
     """The name a (possibly quoted) identifier token spells, unfolded."""
-    if tok[:1] == '"' and tok.endswith('"') and len(tok) > 1:
-        return tok[1:-1].replace('""', '"')
-    if tok[:1] == "`" and tok.endswith("`") and len(tok) > 1:
-        return tok[1:-1].replace("``", "`")
-    if tok[:1] == "[" and tok.endswith("]"):
-        return tok[1:-1]
-    if tok[:1] == "'" and tok.endswith("'") and len(tok) > 1:
-        return tok[1:-1].replace("''", "'")
-    return tok
+    close = {'"': '"', "`": "`", "[": "]", "'": "'"}.get(tok[:1])
+    if close is None or len(tok) < 2 or not tok.endswith(close):
+        return tok
+    return tok[1:-1] if close == "]" else tok[1:-1].replace(close * 2, close)
 
 
 def name(tok: str) -> str:
@@ -115,8 +110,7 @@ def trigger_head(toks: list[str]) -> list[str]:
     if words[:2] != ["create", "trigger"] or "begin" not in words:
         return toks
     body = words.index("begin")
-    head, rest = list(toks[:body]), toks[body:]
-    low = words[:body]
+    head, rest, low = list(toks[:body]), toks[body:], words[:body]
     for i in range(len(low) - 2):
         if low[i : i + 3] == ["for", "each", "row"]:
             del head[i : i + 3]
@@ -132,10 +126,7 @@ def trigger_head(toks: list[str]) -> list[str]:
 
 def _redundant_parens(toks: list[str]) -> set[int]:
     """Positions of parentheses that wrap exactly what an enclosing pair wraps: ((x > 0)).
-
-    A pair holding a top-level comma is a row value and one holding SELECT a subquery;
-    `x IN ((1, 2))` and `x IN ((SELECT ...))` differ from their unwrapped forms, so both stay.
-    """
+    A row value or a subquery stays: `x IN ((1, 2))` and `x IN ((SELECT ...))` differ."""
     match: dict[int, int] = {}
     stack: list[int] = []
     commas: set[int] = set()
@@ -273,11 +264,8 @@ def _join(out: list[str]) -> str:
 
 
 def default(text: str) -> str:
-    """A column DEFAULT as PRAGMA table_info gives it, as the value it stands for.
-
-    No column is in scope in a DEFAULT, so "draft" and a bare draft are the string 'draft';
-    TRUE and FALSE are 1 and 0; numbers compare by value and type.
-    """
+    """A column DEFAULT as PRAGMA table_info gives it, as the value it stands for: no column
+    is in scope there, so "draft" and a bare draft are the string 'draft'; TRUE is 1."""
     toks = tokens(text)
     if len(toks) == 1 and is_word(toks[0]) and toks[0][0] not in "`[":
         word = fold(toks[0]) if toks[0][0] != '"' else None

@@ -1,15 +1,9 @@
 """SQL statements of a .sql migration: split them, and decide what each one does.
 
-One classifier for every mode (fresh build, replay, adoption, rehearsal, check, the live
-run): `migrations.load` calls `classify`, and `migrations.run_body` executes only the
-statements whose action is "run". Transaction control that only brackets the file (or a
-`COMMIT; BEGIN` boundary inside it) is skipped: the guard's own single transaction already
-holds the whole run. What cannot be made safe inside that transaction is refused here,
-before any database is opened. docs/writing-migrations.md lists every rule.
-
-Linear in the file's size: one regex pass (literals unrolled, so a long string costs no
-per-character regex state), line numbers counted incrementally, and
-`sqlite3.complete_statement` called only at a ';' outside strings and comments.
+One classifier for every mode (`migrations.load` calls `classify`); transaction control
+that only brackets the file, or a `COMMIT; BEGIN` boundary, is skipped (the guard's one
+transaction holds the run), and what cannot be made safe inside it is refused before any
+database is opened (docs/writing-migrations.md). Linear in the file's size.
 """
 
 from __future__ import annotations
@@ -24,22 +18,33 @@ from preflight.schema.sqltext import unquote, upper
 
 RUN, SKIP = "run", "skip"
 
-# A token: string/identifier literal, comment, word, number, or a single other character.
-# Literals are written [^']*(?:''[^']*)* (not (?:[^']|'')*), which the regex engine runs
+# Literals are written [^']*(?:''[^']*)* (not (?:[^']|'')*): the regex engine runs that
 # without keeping state per character.
 _TOKEN = re.compile(
     r"""'[^']*(?:''[^']*)*'?|"[^"]*(?:""[^"]*)*"?|`[^`]*`?|\[[^\]]*\]?"""
     r"""|--[^\n]*|/\*.*?(?:\*/|\Z)|[A-Za-z_][A-Za-z0-9_$]*|\d[\w.]*|\S""",
     re.DOTALL,
 )
+_FIRST = re.compile(r"\s*([A-Za-z]+)\b")
+_LITERAL = re.compile(r"'[^']*'")
+
+
+def first_word(sql: str) -> str:
+    """The statement's first word, upper-cased, without tokenizing ('' : none in ASCII)."""
+    found = _FIRST.match(sql)
+    return found[1].upper() if found else ""
+
+
+def copies_rows(sql: str) -> bool:
+    """Whether a write may read another table's rows (SELECT or FROM outside its literals):
+    a plain INSERT ... VALUES cannot, and is told without tokenizing (a data file's rows)."""
+    bare = _LITERAL.sub("", sql).lower()
+    return "select" in bare or "from" in bare
 
 
 @dataclass(frozen=True)
 class Statement:
-    """One SQL statement of a .sql migration, the line it starts on, and its treatment.
-
-    `action` is RUN or SKIP; `note` says why a statement is skipped.
-    """
+    """One SQL statement of a .sql migration, the line it starts on, RUN or SKIP, and why."""
 
     sql: str
     line: int
@@ -64,9 +69,8 @@ def head(sql: str, count: int) -> list[str]:
     for match in _significant(sql):
         if len(found) == count:
             break
-        # a long literal is not a keyword: don't copy it
         token = match.group()
-        found.append(upper(token) if len(token) < 64 else "?")  # ASCII only, as SQLite
+        found.append(upper(token) if len(token) < 64 else "?")  # a long literal is no keyword
     return found
 
 
@@ -85,12 +89,8 @@ def line_counter(text: str) -> Callable[[int], int]:
 def split_statements(
     text: str, name: str = "<sql>", start: int = 0, end: int | None = None
 ) -> tuple[Statement, ...]:
-    """Split text[start:end] into statements the way SQLite's parser sees them.
-
-    A ';' ends a statement only where sqlite3.complete_statement agrees, so semicolons
-    inside strings, comments and trigger bodies (BEGIN ... END;) stay put. Line numbers
-    are of the whole text.
-    """
+    """Split text[start:end] into statements where sqlite3.complete_statement agrees (so
+    inside strings, comments and trigger bodies a ';' stays put); lines of the whole text."""
     end = len(text) if end is None else end
     line = line_counter(text)
     found: list[Statement] = []
@@ -162,14 +162,10 @@ def _kind(words: list[str]) -> str:
 
 def classify(name: str, found: tuple[Statement, ...]) -> tuple[Statement, ...]:
     """Give each statement its action, or raise HistoryError for the first unsafe one.
-
-    Accepted transaction control: a BEGIN that is the first statement other than PRAGMAs
-    with a COMMIT/END that is the last (PRAGMAs may stand outside: the 12-step rebuild's
-    foreign_keys), and `COMMIT; BEGIN` pairs between them (drizzle). Both are skipped.
-    """
+    Skipped: a BEGIN first and COMMIT/END last but for PRAGMAs (the 12-step rebuild's
+    foreign_keys), and `COMMIT; BEGIN` pairs between them (drizzle)."""
     heads = [head(s.sql, 6) for s in found]
-    kinds = [_kind(words) for words in heads]
-    out = list(found)
+    kinds, out = [_kind(words) for words in heads], list(found)
 
     def refuse(i: int, what: str, why: str) -> HistoryError:
         return HistoryError(

@@ -238,7 +238,7 @@ def apply(
                         foreignkeys.summary(before),
                     )
                 baseline = foreignkeys.watch(conn, before)
-                ledger = Ledger.begin(
+                ledger = Ledger(
                     conn, planned(p.pending), Policy.of(settings, label, progress), baseline.lineage
                 )
                 history.ensure_tables(conn)

@@ -226,7 +226,7 @@ class ToolSource:
     ) -> foreignkeys.Before:
         steps: Steps = p.steps
         baseline = fk_baseline(db)
-        ledger = ToolRun.begin(
+        ledger = ToolRun(
             db,
             Policy.of(settings, label, progress),
             p.pending if steps.migrate else (),
