@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from preflight.schema import ddl, reader, sqltext, statements
+from preflight.schema import sqltext, statements
 from preflight.schema.sqltext import quote
 
 log = logging.getLogger("preflight")
@@ -135,6 +135,8 @@ def _rowless(
     children = [frm for _, frm, _ in fk]
     targets: list[str | None] = [to for _, _, to in fk]
     pk = _primary_key(conn, table)
+    from preflight.schema import reader  # not on a fresh build (no table to read)
+
     exists = reader.stored_name(conn, parent)
     where = " AND ".join(f"c.{quote(f)} IS NOT NULL" for f in children)
     if exists is not None:
@@ -158,6 +160,8 @@ def _rowless(
 
 
 def _primary_key(conn: sqlite3.Connection, table: str) -> list[str]:
+    from preflight.schema import reader
+
     return [r[1] for r in sorted(reader.xinfo(conn, table), key=lambda r: r[5]) if r[5] > 0]
 
 
@@ -306,6 +310,8 @@ class Lineage:
         name, after = _name_at(toks, target)
         skip = set(range(target, after))
         if after < len(toks) and toks[after] == "(" and not updating:
+            from preflight.schema import ddl  # a traced run only: never a fresh build
+
             skip.update(range(after, ddl.group(toks, after)))  # the INSERT's column list
         if updating:
             # UPDATE: rows come from SET (and UPDATE ... FROM); WHERE only picks the rows
