@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -227,7 +227,11 @@ def read_failure(path: Path) -> FailureRecord | None:
     """The failure record at `path`, or None."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        record = FailureRecord(**data)
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON object expected, not {type(data).__name__}")
+        # A newer guard's record may carry more: its meaning is in the fields we know.
+        known = {f.name for f in fields(FailureRecord)}
+        record = FailureRecord(**{k: v for k, v in data.items() if k in known})
         return replace(record, loss=tuple(record.loss))
     except FileNotFoundError:
         return None
