@@ -239,7 +239,8 @@ def test_a_corrupt_source_is_refused_and_leaves_no_backup(tmp_path):
     backups = tmp_path / "backups"
     with pytest.raises((DatabaseUnusable, EnvironmentProblem)):
         backup.take(db, backups, "manual")
-    assert list(backups.iterdir()) == []
+    assert not backups.exists()  # nor the folder it made, nor the id beside the database
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
 
 
 def test_copy_file_copies_and_reports_progress(tmp_path, logged):
