@@ -50,7 +50,8 @@ V2: tuple[Step, ...] = (
         "DROP INDEX ix_tags_tag;\nALTER TABLE tags DROP COLUMN weight;\n",
     ),
 )
-LAYOUTS = ("dbmate", "goose", "golang-migrate", "diesel")
+# "sql+down": the guard's own `VERSION_name.sql` with `VERSION_name.down.sql` beside it.
+LAYOUTS = ("dbmate", "goose", "golang-migrate", "diesel", "sql+down")
 
 
 def name_of(stem: str, layout: str) -> str:
@@ -70,8 +71,8 @@ def write(folder: Path, steps: tuple[Step, ...], layout: str) -> Path:
             )
             text = f"{up_mark}\n{up}\n" + (f"{down_mark}\n{down}" if down is not None else "")
             (folder / f"{stem}.sql").write_text(text)
-        elif layout == "golang-migrate":
-            (folder / f"{stem}.up.sql").write_text(up)
+        elif layout in ("golang-migrate", "sql+down"):
+            (folder / f"{stem}{'.up' if layout == 'golang-migrate' else ''}.sql").write_text(up)
             if down is not None:
                 (folder / f"{stem}.down.sql").write_text(down)
         else:

@@ -6,7 +6,7 @@ nothing: the quick start's import budget is a handful of C modules.
 
 Layouts (docs/writing-migrations.md):
 - `VERSION_name.sql` / `VERSION_name.py`; `VERSION_name.up.sql` (golang-migrate, sqlx);
-  `VERSION_name.down.sql` is no migration (the down step of its `.up.sql`: `downgrade`);
+  `VERSION_name.down.sql` is no migration (the down step of its `.up.sql` or `.sql`);
 - a folder `VERSION_name/` holding `migration.sql` (Prisma) or `up.sql` (diesel; its
   `down.sql` is the down step).
 VERSION is digits, optionally with `-` separators that are dropped

@@ -68,7 +68,8 @@ def _sha(text: str) -> str:
 
 def text_of(m: Migration) -> str | None:
     """`m`'s down step as written: its dbmate/goose down section, else the `.down.sql` beside
-    its `.up.sql` (golang-migrate, sqlx) or `down.sql` beside `up.sql` (diesel); or None."""
+    its `.up.sql` (golang-migrate, sqlx) or `.sql`, or `down.sql` beside `up.sql` (diesel);
+    or None."""
     if m.kind != "sql":
         return None
     _, end = up_section(m.source, m.name)
@@ -77,10 +78,9 @@ def text_of(m: Migration) -> str | None:
         return "" if after < 0 else m.source[after + 1 :]
     if m.path.name == "up.sql":
         beside = m.path.with_name("down.sql")
-    elif m.path.name.endswith(".up.sql"):
-        beside = m.path.with_name(m.path.name[: -len(".up.sql")] + ".down.sql")
-    else:
-        return None
+    else:  # `X.up.sql` or a plain `X.sql`: `X.down.sql` beside it
+        stem = m.path.name.removesuffix(".sql").removesuffix(".up")
+        beside = m.path.with_name(stem + ".down.sql")
     try:
         return beside.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
