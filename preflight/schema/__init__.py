@@ -1,5 +1,7 @@
 """Schema understanding: the structural model (`model`) and its reader (`reader`)."""
 
+from __future__ import annotations
+
 from preflight.schema.model import (
     IGNORED_PREFIXES,
     Column,
@@ -12,18 +14,27 @@ from preflight.schema.model import (
 
 TYPE_CHECKING = False  # typing's, without importing typing here
 if TYPE_CHECKING:
-    from preflight.schema.reader import Memo, open_memory, snapshot
+    import sqlite3
+
+    from preflight.schema.reader import Memo
+
+# The reader (with its DDL parser) is imported on first use: a fresh build of SQL files
+# has nothing to compare with, so it reads no schema.
 
 
-def __getattr__(name: str) -> object:
-    """The reader's names, imported on first use: a fresh build of SQL files reads no
-    schema (nothing to compare with), so it never imports the reader or its DDL parser."""
-    if name in ("Memo", "open_memory", "snapshot"):
-        from preflight.schema import reader
+def snapshot(conn: sqlite3.Connection, memo: Memo | None = None) -> Schema:
+    """A structural description of every user object in `conn`'s main database."""
+    from preflight.schema import reader
 
-        return getattr(reader, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return reader.snapshot(conn, memo)
+
+
+def open_memory() -> sqlite3.Connection:
+    """An empty in-memory database set up the way the guard runs migrations."""
+    from preflight.schema import reader
+
+    return reader.open_memory()
 
 
 __all__ = ["IGNORED_PREFIXES", "Column", "Index", "Schema", "Table", "ignored", "normalize"]
-__all__ += ["Memo", "open_memory", "snapshot"]
+__all__ += ["open_memory", "snapshot"]

@@ -22,6 +22,7 @@ from preflight.core.transaction import immediate
 from preflight.fast.facts import connect_ro
 from preflight.live.database import Inspection
 from preflight.schema import drift
+from preflight.schema.reader import Memo
 from preflight.schema.sqltext import fold
 from preflight.sources.migrations import Migration, run_body, tokens
 from preflight.sources.replay import replay, run_one
@@ -102,7 +103,7 @@ class _Bounds:
 
 
 def _bounds(
-    live: set[Name], migrations: tuple[Migration, ...], memo: schema.Memo, by_rowid: bool
+    live: set[Name], migrations: tuple[Migration, ...], memo: Memo, by_rowid: bool
 ) -> _Bounds:
     """Per version 0..n, the number of names missing from or extra in the live schema.
 
@@ -161,7 +162,7 @@ def _keys(rows: list[tuple[int, str, str, str]]) -> set[Name]:
 def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
     """Rank versions 1..n by their differences from `live`, diffing only the closest."""
     live_names = names_of(live)
-    memo: schema.Memo = {}
+    memo: Memo = {}
     found = _rank(live, migrations, _bounds(live_names, migrations, memo, True), memo)
     if found is None:
         # Cannot happen as SQLite allocates rowids; if it ever does, the bounds were
@@ -178,7 +179,7 @@ def _rank(
     live: schema.Schema,
     migrations: tuple[Migration, ...],
     bounds: _Bounds,
-    memo: schema.Memo,
+    memo: Memo,
 ) -> Ranking | None:
     """The ranking from `bounds`; None when a fully diffed version shows they were wrong."""
     n = len(migrations)
