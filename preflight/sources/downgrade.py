@@ -11,13 +11,14 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
 from preflight import schema
 from preflight.core.errors import HistoryError, HistoryMoved, MigrationFailed
+from preflight.core.targets import Target
 from preflight.fast.facts import connect_ro, sha256_bytes
 from preflight.live import history
 from preflight.live.database import Inspection
@@ -226,7 +227,10 @@ def plan(
         migrations[-1].name,
     )
     if head is not None:
-        _say_losses(insp, head)
+        # What the older schema lacks is the downgrade's to drop: the steps declare it, so
+        # the ledger reports it and refuses only rows lost from what stays.
+        dropping = _say_losses(insp, head)
+        steps = tuple(replace(m, loses=dropping) for m in steps)
     return planner.Plan(
         set_fingerprint(migrations),
         (),
@@ -251,16 +255,18 @@ def _step(s: Stored, functions: AppFunctions | None) -> Migration:
     return Migration(s.version, s.name, Path(s.name), "sql", s.sha256, body, s.sql, functions)
 
 
-def _say_losses(insp: Inspection, head: schema.Schema) -> None:
+def _say_losses(insp: Inspection, head: schema.Schema) -> tuple[Target, ...]:
     """Log the tables and columns the older schema lacks, with how many rows hold data in
-    them: what the down steps drop (before anything is written)."""
+    them: what the down steps drop (before anything is written). Returns them."""
     live = insp.live_schema
-    lines = []
+    lines: list[str] = []
+    dropping: list[Target] = []
     with closing(connect_ro(insp.file or insp.path)) as conn:
         for key, table in sorted(live.tables.items()):
             old = head.tables.get(key)
             if old is None:
                 lines.append(f"table {table.name} ({_count(conn, table.name, None)})")
+                dropping.append((fold(table.name), None))
                 continue
             kept = {fold(c.name) for c in old.columns}
             for c in table.columns:
@@ -268,10 +274,12 @@ def _say_losses(insp: Inspection, head: schema.Schema) -> None:
                     lines.append(
                         f"column {table.name}.{c.name} ({_count(conn, table.name, c.name)})"
                     )
+                    dropping.append((fold(table.name), fold(c.name)))
     if not lines:
         log.info("downgrade: the older schema has every table and column of this one")
     for line in lines:
         log.warning("downgrade: drops %s", line)
+    return tuple(dropping)
 
 
 def _count(conn: sqlite3.Connection, table: str, column: str | None) -> str:

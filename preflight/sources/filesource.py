@@ -239,13 +239,17 @@ def apply(
                     )
                 baseline = foreignkeys.watch(conn, before)
                 ledger = Ledger(
-                    conn, planned(p.pending), Policy.of(settings, label, progress), baseline.lineage
+                    conn,
+                    planned(p.undo + p.pending),  # a downgrade's steps are counted too
+                    Policy.of(settings, label, progress),
+                    baseline.lineage,
                 )
                 history.ensure_tables(conn)
                 for m in p.adopt:
                     history.record(conn, m, "adopted", 0.0)
 
                 def run(m: Migration) -> float:
+                    ledger.migration(m.name)
                     start = time.perf_counter()
                     try:
                         run_body(conn, m, label, after_statement=after_statement)
@@ -258,7 +262,6 @@ def apply(
                 if p.undo:  # a downgrade: the stored down steps, newest first
                     downgrade.run(conn, p, run, progress, label, settings.strict)
                 for m in p.pending:
-                    ledger.migration(m.name)
                     progress["running"].append(m.name)
                     with step(label) as info:
                         history.record(conn, m, "applied", run(m))
