@@ -31,6 +31,7 @@ class Planned:
     name: str
     statements: tuple[str, ...] | None
     declared: tuple[Target, ...] = ()
+    undo: bool = False  # a downgrade's stored down step
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Ledger:
         after `foreignkeys.watch`, whose lineage this follows too)."""
         self.conn, self.policy, self.lineage = conn, policy, lineage
         self.declared = {m.name: m.declared for m in planned}
+        self.undone = frozenset(m.name for m in planned if m.undo)
         self.before: dict[str, Count] = {}
         self.columns: dict[str, dict[str, bool]] = {}  # table -> its countable columns
         self.names: dict[str, str] = {}  # folded -> as stored, when the run began
@@ -198,7 +200,7 @@ class Ledger:
         progress["loss"] = entries
         if entries:
             loss.record(conn, entries, self.run, loss.state(conn, "files"), self.policy.backup)
-        loss.refuse(entries, self.policy.strict, self.policy.label)
+        loss.refuse(entries, self.policy.strict, self.policy.label, self.undone)
         loss.report(entries, self.policy.label, self.policy.backup)
 
     def _successor(

@@ -101,9 +101,12 @@ def accept(
     return out
 
 
-def refuse(entries: list[Entry], strict: bool, label: str) -> None:
+def refuse(
+    entries: list[Entry], strict: bool, label: str, undone: frozenset[str] = frozenset()
+) -> None:
     """LossRefused (exit 9) naming the first refused entry: the migration, the table, how
-    much, and both ways to accept it."""
+    much, and both ways to accept it. `undone`: migrations a downgrade ran the stored down
+    steps of (those steps cannot take a declaration any more)."""
     refused = [e for e in entries if e.refused(strict)]
     if not refused:
         return
@@ -120,13 +123,16 @@ def refuse(entries: list[Entry], strict: bool, label: str) -> None:
     )
     file = e.migrations[-1] if e.migrations and label != "tool" else "the migration's file"
     names = tuple(dict.fromkeys(r.target for r in refused))
-    raise LossRefused(
-        f"{where}: {e.table}: {e.phrase()}{why}{tail}{more}",
-        f"if that loss is meant, declare it in {file} ('{mark} preflight: loses {e.target}') "
-        f"or accept it for one start ({VARIABLE}={','.join(names)}, or --accept-loss); "
-        f"otherwise fix the migration",
-        names,
+    accept = f"accept it for one start ({VARIABLE}={','.join(names)}, or --accept-loss)"
+    hint = (
+        f"if that loss is meant, {accept}; otherwise restore the pre-migrate backup taken "
+        f"before the upgrade instead (README, Rollback runbook): the down step of {file} is "
+        f"the one the newer image stored"
+        if e.migrations[-1:] and e.migrations[-1] in undone
+        else f"if that loss is meant, declare it in {file} ('{mark} preflight: loses "
+        f"{e.target}') or {accept}; otherwise fix the migration"
     )
+    raise LossRefused(f"{where}: {e.table}: {e.phrase()}{why}{tail}{more}", hint, names)
 
 
 def report(entries: list[Entry], label: str, backup: str | None) -> None:

@@ -240,7 +240,7 @@ def apply(
                 baseline = foreignkeys.watch(conn, before)
                 ledger = Ledger(
                     conn,
-                    planned(p.undo + p.pending),  # a downgrade's steps are counted too
+                    planned(p.undo, undo=True) + planned(p.pending),  # down steps count too
                     Policy.of(settings, label, progress),
                     baseline.lineage,
                 )
@@ -306,13 +306,15 @@ def apply(
     return baseline
 
 
-def planned(pending: tuple[Migration, ...]) -> tuple[Planned, ...]:
-    """The pending migrations as the loss ledger sees them: statements, or code."""
+def planned(pending: tuple[Migration, ...], undo: bool = False) -> tuple[Planned, ...]:
+    """The pending migrations (or a downgrade's down steps) as the loss ledger sees them:
+    statements, or code."""
     return tuple(
         Planned(
             m.name,
             None if m.kind == "py" else tuple(s.sql for s in m.statements if s.action == RUN),
             m.loses,
+            undo,
         )
         for m in pending
     )
