@@ -133,6 +133,20 @@ def spawn(
     )
 
 
+def started(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`spawn`, started and not waited for (stdout and stderr piped)."""
+    full_env = clean_env(env)
+    full_env.setdefault("PYTHONPATH", str(REPO))
+    return subprocess.Popen(
+        [sys.executable, "-m", "preflight", *map(str, args)],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def sha(path: Path) -> str:
     """The sha256 of a file's bytes: "byte-identical" in one word."""
     return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -21,12 +21,12 @@ import pytest
 from conftest import (
     MIGRATIONS,
     REPO,
-    clean_env,
     dump,
     hold_lock,
     load_fixture,
     rows,
     sha256_hex,
+    started,
     tree_sha,
     wait_until_blocked_on_lock,
 )
@@ -45,16 +45,7 @@ EXTRA = {
 
 def guard(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`python -m preflight ARGS` started (not waited for), stderr captured."""
-    full = clean_env()
-    full.update(env or {}, PYTHONPATH=str(REPO))
-    return subprocess.Popen(
-        [sys.executable, "-m", "preflight", *map(str, args)],
-        cwd=REPO,
-        env=full,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return started(*args, env=env)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:

@@ -20,7 +20,6 @@ import pytest
 from conftest import (
     MIGRATIONS,
     ROOT,
-    clean_env,
     dump,
     folder_state,
     load_fixture,
@@ -28,6 +27,7 @@ from conftest import (
     remount_read_only,
     rows,
     spawn,
+    started,
 )
 
 
@@ -513,25 +513,7 @@ def test_inputs_that_look_odd_but_are_fine(
 
 
 def start(db: Path, migrations: Path) -> subprocess.Popen[str]:
-    env = clean_env()
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "preflight",
-            "migrate",
-            "--db",
-            str(db),
-            "--migrations",
-            str(migrations),
-        ],
-        cwd=env["PYTHONPATH"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return started("migrate", "--db", db, "--migrations", migrations)
 
 
 def test_two_images_with_different_migration_sets_race_old_image_refuses(make_db, make_migrations):

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MIGRATIONS, REPO, clean_env, dump, rows, sha, spawn
+from conftest import MIGRATIONS, dump, rows, sha, spawn, started
 
 from preflight.storage import backup, catalog
 
@@ -56,22 +56,8 @@ def migrations(tmp_path: Path, name: str = "more", sql: str = PENDING) -> Path:
 def stopped_start(db: Path, folder: Path) -> subprocess.CompletedProcess[str]:
     """`migrate`, stopped after its first migration statement (inside the transaction),
     then sent SIGTERM as `docker stop` would: exit 12, rolled back."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "preflight",
-            "migrate",
-            "--db",
-            str(db),
-            "--migrations",
-            str(folder),
-        ],
-        cwd=REPO,
-        env=clean_env({"PYTHONPATH": str(REPO), "PREFLIGHT_FAULT": "statement:stop"}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = started(
+        "migrate", "--db", db, "--migrations", folder, env={"PREFLIGHT_FAULT": "statement:stop"}
     )
     try:
         deadline = time.monotonic() + 60
