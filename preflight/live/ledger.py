@@ -196,7 +196,7 @@ class Ledger:
                 entries += self._judge(t, before, successor, current, then)
         finally:
             then.close()
-        entries = loss.accept(entries, self.declared, self.policy.given, seen)
+        entries = loss.accept(entries, self.declared, self.policy.given, seen, self.undone)
         progress["loss"] = entries
         if entries:
             loss.record(conn, entries, self.run, loss.state(conn, "files"), self.policy.backup)

@@ -55,7 +55,7 @@ class Entry:
     migrations: tuple[str, ...]  # the run's migrations that can have caused it
     column: str | None = None
     why: str = ""  # a cleanup: what the rows broke; lost rows: why none were a cleanup
-    accepted: str | None = None  # "declared" or VARIABLE
+    accepted: str | None = None  # "declared", "downgrade" (a down step's) or VARIABLE
 
     @property
     def target(self) -> str:
@@ -76,6 +76,8 @@ class Entry:
             text += f" ({self.why})"
         if self.accepted == "declared":
             text += " (declared in the migration)"
+        elif self.accepted == "downgrade":
+            text += " (the older release lacks it: the downgrade drops it)"
         elif self.accepted:
             text += f" (accepted by {VARIABLE})"
         return text
@@ -86,15 +88,17 @@ def accept(
     declared: dict[str, tuple[Target, ...]],
     given: tuple[Target, ...],
     names: dict[str, set[str]],
+    undone: frozenset[str] = frozenset(),
 ) -> list[Entry]:
     """Mark what a migration declares or the operator accepts. `names`: table -> every name
-    it had in the run (its name before, and the one it has now)."""
+    it had in the run (its name before, and the one it has now); `undone`: a downgrade's
+    down steps, whose declarations are what the older schema lacks."""
     out = []
     for e in entries:
         known = names.get(e.table, {e.table})
         mine = [t for m in e.migrations for t in declared.get(m, ())]
         if any(targets.covers(tuple(mine), n, e.column) for n in known):
-            e = replace(e, accepted="declared")
+            e = replace(e, accepted="downgrade" if set(e.migrations) <= undone else "declared")
         elif any(targets.covers(given, n, e.column) for n in known):
             e = replace(e, accepted=VARIABLE)
         out.append(e)
