@@ -1,9 +1,5 @@
-"""The rows that went: read from the backup, and tested against the table that stays.
-
-A row that went and could not live in the new table (a broken foreign key, NULL in a NOT
-NULL column, a failed CHECK) is a cleanup; one that could, or a duplicate key another row
-kept, is lost (docs/internals.md, "Cleanup, by the data").
-"""
+"""The rows that went, read from the backup: one that could not live in the new table is a
+cleanup, one that could is lost (docs/internals.md, "Cleanup, by the data")."""
 
 from __future__ import annotations
 
@@ -30,7 +26,6 @@ class Verdict:
     why: str  # what the cleaned-up rows broke, or why the rows could not be told apart
 
     def entries(self, table: str, of: int, blame: tuple[str, ...]) -> list[Entry]:
-        """The cleanup and the lost rows, as loss entries."""
         found = (("cleanup", self.cleanup), ("lost", self.lost))
         return [Entry(table, kind, n, of, blame, why=self.why) for kind, n in found if n]
 
@@ -80,8 +75,6 @@ def gone_rows(
 
 
 class _Tester:
-    """What makes a row unfit for the new table, checked the way SQLite would."""
-
     def __init__(self, conn: sqlite3.Connection, now: str, mapped: dict[str, str]) -> None:
         self.conn, self.now, self.mapped = conn, now, mapped  # old column -> new column
         self.back = {sqltext.fold(new): old for old, new in mapped.items()}
@@ -141,7 +134,7 @@ class _Tester:
         return sql is not None and self.conn.execute(sql, values).fetchone() is not None
 
     def _lookup(self, parent: str, to: list[str | None]) -> str | None:
-        """The query finding a parent row by the referenced columns (None: no such table)."""
+        """The query finding a parent row (None: no such table)."""
         table = reader.stored_name(self.conn, parent)
         if table is None:
             return None
