@@ -47,6 +47,8 @@ _DDL = (
 
 @dataclass(frozen=True)
 class Applied:
+    """One row of _preflight_history."""
+
     version: int
     name: str
     sha256: str

@@ -84,6 +84,8 @@ class Then:
 
 
 class Ledger:
+    """The accounting of one run of the guard's files, on its migrating connection."""
+
     def __init__(
         self,
         conn: sqlite3.Connection,
@@ -135,6 +137,7 @@ class Ledger:
             conn.set_trace_callback(self._trace)
 
     def migration(self, name: str) -> None:
+        """A migration starts: what its statements delete is counted from here."""
         self._flush()
 
     def _flush(self) -> None:

@@ -41,6 +41,8 @@ VARIABLE = "PREFLIGHT_ACCEPT_LOSS"
 
 @dataclass(frozen=True)
 class Entry:
+    """One kind of loss in one table (or column) of one run."""
+
     table: str  # as the database named it before the run
     kind: str  # a key of WHAT
     count: int  # rows, or values for "column" and "values"

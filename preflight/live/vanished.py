@@ -75,6 +75,8 @@ def gone_rows(
 
 
 class _Tester:
+    """What makes a row unfit for the new table, checked the way SQLite would."""
+
     def __init__(self, conn: sqlite3.Connection, now: str, mapped: dict[str, str]) -> None:
         self.conn, self.now, self.mapped = conn, now, mapped  # old column -> new column
         self.back = {sqltext.fold(new): old for old, new in mapped.items()}

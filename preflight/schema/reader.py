@@ -145,27 +145,6 @@ def _resolve(table: Table, tables: dict[str, Table]) -> Table:
     return Table(table.name, table.columns, tuple(sorted(options)), table.refs, table.sql)
 
 
-def _index(
-    conn: sqlite3.Connection, name: str, table: str, sql: str, table_sql: str, known: set[str]
-) -> Index:
-    cols = []
-    for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({quote(name)})"):
-        if key:
-            cols.append(fold(col) if col else "<expr>")
-            if desc:
-                cols[-1] += " DESC"
-            if coll and upper(coll) != "BINARY":
-                cols[-1] += f" COLLATE {upper(coll)}"
-    toks = tokens(sql)
-    tail = toks[ddl.group(toks, toks.index("(")) :] if "(" in toks else []  # WHERE
-    if "<expr>" in cols:  # expression index: compare the column list as SQL
-        body = toks[toks.index("(") : len(toks) - len(tail)]
-        cols = [canonical(body, known)[1:-1]]
-    where = canonical(tail[1:], known) if tail and fold(tail[0]) == "where" else None
-    unique = fold(" ".join(toks[:2])) == "create unique"
-    return Index(name, fold(table), unique, tuple(cols), where, f"{sql}\0{table_sql}")
-
-
 def _statement(sql: str, memo: Memo, tables: dict[str, Table]) -> str:
     """A view or trigger in canonical text: a double-quoted token not where only a name can
     stand is an identifier if it names a column of a table the statement names, else a string."""
@@ -222,6 +201,8 @@ def rows(conn: sqlite3.Connection) -> list[Row]:
 
 @dataclass(frozen=True)
 class Stop:
+    """What a replay stop read: the next stop is built from the differences."""
+
     rows: frozenset[Row]
     schema: Schema
     open_rows: frozenset[Row]  # views and triggers whose text depends on table columns
@@ -299,9 +280,26 @@ def _index_of(
     conn: sqlite3.Connection, name: str, sql: str, table: Table | None, memo: Memo
 ) -> Index:
     key = ("index", name, sql, table.sql if table else "")
-    if key not in memo:
-        cols = {fold(c.name) for c in table.columns} if table else set()
-        memo[key] = _index(conn, name, table.name if table else "", sql, key[3], cols)
+    if key in memo:
+        return memo[key]  # type: ignore[no-any-return]
+    cols = []
+    for _, _, col, desc, coll, part in conn.execute(f"PRAGMA index_xinfo({quote(name)})"):
+        if part:
+            cols.append(fold(col) if col else "<expr>")
+            if desc:
+                cols[-1] += " DESC"
+            if coll and upper(coll) != "BINARY":
+                cols[-1] += f" COLLATE {upper(coll)}"
+    toks = tokens(sql)
+    tail = toks[ddl.group(toks, toks.index("(")) :] if "(" in toks else []  # WHERE
+    known = {fold(c.name) for c in table.columns} if table else set()
+    if "<expr>" in cols:  # expression index: compare the column list as SQL
+        body = toks[toks.index("(") : len(toks) - len(tail)]
+        cols = [canonical(body, known)[1:-1]]
+    where = canonical(tail[1:], known) if tail and fold(tail[0]) == "where" else None
+    unique = fold(" ".join(toks[:2])) == "create unique"
+    on = fold(table.name) if table else ""
+    memo[key] = Index(name, on, unique, tuple(cols), where, f"{sql}\0{key[3]}")
     return memo[key]  # type: ignore[no-any-return]
 
 
