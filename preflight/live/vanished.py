@@ -141,8 +141,7 @@ class _Tester:
         if table is None:
             return None
         if any(t is None for t in to):
-            pk = sorted((c for c in census.stored(self.conn, table) if c[2]), key=lambda c: c[2])
-            to = [c for c, _, _ in pk] or ["rowid"]
+            to = [*reader.primary_key(self.conn, table)] or ["rowid"]
         where = " AND ".join(f"{quote(str(t)) if t != 'rowid' else t} = ?" for t in to)
         return f"SELECT 1 FROM main.{quote(table)} WHERE {where} LIMIT 1"
 

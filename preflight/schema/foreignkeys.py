@@ -120,14 +120,15 @@ def _rowless(
     parent = fk[0][0]
     children = [frm for _, frm, _ in fk]
     targets: list[str | None] = [to for _, _, to in fk]
-    pk = _primary_key(conn, table)
     from preflight.schema import reader  # not on a fresh build (no table to read)
+
+    pk = reader.primary_key(conn, table)
 
     exists = reader.stored_name(conn, parent)
     where = " AND ".join(f"c.{quote(f)} IS NOT NULL" for f in children)
     if exists is not None:
         if any(t is None for t in targets):
-            targets = [*_primary_key(conn, exists)]
+            targets = [*reader.primary_key(conn, exists)]
         if len(targets) != len(children) or not pk:
             return None
         match = " AND ".join(
@@ -143,12 +144,6 @@ def _rowless(
         return None
     n = len(pk)
     return [(tuple(zip(pk, row[:n])), tuple(row[n:])) for row in rows]
-
-
-def _primary_key(conn: sqlite3.Connection, table: str) -> list[str]:
-    from preflight.schema import reader
-
-    return [r[1] for r in sorted(reader.xinfo(conn, table), key=lambda r: r[5]) if r[5] > 0]
 
 
 @dataclass(frozen=True)
@@ -258,9 +253,7 @@ class Lineage:
             return  # ADD or DROP COLUMN: same rows, same names
         at += 1
         if words[at : at + 1] == ["to"]:
-            new, _ = _name_at(toks, at + 1)
-            table = self.tables.pop(name, _Table(None))
-            self._bind(new, table)
+            self._bind(_name_at(toks, at + 1)[0], self.tables.pop(name, _Table(None)))
             return
         if words[at : at + 1] == ["column"]:
             at += 1
@@ -275,11 +268,8 @@ class Lineage:
         """INSERT, REPLACE or UPDATE: the target gets the origins of every table it reads."""
         depth, target, updating = 0, -1, False
         for i, word in enumerate(words):
-            if word == "(":
-                depth += 1
-            elif word == ")":
-                depth -= 1
-            elif depth == 0 and word in ("into", "update"):
+            depth += {"(": 1, ")": -1}.get(word, 0)
+            if depth == 0 and word in ("into", "update"):
                 target, updating = i + 1, word == "update"
                 if updating and words[target : target + 1] == ["or"]:
                     target += 2

@@ -312,6 +312,10 @@ def xinfo(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
     return conn.execute(f"PRAGMA main.table_xinfo({quote(table)})").fetchall()
 
 
+def primary_key(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in sorted(xinfo(conn, table), key=lambda r: r[5]) if r[5] > 0]
+
+
 def stored_name(conn: sqlite3.Connection, table: str) -> str | None:
     """The name a main table is stored under, matched as SQLite does (NOCASE)."""
     row = conn.execute(
