@@ -187,17 +187,15 @@ def assert_not_busy(db: Path, timeout: float) -> None:
     """Fail early (exit 8, nothing changed) if another process holds the write lock."""
     if not db.exists():
         return
-    conn = sqlite3.connect(db, timeout=timeout, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-    except sqlite3.OperationalError as exc:
-        raise LockTimeout(
-            f"{db} is locked by another writer ({exc}) after {timeout:g} s",
-            "stop the process writing to it (the old app?), then start again",
-        ) from None
-    finally:
-        conn.close()
+    with closing(sqlite3.connect(db, timeout=timeout, isolation_level=None)) as conn:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            raise LockTimeout(
+                f"{db} is locked by another writer ({exc}) after {timeout:g} s",
+                "stop the process writing to it (the old app?), then start again",
+            ) from None
 
 
 def live_state(db: Path) -> tuple[tuple[int, int, int] | None, ...]:
