@@ -29,8 +29,7 @@ _RESTORE = "restore a backup with 'preflight restore'"
 
 
 def connect(db: Path, timeout: float) -> sqlite3.Connection:
-    """Autocommit (we issue BEGIN/COMMIT), FKs off (a no-op inside a transaction, so set
-    here; PRAGMA foreign_key_check runs before COMMIT)."""
+    """Autocommit (we BEGIN/COMMIT), FKs off here (a no-op inside a transaction)."""
     conn = sqlite3.connect(db, timeout=timeout, isolation_level=None)
     conn.execute("PRAGMA foreign_keys = OFF")
     return conn

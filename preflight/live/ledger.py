@@ -112,8 +112,6 @@ class Ledger:
         from preflight.live import census
 
         tables = census.tables(conn)
-        if not tables:
-            return
         triggers = census.triggers(conn)
         per: dict[str, set[str]] = {}
         for m in planned:

@@ -82,8 +82,7 @@ def accept(
     given: tuple[Target, ...],
     names: dict[str, set[str]],
 ) -> list[Entry]:
-    """Mark what a migration declares or the operator accepts; `names`: table -> every name
-    it had in the run."""
+    """Mark what a migration declares or the operator accepts; `names`: each table's names."""
     out = []
     for e in entries:
         known = names.get(e.table, {e.table})
@@ -193,8 +192,7 @@ def save(path: Path, entries: list[Entry], run: str, recorded: str, backup: str 
 
 
 def last_run(conn: sqlite3.Connection, source: str, saved: Path) -> list[dict[str, object]]:
-    """The loss of the newest recorded run at the database's version now (`status`), from
-    `_preflight_log` or, for a tool, the file `saved`."""
+    """The loss of the newest run recorded at the database's version now (`status`)."""
     now = state(conn, source)
     items: list[object] = []
     if source != "files":
