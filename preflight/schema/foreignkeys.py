@@ -348,10 +348,6 @@ def introduced(before: Before, after: list[Violation]) -> list[Violation]:
         if lineage is not None:
             log.warning("foreign keys: could not follow the run's renames (%s)", lineage.lost)
         before = baseline(list(before.found))
-    return _by_names(before, after)
-
-
-def _by_names(before: Counter[Key], after: list[Violation]) -> list[Violation]:
     left = Counter(before)
     unmatched = []
     for v in after:
