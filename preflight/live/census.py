@@ -1,8 +1,5 @@
-"""The counts of a run: which tables it can change, their rows and their non-NULL values.
-
-Only the tables a run's statements can change are counted (docs/internals.md, "What an
-upgrade destroys"): `count(*)` walks a table's pages, and counting values decodes every row.
-"""
+"""The counts of a run: which tables its statements can change (only those are counted: a
+count walks every page), their rows and their non-NULL values."""
 
 from __future__ import annotations
 
@@ -18,8 +15,6 @@ from preflight.schema.sqltext import quote
 
 @dataclass(frozen=True)
 class Count:
-    """A table's rows and, per counted column, its non-NULL values."""
-
     rows: int
     values: dict[str, int] = field(default_factory=dict)  # folded column name -> count
 
@@ -49,7 +44,6 @@ def countable(conn: sqlite3.Connection, table: str) -> dict[str, bool]:
 
 
 def columns(conn: sqlite3.Connection, table: str) -> dict[str, str]:
-    """A table's stored columns, folded name -> as spelled."""
     return {sqltext.fold(c): c for c, _, _ in stored(conn, table)}
 
 
@@ -92,7 +86,7 @@ def _names(toks: list[str]) -> set[str]:
 
 @dataclass(frozen=True)
 class Trigger:
-    """A trigger as far as counting needs it: the table (or view) it is on, the names in its body."""
+    """The table (or view) a trigger is on, and the names in its body."""
 
     on: str
     body: frozenset[str]
@@ -142,7 +136,7 @@ def closure(names: set[str], triggers: Iterable[Trigger]) -> set[str]:
 
 
 def triggers(conn: sqlite3.Connection) -> list[Trigger]:
-    """The database's triggers (temp ones too: a migration may have made one)."""
+    """The database's triggers, temp ones too (a migration may have made one)."""
     found = conn.execute(
         "SELECT sql FROM main.sqlite_master WHERE type = 'trigger' AND sql IS NOT NULL "
         "UNION ALL SELECT sql FROM temp.sqlite_master WHERE type = 'trigger' AND sql IS NOT NULL"
@@ -153,8 +147,7 @@ def triggers(conn: sqlite3.Connection) -> list[Trigger]:
 def mapped(
     conn: sqlite3.Connection, now: str, old: dict[str, bool], renamed: dict[str, str]
 ) -> dict[str, bool]:
-    """The columns a table has now, as counting wants them (folded -> NOT NULL), for the
-    columns it had (`old`, renamed ones followed)."""
+    """The columns `now` has of those it had (`old`, renamed ones followed): folded -> NOT NULL."""
     now_columns, kept = countable(conn, now), set(columns(conn, now))
     moved = (renamed.get(c, c) for c in old)
     return {c: now_columns.get(c, True) for c in moved if c in kept}

@@ -1,7 +1,4 @@
-"""Opening and inspecting the live database, and the environment checks around it.
-
-All read-only: nothing here writes the database or its folder.
-"""
+"""Opening and inspecting the live database, and the checks around it: all read-only."""
 
 from __future__ import annotations
 
@@ -32,8 +29,7 @@ _RESTORE = "restore a backup with 'preflight restore'"
 
 
 def connect(db: Path, timeout: float) -> sqlite3.Connection:
-    """A connection set up for migrating: autocommit (we issue BEGIN/COMMIT), FKs off (a
-    no-op inside a transaction, so set here; PRAGMA foreign_key_check runs before COMMIT)."""
+    """Autocommit (we BEGIN/COMMIT), FKs off here (a no-op inside a transaction)."""
     conn = sqlite3.connect(db, timeout=timeout, isolation_level=None)
     conn.execute("PRAGMA foreign_keys = OFF")
     return conn
@@ -41,8 +37,6 @@ def connect(db: Path, timeout: float) -> sqlite3.Connection:
 
 @dataclass(frozen=True)
 class Inspection:
-    """What the live database is, as read before anything is written."""
-
     path: Path
     existed: bool  # a file was there (possibly zero bytes)
     size: int  # bytes in the main file when inspected
@@ -58,7 +52,6 @@ class Inspection:
 
     @property
     def live_schema(self) -> schema.Schema:
-        """The live schema as read; an inspection trusted by the cache has none."""
         if self.live is None:
             raise ValueError(f"{self.path}: schema trusted by the cache, not read")
         return self.live
@@ -71,13 +64,10 @@ def inspect(
     quick_check: bool = True,
     source: str = "files",
 ) -> Inspection:
-    """Read what is there: fresh or not, the cheap checks, `quick_check`, history, live schema.
-
-    `shown`: the path named in messages when `db` is a private snapshot. When the schema
-    text hashes to what `trust` vouches for at the version `source` records (`cache`), no
-    snapshot is taken (`trusted`). `quick_check=False` leaves the full check out unless the
-    cheap checks cannot vouch (a hot journal, a short file): for a caller that runs it itself.
-    """
+    """Fresh or not, the cheap checks, `quick_check`, history, live schema. `shown`: the path
+    named in messages when `db` is a private snapshot. A schema text hashing to what `trust`
+    vouches for at the version `source` records is not read (`trusted`). `quick_check=False`:
+    the full check only when the cheap checks cannot vouch (a hot journal, a short file)."""
     if not db.exists() or db.stat().st_size == 0:
         return Inspection(shown or db, db.exists(), 0, True, None, schema.Schema())
     size = db.stat().st_size
@@ -130,7 +120,6 @@ def inspect(
 
 
 def _unreadable(db: Path, exc: sqlite3.DatabaseError) -> LockTimeout | DatabaseUnusable:
-    """Another process's lock (exit 8) or a database SQLite cannot read (exit 6)."""
     if "locked" in str(exc) or "busy" in str(exc):
         return LockTimeout(
             f"{db} is locked by another process: {exc}", "stop the other writer, then start again"
@@ -151,8 +140,7 @@ def full_check(conn: sqlite3.Connection, db: Path) -> None:
 
 
 def check_before_writing(db: Path) -> None:
-    """The full check of the live database, read-only, for a write the inspection did not
-    check for (see --integrity): nothing is written to a database that fails it."""
+    """The full check, for a write the inspection did not check for (--integrity)."""
     try:
         with closing(connect_ro(db)) as conn:
             full_check(conn, db)
@@ -168,10 +156,9 @@ def header_mode(db: Path) -> int:
 
 
 def _rehearse_rollback(real: Path, db: Path) -> None:
-    """Roll a hot journal back on a private copy first: one from another database
-    would corrupt this one, and a rollback cannot be undone."""
-    # The fallback is the folder of the file being inspected: under `migrate` the
-    # database's own folder (written anyway), under check/status the private copy's.
+    """Roll a hot journal back on a private copy first: one from another database would
+    corrupt this one, and a rollback cannot be undone."""
+    # The fallback: the database's folder under `migrate`, the private copy's under check.
     from preflight.storage.backup import snapshot  # only for a hot journal
 
     with private_folder("preflight-journal-", fallback=real.parent) as tmp:
@@ -199,21 +186,19 @@ def assert_not_busy(db: Path, timeout: float) -> None:
     """Fail early (exit 8, nothing changed) if another process holds the write lock."""
     if not db.exists():
         return
-    conn = sqlite3.connect(db, timeout=timeout, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-    except sqlite3.OperationalError as exc:
-        raise LockTimeout(
-            f"{db} is locked by another writer ({exc}) after {timeout:g} s",
-            "stop the process writing to it (the old app?), then start again",
-        ) from None
-    finally:
-        conn.close()
+    with closing(sqlite3.connect(db, timeout=timeout, isolation_level=None)) as conn:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            raise LockTimeout(
+                f"{db} is locked by another writer ({exc}) after {timeout:g} s",
+                "stop the process writing to it (the old app?), then start again",
+            ) from None
 
 
 def live_state(db: Path) -> tuple[tuple[int, int, int] | None, ...]:
-    """What changes when anything writes `db` (or its WAL): size, mtime and inode of each."""
+    """Size, mtime and inode of `db` and its sidecars: what any write changes."""
     out: list[tuple[int, int, int] | None] = []
     for suffix in ("", *DATA_SIDECARS):
         try:
@@ -225,8 +210,7 @@ def live_state(db: Path) -> tuple[tuple[int, int, int] | None, ...]:
 
 
 def recorded(db: Path, source: str) -> tuple[str, ...] | None:
-    """The version `source` records in `db` (after a write: never before `inspect`, whose
-    checks come first); None without a database or its table."""
+    """The version `source` records in `db`, after a write (before it: `inspect`)."""
     if not db.exists() or db.stat().st_size == 0:
         return None
     with closing(connect_ro(db)) as conn:
@@ -235,9 +219,8 @@ def recorded(db: Path, source: str) -> tuple[str, ...] | None:
 
 @contextmanager
 def sqlite_temp_folder(db: Path) -> Iterator[Path]:
-    """SQLite's temp files (the sorter of a CREATE INDEX on a big table, a rebuild's copy) in
-    a private folder beside the database, which a writing start can write, not in /tmp,
-    which a read-only root (`docker run --read-only`) may not have. Removed afterwards."""
+    """SQLite's temp files (a big CREATE INDEX's sorter, a rebuild's copy) in a private folder
+    beside the database, not in /tmp, which a read-only root may not have."""
     folder = db.with_name(db.name + SQLITE_TMP)
     if folder.is_symlink() or folder.is_file():
         folder.unlink()  # planted or left: never followed
@@ -252,9 +235,8 @@ def sqlite_temp_folder(db: Path) -> Iterator[Path]:
 
 
 def _remove(folder: Path) -> None:
-    """shutil.rmtree(folder, ignore_errors=True), importing shutil (and its compression
-    modules: ~2 ms of a fresh build) only when the folder is not empty: SQLite unlinks
-    its temp files as it opens them, so it is empty unless a start was killed."""
+    """rmtree, importing shutil (~2 ms of a fresh build) only for a killed start's leftovers:
+    SQLite unlinks its temp files as it opens them."""
     try:
         folder.rmdir()
     except FileNotFoundError:
@@ -266,7 +248,7 @@ def _remove(folder: Path) -> None:
 
 
 def _temp_directory(path: str) -> None:
-    """Where every connection of this process puts its temp files ('' : SQLite's default)."""
+    """Where every connection of this process puts its temp files ('': SQLite's default)."""
     with closing(sqlite3.connect(":memory:")) as conn:
         quoted = path.replace("'", "''")
         conn.execute(f"PRAGMA temp_store_directory = '{quoted}'")

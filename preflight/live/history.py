@@ -1,9 +1,5 @@
-"""The database's migration history, the append-only run log, and the failure record.
-
-History and log are tables of the database, written only inside the transaction that
-makes the change they describe; the failure record is a JSON file beside it, as it must
-survive the restore that puts the database back exactly as it was.
-"""
+"""The database's migration history and append-only run log (tables, written in the
+transaction that makes the change), and the failure record (a file: it survives a restore)."""
 
 from __future__ import annotations
 
@@ -62,7 +58,7 @@ class Applied:
 
 
 def read(conn: sqlite3.Connection) -> tuple[Applied, ...] | None:
-    """The applied migrations in order, or None when the database has no history table."""
+    """The applied migrations in order (None: no history table)."""
     if not has_table(conn, HISTORY):
         return None
     rows = conn.execute(
@@ -72,13 +68,12 @@ def read(conn: sqlite3.Connection) -> tuple[Applied, ...] | None:
 
 
 def has_table(conn: sqlite3.Connection, table: str) -> bool:
-    """Whether the main database has a table of exactly that name."""
     found = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,))
     return found.fetchone() is not None
 
 
 class Identity(Protocol):
-    """What the history knows of a migration: this much of a `migrations.Migration`."""
+    """What the history knows of a `migrations.Migration`."""
 
     @property
     def version(self) -> int: ...
@@ -94,8 +89,8 @@ M = TypeVar("M", bound=Identity)
 
 
 def pending(applied: tuple[Applied, ...], migrations: tuple[M, ...]) -> tuple[M, ...]:
-    """Verify the files against the history (exit 5 for an applied file changed or gone, a
-    new one sorting before the last applied); return the migrations still to apply."""
+    """The migrations still to apply; exit 5 for an applied file changed or gone, or a new one
+    sorting before the last applied."""
     files = {m.version: m for m in migrations}
     gone = [a.name for a in applied if a.version not in files]
     if gone:
@@ -130,13 +125,12 @@ def pending(applied: tuple[Applied, ...], migrations: tuple[M, ...]) -> tuple[M,
 
 
 def ensure_tables(conn: sqlite3.Connection) -> None:
-    """Create the guard's tables (inside the caller's transaction)."""
     for ddl in _DDL:
         conn.execute(ddl)
 
 
 def record(conn: sqlite3.Connection, migration: Identity, how: str, duration_ms: float) -> None:
-    """Record one migration as applied/adopted/stamped, and log it (caller's transaction)."""
+    """Record one migration as applied/adopted/stamped, and log it."""
     conn.execute(
         f"INSERT OR REPLACE INTO {HISTORY} VALUES (?, ?, ?, ?, ?, ?)",
         (migration.version, migration.name, migration.sha256, now(), duration_ms, how),
@@ -145,7 +139,7 @@ def record(conn: sqlite3.Connection, migration: Identity, how: str, duration_ms:
 
 
 def forget_after(conn: sqlite3.Connection, version: int) -> int:
-    """Remove history rows above `version` (stamp to an older version); returns the count."""
+    """Remove history rows above `version` (stamp to an older version): how many."""
     return conn.execute(f"DELETE FROM {HISTORY} WHERE version > ?", (version,)).rowcount
 
 
@@ -156,7 +150,6 @@ def log(
     name: str | None = None,
     detail: str | None = None,
 ) -> None:
-    """Append one row to the run log (caller's transaction)."""
     conn.execute(
         f"INSERT INTO {LOG} (at, event, version, name, detail, host, pid) "
         f"VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -165,12 +158,11 @@ def log(
 
 
 def difference_key(d: Difference) -> tuple[str, str, str | None, str | None]:
-    """What identifies an accepted difference: the object, the kind, and both sides."""
     return (d.object, d.kind, d.expected, d.actual)
 
 
 def read_accepted(conn: sqlite3.Connection) -> tuple[Difference, ...]:
-    """The differences an operator accepted with `stamp --force` (none: no table)."""
+    """The differences an operator accepted with `stamp --force`."""
     if not has_table(conn, ACCEPTED):
         return ()
     rows = conn.execute(f"SELECT object, kind, expected, actual FROM {ACCEPTED} ORDER BY id")
@@ -178,8 +170,7 @@ def read_accepted(conn: sqlite3.Connection) -> tuple[Difference, ...]:
 
 
 def accept(conn: sqlite3.Connection, version: int, diffs: list[Difference]) -> None:
-    """Record exactly `diffs` as accepted at `version`, replacing any earlier acceptance (a
-    table made only when a stamp is forced: databases that never need it never have it)."""
+    """Record exactly `diffs` as accepted at `version` (its table made only when needed)."""
     conn.execute(f"""CREATE TABLE IF NOT EXISTS {ACCEPTED} (
         id INTEGER PRIMARY KEY,
         object TEXT NOT NULL,
@@ -199,7 +190,7 @@ def accept(conn: sqlite3.Connection, version: int, diffs: list[Difference]) -> N
 
 
 def keep_accepted(conn: sqlite3.Connection, keep: list[Difference]) -> int:
-    """Forget accepted differences not in `keep` (gone after a migration); returns the count."""
+    """Forget accepted differences not in `keep` (gone after a migration): how many."""
     if not read_accepted(conn):
         return 0
     wanted = {difference_key(d) for d in keep}
@@ -211,8 +202,6 @@ def keep_accepted(conn: sqlite3.Connection, keep: list[Difference]) -> int:
 
 @dataclass(frozen=True)
 class FailureRecord:
-    """Why the last start failed, for which migration set, and where the backup is."""
-
     fingerprint: str
     failed_at: str
     exit_code: int
@@ -224,7 +213,6 @@ class FailureRecord:
 
 
 def read_failure(path: Path) -> FailureRecord | None:
-    """The failure record at `path`, or None."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
@@ -243,7 +231,6 @@ def read_failure(path: Path) -> FailureRecord | None:
 
 
 def write_failure(path: Path, record: FailureRecord) -> None:
-    """Write the failure record atomically (temp file, fsync, rename, fsync folder)."""
     data = asdict(record)
     if not data["loss"]:
         del data["loss"]  # the record as guards before it wrote (and read) one
@@ -251,7 +238,6 @@ def write_failure(path: Path, record: FailureRecord) -> None:
 
 
 def clear_failure(path: Path) -> bool:
-    """Remove the failure record; True if there was one."""
     try:
         path.unlink()
     except FileNotFoundError:

@@ -1,9 +1,6 @@
-"""One run's accounting: what was there when it began, what is there before it commits.
-
-The guard's own files (`Ledger`), inside the run's one transaction, following its
-statements through the trace callback it shares with the foreign-key check's `Lineage`
-(docs/internals.md, "What an upgrade destroys"). A tool's run: `toolrun`.
-"""
+"""One run of the guard's files' accounting, inside its transaction: what was there when
+it began, what is there before it commits, following its statements through the trace
+callback it shares with `foreignkeys.Lineage` (docs/internals.md, "What an upgrade destroys")."""
 
 from __future__ import annotations
 
@@ -25,8 +22,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Planned:
-    """A pending migration as the ledger sees it: its statements (None: Python code, which
-    may change any table) and what its file declares it loses."""
+    """A pending migration: its statements (None: Python code, which may change any table)
+    and what its file declares it loses."""
 
     name: str
     statements: tuple[str, ...] | None
@@ -65,7 +62,7 @@ class Then:
         self.opened = False
 
     def values(self, table: str, rows: int, columns: dict[str, bool]) -> dict[str, int] | None:
-        """What `columns` of `table` held; None: no backup, or not the table as the run found it."""
+        """What `columns` of `table` held (None: no backup of it as the run found it)."""
         if not self.opened:
             self.opened = True
             path = self.policy.backup_file()
@@ -96,8 +93,7 @@ class Ledger:
         policy: Policy,
         lineage: foreignkeys.Lineage | None,
     ) -> None:
-        """Count what the pending migrations can change (inside the caller's transaction,
-        after `foreignkeys.watch`, whose lineage this follows too)."""
+        """Count what the pending migrations can change (after `foreignkeys.watch`)."""
         self.conn, self.policy, self.lineage = conn, policy, lineage
         self.declared = {m.name: m.declared for m in planned}
         self.undone = frozenset(m.name for m in planned if m.undo)
@@ -116,8 +112,6 @@ class Ledger:
         from preflight.live import census
 
         tables = census.tables(conn)
-        if not tables:
-            return
         triggers = census.triggers(conn)
         per: dict[str, set[str]] = {}
         for m in planned:
@@ -175,11 +169,9 @@ class Ledger:
         return frozenset({name}) if name in self.before else frozenset()
 
     def close(self, progress: dict[str, Any]) -> None:
-        """Before COMMIT: count what each table became, judge, report and record; raises
-        LossRefused (the caller rolls back)."""
+        """Before COMMIT: count what each table became, judge, report and record (LossRefused)."""
         if not self.active:
             return
-        # Judging needs these; a run that counted nothing (a fresh build) never imports them.
         from preflight.live import census, loss
 
         self._flush()
@@ -276,10 +268,8 @@ def values_lost(
     now: dict[str, bool],
     after: Count,
 ) -> list[Entry]:
-    """The values a table lost: `old` its columns as it was, `now` as they are
-    (`census.mapped`), `after` what it holds now. A column that stays is compared with what
-    it held only when it has NULLs now; what it held is read only then (counted when the run
-    began, else from the backup)."""
+    """The values a table lost: `old` its columns as it was, `now` as they are, `after` what it
+    holds now. What a column that stays held is read only when it has NULLs now."""
     from preflight.live.loss import Entry
 
     dropped = {c: nn for c, nn in old.items() if renamed.get(c, c) not in now}

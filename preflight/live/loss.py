@@ -1,9 +1,5 @@
-"""What an upgrade destroyed, and the rule that judges it (README, "What an upgrade destroys").
-
-Lost rows are refused unless declared or accepted (PREFLIGHT_ACCEPT_LOSS); with --strict,
-so is every other entry but a cleanup. Everything is reported: one log line per table, and
-the run record (`_preflight_log`, or beside a tool's database), which `status` reads back.
-"""
+"""What an upgrade destroyed, the rule that judges it, the log lines and the run record
+that `status` reads back (README, "What an upgrade destroys")."""
 
 from __future__ import annotations
 
@@ -34,7 +30,6 @@ WHAT = {
     "column": "values dropped with the column",
     "values": "values lost from a column that stays",
 }
-# Why a refusal refuses, said once in its message.
 WHY = {
     "lost": "no statement asked for it (a copy's WHERE or JOIN, OR IGNORE/REPLACE, a trigger "
     "or a cascade)",
@@ -62,7 +57,7 @@ class Entry:
         return targets.show((self.table, self.column))
 
     def refused(self, strict: bool) -> bool:
-        """Lost rows, and with --strict everything but a cleanup, unless declared or accepted."""
+        """Lost rows, and with --strict all but a cleanup, unless declared or accepted."""
         if self.accepted or self.kind == "cleanup":
             return False
         return self.kind == "lost" or strict
@@ -90,9 +85,8 @@ def accept(
     names: dict[str, set[str]],
     undone: frozenset[str] = frozenset(),
 ) -> list[Entry]:
-    """Mark what a migration declares or the operator accepts. `names`: table -> every name
-    it had in the run (its name before, and the one it has now); `undone`: a downgrade's
-    down steps, whose declarations are what the older schema lacks."""
+    """Mark what a migration declares or the operator accepts; `names`: each table's names;
+    `undone`: a downgrade's down steps (what they drop, the older schema lacks)."""
     out = []
     for e in entries:
         known = names.get(e.table, {e.table})
@@ -108,9 +102,8 @@ def accept(
 def refuse(
     entries: list[Entry], strict: bool, label: str, undone: frozenset[str] = frozenset()
 ) -> None:
-    """LossRefused (exit 9) naming the first refused entry: the migration, the table, how
-    much, and both ways to accept it. `undone`: migrations a downgrade ran the stored down
-    steps of (those steps cannot take a declaration any more)."""
+    """LossRefused (exit 9) naming the first refused entry and both ways to accept it.
+    `undone`: migrations whose stored down steps a downgrade ran (they take no declaration)."""
     refused = [e for e in entries if e.refused(strict)]
     if not refused:
         return
@@ -140,7 +133,7 @@ def refuse(
 
 
 def report(entries: list[Entry], label: str, backup: str | None) -> None:
-    """One log line per table with loss: what, how much, which migration, where it still is."""
+    """One log line per table with loss: what, how much, by what, where it still is."""
     held = (
         ""
         if label == "rehearse"  # a private copy: the database was not touched
@@ -161,7 +154,6 @@ def report(entries: list[Entry], label: str, backup: str | None) -> None:
 
 
 def as_json(e: Entry, backup: str | None = None) -> dict[str, object]:
-    """One entry as `check --json` and `status --json` show it, with the backup holding it."""
     return dict(asdict(e), backup=backup)
 
 
@@ -188,15 +180,14 @@ def _item(found: list[Entry], run: str, recorded: str, backup: str | None) -> di
 def record(
     conn: sqlite3.Connection, entries: list[Entry], run: str, recorded: str, backup: str | None
 ) -> None:
-    """The run record: one `_preflight_log` row per table with loss (caller's transaction)."""
+    """The run record: one `_preflight_log` row per table with loss."""
     for found in _by_table(entries):
         name = found[0].migrations[-1] if found[0].migrations else None
         history.log(conn, EVENT, None, name, json.dumps(_item(found, run, recorded, backup)))
 
 
 def save(path: Path, entries: list[Entry], run: str, recorded: str, backup: str | None) -> None:
-    """A tool's run record, beside the database (the app's schema tools would see a table of
-    the guard's in it); no entries remove it."""
+    """A tool's run record, beside the database (whose tools would see a table of the guard's)."""
     if not entries:
         path.unlink(missing_ok=True)
         return
@@ -205,8 +196,7 @@ def save(path: Path, entries: list[Entry], run: str, recorded: str, backup: str 
 
 
 def last_run(conn: sqlite3.Connection, source: str, saved: Path) -> list[dict[str, object]]:
-    """The loss of the newest recorded run whose version is the database's now (`status`),
-    from `_preflight_log` or, for a tool, the file `saved`; [] when none."""
+    """The loss of the newest run recorded at the database's version now (`status`)."""
     now = state(conn, source)
     items: list[object] = []
     if source != "files":
@@ -239,8 +229,8 @@ def last_run(conn: sqlite3.Connection, source: str, saved: Path) -> list[dict[st
 
 
 def check_given(conn: sqlite3.Connection | None, given: tuple[Target, ...], db: object) -> None:
-    """PREFLIGHT_ACCEPT_LOSS must name tables (and columns) the database has (`conn` None:
-    none yet): a typo would accept nothing while the operator believes a loss accepted."""
+    """PREFLIGHT_ACCEPT_LOSS must name tables (and columns) the database has: a typo would
+    accept nothing while the operator believes a loss accepted."""
     tables = census.tables(conn) if conn is not None else {}
     for table, column in given:
         shown = targets.show((table, column))

@@ -1,11 +1,6 @@
-"""The accounting around one run of a migration tool (Alembic, Django): what it destroyed.
-
-The tool commits as it goes and the guard sees none of its statements: every table is
-counted right before and right after it (docs/internals.md, "What an upgrade destroys").
-What vanished from a table whose definition the run changed is "removed" (a DELETE or a
-copy that left rows out: the guard cannot tell); from a table it did not change (a
-cascade through a rebuilt parent), lost unless it could not live there (`vanished`).
-"""
+"""The accounting around one run of a migration tool, whose statements the guard does not
+see: every table counted right before and after it. Rows gone from a table whose definition
+changed are "removed"; from one it did not change, lost unless a cleanup (`vanished`)."""
 
 from __future__ import annotations
 
@@ -24,8 +19,6 @@ from preflight.schema import sqltext
 
 
 class ToolRun:
-    """The counts before one run of a tool, and the judgement after it."""
-
     def __init__(
         self,
         db: Path,
@@ -33,7 +26,7 @@ class ToolRun:
         pending: tuple[str, ...],
         declared: dict[str, tuple[Target, ...]],
     ) -> None:
-        """Count every table's rows right before the tool runs (nothing for a fresh database)."""
+        """Count every table's rows right before the tool runs."""
         self.db, self.policy, self.pending, self.declared = db, policy, pending, declared
         self.before: dict[str, Count] = {}
         self.columns: dict[str, dict[str, bool]] = {}
@@ -49,8 +42,7 @@ class ToolRun:
             self.before = {t: census.count(conn, name) for t, name in self.names.items()}
 
     def close(self, source: str, progress: dict[str, Any]) -> None:
-        """After the tool's run: count, judge, record, report; LossRefused (the caller
-        restores the backup)."""
+        """After the tool's run: count, judge, record, report (LossRefused: the caller restores)."""
         if not self.before:
             return
         conn = sqlite3.connect(self.db, isolation_level=None)
@@ -101,7 +93,7 @@ class ToolRun:
 
 
 def _shapes(conn: sqlite3.Connection) -> dict[str, tuple[str, int]]:
-    """Every table's definition and b-tree: a table whose pair is unchanged was not altered."""
+    """Every table's definition and b-tree: a table whose pair is the same was not altered."""
     return {
         sqltext.fold(n): (str(sql), int(root))
         for n, sql, root in conn.execute(

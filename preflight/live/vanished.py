@@ -1,9 +1,5 @@
-"""The rows that went: read from the backup, and tested against the table that stays.
-
-A row that went and could not live in the new table (a broken foreign key, NULL in a NOT
-NULL column, a failed CHECK) is a cleanup; one that could, or a duplicate key another row
-kept, is lost (docs/internals.md, "Cleanup, by the data").
-"""
+"""The rows that went, read from the backup: one that could not live in the new table is a
+cleanup, one that could is lost (docs/internals.md, "Cleanup, by the data")."""
 
 from __future__ import annotations
 
@@ -30,7 +26,6 @@ class Verdict:
     why: str  # what the cleaned-up rows broke, or why the rows could not be told apart
 
     def entries(self, table: str, of: int, blame: tuple[str, ...]) -> list[Entry]:
-        """The cleanup and the lost rows, as loss entries."""
         found = (("cleanup", self.cleanup), ("lost", self.lost))
         return [Entry(table, kind, n, of, blame, why=self.why) for kind, n in found if n]
 
@@ -141,13 +136,12 @@ class _Tester:
         return sql is not None and self.conn.execute(sql, values).fetchone() is not None
 
     def _lookup(self, parent: str, to: list[str | None]) -> str | None:
-        """The query finding a parent row by the referenced columns (None: no such table)."""
+        """The query finding a parent row (None: no such table)."""
         table = reader.stored_name(self.conn, parent)
         if table is None:
             return None
         if any(t is None for t in to):
-            pk = sorted((c for c in census.stored(self.conn, table) if c[2]), key=lambda c: c[2])
-            to = [c for c, _, _ in pk] or ["rowid"]
+            to = [*reader.primary_key(self.conn, table)] or ["rowid"]
         where = " AND ".join(f"{quote(str(t)) if t != 'rowid' else t} = ?" for t in to)
         return f"SELECT 1 FROM main.{quote(table)} WHERE {where} LIMIT 1"
 

@@ -1,10 +1,6 @@
-"""What a CREATE TABLE statement says that SQLite's PRAGMAs do not.
-
-A column's COLLATE, a generated column's expression, CHECK, ON CONFLICT, DEFERRABLE
-INITIALLY DEFERRED, AUTOINCREMENT, WITHOUT ROWID and STRICT, read from the table's SQL
-(which ALTER TABLE keeps current). Constraint names, MATCH (SQLite ignores it) and ON
-CONFLICT ABORT (the default) are left out.
-"""
+"""What a CREATE TABLE statement says that SQLite's PRAGMAs do not (COLLATE, generated
+columns, CHECK, ON CONFLICT, DEFERRABLE, AUTOINCREMENT, WITHOUT ROWID, STRICT); constraint
+names, MATCH (SQLite ignores it) and ON CONFLICT ABORT (the default) are left out."""
 
 from __future__ import annotations
 
@@ -46,7 +42,6 @@ def group(toks: list[str], i: int) -> int:
 
 
 def _split(toks: list[str]) -> list[list[str]]:
-    """Top-level comma-separated parts of a token list."""
     parts: list[list[str]] = [[]]
     depth = 0
     for tok in toks:
@@ -78,7 +73,7 @@ def _conflict(seg: list[str], j: int, kind: str, cols: tuple[str, ...]) -> tuple
 
 
 def _references(seg: list[str], j: int, frm: tuple[str, ...]) -> tuple[int, list[Fact]]:
-    """A foreign-key clause from its parent table name at seg[j]."""
+    """A foreign-key clause from its parent table's name at seg[j]."""
     parent, j = name(seg[j]), j + 1
     to: tuple[str, ...] = ()
     if j < len(seg) and seg[j] == "(":
@@ -112,7 +107,6 @@ def _check(seg: list[str], j: int, known: set[str]) -> tuple[int, list[Fact]]:
 
 
 def _column(seg: list[str], known: set[str]) -> list[Fact]:
-    """The facts of one column definition: name, type, then its constraints."""
     col = name(seg[0])
     facts: list[Fact] = []
     j = 1
@@ -158,7 +152,6 @@ def _column(seg: list[str], known: set[str]) -> list[Fact]:
 
 
 def _constraint(seg: list[str], known: set[str]) -> list[Fact]:
-    """The facts of one table constraint."""
     facts: list[Fact] = []
     j = 0
     while j < len(seg):

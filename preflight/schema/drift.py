@@ -1,14 +1,10 @@
-"""Drift: the differences between an expected and a live schema, object by object.
-
-Each difference names one object (a table, `table.column`, an index, view or trigger)
-and, once attributed with `with_origins`, the migration that made what was expected.
-"""
+"""Drift: the differences between an expected and a live schema, object by object."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from preflight.schema import Index, Schema, Table
+from preflight.schema.model import Index, Schema, Table
 from preflight.schema.sqltext import fold
 
 Key = tuple[str, ...]  # ("table", t) | ("column", t, c) | (index|view|trigger, name)
@@ -26,7 +22,6 @@ class Difference:
     key: Key | None = field(default=None, compare=False)  # the object, for with_origins
 
     def message(self) -> str:
-        """One line, naming the object first: '<object>: expected ..., ...'."""
         origin = f" (from {self.origin})" if self.origin else ""
         if self.kind == "missing":
             return f"{self.object}: expected {self.expected}{origin}, missing in database"
@@ -65,8 +60,7 @@ def _table_diffs(exp: Table, act: Table) -> list[Difference]:
 
 
 def _same(exp: Table | Index | str, act: Table | Index | str) -> bool:
-    """Equal meaning; the same SQL text (what replay and the live database mostly share)
-    answers without comparing structures."""
+    """Equal meaning; the same SQL text answers without comparing structures."""
     if isinstance(exp, str) or isinstance(act, str):
         return exp == act
     if exp.sql and exp.sql == act.sql and not getattr(exp, "refs", ()):
@@ -79,7 +73,6 @@ def _text(obj: Index | str) -> str:
 
 
 def diff(expected: Schema, actual: Schema) -> list[Difference]:
-    """Every difference between the expected and the live schema, object by object."""
     out: list[Difference] = []
     for key, table in expected.tables.items():
         what = f"table ({len(table.columns)} columns)"
@@ -88,8 +81,8 @@ def diff(expected: Schema, actual: Schema) -> list[Difference]:
         elif not _same(table, actual.tables[key]):
             out += _table_diffs(table, actual.tables[key])
     for key, table in actual.tables.items():
-        what = f"table ({len(table.columns)} columns)"
         if key not in expected.tables:
+            what = f"table ({len(table.columns)} columns)"
             out.append(Difference(f"table {table.name}", "extra", actual=what))
     for kind, exp_map, act_map in (
         ("index", expected.indexes, actual.indexes),
@@ -101,10 +94,8 @@ def diff(expected: Schema, actual: Schema) -> list[Difference]:
             if act is None:
                 out.append(Difference(f"{kind} {key}", "missing", _text(exp), key=(kind, key)))
             elif not _same(exp, act):
-                diff = Difference(
-                    f"{kind} {key}", "different", _text(exp), _text(act), key=(kind, key)
-                )
-                out.append(diff)
+                what = f"{kind} {key}"
+                out.append(Difference(what, "different", _text(exp), _text(act), key=(kind, key)))
         for key, act in act_map.items():
             if key not in exp_map:
                 out.append(Difference(f"{kind} {key}", "extra", actual=_text(act)))
@@ -129,8 +120,8 @@ def _definition(schema: Schema, key: Key) -> object:
 
 
 def with_origins(diffs: list[Difference], steps: list[tuple[str, Schema]]) -> list[Difference]:
-    """Name, for each difference, the migration that last changed the expected object. A
-    table object shared with the previous step (replay's memo) is skipped without looking inside."""
+    """Name, for each difference, the migration that last changed the expected object (a table
+    object shared with the previous step, from replay's memo, is not looked inside)."""
     keys = {d.key for d in diffs if d.key}
     last: dict[Key, str] = {}
     previous: dict[Key, tuple[object, object]] = {}

@@ -1,10 +1,6 @@
-"""Foreign-key violations, and which of them a run introduced.
-
-A run fails only for violations it introduced and left at COMMIT; those an orphan of the
-baseline (read inside its own transaction) accounts for, the same row or a copy of one,
-followed through renames and rebuilds, are reported, not blamed on it (docs/internals.md,
-"Foreign keys: what a run introduced").
-"""
+"""Foreign-key violations, and which of them a run introduced (docs/internals.md, "Foreign
+keys: what a run introduced"): an orphan of the baseline, followed through renames and
+rebuilds, is reported, not blamed on the run."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from preflight.schema import sqltext, statements
@@ -25,8 +21,6 @@ Key = tuple[Any, ...]  # (table, parent, columns, values) in lower case
 
 @dataclass(frozen=True)
 class Violation:
-    """One row whose reference finds no parent row."""
-
     table: str
     rowid: int | None  # None in a WITHOUT ROWID table
     parent: str
@@ -47,27 +41,22 @@ class Violation:
         return f"{self.table} {where} -> {self.parent}"
 
     def identity(self) -> object:
-        """Which row: its rowid, or a WITHOUT ROWID row's primary key values."""
         if self.rowid is not None:
             return self.rowid
         return None if self.primary_key is None else tuple(v for _, v in self.primary_key)
 
     def as_dict(self) -> dict[str, object]:
-        found: dict[str, object] = {
-            "table": self.table,
-            "rowid": self.rowid,
-            "parent": self.parent,
-            "columns": list(self.columns),
-            "values": list(self.values) if self.values is not None else None,
-        }
-        if self.primary_key is not None:
+        found = asdict(self)
+        if self.primary_key is None:
+            del found["primary_key"]
+        else:
             found["primary_key"] = dict(self.primary_key)
         return found
 
 
 def _check(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-    """PRAGMA foreign_key_check; table by table when one table's keys cannot be checked at all
-    ('foreign key mismatch': the parent columns are not unique), skipping that table."""
+    """PRAGMA foreign_key_check; table by table, skipping those whose keys cannot be checked
+    ('foreign key mismatch': the parent columns are not unique)."""
     try:
         return conn.execute("PRAGMA main.foreign_key_check").fetchall()
     except sqlite3.OperationalError as exc:
@@ -87,7 +76,6 @@ def _check(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
 
 
 def violations(conn: sqlite3.Connection) -> list[Violation]:
-    """Every violation in `conn`'s main database (one full PRAGMA foreign_key_check)."""
     found: list[Violation] = []
     keys: dict[str, dict[int, list[tuple[str, str, str | None]]]] = {}
     rowless: dict[tuple[str, int], list[int]] = {}
@@ -125,23 +113,22 @@ def violations(conn: sqlite3.Connection) -> list[Violation]:
 def _rowless(
     conn: sqlite3.Connection, table: str, fk: list[tuple[str, str, str | None]]
 ) -> list[tuple[tuple[tuple[str, object], ...], tuple[object, ...]]] | None:
-    """(primary key, referencing values) of the rows of a WITHOUT ROWID table that break one
-    foreign key (PRAGMA foreign_key_check names no row there). The parent is looked up as
-    SQLite checks it: `p.col = +c.col` (the parent's affinity and collation), a NULL child
-    column satisfies the key."""
+    """(primary key, referencing values) of a WITHOUT ROWID table's rows that break one foreign
+    key (foreign_key_check names none), looked up as SQLite does: `p.col = +c.col`."""
     if not fk:
         return None
     parent = fk[0][0]
     children = [frm for _, frm, _ in fk]
     targets: list[str | None] = [to for _, _, to in fk]
-    pk = _primary_key(conn, table)
     from preflight.schema import reader  # not on a fresh build (no table to read)
+
+    pk = reader.primary_key(conn, table)
 
     exists = reader.stored_name(conn, parent)
     where = " AND ".join(f"c.{quote(f)} IS NOT NULL" for f in children)
     if exists is not None:
         if any(t is None for t in targets):
-            targets = [*_primary_key(conn, exists)]
+            targets = [*reader.primary_key(conn, exists)]
         if len(targets) != len(children) or not pk:
             return None
         match = " AND ".join(
@@ -159,16 +146,8 @@ def _rowless(
     return [(tuple(zip(pk, row[:n])), tuple(row[n:])) for row in rows]
 
 
-def _primary_key(conn: sqlite3.Connection, table: str) -> list[str]:
-    from preflight.schema import reader
-
-    return [r[1] for r in sorted(reader.xinfo(conn, table), key=lambda r: r[5]) if r[5] > 0]
-
-
 @dataclass(frozen=True)
 class _Table:
-    """A table in the run: whose rows it holds."""
-
     storage: str | None  # the baseline table it is (renamed or not); None: created in the run
     fed: frozenset[str] = frozenset()  # baseline tables whose rows were copied into it
     columns: tuple[tuple[str, str], ...] = ()  # (name now, name at baseline), renamed only
@@ -187,12 +166,11 @@ _WRITES = {"CREATE", "DROP", "ALTER", "INSERT", "REPLACE", "UPDATE", "WITH"}
 
 class Lineage:
     """Which baseline tables each table's rows come from, followed statement by statement
-    (`watch`). An error inside it marks the lineage lost: matching falls back to names."""
+    (`watch`); an error marks it lost: matching falls back to names."""
 
     def __init__(self, tables: Iterable[str]) -> None:
         self.tables: dict[str, _Table] = {sqltext.fold(t): _Table(sqltext.fold(t)) for t in tables}
-        # every baseline table a name has stood for (a parent's name in a REFERENCES
-        # clause may outlive the table: the rename-away rebuild)
+        # every baseline table a name stood for: a REFERENCES may outlive its table
         self.named: dict[str, set[str]] = {n: {n} for n in self.tables}
         self.lost = ""
         self.reported = False
@@ -208,7 +186,6 @@ class Lineage:
         return self.tables.get(sqltext.fold(name))
 
     def stood_for(self, name: str) -> set[str]:
-        """The baseline tables a (parent) name stands or stood for, the name included."""
         folded = sqltext.fold(name)
         return self.named.get(folded, set()) | {folded}
 
@@ -217,9 +194,8 @@ class Lineage:
         self.named.setdefault(name, set()).update(table.origins())
 
     def _sources(self, toks: list[str], skip: set[int], target: str = "") -> frozenset[str]:
-        """The baseline tables whose rows a statement reads: every name of a current table
-        in it (not a `t.col` qualifier, not a column name after a dot), but the target's
-        own (`VALUES ((SELECT max(id) + 1 FROM t), 7)` copies no row)."""
+        """The baseline tables whose rows a statement reads: every current table it names (not
+        a `t.col` qualifier or column), but the target (`VALUES ((SELECT max(id) ...`)."""
         found: set[str] = set()
         for i, tok in enumerate(toks):
             if i in skip or not sqltext.is_word(tok) or tok[0] == "'":
@@ -236,8 +212,7 @@ class Lineage:
         return frozenset(found)
 
     def _statement(self, sql: str) -> None:
-        # Called for every statement (20,000 INSERTs of a data file): the common cases
-        # are decided without tokenizing.
+        # Called for every statement of a data file: the common cases without tokenizing.
         first = statements.first_word(sql) or "".join(statements.head(sql, 1))
         if first not in _WRITES:
             return
@@ -278,9 +253,7 @@ class Lineage:
             return  # ADD or DROP COLUMN: same rows, same names
         at += 1
         if words[at : at + 1] == ["to"]:
-            new, _ = _name_at(toks, at + 1)
-            table = self.tables.pop(name, _Table(None))
-            self._bind(new, table)
+            self._bind(_name_at(toks, at + 1)[0], self.tables.pop(name, _Table(None)))
             return
         if words[at : at + 1] == ["column"]:
             at += 1
@@ -292,15 +265,11 @@ class Lineage:
             self.tables[name] = replace(table, columns=(*kept, (new, was)))
 
     def _write(self, toks: list[str], words: list[str]) -> None:
-        """INSERT, REPLACE or UPDATE (possibly after WITH): the target gets the origins of
-        every other table the statement reads."""
+        """INSERT, REPLACE or UPDATE: the target gets the origins of every table it reads."""
         depth, target, updating = 0, -1, False
         for i, word in enumerate(words):
-            if word == "(":
-                depth += 1
-            elif word == ")":
-                depth -= 1
-            elif depth == 0 and word in ("into", "update"):
+            depth += {"(": 1, ")": -1}.get(word, 0)
+            if depth == 0 and word in ("into", "update"):
                 target, updating = i + 1, word == "update"
                 if updating and words[target : target + 1] == ["or"]:
                     target += 2
@@ -331,7 +300,7 @@ _SCHEMAS = {"main", "temp"}
 
 
 def _name_at(toks: list[str], at: int) -> tuple[str, int]:
-    """The table name at toks[at] (`name` or `schema.name`), folded, and the index after it."""
+    """The folded table name at toks[at] (`name` or `schema.name`), and the index after it."""
     if at + 2 < len(toks) and toks[at + 1] == ".":
         return sqltext.name(toks[at + 2]), at + 3
     return (sqltext.name(toks[at]) if at < len(toks) else ""), at + 1
@@ -339,21 +308,17 @@ def _name_at(toks: list[str], at: int) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class Baseline:
-    """The violations before a run, and (when the run is watched) its table lineage."""
-
     found: tuple[Violation, ...] = ()
     lineage: Lineage | None = field(default=None, compare=False)
 
 
 def watch(conn: sqlite3.Connection, found: list[Violation]) -> Baseline:
-    """The baseline of a run about to execute on `conn`: its violations, and a lineage
-    that follows every statement `conn` executes from now on (its trace callback)."""
+    """The baseline of a run about to execute on `conn`, and a lineage following it (trace)."""
     tables = [
         name for (name,) in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table'")
     ]
     if not tables:
-        # A fresh build: no row the run leaves can come from before it, and there is no
-        # orphan to follow, so no statement needs reading (none is traced).
+        # A fresh build: no orphan to follow, so no statement is traced.
         return Baseline(tuple(found))
     lineage = Lineage(tables)
     conn.set_trace_callback(lineage.statement)
@@ -364,7 +329,7 @@ Before = Baseline | Counter[Key]  # what `introduced` compares a run's result wi
 
 
 def baseline(found: list[Violation]) -> Counter[Key]:
-    """The multiset of violation keys, for a run no trace follows (another process's)."""
+    """The violation keys, for a run no trace follows (another process's)."""
     return Counter(_key(v) for v in found)
 
 
@@ -372,10 +337,10 @@ def _key(v: Violation) -> Key:
     return (v.table.lower(), v.parent.lower(), v.columns, v.values)
 
 
-def introduced(before: Baseline | Counter[Key], after: list[Violation]) -> list[Violation]:
-    """The violations in `after` that no orphan of `before` accounts for. A run nobody
-    watched (a Counter; a lineage lost) is compared by names: the same key, else the same
-    dangling values in the same child table or under the same parent, each orphan used once."""
+def introduced(before: Before, after: list[Violation]) -> list[Violation]:
+    """The violations in `after` that no orphan of `before` accounts for. A run not watched
+    is compared by names: the same key, else the same dangling values in the same child
+    table or under the same parent, each orphan used once."""
     if isinstance(before, Baseline):
         lineage = before.lineage
         if lineage is not None and not lineage.lost:
@@ -383,10 +348,6 @@ def introduced(before: Baseline | Counter[Key], after: list[Violation]) -> list[
         if lineage is not None:
             log.warning("foreign keys: could not follow the run's renames (%s)", lineage.lost)
         before = baseline(list(before.found))
-    return _by_names(before, after)
-
-
-def _by_names(before: Counter[Key], after: list[Violation]) -> list[Violation]:
     left = Counter(before)
     unmatched = []
     for v in after:
@@ -468,9 +429,8 @@ def _copy_of(
     copied: dict[tuple[object, ...], list[Violation]],
     taken: dict[tuple[str, int], object],
 ) -> Violation | None:
-    """The old orphan `v` is a copy of: the same dangling values under the same parent, in a
-    table `v`'s table was filled from. In a rebuild (the same name) each old orphan accounts
-    for one row; in a fan-out (a join may copy a row many times), for any number."""
+    """The old orphan `v` copies: the same dangling values and parent, in a table `v`'s was
+    filled from; in a rebuild one row an orphan, in a fan-out (a join) any number."""
     here = sqltext.fold(v.table)
     for source in sorted(table.fed):
         for b in copied.get((source, v.values), ()):

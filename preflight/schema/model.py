@@ -1,9 +1,5 @@
-"""The structural schema model: tables, columns, indexes, views and triggers as data.
-
-Objects, not SQL text: a table built by CREATE TABLE and one grown by ALTER TABLE ADD
-COLUMN are the same if their columns, constraints and keys are. Views and triggers, whose
-structure SQLite does not expose, are kept as normalized SQL.
-"""
+"""The structural schema: a table made by CREATE TABLE equals one grown by ALTER TABLE if
+its columns, constraints and keys do; views and triggers are normalized SQL."""
 
 from __future__ import annotations
 
@@ -11,24 +7,18 @@ from dataclasses import dataclass, field
 
 from preflight.schema.sqltext import canonical, fold, tokens
 
-IGNORED_PREFIXES = ("sqlite_", "_litestream_", "_preflight")
-
 
 def ignored(name: str) -> bool:
-    """The guard's own objects, SQLite's internals and Litestream's are never drift."""
-    return fold(name).startswith(IGNORED_PREFIXES)
+    """SQLite's, Litestream's and the guard's own objects: never drift."""
+    return fold(name).startswith(("sqlite_", "_litestream_", "_preflight"))
 
 
 def normalize(sql: str) -> str:
-    """SQL in canonical spelling: comments, white space, identifier quoting and the case of
-    keywords and ASCII letters of names do not count; string literals keep their case."""
     return canonical(tokens(sql))
 
 
 @dataclass(frozen=True)
 class Column:
-    """A column as PRAGMA table_xinfo and the table's SQL describe it."""
-
     name: str
     type: str
     notnull: bool
@@ -42,7 +32,7 @@ class Column:
     rowid: bool = False  # INTEGER PRIMARY KEY of a rowid table: the rowid itself, never NULL
 
     def describe(self) -> str:
-        """The column as drift reports it, e.g. 'TEXT UNIQUE NOT NULL'."""
+        """e.g. 'TEXT UNIQUE NOT NULL'."""
         parts = [self.type or "(no type)"]
         if self.collate:
             parts.append(f"COLLATE {self.collate}")
@@ -67,21 +57,16 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
-    """A table: its columns in order, and its constraints and flags as (kind, text)."""
-
     name: str
     columns: tuple[Column, ...]
     options: tuple[tuple[str, str], ...]  # (property, value): constraints, keys, flags
-    # parents of foreign keys that name no parent columns (snapshot resolves them to the
-    # parent's primary key, which lives in another table's SQL)
+    # parents of foreign keys naming no columns: snapshot resolves them to the parent's key
     refs: tuple[str, ...] = field(default=(), compare=False)
     sql: str = field(default="", compare=False, repr=False)  # same text: same table (a shortcut)
 
 
 @dataclass(frozen=True)
 class Index:
-    """An explicit index: table, columns (with order and collation), uniqueness, WHERE."""
-
     name: str = field(compare=False)  # SQLite names are case-insensitive; dicts key on fold()
     table: str
     unique: bool
@@ -90,7 +75,7 @@ class Index:
     sql: str = field(default="", compare=False, repr=False)  # its and its table's SQL (a shortcut)
 
     def describe(self) -> str:
-        """The index as drift reports it, e.g. 'INDEX ON tokens(token_hash)'."""
+        """e.g. 'INDEX ON tokens(token_hash)'."""
         text = f"{'UNIQUE ' if self.unique else ''}INDEX ON {self.table}({', '.join(self.columns)})"
         return text + (f" WHERE {self.where}" if self.where else "")
 
@@ -103,10 +88,8 @@ class Schema:
     indexes: dict[str, Index] = field(default_factory=dict)
     views: dict[str, str] = field(default_factory=dict)
     triggers: dict[str, str] = field(default_factory=dict)
-    # (kind, folded name) -> the SQL text sqlite_master holds: not part of the meaning
-    # (never compared), only adoption's last word between versions that mean the same
+    # (kind, folded name) -> sqlite_master's SQL: never compared, adoption's last word only
     texts: dict[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
 
     def is_empty(self) -> bool:
-        """True when there is no user object at all."""
         return not (self.tables or self.indexes or self.views or self.triggers)

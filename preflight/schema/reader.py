@@ -1,9 +1,5 @@
-"""Reading the structural schema (`model`) from a database, with a memo by SQL text.
-
-SQLite derives everything a snapshot reads (table_xinfo, index_list, foreign_key_list)
-from each object's SQL text: keyed by it, an unchanged object costs a lookup (`replay`
-shares one memo across every stop of a migration history).
-"""
+"""Reading the structural schema (`model`) from a database, with a memo keyed by SQL text
+(what SQLite's PRAGMAs derive everything from): `replay` shares one across every stop."""
 
 from __future__ import annotations
 
@@ -28,8 +24,6 @@ from preflight.schema.sqltext import (
 )
 
 Memo = dict[Any, Any]  # what was read from each SQL text, shared by every stop
-
-
 UNRESOLVED = "<its primary key>"
 
 
@@ -136,7 +130,7 @@ def _table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
 
 
 def _resolve(table: Table, tables: dict[str, Table]) -> Table:
-    """`REFERENCES p` means p's primary key: write it out, as `REFERENCES p(id)` does."""
+    """`REFERENCES p` means p's primary key: write it out."""
     options = []
     for kind, text in table.options:
         for parent in table.refs:
@@ -151,31 +145,9 @@ def _resolve(table: Table, tables: dict[str, Table]) -> Table:
     return Table(table.name, table.columns, tuple(sorted(options)), table.refs, table.sql)
 
 
-def _index(
-    conn: sqlite3.Connection, name: str, table: str, sql: str, table_sql: str, known: set[str]
-) -> Index:
-    cols = []
-    for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({quote(name)})"):
-        if key:
-            cols.append(fold(col) if col else "<expr>")
-            if desc:
-                cols[-1] += " DESC"
-            if coll and upper(coll) != "BINARY":
-                cols[-1] += f" COLLATE {upper(coll)}"
-    toks = tokens(sql)
-    tail = toks[ddl.group(toks, toks.index("(")) :] if "(" in toks else []  # WHERE
-    if "<expr>" in cols:  # expression index: compare the column list as SQL
-        body = toks[toks.index("(") : len(toks) - len(tail)]
-        cols = [canonical(body, known)[1:-1]]
-    where = canonical(tail[1:], known) if tail and fold(tail[0]) == "where" else None
-    unique = fold(" ".join(toks[:2])) == "create unique"
-    return Index(name, fold(table), unique, tuple(cols), where, f"{sql}\0{table_sql}")
-
-
 def _statement(sql: str, memo: Memo, tables: dict[str, Table]) -> str:
-    """A view or trigger in canonical text. A double-quoted token that does not stand where
-    only a name can is an identifier if it names a column of a table the statement names
-    (SQLite's scope), else the string literal SQLite reads it as."""
+    """A view or trigger in canonical text: a double-quoted token not where only a name can
+    stand is an identifier if it names a column of a table the statement names, else a string."""
     prepared = memo.get(("parsed", sql))
     if prepared is None:
         toks = trigger_head(tokens(sql))
@@ -229,7 +201,7 @@ def rows(conn: sqlite3.Connection) -> list[Row]:
 
 @dataclass(frozen=True)
 class Stop:
-    """What a replay stop read, for building the next stop from the differences only."""
+    """What a replay stop read: the next stop is built from the differences."""
 
     rows: frozenset[Row]
     schema: Schema
@@ -240,8 +212,8 @@ class Stop:
 def build(
     conn: sqlite3.Connection, rows: list[Row], memo: Memo, before: Stop | None = None
 ) -> Stop:
-    """The schema of `rows`; with `before` (the previous stop of a replay), only the rows
-    that changed since are read, and only what depends on a changed table is redone."""
+    """The schema of `rows`; with `before` (a replay's previous stop), only what changed since
+    (or depends on a changed table) is read."""
     new = frozenset(rows)
     base = before.schema if before else Schema()
     schema = Schema(dict(base.tables), dict(base.indexes), dict(base.views), dict(base.triggers))
@@ -308,14 +280,30 @@ def _index_of(
     conn: sqlite3.Connection, name: str, sql: str, table: Table | None, memo: Memo
 ) -> Index:
     key = ("index", name, sql, table.sql if table else "")
-    if key not in memo:
-        cols = {fold(c.name) for c in table.columns} if table else set()
-        memo[key] = _index(conn, name, table.name if table else "", sql, key[3], cols)
+    if key in memo:
+        return memo[key]  # type: ignore[no-any-return]
+    cols = []
+    for _, _, col, desc, coll, part in conn.execute(f"PRAGMA index_xinfo({quote(name)})"):
+        if part:
+            cols.append(fold(col) if col else "<expr>")
+            if desc:
+                cols[-1] += " DESC"
+            if coll and upper(coll) != "BINARY":
+                cols[-1] += f" COLLATE {upper(coll)}"
+    toks = tokens(sql)
+    tail = toks[ddl.group(toks, toks.index("(")) :] if "(" in toks else []  # WHERE
+    known = {fold(c.name) for c in table.columns} if table else set()
+    if "<expr>" in cols:  # expression index: compare the column list as SQL
+        body = toks[toks.index("(") : len(toks) - len(tail)]
+        cols = [canonical(body, known)[1:-1]]
+    where = canonical(tail[1:], known) if tail and fold(tail[0]) == "where" else None
+    unique = fold(" ".join(toks[:2])) == "create unique"
+    on = fold(table.name) if table else ""
+    memo[key] = Index(name, on, unique, tuple(cols), where, f"{sql}\0{key[3]}")
     return memo[key]  # type: ignore[no-any-return]
 
 
 def snapshot(conn: sqlite3.Connection, memo: Memo | None = None) -> Schema:
-    """A structural description of every user object in `conn`'s main database."""
     return build(conn, rows(conn), {} if memo is None else memo).schema
 
 
@@ -324,8 +312,12 @@ def xinfo(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
     return conn.execute(f"PRAGMA main.table_xinfo({quote(table)})").fetchall()
 
 
+def primary_key(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in sorted(xinfo(conn, table), key=lambda r: r[5]) if r[5] > 0]
+
+
 def stored_name(conn: sqlite3.Connection, table: str) -> str | None:
-    """The name a main table is stored under, matched without case as SQLite does; None: none."""
+    """The name a main table is stored under, matched as SQLite does (NOCASE)."""
     row = conn.execute(
         "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
         (table,),
@@ -334,7 +326,6 @@ def stored_name(conn: sqlite3.Connection, table: str) -> str | None:
 
 
 def open_memory() -> sqlite3.Connection:
-    """An empty in-memory database set up the way the guard runs migrations."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.execute("PRAGMA foreign_keys = OFF")
     return conn

@@ -1,11 +1,5 @@
-"""SQL text in the canonical spelling drift compares: what SQLite means, not how it is written.
-
-Identifiers fold ASCII letters only (SQLite's rule: "Äpfel" and "äpfel" are two tables);
-keywords fold the same way; string literals keep their case; a double-quoted token is an
-identifier only where SQLite would read it as one, else the string literal it is; numbers
-compare by value and type (1.0 = 1.00, 0x10 = 16, but 1 != 1.0); comments, white space
-and parentheses that wrap a whole parenthesised expression again do not count.
-"""
+"""SQL text in the canonical spelling drift compares: what SQLite means, not how it is
+written (the rules: docs/drift.md)."""
 
 from __future__ import annotations
 
@@ -20,8 +14,8 @@ _TOKEN = re.compile(
     r"""'(?:[^']|'')*'?|[xX]'[^']*'?|"(?:[^"]|"")*"?|`(?:[^`]|``)*`?|\[[^\]]*\]?"""
     r"""|--[^\n]*|/\*.*?(?:\*/|\Z)"""
     r"""|0[xX][0-9A-Fa-f_]+|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?"""
-    # A word: [A-Za-z_] or any non-ASCII character, then those, digits and $. Written as
-    # negated ASCII ranges: a class up to U+10FFFF takes the regex compiler ~10 ms.
+    # A word ([A-Za-z_] or non-ASCII, then those, digits and $) as negated ASCII ranges: a
+    # class up to U+10FFFF takes the regex compiler ~10 ms.
     r"""|[^\x00-@\[-^`{-\x7f][^\x00-#%-/:-@\[-^`{-\x7f]*"""
     r"""|\|\||<<|>>|<=|>=|==|!=|<>|->>|->|\S""",
     re.DOTALL,
@@ -52,12 +46,10 @@ def fold(name: str) -> str:
 
 
 def upper(word: str) -> str:
-    """A keyword or type name in upper case, ASCII letters only."""
     return word.translate(ASCII_UPPER)
 
 
 def tokens(sql: str) -> list[str]:
-    """SQL tokens without comments or white space."""
     return [t for t in (m.group() for m in _TOKEN.finditer(sql)) if not t.startswith(("--", "/*"))]
 
 
@@ -70,12 +62,11 @@ def unquote(tok: str) -> str:
 
 
 def name(tok: str) -> str:
-    """An identifier token as a comparable name: unquoted, ASCII-folded."""
     return fold(unquote(tok))
 
 
 def is_word(tok: str) -> bool:
-    """True for a bare word or a quoted identifier (anything that can name something)."""
+    """A bare word or a quoted identifier: anything that can name something."""
     return bool(tok) and (tok[0] in '"`[' or tok[0].isalpha() or tok[0] == "_" or tok[0] >= "\x80")
 
 
@@ -99,7 +90,6 @@ def _string(text: str) -> str:
 
 
 def quote(name: str) -> str:
-    """`name` as a double-quoted identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -125,8 +115,8 @@ def trigger_head(toks: list[str]) -> list[str]:
 
 
 def _redundant_parens(toks: list[str]) -> set[int]:
-    """Positions of parentheses that wrap exactly what an enclosing pair wraps: ((x > 0)).
-    A row value or a subquery stays: `x IN ((1, 2))` and `x IN ((SELECT ...))` differ."""
+    """Positions of parentheses that wrap exactly what an enclosing pair wraps: ((x > 0)); not
+    a row value or a subquery (`x IN ((1, 2))`, `x IN ((SELECT ...))`)."""
     match: dict[int, int] = {}
     stack: list[int] = []
     commas: set[int] = set()
@@ -210,7 +200,7 @@ def identifier_positions(toks: list[str]) -> set[int]:
 
 
 def _ends_expression(tok: str) -> bool:
-    """True when `tok` can end an expression, so a name right after it is an alias."""
+    """Whether `tok` can end an expression, so a name right after it is an alias."""
     if tok == ")" or tok[0] in "'`[\"" or tok[0].isdigit():
         return True
     return is_word(tok) and fold(tok) not in _KEYWORDS
@@ -239,28 +229,22 @@ def canonical(
             continue
         first = tok[0]
         if first == "'":
-            out.append(tok)
+            word = tok
         elif first == '"':
             text = unquote(tok)
-            out.append(fold(text) if i in idents or fold(text) in known else _string(text))
+            word = fold(text) if i in idents or fold(text) in known else _string(text)
         elif first in "`[":
-            out.append(fold(unquote(tok)))
+            word = fold(unquote(tok))
         elif first in "xX" and tok[1:2] == "'":
-            out.append("x" + tok[1:].lower())
+            word = "x" + tok[1:].lower()
         elif first.isdigit() or (first == "." and len(tok) > 1):
-            out.append(number(tok))
+            word = number(tok)
         else:
-            out.append(_OPERATORS.get(tok, fold(tok)))
-    return _join(out)
-
-
-def _join(out: list[str]) -> str:
-    parts: list[str] = []
-    for tok in out:
-        if parts and not (tok in (",", ")", ".", "(") or parts[-1] in ("(", ".")):
-            parts.append(" ")
-        parts.append(tok)
-    return "".join(parts)
+            word = _OPERATORS.get(tok, fold(tok))
+        if out and not (word in (",", ")", ".", "(") or out[-1] in ("(", ".")):
+            out.append(" ")
+        out.append(word)
+    return "".join(out)
 
 
 def default(text: str) -> str:

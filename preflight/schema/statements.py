@@ -1,10 +1,6 @@
-"""SQL statements of a .sql migration: split them, and decide what each one does.
-
-One classifier for every mode (`migrations.load` calls `classify`); transaction control
-that only brackets the file, or a `COMMIT; BEGIN` boundary, is skipped (the guard's one
-transaction holds the run), and what cannot be made safe inside it is refused before any
-database is opened (docs/writing-migrations.md). Linear in the file's size.
-"""
+"""SQL statements of a .sql migration: split them, and decide what each one does: transaction
+control that brackets the file or a `COMMIT; BEGIN` boundary is skipped, what cannot be
+made safe inside the guard's one transaction refused (docs/writing-migrations.md)."""
 
 from __future__ import annotations
 
@@ -44,8 +40,6 @@ def copies_rows(sql: str) -> bool:
 
 @dataclass(frozen=True)
 class Statement:
-    """One SQL statement of a .sql migration, the line it starts on, RUN or SKIP, and why."""
-
     sql: str
     line: int
     action: str = RUN
@@ -59,7 +53,6 @@ def _significant(text: str, start: int = 0, end: int | None = None) -> Iterator[
 
 
 def tokens(sql: str) -> list[str]:
-    """SQL tokens without comments or white space (enough to compare and classify SQL)."""
     return [m.group() for m in _significant(sql)]
 
 
