@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from preflight.schema.model import (
-    IGNORED_PREFIXES,
-    Column,
-    Index,
-    Schema,
-    Table,
-    ignored,
-    normalize,
-)
+from preflight.schema.model import IGNORED_PREFIXES, Schema, ignored, normalize
 
 TYPE_CHECKING = False  # typing's, without importing typing here
 if TYPE_CHECKING:
@@ -36,5 +28,5 @@ def open_memory() -> sqlite3.Connection:
     return reader.open_memory()
 
 
-__all__ = ["IGNORED_PREFIXES", "Column", "Index", "Schema", "Table", "ignored", "normalize"]
+__all__ = ["IGNORED_PREFIXES", "Schema", "ignored", "normalize"]
 __all__ += ["open_memory", "snapshot"]

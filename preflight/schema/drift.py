@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from preflight.schema import Index, Schema, Table
+from preflight.schema import Schema
+from preflight.schema.objects import Index, Table
 from preflight.schema.sqltext import fold
 
 Key = tuple[str, ...]  # ("table", t) | ("column", t, c) | (index|view|trigger, name)
