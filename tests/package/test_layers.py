@@ -229,6 +229,7 @@ NOT_IN_A_FRESH_BUILD = (
     "preflight.schema.ddl",
     "preflight.schema.objects",  # tables, columns and indexes are read, never built
     "preflight.schema.drift",
+    "preflight.schema.lineage",  # no table before the run: no orphan to follow
     "preflight.sources.functions",  # only with --functions
     "preflight.sources.toolsource",
     "preflight.storage.backup",
