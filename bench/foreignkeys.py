@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from preflight.schema import foreignkeys  # noqa: E402
+from preflight.schema.lineage import Lineage  # noqa: E402
 
 
 def workload(rows: int, groups: int) -> list[str]:
@@ -64,7 +65,7 @@ def main() -> None:
     for _ in range(args.runs):  # interleaved: a loaded machine drifts between blocks
         plain.append(run(statements, False))
         watched.append(run(statements, True))
-        lineage = foreignkeys.Lineage([])
+        lineage = Lineage([])
         start = time.perf_counter()
         for sql in statements:
             lineage.statement(sql)

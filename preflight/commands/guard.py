@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from preflight import schema
 from preflight.core import signals, targets
@@ -51,7 +51,7 @@ from preflight.live.database import (
     inspect,
     sqlite_temp_folder,
 )
-from preflight.schema import drift, foreignkeys
+from preflight.schema import foreignkeys
 from preflight.sources import source
 from preflight.sources.filesource import FileSource
 from preflight.sources.planner import accepted_part
@@ -59,6 +59,9 @@ from preflight.sources.source import Plan, Source
 from preflight.storage import cache, litestream
 from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step
+
+if TYPE_CHECKING:
+    from preflight.schema import drift
 
 log = logging.getLogger("preflight")
 RETRIES = 3  # re-plans after another guard changed the history under this one
@@ -584,12 +587,14 @@ def verify(
         conn = connect(db, settings.lock_timeout)
         try:
             verified = cache.schema_hash(conn)
-            found = (
-                []
-                if p.expected_head is None
-                else drift.diff(p.expected_head, src.compared(schema.snapshot(conn)))
-            )
-            diffs, _ = accepted_part(drift.errors(found, settings.strict), p.accepted)
+            found: list[drift.Difference] = []
+            errors: list[drift.Difference] = []
+            if p.expected_head is not None:  # a fresh build of files has nothing to compare
+                from preflight.schema import drift
+
+                found = drift.diff(p.expected_head, src.compared(schema.snapshot(conn)))
+                errors = drift.errors(found, settings.strict)
+            diffs, _ = accepted_part(errors, p.accepted)
             extras = tuple(d.message() for d in found if d.kind == "extra" and not settings.strict)
             if diffs:
                 raise MigrationFailed(

@@ -22,8 +22,11 @@ from preflight.fast.facts import (
     size_of,
 )
 from preflight.live import history
-from preflight.schema import drift
 from preflight.storage import cache
+
+TYPE_CHECKING = False  # typing's, without importing typing here
+if TYPE_CHECKING:
+    from preflight.schema import drift
 
 _RESTORE = "restore a backup with 'preflight restore'"
 

@@ -8,12 +8,14 @@ import os
 import sqlite3
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from preflight.core.errors import HistoryError
 from preflight.core.files import fsync_dir, write_atomic
 from preflight.fast.facts import now as now
-from preflight.schema.drift import Difference
+
+if TYPE_CHECKING:
+    from preflight.schema.drift import Difference
 
 HISTORY = "_preflight_history"
 LOG = "_preflight_log"
@@ -165,6 +167,8 @@ def read_accepted(conn: sqlite3.Connection) -> tuple[Difference, ...]:
     """The differences an operator accepted with `stamp --force`."""
     if not has_table(conn, ACCEPTED):
         return ()
+    from preflight.schema.drift import Difference  # only after a forced stamp
+
     rows = conn.execute(f"SELECT object, kind, expected, actual FROM {ACCEPTED} ORDER BY id")
     return tuple(Difference(*row) for row in rows)
 

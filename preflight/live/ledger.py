@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from preflight.core.targets import Target
 from preflight.fast.facts import now, uri
-from preflight.schema import foreignkeys, sqltext, statements
+from preflight.schema import sqltext, statements
 from preflight.storage.config import Settings
 
 if TYPE_CHECKING:
     from preflight.live.census import Count
     from preflight.live.loss import Entry
+    from preflight.schema.lineage import Lineage
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class Ledger:
         conn: sqlite3.Connection,
         planned: tuple[Planned, ...],
         policy: Policy,
-        lineage: foreignkeys.Lineage | None,
+        lineage: Lineage | None,
     ) -> None:
         """Count what the pending migrations can change (after `foreignkeys.watch`)."""
         self.conn, self.policy, self.lineage = conn, policy, lineage

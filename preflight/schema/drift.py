@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from preflight.schema.model import Index, Schema, Table
+from preflight.schema.model import Schema
+from preflight.schema.objects import Index, Table
 from preflight.schema.sqltext import fold
 
 Key = tuple[str, ...]  # ("table", t) | ("column", t, c) | (index|view|trigger, name)

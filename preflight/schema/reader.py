@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from preflight.schema import ddl
-from preflight.schema.model import Column, Index, Schema, Table, ignored, normalize
+from preflight.schema.model import Schema, ignored, normalize
+from preflight.schema.objects import Column, Index, Table
 from preflight.schema.sqltext import (
     canonical,
     default,

@@ -21,6 +21,15 @@ _TOKEN = re.compile(
     r"""|--[^\n]*|/\*.*?(?:\*/|\Z)|[A-Za-z_][A-Za-z0-9_$]*|\d[\w.]*|\S""",
     re.DOTALL,
 )
+# What can hide a ';' (literals, quoted names, comments) and the ';' itself: the splitter
+# asks for nothing else, so the words between are passed over inside the regex engine.
+# The same alternatives as _TOKEN's, which cannot start inside a word, number or symbol.
+_SPLIT = re.compile(
+    r"""'[^']*(?:''[^']*)*'?|"[^"]*(?:""[^"]*)*"?|`[^`]*`?|\[[^\]]*\]?"""
+    r"""|(--[^\n]*|/\*.*?(?:\*/|\Z))|;""",
+    re.DOTALL,
+)
+_SOLID = re.compile(r"\S")
 _FIRST = re.compile(r"\s*([A-Za-z]+)\b")
 _LITERAL = re.compile(r"'[^']*'")
 
@@ -88,16 +97,25 @@ def split_statements(
     line = line_counter(text)
     found: list[Statement] = []
     begin, first = start, -1  # where the statement's text and its first token start
-    for match in _significant(text, start, end):
-        if text[match.start()] != ";":
-            if first < 0:
+    gap = start  # where the text after the last literal, comment or ';' starts
+    for match in _SPLIT.finditer(text, start, end):
+        if first < 0:  # its first token: a word in the gap before this match, or this one
+            solid = _SOLID.search(text, gap, match.start())
+            if solid:
+                first = solid.start()
+            elif match.lastindex is None and text[match.start()] != ";":
                 first = match.start()
+        gap = match.end()
+        if text[match.start()] != ";":
             continue
         if first < 0:
             begin = match.end()  # an empty statement: ';' alone
         elif sqlite3.complete_statement(text[begin : match.end()]):
             found.append(Statement(text[begin : match.end()].strip(), line(first)))
             begin, first = match.end(), -1
+    solid = _SOLID.search(text, gap, end) if first < 0 else None
+    if solid and not text.startswith(("--", "/*"), solid.start()):  # one cut off by `end`
+        first = solid.start()
     if first >= 0:
         tail = text[begin:end]
         if not sqlite3.complete_statement(tail + ";"):

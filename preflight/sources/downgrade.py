@@ -14,7 +14,7 @@ from contextlib import closing
 from dataclasses import dataclass, replace
 from itertools import takewhile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from preflight import schema
 from preflight.core.errors import HistoryError, HistoryMoved, MigrationFailed
@@ -22,14 +22,15 @@ from preflight.core.targets import Target
 from preflight.fast.facts import connect_ro, sha256_bytes
 from preflight.live import history
 from preflight.live.database import Inspection
-from preflight.schema import drift
 from preflight.schema.sqltext import fold, quote
 from preflight.schema.statements import RUN, classify, split_statements
 from preflight.sources import planner
-from preflight.sources.functions import AppFunctions
 from preflight.sources.migrations import Migration, Statement, set_fingerprint, up_section
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
+
+if TYPE_CHECKING:
+    from preflight.sources.functions import AppFunctions
 
 log = logging.getLogger("preflight")
 
@@ -326,6 +327,8 @@ def run(
     history.forget_after(conn, below)
     forget_after(conn, below)
     assert p.expected_head is not None
+    from preflight.schema import drift  # a downgrade's, never a fresh build's
+
     found = drift.diff(p.expected_head, schema.snapshot(conn))
     errors, _ = planner.accepted_part(drift.errors(found, strict), p.accepted)
     if errors:

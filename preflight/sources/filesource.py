@@ -32,7 +32,7 @@ from preflight.fast.facts import Proof
 from preflight.live import history
 from preflight.live.database import Inspection, connect, recorded
 from preflight.live.ledger import Ledger, Planned, Policy
-from preflight.schema import drift, foreignkeys
+from preflight.schema import foreignkeys
 from preflight.schema.statements import RUN
 from preflight.sources import downgrade, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
@@ -323,6 +323,8 @@ def planned(pending: tuple[Migration, ...], undo: bool = False) -> tuple[Planned
 def _clear_accepted(conn: sqlite3.Connection, p: planner.Plan) -> None:
     """Differences accepted by a forced stamp that the migrations made go away are forgotten."""
     assert p.expected_head is not None
+    from preflight.schema import drift  # only after a forced stamp
+
     still = drift.diff(p.expected_head, schema.snapshot(conn))
     _, kept = planner.accepted_part(still, p.accepted)
     if history.keep_accepted(conn, kept):

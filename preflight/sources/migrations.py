@@ -29,8 +29,10 @@ from preflight.schema.statements import (
     tokens,
 )
 from preflight.sources import declarations
-from preflight.sources.functions import FINGERPRINT_NAME, AppFunctions
-from preflight.sources.functions import load as load_functions
+
+TYPE_CHECKING = False  # typing's, without importing typing here
+if TYPE_CHECKING:
+    from preflight.sources.functions import AppFunctions
 
 __all__ = [
     "Migration",
@@ -230,7 +232,11 @@ def discover(
             entries.append((path / inner, path.name))
         else:
             entries.append((path, path.name))
-    loaded = load_functions(functions) if functions and entries else None
+    loaded = None
+    if functions and entries:
+        from preflight.sources.functions import load as load_functions  # only with --functions
+
+        loaded = load_functions(functions)
     for path, name in entries:
         if not path.is_file():
             raise HistoryError(f"{name}: is not a regular file", "remove it from the folder")
@@ -248,6 +254,8 @@ def set_fingerprint(migrations: tuple[Migration, ...]) -> str:
     """One hash for the whole migration set (names and contents, and the functions module)."""
     named = [(m.name, m.sha256) for m in migrations]
     if migrations and migrations[0].functions:
+        from preflight.sources.functions import FINGERPRINT_NAME
+
         named.append((FINGERPRINT_NAME, migrations[0].functions.sha256))
     return facts.set_fingerprint(named)
 

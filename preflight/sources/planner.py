@@ -14,8 +14,11 @@ from preflight import schema
 from preflight.core.errors import DriftError
 from preflight.live import history
 from preflight.live.database import Inspection
-from preflight.schema import drift
 from preflight.sources.migrations import Migration, set_fingerprint
+
+TYPE_CHECKING = False  # typing's, without importing typing here
+if TYPE_CHECKING:
+    from preflight.schema import drift
 
 log = logging.getLogger("preflight")
 
@@ -55,6 +58,8 @@ def _drift(
 ) -> DriftError:
     """A DriftError listing each difference with the migration that made the expected object
     (snapshots only after the migrations that changed a differing object: not quadratic)."""
+    from preflight.schema import drift
+
     if steps is None:
         from preflight.sources import evidence  # only for a drift error
         from preflight.sources.replay import replay
@@ -92,6 +97,7 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
         return _adopt(insp, migrations, strict)
     pending = history.pending(insp.applied, migrations)
     done = n - len(pending)
+    from preflight.schema import drift  # nothing to compare a fresh build with
     from preflight.sources.replay import replay  # not for a fresh build (nor the schema reader)
 
     snaps = replay(migrations, {done, n})
@@ -123,6 +129,8 @@ def _warn_extras(diffs: list[drift.Difference], strict: bool) -> None:
 
 def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> Plan:
     """A database with tables but no history: find the one version its schema is at."""
+    from preflight.schema import drift
+
     n = len(migrations)
     fingerprint = set_fingerprint(migrations)
     live = insp.live_schema

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from preflight import schema
 from preflight.fast.facts import cache_key
 from preflight.live.database import Inspection
-from preflight.schema import drift, foreignkeys
+from preflight.schema import foreignkeys
 from preflight.storage.config import Settings
+
+if TYPE_CHECKING:
+    from preflight.schema import drift
 
 Json = dict[str, Any]
 

@@ -214,8 +214,8 @@ def test_a_start_handed_over_imports_the_full_pipeline(cli, make_db):
 
 # What a fresh build (a start on a missing database, every migration pending) never runs:
 # the operator commands and their results, adoption's evidence, replaying migrations in
-# memory and reading a schema (nothing to compare with), backups and their catalog
-# (there is nothing to back up), the processes that hold the file (nothing to wait for),
+# memory, reading a schema and comparing schemas (nothing to compare with), backups and
+# their catalog (nothing to back up), the processes that hold the file (nothing to wait for),
 # what an upgrade destroys (nothing of anyone's to lose), the tool source, argparse (the
 # fast parser read `run`'s plain flags) and OpenSSL's hashlib (sha256 comes from _sha256).
 NOT_IN_A_FRESH_BUILD = (
@@ -227,6 +227,10 @@ NOT_IN_A_FRESH_BUILD = (
     "preflight.sources.replay",
     "preflight.schema.reader",  # nothing to compare a fresh build with: no schema read
     "preflight.schema.ddl",
+    "preflight.schema.objects",  # tables, columns and indexes are read, never built
+    "preflight.schema.drift",
+    "preflight.schema.lineage",  # no table before the run: no orphan to follow
+    "preflight.sources.functions",  # only with --functions
     "preflight.sources.toolsource",
     "preflight.storage.backup",
     "preflight.storage.catalog",
