@@ -1,8 +1,5 @@
-"""Which backups are whose: the database's id, side records, listing, pruning.
-
-Each backup `<stem>-<time>-<reason>.db` has a side record `<backup>.json` (the database's
-real path and id, the migration it holds) written before its rename, so databases of one
-file name can share a folder: every operation considers only backups carrying this id.
+"""Which backups are whose: the database's id, side records, listing, pruning. Databases of
+one file name can share a folder: every operation considers only backups carrying its id.
 """
 
 from __future__ import annotations
@@ -67,9 +64,6 @@ def ensure_identity(db: Path, backup_dir: Path, given: str | None = None) -> str
     return new
 
 
-# ---------------------------------------------------------------- listing
-
-
 @dataclass(frozen=True)
 class BackupFile:
     """A complete backup. `version`: the last applied migration's number (0: none; None:
@@ -98,7 +92,7 @@ class BackupFile:
 
 
 def record_path(backup: Path) -> Path:
-    """The side record of a backup: `<backup>.json`, written before the backup is renamed in."""
+    """The side record of a backup, written before the backup is renamed in."""
     return backup.with_name(backup.name + ".json")
 
 
@@ -127,8 +121,6 @@ def records(backup_dir: Path, db: Path) -> dict[str, dict[str, Any]]:
                 found[path.name[:-5]] = record
     return found
 
-
-# ---------------------------------------------------------------- taking one
 
 # Files that name no database (temp files of versions before ids, a record cut short by
 # a power cut) are removed by any guard once this old: no backup is that long in flight.
@@ -190,10 +182,7 @@ def claim(
     backup_dir: Path, db: Path, when: datetime, reason: str, fields: dict[str, Any]
 ) -> tuple[Path, Path]:
     """A backup's name, claimed by creating its side record exclusively: (backup, record).
-
-    Two databases sharing the folder may back up in the same millisecond: the second moves
-    to the next one, so neither ever replaces the other's.
-    """
+    Another database's guard that took the same millisecond moves the next one along."""
     for _ in range(1000):
         taken_at = stamp(when)
         backup = backup_dir / f"{db.stem}-{taken_at}-{reason}.db"

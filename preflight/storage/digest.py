@@ -1,17 +1,10 @@
 """A backup's fingerprint, and the restore's copy that checks it in the pass that writes.
 
-A plain sha256 runs on one core at about the speed a disk copies (0.6 s per GiB on the
-benchmark machine, with SHA-NI): a restore that checked one would cost a `cp` plus that.
-So a backup records a sha256 tree: the sha256 of every 8 MiB chunk, and the sha256 of
-those digests (32 bytes each) in order. The chunks are independent, so every core hashes
-some; with the file's size and the chunk size recorded beside it, equal roots mean equal
-bytes, as for a plain sha256. By hand:
-`split -b 8388608 --filter=sha256sum FILE | cut -c1-64 | xxd -r -p | sha256sum`.
-Records from before keep the plain sha256 of the whole file: still checked, on one core.
-
-The copies hashed here are files the guard itself just created (private, under its lock),
-read through `mmap` from the page cache: no second copy of the bytes, and no other
-process truncates them under the mapping.
+A plain sha256 runs on one core at about the speed a disk copies, so a backup records a
+sha256 tree: the sha256 of the sha256 of every 8 MiB chunk, in order, every core hashing
+some. By hand: `split -b 8388608 --filter=sha256sum FILE | cut -c1-64 | xxd -r -p | sha256sum`.
+Older records keep the plain sha256 of the whole file. What is hashed here is a file the
+guard just created (under its lock), mapped from the page cache: nobody truncates it.
 """
 
 from __future__ import annotations
@@ -96,8 +89,7 @@ def hash_chunk(fd: int, pos: int, n: int, update: Callable[[Any], object]) -> No
 
 
 def hash_file(path: Path, kind: str = TREE) -> str:
-    """The `kind` hex of a file the guard just wrote (see the module's note): a tree on
-    every CPU, a plain sha256 in order on this thread."""
+    """The `kind` hex of a file the guard just wrote: a tree on every CPU, a plain sha256 here."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
@@ -146,14 +138,10 @@ def copy_range(fin: int, fout: int, pos: int, want: int, kernel: bool) -> tuple[
 def copy_checked(
     fin: int, fout: int, dst: Path, size: int, meter: Meter | None, kind: str, chunk: int
 ) -> str:
-    """Copy `size` bytes of `fin` into `fout` (the new file `dst`) and hash the copy: the
-    hex of `kind` (TREE with `chunk`, or PLAIN) of what was written.
-
-    One pass: the kernel copies chunk by chunk (`copy_file_range`: no round trip through
-    Python, else reads and writes), and as each chunk lands, a worker hashes it from the
-    page cache: the copy, not the source, so the bytes hashed are the bytes put in place.
-    A tree's chunks are hashed on every CPU; a plain sha256 in order on one. The copy runs
-    at most a few chunks ahead of the hashing, so what is hashed is still cached.
+    """Copy `size` bytes of `fin` into `fout` (the new file `dst`): the hex of `kind` (TREE
+    with `chunk`, or PLAIN) of what was written. As each chunk lands, a worker hashes it from
+    the page cache: the copy, not the source, so the bytes hashed are the bytes put in
+    place. The copy runs a few chunks ahead at most, so what is hashed is still cached.
     """
     from concurrent.futures import ThreadPoolExecutor  # only a restore
 

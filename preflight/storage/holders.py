@@ -1,21 +1,10 @@
-"""Who else has the database open: what a restore must not pull the file from under.
+"""Who else has the database open: a restore renamed over it would lose their commits.
 
-A restore renames a new file over the database; a process that still has the old one
-open keeps writing into the unlinked inode and its commits are lost. Three signs, each
-seen without opening the database with SQLite:
-
-- WAL mode: every connection holds a shared POSIX lock on the -shm's dead-man-switch
-  byte (128) while open, and a WAL lock byte (120..127) while reading or writing.
-- any mode: a connection in a transaction (and, in WAL mode, any open connection) holds
-  a POSIX lock in the database file's lock range (PENDING_BYTE 0x40000000, RESERVED,
-  SHARED 0x40000002..+510). F_GETLK names one holder's pid.
-- same pid namespace: /proc/*/fd links to the database or its sidecars (an idle
-  rollback-mode connection holds no lock at all).
-- a guarded app anywhere sharing the volume: the guard holds a SHARED flock on
-  `<db>.preflight.running` from inside its lock until the app it execs exits.
-
-Opening and closing a descriptor on the database drops this process's own POSIX locks
-on it: call `find` only while this process has no SQLite connection to it.
+Signs, none needing SQLite: a POSIX lock on the -shm's WAL bytes (120..128: every WAL
+connection), or in the database file's lock range (PENDING_BYTE on: a transaction);
+/proc/*/fd links (an idle rollback-mode connection holds no lock); a guarded app's shared
+flock on `<db>.preflight.running`. Closing a descriptor on the database drops this
+process's own POSIX locks on it: call `find` only with no SQLite connection to it.
 """
 
 from __future__ import annotations
@@ -175,9 +164,8 @@ def find(db: Path) -> list[Holder]:
 
 
 def others(db: Path, no_app: bool | None = None) -> list[Holder]:
-    """Every other process that has `db` open, and every guarded app running on it (seen by
-    its `flock` on the running file: `no_app` True when this process holds that exclusively,
-    None when it holds it shared itself, as a start does)."""
+    """`find`, and every guarded app running on it (its flock on the running file): `no_app`
+    True when this process holds that exclusively, None when shared (as a start does)."""
     found = find(db)
     if no_app is False:
         pids = running_holders(db) or [0]
@@ -198,8 +186,7 @@ def others(db: Path, no_app: bool | None = None) -> list[Holder]:
 
 
 def wait_for_others(db: Path, timeout: float) -> list[Holder]:
-    """`others`, waited for up to `timeout` seconds to let go of `db` (another guard finishing
-    its migration lets go in moments; an app that runs does not): those still holding it."""
+    """`others`, given up to `timeout` seconds to let go of `db`: those still holding it."""
     deadline = time.monotonic() + timeout
     found = others(db)
     if found:
@@ -212,8 +199,7 @@ def wait_for_others(db: Path, timeout: float) -> list[Holder]:
 
 def refuse_others(db: Path, what: str, found: list[Holder]) -> None:
     """Exit 8 naming the processes that have `db` open: the one rule for every path that
-    writes the database or puts a backup back (a start's migration and its undo, `restore`).
-    Their writes would be lost by a restore, or go to a file that was replaced."""
+    writes the database or puts a backup back."""
     if not found:
         return
     lines = "; ".join(h.describe() for h in found[:5]) + (

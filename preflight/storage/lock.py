@@ -1,13 +1,7 @@
-"""One guard at a time per database: fcntl.flock on a lock file beside it.
+"""One guard at a time per database: fcntl.flock on a lock file beside it (docs/internals.md).
 
-Never on the database file itself: SQLite uses POSIX advisory locks there, and any
-close() of another descriptor on that file would silently drop SQLite's locks.
-flock locks die with the process, so a killed guard never leaves a stale lock.
-
-A guard writes its note (pid, host, since, command) only once it holds the lock, so a
-waiting guard never wipes the holder's. The lock is on an inode, not a name: if the
-file was deleted or replaced while another guard held it, the lock just taken is on a
-file nobody else will look at, so the guard checks that the name still leads to the
+The lock is on an inode, not a name: a file deleted or replaced while another guard held
+it is one nobody else looks at, so the guard checks that the name still leads to the
 inode it locked, and starts again if not.
 """
 
@@ -104,11 +98,8 @@ def acquire(path: Path, timeout: float) -> int:
 
 @contextmanager
 def hold(path: Path, timeout: float, command: str, held: int = -1) -> Iterator[None]:
-    """Hold the exclusive lock for the duration of the block, waiting up to `timeout` s.
-
-    `held`: the descriptor of this lock already flock'ed by this process (the quick start
-    hands it on); owned from now on, used while `path` still names it, else acquired anew.
-    """
+    """Hold the exclusive lock for the block, waiting up to `timeout` s. `held`: this lock,
+    already flock'ed by the quick start: used while `path` still names it."""
     if held >= 0 and not _same_file(held, path):
         os.close(held)
         held = -1
