@@ -88,6 +88,13 @@ def hash_chunk(fd: int, pos: int, n: int, update: Callable[[Any], object]) -> No
     update(buffer)
 
 
+def leaf(fd: int, pos: int, n: int) -> bytes:
+    """The sha256 of one chunk: a leaf of the tree."""
+    part = hashlib.sha256()
+    hash_chunk(fd, pos, n, part.update)
+    return part.digest()
+
+
 def hash_file(path: Path, kind: str = TREE) -> str:
     """The `kind` hex of a file the guard just wrote: a tree on every CPU, a plain sha256 here."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -101,13 +108,9 @@ def hash_file(path: Path, kind: str = TREE) -> str:
         else:
             from concurrent.futures import ThreadPoolExecutor  # only a backup or restore
 
-            def leaf(pos: int) -> bytes:
-                part = hashlib.sha256()
-                hash_chunk(fd, pos, min(CHUNK, size - pos), part.update)
-                return part.digest()
-
             with ThreadPoolExecutor(workers(), thread_name_prefix="preflight-sha256") as pool:
-                out = root(list(pool.map(leaf, range(0, size, CHUNK))))
+                starts = range(0, size, CHUNK)
+                out = root(list(pool.map(lambda p: leaf(fd, p, min(CHUNK, size - p)), starts)))
         if os.fstat(fd).st_size != size:
             raise OSError(f"{path} changed size while it was hashed")
         return out
@@ -149,13 +152,11 @@ def copy_checked(
     digest = hashlib.sha256()
     back = os.open(dst, os.O_RDONLY | os.O_CLOEXEC)
 
-    def leaf(pos: int, n: int) -> bytes:
+    def job(pos: int, n: int) -> bytes:
         if plain:  # one worker: its jobs run in order
             hash_chunk(back, pos, n, digest.update)
             return b""
-        part = hashlib.sha256()
-        hash_chunk(back, pos, n, part.update)
-        return part.digest()
+        return leaf(back, pos, n)
 
     threads = 1 if plain else workers()
     kernel = hasattr(os, "copy_file_range")
@@ -167,7 +168,7 @@ def copy_checked(
                 n, kernel = copy_range(fin, fout, pos, min(chunk, size - pos), kernel)
                 if n == 0:
                     break
-                jobs.append(pool.submit(leaf, pos, n))
+                jobs.append(pool.submit(job, pos, n))
                 pos += n
                 if meter:
                     meter.update(pos)

@@ -6,7 +6,6 @@ step 9): faster than the online backup API, which copies page by page through th
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import mmap
 import os
@@ -288,12 +287,7 @@ class _Leaves:
         self.jobs: list[Future[bytes]] = []
 
     def add(self, pos: int, n: int) -> None:
-        def leaf() -> bytes:
-            part = hashlib.sha256()
-            digest.hash_chunk(self.fout, pos, n, part.update)
-            return part.digest()
-
-        self.jobs.append(self.pool.submit(leaf))
+        self.jobs.append(self.pool.submit(digest.leaf, self.fout, pos, n))
         if len(self.jobs) > 4:
             self.jobs[-5].result()  # the hashing keeps up, or the copy waits for it
 

@@ -9,7 +9,6 @@ process's own POSIX locks on it: call `find` only with no SQLite connection to i
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -52,16 +51,6 @@ def running_path(db: Path) -> Path:
     return db.with_name(db.name + RUNNING)
 
 
-def _open_plain(path: Path, create: bool) -> int:
-    """A descriptor on a regular file, never through a symlink, never blocking on a FIFO."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(path, flags | (os.O_CREAT if create else 0), 0o644)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    return fd
-
-
 @contextmanager
 def exclusive_running(db: Path) -> Iterator[bool]:
     """Hold `<db>.preflight.running` exclusively for the block; False: a guarded app runs."""
@@ -79,11 +68,13 @@ def exclusive_running(db: Path) -> Iterator[bool]:
 
 def _lock_holder(path: Path, start: int, length: int) -> int | None:
     """The pid of a process holding a POSIX lock on those bytes (0: not visible), or None."""
-    try:
-        fd = _open_plain(path, create=False)
+    try:  # never through a symlink, never blocking on a FIFO
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None  # missing or unreadable: nothing to learn from it
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         query = struct.pack(FLOCK, fcntl.F_WRLCK, os.SEEK_SET, start, length, 0)
         kind, _, _, _, pid = struct.unpack(FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, query))
     except OSError:
@@ -157,10 +148,7 @@ def find(db: Path) -> list[Holder]:
     add(_lock_holder(Path(real), PENDING_BYTE, LOCK_RANGE), "holds a lock on the database file")
     for pid, name in _openers({real + s for s in ("", *SIDECARS)}).items():
         add(pid, f"has {name} open")
-    return [
-        Holder(pid, _command(pid) if pid > 0 else "", ", ".join(how))
-        for pid, how in sorted(signs.items())
-    ]
+    return [Holder(pid, _command(pid), ", ".join(how)) for pid, how in sorted(signs.items())]
 
 
 def others(db: Path, no_app: bool | None = None) -> list[Holder]:
@@ -173,14 +161,9 @@ def others(db: Path, no_app: bool | None = None) -> list[Holder]:
         pids = [p for p in running_holders(db) if p != os.getpid()]
     else:
         pids = []
+    how = f"a guarded app is running (holds {running_path(db).name})"
     found += [
-        Holder(
-            p,
-            _command(p) if p > 0 else "",
-            f"a guarded app is running (holds {running_path(db).name})",
-        )
-        for p in pids
-        if p not in {h.pid for h in found} or p == 0
+        Holder(p, _command(p), how) for p in pids if p not in {h.pid for h in found} or p == 0
     ]
     return found
 
