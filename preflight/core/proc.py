@@ -32,11 +32,10 @@ class Finished:
 
     def reason(self) -> str:
         """What went wrong, on one line: 'exited 3: <line>' or 'did not finish ...'."""
-        return (
-            f"exited {self.code}: {meaningful_line(self.text)}"
-            if self.code is not None
-            else f"did not finish in time and was killed: {meaningful_line(self.text)}"
+        how = (
+            "did not finish in time and was killed" if self.code is None else f"exited {self.code}"
         )
+        return f"{how}: {meaningful_line(self.text)}"
 
 
 PR_SET_PDEATHSIG = 1
@@ -60,8 +59,7 @@ def _prctl() -> object:
 
 
 def _die_with_parent() -> None:
-    prctl = _PRCTL[0]
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # type: ignore[operator]
+    _PRCTL[0](PR_SET_PDEATHSIG, signal.SIGKILL)  # type: ignore[operator]
 
 
 def _sink() -> int:
