@@ -36,6 +36,19 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def read_small(path: Path, limit: int) -> bytes | None:
+    """Up to `limit` bytes of a file others may have planted: never through a symlink, never
+    blocking on a FIFO; None when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            return os.read(fd, limit)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+
+
 def create_exclusive(path: Path, mode: int = 0o600) -> int:
     """A new file at `path`, open for writing; FileExistsError if anything is there."""
     fd = os.open(path, CREATE, mode)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from preflight.core.files import create_exclusive, fsync_dir
+from preflight.core.files import create_exclusive, fsync_dir, read_small
 from preflight.core.files import write_atomic as write_new
 from preflight.fast.facts import ID, backup_name, uri
 
@@ -30,14 +30,7 @@ def _valid_id(text: str) -> bool:
 
 def read_identity(db: Path) -> str | None:
     """The id written beside `db`, or None (never backed up since backups carried one)."""
-    try:
-        fd = os.open(identity_path(db), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        text = os.read(fd, 64).decode("ascii", "replace").strip()
-    finally:
-        os.close(fd)
+    text = (read_small(identity_path(db), 64) or b"").decode("ascii", "replace").strip()
     return text if _valid_id(text) else None
 
 
@@ -98,13 +91,8 @@ def record_path(backup: Path) -> Path:
 
 def _read_record(path: Path) -> dict[str, Any] | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        with open(fd, "rb") as f:
-            data = json.loads(f.read(1 << 16) or b"null")
-    except (OSError, ValueError):
+        data = json.loads(read_small(path, 1 << 16) or b"null")
+    except ValueError:
         return None
     return data if isinstance(data, dict) and _valid_id(str(data.get("database_id"))) else None
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from preflight.core.errors import LockTimeout
+from preflight.core.files import read_small
 from preflight.fast.facts import let_go, open_lock, write_note
 
 log = logging.getLogger("preflight")
@@ -37,17 +38,8 @@ def describe(note: bytes) -> str:
 
 
 def holder(path: Path) -> str:
-    """Who holds the lock at `path`, as the holder wrote it (never following a symlink)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return "unknown holder"
-    try:
-        return describe(os.pread(fd, 4096, 0))
-    except OSError:
-        return "unknown holder"
-    finally:
-        os.close(fd)
+    """Who holds the lock at `path`, as the holder wrote it."""
+    return describe(read_small(path, 4096) or b"")
 
 
 def _same_file(fd: int, path: Path) -> bool:
