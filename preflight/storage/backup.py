@@ -285,18 +285,6 @@ def _recorded(backup: Path) -> tuple[Fingerprint, object] | None:
     return None if found is None or record is None else (found, record.get("stamp"))
 
 
-def _sidecars(path: Path) -> list[str]:
-    """The suffixes of a non-empty -wal or -journal beside `path` (SQLite would replay them)."""
-    found = []
-    for suffix in DATA_SIDECARS:
-        try:
-            if os.stat(f"{path}{suffix}").st_size > 0:
-                found.append(suffix)
-        except FileNotFoundError:
-            pass
-    return found
-
-
 def _foreign(path: Path) -> str:
     """Why `path` cannot be a backup of ours (empty, or no SQLite header), or ""."""
     with open(path, "rb") as f:
@@ -323,7 +311,7 @@ def backup_problem(path: Path) -> str | None:
                 f"it changed after it was taken"
             )
         return None
-    if _sidecars(path):
+    if unchanged.sidecars(path):
         return None
     result = quick_check_file(path)
     return None if result == "ok" else f"backup {path} fails quick_check: {result[:200]}"
@@ -401,7 +389,7 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
     if problem := _foreign(backup):
         raise RestoreFailed(f"{problem}; nothing was changed", "choose another backup")
     recorded = _recorded(backup)
-    beside = _sidecars(backup)
+    beside = unchanged.sidecars(backup)
     if beside and recorded is not None:
         raise RestoreFailed(
             f"backup {backup} has a non-empty {backup.name}{beside[0]} beside it: it was "
@@ -483,7 +471,7 @@ def keep_current(db: Path, backup_dir: Path, reason: str = "pre-restore") -> tup
     for a database too damaged for that, its raw files (`-damaged`, outside the rotation).
     """
     backup_dir.mkdir(parents=True, exist_ok=True)
-    if not _sidecars(db):
+    if not unchanged.sidecars(db):
         _drop_stale_links(db, backup_dir)
         database_id = catalog.ensure_identity(db, backup_dir)
         final, record = _claim(backup_dir, db, db, database_id, reason, kept_by="hard link")

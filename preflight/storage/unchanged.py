@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from preflight.core.files import write_atomic
+from preflight.fast.facts import DATA_SIDECARS
 from preflight.storage import catalog, digest
 
 log = logging.getLogger("preflight")
@@ -49,14 +50,22 @@ def coarse_now() -> int:
         return time.time_ns()
 
 
-def state(db: Path) -> dict[str, Any] | None:
-    """The live files' state as a backup record keeps it, or None when it cannot vouch."""
-    for suffix in ("-wal", "-journal"):
+def sidecars(path: Path) -> list[str]:
+    """The suffixes of a non-empty -wal or -journal beside `path` (SQLite would replay them)."""
+    found = []
+    for suffix in DATA_SIDECARS:
         try:
-            if os.stat(f"{db}{suffix}").st_size > 0:
-                return None
+            if os.stat(f"{path}{suffix}").st_size > 0:
+                found.append(suffix)
         except FileNotFoundError:
             pass
+    return found
+
+
+def state(db: Path) -> dict[str, Any] | None:
+    """The live files' state as a backup record keeps it, or None when it cannot vouch."""
+    if sidecars(db):
+        return None
     try:
         fd = os.open(db, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
