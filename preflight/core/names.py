@@ -11,6 +11,10 @@ _FIX = (
     "not a migration name; rename it VERSION_name.sql, VERSION_name.py or "
     "VERSION_name.up.sql, or move it out of the folder"
 )
+_FOLDER_FIX = (
+    "not a migration name (a folder starting with a digit); name it VERSION_name, or move "
+    "it out of the folder"
+)
 
 
 def version_of(stem: str) -> int | None:
@@ -42,14 +46,7 @@ def classify(name: str, is_dir: bool) -> tuple[str, int, str]:
         if version is not None:
             return FOLDER, version, name
         if name[:1].isdigit():
-            return (
-                REFUSED,
-                0,
-                (
-                    "not a migration name (a folder starting with a digit); name it "
-                    "VERSION_name, or move it out of the folder"
-                ),
-            )
+            return REFUSED, 0, _FOLDER_FIX
         return IGNORED, 0, "a folder that is not VERSION_name (e.g. drizzle's meta/)"
     lower = name.lower()
     if lower.endswith(".down.sql"):
