@@ -30,13 +30,6 @@ class Finished:
     def text(self) -> str:
         return self.out + self.err
 
-    def reason(self) -> str:
-        """What went wrong, on one line: 'exited 3: <line>' or 'did not finish ...'."""
-        how = (
-            "did not finish in time and was killed" if self.code is None else f"exited {self.code}"
-        )
-        return f"{how}: {meaningful_line(self.text)}"
-
 
 PR_SET_PDEATHSIG = 1
 _PRCTL: list[object] = []  # Linux's prctl, looked up once, when a first child runs

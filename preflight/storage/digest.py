@@ -37,9 +37,7 @@ class Fingerprint:
     chunk: int = CHUNK
 
     def fields(self) -> dict[str, Any]:
-        """The record's fields for it."""
-        if self.kind == PLAIN:
-            return {PLAIN: self.hex, "bytes": self.size}
+        """A tree's fields in a record (backups record no other kind now)."""
         return {TREE: self.hex, "chunk_bytes": self.chunk, "bytes": self.size}
 
     def describe(self) -> str:
