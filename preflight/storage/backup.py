@@ -151,18 +151,13 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True, vouched: st
         )
         log.info("backup: %s %s, %s, sha256 tree %s", how, db.name, checked, sha[:16])
         # The record goes first: a name in the folder without one would be taken for
-        # a backup from before records, listed for any database of this file name.
-        final, record = _claim(
-            backup_dir,
-            db,
-            tmp,
-            database_id,
-            reason,
-            # What a restore checks the backup against, in the pass that copies it.
-            **Fingerprint(TREE, sha, tmp.stat().st_size).fields(),
-            # The live files as copied: a retry finding them so reuses this backup.
-            **({"live": live, "live_since": "it was taken"} if live else {}),
-        )
+        # a backup from before records, listed for any database of this file name. It
+        # keeps what a restore checks the copy against, and the live files as copied (a
+        # retry finding them so reuses this backup).
+        fields = Fingerprint(TREE, sha, tmp.stat().st_size).fields()
+        if live:
+            fields.update(live=live, live_since="it was taken")
+        final, record = _claim(backup_dir, db, tmp, database_id, reason, **fields)
         faults.point("backup-before-rename")
         os.replace(tmp, final)
         fsync_dir(backup_dir)
@@ -318,13 +313,8 @@ def backup_problem(path: Path) -> str | None:
 
 
 def restore(backup: Path, db: Path, keep_in: Path | None = None) -> Path | None:
-    """Put `backup` in place of `db`, proven to be the backup as it was verified.
-
-    With `keep_in`, the current state is kept there first (`keep_current`), right before
-    the rename; its path is returned (else None). A recorded fingerprint (`digest`) is
-    checked in the pass that copies it; any other file gets quick_check once copied, its
-    -wal or hot -journal replayed into the private copy first. The restored file's state
-    goes into the backup's record (`unchanged.remember`).
+    """Put `backup` in place of `db`, proven to be the backup as it was verified; with
+    `keep_in`, the current state is kept there first (`keep_current`): its path, else None.
 
     Crash safety is in the order: the copy is written, proven and fsynced beside the
     database first (a bad backup or no room changes nothing); the live WAL is checkpointed
@@ -462,13 +452,10 @@ def _replay(tmp: Path) -> None:
 def keep_current(db: Path, backup_dir: Path, reason: str = "pre-restore") -> tuple[Path, bool]:
     """The database as it is now, kept in `backup_dir` before a restore: (path, linked).
 
-    A hard link where the folder is on the database's filesystem: nothing copied, and the
-    database keeps its name until the restore's rename (a rename away would leave no
-    database if we died first, and the next start would build an empty one). Nothing was
-    read, so its record keeps no fingerprint: a restore of it runs quick_check. Call it
-    with the live WAL checkpointed, right before the rename. Otherwise (a -wal or hot
-    -journal holding data, another filesystem, links refused) a verified copy (`take`), or
-    for a database too damaged for that, its raw files (`-damaged`, outside the rotation).
+    A hard link where it can, called with the live WAL checkpointed (the database keeps its
+    name until the restore's rename: a rename away, then a crash, and the next start would
+    build an empty one); its record keeps no fingerprint (nothing was read). Else a verified
+    copy (`take`), or for a database too damaged for that, its raw files (`-damaged`).
     """
     backup_dir.mkdir(parents=True, exist_ok=True)
     if not unchanged.sidecars(db):
