@@ -60,21 +60,14 @@ def locked_copy(db: Path, tmp: Path, check: bool = True) -> Locked | None:
     # A read transaction held open across the copy: our writer's close below then
     # cannot checkpoint the live WAL into the main file (that needs the database to
     # itself), so the live files stay byte-identical whatever happens.
-    reader = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
-    try:
+    with closing(sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)) as reader:
         reader.execute("BEGIN")
         expected = int(reader.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
-        writer = sqlite3.connect(db, timeout=0, isolation_level=None)
-        try:
+        with closing(sqlite3.connect(db, timeout=0, isolation_level=None)) as writer:
             try:
                 writer.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                log.info(
-                    "backup: %s is busy (%s); copying page by page with SQLite's backup "
-                    "API instead",
-                    db.name,
-                    exc,
-                )
+                _instead(f"{db.name} is busy ({exc})")
                 return None
             wal = Path(f"{db}-wal")
             has_wal = wal.exists() and wal.stat().st_size > 0
@@ -100,10 +93,6 @@ def locked_copy(db: Path, tmp: Path, check: bool = True) -> Locked | None:
                 flusher.stop()
                 checker.join()
             writer.execute("ROLLBACK")
-        finally:
-            writer.close()
-    finally:
-        reader.close()
     error = checker.error
     # A page too broken for quick_check to report on: said as the full check says it.
     broken = isinstance(error, sqlite3.DatabaseError) and not isinstance(
@@ -118,13 +107,13 @@ def locked_copy(db: Path, tmp: Path, check: bool = True) -> Locked | None:
             "restore a backup with 'preflight restore'",
         )
     if done.end < 0:
-        log.info(
-            "backup: %s changed while it was copied; copying page by page with SQLite's "
-            "backup API instead",
-            db.name,
-        )
+        _instead(f"{db.name} changed while it was copied")
         return None
     return Locked(expected, sha, done.method, live)
+
+
+def _instead(why: str) -> None:
+    log.info("backup: %s; copying page by page with SQLite's backup API instead", why)
 
 
 def _fold(tmp: Path) -> None:
