@@ -232,14 +232,12 @@ def _copy_online(db: Path, tmp: Path) -> int:
     """Copy with SQLite's online backup API (WAL frames included); the source's object count."""
     # Read-only source: closing it cannot checkpoint, so a failed backup (exit 7)
     # leaves the database byte-identical. (inspect already recovered a hot journal.)
-    src = sqlite3.connect(uri(db, mode="ro"), uri=True)
-    dst = sqlite3.connect(tmp)
-    try:
+    with (
+        contextlib.closing(sqlite3.connect(uri(db, mode="ro"), uri=True)) as src,
+        contextlib.closing(sqlite3.connect(tmp)) as dst,
+    ):
         src.backup(dst)
         return _objects(src)
-    finally:
-        dst.close()
-        src.close()
 
 
 def _verify(tmp: Path) -> tuple[str, int, str]:
@@ -547,13 +545,11 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
         Path(f"{target}{suffix}").unlink(missing_ok=True)
     os.close(create_fresh(target))
     try:
-        src = sqlite3.connect(uri(db, mode="ro"), uri=True, timeout=30)
-        dst = sqlite3.connect(target)
-        try:
+        with (
+            contextlib.closing(sqlite3.connect(uri(db, mode="ro"), uri=True, timeout=30)) as src,
+            contextlib.closing(sqlite3.connect(target)) as dst,
+        ):
             src.backup(dst)  # one step: the whole copy under one read transaction
-        finally:
-            dst.close()
-            src.close()
     except sqlite3.Error as exc:
         raise EnvironmentProblem(
             f"{db} kept changing while it was copied for a private snapshot ({exc})",

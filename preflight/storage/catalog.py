@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -198,8 +199,7 @@ def claim(
 def held_version(path: Path) -> tuple[int | None, str | None]:
     """(number, name) of the last migration recorded in an SQLite file; (0, None) if none."""
     try:
-        conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
-        try:
+        with closing(sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)) as conn:
             if not conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_preflight_history'"
             ).fetchone():
@@ -208,8 +208,6 @@ def held_version(path: Path) -> tuple[int | None, str | None]:
                 "SELECT version, name FROM _preflight_history ORDER BY version DESC LIMIT 1"
             ).fetchone()
             return (int(row[0]), str(row[1])) if row else (0, None)
-        finally:
-            conn.close()
     except (sqlite3.Error, ValueError, TypeError):
         return None, None
 

@@ -118,11 +118,8 @@ def _instead(why: str) -> None:
 
 def _fold(tmp: Path) -> None:
     """Replay the copied WAL into the copy: one file, still marked WAL mode like the live one."""
-    conn = sqlite3.connect(tmp, isolation_level=None)
-    try:
+    with closing(sqlite3.connect(tmp, isolation_level=None)) as conn:
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    finally:
-        conn.close()
     if busy or Path(f"{tmp}-wal").exists():
         raise EnvironmentProblem(
             f"backup {tmp}: could not fold the copied WAL into it", "check the backup folder"
