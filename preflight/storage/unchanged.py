@@ -27,20 +27,13 @@ log = logging.getLogger("preflight")
 # time.CLOCK_REALTIME_COARSE, which Python does not name: the clock file times are taken
 # from (Linux's current_time()), one tick behind the fine clock at most.
 _COARSE = 5
-
-
 STAMPED = "same inode, size, mtime and ctime as recorded"
 
 
 def stamp_of(st: os.stat_result) -> dict[str, int]:
     """A backup file's inode: any write, chmod or link moves its ctime, which no one can set
     back, so an equal stamp is the same, untouched file."""
-    return {
-        "inode": st.st_ino,
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "ctime_ns": st.st_ctime_ns,
-    }
+    return dict(inode=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
 
 
 def coarse_now() -> int:
