@@ -1,9 +1,9 @@
 """Who else has the database open: a restore renamed over it would lose their commits.
 
-Signs, none needing SQLite: a POSIX lock on the -shm's WAL bytes (120..128: every WAL
-connection), or in the database file's lock range (PENDING_BYTE on: a transaction);
-/proc/*/fd links (an idle rollback-mode connection holds no lock); a guarded app's shared
-flock on `<db>.preflight.running`. Closing a descriptor on the database drops this
+Signs, none needing SQLite: a POSIX lock on the -shm's bytes 120..128 (every WAL
+connection), or in the database file's lock range from PENDING_BYTE (a transaction, any WAL
+connection); /proc/*/fd links (an idle rollback-mode connection holds no lock); a guarded
+app's shared flock on `<db>.preflight.running`. Closing a descriptor on the database drops this
 process's own POSIX locks on it: call `find` only with no SQLite connection to it.
 """
 
