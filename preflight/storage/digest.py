@@ -140,42 +140,57 @@ def copy_checked(
     fin: int, fout: int, dst: Path, size: int, meter: Meter | None, kind: str, chunk: int
 ) -> str:
     """Copy `size` bytes of `fin` into `fout` (the new file `dst`): the hex of `kind` (TREE
-    with `chunk`, or PLAIN) of what was written. As each chunk lands, a worker hashes it from
-    the page cache: the copy, not the source, so the bytes hashed are the bytes put in
-    place. The copy runs a few chunks ahead at most, so what is hashed is still cached.
-    """
-    from concurrent.futures import ThreadPoolExecutor  # only a restore
-
-    plain = kind == PLAIN
-    digest = hashlib.sha256()
+    with `chunk`, or PLAIN) of what was written, hashed from the copy, not the source, so
+    the bytes hashed are the bytes put in place."""
     back = os.open(dst, os.O_RDONLY | os.O_CLOEXEC)
-
-    def job(pos: int, n: int) -> bytes:
-        if plain:  # one worker: its jobs run in order
-            hash_chunk(back, pos, n, digest.update)
-            return b""
-        return leaf(back, pos, n)
-
-    threads = 1 if plain else workers()
-    kernel = hasattr(os, "copy_file_range")
-    pos = waited = 0
-    jobs: list[Future[bytes]] = []
+    leaves = Leaves(back, kind)
+    kernel, pos = hasattr(os, "copy_file_range"), 0
     try:
-        with ThreadPoolExecutor(threads, thread_name_prefix="preflight-sha256") as pool:
-            while pos < size:
-                n, kernel = copy_range(fin, fout, pos, min(chunk, size - pos), kernel)
-                if n == 0:
-                    break
-                jobs.append(pool.submit(job, pos, n))
-                pos += n
-                if meter:
-                    meter.update(pos)
-                while len(jobs) - waited > threads * 4:
-                    jobs[waited].result()  # the hashing keeps up, or the copy waits for it
-                    waited += 1
-            leaves = [job.result() for job in jobs]
+        while pos < size:
+            n, kernel = copy_range(fin, fout, pos, min(chunk, size - pos), kernel)
+            if n == 0:
+                break
+            leaves.add(pos, n)
+            pos += n
+            if meter:
+                meter.update(pos)
+        out = leaves.hex()
     finally:
+        leaves.stop()
         os.close(back)
     if pos != size:
         raise OSError(f"copied {pos} of {size} bytes: the source changed size")
-    return digest.hexdigest() if plain else root(leaves)
+    return out
+
+
+class Leaves:
+    """Chunks of a file being written, hashed by worker threads from the page cache as they
+    land: a tree's on `threads` CPUs (0: `workers()`), a plain sha256's in order on one. The
+    writer runs a few chunks ahead at most, so what is hashed is still cached."""
+
+    def __init__(self, fd: int, kind: str = TREE, threads: int = 0) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # only a backup or restore
+
+        self.fd, self.plain, self.whole = fd, kind == PLAIN, hashlib.sha256()
+        self.threads = 1 if self.plain else threads or workers()
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="preflight-sha256")
+        self.jobs: list[Future[bytes]] = []
+
+    def _hash(self, pos: int, n: int) -> bytes:
+        if self.plain:  # one worker: its jobs run in order
+            hash_chunk(self.fd, pos, n, self.whole.update)
+            return b""
+        return leaf(self.fd, pos, n)
+
+    def add(self, pos: int, n: int) -> None:
+        self.jobs.append(self.pool.submit(self._hash, pos, n))
+        if len(self.jobs) > self.threads * 4:
+            self.jobs[-self.threads * 4 - 1].result()  # the hashing keeps up, or the writer waits
+
+    def hex(self) -> str:
+        """The hex of every chunk added, once the workers are done."""
+        leaves = [job.result() for job in self.jobs]
+        return self.whole.hexdigest() if self.plain else root(leaves)
+
+    def stop(self) -> None:
+        self.pool.shutdown(cancel_futures=True)

@@ -13,16 +13,13 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem
 from preflight.core.progress import Meter
 from preflight.fast.facts import quick_check, uri
 from preflight.storage import digest, unchanged
 from preflight.storage.digest import Fingerprint
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
 
 log = logging.getLogger("preflight")
 
@@ -261,29 +258,6 @@ def _same(fin: int, fout: int, start: int, length: int, buffer: bytearray) -> bo
         return os.preadv(fout, [other], start) == length and mine == other
 
 
-class _Leaves:
-    """The sha256 of each chunk of a copy, hashed by another thread from the page cache
-    (`digest.hash_chunk`) while the copying thread copies and compares the next chunks."""
-
-    def __init__(self, fout: int) -> None:
-        from concurrent.futures import ThreadPoolExecutor  # only a backup needs it
-
-        self.fout = fout
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256")
-        self.jobs: list[Future[bytes]] = []
-
-    def add(self, pos: int, n: int) -> None:
-        self.jobs.append(self.pool.submit(digest.leaf, self.fout, pos, n))
-        if len(self.jobs) > 4:
-            self.jobs[-5].result()  # the hashing keeps up, or the copy waits for it
-
-    def close(self) -> str:
-        try:
-            return digest.root([job.result() for job in self.jobs])
-        finally:
-            self.pool.shutdown(cancel_futures=True)
-
-
 @dataclass(frozen=True)
 class Copied:
     end: int  # bytes copied plus the offset; -1: a block differed from the source
@@ -310,9 +284,9 @@ def copy_file(
                 meter.update(offset + size, "cloned")
             return Copied(offset + size, CLONE)
         kernel = hasattr(os, "copy_file_range")
-        leaves = _Leaves(fout.fileno()) if verify and hashed else None
+        leaves = digest.Leaves(fout.fileno(), threads=1) if verify and hashed else None
         buffer = bytearray(digest.CHUNK) if verify else None
-        copied, tree = 0, ""
+        copied = 0
         try:
             while copied < size:
                 want = min(digest.CHUNK, size - copied)
@@ -329,7 +303,8 @@ def copy_file(
                     meter.update(offset + copied)
             if verify and (copied != size or os.fstat(fin.fileno()).st_size != size):
                 return Copied(-1, KERNEL if kernel else BYTES)
+            tree = leaves.hex() if leaves else ""
         finally:
             if leaves:
-                tree = leaves.close()
+                leaves.stop()
     return Copied(offset + copied, KERNEL if kernel else BYTES, tree)
