@@ -137,16 +137,9 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
 }
 
 OPTIONS: tuple[Option, ...] = tuple(
-    Option(
-        dest,
-        flag,
-        env,
-        PARSERS[dest][0](default) if default else None,
-        PARSERS[dest][0],
-        PARSERS[dest][1],
-        is_switch=switch,
-    )
+    Option(dest, flag, env, parse(default) if default else None, parse, text, switch)
     for dest, flag, env, default, switch in ROWS
+    for parse, text in [PARSERS[dest]]
 )
 
 
