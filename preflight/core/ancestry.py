@@ -1,8 +1,5 @@
-"""The processes above this one: is the guard running under `litestream replicate`?
-
-Litestream gives an -exec child no variable of its own (it passes its environment on
-as it is), so the only sign is the process tree. Imports only os: the quick start asks too.
-"""
+"""Is the guard running under `litestream replicate`? Litestream gives an -exec child no
+variable of its own, so the only sign is the process tree. Imports only os (the quick start)."""
 
 import os
 
@@ -24,11 +21,8 @@ def _read(path: str) -> bytes:
 
 
 def replicating(pid: int | None = None) -> str | None:
-    """The command line of an ancestor that is `litestream replicate`, or None.
-
-    Walks /proc from the parent up to PID 1 (Litestream is often PID 1 in a container).
-    Where /proc cannot be read (not Linux, hidepid), nothing can be seen: None.
-    """
+    """The command line of an ancestor (up to PID 1) that is `litestream replicate`, or None
+    (also where /proc cannot be read: not Linux, hidepid)."""
     current = os.getppid() if pid is None else pid
     for _ in range(MAX_DEPTH):
         if current <= 0:

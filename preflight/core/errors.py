@@ -1,9 +1,5 @@
-"""The one exception hierarchy. Each subclass carries its exit code and a hint.
-
-`cli.main` is the only place that turns these into exit codes. The codes are part of
-the public interface (README, "Exit codes"); codes 4-8, 11 and 13 promise that the
-database was not modified.
-"""
+"""The one exception hierarchy: each subclass carries its exit code (README, "Exit codes";
+`cli.main` alone turns them into exit codes) and a hint."""
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: the no-op start imports neither typing
 if TYPE_CHECKING:  # nor collections
@@ -88,9 +84,8 @@ class MigrationFailed(PreflightError):
 
 
 class LossRefused(MigrationFailed):
-    """Exit 9: the run destroyed data no statement asked for (or, with --strict, data nothing
-    declared); rolled back or restored. `targets`: TABLE or TABLE.COLUMN, as
-    PREFLIGHT_ACCEPT_LOSS would name them."""
+    """Exit 9: the run destroyed data nothing declared; `targets` as PREFLIGHT_ACCEPT_LOSS
+    names them."""
 
     def __init__(self, message: str, hint: str = "", targets: tuple[str, ...] = ()) -> None:
         super().__init__(message, hint)

@@ -1,11 +1,6 @@
-"""Named fault points: a testing aid that makes the guard SIGKILL itself at a chosen moment.
-
-`PREFLIGHT_FAULT=before-commit` kills the process the first time that point is reached;
-`statement@3` the third time; a comma list arms several. The crash tests use this to
-prove that a kill at any step leaves the old database or the new one, never a mix.
-`NAME:stop` (`NAME@N:stop`) SIGSTOPs instead, until a SIGCONT: a test runs another
-process at exactly that moment (two guards sharing a backup folder).
-Unset (always, in production), a point costs one dictionary lookup.
+"""Fault points for the crash tests: `PREFLIGHT_FAULT=before-commit` SIGKILLs the guard the
+first time that point is reached, `statement@3` the third time, `NAME:stop` SIGSTOPs it
+instead (until SIGCONT); a comma list arms several. Unset, a point is one lookup.
 """
 
 from __future__ import annotations

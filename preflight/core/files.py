@@ -1,10 +1,8 @@
 """Files the guard creates: exclusive creation, atomic replacement, fsync.
 
-The database folder may be writable by others (the app, a neighbour container), so a
-name the guard is about to create may already be a planted symlink. Every file the
-guard creates is opened with O_EXCL (which never follows a symlink at the final name)
-and O_NOFOLLOW; a name that must be reused (a fixed temp name) is unlinked first:
-unlinking a symlink removes the link, never its target.
+The database folder may be writable by others, so a name the guard creates may already
+be a planted symlink: every file is created with O_EXCL and O_NOFOLLOW, and a fixed
+name is unlinked first (unlinking a symlink never touches its target).
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from pathlib import Path
 
 from preflight.core.errors import EnvironmentProblem
 
-# Opening flags for a file the guard creates and nobody else may have prepared.
 CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -39,12 +36,21 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def create_exclusive(path: Path, mode: int = 0o600) -> int:
-    """A new file at `path`, open for writing; raises FileExistsError if anything is there.
+def read_small(path: Path, limit: int) -> bytes | None:
+    """Up to `limit` bytes of a file others may have planted: never through a symlink, never
+    blocking on a FIFO; None when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            return os.read(fd, limit)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
 
-    Nothing already at `path` (a file, a planted symlink, a dangling one) is followed or
-    touched. The caller owns the returned descriptor.
-    """
+
+def create_exclusive(path: Path, mode: int = 0o600) -> int:
+    """A new file at `path`, open for writing; FileExistsError if anything is there."""
     fd = os.open(path, CREATE, mode)
     # The umask may have narrowed `mode`; a copy of the data must be exactly `mode`.
     os.fchmod(fd, mode)
@@ -52,11 +58,8 @@ def create_exclusive(path: Path, mode: int = 0o600) -> int:
 
 
 def create_fresh(path: Path, mode: int = 0o600) -> int:
-    """`create_exclusive` after removing whatever is at `path` (a crash's leftover, a link).
-
-    For a fixed name the guard alone writes, under its lock: the old entry is unlinked
-    (a symlink's target is untouched), then the name is created exclusively.
-    """
+    """`create_exclusive` after unlinking whatever is at `path` (a crash's leftover, a link):
+    for a fixed name the guard alone writes, under its lock."""
     try:
         if os.path.lexists(path):  # no unlink when nothing is there (the usual case)
             os.unlink(path)
@@ -68,11 +71,8 @@ def create_fresh(path: Path, mode: int = 0o600) -> int:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data` atomically: temp file, fsync, rename, fsync folder.
-
-    The temp name is fixed (a crash's leftover is removed by the next write) and created
-    exclusively; the rename replaces a symlink at `path` itself, never its target.
-    """
+    """Replace `path` (a symlink there itself, never its target) with `data` atomically:
+    fixed temp name, fsync, rename, fsync folder."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = create_fresh(tmp, mode)
     try:
@@ -94,11 +94,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 def remove_quietly(path: Path, what: str) -> None:
-    """Remove a temp file or folder once the work succeeded; a failure is logged, not raised.
-
-    The result is already safe (a backup renamed into place, a report made): an I/O error
-    while cleaning up must not turn it into a failure.
-    """
+    """Remove a temp file or folder once the work succeeded: a failure is logged, not raised
+    (the result is already safe)."""
     if not os.path.lexists(path):
         return  # the usual case: renamed into place, or never created
     try:
@@ -116,12 +113,8 @@ def remove_quietly(path: Path, what: str) -> None:
 
 @contextmanager
 def private_folder(prefix: str, fallback: Path | None = None) -> Iterator[Path]:
-    """A new folder only this user can enter (0700), removed afterwards.
-
-    Tried in order: the system's temp folder (TMPDIR, /tmp, ...), /dev/shm (a tmpfs that
-    containers have even with a read-only root), then `fallback`, a folder the caller
-    writes anyway. None usable: exit 7 naming TMPDIR.
-    """
+    """A new folder only this user can enter (0700), removed afterwards: in TMPDIR (/tmp...),
+    else /dev/shm (there even with a read-only root), else `fallback`; else exit 7."""
     import tempfile  # only a snapshot or a rehearsal needs it
 
     tried: list[str] = []

@@ -1,17 +1,7 @@
-"""Which entries of a migrations folder are migrations: the one rule every path uses.
+"""Which entries of a migrations folder are migrations (layouts: docs/writing-migrations.md).
 
-`migrations.discover` and the quick start (`quickstart.files`) both ask `classify`, so a
-file that `migrate` refuses can never be skipped by the quick start. This module imports
-nothing: the quick start's import budget is a handful of C modules.
-
-Layouts (docs/writing-migrations.md):
-- `VERSION_name.sql` / `VERSION_name.py`; `VERSION_name.up.sql` (golang-migrate, sqlx);
-  `VERSION_name.down.sql` is no migration (the down step of its `.up.sql` or `.sql`);
-- a folder `VERSION_name/` holding `migration.sql` (Prisma) or `up.sql` (diesel; its
-  `down.sql` is the down step).
-VERSION is digits, optionally with `-` separators that are dropped
-(`2017-11-23-064236` is 20171123064236). The recorded name is the file name, or the
-folder name for a folder.
+`migrations.discover` and the quick start both ask `classify`, so a file that `migrate`
+refuses is never skipped by the quick start. Imports nothing (the quick start's budget).
 """
 
 SQL, PY, FOLDER, IGNORED, REFUSED = "sql", "py", "folder", "ignored", "refused"
@@ -20,6 +10,10 @@ _LABEL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567
 _FIX = (
     "not a migration name; rename it VERSION_name.sql, VERSION_name.py or "
     "VERSION_name.up.sql, or move it out of the folder"
+)
+_FOLDER_FIX = (
+    "not a migration name (a folder starting with a digit); name it VERSION_name, or move "
+    "it out of the folder"
 )
 
 
@@ -40,12 +34,9 @@ def version_of(stem: str) -> int | None:
 
 
 def classify(name: str, is_dir: bool) -> tuple[str, int, str]:
-    """(what, version, detail) of one folder entry; `what` is one of the constants above.
-
-    SQL/PY/FOLDER: a migration (detail: its recorded name). IGNORED: detail says why.
-    REFUSED: it looks like a migration but is not one (detail: "what; the fix"); a
-    migration skipped for its spelling would be silently missing.
-    """
+    """(what, version, detail) of one folder entry. SQL/PY/FOLDER: a migration (detail: its
+    recorded name); IGNORED (detail: why); REFUSED: looks like a migration but is not one
+    (detail: "what; the fix"): skipped for its spelling, it would be silently missing."""
     if name.startswith((".", "__")):
         return IGNORED, 0, "hidden or Python-internal"
     if is_dir and name.lower().endswith((".sql", ".py")):
@@ -55,14 +46,7 @@ def classify(name: str, is_dir: bool) -> tuple[str, int, str]:
         if version is not None:
             return FOLDER, version, name
         if name[:1].isdigit():
-            return (
-                REFUSED,
-                0,
-                (
-                    "not a migration name (a folder starting with a digit); name it "
-                    "VERSION_name, or move it out of the folder"
-                ),
-            )
+            return REFUSED, 0, _FOLDER_FIX
         return IGNORED, 0, "a folder that is not VERSION_name (e.g. drizzle's meta/)"
     lower = name.lower()
     if lower.endswith(".down.sql"):

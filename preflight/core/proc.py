@@ -1,11 +1,9 @@
 """The one way the guard runs another program: the smoke command, a migration tool, Litestream.
 
-Each child runs in its own process group, which is killed when the command ends or times
-out, so nothing it started outlives it with the lock held. Its output goes to an anonymous
-in-memory file (or a temp file off Linux), never a pipe: a background child it leaves
-behind (`sleep 60 & echo ok`) would keep a pipe open and a wait for EOF would hang.
-Standard output and standard error are kept apart: a tool's answer is read from stdout
-only, and a failure is explained by the meaningful line of both.
+Each child runs in its own process group, killed when the command ends or times out, so
+nothing it started outlives it with the lock held. Its output goes to an anonymous file,
+never a pipe: a background child it leaves behind (`sleep 60 & echo ok`) would hold a pipe
+open and a wait for EOF would hang.
 """
 
 from __future__ import annotations
@@ -32,22 +30,14 @@ class Finished:
     def text(self) -> str:
         return self.out + self.err
 
-    def reason(self) -> str:
-        """What went wrong, on one line: 'exited 3: <line>' or 'did not finish ...'."""
-        return (
-            f"exited {self.code}: {meaningful_line(self.text)}"
-            if self.code is not None
-            else f"did not finish in time and was killed: {meaningful_line(self.text)}"
-        )
-
 
 PR_SET_PDEATHSIG = 1
 _PRCTL: list[object] = []  # Linux's prctl, looked up once, when a first child runs
 
 
 def _prctl() -> object:
-    """Linux's prctl, to have a child killed when the guard dies (a SIGKILLed guard must not
-    leave a migration tool writing the database while the next start restores it)."""
+    """Linux's prctl: a child dies with the guard (a SIGKILLed guard must not leave a tool
+    writing the database while the next start restores it)."""
     if not _PRCTL:
         found: object = None
         if os.uname().sysname == "Linux":
@@ -62,8 +52,7 @@ def _prctl() -> object:
 
 
 def _die_with_parent() -> None:
-    prctl = _PRCTL[0]
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # type: ignore[operator]
+    _PRCTL[0](PR_SET_PDEATHSIG, signal.SIGKILL)  # type: ignore[operator]
 
 
 def _sink() -> int:
@@ -89,12 +78,8 @@ def run(
     timeout: float | None = None,
     limit: int | None = None,
 ) -> Finished:
-    """Run `argv` (a string: through the shell) to its end or `timeout` (None/0: none).
-
-    Exit code 127 and a message when the program is not found. With `limit`, only the last
-    `limit` bytes of each stream are kept (a smoke command's tail); without, all of it (a
-    tool's report: Django's for a large app is megabytes on one line).
-    """
+    """Run `argv` (a string: through the shell) to its end or `timeout` (None/0: none); 127
+    when the program is not found. `limit`: keep only the last bytes of each stream."""
     out, err = _sink(), _sink()
     try:
         try:
@@ -133,10 +118,8 @@ NOISE = ("(Background on this error at:", "[SQL:", "[parameters:", "(This is a "
 
 
 def meaningful_line(text: str) -> str:
-    """The line of a program's output that says what failed, on one line: the exception
-    line of the last traceback (`sqlite3.OperationalError: no such table: x`, not
-    SQLAlchemy's `(Background on this error at: ...)`), else the last line that is not such
-    noise. Cut to 300 characters."""
+    """The line of a program's output that says what failed: the exception line of the last
+    traceback, else the last line that is not NOISE; at most 300 characters."""
     lines = text.splitlines()
     start = max((i for i, line in enumerate(lines) if line.startswith("Traceback (")), default=-1)
     chosen = ""

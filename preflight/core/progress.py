@@ -1,8 +1,5 @@
-"""Progress of long work (a backup copy, a migration) on stderr, at most once a second.
-
-Nothing is reported for work that ends within `after` seconds, so a normal start logs
-no progress at all; after that one line per `every` seconds, never a flood.
-"""
+"""Progress of long work (a backup copy, a migration) on stderr: nothing for work that ends
+within `after` seconds, then one line per `every` seconds."""
 
 from __future__ import annotations
 
@@ -18,12 +15,8 @@ MIB = 1 << 20
 
 @dataclass
 class Meter:
-    """Counts work done and logs '<label>: 45% 512.0/1024.0 MiB at 410 MiB/s' now and then.
-
-    `total` is in bytes; without it (a migration statement has no known size) the line
-    says how long it has run and what it is doing. The clock is a parameter so tests
-    can drive it.
-    """
+    """Logs '<label>: 45% 512.0/1024.0 MiB at 410 MiB/s' now and then; without a `total`
+    (bytes), how long it has run and what it is doing."""
 
     label: str
     total: int | None = None

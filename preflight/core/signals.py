@@ -1,10 +1,5 @@
-"""SIGTERM and SIGINT during the guard's own phase: stop cleanly instead of being ignored.
-
-As PID 1 in a container a signal with its default disposition is ignored, so `docker
-stop` during a migration would wait and then SIGKILL. While the guard runs, both raise
-`Interrupted`: the open transaction rolls back, the lock is released, exit 12. Right
-before exec the defaults come back, so the app receives its signals as usual.
-"""
+"""SIGTERM and SIGINT raise `Interrupted` (exit 12) while the guard runs: as PID 1 their
+default disposition is to be ignored. Right before exec the defaults come back."""
 
 from __future__ import annotations
 
@@ -30,9 +25,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def received() -> bool:
-    """True once a signal reached `_interrupt`, even if its exception was then swallowed
-    (SQLite turns one raised in a Python function into 'user-defined function raised
-    exception'; a migration may catch it). The dispositions it left are the record."""
+    """True once a signal reached `_interrupt`, even if its exception was then swallowed (by
+    SQLite around a Python function, or a migration): the dispositions it left say so."""
     return all(signal.getsignal(sig) == signal.SIG_IGN for sig in SIGNALS)
 
 

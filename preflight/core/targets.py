@@ -1,10 +1,5 @@
-"""What a loss declaration or PREFLIGHT_ACCEPT_LOSS names: TABLE or TABLE.COLUMN.
-
-One grammar for both (a migration file's `-- preflight: loses notes, users.email` and
-the operator's `PREFLIGHT_ACCEPT_LOSS=notes,users.email`): names separated by commas or
-white space; a name is a bare identifier or one quoted the way SQLite quotes one ("a b",
-[a b], `a b`), and a dot between two names makes TABLE.COLUMN. Names are compared the
-way SQLite compares them: ASCII letters folded.
+"""What a loss declaration or PREFLIGHT_ACCEPT_LOSS names: TABLE or TABLE.COLUMN, separated
+by commas or white space, quoted as SQLite quotes ("a b", [a b], `a b`), ASCII-folded.
 """
 
 from __future__ import annotations

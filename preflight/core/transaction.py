@@ -1,11 +1,5 @@
-"""`with immediate(conn):` the one way the guard writes a transaction.
-
-BEGIN IMMEDIATE takes SQLite's write lock at once (a DEFERRED transaction could fail
-half-way when it first writes). Leaving the block commits, unless the block committed
-itself; an exception rolls back whatever is still open and propagates. Closing the
-connection would roll back too, but only later: a caller that keeps it must not be left
-inside a transaction it did not see end.
-"""
+"""`with immediate(conn):` the one way the guard writes a transaction. BEGIN IMMEDIATE takes
+the write lock at once (a DEFERRED one could fail half-way, at its first write)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""Backups, restores and private snapshots, with litestream's discipline.
+"""Backups, restores and private snapshots (how: docs/internals.md, steps 9 and 12).
 
-A backup is written to a temp file, fsynced, verified, and only then renamed into
-place, so a name in the backup folder is always a complete, verified copy. A restore
-never lands next to a stale -wal/-shm/-journal: SQLite would replay them into the
-restored file and silently corrupt it.
+A name in the backup folder is always a complete, verified copy; a restore never lands
+next to a stale -wal/-shm/-journal (SQLite would replay them into the restored file).
 """
 
 from __future__ import annotations
@@ -15,8 +13,10 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from preflight.core import faults
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, RestoreFailed
@@ -29,26 +29,21 @@ from preflight.storage.unchanged import reusable
 __all__ = ["fsync_dir", "reusable", "uri", "write_atomic"]  # re-exported for callers of old
 
 log = logging.getLogger("preflight")
-
-
-def db_size(db: Path) -> int:
-    """Bytes in the database and its WAL (what a backup has to hold)."""
-    total = 0
-    for path in (db, Path(f"{db}-wal")):
-        try:
-            total += path.stat().st_size
-        except FileNotFoundError:
-            pass
-    return total
+T = TypeVar("T")
 
 
 def quick_check_file(path: Path) -> str:
     """PRAGMA quick_check of a file opened immutable: reads it, creates no -wal/-shm."""
-    conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
-    try:
+    with _frozen(path) as conn:
         return quick_check(conn)
-    finally:
-        conn.close()
+
+
+def _frozen(path: Path) -> contextlib.closing[sqlite3.Connection]:
+    return contextlib.closing(sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True))
+
+
+def _objects(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
 
 
 def copy_private(source: Path, target: Path, sync: bool = True) -> None:
@@ -65,11 +60,6 @@ def copy_private(source: Path, target: Path, sync: bool = True) -> None:
             os.close(fd)
 
 
-def write_new(path: Path, data: bytes) -> None:
-    """Write `path` (0600) by a private temp file and a rename (see files.write_atomic)."""
-    write_atomic(path, data)
-
-
 def free_bytes(folder: Path) -> int:
     """Bytes this user may still write on the file system holding `folder` (or its nearest parent)."""
     while not folder.exists():
@@ -80,7 +70,8 @@ def free_bytes(folder: Path) -> int:
 
 def room_for_backup(db: Path, backup_dir: Path) -> None:
     """EnvironmentProblem (exit 7) unless the backup folder has room for a backup of `db`."""
-    needed = db_size(db) * 11 // 10 + (1 << 20)
+    size = sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
+    needed = size * 11 // 10 + (1 << 20)
     free = free_bytes(backup_dir)
     if free < needed:
         raise EnvironmentProblem(
@@ -90,24 +81,31 @@ def room_for_backup(db: Path, backup_dir: Path) -> None:
         )
 
 
+def _claim(
+    backup_dir: Path, db: Path, held: Path, database_id: str, reason: str, **extra: object
+) -> tuple[Path, Path]:
+    """`catalog.claim` a name for a backup holding what `held` holds, `extra` in its record."""
+    version, migration = catalog.held_version(held)
+    fields: dict[str, object] = {"database": os.path.realpath(db), "database_id": database_id}
+    fields.update(reason=reason, version=version, migration=migration, **extra)
+    return catalog.claim(backup_dir, db, datetime.now(timezone.utc), reason, fields)
+
+
 def take(db: Path, backup_dir: Path, reason: str, fast: bool = True, vouched: str = "") -> Path:
     """A verified, consistent copy of `db` (WAL content included) in `backup_dir`, mode 0600.
 
-    `fast`: copy the files whole under SQLite's write lock (see `filecopy`); when the
-    lock is not free at once, or with `fast=False`, SQLite's online backup API. Room is
-    demanded here, where a backup is taken, and nowhere else: a start that writes nothing
-    needs none. The state copied passes quick_check, else DatabaseUnusable (exit 6) and
-    nothing is left: a start's full check before it writes. `vouched` (why, for the log):
-    a migrating start within the integrity interval relies on the full check recorded
-    for this file (`cache.vouching`) instead; the copy is still compared and hashed.
+    `fast`: copied whole under SQLite's write lock (`filecopy`), else (or when the lock is
+    busy) by SQLite's online backup API. Room is demanded here only: a start that writes
+    nothing needs none. The state copied fails quick_check: DatabaseUnusable (exit 6),
+    nothing left. `vouched` (why, for the log): the full check `cache.vouching` recorded
+    stands in for quick_check; the copy is still compared and hashed.
     """
     room_for_backup(db, backup_dir)
     # What this call creates goes again when it fails: a refused start leaves no trace.
     created = [] if catalog.read_identity(db) else [catalog.identity_path(db)]
     created += [p for p in (backup_dir, *backup_dir.parents) if not p.exists()]
     backup_dir.mkdir(parents=True, exist_ok=True)
-    when = datetime.now(timezone.utc)
-    final = backup_dir / f"{db.stem}-{catalog.stamp(when)}-{reason}.db"
+    final = backup_dir / f"{db.stem}-{catalog.stamp(datetime.now(timezone.utc))}-{reason}.db"
     tmp: Path | None = None
     record: Path | None = None  # once claimed: written before the rename, ours to remove
     try:
@@ -120,18 +118,16 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True, vouched: st
         os.close(create_fresh(tmp))
         locked = None
         if fast:
-            from preflight.storage.filecopy import (
-                locked_copy,  # not needed by a start that writes nothing
-            )
+            from preflight.storage.filecopy import locked_copy  # not for a start writing nothing
 
             locked = locked_copy(db, tmp, check=not vouched)
         if locked is not None:
             faults.point("backup-temp-written")
-            # Verified already: the source passed quick_check in the state we copied
-            # (or, `vouched`, within the integrity interval), and the copy was compared
-            # with it byte for byte, or is a clone of it made under the same lock.
+            # Verified already: quick_check of the state copied (or `vouched`), and the
+            # copy compared with it block by block, or a clone made under the same lock.
             fsync_file(tmp)
-            result, copied, sha = "ok", _object_count(tmp), locked.tree
+            with _frozen(tmp) as conn:
+                result, copied, sha = "ok", _objects(conn), locked.tree
             expected, how, live = locked.expected, locked.method, locked.live
         else:
             for leftover in (Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
@@ -139,10 +135,10 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True, vouched: st
             os.truncate(tmp, 0)
             expected, live = _copy_online(db, tmp), None
             faults.point("backup-temp-written")
-            result, copied, sha = _verify_while_syncing(tmp)
+            result, copied, sha = _while_syncing(tmp, lambda: _verify(tmp))
             how = "copied (SQLite backup API)"
-        if result != "ok" and locked is None:
-            _check_source(db)  # the copy is SQLite's own of the live state: corrupt there?
+            if result != "ok":
+                _check_source(db)  # the copy is SQLite's own of the live state: corrupt there?
         if result != "ok" or copied != expected:
             raise EnvironmentProblem(
                 f"backup {tmp} failed verification ({result}; {copied}/{expected} schema objects)",
@@ -154,26 +150,14 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True, vouched: st
             ", every block compared" if compared else ""
         )
         log.info("backup: %s %s, %s, sha256 tree %s", how, db.name, checked, sha[:16])
-        version, migration = catalog.held_version(tmp)
         # The record goes first: a name in the folder without one would be taken for
-        # a backup from before records, listed for any database of this file name.
-        final, record = catalog.claim(
-            backup_dir,
-            db,
-            when,
-            reason,
-            {
-                "database": os.path.realpath(db),
-                "database_id": database_id,
-                "reason": reason,
-                "version": version,
-                "migration": migration,
-                # What a restore checks the backup against, in the pass that copies it.
-                **Fingerprint(TREE, sha, tmp.stat().st_size).fields(),
-                # The live files as copied: a retry finding them so reuses this backup.
-                **({"live": live, "live_since": "it was taken"} if live else {}),
-            },
-        )
+        # a backup from before records, listed for any database of this file name. It
+        # keeps what a restore checks the copy against, and the live files as copied (a
+        # retry finding them so reuses this backup).
+        fields = Fingerprint(TREE, sha, tmp.stat().st_size).fields()
+        if live:
+            fields.update(live=live, live_since="it was taken")
+        final, record = _claim(backup_dir, db, tmp, database_id, reason, **fields)
         faults.point("backup-before-rename")
         os.replace(tmp, final)
         fsync_dir(backup_dir)
@@ -184,8 +168,12 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True, vouched: st
                 f"backup to {backup_dir} failed: {exc.strerror} (the disk is full)",
                 f"free space on {backup_dir} (or set PREFLIGHT_BACKUP_DIR to a larger disk)",
             ) from None
+        denied = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
         raise EnvironmentProblem(
-            f"backup to {backup_dir} failed: {exc.strerror or exc}", _os_hint(exc)
+            f"backup to {backup_dir} failed: {exc.strerror or exc}",
+            "make the folder writable by this user, or set PREFLIGHT_BACKUP_DIR"
+            if denied
+            else "check the backup folder",
         ) from None
     except sqlite3.Error as exc:
         if "locked" in str(exc) or "busy" in str(exc):
@@ -215,29 +203,24 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True, vouched: st
 
 
 def _stamp_record(final: Path, record: Path) -> None:
-    """Add the renamed backup's inode stamp (see unchanged.stamp_of) to its record.
-
-    A restore by clone then needs no read: the same inode, untouched since, holds the
-    hashed bytes. The rename changed the ctime, hence after it; a crash before this
-    leaves the record without a stamp, and that restore hashes the clone instead.
-    """
+    """Add the renamed backup's inode stamp (`unchanged.stamp_of`) to its record: a restore
+    by clone of the same untouched inode then needs no read. After the rename (it moves the
+    ctime); a crash before leaves no stamp, and that restore hashes the clone instead."""
     try:
         data = json.loads(record.read_bytes())
         data["stamp"] = unchanged.stamp_of(os.stat(final))
-        write_new(record, json.dumps(data, indent=1).encode())
+        write_atomic(record, json.dumps(data, indent=1).encode())
     except (OSError, ValueError) as exc:
         log.debug("backup: no stamp in %s (%s); a restore hashes it instead", record, exc)
 
 
 def _check_source(db: Path) -> None:
     """DatabaseUnusable (exit 6) if the live database fails quick_check (read-only)."""
-    conn = sqlite3.connect(uri(db, mode="ro"), uri=True)
     try:
-        result = quick_check(conn)
+        with contextlib.closing(sqlite3.connect(uri(db, mode="ro"), uri=True)) as conn:
+            result = quick_check(conn)
     except sqlite3.DatabaseError as exc:
         result = str(exc)
-    finally:
-        conn.close()
     if result != "ok":
         raise DatabaseUnusable(
             f"{db} fails PRAGMA quick_check: {result[:200]}",
@@ -246,36 +229,27 @@ def _check_source(db: Path) -> None:
 
 
 def _copy_online(db: Path, tmp: Path) -> int:
-    """Copy with SQLite's online backup API, page by page; returns the source's object count."""
+    """Copy with SQLite's online backup API (WAL frames included); the source's object count."""
     # Read-only source: closing it cannot checkpoint, so a failed backup (exit 7)
     # leaves the database byte-identical. (inspect already recovered a hot journal.)
-    src = sqlite3.connect(uri(db, mode="ro"), uri=True)
-    dst = sqlite3.connect(tmp)
-    try:
-        # The online backup API copies a consistent snapshot that includes
-        # frames still in the WAL; copying the main file alone would lose them.
+    with (
+        contextlib.closing(sqlite3.connect(uri(db, mode="ro"), uri=True)) as src,
+        contextlib.closing(sqlite3.connect(tmp)) as dst,
+    ):
         src.backup(dst)
-        return int(src.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
-    finally:
-        dst.close()
-        src.close()
+        return _objects(src)
 
 
-def _object_count(path: Path) -> int:
-    conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
-    try:
-        return int(conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
-    finally:
-        conn.close()
+def _verify(tmp: Path) -> tuple[str, int, str]:
+    with _frozen(tmp) as conn:
+        result, copied = quick_check(conn), _objects(conn)
+    return result, copied, digest.hash_file(tmp)
 
 
-def _verify_while_syncing(tmp: Path) -> tuple[str, int, str]:
-    """quick_check, object count and sha256 tree of `tmp`, while another thread fsyncs it.
-
-    Both only need the finished file: reading it from the page cache and flushing it
-    to disk can overlap. The caller renames only after both have succeeded.
-    """
-    import threading  # only a backup needs it
+def _while_syncing(tmp: Path, work: Callable[[], T]) -> T:
+    """`work` (reading the finished `tmp`) while another thread fsyncs it: both only need
+    the finished file. The caller renames only after both have succeeded."""
+    import threading  # only a backup or restore needs it
 
     failed: list[BaseException] = []
 
@@ -288,22 +262,12 @@ def _verify_while_syncing(tmp: Path) -> tuple[str, int, str]:
     syncer = threading.Thread(target=sync, name="preflight-fsync")
     syncer.start()
     try:
-        result = quick_check_file(tmp)
-        copied = _object_count(tmp)
-        sha = digest.hash_file(tmp)
+        done = work()
     finally:
         syncer.join()
     if failed:
         raise failed[0]
-    return result, copied, sha
-
-
-def _os_hint(exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return "free space there or set PREFLIGHT_BACKUP_DIR to a larger disk"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "make the folder writable by this user, or set PREFLIGHT_BACKUP_DIR"
-    return "check the backup folder"
+    return done
 
 
 def _recorded(backup: Path) -> tuple[Fingerprint, object] | None:
@@ -314,30 +278,23 @@ def _recorded(backup: Path) -> tuple[Fingerprint, object] | None:
     return None if found is None or record is None else (found, record.get("stamp"))
 
 
-def _sidecars(path: Path) -> list[str]:
-    """The suffixes of a non-empty -wal or -journal beside `path` (SQLite would replay them)."""
-    found = []
-    for suffix in ("-wal", "-journal"):
-        try:
-            if os.stat(f"{path}{suffix}").st_size > 0:
-                found.append(suffix)
-        except FileNotFoundError:
-            pass
-    return found
+def _foreign(path: Path) -> str:
+    """Why `path` cannot be a backup of ours (empty, or no SQLite header), or ""."""
+    with open(path, "rb") as f:
+        if f.read(16) == b"SQLite format 3\x00":
+            return ""
+    return f"backup {path} is not an SQLite database (empty or foreign)"
 
 
 def backup_problem(path: Path) -> str | None:
     """Why `path` cannot be restored (not SQLite, empty, changed, fails quick_check), or None.
 
     A backup whose record keeps its fingerprint is proven by `restore` itself, in the pass
-    that copies it (a mismatch changes nothing): here only its header and size, not a
-    second read. Any other file gets quick_check, unless a -wal or hot -journal beside it must
-    first be replayed: `restore` does that on a private copy and checks the result.
+    that copies it: here only its header and size. A -wal or hot -journal beside an
+    unrecorded file is first replayed by `restore` on a private copy, then checked.
     """
-    with open(path, "rb") as f:
-        if f.read(16) != b"SQLite format 3\x00":
-            # We never write an empty backup; an empty or foreign file is not one.
-            return f"backup {path} is not an SQLite database (empty or foreign)"
+    if problem := _foreign(path):
+        return problem
     recorded = _recorded(path)
     if recorded is not None:
         size = path.stat().st_size
@@ -347,32 +304,20 @@ def backup_problem(path: Path) -> str | None:
                 f"it changed after it was taken"
             )
         return None
-    if _sidecars(path):
+    if unchanged.sidecars(path):
         return None
     result = quick_check_file(path)
     return None if result == "ok" else f"backup {path} fails quick_check: {result[:200]}"
 
 
 def restore(backup: Path, db: Path, keep_in: Path | None = None) -> Path | None:
-    """Put `backup` in place of `db`, proven to be the backup as it was verified.
+    """Put `backup` in place of `db`, proven to be the backup as it was verified; with
+    `keep_in`, the current state is kept there first (`keep_current`): its path, else None.
 
-    With `keep_in`, the current state is kept there as a `-pre-restore` backup first (see
-    `keep_current`), right before the rename; its path is returned (else None).
-
-    The proof: a backup whose record keeps a fingerprint (`digest`: a sha256 tree, or the
-    plain sha256 of older records) is hashed in the pass that copies it (a clone: in one
-    read of the clone), so the bytes put in place are the bytes verified when it was
-    taken. Any other file (an older backup, a copy named by hand) is checked with
-    quick_check once copied, its -wal or hot -journal replayed into the private copy first
-    (the operator's files are never opened for writing). The restored file's state is
-    then kept in the backup's record (`unchanged.remember`): a start finding it so reuses
-    the backup.
-
-    Order matters for crash safety: the copy is written, proven and fsynced beside the
-    database first, so a bad backup or no room changes nothing; the live WAL is
-    checkpointed and emptied next, so removing the sidecars loses nothing even if we die
-    before the rename; the sidecars go before the rename, so the restored file never
-    meets a stale WAL.
+    Crash safety is in the order: the copy is written, proven and fsynced beside the
+    database first (a bad backup or no room changes nothing); the live WAL is checkpointed
+    next, so removing the sidecars loses nothing; the sidecars go before the rename, so
+    the restored file never meets a stale WAL.
     """
     tmp = db.with_name(f".{db.name}.restore.tmp")
     saved, linked = None, False
@@ -382,11 +327,8 @@ def restore(backup: Path, db: Path, keep_in: Path | None = None) -> Path | None:
         faults.point("restore-temp-written")
         if db.exists():
             try:
-                conn = sqlite3.connect(db, isolation_level=None)
-                try:
+                with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                finally:
-                    conn.close()
             except sqlite3.Error as exc:
                 # A damaged database is about to be replaced; its WAL goes with it.
                 log.debug("restore: checkpoint of %s failed (%s); replacing it anyway", db, exc)
@@ -432,15 +374,10 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
     from preflight.core.progress import Meter
     from preflight.storage.filecopy import _Flusher, copy_hashed  # only restores need them
 
-    with open(backup, "rb") as f:
-        if f.read(16) != b"SQLite format 3\x00":
-            raise RestoreFailed(
-                f"backup {backup} is not an SQLite database (empty or foreign); nothing was "
-                f"changed",
-                "choose another backup",
-            )
+    if problem := _foreign(backup):
+        raise RestoreFailed(f"{problem}; nothing was changed", "choose another backup")
     recorded = _recorded(backup)
-    beside = _sidecars(backup)
+    beside = unchanged.sidecars(backup)
     if beside and recorded is not None:
         raise RestoreFailed(
             f"backup {backup} has a non-empty {backup.name}{beside[0]} beside it: it was "
@@ -483,7 +420,7 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
                 copy_private(Path(f"{backup}{suffix}"), Path(f"{tmp}{suffix}"), sync=False)
             _replay(tmp)
             how += f", {'/'.join(beside)} replayed into the copy,"
-        result = _check_while_syncing(tmp)
+        result = _while_syncing(tmp, lambda: quick_check_file(tmp))
         if result != "ok":
             raise RestoreFailed(
                 f"backup {backup} fails quick_check: {result[:200]}; nothing was changed",
@@ -496,13 +433,10 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
 
 def _replay(tmp: Path) -> None:
     """Let SQLite replay `tmp`'s copied -wal (or roll back its hot -journal): one file."""
-    conn = sqlite3.connect(tmp, isolation_level=None)
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # recovers a journal
+    with contextlib.closing(sqlite3.connect(tmp, isolation_level=None)) as conn:
+        _objects(conn)  # recovers a journal
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    finally:
-        conn.close()
-    for suffix in ("-wal", "-journal"):
+    for suffix in DATA_SIDECARS:
         leftover = Path(f"{tmp}{suffix}")
         if busy or (leftover.exists() and leftover.stat().st_size > 0):
             raise RestoreFailed(
@@ -513,60 +447,19 @@ def _replay(tmp: Path) -> None:
     Path(f"{tmp}-shm").unlink(missing_ok=True)
 
 
-def _check_while_syncing(tmp: Path) -> str:
-    """quick_check of `tmp` while another thread fsyncs it (both need only the finished file)."""
-    import threading  # only a restore of an unrecorded file needs it
-
-    failed: list[BaseException] = []
-
-    def sync() -> None:
-        try:
-            fsync_file(tmp)
-        except BaseException as exc:  # re-raised in the caller's thread below
-            failed.append(exc)
-
-    syncer = threading.Thread(target=sync, name="preflight-fsync")
-    syncer.start()
-    try:
-        result = quick_check_file(tmp)
-    finally:
-        syncer.join()
-    if failed:
-        raise failed[0]
-    return result
-
-
 def keep_current(db: Path, backup_dir: Path, reason: str = "pre-restore") -> tuple[Path, bool]:
     """The database as it is now, kept in `backup_dir` before a restore: (path, linked).
 
-    A hard link where the folder is on the database's filesystem: nothing is copied,
-    and the database keeps its name until the rename that replaces it (a rename away
-    would leave no database if we died before the restore's rename, and the next start
-    would build an empty one). Nothing was read, so its record keeps no sha256: a
-    restore of it runs quick_check. Call it with the live WAL checkpointed and empty,
-    right before the rename. Otherwise (a -wal or hot -journal still holding data, another
-    filesystem, links refused) a verified copy (`take`), or for a database too damaged for
-    that, its raw files (`-damaged`, outside the rotation).
+    A hard link where it can, called with the live WAL checkpointed (the database keeps its
+    name until the restore's rename: a rename away, then a crash, and the next start would
+    build an empty one); its record keeps no fingerprint (nothing was read). Else a verified
+    copy (`take`), or for a database too damaged for that, its raw files (`-damaged`).
     """
     backup_dir.mkdir(parents=True, exist_ok=True)
-    if not _sidecars(db):
+    if not unchanged.sidecars(db):
         _drop_stale_links(db, backup_dir)
         database_id = catalog.ensure_identity(db, backup_dir)
-        version, migration = catalog.held_version(db)
-        final, record = catalog.claim(
-            backup_dir,
-            db,
-            datetime.now(timezone.utc),
-            reason,
-            {
-                "database": os.path.realpath(db),
-                "database_id": database_id,
-                "reason": reason,
-                "version": version,
-                "migration": migration,
-                "kept_by": "hard link",  # no sha256: a restore of it runs quick_check
-            },
-        )
+        final, record = _claim(backup_dir, db, db, database_id, reason, kept_by="hard link")
         try:
             os.link(db, final)
         except OSError as exc:
@@ -586,8 +479,7 @@ def keep_current(db: Path, backup_dir: Path, reason: str = "pre-restore") -> tup
 
 def _drop_stale_links(db: Path, backup_dir: Path) -> None:
     """Remove saves that are still the live database's own inode: left by a crash between
-    `keep_current`'s link and the restore's rename (the database holds that state anyway,
-    and the app's writes would have changed it)."""
+    `keep_current`'s link and the restore's rename (the database holds that state anyway)."""
     live = os.stat(db)
     for name in catalog.records(backup_dir, db):
         path = backup_dir / name
@@ -602,10 +494,9 @@ def _drop_stale_links(db: Path, backup_dir: Path) -> None:
 
 def keep_raw(db: Path, backup_dir: Path) -> Path:
     """The damaged database's raw files aside, as private (0600) new files, outside the rotation."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
-    target = backup_dir / f"{db.stem}-{stamp}-damaged.db"
+    target = backup_dir / f"{db.stem}-{catalog.stamp(datetime.now(timezone.utc))}-damaged.db"
     backup_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-journal"):
+    for suffix in ("", *DATA_SIDECARS):
         source = Path(f"{db}{suffix}")
         if source.exists():
             copy_private(source, Path(f"{target}{suffix}"))
@@ -617,8 +508,8 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
     """A private copy of `db` (with its WAL or hot journal) in `folder`, writing nothing beside it.
 
     Opening the live database, even read-only, can create -wal/-shm files; `check` must
-    not. So this copies the files and proves the copy consistent: nothing changed
-    (size, mtime) in any of them while they were copied, else it tries again.
+    not. So the files are copied, and the copy is consistent when nothing changed (size,
+    mtime) in any of them meanwhile; else it tries again.
     """
     if not db.exists():
         return None
@@ -654,13 +545,11 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
         Path(f"{target}{suffix}").unlink(missing_ok=True)
     os.close(create_fresh(target))
     try:
-        src = sqlite3.connect(uri(db, mode="ro"), uri=True, timeout=30)
-        dst = sqlite3.connect(target)
-        try:
+        with (
+            contextlib.closing(sqlite3.connect(uri(db, mode="ro"), uri=True, timeout=30)) as src,
+            contextlib.closing(sqlite3.connect(target)) as dst,
+        ):
             src.backup(dst)  # one step: the whole copy under one read transaction
-        finally:
-            dst.close()
-            src.close()
     except sqlite3.Error as exc:
         raise EnvironmentProblem(
             f"{db} kept changing while it was copied for a private snapshot ({exc})",

@@ -1,21 +1,10 @@
-"""The verified-state cache: what the last verified start proved, so the next need not redo it.
+"""The verified-state cache: what the last verified start proved (docs/performance.md).
 
-After a start that proved the live schema equal to the head of a migration set, the guard
-writes `app.db.preflight-cache.json` beside the database: a key (the migration set's
-fingerprint, --strict, the guard's own code, the SQLite version) and a hash of the
-database's schema text (every row of sqlite_master). A later start whose key and schema
-hash both match (the key holds the version the database records), skips the in-memory
-replay and the structural diff: everything a snapshot reads (PRAGMA table_xinfo,
-index_list, foreign_key_list) is derived by SQLite from that text, so an identical text
-is an identical schema. Any change to the schema changes the hash, and the full check
-runs. A missing, unreadable or mismatched cache is ignored; it never skips the cheap
-integrity checks, the history check, the lock or the busy check, and the database itself
-is never written. `checked_at` is when the last full `PRAGMA quick_check` passed (Unix
-seconds, 0 for none): under an interval policy (--integrity) a start with nothing to
-write runs the full check only when that is older than the interval. `checked_on` names
-the file that check read (`file_id`: device and inode): a start that migrates, backed by
-a backup, may rely on that check instead of its own before writing (`vouching`), but only
-for that very file, with the schema it had then; a restore or a copy is another file.
+A key (the migration set, --strict, the guard's code, SQLite's version) and the hash of
+the schema text (sqlite_master): everything a snapshot reads is derived by SQLite from
+that text, so an equal text is an equal schema. `checked_at`: when the last full
+quick_check passed (0: none); `checked_on`: the file it read (`file_id`), the only one it
+can vouch for (`vouching`).
 """
 
 from __future__ import annotations
@@ -76,12 +65,8 @@ def read(path: Path, expected_key: str | None) -> Verified | None:
 
 
 def vouching(path: Path, db: Path, live_hash: str) -> int:
-    """When the last full check of `db` passed (Unix seconds), as the cache at `path`
-    records it for this very file with this very schema; 0 when it cannot vouch.
-
-    Any key: a start that brings new migrations has a new key, yet the check read the
-    same pages. The file (device and inode) and the schema text must be the ones it read.
-    """
+    """When the last full check of this very file with this very schema passed (Unix
+    seconds; 0: it cannot vouch). Any key: new migrations change it, not the pages read."""
     found = read(path, None)
     if found is None or not found.checked_at or not live_hash:
         return 0

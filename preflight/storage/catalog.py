@@ -1,8 +1,5 @@
-"""Which backups are whose: the database's id, side records, listing, pruning.
-
-Each backup `<stem>-<time>-<reason>.db` has a side record `<backup>.json` (the database's
-real path and id, the migration it holds) written before its rename, so databases of one
-file name can share a folder: every operation considers only backups carrying this id.
+"""Which backups are whose: the database's id, side records, listing, pruning. Databases of
+one file name can share a folder: every operation considers only backups carrying its id.
 """
 
 from __future__ import annotations
@@ -11,12 +8,13 @@ import json
 import os
 import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from preflight.core.files import create_exclusive, fsync_dir
+from preflight.core.files import create_exclusive, fsync_dir, read_small
 from preflight.core.files import write_atomic as write_new
 from preflight.fast.facts import ID, backup_name, uri
 
@@ -33,14 +31,7 @@ def _valid_id(text: str) -> bool:
 
 def read_identity(db: Path) -> str | None:
     """The id written beside `db`, or None (never backed up since backups carried one)."""
-    try:
-        fd = os.open(identity_path(db), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        text = os.read(fd, 64).decode("ascii", "replace").strip()
-    finally:
-        os.close(fd)
+    text = (read_small(identity_path(db), 64) or b"").decode("ascii", "replace").strip()
     return text if _valid_id(text) else None
 
 
@@ -65,9 +56,6 @@ def ensure_identity(db: Path, backup_dir: Path, given: str | None = None) -> str
     write_new(identity_path(db), f"{new}\n".encode())
     fsync_dir(db.parent)
     return new
-
-
-# ---------------------------------------------------------------- listing
 
 
 @dataclass(frozen=True)
@@ -98,19 +86,14 @@ class BackupFile:
 
 
 def record_path(backup: Path) -> Path:
-    """The side record of a backup: `<backup>.json`, written before the backup is renamed in."""
+    """The side record of a backup, written before the backup is renamed in."""
     return backup.with_name(backup.name + ".json")
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        with open(fd, "rb") as f:
-            data = json.loads(f.read(1 << 16) or b"null")
-    except (OSError, ValueError):
+        data = json.loads(read_small(path, 1 << 16) or b"null")
+    except ValueError:
         return None
     return data if isinstance(data, dict) and _valid_id(str(data.get("database_id"))) else None
 
@@ -127,8 +110,6 @@ def records(backup_dir: Path, db: Path) -> dict[str, dict[str, Any]]:
                 found[path.name[:-5]] = record
     return found
 
-
-# ---------------------------------------------------------------- taking one
 
 # Files that name no database (temp files of versions before ids, a record cut short by
 # a power cut) are removed by any guard once this old: no backup is that long in flight.
@@ -190,10 +171,7 @@ def claim(
     backup_dir: Path, db: Path, when: datetime, reason: str, fields: dict[str, Any]
 ) -> tuple[Path, Path]:
     """A backup's name, claimed by creating its side record exclusively: (backup, record).
-
-    Two databases sharing the folder may back up in the same millisecond: the second moves
-    to the next one, so neither ever replaces the other's.
-    """
+    Another database's guard that took the same millisecond moves the next one along."""
     for _ in range(1000):
         taken_at = stamp(when)
         backup = backup_dir / f"{db.stem}-{taken_at}-{reason}.db"
@@ -221,8 +199,7 @@ def claim(
 def held_version(path: Path) -> tuple[int | None, str | None]:
     """(number, name) of the last migration recorded in an SQLite file; (0, None) if none."""
     try:
-        conn = sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)
-        try:
+        with closing(sqlite3.connect(uri(path, mode="ro", immutable="1"), uri=True)) as conn:
             if not conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_preflight_history'"
             ).fetchone():
@@ -231,8 +208,6 @@ def held_version(path: Path) -> tuple[int | None, str | None]:
                 "SELECT version, name FROM _preflight_history ORDER BY version DESC LIMIT 1"
             ).fetchone()
             return (int(row[0]), str(row[1])) if row else (0, None)
-        finally:
-            conn.close()
     except (sqlite3.Error, ValueError, TypeError):
         return None, None
 

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from preflight.core import targets
 from preflight.core.errors import EnvironmentProblem, UsageError
@@ -32,12 +32,7 @@ if TYPE_CHECKING:
 BACKUP_MODES = ("on-change", "always", "never")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-TOOL_NAMES = (
-    "files",
-    "alembic",
-    "flask-migrate",
-    "django",
-)  # tools.NAMES (not imported: a start stays light)
+TOOL_NAMES = ("files", "alembic", "flask-migrate", "django")  # tools.NAMES, not imported
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -142,16 +137,9 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
 }
 
 OPTIONS: tuple[Option, ...] = tuple(
-    Option(
-        dest,
-        flag,
-        env,
-        PARSERS[dest][0](default) if default else None,
-        PARSERS[dest][0],
-        PARSERS[dest][1],
-        is_switch=switch,
-    )
+    Option(dest, flag, env, parse(default) if default else None, parse, text, switch)
     for dest, flag, env, default, switch in ROWS
+    for parse, text in [PARSERS[dest]]
 )
 
 
@@ -254,7 +242,6 @@ def resolve(args: object, environ: Mapping[str, str]) -> Settings:
             "mount the volume that holds it, or fix the link",
         )
     db = Path(os.path.realpath(given))
-    backup_dir = values["backup_dir"]
     if values["downgrade"] == "apply" and values["tool"] != "files":
         raise UsageError(
             f"--downgrade apply (PREFLIGHT_DOWNGRADE) works with the guard's own migration "
@@ -263,29 +250,17 @@ def resolve(args: object, environ: Mapping[str, str]) -> Settings:
             "unset PREFLIGHT_DOWNGRADE; to roll back, restore the pre-migrate backup "
             "(README, Rollback runbook)",
         )
-    return Settings(
+    # Each parser gave its field's type; a setting not given and without a default is None.
+    for name in ("smoke", "functions", "tool_cmd", "litestream_config"):
+        values[name] = values[name] or None
+    config, backups = values["litestream_config"], values["backup_dir"]
+    values.update(
         db=db,
         migrations=Path(os.path.abspath(str(values["migrations"]))),
-        backup_dir=Path(backup_folder(str(db), str(backup_dir) if backup_dir else None)),
-        backup=str(values["backup"]),
-        keep_backups=int(str(values["keep_backups"])),
-        lock_timeout=float(str(values["lock_timeout"])),
-        smoke=str(values["smoke"]) if values["smoke"] else None,
-        strict=bool(values["strict"]),
-        log_format=str(values["log_format"]),
-        log_level=str(values["log_level"]),
-        json=bool(values["json"]),
-        smoke_timeout=float(str(values["smoke_timeout"])),
-        functions=str(values["functions"]) if values["functions"] else None,
-        integrity=cast("str | int", values["integrity"]),
-        tool=str(values["tool"]),
+        backup_dir=Path(backup_folder(str(db), str(backups) if backups else None)),
         app_dir=Path(os.path.abspath(str(values["app_dir"] or "."))),
-        tool_cmd=str(values["tool_cmd"]) if values["tool_cmd"] else None,
-        litestream_config=Path(os.path.abspath(str(values["litestream_config"])))
-        if values["litestream_config"]
-        else None,
-        litestream=str(values["litestream"]) or "litestream",
-        litestream_timeout=float(str(values["litestream_timeout"])),
-        downgrade=str(values["downgrade"]),
-        accept_loss=cast("tuple[Target, ...]", values["accept_loss"] or ()),
+        litestream_config=Path(os.path.abspath(str(config))) if config else None,
+        litestream=values["litestream"] or "litestream",
+        accept_loss=values["accept_loss"] or (),
     )
+    return Settings(**cast("dict[str, Any]", values))

@@ -1,17 +1,10 @@
 """A backup's fingerprint, and the restore's copy that checks it in the pass that writes.
 
-A plain sha256 runs on one core at about the speed a disk copies (0.6 s per GiB on the
-benchmark machine, with SHA-NI): a restore that checked one would cost a `cp` plus that.
-So a backup records a sha256 tree: the sha256 of every 8 MiB chunk, and the sha256 of
-those digests (32 bytes each) in order. The chunks are independent, so every core hashes
-some; with the file's size and the chunk size recorded beside it, equal roots mean equal
-bytes, as for a plain sha256. By hand:
-`split -b 8388608 --filter=sha256sum FILE | cut -c1-64 | xxd -r -p | sha256sum`.
-Records from before keep the plain sha256 of the whole file: still checked, on one core.
-
-The copies hashed here are files the guard itself just created (private, under its lock),
-read through `mmap` from the page cache: no second copy of the bytes, and no other
-process truncates them under the mapping.
+A plain sha256 runs on one core at about the speed a disk copies, so a backup records a
+sha256 tree: the sha256 of the sha256 of every 8 MiB chunk, in order, every core hashing
+some. By hand: `split -b 8388608 --filter=sha256sum FILE | cut -c1-64 | xxd -r -p | sha256sum`.
+Older records keep the plain sha256 of the whole file. What is hashed here is a file the
+guard just created (under its lock), mapped from the page cache: nobody truncates it.
 """
 
 from __future__ import annotations
@@ -44,9 +37,7 @@ class Fingerprint:
     chunk: int = CHUNK
 
     def fields(self) -> dict[str, Any]:
-        """The record's fields for it."""
-        if self.kind == PLAIN:
-            return {PLAIN: self.hex, "bytes": self.size}
+        """A tree's fields in a record (backups record no other kind now)."""
         return {TREE: self.hex, "chunk_bytes": self.chunk, "bytes": self.size}
 
     def describe(self) -> str:
@@ -95,9 +86,15 @@ def hash_chunk(fd: int, pos: int, n: int, update: Callable[[Any], object]) -> No
     update(buffer)
 
 
+def leaf(fd: int, pos: int, n: int) -> bytes:
+    """The sha256 of one chunk: a leaf of the tree."""
+    part = hashlib.sha256()
+    hash_chunk(fd, pos, n, part.update)
+    return part.digest()
+
+
 def hash_file(path: Path, kind: str = TREE) -> str:
-    """The `kind` hex of a file the guard just wrote (see the module's note): a tree on
-    every CPU, a plain sha256 in order on this thread."""
+    """The `kind` hex of a file the guard just wrote: a tree on every CPU, a plain sha256 here."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
@@ -109,13 +106,9 @@ def hash_file(path: Path, kind: str = TREE) -> str:
         else:
             from concurrent.futures import ThreadPoolExecutor  # only a backup or restore
 
-            def leaf(pos: int) -> bytes:
-                part = hashlib.sha256()
-                hash_chunk(fd, pos, min(CHUNK, size - pos), part.update)
-                return part.digest()
-
             with ThreadPoolExecutor(workers(), thread_name_prefix="preflight-sha256") as pool:
-                out = root(list(pool.map(leaf, range(0, size, CHUNK))))
+                starts = range(0, size, CHUNK)
+                out = root(list(pool.map(lambda p: leaf(fd, p, min(CHUNK, size - p)), starts)))
         if os.fstat(fd).st_size != size:
             raise OSError(f"{path} changed size while it was hashed")
         return out
@@ -146,49 +139,58 @@ def copy_range(fin: int, fout: int, pos: int, want: int, kernel: bool) -> tuple[
 def copy_checked(
     fin: int, fout: int, dst: Path, size: int, meter: Meter | None, kind: str, chunk: int
 ) -> str:
-    """Copy `size` bytes of `fin` into `fout` (the new file `dst`) and hash the copy: the
-    hex of `kind` (TREE with `chunk`, or PLAIN) of what was written.
-
-    One pass: the kernel copies chunk by chunk (`copy_file_range`: no round trip through
-    Python, else reads and writes), and as each chunk lands, a worker hashes it from the
-    page cache: the copy, not the source, so the bytes hashed are the bytes put in place.
-    A tree's chunks are hashed on every CPU; a plain sha256 in order on one. The copy runs
-    at most a few chunks ahead of the hashing, so what is hashed is still cached.
-    """
-    from concurrent.futures import ThreadPoolExecutor  # only a restore
-
-    plain = kind == PLAIN
-    digest = hashlib.sha256()
+    """Copy `size` bytes of `fin` into `fout` (the new file `dst`): the hex of `kind` (TREE
+    with `chunk`, or PLAIN) of what was written, hashed from the copy, not the source, so
+    the bytes hashed are the bytes put in place."""
     back = os.open(dst, os.O_RDONLY | os.O_CLOEXEC)
-
-    def leaf(pos: int, n: int) -> bytes:
-        if plain:  # one worker: its jobs run in order
-            hash_chunk(back, pos, n, digest.update)
-            return b""
-        part = hashlib.sha256()
-        hash_chunk(back, pos, n, part.update)
-        return part.digest()
-
-    threads = 1 if plain else workers()
-    kernel = hasattr(os, "copy_file_range")
-    pos = waited = 0
-    jobs: list[Future[bytes]] = []
+    leaves = Leaves(back, kind)
+    kernel, pos = hasattr(os, "copy_file_range"), 0
     try:
-        with ThreadPoolExecutor(threads, thread_name_prefix="preflight-sha256") as pool:
-            while pos < size:
-                n, kernel = copy_range(fin, fout, pos, min(chunk, size - pos), kernel)
-                if n == 0:
-                    break
-                jobs.append(pool.submit(leaf, pos, n))
-                pos += n
-                if meter:
-                    meter.update(pos)
-                while len(jobs) - waited > threads * 4:
-                    jobs[waited].result()  # the hashing keeps up, or the copy waits for it
-                    waited += 1
-            leaves = [job.result() for job in jobs]
+        while pos < size:
+            n, kernel = copy_range(fin, fout, pos, min(chunk, size - pos), kernel)
+            if n == 0:
+                break
+            leaves.add(pos, n)
+            pos += n
+            if meter:
+                meter.update(pos)
+        out = leaves.hex()
     finally:
+        leaves.stop()
         os.close(back)
     if pos != size:
         raise OSError(f"copied {pos} of {size} bytes: the source changed size")
-    return digest.hexdigest() if plain else root(leaves)
+    return out
+
+
+class Leaves:
+    """Chunks of a file being written, hashed by worker threads from the page cache as they
+    land: a tree's on `threads` CPUs (0: `workers()`), a plain sha256's in order on one. The
+    writer runs a few chunks ahead at most, so what is hashed is still cached."""
+
+    def __init__(self, fd: int, kind: str = TREE, threads: int = 0) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # only a backup or restore
+
+        self.fd, self.plain, self.whole = fd, kind == PLAIN, hashlib.sha256()
+        self.threads = 1 if self.plain else threads or workers()
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="preflight-sha256")
+        self.jobs: list[Future[bytes]] = []
+
+    def _hash(self, pos: int, n: int) -> bytes:
+        if self.plain:  # one worker: its jobs run in order
+            hash_chunk(self.fd, pos, n, self.whole.update)
+            return b""
+        return leaf(self.fd, pos, n)
+
+    def add(self, pos: int, n: int) -> None:
+        self.jobs.append(self.pool.submit(self._hash, pos, n))
+        if len(self.jobs) > self.threads * 4:
+            self.jobs[-self.threads * 4 - 1].result()  # the hashing keeps up, or the writer waits
+
+    def hex(self) -> str:
+        """The hex of every chunk added, once the workers are done."""
+        leaves = [job.result() for job in self.jobs]
+        return self.whole.hexdigest() if self.plain else root(leaves)
+
+    def stop(self) -> None:
+        self.pool.shutdown(cancel_futures=True)

@@ -1,36 +1,25 @@
-"""The verified whole-file copy a backup makes under SQLite's write lock.
-
-Faster than SQLite's online backup API (which copies page by page through the pager)
-and as safe: the kernel copies the files (a reflink clone where the filesystem has one,
-else copy_file_range), one thread runs quick_check on the source in the very state being
-copied, another flushes the copy to disk, and every copied block is compared with the
-source (a clone shares the source's blocks as they were under the lock: nothing to
-compare). `backup.take` falls back to the online backup API when this returns None.
-
-`copy_hashed` is the restore's copy: a clone, or a kernel copy whose every chunk is hashed
-as it is written (`digest`), so the restored bytes are the hashed ones.
+"""The verified whole-file copy a backup makes under SQLite's write lock (docs/internals.md,
+step 9): faster than the online backup API, which copies page by page through the pager.
+`copy_hashed` is the restore's copy, hashed as written (`digest`).
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import mmap
 import os
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem
 from preflight.core.progress import Meter
 from preflight.fast.facts import quick_check, uri
 from preflight.storage import digest, unchanged
 from preflight.storage.digest import Fingerprint
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
 
 log = logging.getLogger("preflight")
 
@@ -44,8 +33,7 @@ BYTES = "copied (read/write)"
 
 @dataclass(frozen=True)
 class Locked:
-    """What `locked_copy` made: the source's object count, the copy's sha256 tree, how it
-    copied, and the live files' state it copied (`unchanged.state`, None: unsure)."""
+    """What `locked_copy` made (`live`: `unchanged.state` as copied, None: unsure)."""
 
     expected: int
     tree: str
@@ -56,46 +44,27 @@ class Locked:
 def locked_copy(db: Path, tmp: Path, check: bool = True) -> Locked | None:
     """Copy the database's files whole under SQLite's write lock, verified; None: do it another way.
 
-    `check=False`: no quick_check of the source (a full check of this file that passed
-    within the integrity interval vouches for it, see `cache.vouching`); the copy is still
-    compared block by block and hashed.
+    Another thread runs quick_check (unless `check=False`: `cache.vouching`) on the source
+    in the very state copied; each copied block is compared with the source (a FICLONE
+    clone shares the source's blocks as they were under the lock: nothing to compare).
+    Source corrupt: DatabaseUnusable. Lock busy or a block differs: None.
 
-    Verification runs beside the copy: another thread runs quick_check on the source in
-    the very state being copied (nothing can commit), and each copied block is compared
-    with the source. Source corrupt: DatabaseUnusable. Lock busy or a block differs
-    (another process checkpointed during the copy): None, and the caller uses the
-    online backup API with a quick_check of the copy.
-
-    Under the write lock no one can commit, so the rollback-journal main file cannot
-    change, and a WAL can neither grow nor be reset (only a writer or a RESTART/TRUNCATE
-    checkpoint, which needs that lock, resets it). A concurrent passive checkpoint may
-    still copy WAL frames into the main file, but only frames our copy of the WAL also
-    holds, so replaying that WAL onto the copy gives the same committed state. The copy
-    is then folded into one file and hashed (the sha256 tree its record keeps, which a
-    restore checks); the caller fsyncs it and checks its object count.
-
-    A clone is not compared: FICLONE shares the source's blocks as they were at that
-    instant, under the lock, in the state quick_check is reading; the kernel copies no
-    byte that could differ.
+    Under the write lock no one can commit, and a WAL can neither grow nor be reset (a
+    RESTART/TRUNCATE checkpoint needs that lock). A concurrent passive checkpoint copies
+    into the main file only frames our copy of the WAL also holds, so replaying that WAL
+    onto the copy gives the same committed state.
     """
     # A read transaction held open across the copy: our writer's close below then
     # cannot checkpoint the live WAL into the main file (that needs the database to
     # itself), so the live files stay byte-identical whatever happens.
-    reader = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
-    try:
+    with closing(sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)) as reader:
         reader.execute("BEGIN")
         expected = int(reader.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
-        writer = sqlite3.connect(db, timeout=0, isolation_level=None)
-        try:
+        with closing(sqlite3.connect(db, timeout=0, isolation_level=None)) as writer:
             try:
                 writer.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                log.info(
-                    "backup: %s is busy (%s); copying page by page with SQLite's backup "
-                    "API instead",
-                    db.name,
-                    exc,
-                )
+                _instead(f"{db.name} is busy ({exc})")
                 return None
             wal = Path(f"{db}-wal")
             has_wal = wal.exists() and wal.stat().st_size > 0
@@ -106,10 +75,10 @@ def locked_copy(db: Path, tmp: Path, check: bool = True) -> Locked | None:
             checker.start()
             flusher.start()
             try:
-                done = _copy(db, tmp, meter, 0, True, not has_wal)
+                done = copy_file(db, tmp, meter, 0, True, not has_wal)
                 if done.end >= 0 and has_wal:
                     os.close(os.open(f"{tmp}-wal", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                    done = _copy(wal, Path(f"{tmp}-wal"), meter, done.end, True, False)
+                    done = copy_file(wal, Path(f"{tmp}-wal"), meter, done.end, True)
                 sha, live = "", None
                 if done.end >= 0:
                     live = unchanged.state(db)  # still under the write lock: as copied
@@ -121,42 +90,33 @@ def locked_copy(db: Path, tmp: Path, check: bool = True) -> Locked | None:
                 flusher.stop()
                 checker.join()
             writer.execute("ROLLBACK")
-        finally:
-            writer.close()
-    finally:
-        reader.close()
-    if isinstance(checker.error, sqlite3.DatabaseError) and not isinstance(
-        checker.error, sqlite3.OperationalError
-    ):
-        # A page too broken for quick_check to report on: said as the full check says it.
+    error = checker.error
+    # A page too broken for quick_check to report on: said as the full check says it.
+    broken = isinstance(error, sqlite3.DatabaseError) and not isinstance(
+        error, sqlite3.OperationalError
+    )
+    if error is not None and not broken:
+        raise error
+    result = str(error) if broken else checker.result
+    if result != "ok":
         raise DatabaseUnusable(
-            f"{db} fails PRAGMA quick_check: {str(checker.error)[:200]}",
-            "restore a backup with 'preflight restore'",
-        )
-    if checker.error is not None:
-        raise checker.error
-    if checker.result != "ok":
-        raise DatabaseUnusable(
-            f"{db} fails PRAGMA quick_check: {checker.result[:200]}",
+            f"{db} fails PRAGMA quick_check: {result[:200]}",
             "restore a backup with 'preflight restore'",
         )
     if done.end < 0:
-        log.info(
-            "backup: %s changed while it was copied; copying page by page with SQLite's "
-            "backup API instead",
-            db.name,
-        )
+        _instead(f"{db.name} changed while it was copied")
         return None
     return Locked(expected, sha, done.method, live)
 
 
+def _instead(why: str) -> None:
+    log.info("backup: %s; copying page by page with SQLite's backup API instead", why)
+
+
 def _fold(tmp: Path) -> None:
     """Replay the copied WAL into the copy: one file, still marked WAL mode like the live one."""
-    conn = sqlite3.connect(tmp, isolation_level=None)
-    try:
+    with closing(sqlite3.connect(tmp, isolation_level=None)) as conn:
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    finally:
-        conn.close()
     if busy or Path(f"{tmp}-wal").exists():
         raise EnvironmentProblem(
             f"backup {tmp}: could not fold the copied WAL into it", "check the backup folder"
@@ -171,14 +131,12 @@ def copy_hashed(
     recorded: Fingerprint | None,
     stamp: object = None,
 ) -> tuple[str, str]:
-    """Copy `src` into the empty file `dst` open as `fd_out`: (how, hex of `dst`, or "").
+    """Copy `src` into the empty file `dst` open as `fd_out`: (how, hex of `dst` in
+    `recorded`'s kind, or "").
 
-    A clone where the filesystem allows; it is then read once and hashed, unless `src`
-    still carries `stamp` (see `unchanged.stamp_of`) after the clone: then it is the file that was
-    hashed when it was verified, and nothing is read ("" returned, `how` says so). Else,
-    with a `recorded` fingerprint, the kernel copies chunk by chunk while other threads
-    hash each chunk of the copy as it is written, in its kind (`digest.copy_checked`);
-    else copy_file_range. The hex is of `recorded`'s kind.
+    A clone is hashed, unless `src` still carries `stamp` (`unchanged.stamp_of`) after it:
+    then it is the very file hashed when it was verified ("", `how` says so). Else, with a
+    `recorded` fingerprint, `digest.copy_checked`; else a plain kernel copy.
     """
     fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -197,7 +155,14 @@ def copy_hashed(
             return how, digest.copy_checked(
                 fin, fd_out, dst, size, meter, recorded.kind, recorded.chunk
             )
-        copied = _kernel_copy(fin, fd_out, size, meter)
+        copied, kernel = 0, hasattr(os, "copy_file_range")
+        while copied < size:
+            n, kernel = digest.copy_range(fin, fd_out, copied, min(32 << 20, size - copied), kernel)
+            if n == 0:
+                break
+            copied += n
+            if meter:
+                meter.update(copied)
         if copied != size:
             raise OSError(f"{src} changed size while it was copied")
         return KERNEL, ""
@@ -214,28 +179,6 @@ def clone(fin: int, fout: int) -> bool:
         return False  # no reflinks here (ext4, tmpfs), another filesystem, or unsupported
 
 
-def _kernel_copy(fin: int, fout: int, size: int, meter: Meter | None) -> int:
-    """copy_file_range where the kernel has it, else reads and writes; bytes copied."""
-    copied, step = 0, 32 << 20
-    kernel = hasattr(os, "copy_file_range")
-    while copied < size:
-        n = 0
-        if kernel:
-            try:
-                n = os.copy_file_range(fin, fout, min(step, size - copied), copied, copied)
-            except OSError:
-                kernel = False
-        if not kernel:
-            block = os.pread(fin, min(step, size - copied), copied)
-            n = os.pwrite(fout, block, copied)
-        if n == 0:
-            break
-        copied += n
-        if meter:
-            meter.update(copied)
-    return copied
-
-
 class _Checker:
     """PRAGMA quick_check of the live database in a thread (sqlite3 releases the GIL)."""
 
@@ -249,13 +192,9 @@ class _Checker:
         self.thread = threading.Thread(target=self._run, name="preflight-quick-check", daemon=True)
 
     def _run(self) -> None:
-        try:
-            # Read-only: closing it cannot checkpoint the live WAL.
-            conn = sqlite3.connect(uri(self.db, mode="ro"), uri=True)
-            try:
+        try:  # read-only: closing it cannot checkpoint the live WAL
+            with closing(sqlite3.connect(uri(self.db, mode="ro"), uri=True)) as conn:
                 self.result = quick_check(conn)
-            finally:
-                conn.close()
         except BaseException as exc:  # re-raised by the caller
             self.error = exc
 
@@ -269,11 +208,8 @@ class _Checker:
 
 
 class _Flusher:
-    """fdatasync a file being written, over and over, until stopped.
-
-    The disk then writes the copy while the CPU compares it and checks the source,
-    instead of all at once in the final fsync (which the caller still does).
-    """
+    """fdatasync a file being written, over and over, until stopped: the disk writes the copy
+    while it is compared and checked, not all at once in the caller's final fsync."""
 
     def __init__(self, path: Path) -> None:
         import threading  # only a backup needs it
@@ -322,70 +258,35 @@ def _same(fin: int, fout: int, start: int, length: int, buffer: bytearray) -> bo
         return os.preadv(fout, [other], start) == length and mine == other
 
 
-class _Leaves:
-    """The sha256 of each chunk of a copy, hashed by another thread from the page cache
-    (`digest.hash_chunk`) while the copying thread copies and compares the next chunks."""
-
-    def __init__(self, fout: int) -> None:
-        from concurrent.futures import ThreadPoolExecutor  # only a backup needs it
-
-        self.fout = fout
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="preflight-sha256")
-        self.jobs: list[Future[bytes]] = []
-
-    def add(self, pos: int, n: int) -> None:
-        def leaf() -> bytes:
-            part = hashlib.sha256()
-            digest.hash_chunk(self.fout, pos, n, part.update)
-            return part.digest()
-
-        self.jobs.append(self.pool.submit(leaf))
-        if len(self.jobs) > 4:
-            self.jobs[-5].result()  # the hashing keeps up, or the copy waits for it
-
-    def close(self) -> str:
-        try:
-            return digest.root([job.result() for job in self.jobs])
-        finally:
-            self.pool.shutdown(cancel_futures=True)
-
-
 @dataclass(frozen=True)
-class _Copied:
+class Copied:
     end: int  # bytes copied plus the offset; -1: a block differed from the source
     method: str  # CLONE, KERNEL or BYTES
     tree: str = ""  # the copy's sha256 tree, when asked for and every byte was compared
 
 
 def copy_file(
-    src: Path, dst: Path, meter: Meter | None = None, offset: int = 0, verify: bool = False
-) -> int:
-    """Copy `src` over the existing `dst` in the kernel; returns bytes copied plus `offset`.
-
-    A reflink clone (FICLONE) where the filesystem has one (instant, copy-on-write),
-    else copy_file_range (no round trip through Python), else plain reads and writes.
-    With `verify`, each copied block (a clone has none) is compared with the source: -1
-    if one differs.
-    """
-    return _copy(src, dst, meter, offset, verify, False).end
-
-
-def _copy(
-    src: Path, dst: Path, meter: Meter | None, offset: int, verify: bool, hashed: bool
-) -> _Copied:
-    """`copy_file`, chunk by chunk (digest.CHUNK); with `verify` and `hashed`, each chunk
-    as compared is hashed by another thread (`_Leaves`) into the copy's sha256 tree."""
+    src: Path,
+    dst: Path,
+    meter: Meter | None = None,
+    offset: int = 0,
+    verify: bool = False,
+    hashed: bool = False,
+) -> Copied:
+    """Copy `src` over the existing `dst`: a clone, else in the kernel, else by reads and
+    writes, chunk by chunk. With `verify`, each copied chunk (a clone has none) is compared
+    with the source; with `hashed` too, hashed by another thread into the copy's tree."""
     size = src.stat().st_size
     with open(src, "rb") as fin, open(dst, "r+b") as fout:
         fout.truncate(0)
         if clone(fin.fileno(), fout.fileno()):
             if meter:
                 meter.update(offset + size, "cloned")
-            return _Copied(offset + size, CLONE)
+            return Copied(offset + size, CLONE)
         kernel = hasattr(os, "copy_file_range")
-        leaves = _Leaves(fout.fileno()) if verify and hashed else None
+        leaves = digest.Leaves(fout.fileno(), threads=1) if verify and hashed else None
         buffer = bytearray(digest.CHUNK) if verify else None
-        copied, tree = 0, ""
+        copied = 0
         try:
             while copied < size:
                 want = min(digest.CHUNK, size - copied)
@@ -394,15 +295,16 @@ def _copy(
                     break  # the file shrank under us; the verification will say so
                 if buffer is not None:
                     if not _same(fin.fileno(), fout.fileno(), copied, n, buffer):
-                        return _Copied(-1, KERNEL if kernel else BYTES)
+                        return Copied(-1, KERNEL if kernel else BYTES)
                     if leaves:
                         leaves.add(copied, n)
                 copied += n
                 if meter:
                     meter.update(offset + copied)
             if verify and (copied != size or os.fstat(fin.fileno()).st_size != size):
-                return _Copied(-1, KERNEL if kernel else BYTES)
+                return Copied(-1, KERNEL if kernel else BYTES)
+            tree = leaves.hex() if leaves else ""
         finally:
             if leaves:
-                tree = leaves.close()
-    return _Copied(offset + copied, KERNEL if kernel else BYTES, tree)
+                leaves.stop()
+    return Copied(offset + copied, KERNEL if kernel else BYTES, tree)

@@ -1,26 +1,14 @@
-"""Who else has the database open: what a restore must not pull the file from under.
+"""Who else has the database open: a restore renamed over it would lose their commits.
 
-A restore renames a new file over the database; a process that still has the old one
-open keeps writing into the unlinked inode and its commits are lost. Three signs, each
-seen without opening the database with SQLite:
-
-- WAL mode: every connection holds a shared POSIX lock on the -shm's dead-man-switch
-  byte (128) while open, and a WAL lock byte (120..127) while reading or writing.
-- any mode: a connection in a transaction (and, in WAL mode, any open connection) holds
-  a POSIX lock in the database file's lock range (PENDING_BYTE 0x40000000, RESERVED,
-  SHARED 0x40000002..+510). F_GETLK names one holder's pid.
-- same pid namespace: /proc/*/fd links to the database or its sidecars (an idle
-  rollback-mode connection holds no lock at all).
-- a guarded app anywhere sharing the volume: the guard holds a SHARED flock on
-  `<db>.preflight.running` from inside its lock until the app it execs exits.
-
-Opening and closing a descriptor on the database drops this process's own POSIX locks
-on it: call `find` only while this process has no SQLite connection to it.
+Signs, none needing SQLite: a POSIX lock on the -shm's bytes 120..128 (every WAL
+connection), or in the database file's lock range from PENDING_BYTE (a transaction, any WAL
+connection); /proc/*/fd links (an idle rollback-mode connection holds no lock); a guarded
+app's shared flock on `<db>.preflight.running`. Closing a descriptor on the database drops this
+process's own POSIX locks on it: call `find` only with no SQLite connection to it.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -63,16 +51,6 @@ def running_path(db: Path) -> Path:
     return db.with_name(db.name + RUNNING)
 
 
-def _open_plain(path: Path, create: bool) -> int:
-    """A descriptor on a regular file, never through a symlink, never blocking on a FIFO."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(path, flags | (os.O_CREAT if create else 0), 0o644)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    return fd
-
-
 @contextmanager
 def exclusive_running(db: Path) -> Iterator[bool]:
     """Hold `<db>.preflight.running` exclusively for the block; False: a guarded app runs."""
@@ -90,11 +68,13 @@ def exclusive_running(db: Path) -> Iterator[bool]:
 
 def _lock_holder(path: Path, start: int, length: int) -> int | None:
     """The pid of a process holding a POSIX lock on those bytes (0: not visible), or None."""
-    try:
-        fd = _open_plain(path, create=False)
+    try:  # never through a symlink, never blocking on a FIFO
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None  # missing or unreadable: nothing to learn from it
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         query = struct.pack(FLOCK, fcntl.F_WRLCK, os.SEEK_SET, start, length, 0)
         kind, _, _, _, pid = struct.unpack(FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, query))
     except OSError:
@@ -168,16 +148,12 @@ def find(db: Path) -> list[Holder]:
     add(_lock_holder(Path(real), PENDING_BYTE, LOCK_RANGE), "holds a lock on the database file")
     for pid, name in _openers({real + s for s in ("", *SIDECARS)}).items():
         add(pid, f"has {name} open")
-    return [
-        Holder(pid, _command(pid) if pid > 0 else "", ", ".join(how))
-        for pid, how in sorted(signs.items())
-    ]
+    return [Holder(pid, _command(pid), ", ".join(how)) for pid, how in sorted(signs.items())]
 
 
 def others(db: Path, no_app: bool | None = None) -> list[Holder]:
-    """Every other process that has `db` open, and every guarded app running on it (seen by
-    its `flock` on the running file: `no_app` True when this process holds that exclusively,
-    None when it holds it shared itself, as a start does)."""
+    """`find`, and every guarded app running on it (its flock on the running file): `no_app`
+    True when this process holds that exclusively, None when shared (as a start does)."""
     found = find(db)
     if no_app is False:
         pids = running_holders(db) or [0]
@@ -185,21 +161,15 @@ def others(db: Path, no_app: bool | None = None) -> list[Holder]:
         pids = [p for p in running_holders(db) if p != os.getpid()]
     else:
         pids = []
+    how = f"a guarded app is running (holds {running_path(db).name})"
     found += [
-        Holder(
-            p,
-            _command(p) if p > 0 else "",
-            f"a guarded app is running (holds {running_path(db).name})",
-        )
-        for p in pids
-        if p not in {h.pid for h in found} or p == 0
+        Holder(p, _command(p), how) for p in pids if p not in {h.pid for h in found} or p == 0
     ]
     return found
 
 
 def wait_for_others(db: Path, timeout: float) -> list[Holder]:
-    """`others`, waited for up to `timeout` seconds to let go of `db` (another guard finishing
-    its migration lets go in moments; an app that runs does not): those still holding it."""
+    """`others`, given up to `timeout` seconds to let go of `db`: those still holding it."""
     deadline = time.monotonic() + timeout
     found = others(db)
     if found:
@@ -212,8 +182,7 @@ def wait_for_others(db: Path, timeout: float) -> list[Holder]:
 
 def refuse_others(db: Path, what: str, found: list[Holder]) -> None:
     """Exit 8 naming the processes that have `db` open: the one rule for every path that
-    writes the database or puts a backup back (a start's migration and its undo, `restore`).
-    Their writes would be lost by a restore, or go to a file that was replaced."""
+    writes the database or puts a backup back."""
     if not found:
         return
     lines = "; ".join(h.describe() for h in found[:5]) + (
@@ -239,9 +208,8 @@ def refuse_others(db: Path, what: str, found: list[Holder]) -> None:
 def refuse_if_open(db: Path, no_app: bool, force: bool) -> list[Holder]:
     """`restore`: exit 8 naming who has `db` open (or a guarded app running), unless `force`."""
     found = others(db, no_app)
-    if found and force:
-        for h in found:
-            log.warning("restore --force: %s has it open: %s", db.name, h.describe())
-        return found
-    refuse_others(db, "restore", found)
+    if not force:
+        refuse_others(db, "restore", found)
+    for h in found:
+        log.warning("restore --force: %s has it open: %s", db.name, h.describe())
     return found

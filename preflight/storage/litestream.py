@@ -1,15 +1,8 @@
 """Litestream mode: restore a lost database from its replica before anything builds a fresh one.
 
-With `--litestream-config`, a start that finds the database missing or empty first runs
-`litestream restore -if-replica-exists` (under the guard's lock) into a private folder
-beside the database, checks what came back, and moves it into place. A replica that
-exists but cannot be restored (or cannot be reached: then nobody knows whether one
-exists) is refused with exit 13 and nothing is created: a fresh database would be
-replicated as the newest state and a later default restore would bring back the empty one.
-
-Both Litestream lines behave alike here (measured with 0.3.13 and 0.5.17): with
--if-replica-exists, "no backups" exits 0 and writes no file; any other failure exits 1.
-`status` asks `generations` (0.3) or `ltx` (0.5) for the replica's newest position.
+Both Litestream lines (0.3.13 and 0.5.17 measured): with -if-replica-exists, "no backups"
+exits 0 and writes no file; any other failure exits 1. `status` asks `generations` (0.3)
+or `ltx` (0.5) for the replica's newest position.
 """
 
 from __future__ import annotations
@@ -41,13 +34,8 @@ ORDER = 'preflight run -- litestream replicate -config PATH -exec "gunicorn ..."
 
 
 def refuse_under_replicate() -> None:
-    """Exit 2 when the guard is (a descendant of) `litestream replicate`, mode on or off.
-
-    There, a restore of the guard's own backup (a failed migration) renames the file under
-    a running Litestream, which stops replicating and keeps the failed state as the
-    replica's newest; a fresh database built before Litestream restored would be replicated
-    over the real data. The guard must finish before replication starts.
-    """
+    """Exit 2 when the guard is (a descendant of) `litestream replicate`: a restore of its
+    backup would rename the file under a running Litestream, which keeps the failed state."""
     parent = ancestry.replicating()
     if parent is not None:
         raise UsageError(
@@ -58,8 +46,8 @@ def refuse_under_replicate() -> None:
 
 
 def ready(settings: Settings) -> None:
-    """Mode on: the config is a readable file and the command exists (checked on every full
-    start, not only on the day the volume is lost)."""
+    """Mode on: the config is readable and the command exists (every start, not only the day
+    the volume is lost)."""
     config = settings.litestream_config
     if config is None:
         return
@@ -76,8 +64,7 @@ def ready(settings: Settings) -> None:
 
 
 def _run(settings: Settings, *args: str, timeout: float = 0) -> tuple[int | None, str]:
-    """Run litestream; (exit code or None on timeout, its output). 0.5 retries an
-    unreachable S3 endpoint for minutes: bounded."""
+    """Run litestream: (exit code, None on timeout, and its output)."""
     from preflight.core import proc  # subprocess: only when Litestream is configured
 
     done = proc.run([settings.litestream, *args], timeout=timeout or None)
@@ -96,13 +83,9 @@ def _last(text: str) -> str:
 
 
 def restore_if_missing(settings: Settings, accept: Callable[[Path], None] | None = None) -> str:
-    """Under the lock: a missing or empty database is restored from the replica.
-
-    Returns 'present' (nothing to do), 'no replica' (build fresh) or 'restored'.
-    Raises ReplicaUnavailable (13) when a replica may exist and did not come back whole.
-    The restored file stays private until `accept` (the start's plan, read-only) took it:
-    a replica of another database is refused with nothing left at the live path.
-    """
+    """Under the lock, a missing or empty database restored from the replica: 'present',
+    'no replica' (build fresh) or 'restored'; ReplicaUnavailable (13) when a replica may
+    exist and did not come back whole. The file stays private until `accept` took it."""
     db, config = settings.db, settings.litestream_config
     if config is None or (db.exists() and db.stat().st_size > 0):
         return "present"
@@ -208,8 +191,8 @@ def _table(text: str) -> list[dict[str, str]]:
 
 
 def position(settings: Settings) -> dict[str, Any]:
-    """The replica's newest position for `status`: 0.3's newest generation, or 0.5's
-    highest transaction id. Never raises for the replica: an error is reported."""
+    """The replica's newest position for `status` (0.3: generation, 0.5: transaction id); a
+    replica's error is reported, never raised."""
     config = settings.litestream_config
     if config is None:
         return {}

@@ -1,13 +1,7 @@
-"""One guard at a time per database: fcntl.flock on a lock file beside it.
+"""One guard at a time per database: fcntl.flock on a lock file beside it (docs/internals.md).
 
-Never on the database file itself: SQLite uses POSIX advisory locks there, and any
-close() of another descriptor on that file would silently drop SQLite's locks.
-flock locks die with the process, so a killed guard never leaves a stale lock.
-
-A guard writes its note (pid, host, since, command) only once it holds the lock, so a
-waiting guard never wipes the holder's. The lock is on an inode, not a name: if the
-file was deleted or replaced while another guard held it, the lock just taken is on a
-file nobody else will look at, so the guard checks that the name still leads to the
+The lock is on an inode, not a name: a file deleted or replaced while another guard held
+it is one nobody else looks at, so the guard checks that the name still leads to the
 inode it locked, and starts again if not.
 """
 
@@ -23,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from preflight.core.errors import LockTimeout
+from preflight.core.files import read_small
 from preflight.fast.facts import let_go, open_lock, write_note
 
 log = logging.getLogger("preflight")
@@ -43,17 +38,8 @@ def describe(note: bytes) -> str:
 
 
 def holder(path: Path) -> str:
-    """Who holds the lock at `path`, as the holder wrote it (never following a symlink)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return "unknown holder"
-    try:
-        return describe(os.pread(fd, 4096, 0))
-    except OSError:
-        return "unknown holder"
-    finally:
-        os.close(fd)
+    """Who holds the lock at `path`, as the holder wrote it."""
+    return describe(read_small(path, 4096) or b"")
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -104,11 +90,8 @@ def acquire(path: Path, timeout: float) -> int:
 
 @contextmanager
 def hold(path: Path, timeout: float, command: str, held: int = -1) -> Iterator[None]:
-    """Hold the exclusive lock for the duration of the block, waiting up to `timeout` s.
-
-    `held`: the descriptor of this lock already flock'ed by this process (the quick start
-    hands it on); owned from now on, used while `path` still names it, else acquired anew.
-    """
+    """Hold the exclusive lock for the block, waiting up to `timeout` s. `held`: this lock,
+    already flock'ed by the quick start: used while `path` still names it."""
     if held >= 0 and not _same_file(held, path):
         os.close(held)
         held = -1

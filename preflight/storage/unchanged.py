@@ -1,25 +1,11 @@
-"""Whether the live database is unchanged since a backup was taken of it or restored from it,
-and whether a backup is unchanged since it was verified (its inode stamp).
+"""Whether the live database is unchanged since a backup was taken of it or restored from it
+(docs/internals.md, step 9), and whether a backup is untouched since it was verified.
 
-A retry of a failed start (a restart loop) need not copy the database again when it can
-prove, cheaply, that the database still holds what its newest backup holds. The proof is
-the live file's state, kept in that backup's side record (`live`) at two moments: when
-the backup was taken (under SQLite's write lock: nothing could commit) and right after a
-restore put it in place. Equal now means unchanged:
-
-- the same file (device, inode), size and mtime. Any write moves the mtime, provided the
-  recorded one is from a clock tick that had passed when it was recorded (a write in
-  that same tick would keep it): a state whose mtime is not yet in the past is unsure,
-  and a restore sets its new file's mtime just before now before it is put in place;
-- the same 100-byte SQLite header (its change counter moves on every commit in
-  rollback-journal mode, its page count when the file grows or shrinks);
-- no `-wal` or `-journal` with anything in it, then and now (in WAL mode a commit goes
-  to the `-wal`, and the change counter does not move).
-
-Anything else is unsure (a `-wal` with frames, no record, a backup touched since it was
-verified): the start takes a new backup. Not seen: a write whose mtime is then set back
-by hand to the very nanosecond (`touch -d`); the ctime would show it, but a `chown` on
-every start (as some entrypoints do) moves the ctime too, so it is not compared.
+Unchanged: the same device, inode, size, mtime and 100-byte header (its change counter),
+and no -wal or -journal holding anything, then and now. Any write moves the mtime if the
+recorded one was already in the past (a write in the same clock tick keeps it): a state
+whose mtime is not yet past is unsure. Not seen: an mtime set back by hand to the very
+nanosecond; the ctime would show it, but a `chown` on every start moves it too.
 """
 
 from __future__ import annotations
@@ -33,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from preflight.core.files import write_atomic
+from preflight.fast.facts import DATA_SIDECARS
 from preflight.storage import catalog, digest
 
 log = logging.getLogger("preflight")
@@ -40,20 +27,13 @@ log = logging.getLogger("preflight")
 # time.CLOCK_REALTIME_COARSE, which Python does not name: the clock file times are taken
 # from (Linux's current_time()), one tick behind the fine clock at most.
 _COARSE = 5
-
-
 STAMPED = "same inode, size, mtime and ctime as recorded"
 
 
 def stamp_of(st: os.stat_result) -> dict[str, int]:
-    """What a backup file's inode looks like: any write, truncate, chmod or link changes
-    its ctime, which no one can set back, so an equal stamp is the same, untouched file."""
-    return {
-        "inode": st.st_ino,
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "ctime_ns": st.st_ctime_ns,
-    }
+    """A backup file's inode: any write, chmod or link moves its ctime, which no one can set
+    back, so an equal stamp is the same, untouched file."""
+    return dict(inode=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
 
 
 def coarse_now() -> int:
@@ -63,14 +43,22 @@ def coarse_now() -> int:
         return time.time_ns()
 
 
-def state(db: Path) -> dict[str, Any] | None:
-    """The live files' state as a backup record keeps it, or None when it cannot vouch."""
-    for suffix in ("-wal", "-journal"):
+def sidecars(path: Path) -> list[str]:
+    """The suffixes of a non-empty -wal or -journal beside `path` (SQLite would replay them)."""
+    found = []
+    for suffix in DATA_SIDECARS:
         try:
-            if os.stat(f"{db}{suffix}").st_size > 0:
-                return None
+            if os.stat(f"{path}{suffix}").st_size > 0:
+                found.append(suffix)
         except FileNotFoundError:
             pass
+    return found
+
+
+def state(db: Path) -> dict[str, Any] | None:
+    """The live files' state as a backup record keeps it, or None when it cannot vouch."""
+    if sidecars(db):
+        return None
     try:
         fd = os.open(db, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:

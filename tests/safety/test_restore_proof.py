@@ -148,7 +148,7 @@ def test_the_tree_is_the_sha256_of_every_8_mib_chunks_sha256(tmp_path, size):
     assert digest.hash_file(source) == tree_sha(source)
     compared = tmp_path / "compared"  # the backup's copy: compared, then hashed chunk by chunk
     compared.touch()
-    assert filecopy._copy(source, compared, None, 0, True, True).tree == tree_sha(source)
+    assert filecopy.copy_file(source, compared, None, 0, True, True).tree == tree_sha(source)
     assert compared.read_bytes() == data
     assert digest.hash_file(source, digest.PLAIN) == sha(source)
     for kind, expected in ((digest.TREE, tree_sha(source)), (digest.PLAIN, sha(source))):

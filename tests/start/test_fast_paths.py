@@ -248,7 +248,7 @@ def test_copy_file_copies_and_reports_progress(tmp_path, logged):
     src.write_bytes(bytes(range(256)) * 40000)
     dst.write_bytes(b"old content that must go")
     meter = progress.Meter("backup", src.stat().st_size, after=0, every=0)
-    assert filecopy.copy_file(src, dst, meter, verify=True) == src.stat().st_size
+    assert filecopy.copy_file(src, dst, meter, verify=True).end == src.stat().st_size
     assert dst.read_bytes() == src.read_bytes()
     assert meter.lines >= 1 and any(line.startswith("backup: 100% ") for line in logged)
 
