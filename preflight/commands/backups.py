@@ -81,10 +81,7 @@ def _choose(settings: Settings, name: str | None, version: int | None) -> Path:
 
 
 def restore(
-    settings: Settings,
-    name: str | None,
-    version: int | None = None,
-    force: bool = False,
+    settings: Settings, name: str | None, version: int | None = None, force: bool = False
 ) -> Restored:
     """`preflight restore [BACKUP | --version N]`: back up the current state first, then restore.
 

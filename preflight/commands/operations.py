@@ -21,13 +21,7 @@ from preflight.commands.guard import (
     refuse_if_failed,
     verify,
 )
-from preflight.commands.results import (
-    Assessment,
-    Cleared,
-    Prepared,
-    Stamped,
-    State,
-)
+from preflight.commands.results import Assessment, Cleared, Prepared, Stamped, State
 from preflight.core.errors import (
     DatabaseUnusable,
     DriftError,
@@ -41,12 +35,7 @@ from preflight.core.errors import (
 from preflight.core.files import private_folder
 from preflight.fast.facts import LOSS, check_environment
 from preflight.live import history, loss
-from preflight.live.database import (
-    assert_not_busy,
-    connect,
-    inspect,
-    live_state,
-)
+from preflight.live.database import assert_not_busy, connect, inspect, live_state
 from preflight.schema import drift, foreignkeys
 from preflight.sources import downgrade
 from preflight.sources.source import Source, Stamp
