@@ -1,10 +1,5 @@
-"""`preflight init`: adopt a database made before the guard, writing its first migration.
-
-The migration is written from the live schema (tables, indexes, views, triggers; none of
-SQLite's internal objects, no virtual table's shadow tables, nothing of the guard's or
-Litestream's), proven by replaying it in memory to a schema equal to the live one, and
-only then written and recorded as adopted, after a verified backup.
-"""
+"""`preflight init`: adopt a database made before the guard, writing its first migration
+from the live schema, proven by replaying it in memory to a schema equal to the live one."""
 
 from __future__ import annotations
 
@@ -39,6 +34,7 @@ from preflight.storage.steps import locked, step
 log = logging.getLogger("preflight")
 
 LABEL = "initial_schema"
+TITLES = {"table": "Tables", "index": "Indexes", "view": "Views", "trigger": "Triggers"}
 
 
 def _shadow_tables(rows: list[tuple[str, str, str, str]]) -> set[str]:
@@ -102,7 +98,7 @@ def render(conn: sqlite3.Connection, source: Path, version: int) -> str:
         for r in rows
         if not (schema.ignored(r[1]) or schema.ignored(r[2]) or r[1].lower() in shadows)
     ]
-    groups = {kind: [r[3] for r in kept if r[0] == kind] for kind in ("table", "index", "trigger")}
+    groups = {kind: [r[3] for r in kept if r[0] == kind] for kind in TITLES}
     groups["view"] = [
         sql for _, sql in _views_in_order([(r[1], r[3]) for r in kept if r[0] == "view"])
     ]
@@ -112,12 +108,7 @@ def render(conn: sqlite3.Connection, source: Path, version: int) -> str:
         f"-- put each change in a new migration ({version + 1:03d}_..., {version + 2:03d}_...).\n\n"
     )
     parts = [head]
-    for title, kind in (
-        ("Tables", "table"),
-        ("Indexes", "index"),
-        ("Views", "view"),
-        ("Triggers", "trigger"),
-    ):
+    for kind, title in TITLES.items():
         if group := groups[kind]:
             parts.append(f"-- {title}\n\n" + "".join(f"{_terminated(sql)}\n\n" for sql in group))
     return "".join(parts).rstrip("\n") + "\n"

@@ -1,8 +1,5 @@
 """The base every command's result shares, and `Ready`: all a start (`run`, `migrate`) returns.
-
-Apart from `results` (the operator commands' results): a start builds none of them, and
-creating their classes at import was a fresh build's largest single import.
-"""
+Apart from `results`: creating those classes at import was a fresh build's largest import."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""What each command did, as data: `cli` turns a result into JSON or log lines in one place.
-
-A result may carry the error a command ended with after it gathered facts worth reporting
-(status refused by a failure record): `cli` reports them beside the error, with its exit code.
-"""
+"""What each operator command did, as data: `cli` turns a result into the JSON report, with
+the error it may carry after gathering facts worth reporting (status refused by a record)."""
 
 from __future__ import annotations
 
