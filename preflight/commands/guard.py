@@ -1,8 +1,5 @@
-"""The guarded start, written once over any migration source (`source.Source`).
-
-Everything reads until `execute`, the one call that writes (backup, the source's apply,
-`verify`; on any failure undo and a failure record). docs/internals.md, "How it works".
-"""
+"""The guarded start, written once over any migration source (`source.Source`): everything
+reads until `execute`, the one call that writes (docs/internals.md, "How it works")."""
 
 from __future__ import annotations
 
@@ -10,6 +7,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,11 +34,11 @@ from preflight.fast.facts import (
     Proof,
     check_due,
     check_environment,
+    connect_ro,
     quick_check,
     share_running,
     show_policy,
     span,
-    uri,
 )
 from preflight.live import history
 from preflight.live.database import (
@@ -138,8 +136,7 @@ def start(
     settings: Settings, command: str, argv: list[str] | None = None, proof: Proof | None = None
 ) -> None:
     """Everything `run` does before exec, and all that `migrate` does. `proof`: what a quick
-    start proved before handing over (its lock, still held, the files' hashes, a passed
-    quick_check), used when made for this very database and folder."""
+    start proved before handing over, used when made for this very database and folder."""
     if proof is not None and (proof.db, proof.migrations) != (
         str(settings.db),
         str(settings.migrations if settings.tool == "files" else settings.app_dir),
@@ -168,8 +165,7 @@ def start(
             refuse_if_failed(settings, src.fingerprint)
             for attempt in range(1, RETRIES + 1):
                 try:
-                    # A quick_check the quick start passed under this same lock holds on the
-                    # first attempt; after another guard moved the history, it is redone.
+                    # A quick_check passed under this lock holds until the history moves.
                     checked = held >= 0 and proof is not None and proof.checked and attempt == 1
                     _start_locked(settings, src, checked)
                     break
@@ -222,11 +218,8 @@ def prune(settings: Settings) -> None:
 
 def strict_foreign_keys(db: Path) -> None:
     """--strict: foreign-key violations already in the database are errors (nothing changed)."""
-    conn = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
-    try:
+    with closing(connect_ro(db)) as conn:
         found = foreignkeys.violations(conn)
-    finally:
-        conn.close()
     if found:
         raise DriftError(
             f"{db} has {foreignkeys.summary(found)} (--strict)",
@@ -240,8 +233,6 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
     passed under it already)."""
     db = settings.db
     with step("inspect") as info:
-        # The cache's key holds the version the database records, which inspect reads
-        # once its cheap checks passed; the full check, if the policy wants one now, follows.
         now = int(time.time())
         insp, trusted = inspect_cached(settings, src, db, quick_check=False)
         rec = insp.recorded
@@ -257,23 +248,14 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         if due and not deferred:
             check_before_writing(db)
             checked = True
-        info["what"] = (
-            "fresh database"
-            if insp.fresh
-            else src.describe(rec)
-            + (
-                ", schema as verified before (cache)"
-                if insp.trusted
-                else f", {len(insp.live_schema.tables)} table(s)"
-            )
-            + (
-                ", quick_check ok (by the quick start, under this lock)"
-                if proved
-                else ", quick_check ok"
-                if checked
-                else ", header and size ok"
-            )
-        )
+        how = "quick_check ok" if checked else "header and size ok"
+        how = "quick_check ok (by the quick start, under this lock)" if proved else how
+        if insp.fresh:
+            info["what"] = "fresh database"
+        elif insp.trusted:
+            info["what"] = f"{src.describe(rec)}, schema as verified before (cache), {how}"
+        else:
+            info["what"] = f"{src.describe(rec)}, {len(insp.live_schema.tables)} table(s), {how}"
     with step("plan") as info:
         try:
             p = plan_of(settings, src, insp, rec)
@@ -367,7 +349,7 @@ def given_tables(settings: Settings, file: Path | None = None) -> None:
 
     read = file or settings.db
     fresh = not read.exists() or read.stat().st_size == 0
-    conn = None if fresh else sqlite3.connect(uri(read, mode="ro"), uri=True, isolation_level=None)
+    conn = None if fresh else connect_ro(read)
     try:
         loss.check_given(conn, settings.accept_loss, settings.db)
     finally:
@@ -444,11 +426,7 @@ def execute(
 ) -> VerifiedState | None:
     """Back up (or reuse the backup `backup.reusable` found), migrate, verify; on any
     failure undo and leave a failure record. What was verified (None: nothing applied).
-
-    `vouched`: the full check before writing was left to the one recorded in the interval
-    (`_vouched`); a failure then checks the restored state, which names a database that
-    was corrupt already (exit 6), not the migrations.
-    """
+    `vouched`: the check before writing was left to one within the interval (`_vouched`)."""
     db = settings.db
     taken = None
     wants_backup = settings.backup == "always" or (settings.backup == "on-change" and p.writes)
@@ -576,9 +554,9 @@ def verify(
     fk_baseline: foreignkeys.Before | None = None,
     label: str = "verify",
 ) -> VerifiedState:
-    """After migrating: the database records the head, its schema equals the head (a fresh
-    build of files has none: it is by construction what they make), quick_check passes, no
-    new foreign-key violation, smoke exits 0. Returns what it proved, for the cache."""
+    """After migrating: the database records the head, its schema equals the head's (a fresh
+    build of files is it by construction), quick_check passes, no new foreign-key violation,
+    smoke exits 0. Returns what it proved, for the cache."""
     with step(label) as info:
         src.check_recorded(db, p)
         conn = connect(db, settings.lock_timeout)

@@ -19,8 +19,10 @@ class Result:
     error: PreflightError | None = None
 
     def report(self) -> Json:
-        """The keys this command adds to the JSON report (beside command, database, exit_code)."""
-        return {}
+        """The keys this command adds to the JSON report (beside command, database, exit_code):
+        its fields but these two, tuples as lists, those that are None left out."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+        return {k: v for k, v in out.items() if k not in ("code", "error") and v is not None}
 
 
 @dataclass(frozen=True)

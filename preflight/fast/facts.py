@@ -274,23 +274,19 @@ def identity(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def digest_fd(fd: int) -> str:
-    digest = sha256()
-    while block := os.read(fd, 1 << 20):
-        digest.update(block)
-    return str(digest.hexdigest())
-
-
 def sha256_of(path: str) -> tuple[str, tuple[int, ...]]:
     """(hex sha256, identity) of a file, both from one open descriptor."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        before = identity(os.fstat(fd))
-        text = digest_fd(fd)
+        before, digest = identity(os.fstat(fd)), sha256()
+        while block := os.read(fd, 1 << 20):
+            digest.update(block)
         after = identity(os.fstat(fd))
     finally:
         os.close(fd)
-    return text, (after if after == before else ())  # changed while read: vouches for nothing
+    return str(digest.hexdigest()), (
+        after if after == before else ()
+    )  # changed while read: vouches for nothing
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -607,12 +603,6 @@ def check_environment(
         raise EnvironmentProblem(
             f"command {command[0]!r} not found on PATH", "install it in the image or fix the CMD"
         )
-
-
-def say(lines: list[str], quiet: bool) -> None:
-    if not quiet:
-        sys.stderr.write("".join(f"preflight: {line}\n" for line in lines))
-        sys.stderr.flush()
 
 
 def open_lock(path: str | PathLike[str]) -> int:

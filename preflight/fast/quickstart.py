@@ -7,6 +7,7 @@ full start decides and explains. It never reports an error itself.
 """
 
 import os
+import sys
 import time
 
 from preflight.core import ancestry  # imports only os
@@ -127,17 +128,17 @@ def start(
     else:
         ago = facts.span(int(time.time()) - checked_at)
         integrity = f"header and size ok, last quick_check {ago} ago"
-    facts.say(
-        [
-            f"migrations: {count} {what} as verified before in {(t1 - t0) * 1000:.0f} ms",
-            f"lock: acquired in {(t2 - t1) * 1000:.0f} ms",
-            f"inspect: {len(recorded)} applied, schema as verified before (cache), "
-            f"{integrity} in {(t3 - t2) * 1000:.0f} ms",
-            "plan: 0 pending, history and schema verified in 0 ms",
-            f"exec: {' '.join(command)}",
-        ],
-        values["log_level"] in ("warning", "error"),
-    )
+    lines = [
+        f"migrations: {count} {what} as verified before in {(t1 - t0) * 1000:.0f} ms",
+        f"lock: acquired in {(t2 - t1) * 1000:.0f} ms",
+        f"inspect: {len(recorded)} applied, schema as verified before (cache), "
+        f"{integrity} in {(t3 - t2) * 1000:.0f} ms",
+        "plan: 0 pending, history and schema verified in 0 ms",
+        f"exec: {' '.join(command)}",
+    ]
+    if values["log_level"] not in ("warning", "error"):
+        sys.stderr.write("".join(f"preflight: {line}\n" for line in lines))
+        sys.stderr.flush()
     try:
         os.execvp(command[0], command)
     except OSError:
