@@ -277,14 +277,10 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         settings.backup == "always" or (settings.backup == "on-change" and p.writes)
     )
     if insp.size > 0:
-        # Only a start on a database that holds something backs up or waits for others:
-        # a fresh build imports neither.
-        from preflight.storage import backup, holders
+        from preflight.storage import backup, holders  # a fresh build needs neither
     # A retry (a restart loop) of a start that failed: its backup still holds this.
     reused = backup.reusable(db, settings.backup_dir) if backs_up and p.writes else None
-    # Within the integrity interval, a migration backed by a backup may rely on the full
-    # check recorded for this very file (README, Integrity checks): the backup is still
-    # compared block by block and hashed, and verify checks the migrated file in full.
+    # Within the integrity interval a backed-up write may rely on this file's recorded check.
     vouched = _vouched(settings, insp, now) if p.writes and backs_up and not checked else ""
     if (p.writes or settings.backup == "always" or deferred) and insp.size > 0 and not checked:
         if vouched:

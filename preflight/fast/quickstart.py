@@ -33,11 +33,8 @@ def _migrations(
         return folder, facts.set_fingerprint(named), len(found)
     from preflight.fast import toolfiles  # os and the facts only
 
-    light = toolfiles.LIGHT.get(source)
-    if light is None:
-        raise Unproven("tool")
     folder = os.path.abspath(values["app_dir"] or ".")
-    paths = light(folder, os.path.realpath(values["db"]), values["tool_cmd"])
+    paths = toolfiles.LIGHT[source](folder, os.path.realpath(values["db"]), values["tool_cmd"])
     return folder, toolfiles.fingerprint(folder, paths), len(paths)
 
 
