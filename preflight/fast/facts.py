@@ -105,6 +105,7 @@ EVERY_START, BEFORE_WRITES = "every-start", "before-writes"
 DOWNGRADES = ("refuse", "apply")  # --downgrade: what an image older than the database does
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 BACKUP_REASONS = ("pre-migrate", "manual", "pre-restore", "always")
+Hashes = dict[str, tuple[tuple[int, ...], str]]  # path -> (identity, sha256)
 
 
 # The files the guard keeps beside the database (suffixes of its path), SQLite's own, and
@@ -244,14 +245,7 @@ class Proof:
 
     __slots__ = ("db", "migrations", "_lock", "hashed", "checked")
 
-    def __init__(
-        self,
-        db: str,
-        migrations: str,
-        lock: int,
-        hashed: dict[str, tuple[tuple[int, ...], str]],
-        checked: bool,
-    ) -> None:
+    def __init__(self, db: str, migrations: str, lock: int, hashed: Hashes, checked: bool) -> None:
         self.db, self.migrations, self._lock = db, migrations, lock
         self.hashed, self.checked = hashed, checked and lock >= 0
 
@@ -291,9 +285,7 @@ def sha256_bytes(data: bytes) -> str:
     return str(sha256(data).hexdigest())
 
 
-def files(
-    folder: str, seen: dict[str, tuple[tuple[int, ...], str]] | None = None
-) -> list[tuple[int, str, str]]:
+def files(folder: str, seen: Hashes | None = None) -> list[tuple[int, str, str]]:
     """(version, name, sha256) of every migration, by version; Unproven for anything not
     plainly a migration (`names.classify`). `seen` gets path -> (identity, sha256)."""
     found: dict[int, tuple[int, str, str]] = {}
@@ -637,8 +629,7 @@ def open_lock(path: str | PathLike[str]) -> int:
 
 def take_lock(fd: int, db: str) -> None:
     """flock `fd` at once (busy: BlockingIOError) and prove the name still leads to it (see
-    `lock.acquire`); returns only holding a lock others will find. Writes nothing: a guard
-    that does not hold the lock keeps its hands off the holder's note."""
+    `lock.acquire`). Writes nothing: only the holder writes its note."""
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     st, named = os.fstat(fd), os.lstat(f"{db}{LOCK}")
     if (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):

@@ -15,9 +15,7 @@ from preflight.fast import facts
 from preflight.fast.facts import EVERY_START, Unproven
 
 
-def _migrations(
-    values: dict[str, str], hashed: dict[str, tuple[tuple[int, ...], str]]
-) -> tuple[str, str, int]:
+def _migrations(values: dict[str, str], hashed: facts.Hashes) -> tuple[str, str, int]:
     """(the folder, the fingerprint, how many files) of the migration set: the guard's own
     files (their hashes kept in `hashed` for the hand-over), or the tool's light facts."""
     source = values["tool"]
@@ -41,17 +39,14 @@ def _migrations(
 def start(
     argv: list[str], environ: dict[str, str] | None = None, hand_on: bool = False
 ) -> facts.Proof | None:
-    """Exec the app if `argv` is a provable no-op `run`; return to hand over otherwise.
-
-    With `hand_on`, a `run` handed over returns the `facts.Proof` of what was proved (the caller
-    then owns its lock: `Proof.release`); without, everything is let go here.
-    """
+    """Exec the app if `argv` is a provable no-op `run`; return to hand over otherwise: with
+    `hand_on`, the `facts.Proof` of what was proved (the caller then owns its lock)."""
     if argv[:1] != ["run"]:
         return None
     fd = running = -1
     held = False
     db = migrations = ""
-    hashed: dict[str, tuple[tuple[int, ...], str]] = {}
+    hashed: facts.Hashes = {}
     checked = False
     try:
         values, command = facts.run_options(argv[1:], os.environ if environ is None else environ)

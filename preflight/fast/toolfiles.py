@@ -87,16 +87,8 @@ def split_locations(value: str, options: dict[str, str]) -> list[str]:
     """`version_locations` split as Alembic does: by `path_separator` /
     `version_path_separator` (os, space, newline, ':', ';', ','), else spaces and commas."""
     sep = options.get("path_separator") or options.get("version_path_separator")
-    if sep == "os":
-        parts = value.split(os.pathsep)
-    elif sep == "newline":
-        parts = value.splitlines()
-    elif sep in (":", ";", ","):
-        parts = value.split(sep)
-    elif sep == "space":
-        parts = value.split()
-    else:
-        parts = value.replace(",", " ").split()
+    seps = {"os": os.pathsep, "newline": "\n", "space": None, ":": ":", ";": ";", ",": ","}
+    parts = value.split(seps[sep]) if sep in seps else value.replace(",", " ").split()
     return [p.strip() for p in parts if p.strip()]
 
 
@@ -187,11 +179,9 @@ def recorded_folders(db: str, context: str) -> list[str]:
 
 
 def django_installed() -> list[str]:
-    """Django's own migrations (contrib apps), its version file and the metadata of every
-    distribution installed beside it, as installed where this interpreter finds Django
-    without importing it: an upgrade that brings a new auth or admin migration, or a
-    third-party app's, changes them. Nothing when this interpreter has no Django (the scratch
-    build then warns; see docs/tools.md)."""
+    """Django's own migrations (contrib apps), its version file and the METADATA of every
+    distribution installed beside it, found without importing Django: an upgrade bringing a
+    new migration (auth, admin, a third-party app's) changes them. None without Django."""
     import importlib.util
 
     try:
@@ -202,9 +192,6 @@ def django_installed() -> list[str]:
         return []
     root = list(spec.submodule_search_locations)[0]
     found = [os.path.join(root, "__init__.py")]
-    # Every distribution installed beside Django, by its METADATA (name and version): a
-    # pip upgrade of a third-party app that brings migrations (allauth, taggit...) changes
-    # the fingerprint, so the no-op start hands over and Django's plan sees them.
     site = os.path.dirname(root)
     for entry in sorted(os.listdir(site)):
         metadata = os.path.join(site, entry, "METADATA")
