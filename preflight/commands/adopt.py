@@ -12,7 +12,6 @@ from pathlib import Path
 
 from preflight import schema
 from preflight.commands.results import Initialized
-from preflight.core import names
 from preflight.core.errors import (
     DriftError,
     EnvironmentProblem,
@@ -183,7 +182,6 @@ def init(settings: Settings, version: int | None) -> Initialized:
             f"give --number below {min(m.version for m in existing)}, or move them",
         )
     name = f"{version:03d}_{LABEL}.sql"
-    assert names.classify(name, False)[0] == names.SQL
     with locked(settings, "init"):
         insp = inspect(settings.db)
         if insp.fresh:
@@ -219,7 +217,11 @@ def init(settings: Settings, version: int | None) -> Initialized:
                 written = load(path)
                 if written.sha256 != migration.sha256:
                     raise UsageError(f"{path} changed while it was being written", "run init again")
-                _adopt(settings, written)
+                with closing(connect(settings.db, settings.lock_timeout)) as conn, immediate(conn):
+                    history.ensure_tables(conn)
+                    history.record(conn, written, "adopted", 0.0)
+                    what = "first migration written from the live schema"
+                    history.log(conn, "init", written.version, written.name, what)
             except BaseException:
                 path.unlink(missing_ok=True)  # no history names it: leave no half-adoption
                 backup.fsync_dir(folder)
@@ -228,17 +230,3 @@ def init(settings: Settings, version: int | None) -> Initialized:
             return Initialized(backup=saved, error=exc)  # the backup is named with it
         log.info("init: wrote %s and recorded %s as adopted at %s", path, settings.db, name)
     return Initialized(backup=saved, written=str(path), adopted=name)
-
-
-def _adopt(settings: Settings, migration: Migration) -> None:
-    """History row how='adopted' and a log row, in one transaction."""
-    with closing(connect(settings.db, settings.lock_timeout)) as conn, immediate(conn):
-        history.ensure_tables(conn)
-        history.record(conn, migration, "adopted", 0.0)
-        history.log(
-            conn,
-            "init",
-            migration.version,
-            migration.name,
-            "first migration written from the live schema",
-        )

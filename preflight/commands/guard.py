@@ -7,7 +7,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -345,12 +345,8 @@ def given_tables(settings: Settings, file: Path | None = None) -> None:
 
     read = file or settings.db
     fresh = not read.exists() or read.stat().st_size == 0
-    conn = None if fresh else connect_ro(read)
-    try:
+    with nullcontext() if fresh else closing(connect_ro(read)) as conn:
         loss.check_given(conn, settings.accept_loss, settings.db)
-    finally:
-        if conn is not None:
-            conn.close()
 
 
 def check_accepted(settings: Settings, p: Plan) -> None:

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -198,14 +199,11 @@ def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) 
 
 def _copy_once(db: Path, folder: Path) -> Callable[[], Path | None]:
     """A private copy of `db` as it is now, made on the first call only."""
-    made: list[Path | None] = []
 
+    @cache
     def copy() -> Path | None:
-        if not made:
-            target = folder / "before"
-            target.mkdir()
-            made.append(backup.snapshot(db, target) or None)
-        return made[0]
+        (folder / "before").mkdir()
+        return backup.snapshot(db, folder / "before") or None
 
     return copy
 
