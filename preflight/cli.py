@@ -101,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--number",
                 type=int,
-                default=None,
                 metavar="N",
                 help="write the migration as N (below every file already there)",
             )
