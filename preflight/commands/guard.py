@@ -430,12 +430,8 @@ def execute(
                 taken = reused[0]
                 info["what"] = f"reused {taken} (database unchanged since {reused[1]})"
             else:
-                taken = backup.take(
-                    db,
-                    settings.backup_dir,
-                    "pre-migrate" if p.writes else "always",
-                    vouched=vouched,
-                )
+                reason = "pre-migrate" if p.writes else "always"
+                taken = backup.take(db, settings.backup_dir, reason, vouched=vouched)
                 info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
                 info["tail"] = f" -> {taken}"
     if not p.writes:
