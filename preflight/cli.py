@@ -1,9 +1,5 @@
-"""Command line: parse, configure logging, dispatch, and turn errors into exit codes.
-
-This is the only place that maps exceptions to exit codes and the only place that
-configures logging. `run` ends in os.execvp: the app replaces the guard and keeps its
-pid, so as PID 1 in a container it receives SIGTERM directly.
-"""
+"""Command line: parse, configure logging, dispatch, and turn errors into exit codes (the
+only place for either). `run` ends in os.execvp: the app keeps the guard's pid (PID 1)."""
 
 from __future__ import annotations
 
@@ -82,8 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="N",
                 help="the newest backup holding migration N (see 'preflight status')",
             )
-            # No PREFLIGHT_FORCE either: pulling the file from under a running app must
-            # be said on the command line.
             p.add_argument(
                 "--force",
                 action="store_true",
@@ -98,8 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
                 help="the migration number the database is at (0 clears the history); "
                 "with --tool, the tool's revision",
             )
-            # Deliberately no PREFLIGHT_FORCE: overriding a schema check must be said
-            # on the command line, never left behind in an environment.
             p.add_argument(
                 "--force",
                 action="store_true",
@@ -109,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--number",
                 type=int,
-                default=None,
                 metavar="N",
                 help="write the migration as N (below every file already there)",
             )
@@ -117,11 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def escape(text: str) -> str:
-    """`text` on one line: control and other non-printable characters as Python escapes.
-
-    Object names, file names and SQLite's messages come from outside; a newline in a
-    table's name must not start a forged log line ('preflight: exec: ...').
-    """
+    """`text` on one line, non-printable characters as Python escapes: a newline in a
+    table's name must not start a forged log line ('preflight: exec: ...')."""
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
@@ -178,9 +166,8 @@ SWITCHED = {dest for dest, _ in facts.SWITCHES.values()}  # argparse makes these
 
 
 def plain_run(argv: list[str]) -> SimpleNamespace | None:
-    """`run` with only plain flags (`--db X`, `--strict`, then `--` and the command) as
-    argparse would parse it, read by the fast parser (`facts.run_flags`) without building
-    argparse's parser: most of a fresh build's command line. None: argparse reads it."""
+    """`run` with only plain flags as argparse would parse it, read by `facts.run_flags`
+    without building argparse's parser. None: argparse reads it."""
     if argv[:1] != ["run"]:
         return None
     try:
@@ -194,19 +181,15 @@ def plain_run(argv: list[str]) -> SimpleNamespace | None:
 
 
 def _dispatch(args: Parsed, settings: Settings, proof: Proof | None = None) -> Result:
-    """One command, whatever the migration source: each is one short function."""
     command = args.command
     if command in ("run", "migrate"):
         from preflight.commands import guard  # the operator commands' own imports are lighter
-    if command == "run":
-        argv = list(args.cmd)
-        if argv[:1] == ["--"]:
-            argv = argv[1:]
-        guard.start(settings, "run", argv, proof)
-        return Ready(argv=tuple(argv))
-    if command == "migrate":
-        guard.start(settings, "migrate")
-        return Ready()
+
+        argv = None
+        if command == "run":
+            argv = list(args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
+        guard.start(settings, command, argv, proof)
+        return Ready(argv=tuple(argv or ()))
     if command in ("backup", "restore"):
         from preflight.commands import backups  # without the pipeline's modules
 
@@ -236,8 +219,7 @@ def _dispatch(args: Parsed, settings: Settings, proof: Proof | None = None) -> R
 
 def main(argv: Sequence[str] | None = None, proof: Proof | None = None) -> int:
     """Run one command; returns its exit code (`run` execs instead of returning on success).
-
-    `proof`: what the quick start proved before handing this `run` over (see `entry`)."""
+    `proof`: what the quick start proved before handing this `run` over."""
     given = list(sys.argv[1:] if argv is None else argv)
     args: Parsed | None = plain_run(given)
     if args is None:
@@ -285,12 +267,8 @@ def _main(args: Parsed, proof: Proof | None = None) -> int:
     report["exit_code"] = code
     if settings is not None and settings.json:
         print(json.dumps(report, indent=2, default=str))
-    for handler in log.handlers:
-        handler.flush()
     if code == errors.OK and argv:
-        log.info("exec: %s", " ".join(argv), extra={"step": "exec"})
-        for handler in log.handlers:
-            handler.flush()
+        log.info("exec: %s", " ".join(argv), extra={"step": "exec"})  # a StreamHandler flushes
         sys.stdout.flush()
         sys.stderr.flush()
         signals.defaults()  # the app gets SIGTERM with its usual meaning

@@ -1,10 +1,5 @@
-"""The one entry function: `python -m preflight`, the `preflight` console script,
-entrypoint.py and the image's launcher all call `main`.
-
-The quick start comes first (a proven no-op `run` execs the app from inside it, having
-imported almost nothing); otherwise the full command line takes over, handed what the
-quick start already proved (see `facts.Proof`).
-"""
+"""The one entry function (`python -m preflight`, the console script, entrypoint.py, the
+image's launcher): the quick start first, else the command line with what it proved."""
 
 import os
 import sys

@@ -1,10 +1,5 @@
-"""`preflight init`: adopt a database made before the guard, writing its first migration.
-
-The migration is written from the live schema (tables, indexes, views, triggers; none of
-SQLite's internal objects, no virtual table's shadow tables, nothing of the guard's or
-Litestream's), proven by replaying it in memory to a schema equal to the live one, and
-only then written and recorded as adopted, after a verified backup.
-"""
+"""`preflight init`: adopt a database made before the guard, writing its first migration
+from the live schema, proven by replaying it in memory to a schema equal to the live one."""
 
 from __future__ import annotations
 
@@ -17,7 +12,6 @@ from pathlib import Path
 
 from preflight import schema
 from preflight.commands.results import Initialized
-from preflight.core import names
 from preflight.core.errors import (
     DriftError,
     EnvironmentProblem,
@@ -39,6 +33,7 @@ from preflight.storage.steps import locked, step
 log = logging.getLogger("preflight")
 
 LABEL = "initial_schema"
+TITLES = {"table": "Tables", "index": "Indexes", "view": "Views", "trigger": "Triggers"}
 
 
 def _shadow_tables(rows: list[tuple[str, str, str, str]]) -> set[str]:
@@ -102,7 +97,7 @@ def render(conn: sqlite3.Connection, source: Path, version: int) -> str:
         for r in rows
         if not (schema.ignored(r[1]) or schema.ignored(r[2]) or r[1].lower() in shadows)
     ]
-    groups = {kind: [r[3] for r in kept if r[0] == kind] for kind in ("table", "index", "trigger")}
+    groups = {kind: [r[3] for r in kept if r[0] == kind] for kind in TITLES}
     groups["view"] = [
         sql for _, sql in _views_in_order([(r[1], r[3]) for r in kept if r[0] == "view"])
     ]
@@ -112,12 +107,7 @@ def render(conn: sqlite3.Connection, source: Path, version: int) -> str:
         f"-- put each change in a new migration ({version + 1:03d}_..., {version + 2:03d}_...).\n\n"
     )
     parts = [head]
-    for title, kind in (
-        ("Tables", "table"),
-        ("Indexes", "index"),
-        ("Views", "view"),
-        ("Triggers", "trigger"),
-    ):
+    for kind, title in TITLES.items():
         if group := groups[kind]:
             parts.append(f"-- {title}\n\n" + "".join(f"{_terminated(sql)}\n\n" for sql in group))
     return "".join(parts).rstrip("\n") + "\n"
@@ -192,7 +182,6 @@ def init(settings: Settings, version: int | None) -> Initialized:
             f"give --number below {min(m.version for m in existing)}, or move them",
         )
     name = f"{version:03d}_{LABEL}.sql"
-    assert names.classify(name, False)[0] == names.SQL
     with locked(settings, "init"):
         insp = inspect(settings.db)
         if insp.fresh:
@@ -228,7 +217,11 @@ def init(settings: Settings, version: int | None) -> Initialized:
                 written = load(path)
                 if written.sha256 != migration.sha256:
                     raise UsageError(f"{path} changed while it was being written", "run init again")
-                _adopt(settings, written)
+                with closing(connect(settings.db, settings.lock_timeout)) as conn, immediate(conn):
+                    history.ensure_tables(conn)
+                    history.record(conn, written, "adopted", 0.0)
+                    what = "first migration written from the live schema"
+                    history.log(conn, "init", written.version, written.name, what)
             except BaseException:
                 path.unlink(missing_ok=True)  # no history names it: leave no half-adoption
                 backup.fsync_dir(folder)
@@ -237,17 +230,3 @@ def init(settings: Settings, version: int | None) -> Initialized:
             return Initialized(backup=saved, error=exc)  # the backup is named with it
         log.info("init: wrote %s and recorded %s as adopted at %s", path, settings.db, name)
     return Initialized(backup=saved, written=str(path), adopted=name)
-
-
-def _adopt(settings: Settings, migration: Migration) -> None:
-    """History row how='adopted' and a log row, in one transaction."""
-    with closing(connect(settings.db, settings.lock_timeout)) as conn, immediate(conn):
-        history.ensure_tables(conn)
-        history.record(conn, migration, "adopted", 0.0)
-        history.log(
-            conn,
-            "init",
-            migration.version,
-            migration.name,
-            "first migration written from the live schema",
-        )

@@ -1,8 +1,5 @@
-"""`preflight backup` and `preflight restore`: a verified backup now, and putting one back.
-
-Apart from the other operator commands: a restore copies and hashes a whole database, and
-its own imports are all it should add to that (not the pipeline's schema and sources).
-"""
+"""`preflight backup` and `preflight restore`: a verified backup now, and putting one back;
+apart from the other operator commands, so as not to import the pipeline's modules."""
 
 from __future__ import annotations
 
@@ -81,17 +78,11 @@ def _choose(settings: Settings, name: str | None, version: int | None) -> Path:
 
 
 def restore(
-    settings: Settings,
-    name: str | None,
-    version: int | None = None,
-    force: bool = False,
+    settings: Settings, name: str | None, version: int | None = None, force: bool = False
 ) -> Restored:
-    """`preflight restore [BACKUP | --version N]`: back up the current state first, then restore.
-
-    Refused (exit 8) while another process has the database open or a guarded app runs,
-    unless `force`: the rename would leave them writing into the replaced file. A failure
-    after the current state was saved comes back as the result's error, naming the save.
-    """
+    """`preflight restore [BACKUP | --version N]`: back up the current state first, then
+    restore. Refused (exit 8) while another process has the database open, unless `force`:
+    they would go on writing into the replaced file."""
     if name is not None and version is not None:
         raise UsageError("name a backup or a version, not both", "preflight restore --version N")
     check_environment(settings.db, settings.backup_dir, writes=True)

@@ -1,8 +1,5 @@
-"""The guarded start, written once over any migration source (`source.Source`).
-
-Everything reads until `execute`, the one call that writes (backup, the source's apply,
-`verify`; on any failure undo and a failure record). docs/internals.md, "How it works".
-"""
+"""The guarded start, written once over any migration source (`source.Source`): everything
+reads until `execute`, the one call that writes (docs/internals.md, "How it works")."""
 
 from __future__ import annotations
 
@@ -10,6 +7,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,11 +34,11 @@ from preflight.fast.facts import (
     Proof,
     check_due,
     check_environment,
+    connect_ro,
     quick_check,
     share_running,
     show_policy,
     span,
-    uri,
 )
 from preflight.live import history
 from preflight.live.database import (
@@ -141,8 +139,7 @@ def start(
     settings: Settings, command: str, argv: list[str] | None = None, proof: Proof | None = None
 ) -> None:
     """Everything `run` does before exec, and all that `migrate` does. `proof`: what a quick
-    start proved before handing over (its lock, still held, the files' hashes, a passed
-    quick_check), used when made for this very database and folder."""
+    start proved before handing over, used when made for this very database and folder."""
     if proof is not None and (proof.db, proof.migrations) != (
         str(settings.db),
         str(settings.migrations if settings.tool == "files" else settings.app_dir),
@@ -171,8 +168,7 @@ def start(
             refuse_if_failed(settings, src.fingerprint)
             for attempt in range(1, RETRIES + 1):
                 try:
-                    # A quick_check the quick start passed under this same lock holds on the
-                    # first attempt; after another guard moved the history, it is redone.
+                    # A quick_check passed under this lock holds until the history moves.
                     checked = held >= 0 and proof is not None and proof.checked and attempt == 1
                     _start_locked(settings, src, checked)
                     break
@@ -225,11 +221,8 @@ def prune(settings: Settings) -> None:
 
 def strict_foreign_keys(db: Path) -> None:
     """--strict: foreign-key violations already in the database are errors (nothing changed)."""
-    conn = sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)
-    try:
+    with closing(connect_ro(db)) as conn:
         found = foreignkeys.violations(conn)
-    finally:
-        conn.close()
     if found:
         raise DriftError(
             f"{db} has {foreignkeys.summary(found)} (--strict)",
@@ -243,8 +236,6 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
     passed under it already)."""
     db = settings.db
     with step("inspect") as info:
-        # The cache's key holds the version the database records, which inspect reads
-        # once its cheap checks passed; the full check, if the policy wants one now, follows.
         now = int(time.time())
         insp, trusted = inspect_cached(settings, src, db, quick_check=False)
         rec = insp.recorded
@@ -260,23 +251,14 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         if due and not deferred:
             check_before_writing(db)
             checked = True
-        info["what"] = (
-            "fresh database"
-            if insp.fresh
-            else src.describe(rec)
-            + (
-                ", schema as verified before (cache)"
-                if insp.trusted
-                else f", {len(insp.live_schema.tables)} table(s)"
-            )
-            + (
-                ", quick_check ok (by the quick start, under this lock)"
-                if proved
-                else ", quick_check ok"
-                if checked
-                else ", header and size ok"
-            )
-        )
+        how = "quick_check ok" if checked else "header and size ok"
+        how = "quick_check ok (by the quick start, under this lock)" if proved else how
+        if insp.fresh:
+            info["what"] = "fresh database"
+        elif insp.trusted:
+            info["what"] = f"{src.describe(rec)}, schema as verified before (cache), {how}"
+        else:
+            info["what"] = f"{src.describe(rec)}, {len(insp.live_schema.tables)} table(s), {how}"
     with step("plan") as info:
         try:
             p = plan_of(settings, src, insp, rec)
@@ -298,14 +280,10 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         settings.backup == "always" or (settings.backup == "on-change" and p.writes)
     )
     if insp.size > 0:
-        # Only a start on a database that holds something backs up or waits for others:
-        # a fresh build imports neither.
-        from preflight.storage import backup, holders
+        from preflight.storage import backup, holders  # a fresh build needs neither
     # A retry (a restart loop) of a start that failed: its backup still holds this.
     reused = backup.reusable(db, settings.backup_dir) if backs_up and p.writes else None
-    # Within the integrity interval, a migration backed by a backup may rely on the full
-    # check recorded for this very file (README, Integrity checks): the backup is still
-    # compared block by block and hashed, and verify checks the migrated file in full.
+    # Within the integrity interval a backed-up write may rely on this file's recorded check.
     vouched = _vouched(settings, insp, now) if p.writes and backs_up and not checked else ""
     if (p.writes or settings.backup == "always" or deferred) and insp.size > 0 and not checked:
         if vouched:
@@ -370,12 +348,8 @@ def given_tables(settings: Settings, file: Path | None = None) -> None:
 
     read = file or settings.db
     fresh = not read.exists() or read.stat().st_size == 0
-    conn = None if fresh else sqlite3.connect(uri(read, mode="ro"), uri=True, isolation_level=None)
-    try:
+    with nullcontext() if fresh else closing(connect_ro(read)) as conn:
         loss.check_given(conn, settings.accept_loss, settings.db)
-    finally:
-        if conn is not None:
-            conn.close()
 
 
 def check_accepted(settings: Settings, p: Plan) -> None:
@@ -447,11 +421,7 @@ def execute(
 ) -> VerifiedState | None:
     """Back up (or reuse the backup `backup.reusable` found), migrate, verify; on any
     failure undo and leave a failure record. What was verified (None: nothing applied).
-
-    `vouched`: the full check before writing was left to the one recorded in the interval
-    (`_vouched`); a failure then checks the restored state, which names a database that
-    was corrupt already (exit 6), not the migrations.
-    """
+    `vouched`: the check before writing was left to one within the interval (`_vouched`)."""
     db = settings.db
     taken = None
     wants_backup = settings.backup == "always" or (settings.backup == "on-change" and p.writes)
@@ -463,12 +433,8 @@ def execute(
                 taken = reused[0]
                 info["what"] = f"reused {taken} (database unchanged since {reused[1]})"
             else:
-                taken = backup.take(
-                    db,
-                    settings.backup_dir,
-                    "pre-migrate" if p.writes else "always",
-                    vouched=vouched,
-                )
+                reason = "pre-migrate" if p.writes else "always"
+                taken = backup.take(db, settings.backup_dir, reason, vouched=vouched)
                 info["what"] = f"{taken.stat().st_size / (1 << 20):.1f} MiB"
                 info["tail"] = f" -> {taken}"
     if not p.writes:
@@ -579,9 +545,9 @@ def verify(
     fk_baseline: foreignkeys.Before | None = None,
     label: str = "verify",
 ) -> VerifiedState:
-    """After migrating: the database records the head, its schema equals the head (a fresh
-    build of files has none: it is by construction what they make), quick_check passes, no
-    new foreign-key violation, smoke exits 0. Returns what it proved, for the cache."""
+    """After migrating: the database records the head, its schema equals the head's (a fresh
+    build of files is it by construction), quick_check passes, no new foreign-key violation,
+    smoke exits 0. Returns what it proved, for the cache."""
     with step(label) as info:
         src.check_recorded(db, p)
         conn = connect(db, settings.lock_timeout)

@@ -1,8 +1,5 @@
-"""Operator commands beside the pipeline: check, status, stamp, clear-failure, prepare.
-
-`check` and `status` only read (a private snapshot). The others take the guard's lock,
-validate first, and write in one place.
-"""
+"""Operator commands beside the start: check and status (they only read, on a private
+snapshot), stamp, clear-failure, prepare (under the lock, validating first)."""
 
 from __future__ import annotations
 
@@ -10,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +19,7 @@ from preflight.commands.guard import (
     refuse_if_failed,
     verify,
 )
-from preflight.commands.results import (
-    Assessment,
-    Cleared,
-    Prepared,
-    Stamped,
-    State,
-)
+from preflight.commands.results import Assessment, Cleared, Prepared, Stamped, State
 from preflight.core.errors import (
     DatabaseUnusable,
     DriftError,
@@ -41,12 +33,7 @@ from preflight.core.errors import (
 from preflight.core.files import private_folder
 from preflight.fast.facts import LOSS, check_environment
 from preflight.live import history, loss
-from preflight.live.database import (
-    assert_not_busy,
-    connect,
-    inspect,
-    live_state,
-)
+from preflight.live.database import assert_not_busy, connect, inspect, live_state
 from preflight.schema import drift, foreignkeys
 from preflight.sources import downgrade
 from preflight.sources.source import Source, Stamp
@@ -58,24 +45,18 @@ log = logging.getLogger("preflight")
 
 
 def assess(settings: Settings, rehearse: bool) -> Assessment:
-    """`check` and `status`: everything a start would decide, on a private snapshot.
-
-    Never writes the database or its folder. With `rehearse`, pending migrations run on the
-    snapshot. Code 0 (at head) or 3 (pending); once the facts before the inspection are
-    known, errors come back as the result's error, reported with them (a failure record
-    still lets `status` show the state before it refuses with 11).
-    """
+    """`check` and `status`: everything a start would decide, on a private snapshot (with
+    `rehearse`, pending migrations run on it). Code 0 (at head) or 3 (pending); once the facts
+    before the inspection are known, errors come back as the result's error, beside them."""
     check_environment(settings.db, None, writes=False)
+    command = "check" if rehearse else "status"
     src = load(settings, readonly=True)
     record = history.read_failure(settings.failure_path)
     replica = None
     if settings.litestream_config is not None:
-        from preflight.storage import (
-            litestream,  # the replica's newest position, beside the local history
-        )
+        from preflight.storage import litestream  # the replica's newest position
 
         replica = litestream.position(settings)
-        command = "check" if rehearse else "status"
         log.info("%s: litestream: %s", command, litestream.describe(replica))
     known = Assessment(
         src.name,
@@ -218,14 +199,11 @@ def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) 
 
 def _copy_once(db: Path, folder: Path) -> Callable[[], Path | None]:
     """A private copy of `db` as it is now, made on the first call only."""
-    made: list[Path | None] = []
 
+    @cache
     def copy() -> Path | None:
-        if not made:
-            target = folder / "before"
-            target.mkdir()
-            made.append(backup.snapshot(db, target) or None)
-        return made[0]
+        (folder / "before").mkdir()
+        return backup.snapshot(db, folder / "before") or None
 
     return copy
 
@@ -304,11 +282,8 @@ def _summarize(result: Assessment) -> None:
 
 
 def stamp(settings: Settings, version: int | str, force: bool) -> Stamped:
-    """`preflight stamp VERSION`: record VERSION as applied without running anything.
-
-    Only when the live schema matches what the migrations up to VERSION produce (extras
-    allowed), unless `force`; under the lock, after a verified backup.
-    """
+    """`preflight stamp VERSION`: record VERSION as applied without running anything, when
+    the live schema matches what the migrations up to it produce (or `force`)."""
     check_environment(
         settings.db, settings.backup_dir if settings.backup != "never" else None, writes=True
     )

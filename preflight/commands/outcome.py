@@ -1,8 +1,5 @@
 """The base every command's result shares, and `Ready`: all a start (`run`, `migrate`) returns.
-
-Apart from `results` (the operator commands' results): a start builds none of them, and
-creating their classes at import was a fresh build's largest single import.
-"""
+Apart from `results`: creating those classes at import was a fresh build's largest import."""
 
 from __future__ import annotations
 
@@ -22,8 +19,10 @@ class Result:
     error: PreflightError | None = None
 
     def report(self) -> Json:
-        """The keys this command adds to the JSON report (beside command, database, exit_code)."""
-        return {}
+        """The keys this command adds to the JSON report (beside command, database, exit_code):
+        its fields but these two, tuples as lists, those that are None left out."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+        return {k: v for k, v in out.items() if k not in ("code", "error") and v is not None}
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,9 @@
-"""What each command did, as data: `cli` turns a result into JSON or log lines in one place.
-
-A result may carry the error a command ended with after it gathered facts worth reporting
-(status refused by a failure record): `cli` reports them beside the error, with its exit code.
-"""
+"""What each operator command did, as data: `cli` turns a result into the JSON report, with
+the error it may carry after gathering facts worth reporting (status refused by a record)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from preflight.commands.outcome import Json, Result
 
@@ -72,27 +69,17 @@ class Assessment(Result):
 class BackupTaken(Result):
     backup: str | None = None  # None: an error came first
 
-    def report(self) -> Json:
-        return {} if self.backup is None else {"backup": self.backup}
-
 
 @dataclass(frozen=True)
 class Restored(Result):
-    restored: str | None = None
     pre_restore_backup: str | None = None  # the current state saved first (None: nothing to save)
-
-    def report(self) -> Json:
-        out = {"pre_restore_backup": self.pre_restore_backup, "restored": self.restored}
-        return {k: v for k, v in out.items() if v is not None}
+    restored: str | None = None
 
 
 @dataclass(frozen=True)
 class Stamped(Result):
     stamped: int | str  # the migration number, or a tool's revision
-    accepted_differences: tuple[str, ...] = field(default=())
-
-    def report(self) -> Json:
-        return {"stamped": self.stamped, "accepted_differences": list(self.accepted_differences)}
+    accepted_differences: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,11 +103,3 @@ class Initialized(Result):
     backup: str | None = None
     written: str | None = None
     adopted: str | None = None
-
-    def report(self) -> Json:
-        out: Json = {}
-        if self.backup is not None:
-            out["backup"] = self.backup
-        if self.written is not None:
-            out.update(written=self.written, adopted=self.adopted)
-        return out

@@ -1,13 +1,8 @@
 """The cheap facts of a start, each defined once: the quick start and the pipeline share them.
 
-Options (every flag, its PREFLIGHT_* variable and its default as text), the migration
-files' names and sha256, the migration set's fingerprint, the cache key and the cache's
-text, the schema hash, the SQLite header probe, the integrity policy, the environment
-check, the lock file and the running marker, the backups that pruning counts, `PRAGMA
-quick_check`. The quick start proves a no-op start with these alone, so this module
-imports only os, time, fcntl, `names`, `errors` and the C modules under hashlib and
-sqlite3: no json, re, argparse, logging or dataclasses (tests/package/test_layers.py
-checks).
+The quick start proves a no-op start with these alone, so this module imports only os,
+time, fcntl, `names`, `errors` and the C modules under hashlib and sqlite3
+(tests/package/test_layers.py checks).
 """
 
 import fcntl
@@ -46,10 +41,8 @@ def _lru_cache(*args: object) -> Callable[[Callable[[str], object]], object]:
 
 
 def _import_sqlite3() -> object:
-    """Import `_sqlite3` without its import of functools (and, through it, collections,
-    operator, reprlib, keyword, types): 4-5 ms of a 15 ms quick start. The C module takes
-    `functools.lru_cache` once, at import; it gets `_lru_cache` instead, and the real
-    functools is imported by whoever needs it next."""
+    """Import `_sqlite3` without its import of functools and what that loads (4-5 ms of a
+    15 ms quick start): it takes `functools.lru_cache` once, at import; it gets `_lru_cache`."""
     if "functools" in sys.modules or "_sqlite3" in sys.modules:
         import _sqlite3
 
@@ -112,6 +105,7 @@ EVERY_START, BEFORE_WRITES = "every-start", "before-writes"
 DOWNGRADES = ("refuse", "apply")  # --downgrade: what an image older than the database does
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 BACKUP_REASONS = ("pre-migrate", "manual", "pre-restore", "always")
+Hashes = dict[str, tuple[tuple[int, ...], str]]  # path -> (identity, sha256)
 
 
 # The files the guard keeps beside the database (suffixes of its path), SQLite's own, and
@@ -165,11 +159,8 @@ def integrity_policy(text: str) -> str | int:
 
 
 def check_due(policy: str | int, checked_at: int, now: float) -> bool:
-    """Whether a start with nothing to write runs the full `PRAGMA quick_check`.
-
-    `checked_at`: when the last full check passed (Unix seconds; 0: none recorded). A
-    time in the future (a clock set back) counts as none: better one check too many.
-    """
+    """Whether a start with nothing to write runs the full `PRAGMA quick_check`; a last
+    check (`checked_at`, 0: none) in the future (a clock set back) counts as none."""
     if isinstance(policy, str):
         return policy == EVERY_START
     return not 0 < checked_at <= now < checked_at + policy
@@ -183,10 +174,8 @@ def span(seconds: int) -> str:
     return f"{max(0, seconds)}s"
 
 
-def show_policy(policy: str | int) -> str:
-    """PREFLIGHT_INTEGRITY's value as an operator would write it: '24h', '90m', 'every-start'."""
-    if isinstance(policy, str):
-        return policy
+def show_policy(policy: int) -> str:
+    """An interval of PREFLIGHT_INTEGRITY as an operator would write it: '24h', '90m'."""
     if policy % 86400 == 0 and policy > 86400:
         return f"{policy // 86400}d"
     for unit, size in (("h", 3600), ("m", 60)):
@@ -198,8 +187,7 @@ def show_policy(policy: str | int) -> str:
 def run_flags(args: list[str]) -> tuple[dict[str, str], list[str]]:
     """`run [options] -- CMD...`: the flags as given (setting -> text, a switch "1" or "0")
     and the command, read as argparse reads them; anything but the plain spellings
-    (`--db=x`, abbreviations, a value starting with '-', no `--`, no command) is Unproven.
-    `cli` reads a `run` with these too, before it would build argparse's parser."""
+    (`--db=x`, abbreviations, a value starting with '-', no `--`, no command) is Unproven."""
     given: dict[str, str] = {}
     i = 0
     while i < len(args) and args[i] != "--":
@@ -218,11 +206,8 @@ def run_flags(args: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """`run [options] -- CMD...` as settings (flag > environment > default) and the command.
-
-    Only the plain spellings a no-op start needs (`run_flags`); anything argparse would have
-    to judge (json output, backup=always, a value to be parsed) is Unproven too.
-    """
+    """`run [options] -- CMD...` as settings (flag > environment > default) and the command;
+    anything a no-op start does not need or argparse would have to judge is Unproven."""
     given, command = run_flags(args)
     values = {
         dest: given.get(dest, environ.get(env, default)) for dest, _, env, default, _ in OPTIONS
@@ -255,20 +240,12 @@ def run_options(args: list[str], environ: Mapping[str, str]) -> tuple[dict[str, 
 
 class Proof:
     """What a quick start proved before it handed over, so the pipeline does not redo it:
-    the guard's lock, still held (`take_lock` passes it on), the migration files' hashes
-    by path and identity (`migrations.load` reuses one whose file is unchanged), and
-    whether `PRAGMA quick_check` passed under that lock. Made by `quickstart.start`."""
+    the held lock, the migration files' hashes by path and identity, and whether
+    `PRAGMA quick_check` passed under that lock."""
 
     __slots__ = ("db", "migrations", "_lock", "hashed", "checked")
 
-    def __init__(
-        self,
-        db: str,
-        migrations: str,
-        lock: int,
-        hashed: dict[str, tuple[tuple[int, ...], str]],
-        checked: bool,
-    ) -> None:
+    def __init__(self, db: str, migrations: str, lock: int, hashed: Hashes, checked: bool) -> None:
         self.db, self.migrations, self._lock = db, migrations, lock
         self.hashed, self.checked = hashed, checked and lock >= 0
 
@@ -284,46 +261,33 @@ class Proof:
             let_go(fd)
 
 
-# ---------------------------------------------------------------- files and hashes
-
-
 def identity(st: os.stat_result) -> tuple[int, ...]:
     """What changes whenever a file's bytes may have: a hash taken at one is valid at the other."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def digest_fd(fd: int) -> str:
-    digest = sha256()
-    while block := os.read(fd, 1 << 20):
-        digest.update(block)
-    return str(digest.hexdigest())
 
 
 def sha256_of(path: str) -> tuple[str, tuple[int, ...]]:
     """(hex sha256, identity) of a file, both from one open descriptor."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        before = identity(os.fstat(fd))
-        text = digest_fd(fd)
+        before, digest = identity(os.fstat(fd)), sha256()
+        while block := os.read(fd, 1 << 20):
+            digest.update(block)
         after = identity(os.fstat(fd))
     finally:
         os.close(fd)
-    return text, (after if after == before else ())  # changed while read: vouches for nothing
+    return str(digest.hexdigest()), (
+        after if after == before else ()
+    )  # changed while read: vouches for nothing
 
 
 def sha256_bytes(data: bytes) -> str:
     return str(sha256(data).hexdigest())
 
 
-def files(
-    folder: str, seen: dict[str, tuple[tuple[int, ...], str]] | None = None
-) -> list[tuple[int, str, str]]:
-    """(version, name, sha256) of every migration, by version; Unproven if any is odd.
-
-    The same rule as `migrations.discover` (`names.classify`): anything it would refuse,
-    or anything that is not plainly a migration, goes to the full pipeline to decide.
-    `seen` gets path -> (identity, sha256) of each file hashed, for `migrations.load`.
-    """
+def files(folder: str, seen: Hashes | None = None) -> list[tuple[int, str, str]]:
+    """(version, name, sha256) of every migration, by version; Unproven for anything not
+    plainly a migration (`names.classify`). `seen` gets path -> (identity, sha256)."""
     found: dict[int, tuple[int, str, str]] = {}
     with os.scandir(folder) as entries:  # d_type: no stat per file
         listed = sorted((e.name, e.is_dir(), e.is_file()) for e in entries)
@@ -365,8 +329,8 @@ def key(fingerprint: str, strict: bool) -> str:
 
 
 def cache_key(source: str, fingerprint: str, recorded: tuple[str, ...] | None, strict: bool) -> str:
-    """The verified-state cache key of a start: the source ('files' or the tool), its
-    migration set's fingerprint and the version the database records (its rows as text)."""
+    """The verified-state cache key of a start: the source, its migration set's fingerprint
+    and the version the database records (its rows as text)."""
     mark = "<none>" if recorded is None else "\n".join(recorded)
     return key(
         set_fingerprint([("<source>", source), ("<files>", fingerprint), ("<recorded>", mark)]),
@@ -375,16 +339,14 @@ def cache_key(source: str, fingerprint: str, recorded: tuple[str, ...] | None, s
 
 
 # The SQL reading the version a database records, as rows of text, and its table.
+ALEMBIC = ("SELECT version_num FROM alembic_version ORDER BY version_num", "alembic_version")
 RECORDED = {
     "files": (
         "SELECT version || ' ' || name || ' ' || sha256 FROM _preflight_history ORDER BY version",
         "_preflight_history",
     ),
-    "alembic": ("SELECT version_num FROM alembic_version ORDER BY version_num", "alembic_version"),
-    "flask-migrate": (
-        "SELECT version_num FROM alembic_version ORDER BY version_num",
-        "alembic_version",
-    ),
+    "alembic": ALEMBIC,
+    "flask-migrate": ALEMBIC,
     "django": (
         "SELECT app || '.' || name FROM django_migrations ORDER BY app, name",
         "django_migrations",
@@ -403,13 +365,9 @@ def recorded_in(conn: sqlite3.Connection, source: str) -> tuple[str, ...] | None
 
 
 def code_identity() -> str:
-    """The guard's own code decides what "no drift" means: a new guard re-verifies.
-
-    Its files' identities (inode, size, mtime, ctime) stand for their bytes: writing a
-    file changes its ctime, which nobody can set back, so a changed guard always
-    re-verifies (and a reinstalled identical one does once). Reading and hashing every
-    source on every start cost a millisecond of a quick start's few.
-    """
+    """The guard's own code decides what "no drift" means: a new guard re-verifies. Its
+    files' identities stand for their bytes (writing a file changes its ctime, which nobody
+    can set back); hashing every source cost a millisecond of a quick start's few."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     found: list[str] = []
     with os.scandir(package) as entries:  # the package and its layer folders, one level
@@ -455,19 +413,9 @@ def backup_name(name: str, stem: str) -> tuple[str, str] | None:
     if not name.startswith(f"{stem}-") or not name.endswith(".db"):
         return None
     taken_at, _, reason = name[len(stem) + 1 : -3].partition("-")
-    date, t, rest = taken_at.partition("T")
-    clock, dot, ms = rest.partition(".")
-    if (
-        len(date) == 8
-        and t
-        and len(clock) == 6
-        and dot
-        and len(ms) == 4
-        and ms.endswith("Z")
-        and (date + clock + ms[:3]).isascii()
-        and (date + clock + ms[:3]).isdigit()
-        and reason in BACKUP_REASONS
-    ):
+    digits = taken_at[:8] + taken_at[9:15] + taken_at[16:19]
+    shape = taken_at[8] + taken_at[15] + taken_at[19:] if len(taken_at) == 20 else ""
+    if shape == "T.Z" and digits.isascii() and digits.isdigit() and reason in BACKUP_REASONS:
         return taken_at, reason
     return None
 
@@ -479,23 +427,16 @@ def recorded_backups(listed: Iterable[str], stem: str) -> list[str]:
     return [n for n in present if backup_name(n, stem) and f"{n}.json" in present]
 
 
-# ---------------------------------------------------------------- the database
-
-
 def uri(path: object, **params: str) -> str:
     """An SQLite URI for `path` ('?' and '#' in a path would otherwise end it early)."""
     query = "&".join(f"{k}={v}" for k, v in params.items())
-    # Only these three end or escape the path part of an SQLite URI (urllib.parse.quote
-    # would do, at the cost of importing it on every start).
+    # Only these three end or escape the path part (urllib.parse.quote costs an import).
     quoted = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
     return f"file:{quoted}?{query}"
 
 
 def schema_hash(conn: sqlite3.Connection) -> str:
-    """sha256 of every row of sqlite_master (type, name, table, SQL) except rootpage.
-
-    rootpage is left out: VACUUM moves tables without changing the schema.
-    """
+    """sha256 of sqlite_master's rows without rootpage (VACUUM moves tables, not the schema)."""
     digest = sha256()
     for row in conn.execute(
         "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name, tbl_name"
@@ -518,12 +459,9 @@ def probe(db: str) -> tuple[str, str]:
     """The cheap integrity facts of the main file, O(1) in its size: (verdict, why).
 
     'bad': not an SQLite database; 'short': shorter than its header says, with nothing
-    that could hold the rest (SQLite itself calls that 'database disk image is
-    malformed'); 'unsure': shorter, but a hot journal or a WAL with frames may hold the
-    rest (a crash during a commit or a checkpoint writes page 1 first), so only a full
-    check can tell; 'ok': the header is SQLite's and the file holds every page it counts.
-    A longer file is fine: SQLite ignores the tail (an app's SQLITE_FCNTL_CHUNK_SIZE
-    preallocates one).
+    that could hold the rest; 'unsure': shorter, but a hot journal or a WAL with frames
+    may hold the rest (a crash during a commit or a checkpoint writes page 1 first);
+    'ok': the file holds every page it counts (a longer one is fine: SQLite ignores the tail).
     """
     with open(db, "rb") as f:
         head = f.read(100)
@@ -565,18 +503,9 @@ def now() -> str:
 
 def which(command: str) -> bool:
     """shutil.which(command) is not None, without importing shutil."""
-
-    def runnable(path: str) -> bool:
-        return (
-            os.path.exists(path) and os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path)
-        )
-
-    if os.path.dirname(command):
-        return runnable(command)
-    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        if runnable(os.path.join(folder or os.curdir, command)):
-            return True
-    return False
+    search = os.environ.get("PATH", os.defpath).split(os.pathsep)  # "": the current folder
+    paths = [os.path.join(f, command) for f in ([""] if os.path.dirname(command) else search)]
+    return any(os.access(p, os.F_OK | os.X_OK) and not os.path.isdir(p) for p in paths)
 
 
 def _accessible(path: str, mode: int) -> bool:
@@ -591,9 +520,8 @@ def check_environment(
     writes: bool,
     command: list[str] | None = None,
 ) -> None:
-    """Step 1 of a start: folders, permissions, the command. Changes nothing. Room for a
-    backup is demanded only where one will be taken: a start with nothing to write needs
-    none. The quick start hands over on any of these errors: the full start reports it."""
+    """Step 1 of a start: folders, permissions, the command; changes nothing. Room for a
+    backup is demanded only where one will be taken."""
     db = os.fspath(db)
     folder, uid = os.path.dirname(db), os.getuid()
     try:
@@ -667,15 +595,6 @@ def check_environment(
         )
 
 
-def say(lines: list[str], quiet: bool) -> None:
-    if not quiet:
-        sys.stderr.write("".join(f"preflight: {line}\n" for line in lines))
-        sys.stderr.flush()
-
-
-# ---------------------------------------------------------------- the lock and the running marker
-
-
 def open_lock(path: str | PathLike[str]) -> int:
     """Open (creating if needed) the guard's lock file: never through a symlink (it could
     lead to the database), never blocking on a FIFO; exit 7 if it is not a plain file of
@@ -710,8 +629,7 @@ def open_lock(path: str | PathLike[str]) -> int:
 
 def take_lock(fd: int, db: str) -> None:
     """flock `fd` at once (busy: BlockingIOError) and prove the name still leads to it (see
-    `lock.acquire`); returns only holding a lock others will find. Writes nothing: a guard
-    that does not hold the lock keeps its hands off the holder's note."""
+    `lock.acquire`). Writes nothing: only the holder writes its note."""
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     st, named = os.fstat(fd), os.lstat(f"{db}{LOCK}")
     if (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
@@ -743,8 +661,8 @@ def let_go(fd: int) -> None:
 
 
 def open_running(db: str | PathLike[str]) -> int:
-    """`<db>.preflight.running`, which a guarded app holds a shared flock on while it runs
-    (a restore takes it exclusively): a regular file, never through a symlink or a FIFO."""
+    """`<db>.preflight.running`, shared-flocked by a guarded app while it runs (a restore
+    takes it exclusively): a regular file, never through a symlink or a FIFO."""
     path = f"{os.fspath(db)}{RUNNING}"
     flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
@@ -764,8 +682,7 @@ def open_running(db: str | PathLike[str]) -> int:
 
 def share_running(db: str | PathLike[str]) -> int:
     """Take the shared flock a running guarded app holds; the descriptor survives exec (the
-    app inherits it), so `restore` sees the app. Called with the guard's lock held, so no
-    restore holds it exclusively now."""
+    app inherits it), so `restore` sees the app."""
     fd = open_running(db)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -782,11 +699,9 @@ def share_running(db: str | PathLike[str]) -> int:
 def cheap_checks(db: str, full: bool) -> bool:
     """The header, the sidecars, no stale -wal or hot -journal, the size against the header
     (Unproven for anything the full pipeline must judge). Returns whether the full
-    quick_check must run: asked for, or the size cannot vouch (`probe` says unsure)."""
+    quick_check must run."""
     with open(db, "rb") as f:
         head = f.read(20)
-    if head[: len(HEADER)] != HEADER:
-        raise Unproven("header")
     for suffix in SIDECARS:
         side = f"{db}{suffix}"
         if os.path.lexists(side) and (

@@ -1,62 +1,21 @@
 """The quick start: a no-op `run` proven with a handful of imports, then exec.
 
-A container whose database is already at head should start in about the interpreter's
-own start-up time. The full pipeline imports argparse, logging, dataclasses and pathlib
-(~40 ms on a small VM) before doing any work; this module imports only os, sys, time,
-fcntl and the C modules under hashlib and sqlite3. It proceeds only when every check of
-a no-op start passes
-exactly as on the last verified start, and otherwise hands over to the full pipeline
-(`entry.main` calls `cli.main` with the `facts.Proof` of what was proved so far: the held
-lock, the files' hashes, a passed quick_check), which decides and explains. It never
-reports an error itself. Every fact it checks is defined once, in `facts`.
-
-What it proves, in the full start's order, for any migration source: the options are
-valid (it knows the same flags and PREFLIGHT_* variables as `config`, a test keeps them
-equal); the environment (folders, permissions, the command on PATH); the migration files'
-names and sha256 (or a tool's light facts), the version the database records and the
-guard's own code give the cache key of the last verified start; the lock; no failure
-record; the SQLite header, no hot journal, the file as long as its header says (`probe`),
-`PRAGMA quick_check` when the integrity policy wants one this start (`check_due`); the
-schema text hashes to what the cache vouches for (see `cache`); no backup needs pruning.
-Anything else, or any exception: hand over. A full check that falls due under an
-interval policy is handed over too: the full start runs it and records its time.
+It checks every fact of a no-op start in the full start's order, with `facts` alone
+(docs/performance.md, "Quick start"). Anything else, or any exception, hands over:
+`entry.main` calls `cli.main` with the `facts.Proof` of what was proved so far, and the
+full start decides and explains. It never reports an error itself.
 """
 
 import os
+import sys
 import time
 
 from preflight.core import ancestry  # imports only os
 from preflight.fast import facts
-from preflight.fast.facts import EVERY_START
-
-HandOver = facts.Unproven  # not provably a no-op start: the full pipeline takes over
+from preflight.fast.facts import EVERY_START, Unproven
 
 
-_which, _environment, _say = facts.which, facts.check_environment, facts.say
-
-
-def _inspect(db: str, source: str, full: bool, checked: list[bool]) -> tuple[tuple[str, ...], str]:
-    """Header, no hot journal, the size, quick_check if `full` (or if the size cannot vouch);
-    returns the version the database records and the schema hash. `checked[0]`: quick_check
-    ran and passed."""
-    full = facts.cheap_checks(db, full)
-    # Read-only: closing it cannot checkpoint the WAL, so the database stays byte-identical.
-    conn = facts.connect_ro(db)
-    try:
-        if full and facts.quick_check(conn) != "ok":
-            raise HandOver("quick_check")
-        checked[0] = full
-        recorded = facts.recorded_in(conn, source)
-        if recorded is None:
-            raise HandOver("no history")
-        return recorded, facts.schema_hash(conn)
-    finally:
-        conn.close()
-
-
-def _migrations(
-    values: dict[str, str], hashed: dict[str, tuple[tuple[int, ...], str]]
-) -> tuple[str, str, int]:
+def _migrations(values: dict[str, str], hashed: facts.Hashes) -> tuple[str, str, int]:
     """(the folder, the fingerprint, how many files) of the migration set: the guard's own
     files (their hashes kept in `hashed` for the hand-over), or the tool's light facts."""
     source = values["tool"]
@@ -67,59 +26,43 @@ def _migrations(
         spec = values["functions"]
         if spec and found:  # migrations.set_fingerprint adds the functions module's sha256
             if "/" not in spec and not spec.endswith(".py"):
-                raise HandOver("functions module")  # a module name: import machinery decides
+                raise Unproven("functions module")  # a module name: import machinery decides
             named.append(("<functions>", facts.sha256_of(os.path.abspath(spec))[0]))
         return folder, facts.set_fingerprint(named), len(found)
     from preflight.fast import toolfiles  # os and the facts only
 
-    light = toolfiles.LIGHT.get(source)
-    if light is None:
-        raise HandOver("tool")
     folder = os.path.abspath(values["app_dir"] or ".")
-    paths = light(folder, os.path.realpath(values["db"]), values["tool_cmd"])
+    paths = toolfiles.LIGHT[source](folder, os.path.realpath(values["db"]), values["tool_cmd"])
     return folder, toolfiles.fingerprint(folder, paths), len(paths)
-
-
-def _since(checked_at: int, policy: str | int) -> str:
-    """'header and size ok, last quick_check 3h ago' (see --integrity)."""
-    ago = facts.span(int(time.time()) - checked_at)
-    return "header and size ok, " + (
-        "quick_check only before writes"
-        if policy == facts.BEFORE_WRITES
-        else f"last quick_check {ago} ago"
-    )
 
 
 def start(
     argv: list[str], environ: dict[str, str] | None = None, hand_on: bool = False
 ) -> facts.Proof | None:
-    """Exec the app if `argv` is a provable no-op `run`; return to hand over otherwise.
-
-    With `hand_on`, a `run` handed over returns the `facts.Proof` of what was proved (the caller
-    then owns its lock: `Proof.release`); without, everything is let go here.
-    """
+    """Exec the app if `argv` is a provable no-op `run`; return to hand over otherwise: with
+    `hand_on`, the `facts.Proof` of what was proved (the caller then owns its lock)."""
     if argv[:1] != ["run"]:
         return None
     fd = running = -1
     held = False
     db = migrations = ""
-    hashed: dict[str, tuple[tuple[int, ...], str]] = {}
-    checked = [False]
+    hashed: facts.Hashes = {}
+    checked = False
     try:
         values, command = facts.run_options(argv[1:], os.environ if environ is None else environ)
         db = os.path.realpath(values["db"])
         backup_dir = facts.backup_folder(db, values["backup_dir"])
         t0 = time.perf_counter()
-        given = backup_dir if values["backup"] != "never" else None
         if not os.path.isfile(db):
-            raise HandOver("no database")
-        _environment(db, given, True, command)  # a problem hands over: the full start names it
+            raise Unproven("no database")
+        given = backup_dir if values["backup"] != "never" else None
+        facts.check_environment(db, given, True, command)  # the full start names a problem
         if ancestry.replicating() is not None:
-            raise HandOver("under litestream replicate")  # the full start refuses (exit 2)
+            raise Unproven("under litestream replicate")  # the full start refuses (exit 2)
         if values["litestream_config"] and not (
-            os.path.isfile(values["litestream_config"]) and _which(values["litestream"])
+            os.path.isfile(values["litestream_config"]) and facts.which(values["litestream"])
         ):
-            raise HandOver("litestream")  # the full start names what is missing
+            raise Unproven("litestream")  # the full start names what is missing
         migrations, fingerprint, count = _migrations(values, hashed)
         t1 = time.perf_counter()
         fd = facts.open_lock(db + facts.LOCK)
@@ -129,29 +72,40 @@ def start(
         facts.write_note(fd, "run")
         t2 = time.perf_counter()
         if os.path.exists(db + facts.FAILURE):
-            raise HandOver("failure record")
+            raise Unproven("failure record")
         with open(db + facts.CACHE, "rb") as f:
             cached = f.read()
         checked_at = facts.cache_checked_at(cached)
         policy = facts.integrity_policy(values["integrity"])
         if policy != EVERY_START and facts.check_due(policy, checked_at, time.time()):
-            raise HandOver("integrity check due")  # the full start runs and records it
-        recorded, live = _inspect(db, values["tool"], policy == EVERY_START, checked)
+            raise Unproven("integrity check due")  # the full start runs and records it
+        full = facts.cheap_checks(db, policy == EVERY_START)
+        conn = facts.connect_ro(db)  # closing it cannot checkpoint the WAL: nothing written
+        try:
+            if full and facts.quick_check(conn) != "ok":
+                raise Unproven("quick_check")
+            checked = full
+            recorded = facts.recorded_in(conn, values["tool"])
+            if recorded is None:
+                raise Unproven("no history")
+            live = facts.schema_hash(conn)
+        finally:
+            conn.close()
         key = facts.cache_key(values["tool"], fingerprint, recorded, values["strict"] == "1")
         if cached != facts.cache_text(key, live, checked_at, facts.cache_checked_on(cached)):
-            raise HandOver("cache")
+            raise Unproven("cache")
         keep = int(values["keep_backups"])
         if values["backup"] != "never" and keep > 0 and os.path.isdir(backup_dir):
             stem = os.path.splitext(os.path.basename(db))[0]
             if len(facts.recorded_backups(os.listdir(backup_dir), stem)) > keep:
-                raise HandOver("prune")
+                raise Unproven("prune")
         t3 = time.perf_counter()
         facts.let_go(fd)
         fd = -1
     except Exception:  # anything unexpected, too: the full start decides and explains
         if running >= 0:
             os.close(running)
-        proof = facts.Proof(db, migrations, fd if held else -1, hashed, checked[0])
+        proof = facts.Proof(db, migrations, fd if held else -1, hashed, checked)
         if fd >= 0 and not held:
             os.close(fd)
         if not hand_on or not db:
@@ -159,18 +113,24 @@ def start(
             return None
         return proof
     what = "file(s)" if values["tool"] == "files" else f"{values['tool']} file(s)"
-    _say(
-        [
-            f"migrations: {count} {what} as verified before in {(t1 - t0) * 1000:.0f} ms",
-            f"lock: acquired in {(t2 - t1) * 1000:.0f} ms",
-            f"inspect: {len(recorded)} applied, schema as verified before (cache), "
-            f"{'quick_check ok' if checked[0] else _since(checked_at, policy)} "
-            f"in {(t3 - t2) * 1000:.0f} ms",
-            "plan: 0 pending, history and schema verified in 0 ms",
-            f"exec: {' '.join(command)}",
-        ],
-        values["log_level"] in ("warning", "error"),
-    )
+    if checked:
+        integrity = "quick_check ok"
+    elif policy == facts.BEFORE_WRITES:
+        integrity = "header and size ok, quick_check only before writes"
+    else:
+        ago = facts.span(int(time.time()) - checked_at)
+        integrity = f"header and size ok, last quick_check {ago} ago"
+    lines = [
+        f"migrations: {count} {what} as verified before in {(t1 - t0) * 1000:.0f} ms",
+        f"lock: acquired in {(t2 - t1) * 1000:.0f} ms",
+        f"inspect: {len(recorded)} applied, schema as verified before (cache), "
+        f"{integrity} in {(t3 - t2) * 1000:.0f} ms",
+        "plan: 0 pending, history and schema verified in 0 ms",
+        f"exec: {' '.join(command)}",
+    ]
+    if values["log_level"] not in ("warning", "error"):
+        sys.stderr.write("".join(f"preflight: {line}\n" for line in lines))
+        sys.stderr.flush()
     try:
         os.execvp(command[0], command)
     except OSError:

@@ -1,11 +1,6 @@
-"""The light half of a migration tool: what a no-op start needs, with os and sqlite3 only.
-
-A start whose migration files and recorded version match the last verified start must not
-start the tool, import the app, or even import `dataclasses` (see `quickstart`). So each
-tool's light facts live here as plain functions: which files make its migration set
-(hashed into the cache key); `facts.RECORDED` reads the version it recorded. `tools`
-builds the full `Tool` description on top of these.
-"""
+"""The light half of a migration tool: the files of its migration set (hashed into the
+cache key), found with os alone, so that a no-op start never starts the tool or imports
+the app (see `quickstart`). `tools` builds the full `Tool` on top of these."""
 
 from __future__ import annotations
 
@@ -15,6 +10,7 @@ from preflight.fast.facts import TOOL_PATHS, set_fingerprint, sha256_of
 from preflight.fast.facts import Unproven as HandOver
 
 SKIPPED_DIRS = ("__pycache__", ".git", ".pytest_cache")
+DJANGO_SKIPPED = ("node_modules", "site-packages", "venv", "env", "static", "media")
 
 
 def tree(folder: str) -> list[str]:
@@ -91,16 +87,8 @@ def split_locations(value: str, options: dict[str, str]) -> list[str]:
     """`version_locations` split as Alembic does: by `path_separator` /
     `version_path_separator` (os, space, newline, ':', ';', ','), else spaces and commas."""
     sep = options.get("path_separator") or options.get("version_path_separator")
-    if sep == "os":
-        parts = value.split(os.pathsep)
-    elif sep == "newline":
-        parts = value.splitlines()
-    elif sep in (":", ";", ","):
-        parts = value.split(sep)
-    elif sep == "space":
-        parts = value.split()
-    else:
-        parts = value.replace(",", " ").split()
+    seps = {"os": os.pathsep, "newline": "\n", "space": None, ":": ":", ";": ";", ",": ","}
+    parts = value.split(seps[sep]) if sep in seps else value.replace(",", " ").split()
     return [p.strip() for p in parts if p.strip()]
 
 
@@ -124,37 +112,24 @@ def location(app_dir: str, where: str, search: list[str]) -> str:
     return os.path.join(app_dir, where)
 
 
-def alembic_config(app_dir: str, tool_cmd: str) -> tuple[str, str]:
-    """The ini file and its section a migrate command reads: `-c/--config` (default
-    alembic.ini in the app folder, or ALEMBIC_CONFIG) and `-n/--name` (default alembic)."""
+def alembic_files(app_dir: str, db: str = "", tool_cmd: str = "") -> list[str]:
+    """The ini Alembic reads (`-c/--config` in --tool-cmd, else ALEMBIC_CONFIG or
+    alembic.ini; its section `-n/--name`, else alembic), everything in its
+    `script_location` and in every `version_locations` entry."""
     argv = words(tool_cmd)
     ini = option(argv, "-c", "--config") or os.environ.get("ALEMBIC_CONFIG") or "alembic.ini"
-    return os.path.join(app_dir, ini), option(argv, "-n", "--name") or "alembic"
-
-
-def alembic_folders(app_dir: str, options: dict[str, str], script: str) -> list[str]:
-    """The script folder and every `version_locations` entry of one ini section."""
-    search = [
-        os.path.join(app_dir, p)
-        for p in split_locations(options.get("prepend_sys_path", ""), options)
-    ] + [app_dir]
-    folders = [location(app_dir, script, search)]
-    extra = options.get("version_locations", "")
-    folders += [location(app_dir, v, search) for v in split_locations(extra, options)]
-    return folders
-
-
-def alembic_files(app_dir: str, db: str = "", tool_cmd: str = "") -> list[str]:
-    """The ini Alembic reads (`-c` in --tool-cmd, else alembic.ini), everything in its
-    `script_location` (env.py, script.py.mako, versions/) and in every `version_locations`
-    entry. HandOver when the script folder is missing."""
-    ini, section = alembic_config(app_dir, tool_cmd)
-    options = ini_section(ini, section)
+    ini = os.path.join(app_dir, ini)
+    options = ini_section(ini, option(argv, "-n", "--name") or "alembic")
     return _alembic_set(app_dir, ini, options, options.get("script_location", "migrations"))
 
 
 def _alembic_set(app_dir: str, ini: str, options: dict[str, str], script: str) -> list[str]:
-    folders = alembic_folders(app_dir, options, script)
+    """The ini, the script folder and every `version_locations` entry; HandOver when the
+    script folder is missing."""
+    prepend = split_locations(options.get("prepend_sys_path", ""), options)
+    search = [os.path.join(app_dir, p) for p in prepend] + [app_dir]
+    extra = split_locations(options.get("version_locations", ""), options)
+    folders = [location(app_dir, f, search) for f in [script, *extra]]
     if not os.path.isdir(folders[0]):
         raise HandOver(folders[0])
     found = {ini} if os.path.isfile(ini) else set()
@@ -164,37 +139,13 @@ def _alembic_set(app_dir: str, ini: str, options: dict[str, str], script: str) -
     return sorted(found)
 
 
-def flask_directory(app_dir: str, tool_cmd: str) -> str:
-    """Flask-Migrate's folder: `-d/--directory` in --tool-cmd, else `migrations`."""
-    return os.path.join(app_dir, option(words(tool_cmd), "-d", "--directory") or "migrations")
-
-
 def flask_migrate_files(app_dir: str, db: str = "", tool_cmd: str = "") -> list[str]:
-    """Flask-Migrate's folder (its alembic.ini, env.py, script.py.mako, versions/) and every
-    `version_locations` entry of that alembic.ini (`%(here)s` is the folder)."""
-    folder = flask_directory(app_dir, tool_cmd)
+    """Flask-Migrate's folder (`-d/--directory` in --tool-cmd, else `migrations`) and every
+    `version_locations` entry of its alembic.ini (`%(here)s` is the folder)."""
+    where = option(words(tool_cmd), "-d", "--directory") or "migrations"
+    folder = os.path.join(app_dir, where)
     ini = os.path.join(folder, "alembic.ini")
     return _alembic_set(app_dir, ini, ini_section(ini, "alembic"), folder)
-
-
-DJANGO_SKIPPED = ("node_modules", "site-packages", "venv", "env", "static", "media")
-
-
-def django_migration_files(app_dir: str, manage: str = "manage.py") -> list[str]:
-    """Every `.py` in a folder called `migrations` under the app folder (hidden folders,
-    virtual environments and byte code skipped), sorted."""
-    if not os.path.isfile(os.path.join(app_dir, manage)):
-        raise HandOver(os.path.join(app_dir, manage))
-    found: list[str] = []
-    for root, dirs, names in os.walk(app_dir):
-        dirs[:] = sorted(
-            d
-            for d in dirs
-            if d not in SKIPPED_DIRS and d not in DJANGO_SKIPPED and not d.startswith(".")
-        )
-        if os.path.basename(root) == "migrations":
-            found.extend(os.path.join(root, n) for n in names if n.endswith(".py"))
-    return sorted(found)
 
 
 # What a scratch run of Django loaded from outside the app folder's `migrations` folders
@@ -227,17 +178,10 @@ def recorded_folders(db: str, context: str) -> list[str]:
     return [line for line in lines[2:] if line]
 
 
-def django_manage(tool_cmd: str) -> str:
-    """manage.py as --tool-cmd names it (relative to the app folder), else manage.py."""
-    return next((w for w in words(tool_cmd) if os.path.basename(w) == "manage.py"), "manage.py")
-
-
 def django_installed() -> list[str]:
-    """Django's own migrations (contrib apps), its version file and the metadata of every
-    distribution installed beside it, as installed where this interpreter finds Django
-    without importing it: an upgrade that brings a new auth or admin migration, or a
-    third-party app's, changes them. Nothing when this interpreter has no Django (the scratch
-    build then warns; see docs/tools.md)."""
+    """Django's own migrations (contrib apps), its version file and the METADATA of every
+    distribution installed beside it, found without importing Django: an upgrade bringing a
+    new migration (auth, admin, a third-party app's) changes them. None without Django."""
     import importlib.util
 
     try:
@@ -248,9 +192,6 @@ def django_installed() -> list[str]:
         return []
     root = list(spec.submodule_search_locations)[0]
     found = [os.path.join(root, "__init__.py")]
-    # Every distribution installed beside Django, by its METADATA (name and version): a
-    # pip upgrade of a third-party app that brings migrations (allauth, taggit...) changes
-    # the fingerprint, so the no-op start hands over and Django's plan sees them.
     site = os.path.dirname(root)
     for entry in sorted(os.listdir(site)):
         metadata = os.path.join(site, entry, "METADATA")
@@ -268,21 +209,27 @@ def django_installed() -> list[str]:
 
 
 def django_files(app_dir: str, db: str = "", tool_cmd: str = "") -> list[str]:
-    """manage.py, the apps' migrations packages under the app folder, Django's own, and
-    every migrations folder elsewhere that the last scratch run reported (a new file in
-    one changes the set)."""
-    manage = django_manage(tool_cmd)
-    found = set(django_migration_files(app_dir, manage)) | set(django_installed())
+    """manage.py (as --tool-cmd names it), every `.py` in a folder called `migrations`
+    under the app folder (hidden folders, virtual environments and byte code skipped),
+    Django's own, and every migrations folder elsewhere that the last scratch run reported
+    (a new file in one changes the set)."""
+    manage = next((w for w in words(tool_cmd) if os.path.basename(w) == "manage.py"), "manage.py")
+    if not os.path.isfile(os.path.join(app_dir, manage)):
+        raise HandOver(os.path.join(app_dir, manage))
+    found = set(django_installed())
+    for root, dirs, names in os.walk(app_dir):
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if d not in SKIPPED_DIRS and d not in DJANGO_SKIPPED and not d.startswith(".")
+        )
+        if os.path.basename(root) == "migrations":
+            found.update(os.path.join(root, n) for n in names if n.endswith(".py"))
     for folder in recorded_folders(db, paths_context("django", tool_cmd)):
         if os.path.isdir(folder):  # a folder removed since: its files drop out of the set
             found.update(p for p in tree(folder) if p.endswith(".py"))
     return [os.path.join(app_dir, manage)] + sorted(found)
 
 
-# name -> (the files of its migration set, SQL reading its recorded version as text rows,
-# its version table). Everything a quick start needs; `tools.TOOLS` adds the rest.
-LIGHT = {
-    "alembic": alembic_files,
-    "flask-migrate": flask_migrate_files,
-    "django": django_files,
-}
+# name -> the files of its migration set; `tools.TOOLS` adds the rest.
+LIGHT = {"alembic": alembic_files, "flask-migrate": flask_migrate_files, "django": django_files}
