@@ -24,10 +24,10 @@ from preflight.live import history
 from preflight.live.database import Inspection
 from preflight.schema import drift
 from preflight.schema.sqltext import fold, quote
-from preflight.schema.statements import RUN, classify, split_statements
+from preflight.schema.statements import RUN, Statement, classify, split_statements
 from preflight.sources import planner
 from preflight.sources.functions import AppFunctions
-from preflight.sources.migrations import Migration, Statement, set_fingerprint, up_section
+from preflight.sources.migrations import Migration, set_fingerprint, up_section
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 

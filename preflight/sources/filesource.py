@@ -1,8 +1,4 @@
-"""The guard's own migration files as a source: `NNN_name.sql|.py`, applied in ONE transaction.
-
-Killed or failed anywhere before COMMIT, the database is as it was; after it, at head;
-never a version in between.
-"""
+"""The guard's own migration files as a source: `NNN_name.sql|.py`, applied in ONE transaction."""
 
 from __future__ import annotations
 
@@ -98,9 +94,7 @@ class FileSource:
     def status_plan(
         self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None
     ) -> tuple[Plan, str | None]:
-        """`plan` for `status`, which never runs a .py migration's code: replaying one for
-        the drift check is left to `check` (drift not checked). Pending migrations are not
-        replayed: status needs their names, not the head they build."""
+        """Pending migrations are not replayed: status needs their names, not their head."""
         migrations, strict = self.migrations, settings.strict
         if insp.trusted or insp.fresh:
             return self.plan(settings, insp, rec), None
@@ -129,8 +123,6 @@ class FileSource:
     def stamp_target(
         self, settings: Settings, insp: Inspection, version: str, force: bool
     ) -> schema.Schema:
-        """The schema after migrations 1..`version` (0: none); DriftError for a version below
-        what the history and the schema show (unless `force`)."""
         number = int(version) if version.isdigit() else -1
         upto = [m for m in self.migrations if m.version <= number]
         if number < 0 or (number != 0 and (not upto or upto[-1].version != number)):
@@ -145,8 +137,6 @@ class FileSource:
         return replay(self.migrations, {len(upto)})[len(upto)]
 
     def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:
-        """History rows for 1..`version` (above it removed) and the accepted differences, in
-        one transaction that first proves the history unchanged since `insp`."""
         version, diffs = stamp.version, list(stamp.diffs)
         number = int(version)
         upto = [m for m in self.migrations if m.version <= number]
@@ -198,117 +188,107 @@ class FileSource:
         return f"{len(rec or ())} applied"
 
     def apply(
-        self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
+        self, settings: Settings, db: Path, plan: Plan, progress: dict[str, Any], label: str
     ) -> foreignkeys.Before:
-        return apply(settings, db, p.steps, progress, label)
-
-
-def apply(
-    settings: Settings, db: Path, p: planner.Plan, progress: dict[str, Any], label: str = "migrate"
-) -> foreignkeys.Before:
-    """Adopt and apply everything pending in ONE BEGIN IMMEDIATE ... COMMIT; returns the
-    foreign-key baseline (violations already there, counted before anything runs).
-
-    `progress["running"]` gets each migration's name as it starts (the failing one also as
-    `progress["failing"]`); `progress["committed"]` turns True once COMMIT returned, or once
-    something inside ended the transaction (undo from the backup). The history is read
-    again first: a recorded migration never runs twice, whatever happened to the lock file.
-    """
-    progress.setdefault("running", [])
-    progress.setdefault("committed", False)
-    live = label == "migrate"  # fault points only on the live database, never the rehearsal
-    after_statement = (lambda: faults.point("statement")) if live else None
-    conn = connect(db, settings.lock_timeout)
-    try:
-        with immediate(conn):
-            try:
-                now = planner.history_key(history.read(conn))
-                if now != p.based_on:
-                    raise HistoryMoved(
-                        f"another guard changed the history of {db} after this one "
-                        f"planned ({len(p.based_on or ())} -> {len(now or ())} "
-                        f"recorded); nothing was run",
-                        "start again",
+        """`progress["running"]` gets each migration's name as it starts (the failing one also
+        as `progress["failing"]`). The history is read again first: a recorded migration never
+        runs twice, whatever happened to the lock file."""
+        p: planner.Plan = plan.steps
+        progress.setdefault("running", [])
+        progress.setdefault("committed", False)
+        live = label == "migrate"  # fault points only on the live database, never the rehearsal
+        after_statement = (lambda: faults.point("statement")) if live else None
+        conn = connect(db, settings.lock_timeout)
+        try:
+            with immediate(conn):
+                try:
+                    now = planner.history_key(history.read(conn))
+                    if now != p.based_on:
+                        raise HistoryMoved(
+                            f"another guard changed the history of {db} after this one "
+                            f"planned ({len(p.based_on or ())} -> {len(now or ())} "
+                            f"recorded); nothing was run",
+                            "start again",
+                        )
+                    before = foreignkeys.violations(conn)
+                    if before and live:  # check/status list them themselves
+                        log.warning(
+                            "foreign keys: %s already present before this run (not made by it; "
+                            "--strict refuses them)",
+                            foreignkeys.summary(before),
+                        )
+                    baseline = foreignkeys.watch(conn, before)
+                    ledger = Ledger(
+                        conn,
+                        planned(p.undo, undo=True) + planned(p.pending),  # down steps count too
+                        Policy.of(settings, label, progress),
+                        baseline.lineage,
                     )
-                before = foreignkeys.violations(conn)
-                if before and live:  # check/status list them themselves
-                    log.warning(
-                        "foreign keys: %s already present before this run (not made by it; "
-                        "--strict refuses them)",
-                        foreignkeys.summary(before),
-                    )
-                baseline = foreignkeys.watch(conn, before)
-                ledger = Ledger(
-                    conn,
-                    planned(p.undo, undo=True) + planned(p.pending),  # down steps count too
-                    Policy.of(settings, label, progress),
-                    baseline.lineage,
-                )
-                history.ensure_tables(conn)
-                for m in p.adopt:
-                    history.record(conn, m, "adopted", 0.0)
+                    history.ensure_tables(conn)
+                    for m in p.adopt:
+                        history.record(conn, m, "adopted", 0.0)
 
-                def run(m: Migration) -> float:
-                    ledger.migration(m.name)
-                    start = time.perf_counter()
-                    try:
-                        run_body(conn, m, label, after_statement=after_statement)
-                    except PreflightError:
-                        raise
-                    except Exception as exc:
-                        raise _migration_error(m, db, exc, settings.lock_timeout) from exc
-                    return (time.perf_counter() - start) * 1000
-
-                if p.undo:  # a downgrade: the stored down steps, newest first
-                    downgrade.run(conn, p, run, progress, label, settings.strict)
-                for m in p.pending:
-                    progress["running"].append(m.name)
-                    with step(label) as info:
-                        history.record(conn, m, "applied", run(m))
-                        downgrade.keep(conn, m)  # its down step, for an older image
-                        info["what"] = m.name
-                ledger.close(progress)  # what the run destroyed: reported, or refused here
-                new = foreignkeys.introduced(baseline, foreignkeys.violations(conn))
-                if new:
-                    raise MigrationFailed(
-                        f"the migrations leave {foreignkeys.summary(new)}",
-                        "fix the migration (or the data it copies)",
-                    )
-                if p.accepted and p.expected_head is not None:
-                    _clear_accepted(conn, p)
-                with step(label) as info:
-                    if live:
-                        faults.point("before-commit")
-                    with signals.deferred():  # a SIGTERM must not split COMMIT from knowing it
-                        if signals.received():
-                            raise signals.swallowed()
+                    def run(m: Migration) -> float:
+                        ledger.migration(m.name)
+                        start = time.perf_counter()
                         try:
-                            conn.execute("COMMIT")
-                        except sqlite3.Error as exc:
-                            raise _migration_error(None, db, exc, settings.lock_timeout) from exc
+                            run_body(conn, m, label, after_statement=after_statement)
+                        except PreflightError:
+                            raise
+                        except Exception as exc:
+                            raise _migration_error(m, db, exc, settings.lock_timeout) from exc
+                        return (time.perf_counter() - start) * 1000
+
+                    if p.undo:  # a downgrade: the stored down steps, newest first
+                        downgrade.run(conn, p, run, progress, label, settings.strict)
+                    for m in p.pending:
+                        progress["running"].append(m.name)
+                        with step(label) as info:
+                            history.record(conn, m, "applied", run(m))
+                            downgrade.keep(conn, m)  # its down step, for an older image
+                            info["what"] = m.name
+                    ledger.close(progress)  # what the run destroyed: reported, or refused here
+                    new = foreignkeys.introduced(baseline, foreignkeys.violations(conn))
+                    if new:
+                        raise MigrationFailed(
+                            f"the migrations leave {foreignkeys.summary(new)}",
+                            "fix the migration (or the data it copies)",
+                        )
+                    if p.accepted and p.expected_head is not None:
+                        _forget_accepted(conn, p.expected_head, p.accepted)
+                    with step(label) as info:
+                        if live:
+                            faults.point("before-commit")
+                        with signals.deferred():  # a SIGTERM must not split COMMIT from knowing it
+                            if signals.received():
+                                raise signals.swallowed()
+                            try:
+                                conn.execute("COMMIT")
+                            except sqlite3.Error as exc:
+                                raise _migration_error(
+                                    None, db, exc, settings.lock_timeout
+                                ) from exc
+                            progress["committed"] = True
+                        info["what"] = (
+                            f"committed {len(p.adopt)} adopted and {len(p.pending)} "
+                            f"applied in one transaction"
+                        ) + (f" ({len(p.undo)} undone)" if p.undo else "")
+                except BaseException as exc:
+                    if progress["running"] and not progress["committed"]:
+                        progress["failing"] = progress["running"][-1]
+                    if _ended(conn) and not isinstance(exc, TRANSIENT):
+                        # Ended from inside (a .py migration that removed the authorizer and
+                        # committed): what was kept is unknown, so undo from the backup.
                         progress["committed"] = True
-                    info["what"] = (
-                        f"committed {len(p.adopt)} adopted and {len(p.pending)} "
-                        f"applied in one transaction"
-                    ) + (f" ({len(p.undo)} undone)" if p.undo else "")
-            except BaseException as exc:
-                if progress["running"] and not progress["committed"]:
-                    progress["failing"] = progress["running"][-1]
-                if _transaction(conn) == "ended" and not isinstance(exc, TRANSIENT):
-                    # Ended from inside (a .py migration that removed the authorizer and
-                    # committed): what was kept is unknown, so undo from the backup.
-                    progress["committed"] = True
-                raise
-    finally:
-        conn.close()
-    if live:
-        faults.point("after-commit")
-    return baseline
+                    raise
+        finally:
+            conn.close()
+        if live:
+            faults.point("after-commit")
+        return baseline
 
 
 def planned(pending: tuple[Migration, ...], undo: bool = False) -> tuple[Planned, ...]:
-    """The pending migrations (or a downgrade's down steps) as the loss ledger sees them:
-    statements, or code."""
     return tuple(
         Planned(
             m.name,
@@ -320,15 +300,14 @@ def planned(pending: tuple[Migration, ...], undo: bool = False) -> tuple[Planned
     )
 
 
-def _clear_accepted(conn: sqlite3.Connection, p: planner.Plan) -> None:
-    """Differences accepted by a forced stamp that the migrations made go away are forgotten."""
-    assert p.expected_head is not None
-    still = drift.diff(p.expected_head, schema.snapshot(conn))
-    _, kept = planner.accepted_part(still, p.accepted)
+def _forget_accepted(
+    conn: sqlite3.Connection, head: schema.Schema, accepted: tuple[drift.Difference, ...]
+) -> None:
+    """What a forced stamp accepted and the migrations made go away."""
+    _, kept = planner.accepted_part(drift.diff(head, schema.snapshot(conn)), accepted)
     if history.keep_accepted(conn, kept):
-        for d in p.accepted:
-            if d not in kept:
-                log.info("accepted difference gone after migrating, forgotten: %s", d.message())
+        for d in (d for d in accepted if d not in kept):
+            log.info("accepted difference gone after migrating, forgotten: %s", d.message())
 
 
 def _migration_error(
@@ -370,7 +349,7 @@ GETTEMPPATH = 10 | (25 << 8)  # SQLITE_IOERR_GETTEMPPATH
 
 
 def _io_error(exc: BaseException) -> bool:
-    """An SQLITE_IOERR (any extended code), also when wrapped with a statement's line."""
+    """Also when wrapped with a statement's line."""
     for e in (exc, exc.__cause__):
         code = getattr(e, "sqlite_errorcode", None)
         if isinstance(e, sqlite3.Error) and (
@@ -380,12 +359,12 @@ def _io_error(exc: BaseException) -> bool:
     return False
 
 
-def _transaction(conn: sqlite3.Connection) -> str:
-    """'open', 'ended' (committed or rolled back by someone else), or 'closed' (rolled back)."""
+def _ended(conn: sqlite3.Connection) -> bool:
+    """Committed or rolled back by someone else (closed by a .py migration: rolled back)."""
     try:
-        return "open" if conn.in_transaction else "ended"
-    except sqlite3.ProgrammingError:  # a .py migration closed the connection
-        return "closed"
+        return not conn.in_transaction
+    except sqlite3.ProgrammingError:
+        return False
 
 
 def _refuse_below_evidence(
