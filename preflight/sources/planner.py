@@ -1,9 +1,4 @@
-"""Planning: from a read-only inspection, prove the database's state and decide what to write.
-
-Nothing here writes the database. A database with history must match what its applied
-migrations produce (less the differences an operator accepted with `stamp --force`);
-one without history is adopted at the version the evidence points to (`evidence`).
-"""
+"""From a read-only inspection, prove the database's state and decide what to write."""
 
 from __future__ import annotations
 
@@ -22,8 +17,6 @@ log = logging.getLogger("preflight")
 
 @dataclass(frozen=True)
 class Plan:
-    """What a run will do, decided from a read-only inspection."""
-
     fingerprint: str  # of the whole migration set, for the failure record
     adopt: tuple[Migration, ...]
     pending: tuple[Migration, ...]
@@ -41,7 +34,6 @@ class Plan:
 
 
 def history_key(applied: tuple[history.Applied, ...] | None) -> tuple[tuple[int, str], ...] | None:
-    """What identifies a history for apply's re-read: (version, sha256) of each row."""
     return None if applied is None else tuple((a.version, a.sha256) for a in applied)
 
 
@@ -70,14 +62,13 @@ def _drift(
 def accepted_part(
     diffs: list[drift.Difference], accepted: tuple[drift.Difference, ...]
 ) -> tuple[list[drift.Difference], list[drift.Difference]]:
-    """Split `diffs` into (not accepted, accepted by a forced stamp)."""
+    """(not accepted, accepted by a forced stamp)"""
     known = {history.difference_key(d) for d in accepted}
     rest = [d for d in diffs if history.difference_key(d) not in known]
     return rest, [d for d in diffs if history.difference_key(d) in known]
 
 
 def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> Plan:
-    """Decide what to do, proving the database's state first. Reads only."""
     n = len(migrations)
     fingerprint = set_fingerprint(migrations)
     based_on = history_key(insp.applied)

@@ -172,11 +172,7 @@ done()
 
 
 def report(
-    app_dir: Path,
-    command: list[str],
-    scratch: Path,
-    sets: list[list[str]],
-    only_sets: bool = False,
+    app_dir: Path, command: list[str], scratch: Path, sets: list[list[str]], only_sets: bool = False
 ) -> dict[str, Any]:
     """Run the script in the app's interpreter on `scratch`; its JSON report. Exit 7: no
     interpreter, 5: Django cannot load the migrations, 2: Django's database is not `scratch`,

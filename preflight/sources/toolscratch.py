@@ -375,13 +375,7 @@ def _build_sets(
     site = os.path.dirname(os.path.realpath(data["django"]))
     folders = tuple(f for f in data.get("folders", ()) if not f.startswith(site + os.sep))
     return Expected(
-        fingerprint,
-        tooldjango.heads(data),
-        tuple(revisions),
-        schemas,
-        failed,
-        replaces,
-        folders,
+        fingerprint, tooldjango.heads(data), tuple(revisions), schemas, failed, replaces, folders
     )
 
 
