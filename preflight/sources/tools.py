@@ -1,8 +1,7 @@
 """Migration tools the guard wraps instead of its own files: what a tool is, and running one.
 
 Every step runs through the migrate command's own program (`Tool.base`), so `--tool-cmd`
-reaches heads, history, the scratch upgrades and the stamps too; each run gets PREFLIGHT_DB
-and PREFLIGHT_DATABASE_URL. How to add a tool: docs/tools.md, "Adding a tool".
+reaches every step. How to add a tool: docs/tools.md, "Adding a tool".
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ NAMES = ("files", "alembic", "flask-migrate", "django")
 
 @dataclass(frozen=True)
 class Tool:
-    """One migration tool, as the guard sees it (all parts are plain functions)."""
-
     name: str
     table: str  # its version table: never drift, read for the recorded version
     command: tuple[str, ...]  # migrates to head (--tool-cmd overrides; see `command`)
@@ -50,7 +47,6 @@ class Tool:
 
 
 def _rev_word(word: str) -> str | None:
-    """An Alembic revision id as it prints one (hex or the app's own ids: word characters)."""
     word = word.rstrip(",")
     return word if word and all(c.isalnum() or c in "_-" for c in word) else None
 
@@ -180,18 +176,13 @@ def stamp_commands(
     return [step_command(tool, command, tool.stamp_cmd(rev))]
 
 
-def program(tool: Tool, argv: list[str]) -> list[str]:
-    """The program every step runs: the migrate command's, else the default command's."""
-    return tool.base(argv) or tool.base(command(tool, None))
-
-
 def step_command(tool: Tool, argv: list[str], words: Sequence[str]) -> list[str]:
-    """One step (`heads`, `upgrade REV`...) through the program of the migrate command `argv`."""
-    return program(tool, argv) + list(words) + tool.tail(argv)
+    """One step (`heads`, `upgrade REV`...) through the program of the migrate command `argv`
+    (else the default command's)."""
+    return (tool.base(argv) or tool.base(command(tool, None))) + list(words) + tool.tail(argv)
 
 
 def get(name: str) -> Tool:
-    """The tool called `name`; EnvironmentProblem if this guard does not have it yet."""
     try:
         return TOOLS[name]
     except KeyError:
@@ -223,24 +214,17 @@ def _importable(module: str) -> bool:
         return False
 
 
-def environment(db: Path) -> dict[str, str]:
+def run_split(app_dir: Path, argv: Sequence[str], db: Path) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of one tool command on `db`; 127: not found."""
     path = os.path.abspath(db)
-    return dict(os.environ, PREFLIGHT_DB=path, PREFLIGHT_DATABASE_URL=f"sqlite:///{path}")
-
-
-def run_split(
-    app_dir: Path, argv: Sequence[str], db: Path, timeout: float | None = None
-) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of one tool command on `db`; 127: not found, -1: timeout."""
-    done = proc.run(argv, env=environment(db), cwd=app_dir, timeout=timeout)
+    env = dict(os.environ, PREFLIGHT_DB=path, PREFLIGHT_DATABASE_URL=f"sqlite:///{path}")
+    done = proc.run(argv, env=env, cwd=app_dir)
     return (-1 if done.code is None else done.code), done.out, done.err
 
 
-def run(
-    app_dir: Path, argv: Sequence[str], db: Path, timeout: float | None = None
-) -> tuple[int, str]:
-    """Run one tool command: (exit code, its stdout then its stderr, for `proc.meaningful_line`)."""
-    code, out, err = run_split(app_dir, argv, db, timeout)
+def run(app_dir: Path, argv: Sequence[str], db: Path) -> tuple[int, str]:
+    """(exit code, its stdout then its stderr, for `proc.meaningful_line`)"""
+    code, out, err = run_split(app_dir, argv, db)
     return code, out + ("\n" if out and err else "") + err
 
 

@@ -80,12 +80,12 @@ def cache_path(settings: Settings) -> Path:
 
 
 def image_cache_path(settings: Settings) -> Path:
-    """Where `preflight prepare` leaves the expected schemas in the image (the app folder)."""
+    """Where `preflight prepare` leaves the expected schemas in the image."""
     return settings.app_dir / IMAGE_TOOL_CACHE
 
 
 def prepare(settings: Settings, tool: Tool, fingerprint: str) -> Path:
-    """Build the expected schemas (one scratch build) into the image's cache; returns it."""
+    """Build the expected schemas into the image's cache; returns its path."""
     exp = expected(settings, tool, fingerprint, settings.db, save=False, image=False)
     path = image_cache_path(settings)
     _write_cache(path, exp)
@@ -129,10 +129,6 @@ def _dump(db: Path) -> tuple[str, ...]:
         return tuple(r[0] for r in rows)
 
 
-def recorded(db: Path, tool: Tool) -> tuple[str, ...] | None:
-    return database.recorded(db, tool.name)
-
-
 def wrote_elsewhere(tool: Tool, what: str) -> UsageError:
     return UsageError(
         f"{tool.name} did not write the database it was given ({what})",
@@ -149,10 +145,9 @@ def expected(
     rec: tuple[str, ...] | None = None,
     image: bool = True,
 ) -> Expected:
-    """The migration set's heads, revisions and schemas: cached (beside the database, or the
-    image's), else built. A failed build that made `live` where there was none (an app
-    ignoring PREFLIGHT_DATABASE_URL) removes it: a refused start leaves the volume as it was.
-    `save=False` (check, status) never writes beside the database."""
+    """Cached (beside the database, or the image's), else built. A failed build that made
+    `live` where there was none (an app ignoring PREFLIGHT_DATABASE_URL) removes it: a refused
+    start leaves the volume as it was. `save=False` (check, status) writes nothing beside it."""
     before = live_state(live)
     try:
         path = cache_path(settings)
@@ -224,7 +219,7 @@ def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expe
                     failed = f"{rev}: {proc.meaningful_line(out)}"
                     log.info("scratch: revision %s fails on an empty database", failed)
                     break
-                now = recorded(scratch, tool)
+                now = database.recorded(scratch, tool.name)
                 if now != (rev,):
                     raise wrote_elsewhere(
                         tool, f"after 'upgrade {rev}' the scratch copy records {now or 'nothing'}"
@@ -239,9 +234,8 @@ def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expe
 def _untouched(
     tool: Tool, argv: list[str], scratch: Path, live: Path, before: tuple[object, ...]
 ) -> None:
-    """A read-only command (heads, history) wrote nothing, else exit 2: the app migrates itself."""
     if scratch.exists() and scratch.stat().st_size > 0:
-        rec = recorded(scratch, tool)
+        rec = database.recorded(scratch, tool.name)
         raise tools.self_migrated(
             tool, argv, f"the empty scratch database now records {', '.join(rec or ()) or 'tables'}"
         )
@@ -274,7 +268,6 @@ def _variant(exp: Expected, rec: tuple[str, ...], tool: Tool, live: Path, strict
 
 
 def describe(rec: tuple[str, ...] | None, tool: Tool) -> str:
-    """The recorded version for a log line (Django: how many migrations are applied)."""
     if not rec:
         return "nothing"
     return f"{len(rec)} applied migration(s)" if tool.cumulative else ", ".join(rec)
