@@ -1,9 +1,5 @@
-"""The application's own SQL functions, for migrations that call them (`--functions`).
-
-A .py file or importable module defining `register(conn)`, loaded once per invocation and
-called on each connection that runs or replays migrations. Its sha256 joins the migration
-set's fingerprint, so a changed module re-verifies like a changed migration.
-"""
+"""The application's own SQL functions, for migrations that call them (`--functions`): a .py
+file or module defining `register(conn)`, called on each connection that runs migrations."""
 
 from __future__ import annotations
 
@@ -22,17 +18,10 @@ FINGERPRINT_NAME = "<functions>"  # its (name, sha256) entry in the set fingerpr
 
 @dataclass(frozen=True)
 class AppFunctions:
-    """A loaded functions module: where it came from, its sha256, its register(conn)."""
-
     spec: str
     path: str
     sha256: str
     register: Callable[[sqlite3.Connection], None] = field(compare=False, repr=False)
-
-
-def is_path(spec: str) -> bool:
-    """A file path (has a '/' or ends in .py) rather than a module name."""
-    return "/" in spec or spec.endswith(".py")
 
 
 def _fail(spec: str, what: str) -> UsageError:
@@ -45,7 +34,7 @@ def _fail(spec: str, what: str) -> UsageError:
 def load(spec: str) -> AppFunctions:
     """Import `spec` and prove its register(conn) works on a scratch connection."""
     try:
-        if is_path(spec):
+        if "/" in spec or spec.endswith(".py"):  # a path, not a module name
             path = os.path.abspath(spec)
             with open(path, "rb") as f:
                 raw = f.read()

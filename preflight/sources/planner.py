@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from preflight import schema
 from preflight.core.errors import DriftError
@@ -21,16 +21,12 @@ class Plan:
     adopt: tuple[Migration, ...]
     pending: tuple[Migration, ...]
     expected_head: schema.Schema | None  # None: fresh (built from empty), or a cache hit
-    warnings: tuple[drift.Difference, ...] = field(default=())
+    warnings: tuple[drift.Difference, ...] = ()
     # The history the plan was made from: apply re-reads it inside its write transaction
     # and refuses to run anything if another guard changed it meanwhile.
     based_on: tuple[tuple[int, str], ...] | None = None
-    accepted: tuple[drift.Difference, ...] = field(default=())  # by stamp --force
-    undo: tuple[Migration, ...] = field(default=())  # a downgrade's down steps, newest first
-
-    @property
-    def writes(self) -> bool:
-        return bool(self.adopt or self.pending or self.undo)
+    accepted: tuple[drift.Difference, ...] = ()  # by stamp --force
+    undo: tuple[Migration, ...] = ()  # a downgrade's down steps, newest first
 
 
 def history_key(applied: tuple[history.Applied, ...] | None) -> tuple[tuple[int, str], ...] | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ class Plan:
     expected_head: schema.Schema | None  # verify compares with it (None: nothing to compare)
     head: str | None  # the name of the last migration of the plan
     warnings: tuple[str, ...] = ()  # extra objects (errors with --strict)
-    accepted: tuple[drift.Difference, ...] = field(default=())  # by `stamp --force`
+    accepted: tuple[drift.Difference, ...] = ()  # by `stamp --force`
     steps: Any = None  # the source's own form of the plan, for its `apply`
     undo: tuple[str, ...] = ()  # a downgrade: applied migrations undone, newest first
 

@@ -1,10 +1,5 @@
-"""Django's migrations as the guard sees them, built on scratch by Django itself.
-
-A "version" is the set of applied `app.name` pairs; the revisions are Django's plan. One
-run of the app's interpreter (`manage.py shell -c SCRIPT`) builds every plan prefix and
-each recorded set that is no prefix on a private scratch file, and refuses to touch
-anything when Django's database is not the file the guard named. docs/tools.md, "Django".
-"""
+"""Django's migrations as the guard sees them, built on scratch by Django itself in one run
+of the app's interpreter (`manage.py shell -c SCRIPT`). docs/tools.md, "Django"."""
 
 from __future__ import annotations
 
@@ -15,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from preflight.core import proc
-from preflight.core.errors import HistoryError, UsageError
+from preflight.core.errors import EnvironmentProblem, HistoryError, UsageError
 from preflight.sources import tools
 
 log = logging.getLogger("preflight")
@@ -181,8 +176,6 @@ def report(
     argv = [*tools.django_base(command), "shell", "-c", script]
     code, text = tools.run(app_dir, argv, scratch)
     if code == 127:
-        from preflight.core.errors import EnvironmentProblem
-
         raise EnvironmentProblem(
             f"{argv[0]}: command not found (in {app_dir})",
             "install the app's Python in the image, or set PREFLIGHT_TOOL_CMD",
