@@ -153,30 +153,25 @@ def expected(
         path = cache_path(settings)
         exp = _read_cache(path, fingerprint)
         if exp is None and image:
-            exp = _read_cache(image_cache_path(settings), fingerprint)
+            exp = _read_cache(baked := image_cache_path(settings), fingerprint)
             if exp is not None:
-                log.info(
-                    "scratch: expected schemas from the image (%s)", image_cache_path(settings)
-                )
-        if tool.cumulative:
-            if exp is None:
-                # One run of Django builds the plan and the recorded set (skipped in the run
-                # when it is a plan prefix): never a second scratch build in one start.
-                exp = _build_sets(settings, tool, fingerprint, live, [list(rec)] if rec else [])
-                if save:
-                    exp = _remember_folders(settings, tool, exp)
-                    _write_cache(path, exp)
-            elif unbuilt(exp, rec):
-                # The plan is known (cached, or built into the image): an upgrade's recorded
-                # set (new migrations fall inside the plan) is the one thing left to build.
-                more = _build_sets(settings, tool, fingerprint, live, [list(rec or ())], True)
-                exp = replace(exp, schemas={**exp.schemas, **more.schemas})
-                if save:
-                    _write_cache(path, exp)
+                log.info("scratch: expected schemas from the image (%s)", baked)
+        built = exp is None
+        if exp is None and tool.cumulative:
+            # One run of Django builds the plan and the recorded set (skipped in the run
+            # when it is a plan prefix): never a second scratch build in one start.
+            exp = _build_sets(settings, tool, fingerprint, live, [list(rec)] if rec else [])
+            if save:
+                exp = _remember_folders(settings, tool, exp)
         elif exp is None:
             exp = _build(settings, tool, fingerprint, live)
-            if save:
-                _write_cache(path, exp)
+        elif tool.cumulative and unbuilt(exp, rec):
+            # The plan is known (cached, or built into the image): an upgrade's recorded
+            # set (new migrations fall inside the plan) is the one thing left to build.
+            more = _build_sets(settings, tool, fingerprint, live, [list(rec or ())], True)
+            exp, built = replace(exp, schemas={**exp.schemas, **more.schemas}), True
+        if save and built:
+            _write_cache(path, exp)
         if tool.cumulative and rec and _chain(exp, rec):
             exp = _variant(exp, rec, tool, live, settings.strict)
         if len(exp.heads) != 1:
