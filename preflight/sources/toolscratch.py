@@ -75,19 +75,10 @@ def without(s: schema.Schema, table: str) -> schema.Schema:
     )
 
 
-def cache_path(settings: Settings) -> Path:
-    return settings.db.with_name(settings.db.name + TOOL_CACHE)
-
-
-def image_cache_path(settings: Settings) -> Path:
-    """Where `preflight prepare` leaves the expected schemas in the image."""
-    return settings.app_dir / IMAGE_TOOL_CACHE
-
-
 def prepare(settings: Settings, tool: Tool, fingerprint: str) -> Path:
     """Build the expected schemas into the image's cache; returns its path."""
     exp = expected(settings, tool, fingerprint, settings.db, save=False, image=False)
-    path = image_cache_path(settings)
+    path = settings.app_dir / IMAGE_TOOL_CACHE
     _write_cache(path, exp)
     if _read_cache(path, fingerprint) is None:
         raise UsageError(f"cannot write {path}", f"make {settings.app_dir} writable in the build")
@@ -150,10 +141,10 @@ def expected(
     start leaves the volume as it was. `save=False` (check, status) writes nothing beside it."""
     before = live_state(live)
     try:
-        path = cache_path(settings)
+        path = settings.db.with_name(settings.db.name + TOOL_CACHE)
         exp = _read_cache(path, fingerprint)
         if exp is None and image:
-            exp = _read_cache(baked := image_cache_path(settings), fingerprint)
+            exp = _read_cache(baked := settings.app_dir / IMAGE_TOOL_CACHE, fingerprint)
             if exp is not None:
                 log.info("scratch: expected schemas from the image (%s)", baked)
         built = exp is None
