@@ -96,7 +96,7 @@ class FileSource:
     ) -> tuple[Plan, str | None]:
         """Pending migrations are not replayed: status needs their names, not their head."""
         migrations, strict = self.migrations, settings.strict
-        if insp.trusted or insp.fresh:
+        if insp.fresh:
             return self.plan(settings, insp, rec), None
         down = downgrade.plan(settings, insp, migrations, run_code=False)
         if down is not None:

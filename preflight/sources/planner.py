@@ -68,9 +68,6 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
     n = len(migrations)
     fingerprint = set_fingerprint(migrations)
     based_on = history_key(insp.applied)
-    if insp.trusted:
-        # the cache vouches for this schema at this set's head: nothing to replay or diff
-        return Plan(fingerprint, (), (), None, based_on=based_on, accepted=insp.accepted)
     if insp.fresh:
         # No replay: there is nothing to protect in a fresh database, so building it is
         # the proof that every migration works from empty, and a failure deletes it.

@@ -63,7 +63,7 @@ class Source(Protocol):
         """The version the database records, as text rows (None: no version table)."""
 
     def plan(self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None) -> Plan:
-        """Prove the database's state against the migration set and decide. Reads only."""
+        """Prove the state of a database the cache did not vouch for, and decide. Reads only."""
 
     def status_plan(
         self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None

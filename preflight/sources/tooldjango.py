@@ -21,6 +21,7 @@ MARK = "PREFLIGHT-DJANGO:"
 # prefixes are already known (ONLY_SETS: then only the sets are built); output: one JSON line.
 SCRIPT = r"""
 import json, os, sqlite3, sys
+from contextlib import closing
 from django import VERSION
 from django.db import DEFAULT_DB_ALIAS, connections
 out = {"version": ".".join(map(str, VERSION[:3]))}
@@ -37,11 +38,8 @@ def done():
 def tables():
     if not os.path.exists(want) or os.path.getsize(want) == 0:
         return []
-    c = sqlite3.connect(want)
-    try:
+    with closing(sqlite3.connect(want)) as c:
         return [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    finally:
-        c.close()
 # Nothing here has migrated yet: tables now were made by the app's own start-up.
 out["at_import"] = tables()
 if out["at_import"] or conn.vendor != "sqlite" or (
@@ -89,15 +87,12 @@ def canonical(names):
             have = (have - set(old)) | {squash}
     return sorted(have)
 def look():
-    c = sqlite3.connect(want)
-    try:
+    with closing(sqlite3.connect(want)) as c:
         sql = [r[0] for r in c.execute(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
             "AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
         have = canonical(a + "." + n for a, n in c.execute("SELECT app, name FROM django_migrations"))
         return sql, have
-    finally:
-        c.close()
 def fresh():
     conn.close()
     for suffix in ("", "-wal", "-shm", "-journal"):

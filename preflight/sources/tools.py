@@ -28,12 +28,13 @@ class Tool:
     table: str  # its version table: never drift, read for the recorded version
     command: tuple[str, ...]  # migrates to head (--tool-cmd overrides; see `command`)
     files: Callable[[str, str, str], list[str]]  # (app dir, db, --tool-cmd) -> its files
-    heads_cmd: tuple[str, ...]  # after `base`: prints its heads (on stdout)
-    parse_heads: Callable[[str], tuple[str, ...]]
-    history_cmd: tuple[str, ...]  # after `base`: prints its revisions (on stdout)
-    parse_history: Callable[[str], tuple[str, ...]]  # -> revisions from base to head
-    upgrade_cmd: Callable[[str], list[str]]  # after `base`: builds a database up to one version
-    stamp_cmd: Callable[[str], list[str]] | None  # after `base`: records a version, runs nothing
+    # The scratch build's steps, after `base` (a `cumulative` tool's: one run of `tooldjango`)
+    heads_cmd: tuple[str, ...] = ()  # prints its heads (on stdout)
+    parse_heads: Callable[[str], tuple[str, ...]] = lambda out: ()
+    history_cmd: tuple[str, ...] = ()  # prints its revisions (on stdout)
+    parse_history: Callable[[str], tuple[str, ...]] = lambda out: ()  # base to head
+    upgrade_cmd: Callable[[str], list[str]] = lambda rev: []  # builds up to one version
+    stamp_cmd: Callable[[str], list[str]] | None = None  # records a version, runs nothing
     # a migrate command's program and options ([]: not this tool's, e.g. a wrapper script)
     base: Callable[[list[str]], list[str]] = lambda argv: []
     tail: Callable[[list[str]], list[str]] = lambda argv: []  # options after a step's words
@@ -151,12 +152,6 @@ TOOLS["django"] = Tool(
     table=RECORDED["django"][1],
     command=("python", "manage.py", "migrate", "--no-input"),
     files=toolfiles.LIGHT["django"],
-    heads_cmd=(),  # tooldjango reads heads and the plan from one run of Django itself
-    parse_heads=lambda out: (),
-    history_cmd=(),
-    parse_history=lambda out: (),
-    upgrade_cmd=lambda rev: ["migrate", *rev.split(".", 1), "--no-input"],
-    stamp_cmd=None,
     base=django_base,
     module="django",
     fix_line='DATABASES["default"]["NAME"] = os.environ.get("PREFLIGHT_DB", '
