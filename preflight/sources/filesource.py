@@ -6,6 +6,7 @@ import errno
 import logging
 import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,22 +96,20 @@ class FileSource:
         self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None
     ) -> tuple[Plan, str | None]:
         """Pending migrations are not replayed: status needs their names, not their head."""
-        migrations, strict = self.migrations, settings.strict
+        migrations = self.migrations
         if insp.fresh:
             return self.plan(settings, insp, rec), None
         down = downgrade.plan(settings, insp, migrations, run_code=False)
         if down is not None:
             return self._common(down), downgrade.NOT_CHECKED
         pending = history.pending(insp.applied, migrations) if insp.applied is not None else ()
-        needed = (
-            migrations if insp.applied is None else migrations[: len(migrations) - len(pending)]
-        )
+        needed = migrations[: len(migrations) - len(pending)]
         code = next((m for m in needed if m.kind == "py"), None)
         if code is not None:
             why = f"not checked: {code.name} is Python code; run `preflight check` to rehearse it"
             log.info("status: drift: %s", why)
             return self._common(planner.Plan(self.fingerprint, (), pending, None)), why
-        checked = planner.plan(insp, needed, strict)
+        checked = planner.plan(insp, needed, settings.strict)
         return self._common(
             planner.Plan(
                 self.fingerprint, checked.adopt, checked.pending or pending, None, checked.warnings
@@ -140,33 +139,29 @@ class FileSource:
         version, diffs = stamp.version, list(stamp.diffs)
         number = int(version)
         upto = [m for m in self.migrations if m.version <= number]
-        conn = connect(settings.db, settings.lock_timeout)
-        try:
-            with immediate(conn):
-                if planner.history_key(history.read(conn)) != planner.history_key(insp.applied):
-                    raise HistoryMoved(
-                        f"a guard changed the history of {settings.db} while this "
-                        f"stamp checked it; nothing was recorded",
-                        "run 'preflight status', then stamp again if still needed",
-                    )
-                history.ensure_tables(conn)
-                removed = history.forget_after(conn, number)
-                downgrade.forget_after(conn, number)
-                known = {(a.version, a.name, a.sha256) for a in insp.applied or ()}
-                for m in upto:
-                    if (m.version, m.name, m.sha256) not in known:  # keep real applied-at rows
-                        history.record(conn, m, "stamped", 0.0)
-                if diffs or insp.accepted:
-                    history.accept(conn, number, diffs)  # exactly what differs now
-                history.log(
-                    conn,
-                    "stamp",
-                    number,
-                    upto[-1].name if upto else None,
-                    f"force, {len(diffs)} difference(s) accepted" if diffs else "schema matched",
+        with closing(connect(settings.db, settings.lock_timeout)) as conn, immediate(conn):
+            if planner.history_key(history.read(conn)) != planner.history_key(insp.applied):
+                raise HistoryMoved(
+                    f"a guard changed the history of {settings.db} while this "
+                    f"stamp checked it; nothing was recorded",
+                    "run 'preflight status', then stamp again if still needed",
                 )
-        finally:
-            conn.close()
+            history.ensure_tables(conn)
+            removed = history.forget_after(conn, number)
+            downgrade.forget_after(conn, number)
+            known = {(a.version, a.name, a.sha256) for a in insp.applied or ()}
+            for m in upto:
+                if (m.version, m.name, m.sha256) not in known:  # keep real applied-at rows
+                    history.record(conn, m, "stamped", 0.0)
+            if diffs or insp.accepted:
+                history.accept(conn, number, diffs)  # exactly what differs now
+            history.log(
+                conn,
+                "stamp",
+                number,
+                upto[-1].name if upto else None,
+                f"force, {len(diffs)} difference(s) accepted" if diffs else "schema matched",
+            )
         return (
             f"history now at {upto[-1].name if upto else 'nothing'} "
             f"({len(upto)} recorded, {removed} removed)"
@@ -198,91 +193,85 @@ class FileSource:
         progress.setdefault("committed", False)
         live = label == "migrate"  # fault points only on the live database, never the rehearsal
         after_statement = (lambda: faults.point("statement")) if live else None
-        conn = connect(db, settings.lock_timeout)
-        try:
-            with immediate(conn):
-                try:
-                    now = planner.history_key(history.read(conn))
-                    if now != p.based_on:
-                        raise HistoryMoved(
-                            f"another guard changed the history of {db} after this one "
-                            f"planned ({len(p.based_on or ())} -> {len(now or ())} "
-                            f"recorded); nothing was run",
-                            "start again",
-                        )
-                    before = foreignkeys.violations(conn)
-                    if before and live:  # check/status list them themselves
-                        log.warning(
-                            "foreign keys: %s already present before this run (not made by it; "
-                            "--strict refuses them)",
-                            foreignkeys.summary(before),
-                        )
-                    baseline = foreignkeys.watch(conn, before)
-                    ledger = Ledger(
-                        conn,
-                        planned(p.undo, undo=True) + planned(p.pending),  # down steps count too
-                        Policy.of(settings, label, progress),
-                        baseline.lineage,
+        with closing(connect(db, settings.lock_timeout)) as conn, immediate(conn):
+            try:
+                now = planner.history_key(history.read(conn))
+                if now != p.based_on:
+                    raise HistoryMoved(
+                        f"another guard changed the history of {db} after this one "
+                        f"planned ({len(p.based_on or ())} -> {len(now or ())} "
+                        f"recorded); nothing was run",
+                        "start again",
                     )
-                    history.ensure_tables(conn)
-                    for m in p.adopt:
-                        history.record(conn, m, "adopted", 0.0)
+                before = foreignkeys.violations(conn)
+                if before and live:  # check/status list them themselves
+                    log.warning(
+                        "foreign keys: %s already present before this run (not made by it; "
+                        "--strict refuses them)",
+                        foreignkeys.summary(before),
+                    )
+                baseline = foreignkeys.watch(conn, before)
+                ledger = Ledger(
+                    conn,
+                    planned(p.undo, undo=True) + planned(p.pending),  # down steps count too
+                    Policy.of(settings, label, progress),
+                    baseline.lineage,
+                )
+                history.ensure_tables(conn)
+                for m in p.adopt:
+                    history.record(conn, m, "adopted", 0.0)
 
-                    def run(m: Migration) -> float:
-                        ledger.migration(m.name)
-                        start = time.perf_counter()
-                        try:
-                            run_body(conn, m, label, after_statement=after_statement)
-                        except PreflightError:
-                            raise
-                        except Exception as exc:
-                            raise _migration_error(m, db, exc, settings.lock_timeout) from exc
-                        return (time.perf_counter() - start) * 1000
+                def run(m: Migration) -> float:
+                    ledger.migration(m.name)
+                    start = time.perf_counter()
+                    try:
+                        run_body(conn, m, label, after_statement=after_statement)
+                    except PreflightError:
+                        raise
+                    except Exception as exc:
+                        raise _migration_error(m, db, exc, settings.lock_timeout) from exc
+                    return (time.perf_counter() - start) * 1000
 
-                    if p.undo:  # a downgrade: the stored down steps, newest first
-                        downgrade.run(conn, p, run, progress, label, settings.strict)
-                    for m in p.pending:
-                        progress["running"].append(m.name)
-                        with step(label) as info:
-                            history.record(conn, m, "applied", run(m))
-                            downgrade.keep(conn, m)  # its down step, for an older image
-                            info["what"] = m.name
-                    ledger.close(progress)  # what the run destroyed: reported, or refused here
-                    new = foreignkeys.introduced(baseline, foreignkeys.violations(conn))
-                    if new:
-                        raise MigrationFailed(
-                            f"the migrations leave {foreignkeys.summary(new)}",
-                            "fix the migration (or the data it copies)",
-                        )
-                    if p.accepted and p.expected_head is not None:
-                        _forget_accepted(conn, p.expected_head, p.accepted)
+                if p.undo:  # a downgrade: the stored down steps, newest first
+                    downgrade.run(conn, p, run, progress, label, settings.strict)
+                for m in p.pending:
+                    progress["running"].append(m.name)
                     with step(label) as info:
-                        if live:
-                            faults.point("before-commit")
-                        with signals.deferred():  # a SIGTERM must not split COMMIT from knowing it
-                            if signals.received():
-                                raise signals.swallowed()
-                            try:
-                                conn.execute("COMMIT")
-                            except sqlite3.Error as exc:
-                                raise _migration_error(
-                                    None, db, exc, settings.lock_timeout
-                                ) from exc
-                            progress["committed"] = True
-                        info["what"] = (
-                            f"committed {len(p.adopt)} adopted and {len(p.pending)} "
-                            f"applied in one transaction"
-                        ) + (f" ({len(p.undo)} undone)" if p.undo else "")
-                except BaseException as exc:
-                    if progress["running"] and not progress["committed"]:
-                        progress["failing"] = progress["running"][-1]
-                    if _ended(conn) and not isinstance(exc, TRANSIENT):
-                        # Ended from inside (a .py migration that removed the authorizer and
-                        # committed): what was kept is unknown, so undo from the backup.
+                        history.record(conn, m, "applied", run(m))
+                        downgrade.keep(conn, m)  # its down step, for an older image
+                        info["what"] = m.name
+                ledger.close(progress)  # what the run destroyed: reported, or refused here
+                new = foreignkeys.introduced(baseline, foreignkeys.violations(conn))
+                if new:
+                    raise MigrationFailed(
+                        f"the migrations leave {foreignkeys.summary(new)}",
+                        "fix the migration (or the data it copies)",
+                    )
+                if p.accepted and p.expected_head is not None:
+                    _forget_accepted(conn, p.expected_head, p.accepted)
+                with step(label) as info:
+                    if live:
+                        faults.point("before-commit")
+                    with signals.deferred():  # a SIGTERM must not split COMMIT from knowing it
+                        if signals.received():
+                            raise signals.swallowed()
+                        try:
+                            conn.execute("COMMIT")
+                        except sqlite3.Error as exc:
+                            raise _migration_error(None, db, exc, settings.lock_timeout) from exc
                         progress["committed"] = True
-                    raise
-        finally:
-            conn.close()
+                    info["what"] = (
+                        f"committed {len(p.adopt)} adopted and {len(p.pending)} "
+                        f"applied in one transaction"
+                    ) + (f" ({len(p.undo)} undone)" if p.undo else "")
+            except BaseException as exc:
+                if progress["running"] and not progress["committed"]:
+                    progress["failing"] = progress["running"][-1]
+                if _ended(conn) and not isinstance(exc, TRANSIENT):
+                    # Ended from inside (a .py migration that removed the authorizer and
+                    # committed): what was kept is unknown, so undo from the backup.
+                    progress["committed"] = True
+                raise
         if live:
             faults.point("after-commit")
         return baseline

@@ -8,6 +8,7 @@ import sqlite3
 import sys
 import types
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 
 from preflight.core.errors import UsageError
@@ -70,11 +71,9 @@ def load(spec: str) -> AppFunctions:
     register = getattr(module, "register", None)
     if not callable(register):
         raise _fail(spec, "defines no register(conn) function")
-    scratch = sqlite3.connect(":memory:")
-    try:
-        register(scratch)
-    except Exception as exc:
-        raise _fail(spec, f"register(conn) failed: {type(exc).__name__}: {exc}") from None
-    finally:
-        scratch.close()
+    with closing(sqlite3.connect(":memory:")) as scratch:
+        try:
+            register(scratch)
+        except Exception as exc:
+            raise _fail(spec, f"register(conn) failed: {type(exc).__name__}: {exc}") from None
     return AppFunctions(spec, path, sha256_bytes(raw), register)
