@@ -18,9 +18,6 @@ from preflight.core.errors import EnvironmentProblem, HistoryError, UsageError
 from preflight.fast import toolfiles
 from preflight.fast.facts import RECORDED
 
-# --tool choices; "files" is the guard's own migrations
-NAMES = ("files", "alembic", "flask-migrate", "django")
-
 
 @dataclass(frozen=True)
 class Tool:
@@ -175,16 +172,6 @@ def step_command(tool: Tool, argv: list[str], words: Sequence[str]) -> list[str]
     """One step (`heads`, `upgrade REV`...) through the program of the migrate command `argv`
     (else the default command's)."""
     return (tool.base(argv) or tool.base(command(tool, None))) + list(words) + tool.tail(argv)
-
-
-def get(name: str) -> Tool:
-    try:
-        return TOOLS[name]
-    except KeyError:
-        raise EnvironmentProblem(
-            f"--tool {name} is not available in this guard",
-            f"use --tool {', '.join(NAMES[:-1])} or {NAMES[-1]}",
-        ) from None
 
 
 def command(tool: Tool, tool_cmd: str | None) -> list[str]:

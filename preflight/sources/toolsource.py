@@ -74,7 +74,7 @@ class ToolSource:
 
     @classmethod
     def load(cls, settings: Settings, save: bool = True, quiet: bool = False) -> ToolSource:
-        tool = tools.get(settings.tool)
+        tool = tools.TOOLS[settings.tool]
         app = str(settings.app_dir)
         with step("migrations", quiet) as info:
             try:

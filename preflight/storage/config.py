@@ -37,7 +37,7 @@ TOOL_NAMES = (
     "alembic",
     "flask-migrate",
     "django",
-)  # tools.NAMES (not imported: a start stays light)
+)  # tools.TOOLS' keys (not imported: a start stays light)
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
