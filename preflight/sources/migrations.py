@@ -232,11 +232,9 @@ def set_fingerprint(migrations: tuple[Migration, ...]) -> str:
     return facts.set_fingerprint(named)
 
 
-def _deny_transaction_control(action: int, arg1: str | None, *_: object) -> int:
+def _deny_transaction_control(action: int, *_: object) -> int:
     # Also catches conn.commit()/rollback() from a .py migration: both go through COMMIT.
-    if action == sqlite3.SQLITE_TRANSACTION:
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_TRANSACTION else sqlite3.SQLITE_OK
 
 
 def run_body(

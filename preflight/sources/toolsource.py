@@ -55,7 +55,6 @@ class Memo:
 class ToolSource:
     tool: Tool
     light: str  # the fingerprint of the files known before the scratch build (toolfiles)
-    count: int  # files in the migration set
     settings: Settings
     save: bool = True  # write the scratch cache beside the database (not for check/status)
     atomic: bool = False
@@ -86,7 +85,7 @@ class ToolSource:
                 ) from None
             fp = toolfiles.fingerprint(app, paths)
             info["what"] = f"{len(paths)} {tool.name} file(s) in {app}"
-        return cls(tool, fp, len(paths), settings, save)
+        return cls(tool, fp, settings, save)
 
     def expected(self, rec: tuple[str, ...] | None) -> Expected:
         """Built at most once per run."""
