@@ -64,9 +64,8 @@ def _sha(text: str) -> str:
 
 
 def text_of(m: Migration) -> str | None:
-    """`m`'s down step as written: its dbmate/goose down section, else the `.down.sql` beside
-    its `.up.sql` (golang-migrate, sqlx) or `.sql`, or `down.sql` beside `up.sql` (diesel);
-    or None."""
+    """`m`'s dbmate/goose down section, else the `.down.sql` beside its `.up.sql` or `.sql`
+    (golang-migrate, sqlx), or `down.sql` beside `up.sql` (diesel); or None."""
     if m.kind != "sql":
         return None
     _, end = up_section(m.source, m.name)

@@ -39,10 +39,6 @@ class Ranking:
     head: schema.Schema  # the schema after every migration
     last_seen: dict[Name, int]  # the last version at which each object exists
 
-    @property
-    def closest(self) -> int:
-        return self.tier[-1]
-
 
 def names_of(s: schema.Schema) -> set[Name]:
     return (

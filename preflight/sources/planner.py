@@ -118,7 +118,7 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
 
     found = evidence.rank(live, migrations)
     if not found.matches:
-        k = found.closest
+        k = found.tier[-1]  # the closest
         errs = drift.errors(found.diffs[k], strict)
         _warn_extras(found.diffs[k], strict)
         raise _drift(

@@ -164,9 +164,7 @@ done()
 def report(
     app_dir: Path, command: list[str], scratch: Path, sets: list[list[str]], only_sets: bool = False
 ) -> dict[str, Any]:
-    """Run the script in the app's interpreter on `scratch`; its JSON report. Exit 7: no
-    interpreter, 5: Django cannot load the migrations, 2: Django's database is not `scratch`,
-    or not SQLite, or one of several."""
+    """Run the script in the app's interpreter on `scratch`; its JSON report."""
     script = SCRIPT.replace("WANTED", repr(json.dumps(sets))).replace("ONLY_SETS", repr(only_sets))
     argv = [*tools.django_base(command), "shell", "-c", script]
     code, text = tools.run(app_dir, argv, scratch)

@@ -175,9 +175,8 @@ def step_command(tool: Tool, argv: list[str], words: Sequence[str]) -> list[str]
 
 
 def command(tool: Tool, tool_cmd: str | None) -> list[str]:
-    """The command migrating to head: --tool-cmd as given, else the default under the guard's
-    own interpreter when that has the tool (another `python` first on PATH may lack Django),
-    else as written (found on PATH)."""
+    """--tool-cmd, else the default under the guard's own interpreter when that has the tool
+    (another `python` first on PATH may lack Django), else as written (found on PATH)."""
     if tool_cmd:
         return shlex.split(tool_cmd)
     argv = list(tool.command)
