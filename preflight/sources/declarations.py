@@ -1,8 +1,7 @@
 """Loss declarations in migration files: `-- preflight: loses TABLE[.COLUMN], ...`.
 
-What a file declares is accepted when that migration loses it (`live.loss`). Any comment
-line that starts with `preflight:` must be a declaration: a misspelled one would otherwise
-silently declare nothing, so it is refused (exit 5) naming the file and the line.
+Any comment line that starts with `preflight:` must be one: a misspelled one would otherwise
+silently declare nothing.
 """
 
 from __future__ import annotations
@@ -14,15 +13,13 @@ from preflight.core import targets
 from preflight.core.errors import HistoryError
 from preflight.core.targets import Target
 
-# A comment line whose text starts with "preflight:" (any case), after `--` or `#`.
 _DIRECTIVE = re.compile(r"^[ \t]*(?:--|#)[ \t]*preflight[ \t]*:(.*)$", re.IGNORECASE | re.MULTILINE)
 _VERB = re.compile(r"[ \t]*loses\b(.*)$", re.IGNORECASE)
 EXAMPLE = "-- preflight: loses TABLE[.COLUMN], ..."
 
 
 def parse(text: str, name: str, start: int = 0, end: int | None = None) -> tuple[Target, ...]:
-    """What text[start:end] (the part of the file that runs) declares; HistoryError for a
-    malformed declaration, naming the file and the line."""
+    """What text[start:end] (the part of the file that runs) declares."""
     found: list[Target] = []
     for match in _DIRECTIVE.finditer(text, start, len(text) if end is None else end):
         line = text.count("\n", 0, match.start()) + 1

@@ -1,9 +1,5 @@
-"""Down steps: kept when a migration is applied, run on an older image when asked.
-
-The older image lacks the newer migration files, so the newer image leaves their down steps
-in the database (`_preflight_down`, in the transaction that applies each migration). How an
-older image plans and runs them: docs/internals.md, "Downgrades".
-"""
+"""Down steps: kept in the database when a migration is applied, so that an older image
+(without the newer files) can run them when asked. docs/internals.md, "Downgrades"."""
 
 from __future__ import annotations
 
@@ -23,9 +19,9 @@ from preflight.fast.facts import connect_ro, sha256_bytes
 from preflight.live import history
 from preflight.live.database import Inspection
 from preflight.schema.sqltext import fold, quote
-from preflight.schema.statements import RUN, classify, split_statements
+from preflight.schema.statements import RUN, Statement, classify, split_statements
 from preflight.sources import planner
-from preflight.sources.migrations import Migration, Statement, set_fingerprint, up_section
+from preflight.sources.migrations import Migration, set_fingerprint, up_section
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
@@ -69,9 +65,8 @@ def _sha(text: str) -> str:
 
 
 def text_of(m: Migration) -> str | None:
-    """`m`'s down step as written: its dbmate/goose down section, else the `.down.sql` beside
-    its `.up.sql` (golang-migrate, sqlx) or `.sql`, or `down.sql` beside `up.sql` (diesel);
-    or None."""
+    """`m`'s dbmate/goose down section, else the `.down.sql` beside its `.up.sql` or `.sql`
+    (golang-migrate, sqlx), or `down.sql` beside `up.sql` (diesel); or None."""
     if m.kind != "sql":
         return None
     _, end = up_section(m.source, m.name)
@@ -93,7 +88,6 @@ def text_of(m: Migration) -> str | None:
 
 
 def _statements(text: str, label: str) -> tuple[Statement, ...]:
-    """Split and classified by the rules of every migration (HistoryError naming the line)."""
     return classify(label, split_statements(text, label, 0, len(text)))
 
 
@@ -109,9 +103,8 @@ def _problem(text: str, m: Migration) -> tuple[int, str] | None:
 
 
 def keep(conn: sqlite3.Connection, m: Migration) -> None:
-    """Store `m`'s down step with its sha256, inside the transaction that applies `m`. One
-    that could not run in the guard's transaction, or runs nothing while `m` does, is not
-    kept: an older image then refuses to undo `m` rather than claim it did."""
+    """Store `m`'s down step, inside the transaction that applies `m`. One that could not run
+    there, or runs nothing while `m` does, is not kept: an older image then refuses to undo `m`."""
     text = text_of(m)
     problem = None if text is None else _problem(text, m)
     if text is None or problem:
@@ -129,7 +122,6 @@ def keep(conn: sqlite3.Connection, m: Migration) -> None:
 
 
 def forget_after(conn: sqlite3.Connection, version: int) -> None:
-    """Drop the down steps above `version`, whose history rows the caller drops (its transaction)."""
     if _exists(conn):
         conn.execute(f"DELETE FROM {DOWN} WHERE version > ?", (version,))
 
@@ -143,7 +135,6 @@ def _exists(conn: sqlite3.Connection) -> bool:
 
 
 def stored(conn: sqlite3.Connection) -> dict[int, Stored]:
-    """The down steps kept in the database, by version (none: no table)."""
     if not _exists(conn):
         return {}
     rows = conn.execute(f"SELECT version, name, migration_sha256, sha256, sql FROM {DOWN}")
@@ -169,10 +160,8 @@ def undoable(insp: Inspection) -> tuple[str, ...]:
 def plan(
     settings: Settings, insp: Inspection, migrations: tuple[Migration, ...], run_code: bool = True
 ) -> planner.Plan | None:
-    """The downgrade to this image's last migration, when the database's history goes above
-    it; None otherwise (the upgrade planner decides). Reads only; refusals are exit 5. With
-    `run_code` False (`status`), a `.py` migration is not replayed: no expected schema.
-    """
+    """The downgrade to this image's last migration; None when the history is not above it.
+    With `run_code` False (`status`), a `.py` migration is not replayed: no expected schema."""
     applied = insp.applied
     if insp.trusted or insp.fresh or not applied or not migrations:
         # No files at all: the usual "newer" refusal (a wrong PREFLIGHT_MIGRATIONS is far
@@ -215,19 +204,17 @@ def plan(
         )
     functions = migrations[0].functions
     steps = tuple(_step(kept[a.version], functions) for a in reversed(above))
-    code_ok = run_code or all(m.kind == "sql" for m in migrations)
-    head = None
-    if code_ok:
-        from preflight.sources.replay import replay  # only a downgrade replays
-
-        head = replay(migrations, {len(migrations)})[len(migrations)]
     log.info(
         "downgrade: %d migration(s) to undo, newest first: %s (back to %s)",
         len(steps),
         ", ".join(m.name for m in steps),
         migrations[-1].name,
     )
-    if head is not None:
+    head = None
+    if run_code or all(m.kind == "sql" for m in migrations):
+        from preflight.sources.replay import replay  # only a downgrade replays
+
+        head = replay(migrations, {len(migrations)})[len(migrations)]
         # What the older schema lacks is the downgrade's to drop: the steps declare it, so
         # the ledger reports it and refuses only rows lost from what stays.
         dropping = _say_losses(insp, head)
@@ -257,8 +244,7 @@ def _step(s: Stored, functions: AppFunctions | None) -> Migration:
 
 
 def _say_losses(insp: Inspection, head: schema.Schema) -> tuple[Target, ...]:
-    """Log the tables and columns the older schema lacks, with how many rows hold data in
-    them: what the down steps drop (before anything is written). Returns them."""
+    """Log (and return) the tables and columns the older schema lacks, with their rows."""
     live = insp.live_schema
     lines: list[str] = []
     dropping: list[Target] = []
@@ -284,7 +270,6 @@ def _say_losses(insp: Inspection, head: schema.Schema) -> tuple[Target, ...]:
 
 
 def _count(conn: sqlite3.Connection, table: str, column: str | None) -> str:
-    """'12 row(s)', or for a column '12 row(s), 5 with a value'."""
     try:
         if column is None:
             (n,) = conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()
@@ -305,9 +290,8 @@ def run(
     label: str,
     strict: bool,
 ) -> None:
-    """The down steps of `p`, newest first, inside apply's open transaction: each text
-    proven unchanged since the plan, and the schema after them equal to this image's head
-    (else MigrationFailed, rolled back: a downgrade never commits a schema in between)."""
+    """The down steps of `p`, newest first, inside apply's open transaction; the schema after
+    them must equal this image's head (a downgrade never commits a schema in between)."""
     now = stored(conn)
     for m in p.undo:
         s = now.get(m.version)

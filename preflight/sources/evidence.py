@@ -1,9 +1,6 @@
 """Which version an untracked database is at, by evidence (adoption, and `stamp`'s check).
 
-Fewer differences from the live schema (extras counted) win; only the versions whose
-name-count lower bound can tie the best are diffed in full; ties are told apart by SQL
-text, then by rehearsing each one's pending migrations on a private copy. The rules and
-their costs: docs/evidence.md, "Adopting a database without history".
+The rules and their costs: docs/evidence.md, "Adopting a database without history".
 """
 
 from __future__ import annotations
@@ -34,8 +31,6 @@ Name = tuple[str, str]  # (type, lower-case name), as snapshot keys its objects
 
 @dataclass(frozen=True)
 class Ranking:
-    """The versions with the fewest differences from the live schema, fully diffed."""
-
     best: int  # fewest differences (extras included) of any version 1..n
     tier: tuple[int, ...]  # every version with `best` differences, ascending
     matches: tuple[int, ...]  # those of `tier` with no difference but extra objects
@@ -43,10 +38,6 @@ class Ranking:
     snaps: dict[int, schema.Schema]
     head: schema.Schema  # the schema after every migration
     last_seen: dict[Name, int]  # the last version at which each object exists
-
-    @property
-    def closest(self) -> int:
-        return self.tier[-1]
 
 
 def names_of(s: schema.Schema) -> set[Name]:
@@ -63,8 +54,7 @@ _APPEND_ONLY = {"CREATE", "INSERT", "UPDATE", "DELETE", "REPLACE", "SELECT", "WI
 
 def changes_of(migrations: tuple[Migration, ...], names: set[str]) -> set[int]:
     """The versions (1..n) at which any object named in `names` (lower case; a table's
-    name also stands for its columns) was created, changed or dropped: one replay, reading
-    only those objects' rows of sqlite_master after a migration changed the schema."""
+    name also stands for its columns) was created, changed or dropped."""
     found: set[int] = set()
     marks = ", ".join("?" * len(names))
     query = (
@@ -87,9 +77,7 @@ def changes_of(migrations: tuple[Migration, ...], names: set[str]) -> set[int]:
 
 
 def _appends_only(m: Migration) -> bool:
-    """True when the migration can only add rows to sqlite_master (no DROP, ALTER, PRAGMA,
-    no Python): SQLite gives each new row the rowid max(rowid) + 1, so its new objects are
-    exactly the rows above the highest rowid present just before it ran."""
+    """It can only add rows to sqlite_master (no DROP, ALTER, PRAGMA, no Python)."""
     return m.kind == "sql" and all(
         (tokens(s.sql)[:1] or [""])[0].upper() in _APPEND_ONLY for s in m.statements
     )
@@ -105,13 +93,8 @@ class _Bounds:
 def _bounds(
     live: set[Name], migrations: tuple[Migration, ...], memo: Memo, by_rowid: bool
 ) -> _Bounds:
-    """Per version 0..n, the number of names missing from or extra in the live schema.
-
-    Linear in what the migrations change: a create-only migration's objects are the rows
-    above the highest rowid before it (read afresh: SQLite reuses dropped rows' rowids);
-    after any other schema change SQLite compares sqlite_master with a temp copy of it, so
-    only rows created or dropped reach Python. by_rowid=False compares every time.
-    """
+    """Per version 0..n, the number of names missing from or extra in the live schema;
+    by_rowid=False compares with the copy after every schema change."""
     apart = len(live)  # names missing from the live schema + names extra in it
     bound, last_seen = [apart], {}
     current: set[Name] = set()
@@ -149,7 +132,6 @@ def _bounds(
 
 
 def _keys(rows: list[tuple[int, str, str, str]]) -> set[Name]:
-    """Names as snapshots key them: SQLite folds only ASCII letters ("Äpfel" is not "äpfel")."""
     return {
         (t, fold(n))
         for _, t, n, tbl in rows
@@ -160,13 +142,10 @@ def _keys(rows: list[tuple[int, str, str, str]]) -> set[Name]:
 
 
 def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
-    """Rank versions 1..n by their differences from `live`, diffing only the closest."""
     live_names = names_of(live)
     memo: Memo = {}
     found = _rank(live, migrations, _bounds(live_names, migrations, memo, True), memo)
     if found is None:
-        # Cannot happen as SQLite allocates rowids; if it ever does, the bounds were
-        # wrong, so they are computed again without trusting rowids at all.
         log.warning("adopt: object names by rowid disagree with the replay; comparing all")
         bounds = _bounds(live_names, migrations, memo, False)
         found = _rank(live, migrations, bounds, memo)
@@ -176,10 +155,7 @@ def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
 
 
 def _rank(
-    live: schema.Schema,
-    migrations: tuple[Migration, ...],
-    bounds: _Bounds,
-    memo: Memo,
+    live: schema.Schema, migrations: tuple[Migration, ...], bounds: _Bounds, memo: Memo
 ) -> Ranking | None:
     """The ranking from `bounds`; None when a fully diffed version shows they were wrong."""
     n = len(migrations)
@@ -188,9 +164,7 @@ def _rank(
     order = sorted(bound, key=lambda k: (bound[k], -k))
     diffs: dict[int, list[drift.Difference]] = {}
     snaps: dict[int, schema.Schema] = {n: bounds.head}
-    # Two replays at most, each only as far as its highest stop: the versions with the
-    # lowest bound first; then, with `best` known, every version whose bound could still
-    # tie or beat it (best only decreases).
+    # The lowest bounds first; then every version whose bound could still tie `best`.
     first = [k for k in order if bound[k] == bound[order[0]]]
     best = 0
     for batch in (first, None):
@@ -208,10 +182,7 @@ def _rank(
         best = min(len(d) for d in diffs.values())
     tier = tuple(sorted(k for k in diffs if len(diffs[k]) == best))
     matches = tuple(k for k in tier if not drift.errors(diffs[k], False))
-    # Versions that mean the same can still differ in SQL text (a table rebuilt to the
-    # same structure comes back quoted by RENAME). A database made by these files holds
-    # exactly its version's text: when some candidates match it exactly, the others are
-    # ruled out (none matching: an older SQLite or a hand edit; the text says nothing).
+    # Some matching a version's SQL text exactly rule the others out (docs/evidence.md).
     exact = tuple(
         k for k in matches if all(live.texts.get(o, t) == t for o, t in snaps[k].texts.items())
     )
@@ -233,22 +204,8 @@ def _rank(
 
 
 def _collides(found: Ranking, live: schema.Schema, k: int) -> bool:
-    """An extra object at version k that a later migration makes: its pending may fail."""
     extras = names_of(live) - names_of(found.snaps[k])
     return any(found.last_seen.get(name, -1) > k for name in extras)
-
-
-def _copy(db: Path, target: Path) -> None:
-    with closing(connect_ro(db)) as source, closing(sqlite3.connect(target)) as dest:
-        source.backup(dest)
-
-
-def _end_state(conn: sqlite3.Connection) -> str:
-    digest = hashlib.sha256()
-    for line in conn.iterdump():
-        if "_preflight" not in line:
-            digest.update(line.encode("utf-8", "surrogatepass") + b"\n")
-    return digest.hexdigest()
 
 
 def _rehearse(
@@ -260,7 +217,8 @@ def _rehearse(
     with tempfile.TemporaryDirectory(prefix="preflight-adopt-") as tmp:
         for k in candidates:
             copy = Path(tmp) / f"candidate-{k}.db"
-            _copy(db, copy)
+            with closing(connect_ro(db)) as source, closing(sqlite3.connect(copy)) as dest:
+                source.backup(dest)
             with closing(sqlite3.connect(copy, isolation_level=None)) as conn:
                 conn.execute("PRAGMA foreign_keys = OFF")
                 try:
@@ -272,7 +230,11 @@ def _rehearse(
                                 raise
                             except Exception as exc:
                                 raise _Failed(f"{m.name}: {exc}") from exc
-                    ends[k] = _end_state(conn)
+                    end = hashlib.sha256()
+                    for line in conn.iterdump():
+                        if "_preflight" not in line:
+                            end.update(line.encode("utf-8", "surrogatepass") + b"\n")
+                    ends[k] = end.hexdigest()
                 except _Failed as exc:
                     failures[k] = str(exc)
             copy.unlink()

@@ -1,8 +1,4 @@
-"""The guard's own migration files as a source: `NNN_name.sql|.py`, applied in ONE transaction.
-
-Killed or failed anywhere before COMMIT, the database is as it was; after it, at head;
-never a version in between.
-"""
+"""The guard's own migration files as a source: `NNN_name.sql|.py`, applied in ONE transaction."""
 
 from __future__ import annotations
 
@@ -10,9 +6,10 @@ import errno
 import logging
 import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from preflight import schema
 from preflight.core import faults, signals
@@ -39,6 +36,9 @@ from preflight.sources.migrations import Migration, discover, run_body, set_fing
 from preflight.sources.source import Json, Plan, Stamp
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
+
+if TYPE_CHECKING:
+    from preflight.schema.drift import Difference
 
 log = logging.getLogger("preflight")
 
@@ -98,25 +98,21 @@ class FileSource:
     def status_plan(
         self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None
     ) -> tuple[Plan, str | None]:
-        """`plan` for `status`, which never runs a .py migration's code: replaying one for
-        the drift check is left to `check` (drift not checked). Pending migrations are not
-        replayed: status needs their names, not the head they build."""
-        migrations, strict = self.migrations, settings.strict
-        if insp.trusted or insp.fresh:
+        """Pending migrations are not replayed: status needs their names, not their head."""
+        migrations = self.migrations
+        if insp.fresh:
             return self.plan(settings, insp, rec), None
         down = downgrade.plan(settings, insp, migrations, run_code=False)
         if down is not None:
             return self._common(down), downgrade.NOT_CHECKED
         pending = history.pending(insp.applied, migrations) if insp.applied is not None else ()
-        needed = (
-            migrations if insp.applied is None else migrations[: len(migrations) - len(pending)]
-        )
+        needed = migrations[: len(migrations) - len(pending)]
         code = next((m for m in needed if m.kind == "py"), None)
         if code is not None:
             why = f"not checked: {code.name} is Python code; run `preflight check` to rehearse it"
             log.info("status: drift: %s", why)
             return self._common(planner.Plan(self.fingerprint, (), pending, None)), why
-        checked = planner.plan(insp, needed, strict)
+        checked = planner.plan(insp, needed, settings.strict)
         return self._common(
             planner.Plan(
                 self.fingerprint, checked.adopt, checked.pending or pending, None, checked.warnings
@@ -129,8 +125,6 @@ class FileSource:
     def stamp_target(
         self, settings: Settings, insp: Inspection, version: str, force: bool
     ) -> schema.Schema:
-        """The schema after migrations 1..`version` (0: none); DriftError for a version below
-        what the history and the schema show (unless `force`)."""
         number = int(version) if version.isdigit() else -1
         upto = [m for m in self.migrations if m.version <= number]
         if number < 0 or (number != 0 and (not upto or upto[-1].version != number)):
@@ -145,38 +139,32 @@ class FileSource:
         return replay(self.migrations, {len(upto)})[len(upto)]
 
     def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:
-        """History rows for 1..`version` (above it removed) and the accepted differences, in
-        one transaction that first proves the history unchanged since `insp`."""
         version, diffs = stamp.version, list(stamp.diffs)
         number = int(version)
         upto = [m for m in self.migrations if m.version <= number]
-        conn = connect(settings.db, settings.lock_timeout)
-        try:
-            with immediate(conn):
-                if planner.history_key(history.read(conn)) != planner.history_key(insp.applied):
-                    raise HistoryMoved(
-                        f"a guard changed the history of {settings.db} while this "
-                        f"stamp checked it; nothing was recorded",
-                        "run 'preflight status', then stamp again if still needed",
-                    )
-                history.ensure_tables(conn)
-                removed = history.forget_after(conn, number)
-                downgrade.forget_after(conn, number)
-                known = {(a.version, a.name, a.sha256) for a in insp.applied or ()}
-                for m in upto:
-                    if (m.version, m.name, m.sha256) not in known:  # keep real applied-at rows
-                        history.record(conn, m, "stamped", 0.0)
-                if diffs or insp.accepted:
-                    history.accept(conn, number, diffs)  # exactly what differs now
-                history.log(
-                    conn,
-                    "stamp",
-                    number,
-                    upto[-1].name if upto else None,
-                    f"force, {len(diffs)} difference(s) accepted" if diffs else "schema matched",
+        with closing(connect(settings.db, settings.lock_timeout)) as conn, immediate(conn):
+            if planner.history_key(history.read(conn)) != planner.history_key(insp.applied):
+                raise HistoryMoved(
+                    f"a guard changed the history of {settings.db} while this "
+                    f"stamp checked it; nothing was recorded",
+                    "run 'preflight status', then stamp again if still needed",
                 )
-        finally:
-            conn.close()
+            history.ensure_tables(conn)
+            removed = history.forget_after(conn, number)
+            downgrade.forget_after(conn, number)
+            known = {(a.version, a.name, a.sha256) for a in insp.applied or ()}
+            for m in upto:
+                if (m.version, m.name, m.sha256) not in known:  # keep real applied-at rows
+                    history.record(conn, m, "stamped", 0.0)
+            if diffs or insp.accepted:
+                history.accept(conn, number, diffs)  # exactly what differs now
+            history.log(
+                conn,
+                "stamp",
+                number,
+                upto[-1].name if upto else None,
+                f"force, {len(diffs)} difference(s) accepted" if diffs else "schema matched",
+            )
         return (
             f"history now at {upto[-1].name if upto else 'nothing'} "
             f"({len(upto)} recorded, {removed} removed)"
@@ -198,29 +186,17 @@ class FileSource:
         return f"{len(rec or ())} applied"
 
     def apply(
-        self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
+        self, settings: Settings, db: Path, plan: Plan, progress: dict[str, Any], label: str
     ) -> foreignkeys.Before:
-        return apply(settings, db, p.steps, progress, label)
-
-
-def apply(
-    settings: Settings, db: Path, p: planner.Plan, progress: dict[str, Any], label: str = "migrate"
-) -> foreignkeys.Before:
-    """Adopt and apply everything pending in ONE BEGIN IMMEDIATE ... COMMIT; returns the
-    foreign-key baseline (violations already there, counted before anything runs).
-
-    `progress["running"]` gets each migration's name as it starts (the failing one also as
-    `progress["failing"]`); `progress["committed"]` turns True once COMMIT returned, or once
-    something inside ended the transaction (undo from the backup). The history is read
-    again first: a recorded migration never runs twice, whatever happened to the lock file.
-    """
-    progress.setdefault("running", [])
-    progress.setdefault("committed", False)
-    live = label == "migrate"  # fault points only on the live database, never the rehearsal
-    after_statement = (lambda: faults.point("statement")) if live else None
-    conn = connect(db, settings.lock_timeout)
-    try:
-        with immediate(conn):
+        """`progress["running"]` gets each migration's name as it starts (the failing one also
+        as `progress["failing"]`). The history is read again first: a recorded migration never
+        runs twice, whatever happened to the lock file."""
+        p: planner.Plan = plan.steps
+        progress.setdefault("running", [])
+        progress.setdefault("committed", False)
+        live = label == "migrate"  # fault points only on the live database, never the rehearsal
+        after_statement = (lambda: faults.point("statement")) if live else None
+        with closing(connect(db, settings.lock_timeout)) as conn, immediate(conn):
             try:
                 now = planner.history_key(history.read(conn))
                 if now != p.based_on:
@@ -275,7 +251,7 @@ def apply(
                         "fix the migration (or the data it copies)",
                     )
                 if p.accepted and p.expected_head is not None:
-                    _clear_accepted(conn, p)
+                    _forget_accepted(conn, p.expected_head, p.accepted)
                 with step(label) as info:
                     if live:
                         faults.point("before-commit")
@@ -294,21 +270,17 @@ def apply(
             except BaseException as exc:
                 if progress["running"] and not progress["committed"]:
                     progress["failing"] = progress["running"][-1]
-                if _transaction(conn) == "ended" and not isinstance(exc, TRANSIENT):
+                if _ended(conn) and not isinstance(exc, TRANSIENT):
                     # Ended from inside (a .py migration that removed the authorizer and
                     # committed): what was kept is unknown, so undo from the backup.
                     progress["committed"] = True
                 raise
-    finally:
-        conn.close()
-    if live:
-        faults.point("after-commit")
-    return baseline
+        if live:
+            faults.point("after-commit")
+        return baseline
 
 
 def planned(pending: tuple[Migration, ...], undo: bool = False) -> tuple[Planned, ...]:
-    """The pending migrations (or a downgrade's down steps) as the loss ledger sees them:
-    statements, or code."""
     return tuple(
         Planned(
             m.name,
@@ -320,17 +292,16 @@ def planned(pending: tuple[Migration, ...], undo: bool = False) -> tuple[Planned
     )
 
 
-def _clear_accepted(conn: sqlite3.Connection, p: planner.Plan) -> None:
-    """Differences accepted by a forced stamp that the migrations made go away are forgotten."""
-    assert p.expected_head is not None
+def _forget_accepted(
+    conn: sqlite3.Connection, head: schema.Schema, accepted: tuple[Any, ...]
+) -> None:
+    """What a forced stamp accepted and the migrations made go away."""
     from preflight.schema import drift  # only after a forced stamp
 
-    still = drift.diff(p.expected_head, schema.snapshot(conn))
-    _, kept = planner.accepted_part(still, p.accepted)
+    _, kept = planner.accepted_part(drift.diff(head, schema.snapshot(conn)), accepted)
     if history.keep_accepted(conn, kept):
-        for d in p.accepted:
-            if d not in kept:
-                log.info("accepted difference gone after migrating, forgotten: %s", d.message())
+        for d in (d for d in accepted if d not in kept):
+            log.info("accepted difference gone after migrating, forgotten: %s", d.message())
 
 
 def _migration_error(
@@ -372,7 +343,7 @@ GETTEMPPATH = 10 | (25 << 8)  # SQLITE_IOERR_GETTEMPPATH
 
 
 def _io_error(exc: BaseException) -> bool:
-    """An SQLITE_IOERR (any extended code), also when wrapped with a statement's line."""
+    """Also when wrapped with a statement's line."""
     for e in (exc, exc.__cause__):
         code = getattr(e, "sqlite_errorcode", None)
         if isinstance(e, sqlite3.Error) and (
@@ -382,12 +353,12 @@ def _io_error(exc: BaseException) -> bool:
     return False
 
 
-def _transaction(conn: sqlite3.Connection) -> str:
-    """'open', 'ended' (committed or rolled back by someone else), or 'closed' (rolled back)."""
+def _ended(conn: sqlite3.Connection) -> bool:
+    """Committed or rolled back by someone else (closed by a .py migration: rolled back)."""
     try:
-        return "open" if conn.in_transaction else "ended"
-    except sqlite3.ProgrammingError:  # a .py migration closed the connection
-        return "closed"
+        return not conn.in_transaction
+    except sqlite3.ProgrammingError:
+        return False
 
 
 def _refuse_below_evidence(

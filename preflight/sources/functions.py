@@ -1,9 +1,5 @@
-"""The application's own SQL functions, for migrations that call them (`--functions`).
-
-A .py file or importable module defining `register(conn)`, loaded once per invocation and
-called on each connection that runs or replays migrations. Its sha256 joins the migration
-set's fingerprint, so a changed module re-verifies like a changed migration.
-"""
+"""The application's own SQL functions, for migrations that call them (`--functions`): a .py
+file or module defining `register(conn)`, called on each connection that runs migrations."""
 
 from __future__ import annotations
 
@@ -12,6 +8,7 @@ import sqlite3
 import sys
 import types
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 
 from preflight.core.errors import UsageError
@@ -22,17 +19,10 @@ FINGERPRINT_NAME = "<functions>"  # its (name, sha256) entry in the set fingerpr
 
 @dataclass(frozen=True)
 class AppFunctions:
-    """A loaded functions module: where it came from, its sha256, its register(conn)."""
-
     spec: str
     path: str
     sha256: str
     register: Callable[[sqlite3.Connection], None] = field(compare=False, repr=False)
-
-
-def is_path(spec: str) -> bool:
-    """A file path (has a '/' or ends in .py) rather than a module name."""
-    return "/" in spec or spec.endswith(".py")
 
 
 def _fail(spec: str, what: str) -> UsageError:
@@ -45,7 +35,7 @@ def _fail(spec: str, what: str) -> UsageError:
 def load(spec: str) -> AppFunctions:
     """Import `spec` and prove its register(conn) works on a scratch connection."""
     try:
-        if is_path(spec):
+        if "/" in spec or spec.endswith(".py"):  # a path, not a module name
             path = os.path.abspath(spec)
             with open(path, "rb") as f:
                 raw = f.read()
@@ -81,11 +71,9 @@ def load(spec: str) -> AppFunctions:
     register = getattr(module, "register", None)
     if not callable(register):
         raise _fail(spec, "defines no register(conn) function")
-    scratch = sqlite3.connect(":memory:")
-    try:
-        register(scratch)
-    except Exception as exc:
-        raise _fail(spec, f"register(conn) failed: {type(exc).__name__}: {exc}") from None
-    finally:
-        scratch.close()
+    with closing(sqlite3.connect(":memory:")) as scratch:
+        try:
+            register(scratch)
+        except Exception as exc:
+            raise _fail(spec, f"register(conn) failed: {type(exc).__name__}: {exc}") from None
     return AppFunctions(spec, path, sha256_bytes(raw), register)

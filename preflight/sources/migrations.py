@@ -1,9 +1,4 @@
-"""Migration files: discovery, validation, statement splitting, and running one body.
-
-Everything here is validated before the database is touched: names (`names`), duplicate
-numbers, encoding, dbmate/goose up sections, what each statement does (`statements`),
-Python syntax, the application's SQL functions (`functions`).
-"""
+"""Migration files: discovered and validated before the database is touched, and run."""
 
 from __future__ import annotations
 
@@ -26,24 +21,13 @@ from preflight.schema.statements import (
     head,
     line_counter,
     split_statements,
-    tokens,
 )
+from preflight.schema.statements import tokens as tokens
 from preflight.sources import declarations
 
 TYPE_CHECKING = False  # typing's, without importing typing here
 if TYPE_CHECKING:
     from preflight.sources.functions import AppFunctions
-
-__all__ = [
-    "Migration",
-    "Statement",
-    "discover",
-    "load",
-    "run_body",
-    "set_fingerprint",
-    "split_statements",
-    "tokens",
-]
 
 PROGRESS_EVERY = 200_000  # SQLite VM instructions between progress ticks (cheap: ~ms apart)
 # Connection state a migration may set (legacy_alter_table for a rebuild); restored after
@@ -60,7 +44,7 @@ CONNECTION_PRAGMAS = (
 
 @dataclass(frozen=True)
 class Migration:
-    """One validated migration; `sha256` is of the exact bytes of the file that defines it."""
+    """`sha256` is of the exact bytes of the file that defines it."""
 
     version: int
     name: str  # the file name (the folder name in a folder-per-migration layout)
@@ -74,7 +58,7 @@ class Migration:
 
     @property
     def executes_nothing(self) -> bool:
-        """True for a .sql migration that runs no statement (comments, skipped brackets)."""
+        """A .sql migration that runs no statement (comments, skipped brackets)."""
         return self.kind == "sql" and not any(s.action == RUN for s in self.statements)
 
 
@@ -144,8 +128,7 @@ Known = dict[str, tuple[tuple[int, ...], str]]  # path -> (facts.identity, sha25
 
 
 def _read(path: Path, known: Known | None) -> tuple[bytes, str]:
-    """The file's bytes and their sha256: the one `known` has for it (hashed by the quick
-    start) when the file is provably unchanged since, else hashed here."""
+    """The file's bytes and their sha256 (the quick start's when provably unchanged since)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         before = facts.identity(os.fstat(fd))
@@ -162,7 +145,6 @@ def load(
     functions: AppFunctions | None = None,
     known: Known | None = None,
 ) -> Migration:
-    """Read and validate one migration file; `name` defaults to the file name."""
     name = name or path.name
     what, version, detail = names.classify(name, name != path.name)
     if what not in (names.SQL, names.PY, names.FOLDER):
@@ -207,8 +189,7 @@ def load(
 def discover(
     folder: Path, functions: str | None = None, known: Known | None = None
 ) -> tuple[Migration, ...]:
-    """All migrations in `folder`, ordered by version; odd names and duplicates are errors.
-    `functions` (the --functions spec) is loaded once and carried by every Migration."""
+    """All migrations in `folder`, ordered by version; odd names and duplicates are errors."""
     if not folder.is_dir():
         raise UsageError(
             f"migrations folder {folder} does not exist or is not a folder",
@@ -251,7 +232,6 @@ def discover(
 
 
 def set_fingerprint(migrations: tuple[Migration, ...]) -> str:
-    """One hash for the whole migration set (names and contents, and the functions module)."""
     named = [(m.name, m.sha256) for m in migrations]
     if migrations and migrations[0].functions:
         from preflight.sources.functions import FINGERPRINT_NAME
@@ -260,11 +240,9 @@ def set_fingerprint(migrations: tuple[Migration, ...]) -> str:
     return facts.set_fingerprint(named)
 
 
-def _deny_transaction_control(action: int, arg1: str | None, *_: object) -> int:
+def _deny_transaction_control(action: int, *_: object) -> int:
     # Also catches conn.commit()/rollback() from a .py migration: both go through COMMIT.
-    if action == sqlite3.SQLITE_TRANSACTION:
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_TRANSACTION else sqlite3.SQLITE_OK
 
 
 def run_body(
@@ -274,12 +252,8 @@ def run_body(
     meter: Meter | None = None,
     after_statement: Callable[[], None] | None = None,
 ) -> None:
-    """Execute one migration's statements on `conn`, inside the caller's open transaction.
-
-    Anything in the migration that tries to end the transaction is refused by an
-    authorizer, so it fails instead of committing. `after_statement` runs after each SQL
-    statement (and a .py migration's `migrate`): the crash tests' fault point.
-    """
+    """One migration inside the caller's open transaction; ending it is refused by an
+    authorizer. `after_statement` (the crash tests' fault point) runs after each statement."""
     meter = meter or Meter(f"{label}: {migration.name}")
     doing = ["running migrate(conn)" if migration.kind == "py" else "starting"]
 
@@ -309,7 +283,7 @@ def run_body(
         if migration.kind == "sql":
             for n, stmt in enumerate(migration.statements, start=1):
                 if stmt.action != RUN:
-                    continue  # classified by `statements`: transaction brackets, no-op pragmas
+                    continue  # transaction brackets, no-op pragmas
                 doing[0] = f"statement {n}/{len(migration.statements)} (line {stmt.line})"
                 try:
                     conn.execute(stmt.sql)

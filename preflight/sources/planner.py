@@ -1,14 +1,9 @@
-"""Planning: from a read-only inspection, prove the database's state and decide what to write.
-
-Nothing here writes the database. A database with history must match what its applied
-migrations produce (less the differences an operator accepted with `stamp --force`);
-one without history is adopted at the version the evidence points to (`evidence`).
-"""
+"""From a read-only inspection, prove the database's state and decide what to write."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from preflight import schema
 from preflight.core.errors import DriftError
@@ -25,26 +20,19 @@ log = logging.getLogger("preflight")
 
 @dataclass(frozen=True)
 class Plan:
-    """What a run will do, decided from a read-only inspection."""
-
     fingerprint: str  # of the whole migration set, for the failure record
     adopt: tuple[Migration, ...]
     pending: tuple[Migration, ...]
     expected_head: schema.Schema | None  # None: fresh (built from empty), or a cache hit
-    warnings: tuple[drift.Difference, ...] = field(default=())
+    warnings: tuple[drift.Difference, ...] = ()
     # The history the plan was made from: apply re-reads it inside its write transaction
     # and refuses to run anything if another guard changed it meanwhile.
     based_on: tuple[tuple[int, str], ...] | None = None
-    accepted: tuple[drift.Difference, ...] = field(default=())  # by stamp --force
-    undo: tuple[Migration, ...] = field(default=())  # a downgrade's down steps, newest first
-
-    @property
-    def writes(self) -> bool:
-        return bool(self.adopt or self.pending or self.undo)
+    accepted: tuple[drift.Difference, ...] = ()  # by stamp --force
+    undo: tuple[Migration, ...] = ()  # a downgrade's down steps, newest first
 
 
 def history_key(applied: tuple[history.Applied, ...] | None) -> tuple[tuple[int, str], ...] | None:
-    """What identifies a history for apply's re-read: (version, sha256) of each row."""
     return None if applied is None else tuple((a.version, a.sha256) for a in applied)
 
 
@@ -75,20 +63,16 @@ def _drift(
 def accepted_part(
     diffs: list[drift.Difference], accepted: tuple[drift.Difference, ...]
 ) -> tuple[list[drift.Difference], list[drift.Difference]]:
-    """Split `diffs` into (not accepted, accepted by a forced stamp)."""
+    """(not accepted, accepted by a forced stamp)"""
     known = {history.difference_key(d) for d in accepted}
     rest = [d for d in diffs if history.difference_key(d) not in known]
     return rest, [d for d in diffs if history.difference_key(d) in known]
 
 
 def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> Plan:
-    """Decide what to do, proving the database's state first. Reads only."""
     n = len(migrations)
     fingerprint = set_fingerprint(migrations)
     based_on = history_key(insp.applied)
-    if insp.trusted:
-        # the cache vouches for this schema at this set's head: nothing to replay or diff
-        return Plan(fingerprint, (), (), None, based_on=based_on, accepted=insp.accepted)
     if insp.fresh:
         # No replay: there is nothing to protect in a fresh database, so building it is
         # the proof that every migration works from empty, and a failure deletes it.
@@ -142,7 +126,7 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
 
     found = evidence.rank(live, migrations)
     if not found.matches:
-        k = found.closest
+        k = found.tier[-1]  # the closest
         errs = drift.errors(found.diffs[k], strict)
         _warn_extras(found.diffs[k], strict)
         raise _drift(

@@ -1,8 +1,5 @@
 """Replaying migrations into an in-memory database: the schema they should have produced.
-
-Every migration must work on an empty database (a fresh install runs them all), so one
-that fails here fails before the live database is touched.
-"""
+Every migration must work on an empty database (a fresh install runs them all)."""
 
 from __future__ import annotations
 
@@ -36,9 +33,8 @@ def run_one(conn: sqlite3.Connection, m: Migration, label: str) -> None:
 def replay(
     migrations: tuple[Migration, ...], stops: set[int], memo: Memo | None = None
 ) -> dict[int, Schema]:
-    """Run `migrations` on an empty in-memory database; the schema after each count in
-    `stops`. `memo` (what was read from each SQL text: the same on any connection) may be
-    shared with other snapshots."""
+    """The schema after each count in `stops`; `memo` (what was read from each SQL text) may
+    be shared with other snapshots."""
     found: dict[int, Schema] = {0: Schema()} if 0 in stops else {}
     memo = {} if memo is None else memo
     before: Stop | None = None

@@ -1,12 +1,8 @@
-"""What varies between migration sources, as one interface; the start is written once over it.
-
-A source is the guard's own `NNN_name.sql|.py` files (`filesource`) or an app's migration
-tool (`toolsource`); like dbmate's `Driver`, each implements the same few operations.
-"""
+"""What varies between migration sources (`filesource`, `toolsource`), as one interface."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,7 +28,7 @@ class Plan:
     expected_head: schema.Schema | None  # verify compares with it (None: nothing to compare)
     head: str | None  # the name of the last migration of the plan
     warnings: tuple[str, ...] = ()  # extra objects (errors with --strict)
-    accepted: tuple[drift.Difference, ...] = field(default=())  # by `stamp --force`
+    accepted: tuple[drift.Difference, ...] = ()  # by `stamp --force`
     steps: Any = None  # the source's own form of the plan, for its `apply`
     undo: tuple[str, ...] = ()  # a downgrade: applied migrations undone, newest first
 
@@ -43,8 +39,6 @@ class Plan:
 
 @dataclass(frozen=True)
 class Stamp:
-    """What `stamp` asks a source to record."""
-
     version: str
     diffs: tuple[drift.Difference, ...]  # what `--force` accepts
     taken: Path | None  # the verified backup taken just before (None: PREFLIGHT_BACKUP=never)
@@ -59,66 +53,52 @@ class Source(Protocol):
     @property
     def fingerprint(self) -> str:
         """Of the migration set."""
-        ...
 
     @property
     def names(self) -> tuple[str, ...]:
         """Its migrations, in order."""
-        ...
 
     @property
     def atomic(self) -> bool:
         """Apply runs in one transaction: killed or failed before COMMIT, nothing changed."""
-        ...
 
     def recorded(self, db: Path) -> tuple[str, ...] | None:
         """The version the database records, as text rows (None: no version table)."""
-        ...
 
     def plan(self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None) -> Plan:
-        """Prove the database's state against the migration set and decide. Reads only."""
-        ...
+        """Prove the state of a database the cache did not vouch for, and decide. Reads only."""
 
     def status_plan(
         self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None
     ) -> tuple[Plan, str | None]:
         """`plan` for `status`, which runs no migration code: (plan, why drift was not checked)."""
-        ...
 
     def apply(
         self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
     ) -> foreignkeys.Before:
         """Run the plan on `db`; returns the foreign-key baseline (violations before it).
         `progress["committed"]` turns True once the database may have changed."""
-        ...
 
     def compared(self, live: schema.Schema) -> schema.Schema:
         """The live schema as compared with the expected one (without the source's table)."""
-        ...
 
     def stamp_target(
         self, settings: Settings, insp: Inspection, version: str, force: bool
     ) -> schema.Schema:
         """The expected schema at `version`, which `stamp` would record (UsageError if none)."""
-        ...
 
     def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:
         """Record `version` without running anything; returns what it did, for the log."""
-        ...
 
     def check_recorded(self, db: Path, p: Plan) -> None:
         """After a run: the database records the head of the plan; MigrationFailed if not."""
-        ...
 
     def applied(self, insp: Inspection, rec: tuple[str, ...] | None) -> tuple[Json, ...]:
         """The applied migrations for `status`, oldest first."""
-        ...
 
     def describe(self, rec: tuple[str, ...] | None) -> str:
         """The recorded version for a log line."""
-        ...
 
 
 def key(source: Source, rec: tuple[str, ...] | None, strict: bool) -> str:
-    """The verified-state cache key: the source, its files and the version the database records."""
     return cache_key(source.name, source.fingerprint, rec, strict)

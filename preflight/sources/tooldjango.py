@@ -1,10 +1,5 @@
-"""Django's migrations as the guard sees them, built on scratch by Django itself.
-
-A "version" is the set of applied `app.name` pairs; the revisions are Django's plan. One
-run of the app's interpreter (`manage.py shell -c SCRIPT`) builds every plan prefix and
-each recorded set that is no prefix on a private scratch file, and refuses to touch
-anything when Django's database is not the file the guard named. docs/tools.md, "Django".
-"""
+"""Django's migrations as the guard sees them, built on scratch by Django itself in one run
+of the app's interpreter (`manage.py shell -c SCRIPT`). docs/tools.md, "Django"."""
 
 from __future__ import annotations
 
@@ -15,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from preflight.core import proc
-from preflight.core.errors import HistoryError, UsageError
+from preflight.core.errors import EnvironmentProblem, HistoryError, UsageError
 from preflight.sources import tools
 
 log = logging.getLogger("preflight")
@@ -26,6 +21,7 @@ MARK = "PREFLIGHT-DJANGO:"
 # prefixes are already known (ONLY_SETS: then only the sets are built); output: one JSON line.
 SCRIPT = r"""
 import json, os, sqlite3, sys
+from contextlib import closing
 from django import VERSION
 from django.db import DEFAULT_DB_ALIAS, connections
 out = {"version": ".".join(map(str, VERSION[:3]))}
@@ -42,11 +38,8 @@ def done():
 def tables():
     if not os.path.exists(want) or os.path.getsize(want) == 0:
         return []
-    c = sqlite3.connect(want)
-    try:
+    with closing(sqlite3.connect(want)) as c:
         return [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    finally:
-        c.close()
 # Nothing here has migrated yet: tables now were made by the app's own start-up.
 out["at_import"] = tables()
 if out["at_import"] or conn.vendor != "sqlite" or (
@@ -94,15 +87,12 @@ def canonical(names):
             have = (have - set(old)) | {squash}
     return sorted(have)
 def look():
-    c = sqlite3.connect(want)
-    try:
+    with closing(sqlite3.connect(want)) as c:
         sql = [r[0] for r in c.execute(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
             "AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
         have = canonical(a + "." + n for a, n in c.execute("SELECT app, name FROM django_migrations"))
         return sql, have
-    finally:
-        c.close()
 def fresh():
     conn.close()
     for suffix in ("", "-wal", "-shm", "-journal"):
@@ -172,21 +162,13 @@ done()
 
 
 def report(
-    app_dir: Path,
-    command: list[str],
-    scratch: Path,
-    sets: list[list[str]],
-    only_sets: bool = False,
+    app_dir: Path, command: list[str], scratch: Path, sets: list[list[str]], only_sets: bool = False
 ) -> dict[str, Any]:
-    """Run the script in the app's interpreter on `scratch`; its JSON report. Exit 7: no
-    interpreter, 5: Django cannot load the migrations, 2: Django's database is not `scratch`,
-    or not SQLite, or one of several."""
+    """Run the script in the app's interpreter on `scratch`; its JSON report."""
     script = SCRIPT.replace("WANTED", repr(json.dumps(sets))).replace("ONLY_SETS", repr(only_sets))
     argv = [*tools.django_base(command), "shell", "-c", script]
     code, text = tools.run(app_dir, argv, scratch)
     if code == 127:
-        from preflight.core.errors import EnvironmentProblem
-
         raise EnvironmentProblem(
             f"{argv[0]}: command not found (in {app_dir})",
             "install the app's Python in the image, or set PREFLIGHT_TOOL_CMD",

@@ -1,8 +1,7 @@
 """Migration tools the guard wraps instead of its own files: what a tool is, and running one.
 
 Every step runs through the migrate command's own program (`Tool.base`), so `--tool-cmd`
-reaches heads, history, the scratch upgrades and the stamps too; each run gets PREFLIGHT_DB
-and PREFLIGHT_DATABASE_URL. How to add a tool: docs/tools.md, "Adding a tool".
+reaches every step. How to add a tool: docs/tools.md, "Adding a tool".
 """
 
 from __future__ import annotations
@@ -19,24 +18,20 @@ from preflight.core.errors import EnvironmentProblem, HistoryError, UsageError
 from preflight.fast import toolfiles
 from preflight.fast.facts import RECORDED
 
-# --tool choices; "files" is the guard's own migrations
-NAMES = ("files", "alembic", "flask-migrate", "django")
-
 
 @dataclass(frozen=True)
 class Tool:
-    """One migration tool, as the guard sees it (all parts are plain functions)."""
-
     name: str
     table: str  # its version table: never drift, read for the recorded version
     command: tuple[str, ...]  # migrates to head (--tool-cmd overrides; see `command`)
     files: Callable[[str, str, str], list[str]]  # (app dir, db, --tool-cmd) -> its files
-    heads_cmd: tuple[str, ...]  # after `base`: prints its heads (on stdout)
-    parse_heads: Callable[[str], tuple[str, ...]]
-    history_cmd: tuple[str, ...]  # after `base`: prints its revisions (on stdout)
-    parse_history: Callable[[str], tuple[str, ...]]  # -> revisions from base to head
-    upgrade_cmd: Callable[[str], list[str]]  # after `base`: builds a database up to one version
-    stamp_cmd: Callable[[str], list[str]] | None  # after `base`: records a version, runs nothing
+    # The scratch build's steps, after `base` (a `cumulative` tool's: one run of `tooldjango`)
+    heads_cmd: tuple[str, ...] = ()  # prints its heads (on stdout)
+    parse_heads: Callable[[str], tuple[str, ...]] = lambda out: ()
+    history_cmd: tuple[str, ...] = ()  # prints its revisions (on stdout)
+    parse_history: Callable[[str], tuple[str, ...]] = lambda out: ()  # base to head
+    upgrade_cmd: Callable[[str], list[str]] = lambda rev: []  # builds up to one version
+    stamp_cmd: Callable[[str], list[str]] | None = None  # records a version, runs nothing
     # a migrate command's program and options ([]: not this tool's, e.g. a wrapper script)
     base: Callable[[list[str]], list[str]] = lambda argv: []
     tail: Callable[[list[str]], list[str]] = lambda argv: []  # options after a step's words
@@ -50,7 +45,6 @@ class Tool:
 
 
 def _rev_word(word: str) -> str | None:
-    """An Alembic revision id as it prints one (hex or the app's own ids: word characters)."""
     word = word.rstrip(",")
     return word if word and all(c.isalnum() or c in "_-" for c in word) else None
 
@@ -155,12 +149,6 @@ TOOLS["django"] = Tool(
     table=RECORDED["django"][1],
     command=("python", "manage.py", "migrate", "--no-input"),
     files=toolfiles.LIGHT["django"],
-    heads_cmd=(),  # tooldjango reads heads and the plan from one run of Django itself
-    parse_heads=lambda out: (),
-    history_cmd=(),
-    parse_history=lambda out: (),
-    upgrade_cmd=lambda rev: ["migrate", *rev.split(".", 1), "--no-input"],
-    stamp_cmd=None,
     base=django_base,
     module="django",
     fix_line='DATABASES["default"]["NAME"] = os.environ.get("PREFLIGHT_DB", '
@@ -180,31 +168,15 @@ def stamp_commands(
     return [step_command(tool, command, tool.stamp_cmd(rev))]
 
 
-def program(tool: Tool, argv: list[str]) -> list[str]:
-    """The program every step runs: the migrate command's, else the default command's."""
-    return tool.base(argv) or tool.base(command(tool, None))
-
-
 def step_command(tool: Tool, argv: list[str], words: Sequence[str]) -> list[str]:
-    """One step (`heads`, `upgrade REV`...) through the program of the migrate command `argv`."""
-    return program(tool, argv) + list(words) + tool.tail(argv)
-
-
-def get(name: str) -> Tool:
-    """The tool called `name`; EnvironmentProblem if this guard does not have it yet."""
-    try:
-        return TOOLS[name]
-    except KeyError:
-        raise EnvironmentProblem(
-            f"--tool {name} is not available in this guard",
-            f"use --tool {', '.join(NAMES[:-1])} or {NAMES[-1]}",
-        ) from None
+    """One step (`heads`, `upgrade REV`...) through the program of the migrate command `argv`
+    (else the default command's)."""
+    return (tool.base(argv) or tool.base(command(tool, None))) + list(words) + tool.tail(argv)
 
 
 def command(tool: Tool, tool_cmd: str | None) -> list[str]:
-    """The command migrating to head: --tool-cmd as given, else the default under the guard's
-    own interpreter when that has the tool (another `python` first on PATH may lack Django),
-    else as written (found on PATH)."""
+    """--tool-cmd, else the default under the guard's own interpreter when that has the tool
+    (another `python` first on PATH may lack Django), else as written (found on PATH)."""
     if tool_cmd:
         return shlex.split(tool_cmd)
     argv = list(tool.command)
@@ -223,24 +195,17 @@ def _importable(module: str) -> bool:
         return False
 
 
-def environment(db: Path) -> dict[str, str]:
+def run_split(app_dir: Path, argv: Sequence[str], db: Path) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of one tool command on `db`; 127: not found."""
     path = os.path.abspath(db)
-    return dict(os.environ, PREFLIGHT_DB=path, PREFLIGHT_DATABASE_URL=f"sqlite:///{path}")
-
-
-def run_split(
-    app_dir: Path, argv: Sequence[str], db: Path, timeout: float | None = None
-) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of one tool command on `db`; 127: not found, -1: timeout."""
-    done = proc.run(argv, env=environment(db), cwd=app_dir, timeout=timeout)
+    env = dict(os.environ, PREFLIGHT_DB=path, PREFLIGHT_DATABASE_URL=f"sqlite:///{path}")
+    done = proc.run(argv, env=env, cwd=app_dir)
     return (-1 if done.code is None else done.code), done.out, done.err
 
 
-def run(
-    app_dir: Path, argv: Sequence[str], db: Path, timeout: float | None = None
-) -> tuple[int, str]:
-    """Run one tool command: (exit code, its stdout then its stderr, for `proc.meaningful_line`)."""
-    code, out, err = run_split(app_dir, argv, db, timeout)
+def run(app_dir: Path, argv: Sequence[str], db: Path) -> tuple[int, str]:
+    """(exit code, its stdout then its stderr, for `proc.meaningful_line`)"""
+    code, out, err = run_split(app_dir, argv, db)
     return code, out + ("\n" if out and err else "") + err
 
 

@@ -75,19 +75,10 @@ def without(s: schema.Schema, table: str) -> schema.Schema:
     )
 
 
-def cache_path(settings: Settings) -> Path:
-    return settings.db.with_name(settings.db.name + TOOL_CACHE)
-
-
-def image_cache_path(settings: Settings) -> Path:
-    """Where `preflight prepare` leaves the expected schemas in the image (the app folder)."""
-    return settings.app_dir / IMAGE_TOOL_CACHE
-
-
 def prepare(settings: Settings, tool: Tool, fingerprint: str) -> Path:
-    """Build the expected schemas (one scratch build) into the image's cache; returns it."""
+    """Build the expected schemas into the image's cache; returns its path."""
     exp = expected(settings, tool, fingerprint, settings.db, save=False, image=False)
-    path = image_cache_path(settings)
+    path = settings.app_dir / IMAGE_TOOL_CACHE
     _write_cache(path, exp)
     if _read_cache(path, fingerprint) is None:
         raise UsageError(f"cannot write {path}", f"make {settings.app_dir} writable in the build")
@@ -129,10 +120,6 @@ def _dump(db: Path) -> tuple[str, ...]:
         return tuple(r[0] for r in rows)
 
 
-def recorded(db: Path, tool: Tool) -> tuple[str, ...] | None:
-    return database.recorded(db, tool.name)
-
-
 def wrote_elsewhere(tool: Tool, what: str) -> UsageError:
     return UsageError(
         f"{tool.name} did not write the database it was given ({what})",
@@ -149,39 +136,33 @@ def expected(
     rec: tuple[str, ...] | None = None,
     image: bool = True,
 ) -> Expected:
-    """The migration set's heads, revisions and schemas: cached (beside the database, or the
-    image's), else built. A failed build that made `live` where there was none (an app
-    ignoring PREFLIGHT_DATABASE_URL) removes it: a refused start leaves the volume as it was.
-    `save=False` (check, status) never writes beside the database."""
+    """Cached (beside the database, or the image's), else built. A failed build that made
+    `live` where there was none (an app ignoring PREFLIGHT_DATABASE_URL) removes it: a refused
+    start leaves the volume as it was. `save=False` (check, status) writes nothing beside it."""
     before = live_state(live)
     try:
-        path = cache_path(settings)
+        path = settings.db.with_name(settings.db.name + TOOL_CACHE)
         exp = _read_cache(path, fingerprint)
         if exp is None and image:
-            exp = _read_cache(image_cache_path(settings), fingerprint)
+            exp = _read_cache(baked := settings.app_dir / IMAGE_TOOL_CACHE, fingerprint)
             if exp is not None:
-                log.info(
-                    "scratch: expected schemas from the image (%s)", image_cache_path(settings)
-                )
-        if tool.cumulative:
-            if exp is None:
-                # One run of Django builds the plan and the recorded set (skipped in the run
-                # when it is a plan prefix): never a second scratch build in one start.
-                exp = _build_sets(settings, tool, fingerprint, live, [list(rec)] if rec else [])
-                if save:
-                    exp = _remember_folders(settings, tool, exp)
-                    _write_cache(path, exp)
-            elif unbuilt(exp, rec):
-                # The plan is known (cached, or built into the image): an upgrade's recorded
-                # set (new migrations fall inside the plan) is the one thing left to build.
-                more = _build_sets(settings, tool, fingerprint, live, [list(rec or ())], True)
-                exp = replace(exp, schemas={**exp.schemas, **more.schemas})
-                if save:
-                    _write_cache(path, exp)
+                log.info("scratch: expected schemas from the image (%s)", baked)
+        built = exp is None
+        if exp is None and tool.cumulative:
+            # One run of Django builds the plan and the recorded set (skipped in the run
+            # when it is a plan prefix): never a second scratch build in one start.
+            exp = _build_sets(settings, tool, fingerprint, live, [list(rec)] if rec else [])
+            if save:
+                exp = _remember_folders(settings, tool, exp)
         elif exp is None:
             exp = _build(settings, tool, fingerprint, live)
-            if save:
-                _write_cache(path, exp)
+        elif tool.cumulative and unbuilt(exp, rec):
+            # The plan is known (cached, or built into the image): an upgrade's recorded
+            # set (new migrations fall inside the plan) is the one thing left to build.
+            more = _build_sets(settings, tool, fingerprint, live, [list(rec or ())], True)
+            exp, built = replace(exp, schemas={**exp.schemas, **more.schemas}), True
+        if save and built:
+            _write_cache(path, exp)
         if tool.cumulative and rec and _chain(exp, rec):
             exp = _variant(exp, rec, tool, live, settings.strict)
         if len(exp.heads) != 1:
@@ -224,7 +205,7 @@ def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expe
                     failed = f"{rev}: {proc.meaningful_line(out)}"
                     log.info("scratch: revision %s fails on an empty database", failed)
                     break
-                now = recorded(scratch, tool)
+                now = database.recorded(scratch, tool.name)
                 if now != (rev,):
                     raise wrote_elsewhere(
                         tool, f"after 'upgrade {rev}' the scratch copy records {now or 'nothing'}"
@@ -239,9 +220,8 @@ def _build(settings: Settings, tool: Tool, fingerprint: str, live: Path) -> Expe
 def _untouched(
     tool: Tool, argv: list[str], scratch: Path, live: Path, before: tuple[object, ...]
 ) -> None:
-    """A read-only command (heads, history) wrote nothing, else exit 2: the app migrates itself."""
     if scratch.exists() and scratch.stat().st_size > 0:
-        rec = recorded(scratch, tool)
+        rec = database.recorded(scratch, tool.name)
         raise tools.self_migrated(
             tool, argv, f"the empty scratch database now records {', '.join(rec or ()) or 'tables'}"
         )
@@ -274,7 +254,6 @@ def _variant(exp: Expected, rec: tuple[str, ...], tool: Tool, live: Path, strict
 
 
 def describe(rec: tuple[str, ...] | None, tool: Tool) -> str:
-    """The recorded version for a log line (Django: how many migrations are applied)."""
     if not rec:
         return "nothing"
     return f"{len(rec)} applied migration(s)" if tool.cumulative else ", ".join(rec)
@@ -375,13 +354,7 @@ def _build_sets(
     site = os.path.dirname(os.path.realpath(data["django"]))
     folders = tuple(f for f in data.get("folders", ()) if not f.startswith(site + os.sep))
     return Expected(
-        fingerprint,
-        tooldjango.heads(data),
-        tuple(revisions),
-        schemas,
-        failed,
-        replaces,
-        folders,
+        fingerprint, tooldjango.heads(data), tuple(revisions), schemas, failed, replaces, folders
     )
 
 

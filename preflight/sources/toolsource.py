@@ -1,8 +1,8 @@
 """An app's own migration tool as a source (`--tool alembic`, `--tool django`).
 
 The expected schema at each version is what the tool makes on a private scratch database
-(`toolscratch`). The tool commits as it goes (`atomic` is False): the start records the run
-in progress before it begins, and anything after the tool started is undone from the backup.
+(`toolscratch`). The tool commits as it goes (`atomic` is False): the start undoes a failed
+run from the backup.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from preflight.core.errors import DriftError, HistoryError, MigrationFailed, Usa
 from preflight.core.targets import Target
 from preflight.fast import toolfiles
 from preflight.fast.facts import Unproven, connect_ro
-from preflight.live.database import Inspection
+from preflight.live.database import Inspection, recorded
 from preflight.live.ledger import Policy
 from preflight.live.toolrun import ToolRun
 from preflight.schema import drift, foreignkeys
@@ -42,8 +42,7 @@ class Steps:
 
     stamps: tuple[tuple[str, ...], ...]
     migrate: bool
-    # what the pending migrations' files declare they lose (`declarations`)
-    declared: dict[str, tuple[Target, ...]] = field(default_factory=dict)
+    declared: dict[str, tuple[Target, ...]]  # what the pending migrations' files declare
 
 
 class Memo:
@@ -56,7 +55,6 @@ class Memo:
 class ToolSource:
     tool: Tool
     light: str  # the fingerprint of the files known before the scratch build (toolfiles)
-    count: int  # files in the migration set
     settings: Settings
     save: bool = True  # write the scratch cache beside the database (not for check/status)
     atomic: bool = False
@@ -68,14 +66,14 @@ class ToolSource:
 
     @property
     def fingerprint(self) -> str:
-        """Of the files the tool reads: as its scratch build reported them (Django's folders
-        outside the app) once it ran, else as the light facts know them."""
+        """As the scratch build reported the files (Django's folders outside the app) once it
+        ran, else as the light facts know them."""
         got = self.memo.expected
         return got.fingerprint if got is not None else self.light
 
     @classmethod
     def load(cls, settings: Settings, save: bool = True, quiet: bool = False) -> ToolSource:
-        tool = tools.get(settings.tool)
+        tool = tools.TOOLS[settings.tool]
         app = str(settings.app_dir)
         with step("migrations", quiet) as info:
             try:
@@ -87,7 +85,7 @@ class ToolSource:
                 ) from None
             fp = toolfiles.fingerprint(app, paths)
             info["what"] = f"{len(paths)} {tool.name} file(s) in {app}"
-        return cls(tool, fp, len(paths), settings, save)
+        return cls(tool, fp, settings, save)
 
     def expected(self, rec: tuple[str, ...] | None) -> Expected:
         """Built at most once per run."""
@@ -105,7 +103,7 @@ class ToolSource:
         return got.revisions if got else ()
 
     def recorded(self, db: Path) -> tuple[str, ...] | None:
-        return toolscratch.recorded(db, self.tool)
+        return recorded(db, self.name)
 
     def compared(self, live: schema.Schema) -> schema.Schema:
         return toolscratch.without(live, self.tool.table)
@@ -225,7 +223,10 @@ class ToolSource:
         self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
     ) -> foreignkeys.Before:
         steps: Steps = p.steps
-        baseline = fk_baseline(db)
+        baseline: foreignkeys.Before = Counter()
+        if db.exists() and db.stat().st_size > 0:
+            with closing(connect_ro(db)) as conn:
+                baseline = foreignkeys.baseline(foreignkeys.violations(conn))
         ledger = ToolRun(
             db,
             Policy.of(settings, label, progress),
@@ -279,7 +280,7 @@ class ToolSource:
             code, out = tools.run(settings.app_dir, argv, settings.db)
             if code != 0:
                 break
-        now = toolscratch.recorded(settings.db, tool)
+        now = self.recorded(settings.db)
         if code != 0 or not now or toolscratch.state(exp, now, tool) != version:
             where = "nothing was recorded"
             if taken is not None:
@@ -294,7 +295,7 @@ class ToolSource:
     def check_recorded(self, db: Path, p: Plan) -> None:
         tool = self.tool
         exp = self.expected(None)
-        now = toolscratch.recorded(db, tool)
+        now = self.recorded(db)
         if not now or set(now) - set(exp.revisions) or toolscratch.state(exp, now, tool) != p.head:
             raise MigrationFailed(
                 f"verification: {tool.name} recorded "
@@ -309,7 +310,6 @@ class ToolSource:
 
 
 def _after(exp: Expected, rec: tuple[str, ...], tool: Tool) -> tuple[str, ...]:
-    """The revisions still to run from the recorded version to the head."""
     if tool.cumulative:
         done = set(toolscratch.canonical(exp, rec))
         return tuple(r for r in exp.plan() if r not in done)
@@ -324,10 +324,3 @@ def _short(at: str) -> str:
 
 def leftovers(s: schema.Schema, tool: Tool) -> list[str]:
     return sorted(t.name for t in s.tables.values() if fold(t.name).startswith(tool.leftovers))
-
-
-def fk_baseline(db: Path) -> foreignkeys.Before:
-    if not db.exists() or db.stat().st_size == 0:
-        return Counter()
-    with closing(connect_ro(db)) as conn:
-        return foreignkeys.baseline(foreignkeys.violations(conn))

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 BACKUP_MODES = ("on-change", "always", "never")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-TOOL_NAMES = ("files", "alembic", "flask-migrate", "django")  # tools.NAMES, not imported
+TOOL_NAMES = ("files", "alembic", "flask-migrate", "django")  # tools.TOOLS' keys, not imported
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
