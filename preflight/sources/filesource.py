@@ -293,7 +293,7 @@ def planned(pending: tuple[Migration, ...], undo: bool = False) -> tuple[Planned
 
 
 def _forget_accepted(
-    conn: sqlite3.Connection, head: schema.Schema, accepted: tuple[Any, ...]
+    conn: sqlite3.Connection, head: schema.Schema, accepted: tuple[Difference, ...]
 ) -> None:
     """What a forced stamp accepted and the migrations made go away."""
     from preflight.schema import drift  # only after a forced stamp
