@@ -268,9 +268,8 @@ def judged(
     scan: bool,
     gone_rows: Callable[[int], list[Entry]],
 ) -> list[Entry]:
-    """What a table that is still there (now `stored`) lost: its rows, which `gone_rows` judges,
-    and its values: `old` its columns as it was; `scan` counts their values now. What a column
-    that stays held is read only when it has NULLs now."""
+    """What a table still there (now `stored`) lost: rows (`gone_rows` judges them) and values of
+    `old`, its columns as it was (`scan`: count them now; a kept column is read if it has NULLs)."""
     from preflight.live import census
     from preflight.live.loss import Entry
 
