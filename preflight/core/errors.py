@@ -69,6 +69,11 @@ class HistoryError(PreflightError):
 
 class DatabaseUnusable(PreflightError):
     code = UNUSABLE
+    RESTORE = "restore a backup with 'preflight restore'"
+
+    @classmethod
+    def failed_check(cls, db: object, result: str) -> "DatabaseUnusable":
+        return cls(f"{db} fails PRAGMA quick_check: {result[:200]}", cls.RESTORE)
 
 
 class EnvironmentProblem(PreflightError):

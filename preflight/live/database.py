@@ -28,8 +28,6 @@ TYPE_CHECKING = False  # typing's, without importing typing here
 if TYPE_CHECKING:
     from preflight.schema import drift
 
-_RESTORE = "restore a backup with 'preflight restore'"
-
 
 def connect(db: Path, timeout: float) -> sqlite3.Connection:
     """Autocommit (we BEGIN/COMMIT), FKs off here (a no-op inside a transaction)."""
@@ -96,7 +94,7 @@ def inspect(
     if verdict == "short":
         raise DatabaseUnusable(
             f"{db} {why}: part of it is lost",
-            _RESTORE
+            DatabaseUnusable.RESTORE
             + (f", or put back the {db}-wal that went with it" if header_mode(real) == 2 else ""),
         )
     if hot:
@@ -127,7 +125,7 @@ def _unreadable(db: Path, exc: sqlite3.DatabaseError) -> LockTimeout | DatabaseU
         return LockTimeout(
             f"{db} is locked by another process: {exc}", "stop the other writer, then start again"
         )
-    return DatabaseUnusable(f"{db} cannot be read: {exc}", _RESTORE)
+    return DatabaseUnusable(f"{db} cannot be read: {exc}", DatabaseUnusable.RESTORE)
 
 
 def full_check(conn: sqlite3.Connection, db: Path) -> None:
@@ -139,7 +137,7 @@ def full_check(conn: sqlite3.Connection, db: Path) -> None:
             raise
         result = str(exc)
     if result != "ok":
-        raise DatabaseUnusable(f"{db} fails PRAGMA quick_check: {result[:200]}", _RESTORE)
+        raise DatabaseUnusable.failed_check(db, result)
 
 
 def check_before_writing(db: Path) -> None:

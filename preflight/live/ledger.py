@@ -220,7 +220,7 @@ class Ledger:
         current: dict[str, str],
         then: Then,
     ) -> list[Entry]:
-        from preflight.live import census, loss, vanished
+        from preflight.live import loss, vanished
         from preflight.live.loss import Entry
 
         blame = tuple(self.blame[t])
@@ -231,48 +231,51 @@ class Ledger:
         if not kept:
             return [Entry(shown, "replaced", before.rows, before.rows, blame)] * bool(before.rows)
         stored = current[now_name]
-        old = self.columns[t]
-        now_columns = census.mapped(self.conn, stored, old, renamed)
-        scan = not same or t in self.updated  # a rebuild or an UPDATE could empty a column
-        after = census.count(self.conn, stored, now_columns if scan else None)
-        found: list[Entry] = []
-        gone = before.rows - after.rows
-        if gone > 0:
+
+        def gone_rows(gone: int) -> list[Entry]:
             deleted = min(gone, self.deleted.get(t, 0))
-            if deleted:
-                found.append(Entry(shown, "deleted", deleted, before.rows, blame))
+            found = [Entry(shown, "deleted", deleted, before.rows, blame)] * bool(deleted)
             rest = gone - deleted
             lost = Entry(shown, "lost", rest, before.rows, blame)
             names = {t: {t, sqltext.fold(stored)}}
-            if rest and loss.accept([lost], self.declared, self.policy.given, names)[0].accepted:
-                found.append(lost)  # declared or accepted: no need to read the backup
-            elif rest:
-                self.conn.set_trace_callback(None)  # the test's inserts are not the run's
-                try:
-                    backup = self.policy.backup_file()
-                    v = vanished.judge(
-                        self.conn, backup, shown, stored, before.rows, gone, rest, renamed, same
-                    )
-                finally:
-                    self.conn.set_trace_callback(self._trace)
-                found += v.entries(shown, before.rows, blame)
-        return found + values_lost(then, shown, blame, before, old, renamed, now_columns, after)
+            if not rest or loss.accept([lost], self.declared, self.policy.given, names)[0].accepted:
+                return found + [lost] * bool(rest)  # declared or accepted: the backup is not read
+            self.conn.set_trace_callback(None)  # the test's inserts are not the run's
+            try:
+                backup = self.policy.backup_file()
+                v = vanished.judge(
+                    self.conn, backup, shown, stored, before.rows, gone, rest, renamed, same
+                )
+            finally:
+                self.conn.set_trace_callback(self._trace)
+            return found + v.entries(shown, before.rows, blame)
+
+        scan = not same or t in self.updated  # a rebuild or an UPDATE could empty a column
+        return judged(
+            self.conn, then, shown, blame, before, self.columns[t], stored, renamed, scan, gone_rows
+        )
 
 
-def values_lost(
+def judged(
+    conn: sqlite3.Connection,
     then: Then,
     shown: str,
     blame: tuple[str, ...],
     before: Count,
     old: dict[str, bool],
+    stored: str,
     renamed: dict[str, str],
-    now: dict[str, bool],
-    after: Count,
+    scan: bool,
+    gone_rows: Callable[[int], list[Entry]],
 ) -> list[Entry]:
-    """The values a table lost: `old` its columns as it was, `now` as they are, `after` what it
-    holds now. What a column that stays held is read only when it has NULLs now."""
+    """What a table still there (now `stored`) lost: rows (`gone_rows` judges them) and values of
+    `old`, its columns as it was (`scan`: count them now; a kept column is read if it has NULLs)."""
+    from preflight.live import census
     from preflight.live.loss import Entry
 
+    now = census.mapped(conn, stored, old, renamed)
+    after = census.count(conn, stored, now if scan else None)
+    found = gone_rows(before.rows - after.rows) if before.rows > after.rows else []
     dropped = {c: nn for c, nn in old.items() if renamed.get(c, c) not in now}
     suspects = {
         c: nn
@@ -280,7 +283,7 @@ def values_lost(
         if after.values.get(renamed.get(c, c), after.rows) < after.rows
     }
     if not dropped and not suspects:
-        return []
+        return found
     wanted = {**dropped, **suspects}
     had = (
         {c: before.values[c] for c in wanted}
@@ -288,9 +291,9 @@ def values_lost(
         else then.values(shown, before.rows, wanted)
     )
     if had is None:
-        return []
+        return found
     gone = max(before.rows - after.rows, 0)
-    found = [Entry(shown, "column", had[c], had[c], blame, c) for c in dropped if had[c]]
+    found += [Entry(shown, "column", had[c], had[c], blame, c) for c in dropped if had[c]]
     for c in suspects:
         lost = had[c] - after.values[renamed.get(c, c)] - gone
         if lost > 0:

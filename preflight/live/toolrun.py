@@ -13,7 +13,7 @@ from preflight.core.targets import Target
 from preflight.fast.facts import LOSS, now, uri
 from preflight.live import census, loss, vanished
 from preflight.live.census import Count
-from preflight.live.ledger import Policy, Then, values_lost
+from preflight.live.ledger import Policy, Then, judged
 from preflight.live.loss import Entry
 from preflight.schema import sqltext
 
@@ -69,27 +69,31 @@ class ToolRun:
         by_root = {root: n for n, (_, root) in shape.items()}
         entries: list[Entry] = []
         for t, before in self.before.items():
-            shown, blame = self.names[t], self.pending
             name = t if t in current else by_root.get(self.shape[t][1], "")
             if name not in current or (name != t and name in self.before):
                 if before.rows:
-                    entries.append(Entry(shown, "dropped", before.rows, before.rows, blame))
-                continue
-            changed = name == t and shape[name] != self.shape[t]  # a rename keeps its b-tree
-            old = self.columns[t]
-            now_columns = census.mapped(conn, current[name], old, {})
-            after = census.count(conn, current[name], now_columns if changed else None)
-            gone = before.rows - after.rows
-            if gone > 0 and changed:
-                entries.append(Entry(shown, "removed", gone, before.rows, blame))
-            elif gone > 0:
-                v = vanished.judge(
-                    conn, self.policy.backup_file(), shown, current[name], before.rows, gone
+                    entries.append(
+                        Entry(self.names[t], "dropped", before.rows, before.rows, self.pending)
+                    )
+            else:  # a rename keeps its b-tree
+                entries += self._judge(
+                    conn, then, t, current[name], name == t and shape[name] != self.shape[t]
                 )
-                entries += v.entries(shown, before.rows, blame)
-            if changed:
-                entries += values_lost(then, shown, blame, before, old, {}, now_columns, after)
         return entries
+
+    def _judge(
+        self, conn: sqlite3.Connection, then: Then, t: str, stored: str, changed: bool
+    ) -> list[Entry]:
+        shown, before, blame = self.names[t], self.before[t], self.pending
+
+        def gone_rows(gone: int) -> list[Entry]:
+            if changed:
+                return [Entry(shown, "removed", gone, before.rows, blame)]
+            v = vanished.judge(conn, self.policy.backup_file(), shown, stored, before.rows, gone)
+            return v.entries(shown, before.rows, blame)
+
+        old = self.columns[t] if changed else {}  # values are judged of an altered table only
+        return judged(conn, then, shown, blame, before, old, stored, {}, True, gone_rows)
 
 
 def _shapes(conn: sqlite3.Connection) -> dict[str, tuple[str, int]]:

@@ -222,10 +222,7 @@ def _check_source(db: Path) -> None:
     except sqlite3.DatabaseError as exc:
         result = str(exc)
     if result != "ok":
-        raise DatabaseUnusable(
-            f"{db} fails PRAGMA quick_check: {result[:200]}",
-            "restore a backup with 'preflight restore'",
-        )
+        raise DatabaseUnusable.failed_check(db, result)
 
 
 def _copy_online(db: Path, tmp: Path) -> int:

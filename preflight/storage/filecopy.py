@@ -99,10 +99,7 @@ def locked_copy(db: Path, tmp: Path, check: bool = True) -> Locked | None:
         raise error
     result = str(error) if broken else checker.result
     if result != "ok":
-        raise DatabaseUnusable(
-            f"{db} fails PRAGMA quick_check: {result[:200]}",
-            "restore a backup with 'preflight restore'",
-        )
+        raise DatabaseUnusable.failed_check(db, result)
     if done.end < 0:
         _instead(f"{db.name} changed while it was copied")
         return None
