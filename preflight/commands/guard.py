@@ -29,6 +29,7 @@ from preflight.core.errors import (
     ReplicaUnavailable,
     RestoreFailed,
 )
+from preflight.core.files import fsync_dir
 from preflight.fast.facts import (
     SIDECARS,
     Proof,
@@ -146,12 +147,7 @@ def start(
     ):
         proof = None
     litestream.refuse_under_replicate()
-    check_environment(
-        settings.db,
-        settings.backup_dir if settings.backup != "never" else None,
-        writes=True,
-        command=argv,
-    )
+    check_environment(settings.db, settings.backups, writes=True, command=argv)
     src = load(settings, proof=proof)
     litestream.ready(settings)
     held = proof.take_lock() if proof else -1
@@ -280,9 +276,10 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         settings.backup == "always" or (settings.backup == "on-change" and p.writes)
     )
     if insp.size > 0:
-        from preflight.storage import backup, holders  # a fresh build needs neither
+        from preflight.storage import holders  # a fresh build needs neither
+        from preflight.storage.unchanged import reusable
     # A retry (a restart loop) of a start that failed: its backup still holds this.
-    reused = backup.reusable(db, settings.backup_dir) if backs_up and p.writes else None
+    reused = reusable(db, settings.backup_dir) if backs_up and p.writes else None
     # Within the integrity interval a backed-up write may rely on this file's recorded check.
     vouched = _vouched(settings, insp, now) if p.writes and backs_up and not checked else ""
     if (p.writes or settings.backup == "always" or deferred) and insp.size > 0 and not checked:
@@ -301,7 +298,7 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         assert_not_busy(db, settings.lock_timeout)
     if p.writes and insp.size > 0:
         holders.refuse_others(db, "migrating", holders.wait_for_others(db, settings.lock_timeout))
-    if reused and backup.reusable(db, settings.backup_dir) != reused:
+    if reused and reusable(db, settings.backup_dir) != reused:
         reused = None  # written while others were waited for: a new backup, checked
     done = execute(settings, src, insp, p, reused, vouched)
     if done is None:  # nothing applied: what the plan proved (or the cache vouched) still holds
@@ -419,7 +416,7 @@ def execute(
     reused: tuple[Path, str] | None = None,
     vouched: str = "",
 ) -> VerifiedState | None:
-    """Back up (or reuse the backup `backup.reusable` found), migrate, verify; on any
+    """Back up (or reuse the backup `unchanged.reusable` found), migrate, verify; on any
     failure undo and leave a failure record. What was verified (None: nothing applied).
     `vouched`: the check before writing was left to one within the interval (`_vouched`)."""
     db = settings.db
@@ -628,7 +625,7 @@ def undo(settings: Settings, insp: Inspection, taken: Path | None, committed: bo
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         if insp.existed:
             db.touch(0o600)
-        backup.fsync_dir(db.parent)
+        fsync_dir(db.parent)
         return "removed what was created; the database is as it was (fresh)"
     if not committed:
         return "rolled back; the database was not changed"
