@@ -215,18 +215,6 @@ def prune(settings: Settings) -> None:
             log.warning("prune: %s: %s", settings.backup_dir, exc.strerror or exc)
 
 
-def strict_foreign_keys(db: Path) -> None:
-    """--strict: foreign-key violations already in the database are errors (nothing changed)."""
-    with closing(connect_ro(db)) as conn:
-        found = foreignkeys.violations(conn)
-    if found:
-        raise DriftError(
-            f"{db} has {foreignkeys.summary(found)} (--strict)",
-            "delete or fix the orphan rows, or run without --strict",
-            details=(f"foreign key: {v.message()}" for v in found[:20]),
-        )
-
-
 def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None:
     """Inspect, plan, execute and write the cache, under the lock (`proved`: quick_check
     passed under it already)."""
@@ -270,8 +258,15 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         for warning in trusted.warnings:
             log.warning("extra: %s", warning)
     check_accepted(settings, p)
-    if p.writes and settings.strict and not insp.fresh:
-        strict_foreign_keys(db)
+    if p.writes and settings.strict and not insp.fresh:  # violations already there: errors
+        with closing(connect_ro(db)) as conn:
+            orphans = foreignkeys.violations(conn)
+        if orphans:
+            raise DriftError(
+                f"{db} has {foreignkeys.summary(orphans)} (--strict)",
+                "delete or fix the orphan rows, or run without --strict",
+                details=(f"foreign key: {v.message()}" for v in orphans[:20]),
+            )
     backs_up = insp.size > 0 and (
         settings.backup == "always" or (settings.backup == "on-change" and p.writes)
     )
@@ -547,8 +542,7 @@ def verify(
     smoke exits 0. Returns what it proved, for the cache."""
     with step(label) as info:
         src.check_recorded(db, p)
-        conn = connect(db, settings.lock_timeout)
-        try:
+        with closing(connect(db, settings.lock_timeout)) as conn:
             verified = cache.schema_hash(conn)
             found: list[drift.Difference] = []
             errors: list[drift.Difference] = []
@@ -574,8 +568,6 @@ def verify(
                     f"verification: the migrations left {foreignkeys.summary(new)}",
                     "fix the data or the migrations",
                 )
-        finally:
-            conn.close()
         info["what"] = (
             "schema built from empty" if p.expected_head is None else "schema at head"
         ) + ", quick_check ok, foreign keys ok"
