@@ -19,6 +19,7 @@ from preflight.core.errors import (
     PreflightError,
     UsageError,
 )
+from preflight.core.files import fsync_dir
 from preflight.core.transaction import immediate
 from preflight.fast.facts import check_environment, connect_ro
 from preflight.live import history
@@ -149,14 +150,12 @@ def _write_new(path: Path, text: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    backup.fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def init(settings: Settings, version: int | None) -> Initialized:
     """`preflight init [--number N]`: write migration N (default 1) and adopt the database at it."""
-    check_environment(
-        settings.db, settings.backup_dir if settings.backup != "never" else None, writes=True
-    )
+    check_environment(settings.db, settings.backups, writes=True)
     folder = settings.migrations
     if not folder.exists() and folder.parent.is_dir():
         folder.mkdir()
@@ -224,7 +223,7 @@ def init(settings: Settings, version: int | None) -> Initialized:
                     history.log(conn, "init", written.version, written.name, what)
             except BaseException:
                 path.unlink(missing_ok=True)  # no history names it: leave no half-adoption
-                backup.fsync_dir(folder)
+                fsync_dir(folder)
                 raise
         except PreflightError as exc:
             return Initialized(backup=saved, error=exc)  # the backup is named with it

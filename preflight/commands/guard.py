@@ -29,6 +29,7 @@ from preflight.core.errors import (
     ReplicaUnavailable,
     RestoreFailed,
 )
+from preflight.core.files import fsync_dir
 from preflight.fast.facts import (
     SIDECARS,
     Proof,
@@ -146,12 +147,7 @@ def start(
     ):
         proof = None
     litestream.refuse_under_replicate()
-    check_environment(
-        settings.db,
-        settings.backup_dir if settings.backup != "never" else None,
-        writes=True,
-        command=argv,
-    )
+    check_environment(settings.db, settings.backups, writes=True, command=argv)
     src = load(settings, proof=proof)
     litestream.ready(settings)
     held = proof.take_lock() if proof else -1
@@ -219,18 +215,6 @@ def prune(settings: Settings) -> None:
             log.warning("prune: %s: %s", settings.backup_dir, exc.strerror or exc)
 
 
-def strict_foreign_keys(db: Path) -> None:
-    """--strict: foreign-key violations already in the database are errors (nothing changed)."""
-    with closing(connect_ro(db)) as conn:
-        found = foreignkeys.violations(conn)
-    if found:
-        raise DriftError(
-            f"{db} has {foreignkeys.summary(found)} (--strict)",
-            "delete or fix the orphan rows, or run without --strict",
-            details=(f"foreign key: {v.message()}" for v in found[:20]),
-        )
-
-
 def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None:
     """Inspect, plan, execute and write the cache, under the lock (`proved`: quick_check
     passed under it already)."""
@@ -274,15 +258,23 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         for warning in trusted.warnings:
             log.warning("extra: %s", warning)
     check_accepted(settings, p)
-    if p.writes and settings.strict and not insp.fresh:
-        strict_foreign_keys(db)
+    if p.writes and settings.strict and not insp.fresh:  # violations already there: errors
+        with closing(connect_ro(db)) as conn:
+            orphans = foreignkeys.violations(conn)
+        if orphans:
+            raise DriftError(
+                f"{db} has {foreignkeys.summary(orphans)} (--strict)",
+                "delete or fix the orphan rows, or run without --strict",
+                details=(f"foreign key: {v.message()}" for v in orphans[:20]),
+            )
     backs_up = insp.size > 0 and (
         settings.backup == "always" or (settings.backup == "on-change" and p.writes)
     )
     if insp.size > 0:
-        from preflight.storage import backup, holders  # a fresh build needs neither
+        from preflight.storage import holders  # a fresh build needs neither
+        from preflight.storage.unchanged import reusable
     # A retry (a restart loop) of a start that failed: its backup still holds this.
-    reused = backup.reusable(db, settings.backup_dir) if backs_up and p.writes else None
+    reused = reusable(db, settings.backup_dir) if backs_up and p.writes else None
     # Within the integrity interval a backed-up write may rely on this file's recorded check.
     vouched = _vouched(settings, insp, now) if p.writes and backs_up and not checked else ""
     if (p.writes or settings.backup == "always" or deferred) and insp.size > 0 and not checked:
@@ -301,7 +293,7 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         assert_not_busy(db, settings.lock_timeout)
     if p.writes and insp.size > 0:
         holders.refuse_others(db, "migrating", holders.wait_for_others(db, settings.lock_timeout))
-    if reused and backup.reusable(db, settings.backup_dir) != reused:
+    if reused and reusable(db, settings.backup_dir) != reused:
         reused = None  # written while others were waited for: a new backup, checked
     done = execute(settings, src, insp, p, reused, vouched)
     if done is None:  # nothing applied: what the plan proved (or the cache vouched) still holds
@@ -419,7 +411,7 @@ def execute(
     reused: tuple[Path, str] | None = None,
     vouched: str = "",
 ) -> VerifiedState | None:
-    """Back up (or reuse the backup `backup.reusable` found), migrate, verify; on any
+    """Back up (or reuse the backup `unchanged.reusable` found), migrate, verify; on any
     failure undo and leave a failure record. What was verified (None: nothing applied).
     `vouched`: the check before writing was left to one within the interval (`_vouched`)."""
     db = settings.db
@@ -550,8 +542,7 @@ def verify(
     smoke exits 0. Returns what it proved, for the cache."""
     with step(label) as info:
         src.check_recorded(db, p)
-        conn = connect(db, settings.lock_timeout)
-        try:
+        with closing(connect(db, settings.lock_timeout)) as conn:
             verified = cache.schema_hash(conn)
             found: list[drift.Difference] = []
             errors: list[drift.Difference] = []
@@ -577,8 +568,6 @@ def verify(
                     f"verification: the migrations left {foreignkeys.summary(new)}",
                     "fix the data or the migrations",
                 )
-        finally:
-            conn.close()
         info["what"] = (
             "schema built from empty" if p.expected_head is None else "schema at head"
         ) + ", quick_check ok, foreign keys ok"
@@ -628,7 +617,7 @@ def undo(settings: Settings, insp: Inspection, taken: Path | None, committed: bo
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         if insp.existed:
             db.touch(0o600)
-        backup.fsync_dir(db.parent)
+        fsync_dir(db.parent)
         return "removed what was created; the database is as it was (fresh)"
     if not committed:
         return "rolled back; the database was not changed"

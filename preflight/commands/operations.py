@@ -284,9 +284,7 @@ def _summarize(result: Assessment) -> None:
 def stamp(settings: Settings, version: int | str, force: bool) -> Stamped:
     """`preflight stamp VERSION`: record VERSION as applied without running anything, when
     the live schema matches what the migrations up to it produce (or `force`)."""
-    check_environment(
-        settings.db, settings.backup_dir if settings.backup != "never" else None, writes=True
-    )
+    check_environment(settings.db, settings.backups, writes=True)
     src = load(settings)
     with locked(settings, "stamp"):
         insp = inspect(settings.db, source=src.name)

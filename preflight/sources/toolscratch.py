@@ -17,7 +17,7 @@ from pathlib import Path
 from preflight import schema
 from preflight.core import proc
 from preflight.core.errors import HistoryError, MigrationFailed, UsageError
-from preflight.core.files import private_folder
+from preflight.core.files import private_folder, write_atomic
 from preflight.fast import toolfiles
 from preflight.fast.facts import IMAGE_TOOL_CACHE, SIDECARS, TOOL_CACHE, connect_ro
 from preflight.live import database
@@ -26,7 +26,6 @@ from preflight.schema import drift
 from preflight.schema.sqltext import fold
 from preflight.sources import tooldjango, tools
 from preflight.sources.tools import Tool
-from preflight.storage.backup import write_atomic
 from preflight.storage.config import Settings
 
 log = logging.getLogger("preflight")

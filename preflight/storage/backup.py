@@ -24,9 +24,6 @@ from preflight.core.files import create_fresh, fsync_dir, fsync_file, remove_qui
 from preflight.fast.facts import DATA_SIDECARS, SIDECARS, quick_check, uri
 from preflight.storage import catalog, digest, unchanged
 from preflight.storage.digest import TREE, Fingerprint
-from preflight.storage.unchanged import reusable
-
-__all__ = ["fsync_dir", "reusable", "uri", "write_atomic"]  # re-exported for callers of old
 
 log = logging.getLogger("preflight")
 T = TypeVar("T")

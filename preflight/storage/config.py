@@ -185,6 +185,11 @@ class Settings:
         """The verified-state cache beside the database (see `cache`)."""
         return self.db.with_name(self.db.name + CACHE)
 
+    @property
+    def backups(self) -> Path | None:
+        """The backup folder, or None under PREFLIGHT_BACKUP=never."""
+        return self.backup_dir if self.backup != "never" else None
+
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """Add every common option to `parser`, with None as the 'not given' default."""
