@@ -28,7 +28,7 @@ class Plan:
     head: str | None  # the name of the last migration of the plan
     warnings: tuple[str, ...] = ()  # extra objects (errors with --strict)
     accepted: tuple[drift.Difference, ...] = ()  # by `stamp --force`
-    steps: Any = None  # the source's own form of the plan, for its `apply`
+    steps: Any = None  # the source's own form, for its `apply` (files: the down steps)
     undo: tuple[str, ...] = ()  # a downgrade: applied migrations undone, newest first
     # The files' history the plan was made from: apply re-reads it inside its write
     # transaction and refuses to run anything if another guard changed it meanwhile.
