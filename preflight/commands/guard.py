@@ -33,6 +33,7 @@ from preflight.core.files import fsync_dir
 from preflight.fast.facts import (
     SIDECARS,
     Proof,
+    cache_key,
     check_due,
     check_environment,
     connect_ro,
@@ -51,7 +52,6 @@ from preflight.live.database import (
     sqlite_temp_folder,
 )
 from preflight.schema import foreignkeys
-from preflight.sources import source
 from preflight.sources.filesource import FileSource
 from preflight.sources.planner import accepted_part
 from preflight.sources.source import Plan, Source
@@ -308,7 +308,7 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
         cache.write(
             settings.cache_path,
             cache.Verified(
-                source.key(src, final, settings.strict),
+                cache_key(src.name, src.fingerprint, final, settings.strict),
                 done.schema_hash,
                 done.extras,
                 now if checked or p.writes else recorded,
@@ -365,7 +365,9 @@ def inspect_cached(
     found: dict[str, cache.Verified | None] = {}
 
     def vouch(rec: tuple[str, ...] | None) -> str | None:
-        hit = cache.read(settings.cache_path, source.key(src, rec, settings.strict))
+        hit = cache.read(
+            settings.cache_path, cache_key(src.name, src.fingerprint, rec, settings.strict)
+        )
         found["hit"] = hit
         return hit.schema_hash if hit else None
 

@@ -6,6 +6,7 @@ silently declare nothing.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 
@@ -44,7 +45,7 @@ def in_files(paths: list[str], revisions: tuple[str, ...]) -> dict[str, tuple[Ta
     revision's file is the one named after it (Django: `0005_x.py` for `notes.0005_x`, under
     the app's folder) or the one defining it (Alembic's `revision = "x5"`)."""
     found: dict[str, tuple[Target, ...]] = {}
-    texts: dict[str, str] = {}
+    text = functools.cache(_read)  # a file defining no revision is read once, not per revision
     for rev in revisions:
         app, _, stem = rev.rpartition(".")
         mine = [
@@ -59,11 +60,11 @@ def in_files(paths: list[str], revisions: tuple[str, ...]) -> dict[str, tuple[Ta
                 rf"""^\s*revision\s*(?::\s*str\s*)?=\s*['"]{re.escape(rev)}['"]""", re.M
             )
             for p in paths:
-                if p.endswith(".py") and defining.search(texts.setdefault(p, _read(p))):
+                if p.endswith(".py") and defining.search(text(p)):
                     mine.append(p)
         declared: list[Target] = []
         for p in mine:
-            declared.extend(parse(texts.setdefault(p, _read(p)), os.path.basename(p)))
+            declared.extend(parse(text(p), os.path.basename(p)))
         if declared:
             found[rev] = tuple(dict.fromkeys(declared))
     return found

@@ -22,6 +22,7 @@ from preflight.schema.sqltext import fold, quote
 from preflight.schema.statements import RUN, Statement, classify, split_statements
 from preflight.sources import planner
 from preflight.sources.migrations import Migration, set_fingerprint, up_section
+from preflight.sources.source import Plan
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
@@ -159,7 +160,7 @@ def undoable(insp: Inspection) -> tuple[str, ...]:
 
 def plan(
     settings: Settings, insp: Inspection, migrations: tuple[Migration, ...], run_code: bool = True
-) -> planner.Plan | None:
+) -> Plan | None:
     """The downgrade to this image's last migration; None when the history is not above it.
     With `run_code` False (`status`), a `.py` migration is not replayed: no expected schema."""
     applied = insp.applied
@@ -219,14 +220,16 @@ def plan(
         # the ledger reports it and refuses only rows lost from what stays.
         dropping = _say_losses(insp, head)
         steps = tuple(replace(m, loses=dropping) for m in steps)
-    return planner.Plan(
+    return Plan(
         set_fingerprint(migrations),
         (),
         (),
         head,
-        based_on=planner.history_key(applied),
+        migrations[-1].name,
         accepted=insp.accepted,
-        undo=steps,
+        steps=steps,
+        undo=planner.names(steps),
+        based_on=planner.history_key(applied),
     )
 
 
@@ -284,7 +287,7 @@ def _count(conn: sqlite3.Connection, table: str, column: str | None) -> str:
 
 def run(
     conn: sqlite3.Connection,
-    p: planner.Plan,
+    p: Plan,
     run_one: Callable[[Migration], float],
     progress: dict[str, Any],
     label: str,
@@ -293,7 +296,8 @@ def run(
     """The down steps of `p`, newest first, inside apply's open transaction; the schema after
     them must equal this image's head (a downgrade never commits a schema in between)."""
     now = stored(conn)
-    for m in p.undo:
+    undo: tuple[Migration, ...] = p.steps
+    for m in undo:
         s = now.get(m.version)
         if s is None or s.sha256 != m.sha256 or _sha(s.sql) != m.sha256:
             raise HistoryMoved(
@@ -301,13 +305,13 @@ def run(
                 f"nothing was run",
                 "start again",
             )
-    for m in p.undo:
+    for m in undo:
         progress["running"].append(m.name)
         with step(label) as info:
             ms = run_one(m)
             history.log(conn, "downgraded", m.version, m.name, f"{ms:.1f} ms")
             info["what"] = f"{m.name}: undone by its stored down step"
-    below = p.undo[-1].version - 1
+    below = undo[-1].version - 1
     history.forget_after(conn, below)
     forget_after(conn, below)
     assert p.expected_head is not None

@@ -80,20 +80,7 @@ class FileSource:
 
     def plan(self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None) -> Plan:
         down = downgrade.plan(settings, insp, self.migrations)  # None: not above the image
-        return self._common(down or planner.plan(insp, self.migrations, settings.strict))
-
-    def _common(self, p: planner.Plan) -> Plan:
-        return Plan(
-            p.fingerprint,
-            tuple(m.name for m in p.adopt),
-            tuple(m.name for m in p.pending),
-            p.expected_head,
-            self.migrations[-1].name if self.migrations else None,
-            tuple(w.message() for w in p.warnings),
-            p.accepted,
-            p,
-            tuple(m.name for m in p.undo),
-        )
+        return down or planner.plan(insp, self.migrations, settings.strict)
 
     def status_plan(
         self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None
@@ -104,20 +91,20 @@ class FileSource:
             return self.plan(settings, insp, rec), None
         down = downgrade.plan(settings, insp, migrations, run_code=False)
         if down is not None:
-            return self._common(down), downgrade.NOT_CHECKED
-        pending = history.pending(insp.applied, migrations) if insp.applied is not None else ()
+            return down, downgrade.NOT_CHECKED
+        pending = planner.names(
+            history.pending(insp.applied, migrations) if insp.applied is not None else ()
+        )
+        head = migrations[-1].name if migrations else None
         needed = migrations[: len(migrations) - len(pending)]
         code = next((m for m in needed if m.kind == "py"), None)
         if code is not None:
             why = f"not checked: {code.name} is Python code; run `preflight check` to rehearse it"
             log.info("status: drift: %s", why)
-            return self._common(planner.Plan(self.fingerprint, (), pending, None)), why
+            return Plan(self.fingerprint, (), pending, None, head), why
         checked = planner.plan(insp, needed, settings.strict)
-        return self._common(
-            planner.Plan(
-                self.fingerprint, checked.adopt, checked.pending or pending, None, checked.warnings
-            )
-        ), None
+        adopt, warnings = checked.adopt, checked.warnings
+        return Plan(self.fingerprint, adopt, checked.pending or pending, None, head, warnings), None
 
     def compared(self, live: schema.Schema) -> schema.Schema:
         return live  # the guard's own tables are never part of a snapshot
@@ -186,12 +173,14 @@ class FileSource:
         return f"{len(rec or ())} applied"
 
     def apply(
-        self, settings: Settings, db: Path, plan: Plan, progress: dict[str, Any], label: str
+        self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
     ) -> foreignkeys.Before:
         """`progress["running"]` gets each migration's name as it starts (the failing one also
         as `progress["failing"]`). The history is read again first: a recorded migration never
         runs twice, whatever happened to the lock file."""
-        p: planner.Plan = plan.steps
+        by_name = {m.name: m for m in self.migrations}
+        pending = tuple(by_name[n] for n in p.pending)
+        undo: tuple[Migration, ...] = p.steps or ()
         progress.setdefault("running", [])
         progress.setdefault("committed", False)
         live = label == "migrate"  # fault points only on the live database, never the rehearsal
@@ -216,12 +205,12 @@ class FileSource:
                 baseline = foreignkeys.watch(conn, before)
                 ledger = Ledger(
                     conn,
-                    planned(p.undo, undo=True) + planned(p.pending),  # down steps count too
+                    planned(undo, undo=True) + planned(pending),  # down steps count too
                     Policy.of(settings, label, progress),
                     baseline.lineage,
                 )
                 history.ensure_tables(conn)
-                for m in p.adopt:
+                for m in (by_name[n] for n in p.adopt):
                     history.record(conn, m, "adopted", 0.0)
 
                 def run(m: Migration) -> float:
@@ -237,7 +226,7 @@ class FileSource:
 
                 if p.undo:  # a downgrade: the stored down steps, newest first
                     downgrade.run(conn, p, run, progress, label, settings.strict)
-                for m in p.pending:
+                for m in pending:
                     progress["running"].append(m.name)
                     with step(label) as info:
                         history.record(conn, m, "applied", run(m))

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from preflight import schema
 from preflight.core.errors import DriftError
 from preflight.live import history
 from preflight.live.database import Inspection
 from preflight.sources.migrations import Migration, set_fingerprint
+from preflight.sources.source import Plan
 
 TYPE_CHECKING = False  # typing's, without importing typing here
 if TYPE_CHECKING:
     from preflight.schema import drift
 
 log = logging.getLogger("preflight")
-
-
-@dataclass(frozen=True)
-class Plan:
-    fingerprint: str  # of the whole migration set, for the failure record
-    adopt: tuple[Migration, ...]
-    pending: tuple[Migration, ...]
-    expected_head: schema.Schema | None  # None: fresh (built from empty), or a cache hit
-    warnings: tuple[drift.Difference, ...] = ()
-    # The history the plan was made from: apply re-reads it inside its write transaction
-    # and refuses to run anything if another guard changed it meanwhile.
-    based_on: tuple[tuple[int, str], ...] | None = None
-    accepted: tuple[drift.Difference, ...] = ()  # by stamp --force
-    undo: tuple[Migration, ...] = ()  # a downgrade's down steps, newest first
 
 
 def history_key(applied: tuple[history.Applied, ...] | None) -> tuple[tuple[int, str], ...] | None:
@@ -73,10 +59,11 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
     n = len(migrations)
     fingerprint = set_fingerprint(migrations)
     based_on = history_key(insp.applied)
+    head = migrations[-1].name if migrations else None
     if insp.fresh:
         # No replay: there is nothing to protect in a fresh database, so building it is
         # the proof that every migration works from empty, and a failure deletes it.
-        return Plan(fingerprint, (), migrations, None, based_on=based_on)
+        return Plan(fingerprint, (), names(migrations), None, head, based_on=based_on)
     if insp.applied is None:
         return _adopt(insp, migrations, strict)
     pending = history.pending(insp.applied, migrations)
@@ -99,8 +86,14 @@ def plan(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) -> P
             migrations,
             done,
         )
-    warnings = tuple(d for d in diffs if d.kind == "extra" and d not in accepted)
-    return Plan(fingerprint, (), pending, snaps[n], warnings, based_on, insp.accepted)
+    warnings = tuple(d.message() for d in diffs if d.kind == "extra" and d not in accepted)
+    return Plan(
+        fingerprint, (), names(pending), snaps[n], head, warnings, insp.accepted, based_on=based_on
+    )
+
+
+def names(migrations: tuple[Migration, ...]) -> tuple[str, ...]:
+    return tuple(m.name for m in migrations)
 
 
 def _warn_extras(diffs: list[drift.Difference], strict: bool) -> None:
@@ -121,7 +114,7 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
     if n == 0:
         extras = drift.diff(schema.Schema(), live)
         _warn_extras(extras, strict)
-        return Plan(fingerprint, (), (), schema.Schema(), tuple(extras))
+        return Plan(fingerprint, (), (), schema.Schema(), None, tuple(d.message() for d in extras))
     from preflight.sources import evidence  # adoption only: a fresh build never needs it
 
     found = evidence.rank(live, migrations)
@@ -154,5 +147,8 @@ def _adopt(insp: Inspection, migrations: tuple[Migration, ...], strict: bool) ->
         migrations[k - 1].name,
         migrations[k - 1].version,
     )
-    warnings = tuple(d for d in diffs if d.kind == "extra")
-    return Plan(fingerprint, migrations[:k], migrations[k:], found.head, warnings, None)
+    warnings = tuple(d.message() for d in diffs if d.kind == "extra")
+    head = migrations[-1].name
+    return Plan(
+        fingerprint, names(migrations[:k]), names(migrations[k:]), found.head, head, warnings
+    )

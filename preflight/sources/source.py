@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from preflight import schema
-from preflight.fast.facts import cache_key
 from preflight.live.database import Inspection
 from preflight.schema import foreignkeys
 from preflight.storage.config import Settings
@@ -25,12 +24,15 @@ class Plan:
     fingerprint: str  # of the migration set: the failure record and the cache key
     adopt: tuple[str, ...]  # recorded as applied without running (an untracked database)
     pending: tuple[str, ...]  # run, in this order
-    expected_head: schema.Schema | None  # verify compares with it (None: nothing to compare)
+    expected_head: schema.Schema | None  # verify compares with it (None: fresh, or a cache hit)
     head: str | None  # the name of the last migration of the plan
     warnings: tuple[str, ...] = ()  # extra objects (errors with --strict)
     accepted: tuple[drift.Difference, ...] = ()  # by `stamp --force`
-    steps: Any = None  # the source's own form of the plan, for its `apply`
+    steps: Any = None  # the source's own form, for its `apply` (files: the down steps)
     undo: tuple[str, ...] = ()  # a downgrade: applied migrations undone, newest first
+    # The files' history the plan was made from: apply re-reads it inside its write
+    # transaction and refuses to run anything if another guard changed it meanwhile.
+    based_on: tuple[tuple[int, str], ...] | None = None
 
     @property
     def writes(self) -> bool:
@@ -98,7 +100,3 @@ class Source(Protocol):
 
     def describe(self, rec: tuple[str, ...] | None) -> str:
         """The recorded version for a log line."""
-
-
-def key(source: Source, rec: tuple[str, ...] | None, strict: bool) -> str:
-    return cache_key(source.name, source.fingerprint, rec, strict)
