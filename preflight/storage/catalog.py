@@ -14,8 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from preflight.core.files import create_exclusive, fsync_dir, read_small
-from preflight.core.files import write_atomic as write_new
+from preflight.core.files import create_exclusive, fsync_dir, read_small, write_atomic
 from preflight.fast.facts import ID, backup_name, uri
 
 
@@ -53,7 +52,7 @@ def ensure_identity(db: Path, backup_dir: Path, given: str | None = None) -> str
     if found:
         return found
     new = given if given and _valid_id(given) else identity(db, backup_dir) or os.urandom(16).hex()
-    write_new(identity_path(db), f"{new}\n".encode())
+    write_atomic(identity_path(db), f"{new}\n".encode())
     fsync_dir(db.parent)
     return new
 
