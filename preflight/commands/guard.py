@@ -419,9 +419,13 @@ def execute(
     db = settings.db
     taken = None
     wants_backup = settings.backup == "always" or (settings.backup == "on-change" and p.writes)
+    beside = None
     if wants_backup and insp.size > 0:
         from preflight.storage import backup
 
+        if p.writes and src.atomic and not reused:  # copied while the run goes on, not before
+            beside = backup.Beside(db, settings.backup_dir, vouched, settings.lock_timeout)
+    if wants_backup and insp.size > 0 and beside is None:
         with step("backup") as info:
             if reused:
                 taken = reused[0]
@@ -433,7 +437,8 @@ def execute(
                 info["tail"] = f" -> {taken}"
     if not p.writes:
         return None
-    progress: dict[str, Any] = {"running": [], "committed": False, "old_rows": taken}
+    old_rows = beside.join if beside else taken  # what a loss is read from, once it is whole
+    progress: dict[str, Any] = {"running": [], "committed": False, "old_rows": old_rows}
     marked = not src.atomic and taken is not None
     if marked:
         # A tool commits as it goes: killed in the middle, the next start must know to put
@@ -441,8 +446,9 @@ def execute(
         _save_record(settings, _record(src.fingerprint, IN_PROGRESS, None, taken, False, 12))
     try:
         with sqlite_temp_folder(db):
-            baseline = src.apply(settings, db, p, progress, "migrate")
-            done = verify(settings, src, db, p, baseline)
+            baseline = src.apply(settings, db, p, progress, "migrate", beside)
+            taken = beside.join() if beside else taken
+            done = verify(settings, src, db, p, baseline, checked=beside is not None)
         if marked:
             _save_record(settings, None)  # the run finished: no failure, nothing to say
         _accepted_nothing(settings, progress)
@@ -456,6 +462,8 @@ def execute(
         if isinstance(exc, KeyboardInterrupt):
             exc = Interrupted("interrupted", "start again")
         committed = progress["committed"]
+        if beside is not None:
+            taken = beside.join()  # its own failure (exit 6, 7, 8) is the start's
         failed = exc.message if isinstance(exc, PreflightError) else f"{type(exc).__name__}: {exc}"
         # An interruption, a full disk or another process's lock says nothing against this
         # migration set: once undone, the next start may try the same files again.
@@ -538,10 +546,12 @@ def verify(
     p: Plan,
     fk_baseline: foreignkeys.Before | None = None,
     label: str = "verify",
+    checked: bool = False,
 ) -> VerifiedState:
     """After migrating: the database records the head, its schema equals the head's (a fresh
-    build of files is it by construction), quick_check passes, no new foreign-key violation,
-    smoke exits 0. Returns what it proved, for the cache."""
+    build of files is it by construction), quick_check passes (`checked`: it passed before
+    COMMIT, `backup.Beside`), no new foreign-key violation, smoke exits 0. Returns what it
+    proved, for the cache."""
     with step(label) as info:
         src.check_recorded(db, p)
         with closing(connect(db, settings.lock_timeout)) as conn:
@@ -561,7 +571,7 @@ def verify(
                     f"{diffs[0].message()} (+{len(diffs) - 1} more)",
                     "the migrations behave differently on this data; fix them",
                 )
-            result = quick_check(conn)
+            result = "ok" if checked else quick_check(conn)
             if result != "ok":
                 raise MigrationFailed(f"verification: quick_check: {result[:200]}", "")
             new = foreignkeys.introduced(fk_baseline or Counter(), foreignkeys.violations(conn))

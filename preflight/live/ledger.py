@@ -52,6 +52,13 @@ class Policy:
     def backup_file(self) -> Path | None:
         return self.old_rows() if callable(self.old_rows) else self.old_rows
 
+    def shown(self) -> str | None:
+        """`backup`, or the one a start's run waits for (`backup.Beside`)."""
+        if self.backup is None and callable(self.old_rows) and self.label == "migrate":
+            taken = self.old_rows()
+            return str(taken) if taken else None
+        return self.backup
+
 
 class Then:
     """The database as the run found it, read from the backup in a second, read-only
@@ -191,10 +198,11 @@ class Ledger:
             then.close()
         entries = loss.accept(entries, self.declared, self.policy.given, seen, self.undone)
         progress["loss"] = entries
+        shown = self.policy.shown() if entries else None
         if entries:
-            loss.record(conn, entries, self.run, loss.state(conn, "files"), self.policy.backup)
+            loss.record(conn, entries, self.run, loss.state(conn, "files"), shown)
         loss.refuse(entries, self.policy.strict, self.policy.label, self.undone)
-        loss.report(entries, self.policy.label, self.policy.backup)
+        loss.report(entries, self.policy.label, shown)
 
     def _successor(
         self, t: str, current: dict[str, str]

@@ -33,7 +33,7 @@ from preflight.schema import foreignkeys
 from preflight.schema.statements import RUN
 from preflight.sources import downgrade, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
-from preflight.sources.source import Json, Plan, Stamp
+from preflight.sources.source import Beside, Json, Plan, Stamp
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
@@ -173,7 +173,13 @@ class FileSource:
         return f"{len(rec or ())} applied"
 
     def apply(
-        self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
+        self,
+        settings: Settings,
+        db: Path,
+        p: Plan,
+        progress: dict[str, Any],
+        label: str,
+        beside: Beside | None = None,
     ) -> foreignkeys.Before:
         """`progress["running"]` gets each migration's name as it starts (the failing one also
         as `progress["failing"]`). The history is read again first: a recorded migration never
@@ -195,6 +201,8 @@ class FileSource:
                         f"recorded); nothing was run",
                         "start again",
                     )
+                if beside:
+                    beside.begin(conn)
                 before = foreignkeys.violations(conn)
                 if before and live:  # check/status list them themselves
                     log.warning(
@@ -241,6 +249,8 @@ class FileSource:
                     )
                 if p.accepted and p.expected_head is not None:
                     _forget_accepted(conn, p.expected_head, p.accepted)
+                if beside:
+                    beside.end(conn)
                 with step(label) as info:
                     if live:
                         faults.point("before-commit")

@@ -12,6 +12,8 @@ from preflight.schema import foreignkeys
 from preflight.storage.config import Settings
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from preflight.schema import drift
 
 Json = dict[str, Any]
@@ -46,6 +48,16 @@ class Stamp:
     taken: Path | None  # the verified backup taken just before (None: PREFLIGHT_BACKUP=never)
 
 
+class Beside(Protocol):
+    """What runs beside an atomic `apply`'s transaction (`backup.Beside`)."""
+
+    def begin(self, conn: sqlite3.Connection) -> None:
+        """After BEGIN IMMEDIATE, before the first write."""
+
+    def end(self, conn: sqlite3.Connection) -> None:
+        """Before COMMIT; raising rolls the run back."""
+
+
 class Source(Protocol):
     """A migration source. `name` is 'files' or the tool's name (`--tool`)."""
 
@@ -76,10 +88,17 @@ class Source(Protocol):
         """`plan` for `status`, which runs no migration code: (plan, why drift was not checked)."""
 
     def apply(
-        self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
+        self,
+        settings: Settings,
+        db: Path,
+        p: Plan,
+        progress: dict[str, Any],
+        label: str,
+        beside: Beside | None = None,
     ) -> foreignkeys.Before:
         """Run the plan on `db`; returns the foreign-key baseline (violations before it).
-        `progress["committed"]` turns True once the database may have changed."""
+        `progress["committed"]` turns True once the database may have changed. `beside`:
+        only for an `atomic` source."""
 
     def compared(self, live: schema.Schema) -> schema.Schema:
         """The live schema as compared with the expected one (without the source's table)."""

@@ -26,7 +26,7 @@ from preflight.live.toolrun import ToolRun
 from preflight.schema import drift, foreignkeys
 from preflight.schema.sqltext import fold
 from preflight.sources import declarations, tools, toolscratch
-from preflight.sources.source import Json, Plan, Stamp
+from preflight.sources.source import Beside, Json, Plan, Stamp
 from preflight.sources.tools import Tool
 from preflight.sources.toolscratch import Expected
 from preflight.storage import backup
@@ -220,7 +220,13 @@ class ToolSource:
         )
 
     def apply(
-        self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
+        self,
+        settings: Settings,
+        db: Path,
+        p: Plan,
+        progress: dict[str, Any],
+        label: str,
+        beside: Beside | None = None,  # never given: a tool commits as it goes
     ) -> foreignkeys.Before:
         steps: Steps = p.steps
         baseline: foreignkeys.Before = Counter()

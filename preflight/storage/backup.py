@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -19,7 +20,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from preflight.core import faults
-from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, LockTimeout, RestoreFailed
+from preflight.core.errors import (
+    DatabaseUnusable,
+    EnvironmentProblem,
+    LockTimeout,
+    MigrationFailed,
+    RestoreFailed,
+)
 from preflight.core.files import create_fresh, fsync_dir, fsync_file, remove_quietly, write_atomic
 from preflight.fast.facts import DATA_SIDECARS, SIDECARS, quick_check, uri
 from preflight.storage import catalog, digest, unchanged
@@ -88,14 +95,21 @@ def _claim(
     return catalog.claim(backup_dir, db, datetime.now(timezone.utc), reason, fields)
 
 
-def take(db: Path, backup_dir: Path, reason: str, fast: bool = True, vouched: str = "") -> Path:
+def take(
+    db: Path,
+    backup_dir: Path,
+    reason: str,
+    fast: bool = True,
+    vouched: str = "",
+    held: threading.Event | None = None,
+) -> Path:
     """A verified, consistent copy of `db` (WAL content included) in `backup_dir`, mode 0600.
 
     `fast`: copied whole under SQLite's write lock (`filecopy`), else (or when the lock is
     busy) by SQLite's online backup API. Room is demanded here only: a start that writes
     nothing needs none. The state copied fails quick_check: DatabaseUnusable (exit 6),
     nothing left. `vouched` (why, for the log): the full check `cache.vouching` recorded
-    stands in for quick_check; the copy is still compared and hashed.
+    stands in for quick_check; the copy is still compared and hashed. `held`: see `Beside`.
     """
     room_for_backup(db, backup_dir)
     # What this call creates goes again when it fails: a refused start leaves no trace.
@@ -117,7 +131,7 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True, vouched: st
         if fast:
             from preflight.storage.filecopy import locked_copy  # not for a start writing nothing
 
-            locked = locked_copy(db, tmp, check=not vouched)
+            locked = locked_copy(db, tmp, not vouched, held)
         if locked is not None:
             faults.point("backup-temp-written")
             # Verified already: quick_check of the state copied (or `vouched`), and the
@@ -197,6 +211,69 @@ def take(db: Path, backup_dir: Path, reason: str, fast: bool = True, vouched: st
                 with contextlib.suppress(OSError):  # a folder others filled meanwhile stays
                     path.rmdir() if path.is_dir() else path.unlink()
     return final
+
+
+class Beside:
+    """The pre-migrate backup taken in a thread beside an atomic run (`source.Beside`), and
+    the run's quick_check while the copy goes on (docs/internals.md, "The backup beside
+    the migration"). The run commits only once both passed."""
+
+    def __init__(self, db: Path, backup_dir: Path, vouched: str, timeout: float) -> None:
+        self.db, self.timeout = db, timeout
+        self.held = threading.Event()
+        self.path: Path | None = None
+        self.error: BaseException | None = None
+        self.stack = contextlib.ExitStack()
+        self.thread = threading.Thread(
+            target=self._run, args=(backup_dir, vouched), name="preflight-backup", daemon=True
+        )
+
+    def _run(self, backup_dir: Path, vouched: str) -> None:
+        try:
+            self.path = take(self.db, backup_dir, "pre-migrate", vouched=vouched, held=self.held)
+        except BaseException as exc:  # raised again in the caller's thread by join()
+            self.error = exc
+        finally:
+            self.held.set()  # a copy that failed before taking its read lock frees the caller
+
+    def begin(self, conn: sqlite3.Connection) -> None:
+        from preflight.storage.steps import step
+
+        # A rollback journal's spill of a full page cache into the main file waits for the
+        # copy's read lock: a busy wait as long as a slow copy (the default gives up after
+        # the lock timeout and lets the cache grow), and a cache that rarely needs it.
+        size = self.db.stat().st_size
+        wait = self.timeout + size / (10 << 20)
+        conn.execute(f"PRAGMA busy_timeout = {min(int(wait * 1000), 2**31 - 1)}")
+        self.cache = conn.execute("PRAGMA cache_size").fetchone()[0]
+        conn.execute("PRAGMA cache_size = -65536")
+        self.info = self.stack.enter_context(step("backup"))
+        self.thread.start()
+        self.held.wait()
+        if self.error is not None:
+            self.join()
+
+    def end(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA cache_size = {int(self.cache)}")  # keeps only the run's pages
+        result = quick_check(conn)  # what the run made, uncommitted, while the copy goes on
+        self.join()
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")  # COMMIT's own wait
+        if result != "ok":
+            raise MigrationFailed(f"verification: quick_check: {result[:200]}", "")
+
+    def join(self) -> Path | None:
+        """The backup, verified and in its folder (None: never begun); or its own error
+        (exit 6, 7 or 8), the run then rolled back."""
+        if self.thread.ident is None:
+            return None
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        if self.path is not None:
+            self.info["what"] = f"{self.path.stat().st_size / (1 << 20):.1f} MiB, beside the run"
+            self.info["tail"] = f" -> {self.path}"
+            self.stack.close()  # the step's line, timed from begin (once)
+        return self.path
 
 
 def _stamp_record(final: Path, record: Path) -> None:

@@ -154,6 +154,9 @@ def leftovers(backup_dir: Path, db: Path, database_id: str) -> list[Path]:
                 continue  # the record of a backup
             record = _read_record(path)
             owner = str(record["database_id"]) if record else ""
+        elif owner == "" and name.endswith(".json.tmp"):  # a record's rewrite (its stamp)
+            record = _read_record(path.with_name(name[1:-4]))
+            owner = str(record["database_id"]) if record else ""
         if owner == database_id or (owner == "" and _stale(path)):
             found.append(path)
     return found

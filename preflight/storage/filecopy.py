@@ -10,6 +10,7 @@ import logging
 import mmap
 import os
 import sqlite3
+import threading
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,9 @@ class Locked:
     live: dict[str, Any] | None = None
 
 
-def locked_copy(db: Path, tmp: Path, check: bool = True) -> Locked | None:
+def locked_copy(
+    db: Path, tmp: Path, check: bool = True, held: threading.Event | None = None
+) -> Locked | None:
     """Copy the database's files whole under SQLite's write lock, verified; None: do it another way.
 
     Another thread runs quick_check (unless `check=False`: `cache.vouching`) on the source
@@ -53,35 +56,47 @@ def locked_copy(db: Path, tmp: Path, check: bool = True) -> Locked | None:
     RESTART/TRUNCATE checkpoint needs that lock). A concurrent passive checkpoint copies
     into the main file only frames our copy of the WAL also holds, so replaying that WAL
     onto the copy gives the same committed state.
+
+    `held`: the caller holds that lock in its own transaction and migrates beside this copy
+    (docs/internals.md, "The backup beside the migration"). The WAL is copied first and
+    `held` set once our read lock is taken: from then on the caller's uncommitted writes
+    reach only its WAL or its page cache (a rollback journal's spill waits for our read
+    lock), never the main file copied, and it commits only after this returns.
     """
     # A read transaction held open across the copy: our writer's close below then
     # cannot checkpoint the live WAL into the main file (that needs the database to
     # itself), so the live files stay byte-identical whatever happens.
-    with closing(sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None)) as reader:
+    with closing(
+        sqlite3.connect(uri(db, mode="ro"), uri=True, isolation_level=None, check_same_thread=False)
+    ) as reader:
         reader.execute("BEGIN")
         expected = int(reader.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
         with closing(sqlite3.connect(db, timeout=0, isolation_level=None)) as writer:
-            try:
-                writer.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                _instead(f"{db.name} is busy ({exc})")
-                return None
+            if held is None:
+                try:
+                    writer.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    _instead(f"{db.name} is busy ({exc})")
+                    return None
             wal = Path(f"{db}-wal")
             has_wal = wal.exists() and wal.stat().st_size > 0
             total = db.stat().st_size + (wal.stat().st_size if has_wal else 0)
             meter = Meter("backup", total)
-            # Without a WAL to fold in, the copy's chunks are hashed as they are compared.
-            checker, flusher = _Checker(db, check), _Flusher(tmp)
+            # The read lock taken: the checker reads the very state copied through it.
+            checker, flusher = _Checker(db, check, reader if held else None), _Flusher(tmp)
             checker.start()
             flusher.start()
             try:
-                done = copy_file(db, tmp, meter, 0, True, not has_wal)
-                if done.end >= 0 and has_wal:
+                start = 0
+                if has_wal:  # first: a held lock's writer may reset the WAL once it writes
                     os.close(os.open(f"{tmp}-wal", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                    done = copy_file(wal, Path(f"{tmp}-wal"), meter, done.end, True)
-                sha, live = "", None
-                if done.end >= 0:
-                    live = unchanged.state(db)  # still under the write lock: as copied
+                    start = copy_file(wal, Path(f"{tmp}-wal"), meter, 0, True).end
+                live = unchanged.state(db)  # as copied: no one else can write meanwhile
+                if held is not None:
+                    held.set()
+                done = copy_file(db, tmp, meter, max(start, 0), True, not has_wal)
+                sha = ""
+                if done.end >= 0 and start >= 0:
                     # Beside the source's quick_check, still running in the other thread.
                     if has_wal:
                         _fold(tmp)
@@ -89,7 +104,8 @@ def locked_copy(db: Path, tmp: Path, check: bool = True) -> Locked | None:
             finally:
                 flusher.stop()
                 checker.join()
-            writer.execute("ROLLBACK")
+            if held is None:
+                writer.execute("ROLLBACK")
     error = checker.error
     # A page too broken for quick_check to report on: said as the full check says it.
     broken = isinstance(error, sqlite3.DatabaseError) and not isinstance(
@@ -100,7 +116,7 @@ def locked_copy(db: Path, tmp: Path, check: bool = True) -> Locked | None:
     result = str(error) if broken else checker.result
     if result != "ok":
         raise DatabaseUnusable.failed_check(db, result)
-    if done.end < 0:
+    if done.end < 0 or start < 0:
         _instead(f"{db.name} changed while it was copied")
         return None
     return Locked(expected, sha, done.method, live)
@@ -179,17 +195,21 @@ def clone(fin: int, fout: int) -> bool:
 class _Checker:
     """PRAGMA quick_check of the live database in a thread (sqlite3 releases the GIL)."""
 
-    def __init__(self, db: Path, wanted: bool = True) -> None:
-        import threading  # only a backup needs it
-
-        self.db, self.result, self.wanted = db, "" if wanted else "ok", wanted
+    def __init__(
+        self, db: Path, wanted: bool = True, conn: sqlite3.Connection | None = None
+    ) -> None:
+        self.db, self.result, self.wanted, self.conn = db, "" if wanted else "ok", wanted, conn
         self.error: BaseException | None = None
         # A daemon: a signal that interrupts the caller before join() must not leave the
         # process waiting for this thread at exit (the guard reports exit 12 and goes).
         self.thread = threading.Thread(target=self._run, name="preflight-quick-check", daemon=True)
 
     def _run(self) -> None:
-        try:  # read-only: closing it cannot checkpoint the live WAL
+        try:
+            if self.conn is not None:  # the copy's reader, in the state copied
+                self.result = quick_check(self.conn)
+                return
+            # read-only: closing it cannot checkpoint the live WAL
             with closing(sqlite3.connect(uri(self.db, mode="ro"), uri=True)) as conn:
                 self.result = quick_check(conn)
         except BaseException as exc:  # re-raised by the caller
@@ -209,8 +229,6 @@ class _Flusher:
     while it is compared and checked, not all at once in the caller's final fsync."""
 
     def __init__(self, path: Path) -> None:
-        import threading  # only a backup needs it
-
         self.path, self.done = path, threading.Event()
         # A daemon, like _Checker: an interruption before stop() must not hang the exit.
         self.thread = threading.Thread(target=self._run, name="preflight-flush", daemon=True)

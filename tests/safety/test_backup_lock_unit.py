@@ -133,15 +133,18 @@ def test_take_removes_temp_files_left_by_a_crash_of_this_database_only(tmp_path:
     backups = tmp_path / "backups"
     backups.mkdir()
     mine, other = catalog.ensure_identity(db, backups), "f" * 32
-    crashed, theirs = (
+    crashed, theirs, whole, others = (
         backup_name("20240101T000000.000Z", "manual"),
         backup_name("20240102T000000.000Z", "manual"),
+        backup_name("20240105T000000.000Z", "pre-migrate"),
+        backup_name("20240106T000000.000Z", "pre-migrate"),
     )
     ours = [
         backups / f".{crashed}.{mine}.tmp",
         backups / f".{crashed}.{mine}.tmp-wal",
         backups / f".{crashed}.{mine}.tmp-journal",
         backups / f"{crashed}.json",  # our record whose backup never arrived
+        backups / f".{whole}.json.tmp",  # killed while stamping our whole backup's record
     ]
     kept = [
         backups / f".{theirs}.{other}.tmp",  # the other database's, in flight
@@ -149,6 +152,7 @@ def test_take_removes_temp_files_left_by_a_crash_of_this_database_only(tmp_path:
         backups / f".{backup_name('20240103T000000.000Z', 'manual')}.tmp",  # no id, recent
         backups / f".{backup_name('20240103T000000.000Z', 'manual')}.json.tmp",
         backups / f".{backup_name('20240103T000000.000Z', 'manual', stem='app-x')}.{mine}.tmp",
+        backups / f".{others}.json.tmp",  # the other database's, stamping its record
     ]
     stale = [  # no id, a day old: a version before ids crashed here
         backups / f".{backup_name('20240104T000000.000Z', 'manual')}.tmp",
@@ -158,15 +162,20 @@ def test_take_removes_temp_files_left_by_a_crash_of_this_database_only(tmp_path:
     ]
     for path in ours + kept + stale:
         path.write_bytes(b"half a backup")
-    for path, owner in ((ours[3], mine), (kept[1], other)):
+    backups_of = [backups / n for n in (whole, f"{whole}.json", others, f"{others}.json")]
+    for path, owner in ((ours[3], mine), (kept[1], other), *zip(backups_of[1::2], (mine, other))):
         path.write_text(json.dumps({"database": "/x/app.db", "database_id": owner}))
+    for path in backups_of[::2]:
+        path.write_bytes(b"a whole backup")
     for path in stale:
         os.utime(path, (1e9, 1e9))
     before = {p: sha(p) for p in kept}
     path = backup.take(db, backups, "manual")
     assert not any(p.exists() for p in ours + stale)
     assert {p: sha(p) for p in kept} == before
-    assert sorted(backups.iterdir()) == sorted([path, catalog.record_path(path), *kept])
+    assert sorted(backups.iterdir()) == sorted(
+        [path, catalog.record_path(path), *kept, *backups_of]
+    )
     assert rows(path) == [(1, "a")]
 
 

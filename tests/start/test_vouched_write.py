@@ -140,7 +140,9 @@ def test_not_vouched_a_torn_page_is_refused_before_anything_is_written(world, se
 @pytest.mark.parametrize(
     "sql, how",
     [
-        ("CREATE TABLE tags (id INTEGER PRIMARY KEY);\n", "restored from"),  # verify refuses
+        # The run's own quick_check, before COMMIT, refuses (docs/internals.md, "The
+        # backup beside the migration"): nothing to restore.
+        ("CREATE TABLE tags (id INTEGER PRIMARY KEY);\n", "rolled back"),
         ("UPDATE notes SET content_hash = content_hash || 'x';\n", "rolled back"),  # reads it
     ],
     ids=["migration-passes-verification-refuses", "migration-fails-on-the-page"],
