@@ -63,10 +63,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which mypy reads the same way:
 if TYPE_CHECKING:
     import sqlite3
 else:
-    try:
-        sqlite3 = _import_sqlite3()
-    except ImportError:
-        import sqlite3
+    sqlite3 = _import_sqlite3()
 
 FORMAT = 2  # of the cache key; bump when what a verification means changes
 HEADER = b"SQLite format 3\x00"
@@ -99,7 +96,6 @@ OPTIONS: tuple[tuple[str, str, str, str, bool], ...] = (
 )
 FLAGS = {flag: (dest, env) for dest, flag, env, _, switch in OPTIONS if not switch}
 SWITCHES = {flag: (dest, env) for dest, flag, env, _, switch in OPTIONS if switch}
-DEFAULTS = {dest: default for dest, _, _, default, _ in OPTIONS}
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 EVERY_START, BEFORE_WRITES = "every-start", "before-writes"
 DOWNGRADES = ("refuse", "apply")  # --downgrade: what an image older than the database does
@@ -276,9 +272,7 @@ def sha256_of(path: str) -> tuple[str, tuple[int, ...]]:
         after = identity(os.fstat(fd))
     finally:
         os.close(fd)
-    return str(digest.hexdigest()), (
-        after if after == before else ()
-    )  # changed while read: vouches for nothing
+    return str(digest.hexdigest()), after if after == before else ()  # (): changed while read
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -321,21 +315,15 @@ def set_fingerprint(named: Iterable[tuple[str, str]]) -> str:
     return str(digest.hexdigest())
 
 
-def key(fingerprint: str, strict: bool) -> str:
-    """The cache key: what a verification depends on besides the schema (see `cache`)."""
-    digest = sha256(f"{FORMAT}\0{fingerprint}\0{strict}\0{sqlite3.sqlite_version}\0".encode())
+def cache_key(source: str, fingerprint: str, recorded: tuple[str, ...] | None, strict: bool) -> str:
+    """The verified-state cache key of a start, all a verification depends on besides the
+    schema: the source, its migration set's fingerprint, the version the database records
+    (its rows as text), --strict, SQLite's version and the guard's code (see `cache`)."""
+    mark = "<none>" if recorded is None else "\n".join(recorded)
+    named = set_fingerprint([("<source>", source), ("<files>", fingerprint), ("<recorded>", mark)])
+    digest = sha256(f"{FORMAT}\0{named}\0{strict}\0{sqlite3.sqlite_version}\0".encode())
     digest.update(code_identity().encode())
     return str(digest.hexdigest())
-
-
-def cache_key(source: str, fingerprint: str, recorded: tuple[str, ...] | None, strict: bool) -> str:
-    """The verified-state cache key of a start: the source, its migration set's fingerprint
-    and the version the database records (its rows as text)."""
-    mark = "<none>" if recorded is None else "\n".join(recorded)
-    return key(
-        set_fingerprint([("<source>", source), ("<files>", fingerprint), ("<recorded>", mark)]),
-        strict,
-    )
 
 
 # The SQL reading the version a database records, as rows of text, and its table.
@@ -384,7 +372,7 @@ def code_identity() -> str:
     return "\n".join(sorted(found))
 
 
-def cache_text(cache_key: str, schema: str, checked_at: int, checked_on: str = "") -> bytes:
+def cache_text(cache_key: str, schema: str, checked_at: int, checked_on: str) -> bytes:
     """The cache file `cache.write` writes for a schema with no extra objects (tested)."""
     return (
         f'{{\n "key": "{cache_key}",\n "schema_hash": "{schema}",\n "warnings": [],\n'

@@ -36,9 +36,7 @@ def _migrations(values: dict[str, str], hashed: facts.Hashes) -> tuple[str, str,
     return folder, toolfiles.fingerprint(folder, paths), len(paths)
 
 
-def start(
-    argv: list[str], environ: dict[str, str] | None = None, hand_on: bool = False
-) -> facts.Proof | None:
+def start(argv: list[str], environ: dict[str, str], hand_on: bool = False) -> facts.Proof | None:
     """Exec the app if `argv` is a provable no-op `run`; return to hand over otherwise: with
     `hand_on`, the `facts.Proof` of what was proved (the caller then owns its lock)."""
     if argv[:1] != ["run"]:
@@ -49,7 +47,7 @@ def start(
     hashed: facts.Hashes = {}
     checked = False
     try:
-        values, command = facts.run_options(argv[1:], os.environ if environ is None else environ)
+        values, command = facts.run_options(argv[1:], environ)
         db = os.path.realpath(values["db"])
         backup_dir = facts.backup_folder(db, values["backup_dir"])
         t0 = time.perf_counter()
@@ -105,13 +103,13 @@ def start(
     except Exception:  # anything unexpected, too: the full start decides and explains
         if running >= 0:
             os.close(running)
-        proof = facts.Proof(db, migrations, fd if held else -1, hashed, checked)
         if fd >= 0 and not held:
             os.close(fd)
-        if not hand_on or not db:
-            proof.release()
-            return None
-        return proof
+        proof = facts.Proof(db, migrations, fd if held else -1, hashed, checked)
+        if hand_on and db:
+            return proof
+        proof.release()
+        return None
     what = "file(s)" if values["tool"] == "files" else f"{values['tool']} file(s)"
     if checked:
         integrity = "quick_check ok"

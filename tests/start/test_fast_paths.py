@@ -351,7 +351,7 @@ def test_quick_start_knows_every_option_the_cli_knows():
             if k == "integrity"
             else v
         )
-        for k, v in facts.DEFAULTS.items()
+        for k, _, _, v, _ in facts.OPTIONS
         if k not in ("strict", "json")
     }
 
