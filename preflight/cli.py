@@ -142,12 +142,10 @@ class _JsonFormatter(logging.Formatter):
 
 
 def _configure_logging(settings: Settings | None) -> None:
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     json_logs = settings is not None and settings.log_format == "json"
     handler.setFormatter(_JsonFormatter() if json_logs else _TextFormatter())
-    log.addHandler(handler)
+    log.handlers = [handler]  # the only one, however often a process configures it
     log.propagate = False
     log.setLevel((settings.log_level if settings else "info").upper())
 

@@ -1,10 +1,7 @@
-"""The quick start: a no-op `run` proven with a handful of imports, then exec.
-
-It checks every fact of a no-op start in the full start's order, with `facts` alone
-(docs/performance.md, "Quick start"). Anything else, or any exception, hands over:
-`entry.main` calls `cli.main` with the `facts.Proof` of what was proved so far, and the
-full start decides and explains. It never reports an error itself.
-"""
+"""The quick start: every fact of a no-op `run` proven with `facts` alone, in the full start's
+order, then exec (docs/performance.md, "Quick start"). Anything else, or any exception, hands
+over to `cli.main` with the `facts.Proof` of what was proved: the full start decides and
+explains. It never reports an error itself."""
 
 import os
 import sys
@@ -73,7 +70,7 @@ def start(argv: list[str], environ: dict[str, str], hand_on: bool = False) -> fa
             raise Unproven("failure record")
         with open(db + facts.CACHE, "rb") as f:
             cached = f.read()
-        checked_at = facts.cache_checked_at(cached)
+        checked_at, checked_on = facts.cache_checked(cached)
         policy = facts.integrity_policy(values["integrity"])
         if policy != EVERY_START and facts.check_due(policy, checked_at, time.time()):
             raise Unproven("integrity check due")  # the full start runs and records it
@@ -90,7 +87,7 @@ def start(argv: list[str], environ: dict[str, str], hand_on: bool = False) -> fa
         finally:
             conn.close()
         key = facts.cache_key(values["tool"], fingerprint, recorded, values["strict"] == "1")
-        if cached != facts.cache_text(key, live, checked_at, facts.cache_checked_on(cached)):
+        if cached != facts.cache_text(key, live, checked_at, checked_on):
             raise Unproven("cache")
         keep = int(values["keep_backups"])
         if values["backup"] != "never" and keep > 0 and os.path.isdir(backup_dir):
