@@ -54,7 +54,7 @@ class Assessment(Result):
 
 @dataclass(frozen=True)
 class BackupTaken(Result):
-    backup: str | None = None  # None: an error came first
+    backup: str
 
 
 @dataclass(frozen=True)
