@@ -258,12 +258,8 @@ def _summarize(result: Assessment) -> None:
         )
     log.info("status: %d backup(s)", len(result.backups))
     for b in result.backups:
-        at = (
-            "no migration"
-            if b["version"] == 0
-            else "unreadable"
-            if b["version"] is None
-            else f"version {b['version']} ({b['migration']})"
+        at = {0: "no migration", None: "unreadable"}.get(
+            b["version"], f"version {b['version']} ({b['migration']})"
         )
         log.info(
             "status: backup %s %s, %s, %.1f MiB, %s",

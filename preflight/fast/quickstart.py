@@ -39,10 +39,9 @@ def start(argv: list[str], environ: dict[str, str], hand_on: bool = False) -> fa
     if argv[:1] != ["run"]:
         return None
     fd = running = -1
-    held = False
+    held = checked = False
     db = migrations = ""
     hashed: facts.Hashes = {}
-    checked = False
     try:
         values, command = facts.run_options(argv[1:], environ)
         db = os.path.realpath(values["db"])

@@ -10,7 +10,7 @@ from preflight.fast.facts import TOOL_PATHS, set_fingerprint, sha256_of
 from preflight.fast.facts import Unproven as HandOver
 
 SKIPPED_DIRS = ("__pycache__", ".git", ".pytest_cache")
-DJANGO_SKIPPED = ("node_modules", "site-packages", "venv", "env", "static", "media")
+DJANGO_SKIPPED = (*SKIPPED_DIRS, "node_modules", "site-packages", "venv", "env", "static", "media")
 
 
 def tree(folder: str) -> list[str]:
@@ -61,8 +61,7 @@ def ini_section(ini: str, section: str) -> dict[str, str]:
     if not os.path.isfile(ini):
         return found
     here = os.path.dirname(os.path.abspath(ini))
-    current = ""
-    last = ""
+    current = last = ""
     with open(ini, encoding="utf-8") as f:
         for line in f:
             text = line.strip()
@@ -216,11 +215,7 @@ def django_files(app_dir: str, db: str, tool_cmd: str) -> list[str]:
         raise HandOver(os.path.join(app_dir, manage))
     found = set(django_installed())
     for root, dirs, names in os.walk(app_dir):
-        dirs[:] = sorted(
-            d
-            for d in dirs
-            if d not in SKIPPED_DIRS and d not in DJANGO_SKIPPED and not d.startswith(".")
-        )
+        dirs[:] = sorted(d for d in dirs if d not in DJANGO_SKIPPED and not d.startswith("."))
         if os.path.basename(root) == "migrations":
             found.update(os.path.join(root, n) for n in names if n.endswith(".py"))
     for folder in recorded_folders(db, paths_context("django", tool_cmd)):
