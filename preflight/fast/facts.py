@@ -192,7 +192,7 @@ def run_flags(args: list[str]) -> tuple[dict[str, str], list[str]]:
             i += 1
         else:
             raise Unproven(arg)
-    if i >= len(args) or i + 1 == len(args):
+    if i + 1 >= len(args):
         raise Unproven("no command after --")
     return given, args[i + 1 :]
 
