@@ -142,12 +142,10 @@ class _JsonFormatter(logging.Formatter):
 
 
 def _configure_logging(settings: Settings | None) -> None:
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     json_logs = settings is not None and settings.log_format == "json"
     handler.setFormatter(_JsonFormatter() if json_logs else _TextFormatter())
-    log.addHandler(handler)
+    log.handlers = [handler]  # the only one, however often a process configures it
     log.propagate = False
     log.setLevel((settings.log_level if settings else "info").upper())
 
@@ -180,7 +178,7 @@ def plain_run(argv: list[str]) -> SimpleNamespace | None:
     return SimpleNamespace(command="run", cmd=["--", *command], **parsed)
 
 
-def _dispatch(args: Parsed, settings: Settings, proof: Proof | None = None) -> Result:
+def _dispatch(args: Parsed, settings: Settings, proof: Proof | None) -> Result:
     command = args.command
     if command in ("run", "migrate"):
         from preflight.commands import guard  # the operator commands' own imports are lighter
@@ -200,7 +198,7 @@ def _dispatch(args: Parsed, settings: Settings, proof: Proof | None = None) -> R
     from preflight.commands import operations
 
     if command in ("check", "status"):
-        return operations.assess(settings, rehearse=command == "check")
+        return operations.assess(settings, command)
     if command == "stamp":
         return operations.stamp(settings, args.version, args.force)
     if command == "clear-failure":
@@ -237,7 +235,7 @@ def main(argv: Sequence[str] | None = None, proof: Proof | None = None) -> int:
         signals.restore(previous)
 
 
-def _main(args: Parsed, proof: Proof | None = None) -> int:
+def _main(args: Parsed, proof: Proof | None) -> int:
     settings = None
     report: dict[str, object] = {"command": args.command}
     argv: tuple[str, ...] = ()

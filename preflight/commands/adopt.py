@@ -59,22 +59,22 @@ def _shadow_tables(rows: list[tuple[str, str, str, str]]) -> set[str]:
     return shadows
 
 
-def _views_in_order(views: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _views_in_order(views: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
     """Views so that each comes after the views it selects from (creation order otherwise)."""
-    by_name = {name.lower(): (name, sql) for name, sql in views}
-    done: list[tuple[str, str]] = []
+    by_name = {view[1].lower(): view for view in views}
+    done: list[tuple[str, str, str, str]] = []
     seen: set[str] = set()
 
     def visit(key: str, path: tuple[str, ...]) -> None:
         if key in seen or key in path:  # a cycle cannot be created: keep creation order
             return
-        name, sql = by_name[key]
-        for tok in tokens(sql)[3:]:
+        view = by_name[key]
+        for tok in tokens(view[3])[3:]:
             ref = tok.strip('"`[]').lower()
             if ref in by_name and ref != key:
                 visit(ref, path + (key,))
         seen.add(key)
-        done.append((name, sql))
+        done.append(view)
 
     for key in by_name:
         visit(key, ())
@@ -99,9 +99,7 @@ def render(conn: sqlite3.Connection, source: Path, version: int) -> str:
         if not (schema.ignored(r[1]) or schema.ignored(r[2]) or r[1].lower() in shadows)
     ]
     groups = {kind: [r[3] for r in kept if r[0] == kind] for kind in TITLES}
-    groups["view"] = [
-        sql for _, sql in _views_in_order([(r[1], r[3]) for r in kept if r[0] == "view"])
-    ]
+    groups["view"] = [r[3] for r in _views_in_order([r for r in kept if r[0] == "view"])]
     head = (
         f"-- {version:03d}_{LABEL}.sql: written by `preflight init` from {source}'s schema.\n"
         f"-- The schema when preflight adopted the database. Never edit it once applied:\n"

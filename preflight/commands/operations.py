@@ -44,12 +44,11 @@ from preflight.storage.steps import locked, step
 log = logging.getLogger("preflight")
 
 
-def assess(settings: Settings, rehearse: bool) -> Assessment:
-    """`check` and `status`: everything a start would decide, on a private snapshot (with
-    `rehearse`, pending migrations run on it). Code 0 (at head) or 3 (pending); once the facts
+def assess(settings: Settings, command: str) -> Assessment:
+    """`check` and `status`: everything a start would decide, on a private snapshot (`check`
+    runs the pending migrations on it). Code 0 (at head) or 3 (pending); once the facts
     before the inspection are known, errors come back as the result's error, beside them."""
     check_environment(settings.db, None, writes=False)
-    command = "check" if rehearse else "status"
     src = load(settings, readonly=True)
     record = history.read_failure(settings.failure_path)
     replica = None
@@ -67,13 +66,13 @@ def assess(settings: Settings, rehearse: bool) -> Assessment:
         litestream=replica,
     )
     try:
-        return _assess(settings, rehearse, src, known)
+        return _assess(settings, command, src, known)
     except PreflightError as exc:
         return replace(known, migrations=src.names, error=exc)
 
 
-def _assess(settings: Settings, rehearse: bool, src: Source, known: Assessment) -> Assessment:
-    command = "check" if rehearse else "status"
+def _assess(settings: Settings, command: str, src: Source, known: Assessment) -> Assessment:
+    rehearse = command == "check"
     refusal: Refused | None = None
     try:
         refuse_if_failed(settings, src.fingerprint)
@@ -259,12 +258,8 @@ def _summarize(result: Assessment) -> None:
         )
     log.info("status: %d backup(s)", len(result.backups))
     for b in result.backups:
-        at = (
-            "no migration"
-            if b["version"] == 0
-            else "unreadable"
-            if b["version"] is None
-            else f"version {b['version']} ({b['migration']})"
+        at = {0: "no migration", None: "unreadable"}.get(
+            b["version"], f"version {b['version']} ({b['migration']})"
         )
         log.info(
             "status: backup %s %s, %s, %.1f MiB, %s",

@@ -3,7 +3,7 @@ Apart from `results`: creating those classes at import was a fresh build's large
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from preflight.core.errors import PreflightError
@@ -20,9 +20,14 @@ class Result:
 
     def report(self) -> Json:
         """The keys this command adds to the JSON report (beside command, database, exit_code):
-        its fields but these two, tuples as lists, those that are None left out."""
-        out = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
-        return {k: v for k, v in out.items() if k not in ("code", "error") and v is not None}
+        its fields but these two, tuples as lists; one that defaults to None is left out
+        while it is None (the others are always there)."""
+        out: Json = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in ("code", "error") and (value is not None or f.default is not None):
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
 
 
 @dataclass(frozen=True)

@@ -45,29 +45,16 @@ class Assessment(Result):
     litestream: Json | None = None  # the replica's newest position (Litestream mode)
 
     def report(self) -> Json:
-        out: Json = {
-            "tool": self.tool,
-            "migrations": list(self.migrations),
-            "database_id": self.database_id,
-            "backups": list(self.backups),
-            "failure_record": self.failure_record,
-        }
-        if self.state is not None:  # every field, tuples as lists
-            out.update(
-                {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.state).items()}
-            )
-        if self.rehearsal_ms is not None:
-            out["rehearsal_ms"] = self.rehearsal_ms
-        if self.rehearsal_loss is not None:
-            out["rehearsal_loss"] = list(self.rehearsal_loss)
-        if self.litestream is not None:
-            out["litestream"] = self.litestream
+        out = super().report()
+        if self.state is not None:  # its fields are the report's own, tuples as lists
+            state = vars(out.pop("state")).items()
+            out.update({k: list(v) if isinstance(v, tuple) else v for k, v in state})
         return out
 
 
 @dataclass(frozen=True)
 class BackupTaken(Result):
-    backup: str | None = None  # None: an error came first
+    backup: str
 
 
 @dataclass(frozen=True)
@@ -86,16 +73,10 @@ class Stamped(Result):
 class Prepared(Result):
     prepared: str | None  # the cache written into the image (None: nothing to prepare)
 
-    def report(self) -> Json:
-        return {"prepared": self.prepared}
-
 
 @dataclass(frozen=True)
 class Cleared(Result):
     cleared: Json | None  # the record removed (None: there was none)
-
-    def report(self) -> Json:
-        return {"cleared": self.cleared}
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,5 @@
 """The cheap facts of a start, each defined once: the quick start and the pipeline share them.
-
-The quick start proves a no-op start with these alone, so this module imports only os,
-time, fcntl, `names`, `errors` and the C modules under hashlib and sqlite3
-(tests/package/test_layers.py checks).
-"""
+It imports only what a no-op start may (tests/package/test_layers.py checks)."""
 
 import fcntl
 import os
@@ -63,10 +59,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which mypy reads the same way:
 if TYPE_CHECKING:
     import sqlite3
 else:
-    try:
-        sqlite3 = _import_sqlite3()
-    except ImportError:
-        import sqlite3
+    sqlite3 = _import_sqlite3()
 
 FORMAT = 2  # of the cache key; bump when what a verification means changes
 HEADER = b"SQLite format 3\x00"
@@ -99,7 +92,6 @@ OPTIONS: tuple[tuple[str, str, str, str, bool], ...] = (
 )
 FLAGS = {flag: (dest, env) for dest, flag, env, _, switch in OPTIONS if not switch}
 SWITCHES = {flag: (dest, env) for dest, flag, env, _, switch in OPTIONS if switch}
-DEFAULTS = {dest: default for dest, _, _, default, _ in OPTIONS}
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 EVERY_START, BEFORE_WRITES = "every-start", "before-writes"
 DOWNGRADES = ("refuse", "apply")  # --downgrade: what an image older than the database does
@@ -200,7 +192,7 @@ def run_flags(args: list[str]) -> tuple[dict[str, str], list[str]]:
             i += 1
         else:
             raise Unproven(arg)
-    if i >= len(args) or i + 1 == len(args):
+    if i + 1 >= len(args):
         raise Unproven("no command after --")
     return given, args[i + 1 :]
 
@@ -276,9 +268,7 @@ def sha256_of(path: str) -> tuple[str, tuple[int, ...]]:
         after = identity(os.fstat(fd))
     finally:
         os.close(fd)
-    return str(digest.hexdigest()), (
-        after if after == before else ()
-    )  # changed while read: vouches for nothing
+    return str(digest.hexdigest()), after if after == before else ()  # (): changed while read
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -321,21 +311,15 @@ def set_fingerprint(named: Iterable[tuple[str, str]]) -> str:
     return str(digest.hexdigest())
 
 
-def key(fingerprint: str, strict: bool) -> str:
-    """The cache key: what a verification depends on besides the schema (see `cache`)."""
-    digest = sha256(f"{FORMAT}\0{fingerprint}\0{strict}\0{sqlite3.sqlite_version}\0".encode())
+def cache_key(source: str, fingerprint: str, recorded: tuple[str, ...] | None, strict: bool) -> str:
+    """The verified-state cache key of a start, all a verification depends on besides the
+    schema: the source, its migration set's fingerprint, the version the database records
+    (its rows as text), --strict, SQLite's version and the guard's code (see `cache`)."""
+    mark = "<none>" if recorded is None else "\n".join(recorded)
+    named = set_fingerprint([("<source>", source), ("<files>", fingerprint), ("<recorded>", mark)])
+    digest = sha256(f"{FORMAT}\0{named}\0{strict}\0{sqlite3.sqlite_version}\0".encode())
     digest.update(code_identity().encode())
     return str(digest.hexdigest())
-
-
-def cache_key(source: str, fingerprint: str, recorded: tuple[str, ...] | None, strict: bool) -> str:
-    """The verified-state cache key of a start: the source, its migration set's fingerprint
-    and the version the database records (its rows as text)."""
-    mark = "<none>" if recorded is None else "\n".join(recorded)
-    return key(
-        set_fingerprint([("<source>", source), ("<files>", fingerprint), ("<recorded>", mark)]),
-        strict,
-    )
 
 
 # The SQL reading the version a database records, as rows of text, and its table.
@@ -384,7 +368,7 @@ def code_identity() -> str:
     return "\n".join(sorted(found))
 
 
-def cache_text(cache_key: str, schema: str, checked_at: int, checked_on: str = "") -> bytes:
+def cache_text(cache_key: str, schema: str, checked_at: int, checked_on: str) -> bytes:
     """The cache file `cache.write` writes for a schema with no extra objects (tested)."""
     return (
         f'{{\n "key": "{cache_key}",\n "schema_hash": "{schema}",\n "warnings": [],\n'
@@ -392,20 +376,16 @@ def cache_text(cache_key: str, schema: str, checked_at: int, checked_on: str = "
     ).encode()
 
 
-def cache_checked_on(text: bytes) -> str:
-    """The `checked_on` of a cache file in `cache_text`'s format (the file the check read:
-    `cache.file_id`), "" if it has none. A start with nothing to write keeps it as it is."""
-    found = text.rpartition(b'\n "checked_on": "')[2].partition(b'"')[0]
-    return found.decode("ascii") if found.replace(b":", b"").isdigit() else ""
-
-
-def cache_checked_at(text: bytes) -> int:
-    """The `checked_at` of a cache file in `cache_text`'s format; Unproven if it has none."""
+def cache_checked(text: bytes) -> tuple[int, str]:
+    """(`checked_at`, `checked_on`) of a cache file in `cache_text`'s format; Unproven without
+    `checked_at`. `checked_on` is the file the check read (`cache.file_id`), "" if none: a
+    start with nothing to write keeps it as it is."""
     digits = text.rpartition(b'\n "checked_at": ')[2]
     digits = digits[:-3] if digits.endswith(b"\n}\n") else b""
     if not digits.isdigit():  # bytes.isdigit: ASCII digits only
         raise Unproven("cache")
-    return int(digits)
+    on = text.rpartition(b'\n "checked_on": "')[2].partition(b'"')[0]
+    return int(digits), on.decode("ascii") if on.replace(b":", b"").isdigit() else ""
 
 
 def backup_name(name: str, stem: str) -> tuple[str, str] | None:
@@ -456,13 +436,11 @@ def quick_check(conn: sqlite3.Connection) -> str:
 
 
 def probe(db: str) -> tuple[str, str]:
-    """The cheap integrity facts of the main file, O(1) in its size: (verdict, why).
-
-    'bad': not an SQLite database; 'short': shorter than its header says, with nothing
-    that could hold the rest; 'unsure': shorter, but a hot journal or a WAL with frames
-    may hold the rest (a crash during a commit or a checkpoint writes page 1 first);
-    'ok': the file holds every page it counts (a longer one is fine: SQLite ignores the tail).
-    """
+    """The cheap integrity facts of the main file, O(1) in its size: (verdict, why). 'bad': not
+    SQLite; 'short': shorter than its header says, nothing could hold the rest; 'unsure':
+    shorter, but a hot journal or a WAL with frames may hold the rest (a crash during a commit
+    or a checkpoint writes page 1 first); 'ok': every page it counts is there (a longer file
+    is fine: SQLite ignores the tail)."""
     with open(db, "rb") as f:
         head = f.read(100)
         size = os.fstat(f.fileno()).st_size
@@ -508,12 +486,6 @@ def which(command: str) -> bool:
     return any(os.access(p, os.F_OK | os.X_OK) and not os.path.isdir(p) for p in paths)
 
 
-def _accessible(path: str, mode: int) -> bool:
-    """os.access, robust to an app deleting and re-creating the file (its -journal) between
-    our looks: a real permission problem persists, a vanished file is as good as absent."""
-    return any(os.access(path, mode) or not os.path.lexists(path) for _ in range(3))
-
-
 def check_environment(
     db: str | PathLike[str],
     backup_dir: str | PathLike[str] | None,
@@ -555,9 +527,11 @@ def check_environment(
             raise UsageError(
                 f"{side} is not a regular file, so SQLite cannot use {db}", f"remove {side}"
             )
-        if not _accessible(side, os.R_OK | (os.W_OK if writes else 0)):
-            # e.g. left by the app once run as root: SQLite would fail half-way with
-            # 'unable to open database file'
+        # e.g. left by the app once run as root: SQLite would fail half-way with 'unable to
+        # open database file'. Looked at thrice: an app deletes and re-creates its -journal
+        # at will (vanished is as good as absent); a real permission problem persists.
+        mode = os.R_OK | (os.W_OK if writes else 0)
+        if not any(os.access(side, mode) or not os.path.lexists(side) for _ in range(3)):
             raise EnvironmentProblem(
                 f"{side} is not readable{' and writable' if writes else ''} by uid {uid}",
                 "fix its owner or mode (chown/chmod)",
@@ -697,17 +671,11 @@ def share_running(db: str | PathLike[str]) -> int:
 
 
 def cheap_checks(db: str, full: bool) -> bool:
-    """The header, the sidecars, no stale -wal or hot -journal, the size against the header
-    (Unproven for anything the full pipeline must judge). Returns whether the full
-    quick_check must run."""
+    """The header, no stale -wal or hot -journal, the size against the header (Unproven for
+    anything the full pipeline must judge; `check_environment` judged the sidecars). Returns
+    whether the full quick_check must run."""
     with open(db, "rb") as f:
         head = f.read(20)
-    for suffix in SIDECARS:
-        side = f"{db}{suffix}"
-        if os.path.lexists(side) and (
-            not os.path.isfile(side) or not os.access(side, os.R_OK | os.W_OK)
-        ):
-            raise Unproven(suffix)  # the full pipeline names it (exit 2 or 7)
     if os.path.exists(f"{db}-wal") and head[18:20] != b"\x02\x02":
         # A -wal beside a database whose header is not in WAL mode is stale, and SQLite
         # would still replay it into the app's first write: the full pipeline refuses it.

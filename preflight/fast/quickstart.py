@@ -1,10 +1,7 @@
-"""The quick start: a no-op `run` proven with a handful of imports, then exec.
-
-It checks every fact of a no-op start in the full start's order, with `facts` alone
-(docs/performance.md, "Quick start"). Anything else, or any exception, hands over:
-`entry.main` calls `cli.main` with the `facts.Proof` of what was proved so far, and the
-full start decides and explains. It never reports an error itself.
-"""
+"""The quick start: every fact of a no-op `run` proven with `facts` alone, in the full start's
+order, then exec (docs/performance.md, "Quick start"). Anything else, or any exception, hands
+over to `cli.main` with the `facts.Proof` of what was proved: the full start decides and
+explains. It never reports an error itself."""
 
 import os
 import sys
@@ -36,20 +33,17 @@ def _migrations(values: dict[str, str], hashed: facts.Hashes) -> tuple[str, str,
     return folder, toolfiles.fingerprint(folder, paths), len(paths)
 
 
-def start(
-    argv: list[str], environ: dict[str, str] | None = None, hand_on: bool = False
-) -> facts.Proof | None:
+def start(argv: list[str], environ: dict[str, str], hand_on: bool = False) -> facts.Proof | None:
     """Exec the app if `argv` is a provable no-op `run`; return to hand over otherwise: with
     `hand_on`, the `facts.Proof` of what was proved (the caller then owns its lock)."""
     if argv[:1] != ["run"]:
         return None
     fd = running = -1
-    held = False
+    held = checked = False
     db = migrations = ""
     hashed: facts.Hashes = {}
-    checked = False
     try:
-        values, command = facts.run_options(argv[1:], os.environ if environ is None else environ)
+        values, command = facts.run_options(argv[1:], environ)
         db = os.path.realpath(values["db"])
         backup_dir = facts.backup_folder(db, values["backup_dir"])
         t0 = time.perf_counter()
@@ -75,7 +69,7 @@ def start(
             raise Unproven("failure record")
         with open(db + facts.CACHE, "rb") as f:
             cached = f.read()
-        checked_at = facts.cache_checked_at(cached)
+        checked_at, checked_on = facts.cache_checked(cached)
         policy = facts.integrity_policy(values["integrity"])
         if policy != EVERY_START and facts.check_due(policy, checked_at, time.time()):
             raise Unproven("integrity check due")  # the full start runs and records it
@@ -92,7 +86,7 @@ def start(
         finally:
             conn.close()
         key = facts.cache_key(values["tool"], fingerprint, recorded, values["strict"] == "1")
-        if cached != facts.cache_text(key, live, checked_at, facts.cache_checked_on(cached)):
+        if cached != facts.cache_text(key, live, checked_at, checked_on):
             raise Unproven("cache")
         keep = int(values["keep_backups"])
         if values["backup"] != "never" and keep > 0 and os.path.isdir(backup_dir):
@@ -105,13 +99,13 @@ def start(
     except Exception:  # anything unexpected, too: the full start decides and explains
         if running >= 0:
             os.close(running)
-        proof = facts.Proof(db, migrations, fd if held else -1, hashed, checked)
         if fd >= 0 and not held:
             os.close(fd)
-        if not hand_on or not db:
-            proof.release()
-            return None
-        return proof
+        proof = facts.Proof(db, migrations, fd if held else -1, hashed, checked)
+        if hand_on and db:
+            return proof
+        proof.release()
+        return None
     what = "file(s)" if values["tool"] == "files" else f"{values['tool']} file(s)"
     if checked:
         integrity = "quick_check ok"

@@ -10,7 +10,7 @@ from preflight.fast.facts import TOOL_PATHS, set_fingerprint, sha256_of
 from preflight.fast.facts import Unproven as HandOver
 
 SKIPPED_DIRS = ("__pycache__", ".git", ".pytest_cache")
-DJANGO_SKIPPED = ("node_modules", "site-packages", "venv", "env", "static", "media")
+DJANGO_SKIPPED = (*SKIPPED_DIRS, "node_modules", "site-packages", "venv", "env", "static", "media")
 
 
 def tree(folder: str) -> list[str]:
@@ -61,8 +61,7 @@ def ini_section(ini: str, section: str) -> dict[str, str]:
     if not os.path.isfile(ini):
         return found
     here = os.path.dirname(os.path.abspath(ini))
-    current = ""
-    last = ""
+    current = last = ""
     with open(ini, encoding="utf-8") as f:
         for line in f:
             text = line.strip()
@@ -112,7 +111,7 @@ def location(app_dir: str, where: str, search: list[str]) -> str:
     return os.path.join(app_dir, where)
 
 
-def alembic_files(app_dir: str, db: str = "", tool_cmd: str = "") -> list[str]:
+def alembic_files(app_dir: str, db: str, tool_cmd: str) -> list[str]:
     """The ini Alembic reads (`-c/--config` in --tool-cmd, else ALEMBIC_CONFIG or
     alembic.ini; its section `-n/--name`, else alembic), everything in its
     `script_location` and in every `version_locations` entry."""
@@ -139,7 +138,7 @@ def _alembic_set(app_dir: str, ini: str, options: dict[str, str], script: str) -
     return sorted(found)
 
 
-def flask_migrate_files(app_dir: str, db: str = "", tool_cmd: str = "") -> list[str]:
+def flask_migrate_files(app_dir: str, db: str, tool_cmd: str) -> list[str]:
     """Flask-Migrate's folder (`-d/--directory` in --tool-cmd, else `migrations`) and every
     `version_locations` entry of its alembic.ini (`%(here)s` is the folder)."""
     where = option(words(tool_cmd), "-d", "--directory") or "migrations"
@@ -166,8 +165,6 @@ def paths_context(tool: str, tool_cmd: str) -> str:
 
 def recorded_folders(db: str, context: str) -> list[str]:
     """The folders the last scratch run reported for this context (none if another)."""
-    if not db:
-        return []
     try:
         with open(paths_record(db), encoding="utf-8") as f:
             lines = f.read().split("\n")
@@ -208,7 +205,7 @@ def django_installed() -> list[str]:
     return found
 
 
-def django_files(app_dir: str, db: str = "", tool_cmd: str = "") -> list[str]:
+def django_files(app_dir: str, db: str, tool_cmd: str) -> list[str]:
     """manage.py (as --tool-cmd names it), every `.py` in a folder called `migrations`
     under the app folder (hidden folders, virtual environments and byte code skipped),
     Django's own, and every migrations folder elsewhere that the last scratch run reported
@@ -218,11 +215,7 @@ def django_files(app_dir: str, db: str = "", tool_cmd: str = "") -> list[str]:
         raise HandOver(os.path.join(app_dir, manage))
     found = set(django_installed())
     for root, dirs, names in os.walk(app_dir):
-        dirs[:] = sorted(
-            d
-            for d in dirs
-            if d not in SKIPPED_DIRS and d not in DJANGO_SKIPPED and not d.startswith(".")
-        )
+        dirs[:] = sorted(d for d in dirs if d not in DJANGO_SKIPPED and not d.startswith("."))
         if os.path.basename(root) == "migrations":
             found.update(os.path.join(root, n) for n in names if n.endswith(".py"))
     for folder in recorded_folders(db, paths_context("django", tool_cmd)):

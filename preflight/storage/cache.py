@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preflight.core.files import write_atomic
-from preflight.fast.facts import key, schema_hash
+from preflight.fast.facts import schema_hash
 
-__all__ = ["Verified", "file_id", "key", "read", "schema_hash", "vouching", "write"]
+__all__ = ["Verified", "file_id", "read", "schema_hash", "vouching", "write"]
 
 log = logging.getLogger("preflight")
 

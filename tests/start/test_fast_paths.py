@@ -351,7 +351,7 @@ def test_quick_start_knows_every_option_the_cli_knows():
             if k == "integrity"
             else v
         )
-        for k, v in facts.DEFAULTS.items()
+        for k, _, _, v, _ in facts.OPTIONS
         if k not in ("strict", "json")
     }
 
@@ -363,8 +363,7 @@ def test_quick_start_and_cache_share_one_file_format_and_fingerprint(tmp_path):
         cache.write(path, written)
         text = path.read_bytes()
         assert text == facts.cache_text("k" * 64, "h" * 64, checked_at, checked_on)
-        assert facts.cache_checked_at(text) == checked_at
-        assert facts.cache_checked_on(text) == checked_on
+        assert facts.cache_checked(text) == (checked_at, checked_on)
         assert cache.read(path, "k" * 64) == written
     found = migrations.discover(MIGRATIONS)
     assert facts.set_fingerprint(

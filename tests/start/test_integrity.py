@@ -355,6 +355,6 @@ def test_quick_start_and_cache_agree_on_the_recorded_time(tmp_path):
     path = tmp_path / "c.json"
     cache.write(path, cache.Verified("k" * 64, "h" * 64, (), 1767225600))
     text = path.read_bytes()
-    assert facts.cache_checked_at(text) == 1767225600
+    assert facts.cache_checked(text) == (1767225600, "")
     with pytest.raises(facts.Unproven):
-        facts.cache_checked_at(text.replace(b"1767225600", b"-1"))
+        facts.cache_checked(text.replace(b"1767225600", b"-1"))
