@@ -245,8 +245,7 @@ class Beside:
         size = self.db.stat().st_size
         wait = self.timeout + size / (10 << 20)
         conn.execute(f"PRAGMA busy_timeout = {min(int(wait * 1000), 2**31 - 1)}")
-        self.cache = conn.execute("PRAGMA cache_size").fetchone()[0]
-        conn.execute("PRAGMA cache_size = -65536")
+        conn.execute("PRAGMA cache_size = -65536")  # for this run only: closed after COMMIT
         self.info = self.stack.enter_context(step("backup"))
         self.thread.start()
         self.held.wait()
@@ -254,7 +253,8 @@ class Beside:
             self.join()
 
     def end(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA cache_size = {int(self.cache)}")  # keeps only the run's pages
+        # With the cache still large: a cache full of the run's pages would spill to read,
+        # and wait for the copy.
         result = quick_check(conn)  # what the run made, uncommitted, while the copy goes on
         self.join()
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")  # COMMIT's own wait
