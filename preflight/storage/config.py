@@ -44,18 +44,17 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("expected a whole number >= 0")
-    return value
+def _non_negative(kind: Callable[[str], float], what: str) -> Callable[[str], object]:
+    def parse(text: str) -> object:
+        value = kind(text)
+        if not value >= 0:  # also rejects nan
+            raise ValueError(f"expected {what} >= 0")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # also rejects nan
-        raise ValueError("expected a number of seconds >= 0")
-    return value
+_seconds = _non_negative(float, "a number of seconds")
 
 
 @dataclass(frozen=True)
@@ -82,12 +81,12 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
         "on-change: only before a write; always: every run/migrate; never",
     ),
     "keep_backups": (
-        _non_negative_int,
+        _non_negative(int, "a whole number"),
         "backups to keep (0 keeps all); the newest pre-migration backup is never pruned",
     ),
-    "lock_timeout": (_non_negative_float, "seconds to wait for another guard's lock"),
+    "lock_timeout": (_seconds, "seconds to wait for another guard's lock"),
     "smoke": (str, "shell command run against the migrated database; must exit 0"),
-    "smoke_timeout": (_non_negative_float, "seconds the smoke command may take (0: no limit)"),
+    "smoke_timeout": (_seconds, "seconds the smoke command may take (0: no limit)"),
     "strict": (
         boolean,
         "extra tables/indexes/views/triggers are errors, not warnings; every loss an upgrade "
@@ -126,7 +125,7 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
     ),
     "litestream": (str, "the litestream command (Litestream mode)"),
     "litestream_timeout": (
-        _non_negative_float,
+        _seconds,
         "seconds a restore from the replica may take (0: no limit); then exit 13",
     ),
     "downgrade": (
@@ -196,19 +195,14 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     import argparse  # a `run` the fast parser read never builds argparse's parser
 
     for opt in OPTIONS:
-        help_text = f"{opt.help} [{opt.env}]"
-        if opt.is_switch:
-            parser.add_argument(
-                opt.flag,
-                dest=opt.dest,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=help_text,
-            )
-        else:
-            parser.add_argument(
-                opt.flag, dest=opt.dest, default=None, metavar=opt.dest.upper(), help=help_text
-            )
+        how: dict[str, Any] = (
+            {"action": argparse.BooleanOptionalAction}
+            if opt.is_switch
+            else {"metavar": opt.dest.upper()}
+        )
+        parser.add_argument(
+            opt.flag, dest=opt.dest, default=None, help=f"{opt.help} [{opt.env}]", **how
+        )
 
 
 def resolve(args: object, environ: Mapping[str, str]) -> Settings:
