@@ -441,7 +441,7 @@ def _replay(tmp: Path) -> None:
     Path(f"{tmp}-shm").unlink(missing_ok=True)
 
 
-def keep_current(db: Path, backup_dir: Path, reason: str = "pre-restore") -> tuple[Path, bool]:
+def keep_current(db: Path, backup_dir: Path) -> tuple[Path, bool]:
     """The database as it is now, kept in `backup_dir` before a restore: (path, linked).
 
     A hard link where it can, called with the live WAL checkpointed (the database keeps its
@@ -453,7 +453,7 @@ def keep_current(db: Path, backup_dir: Path, reason: str = "pre-restore") -> tup
     if not unchanged.sidecars(db):
         _drop_stale_links(db, backup_dir)
         database_id = catalog.ensure_identity(db, backup_dir)
-        final, record = _claim(backup_dir, db, db, database_id, reason, kept_by="hard link")
+        final, record = _claim(backup_dir, db, db, database_id, "pre-restore", kept_by="hard link")
         try:
             os.link(db, final)
         except OSError as exc:
@@ -464,7 +464,7 @@ def keep_current(db: Path, backup_dir: Path, reason: str = "pre-restore") -> tup
             log.info("backup: current state kept as %s (a hard link: nothing copied)", final)
             return final, True
     try:
-        return take(db, backup_dir, reason), False
+        return take(db, backup_dir, "pre-restore"), False
     except (EnvironmentProblem, DatabaseUnusable) as exc:
         raw = keep_raw(db, backup_dir)
         log.warning("backup: %s; kept the raw files as %s", exc.message, raw)
@@ -498,7 +498,7 @@ def keep_raw(db: Path, backup_dir: Path) -> Path:
     return target
 
 
-def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
+def snapshot(db: Path, folder: Path) -> Path | None:
     """A private copy of `db` (with its WAL or hot journal) in `folder`, writing nothing beside it.
 
     Opening the live database, even read-only, can create -wal/-shm files; `check` must
@@ -519,7 +519,7 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
                 out.append(None)
         return out
 
-    for attempt in range(tries):
+    for attempt in range(5):
         before = state()
         for suffix in ("", *DATA_SIDECARS):
             dest = Path(f"{target}{suffix}")

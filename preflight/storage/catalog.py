@@ -244,12 +244,6 @@ def record_of(backup: Path) -> dict[str, Any] | None:
     return _read_record(record_path(backup))
 
 
-def owner(backup: Path) -> str | None:
-    """The database a backup's record says it came from, or None (no record)."""
-    record = record_of(backup)
-    return str(record.get("database")) if record else None
-
-
 def prune(backup_dir: Path, db: Path, keep: int) -> list[Path]:
     """Delete this database's oldest recorded backups beyond `keep` (0 keeps all), never the
     newest pre-migrate one."""
