@@ -524,11 +524,10 @@ def snapshot(db: Path, folder: Path) -> Path | None:
         for suffix in ("", *DATA_SIDECARS):
             dest = Path(f"{target}{suffix}")
             dest.unlink(missing_ok=True)
-            if Path(f"{db}{suffix}").exists():
-                try:
-                    copy_private(Path(f"{db}{suffix}"), dest, sync=False)
-                except FileNotFoundError:
-                    pass  # a checkpoint removed it mid-copy; the state check below retries
+            try:
+                copy_private(Path(f"{db}{suffix}"), dest, sync=False)
+            except FileNotFoundError:
+                pass  # none, or a checkpoint removed it mid-copy (the state check retries)
         if state() == before:
             return target
         time.sleep(0.05 * (attempt + 1))
