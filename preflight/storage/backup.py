@@ -264,14 +264,6 @@ def _while_syncing(tmp: Path, work: Callable[[], T]) -> T:
     return done
 
 
-def _recorded(backup: Path) -> tuple[Fingerprint, object] | None:
-    """(fingerprint, inode stamp or None) its record keeps from when it was verified; None
-    for a backup taken before records kept one, or a save that was never read."""
-    record = catalog.record_of(backup)
-    found = digest.recorded(record)
-    return None if found is None or record is None else (found, record.get("stamp"))
-
-
 def _foreign(path: Path) -> str:
     """Why `path` cannot be a backup of ours (empty, or no SQLite header), or ""."""
     with open(path, "rb") as f:
@@ -289,12 +281,12 @@ def backup_problem(path: Path) -> str | None:
     """
     if problem := _foreign(path):
         return problem
-    recorded = _recorded(path)
+    recorded = digest.recorded(catalog.record_of(path))
     if recorded is not None:
         size = path.stat().st_size
-        if size != recorded[0].size:
+        if size != recorded.size:
             return (
-                f"backup {path} is {size} bytes, its record says {recorded[0].size}: "
+                f"backup {path} is {size} bytes, its record says {recorded.size}: "
                 f"it changed after it was taken"
             )
         return None
@@ -370,9 +362,11 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
 
     if problem := _foreign(backup):
         raise RestoreFailed(f"{problem}; nothing was changed", "choose another backup")
-    recorded = _recorded(backup)
+    # No fingerprint: a backup taken before records kept one, or a save that was never read.
+    record = catalog.record_of(backup)
+    fingerprint = digest.recorded(record)
     beside = unchanged.sidecars(backup)
-    if beside and recorded is not None:
+    if beside and fingerprint is not None:
         raise RestoreFailed(
             f"backup {backup} has a non-empty {backup.name}{beside[0]} beside it: it was "
             f"written to after it was taken, so its recorded hash no longer vouches for "
@@ -388,7 +382,7 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
         flusher.start()
         try:
             meter = Meter("restore", backup.stat().st_size)
-            fingerprint, stamp = recorded if recorded else (None, None)
+            stamp = record.get("stamp") if record else None  # unchanged.stamp_of, if kept
             how, sha = copy_hashed(backup, tmp, fd, meter, fingerprint, stamp)
         finally:
             flusher.stop()

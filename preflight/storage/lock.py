@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from preflight.core.errors import LockTimeout
-from preflight.core.files import read_small
 from preflight.fast.facts import let_go, open_lock, write_note
 
 log = logging.getLogger("preflight")
@@ -35,11 +34,6 @@ def describe(note: bytes) -> str:
         f"pid {info.get('pid')} on host {info.get('host')} since {info.get('since')} "
         f"({info.get('command')})"
     )
-
-
-def holder(path: Path) -> str:
-    """Who holds the lock at `path`, as the holder wrote it."""
-    return describe(read_small(path, 4096) or b"")
 
 
 def _same_file(fd: int, path: Path) -> bool:
