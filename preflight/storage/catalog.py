@@ -47,13 +47,13 @@ def identity(db: Path, backup_dir: Path) -> str | None:
 
 
 def ensure_identity(db: Path, backup_dir: Path, given: str | None = None) -> str:
-    """The id of `db`, written beside it first if missing. Only with the guard's lock held."""
+    """The id of `db` (or `given`, a record's), written beside it first if missing. Only
+    with the guard's lock held."""
     found = read_identity(db)
     if found:
         return found
-    new = given if given and _valid_id(given) else identity(db, backup_dir) or os.urandom(16).hex()
+    new = given or identity(db, backup_dir) or os.urandom(16).hex()
     write_atomic(identity_path(db), f"{new}\n".encode())
-    fsync_dir(db.parent)
     return new
 
 

@@ -157,17 +157,17 @@ class Settings:
     log_format: str
     log_level: str
     json: bool
-    smoke_timeout: float = 300.0
-    functions: str | None = None  # --functions spec (see `functions`)
-    integrity: str | int = 86400  # see facts.integrity_policy
-    tool: str = "files"  # see `tools`
-    app_dir: Path = Path(".")  # where the tool runs (absolute once resolved)
-    tool_cmd: str | None = None
-    litestream_config: Path | None = None  # Litestream mode (see `litestream`)
-    litestream: str = "litestream"
-    litestream_timeout: float = 600.0
-    downgrade: str = "refuse"  # see sources/downgrade.py
-    accept_loss: tuple[Target, ...] = ()  # PREFLIGHT_ACCEPT_LOSS (see `live.loss`)
+    smoke_timeout: float
+    functions: str | None  # --functions spec (see `functions`)
+    integrity: str | int  # see facts.integrity_policy
+    tool: str  # see `tools`
+    app_dir: Path  # where the tool runs (absolute)
+    tool_cmd: str | None
+    litestream_config: Path | None  # Litestream mode (see `litestream`)
+    litestream: str
+    litestream_timeout: float
+    downgrade: str  # see sources/downgrade.py
+    accept_loss: tuple[Target, ...]  # PREFLIGHT_ACCEPT_LOSS (see `live.loss`)
 
     @property
     def lock_path(self) -> Path:
