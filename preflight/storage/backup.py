@@ -391,7 +391,7 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
             os.fsync(fd)  # a clone of the very file that was hashed (see copy_hashed)
             return f"{how},"
         if fingerprint is not None:
-            kind = fingerprint.describe()
+            kind = "sha256" if fingerprint.kind == digest.PLAIN else "sha256 tree"
             if sha != fingerprint.hex:
                 raise RestoreFailed(
                     f"backup {backup} does not match the {kind} recorded when it was taken "

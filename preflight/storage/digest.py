@@ -1,10 +1,7 @@
-"""A backup's fingerprint, and the restore's copy that checks it in the pass that writes.
-
-A plain sha256 runs on one core at about the speed a disk copies, so a backup records a
-sha256 tree: the sha256 of the sha256 of every 8 MiB chunk, in order, every core hashing
-some. By hand: `split -b 8388608 --filter=sha256sum FILE | cut -c1-64 | xxd -r -p | sha256sum`.
-Older records keep the plain sha256 of the whole file. What is hashed here is a file the
-guard just created (under its lock), mapped from the page cache: nobody truncates it.
+"""A backup's fingerprint, a sha256 tree of 8 MiB chunks hashed on every core (how, and by
+hand: docs/performance.md, "the sha256 tree"), and the restore's copy that checks it in the
+pass that writes. What is hashed is a file the guard just created (under its lock), mapped
+from the page cache: nobody truncates it.
 """
 
 from __future__ import annotations
@@ -39,9 +36,6 @@ class Fingerprint:
     def fields(self) -> dict[str, Any]:
         """A tree's fields in a record (backups record no other kind now)."""
         return {TREE: self.hex, "chunk_bytes": self.chunk, "bytes": self.size}
-
-    def describe(self) -> str:
-        return "sha256" if self.kind == PLAIN else "sha256 tree"
 
 
 def recorded(record: dict[str, Any] | None) -> Fingerprint | None:
