@@ -29,13 +29,10 @@ from preflight.fast.facts import OPTIONS as ROWS
 if TYPE_CHECKING:
     import argparse
 
-BACKUP_MODES = ("on-change", "always", "never")
-LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("debug", "info", "warning", "error")
 TOOL_NAMES = ("files", "alembic", "flask-migrate", "django")  # tools.TOOLS' keys, not imported
 
 
-def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
             raise ValueError(f"expected one of {', '.join(choices)}")
@@ -77,7 +74,7 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
     "migrations": (str, "folder of NNN_name.sql / NNN_name.py migrations"),
     "backup_dir": (str, "where backups go (default: a 'backups' folder beside the database)"),
     "backup": (
-        _choice(BACKUP_MODES),
+        _choice("on-change", "always", "never"),
         "on-change: only before a write; always: every run/migrate; never",
     ),
     "keep_backups": (
@@ -102,15 +99,15 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
         "full PRAGMA quick_check on a start with nothing to write: every-start, "
         "before-writes, or an interval (24h, 7d, 30m, 3600s) since the last one",
     ),
-    "log_format": (_choice(LOG_FORMATS), "log lines on stderr as text or json"),
-    "log_level": (_choice(LOG_LEVELS), "least important log level shown"),
+    "log_format": (_choice("text", "json"), "log lines on stderr as text or json"),
+    "log_level": (_choice("debug", "info", "warning", "error"), "least important log level shown"),
     "json": (boolean, "check/status: print a JSON report on stdout"),
     "functions": (
         str,
         "a .py file or module defining register(conn): the app's SQL functions for migrations",
     ),
     "tool": (
-        _choice(TOOL_NAMES),
+        _choice(*TOOL_NAMES),
         "whose migrations: files (the guard's NNN_name files), alembic, flask-migrate or django",
     ),
     "app_dir": (
@@ -129,7 +126,7 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
         "seconds a restore from the replica may take (0: no limit); then exit 13",
     ),
     "downgrade": (
-        _choice(DOWNGRADES),
+        _choice(*DOWNGRADES),
         "an image older than the database: refuse (exit 5), or apply the down steps the "
         "newer image stored (files only)",
     ),
