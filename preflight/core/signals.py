@@ -64,11 +64,7 @@ def defaults() -> None:
 @contextmanager
 def deferred() -> Iterator[None]:
     """Hold SIGTERM/SIGINT back for the block (COMMIT and recording that it happened)."""
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    except ValueError:
-        yield
-        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
         yield
     finally:
