@@ -460,7 +460,12 @@ def keep_current(db: Path, backup_dir: Path) -> tuple[Path, bool]:
     try:
         return take(db, backup_dir, "pre-restore"), False
     except (EnvironmentProblem, DatabaseUnusable) as exc:
-        raw = keep_raw(db, backup_dir)
+        # Its raw files aside, as private (0600) new files, outside the rotation.
+        raw = backup_dir / f"{db.stem}-{catalog.stamp(datetime.now(timezone.utc))}-damaged.db"
+        for suffix in ("", *DATA_SIDECARS):
+            with contextlib.suppress(FileNotFoundError):
+                copy_private(Path(f"{db}{suffix}"), Path(f"{raw}{suffix}"))
+        fsync_dir(backup_dir)
         log.warning("backup: %s; kept the raw files as %s", exc.message, raw)
         return raw, False
 
@@ -478,18 +483,6 @@ def _drop_stale_links(db: Path, backup_dir: Path) -> None:
                 log.info("backup: removed %s, a save left by an interrupted restore", path)
         except FileNotFoundError:
             pass
-
-
-def keep_raw(db: Path, backup_dir: Path) -> Path:
-    """The damaged database's raw files aside, as private (0600) new files, outside the rotation."""
-    target = backup_dir / f"{db.stem}-{catalog.stamp(datetime.now(timezone.utc))}-damaged.db"
-    backup_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", *DATA_SIDECARS):
-        source = Path(f"{db}{suffix}")
-        if source.exists():
-            copy_private(source, Path(f"{target}{suffix}"))
-    fsync_dir(backup_dir)
-    return target
 
 
 def snapshot(db: Path, folder: Path) -> Path | None:
