@@ -9,7 +9,7 @@ import os
 import sqlite3
 import time
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,23 +65,17 @@ class BackupFile:
     path: Path
     taken_at: str
     reason: str
-    size: int = 0
+    bytes: int = 0
     version: int | None = None
     migration: str | None = None
     database_id: str | None = None
     record: bool = False
 
     def summary(self) -> dict[str, Any]:
-        """The JSON form `status` prints."""
-        return {
-            "path": str(self.path),
-            "taken_at": self.taken_at,
-            "reason": self.reason,
-            "bytes": self.size,
-            "version": self.version,
-            "migration": self.migration,
-            "database_id": self.database_id,
-        }
+        """The JSON form `status` prints (the fields but `record`)."""
+        found = {**asdict(self), "path": str(self.path)}
+        del found["record"]
+        return found
 
 
 def record_path(backup: Path) -> Path:
