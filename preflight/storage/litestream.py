@@ -1,9 +1,5 @@
-"""Litestream mode: restore a lost database from its replica before anything builds a fresh one.
-
-Both Litestream lines (0.3.13 and 0.5.17 measured): with -if-replica-exists, "no backups"
-exits 0 and writes no file; any other failure exits 1. `status` asks `generations` (0.3)
-or `ltx` (0.5) for the replica's newest position.
-"""
+"""Litestream mode: restore a lost database from its replica before anything builds a fresh
+one, and the replica's position for `status` (what each version does: docs/litestream.md)."""
 
 from __future__ import annotations
 

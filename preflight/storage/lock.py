@@ -1,8 +1,6 @@
 """One guard at a time per database: fcntl.flock on a lock file beside it (docs/internals.md).
-
-The lock is on an inode, not a name: a file deleted or replaced while another guard held
-it is one nobody else looks at, so the guard checks that the name still leads to the
-inode it locked, and starts again if not.
+The lock is on an inode, not a name: the guard checks that the name still leads to the inode
+it locked, and starts again if not (a file deleted or replaced is one nobody else looks at).
 """
 
 from __future__ import annotations
