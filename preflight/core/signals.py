@@ -40,13 +40,7 @@ def swallowed() -> Interrupted:
 
 def install() -> dict[int, Handler]:
     """Make SIGTERM/SIGINT raise Interrupted; returns the previous handlers for `restore`."""
-    previous: dict[int, Handler] = {}
-    try:
-        for sig in SIGNALS:
-            previous[sig] = signal.signal(sig, _interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    return previous
+    return {sig: signal.signal(sig, _interrupt) for sig in SIGNALS}  # cli.main: the main thread
 
 
 def restore(previous: dict[int, Handler]) -> None:
