@@ -62,12 +62,12 @@ def _choose(settings: Settings, name: str | None, version: int | None) -> Path:
     for candidate in (Path(name), settings.backup_dir / name):
         if candidate.is_file():
             chosen = candidate.resolve()
-            source = catalog.owner(chosen)
-            if source is not None and source != str(settings.db.resolve()):
+            record = catalog.record_of(chosen)
+            if record is not None and record.get("database") != str(settings.db.resolve()):
                 log.warning(
                     "restore: %s is a backup of %s, not of %s (named explicitly, so restoring it)",
                     chosen.name,
-                    source,
+                    record.get("database"),
                     settings.db,
                 )
             return chosen

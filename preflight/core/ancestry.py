@@ -20,10 +20,10 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def replicating(pid: int | None = None) -> str | None:
+def replicating() -> str | None:
     """The command line of an ancestor (up to PID 1) that is `litestream replicate`, or None
     (also where /proc cannot be read: not Linux, hidepid)."""
-    current = os.getppid() if pid is None else pid
+    current = os.getppid()
     for _ in range(MAX_DEPTH):
         if current <= 0:
             return None

@@ -49,15 +49,14 @@ def read_small(path: Path, limit: int) -> bytes | None:
         return None
 
 
-def create_exclusive(path: Path, mode: int = 0o600) -> int:
-    """A new file at `path`, open for writing; FileExistsError if anything is there."""
-    fd = os.open(path, CREATE, mode)
-    # The umask may have narrowed `mode`; a copy of the data must be exactly `mode`.
-    os.fchmod(fd, mode)
+def create_exclusive(path: Path) -> int:
+    """A new 0600 file at `path`, open for writing; FileExistsError if anything is there."""
+    fd = os.open(path, CREATE, 0o600)
+    os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask narrowed
     return fd
 
 
-def create_fresh(path: Path, mode: int = 0o600) -> int:
+def create_fresh(path: Path) -> int:
     """`create_exclusive` after unlinking whatever is at `path` (a crash's leftover, a link):
     for a fixed name the guard alone writes, under its lock."""
     try:
@@ -67,14 +66,14 @@ def create_fresh(path: Path, mode: int = 0o600) -> int:
         pass
     except IsADirectoryError:
         raise FileExistsError(f"{path} is a folder") from None
-    return create_exclusive(path, mode)
+    return create_exclusive(path)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` (a symlink there itself, never its target) with `data` atomically:
     fixed temp name, fsync, rename, fsync folder."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = create_fresh(tmp, mode)
+    fd = create_fresh(tmp)
     try:
         try:
             view = memoryview(data)

@@ -13,7 +13,9 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 NOT_FOUND = 127
 
@@ -32,27 +34,24 @@ class Finished:
 
 
 PR_SET_PDEATHSIG = 1
-_PRCTL: list[object] = []  # Linux's prctl, looked up once, when a first child runs
 
 
-def _prctl() -> object:
-    """Linux's prctl: a child dies with the guard (a SIGKILLed guard must not leave a tool
-    writing the database while the next start restores it)."""
-    if not _PRCTL:
-        found: object = None
-        if os.uname().sysname == "Linux":
-            try:
-                import ctypes
+@cache
+def _prctl() -> Any:
+    """Linux's prctl, looked up once: a child dies with the guard (a SIGKILLed guard must
+    not leave a tool writing the database while the next start restores it)."""
+    if os.uname().sysname != "Linux":
+        return None
+    try:
+        import ctypes
 
-                found = ctypes.CDLL(None, use_errno=True).prctl
-            except (OSError, AttributeError, ImportError):
-                found = None
-        _PRCTL.append(found)
-    return _PRCTL[0]
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError, ImportError):
+        return None
 
 
 def _die_with_parent() -> None:
-    _PRCTL[0](PR_SET_PDEATHSIG, signal.SIGKILL)  # type: ignore[operator]
+    _prctl()(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _sink() -> int:

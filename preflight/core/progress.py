@@ -23,13 +23,12 @@ class Meter:
     after: float = 2.0  # seconds of silence before the first line
     every: float = 1.0  # seconds between lines
     clock: Callable[[], float] = time.monotonic
-    started: float = field(default=-1.0)
-    last: float = field(default=-1.0)
+    started: float = field(init=False)
+    last: float = -1.0
     lines: int = 0
 
     def __post_init__(self) -> None:
-        if self.started < 0:
-            self.started = self.clock()
+        self.started = self.clock()
 
     def update(self, done: int = 0, doing: str = "") -> None:
         """Report `done` bytes (or what is being done) if it is time for a line."""

@@ -40,13 +40,7 @@ def swallowed() -> Interrupted:
 
 def install() -> dict[int, Handler]:
     """Make SIGTERM/SIGINT raise Interrupted; returns the previous handlers for `restore`."""
-    previous: dict[int, Handler] = {}
-    try:
-        for sig in SIGNALS:
-            previous[sig] = signal.signal(sig, _interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    return previous
+    return {sig: signal.signal(sig, _interrupt) for sig in SIGNALS}  # cli.main: the main thread
 
 
 def restore(previous: dict[int, Handler]) -> None:
@@ -64,11 +58,7 @@ def defaults() -> None:
 @contextmanager
 def deferred() -> Iterator[None]:
     """Hold SIGTERM/SIGINT back for the block (COMMIT and recording that it happened)."""
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    except ValueError:
-        yield
-        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
         yield
     finally:

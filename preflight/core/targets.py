@@ -20,13 +20,9 @@ _LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz
 
 
 def _unquote(tok: str) -> str:
-    if tok[0] == '"':
-        return tok[1:-1].replace('""', '"')
-    if tok[0] == "`":
-        return tok[1:-1].replace("``", "`")
-    if tok[0] == "[":
-        return tok[1:-1]
-    return tok
+    if tok[0] in '"`':  # a doubled quote inside stands for one
+        return tok[1:-1].replace(tok[0] * 2, tok[0])
+    return tok[1:-1] if tok[0] == "[" else tok
 
 
 def fold(name: str) -> str:

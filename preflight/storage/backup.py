@@ -341,14 +341,6 @@ def _while_syncing(tmp: Path, work: Callable[[], T]) -> T:
     return done
 
 
-def _recorded(backup: Path) -> tuple[Fingerprint, object] | None:
-    """(fingerprint, inode stamp or None) its record keeps from when it was verified; None
-    for a backup taken before records kept one, or a save that was never read."""
-    record = catalog.record_of(backup)
-    found = digest.recorded(record)
-    return None if found is None or record is None else (found, record.get("stamp"))
-
-
 def _foreign(path: Path) -> str:
     """Why `path` cannot be a backup of ours (empty, or no SQLite header), or ""."""
     with open(path, "rb") as f:
@@ -366,12 +358,12 @@ def backup_problem(path: Path) -> str | None:
     """
     if problem := _foreign(path):
         return problem
-    recorded = _recorded(path)
+    recorded = digest.recorded(catalog.record_of(path))
     if recorded is not None:
         size = path.stat().st_size
-        if size != recorded[0].size:
+        if size != recorded.size:
             return (
-                f"backup {path} is {size} bytes, its record says {recorded[0].size}: "
+                f"backup {path} is {size} bytes, its record says {recorded.size}: "
                 f"it changed after it was taken"
             )
         return None
@@ -447,9 +439,11 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
 
     if problem := _foreign(backup):
         raise RestoreFailed(f"{problem}; nothing was changed", "choose another backup")
-    recorded = _recorded(backup)
+    # No fingerprint: a backup taken before records kept one, or a save that was never read.
+    record = catalog.record_of(backup)
+    fingerprint = digest.recorded(record)
     beside = unchanged.sidecars(backup)
-    if beside and recorded is not None:
+    if beside and fingerprint is not None:
         raise RestoreFailed(
             f"backup {backup} has a non-empty {backup.name}{beside[0]} beside it: it was "
             f"written to after it was taken, so its recorded hash no longer vouches for "
@@ -465,7 +459,7 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
         flusher.start()
         try:
             meter = Meter("restore", backup.stat().st_size)
-            fingerprint, stamp = recorded if recorded else (None, None)
+            stamp = record.get("stamp") if record else None  # unchanged.stamp_of, if kept
             how, sha = copy_hashed(backup, tmp, fd, meter, fingerprint, stamp)
         finally:
             flusher.stop()
@@ -474,7 +468,7 @@ def _prepare(backup: Path, tmp: Path, mode: int) -> str:
             os.fsync(fd)  # a clone of the very file that was hashed (see copy_hashed)
             return f"{how},"
         if fingerprint is not None:
-            kind = fingerprint.describe()
+            kind = "sha256" if fingerprint.kind == digest.PLAIN else "sha256 tree"
             if sha != fingerprint.hex:
                 raise RestoreFailed(
                     f"backup {backup} does not match the {kind} recorded when it was taken "
@@ -518,7 +512,7 @@ def _replay(tmp: Path) -> None:
     Path(f"{tmp}-shm").unlink(missing_ok=True)
 
 
-def keep_current(db: Path, backup_dir: Path, reason: str = "pre-restore") -> tuple[Path, bool]:
+def keep_current(db: Path, backup_dir: Path) -> tuple[Path, bool]:
     """The database as it is now, kept in `backup_dir` before a restore: (path, linked).
 
     A hard link where it can, called with the live WAL checkpointed (the database keeps its
@@ -530,7 +524,7 @@ def keep_current(db: Path, backup_dir: Path, reason: str = "pre-restore") -> tup
     if not unchanged.sidecars(db):
         _drop_stale_links(db, backup_dir)
         database_id = catalog.ensure_identity(db, backup_dir)
-        final, record = _claim(backup_dir, db, db, database_id, reason, kept_by="hard link")
+        final, record = _claim(backup_dir, db, db, database_id, "pre-restore", kept_by="hard link")
         try:
             os.link(db, final)
         except OSError as exc:
@@ -541,9 +535,14 @@ def keep_current(db: Path, backup_dir: Path, reason: str = "pre-restore") -> tup
             log.info("backup: current state kept as %s (a hard link: nothing copied)", final)
             return final, True
     try:
-        return take(db, backup_dir, reason), False
+        return take(db, backup_dir, "pre-restore"), False
     except (EnvironmentProblem, DatabaseUnusable) as exc:
-        raw = keep_raw(db, backup_dir)
+        # Its raw files aside, as private (0600) new files, outside the rotation.
+        raw = backup_dir / f"{db.stem}-{catalog.stamp(datetime.now(timezone.utc))}-damaged.db"
+        for suffix in ("", *DATA_SIDECARS):
+            with contextlib.suppress(FileNotFoundError):
+                copy_private(Path(f"{db}{suffix}"), Path(f"{raw}{suffix}"))
+        fsync_dir(backup_dir)
         log.warning("backup: %s; kept the raw files as %s", exc.message, raw)
         return raw, False
 
@@ -563,19 +562,7 @@ def _drop_stale_links(db: Path, backup_dir: Path) -> None:
             pass
 
 
-def keep_raw(db: Path, backup_dir: Path) -> Path:
-    """The damaged database's raw files aside, as private (0600) new files, outside the rotation."""
-    target = backup_dir / f"{db.stem}-{catalog.stamp(datetime.now(timezone.utc))}-damaged.db"
-    backup_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", *DATA_SIDECARS):
-        source = Path(f"{db}{suffix}")
-        if source.exists():
-            copy_private(source, Path(f"{target}{suffix}"))
-    fsync_dir(backup_dir)
-    return target
-
-
-def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
+def snapshot(db: Path, folder: Path) -> Path | None:
     """A private copy of `db` (with its WAL or hot journal) in `folder`, writing nothing beside it.
 
     Opening the live database, even read-only, can create -wal/-shm files; `check` must
@@ -596,16 +583,15 @@ def snapshot(db: Path, folder: Path, tries: int = 5) -> Path | None:
                 out.append(None)
         return out
 
-    for attempt in range(tries):
+    for attempt in range(5):
         before = state()
         for suffix in ("", *DATA_SIDECARS):
             dest = Path(f"{target}{suffix}")
             dest.unlink(missing_ok=True)
-            if Path(f"{db}{suffix}").exists():
-                try:
-                    copy_private(Path(f"{db}{suffix}"), dest, sync=False)
-                except FileNotFoundError:
-                    pass  # a checkpoint removed it mid-copy; the state check below retries
+            try:
+                copy_private(Path(f"{db}{suffix}"), dest, sync=False)
+            except FileNotFoundError:
+                pass  # none, or a checkpoint removed it mid-copy (the state check retries)
         if state() == before:
             return target
         time.sleep(0.05 * (attempt + 1))

@@ -1,11 +1,5 @@
-"""The verified-state cache: what the last verified start proved (docs/performance.md).
-
-A key (the migration set, --strict, the guard's code, SQLite's version) and the hash of
-the schema text (sqlite_master): everything a snapshot reads is derived by SQLite from
-that text, so an equal text is an equal schema. `checked_at`: when the last full
-quick_check passed (0: none); `checked_on`: the file it read (`file_id`), the only one it
-can vouch for (`vouching`).
-"""
+"""The verified-state cache: what the last verified start proved (docs/performance.md,
+"Verified-state cache": the key, and why an equal schema text is an equal schema)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import os
 import sqlite3
 import time
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,13 +47,13 @@ def identity(db: Path, backup_dir: Path) -> str | None:
 
 
 def ensure_identity(db: Path, backup_dir: Path, given: str | None = None) -> str:
-    """The id of `db`, written beside it first if missing. Only with the guard's lock held."""
+    """The id of `db` (or `given`, a record's), written beside it first if missing. Only
+    with the guard's lock held."""
     found = read_identity(db)
     if found:
         return found
-    new = given if given and _valid_id(given) else identity(db, backup_dir) or os.urandom(16).hex()
+    new = given or identity(db, backup_dir) or os.urandom(16).hex()
     write_atomic(identity_path(db), f"{new}\n".encode())
-    fsync_dir(db.parent)
     return new
 
 
@@ -65,23 +65,17 @@ class BackupFile:
     path: Path
     taken_at: str
     reason: str
-    size: int = 0
+    bytes: int = 0
     version: int | None = None
     migration: str | None = None
     database_id: str | None = None
     record: bool = False
 
     def summary(self) -> dict[str, Any]:
-        """The JSON form `status` prints."""
-        return {
-            "path": str(self.path),
-            "taken_at": self.taken_at,
-            "reason": self.reason,
-            "bytes": self.size,
-            "version": self.version,
-            "migration": self.migration,
-            "database_id": self.database_id,
-        }
+        """The JSON form `status` prints (the fields but `record`)."""
+        found = {**asdict(self), "path": str(self.path)}
+        del found["record"]
+        return found
 
 
 def record_path(backup: Path) -> Path:
@@ -245,12 +239,6 @@ def list_backups(backup_dir: Path, db: Path) -> list[BackupFile]:
 def record_of(backup: Path) -> dict[str, Any] | None:
     """A backup's side record (database, database_id, version...), or None."""
     return _read_record(record_path(backup))
-
-
-def owner(backup: Path) -> str | None:
-    """The database a backup's record says it came from, or None (no record)."""
-    record = record_of(backup)
-    return str(record.get("database")) if record else None
 
 
 def prune(backup_dir: Path, db: Path, keep: int) -> list[Path]:

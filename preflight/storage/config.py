@@ -29,13 +29,10 @@ from preflight.fast.facts import OPTIONS as ROWS
 if TYPE_CHECKING:
     import argparse
 
-BACKUP_MODES = ("on-change", "always", "never")
-LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("debug", "info", "warning", "error")
 TOOL_NAMES = ("files", "alembic", "flask-migrate", "django")  # tools.TOOLS' keys, not imported
 
 
-def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
             raise ValueError(f"expected one of {', '.join(choices)}")
@@ -44,18 +41,17 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("expected a whole number >= 0")
-    return value
+def _non_negative(kind: Callable[[str], float], what: str) -> Callable[[str], object]:
+    def parse(text: str) -> object:
+        value = kind(text)
+        if not value >= 0:  # also rejects nan
+            raise ValueError(f"expected {what} >= 0")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # also rejects nan
-        raise ValueError("expected a number of seconds >= 0")
-    return value
+_seconds = _non_negative(float, "a number of seconds")
 
 
 @dataclass(frozen=True)
@@ -78,16 +74,16 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
     "migrations": (str, "folder of NNN_name.sql / NNN_name.py migrations"),
     "backup_dir": (str, "where backups go (default: a 'backups' folder beside the database)"),
     "backup": (
-        _choice(BACKUP_MODES),
+        _choice("on-change", "always", "never"),
         "on-change: only before a write; always: every run/migrate; never",
     ),
     "keep_backups": (
-        _non_negative_int,
+        _non_negative(int, "a whole number"),
         "backups to keep (0 keeps all); the newest pre-migration backup is never pruned",
     ),
-    "lock_timeout": (_non_negative_float, "seconds to wait for another guard's lock"),
+    "lock_timeout": (_seconds, "seconds to wait for another guard's lock"),
     "smoke": (str, "shell command run against the migrated database; must exit 0"),
-    "smoke_timeout": (_non_negative_float, "seconds the smoke command may take (0: no limit)"),
+    "smoke_timeout": (_seconds, "seconds the smoke command may take (0: no limit)"),
     "strict": (
         boolean,
         "extra tables/indexes/views/triggers are errors, not warnings; every loss an upgrade "
@@ -103,15 +99,15 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
         "full PRAGMA quick_check on a start with nothing to write: every-start, "
         "before-writes, or an interval (24h, 7d, 30m, 3600s) since the last one",
     ),
-    "log_format": (_choice(LOG_FORMATS), "log lines on stderr as text or json"),
-    "log_level": (_choice(LOG_LEVELS), "least important log level shown"),
+    "log_format": (_choice("text", "json"), "log lines on stderr as text or json"),
+    "log_level": (_choice("debug", "info", "warning", "error"), "least important log level shown"),
     "json": (boolean, "check/status: print a JSON report on stdout"),
     "functions": (
         str,
         "a .py file or module defining register(conn): the app's SQL functions for migrations",
     ),
     "tool": (
-        _choice(TOOL_NAMES),
+        _choice(*TOOL_NAMES),
         "whose migrations: files (the guard's NNN_name files), alembic, flask-migrate or django",
     ),
     "app_dir": (
@@ -126,11 +122,11 @@ PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
     ),
     "litestream": (str, "the litestream command (Litestream mode)"),
     "litestream_timeout": (
-        _non_negative_float,
+        _seconds,
         "seconds a restore from the replica may take (0: no limit); then exit 13",
     ),
     "downgrade": (
-        _choice(DOWNGRADES),
+        _choice(*DOWNGRADES),
         "an image older than the database: refuse (exit 5), or apply the down steps the "
         "newer image stored (files only)",
     ),
@@ -158,17 +154,17 @@ class Settings:
     log_format: str
     log_level: str
     json: bool
-    smoke_timeout: float = 300.0
-    functions: str | None = None  # --functions spec (see `functions`)
-    integrity: str | int = 86400  # see facts.integrity_policy
-    tool: str = "files"  # see `tools`
-    app_dir: Path = Path(".")  # where the tool runs (absolute once resolved)
-    tool_cmd: str | None = None
-    litestream_config: Path | None = None  # Litestream mode (see `litestream`)
-    litestream: str = "litestream"
-    litestream_timeout: float = 600.0
-    downgrade: str = "refuse"  # see sources/downgrade.py
-    accept_loss: tuple[Target, ...] = ()  # PREFLIGHT_ACCEPT_LOSS (see `live.loss`)
+    smoke_timeout: float
+    functions: str | None  # --functions spec (see `functions`)
+    integrity: str | int  # see facts.integrity_policy
+    tool: str  # see `tools`
+    app_dir: Path  # where the tool runs (absolute)
+    tool_cmd: str | None
+    litestream_config: Path | None  # Litestream mode (see `litestream`)
+    litestream: str
+    litestream_timeout: float
+    downgrade: str  # see sources/downgrade.py
+    accept_loss: tuple[Target, ...]  # PREFLIGHT_ACCEPT_LOSS (see `live.loss`)
 
     @property
     def lock_path(self) -> Path:
@@ -196,19 +192,14 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     import argparse  # a `run` the fast parser read never builds argparse's parser
 
     for opt in OPTIONS:
-        help_text = f"{opt.help} [{opt.env}]"
-        if opt.is_switch:
-            parser.add_argument(
-                opt.flag,
-                dest=opt.dest,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=help_text,
-            )
-        else:
-            parser.add_argument(
-                opt.flag, dest=opt.dest, default=None, metavar=opt.dest.upper(), help=help_text
-            )
+        how: dict[str, Any] = (
+            {"action": argparse.BooleanOptionalAction}
+            if opt.is_switch
+            else {"metavar": opt.dest.upper()}
+        )
+        parser.add_argument(
+            opt.flag, dest=opt.dest, default=None, help=f"{opt.help} [{opt.env}]", **how
+        )
 
 
 def resolve(args: object, environ: Mapping[str, str]) -> Settings:

@@ -1,10 +1,7 @@
-"""A backup's fingerprint, and the restore's copy that checks it in the pass that writes.
-
-A plain sha256 runs on one core at about the speed a disk copies, so a backup records a
-sha256 tree: the sha256 of the sha256 of every 8 MiB chunk, in order, every core hashing
-some. By hand: `split -b 8388608 --filter=sha256sum FILE | cut -c1-64 | xxd -r -p | sha256sum`.
-Older records keep the plain sha256 of the whole file. What is hashed here is a file the
-guard just created (under its lock), mapped from the page cache: nobody truncates it.
+"""A backup's fingerprint, a sha256 tree of 8 MiB chunks hashed on every core (how, and by
+hand: docs/performance.md, "the sha256 tree"), and the restore's copy that checks it in the
+pass that writes. What is hashed is a file the guard just created (under its lock), mapped
+from the page cache: nobody truncates it.
 """
 
 from __future__ import annotations
@@ -40,9 +37,6 @@ class Fingerprint:
         """A tree's fields in a record (backups record no other kind now)."""
         return {TREE: self.hex, "chunk_bytes": self.chunk, "bytes": self.size}
 
-    def describe(self) -> str:
-        return "sha256" if self.kind == PLAIN else "sha256 tree"
-
 
 def recorded(record: dict[str, Any] | None) -> Fingerprint | None:
     """The fingerprint a record keeps, or None (none kept, or not one we can check)."""
@@ -56,11 +50,6 @@ def recorded(record: dict[str, Any] | None) -> Fingerprint | None:
             if isinstance(chunk, int) and 0 < chunk <= 1 << 30 and chunk % mmap.PAGESIZE == 0:
                 return Fingerprint(kind, value, record["bytes"], chunk)
     return None
-
-
-def root(leaves: list[bytes]) -> str:
-    """The tree's root from its chunks' digests, in order (an empty file: one empty chunk)."""
-    return hashlib.sha256(b"".join(leaves) or hashlib.sha256().digest()).hexdigest()
 
 
 def workers() -> int:
@@ -86,33 +75,20 @@ def hash_chunk(fd: int, pos: int, n: int, update: Callable[[Any], object]) -> No
     update(buffer)
 
 
-def leaf(fd: int, pos: int, n: int) -> bytes:
-    """The sha256 of one chunk: a leaf of the tree."""
-    part = hashlib.sha256()
-    hash_chunk(fd, pos, n, part.update)
-    return part.digest()
-
-
 def hash_file(path: Path, kind: str = TREE) -> str:
-    """The `kind` hex of a file the guard just wrote: a tree on every CPU, a plain sha256 here."""
+    """The `kind` hex of a file the guard just wrote: a tree on every CPU, a plain sha256 on one."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    leaves = Leaves(fd, kind)
     try:
         size = os.fstat(fd).st_size
-        if kind == PLAIN:
-            whole = hashlib.sha256()
-            for pos in range(0, size, CHUNK):
-                hash_chunk(fd, pos, min(CHUNK, size - pos), whole.update)
-            out = whole.hexdigest()
-        else:
-            from concurrent.futures import ThreadPoolExecutor  # only a backup or restore
-
-            with ThreadPoolExecutor(workers(), thread_name_prefix="preflight-sha256") as pool:
-                starts = range(0, size, CHUNK)
-                out = root(list(pool.map(lambda p: leaf(fd, p, min(CHUNK, size - p)), starts)))
+        for pos in range(0, size, CHUNK):
+            leaves.add(pos, min(CHUNK, size - pos))
+        out = leaves.hex()
         if os.fstat(fd).st_size != size:
             raise OSError(f"{path} changed size while it was hashed")
         return out
     finally:
+        leaves.stop()
         os.close(fd)
 
 
@@ -177,10 +153,9 @@ class Leaves:
         self.jobs: list[Future[bytes]] = []
 
     def _hash(self, pos: int, n: int) -> bytes:
-        if self.plain:  # one worker: its jobs run in order
-            hash_chunk(self.fd, pos, n, self.whole.update)
-            return b""
-        return leaf(self.fd, pos, n)
+        part = self.whole if self.plain else hashlib.sha256()  # plain: one worker, in order
+        hash_chunk(self.fd, pos, n, part.update)
+        return b"" if self.plain else part.digest()
 
     def add(self, pos: int, n: int) -> None:
         self.jobs.append(self.pool.submit(self._hash, pos, n))
@@ -189,8 +164,9 @@ class Leaves:
 
     def hex(self) -> str:
         """The hex of every chunk added, once the workers are done."""
-        leaves = [job.result() for job in self.jobs]
-        return self.whole.hexdigest() if self.plain else root(leaves)
+        leaves = b"".join(job.result() for job in self.jobs)  # an empty file: one empty chunk
+        root = hashlib.sha256(leaves or hashlib.sha256().digest())
+        return self.whole.hexdigest() if self.plain else root.hexdigest()
 
     def stop(self) -> None:
         self.pool.shutdown(cancel_futures=True)

@@ -205,11 +205,10 @@ def refuse_others(db: Path, what: str, found: list[Holder]) -> None:
     )
 
 
-def refuse_if_open(db: Path, no_app: bool, force: bool) -> list[Holder]:
+def refuse_if_open(db: Path, no_app: bool, force: bool) -> None:
     """`restore`: exit 8 naming who has `db` open (or a guarded app running), unless `force`."""
     found = others(db, no_app)
     if not force:
         refuse_others(db, "restore", found)
     for h in found:
         log.warning("restore --force: %s has it open: %s", db.name, h.describe())
-    return found

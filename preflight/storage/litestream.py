@@ -1,9 +1,5 @@
-"""Litestream mode: restore a lost database from its replica before anything builds a fresh one.
-
-Both Litestream lines (0.3.13 and 0.5.17 measured): with -if-replica-exists, "no backups"
-exits 0 and writes no file; any other failure exits 1. `status` asks `generations` (0.3)
-or `ltx` (0.5) for the replica's newest position.
-"""
+"""Litestream mode: restore a lost database from its replica before anything builds a fresh
+one, and the replica's position for `status` (what each version does: docs/litestream.md)."""
 
 from __future__ import annotations
 
@@ -63,7 +59,7 @@ def ready(settings: Settings) -> None:
         )
 
 
-def _run(settings: Settings, *args: str, timeout: float = 0) -> tuple[int | None, str]:
+def _run(settings: Settings, *args: str, timeout: float) -> tuple[int | None, str]:
     """Run litestream: (exit code, None on timeout, and its output)."""
     from preflight.core import proc  # subprocess: only when Litestream is configured
 
@@ -82,7 +78,7 @@ def _last(text: str) -> str:
     return proc.meaningful_line(text) if text.strip() else "no output"
 
 
-def restore_if_missing(settings: Settings, accept: Callable[[Path], None] | None = None) -> str:
+def restore_if_missing(settings: Settings, accept: Callable[[Path], None]) -> str:
     """Under the lock, a missing or empty database restored from the replica: 'present',
     'no replica' (build fresh) or 'restored'; ReplicaUnavailable (13) when a replica may
     exist and did not come back whole. The file stays private until `accept` took it."""
@@ -141,8 +137,7 @@ def restore_if_missing(settings: Settings, accept: Callable[[Path], None] | None
             log.info("litestream: no replica of %s: building a fresh database", db)
             return "no replica"
         _check_restored(out, db)
-        if accept is not None:
-            accept(out)
+        accept(out)
         os.replace(out, db)
         fsync_dir(db.parent)
     finally:

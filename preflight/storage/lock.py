@@ -1,8 +1,6 @@
 """One guard at a time per database: fcntl.flock on a lock file beside it (docs/internals.md).
-
-The lock is on an inode, not a name: a file deleted or replaced while another guard held
-it is one nobody else looks at, so the guard checks that the name still leads to the
-inode it locked, and starts again if not.
+The lock is on an inode, not a name: the guard checks that the name still leads to the inode
+it locked, and starts again if not (a file deleted or replaced is one nobody else looks at).
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from preflight.core.errors import LockTimeout
-from preflight.core.files import read_small
 from preflight.fast.facts import let_go, open_lock, write_note
 
 log = logging.getLogger("preflight")
@@ -35,11 +32,6 @@ def describe(note: bytes) -> str:
         f"pid {info.get('pid')} on host {info.get('host')} since {info.get('since')} "
         f"({info.get('command')})"
     )
-
-
-def holder(path: Path) -> str:
-    """Who holds the lock at `path`, as the holder wrote it."""
-    return describe(read_small(path, 4096) or b"")
 
 
 def _same_file(fd: int, path: Path) -> bool:

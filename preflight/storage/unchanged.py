@@ -86,15 +86,19 @@ def settle(fd: int) -> None:
     os.utime(fd, ns=(st.st_atime_ns, coarse_now() - 1))
 
 
+def _fingerprinted(backup: Path, db: Path) -> dict[str, Any] | None:
+    """`backup`'s record if it is of `db` (its id) and keeps a fingerprint, else None."""
+    record = catalog.record_of(backup)
+    if record is None or digest.recorded(record) is None:
+        return None
+    return record if record.get("database_id") == catalog.read_identity(db) else None
+
+
 def remember(backup: Path, db: Path) -> None:
     """After `backup` was restored into `db`: keep the restored file's state in its record,
     for a backup of this database that carries a fingerprint (see `reusable`)."""
-    record = catalog.record_of(backup)
-    if (
-        record is None
-        or record.get("database_id") != catalog.read_identity(db)
-        or digest.recorded(record) is None
-    ):
+    record = _fingerprinted(backup, db)
+    if record is None:
         return
     now = state(db)
     if now is None:
@@ -112,16 +116,10 @@ def reusable(db: Path, backup_dir: Path) -> tuple[Path, str] | None:
     taken or restored from, and the backup untouched since it was verified; else None."""
     mine = catalog.read_identity(db)
     listed = [b for b in catalog.list_backups(backup_dir, db) if b.record and b.database_id == mine]
-    if mine is None or not listed:
+    record = _fingerprinted(listed[-1].path, db) if listed and mine else None
+    if record is None or not isinstance(record.get("live"), dict):
         return None
     newest = listed[-1].path
-    record = catalog.record_of(newest)
-    if (
-        record is None
-        or digest.recorded(record) is None
-        or not isinstance(record.get("live"), dict)
-    ):
-        return None
     try:
         if record.get("stamp") != stamp_of(os.stat(newest)):
             return None  # written, chmod-ed or replaced since it was verified

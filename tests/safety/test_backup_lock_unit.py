@@ -462,10 +462,10 @@ def test_lock_is_free_at_once_after_the_holder_is_killed(
     entered = False
     with lock.hold(path, 0, "after-kill"):  # timeout 0: must succeed on the first try
         entered = True
-        assert f"pid {os.getpid()} " in lock.holder(path)
-        assert "after-kill" in lock.holder(path)
+        assert f"pid {os.getpid()} " in lock.describe(path.read_bytes())
+        assert "after-kill" in lock.describe(path.read_bytes())
     assert entered
-    assert lock.holder(path) == "unknown holder"  # released: holder info is cleared
+    assert lock.describe(path.read_bytes()) == "unknown holder"  # released: holder info is cleared
 
 
 def test_lock_is_exclusive_within_one_process_too(tmp_path: Path) -> None:
@@ -475,7 +475,7 @@ def test_lock_is_exclusive_within_one_process_too(tmp_path: Path) -> None:
             with lock.hold(path, 0, "second"):
                 pass
     with lock.hold(path, 0, "third"):
-        assert "third" in lock.holder(path)
+        assert "third" in lock.describe(path.read_bytes())
 
 
 def test_lock_file_is_never_the_database_file(tmp_path: Path) -> None:

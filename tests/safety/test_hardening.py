@@ -193,8 +193,8 @@ def test_create_exclusive_refuses_anything_already_there(tmp_path):
     link = tmp_path / "link"
     link.symlink_to(target)
     with pytest.raises(FileExistsError):
-        create_exclusive(link, 0o600)
-    fd = create_fresh(link, 0o600)  # removes the link, never its target
+        create_exclusive(link)
+    fd = create_fresh(link)  # removes the link, never its target
     os.write(fd, b"new")
     os.close(fd)
     assert target.read_text() == "keep" and link.read_bytes() == b"new"

@@ -259,3 +259,25 @@ def test_keep_current_copies_when_the_backup_folder_is_on_another_filesystem(tmp
     record = json.loads(catalog.record_path(saved).read_text())
     assert record["sha256_tree"] == tree_sha(saved)  # a verified copy, hashed like any backup
     assert current  # the state that was replaced is what the save holds
+
+
+def test_keep_current_sets_a_damaged_database_aside_raw_when_it_can_neither_link_nor_copy(
+    tmp_path, here
+):
+    db = tmp_path / "app.db"  # backups on XFS: no hard link across filesystems
+    make_db(db, rows_=500)
+    taken = backup.take(db, here / "backups", "manual")
+    with open(db, "r+b") as f:  # the pages after the first: sqlite_master survives
+        f.seek(4096)
+        f.write(b"\xff" * 4096 * 4)
+    damaged = sha(db)
+    old = os.umask(0o022)
+    try:
+        saved = backup.restore(taken, db, keep_in=here / "backups")
+    finally:
+        os.umask(old)
+    # Too damaged for a verified copy: its raw files aside, private, outside the rotation.
+    assert saved is not None and saved.name.endswith("-damaged.db")
+    assert sha(saved) == damaged and stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert saved not in [b.path for b in catalog.list_backups(here / "backups", db)]
+    assert sha(db) == sha(taken) and count(db) == 500
