@@ -38,10 +38,10 @@ log = logging.getLogger("preflight")
 
 @dataclass(frozen=True)
 class Steps:
-    """A tool plan in the tool's terms: the commands recording an adoption, then migrate."""
+    """A tool plan in the tool's terms: the commands recording an adoption (then migrate,
+    when anything is pending)."""
 
     stamps: tuple[tuple[str, ...], ...]
-    migrate: bool
     declared: dict[str, tuple[Target, ...]]  # what the pending migrations' files declare
 
 
@@ -177,7 +177,7 @@ class ToolSource:
             exp.schema_at(head, self.tool.table) if head in exp.schemas else None,
             head,
             warnings,
-            steps=Steps(stamps, bool(pending), self._declared(pending)),
+            steps=Steps(stamps, self._declared(pending)),
         )
 
     def _declared(self, pending: tuple[str, ...]) -> dict[str, tuple[Target, ...]]:
@@ -227,14 +227,9 @@ class ToolSource:
         if db.exists() and db.stat().st_size > 0:
             with closing(connect_ro(db)) as conn:
                 baseline = foreignkeys.baseline(foreignkeys.violations(conn))
-        ledger = ToolRun(
-            db,
-            Policy.of(settings, label, progress),
-            p.pending if steps.migrate else (),
-            steps.declared,
-        )
+        ledger = ToolRun(db, Policy.of(settings, label, progress), p.pending, steps.declared)
         runs = [list(argv) for argv in steps.stamps]
-        if steps.migrate:
+        if p.pending:
             runs.append(tools.command(self.tool, settings.tool_cmd))
         for argv in runs:
             progress["committed"] = True  # the tool commits as it goes
@@ -256,9 +251,6 @@ class ToolSource:
     def stamp_target(
         self, settings: Settings, insp: Inspection, version: str, force: bool
     ) -> schema.Schema:
-        tool = self.tool
-        if tool.stamp_cmd is None and tool.stamp_steps is None:
-            raise UsageError(f"{tool.name} has no stamp", "migrate instead")
         exp = self.expected(insp.recorded)
         if version not in exp.revisions:
             raise UsageError(
@@ -266,7 +258,7 @@ class ToolSource:
                 "give one of them",
             )
         toolscratch.require(exp, version, pending=False)
-        return exp.schema_at(version, tool.table)
+        return exp.schema_at(version, self.tool.table)
 
     def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:
         """The tool's own stamp; a failed one is undone from `taken`."""
