@@ -1,8 +1,5 @@
-"""Loss declarations in migration files: `-- preflight: loses TABLE[.COLUMN], ...`.
-
-Any comment line that starts with `preflight:` must be one: a misspelled one would otherwise
-silently declare nothing.
-"""
+"""Loss declarations in migration files: `-- preflight: loses TABLE[.COLUMN], ...`. Any
+comment line starting `preflight:` must be one: a misspelled one would declare nothing."""
 
 from __future__ import annotations
 

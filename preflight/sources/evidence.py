@@ -1,7 +1,5 @@
-"""Which version an untracked database is at, by evidence (adoption, and `stamp`'s check).
-
-The rules and their costs: docs/evidence.md, "Adopting a database without history".
-"""
+"""Which version an untracked database is at, by evidence (adoption, and `stamp`'s check):
+the rules and their costs in docs/evidence.md, "Adopting a database without history"."""
 
 from __future__ import annotations
 

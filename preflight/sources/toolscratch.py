@@ -1,9 +1,6 @@
-"""What a tool's migrations produce, built on a private scratch database and cached.
-
-Every scratch run also proves that the tool writes where it is told: the scratch file
-must end at the revision asked for, and the live database must not change meanwhile
-(else exit 2 naming the line the app lacks). docs/tools.md, "What a start does".
-"""
+"""What a tool's migrations produce, built on a private scratch database and cached. Every
+scratch run proves the tool writes where it is told (the scratch file ends at the revision
+asked for, the live database is unchanged; else exit 2): docs/tools.md, "What a start does"."""
 
 from __future__ import annotations
 

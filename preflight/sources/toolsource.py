@@ -1,9 +1,6 @@
-"""An app's own migration tool as a source (`--tool alembic`, `--tool django`).
-
-The expected schema at each version is what the tool makes on a private scratch database
-(`toolscratch`). The tool commits as it goes (`atomic` is False): the start undoes a failed
-run from the backup.
-"""
+"""An app's own migration tool as a source (`--tool alembic`, `--tool django`): the expected
+schema at each version is what the tool makes on scratch (`toolscratch`); the tool commits as
+it goes (`atomic` is False), so the start undoes a failed run from the backup."""
 
 from __future__ import annotations
 
