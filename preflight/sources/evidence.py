@@ -156,13 +156,8 @@ def _rank(
     diffs: dict[int, list[drift.Difference]] = {}
     snaps: dict[int, schema.Schema] = {n: head}
     # The lowest bounds first; then every version whose bound could still tie `best`.
-    first = [k for k in order if bound[k] == bound[order[0]]]
-    best = 0
-    for batch in (first, None):
-        if batch is None:
-            batch = [k for k in order if k not in diffs and bound[k] <= best]
-            if not batch:
-                break
+    batch = [k for k in order if bound[k] == bound[order[0]]]
+    while batch:
         todo = set(batch) - snaps.keys()
         if todo:
             snaps.update(replay(migrations[: max(todo)], todo, memo))
@@ -171,6 +166,7 @@ def _rank(
                 return None
             diffs[k] = drift.diff(snaps[k], live)
         best = min(len(d) for d in diffs.values())
+        batch = [k for k in order if k not in diffs and bound[k] <= best]
     tier = tuple(sorted(k for k in diffs if len(diffs[k]) == best))
     matches = tuple(k for k in tier if not drift.errors(diffs[k], False))
     # Some matching a version's SQL text exactly rule the others out (docs/evidence.md).
