@@ -248,6 +248,8 @@ class ToolSource:
     def stamp_target(
         self, settings: Settings, insp: Inspection, version: str, force: bool
     ) -> schema.Schema:
+        if self.tool.stamp_cmd is None and self.tool.stamp_steps is None:
+            raise UsageError(f"{self.tool.name} has no stamp", "migrate instead")
         exp = self.expected(insp.recorded)
         if version not in exp.revisions:
             raise UsageError(
