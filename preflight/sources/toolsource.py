@@ -33,15 +33,6 @@ from preflight.storage.steps import step
 log = logging.getLogger("preflight")
 
 
-@dataclass(frozen=True)
-class Steps:
-    """A tool plan in the tool's terms: the commands recording an adoption (then migrate,
-    when anything is pending)."""
-
-    stamps: tuple[tuple[str, ...], ...]
-    declared: dict[str, tuple[Target, ...]]  # what the pending migrations' files declare
-
-
 class Memo:
     """The one scratch build of a run, kept beside the frozen source once it is made."""
 
@@ -174,7 +165,7 @@ class ToolSource:
             exp.schema_at(head, self.tool.table) if head in exp.schemas else None,
             head,
             warnings,
-            steps=Steps(stamps, self._declared(pending)),
+            steps=(stamps, self._declared(pending)),  # for apply
         )
 
     def _declared(self, pending: tuple[str, ...]) -> dict[str, tuple[Target, ...]]:
@@ -219,13 +210,15 @@ class ToolSource:
     def apply(
         self, settings: Settings, db: Path, p: Plan, progress: dict[str, Any], label: str
     ) -> foreignkeys.Before:
-        steps: Steps = p.steps
+        # The commands recording an adoption (then migrate, if anything is pending), and what
+        # the pending migrations' files declare (`_plan`).
+        stamps, declared = p.steps
         baseline: foreignkeys.Before = Counter()
         if db.exists() and db.stat().st_size > 0:
             with closing(connect_ro(db)) as conn:
                 baseline = foreignkeys.baseline(foreignkeys.violations(conn))
-        ledger = ToolRun(db, Policy.of(settings, label, progress), p.pending, steps.declared)
-        runs = [list(argv) for argv in steps.stamps]
+        ledger = ToolRun(db, Policy.of(settings, label, progress), p.pending, declared)
+        runs = [list(argv) for argv in stamps]
         if p.pending:
             runs.append(tools.command(self.tool, settings.tool_cmd))
         for argv in runs:
