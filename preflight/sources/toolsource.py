@@ -79,9 +79,7 @@ class ToolSource:
         """Built at most once per run."""
         got = self.memo.expected
         if got is None or (self.tool.cumulative and toolscratch.unbuilt(got, rec)):
-            got = toolscratch.expected(
-                self.settings, self.tool, self.light, self.settings.db, self.save, rec
-            )
+            got = toolscratch.expected(self.settings, self.tool, self.light, self.save, rec)
             self.memo.expected = got
         return got
 
