@@ -1,8 +1,5 @@
-"""Loss declarations in migration files: `-- preflight: loses TABLE[.COLUMN], ...`.
-
-Any comment line that starts with `preflight:` must be one: a misspelled one would otherwise
-silently declare nothing.
-"""
+"""Loss declarations in migration files: `-- preflight: loses TABLE[.COLUMN], ...`. Any
+comment line starting `preflight:` must be one: a misspelled one would declare nothing."""
 
 from __future__ import annotations
 
@@ -59,12 +56,8 @@ def in_files(paths: list[str], revisions: tuple[str, ...]) -> dict[str, tuple[Ta
             defining = re.compile(
                 rf"""^\s*revision\s*(?::\s*str\s*)?=\s*['"]{re.escape(rev)}['"]""", re.M
             )
-            for p in paths:
-                if p.endswith(".py") and defining.search(text(p)):
-                    mine.append(p)
-        declared: list[Target] = []
-        for p in mine:
-            declared.extend(parse(text(p), os.path.basename(p)))
+            mine = [p for p in paths if p.endswith(".py") and defining.search(text(p))]
+        declared = [t for p in mine for t in parse(text(p), os.path.basename(p))]
         if declared:
             found[rev] = tuple(dict.fromkeys(declared))
     return found

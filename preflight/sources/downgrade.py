@@ -203,8 +203,7 @@ def plan(
             "run the image that applied it, or restore the pre-migrate backup taken "
             "before it (README, Rollback runbook)",
         )
-    functions = migrations[0].functions
-    steps = tuple(_step(kept[a.version], functions) for a in reversed(above))
+    steps = tuple(_step(kept[a.version], migrations[0].functions) for a in reversed(above))
     log.info(
         "downgrade: %d migration(s) to undo, newest first: %s (back to %s)",
         len(steps),

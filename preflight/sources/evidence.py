@@ -1,7 +1,5 @@
-"""Which version an untracked database is at, by evidence (adoption, and `stamp`'s check).
-
-The rules and their costs: docs/evidence.md, "Adopting a database without history".
-"""
+"""Which version an untracked database is at, by evidence (adoption, and `stamp`'s check):
+the rules and their costs in docs/evidence.md, "Adopting a database without history"."""
 
 from __future__ import annotations
 
@@ -83,18 +81,12 @@ def _appends_only(m: Migration) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class _Bounds:
-    bound: list[int]  # per version 0..n: names missing from live + names extra in live
-    last_seen: dict[Name, int]
-    head: schema.Schema  # the schema after every migration
-
-
 def _bounds(
     live: set[Name], migrations: tuple[Migration, ...], memo: Memo, by_rowid: bool
-) -> _Bounds:
-    """Per version 0..n, the number of names missing from or extra in the live schema;
-    by_rowid=False compares with the copy after every schema change."""
+) -> tuple[list[int], dict[Name, int], schema.Schema]:
+    """(per version 0..n the number of names missing from or extra in the live schema, the
+    last version at which each name exists, the head schema); by_rowid=False compares with
+    the copy after every schema change."""
     apart = len(live)  # names missing from the live schema + names extra in it
     bound, last_seen = [apart], {}
     current: set[Name] = set()
@@ -128,7 +120,7 @@ def _bounds(
             bound.append(apart)
         head = schema.snapshot(conn, memo)
     last_seen.update(dict.fromkeys(current, len(migrations)))
-    return _Bounds(bound, last_seen, head)
+    return bound, last_seen, head
 
 
 def _keys(rows: list[tuple[int, str, str, str]]) -> set[Name]:
@@ -142,36 +134,30 @@ def _keys(rows: list[tuple[int, str, str, str]]) -> set[Name]:
 
 
 def rank(live: schema.Schema, migrations: tuple[Migration, ...]) -> Ranking:
-    live_names = names_of(live)
     memo: Memo = {}
-    found = _rank(live, migrations, _bounds(live_names, migrations, memo, True), memo)
+    found = _rank(live, migrations, memo, True)
     if found is None:
         log.warning("adopt: object names by rowid disagree with the replay; comparing all")
-        bounds = _bounds(live_names, migrations, memo, False)
-        found = _rank(live, migrations, bounds, memo)
+        found = _rank(live, migrations, memo, False)
         if found is None:
             raise AssertionError("adoption evidence: the name bounds disagree with the replay")
     return found
 
 
 def _rank(
-    live: schema.Schema, migrations: tuple[Migration, ...], bounds: _Bounds, memo: Memo
+    live: schema.Schema, migrations: tuple[Migration, ...], memo: Memo, by_rowid: bool
 ) -> Ranking | None:
-    """The ranking from `bounds`; None when a fully diffed version shows they were wrong."""
+    """The ranking from the name bounds; None when a fully diffed version shows them wrong."""
     n = len(migrations)
     live_names = names_of(live)
-    bound = {k: bounds.bound[k] for k in range(1, n + 1)}
+    per_version, last_seen, head = _bounds(live_names, migrations, memo, by_rowid)
+    bound = {k: per_version[k] for k in range(1, n + 1)}
     order = sorted(bound, key=lambda k: (bound[k], -k))
     diffs: dict[int, list[drift.Difference]] = {}
-    snaps: dict[int, schema.Schema] = {n: bounds.head}
+    snaps: dict[int, schema.Schema] = {n: head}
     # The lowest bounds first; then every version whose bound could still tie `best`.
-    first = [k for k in order if bound[k] == bound[order[0]]]
-    best = 0
-    for batch in (first, None):
-        if batch is None:
-            batch = [k for k in order if k not in diffs and bound[k] <= best]
-            if not batch:
-                break
+    batch = [k for k in order if bound[k] == bound[order[0]]]
+    while batch:
         todo = set(batch) - snaps.keys()
         if todo:
             snaps.update(replay(migrations[: max(todo)], todo, memo))
@@ -180,6 +166,7 @@ def _rank(
                 return None
             diffs[k] = drift.diff(snaps[k], live)
         best = min(len(d) for d in diffs.values())
+        batch = [k for k in order if k not in diffs and bound[k] <= best]
     tier = tuple(sorted(k for k in diffs if len(diffs[k]) == best))
     matches = tuple(k for k in tier if not drift.errors(diffs[k], False))
     # Some matching a version's SQL text exactly rule the others out (docs/evidence.md).
@@ -200,7 +187,7 @@ def _rank(
         best,
         ", ".join(migrations[k - 1].name for k in tier),
     )
-    return Ranking(best, tier, matches, diffs, snaps, bounds.head, bounds.last_seen)
+    return Ranking(best, tier, matches, diffs, snaps, head, last_seen)
 
 
 def _collides(found: Ranking, live: schema.Schema, k: int) -> bool:

@@ -19,9 +19,7 @@ FINGERPRINT_NAME = "<functions>"  # its (name, sha256) entry in the set fingerpr
 
 @dataclass(frozen=True)
 class AppFunctions:
-    spec: str
-    path: str
-    sha256: str
+    sha256: str  # of the file that defines it
     register: Callable[[sqlite3.Connection], None] = field(compare=False, repr=False)
 
 
@@ -76,4 +74,4 @@ def load(spec: str) -> AppFunctions:
             register(scratch)
         except Exception as exc:
             raise _fail(spec, f"register(conn) failed: {type(exc).__name__}: {exc}") from None
-    return AppFunctions(spec, path, sha256_bytes(raw), register)
+    return AppFunctions(sha256_bytes(raw), register)

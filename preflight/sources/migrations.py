@@ -146,9 +146,7 @@ def load(
     known: Known | None = None,
 ) -> Migration:
     name = name or path.name
-    what, version, detail = names.classify(name, name != path.name)
-    if what not in (names.SQL, names.PY, names.FOLDER):
-        raise HistoryError(f"{name}: {detail.split('; ', 1)[0]}", detail.split("; ", 1)[-1])
+    what, version, _ = names.classify(name, name != path.name)  # a migration's (`discover`)
     raw, sha = _read(path, known)
     try:
         text = raw.decode("utf-8-sig")

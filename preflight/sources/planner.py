@@ -28,20 +28,16 @@ def _drift(
     diffs: list[drift.Difference],
     migrations: tuple[Migration, ...],
     upto: int,
-    steps: dict[int, schema.Schema] | None = None,
 ) -> DriftError:
     """A DriftError listing each difference with the migration that made the expected object
     (snapshots only after the migrations that changed a differing object: not quadratic)."""
     from preflight.schema import drift
+    from preflight.sources import evidence  # only for a drift error
+    from preflight.sources.replay import replay
 
-    if steps is None:
-        from preflight.sources import evidence  # only for a drift error
-        from preflight.sources.replay import replay
-
-        objects = {d.key[1] for d in diffs if d.key}  # a column's: its table's
-        stops = evidence.changes_of(migrations[:upto], objects) | {upto}
-        steps = replay(migrations[:upto], stops - {0})
-    steps = {i: steps[i] for i in range(1, upto + 1) if i in steps}
+    objects = {d.key[1] for d in diffs if d.key}  # a column's: its table's
+    stops = evidence.changes_of(migrations[:upto], objects) | {upto}
+    steps = replay(migrations[:upto], stops - {0})  # versions 1..upto
     named = drift.with_origins(diffs, [(migrations[i - 1].name, steps[i]) for i in sorted(steps)])
     return DriftError(message, hint, (f"drift: {d.message()}" for d in named))
 

@@ -65,12 +65,10 @@ class Source(Protocol):
     def name(self) -> str: ...
 
     @property
-    def fingerprint(self) -> str:
-        """Of the migration set."""
+    def fingerprint(self) -> str: ...  # of the migration set
 
     @property
-    def names(self) -> tuple[str, ...]:
-        """Its migrations, in order."""
+    def names(self) -> tuple[str, ...]: ...  # its migrations, in order
 
     @property
     def atomic(self) -> bool:

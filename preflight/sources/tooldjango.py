@@ -162,7 +162,7 @@ done()
 
 
 def report(
-    app_dir: Path, command: list[str], scratch: Path, sets: list[list[str]], only_sets: bool = False
+    app_dir: Path, command: list[str], scratch: Path, sets: list[list[str]], only_sets: bool
 ) -> dict[str, Any]:
     """Run the script in the app's interpreter on `scratch`; its JSON report."""
     script = SCRIPT.replace("WANTED", repr(json.dumps(sets))).replace("ONLY_SETS", repr(only_sets))

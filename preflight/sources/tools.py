@@ -1,8 +1,6 @@
 """Migration tools the guard wraps instead of its own files: what a tool is, and running one.
-
 Every step runs through the migrate command's own program (`Tool.base`), so `--tool-cmd`
-reaches every step. How to add a tool: docs/tools.md, "Adding a tool".
-"""
+reaches every step. docs/tools.md, "Adding a tool"."""
 
 from __future__ import annotations
 

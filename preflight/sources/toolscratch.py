@@ -1,9 +1,6 @@
-"""What a tool's migrations produce, built on a private scratch database and cached.
-
-Every scratch run also proves that the tool writes where it is told: the scratch file
-must end at the revision asked for, and the live database must not change meanwhile
-(else exit 2 naming the line the app lacks). docs/tools.md, "What a start does".
-"""
+"""What a tool's migrations produce, built on a private scratch database and cached. Every
+scratch run proves the tool writes where it is told (the scratch file ends at the revision
+asked for, the live database is unchanged; else exit 2): docs/tools.md, "What a start does"."""
 
 from __future__ import annotations
 
@@ -76,7 +73,7 @@ def without(s: schema.Schema, table: str) -> schema.Schema:
 
 def prepare(settings: Settings, tool: Tool, fingerprint: str) -> Path:
     """Build the expected schemas into the image's cache; returns its path."""
-    exp = expected(settings, tool, fingerprint, settings.db, save=False, image=False)
+    exp = expected(settings, tool, fingerprint, save=False, image=False)
     path = settings.app_dir / IMAGE_TOOL_CACHE
     _write_cache(path, exp)
     if _read_cache(path, fingerprint) is None:
@@ -130,14 +127,14 @@ def expected(
     settings: Settings,
     tool: Tool,
     fingerprint: str,
-    live: Path,
     save: bool = True,
     rec: tuple[str, ...] | None = None,
     image: bool = True,
 ) -> Expected:
     """Cached (beside the database, or the image's), else built. A failed build that made
-    `live` where there was none (an app ignoring PREFLIGHT_DATABASE_URL) removes it: a refused
-    start leaves the volume as it was. `save=False` (check, status) writes nothing beside it."""
+    the database where there was none (an app ignoring PREFLIGHT_DATABASE_URL) removes it: a
+    refused start leaves the volume as it was. `save=False` (check, status) writes no cache."""
+    live = settings.db
     before = live_state(live)
     try:
         path = settings.db.with_name(settings.db.name + TOOL_CACHE)

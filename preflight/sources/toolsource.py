@@ -1,9 +1,6 @@
-"""An app's own migration tool as a source (`--tool alembic`, `--tool django`).
-
-The expected schema at each version is what the tool makes on a private scratch database
-(`toolscratch`). The tool commits as it goes (`atomic` is False): the start undoes a failed
-run from the backup.
-"""
+"""An app's own migration tool as a source (`--tool alembic`, `--tool django`): the expected
+schema at each version is what the tool makes on scratch (`toolscratch`); the tool commits as
+it goes (`atomic` is False), so the start undoes a failed run from the backup."""
 
 from __future__ import annotations
 
@@ -34,15 +31,6 @@ from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
 log = logging.getLogger("preflight")
-
-
-@dataclass(frozen=True)
-class Steps:
-    """A tool plan in the tool's terms: the commands recording an adoption, then migrate."""
-
-    stamps: tuple[tuple[str, ...], ...]
-    migrate: bool
-    declared: dict[str, tuple[Target, ...]]  # what the pending migrations' files declare
 
 
 class Memo:
@@ -91,9 +79,7 @@ class ToolSource:
         """Built at most once per run."""
         got = self.memo.expected
         if got is None or (self.tool.cumulative and toolscratch.unbuilt(got, rec)):
-            got = toolscratch.expected(
-                self.settings, self.tool, self.light, self.settings.db, self.save, rec
-            )
+            got = toolscratch.expected(self.settings, self.tool, self.light, self.save, rec)
             self.memo.expected = got
         return got
 
@@ -177,7 +163,7 @@ class ToolSource:
             exp.schema_at(head, self.tool.table) if head in exp.schemas else None,
             head,
             warnings,
-            steps=Steps(stamps, bool(pending), self._declared(pending)),
+            steps=(stamps, self._declared(pending)),  # for apply
         )
 
     def _declared(self, pending: tuple[str, ...]) -> dict[str, tuple[Target, ...]]:
@@ -228,19 +214,16 @@ class ToolSource:
         label: str,
         beside: Beside | None = None,  # never given: a tool commits as it goes
     ) -> foreignkeys.Before:
-        steps: Steps = p.steps
+        # The commands recording an adoption (then migrate, if anything is pending), and what
+        # the pending migrations' files declare (`_plan`).
+        stamps, declared = p.steps
         baseline: foreignkeys.Before = Counter()
         if db.exists() and db.stat().st_size > 0:
             with closing(connect_ro(db)) as conn:
                 baseline = foreignkeys.baseline(foreignkeys.violations(conn))
-        ledger = ToolRun(
-            db,
-            Policy.of(settings, label, progress),
-            p.pending if steps.migrate else (),
-            steps.declared,
-        )
-        runs = [list(argv) for argv in steps.stamps]
-        if steps.migrate:
+        ledger = ToolRun(db, Policy.of(settings, label, progress), p.pending, declared)
+        runs = [list(argv) for argv in stamps]
+        if p.pending:
             runs.append(tools.command(self.tool, settings.tool_cmd))
         for argv in runs:
             progress["committed"] = True  # the tool commits as it goes
@@ -262,9 +245,8 @@ class ToolSource:
     def stamp_target(
         self, settings: Settings, insp: Inspection, version: str, force: bool
     ) -> schema.Schema:
-        tool = self.tool
-        if tool.stamp_cmd is None and tool.stamp_steps is None:
-            raise UsageError(f"{tool.name} has no stamp", "migrate instead")
+        if self.tool.stamp_cmd is None and self.tool.stamp_steps is None:
+            raise UsageError(f"{self.tool.name} has no stamp", "migrate instead")
         exp = self.expected(insp.recorded)
         if version not in exp.revisions:
             raise UsageError(
@@ -272,7 +254,7 @@ class ToolSource:
                 "give one of them",
             )
         toolscratch.require(exp, version, pending=False)
-        return exp.schema_at(version, tool.table)
+        return exp.schema_at(version, self.tool.table)
 
     def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:
         """The tool's own stamp; a failed one is undone from `taken`."""

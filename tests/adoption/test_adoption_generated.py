@@ -221,7 +221,7 @@ def test_reshaped_names_never_fool_the_name_bounds(steps):
             conn.close()
         for live in names[1:]:
             for trust in (True, False):
-                got = evidence._bounds(live, migrations, {}, trust).bound
+                got, _, _ = evidence._bounds(live, migrations, {}, trust)
                 assert got == [len(live ^ at) for at in names], (trust, history.render())
 
 
