@@ -243,12 +243,11 @@ class Ledger:
             self.conn.set_trace_callback(None)  # the test's inserts are not the run's
             try:
                 backup = self.policy.backup_file()
-                v = vanished.judge(
-                    self.conn, backup, shown, stored, before.rows, gone, rest, renamed, same
+                return found + vanished.judge(
+                    self.conn, backup, shown, stored, before.rows, gone, blame, rest, renamed, same
                 )
             finally:
                 self.conn.set_trace_callback(self._trace)
-            return found + v.entries(shown, before.rows, blame)
 
         scan = not same or t in self.updated  # a rebuild or an UPDATE could empty a column
         return judged(

@@ -89,8 +89,8 @@ class ToolRun:
         def gone_rows(gone: int) -> list[Entry]:
             if changed:
                 return [Entry(shown, "removed", gone, before.rows, blame)]
-            v = vanished.judge(conn, self.policy.backup_file(), shown, stored, before.rows, gone)
-            return v.entries(shown, before.rows, blame)
+            backup = self.policy.backup_file()
+            return vanished.judge(conn, backup, shown, stored, before.rows, gone, blame)
 
         old = self.columns[t] if changed else {}  # values are judged of an altered table only
         return judged(conn, then, shown, blame, before, old, stored, {}, True, gone_rows)
