@@ -269,8 +269,7 @@ def judged(
 ) -> list[Entry]:
     """What a table still there (now `stored`) lost: rows (`gone_rows` judges them) and values of
     `old`, its columns as it was (`scan`: count them now; a kept column is read if it has NULLs)."""
-    from preflight.live import census
-    from preflight.live.loss import Entry
+    from preflight.live import census, loss
 
     now = census.mapped(conn, stored, old, renamed)
     after = census.count(conn, stored, now if scan else None)
@@ -292,11 +291,11 @@ def judged(
     if had is None:
         return found
     gone = max(before.rows - after.rows, 0)
-    found += [Entry(shown, "column", had[c], had[c], blame, c) for c in dropped if had[c]]
+    found += [loss.Entry(shown, "column", had[c], had[c], blame, c) for c in dropped if had[c]]
     for c in suspects:
         lost = had[c] - after.values[renamed.get(c, c)] - gone
         if lost > 0:
-            found.append(Entry(shown, "values", lost, had[c], blame, c))
+            found.append(loss.Entry(shown, "values", lost, had[c], blame, c))
     return found
 
 
