@@ -95,7 +95,7 @@ class Ledger:
         lineage: Lineage | None,
     ) -> None:
         """Count what the pending migrations can change (after `foreignkeys.watch`)."""
-        self.conn, self.policy, self.lineage = conn, policy, lineage
+        self.conn, self.policy = conn, policy
         self.declared = {m.name: m.declared for m in planned}
         self.undone = frozenset(m.name for m in planned if m.undo)
         self.before: dict[str, Count] = {}
@@ -107,9 +107,9 @@ class Ledger:
         self.open: tuple[frozenset[str], int] | None = None  # a DELETE running: origins, mark
         self.run = now()
         self.active = False
-        any_table = "SELECT 1 FROM main.sqlite_master WHERE type = 'table' LIMIT 1"
-        if not planned or conn.execute(any_table).fetchone() is None:
-            return  # a fresh build: nothing of anyone's to lose (census not even imported)
+        if not planned or lineage is None:
+            return  # a fresh build (no table to follow): nothing to lose, census not imported
+        self.lineage = lineage
         from preflight.live import census
 
         tables = census.tables(conn)
@@ -160,11 +160,10 @@ class Ledger:
         except Exception:  # a trace callback must not raise: SQLite would drop it
             self.open = None
         finally:
-            if self.lineage is not None:
-                self.lineage.statement(sql)
+            self.lineage.statement(sql)
 
     def _origins(self, name: str) -> frozenset[str]:
-        table = self.lineage.table(name) if self.lineage is not None else None
+        table = self.lineage.table(name)
         if table is not None:
             return table.origins()
         return frozenset({name}) if name in self.before else frozenset()
@@ -202,7 +201,7 @@ class Ledger:
         """What `t` became: (folded name, holds its rows, same b-tree, renamed columns old ->
         new); None: dropped."""
         lineage = self.lineage
-        if lineage is None or lineage.lost:
+        if lineage.lost:
             return (t, True, False, {}) if t in current else None
         for name, table in lineage.tables.items():
             if table.storage == t and name in current:
