@@ -116,20 +116,15 @@ class _Tester:
         return False
 
     def _parent_has(self, parent: str, to: list[str | None], values: list[object]) -> bool:
-        if parent not in self.parents:
-            self.parents[parent] = self._lookup(parent, to)
+        if parent not in self.parents:  # the query finding a parent row (None: no such table)
+            table = reader.stored_name(self.conn, parent)
+            if table is not None and any(t is None for t in to):
+                to = [*reader.primary_key(self.conn, table)] or ["rowid"]
+            where = " AND ".join(f"{quote(str(t)) if t != 'rowid' else t} = ?" for t in to)
+            sql = f"SELECT 1 FROM main.{quote(table)} WHERE {where} LIMIT 1" if table else None
+            self.parents[parent] = sql
         sql = self.parents[parent]
         return sql is not None and self.conn.execute(sql, values).fetchone() is not None
-
-    def _lookup(self, parent: str, to: list[str | None]) -> str | None:
-        """The query finding a parent row (None: no such table)."""
-        table = reader.stored_name(self.conn, parent)
-        if table is None:
-            return None
-        if any(t is None for t in to):
-            to = [*reader.primary_key(self.conn, table)] or ["rowid"]
-        where = " AND ".join(f"{quote(str(t)) if t != 'rowid' else t} = ?" for t in to)
-        return f"SELECT 1 FROM main.{quote(table)} WHERE {where} LIMIT 1"
 
 
 def judge(

@@ -49,11 +49,8 @@ class Violation:
 
     def as_dict(self) -> dict[str, object]:
         found = asdict(self)
-        if self.primary_key is None:
-            del found["primary_key"]
-        else:
-            found["primary_key"] = dict(self.primary_key)
-        return found
+        key = found.pop("primary_key")
+        return found if key is None else {**found, "primary_key": dict(key)}
 
 
 def _check(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
