@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -180,14 +181,11 @@ class Ledger:
         current = census.tables(conn)
         entries: list[Entry] = []
         seen: dict[str, set[str]] = {}
-        then = Then(self.policy)
-        try:
+        with closing(Then(self.policy)) as then:
             for t, before in self.before.items():
                 successor = self._successor(t, current)
                 seen[t] = {t} | ({successor[0]} if successor else set())
                 entries += self._judge(t, before, successor, current, then)
-        finally:
-            then.close()
         entries = loss.accept(entries, self.declared, self.policy.given, seen, self.undone)
         progress["loss"] = entries
         if entries:
