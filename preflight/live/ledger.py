@@ -304,12 +304,8 @@ def _target(sql: str, verb: str) -> str:
     for i, tok in enumerate(toks):
         depth += {"(": 1, ")": -1}.get(tok, 0)
         if depth == 0 and sqltext.fold(tok) == verb and i + 2 < len(toks):
-            at = i + 1
-            words = [sqltext.fold(t) for t in toks[at : at + 2]]
-            if verb == "delete" and words[:1] == ["from"]:
-                at += 1
-            elif verb == "update" and words[:1] == ["or"]:
-                at += 2
+            # DELETE FROM t, UPDATE OR REPLACE t
+            at = i + 1 + {"from": 1, "or": 2}.get(sqltext.fold(toks[i + 1]), 0)
             if at + 2 < len(toks) and toks[at + 1] == ".":
                 at += 2
             return sqltext.name(toks[at]) if at < len(toks) else ""
