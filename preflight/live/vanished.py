@@ -164,8 +164,7 @@ def judge(
         targets = {c: sqltext.fold(renamed.get(sqltext.fold(c), c)) for c, _, _ in old_cols}
         mapped = {c: new_names[t] for c, t in targets.items() if t in new_names}
         pk = [c for c, _, p in sorted(old_cols, key=lambda c: c[2]) if p and c in mapped]
-        rowid = same_storage and not ddl.read(_sql(old, held)).without_rowid
-        if rowid:
+        if same_storage and not ddl.read(_sql(old, held)).without_rowid:
             key = [("rowid", "rowid")]
         elif pk and len(pk) == sum(1 for _, _, p in old_cols if p):
             key = [(c, mapped[c]) for c in pk]

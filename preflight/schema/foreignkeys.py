@@ -122,7 +122,6 @@ def _rowless(
     from preflight.schema import reader  # not on a fresh build (no table to read)
 
     pk = reader.primary_key(conn, table)
-
     exists = reader.stored_name(conn, parent)
     where = " AND ".join(f"c.{quote(f)} IS NOT NULL" for f in children)
     if exists is not None:

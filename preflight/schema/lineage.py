@@ -94,8 +94,7 @@ class Lineage:
             self._create(toks, words)
         elif words[0] == "drop" and words[1:2] == ["table"]:
             at = 4 if words[2:4] == ["if", "exists"] else 2
-            name, _ = _name_at(toks, at)
-            self.tables.pop(name, None)
+            self.tables.pop(_name_at(toks, at)[0], None)
         elif words[0] == "alter" and words[1:2] == ["table"]:
             self._alter(toks, words)
         else:
