@@ -195,8 +195,7 @@ def classify(name: str, found: tuple[Statement, ...]) -> tuple[Statement, ...]:
         if kind.startswith("SKIP:"):
             skip(i, _SKIPPED_PRAGMAS[kind[5:]])
     sig = [i for i, words in enumerate(heads) if words[:1] != ["PRAGMA"]]
-    bracket = bool(sig) and kinds[sig[0]] == "BEGIN"
-    if bracket:
+    if sig and kinds[sig[0]] == "BEGIN":
         if len(sig) < 2 or kinds[sig[-1]] != "COMMIT":
             last = f"line {found[sig[-1]].line} is" if len(sig) > 1 else "there is none"
             raise refuse(
