@@ -84,12 +84,7 @@ def _names(toks: list[str]) -> set[str]:
     return {sqltext.name(t) for t in toks if sqltext.is_word(t) and t[0] != "'"}
 
 
-@dataclass(frozen=True)
-class Trigger:
-    """The table (or view) a trigger is on, and the names in its body."""
-
-    on: str
-    body: frozenset[str]
+Trigger = tuple[str, frozenset[str]]  # the table (or view) a trigger is on, the names in its body
 
 
 def trigger(sql: str) -> Trigger | None:
@@ -102,7 +97,7 @@ def trigger(sql: str) -> Trigger | None:
     if on + 1 >= body:
         return None
     target = toks[on + 3] if toks[on + 2 : on + 3] == ["."] else toks[on + 1]
-    return Trigger(sqltext.name(target), frozenset(_names(toks[body:])))
+    return sqltext.name(target), frozenset(_names(toks[body:]))
 
 
 def named(sql: Iterable[str]) -> tuple[set[str], list[Trigger]]:
@@ -129,7 +124,7 @@ def closure(names: set[str], triggers: Iterable[Trigger]) -> set[str]:
     """`names` and what the triggers on them write, and what triggers on those write..."""
     triggers, found = list(triggers), set(names)
     while True:
-        more = set().union(*(t.body for t in triggers if t.on in found)) - found
+        more = set().union(*(body for on, body in triggers if on in found)) - found
         if not more:
             return found
         found |= more

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,7 +103,7 @@ class Ledger:
         lineage: Lineage | None,
     ) -> None:
         """Count what the pending migrations can change (after `foreignkeys.watch`)."""
-        self.conn, self.policy, self.lineage = conn, policy, lineage
+        self.conn, self.policy = conn, policy
         self.declared = {m.name: m.declared for m in planned}
         self.undone = frozenset(m.name for m in planned if m.undo)
         self.before: dict[str, Count] = {}
@@ -114,9 +115,9 @@ class Ledger:
         self.open: tuple[frozenset[str], int] | None = None  # a DELETE running: origins, mark
         self.run = now()
         self.active = False
-        any_table = "SELECT 1 FROM main.sqlite_master WHERE type = 'table' LIMIT 1"
-        if not planned or conn.execute(any_table).fetchone() is None:
-            return  # a fresh build: nothing of anyone's to lose (census not even imported)
+        if not planned or lineage is None:
+            return  # a fresh build (no table to follow): nothing to lose, census not imported
+        self.lineage = lineage
         from preflight.live import census
 
         tables = census.tables(conn)
@@ -167,11 +168,10 @@ class Ledger:
         except Exception:  # a trace callback must not raise: SQLite would drop it
             self.open = None
         finally:
-            if self.lineage is not None:
-                self.lineage.statement(sql)
+            self.lineage.statement(sql)
 
     def _origins(self, name: str) -> frozenset[str]:
-        table = self.lineage.table(name) if self.lineage is not None else None
+        table = self.lineage.table(name)
         if table is not None:
             return table.origins()
         return frozenset({name}) if name in self.before else frozenset()
@@ -188,14 +188,11 @@ class Ledger:
         current = census.tables(conn)
         entries: list[Entry] = []
         seen: dict[str, set[str]] = {}
-        then = Then(self.policy)
-        try:
+        with closing(Then(self.policy)) as then:
             for t, before in self.before.items():
                 successor = self._successor(t, current)
                 seen[t] = {t} | ({successor[0]} if successor else set())
                 entries += self._judge(t, before, successor, current, then)
-        finally:
-            then.close()
         entries = loss.accept(entries, self.declared, self.policy.given, seen, self.undone)
         progress["loss"] = entries
         shown = self.policy.shown() if entries else None
@@ -210,7 +207,7 @@ class Ledger:
         """What `t` became: (folded name, holds its rows, same b-tree, renamed columns old ->
         new); None: dropped."""
         lineage = self.lineage
-        if lineage is None or lineage.lost:
+        if lineage.lost:
             return (t, True, False, {}) if t in current else None
         for name, table in lineage.tables.items():
             if table.storage == t and name in current:
@@ -251,12 +248,11 @@ class Ledger:
             self.conn.set_trace_callback(None)  # the test's inserts are not the run's
             try:
                 backup = self.policy.backup_file()
-                v = vanished.judge(
-                    self.conn, backup, shown, stored, before.rows, gone, rest, renamed, same
+                return found + vanished.judge(
+                    self.conn, backup, shown, stored, before.rows, gone, blame, rest, renamed, same
                 )
             finally:
                 self.conn.set_trace_callback(self._trace)
-            return found + v.entries(shown, before.rows, blame)
 
         scan = not same or t in self.updated  # a rebuild or an UPDATE could empty a column
         return judged(
@@ -278,8 +274,7 @@ def judged(
 ) -> list[Entry]:
     """What a table still there (now `stored`) lost: rows (`gone_rows` judges them) and values of
     `old`, its columns as it was (`scan`: count them now; a kept column is read if it has NULLs)."""
-    from preflight.live import census
-    from preflight.live.loss import Entry
+    from preflight.live import census, loss
 
     now = census.mapped(conn, stored, old, renamed)
     after = census.count(conn, stored, now if scan else None)
@@ -301,11 +296,11 @@ def judged(
     if had is None:
         return found
     gone = max(before.rows - after.rows, 0)
-    found += [Entry(shown, "column", had[c], had[c], blame, c) for c in dropped if had[c]]
+    found += [loss.Entry(shown, "column", had[c], had[c], blame, c) for c in dropped if had[c]]
     for c in suspects:
         lost = had[c] - after.values[renamed.get(c, c)] - gone
         if lost > 0:
-            found.append(Entry(shown, "values", lost, had[c], blame, c))
+            found.append(loss.Entry(shown, "values", lost, had[c], blame, c))
     return found
 
 
@@ -317,12 +312,8 @@ def _target(sql: str, verb: str) -> str:
     for i, tok in enumerate(toks):
         depth += {"(": 1, ")": -1}.get(tok, 0)
         if depth == 0 and sqltext.fold(tok) == verb and i + 2 < len(toks):
-            at = i + 1
-            words = [sqltext.fold(t) for t in toks[at : at + 2]]
-            if verb == "delete" and words[:1] == ["from"]:
-                at += 1
-            elif verb == "update" and words[:1] == ["or"]:
-                at += 2
+            # DELETE FROM t, UPDATE OR REPLACE t
+            at = i + 1 + {"from": 1, "or": 2}.get(sqltext.fold(toks[i + 1]), 0)
             if at + 2 < len(toks) and toks[at + 1] == ".":
                 at += 2
             return sqltext.name(toks[at]) if at < len(toks) else ""

@@ -58,9 +58,7 @@ class Entry:
 
     def refused(self, strict: bool) -> bool:
         """Lost rows, and with --strict all but a cleanup, unless declared or accepted."""
-        if self.accepted or self.kind == "cleanup":
-            return False
-        return self.kind == "lost" or strict
+        return not self.accepted and self.kind != "cleanup" and (self.kind == "lost" or strict)
 
     def phrase(self) -> str:
         """e.g. '66 of 113 rows lost' or 'body: 113 of 113 values dropped with the column'."""

@@ -45,9 +45,8 @@ class ToolRun:
         """After the tool's run: count, judge, record, report (LossRefused: the caller restores)."""
         if not self.before:
             return
-        conn = sqlite3.connect(self.db, isolation_level=None)
-        then = Then(self.policy)
-        try:
+        live = sqlite3.connect(self.db, isolation_level=None)
+        with closing(live) as conn, closing(Then(self.policy)) as then:
             conn.execute("BEGIN")  # the cleanup test's inserts are rolled back
             try:
                 entries = self._entries(conn, then)
@@ -59,9 +58,6 @@ class ToolRun:
             if self.policy.label == "migrate":
                 recorded = loss.state(conn, source)
                 loss.save(Path(f"{self.db}{LOSS}"), entries, self.run, recorded, self.policy.backup)
-        finally:
-            then.close()
-            conn.close()
         loss.report(entries, self.policy.label, self.policy.backup)
 
     def _entries(self, conn: sqlite3.Connection, then: Then) -> list[Entry]:
@@ -89,8 +85,8 @@ class ToolRun:
         def gone_rows(gone: int) -> list[Entry]:
             if changed:
                 return [Entry(shown, "removed", gone, before.rows, blame)]
-            v = vanished.judge(conn, self.policy.backup_file(), shown, stored, before.rows, gone)
-            return v.entries(shown, before.rows, blame)
+            backup = self.policy.backup_file()
+            return vanished.judge(conn, backup, shown, stored, before.rows, gone, blame)
 
         old = self.columns[t] if changed else {}  # values are judged of an altered table only
         return judged(conn, then, shown, blame, before, old, stored, {}, True, gone_rows)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from preflight.fast.facts import uri
@@ -15,19 +14,6 @@ from preflight.schema import ddl, reader, sqltext
 from preflight.schema.sqltext import quote
 
 Row = tuple[object, ...]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Of the rows no statement asked to remove: how many could not live in the new table."""
-
-    cleanup: int
-    lost: int
-    why: str  # what the cleaned-up rows broke, or why the rows could not be told apart
-
-    def entries(self, table: str, of: int, blame: tuple[str, ...]) -> list[Entry]:
-        found = (("cleanup", self.cleanup), ("lost", self.lost))
-        return [Entry(table, kind, n, of, blame, why=self.why) for kind, n in found if n]
 
 
 def _rank(value: object) -> tuple[int, object]:
@@ -130,20 +116,15 @@ class _Tester:
         return False
 
     def _parent_has(self, parent: str, to: list[str | None], values: list[object]) -> bool:
-        if parent not in self.parents:
-            self.parents[parent] = self._lookup(parent, to)
+        if parent not in self.parents:  # the query finding a parent row (None: no such table)
+            table = reader.stored_name(self.conn, parent)
+            if table is not None and any(t is None for t in to):
+                to = [*reader.primary_key(self.conn, table)] or ["rowid"]
+            where = " AND ".join(f"{quote(str(t)) if t != 'rowid' else t} = ?" for t in to)
+            sql = f"SELECT 1 FROM main.{quote(table)} WHERE {where} LIMIT 1" if table else None
+            self.parents[parent] = sql
         sql = self.parents[parent]
         return sql is not None and self.conn.execute(sql, values).fetchone() is not None
-
-    def _lookup(self, parent: str, to: list[str | None]) -> str | None:
-        """The query finding a parent row (None: no such table)."""
-        table = reader.stored_name(self.conn, parent)
-        if table is None:
-            return None
-        if any(t is None for t in to):
-            to = [*reader.primary_key(self.conn, table)] or ["rowid"]
-        where = " AND ".join(f"{quote(str(t)) if t != 'rowid' else t} = ?" for t in to)
-        return f"SELECT 1 FROM main.{quote(table)} WHERE {where} LIMIT 1"
 
 
 def judge(
@@ -153,16 +134,23 @@ def judge(
     now: str,
     rows_before: int,
     gone: int,
+    blame: tuple[str, ...],
     unexplained: int | None = None,
     renamed: dict[str, str] | None = None,
     same_storage: bool = True,
-) -> Verdict:
+) -> list[Entry]:
     """Of `unexplained` rows gone from `then` (now `now`, `gone` in all): how many could not
-    live in `now`. `conn` is inside a transaction (the test inserts are rolled back)."""
+    live in `now` (a cleanup), the rest lost. `conn` is inside a transaction (the test inserts
+    are rolled back)."""
     unexplained = gone if unexplained is None else unexplained
     renamed = renamed or {}
+
+    def verdict(cleanup: int, why: str) -> list[Entry]:
+        found = (("cleanup", cleanup), ("lost", unexplained - cleanup))
+        return [Entry(then, kind, n, rows_before, blame, why=why) for kind, n in found if n]
+
     if backup is None:
-        return Verdict(0, unexplained, "no backup to read them from (PREFLIGHT_BACKUP=never)")
+        return verdict(0, "no backup to read them from (PREFLIGHT_BACKUP=never)")
     old = sqlite3.connect(uri(backup, mode="ro", immutable="1"), uri=True)
     try:
         held = reader.stored_name(old, then)
@@ -170,16 +158,13 @@ def judge(
             held is None
             or old.execute(f"SELECT count(*) FROM {quote(held)}").fetchone()[0] != rows_before
         ):
-            return Verdict(
-                0, unexplained, f"the backup {backup} does not hold {then} as the run found it"
-            )
+            return verdict(0, f"the backup {backup} does not hold {then} as the run found it")
         old_cols = census.stored(old, held)
         new_names = {sqltext.fold(c): c for c, _, _ in census.stored(conn, now)}
         targets = {c: sqltext.fold(renamed.get(sqltext.fold(c), c)) for c, _, _ in old_cols}
         mapped = {c: new_names[t] for c, t in targets.items() if t in new_names}
         pk = [c for c, _, p in sorted(old_cols, key=lambda c: c[2]) if p and c in mapped]
-        rowid = same_storage and not ddl.read(_sql(old, held)).without_rowid
-        if rowid:
+        if same_storage and not ddl.read(_sql(old, held)).without_rowid:
             key = [("rowid", "rowid")]
         elif pk and len(pk) == sum(1 for _, _, p in old_cols if p):
             key = [(c, mapped[c]) for c in pk]
@@ -203,17 +188,14 @@ def judge(
             elif tester.checks:
                 checked.append(row)
         if found != gone:
-            return Verdict(
-                0, unexplained, f"the rows that went cannot be told apart from those kept in {now}"
-            )
+            return verdict(0, f"the rows that went cannot be told apart from those kept in {now}")
         for row in checked:
             if tester.fails_check(row):
                 unfit += 1
                 why = why or "failed a CHECK constraint of the new table"
-        lost = max(0, unexplained - unfit)
-        return Verdict(unexplained - lost, lost, why)
+        return verdict(min(unfit, unexplained), why)
     except sqlite3.Error as exc:
-        return Verdict(0, unexplained, f"the rows that went could not be read ({exc})")
+        return verdict(0, f"the rows that went could not be read ({exc})")
     finally:
         old.close()
 

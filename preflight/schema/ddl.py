@@ -88,14 +88,12 @@ def _references(seg: list[str], j: int, frm: tuple[str, ...]) -> tuple[int, list
             j += 2 if j < len(seg) and fold(seg[j]) in ("set", "no") else 1
         elif word == "match":
             j += 2
-        elif word == "not" and nxt == "deferrable":
-            deferred, j = False, j + 2
-            j += 2 if j < len(seg) and fold(seg[j]) == "initially" else 0
-        elif word == "deferrable":
+        elif word == "deferrable" or (word == "not" and nxt == "deferrable"):
             # only DEFERRABLE INITIALLY DEFERRED defers; NOT DEFERRABLE ... never does
-            deferred, j = False, j + 1
-            if nxt == "initially" and j + 1 < len(seg):
-                deferred, j = fold(seg[j + 1]) == "deferred", j + 2
+            negated, deferred = word == "not", False
+            j += 1 + negated
+            if j + 1 < len(seg) and fold(seg[j]) == "initially":
+                deferred, j = not negated and fold(seg[j + 1]) == "deferred", j + 2
         else:
             break
     return j, [("deferred", (frm, parent, to))] if deferred else []

@@ -49,11 +49,8 @@ class Violation:
 
     def as_dict(self) -> dict[str, object]:
         found = asdict(self)
-        if self.primary_key is None:
-            del found["primary_key"]
-        else:
-            found["primary_key"] = dict(self.primary_key)
-        return found
+        key = found.pop("primary_key")
+        return found if key is None else {**found, "primary_key": dict(key)}
 
 
 def _check(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
@@ -125,7 +122,6 @@ def _rowless(
     from preflight.schema import reader  # not on a fresh build (no table to read)
 
     pk = reader.primary_key(conn, table)
-
     exists = reader.stored_name(conn, parent)
     where = " AND ".join(f"c.{quote(f)} IS NOT NULL" for f in children)
     if exists is not None:

@@ -1,10 +1,5 @@
-"""Which baseline tables each table's rows come from, followed statement by statement.
-
-The foreign-key check's `Lineage` (`foreignkeys.watch` sets it as the run's trace
-callback; the loss ledger shares that callback): renames and rebuilds carry a baseline
-orphan's rows into new names, and a violation there is not the run's own. A fresh build
-has no baseline table, so nothing is followed and this is never imported.
-"""
+"""Which baseline tables each table's rows come from, followed statement by statement through
+renames and rebuilds (docs/internals.md, "Foreign keys: what a run introduced")."""
 
 from __future__ import annotations
 
@@ -33,8 +28,8 @@ _WRITES = {"CREATE", "DROP", "ALTER", "INSERT", "REPLACE", "UPDATE", "WITH"}
 
 
 class Lineage:
-    """Which baseline tables each table's rows come from, followed statement by statement
-    (`watch`); an error marks it lost: matching falls back to names."""
+    """The run's trace callback (`foreignkeys.watch`, shared by the loss ledger); an error
+    marks it lost: matching falls back to names."""
 
     def __init__(self, tables: Iterable[str]) -> None:
         self.tables: dict[str, RunTable] = {
@@ -99,8 +94,7 @@ class Lineage:
             self._create(toks, words)
         elif words[0] == "drop" and words[1:2] == ["table"]:
             at = 4 if words[2:4] == ["if", "exists"] else 2
-            name, _ = _name_at(toks, at)
-            self.tables.pop(name, None)
+            self.tables.pop(_name_at(toks, at)[0], None)
         elif words[0] == "alter" and words[1:2] == ["table"]:
             self._alter(toks, words)
         else:

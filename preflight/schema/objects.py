@@ -1,9 +1,5 @@
 """The objects a schema holds that SQLite describes structurally: tables with their
-columns, and indexes (views and triggers are kept as normalized SQL in `model.Schema`).
-
-Built by the reader and compared by drift; a fresh build of SQL files reads no schema, so
-it never creates them.
-"""
+columns, and indexes (views and triggers are kept as normalized SQL in `model.Schema`)."""
 
 from __future__ import annotations
 

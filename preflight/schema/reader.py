@@ -31,7 +31,7 @@ UNRESOLVED = "<its primary key>"
 def _key_columns(
     conn: sqlite3.Connection, index: str, collate: dict[str, str]
 ) -> list[tuple[str, str]]:
-    """(column, ' DESC' and/or a collation other than the column's) of an automatic index."""
+    """An index's key: (column, ' DESC' and/or a collation other than the column's in `collate`)."""
     cols = []
     for _, _, col, desc, coll, key in conn.execute(f"PRAGMA index_xinfo({quote(index)})"):
         if key:
@@ -283,14 +283,7 @@ def _index_of(
     key = ("index", name, sql, table.sql if table else "")
     if key in memo:
         return memo[key]  # type: ignore[no-any-return]
-    cols = []
-    for _, _, col, desc, coll, part in conn.execute(f"PRAGMA index_xinfo({quote(name)})"):
-        if part:
-            cols.append(fold(col) if col else "<expr>")
-            if desc:
-                cols[-1] += " DESC"
-            if coll and upper(coll) != "BINARY":
-                cols[-1] += f" COLLATE {upper(coll)}"
+    cols = [col + extra for col, extra in _key_columns(conn, name, {})]
     toks = tokens(sql)
     tail = toks[ddl.group(toks, toks.index("(")) :] if "(" in toks else []  # WHERE
     known = {fold(c.name) for c in table.columns} if table else set()

@@ -139,6 +139,8 @@ _REFUSED = {
     "DETACH": "it pairs with ATTACH, which is refused",
     "ROLLBACK": "it would undo earlier statements; a failing statement already rolls the "
     "whole run back (ROLLBACK TO a savepoint is fine)",
+    "PRAGMA journal_mode": "the journal mode cannot change inside a transaction; the "
+    "application sets it when it connects",
 }
 _SKIPPED_PRAGMAS = {
     "FOREIGN_KEYS": f"PRAGMA foreign_keys is a no-op inside a transaction; {_FK_OFF}",
@@ -167,7 +169,7 @@ def _kind(words: list[str]) -> str:
         if pragma in _SKIPPED_PRAGMAS:
             return f"SKIP:{pragma}"
         if pragma == "JOURNAL_MODE" and rest[1:2] in (["="], ["("]):
-            return "JOURNAL_MODE"
+            return "PRAGMA journal_mode"
     return RUN
 
 
@@ -188,20 +190,12 @@ def classify(name: str, found: tuple[Statement, ...]) -> tuple[Statement, ...]:
         out[i] = replace(found[i], action=SKIP, note=note)
 
     for i, kind in enumerate(kinds):
-        if kind == "JOURNAL_MODE":
-            raise refuse(
-                i,
-                "PRAGMA journal_mode",
-                "the journal mode cannot change inside a "
-                "transaction; the application sets it when it connects",
-            )
         if kind in _REFUSED:
             raise refuse(i, kind, _REFUSED[kind])
         if kind.startswith("SKIP:"):
             skip(i, _SKIPPED_PRAGMAS[kind[5:]])
     sig = [i for i, words in enumerate(heads) if words[:1] != ["PRAGMA"]]
-    bracket = bool(sig) and kinds[sig[0]] == "BEGIN"
-    if bracket:
+    if sig and kinds[sig[0]] == "BEGIN":
         if len(sig) < 2 or kinds[sig[-1]] != "COMMIT":
             last = f"line {found[sig[-1]].line} is" if len(sig) > 1 else "there is none"
             raise refuse(
