@@ -31,6 +31,7 @@ from preflight.core.files import create_fresh, fsync_dir, fsync_file, remove_qui
 from preflight.fast.facts import DATA_SIDECARS, SIDECARS, quick_check, uri
 from preflight.storage import catalog, digest, unchanged
 from preflight.storage.digest import TREE, Fingerprint
+from preflight.storage.steps import step
 
 log = logging.getLogger("preflight")
 T = TypeVar("T")
@@ -237,8 +238,6 @@ class Beside:
             self.held.set()  # a copy that failed before taking its read lock frees the caller
 
     def begin(self, conn: sqlite3.Connection) -> None:
-        from preflight.storage.steps import step
-
         # A rollback journal's spill of a full page cache into the main file waits for the
         # copy's read lock: a busy wait as long as a slow copy (the default gives up after
         # the lock timeout and lets the cache grow), and a cache that rarely needs it.

@@ -94,6 +94,7 @@ def locked_copy(
                 live = unchanged.state(db)  # as copied: no one else can write meanwhile
                 if held is not None:
                     held.set()
+                # Without a WAL to fold in, the copy's chunks are hashed as they are compared.
                 done = copy_file(db, tmp, meter, max(start, 0), True, not has_wal)
                 sha = ""
                 if done.end >= 0 and start >= 0:
