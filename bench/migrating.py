@@ -263,6 +263,7 @@ def tools(
 def rounds(rows: list[Row], scratch: Path, runs: int) -> dict[str, list[float]]:
     """Wall seconds per row, `runs` interleaved rounds after one warm-up round."""
     times: dict[str, list[float]] = {name: [] for name, *_ in rows}
+    CPU.clear()  # this size's only: the report's median must not mix sizes
     for i in range(runs + 1):
         for name, base, steps, env, prepare in rows:
             run = scratch / "run"
