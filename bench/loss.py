@@ -8,7 +8,7 @@ in rounds so that a loaded machine drifts evenly over every variant:
 - `sqlite3`: the manual path, `sqlite3 app.db < 003.sql` (one transaction, nothing checked);
 - `cp + sqlite3`: the manual path with a backup first (`cp` + `sync`, then the same);
 - `preflight, no accounting`: `preflight migrate` with the loss ledger switched off
-  (`Ledger.begin` patched to count nothing: the start as it was before issue 24);
+  (`Ledger` given no planned migration, so it counts nothing: the start as it was before issue 24);
 - `preflight`: `preflight migrate` as shipped.
 
 And the no-op start (`python3 -S entrypoint.py true` on the migrated database) for each
@@ -49,8 +49,9 @@ COMMIT;
 # The start as it was before issue 24: the ledger counts nothing.
 NO_ACCOUNTING = (
     "import sys; from preflight.live import ledger; "
-    "ledger.Ledger.begin = classmethod(lambda cls, conn, planned, policy, lineage: "
-    "cls(conn, planned, policy, lineage)); "
+    "init = ledger.Ledger.__init__; "
+    "ledger.Ledger.__init__ = lambda self, conn, planned, policy, lineage: "
+    "init(self, conn, (), policy, lineage); "
     "from preflight.entry import main; sys.argv[0] = 'preflight'; main()"
 )
 
