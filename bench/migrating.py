@@ -1,9 +1,11 @@
 """The migrating start by database size (issue 20), against what an operator would run.
 
-Usage: python bench/migrating.py [--sizes 1024,4096] [--runs 5] [--xfs] [--dir DIR]
+Usage: python bench/migrating.py [--sizes 1024,4096] [--runs 5] [--xfs] [--small] [--dir DIR]
 
 One pending migration, ADD COLUMN and CREATE INDEX on the big table (the same SQL for
-every row), on a StarPunk database filled with notes to each size. Rows:
+every row), on a StarPunk database filled with notes to each size; with `--small`, the
+ADD COLUMN alone (a schema change that rewrites no row: issue 20's "one small pending
+migration"). Rows:
 
 - preflight: the image's start, `python3 -S entrypoint.py true` (the quick start hands
   over to the full pipeline): lock, inspect, plan, a verified backup (copied, compared
@@ -17,7 +19,9 @@ every row), on a StarPunk database filled with notes to each size. Rows:
   no row waits for other processes' writes), then the SQL through the sqlite3 CLI in one
   transaction (`BEGIN; ...; COMMIT;`): nothing checked;
 - sqlite3 .backup + sync backup.db, then the same SQL: a consistent backup, unchecked;
-- dbmate up: the migration alone, no backup.
+- dbmate up: the migration alone, no backup;
+- plain copy: `cp --reflink=never` + `sync` of the file alone (the yardstick of issue 20's
+  XFS goal: a migrating start at most 0.25x a plain copy).
 
 Rounds are interleaved (each round runs every row once; each run on its own fresh copy
 of the database, made before the timed part; `sync` before each run), so a busy moment on
@@ -53,10 +57,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import bench  # noqa: E402
 
-SQL = (
-    "ALTER TABLE notes ADD COLUMN word_count INTEGER NOT NULL DEFAULT 0;\n"
-    "CREATE INDEX idx_notes_word_count ON notes(word_count);\n"
-)
+SMALL = "ALTER TABLE notes ADD COLUMN word_count INTEGER NOT NULL DEFAULT 0;\n"
+SQL = SMALL + "CREATE INDEX idx_notes_word_count ON notes(word_count);\n"
 MIB = 1 << 20
 
 
@@ -65,11 +67,14 @@ def main() -> int:
     parser.add_argument("--sizes", default="1024,4096", help="MiB, comma-separated")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--xfs", action="store_true", help="also on a loop-mounted XFS (root)")
+    parser.add_argument("--small", action="store_true", help="the ADD COLUMN alone, no index")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder")
     parser.add_argument("--peers", type=Path, default=HERE / ".peers")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    global DBMATE
+    global DBMATE, SQL
+    if args.small:
+        SQL = SMALL
     dbmate = next(iter(sorted(args.peers.glob("node_modules/@dbmate/*/bin/dbmate"))), None)
     DBMATE = str(dbmate or "")
     cli = shutil.which("sqlite3")
@@ -257,6 +262,16 @@ def tools(
                 nothing,
             )
         )
+    plain = [[*never, "app.db", "copy.db"], ["sync", "copy.db"]]
+    out.append(
+        (
+            "plain copy: cp --reflink=never + sync",
+            bases["preflight"],
+            lambda run: plain,
+            {},
+            nothing,
+        )
+    )
     return out
 
 
