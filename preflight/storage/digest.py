@@ -75,14 +75,15 @@ def hash_chunk(fd: int, pos: int, n: int, update: Callable[[Any], object]) -> No
     update(buffer)
 
 
-def hash_file(path: Path, kind: str = TREE) -> str:
-    """The `kind` hex of a file the guard just wrote: a tree on every CPU, a plain sha256 on one."""
+def hash_file(path: Path, kind: str = TREE, chunk: int = CHUNK) -> str:
+    """The `kind` hex of a file the guard just wrote: a tree of `chunk`-byte leaves on every
+    CPU, a plain sha256 on one."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     leaves = Leaves(fd, kind)
     try:
         size = os.fstat(fd).st_size
-        for pos in range(0, size, CHUNK):
-            leaves.add(pos, min(CHUNK, size - pos))
+        for pos in range(0, size, chunk):
+            leaves.add(pos, min(chunk, size - pos))
         out = leaves.hex()
         if os.fstat(fd).st_size != size:
             raise OSError(f"{path} changed size while it was hashed")

@@ -163,7 +163,7 @@ def copy_hashed(
             # After the clone: a write before or during it shows in the ctime now.
             if stamp is not None and stamp == unchanged.stamp_of(os.fstat(fin)):
                 return f"{CLONE}, unchanged since it was verified ({unchanged.STAMPED})", ""
-            return CLONE, digest.hash_file(dst, recorded.kind)
+            return CLONE, digest.hash_file(dst, recorded.kind, recorded.chunk)
         if recorded is not None:
             how = f"{KERNEL[:-1]}, each chunk hashed as written)"
             return how, digest.copy_checked(

@@ -138,12 +138,17 @@ def test_a_restore_on_xfs_clones_and_is_byte_identical(cli, here):
     assert count(db) == 3000 and backup.quick_check_file(db) == "ok"
 
 
-def test_a_clone_of_a_backup_touched_since_it_was_taken_is_hashed_before_use(cli, here):
+@pytest.mark.parametrize("leaves", [8 << 20, 1 << 20], ids=["as-taken", "other-leaves"])
+def test_a_clone_of_a_backup_touched_since_it_was_taken_is_hashed_before_use(cli, here, leaves):
+    """Hashed by the leaves its record names (`chunk_bytes`), not by this version's."""
     db = here / "app.db"
     make_db(db, rows_=3000)
     assert cli("backup", "--db", db).code == 0
     (taken,) = (here / "backups").glob("*-manual.db")
-    stamp = catalog.record_of(taken)["stamp"]
+    record = catalog.record_of(taken)
+    record.update(chunk_bytes=leaves, sha256_tree=tree_sha(taken, leaves))
+    catalog.record_path(taken).write_text(json.dumps(record))
+    stamp = record["stamp"]
     assert stamp["inode"] == taken.stat().st_ino and stamp["ctime_ns"] == taken.stat().st_ctime_ns
     os.chmod(taken, 0o600)  # same mode, same bytes: only the ctime moves
     assert taken.stat().st_ctime_ns != stamp["ctime_ns"]
