@@ -54,7 +54,7 @@ from preflight.live.database import (
 from preflight.schema import foreignkeys
 from preflight.sources.filesource import FileSource
 from preflight.sources.planner import accepted_part
-from preflight.sources.source import Plan, Source
+from preflight.sources.source import Plan, Run, Source
 from preflight.storage import cache, litestream
 from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step
@@ -446,7 +446,7 @@ def execute(
         _save_record(settings, _record(src.fingerprint, IN_PROGRESS, None, taken, False, 12))
     try:
         with sqlite_temp_folder(db):
-            baseline = src.apply(settings, db, p, progress, "migrate", beside)
+            baseline = src.apply(settings, p, Run(db, "migrate", progress, beside))
             taken = beside.join() if beside else taken
             done = verify(settings, src, db, p, baseline, checked=beside is not None)
         if marked:

@@ -36,7 +36,7 @@ from preflight.live import history, loss
 from preflight.live.database import assert_not_busy, connect, inspect, live_state
 from preflight.schema import drift, foreignkeys
 from preflight.sources import downgrade
-from preflight.sources.source import Source, Stamp
+from preflight.sources.source import Run, Source, Stamp
 from preflight.storage import backup, catalog
 from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step
@@ -160,7 +160,7 @@ def _assess(settings: Settings, command: str, src: Source, known: Assessment) ->
                 # made only if the rehearsal shows rows gone (the snapshot is rehearsed on).
                 progress: dict[str, Any] = {"old_rows": _copy_once(settings.db, tmp)}
                 try:
-                    baseline = src.apply(settings, snap, p, progress, "rehearse")
+                    baseline = src.apply(settings, p, Run(snap, "rehearse", progress))
                     if live_state(settings.db) != before:
                         raise UsageError(
                             f"the migrations did not write the database they were given "

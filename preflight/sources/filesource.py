@@ -9,7 +9,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from preflight import schema
 from preflight.core import faults, signals
@@ -33,7 +33,7 @@ from preflight.schema import foreignkeys
 from preflight.schema.statements import RUN
 from preflight.sources import downgrade, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
-from preflight.sources.source import Beside, Json, Plan, Stamp
+from preflight.sources.source import Json, Plan, Run, Stamp
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
@@ -172,21 +172,14 @@ class FileSource:
     def describe(self, rec: tuple[str, ...] | None) -> str:
         return f"{len(rec or ())} applied"
 
-    def apply(
-        self,
-        settings: Settings,
-        db: Path,
-        p: Plan,
-        progress: dict[str, Any],
-        label: str,
-        beside: Beside | None = None,
-    ) -> foreignkeys.Before:
+    def apply(self, settings: Settings, p: Plan, run: Run) -> foreignkeys.Before:
         """`progress["running"]` gets each migration's name as it starts (the failing one also
         as `progress["failing"]`). The history is read again first: a recorded migration never
         runs twice, whatever happened to the lock file."""
         by_name = {m.name: m for m in self.migrations}
         pending = tuple(by_name[n] for n in p.pending)
         undo: tuple[Migration, ...] = p.steps or ()
+        db, label, progress, beside = run.db, run.label, run.progress, run.beside
         progress.setdefault("running", [])
         progress.setdefault("committed", False)
         live = label == "migrate"  # fault points only on the live database, never the rehearsal
@@ -221,7 +214,7 @@ class FileSource:
                 for m in (by_name[n] for n in p.adopt):
                     history.record(conn, m, "adopted", 0.0)
 
-                def run(m: Migration) -> float:
+                def run_one(m: Migration) -> float:
                     ledger.migration(m.name)
                     start = time.perf_counter()
                     try:
@@ -233,11 +226,11 @@ class FileSource:
                     return (time.perf_counter() - start) * 1000
 
                 if p.undo:  # a downgrade: the stored down steps, newest first
-                    downgrade.run(conn, p, run, progress, label, settings.strict)
+                    downgrade.run(conn, p, run_one, progress, label, settings.strict)
                 for m in pending:
                     progress["running"].append(m.name)
                     with step(label) as info:
-                        history.record(conn, m, "applied", run(m))
+                        history.record(conn, m, "applied", run_one(m))
                         downgrade.keep(conn, m)  # its down step, for an older image
                         info["what"] = m.name
                 ledger.close(progress)  # what the run destroyed: reported, or refused here

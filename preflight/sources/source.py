@@ -58,6 +58,19 @@ class Beside(Protocol):
         """Before COMMIT; raising rolls the run back."""
 
 
+@dataclass(frozen=True)
+class Run:
+    """Where and how `apply` runs a plan: the file (the live database, or a rehearsal's
+    copy), its step label, the state it shares with the caller, and what runs beside it."""
+
+    db: Path
+    label: str  # "migrate" on the live database, "rehearse" on a copy
+    # "committed" turns True once the database may have changed; "old_rows": where the
+    # loss ledger reads what a run destroyed.
+    progress: dict[str, Any]
+    beside: Beside | None = None  # only for an `atomic` source
+
+
 class Source(Protocol):
     """A migration source. `name` is 'files' or the tool's name (`--tool`)."""
 
@@ -85,18 +98,8 @@ class Source(Protocol):
     ) -> tuple[Plan, str | None]:
         """`plan` for `status`, which runs no migration code: (plan, why drift was not checked)."""
 
-    def apply(
-        self,
-        settings: Settings,
-        db: Path,
-        p: Plan,
-        progress: dict[str, Any],
-        label: str,
-        beside: Beside | None = None,
-    ) -> foreignkeys.Before:
-        """Run the plan on `db`; returns the foreign-key baseline (violations before it).
-        `progress["committed"]` turns True once the database may have changed. `beside`:
-        only for an `atomic` source."""
+    def apply(self, settings: Settings, p: Plan, run: Run) -> foreignkeys.Before:
+        """Run the plan on `run.db`; returns the foreign-key baseline (violations before it)."""
 
     def compared(self, live: schema.Schema) -> schema.Schema:
         """The live schema as compared with the expected one (without the source's table)."""

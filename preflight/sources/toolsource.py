@@ -9,7 +9,6 @@ from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from preflight import schema
 from preflight.core import proc, signals
@@ -23,7 +22,7 @@ from preflight.live.toolrun import ToolRun
 from preflight.schema import drift, foreignkeys
 from preflight.schema.sqltext import fold
 from preflight.sources import declarations, tools, toolscratch
-from preflight.sources.source import Beside, Json, Plan, Stamp
+from preflight.sources.source import Json, Plan, Run, Stamp
 from preflight.sources.tools import Tool
 from preflight.sources.toolscratch import Expected
 from preflight.storage import backup
@@ -205,18 +204,15 @@ class ToolSource:
             details=(f"drift: {d.message()}" for d in errors[:20]),
         )
 
-    def apply(
-        self,
-        settings: Settings,
-        db: Path,
-        p: Plan,
-        progress: dict[str, Any],
-        label: str,
-        beside: Beside | None = None,  # never given: a tool commits as it goes
-    ) -> foreignkeys.Before:
+    def apply(self, settings: Settings, p: Plan, run: Run) -> foreignkeys.Before:
         # The commands recording an adoption (then migrate, if anything is pending), and what
         # the pending migrations' files declare (`_plan`).
         stamps, declared = p.steps
+        db, label, progress = (
+            run.db,
+            run.label,
+            run.progress,
+        )  # never a `beside`: it commits as it goes
         baseline: foreignkeys.Before = Counter()
         if db.exists() and db.stat().st_size > 0:
             with closing(connect_ro(db)) as conn:
