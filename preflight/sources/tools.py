@@ -160,9 +160,15 @@ TOOLS["django"] = Tool(
 def stamp_commands(
     tool: Tool, revisions: tuple[str, ...], rev: str, command: list[str]
 ) -> list[list[str]]:
+    """The commands recording `rev` as applied without running anything."""
     if tool.stamp_steps is not None:
         return tool.stamp_steps(revisions, rev, command)
-    assert tool.stamp_cmd is not None
+    if tool.stamp_cmd is None:
+        raise UsageError(
+            f"{tool.name} has no command recording a version without running migrations "
+            f"(needed to record {rev})",
+            f"record it with {tool.name}'s own means, then start again",
+        )
     return [step_command(tool, command, tool.stamp_cmd(rev))]
 
 

@@ -195,12 +195,14 @@ class ToolSource:
         errors = drift.errors(
             drift.diff(exp.schema_at(exp.head(), tool.table), live), settings.strict
         )
-        last = tools.stamp_commands(tool, exp.revisions, exp.head(), list(tool.command))[-1]
+        hint = "bring it to a revision's schema, or record one by hand"
+        if tool.stamp_cmd or tool.stamp_steps:
+            last = tools.stamp_commands(tool, exp.revisions, exp.head(), list(tool.command))[-1]
+            hint += f" ('preflight stamp REV': {' '.join(last)})"
         raise DriftError(
             f"{db} has tables but no {tool.table}, and its schema matches no revision "
             f"({len(errors)} difference(s) from the head {exp.head()})",
-            f"bring it to a revision's schema, or record one by hand ('preflight stamp REV': "
-            f"{' '.join(last)})",
+            hint,
             details=(f"drift: {d.message()}" for d in errors[:20]),
         )
 

@@ -150,3 +150,21 @@ def test_an_app_that_migrates_itself_when_imported_is_named(fresh: Kit) -> None:
     assert "the app migrates its database when it is imported" in result.stderr
     assert "create_app()" in result.stderr and " heads (" not in result.stderr
     assert sha(fresh.db) == before and fresh.recorded() == recorded
+
+
+def test_a_tool_with_no_stamp_refuses_to_record_a_version_and_says_why(source: str) -> None:
+    """docs/tools.md allows adding a tool with no stamp: recording a version (an adoption,
+    `preflight stamp`) is then refused with the reason (exit 2), never an internal error."""
+    from dataclasses import replace
+
+    from preflight.core.errors import UsageError
+    from preflight.sources import tools
+
+    tool = tools.TOOLS[source]
+    revisions = ("notes.0001_initial", "notes.0002_tags")
+    steps = tools.stamp_commands(tool, revisions, revisions[0], list(tool.command))
+    assert steps and all(steps)  # the real tools record a version with their own command
+    stampless = replace(tool, stamp_cmd=None, stamp_steps=None)
+    with pytest.raises(UsageError, match=f"^{source} has no command recording a version") as e:
+        tools.stamp_commands(stampless, revisions, revisions[0], list(tool.command))
+    assert e.value.code == 2 and revisions[0] in e.value.message and e.value.hint
