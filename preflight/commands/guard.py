@@ -10,7 +10,6 @@ from collections import Counter
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from preflight import schema
 from preflight.core import signals, targets
@@ -54,13 +53,17 @@ from preflight.live.database import (
 from preflight.schema import foreignkeys
 from preflight.sources.filesource import FileSource
 from preflight.sources.planner import accepted_part
-from preflight.sources.source import Plan, Run, Source
+from preflight.sources.source import Plan, Run
 from preflight.storage import cache, litestream
 from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
+    from typing import Any
+
     from preflight.schema import drift
+    from preflight.sources.source import Source
 
 log = logging.getLogger("preflight")
 RETRIES = 3  # re-plans after another guard changed the history under this one

@@ -8,13 +8,15 @@ import os
 import sqlite3
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from preflight.core.errors import HistoryError
 from preflight.core.files import fsync_dir, write_atomic
 from preflight.fast.facts import now as now
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
+    from typing import Protocol, TypeVar
+
     from preflight.schema.drift import Difference
 
 HISTORY = "_preflight_history"
@@ -74,20 +76,21 @@ def has_table(conn: sqlite3.Connection, table: str) -> bool:
     return found.fetchone() is not None
 
 
-class Identity(Protocol):
-    """What the history knows of a `migrations.Migration`."""
+if TYPE_CHECKING:  # for the type checker: nothing asks for it at run time
 
-    @property
-    def version(self) -> int: ...
+    class Identity(Protocol):
+        """What the history knows of a `migrations.Migration`."""
 
-    @property
-    def name(self) -> str: ...
+        @property
+        def version(self) -> int: ...
 
-    @property
-    def sha256(self) -> str: ...
+        @property
+        def name(self) -> str: ...
 
+        @property
+        def sha256(self) -> str: ...
 
-M = TypeVar("M", bound=Identity)
+    M = TypeVar("M", bound=Identity)
 
 
 def pending(applied: tuple[Applied, ...], migrations: tuple[M, ...]) -> tuple[M, ...]:

@@ -8,17 +8,20 @@ import logging
 import sqlite3
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
 
 from preflight.schema import sqltext
 from preflight.schema.sqltext import quote
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
+    from typing import Any
+
     from preflight.schema.lineage import Lineage, RunTable
 
 log = logging.getLogger("preflight")
 
-Key = tuple[Any, ...]  # (table, parent, columns, values) in lower case
+if TYPE_CHECKING:
+    Key = tuple[Any, ...]  # (table, parent, columns, values) in lower case
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,8 @@ def watch(conn: sqlite3.Connection, found: list[Violation]) -> Baseline:
     return Baseline(tuple(found), lineage)
 
 
-Before = Baseline | Counter[Key]  # what `introduced` compares a run's result with
+if TYPE_CHECKING:
+    Before = Baseline | Counter[Key]  # what `introduced` compares a run's result with
 
 
 def baseline(found: list[Violation]) -> Counter[Key]:

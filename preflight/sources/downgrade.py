@@ -10,7 +10,6 @@ from contextlib import closing
 from dataclasses import dataclass, replace
 from itertools import takewhile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from preflight import schema
 from preflight.core.errors import HistoryError, HistoryMoved, MigrationFailed
@@ -26,7 +25,10 @@ from preflight.sources.source import Plan
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
+    from typing import Any
+
     from preflight.sources.functions import AppFunctions
 
 log = logging.getLogger("preflight")

@@ -9,7 +9,6 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from preflight import schema
 from preflight.core import faults, signals
@@ -33,12 +32,14 @@ from preflight.schema import foreignkeys
 from preflight.schema.statements import RUN
 from preflight.sources import downgrade, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
-from preflight.sources.source import Json, Plan, Run, Stamp
+from preflight.sources.source import Plan, Run, Stamp
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     from preflight.schema.drift import Difference
+    from preflight.sources.source import Json
 
 log = logging.getLogger("preflight")
 

@@ -9,6 +9,7 @@ from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from preflight import schema
 from preflight.core import proc, signals
@@ -22,12 +23,15 @@ from preflight.live.toolrun import ToolRun
 from preflight.schema import drift, foreignkeys
 from preflight.schema.sqltext import fold
 from preflight.sources import declarations, tools, toolscratch
-from preflight.sources.source import Json, Plan, Run, Stamp
+from preflight.sources.source import Plan, Run, Stamp
 from preflight.sources.tools import Tool
 from preflight.sources.toolscratch import Expected
 from preflight.storage import backup
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
+
+if TYPE_CHECKING:
+    from preflight.sources.source import Json
 
 log = logging.getLogger("preflight")
 

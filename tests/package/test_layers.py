@@ -247,6 +247,7 @@ NOT_IN_A_FRESH_BUILD = (
     "subprocess",
     "tempfile",
     "shutil",  # SQLite's emptied temp folder is removed with os.rmdir
+    "typing",  # protocols, type variables and aliases are the type checker's alone
 )
 
 
