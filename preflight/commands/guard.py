@@ -62,6 +62,7 @@ TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     from typing import Any
 
+    from preflight.live.records import FailureRecord
     from preflight.schema import drift
     from preflight.sources.source import Source
 
@@ -391,13 +392,15 @@ def _record(
     taken: Path | None,
     restored: bool,
     code: int = MigrationFailed.code,
-) -> history.FailureRecord:
-    return history.FailureRecord(
+) -> FailureRecord:
+    from preflight.live.records import FailureRecord  # a start that failed
+
+    return FailureRecord(
         fingerprint, history.now(), code, reason, failing, str(taken) if taken else None, restored
     )
 
 
-def _save_record(settings: Settings, record: history.FailureRecord | None) -> None:
+def _save_record(settings: Settings, record: FailureRecord | None) -> None:
     """Write (or with None remove) the failure record; a full disk must not hide the real error."""
     try:
         if record is None:
