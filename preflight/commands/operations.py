@@ -42,6 +42,7 @@ from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step
 
 if TYPE_CHECKING:
+    from preflight.schema.violation import Violation
     from preflight.sources.source import Source
 
 log = logging.getLogger("preflight")
@@ -212,7 +213,7 @@ def _copy_once(db: Path, folder: Path) -> Callable[[], Path | None]:
 
 def _read_copy(
     snap: Path, source: str, saved: Path
-) -> tuple[list[foreignkeys.Violation], list[dict[str, object]]]:
+) -> tuple[list[Violation], list[dict[str, object]]]:
     """The private copy's foreign-key violations and what the last run that migrated
     recorded it destroyed (none without a database)."""
     if not snap.exists() or snap.stat().st_size == 0:

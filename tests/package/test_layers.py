@@ -230,6 +230,7 @@ NOT_IN_A_FRESH_BUILD = (
     "preflight.schema.objects",  # tables, columns and indexes are read, never built
     "preflight.schema.drift",
     "preflight.schema.lineage",  # no table before the run: no orphan to follow
+    "preflight.schema.violation",  # a clean build reports none
     "preflight.sources.functions",  # only with --functions
     "preflight.sources.toolsource",
     "preflight.storage.backup",
