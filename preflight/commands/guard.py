@@ -73,10 +73,12 @@ IN_PROGRESS = "a run of the migration tool was in progress and did not finish"
 
 @dataclass(frozen=True)
 class VerifiedState:
-    """What verify proved after migrating: the schema text it hashed and the extras it saw."""
+    """What verify proved after migrating: the schema text it hashed, the extras it saw, and
+    the version the database records (read on the same connection: the cache's key)."""
 
     schema_hash: str
     extras: tuple[str, ...] = ()
+    recorded: tuple[str, ...] | None = None
 
 
 def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
@@ -308,7 +310,7 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
     # policy asked for; otherwise a hit needs no rewrite: a no-op start writes nothing.
     recorded = trusted.checked_at if trusted else 0
     if done.schema_hash and (not insp.trusted or (checked and isinstance(settings.integrity, int))):
-        final = src.recorded(db) if p.writes else rec
+        final = done.recorded if p.writes else rec
         cache.write(
             settings.cache_path,
             cache.Verified(
@@ -559,8 +561,8 @@ def verify(
     COMMIT, `backup.Beside`), no new foreign-key violation, smoke exits 0. Returns what it
     proved, for the cache."""
     with step(label) as info:
-        src.check_recorded(db, p)
         with closing(connect(db, settings.lock_timeout)) as conn:
+            recorded = src.check_recorded(conn, p)
             verified = cache.schema_hash(conn)
             found: list[drift.Difference] = []
             errors: list[drift.Difference] = []
@@ -592,7 +594,7 @@ def verify(
         if settings.smoke:
             smoke(settings, db)
             info["what"] += ", smoke ok"
-    return VerifiedState(verified, extras)
+    return VerifiedState(verified, extras, recorded)
 
 
 def smoke(settings: Settings, db: Path) -> None:

@@ -116,8 +116,9 @@ if TYPE_CHECKING:
         def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:
             """Record `version` without running anything; returns what it did, for the log."""
 
-        def check_recorded(self, db: Path, p: Plan) -> None:
-            """After a run: the database records the head of the plan; MigrationFailed if not."""
+        def check_recorded(self, conn: sqlite3.Connection, p: Plan) -> tuple[str, ...] | None:
+            """After a run: the database records the head of the plan (MigrationFailed if
+            not); what it records."""
 
         def applied(self, insp: Inspection, rec: tuple[str, ...] | None) -> tuple[Json, ...]:
             """The applied migrations for `status`, oldest first."""
