@@ -9,7 +9,6 @@ import os
 import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
 
 from preflight import __version__
 from preflight.commands.outcome import Ready, Result
@@ -19,6 +18,7 @@ from preflight.fast import facts
 from preflight.fast.facts import Proof
 from preflight.storage.config import Settings, add_options, resolve
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     import argparse
 

@@ -10,7 +10,6 @@ from collections import Counter
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from preflight import schema
 from preflight.core import signals, targets
@@ -54,13 +53,18 @@ from preflight.live.database import (
 from preflight.schema import foreignkeys
 from preflight.sources.filesource import FileSource
 from preflight.sources.planner import accepted_part
-from preflight.sources.source import Plan, Run, Source
+from preflight.sources.source import Plan, Run
 from preflight.storage import cache, litestream
 from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
+    from typing import Any
+
+    from preflight.live.records import FailureRecord
     from preflight.schema import drift
+    from preflight.sources.source import Source
 
 log = logging.getLogger("preflight")
 RETRIES = 3  # re-plans after another guard changed the history under this one
@@ -69,10 +73,12 @@ IN_PROGRESS = "a run of the migration tool was in progress and did not finish"
 
 @dataclass(frozen=True)
 class VerifiedState:
-    """What verify proved after migrating: the schema text it hashed and the extras it saw."""
+    """What verify proved after migrating: the schema text it hashed, the extras it saw, and
+    the version the database records (read on the same connection: the cache's key)."""
 
     schema_hash: str
     extras: tuple[str, ...] = ()
+    recorded: tuple[str, ...] | None = None
 
 
 def refuse_if_failed(settings: Settings, fingerprint: str) -> None:
@@ -304,7 +310,7 @@ def _start_locked(settings: Settings, src: Source, proved: bool = False) -> None
     # policy asked for; otherwise a hit needs no rewrite: a no-op start writes nothing.
     recorded = trusted.checked_at if trusted else 0
     if done.schema_hash and (not insp.trusted or (checked and isinstance(settings.integrity, int))):
-        final = src.recorded(db) if p.writes else rec
+        final = done.recorded if p.writes else rec
         cache.write(
             settings.cache_path,
             cache.Verified(
@@ -388,13 +394,15 @@ def _record(
     taken: Path | None,
     restored: bool,
     code: int = MigrationFailed.code,
-) -> history.FailureRecord:
-    return history.FailureRecord(
+) -> FailureRecord:
+    from preflight.live.records import FailureRecord  # a start that failed
+
+    return FailureRecord(
         fingerprint, history.now(), code, reason, failing, str(taken) if taken else None, restored
     )
 
 
-def _save_record(settings: Settings, record: history.FailureRecord | None) -> None:
+def _save_record(settings: Settings, record: FailureRecord | None) -> None:
     """Write (or with None remove) the failure record; a full disk must not hide the real error."""
     try:
         if record is None:
@@ -553,8 +561,8 @@ def verify(
     COMMIT, `backup.Beside`), no new foreign-key violation, smoke exits 0. Returns what it
     proved, for the cache."""
     with step(label) as info:
-        src.check_recorded(db, p)
         with closing(connect(db, settings.lock_timeout)) as conn:
+            recorded = src.check_recorded(conn, p)
             verified = cache.schema_hash(conn)
             found: list[drift.Difference] = []
             errors: list[drift.Difference] = []
@@ -586,7 +594,7 @@ def verify(
         if settings.smoke:
             smoke(settings, db)
             info["what"] += ", smoke ok"
-    return VerifiedState(verified, extras)
+    return VerifiedState(verified, extras, recorded)
 
 
 def smoke(settings: Settings, db: Path) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from preflight.commands.guard import (
     given_tables,
@@ -36,10 +36,14 @@ from preflight.live import history, loss
 from preflight.live.database import assert_not_busy, connect, inspect, live_state
 from preflight.schema import drift, foreignkeys
 from preflight.sources import downgrade
-from preflight.sources.source import Run, Source, Stamp
+from preflight.sources.source import Run, Stamp
 from preflight.storage import backup, catalog
 from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step
+
+if TYPE_CHECKING:
+    from preflight.schema.violation import Violation
+    from preflight.sources.source import Source
 
 log = logging.getLogger("preflight")
 
@@ -209,7 +213,7 @@ def _copy_once(db: Path, folder: Path) -> Callable[[], Path | None]:
 
 def _read_copy(
     snap: Path, source: str, saved: Path
-) -> tuple[list[foreignkeys.Violation], list[dict[str, object]]]:
+) -> tuple[list[Violation], list[dict[str, object]]]:
     """The private copy's foreign-key violations and what the last run that migrated
     recorded it destroyed (none without a database)."""
     if not snap.exists() or snap.stat().st_size == 0:

@@ -4,11 +4,14 @@ Apart from `results`: creating those classes at import was a fresh build's large
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
 
 from preflight.core.errors import PreflightError
 
-Json = dict[str, Any]
+TYPE_CHECKING = False  # typing's, without importing typing on a start
+if TYPE_CHECKING:
+    from typing import Any
+
+    Json = dict[str, Any]
 
 
 @dataclass(frozen=True, kw_only=True)

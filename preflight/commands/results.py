@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from preflight.commands.outcome import Json, Result
+from preflight.commands.outcome import Result
+
+TYPE_CHECKING = False  # typing's, without importing typing on a start
+if TYPE_CHECKING:
+    from preflight.commands.outcome import Json
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from preflight.storage import cache
 
 TYPE_CHECKING = False  # typing's, without importing typing here
 if TYPE_CHECKING:
+    from preflight.live.records import Applied
     from preflight.schema import drift
 
 
@@ -42,7 +43,7 @@ class Inspection:
     existed: bool  # a file was there (possibly zero bytes)
     size: int  # bytes in the main file when inspected
     fresh: bool  # no file, zero bytes, or no objects and no history
-    applied: tuple[history.Applied, ...] | None  # None: no history table
+    applied: tuple[Applied, ...] | None  # None: no history table
     live: schema.Schema | None  # None only when `trusted` (not read)
     schema_hash: str = ""  # cache.schema_hash of the live schema ("" when fresh)
     accepted: tuple[drift.Difference, ...] = ()  # drift.Difference rows accepted by `stamp --force`

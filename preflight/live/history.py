@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from preflight.core.errors import HistoryError
 from preflight.core.files import fsync_dir, write_atomic
 from preflight.fast.facts import now as now
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
+    from typing import Protocol, TypeVar
+
+    from preflight.live.records import Applied, FailureRecord
     from preflight.schema.drift import Difference
 
 HISTORY = "_preflight_history"
@@ -47,22 +50,12 @@ _DDL = (
 )
 
 
-@dataclass(frozen=True)
-class Applied:
-    """One row of _preflight_history."""
-
-    version: int
-    name: str
-    sha256: str
-    applied_at: str
-    duration_ms: float
-    how: str
-
-
 def read(conn: sqlite3.Connection) -> tuple[Applied, ...] | None:
     """The applied migrations in order (None: no history table)."""
     if not has_table(conn, HISTORY):
         return None
+    from preflight.live.records import Applied  # a database with a history only
+
     rows = conn.execute(
         f"SELECT version, name, sha256, applied_at, duration_ms, how FROM {HISTORY} ORDER BY version"
     )
@@ -74,20 +67,21 @@ def has_table(conn: sqlite3.Connection, table: str) -> bool:
     return found.fetchone() is not None
 
 
-class Identity(Protocol):
-    """What the history knows of a `migrations.Migration`."""
+if TYPE_CHECKING:  # for the type checker: nothing asks for it at run time
 
-    @property
-    def version(self) -> int: ...
+    class Identity(Protocol):
+        """What the history knows of a `migrations.Migration`."""
 
-    @property
-    def name(self) -> str: ...
+        @property
+        def version(self) -> int: ...
 
-    @property
-    def sha256(self) -> str: ...
+        @property
+        def name(self) -> str: ...
 
+        @property
+        def sha256(self) -> str: ...
 
-M = TypeVar("M", bound=Identity)
+    M = TypeVar("M", bound=Identity)
 
 
 def pending(applied: tuple[Applied, ...], migrations: tuple[M, ...]) -> tuple[M, ...]:
@@ -202,23 +196,13 @@ def keep_accepted(conn: sqlite3.Connection, keep: list[Difference]) -> int:
     return len(gone)
 
 
-@dataclass(frozen=True)
-class FailureRecord:
-    fingerprint: str
-    failed_at: str
-    exit_code: int
-    reason: str
-    migration: str | None
-    backup: str | None
-    restored: bool
-    loss: tuple[str, ...] = ()  # a refused loss: TABLE or TABLE.COLUMN (PREFLIGHT_ACCEPT_LOSS)
-
-
 def read_failure(path: Path) -> FailureRecord | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
             raise TypeError(f"a JSON object expected, not {type(data).__name__}")
+        from preflight.live.records import FailureRecord  # a record was there
+
         # A newer guard's record may carry more: its meaning is in the fields we know.
         known = {f.name for f in fields(FailureRecord)}
         record = FailureRecord(**{k: v for k, v in data.items() if k in known})

@@ -9,14 +9,16 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from preflight.core.targets import Target
 from preflight.fast.facts import now, uri
 from preflight.schema import sqltext, statements
 from preflight.storage.config import Settings
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
+    from typing import Any
+
     from preflight.live.census import Count
     from preflight.live.loss import Entry
     from preflight.schema.lineage import Lineage

@@ -7,50 +7,22 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
 
 from preflight.schema import sqltext
 from preflight.schema.sqltext import quote
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
+    from typing import Any
+
     from preflight.schema.lineage import Lineage, RunTable
+    from preflight.schema.violation import Violation
 
 log = logging.getLogger("preflight")
 
-Key = tuple[Any, ...]  # (table, parent, columns, values) in lower case
-
-
-@dataclass(frozen=True)
-class Violation:
-    table: str
-    rowid: int | None  # None in a WITHOUT ROWID table
-    parent: str
-    columns: tuple[str, ...]
-    values: tuple[object, ...] | None  # the referencing values (None: the row was not found)
-    primary_key: tuple[tuple[str, object], ...] | None = None  # a WITHOUT ROWID row's
-
-    def message(self) -> str:
-        """e.g. 'comments rowid 7 (post_id=42) -> posts'."""
-        if self.rowid is not None:
-            where = f"rowid {self.rowid}"
-        elif self.primary_key is not None:
-            where = "row " + ", ".join(f"{c}={v!r}" for c, v in self.primary_key)
-        else:
-            where = "a WITHOUT ROWID row"
-        if self.values is not None:
-            where += " (" + ", ".join(f"{c}={v!r}" for c, v in zip(self.columns, self.values)) + ")"
-        return f"{self.table} {where} -> {self.parent}"
-
-    def identity(self) -> object:
-        if self.rowid is not None:
-            return self.rowid
-        return None if self.primary_key is None else tuple(v for _, v in self.primary_key)
-
-    def as_dict(self) -> dict[str, object]:
-        found = asdict(self)
-        key = found.pop("primary_key")
-        return found if key is None else {**found, "primary_key": dict(key)}
+if TYPE_CHECKING:
+    Key = tuple[Any, ...]  # (table, parent, columns, values) in lower case
 
 
 def _check(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
@@ -75,10 +47,15 @@ def _check(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
 
 
 def violations(conn: sqlite3.Connection) -> list[Violation]:
+    checked = _check(conn)
+    if not checked:
+        return []
+    from preflight.schema.violation import Violation  # once there is one
+
     found: list[Violation] = []
     keys: dict[str, dict[int, list[tuple[str, str, str | None]]]] = {}
     rowless: dict[tuple[str, int], list[int]] = {}
-    for table, rowid, parent, fkid in _check(conn):
+    for table, rowid, parent, fkid in checked:
         if table not in keys:
             listed = conn.execute(f"PRAGMA foreign_key_list({quote(table)})")
             keys[table] = {}
@@ -165,7 +142,8 @@ def watch(conn: sqlite3.Connection, found: list[Violation]) -> Baseline:
     return Baseline(tuple(found), lineage)
 
 
-Before = Baseline | Counter[Key]  # what `introduced` compares a run's result with
+if TYPE_CHECKING:
+    Before = Baseline | Counter[Key]  # what `introduced` compares a run's result with
 
 
 def baseline(found: list[Violation]) -> Counter[Key]:

@@ -7,10 +7,9 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from itertools import takewhile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from preflight import schema
 from preflight.core.errors import HistoryError, HistoryMoved, MigrationFailed
@@ -26,7 +25,11 @@ from preflight.sources.source import Plan
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
+    from typing import Any
+
+    from preflight.live.records import Stored
     from preflight.sources.functions import AppFunctions
 
 log = logging.getLogger("preflight")
@@ -44,21 +47,6 @@ NOT_CHECKED = (
     "not checked: the database is above this image's last migration (a downgrade); "
     "run `preflight check` to rehearse it"
 )
-
-
-@dataclass(frozen=True)
-class Stored:
-    """One row of `_preflight_down`: the down step of the migration applied as `name`."""
-
-    version: int
-    name: str
-    migration_sha256: str  # the migration's, as in the history: the step belongs to it
-    sha256: str  # of `sql`
-    sql: str
-
-    def fits(self, a: history.Applied) -> bool:
-        """This step undoes exactly the migration the history records."""
-        return (self.version, self.name, self.migration_sha256) == (a.version, a.name, a.sha256)
 
 
 def _sha(text: str) -> str:
@@ -138,6 +126,8 @@ def _exists(conn: sqlite3.Connection) -> bool:
 def stored(conn: sqlite3.Connection) -> dict[int, Stored]:
     if not _exists(conn):
         return {}
+    from preflight.live.records import Stored  # a database that kept down steps only
+
     rows = conn.execute(f"SELECT version, name, migration_sha256, sha256, sql FROM {DOWN}")
     return {row[0]: Stored(*row) for row in rows}
 

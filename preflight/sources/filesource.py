@@ -9,7 +9,6 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from preflight import schema
 from preflight.core import faults, signals
@@ -25,7 +24,7 @@ from preflight.core.errors import (
     UsageError,
 )
 from preflight.core.transaction import immediate
-from preflight.fast.facts import Proof
+from preflight.fast.facts import Proof, recorded_in
 from preflight.live import history
 from preflight.live.database import Inspection, connect, recorded
 from preflight.live.ledger import Ledger, Planned, Policy
@@ -33,12 +32,14 @@ from preflight.schema import foreignkeys
 from preflight.schema.statements import RUN
 from preflight.sources import downgrade, planner
 from preflight.sources.migrations import Migration, discover, run_body, set_fingerprint
-from preflight.sources.source import Json, Plan, Run, Stamp
+from preflight.sources.source import Plan, Run, Stamp
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     from preflight.schema.drift import Difference
+    from preflight.sources.source import Json
 
 log = logging.getLogger("preflight")
 
@@ -157,14 +158,16 @@ class FileSource:
             f"({len(upto)} recorded, {removed} removed)"
         )
 
-    def check_recorded(self, db: Path, p: Plan) -> None:
-        now = self.recorded(db) or ()
+    def check_recorded(self, conn: sqlite3.Connection, p: Plan) -> tuple[str, ...] | None:
+        found = recorded_in(conn, self.name)
+        now = found or ()
         if len(now) != len(self.migrations) and p.writes:
             raise MigrationFailed(
                 f"verification: the history records {len(now)} migration(s), not the "
                 f"{len(self.migrations)} of the plan",
                 "start again",
             )
+        return found
 
     def applied(self, insp: Inspection, rec: tuple[str, ...] | None) -> tuple[Json, ...]:
         return tuple(dict(a.__dict__) for a in insp.applied or ())

@@ -13,12 +13,13 @@ from preflight.sources.source import Plan
 
 TYPE_CHECKING = False  # typing's, without importing typing here
 if TYPE_CHECKING:
+    from preflight.live.records import Applied
     from preflight.schema import drift
 
 log = logging.getLogger("preflight")
 
 
-def history_key(applied: tuple[history.Applied, ...] | None) -> tuple[tuple[int, str], ...] | None:
+def history_key(applied: tuple[Applied, ...] | None) -> tuple[tuple[int, str], ...] | None:
     return None if applied is None else tuple((a.version, a.sha256) for a in applied)
 
 

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
 
 from preflight import schema
 from preflight.live.database import Inspection
 from preflight.schema import foreignkeys
 from preflight.storage.config import Settings
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     import sqlite3
+    from typing import Any, Protocol
 
     from preflight.schema import drift
 
-Json = dict[str, Any]
+    Json = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,6 @@ class Stamp:
     taken: Path | None  # the verified backup taken just before (None: PREFLIGHT_BACKUP=never)
 
 
-class Beside(Protocol):
-    """What runs beside an atomic `apply`'s transaction (`backup.Beside`)."""
-
-    def begin(self, conn: sqlite3.Connection) -> None:
-        """After BEGIN IMMEDIATE, before the first write."""
-
-    def end(self, conn: sqlite3.Connection) -> None:
-        """Before COMMIT; raising rolls the run back."""
-
-
 @dataclass(frozen=True)
 class Run:
     """Where and how `apply` runs a plan: the file (the live database, or a rehearsal's
@@ -71,52 +62,66 @@ class Run:
     beside: Beside | None = None  # only for an `atomic` source
 
 
-class Source(Protocol):
-    """A migration source. `name` is 'files' or the tool's name (`--tool`)."""
+# The interface, for the type checker (mypy --strict checks every source against it); at run
+# time nothing asks for it, so a start does not import typing to build it.
+if TYPE_CHECKING:
 
-    @property
-    def name(self) -> str: ...
+    class Beside(Protocol):
+        """What runs beside an atomic `apply`'s transaction (`backup.Beside`)."""
 
-    @property
-    def fingerprint(self) -> str: ...  # of the migration set
+        def begin(self, conn: sqlite3.Connection) -> None:
+            """After BEGIN IMMEDIATE, before the first write."""
 
-    @property
-    def names(self) -> tuple[str, ...]: ...  # its migrations, in order
+        def end(self, conn: sqlite3.Connection) -> None:
+            """Before COMMIT; raising rolls the run back."""
 
-    @property
-    def atomic(self) -> bool:
-        """Apply runs in one transaction: killed or failed before COMMIT, nothing changed."""
+    class Source(Protocol):
+        """A migration source. `name` is 'files' or the tool's name (`--tool`)."""
 
-    def recorded(self, db: Path) -> tuple[str, ...] | None:
-        """The version the database records, as text rows (None: no version table)."""
+        @property
+        def name(self) -> str: ...
 
-    def plan(self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None) -> Plan:
-        """Prove the state of a database the cache did not vouch for, and decide. Reads only."""
+        @property
+        def fingerprint(self) -> str: ...  # of the migration set
 
-    def status_plan(
-        self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None
-    ) -> tuple[Plan, str | None]:
-        """`plan` for `status`, which runs no migration code: (plan, why drift was not checked)."""
+        @property
+        def names(self) -> tuple[str, ...]: ...  # its migrations, in order
 
-    def apply(self, settings: Settings, p: Plan, run: Run) -> foreignkeys.Before:
-        """Run the plan on `run.db`; returns the foreign-key baseline (violations before it)."""
+        @property
+        def atomic(self) -> bool:
+            """Apply runs in one transaction: killed or failed before COMMIT, nothing changed."""
 
-    def compared(self, live: schema.Schema) -> schema.Schema:
-        """The live schema as compared with the expected one (without the source's table)."""
+        def recorded(self, db: Path) -> tuple[str, ...] | None:
+            """The version the database records, as text rows (None: no version table)."""
 
-    def stamp_target(
-        self, settings: Settings, insp: Inspection, version: str, force: bool
-    ) -> schema.Schema:
-        """The expected schema at `version`, which `stamp` would record (UsageError if none)."""
+        def plan(self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None) -> Plan:
+            """Prove the state of a database the cache did not vouch for, and decide. Reads only."""
 
-    def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:
-        """Record `version` without running anything; returns what it did, for the log."""
+        def status_plan(
+            self, settings: Settings, insp: Inspection, rec: tuple[str, ...] | None
+        ) -> tuple[Plan, str | None]:
+            """`plan` for `status`, which runs no migration code: (plan, why drift was not checked)."""
 
-    def check_recorded(self, db: Path, p: Plan) -> None:
-        """After a run: the database records the head of the plan; MigrationFailed if not."""
+        def apply(self, settings: Settings, p: Plan, run: Run) -> foreignkeys.Before:
+            """Run the plan on `run.db`; returns the foreign-key baseline (violations before it)."""
 
-    def applied(self, insp: Inspection, rec: tuple[str, ...] | None) -> tuple[Json, ...]:
-        """The applied migrations for `status`, oldest first."""
+        def compared(self, live: schema.Schema) -> schema.Schema:
+            """The live schema as compared with the expected one (without the source's table)."""
 
-    def describe(self, rec: tuple[str, ...] | None) -> str:
-        """The recorded version for a log line."""
+        def stamp_target(
+            self, settings: Settings, insp: Inspection, version: str, force: bool
+        ) -> schema.Schema:
+            """The expected schema at `version`, which `stamp` would record (UsageError if none)."""
+
+        def record_stamp(self, settings: Settings, insp: Inspection, stamp: Stamp) -> str:
+            """Record `version` without running anything; returns what it did, for the log."""
+
+        def check_recorded(self, conn: sqlite3.Connection, p: Plan) -> tuple[str, ...] | None:
+            """After a run: the database records the head of the plan (MigrationFailed if
+            not); what it records."""
+
+        def applied(self, insp: Inspection, rec: tuple[str, ...] | None) -> tuple[Json, ...]:
+            """The applied migrations for `status`, oldest first."""
+
+        def describe(self, rec: tuple[str, ...] | None) -> str:
+            """The recorded version for a log line."""

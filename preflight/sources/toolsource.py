@@ -9,25 +9,31 @@ from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from preflight import schema
 from preflight.core import proc, signals
 from preflight.core.errors import DriftError, HistoryError, MigrationFailed, UsageError
 from preflight.core.targets import Target
 from preflight.fast import toolfiles
-from preflight.fast.facts import Unproven, connect_ro
+from preflight.fast.facts import Unproven, connect_ro, recorded_in
 from preflight.live.database import Inspection, recorded
 from preflight.live.ledger import Policy
 from preflight.live.toolrun import ToolRun
 from preflight.schema import drift, foreignkeys
 from preflight.schema.sqltext import fold
 from preflight.sources import declarations, tools, toolscratch
-from preflight.sources.source import Json, Plan, Run, Stamp
+from preflight.sources.source import Plan, Run, Stamp
 from preflight.sources.tools import Tool
 from preflight.sources.toolscratch import Expected
 from preflight.storage import backup
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from preflight.sources.source import Json
 
 log = logging.getLogger("preflight")
 
@@ -278,10 +284,10 @@ class ToolSource:
             )
         return f"{tool.name} recorded at {version}"
 
-    def check_recorded(self, db: Path, p: Plan) -> None:
+    def check_recorded(self, conn: sqlite3.Connection, p: Plan) -> tuple[str, ...] | None:
         tool = self.tool
         exp = self.expected(None)
-        now = self.recorded(db)
+        now = recorded_in(conn, self.name)
         if not now or set(now) - set(exp.revisions) or toolscratch.state(exp, now, tool) != p.head:
             raise MigrationFailed(
                 f"verification: {tool.name} recorded "
@@ -289,10 +295,10 @@ class ToolSource:
                 f"plan ({len(exp.revisions)} migrations, head {p.head})",
                 f"make the app honour PREFLIGHT_DATABASE_URL: add {tool.fix_line}",
             )
-        with closing(connect_ro(db)) as conn:
-            left = leftovers(self.compared(schema.snapshot(conn)), tool)
+        left = leftovers(self.compared(schema.snapshot(conn)), tool)
         if left:
             raise MigrationFailed(f"verification: {', '.join(left)} left behind", "")
+        return now
 
 
 def _after(exp: Expected, rec: tuple[str, ...], tool: Tool) -> tuple[str, ...]:

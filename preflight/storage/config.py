@@ -10,7 +10,6 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
 
 from preflight.core import targets
 from preflight.core.errors import EnvironmentProblem, UsageError
@@ -26,8 +25,10 @@ from preflight.fast.facts import (
 )
 from preflight.fast.facts import OPTIONS as ROWS
 
+TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 TOOL_NAMES = ("files", "alembic", "flask-migrate", "django")  # tools.TOOLS' keys, not imported
 
@@ -259,4 +260,5 @@ def resolve(args: object, environ: Mapping[str, str]) -> Settings:
         litestream=values["litestream"] or "litestream",
         accept_loss=values["accept_loss"] or (),
     )
-    return Settings(**cast("dict[str, Any]", values))
+    typed: dict[str, Any] = values  # each parser gave its field's type (above)
+    return Settings(**typed)

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 from preflight.core import ancestry
 from preflight.core.errors import (
@@ -22,6 +21,10 @@ from preflight.core.errors import (
 from preflight.core.files import fsync_dir, fsync_file
 from preflight.fast.facts import DATA_SIDECARS, probe, quick_check, which
 from preflight.storage.config import Settings
+
+TYPE_CHECKING = False  # typing's, without importing typing on a start
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("preflight")
 

@@ -230,6 +230,7 @@ NOT_IN_A_FRESH_BUILD = (
     "preflight.schema.objects",  # tables, columns and indexes are read, never built
     "preflight.schema.drift",
     "preflight.schema.lineage",  # no table before the run: no orphan to follow
+    "preflight.schema.violation",  # a clean build reports none
     "preflight.sources.functions",  # only with --functions
     "preflight.sources.toolsource",
     "preflight.storage.backup",
@@ -241,12 +242,14 @@ NOT_IN_A_FRESH_BUILD = (
     "preflight.live.census",
     "preflight.live.loss",
     "preflight.live.vanished",
+    "preflight.live.records",  # no history row, kept down step or failure record to read
     "argparse",
     "gettext",
     "hashlib",
     "subprocess",
     "tempfile",
     "shutil",  # SQLite's emptied temp folder is removed with os.rmdir
+    "typing",  # protocols, type variables and aliases are the type checker's alone
 )
 
 
