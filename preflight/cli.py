@@ -12,13 +12,12 @@ from types import SimpleNamespace
 
 from preflight import __version__
 from preflight.commands.outcome import Ready, Result
-from preflight.core import errors, faults, signals
+from preflight.core import TYPE_CHECKING, errors, faults, signals
 from preflight.core.errors import PreflightError
 from preflight.fast import facts
 from preflight.fast.facts import Proof
 from preflight.storage.config import Settings, add_options, resolve
 
-TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     import argparse
 

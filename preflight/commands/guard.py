@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from preflight import schema
-from preflight.core import signals, targets
+from preflight.core import TYPE_CHECKING, signals, targets
 from preflight.core.errors import (
     TRANSIENT,
     DatabaseUnusable,
@@ -58,7 +58,6 @@ from preflight.storage import cache, litestream
 from preflight.storage.config import Settings
 from preflight.storage.steps import locked, step
 
-TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     from typing import Any
 

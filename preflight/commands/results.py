@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from preflight.commands.outcome import Result
+from preflight.core import TYPE_CHECKING
 
-TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     from preflight.commands.outcome import Json
 

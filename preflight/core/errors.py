@@ -1,8 +1,9 @@
 """The one exception hierarchy: each subclass carries its exit code (README, "Exit codes";
 `cli.main` alone turns them into exit codes) and a hint."""
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING: the no-op start imports neither typing
-if TYPE_CHECKING:  # nor collections
+from preflight.core import TYPE_CHECKING
+
+if TYPE_CHECKING:
     from collections.abc import Iterable
 
 OK = 0

@@ -9,7 +9,10 @@ import time
 from _collections_abc import Callable, Iterable, Mapping  # loaded by os already: costs nothing
 from os import PathLike
 
-from preflight.core import names  # imports nothing
+from preflight.core import (
+    TYPE_CHECKING,
+    names,  # imports nothing
+)
 from preflight.core.errors import EnvironmentProblem, LockTimeout, UsageError  # no imports
 
 # The C modules that hashlib and sqlite3 wrap, when present: the wrappers import OpenSSL,
@@ -55,7 +58,6 @@ def _import_sqlite3() -> object:
     return _sqlite3
 
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which mypy reads the same way: typing costs
 if TYPE_CHECKING:
     import sqlite3
 else:

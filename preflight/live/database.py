@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preflight import schema
+from preflight.core import TYPE_CHECKING
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem, LockTimeout
 from preflight.core.files import private_folder
 from preflight.fast.facts import (
@@ -24,7 +25,6 @@ from preflight.fast.facts import (
 from preflight.live import history
 from preflight.storage import cache
 
-TYPE_CHECKING = False  # typing's, without importing typing here
 if TYPE_CHECKING:
     from preflight.live.records import Applied
     from preflight.schema import drift

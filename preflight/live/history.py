@@ -9,11 +9,11 @@ import sqlite3
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
+from preflight.core import TYPE_CHECKING
 from preflight.core.errors import HistoryError
 from preflight.core.files import fsync_dir, write_atomic
 from preflight.fast.facts import now as now
 
-TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     from typing import Protocol, TypeVar
 

@@ -10,12 +10,12 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from preflight.core import TYPE_CHECKING
 from preflight.core.targets import Target
 from preflight.fast.facts import now, uri
 from preflight.schema import sqltext, statements
 from preflight.storage.config import Settings
 
-TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     from typing import Any
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from preflight.core import TYPE_CHECKING
 from preflight.schema.model import Schema, ignored, normalize
 
-TYPE_CHECKING = False  # typing's, without importing typing here
 if TYPE_CHECKING:
     import sqlite3
 

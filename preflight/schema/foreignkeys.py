@@ -9,10 +9,10 @@ import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+from preflight.core import TYPE_CHECKING
 from preflight.schema import sqltext
 from preflight.schema.sqltext import quote
 
-TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     from typing import Any
 

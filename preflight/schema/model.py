@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from preflight.core import TYPE_CHECKING
 from preflight.schema.sqltext import canonical, fold, tokens
 
-TYPE_CHECKING = False  # typing's, without importing typing here
 if TYPE_CHECKING:
     from preflight.schema.objects import Index, Table
 

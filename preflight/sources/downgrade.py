@@ -12,6 +12,7 @@ from itertools import takewhile
 from pathlib import Path
 
 from preflight import schema
+from preflight.core import TYPE_CHECKING
 from preflight.core.errors import HistoryError, HistoryMoved, MigrationFailed
 from preflight.core.targets import Target
 from preflight.fast.facts import connect_ro, sha256_bytes
@@ -25,7 +26,6 @@ from preflight.sources.source import Plan
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
-TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     from typing import Any
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preflight import schema
-from preflight.core import faults, signals
+from preflight.core import TYPE_CHECKING, faults, signals
 from preflight.core.errors import (
     TRANSIENT,
     DiskFull,
@@ -36,7 +36,6 @@ from preflight.sources.source import Plan, Run, Stamp
 from preflight.storage.config import Settings
 from preflight.storage.steps import step
 
-TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     from preflight.schema.drift import Difference
     from preflight.sources.source import Json

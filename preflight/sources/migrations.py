@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from preflight.core import names
+from preflight.core import TYPE_CHECKING, names
 from preflight.core.errors import HistoryError, UsageError
 from preflight.core.progress import Meter
 from preflight.core.targets import Target
@@ -25,7 +25,6 @@ from preflight.schema.statements import (
 from preflight.schema.statements import tokens as tokens
 from preflight.sources import declarations
 
-TYPE_CHECKING = False  # typing's, without importing typing here
 if TYPE_CHECKING:
     from preflight.sources.functions import AppFunctions
 

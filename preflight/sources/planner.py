@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 
 from preflight import schema
+from preflight.core import TYPE_CHECKING
 from preflight.core.errors import DriftError
 from preflight.live import history
 from preflight.live.database import Inspection
 from preflight.sources.migrations import Migration, set_fingerprint
 from preflight.sources.source import Plan
 
-TYPE_CHECKING = False  # typing's, without importing typing here
 if TYPE_CHECKING:
     from preflight.live.records import Applied
     from preflight.schema import drift

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preflight import schema
+from preflight.core import TYPE_CHECKING
 from preflight.live.database import Inspection
 from preflight.schema import foreignkeys
 from preflight.storage.config import Settings
 
-TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     import sqlite3
     from typing import Any, Protocol

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from preflight.core import targets
+from preflight.core import TYPE_CHECKING, targets
 from preflight.core.errors import EnvironmentProblem, UsageError
 from preflight.core.targets import Target
 from preflight.fast.facts import (
@@ -25,7 +25,6 @@ from preflight.fast.facts import (
 )
 from preflight.fast.facts import OPTIONS as ROWS
 
-TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     import argparse
     from typing import Any

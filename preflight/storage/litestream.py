@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from preflight.core import ancestry
+from preflight.core import TYPE_CHECKING, ancestry
 from preflight.core.errors import (
     DatabaseUnusable,
     EnvironmentProblem,
@@ -22,7 +22,6 @@ from preflight.core.files import fsync_dir, fsync_file
 from preflight.fast.facts import DATA_SIDECARS, probe, quick_check, which
 from preflight.storage.config import Settings
 
-TYPE_CHECKING = False  # typing's, without importing typing on a start
 if TYPE_CHECKING:
     from typing import Any
 
