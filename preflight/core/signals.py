@@ -8,7 +8,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from preflight.core import TYPE_CHECKING
 from preflight.core.errors import Interrupted
+
+if TYPE_CHECKING:
+    import threading
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 Handler = Callable[[int, FrameType | None], object] | int | None
@@ -63,3 +67,12 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def start(thread: threading.Thread) -> None:
+    """Start a helper thread with SIGTERM/SIGINT blocked in it for good (a thread inherits
+    its creator's mask). The kernel hands a process's signal to any thread not blocking it,
+    and only the main thread runs Python's handlers: a signal a helper took left the main
+    thread asleep in its wait (a `.py` migration's sleep, a join) until that wait ended."""
+    with deferred():
+        thread.start()

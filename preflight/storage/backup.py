@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
-from preflight.core import faults
+from preflight.core import faults, signals
 from preflight.core.errors import (
     DatabaseUnusable,
     EnvironmentProblem,
@@ -246,7 +246,7 @@ class Beside:
         conn.execute(f"PRAGMA busy_timeout = {min(int(wait * 1000), 2**31 - 1)}")
         conn.execute("PRAGMA cache_size = -65536")  # for this run only: closed after COMMIT
         self.info = self.stack.enter_context(step("backup"))
-        self.thread.start()
+        signals.start(self.thread)
         self.held.wait()
         if self.error is not None:
             self.join()
@@ -330,7 +330,7 @@ def _while_syncing(tmp: Path, work: Callable[[], T]) -> T:
             failed.append(exc)
 
     syncer = threading.Thread(target=sync, name="preflight-fsync")
-    syncer.start()
+    signals.start(syncer)
     try:
         done = work()
     finally:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from preflight.core import signals
+
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
@@ -159,7 +161,8 @@ class Leaves:
         return b"" if self.plain else part.digest()
 
     def add(self, pos: int, n: int) -> None:
-        self.jobs.append(self.pool.submit(self._hash, pos, n))
+        with signals.deferred():  # a worker it starts inherits the mask (`signals.start`)
+            self.jobs.append(self.pool.submit(self._hash, pos, n))
         if len(self.jobs) > self.threads * 4:
             self.jobs[-self.threads * 4 - 1].result()  # the hashing keeps up, or the writer waits
 

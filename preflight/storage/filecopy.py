@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from preflight.core import signals
 from preflight.core.errors import DatabaseUnusable, EnvironmentProblem
 from preflight.core.progress import Meter
 from preflight.fast.facts import quick_check, uri
@@ -218,7 +219,7 @@ class _Checker:
 
     def start(self) -> None:
         if self.wanted:
-            self.thread.start()
+            signals.start(self.thread)
 
     def join(self) -> None:
         if self.wanted:
@@ -248,7 +249,7 @@ class _Flusher:
             os.close(fd)
 
     def start(self) -> None:
-        self.thread.start()
+        signals.start(self.thread)
 
     def stop(self) -> None:
         self.done.set()

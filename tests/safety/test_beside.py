@@ -5,8 +5,10 @@ state before it, and the run commits only once that backup is whole and verified
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,38 @@ def test_a_run_killed_before_commit_has_its_backup_whole_and_the_database_as_bef
     assert dump(db) == before  # the hot journal (or the -wal) of the run rolls back
     assert cli("migrate", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0").code == 0
     assert dump(db) != before and rows(db, "SELECT count(*) FROM _preflight_history") == [(5,)]
+
+
+def blocked(tid: int) -> set[int] | None:
+    """The signals thread `tid` of this process blocks (/proc's SigBlk mask); None: gone."""
+    try:
+        status = Path(f"/proc/self/task/{tid}/status").read_text()
+    except FileNotFoundError:
+        return None
+    mask = int(
+        next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16
+    )
+    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+
+
+def test_only_the_main_thread_takes_sigterm_while_the_copy_runs_beside(tmp_path):
+    """The kernel hands a process's SIGTERM to any thread not blocking it, and Python runs
+    its handler in the main thread only: the copy's threads block it, so a `docker stop`
+    wakes the main thread whatever it waits on (a `.py` migration's sleep, a join)."""
+    db = tmp_path / "app.db"
+    filled(db, "wal")
+    tasks = lambda: {int(t) for t in os.listdir("/proc/self/task")}  # noqa: E731
+    before = tasks()
+    conn = connect(db, 5)
+    conn.execute("BEGIN IMMEDIATE")
+    beside = backup.Beside(db, tmp_path / "backups", "", 5)  # not vouched: its checker runs too
+    beside.begin(conn)
+    masks = {t: blocked(t) for t in tasks() - before}
+    beside.end(conn)
+    conn.execute("COMMIT")
+    conn.close()
+    assert beside.join() is not None
+    seen = [m for m in masks.values() if m is not None]
+    assert len(seen) >= 2, masks  # the copy, and its checker, flusher or hashers
+    assert all({signal.SIGTERM, signal.SIGINT} <= m for m in seen), masks
+    assert not {signal.SIGTERM, signal.SIGINT} & (blocked(threading.get_native_id()) or {0})
