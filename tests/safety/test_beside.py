@@ -124,3 +124,52 @@ def test_only_the_main_thread_takes_sigterm_while_the_copy_runs_beside(tmp_path)
     assert len(seen) >= 2, masks  # the copy, and its checker, flusher or hashers
     assert all({signal.SIGTERM, signal.SIGINT} <= m for m in seen), masks
     assert not {signal.SIGTERM, signal.SIGINT} & (blocked(threading.get_native_id()) or {0})
+
+
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_a_cancelled_copy_beside_stops_and_leaves_no_backup(tmp_path, journal):
+    db = tmp_path / "app.db"
+    filled(db, journal)
+    before = dump(db)
+    conn = connect(db, 5)
+    conn.execute("BEGIN IMMEDIATE")
+    beside = backup.Beside(db, tmp_path / "backups", "", 5)  # not vouched: its checker runs too
+    beside.begin(conn)
+    beside.cancel()  # as an interrupted run does, once rolled back
+    assert beside.join() is None
+    conn.execute("ROLLBACK")
+    conn.close()
+    assert dump(db) == before
+    assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").iterdir())
+
+
+def stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped (SIGSTOP, as a `:stop` fault point leaves it)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_sigterm_while_the_copy_runs_beside_rolls_back_without_waiting_for_it(make_db, cli):
+    """`docker stop` during a long migrating start: the run is rolled back and the copy of
+    the state it kept is stopped, not waited for (the container's stop timeout would
+    SIGKILL a start still copying)."""
+    db = make_db("v0.9.5")
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE bulk (id INTEGER PRIMARY KEY, v BLOB NOT NULL)")
+    conn.execute(f"INSERT INTO bulk (v) {SERIES} SELECT randomblob(4000) FROM n", (50000,))
+    conn.close()
+    before = sha(db)
+    proc = started(
+        "migrate", "--db", db, "--migrations", MIGRATIONS, env={"PREFLIGHT_FAULT": "statement:stop"}
+    )
+    while not stopped(proc.pid):  # at the run's first statement, the ~200 MiB copy under way
+        assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 12, err
+    assert "interrupted by SIGTERM" in err and "rolled back" in err, err
+    assert "backup: stopped with the run" in err, err
+    assert not list((db.parent / "backups").glob("*-pre-migrate.db"))
+    assert sha(db) == before
+    assert cli("migrate", "--db", db, "--migrations", MIGRATIONS, "--lock-timeout", "0").code == 0
+    assert rows(db, "SELECT count(*) FROM _preflight_history") == [(5,)]
