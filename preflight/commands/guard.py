@@ -470,8 +470,6 @@ def execute(
             exc = Interrupted("interrupted", "start again")
         committed = progress["committed"]
         if beside is not None:
-            if isinstance(exc, Interrupted) and not committed:
-                beside.cancel()  # rolled back: a copy of the state kept is not worth the wait
             taken = beside.join()  # its own failure (exit 6, 7, 8) is the start's
         failed = exc.message if isinstance(exc, PreflightError) else f"{type(exc).__name__}: {exc}"
         # An interruption, a full disk or another process's lock says nothing against this

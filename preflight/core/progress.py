@@ -8,12 +8,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from preflight.core import TYPE_CHECKING
-from preflight.core.errors import Interrupted
-
-if TYPE_CHECKING:
-    import threading
-
 log = logging.getLogger("preflight")
 
 MIB = 1 << 20
@@ -32,15 +26,12 @@ class Meter:
     started: float = field(init=False)
     last: float = -1.0
     lines: int = 0
-    stop: threading.Event | None = None  # set: the next update raises Interrupted
 
     def __post_init__(self) -> None:
         self.started = self.clock()
 
     def update(self, done: int = 0, doing: str = "") -> None:
         """Report `done` bytes (or what is being done) if it is time for a line."""
-        if self.stop is not None and self.stop.is_set():
-            raise Interrupted(f"{self.label}: stopped", "")
         now = self.clock()
         elapsed = now - self.started
         if elapsed < self.after or (self.last >= 0 and now - self.last < self.every):

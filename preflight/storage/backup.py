@@ -103,7 +103,6 @@ def take(
     fast: bool = True,
     vouched: str = "",
     held: threading.Event | None = None,
-    stop: threading.Event | None = None,
 ) -> Path:
     """A verified, consistent copy of `db` (WAL content included) in `backup_dir`, mode 0600.
 
@@ -111,8 +110,7 @@ def take(
     busy) by SQLite's online backup API. Room is demanded here only: a start that writes
     nothing needs none. The state copied fails quick_check: DatabaseUnusable (exit 6),
     nothing left. `vouched` (why, for the log): the full check `cache.vouching` recorded
-    stands in for quick_check; the copy is still compared and hashed. `held`, `stop`: see
-    `Beside`.
+    stands in for quick_check; the copy is still compared and hashed. `held`: see `Beside`.
     """
     room_for_backup(db, backup_dir)
     # What this call creates goes again when it fails: a refused start leaves no trace.
@@ -134,7 +132,7 @@ def take(
         if fast:
             from preflight.storage.filecopy import locked_copy  # not for a start writing nothing
 
-            locked = locked_copy(db, tmp, not vouched, held, stop)
+            locked = locked_copy(db, tmp, not vouched, held)
         if locked is not None:
             faults.point("backup-temp-written")
             # Verified already: quick_check of the state copied (or `vouched`), and the
@@ -223,7 +221,7 @@ class Beside:
 
     def __init__(self, db: Path, backup_dir: Path, vouched: str, timeout: float) -> None:
         self.db, self.timeout = db, timeout
-        self.held, self.stop = threading.Event(), threading.Event()
+        self.held = threading.Event()
         self.path: Path | None = None
         self.error: BaseException | None = None
         self.stack = contextlib.ExitStack()
@@ -233,9 +231,7 @@ class Beside:
 
     def _run(self, backup_dir: Path, vouched: str) -> None:
         try:
-            self.path = take(
-                self.db, backup_dir, "pre-migrate", vouched=vouched, held=self.held, stop=self.stop
-            )
+            self.path = take(self.db, backup_dir, "pre-migrate", vouched=vouched, held=self.held)
         except BaseException as exc:  # raised again in the caller's thread by join()
             self.error = exc
         finally:
@@ -264,21 +260,12 @@ class Beside:
         if result != "ok":
             raise MigrationFailed(f"verification: quick_check: {result[:200]}", "")
 
-    def cancel(self) -> None:
-        """The run was interrupted and rolled back: its backup is not worth waiting for. The
-        copy ends at its next chunk and leaves nothing (`join` then returns None)."""
-        self.stop.set()
-
     def join(self) -> Path | None:
-        """The backup, verified and in its folder (None: never begun, or cancelled first); or
-        its own error (exit 6, 7 or 8), the run then rolled back."""
+        """The backup, verified and in its folder (None: never begun); or its own error
+        (exit 6, 7 or 8), the run then rolled back."""
         if self.thread.ident is None:
             return None
         self.thread.join()
-        if self.error is not None and self.stop.is_set():
-            self.info["what"] = "stopped with the run"
-            self.stack.close()
-            return None
         if self.error is not None:
             raise self.error
         if self.path is not None:

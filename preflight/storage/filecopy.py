@@ -44,11 +44,7 @@ class Locked:
 
 
 def locked_copy(
-    db: Path,
-    tmp: Path,
-    check: bool = True,
-    held: threading.Event | None = None,
-    stop: threading.Event | None = None,
+    db: Path, tmp: Path, check: bool = True, held: threading.Event | None = None
 ) -> Locked | None:
     """Copy the database's files whole under SQLite's write lock, verified; None: do it another way.
 
@@ -66,8 +62,7 @@ def locked_copy(
     (docs/internals.md, "The backup beside the migration"). The WAL is copied first and
     `held` set once our read lock is taken: from then on the caller's uncommitted writes
     reach only its WAL or its page cache (a rollback journal's spill waits for our read
-    lock), never the main file copied, and it commits only after this returns. `stop`, once
-    set, ends the copy at its next chunk (Interrupted) and interrupts the checker.
+    lock), never the main file copied, and it commits only after this returns.
     """
     # A read transaction held open across the copy: our writer's close below then
     # cannot checkpoint the live WAL into the main file (that needs the database to
@@ -87,7 +82,7 @@ def locked_copy(
             wal = Path(f"{db}-wal")
             has_wal = wal.exists() and wal.stat().st_size > 0
             total = db.stat().st_size + (wal.stat().st_size if has_wal else 0)
-            meter = Meter("backup", total, stop=stop)
+            meter = Meter("backup", total)
             # The read lock taken: the checker reads the very state copied through it.
             checker, flusher = _Checker(db, check, reader if held else None), _Flusher(tmp)
             checker.start()
@@ -110,8 +105,6 @@ def locked_copy(
                     sha = done.tree or digest.hash_file(tmp)
             finally:
                 flusher.stop()
-                if stop is not None and stop.is_set():
-                    reader.interrupt()  # the checker's quick_check, if it still runs
                 checker.join()
             if held is None:
                 writer.execute("ROLLBACK")
